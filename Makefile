@@ -1,0 +1,39 @@
+# Two commands: `make run` and `make test` (see README.md). Everything they need is installed by
+# scripts/install-deps.sh, only when missing.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+SWIFT ?= swift
+VENV := .venv
+
+.PHONY: help deps deps-test build build-release run test test-swift test-e2e bench clean
+
+help:
+	@echo "make run    - install what is missing, build (release) and start the server on its defaults"
+	@echo "make test   - install what is missing and run every test (Swift + end-to-end)"
+	@echo "make bench  - release build and the benchmarks"
+
+deps:
+	@scripts/install-deps.sh run
+
+deps-test:
+	@scripts/install-deps.sh test
+
+build-release: deps
+	$(SWIFT) build -c release --product sfu
+
+run: build-release
+	.build/release/sfu serve
+
+build: deps-test
+	$(SWIFT) build --build-tests
+
+# The whole suite: Swift unit tests, then the end-to-end tests (pytest, real binary, real peers,
+# a throwaway PostgreSQL). scripts/test.sh stops whatever it started, even on failure.
+test: deps-test
+	@scripts/test.sh
+
+bench: deps
+	@scripts/bench.sh
+
+clean:
+	rm -rf .build .build-* Benchmarks/.build

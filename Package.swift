@@ -1,0 +1,96 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+]
+
+let package = Package(
+    name: "sfu",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "sfu", targets: ["sfu"]),
+        .library(name: "RTP", targets: ["RTP"]),
+        .library(name: "DTLS", targets: ["DTLS"]),
+        .library(name: "SFU", targets: ["SFU"]),
+        .library(name: "Recorder", targets: ["Recorder"]),
+        .library(name: "Control", targets: ["Control"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+    ],
+    targets: [
+        // MARK: C libraries from Debian, found through pkg-config
+        .systemLibrary(name: "CSRTP", pkgConfig: "libsrtp2", providers: [.apt(["libsrtp2-dev"])]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "COpus", pkgConfig: "opus", providers: [.apt(["libopus-dev"])]),
+        .systemLibrary(name: "CVPX", pkgConfig: "vpx", providers: [.apt(["libvpx-dev"])]),
+        .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+        // Function wrappers for the C macros and variadic functions Swift cannot call directly.
+        .target(name: "CSFUShim", dependencies: ["COpenSSL", "COpus", "CVPX"]),
+
+        // MARK: the modules (../shared/DESIGN.md)
+        .target(
+            name: "RTP",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "DTLS",
+            dependencies: ["RTP", "CSRTP", "COpenSSL", "CSFUShim"],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "SFU",
+            dependencies: [
+                "RTP", "DTLS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "Recorder",
+            dependencies: ["RTP", "SFU", "COpus", "CVPX", "CSFUShim", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "Control",
+            dependencies: [
+                "RTP", "DTLS", "SFU", "Recorder", "CLibPQ",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "sfu",
+            dependencies: [
+                "Control", "RTP",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+
+        // MARK: tests
+        .testTarget(name: "RTPTests", dependencies: ["RTP"], swiftSettings: strict),
+        .testTarget(name: "DTLSTests", dependencies: ["DTLS", "CSRTP", "COpenSSL", "CSFUShim"], swiftSettings: strict),
+        .testTarget(name: "SFUTests", dependencies: ["SFU"], swiftSettings: strict),
+        .testTarget(name: "RecorderTests", dependencies: ["Recorder", "COpus", "CVPX", "CSFUShim"], swiftSettings: strict),
+        .testTarget(
+            name: "ControlTests",
+            dependencies: [
+                "Control", "CLibPQ",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
+            swiftSettings: strict
+        ),
+    ]
+)

@@ -1,0 +1,32 @@
+// Function wrappers for the C macros and variadic functions of OpenSSL, libvpx and libopus that Swift
+// cannot call directly. Keep this file small: anything that is a plain function is called from Swift.
+#pragma once
+#include <openssl/ssl.h>
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <vpx/vpx_encoder.h>
+#include <vpx/vpx_decoder.h>
+#include <opus/opus.h>
+
+// MARK: OpenSSL
+long sfu_DTLSv1_handle_timeout(SSL *ssl);
+/// Returns 1 and fills the time left until the next retransmission when a DTLS timer runs, 0 otherwise.
+int sfu_DTLSv1_get_timeout(SSL *ssl, long *seconds, long *microseconds);
+long sfu_DTLS_set_link_mtu(SSL *ssl, long mtu);
+long sfu_BIO_get_mem_data(BIO *bio, char **data);
+long sfu_BIO_set_mem_eof_return(BIO *bio, long value);
+int sfu_SSL_CTX_set_min_proto_version(SSL_CTX *ctx, int version);
+int sfu_SSL_CTX_set_max_proto_version(SSL_CTX *ctx, int version);
+/// A new ECDSA P-256 key, or NULL.
+EVP_PKEY *sfu_EC_P256_keygen(void);
+
+// MARK: libvpx
+vpx_codec_err_t sfu_vpx_codec_enc_init(vpx_codec_ctx_t *ctx, vpx_codec_iface_t *iface,
+                                       const vpx_codec_enc_cfg_t *cfg, vpx_codec_flags_t flags);
+vpx_codec_err_t sfu_vpx_codec_dec_init(vpx_codec_ctx_t *ctx, vpx_codec_iface_t *iface,
+                                       const vpx_codec_dec_cfg_t *cfg, vpx_codec_flags_t flags);
+vpx_codec_err_t sfu_vpx_codec_control_int(vpx_codec_ctx_t *ctx, int control_id, int value);
+
+// MARK: libopus
+int sfu_opus_encoder_set_bitrate(OpusEncoder *encoder, opus_int32 bitrate);
+int sfu_opus_encoder_get_bitrate(OpusEncoder *encoder, opus_int32 *bitrate);

@@ -1,0 +1,38 @@
+#include "sfu_shim.h"
+#include <vpx/vp8cx.h>
+
+long sfu_DTLSv1_handle_timeout(SSL *ssl) { return DTLSv1_handle_timeout(ssl); }
+
+int sfu_DTLSv1_get_timeout(SSL *ssl, long *seconds, long *microseconds) {
+    struct timeval tv = {0, 0};
+    int r = (int)DTLSv1_get_timeout(ssl, &tv);
+    *seconds = (long)tv.tv_sec;
+    *microseconds = (long)tv.tv_usec;
+    return r;
+}
+
+long sfu_DTLS_set_link_mtu(SSL *ssl, long mtu) { return DTLS_set_link_mtu(ssl, mtu); }
+long sfu_BIO_get_mem_data(BIO *bio, char **data) { return BIO_get_mem_data(bio, data); }
+long sfu_BIO_set_mem_eof_return(BIO *bio, long value) { return BIO_set_mem_eof_return(bio, value); }
+int sfu_SSL_CTX_set_min_proto_version(SSL_CTX *ctx, int version) { return (int)SSL_CTX_set_min_proto_version(ctx, version); }
+int sfu_SSL_CTX_set_max_proto_version(SSL_CTX *ctx, int version) { return (int)SSL_CTX_set_max_proto_version(ctx, version); }
+EVP_PKEY *sfu_EC_P256_keygen(void) { return EVP_EC_gen("P-256"); }
+
+vpx_codec_err_t sfu_vpx_codec_enc_init(vpx_codec_ctx_t *ctx, vpx_codec_iface_t *iface,
+                                       const vpx_codec_enc_cfg_t *cfg, vpx_codec_flags_t flags) {
+    return vpx_codec_enc_init(ctx, iface, cfg, flags);
+}
+vpx_codec_err_t sfu_vpx_codec_dec_init(vpx_codec_ctx_t *ctx, vpx_codec_iface_t *iface,
+                                       const vpx_codec_dec_cfg_t *cfg, vpx_codec_flags_t flags) {
+    return vpx_codec_dec_init(ctx, iface, cfg, flags);
+}
+vpx_codec_err_t sfu_vpx_codec_control_int(vpx_codec_ctx_t *ctx, int control_id, int value) {
+    return vpx_codec_control_(ctx, control_id, value);
+}
+
+int sfu_opus_encoder_set_bitrate(OpusEncoder *encoder, opus_int32 bitrate) {
+    return opus_encoder_ctl(encoder, OPUS_SET_BITRATE(bitrate));
+}
+int sfu_opus_encoder_get_bitrate(OpusEncoder *encoder, opus_int32 *bitrate) {
+    return opus_encoder_ctl(encoder, OPUS_GET_BITRATE(bitrate));
+}

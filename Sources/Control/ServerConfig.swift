@@ -1,0 +1,79 @@
+import Foundation
+
+/// Everything `sfu serve` can be told, with the embedded defaults of PROTOCOL.md ("Processes and defaults").
+///
+/// Values come from, in increasing priority: the defaults below, `SFU_*` environment variables, command-line flags.
+public struct ServerConfig: Sendable, Equatable {
+    /// Address the HTTP control API and signaling listen on.
+    public var httpHost: String = "127.0.0.1"
+    public var httpPort: Int = 8080
+    /// Address the media workers bind their UDP ports on.
+    public var mediaHost: String = "127.0.0.1"
+    /// First UDP port; worker `i` uses `mediaPortBase + i`.
+    public var mediaPortBase: Int = 40000
+    /// Number of media workers (event loops); 0 means one per core.
+    public var workers: Int = 0
+    /// Address put in ICE candidates instead of `mediaHost` (for NAT / public deployments).
+    public var announcedIP: String?
+    public var dataDir: String = "./data"
+    /// Defaults to `<dataDir>/recordings`.
+    public var recordingsDir: String?
+    /// `nil` = SQLite under `dataDir`; a `postgres://` URL selects PostgreSQL.
+    public var databaseURL: String?
+    /// API keys accepted on the control API. Empty = development mode (a random key is made at start).
+    public var apiKeys: [String] = []
+    /// STUN/TURN URLs handed to clients.
+    public var iceServers: [String] = []
+    public var logLevel: String = "info"
+
+    public init() {}
+
+    public var effectiveRecordingsDir: String { recordingsDir ?? (dataDir as NSString).appendingPathComponent("recordings") }
+
+    /// Overlays `SFU_*` variables from `environment` on `self`.
+    /// - Throws: ``ConfigError`` when a variable holds a value of the wrong form.
+    public mutating func apply(environment: [String: String]) throws {
+        func int(_ name: String) throws -> Int? {
+            guard let raw = environment[name] else { return nil }
+            guard let value = Int(raw) else { throw ConfigError(variable: name, value: raw, expected: "an integer") }
+            return value
+        }
+        func list(_ name: String) -> [String]? {
+            environment[name].map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
+        }
+        if let v = environment["SFU_HTTP_HOST"] { httpHost = v }
+        if let v = try int("SFU_HTTP_PORT") { httpPort = v }
+        if let v = environment["SFU_MEDIA_HOST"] { mediaHost = v }
+        if let v = try int("SFU_MEDIA_PORT") { mediaPortBase = v }
+        if let v = try int("SFU_WORKERS") { workers = v }
+        if let v = environment["SFU_ANNOUNCED_IP"], !v.isEmpty { announcedIP = v }
+        if let v = environment["SFU_DATA_DIR"] { dataDir = v }
+        if let v = environment["SFU_RECORDINGS_DIR"], !v.isEmpty { recordingsDir = v }
+        if let v = environment["SFU_DATABASE_URL"], !v.isEmpty { databaseURL = v }
+        if let v = list("SFU_API_KEY") { apiKeys = v }
+        if let v = list("SFU_ICE_SERVERS") { iceServers = v }
+        if let v = environment["SFU_LOG_LEVEL"] { logLevel = v }
+        try validate()
+    }
+
+    /// Checks ranges that would otherwise fail later with a less clear error.
+    public func validate() throws {
+        guard (0...65535).contains(httpPort) else { throw ConfigError(variable: "http port", value: String(httpPort), expected: "0...65535") }
+        guard (1...65535).contains(mediaPortBase) else { throw ConfigError(variable: "media port", value: String(mediaPortBase), expected: "1...65535") }
+        guard workers >= 0 && workers <= 256 else { throw ConfigError(variable: "workers", value: String(workers), expected: "0...256") }
+    }
+}
+
+public struct ConfigError: Error, CustomStringConvertible, Equatable {
+    public var variable: String
+    public var value: String
+    public var expected: String
+
+    public init(variable: String, value: String, expected: String) {
+        self.variable = variable
+        self.value = value
+        self.expected = expected
+    }
+
+    public var description: String { "invalid \(variable) '\(value)': expected \(expected)" }
+}

@@ -1,0 +1,45 @@
+import Control
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import Testing
+
+@Suite("HTTP: health and config")
+struct HealthTests {
+    @Test func healthzAnswersOKAsJSON() async throws {
+        let server = SFUServer(config: ServerConfig(), logger: Logger(label: "test"))
+        let app = Application(router: server.buildRouter())
+        try await app.test(.router) { client in
+            try await client.execute(uri: "/healthz", method: .get) { response in
+                #expect(response.status == .ok)
+                #expect(response.headers[.contentType]?.hasPrefix("application/json") == true)
+                let body = try JSONDecoder().decode(HealthResponse.self, from: Data(buffer: response.body))
+                #expect(body == HealthResponse(status: "ok"))
+            }
+        }
+    }
+
+    @Test func environmentOverridesDefaults() throws {
+        var config = ServerConfig()
+        #expect(config.httpPort == 8080 && config.httpHost == "127.0.0.1" && config.mediaPortBase == 40000)
+        #expect(config.effectiveRecordingsDir == "./data/recordings")
+        try config.apply(environment: [
+            "SFU_HTTP_PORT": "9090", "SFU_API_KEY": "a, b", "SFU_DATABASE_URL": "postgres://x@localhost/db",
+            "SFU_ICE_SERVERS": "stun:stun.example:3478", "SFU_RECORDINGS_DIR": "/rec",
+        ])
+        #expect(config.httpPort == 9090)
+        #expect(config.apiKeys == ["a", "b"])
+        #expect(config.databaseURL == "postgres://x@localhost/db")
+        #expect(config.iceServers == ["stun:stun.example:3478"])
+        #expect(config.effectiveRecordingsDir == "/rec")
+    }
+
+    @Test func badEnvironmentValuesAreRejectedWithTheVariableName() {
+        var config = ServerConfig()
+        #expect(throws: ConfigError(variable: "SFU_HTTP_PORT", value: "eighty", expected: "an integer")) {
+            try config.apply(environment: ["SFU_HTTP_PORT": "eighty"])
+        }
+        #expect(throws: ConfigError.self) { try config.apply(environment: ["SFU_HTTP_PORT": "70000"]) }
+    }
+}
