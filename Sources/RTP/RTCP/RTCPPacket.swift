@@ -1,0 +1,123 @@
+/// One packet of an RTCP compound packet.
+public enum RTCPPacket: Sendable, Equatable {
+    case senderReport(SenderReport)
+    case receiverReport(ReceiverReport)
+    case sourceDescription(SourceDescription)
+    case goodbye(Goodbye)
+    case applicationDefined(ApplicationDefined)
+    case nack(GenericNACK)
+    case transportCC(TransportLayerCC)
+    case pli(PictureLossIndication)
+    case fir(FullIntraRequest)
+    case remb(ReceiverEstimatedMaximumBitrate)
+    case extendedReport(ExtendedReport)
+    /// Any other type or feedback format, kept whole.
+    case raw(RawRTCPPacket)
+
+    /// Parses one packet whose bytes (header included, padding excluded) are `bytes`.
+    init(parsing bytes: UnsafeRawBufferPointer, header: RTCPHeader) throws(RTPParseError) {
+        switch (header.packetType, header.count) {
+        case (RTCPPacketType.senderReport, _): self = .senderReport(try SenderReport(parsing: bytes, header: header))
+        case (RTCPPacketType.receiverReport, _): self = .receiverReport(try ReceiverReport(parsing: bytes, header: header))
+        case (RTCPPacketType.sourceDescription, _): self = .sourceDescription(try SourceDescription(parsing: bytes, header: header))
+        case (RTCPPacketType.goodbye, _): self = .goodbye(try Goodbye(parsing: bytes, header: header))
+        case (RTCPPacketType.applicationDefined, _): self = .applicationDefined(try ApplicationDefined(parsing: bytes, header: header))
+        case (RTCPPacketType.transportFeedback, GenericNACK.fmt): self = .nack(try GenericNACK(parsing: bytes))
+        case (RTCPPacketType.transportFeedback, TransportLayerCC.fmt): self = .transportCC(try TransportLayerCC(parsing: bytes))
+        case (RTCPPacketType.payloadFeedback, PictureLossIndication.fmt): self = .pli(try PictureLossIndication(parsing: bytes))
+        case (RTCPPacketType.payloadFeedback, FullIntraRequest.fmt): self = .fir(try FullIntraRequest(parsing: bytes))
+        case (RTCPPacketType.payloadFeedback, ReceiverEstimatedMaximumBitrate.fmt) where ReceiverEstimatedMaximumBitrate.isREMB(bytes):
+            self = .remb(try ReceiverEstimatedMaximumBitrate(parsing: bytes))
+        case (RTCPPacketType.extendedReport, _): self = .extendedReport(try ExtendedReport(parsing: bytes))
+        default: self = .raw(RawRTCPPacket(header: header, bytes: Array(bytes)))
+        }
+    }
+
+    public func serialize(into out: inout [UInt8]) {
+        switch self {
+        case .senderReport(let p): p.serialize(into: &out)
+        case .receiverReport(let p): p.serialize(into: &out)
+        case .sourceDescription(let p): p.serialize(into: &out)
+        case .goodbye(let p): p.serialize(into: &out)
+        case .applicationDefined(let p): p.serialize(into: &out)
+        case .nack(let p): p.serialize(into: &out)
+        case .transportCC(let p): p.serialize(into: &out)
+        case .pli(let p): p.serialize(into: &out)
+        case .fir(let p): p.serialize(into: &out)
+        case .remb(let p): p.serialize(into: &out)
+        case .extendedReport(let p): p.serialize(into: &out)
+        case .raw(let p): p.serialize(into: &out)
+        }
+    }
+
+    /// The RTCP packet type (200-207, or another for raw packets).
+    public var packetType: UInt8 {
+        switch self {
+        case .senderReport: RTCPPacketType.senderReport
+        case .receiverReport: RTCPPacketType.receiverReport
+        case .sourceDescription: RTCPPacketType.sourceDescription
+        case .goodbye: RTCPPacketType.goodbye
+        case .applicationDefined: RTCPPacketType.applicationDefined
+        case .nack, .transportCC: RTCPPacketType.transportFeedback
+        case .pli, .fir, .remb: RTCPPacketType.payloadFeedback
+        case .extendedReport: RTCPPacketType.extendedReport
+        case .raw(let p): p.header.packetType
+        }
+    }
+}
+
+/// Compound RTCP packets (RFC 3550 6.1): one datagram, several packets back to back.
+public enum RTCPCompound {
+    /// Every packet of the compound packet in `bytes`.
+    /// - Throws: ``RTPParseError`` when any packet's header or body is malformed; no partial
+    ///   result, since a compound packet is validated as a whole (RFC 3550 A.2).
+    public static func parse(_ bytes: UnsafeRawBufferPointer) throws(RTPParseError) -> [RTCPPacket] {
+        var packets: [RTCPPacket] = []
+        var offset = 0
+        guard !bytes.isEmpty else { throw .truncated(needed: 4, available: 0) }
+        while offset < bytes.count {
+            let rest = UnsafeRawBufferPointer(rebasing: bytes[offset...])
+            let header = try RTCPHeader(parsing: rest)
+            var length = header.packetLength
+            if header.padding {
+                let pad = Int(rest[header.packetLength - 1])
+                guard pad > 0, pad <= header.packetLength - RTCPHeader.size else { throw .badPadding }
+                length -= pad
+            }
+            packets.append(try RTCPPacket(parsing: UnsafeRawBufferPointer(rebasing: rest[0..<length]), header: header))
+            offset += header.packetLength
+        }
+        return packets
+    }
+
+    public static func parse(_ bytes: [UInt8]) throws(RTPParseError) -> [RTCPPacket] {
+        try bytes.withParsedBytes { raw throws(RTPParseError) in try parse(raw) }
+    }
+
+    public static func serialize(_ packets: [RTCPPacket]) -> [UInt8] {
+        var out: [UInt8] = []
+        for packet in packets { packet.serialize(into: &out) }
+        return out
+    }
+}
+
+/// RFC 7983 / RFC 5761 demultiplexing of a datagram on a shared port.
+public enum PacketClass: Sendable, Equatable {
+    case stun, dtls, rtp, rtcp, other
+
+    /// Classifies by the first byte (RFC 7983) and, for RTP/RTCP, the payload type (RFC 5761:
+    /// 64-95 with the marker bit masked out is RTCP).
+    @inlinable
+    public init(classifying bytes: UnsafeRawBufferPointer) {
+        guard let first = bytes.first else { self = .other; return }
+        switch first {
+        case 0...3: self = .stun
+        case 20...63: self = .dtls
+        case 128...191:
+            guard bytes.count >= 2 else { self = .other; return }
+            let pt = bytes[1] & 0x7f
+            self = (64...95).contains(pt) ? .rtcp : .rtp
+        default: self = .other
+        }
+    }
+}

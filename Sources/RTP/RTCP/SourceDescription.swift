@@ -1,0 +1,148 @@
+/// Source description (RFC 3550 6.5, PT 202): chunks of items (CNAME, NAME, ...) per source.
+public struct SourceDescription: Sendable, Equatable {
+    public struct Item: Sendable, Equatable {
+        /// 1 CNAME, 2 NAME, 3 EMAIL, 4 PHONE, 5 LOC, 6 TOOL, 7 NOTE, 8 PRIV.
+        public var type: UInt8
+        public var value: [UInt8]
+
+        public init(type: UInt8, value: [UInt8]) {
+            self.type = type
+            self.value = Array(value.prefix(255))
+        }
+
+        public init(type: UInt8, text: String) { self.init(type: type, value: Array(text.utf8)) }
+
+        public var text: String { String(decoding: value, as: UTF8.self) }
+
+        public static let cname: UInt8 = 1
+    }
+
+    public struct Chunk: Sendable, Equatable {
+        public var ssrc: UInt32
+        public var items: [Item]
+
+        public init(ssrc: UInt32, items: [Item]) {
+            self.ssrc = ssrc
+            self.items = items
+        }
+    }
+
+    public var chunks: [Chunk]
+
+    public init(chunks: [Chunk]) { self.chunks = chunks }
+
+    /// An SDES with one CNAME, the usual content of every compound packet.
+    public init(ssrc: UInt32, cname: String) {
+        chunks = [Chunk(ssrc: ssrc, items: [Item(type: Item.cname, text: cname)])]
+    }
+
+    init(parsing bytes: UnsafeRawBufferPointer, header: RTCPHeader) throws(RTPParseError) {
+        var r = RTCPReader(bytes, offset: 4)
+        var chunks: [Chunk] = []
+        for _ in 0..<header.count {
+            let chunkStart = r.offset
+            let ssrc = try r.u32()
+            var items: [Item] = []
+            while true {
+                let type = try r.u8()
+                if type == 0 { break }
+                let length = Int(try r.u8())
+                items.append(Item(type: type, value: try r.bytes(length)))
+            }
+            // Null terminator then padding to the next 32-bit boundary of the chunk.
+            let used = r.offset - chunkStart
+            try r.skip((4 - used % 4) % 4)
+            chunks.append(Chunk(ssrc: ssrc, items: items))
+        }
+        self.chunks = chunks
+    }
+
+    public func serialize(into out: inout [UInt8]) {
+        RTCPWriter.write(&out, count: UInt8(min(chunks.count, 31)), type: RTCPPacketType.sourceDescription) { out in
+            for chunk in chunks.prefix(31) {
+                let start = out.count
+                out.append32(chunk.ssrc)
+                for item in chunk.items {
+                    out.append(item.type)
+                    out.append(UInt8(item.value.count))
+                    out.append(contentsOf: item.value)
+                }
+                out.append(0)
+                while (out.count - start) % 4 != 0 { out.append(0) }
+            }
+        }
+    }
+}
+
+/// Goodbye (RFC 3550 6.6, PT 203).
+public struct Goodbye: Sendable, Equatable {
+    public var sources: [UInt32]
+    public var reason: [UInt8]?
+
+    public init(sources: [UInt32], reason: String? = nil) {
+        self.sources = sources
+        self.reason = reason.map { Array($0.utf8.prefix(255)) }
+    }
+
+    init(parsing bytes: UnsafeRawBufferPointer, header: RTCPHeader) throws(RTPParseError) {
+        var r = RTCPReader(bytes, offset: 4)
+        var sources: [UInt32] = []
+        for _ in 0..<header.count { sources.append(try r.u32()) }
+        self.sources = sources
+        if r.remaining > 0 {
+            let length = Int(try r.u8())
+            reason = try r.bytes(length)
+        } else {
+            reason = nil
+        }
+    }
+
+    public var reasonText: String? { reason.map { String(decoding: $0, as: UTF8.self) } }
+
+    public func serialize(into out: inout [UInt8]) {
+        RTCPWriter.write(&out, count: UInt8(min(sources.count, 31)), type: RTCPPacketType.goodbye) { out in
+            for source in sources.prefix(31) { out.append32(source) }
+            if let reason {
+                out.append(UInt8(reason.count))
+                out.append(contentsOf: reason)
+                out.padTo4()
+            }
+        }
+    }
+}
+
+/// Application-defined (RFC 3550 6.7, PT 204).
+public struct ApplicationDefined: Sendable, Equatable {
+    public var subtype: UInt8
+    public var ssrc: UInt32
+    /// Four ASCII characters.
+    public var name: UInt32
+    public var data: [UInt8]
+
+    public init(subtype: UInt8, ssrc: UInt32, name: UInt32, data: [UInt8]) {
+        self.subtype = subtype & 0x1f
+        self.ssrc = ssrc
+        self.name = name
+        self.data = data
+    }
+
+    init(parsing bytes: UnsafeRawBufferPointer, header: RTCPHeader) throws(RTPParseError) {
+        var r = RTCPReader(bytes, offset: 4)
+        subtype = header.count
+        ssrc = try r.u32()
+        name = try r.u32()
+        data = r.rest()
+    }
+
+    public var nameText: String {
+        String(decoding: [UInt8(name >> 24), UInt8(name >> 16 & 0xff), UInt8(name >> 8 & 0xff), UInt8(name & 0xff)], as: UTF8.self)
+    }
+
+    public func serialize(into out: inout [UInt8]) {
+        RTCPWriter.write(&out, count: subtype, type: RTCPPacketType.applicationDefined) { out in
+            out.append32(ssrc)
+            out.append32(name)
+            out.append(contentsOf: data)
+        }
+    }
+}

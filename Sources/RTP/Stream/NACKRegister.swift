@@ -1,0 +1,121 @@
+/// Decides which lost packets of an incoming stream to ask for, and when (RFC 4585 generic NACK).
+///
+/// A gap in sequence numbers registers the missing packets; each is requested at once, then
+/// again every round-trip time until it arrives, it has been asked for `maxRetries` times or it is
+/// older than `maxAge`. The list is bounded: when more than `maxMissing` are outstanding, the
+/// oldest are given up (a keyframe request is the better remedy then; ``needsKeyframe`` says so).
+public struct NACKRegister: Sendable {
+    public struct Configuration: Sendable {
+        public var maxRetries: Int = 10
+        /// Nanoseconds after which a missing packet is given up.
+        public var maxAgeNanos: Int64 = 1_000_000_000
+        public var maxMissing: Int = 512
+        /// Lower bound for the resend interval, in nanoseconds.
+        public var minResendIntervalNanos: Int64 = 20_000_000
+        public init() {}
+    }
+
+    @usableFromInline struct Entry: Sendable {
+        var sequence: Int64
+        var firstMissingNanos: Int64
+        var lastRequestNanos: Int64?
+        var retries: Int
+    }
+
+    public let configuration: Configuration
+    @usableFromInline var unwrapper = SequenceUnwrapper()
+    @usableFromInline var highest: Int64?
+    /// Missing packets in increasing sequence order.
+    @usableFromInline var missing: [Entry] = []
+    /// Set when packets were given up because the list overflowed or a gap was too large.
+    public private(set) var needsKeyframe = false
+    /// Packets that arrived after having been requested.
+    public private(set) var recovered: Int = 0
+    public private(set) var givenUp: Int = 0
+
+    public init(configuration: Configuration = Configuration()) {
+        self.configuration = configuration
+        missing.reserveCapacity(configuration.maxMissing)
+    }
+
+    public var missingCount: Int { missing.count }
+
+    /// Records an arrival (original or retransmitted).
+    public mutating func received(sequenceNumber: UInt16, nowNanos: Int64) {
+        let ext = unwrapper.unwrap(sequenceNumber)
+        guard let high = highest else {
+            highest = ext
+            return
+        }
+        if ext > high {
+            let gap = ext - high - 1
+            if gap > Int64(configuration.maxMissing) {
+                givenUp += missing.count + Int(gap)
+                missing.removeAll(keepingCapacity: true)
+                needsKeyframe = true
+            } else if gap > 0 {
+                for s in (high + 1)..<ext {
+                    missing.append(Entry(sequence: s, firstMissingNanos: nowNanos, lastRequestNanos: nil, retries: 0))
+                }
+                if missing.count > configuration.maxMissing {
+                    let excess = missing.count - configuration.maxMissing
+                    missing.removeFirst(excess)
+                    givenUp += excess
+                    needsKeyframe = true
+                }
+            }
+            highest = ext
+        } else if let index = index(of: ext) {
+            if missing[index].lastRequestNanos != nil { recovered += 1 }
+            missing.remove(at: index)
+        }
+    }
+
+    /// Clears the keyframe flag once a keyframe was requested or arrived.
+    public mutating func keyframeHandled() { needsKeyframe = false }
+
+    /// The packets to request now, oldest first; marks them requested.
+    /// - Parameter rttNanos: current round-trip estimate; the resend interval.
+    public mutating func due(nowNanos: Int64, rttNanos: Int64) -> [UInt16] {
+        var out: [UInt16] = []
+        dueInto(&out, nowNanos: nowNanos, rttNanos: rttNanos)
+        return out
+    }
+
+    /// As ``due(nowNanos:rttNanos:)``, appending to a caller-owned array (no allocation once it has capacity).
+    public mutating func dueInto(_ out: inout [UInt16], nowNanos: Int64, rttNanos: Int64) {
+        let interval = max(rttNanos, configuration.minResendIntervalNanos)
+        var kept = 0
+        for i in missing.indices {
+            var entry = missing[i]
+            if entry.retries >= configuration.maxRetries || nowNanos - entry.firstMissingNanos > configuration.maxAgeNanos {
+                givenUp += 1
+                continue
+            }
+            if entry.lastRequestNanos.map({ nowNanos - $0 >= interval }) ?? true {
+                entry.lastRequestNanos = nowNanos
+                entry.retries += 1
+                out.append(UInt16(truncatingIfNeeded: entry.sequence))
+            }
+            missing[kept] = entry
+            kept += 1
+        }
+        missing.removeLast(missing.count - kept)
+    }
+
+    /// When ``due(nowNanos:rttNanos:)`` should next be called, or nil with nothing missing.
+    public func nextDeadline(rttNanos: Int64) -> Int64? {
+        let interval = max(rttNanos, configuration.minResendIntervalNanos)
+        return missing.map { ($0.lastRequestNanos.map { $0 + interval }) ?? $0.firstMissingNanos }.min()
+    }
+
+    @usableFromInline func index(of ext: Int64) -> Int? {
+        var low = 0
+        var high = missing.count
+        while low < high {
+            let mid = (low + high) / 2
+            if missing[mid].sequence < ext { low = mid + 1 } else { high = mid }
+        }
+        return low < missing.count && missing[low].sequence == ext ? low : nil
+    }
+}
