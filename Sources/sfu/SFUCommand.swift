@@ -8,7 +8,7 @@ struct SFUCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sfu",
         abstract: "A selective forwarding unit for WebRTC consultations.",
-        subcommands: [Serve.self],
+        subcommands: [Serve.self, Inspect.self],
         defaultSubcommand: nil
     )
 }
