@@ -8,6 +8,8 @@ public struct SeqRewriter<T: FixedWidthInteger & UnsignedInteger & Sendable>: Se
     public let bits: Int
     @usableFromInline let mask: T
     @usableFromInline let window: T
+    /// Half the range: `a` is newer than `b` when `(a - b) mod 2^bits` is in 1..<half.
+    @usableFromInline let half: T
     @usableFromInline var base: T = 0
     @usableFromInline var maxInput: T = 0
     @usableFromInline var maxOutputValue: T = 0
@@ -25,6 +27,7 @@ public struct SeqRewriter<T: FixedWidthInteger & UnsignedInteger & Sendable>: Se
         precondition(bits >= 2 && bits <= T.bitWidth)
         self.bits = bits
         mask = bits == T.bitWidth ? T.max : (T(1) << T(bits)) &- 1
+        half = T(1) << T(bits - 1)
         let quarter = bits == T.bitWidth ? T.max / 4 : T(1) << T(bits - 2)
         self.window = window.map { min(T(clamping: max($0, 1)), quarter) } ?? quarter
         dropped.reserveCapacity(64)
@@ -35,7 +38,10 @@ public struct SeqRewriter<T: FixedWidthInteger & UnsignedInteger & Sendable>: Se
     public var hasStarted: Bool { started }
 
     @inlinable @inline(__always)
-    func newer(_ a: T, _ b: T) -> Bool { SerialNumber.isNewer(a, than: b, bits: bits) }
+    func newer(_ a: T, _ b: T) -> Bool {
+        let diff = (a &- b) & mask
+        return diff != 0 && diff < half
+    }
 
     /// Maps `input` to `output` from now on: the next inputs continue from there.
     public mutating func sync(input: T, output: T) {
@@ -72,6 +78,12 @@ public struct SeqRewriter<T: FixedWidthInteger & UnsignedInteger & Sendable>: Se
         } else if input != maxInput, ((maxInput &- input) & mask) > window {
             return nil
         }
+        if droppedStart == dropped.count {
+            // Nothing dropped within the window (the common case): a plain offset.
+            let output = (input &+ base) & mask
+            if newer(output, maxOutputValue) { maxOutputValue = output }
+            return output
+        }
         // Dropped entries are in increasing (modular) order: binary-search the first one not older than input.
         var low = droppedStart
         var high = dropped.count
@@ -88,8 +100,9 @@ public struct SeqRewriter<T: FixedWidthInteger & UnsignedInteger & Sendable>: Se
 
     /// Folds dropped entries that fell out of the window into `base`: every input that can still be
     /// placed is newer than them.
-    @usableFromInline
+    @inlinable
     mutating func fold() {
+        if dropped.isEmpty { return }
         while droppedStart < dropped.count, ((maxInput &- dropped[droppedStart]) & mask) > window {
             base = (base &- 1) & mask
             droppedStart += 1
