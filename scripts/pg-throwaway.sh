@@ -12,7 +12,11 @@ if [ "$(id -u)" = "0" ]; then runas=(runuser -u postgres --); fi
 case "$cmd" in
 start)
   mkdir -p "$dir"
-  [ "$(id -u)" = "0" ] && chown postgres "$dir"
+  if [ "$(id -u)" = "0" ]; then
+    chown postgres "$dir"
+    "${runas[@]}" test -w "$dir" \
+      || { echo "user postgres cannot reach $dir (a parent directory is not searchable)" >&2; exit 1; }
+  fi
   port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
   "${runas[@]}" "$bindir/initdb" -D "$dir/data" -U sfu --auth=trust -E UTF8 >"$dir/initdb.log" 2>&1 \
     || { cat "$dir/initdb.log" >&2; exit 1; }

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 root="$(pwd)"
 status=0
 work="$(mktemp -d /tmp/sfu-test.XXXXXX)"
+chmod 755 "$work"  # the PostgreSQL server runs as user postgres and needs to reach $work/pg
 pg_pid=""
 
 cleanup() {
