@@ -7,7 +7,9 @@ Every datagram below is built with `struct` from values this script chooses, so 
 knows what `sfu inspect pcap` must print for it: it writes that as
 `rtcp-synthetic.expected.jsonl` (one JSON object per printed datagram, the docs/INSPECT.md shape).
 An `error` whose text the spec does not fix is written as the placeholder "<nonempty>": the test
-only requires a non-empty string there.
+only requires a non-empty string there. One deliberate departure from docs/INSPECT.md: the APP
+packet's 4-character name is `app_name`, because the spec's `name` is already the packet's name
+("app") in the same object, and a JSON object with two `name` keys loses one of them.
 
 The same frame sequence is written in several link types and file formats, and all of them must
 give identical output (the same frames are skipped: for IPv6-only link types the IPv4-fragment
@@ -151,8 +153,10 @@ def bye(sources: list[int], reason: str | None) -> tuple[bytes, dict]:
 
 def app(subtype, ssrc, name: str, data: bytes) -> tuple[bytes, dict]:
     assert len(name) == 4 and len(data) % 4 == 0
+    # docs/INSPECT.md calls the 4-character APP name `name`, which collides with the packet's own
+    # `name` ("app") in the same object; this file expects it as `app_name`.
     return rtcp(subtype, 204, struct.pack("!I", ssrc) + name.encode() + data), {
-        "packet_type": 204, "name": "app", "subtype": subtype, "ssrc": ssrc, "name": name,
+        "packet_type": 204, "name": "app", "subtype": subtype, "ssrc": ssrc, "app_name": name,
         "data_hex": data.hex()}
 
 
