@@ -1,4 +1,5 @@
 #include "sfu_shim.h"
+#include <openssl/err.h>
 #include <vpx/vp8cx.h>
 
 long sfu_DTLSv1_handle_timeout(SSL *ssl) { return DTLSv1_handle_timeout(ssl); }
@@ -16,6 +17,14 @@ long sfu_BIO_get_mem_data(BIO *bio, char **data) { return BIO_get_mem_data(bio, 
 long sfu_BIO_set_mem_eof_return(BIO *bio, long value) { return BIO_set_mem_eof_return(bio, value); }
 int sfu_SSL_CTX_set_min_proto_version(SSL_CTX *ctx, int version) { return (int)SSL_CTX_set_min_proto_version(ctx, version); }
 int sfu_SSL_CTX_set_max_proto_version(SSL_CTX *ctx, int version) { return (int)SSL_CTX_set_max_proto_version(ctx, version); }
+uint64_t sfu_SSL_OP_NO_QUERY_MTU(void) { return SSL_OP_NO_QUERY_MTU; }
+unsigned long sfu_ERR_last_error_string(char *buf, size_t len) {
+    unsigned long e = ERR_peek_last_error();
+    if (len > 0) { buf[0] = 0; }
+    if (e != 0 && len > 0) { ERR_error_string_n(e, buf, len); }
+    ERR_clear_error();
+    return e;
+}
 EVP_PKEY *sfu_EC_P256_keygen(void) { return EVP_EC_gen("P-256"); }
 
 vpx_codec_err_t sfu_vpx_codec_enc_init(vpx_codec_ctx_t *ctx, vpx_codec_iface_t *iface,

@@ -17,6 +17,10 @@ long sfu_BIO_get_mem_data(BIO *bio, char **data);
 long sfu_BIO_set_mem_eof_return(BIO *bio, long value);
 int sfu_SSL_CTX_set_min_proto_version(SSL_CTX *ctx, int version);
 int sfu_SSL_CTX_set_max_proto_version(SSL_CTX *ctx, int version);
+/// SSL_OP_NO_QUERY_MTU (a function-like macro in the header).
+uint64_t sfu_SSL_OP_NO_QUERY_MTU(void);
+/// The error queue's last error as text in `buf` (for diagnostics); returns the error code.
+unsigned long sfu_ERR_last_error_string(char *buf, size_t len);
 /// A new ECDSA P-256 key, or NULL.
 EVP_PKEY *sfu_EC_P256_keygen(void);
 

@@ -1,0 +1,145 @@
+import DTLS
+
+/// The server side of ICE-lite (RFC 8445 section 2.5 and 7.3): we never send checks, we answer the
+/// peer's binding requests when their USERNAME and MESSAGE-INTEGRITY check out, take the pair the
+/// peer nominates (USE-CANDIDATE) as the selected one, follow the peer to a new address when it
+/// nominates one there, and consider the transport dead when no valid request came for
+/// `consentTimeout` (RFC 7675 consent freshness). Sans-IO: every call takes `now`.
+public final class ICELiteAgent {
+    public struct Credentials: Sendable, Equatable {
+        public var ufrag: String
+        public var password: String
+        public init(ufrag: String, password: String) {
+            self.ufrag = ufrag
+            self.password = password
+        }
+
+        /// Random credentials: 8 characters of ufrag (RFC 8839 asks >= 4) and 24 of password (>= 22).
+        public static func random() -> Credentials {
+            Credentials(ufrag: randomICEString(8), password: randomICEString(24))
+        }
+    }
+
+    /// What handling one STUN datagram produced.
+    public struct Outcome {
+        /// The response to send back to the sender (success or error), if any.
+        public var response: [UInt8]?
+        /// True when the request was authenticated (the sender is our peer).
+        public var authenticated = false
+        /// Set when this request changed the selected address.
+        public var newSelectedAddress: TransportAddress?
+    }
+
+    public let local: Credentials
+    public var remote: Credentials?
+    public let consentTimeoutNanos: Int64
+    private let integrityKey: HMACSHA1
+    /// The address the peer nominated (or, before any nomination, the last one that passed a check).
+    public private(set) var selectedAddress: TransportAddress?
+    public private(set) var nominated = false
+    public private(set) var lastValidRequestNanos: Int64?
+    /// Requests rejected (bad integrity, unknown user, malformed), for metrics.
+    public private(set) var rejected = 0
+
+    public init?(local: Credentials, remote: Credentials? = nil, consentTimeoutNanos: Int64 = 30_000_000_000) {
+        guard let key = HMACSHA1(key: Array(local.password.utf8)) else { return nil }
+        self.local = local
+        self.remote = remote
+        self.consentTimeoutNanos = consentTimeoutNanos
+        integrityKey = key
+    }
+
+    /// Whether consent expired: no authenticated request for `consentTimeout` since the first one
+    /// (or since `startNanos` when none ever came).
+    public func consentExpired(nowNanos: Int64, startNanos: Int64) -> Bool {
+        nowNanos - (lastValidRequestNanos ?? startNanos) > consentTimeoutNanos
+    }
+
+    /// When consent expires if nothing more arrives.
+    public func consentDeadline(startNanos: Int64) -> Int64 {
+        (lastValidRequestNanos ?? startNanos) + consentTimeoutNanos
+    }
+
+    /// Handles a STUN datagram from `source`.
+    public func handle(_ raw: UnsafeRawBufferPointer, from source: TransportAddress, nowNanos: Int64) -> Outcome {
+        var outcome = Outcome()
+        let message: STUNMessage
+        do {
+            message = try STUNMessage(parsing: raw)
+        } catch {
+            rejected += 1
+            return outcome
+        }
+        guard message.method == STUNMessage.bindingMethod else {
+            rejected += 1
+            if message.messageClass == .request {
+                outcome.response = errorResponse(to: message, code: 400, reason: "Bad Request")
+            }
+            return outcome
+        }
+        // Indications (keepalives) and responses need no answer: we send no requests.
+        guard message.messageClass == .request else { return outcome }
+
+        // RFC 5389 10.1.2: no USERNAME or MESSAGE-INTEGRITY -> 400; unknown user or bad MAC -> 401.
+        guard let username = message.username, message.integrityOffset != nil else {
+            rejected += 1
+            outcome.response = errorResponse(to: message, code: 400, reason: "Bad Request")
+            return outcome
+        }
+        let parts = username.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+        guard parts.count == 2, parts[0] == local.ufrag, remote.map({ parts[1] == $0.ufrag }) ?? true,
+              message.checkIntegrity(raw, key: integrityKey)
+        else {
+            rejected += 1
+            outcome.response = errorResponse(to: message, code: 401, reason: "Unauthorized")
+            return outcome
+        }
+        // Comprehension-required attributes we do not know: 420 (RFC 5389 7.3.1).
+        let known: Set<UInt16> = [STUNAttributeType.username, STUNAttributeType.priority, STUNAttributeType.useCandidate,
+                                  STUNAttributeType.iceControlling, STUNAttributeType.iceControlled]
+        let unknown = message.attributes.map(\.type).filter { $0 < 0x8000 && !known.contains($0) }
+        if !unknown.isEmpty {
+            var m = STUNMessage(messageClass: .errorResponse, transactionID: message.transactionID,
+                                attributes: [STUNMessage.errorCodeAttribute(420, reason: "Unknown Attribute")])
+            m.attributes.append(STUNMessage.Attribute(type: STUNAttributeType.unknownAttributes,
+                                                      value: unknown.flatMap { [UInt8($0 >> 8), UInt8($0 & 0xff)] }))
+            outcome.response = m.serialized(integrity: integrityKey)
+            return outcome
+        }
+        // A lite agent is always controlled: a peer that also claims to be controlled must switch.
+        if message.iceControlled != nil {
+            outcome.response = STUNMessage(messageClass: .errorResponse, transactionID: message.transactionID,
+                                           attributes: [STUNMessage.errorCodeAttribute(487, reason: "Role Conflict")])
+                .serialized(integrity: integrityKey)
+            return outcome
+        }
+
+        outcome.authenticated = true
+        lastValidRequestNanos = nowNanos
+        if message.useCandidate {
+            if selectedAddress != source || !nominated { outcome.newSelectedAddress = source }
+            selectedAddress = source
+            nominated = true
+        } else if !nominated, selectedAddress != source {
+            selectedAddress = source
+            outcome.newSelectedAddress = source
+        }
+        let response = STUNMessage(messageClass: .successResponse, transactionID: message.transactionID,
+                                   attributes: [STUNMessage.xorMappedAddressAttribute(source, transactionID: message.transactionID)])
+        outcome.response = response.serialized(integrity: integrityKey)
+        return outcome
+    }
+
+    private func errorResponse(to request: STUNMessage, code: Int, reason: String) -> [UInt8] {
+        // No MESSAGE-INTEGRITY on 400/401: the requester could not be authenticated (RFC 5389 10.1.2).
+        STUNMessage(messageClass: .errorResponse, method: request.method, transactionID: request.transactionID,
+                    attributes: [STUNMessage.errorCodeAttribute(code, reason: reason)])
+            .serialized(integrity: nil)
+    }
+}
+
+/// ICE characters (RFC 8839 ice-char: ALPHA / DIGIT / "+" / "/").
+func randomICEString(_ length: Int) -> String {
+    let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+    return String(secureRandomBytes(length).map { alphabet[Int($0) & 63] })
+}

@@ -1,0 +1,278 @@
+import DTLS
+
+/// STUN messages (RFC 5389/8489) as ICE uses them: binding requests, success and error responses,
+/// with USERNAME, MESSAGE-INTEGRITY (HMAC-SHA1), FINGERPRINT (CRC-32), XOR-MAPPED-ADDRESS and the
+/// ICE attributes (RFC 8445: PRIORITY, USE-CANDIDATE, ICE-CONTROLLING, ICE-CONTROLLED).
+public struct STUNMessage: Sendable, Equatable {
+    public enum MessageClass: UInt16, Sendable {
+        case request = 0, indication = 1, successResponse = 2, errorResponse = 3
+    }
+
+    public struct Attribute: Sendable, Equatable {
+        public var type: UInt16
+        public var value: [UInt8]
+        public init(type: UInt16, value: [UInt8]) {
+            self.type = type
+            self.value = value
+        }
+    }
+
+    public static let magicCookie: UInt32 = 0x2112_A442
+    public static let headerSize = 20
+    public static let bindingMethod: UInt16 = 0x001
+    /// Largest message accepted: a STUN message fits a datagram; nothing legitimate comes close.
+    public static let maxSize = 1500
+
+    public var messageClass: MessageClass
+    public var method: UInt16
+    /// 96-bit transaction id.
+    public var transactionID: [UInt8]
+    /// Attributes in order, MESSAGE-INTEGRITY and FINGERPRINT excluded (they are computed on output
+    /// and checked on input).
+    public var attributes: [Attribute]
+    /// Where the MESSAGE-INTEGRITY attribute starts in the parsed datagram, if it had one.
+    public private(set) var integrityOffset: Int?
+    public private(set) var hadFingerprint = false
+
+    public init(messageClass: MessageClass, method: UInt16 = bindingMethod, transactionID: [UInt8], attributes: [Attribute] = []) {
+        self.messageClass = messageClass
+        self.method = method & 0x0FFF
+        self.transactionID = transactionID.count == 12 ? transactionID : Array((transactionID + [UInt8](repeating: 0, count: 12)).prefix(12))
+        self.attributes = attributes
+    }
+
+    /// Whether a datagram looks like STUN: top two bits zero, magic cookie, length a multiple of 4 that matches.
+    public static func isSTUN(_ raw: UnsafeRawBufferPointer) -> Bool {
+        raw.count >= headerSize && raw[0] & 0xC0 == 0 && raw.stunU32(4) == magicCookie
+            && Int(raw.stunU16(2)) + headerSize == raw.count && raw.stunU16(2) % 4 == 0
+    }
+
+    /// Parses a STUN message and checks its FINGERPRINT when present.
+    /// - Throws: ``STUNError`` for anything malformed; never traps.
+    public init(parsing raw: UnsafeRawBufferPointer) throws(STUNError) {
+        guard raw.count >= Self.headerSize else { throw .truncated }
+        guard raw.count <= Self.maxSize else { throw .tooLarge }
+        guard raw[0] & 0xC0 == 0, raw.stunU32(4) == Self.magicCookie else { throw .notSTUN }
+        let length = Int(raw.stunU16(2))
+        guard length % 4 == 0, length + Self.headerSize == raw.count else { throw .badLength }
+        let type = raw.stunU16(0)
+        // Method bits M0-M11 are interleaved with the class bits C0 (bit 4) and C1 (bit 8).
+        let c = (type >> 4 & 0x1) | (type >> 7 & 0x2)
+        method = (type & 0x000F) | (type >> 1 & 0x0070) | (type >> 2 & 0x0F80)
+        messageClass = MessageClass(rawValue: c) ?? .request
+        transactionID = Array(raw[8..<20])
+        attributes = []
+        var offset = Self.headerSize
+        while offset < raw.count {
+            guard raw.count - offset >= 4 else { throw .badAttribute }
+            let attrType = raw.stunU16(offset)
+            let attrLength = Int(raw.stunU16(offset + 2))
+            let valueStart = offset + 4
+            guard attrLength <= raw.count - valueStart else { throw .badAttribute }
+            let padded = (attrLength + 3) & ~3
+            guard padded <= raw.count - valueStart else { throw .badAttribute }
+            switch attrType {
+            case STUNAttributeType.messageIntegrity:
+                guard attrLength == HMACSHA1.size else { throw .badAttribute }
+                if integrityOffset == nil { integrityOffset = offset }
+            case STUNAttributeType.fingerprint:
+                guard attrLength == 4, valueStart + 4 == raw.count else { throw .badAttribute }
+                let crc = CRC32.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<offset])) ^ 0x5354_554E
+                guard crc == raw.stunU32(valueStart) else { throw .badFingerprint }
+                hadFingerprint = true
+            default:
+                // RFC 5389 15.4: attributes after MESSAGE-INTEGRITY (other than FINGERPRINT) are ignored.
+                if integrityOffset == nil {
+                    attributes.append(Attribute(type: attrType, value: Array(raw[valueStart..<(valueStart + attrLength)])))
+                }
+            }
+            offset = valueStart + padded
+        }
+    }
+
+    public init(parsing bytes: [UInt8]) throws(STUNError) {
+        let result: Result<STUNMessage, STUNError> = bytes.withUnsafeBytes { raw in
+            Result { () throws(STUNError) -> STUNMessage in try STUNMessage(parsing: raw) }
+        }
+        self = try result.get()
+    }
+
+    /// Checks MESSAGE-INTEGRITY of the datagram this message was parsed from (RFC 5389 15.4: HMAC over
+    /// the message up to the attribute, with the length field covering the attribute).
+    public func checkIntegrity(_ raw: UnsafeRawBufferPointer, key: HMACSHA1) -> Bool {
+        guard let mi = integrityOffset, mi + 24 <= raw.count else { return false }
+        var prefix = [UInt8](UnsafeRawBufferPointer(rebasing: raw[0..<mi]))
+        let adjusted = UInt16(mi + 24 - Self.headerSize)
+        prefix[2] = UInt8(adjusted >> 8)
+        prefix[3] = UInt8(adjusted & 0xff)
+        var mac = [UInt8](repeating: 0, count: HMACSHA1.size)
+        let ok = prefix.withUnsafeBytes { p in mac.withUnsafeMutableBytes { m in key.authenticate(p, into: m) } }
+        guard ok else { return false }
+        // Constant-time comparison.
+        var diff: UInt8 = 0
+        for i in 0..<HMACSHA1.size { diff |= mac[i] ^ raw[mi + 4 + i] }
+        return diff == 0
+    }
+
+    /// The message's bytes, with MESSAGE-INTEGRITY keyed by `integrity` and a FINGERPRINT when asked.
+    public func serialized(integrity: HMACSHA1? = nil, fingerprint: Bool = true) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(128)
+        let c = messageClass.rawValue
+        let m = method
+        let type = (m & 0x000F) | (m & 0x0070) << 1 | (m & 0x0F80) << 2 | (c & 0x1) << 4 | (c & 0x2) << 7
+        out.stunAppend16(type)
+        out.stunAppend16(0)
+        out.stunAppend32(Self.magicCookie)
+        out.append(contentsOf: transactionID)
+        for a in attributes {
+            out.stunAppend16(a.type)
+            out.stunAppend16(UInt16(a.value.count))
+            out.append(contentsOf: a.value)
+            while out.count % 4 != 0 { out.append(0) }
+        }
+        func setLength(_ n: Int) {
+            out[2] = UInt8(truncatingIfNeeded: n >> 8)
+            out[3] = UInt8(truncatingIfNeeded: n)
+        }
+        if let integrity {
+            setLength(out.count + 24 - Self.headerSize)
+            let mac = integrity.authenticate(out)
+            out.stunAppend16(STUNAttributeType.messageIntegrity)
+            out.stunAppend16(UInt16(HMACSHA1.size))
+            out.append(contentsOf: mac.count == HMACSHA1.size ? mac : [UInt8](repeating: 0, count: HMACSHA1.size))
+        }
+        if fingerprint {
+            setLength(out.count + 8 - Self.headerSize)
+            let crc = out.withUnsafeBytes { CRC32.checksum($0) } ^ 0x5354_554E
+            out.stunAppend16(STUNAttributeType.fingerprint)
+            out.stunAppend16(4)
+            out.stunAppend32(crc)
+        }
+        setLength(out.count - Self.headerSize)
+        return out
+    }
+
+    // MARK: typed attributes
+
+    public func attribute(_ type: UInt16) -> [UInt8]? { attributes.first { $0.type == type }?.value }
+
+    public var username: String? {
+        attribute(STUNAttributeType.username).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    public var priority: UInt32? {
+        guard let v = attribute(STUNAttributeType.priority), v.count == 4 else { return nil }
+        return UInt32(v[0]) << 24 | UInt32(v[1]) << 16 | UInt32(v[2]) << 8 | UInt32(v[3])
+    }
+
+    public var useCandidate: Bool { attribute(STUNAttributeType.useCandidate) != nil }
+
+    public var iceControlling: UInt64? { Self.u64(attribute(STUNAttributeType.iceControlling)) }
+    public var iceControlled: UInt64? { Self.u64(attribute(STUNAttributeType.iceControlled)) }
+
+    static func u64(_ v: [UInt8]?) -> UInt64? {
+        guard let v, v.count == 8 else { return nil }
+        return v.reduce(0) { $0 << 8 | UInt64($1) }
+    }
+
+    /// ERROR-CODE as (code, reason).
+    public var errorCode: (code: Int, reason: String)? {
+        guard let v = attribute(STUNAttributeType.errorCode), v.count >= 4 else { return nil }
+        return (Int(v[2] & 0x7) * 100 + Int(v[3]), String(decoding: v[4...], as: UTF8.self))
+    }
+
+    /// XOR-MAPPED-ADDRESS decoded with this message's transaction id.
+    public var xorMappedAddress: TransportAddress? {
+        guard let v = attribute(STUNAttributeType.xorMappedAddress), v.count >= 8 else { return nil }
+        let port = (UInt16(v[2]) << 8 | UInt16(v[3])) ^ UInt16(Self.magicCookie >> 16)
+        let key: [UInt8] = [0x21, 0x12, 0xA4, 0x42] + transactionID
+        switch v[1] {
+        case 0x01:
+            var a: UInt32 = 0
+            for i in 0..<4 { a = a << 8 | UInt32(v[4 + i] ^ key[i]) }
+            return TransportAddress(ip: .v4(a), port: port)
+        case 0x02 where v.count >= 20:
+            var hi: UInt64 = 0, lo: UInt64 = 0
+            for i in 0..<8 { hi = hi << 8 | UInt64(v[4 + i] ^ key[i]) }
+            for i in 8..<16 { lo = lo << 8 | UInt64(v[4 + i] ^ key[i]) }
+            return TransportAddress(ip: .v6(hi, lo), port: port)
+        default:
+            return nil
+        }
+    }
+
+    // MARK: attribute builders
+
+    public static func xorMappedAddressAttribute(_ address: TransportAddress, transactionID: [UInt8]) -> Attribute {
+        let key: [UInt8] = [0x21, 0x12, 0xA4, 0x42] + transactionID
+        let port = address.port ^ UInt16(magicCookie >> 16)
+        let bytes = address.addressBytes
+        var v: [UInt8] = [0, address.isIPv4 ? 0x01 : 0x02, UInt8(port >> 8), UInt8(port & 0xff)]
+        for (i, b) in bytes.enumerated() { v.append(b ^ key[i]) }
+        return Attribute(type: STUNAttributeType.xorMappedAddress, value: v)
+    }
+
+    public static func errorCodeAttribute(_ code: Int, reason: String) -> Attribute {
+        var v: [UInt8] = [0, 0, UInt8(code / 100), UInt8(code % 100)]
+        v.append(contentsOf: reason.utf8.prefix(128))
+        return Attribute(type: STUNAttributeType.errorCode, value: v)
+    }
+
+    public static func usernameAttribute(_ username: String) -> Attribute {
+        Attribute(type: STUNAttributeType.username, value: Array(username.utf8))
+    }
+
+    public static func u32Attribute(_ type: UInt16, _ v: UInt32) -> Attribute {
+        Attribute(type: type, value: [UInt8(v >> 24), UInt8(v >> 16 & 0xff), UInt8(v >> 8 & 0xff), UInt8(v & 0xff)])
+    }
+
+    public static func u64Attribute(_ type: UInt16, _ v: UInt64) -> Attribute {
+        Attribute(type: type, value: (0..<8).map { UInt8(truncatingIfNeeded: v >> (56 - 8 * UInt64($0))) })
+    }
+}
+
+public enum STUNAttributeType {
+    public static let mappedAddress: UInt16 = 0x0001
+    public static let username: UInt16 = 0x0006
+    public static let messageIntegrity: UInt16 = 0x0008
+    public static let errorCode: UInt16 = 0x0009
+    public static let unknownAttributes: UInt16 = 0x000A
+    public static let xorMappedAddress: UInt16 = 0x0020
+    public static let priority: UInt16 = 0x0024
+    public static let useCandidate: UInt16 = 0x0025
+    public static let software: UInt16 = 0x8022
+    public static let fingerprint: UInt16 = 0x8028
+    public static let iceControlled: UInt16 = 0x8029
+    public static let iceControlling: UInt16 = 0x802A
+}
+
+public enum STUNError: Error, Equatable, Sendable {
+    case truncated
+    case tooLarge
+    case notSTUN
+    case badLength
+    case badAttribute
+    case badFingerprint
+}
+
+extension UnsafeRawBufferPointer {
+    @inline(__always) func stunU16(_ o: Int) -> UInt16 { UInt16(self[o]) << 8 | UInt16(self[o + 1]) }
+    @inline(__always) func stunU32(_ o: Int) -> UInt32 {
+        UInt32(self[o]) << 24 | UInt32(self[o + 1]) << 16 | UInt32(self[o + 2]) << 8 | UInt32(self[o + 3])
+    }
+}
+
+extension Array where Element == UInt8 {
+    @inline(__always) mutating func stunAppend16(_ v: UInt16) {
+        append(UInt8(v >> 8))
+        append(UInt8(v & 0xff))
+    }
+
+    @inline(__always) mutating func stunAppend32(_ v: UInt32) {
+        append(UInt8(v >> 24))
+        append(UInt8(v >> 16 & 0xff))
+        append(UInt8(v >> 8 & 0xff))
+        append(UInt8(v & 0xff))
+    }
+}
