@@ -105,8 +105,9 @@ def rtcp(count: int, pt: int, body: bytes, padding: int = 0) -> bytes:
 
 
 def report_block(ssrc, fraction, cumulative, highest, jitter, lsr, dlsr) -> tuple[bytes, dict]:
-    assert 0 <= cumulative < 0x800000
-    data = struct.pack("!IB", ssrc, fraction) + cumulative.to_bytes(3, "big") + \
+    # cumulative number of packets lost: signed 24 bits (RFC 3550 6.4.1: "may be negative")
+    assert -0x800000 <= cumulative < 0x800000
+    data = struct.pack("!IB", ssrc, fraction) + (cumulative & 0xFFFFFF).to_bytes(3, "big") + \
         struct.pack("!IIII", highest, jitter, lsr, dlsr)
     return data, {"ssrc": ssrc, "fraction_lost": fraction, "cumulative_lost": cumulative,
                   "highest_sequence": highest, "jitter": jitter, "last_sr": lsr,
@@ -172,10 +173,12 @@ def nack(sender, media, pairs: list[tuple[int, int]]) -> tuple[bytes, dict]:
 
 
 def twcc(sender, media, base, reference_time, fb_count, chunks: list[dict], deltas: list[int],
-         padding_mode: str = "none") -> tuple[bytes, dict]:
+         padding_mode: str = "none", count: int | None = None) -> tuple[bytes, dict]:
     """transport-cc feedback (draft-holmer-rmcat-transport-wide-cc-extensions-01, section 3.1).
 
-    `chunks` use the docs/INSPECT.md shape; the packet status count is exactly what they cover.
+    `chunks` use the docs/INSPECT.md shape; the packet status count is what they cover, or
+    `count` when the last chunk has symbols past the end (those are not packets: no status, no
+    delta). `reference_time` is signed 24 bits.
     `deltas` are the raw receive deltas (x 250 us), one per received packet.
     `padding_mode`: "none" (content is already 32-bit aligned) or "pbit" (RTCP padding bit and
     count byte, as libwebrtc writes it).
@@ -195,6 +198,9 @@ def twcc(sender, media, base, reference_time, fb_count, chunks: list[dict], delt
                 word |= s << (14 - size * (i + 1))
             raw_chunks += struct.pack("!H", word)
             statuses += symbols
+    if count is not None:
+        assert count <= len(statuses)
+        statuses = statuses[:count]
     received = [s for s in statuses if s in (1, 2)]
     assert len(received) == len(deltas)
     raw_deltas = b""
@@ -204,9 +210,9 @@ def twcc(sender, media, base, reference_time, fb_count, chunks: list[dict], delt
             raw_deltas += struct.pack("!B", d)
         else:
             raw_deltas += struct.pack("!h", d)
-    assert 0 <= reference_time < 1 << 23
+    assert -(1 << 23) <= reference_time < 1 << 23
     body = struct.pack("!IIHH", sender, media, base, len(statuses)) + \
-        struct.pack("!I", (reference_time << 8) | fb_count) + raw_chunks + raw_deltas
+        struct.pack("!I", ((reference_time & 0xFFFFFF) << 8) | fb_count) + raw_chunks + raw_deltas
     if padding_mode == "pbit":
         pad = -len(body) % 4
         assert pad, "choose contents that need padding"
@@ -322,6 +328,10 @@ def frames() -> list[tuple]:
     udp(rtp(pt=0, seq=1, ts=160, ssrc=D, ext=(0xABAC, junk_ext),
             ext_expected=[{"id": 0, "length": len(junk_ext), "value_hex": junk_ext.hex()}],
             payload=b"\xff" * 160), 40000, RTP_PORT)
+    # one-byte form with ID 15: RFC 8285 says stop parsing there, the rest is ignored
+    stop = bytes([0x10, 0xAA, 0xF0, 0x21, 0xBB, 0xCC, 0x00, 0x00])
+    udp(rtp(pt=96, seq=2002, ts=93000, ssrc=B, ext=(0xBEDE, stop),
+            ext_expected=[ext_el(1, b"\xaa")], payload=b"\x99" * 10), 40000, RTP_PORT)
     # padding-only packet (what a sender uses for bandwidth probing)
     udp(rtp(pt=97, seq=65535, ts=0xFFFFFFFF, ssrc=0xFFFFFFFF, padding=224), 40000, RTP_PORT)
     udp(rtp(pt=127, seq=0, ts=0, ssrc=0, marker=True, payload=b"\x01"), 40000, RTP_PORT)
@@ -364,6 +374,13 @@ def frames() -> list[tuple]:
         {"kind": "run_length", "status": 0, "run_length": 20},
         {"kind": "run_length", "status": 2, "run_length": 2}], deltas=[-32768, 300]))
     udp(compound(rr(D, []), remb(D, 0, 262143, [C]), pli(D, C)), RTCP_PORT, 40001)
+    # negative cumulative loss (duplicates outnumber losses)
+    rtcp_back(rr(D, [report_block(B, 0, -5, 70000, 3, 0, 0)]))
+    # negative reference time; the last 2-bit vector covers 3 packets and 4 unused symbols
+    rtcp_back(twcc(D, B, base=300, reference_time=-2, fb_count=1, chunks=[
+        {"kind": "status_vector", "symbol_size": 2, "symbols": [1, 2, 0, 1, 0, 0, 0]},
+        {"kind": "status_vector", "symbol_size": 2, "symbols": [2, 0, 2, 0, 0, 0, 0]}],
+        deltas=[7, -300, 250, 1000, -9], count=10))
     # RTPFB FMT 3 (TMMBR) is not one of the named forms: unknown, with the FMT as `count`
     tmmbr_fci = struct.pack("!II", C, (10 << 26) | (5000 << 9) | 40)
     rtcp_back(unknown(3, 205, struct.pack("!II", D, 0) + tmmbr_fci))

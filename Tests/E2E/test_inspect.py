@@ -212,7 +212,20 @@ REPORT_KEYS = {
     "rtcp.ssrc.lsr": "last_sr", "rtcp.ssrc.dlsr": "delay_since_last_sr",
 }
 TWCC_STATUS = {"Packet not received": 0, "Small Delta": 1, "Large or Negative Delta": 2}
-TWCC_SYMBOL = {"N": 0, "R": 1, "NR": 0, "SD": 1, "LD": 2}
+
+
+class _Any:
+    """tshark does not show this value (a status vector symbol past the packet status count)."""
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        return "ANY"
+
+
+ANY = _Any()
+TWCC_SYMBOL = {"N": 0, "R": 1, "NR": 0, "SD": 1, "LD": 2, "__": ANY}
 
 
 def report_blocks(p: ET.Element) -> list[dict]:
@@ -369,7 +382,7 @@ def compare_rtcp_packet(ours: dict, theirs: dict, where: str, tally: Tally) -> N
         tally.fields += 1
     for key, value in theirs.items():
         assert key in ours, f"{where}: ours has no {key!r}: {ours}"
-        assert ours[key] == value, f"{where}: {key}: ours {ours[key]!r}, tshark {value!r}\nours {ours}\ntshark {theirs}"
+        assert value == ours[key], f"{where}: {key}: ours {ours[key]!r}, tshark {value!r}\nours {ours}\ntshark {theirs}"
         tally.fields += 1
     tally.rtcp_packets += 1
     tally.kinds.add(ours["name"])
@@ -518,7 +531,10 @@ def test_synthetic_matches_tshark(sfu_bin):
     frames = tshark_frames(SYNTHETIC, SYNTHETIC_DECODE)
     tally = compare_capture(ours, frames)
     assert tally.kinds == {"sr", "rr", "sdes", "bye", "app", "nack", "twcc", "pli", "fir", "remb", "xr", "unknown"}
-    assert tally.rtp == 7 and tally.rtcp_packets == 22 and tally.fields > 200, vars(tally)
+    expected = load_expected()
+    assert tally.rtp == sum(1 for e in expected if e["type"] == "rtp"), vars(tally)
+    assert tally.rtcp_packets == sum(len(e["packets"]) for e in expected if e["type"] == "rtcp"), vars(tally)
+    assert tally.fields > 200, vars(tally)
 
 
 # ---------------------------------------------------------------------------------------------
