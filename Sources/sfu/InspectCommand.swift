@@ -29,18 +29,19 @@ struct InspectPcap: ParsableCommand {
 
     func run() throws {
         guard let data = FileManager.default.contents(atPath: file) else {
-            throw ValidationError("cannot read \(file)")
+            throw InspectError(message: "cannot read \(file)")
         }
         let pcap: PcapFile
         do {
             pcap = try PcapFile(bytes: [UInt8](data))
         } catch {
-            throw ValidationError("\(file): \(error.description)")
+            throw InspectError(message: "\(file): \(error.description)")
         }
         let ports = Set(udpPorts.map { UInt16($0) })
         var out = ""
         out.reserveCapacity(1 << 16)
-        for frame in pcap.frames {
+        var frames = pcap.frames
+        while let frame = frames.next() {
             guard let datagram = pcap.udpDatagram(in: frame) else { continue }
             if !ports.isEmpty, !ports.contains(datagram.sourcePort), !ports.contains(datagram.destinationPort) {
                 continue
@@ -53,5 +54,14 @@ struct InspectPcap: ParsableCommand {
             }
         }
         FileHandle.standardOutput.write(Data(out.utf8))
+        if frames.truncated {
+            FileHandle.standardError.write(Data("warning: \(file) ends inside a packet record after frame \(frames.count); the partial record was ignored\n".utf8))
+        }
     }
+}
+
+/// A failure that is not about usage: printed as "Error: ..." without the usage text, exit 1.
+struct InspectError: Error, CustomStringConvertible {
+    var message: String
+    var description: String { message }
 }

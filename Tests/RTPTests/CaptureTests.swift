@@ -103,8 +103,11 @@ struct CaptureTests {
         b.add(frame: PcapBuilder.ipv4(PcapBuilder.udp(Self.rtp, sport: 1, dport: 2)))
         let bytes = Array(b.bytes.dropLast(5))
         let file = try PcapFile(bytes: bytes)
-        let frames = Array(file.frames)
-        #expect(frames.count == 2)
+        var iterator = file.frames
+        var frames: [PcapFile.Frame] = []
+        while let f = iterator.next() { frames.append(f) }
+        #expect(frames.count == 2 && iterator.truncated && iterator.count == 2)
+        #expect(!{ var all = try! PcapFile(bytes: b.bytes).frames; while all.next() != nil {}; return all.truncated }())
         #expect(frames.compactMap(file.udpDatagram(in:)).map(\.frame) == [2])
     }
 

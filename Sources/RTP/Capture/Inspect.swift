@@ -95,7 +95,7 @@ public enum PacketInspector {
                                          ("reason", p.reasonText.map { .string($0) } ?? .null)])
         case .applicationDefined(let p):
             return .object(pt("app") + [("subtype", .int(Int(p.subtype))), ("ssrc", u(p.ssrc)),
-                                         ("name", .string(p.nameText)), ("data_hex", .string(hexString(p.data)))])
+                                         ("app_name", .string(p.nameText)), ("data_hex", .string(hexString(p.data)))])
         case .nack(let p):
             return .object(pt("nack") + [("fmt", .int(Int(GenericNACK.fmt))), ("sender_ssrc", u(p.senderSSRC)),
                                           ("media_ssrc", u(p.mediaSSRC)),

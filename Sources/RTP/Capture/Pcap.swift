@@ -86,15 +86,26 @@ public struct PcapFile: Sendable {
         var offset = 24
         var index = 0
 
+        /// Frames read so far.
+        public var count: Int { index }
+        /// True once the sequence ended on a record cut short (the file ends inside it).
+        public private(set) var truncated = false
+
         public mutating func next() -> Frame? {
             let b = file.bytes
-            guard offset + 16 <= b.count else { return nil }
+            guard offset + 16 <= b.count else {
+                if offset < b.count { truncated = true }
+                return nil
+            }
             let seconds = PcapFile.read32(b, offset, file.bigEndian)
             let fraction = PcapFile.read32(b, offset + 4, file.bigEndian)
             let captured = Int(PcapFile.read32(b, offset + 8, file.bigEndian))
             let original = Int(PcapFile.read32(b, offset + 12, file.bigEndian))
             let start = offset + 16
-            guard captured <= b.count - start else { return nil }
+            guard captured <= b.count - start else {
+                truncated = true
+                return nil
+            }
             offset = start + captured
             index += 1
             return Frame(index: index, seconds: seconds,
