@@ -1,11 +1,13 @@
 import Foundation
 import Hummingbird
+import HummingbirdWebSocket
 import Logging
 import ServiceLifecycle
 
-/// The whole server: HTTP control API and signaling now; media workers, store and recorder join as
-/// their issues land. `run()` returns after a graceful shutdown (SIGINT/SIGTERM).
+/// The whole server: media workers (UDP), the HTTP API and WebSocket signaling. `run()` returns
+/// after a graceful shutdown (SIGINT/SIGTERM).
 public struct SFUServer: Sendable {
+    public typealias Context = BasicWebSocketRequestContext
     public let config: ServerConfig
     public let logger: Logger
 
@@ -14,20 +16,42 @@ public struct SFUServer: Sendable {
         self.logger = logger
     }
 
-    /// The HTTP routes. Separate from `run()` so tests can drive them through HummingbirdTesting as
-    /// well as through the real socket.
-    public func buildRouter() -> Router<BasicRequestContext> {
-        let router = Router()
+    /// The HTTP and WebSocket routes. Separate from `run()` so tests can drive them through
+    /// HummingbirdTesting as well as through the real socket. Without `echo` (no media runtime),
+    /// `/v1/echo` answers 503.
+    public func buildRouter(echo: EchoService? = nil) -> Router<Context> {
+        let router = Router(context: Context.self)
         router.get("/healthz") { _, _ -> HealthResponse in
             HealthResponse(status: "ok")
+        }
+        let echoPage = Self.publicFile("echo.html")
+        router.get("/echo") { _, _ -> Response in
+            guard let echoPage else { return Response(status: .notFound) }
+            return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
+                            body: .init(byteBuffer: ByteBuffer(bytes: echoPage)))
+        }
+        let logger = self.logger
+        router.ws("/v1/echo") { _, _ in
+            echo == nil ? .dontUpgrade : .upgrade([:])
+        } onUpgrade: { inbound, outbound, _ in
+            guard let echo else { return }
+            try await EchoSignaling.handle(inbound: inbound, outbound: outbound, echo: echo, logger: logger)
         }
         return router
     }
 
-    public func buildApplication() -> some ApplicationProtocol {
+    /// A file shipped in Sources/Control/Public.
+    static func publicFile(_ name: String) -> [UInt8]? {
+        guard let url = Bundle.module.url(forResource: name, withExtension: nil, subdirectory: "Public"),
+              let data = try? Data(contentsOf: url) else { return nil }
+        return [UInt8](data)
+    }
+
+    public func buildApplication(echo: EchoService?) -> some ApplicationProtocol {
         let logger = self.logger
         return Application(
-            router: buildRouter(),
+            router: buildRouter(echo: echo),
+            server: .http1WebSocketUpgrade(webSocketRouter: buildRouter(echo: echo)),
             configuration: .init(address: .hostname(config.httpHost, port: config.httpPort), serverName: "sfu"),
             onServerRunning: { channel in
                 logger.notice("HTTP listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
@@ -38,7 +62,8 @@ public struct SFUServer: Sendable {
 
     /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
     public func run() async throws {
-        let app = buildApplication()
+        let media = try await MediaRuntime.start(config: config, logger: logger)
+        let app = buildApplication(echo: EchoService(media: media, logger: logger))
         let group = ServiceGroup(
             configuration: .init(
                 services: [.init(service: app)],
@@ -46,7 +71,13 @@ public struct SFUServer: Sendable {
                 logger: logger
             )
         )
-        try await group.run()
+        do {
+            try await group.run()
+        } catch {
+            await media.stop()
+            throw error
+        }
+        await media.stop()
         logger.notice("stopped")
     }
 }

@@ -1,3 +1,4 @@
+import DTLS
 import Foundation
 
 /// Everything `sfu serve` can be told, with the embedded defaults of PROTOCOL.md ("Processes and defaults").
@@ -25,6 +26,8 @@ public struct ServerConfig: Sendable, Equatable {
     /// STUN/TURN URLs handed to clients.
     public var iceServers: [String] = []
     public var logLevel: String = "info"
+    /// DTLS-SRTP profiles accepted, in order of preference.
+    public var srtpProfiles: [SRTPProfile] = [.aeadAes128Gcm, .aes128CmHmacSha1_80]
 
     public init() {}
 
@@ -53,6 +56,17 @@ public struct ServerConfig: Sendable, Equatable {
         if let v = list("SFU_API_KEY") { apiKeys = v }
         if let v = list("SFU_ICE_SERVERS") { iceServers = v }
         if let v = environment["SFU_LOG_LEVEL"] { logLevel = v }
+        if let v = list("SFU_SRTP_PROFILES") {
+            var profiles: [SRTPProfile] = []
+            for name in v {
+                guard let p = SRTPProfile(name: name) else {
+                    throw ConfigError(variable: "SFU_SRTP_PROFILES", value: name, expected: "aes128_cm_sha1_80 or aead_aes_128_gcm")
+                }
+                profiles.append(p)
+            }
+            guard !profiles.isEmpty else { throw ConfigError(variable: "SFU_SRTP_PROFILES", value: "", expected: "at least one profile") }
+            srtpProfiles = profiles
+        }
         try validate()
     }
 

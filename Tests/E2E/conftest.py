@@ -53,6 +53,8 @@ class SFUProcess:
             "SFU_HTTP_PORT": str(self.http_port),
             "SFU_MEDIA_HOST": "127.0.0.1",
             "SFU_MEDIA_PORT": str(self.media_port),
+            # One worker: its port is the free one picked above (worker i binds port + i).
+            "SFU_WORKERS": "1",
             "SFU_DATA_DIR": str(data_dir),
             "SFU_RECORDINGS_DIR": str(data_dir / "recordings"),
             "SFU_LOG_LEVEL": "debug",

@@ -1,0 +1,120 @@
+import DTLS
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import SFU
+
+/// The media side of the server: the DTLS certificate and context, and one ``MediaWorker`` per
+/// event loop, each on its own UDP port.
+public final class MediaRuntime: Sendable {
+    public let workers: [MediaWorker]
+    public let dtlsContext: DTLSContext
+    public let announcedIP: String?
+    let group: MultiThreadedEventLoopGroup
+    private let next = NIOLockedValueBox(0)
+
+    public static func start(config: ServerConfig, logger: Logger) async throws -> MediaRuntime {
+        let count = config.workers == 0 ? System.coreCount : config.workers
+        let certificate = try DTLSCertificate(commonName: "sfu")
+        let context = try DTLSContext(certificate: certificate, profiles: config.srtpProfiles)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: count)
+        var workers: [MediaWorker] = []
+        do {
+            for i in 0..<count {
+                let loop = group.next()
+                workers.append(try await MediaWorker.start(index: i, eventLoop: loop, host: config.mediaHost,
+                                                           port: config.mediaPortBase + i, logger: logger))
+            }
+        } catch {
+            for w in workers { await w.stop() }
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        logger.notice("DTLS certificate", metadata: ["sha-256": "\(certificate.sha256Fingerprint)",
+                                                     "srtp": "\(config.srtpProfiles.map(\.openSSLName))"])
+        return MediaRuntime(workers: workers, dtlsContext: context, announcedIP: config.announcedIP, group: group)
+    }
+
+    init(workers: [MediaWorker], dtlsContext: DTLSContext, announcedIP: String?, group: MultiThreadedEventLoopGroup) {
+        self.workers = workers
+        self.dtlsContext = dtlsContext
+        self.announcedIP = announcedIP
+        self.group = group
+    }
+
+    /// The worker for a new session: round robin (rooms will pin all their peers to one worker).
+    public func pickWorker() -> MediaWorker {
+        let i = next.withLockedValue { n in
+            defer { n += 1 }
+            return n
+        }
+        return workers[i % workers.count]
+    }
+
+    public func candidates(for worker: MediaWorker) -> [HostCandidate] {
+        [HostCandidate(address: worker.localAddress, announcedHost: announcedIP)]
+    }
+
+    public func stop() async {
+        for w in workers { await w.stop() }
+        try? await group.shutdownGracefully()
+    }
+}
+
+/// The echo endpoint's sessions (`/v1/echo`): one ``EchoSession`` per signaling connection.
+public struct EchoService: Sendable {
+    public let media: MediaRuntime
+    public let logger: Logger
+
+    public struct Handle: Sendable {
+        public let worker: MediaWorker
+        public let ufrag: String
+        public let answer: String
+    }
+
+    public init(media: MediaRuntime, logger: Logger) {
+        self.media = media
+        self.logger = logger
+    }
+
+    /// Creates a session for `offer` on a worker and returns the answer.
+    /// - Throws: ``EchoSession/Error`` for an offer we cannot answer.
+    public func open(offer: String) async throws -> Handle {
+        let worker = media.pickWorker()
+        let context = media.dtlsContext
+        let candidates = media.candidates(for: worker)
+        let logger = self.logger
+        let (ufrag, answer) = try await worker.submit { () throws -> (String, String) in
+            let id = "echo-" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+            let session = try EchoSession(offer: offer, dtlsContext: context, candidates: candidates,
+                                          nowNanos: MediaWorker.nowNanos, id: id)
+            session.sink = worker
+            session.onConnect = { [weak session] in
+                logger.info("echo connected", metadata: ["session": "\(id)", "remote": "\(session?.transport.remoteAddress.map { "\($0)" } ?? "?")",
+                                                          "srtp": "\(session?.transport.dtls.selectedProfile.map { "\($0)" } ?? "?")"])
+            }
+            session.onClose = { [weak session] reason in
+                let stats = session?.transport.statistics ?? TransportStatistics()
+                logger.info("echo closed", metadata: ["session": "\(id)", "reason": "\(reason)", "rtp_in": "\(stats.rtpPacketsIn)",
+                                                       "rtp_out": "\(stats.rtpPacketsOut)", "replayed": "\(stats.replayed)",
+                                                       "auth_failures": "\(stats.authenticationFailures)", "malformed": "\(stats.malformed)"])
+            }
+            worker.add(session)
+            return (session.transport.ice.local.ufrag, session.answer.text)
+        }
+        return Handle(worker: worker, ufrag: ufrag, answer: answer)
+    }
+
+    /// Ends a session (its signaling connection closed).
+    public func close(_ handle: Handle) {
+        let worker = handle.worker
+        let ufrag = handle.ufrag
+        worker.execute {
+            guard let session = worker.session(ufrag: ufrag) else { return }
+            session.transport.close(reason: "signaling closed")
+            worker.remove(session)
+        }
+    }
+}

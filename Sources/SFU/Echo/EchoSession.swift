@@ -1,0 +1,200 @@
+import DTLS
+import RTP
+
+/// Where a session's datagrams go: the media worker's socket.
+public protocol DatagramSink: AnyObject {
+    func send(_ datagram: UnsafeRawBufferPointer, to address: TransportAddress)
+}
+
+/// A host candidate we put in SDP answers: one per worker port (and the announced address).
+public struct HostCandidate: Sendable, Equatable {
+    public var address: TransportAddress
+    public var announcedHost: String?
+    public init(address: TransportAddress, announcedHost: String? = nil) {
+        self.address = address
+        self.announcedHost = announcedHost
+    }
+}
+
+/// The echo endpoint (Janus' EchoTest): what a peer sends comes back to it, so a client can check
+/// ICE, DTLS-SRTP and media end to end without a room. Audio and video are sent back on SSRCs the
+/// answer declares; RTCP is translated so that keyframe requests, NACKs and sender reports reach
+/// the right streams. Sans-IO: driven by its transport and the caller's clock.
+public final class EchoSession: WebRTCTransportDelegate {
+    public enum Error: Swift.Error, Equatable, CustomStringConvertible {
+        case badOffer(String)
+        public var description: String {
+            switch self { case .badOffer(let why): "bad offer: \(why)" }
+        }
+    }
+
+    struct Stream {
+        var kind: String
+        var payloadType: UInt8
+        var localSSRC: UInt32
+        var remoteSSRC: UInt32?
+    }
+
+    public let transport: WebRTCTransport
+    public let answer: SessionDescription
+    public weak var sink: DatagramSink?
+    public var onClose: ((String) -> Void)?
+    public var onConnect: (() -> Void)?
+    /// Echo streams by payload type (the offer's PTs are kept in the answer).
+    var streams: [UInt8: Stream] = [:]
+    var pliSent = false
+
+    /// Builds the transport and the answer for `offer`.
+    public init(offer: String, dtlsContext: DTLSContext, candidates: [HostCandidate], nowNanos: Int64, id: String) throws {
+        let sdp: SessionDescription
+        do {
+            sdp = try SessionDescription(parsing: offer)
+        } catch {
+            throw Error.badOffer("SDP does not parse: \(error)")
+        }
+        let first = sdp.media.first
+        guard let ufrag = sdp.value("ice-ufrag", in: first), let pwd = sdp.value("ice-pwd", in: first) else {
+            throw Error.badOffer("no ICE credentials")
+        }
+        guard let fpValue = sdp.value("fingerprint", in: first), let fingerprint = CertificateFingerprint(sdpValue: fpValue) else {
+            throw Error.badOffer("no usable a=fingerprint")
+        }
+        let setup = sdp.value("setup", in: first) ?? "actpass"
+        // We take the role the offer leaves us: passive (DTLS server) for actpass/active offers.
+        let role: DTLSEndpoint.Role = setup == "passive" ? .client : .server
+        let local = ICELiteAgent.Credentials.random()
+        transport = try WebRTCTransport(id: id, iceCredentials: local, remoteICE: .init(ufrag: ufrag, password: pwd),
+                                        dtlsContext: dtlsContext, dtlsRole: role, remoteFingerprint: fingerprint, nowNanos: nowNanos)
+        var streams: [UInt8: Stream] = [:]
+        answer = try Self.makeAnswer(offer: sdp, ice: local, fingerprint: dtlsContext.certificate.sha256Fingerprint,
+                                     setup: role == .server ? "passive" : "active", candidates: candidates, streams: &streams)
+        self.streams = streams
+        transport.delegate = self
+    }
+
+    static func makeAnswer(offer: SessionDescription, ice: ICELiteAgent.Credentials, fingerprint: String, setup: String,
+                           candidates: [HostCandidate], streams: inout [UInt8: Stream]) throws -> SessionDescription {
+        var answer = SessionDescription()
+        answer.sessionLines = ["v=0", "o=- \(UInt64.random(in: 1...UInt64(Int64.max))) 2 IN IP4 127.0.0.1", "s=sfu-echo", "t=0 0"]
+        var accepted: [String] = []
+        for m in offer.media {
+            var section = SessionDescription.Media(kind: m.kind, port: 9, proto: m.proto, formats: [])
+            let mid = m.mid ?? String(answer.media.count)
+            let codec: SessionDescription.Codec?
+            switch m.kind {
+            case "audio": codec = m.codecs.first { $0.name.lowercased() == "opus" && $0.clockRate == 48000 }
+            case "video": codec = m.codecs.first { $0.name.lowercased() == "vp8" && $0.clockRate == 90000 }
+            default: codec = nil
+            }
+            guard let codec, m.port != 0, m.proto.contains("SAVPF") else {
+                // Rejected: port 0, echoing the formats (RFC 8829 5.3.1).
+                section.port = 0
+                section.formats = m.formats
+                section.attributes = [.init("mid", mid), .init("inactive")]
+                answer.media.append(section)
+                continue
+            }
+            accepted.append(mid)
+            let ssrc = UInt32.random(in: 0x1000_0000...0x7FFF_FFFF)
+            streams[codec.payloadType] = Stream(kind: m.kind, payloadType: codec.payloadType, localSSRC: ssrc, remoteSSRC: nil)
+            section.formats = [String(codec.payloadType)]
+            section.otherLines = ["c=IN IP4 0.0.0.0"]
+            var a: [SessionDescription.Attribute] = [
+                .init("mid", mid), .init("ice-ufrag", ice.ufrag), .init("ice-pwd", ice.password),
+                .init("fingerprint", "sha-256 " + fingerprint), .init("setup", setup), .init("rtcp-mux"),
+            ]
+            if m.has("rtcp-rsize") { a.append(.init("rtcp-rsize")) }
+            let direction: String
+            switch m.direction {
+            case "sendonly": direction = "recvonly"
+            case "recvonly": direction = "sendonly"
+            case "inactive": direction = "inactive"
+            default: direction = "sendrecv"
+            }
+            a.append(.init(direction))
+            for ext in m.extensions where ext.uri == RTPExtensionURI.sdesMid {
+                a.append(.init("extmap", "\(ext.id) \(ext.uri)"))
+            }
+            let channels = codec.channels > 1 ? "/\(codec.channels)" : ""
+            a.append(.init("rtpmap", "\(codec.payloadType) \(codec.name)/\(codec.clockRate)\(channels)"))
+            if let fmtp = codec.fmtp { a.append(.init("fmtp", "\(codec.payloadType) \(fmtp)")) }
+            if m.kind == "video" {
+                for fb in ["nack", "nack pli", "ccm fir"] where codec.feedback.contains(fb) {
+                    a.append(.init("rtcp-fb", "\(codec.payloadType) \(fb)"))
+                }
+            }
+            a.append(.init("msid", "sfu-echo echo-\(mid)"))
+            a.append(.init("ssrc", "\(ssrc) cname:sfu-echo"))
+            a.append(.init("ssrc", "\(ssrc) msid:sfu-echo echo-\(mid)"))
+            for (i, c) in candidates.enumerated() {
+                let host = c.announcedHost ?? c.address.host
+                a.append(.init("candidate", "\(i + 1) 1 udp \(2_130_706_431 - i) \(host) \(c.address.port) typ host"))
+            }
+            a.append(.init("end-of-candidates"))
+            section.attributes = a
+            answer.media.append(section)
+        }
+        guard !accepted.isEmpty else { throw Error.badOffer("no Opus audio or VP8 video section to answer") }
+        answer.sessionAttributes = [.init("ice-lite"), .init("group", "BUNDLE " + accepted.joined(separator: " ")),
+                                    .init("msid-semantic", " WMS sfu-echo")]
+        return answer
+    }
+
+    // MARK: WebRTCTransportDelegate
+
+    public func transport(_ transport: WebRTCTransport, send datagram: UnsafeRawBufferPointer, to address: TransportAddress) {
+        sink?.send(datagram, to: address)
+    }
+
+    public func transportDidConnect(_ transport: WebRTCTransport) { onConnect?() }
+
+    public func transport(_ transport: WebRTCTransport, didReceiveRTP packet: UnsafeMutableRawBufferPointer, header: RTPHeader, nowNanos: Int64) {
+        guard var stream = streams[header.payloadType] else { return }
+        if stream.remoteSSRC != header.ssrc {
+            stream.remoteSSRC = header.ssrc
+            streams[header.payloadType] = stream
+            // A new (or restarted) source: ask it for a keyframe so our echo decodes from the start.
+            if stream.kind == "video" {
+                transport.sendRTCP([.pli(PictureLossIndication(senderSSRC: stream.localSSRC, mediaSSRC: header.ssrc))])
+            }
+        }
+        RTPRewrite.setSSRC(stream.localSSRC, in: packet)
+        transport.sendRTP(UnsafeRawBufferPointer(packet))
+    }
+
+    public func transport(_ transport: WebRTCTransport, didReceiveRTCP packets: [RTCPPacket], nowNanos: Int64) {
+        var out: [RTCPPacket] = []
+        func remote(forLocal ssrc: UInt32) -> (UInt32, UInt32)? {
+            streams.values.first { $0.localSSRC == ssrc }.flatMap { s in s.remoteSSRC.map { (s.localSSRC, $0) } }
+        }
+        func local(forRemote ssrc: UInt32) -> UInt32? { streams.values.first { $0.remoteSSRC == ssrc }?.localSSRC }
+        for packet in packets {
+            switch packet {
+            case .pli(let p):
+                if let (l, r) = remote(forLocal: p.mediaSSRC) { out.append(.pli(PictureLossIndication(senderSSRC: l, mediaSSRC: r))) }
+            case .fir(let p):
+                for e in p.entries {
+                    if let (l, r) = remote(forLocal: e.ssrc) {
+                        out.append(.fir(FullIntraRequest(senderSSRC: l, entries: [.init(ssrc: r, sequenceNumber: e.sequenceNumber)])))
+                    }
+                }
+            case .nack(let p):
+                if let (l, r) = remote(forLocal: p.mediaSSRC) { out.append(.nack(GenericNACK(senderSSRC: l, mediaSSRC: r, pairs: p.pairs))) }
+            case .senderReport(let sr):
+                // Timestamps are echoed unchanged, so the peer's own NTP/RTP mapping holds for our SSRC.
+                if let l = local(forRemote: sr.ssrc) {
+                    out.append(.senderReport(SenderReport(ssrc: l, ntpTime: sr.ntpTime, rtpTime: sr.rtpTime,
+                                                          packetCount: sr.packetCount, octetCount: sr.octetCount)))
+                    out.append(.sourceDescription(SourceDescription(ssrc: l, cname: "sfu-echo")))
+                }
+            default:
+                break
+            }
+        }
+        if !out.isEmpty { transport.sendRTCP(out) }
+    }
+
+    public func transportDidClose(_ transport: WebRTCTransport, reason: String) {
+        onClose?(reason)
+    }
+}

@@ -1,0 +1,234 @@
+import Logging
+import NIOCore
+import NIOPosix
+
+/// Something a worker drives: it owns one ``WebRTCTransport`` and gets the worker's timer ticks.
+public protocol WorkerSession: AnyObject {
+    var transport: WebRTCTransport { get }
+    /// Called on the worker's loop when the session is removed (closed by either side).
+    func workerDidRemove()
+}
+
+extension EchoSession: WorkerSession {
+    public func workerDidRemove() {}
+}
+
+/// One media worker: an event loop with its own UDP port (DESIGN.md principle 3). Datagrams are
+/// demultiplexed to transports by STUN USERNAME (the local ufrag) for STUN, and by remote address
+/// for everything else; the address map learns from authenticated STUN checks.
+///
+/// All mutable state is confined to `eventLoop`; other threads go through ``execute(_:)``/``submit(_:)``.
+public final class MediaWorker: DatagramSink, @unchecked Sendable {
+    public let index: Int
+    public let eventLoop: EventLoop
+    public let logger: Logger
+    public private(set) var localAddress: TransportAddress
+    private var channel: Channel?
+    private var byUfrag: [String: WorkerSession] = [:]
+    private var byAddress: [TransportAddress: WorkerSession] = [:]
+    private var socketAddresses: [TransportAddress: SocketAddress] = [:]
+    private var timer: RepeatedTask?
+    /// Datagrams that matched no transport, for metrics.
+    public private(set) var unmatched = 0
+    public private(set) var received = 0
+
+    init(index: Int, eventLoop: EventLoop, localAddress: TransportAddress, logger: Logger) {
+        self.index = index
+        self.eventLoop = eventLoop
+        self.localAddress = localAddress
+        self.logger = logger
+    }
+
+    /// Binds a worker's UDP socket on `host:port` on `eventLoop`.
+    public static func start(index: Int, eventLoop: EventLoop, host: String, port: Int, logger: Logger) async throws -> MediaWorker {
+        guard let address = TransportAddress(host: host, port: UInt16(clamping: port)) else {
+            throw MediaWorkerError.badAddress(host)
+        }
+        let worker = MediaWorker(index: index, eventLoop: eventLoop, localAddress: address, logger: logger)
+        let batch = 32
+        let channel = try await DatagramBootstrap(group: eventLoop)
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelOption(.datagramVectorReadMessageCount, value: batch)
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 2048 * batch))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(MediaChannelHandler(worker: worker))
+                }
+            }
+            .bind(host: host, port: port)
+            .get()
+        try await eventLoop.submit {
+            worker.channel = channel
+            if let bound = channel.localAddress?.port { worker.localAddress.port = UInt16(clamping: bound) }
+            worker.timer = eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(20), delay: .milliseconds(20)) { _ in
+                worker.tick()
+            }
+        }.get()
+        logger.notice("media worker listening", metadata: ["worker": "\(index)", "address": "\(worker.localAddress)"])
+        return worker
+    }
+
+    public func execute(_ body: @escaping @Sendable () -> Void) { eventLoop.execute(body) }
+
+    public func submit<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await eventLoop.submit(body).get()
+    }
+
+    public static var nowNanos: Int64 { Int64(NIODeadline.now().uptimeNanoseconds) }
+
+    /// Registers a session (on the worker's loop).
+    public func add(_ session: WorkerSession) {
+        eventLoop.preconditionInEventLoop()
+        byUfrag[session.transport.ice.local.ufrag] = session
+    }
+
+    /// Removes a session and forgets its addresses (on the worker's loop).
+    public func remove(_ session: WorkerSession) {
+        eventLoop.preconditionInEventLoop()
+        let ufrag = session.transport.ice.local.ufrag
+        guard byUfrag[ufrag] === session else { return }
+        byUfrag[ufrag] = nil
+        for (address, s) in byAddress where s === session {
+            byAddress[address] = nil
+            socketAddresses[address] = nil
+        }
+        session.workerDidRemove()
+    }
+
+    public func session(ufrag: String) -> WorkerSession? { byUfrag[ufrag] }
+    public var sessionCount: Int { byUfrag.count }
+
+    func receive(_ envelope: AddressedEnvelope<ByteBuffer>) {
+        received += 1
+        guard let source = TransportAddress(envelope.remoteAddress) else { return }
+        var buffer = envelope.data
+        let now = Self.nowNanos
+        buffer.withUnsafeMutableReadableBytes { bytes in
+            let raw = UnsafeRawBufferPointer(bytes)
+            let session: WorkerSession?
+            if STUNMessage.isSTUN(raw) {
+                session = Self.username(raw).flatMap { byUfrag[$0] }
+            } else {
+                session = byAddress[source]
+            }
+            guard let session else {
+                unmatched += 1
+                return
+            }
+            let transport = session.transport
+            transport.handleDatagram(bytes, from: source, nowNanos: now)
+            if let selected = transport.remoteAddress, selected == source, byAddress[source] !== session {
+                byAddress[source] = session
+                socketAddresses[source] = envelope.remoteAddress
+            }
+            if case .closed = transport.state { remove(session) }
+        }
+    }
+
+    /// The local ufrag from a STUN request's USERNAME ("local:remote"), read without a full parse.
+    static func username(_ raw: UnsafeRawBufferPointer) -> String? {
+        var offset = STUNMessage.headerSize
+        while offset + 4 <= raw.count {
+            let type = raw.stunU16(offset)
+            let length = Int(raw.stunU16(offset + 2))
+            let start = offset + 4
+            guard start + length <= raw.count else { return nil }
+            if type == STUNAttributeType.username {
+                let value = raw[start..<(start + length)]
+                let local = value.prefix { $0 != UInt8(ascii: ":") }
+                return String(decoding: local, as: UTF8.self)
+            }
+            offset = start + (length + 3) & ~3
+        }
+        return nil
+    }
+
+    public func send(_ datagram: UnsafeRawBufferPointer, to address: TransportAddress) {
+        guard let channel else { return }
+        let socketAddress: SocketAddress
+        if let cached = socketAddresses[address] {
+            socketAddress = cached
+        } else if let made = try? SocketAddress(ipAddress: address.host, port: Int(address.port)) {
+            socketAddress = made
+        } else {
+            return
+        }
+        var buffer = channel.allocator.buffer(capacity: datagram.count)
+        buffer.writeBytes(datagram)
+        channel.write(AddressedEnvelope(remoteAddress: socketAddress, data: buffer), promise: nil)
+    }
+
+    func flush() { channel?.flush() }
+
+    /// Runs due timers of every session. O(sessions) per tick; sessions are few per worker today
+    /// (a timer wheel is the next step when rooms grow).
+    func tick() {
+        let now = Self.nowNanos
+        for session in Array(byUfrag.values) {
+            let transport = session.transport
+            if let due = transport.nextTimeoutNanos, due <= now { transport.handleTimeout(nowNanos: now) }
+            if case .closed = transport.state { remove(session) }
+        }
+        flush()
+    }
+
+    public func stop() async {
+        let channel = try? await eventLoop.submit { () -> Channel? in
+            self.timer?.cancel()
+            for session in Array(self.byUfrag.values) {
+                session.transport.close(reason: "server shutting down")
+                self.remove(session)
+            }
+            self.flush()
+            return self.channel
+        }.get()
+        try? await channel?.close()
+    }
+}
+
+public enum MediaWorkerError: Error, CustomStringConvertible {
+    case badAddress(String)
+    public var description: String {
+        switch self { case .badAddress(let a): "media host '\(a)' is not an IP address" }
+    }
+}
+
+final class MediaChannelHandler: ChannelInboundHandler {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    typealias OutboundOut = AddressedEnvelope<ByteBuffer>
+    let worker: MediaWorker
+
+    init(worker: MediaWorker) { self.worker = worker }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        worker.receive(unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        context.flush()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        // UDP errors (e.g. ICMP port unreachable surfacing as ECONNREFUSED) must not close the socket.
+        worker.logger.debug("media socket error", metadata: ["error": "\(error)"])
+    }
+}
+
+extension TransportAddress {
+    init?(_ address: SocketAddress) {
+        switch address {
+        case .v4(let v4):
+            let a = UInt32(bigEndian: v4.address.sin_addr.s_addr)
+            self.init(ip: .v4(a), port: UInt16(bigEndian: v4.address.sin_port))
+        case .v6(let v6):
+            var storage = v6.address.sin6_addr
+            let bytes = withUnsafeBytes(of: &storage) { Array($0) }
+            var hi: UInt64 = 0, lo: UInt64 = 0
+            for i in 0..<8 { hi = hi << 8 | UInt64(bytes[i]) }
+            for i in 8..<16 { lo = lo << 8 | UInt64(bytes[i]) }
+            self.init(ip: .v6(hi, lo), port: UInt16(bigEndian: v6.address.sin6_port))
+        default:
+            return nil
+        }
+    }
+}

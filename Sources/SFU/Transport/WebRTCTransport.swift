@@ -1,0 +1,235 @@
+import DTLS
+import RTP
+
+/// Counters of one transport, for logs and metrics.
+public struct TransportStatistics: Sendable, Equatable {
+    public var rtpPacketsIn = 0
+    public var rtpBytesIn = 0
+    public var rtcpPacketsIn = 0
+    public var rtpPacketsOut = 0
+    public var rtpBytesOut = 0
+    public var rtcpPacketsOut = 0
+    /// SRTP/SRTCP packets dropped by replay protection.
+    public var replayed = 0
+    /// SRTP/SRTCP packets that failed authentication (tampered or wrong keys).
+    public var authenticationFailures = 0
+    /// Datagrams that were not STUN, DTLS, RTP or RTCP, or did not parse.
+    public var malformed = 0
+    public var stunRejected = 0
+    public init() {}
+}
+
+/// What a transport tells its owner. Media arrives decrypted, in the caller's buffer.
+public protocol WebRTCTransportDelegate: AnyObject {
+    /// Send `datagram` to `address` (the IO shell writes it to the worker's socket).
+    func transport(_ transport: WebRTCTransport, send datagram: UnsafeRawBufferPointer, to address: TransportAddress)
+    /// ICE and DTLS are up; media can flow.
+    func transportDidConnect(_ transport: WebRTCTransport)
+    /// A decrypted RTP packet (`packet` is valid during the call only and may be modified).
+    func transport(_ transport: WebRTCTransport, didReceiveRTP packet: UnsafeMutableRawBufferPointer, header: RTPHeader, nowNanos: Int64)
+    /// A decrypted, parsed RTCP compound packet.
+    func transport(_ transport: WebRTCTransport, didReceiveRTCP packets: [RTCPPacket], nowNanos: Int64)
+    /// The transport is finished (DTLS failure or close, ICE consent lost, closed by us).
+    func transportDidClose(_ transport: WebRTCTransport, reason: String)
+}
+
+/// One peer's WebRTC transport: ICE-lite + DTLS-SRTP over one UDP 5-tuple (BUNDLE, rtcp-mux),
+/// sans-IO. The IO shell feeds it datagrams and timeouts; it calls its delegate to send and to
+/// deliver media. Lives on one event loop; never thread-safe.
+public final class WebRTCTransport {
+    public enum State: Equatable, Sendable { case new, connecting, connected, closed(String) }
+
+    public let id: String
+    public let ice: ICELiteAgent
+    public let dtls: DTLSEndpoint
+    public weak var delegate: WebRTCTransportDelegate?
+    public private(set) var state: State = .new
+    public private(set) var statistics = TransportStatistics()
+    public let createdNanos: Int64
+    /// Where media and DTLS go: the ICE-selected address.
+    public var remoteAddress: TransportAddress? { ice.selectedAddress }
+
+    private var srtpIn: SRTPSession?
+    private var srtpOut: SRTPSession?
+    private var sendBuffer = [UInt8](repeating: 0, count: 1500 + SRTPProfile.maxOverhead)
+
+    /// - Parameters:
+    ///   - remoteFingerprint: the peer's `a=fingerprint` (required: a peer that does not match fails).
+    public init(id: String, iceCredentials: ICELiteAgent.Credentials, remoteICE: ICELiteAgent.Credentials?,
+                dtlsContext: DTLSContext, dtlsRole: DTLSEndpoint.Role, remoteFingerprint: CertificateFingerprint,
+                nowNanos: Int64) throws {
+        guard let ice = ICELiteAgent(local: iceCredentials, remote: remoteICE) else { throw TransportError.crypto("HMAC unavailable") }
+        self.id = id
+        self.ice = ice
+        self.dtls = try DTLSEndpoint(role: dtlsRole, context: dtlsContext, expectedRemoteFingerprint: remoteFingerprint)
+        self.createdNanos = nowNanos
+    }
+
+    public enum TransportError: Error, Equatable { case crypto(String) }
+
+    /// The earliest time ``handleTimeout(nowNanos:)`` must run.
+    public var nextTimeoutNanos: Int64? {
+        if case .closed = state { return nil }
+        let consent = ice.consentDeadline(startNanos: createdNanos)
+        return dtls.nextTimeoutNanos.map { min($0, consent) } ?? consent
+    }
+
+    /// Handles one datagram from `source`. `datagram` may be modified (SRTP decrypts in place).
+    public func handleDatagram(_ datagram: UnsafeMutableRawBufferPointer, from source: TransportAddress, nowNanos: Int64) {
+        if case .closed = state { return }
+        let raw = UnsafeRawBufferPointer(datagram)
+        switch PacketClass(classifying: raw) {
+        case .stun:
+            let before = ice.rejected
+            let outcome = ice.handle(raw, from: source, nowNanos: nowNanos)
+            statistics.stunRejected += ice.rejected - before
+            if let response = outcome.response {
+                response.withUnsafeBytes { delegate?.transport(self, send: $0, to: source) }
+            }
+            if outcome.authenticated, state == .new {
+                state = .connecting
+                if dtls.role == .client { dtls.start(nowNanos: nowNanos) }
+                flushDTLS(nowNanos: nowNanos)
+            }
+        case .dtls:
+            // Only from an address that passed an ICE check.
+            guard ice.lastValidRequestNanos != nil, source == ice.selectedAddress else {
+                statistics.malformed += 1
+                return
+            }
+            dtls.handleDatagram(raw, nowNanos: nowNanos)
+            flushDTLS(nowNanos: nowNanos)
+        case .rtp:
+            guard state == .connected, let srtpIn, source == ice.selectedAddress, let base = datagram.baseAddress else {
+                statistics.malformed += 1
+                return
+            }
+            switch srtpIn.unprotectRTP(base, length: datagram.count) {
+            case .success(let length):
+                let plain = UnsafeMutableRawBufferPointer(rebasing: datagram[0..<length])
+                guard let header = try? RTPHeader(parsing: UnsafeRawBufferPointer(plain)) else {
+                    statistics.malformed += 1
+                    return
+                }
+                statistics.rtpPacketsIn += 1
+                statistics.rtpBytesIn += length
+                delegate?.transport(self, didReceiveRTP: plain, header: header, nowNanos: nowNanos)
+            case .failure(let reason):
+                count(reason)
+            }
+        case .rtcp:
+            guard state == .connected, let srtpIn, source == ice.selectedAddress, let base = datagram.baseAddress else {
+                statistics.malformed += 1
+                return
+            }
+            switch srtpIn.unprotectRTCP(base, length: datagram.count) {
+            case .success(let length):
+                guard let packets = try? RTCPCompound.parse(UnsafeRawBufferPointer(rebasing: datagram[0..<length])) else {
+                    statistics.malformed += 1
+                    return
+                }
+                statistics.rtcpPacketsIn += 1
+                delegate?.transport(self, didReceiveRTCP: packets, nowNanos: nowNanos)
+            case .failure(let reason):
+                count(reason)
+            }
+        case .other:
+            statistics.malformed += 1
+        }
+    }
+
+    private func count(_ reason: SRTPDropReason) {
+        switch reason {
+        case .replay: statistics.replayed += 1
+        case .authentication: statistics.authenticationFailures += 1
+        case .malformed: statistics.malformed += 1
+        }
+    }
+
+    public func handleTimeout(nowNanos: Int64) {
+        if case .closed = state { return }
+        if ice.consentExpired(nowNanos: nowNanos, startNanos: createdNanos) {
+            close(reason: ice.lastValidRequestNanos == nil ? "ICE never connected" : "ICE consent expired")
+            return
+        }
+        if let t = dtls.nextTimeoutNanos, t <= nowNanos {
+            dtls.handleTimeout(nowNanos: nowNanos)
+            flushDTLS(nowNanos: nowNanos)
+        }
+    }
+
+    /// Protects and sends an RTP packet to the peer. `packet` is copied into the transport's send buffer.
+    /// - Returns: false when not connected or the packet is too large.
+    @discardableResult
+    public func sendRTP(_ packet: UnsafeRawBufferPointer) -> Bool {
+        send(packet, rtcp: false)
+    }
+
+    @discardableResult
+    public func sendRTCP(_ packets: [RTCPPacket]) -> Bool {
+        let bytes = RTCPCompound.serialize(packets)
+        return bytes.withUnsafeBytes { send($0, rtcp: true) }
+    }
+
+    private func send(_ packet: UnsafeRawBufferPointer, rtcp: Bool) -> Bool {
+        guard state == .connected, let srtpOut, let address = ice.selectedAddress,
+              packet.count + SRTPProfile.maxOverhead <= sendBuffer.count else { return false }
+        let sent: Bool = sendBuffer.withUnsafeMutableBytes { buffer in
+            guard let base = buffer.baseAddress else { return false }
+            UnsafeMutableRawBufferPointer(rebasing: buffer[0..<packet.count]).copyMemory(from: packet)
+            let length: Int
+            do {
+                length = rtcp ? try srtpOut.protectRTCP(base, length: packet.count, capacity: buffer.count)
+                              : try srtpOut.protectRTP(base, length: packet.count, capacity: buffer.count)
+            } catch {
+                return false
+            }
+            delegate?.transport(self, send: UnsafeRawBufferPointer(rebasing: buffer[0..<length]), to: address)
+            return true
+        }
+        if sent {
+            if rtcp { statistics.rtcpPacketsOut += 1 } else {
+                statistics.rtpPacketsOut += 1
+                statistics.rtpBytesOut += packet.count
+            }
+        }
+        return sent
+    }
+
+    public func close(reason: String) {
+        if case .closed = state { return }
+        dtls.close()
+        flushDTLS(nowNanos: 0, events: false)
+        state = .closed(reason)
+        delegate?.transportDidClose(self, reason: reason)
+    }
+
+    private func flushDTLS(nowNanos: Int64, events: Bool = true) {
+        if let address = ice.selectedAddress {
+            while let d = dtls.pollDatagram() {
+                d.withUnsafeBytes { delegate?.transport(self, send: $0, to: address) }
+            }
+        }
+        guard events else { return }
+        while let event = dtls.pollEvent() {
+            switch event {
+            case .connected(let local, let remote):
+                do {
+                    srtpOut = try SRTPSession(keys: local, direction: .outbound)
+                    srtpIn = try SRTPSession(keys: remote, direction: .inbound)
+                } catch {
+                    close(reason: "SRTP setup failed: \(error)")
+                    return
+                }
+                state = .connected
+                delegate?.transportDidConnect(self)
+            case .failed(let reason):
+                close(reason: reason)
+                return
+            case .closed:
+                close(reason: "peer closed DTLS")
+                return
+            }
+        }
+    }
+}
