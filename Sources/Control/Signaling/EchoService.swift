@@ -53,9 +53,34 @@ public final class MediaRuntime: Sendable {
         return workers[i % workers.count]
     }
 
+    /// The host candidates of a worker's port: the announced address when configured, and the bound
+    /// address (or, for a wildcard bind, every up interface's address).
     public func candidates(for worker: MediaWorker) -> [HostCandidate] {
-        [HostCandidate(address: worker.localAddress, announcedHost: announcedIP)]
+        var out: [HostCandidate] = []
+        if let announcedIP { out.append(HostCandidate(address: worker.localAddress, announcedHost: announcedIP)) }
+        let bound = worker.localAddress
+        let unspecified = bound.ip == .v4(0) || bound.ip == .v6(0, 0)
+        if !unspecified {
+            if announcedIP != bound.host { out.append(HostCandidate(address: bound)) }
+        } else {
+            for address in localInterfaceAddresses where address.isIPv4 == bound.isIPv4 && address.host != announcedIP {
+                out.append(HostCandidate(address: TransportAddress(ip: address.ip, port: bound.port)))
+            }
+        }
+        return out
     }
+
+    /// Addresses of the machine's interfaces (for a wildcard bind), read once.
+    let localInterfaceAddresses: [TransportAddress] = {
+        let devices = (try? System.enumerateDevices()) ?? []
+        var seen: [TransportAddress] = []
+        for device in devices {
+            guard let a = device.address, let t = TransportAddress(a), !seen.contains(t) else { continue }
+            if case .v6(let hi, _) = t.ip, hi >> 48 == 0xFE80 { continue }  // link-local v6 needs a scope
+            seen.append(TransportAddress(ip: t.ip, port: 0))
+        }
+        return seen
+    }()
 
     public func stop() async {
         for w in workers { await w.stop() }

@@ -215,7 +215,7 @@ final class MediaChannelHandler: ChannelInboundHandler {
 }
 
 extension TransportAddress {
-    init?(_ address: SocketAddress) {
+    public init?(_ address: SocketAddress) {
         switch address {
         case .v4(let v4):
             let a = UInt32(bigEndian: v4.address.sin_addr.s_addr)
