@@ -297,8 +297,21 @@ class EchoClient:
         self._stack.close()
 
 
-def check_answer(sdp: str, media_port: int | None = None) -> list[str]:
-    """Checks an echo answer against the contract; returns the list of problems (empty if none)."""
+def _video_feedback(sdp: str) -> set[str]:
+    """The rtcp-fb values (e.g. "nack pli") of the first VP8 payload type in the video section."""
+    video = sdp.split("m=video", 1)[1].split("\nm=", 1)[0] if "m=video" in sdp else ""
+    m = re.search(r"^a=rtpmap:(\d+) VP8/90000", video, re.M | re.I)
+    if not m:
+        return set()
+    return {v.strip().lower() for v in re.findall(rf"^a=rtcp-fb:{m.group(1)} (.+?)\r?$", video, re.M)}
+
+
+def check_answer(sdp: str, media_port: int | None = None, offer: str | None = None) -> list[str]:
+    """Checks an echo answer against the contract; returns the list of problems (empty if none).
+
+    Video feedback: the answer must carry each of nack / nack pli / ccm fir that the offer has for
+    VP8 (all three if no offer is given), and nothing the offer did not have.
+    """
     problems = []
     lines = [l.strip() for l in sdp.splitlines() if l.strip()]
     sections: list[list[str]] = [[]]
@@ -356,7 +369,10 @@ def check_answer(sdp: str, media_port: int | None = None) -> list[str]:
         if not maps or not all(l.split(None, 1)[1].lower().startswith("vp8/90000") for l in maps):
             problems.append(f"video codecs are not VP8 only: {maps}")
         fb = {l.split(None, 1)[1].lower() for l in video if l.startswith("a=rtcp-fb:")}
+        offered = _video_feedback(offer) if offer else None
         for need in ("nack", "nack pli", "ccm fir"):
-            if need not in fb:
+            if need not in fb and (offered is None or need in offered):
                 problems.append(f"video: no a=rtcp-fb ... {need} ({sorted(fb)})")
+        if offered is not None and fb - offered:
+            problems.append(f"video: rtcp-fb not in the offer: {sorted(fb - offered)}")
     return problems

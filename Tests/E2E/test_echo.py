@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import collections
 import hashlib
 import hmac
 import json
@@ -73,7 +74,7 @@ def test_aiortc_echo(sfu_factory, server_profiles, client_profile, expected):
         started = time.monotonic()
         async with EchoClient(ws_url(sfu), srtp_profile=client_profile,
                               send_candidates=True) as client:
-            problems = check_answer(client.answer_sdp, sfu.media_port)
+            problems = check_answer(client.answer_sdp, sfu.media_port, client.offer_sdp)
             assert not problems, f"answer breaks the contract: {problems}\n{client.answer_sdp}"
             ok = await client.wait_for(video_frames=50, audio_samples=48000, timeout=30)
             r = client.received
@@ -87,12 +88,14 @@ def test_aiortc_echo(sfu_factory, server_profiles, client_profile, expected):
     assert sfu.proc.poll() is None, diag(sfu)
 
 
-def test_srtp_profile_mismatch_gets_no_media(sfu_factory):
-    """The server only allows AES-CM, the client only AES-GCM: the handshake must not yield SRTP."""
-    sfu = sfu_factory(env={"SFU_SRTP_PROFILES": "aes128_cm_sha1_80"})
+@pytest.mark.parametrize("server_profile, client_profile", [
+    ("aes128_cm_sha1_80", "aead_aes_128_gcm"), ("aead_aes_128_gcm", "aes128_cm_sha1_80")])
+def test_srtp_profile_mismatch_gets_no_media(sfu_factory, server_profile, client_profile):
+    """No profile in common: the handshake must not yield SRTP, and nothing is echoed."""
+    sfu = sfu_factory(env={"SFU_SRTP_PROFILES": server_profile})
 
     async def run():
-        async with EchoClient(ws_url(sfu), srtp_profile="aead_aes_128_gcm") as client:
+        async with EchoClient(ws_url(sfu), srtp_profile=client_profile) as client:
             await client.wait_for(video_frames=1, timeout=8)
             assert client.received.video_frames == 0, diag(sfu, client)
             assert client.received.audio_samples == 0, diag(sfu, client)
@@ -246,6 +249,11 @@ def test_chromium_echo_page(sfu, browser):
     assert stats.get("videoFramesDecoded", 0) > 0, context
     assert stats.get("inboundVideoBytes", 0) > 0, context
     assert sfu.proc.poll() is None, context
+    # Chromium offers nack, nack pli and ccm fir for VP8: the answer must take all three.
+    offer, answer = browser.execute("return [pc.localDescription.sdp, pc.remoteDescription.sdp];")
+    assert "ccm fir" in offer, offer
+    problems = check_answer(answer, sfu.media_port, offer)
+    assert not problems, f"answer to Chromium breaks the contract: {problems}\n{answer}"
 
 
 # --- c. malformed datagrams from many loopback sources ----------------------------------------
@@ -399,8 +407,9 @@ def test_malformed_datagram_flood_leaves_session_alone(sfu):
                 sockets_per_round=150, budget_s=18, seed=random.randrange(1 << 30))
             took = time.monotonic() - started
             frames_during = client.received.video_frames - frames_before
+            kinds = collections.Counter(r[:2].hex() for r in result["replies"])
             print(f"flood: {result['sent']} datagrams from {result['sources']} sources in {took:.1f} s, "
-                  f"{len(result['replies'])} replies, {frames_during} echoed frames meanwhile")
+                  f"replies by first two bytes {dict(kinds)}, {frames_during} echoed frames meanwhile")
             assert result["sent"] >= 3000 and result["sources"] >= 500, result
             assert took < 20, took
             assert sfu.proc.poll() is None, f"server died during the flood\n{diag(sfu, client)}"
@@ -475,7 +484,10 @@ def test_closing_websocket_stops_the_echo(sfu):
             await asyncio.sleep(3)           # grace for the server to tear the session down
             frames = client.received.video_frames
             samples = client.received.audio_samples
+            sent = client.video.frames_sent
             await asyncio.sleep(3)
+            print(f"after close: pc {client.pc.connectionState}, "
+                  f"{client.video.frames_sent - sent} frames sent in the last 3 s")
             assert client.received.video_frames == frames, (
                 f"still echoing video 3-6 s after the WebSocket closed\n{diag(sfu, client)}")
             assert client.received.audio_samples == samples, diag(sfu, client)
