@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import array
 import asyncio
+import collections
+import struct
 import contextlib
 import fractions
 import json
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 import av
 from aiortc import (RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription,
                     MediaStreamTrack, VideoStreamTrack)
-from aiortc import rtcdtlstransport
+from aiortc import rtcdtlstransport, rtp
 from aiortc.mediastreams import MediaStreamError
 from websockets.asyncio.client import connect
 
@@ -114,6 +116,17 @@ class SineAudioTrack(MediaStreamTrack):
 
 
 @dataclass
+class Tap:
+    """Decrypted packets as the client's DTLS transport hands them to aiortc's RTP router."""
+    rtp: collections.Counter = field(default_factory=collections.Counter)  # (ssrc, pt) -> count
+    rtp_last_seq: dict = field(default_factory=dict)                       # ssrc -> last seq
+    rtcp: list = field(default_factory=list)                               # parsed RTCP packets
+
+    def rtp_ssrcs(self) -> set[int]:
+        return {ssrc for ssrc, _ in self.rtp}
+
+
+@dataclass
 class Received:
     video_frames: int = 0
     video_sizes: set = field(default_factory=set)
@@ -138,6 +151,7 @@ class EchoClient:
         self.video = PatternVideoTrack(width, height)
         self.audio = SineAudioTrack()
         self.received = Received()
+        self.tap = Tap()
         self.offer_sdp: str | None = None
         self.answer_sdp: str | None = None
         self.events: list[dict] = []   # every message the server sent, in order
@@ -178,6 +192,7 @@ class EchoClient:
         answer = await self._wait_answer()
         self.answer_sdp = answer["sdp"]
         await self.pc.setRemoteDescription(RTCSessionDescription(self.answer_sdp, "answer"))
+        self._install_tap()
         self._tasks.append(asyncio.create_task(self._read_events()))
         return self.answer_sdp
 
@@ -205,6 +220,53 @@ class EchoClient:
                 if data.get("target") != "publisher" or not isinstance(data.get("sdp"), str):
                     raise EchoError(f"malformed webrtc_answer: {msg}")
                 return data
+
+    # --- packet level (aiortc internals of the pinned version; tests only) -------------------
+
+    @property
+    def transport(self):
+        """The (bundled) DTLS transport."""
+        return self.pc.getTransceivers()[0].receiver.transport
+
+    def sender_ssrc(self, kind: str) -> int:
+        return next(t.sender._ssrc for t in self.pc.getTransceivers() if t.kind == kind)
+
+    def _install_tap(self) -> None:
+        transport, tap = self.transport, self.tap
+        handle_rtp, handle_rtcp = transport._handle_rtp_data, transport._handle_rtcp_data
+
+        async def on_rtp(data: bytes, arrival_time_ms: int) -> None:
+            if len(data) >= 12:
+                ssrc, = struct.unpack("!I", data[8:12])
+                tap.rtp[(ssrc, data[1] & 0x7F)] += 1
+                tap.rtp_last_seq[ssrc] = struct.unpack("!H", data[2:4])[0]
+            await handle_rtp(data, arrival_time_ms)
+
+        async def on_rtcp(data: bytes) -> None:
+            with contextlib.suppress(ValueError):
+                tap.rtcp.extend(rtp.RtcpPacket.parse(data))
+            await handle_rtcp(data)
+
+        transport._handle_rtp_data, transport._handle_rtcp_data = on_rtp, on_rtcp
+
+    async def send_rtcp(self, packet) -> None:
+        """Sends one RTCP packet (SRTCP-protected) to the server."""
+        await self.transport._send_rtp(bytes(packet))
+
+    async def send_pli(self, media_ssrc: int) -> None:
+        await self.send_rtcp(rtp.RtcpPsfbPacket(fmt=rtp.RTCP_PSFB_PLI, ssrc=self.sender_ssrc("video"),
+                                                media_ssrc=media_ssrc))
+
+    async def send_fir(self, target_ssrc: int, seq_nr: int) -> None:
+        # RFC 5104 4.3.1: media source SSRC 0, FCI = target SSRC + sequence number + 3 reserved.
+        await self.send_rtcp(rtp.RtcpPsfbPacket(fmt=rtp.RTCP_PSFB_FIR, ssrc=self.sender_ssrc("video"),
+                                                media_ssrc=0, fci=struct.pack("!IB3x", target_ssrc, seq_nr)))
+
+    async def send_nack(self, media_ssrc: int, lost: list[int]) -> None:
+        packet = rtp.RtcpRtpfbPacket(fmt=rtp.RTCP_RTPFB_NACK, ssrc=self.sender_ssrc("video"),
+                                     media_ssrc=media_ssrc)
+        packet.lost = lost
+        await self.send_rtcp(packet)
 
     async def _read_events(self) -> None:
         with contextlib.suppress(Exception):
@@ -295,6 +357,15 @@ class EchoClient:
         self.video.stop()
         self.audio.stop()
         self._stack.close()
+
+
+def declared_ssrcs(sdp: str) -> dict[str, set[int]]:
+    """kind -> SSRCs from the `a=ssrc:` lines of each (accepted) m-section."""
+    out: dict[str, set[int]] = {}
+    for section in re.split(r"\r?\nm=", sdp)[1:]:
+        kind = section.split(None, 1)[0]
+        out.setdefault(kind, set()).update(int(x) for x in re.findall(r"^a=ssrc:(\d+) ", section, re.M))
+    return out
 
 
 def _video_feedback(sdp: str) -> set[str]:

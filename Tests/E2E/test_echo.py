@@ -34,7 +34,9 @@ import pytest
 from websockets.asyncio.client import connect
 
 from conftest import free_port
-from echo_client import EchoClient, check_answer
+from aiortc import rtp
+
+from echo_client import EchoClient, check_answer, declared_ssrcs
 
 PROFILES = ["aes128_cm_sha1_80", "aead_aes_128_gcm"]
 
@@ -83,6 +85,12 @@ def test_aiortc_echo(sfu_factory, server_profiles, client_profile, expected):
             assert r.video_sizes == {(client.video.width, client.video.height)}, diag(sfu, client)
             assert r.audio_peak > 1000, f"echoed audio is silent (peak {r.audio_peak})"
             assert not [e for e in client.events if e.get("event") == "error"], client.events
+            # Echoed RTP carries the SSRCs the answer declares, never the client's own.
+            declared, ours = declared_ssrcs(client.answer_sdp), declared_ssrcs(client.offer_sdp)
+            got = client.tap.rtp_ssrcs()
+            assert got & declared["audio"] and got & declared["video"], (got, declared)
+            assert got <= declared["audio"] | declared["video"], (got, declared)
+            assert not got & (ours["audio"] | ours["video"]), (got, ours)
             assert time.monotonic() - started < 40
     asyncio.run(run())
     assert sfu.proc.poll() is None, diag(sfu)
@@ -102,6 +110,72 @@ def test_srtp_profile_mismatch_gets_no_media(sfu_factory, server_profile, client
             assert client.negotiated_srtp_profile is None, diag(sfu, client)
     asyncio.run(run())
     assert sfu.proc.poll() is None and healthz(sfu) == 200, diag(sfu)
+
+
+def test_rtcp_translation(sfu):
+    """SRs come back under the server's SSRCs; PLI/FIR/NACK for its SSRCs reach the client's."""
+    async def run():
+        async with EchoClient(ws_url(sfu)) as client:
+            assert await client.wait_for(video_frames=20, timeout=30), diag(sfu, client)
+            declared = declared_ssrcs(client.answer_sdp)
+            ours = declared_ssrcs(client.offer_sdp)
+            mine = ours["audio"] | ours["video"]
+            assert len(declared["video"]) == 1, declared
+            srv_video = next(iter(declared["video"]))
+            my_video = client.sender_ssrc("video")
+            tap = client.tap
+
+            async def wait_rtcp(pred, since: int, timeout: float = 3.0):
+                deadline = time.monotonic() + timeout
+                while time.monotonic() < deadline:
+                    hits = [p for p in tap.rtcp[since:] if pred(p)]
+                    if hits:
+                        return hits
+                    await asyncio.sleep(0.05)
+                return []
+
+            def fb_for(cls, fmt, ssrc):
+                return lambda p: isinstance(p, cls) and p.fmt == fmt and p.media_ssrc == ssrc
+
+            # Sender reports: relayed under a declared SSRC (aiortc sends one every ~1 s).
+            srs = await wait_rtcp(lambda p: isinstance(p, rtp.RtcpSrPacket), 0, timeout=6)
+            sr_ssrcs = {p.ssrc for p in srs}
+            assert sr_ssrcs and sr_ssrcs <= declared["audio"] | declared["video"], (sr_ssrcs, declared)
+
+            # PLI for the server's video SSRC -> PLI for ours.
+            n = len(tap.rtcp)
+            before = sum(1 for p in tap.rtcp if fb_for(rtp.RtcpPsfbPacket, rtp.RTCP_PSFB_PLI, my_video)(p))
+            for _ in range(3):
+                await client.send_pli(srv_video)
+                await asyncio.sleep(0.2)
+            plis = await wait_rtcp(fb_for(rtp.RtcpPsfbPacket, rtp.RTCP_PSFB_PLI, my_video), n)
+            assert plis, f"no PLI for {my_video} after 3 PLIs for {srv_video}: {tap.rtcp[n:]}\n{diag(sfu, client)}"
+
+            # FIR (target SSRC in the FCI) -> FIR naming ours.
+            n = len(tap.rtcp)
+            for seq_nr in range(3):
+                await client.send_fir(srv_video, seq_nr)
+                await asyncio.sleep(0.2)
+            firs = await wait_rtcp(lambda p: isinstance(p, rtp.RtcpPsfbPacket) and p.fmt == rtp.RTCP_PSFB_FIR
+                                   and len(p.fci) >= 8 and int.from_bytes(p.fci[:4], "big") == my_video, n)
+            assert firs, f"no FIR naming {my_video}: {tap.rtcp[n:]}\n{diag(sfu, client)}"
+
+            # NACK for recently echoed packets -> NACK for ours.
+            n = len(tap.rtcp)
+            last = tap.rtp_last_seq[srv_video]
+            lost = [(last - 10) & 0xFFFF, (last - 7) & 0xFFFF]
+            for _ in range(3):
+                await client.send_nack(srv_video, lost)
+                await asyncio.sleep(0.2)
+            nacks = await wait_rtcp(fb_for(rtp.RtcpRtpfbPacket, rtp.RTCP_RTPFB_NACK, my_video), n)
+            assert nacks and all(p.lost for p in nacks), f"no NACK for {my_video}: {tap.rtcp[n:]}\n{diag(sfu, client)}"
+            print(f"NACK sent for {lost} on {srv_video}, relayed as {[p.lost for p in nacks]} on {my_video}")
+
+            # Nothing the server sends names the client's own SSRCs as a sender.
+            leaked = [p for p in tap.rtcp if getattr(p, "ssrc", None) in mine]
+            assert not leaked, leaked[:5]
+    asyncio.run(run())
+    assert sfu.proc.poll() is None, diag(sfu)
 
 
 # --- b. headless Chromium runs the /echo page -------------------------------------------------
@@ -254,6 +328,15 @@ def test_chromium_echo_page(sfu, browser):
     assert "ccm fir" in offer, offer
     problems = check_answer(answer, sfu.media_port, offer)
     assert not problems, f"answer to Chromium breaks the contract: {problems}\n{answer}"
+    # The echoed video Chromium decodes arrives under the SSRC the answer declares.
+    inbound = browser.execute_async(
+        "const done = arguments[arguments.length - 1];"
+        "pc.getStats().then((s) => { const out = [];"
+        " s.forEach((r) => { if (r.type === 'inbound-rtp') out.push([r.kind, r.ssrc, r.framesDecoded || 0]); });"
+        " done(out); });")
+    declared = declared_ssrcs(answer)
+    decoding = {ssrc for kind, ssrc, frames in inbound if kind == "video" and frames > 0}
+    assert decoding and decoding <= declared["video"], (inbound, declared)
 
 
 # --- c. malformed datagrams from many loopback sources ----------------------------------------
