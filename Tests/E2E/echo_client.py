@@ -143,8 +143,11 @@ class EchoError(Exception):
 
 class EchoClient:
     def __init__(self, url: str, *, srtp_profile: str | None = None, width: int = 320,
-                 height: int = 240, answer_timeout: float = 10.0, send_candidates: bool = False):
+                 height: int = 240, answer_timeout: float = 10.0, send_candidates: bool = False,
+                 data_channel: bool = False, munge=None):
         self.url = url
+        self.data_channel = data_channel  # also offer an m=application section
+        self.munge = munge                # optional str -> str applied to the offer SDP on the wire
         self.send_candidates = send_candidates  # also trickle the offer's candidates (ignored by contract)
         self.srtp_profile = srtp_profile
         self.answer_timeout = answer_timeout
@@ -180,9 +183,13 @@ class EchoClient:
         self.pc.on("track", self._on_track)
         self.pc.addTrack(self.audio)
         self.pc.addTrack(self.video)
+        if self.data_channel:
+            self.pc.createDataChannel("echo-test")
         self.ws = await connect(self.url, open_timeout=self.answer_timeout)
         await self.pc.setLocalDescription(await self.pc.createOffer())  # waits for gathering
         self.offer_sdp = self.pc.localDescription.sdp
+        if self.munge:
+            self.offer_sdp = self.munge(self.offer_sdp)
         await self.send("webrtc_offer", {"target": "publisher", "sdp": self.offer_sdp})
         if self.send_candidates:
             mid = re.search(r"^a=mid:(\S+)", self.offer_sdp, re.M).group(1)
@@ -248,6 +255,23 @@ class EchoClient:
             await handle_rtcp(data)
 
         transport._handle_rtp_data, transport._handle_rtcp_data = on_rtp, on_rtcp
+
+    def record_outgoing(self, limit: int = 1000) -> collections.deque:
+        """From now on, keeps the last `limit` SRTP/SRTCP datagrams the client sends (as sent)."""
+        ice = self.transport.transport
+        send, kept = ice._send, collections.deque(maxlen=limit)
+
+        async def recording_send(data: bytes) -> None:
+            if data and 127 < data[0] < 192:
+                kept.append(bytes(data))
+            await send(data)
+
+        ice._send = recording_send
+        return kept
+
+    async def inject(self, data: bytes) -> None:
+        """Sends a raw datagram on the session's own path (the selected ICE pair), unprotected."""
+        await self.transport.transport._send(data)
 
     async def send_rtcp(self, packet) -> None:
         """Sends one RTCP packet (SRTCP-protected) to the server."""

@@ -1,10 +1,14 @@
 """The echo endpoint (`/v1/echo` + the `/echo` page): a peer gets its own audio and video back.
 
-- aiortc echoes once per DTLS-SRTP profile (server and client both restricted to it), with the
-  default profile set, and with disjoint sets (no media may flow);
+- aiortc echoes once per DTLS-SRTP profile (server and client both restricted to it) and with the
+  defaults (GCM preferred); profiles with nothing in common yield no media; two concurrent peers
+  each get their own media; echoed packets use the answer's SSRCs and RTCP (SR, PLI, FIR, NACK) is
+  translated between the two SSRC spaces;
 - headless Chromium with fake devices runs the `/echo?autostart=1` page and must decode echoed video;
-- a flood of malformed datagrams from many loopback addresses must not disturb a running session;
-- malformed signaling gets an `error` event and the server stays up;
+- a flood of malformed datagrams from many loopback addresses, and junk / corrupted / replayed
+  packets on the session's own path, must not disturb a running session;
+- malformed signaling and offers that cannot connect get an `error` event, the server stays up;
+  a data channel m-line is rejected with port 0;
 - closing the WebSocket ends the session (the echo stops).
 """
 from __future__ import annotations
@@ -34,9 +38,10 @@ import pytest
 from websockets.asyncio.client import connect
 
 from conftest import free_port
-from aiortc import rtp
+from aiortc import RTCPeerConnection, rtp
 
-from echo_client import EchoClient, check_answer, declared_ssrcs
+from echo_client import (EchoClient, PatternVideoTrack, SineAudioTrack, check_answer,
+                         declared_ssrcs)
 
 PROFILES = ["aes128_cm_sha1_80", "aead_aes_128_gcm"]
 
@@ -92,6 +97,22 @@ def test_aiortc_echo(sfu_factory, server_profiles, client_profile, expected):
             assert got <= declared["audio"] | declared["video"], (got, declared)
             assert not got & (ours["audio"] | ours["video"]), (got, ours)
             assert time.monotonic() - started < 40
+    asyncio.run(run())
+    assert sfu.proc.poll() is None, diag(sfu)
+
+
+def test_concurrent_sessions_get_their_own_media(sfu):
+    """Two peers at once, sending different picture sizes: each gets back its own."""
+    async def run():
+        async with EchoClient(ws_url(sfu), width=320, height=240) as a, \
+                EchoClient(ws_url(sfu), width=176, height=144) as b:
+            ok = await asyncio.gather(a.wait_for(video_frames=40, audio_samples=24000, timeout=30),
+                                      b.wait_for(video_frames=40, audio_samples=24000, timeout=30))
+            assert all(ok), f"{diag(sfu, a)}\n{b.state()}"
+            assert a.received.video_sizes == {(320, 240)}, a.received
+            assert b.received.video_sizes == {(176, 144)}, b.received
+            ssrcs_a, ssrcs_b = declared_ssrcs(a.answer_sdp), declared_ssrcs(b.answer_sdp)
+            assert not (ssrcs_a["video"] | ssrcs_a["audio"]) & (ssrcs_b["video"] | ssrcs_b["audio"])
     asyncio.run(run())
     assert sfu.proc.poll() is None, diag(sfu)
 
@@ -514,6 +535,47 @@ def test_malformed_datagram_flood_leaves_session_alone(sfu):
     assert sfu.proc.poll() is None and healthz(sfu) == 200, diag(sfu)
 
 
+def test_junk_and_replays_on_the_session_path(sfu):
+    """Garbage, corrupted and replayed SRTP from the peer's own address must not end its session."""
+    async def run():
+        async with EchoClient(ws_url(sfu)) as client:
+            assert await client.wait_for(video_frames=30, timeout=30), diag(sfu, client)
+            ufrags = (_sdp_value(client.answer_sdp, "ice-ufrag"), _sdp_value(client.offer_sdp, "ice-ufrag"))
+            ssrcs = [int(x) for x in re.findall(r"^a=ssrc:(\d+)", client.offer_sdp + client.answer_sdp, re.M)]
+            captured = client.record_outgoing()
+            await asyncio.sleep(1.5)
+            assert len(captured) > 30, len(captured)
+            rng = random.Random(random.randrange(1 << 30))
+            kinds = collections.Counter()
+            for i in range(2000):
+                roll = rng.random()
+                if roll < 0.2:       # an exact copy of something the client sent: a replay
+                    data, kind = rng.choice(list(captured)), "replay"
+                elif roll < 0.4:     # a real SRTP/SRTCP packet with a few bits flipped
+                    data = bytearray(rng.choice(list(captured)))
+                    for _ in range(rng.randrange(1, 4)):
+                        data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+                    data, kind = bytes(data), "corrupted"
+                else:                # the same junk as the flood test, minus DTLS alerts (type 21)
+                    data = malformed_datagram(rng, ufrags, ssrcs)
+                    if data[:1] == b"\x15":
+                        continue
+                    kind = "junk"
+                kinds[kind] += 1
+                await client.inject(data)
+                if i % 50 == 49:
+                    await asyncio.sleep(0.02)
+            print(f"injected on the session path: {dict(kinds)}")
+            assert sfu.proc.poll() is None, diag(sfu, client)
+            assert healthz(sfu) == 200, diag(sfu, client)
+            frames, samples = client.received.video_frames, client.received.audio_samples
+            ok = await client.wait_for(video_frames=frames + 60, audio_samples=samples + 48000, timeout=15)
+            assert ok, f"echo stalled after junk on the session path ({dict(kinds)})\n{diag(sfu, client)}"
+            assert client.pc.connectionState == "connected", diag(sfu, client)
+    asyncio.run(run())
+    assert sfu.proc.poll() is None, diag(sfu)
+
+
 # --- d. malformed signaling --------------------------------------------------------------------
 
 BAD_MESSAGES = {
@@ -545,6 +607,7 @@ def test_malformed_signaling_gets_error(sfu, name):
             data = reply.get("data") or {}
             assert isinstance(data.get("code"), str) and data["code"], reply
             assert isinstance(data.get("message"), str), reply
+            print(f"{name}: {data}")
         # Still serving: health, and a real offer on a fresh socket gets an answer.
         assert sfu.proc.poll() is None, diag(sfu)
         assert healthz(sfu) == 200
@@ -554,6 +617,55 @@ def test_malformed_signaling_gets_error(sfu, name):
         finally:
             await client.close()
         assert "a=ice-lite" in answer
+    asyncio.run(run())
+
+
+async def aiortc_offer(data_channel: bool = False) -> str:
+    """A complete offer from aiortc (Opus + VP8, optionally a data channel); the pc is closed."""
+    pc = RTCPeerConnection()
+    try:
+        pc.addTrack(SineAudioTrack())
+        pc.addTrack(PatternVideoTrack())
+        if data_channel:
+            pc.createDataChannel("echo-test")
+        await pc.setLocalDescription(await pc.createOffer())
+        return pc.localDescription.sdp
+    finally:
+        await pc.close()
+
+
+async def first_reply(sfu, sdp: str) -> dict:
+    async with connect(ws_url(sfu), open_timeout=10) as ws:
+        await ws.send(json.dumps({"event": "webrtc_offer", "data": {"target": "publisher", "sdp": sdp}}))
+        return json.loads(await asyncio.wait_for(ws.recv(), 10))
+
+
+@pytest.mark.parametrize("strip", ["fingerprint", "ice"])
+def test_offer_without_dtls_or_ice_parameters_gets_error(sfu, strip):
+    """An offer that cannot be connected (no fingerprint / no ICE credentials) is bad input."""
+    pattern = {"fingerprint": r"a=fingerprint:.*\r\n", "ice": r"a=ice-(ufrag|pwd):.*\r\n"}[strip]
+
+    async def run():
+        sdp = re.sub(pattern, "", await aiortc_offer())
+        reply = await first_reply(sfu, sdp)
+        assert reply.get("event") == "error", reply
+        assert isinstance(reply["data"].get("code"), str) and reply["data"]["code"], reply
+    asyncio.run(run())
+    assert sfu.proc.poll() is None and healthz(sfu) == 200, diag(sfu)
+
+
+def test_data_channel_mline_is_rejected_with_port_0(sfu):
+    async def run():
+        offer = await aiortc_offer(data_channel=True)
+        reply = await first_reply(sfu, offer)
+        assert reply.get("event") == "webrtc_answer", reply
+        answer = reply["data"]["sdp"]
+        app = re.search(r"^m=application (\d+) ", answer, re.M)
+        assert app and app.group(1) == "0", answer
+        app_mid = re.search(r"^a=mid:(\S+)", answer.split("m=application", 1)[1], re.M)
+        bundle = re.search(r"^a=group:BUNDLE (.*?)\r?$", answer, re.M).group(1).split()
+        assert not app_mid or app_mid.group(1) not in bundle, (bundle, answer)
+        assert not check_answer(answer, sfu.media_port, offer), check_answer(answer, sfu.media_port, offer)
     asyncio.run(run())
 
 
