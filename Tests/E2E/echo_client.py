@@ -43,7 +43,7 @@ def restrict_srtp_profiles(*names: str):
     """Within the block, new aiortc DTLS transports offer only the named SRTP profiles.
 
     aiortc copies the module-level `SRTP_PROFILES` list into each RTCDtlsTransport when it is
-    constructed, so the peer connection must be created (and its tracks added) inside the block.
+    constructed (in addTrack/addTransceiver), so the tracks must be added inside the block.
     """
     profiles = [SRTP_PROFILES[n] for n in names]
     saved = rtcdtlstransport.SRTP_PROFILES
@@ -143,11 +143,8 @@ class EchoError(Exception):
 
 class EchoClient:
     def __init__(self, url: str, *, srtp_profile: str | None = None, width: int = 320,
-                 height: int = 240, answer_timeout: float = 10.0, send_candidates: bool = False,
-                 data_channel: bool = False, munge=None):
+                 height: int = 240, answer_timeout: float = 10.0, send_candidates: bool = False):
         self.url = url
-        self.data_channel = data_channel  # also offer an m=application section
-        self.munge = munge                # optional str -> str applied to the offer SDP on the wire
         self.send_candidates = send_candidates  # also trickle the offer's candidates (ignored by contract)
         self.srtp_profile = srtp_profile
         self.answer_timeout = answer_timeout
@@ -160,7 +157,6 @@ class EchoClient:
         self.events: list[dict] = []   # every message the server sent, in order
         self.pc: RTCPeerConnection | None = None
         self.ws = None
-        self._stack = contextlib.ExitStack()
         self._tasks: list[asyncio.Task] = []
         self._progress = asyncio.Event()
 
@@ -177,19 +173,21 @@ class EchoClient:
 
     async def start(self) -> str:
         """Connects, offers, applies the answer; returns the answer SDP."""
+        # aiortc creates the DTLS transports in addTrack, copying the profile list there.
+        restrict = (restrict_srtp_profiles(self.srtp_profile) if self.srtp_profile
+                    else contextlib.nullcontext())
+        with restrict:
+            self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[],
+                                                         bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+            self.pc.on("track", self._on_track)
+            self.pc.addTrack(self.audio)
+            self.pc.addTrack(self.video)
         if self.srtp_profile:
-            self._stack.enter_context(restrict_srtp_profiles(self.srtp_profile))
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
-        self.pc.on("track", self._on_track)
-        self.pc.addTrack(self.audio)
-        self.pc.addTrack(self.video)
-        if self.data_channel:
-            self.pc.createDataChannel("echo-test")
+            wanted = [SRTP_PROFILES[self.srtp_profile]]
+            assert all(t.sender.transport._srtp_profiles == wanted for t in self.pc.getTransceivers())
         self.ws = await connect(self.url, open_timeout=self.answer_timeout)
         await self.pc.setLocalDescription(await self.pc.createOffer())  # waits for gathering
         self.offer_sdp = self.pc.localDescription.sdp
-        if self.munge:
-            self.offer_sdp = self.munge(self.offer_sdp)
         await self.send("webrtc_offer", {"target": "publisher", "sdp": self.offer_sdp})
         if self.send_candidates:
             mid = re.search(r"^a=mid:(\S+)", self.offer_sdp, re.M).group(1)
@@ -380,7 +378,6 @@ class EchoClient:
                 await asyncio.wait_for(self.pc.close(), 5)
         self.video.stop()
         self.audio.stop()
-        self._stack.close()
 
 
 def declared_ssrcs(sdp: str) -> dict[str, set[int]]:

@@ -29,22 +29,17 @@ import signal
 import socket
 import struct
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
 
 import pytest
+from aiortc import RTCPeerConnection, rtp
 from websockets.asyncio.client import connect
 
 from conftest import free_port
-from aiortc import RTCPeerConnection, rtp
-
 from echo_client import (EchoClient, PatternVideoTrack, SineAudioTrack, check_answer,
                          declared_ssrcs)
-
-PROFILES = ["aes128_cm_sha1_80", "aead_aes_128_gcm"]
-
 
 def ws_url(sfu) -> str:
     return f"ws://127.0.0.1:{sfu.http_port}/v1/echo"
