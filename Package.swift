@@ -31,6 +31,7 @@ let package = Package(
         .systemLibrary(name: "COpus", pkgConfig: "opus", providers: [.apt(["libopus-dev"])]),
         .systemLibrary(name: "CVPX", pkgConfig: "vpx", providers: [.apt(["libvpx-dev"])]),
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         // Function wrappers for the C macros and variadic functions Swift cannot call directly.
         .target(name: "CSFUShim", dependencies: ["COpenSSL", "COpus", "CVPX"]),
 
@@ -63,7 +64,7 @@ let package = Package(
         .target(
             name: "Control",
             dependencies: [
-                "RTP", "DTLS", "SFU", "Recorder", "CLibPQ",
+                "RTP", "DTLS", "SFU", "Recorder", "CLibPQ", "CSQLite",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "Logging", package: "swift-log"),

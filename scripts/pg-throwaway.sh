@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL server in a directory, on 127.0.0.1 and a free port.
 #   pg-throwaway.sh start DIR  -> prints a postgres:// URL once the server accepts connections
+#   pg-throwaway.sh restart DIR (same port; open connections drop)
 #   pg-throwaway.sh stop DIR
 set -euo pipefail
 cmd="$1"; dir="$2"
@@ -27,8 +28,12 @@ start)
   "${runas[@]}" "$bindir/createdb" -h 127.0.0.1 -p "$port" -U sfu sfu_test >/dev/null
   echo "postgres://sfu@127.0.0.1:$port/sfu_test"
   ;;
+restart)
+  # Same port and data; clients see their connections drop (tests of reconnection use this).
+  "${runas[@]}" "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -m fast -w -t 30 restart >/dev/null
+  ;;
 stop)
   [ -d "$dir/data" ] && "${runas[@]}" "$bindir/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
   ;;
-*) echo "usage: $0 start|stop DIR" >&2; exit 2 ;;
+*) echo "usage: $0 start|restart|stop DIR" >&2; exit 2 ;;
 esac

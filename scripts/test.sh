@@ -24,18 +24,20 @@ if ! swift build --build-tests; then
   exit 1
 fi
 
-echo "== swift test"
-swift test --skip-build --parallel --num-workers 2 || status=1
-
 echo "== PostgreSQL (throwaway, loopback)"
 if pg_url="$(scripts/pg-throwaway.sh start "$work/pg")"; then
   pg_pid="started"
   export SFU_TEST_POSTGRES_URL="$pg_url"
+  export SFU_TEST_POSTGRES_DIR="$work/pg"
   echo "PostgreSQL at $pg_url"
 else
   echo "could not start PostgreSQL" >&2
   status=1
 fi
+
+# After PostgreSQL: the store suite runs on both backends.
+echo "== swift test"
+swift test --skip-build --parallel --num-workers 2 || status=1
 
 echo "== end-to-end (pytest)"
 export SFU_BIN="$root/.build/debug/sfu"

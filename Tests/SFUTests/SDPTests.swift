@@ -76,6 +76,9 @@ struct SDPTests {
         let offer = try fixture("sdp/aiortc-offer.sdp")
         #expect(attempt(offer.replacingOccurrences(of: "a=fingerprint:", with: "a=x-fingerprint:"))?.contains("fingerprint") == true)
         #expect(attempt(offer.replacingOccurrences(of: "opus/48000", with: "speex/48000").replacingOccurrences(of: "VP8/90000", with: "AV1/90000"))?.contains("no Opus") == true)
+        // One transport per peer: several sections without BUNDLE, or without rtcp-mux, are refused.
+        #expect(attempt(offer.replacingOccurrences(of: "a=group:BUNDLE 0 1\r\n", with: ""))?.contains("BUNDLE") == true)
+        #expect(attempt(offer.replacingOccurrences(of: "a=rtcp-mux\r\n", with: ""))?.contains("rtcp-mux") == true)
         #expect(throws: SessionDescription.ParseError.self) { try SessionDescription(parsing: String(repeating: "a", count: 70_000)) }
         #expect(throws: SessionDescription.ParseError.missingVersion) { try SessionDescription(parsing: "o=- 1 1 IN IP4 0.0.0.0\r\n") }
     }

@@ -86,7 +86,9 @@ public final class EchoSession: WebRTCTransportDelegate {
             case "video": codec = m.codecs.first { $0.name.lowercased() == "vp8" && $0.clockRate == 90000 }
             default: codec = nil
             }
-            guard let codec, m.port != 0, m.proto.contains("SAVPF") else {
+            // One transport for everything: sections must multiplex RTCP (RFC 5761).
+            let muxed = m.has("rtcp-mux")
+            guard let codec, m.port != 0, m.proto.contains("SAVPF"), muxed else {
                 // Rejected: port 0, echoing the formats (RFC 8829 5.3.1).
                 section.port = 0
                 section.formats = m.formats
@@ -134,9 +136,16 @@ public final class EchoSession: WebRTCTransportDelegate {
             section.attributes = a
             answer.media.append(section)
         }
-        guard !accepted.isEmpty else { throw Error.badOffer("no Opus audio or VP8 video section to answer") }
-        answer.sessionAttributes = [.init("ice-lite"), .init("group", "BUNDLE " + accepted.joined(separator: " ")),
-                                    .init("msid-semantic", " WMS sfu-echo")]
+        guard !accepted.isEmpty else { throw Error.badOffer("no Opus audio or VP8 video section with rtcp-mux to answer") }
+        // Everything runs over one 5-tuple: several sections need the offer's BUNDLE group, and the
+        // answer may only keep a group that was offered (RFC 8843).
+        let offeredBundle = offer.bundleGroup
+        if accepted.count > 1, !accepted.allSatisfy(offeredBundle.contains) {
+            throw Error.badOffer("several media sections need a=group:BUNDLE (the server uses one transport per peer)")
+        }
+        answer.sessionAttributes = [.init("ice-lite")]
+        if !offeredBundle.isEmpty { answer.sessionAttributes.append(.init("group", "BUNDLE " + accepted.joined(separator: " "))) }
+        answer.sessionAttributes.append(.init("msid-semantic", " WMS sfu-echo"))
         return answer
     }
 

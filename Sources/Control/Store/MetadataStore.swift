@@ -1,0 +1,469 @@
+import Foundation
+import Logging
+import NIOPosix
+
+// MARK: records (PROTOCOL.md names; times are milliseconds since the Unix epoch)
+
+public struct RoomRecord: Sendable, Equatable {
+    public var id: String
+    public var name: String
+    public var createdAt: Int64
+    public var closedAt: Int64?
+    public var closeReason: String?
+    public var maxParticipants: Int
+    public var emptyTimeoutS: Int
+    public var maxDurationS: Int
+    public var autoRecord: Bool
+
+    public init(id: String, name: String, createdAt: Int64, closedAt: Int64? = nil, closeReason: String? = nil,
+                maxParticipants: Int, emptyTimeoutS: Int, maxDurationS: Int, autoRecord: Bool) {
+        self.id = id
+        self.name = name
+        self.createdAt = createdAt
+        self.closedAt = closedAt
+        self.closeReason = closeReason
+        self.maxParticipants = maxParticipants
+        self.emptyTimeoutS = emptyTimeoutS
+        self.maxDurationS = maxDurationS
+        self.autoRecord = autoRecord
+    }
+}
+
+public struct ParticipantSessionRecord: Sendable, Equatable {
+    public var id: String
+    public var roomID: String
+    public var userID: String
+    public var name: String
+    public var role: String
+    public var joinedAt: Int64
+    public var leftAt: Int64?
+    public var leaveReason: String?
+
+    public init(id: String, roomID: String, userID: String, name: String, role: String, joinedAt: Int64, leftAt: Int64? = nil, leaveReason: String? = nil) {
+        self.id = id
+        self.roomID = roomID
+        self.userID = userID
+        self.name = name
+        self.role = role
+        self.joinedAt = joinedAt
+        self.leftAt = leftAt
+        self.leaveReason = leaveReason
+    }
+}
+
+public struct RecordingFileRecord: Sendable, Equatable {
+    public var id: String
+    public var recordingID: String
+    public var userID: String
+    public var trackKinds: [String]
+    public var fileName: String
+    public var path: String
+    public var sizeBytes: Int64
+    public var format: String
+    public var videoCodec: String?
+    public var audioCodec: String?
+    public var resolution: String?
+    public var durationMs: Int64
+
+    public init(id: String, recordingID: String, userID: String, trackKinds: [String], fileName: String, path: String, sizeBytes: Int64,
+                format: String = "webm", videoCodec: String?, audioCodec: String?, resolution: String?, durationMs: Int64) {
+        self.id = id
+        self.recordingID = recordingID
+        self.userID = userID
+        self.trackKinds = trackKinds
+        self.fileName = fileName
+        self.path = path
+        self.sizeBytes = sizeBytes
+        self.format = format
+        self.videoCodec = videoCodec
+        self.audioCodec = audioCodec
+        self.resolution = resolution
+        self.durationMs = durationMs
+    }
+}
+
+public struct RecordingRecord: Sendable, Equatable {
+    public enum Status: String, Sendable { case recording, processing, completed, failed }
+    public var id: String
+    public var roomID: String
+    public var mode: String
+    public var status: Status
+    public var startedAt: Int64
+    public var endedAt: Int64?
+    public var durationMs: Int64?
+    public var storage: String
+    public var failureReason: String?
+    public var files: [RecordingFileRecord]
+
+    public init(id: String, roomID: String, mode: String, status: Status, startedAt: Int64, endedAt: Int64? = nil, durationMs: Int64? = nil,
+                storage: String = "local", failureReason: String? = nil, files: [RecordingFileRecord] = []) {
+        self.id = id
+        self.roomID = roomID
+        self.mode = mode
+        self.status = status
+        self.startedAt = startedAt
+        self.endedAt = endedAt
+        self.durationMs = durationMs
+        self.storage = storage
+        self.failureReason = failureReason
+        self.files = files
+    }
+}
+
+/// The audit log: who joined, left, published, started or stopped a recording, and when.
+public struct RoomEvent: Sendable, Equatable {
+    public var id: String
+    public var roomID: String
+    public var at: Int64
+    public var kind: String
+    public var userID: String?
+    public var detail: String?
+
+    public init(id: String, roomID: String, at: Int64, kind: String, userID: String? = nil, detail: String? = nil) {
+        self.id = id
+        self.roomID = roomID
+        self.at = at
+        self.kind = kind
+        self.userID = userID
+        self.detail = detail
+    }
+}
+
+public struct QualitySample: Sendable, Equatable {
+    public var roomID: String
+    public var participantSessionID: String
+    public var at: Int64
+    public var rttMs: Double?
+    public var lossFraction: Double?
+    public var jitterMs: Double?
+    public var bitrateBps: Int64?
+
+    public init(roomID: String, participantSessionID: String, at: Int64, rttMs: Double?, lossFraction: Double?, jitterMs: Double?, bitrateBps: Int64?) {
+        self.roomID = roomID
+        self.participantSessionID = participantSessionID
+        self.at = at
+        self.rttMs = rttMs
+        self.lossFraction = lossFraction
+        self.jitterMs = jitterMs
+        self.bitrateBps = bitrateBps
+    }
+}
+
+// MARK: schema
+
+/// Versioned migrations, applied in order at start; each runs once (recorded in schema_migrations).
+/// The SQL is written for both backends: TEXT ids made by the application, BIGINT milliseconds,
+/// DOUBLE PRECISION, INTEGER booleans.
+enum Migrations {
+    static let all: [(version: Int, statements: [String])] = [
+        (1, [
+            """
+            CREATE TABLE rooms (id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at BIGINT NOT NULL, closed_at BIGINT,
+              close_reason TEXT, max_participants INTEGER NOT NULL, empty_timeout_s INTEGER NOT NULL,
+              max_duration_s INTEGER NOT NULL, auto_record INTEGER NOT NULL)
+            """,
+            """
+            CREATE TABLE participant_sessions (id TEXT PRIMARY KEY, room_id TEXT NOT NULL REFERENCES rooms(id), user_id TEXT NOT NULL,
+              name TEXT NOT NULL, role TEXT NOT NULL, joined_at BIGINT NOT NULL, left_at BIGINT, leave_reason TEXT)
+            """,
+            "CREATE INDEX participant_sessions_room ON participant_sessions(room_id)",
+            """
+            CREATE TABLE recordings (id TEXT PRIMARY KEY, room_id TEXT NOT NULL REFERENCES rooms(id), mode TEXT NOT NULL,
+              status TEXT NOT NULL, started_at BIGINT NOT NULL, ended_at BIGINT, duration_ms BIGINT, storage TEXT NOT NULL,
+              failure_reason TEXT)
+            """,
+            "CREATE INDEX recordings_room ON recordings(room_id)",
+            """
+            CREATE TABLE recording_files (id TEXT PRIMARY KEY, recording_id TEXT NOT NULL REFERENCES recordings(id),
+              user_id TEXT NOT NULL, track_kinds TEXT NOT NULL, file_name TEXT NOT NULL, path TEXT NOT NULL,
+              size_bytes BIGINT NOT NULL, format TEXT NOT NULL, video_codec TEXT, audio_codec TEXT, resolution TEXT,
+              duration_ms BIGINT NOT NULL)
+            """,
+            """
+            CREATE TABLE room_events (id TEXT PRIMARY KEY, room_id TEXT NOT NULL, at BIGINT NOT NULL, kind TEXT NOT NULL,
+              user_id TEXT, detail TEXT)
+            """,
+            "CREATE INDEX room_events_room ON room_events(room_id, at)",
+            """
+            CREATE TABLE quality_samples (room_id TEXT NOT NULL, participant_session_id TEXT NOT NULL, at BIGINT NOT NULL,
+              rtt_ms DOUBLE PRECISION, loss_fraction DOUBLE PRECISION, jitter_ms DOUBLE PRECISION, bitrate_bps BIGINT,
+              PRIMARY KEY (participant_session_id, at))
+            """,
+        ]),
+    ]
+
+    static func apply(_ db: SQLDatabase) throws(SQLError) -> [Int] {
+        try db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)")
+        let done = Set(try db.execute("SELECT version FROM schema_migrations").compactMap { $0["version"].int.map(Int.init) })
+        var applied: [Int] = []
+        for migration in all where !done.contains(migration.version) {
+            try db.execute("BEGIN")
+            do {
+                for statement in migration.statements { try db.execute(statement) }
+                try db.execute("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
+                               [.int(Int64(migration.version)), .int(MetadataStore.nowMillis)])
+                try db.execute("COMMIT")
+            } catch {
+                _ = try? db.execute("ROLLBACK")
+                throw error
+            }
+            applied.append(migration.version)
+        }
+        return applied
+    }
+}
+
+// MARK: the store
+
+/// The metadata store: one interface over SQLite (the embedded default, `<data dir>/sfu.sqlite`) and
+/// PostgreSQL (a `postgres://` URL). Every call runs on the store's own thread (a one-thread pool,
+/// one connection), never on an event loop. A broken PostgreSQL connection is re-established and
+/// the operation retried with backoff for up to `retryWindow`, so a database restart does not lose
+/// writes (inserts are idempotent: `ON CONFLICT DO NOTHING` on application-made ids).
+public final class MetadataStore: Sendable {
+    public let backend: String
+    public let retryWindowSeconds: Double
+    private let pool: NIOThreadPool
+    private let box: DatabaseBox
+    private let logger: Logger
+
+    final class DatabaseBox: @unchecked Sendable {
+        // Only touched on the pool's single thread.
+        let db: SQLDatabase
+        init(_ db: SQLDatabase) { self.db = db }
+    }
+
+    static var nowMillis: Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+    /// Opens (and migrates) the store for `databaseURL` (nil: SQLite in `dataDir`).
+    public static func open(databaseURL: String?, dataDir: String, logger: Logger, retryWindowSeconds: Double = 30) async throws -> MetadataStore {
+        let pool = NIOThreadPool(numberOfThreads: 1)
+        pool.start()
+        do {
+            let box = try await pool.runIfActive { () throws -> DatabaseBox in
+                let db: SQLDatabase
+                if let url = databaseURL, url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
+                    db = try PostgresDatabase(url: url)
+                } else if let url = databaseURL, url.hasPrefix("sqlite://") {
+                    db = try SQLiteDatabase(path: String(url.dropFirst("sqlite://".count)))
+                } else if let url = databaseURL, !url.isEmpty {
+                    throw SQLError.connection("unsupported SFU_DATABASE_URL '\(url)': use postgres://... or sqlite:///path")
+                } else {
+                    db = try SQLiteDatabase(path: (dataDir as NSString).appendingPathComponent("sfu.sqlite"))
+                }
+                let applied = try Migrations.apply(db)
+                if !applied.isEmpty { logger.notice("database migrated", metadata: ["backend": "\(db.backend)", "versions": "\(applied)"]) }
+                return DatabaseBox(db)
+            }
+            return MetadataStore(pool: pool, box: box, logger: logger, retryWindowSeconds: retryWindowSeconds)
+        } catch {
+            try? await pool.shutdownGracefully()
+            throw error
+        }
+    }
+
+    init(pool: NIOThreadPool, box: DatabaseBox, logger: Logger, retryWindowSeconds: Double) {
+        self.pool = pool
+        self.box = box
+        self.logger = logger
+        self.retryWindowSeconds = retryWindowSeconds
+        self.backend = box.db.backend
+    }
+
+    public func close() async {
+        try? await pool.shutdownGracefully()
+    }
+
+    /// Runs `body` on the store thread; on a connection error reconnects and retries with backoff.
+    @discardableResult
+    func run<T: Sendable>(_ body: @escaping @Sendable (SQLDatabase) throws(SQLError) -> T) async throws -> T {
+        let box = self.box
+        let logger = self.logger
+        let window = retryWindowSeconds
+        return try await pool.runIfActive { () throws -> T in
+            let start = Date()
+            var delay = 0.05
+            while true {
+                do throws(SQLError) {
+                    return try body(box.db)
+                } catch {
+                    guard case .connection(let message) = error, Date().timeIntervalSince(start) < window else { throw error }
+                    logger.warning("database connection lost; retrying", metadata: ["error": "\(message)"])
+                    Thread.sleep(forTimeInterval: delay)
+                    delay = min(delay * 2, 2)
+                    try? box.db.reconnect()
+                }
+            }
+        }
+    }
+
+    // MARK: rooms
+
+    public func createRoom(_ r: RoomRecord) async throws {
+        try await run { db throws(SQLError) in
+            try db.execute("""
+                INSERT INTO rooms (id, name, created_at, closed_at, close_reason, max_participants, empty_timeout_s, max_duration_s, auto_record)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING
+                """, [.text(r.id), .text(r.name), .int(r.createdAt), r.closedAt.map { .int($0) } ?? .null, r.closeReason.map { .text($0) } ?? .null,
+                      .int(Int64(r.maxParticipants)), .int(Int64(r.emptyTimeoutS)), .int(Int64(r.maxDurationS)), .int(r.autoRecord ? 1 : 0)])
+        }
+    }
+
+    public func room(id: String) async throws -> RoomRecord? {
+        try await run { db throws(SQLError) in try db.execute("SELECT * FROM rooms WHERE id = $1", [.text(id)]).first.map(Self.room) }
+    }
+
+    public func rooms(includeClosed: Bool = false) async throws -> [RoomRecord] {
+        try await run { db throws(SQLError) in
+            try db.execute(includeClosed ? "SELECT * FROM rooms ORDER BY created_at, id" : "SELECT * FROM rooms WHERE closed_at IS NULL ORDER BY created_at, id")
+                .map(Self.room)
+        }
+    }
+
+    public func closeRoom(id: String, at: Int64, reason: String) async throws {
+        try await run { db throws(SQLError) in
+            try db.execute("UPDATE rooms SET closed_at = $2, close_reason = $3 WHERE id = $1 AND closed_at IS NULL", [.text(id), .int(at), .text(reason)])
+        }
+    }
+
+    static func room(_ row: SQLRow) -> RoomRecord {
+        RoomRecord(id: row["id"].text ?? "", name: row["name"].text ?? "", createdAt: row["created_at"].int ?? 0,
+                   closedAt: row["closed_at"].int, closeReason: row["close_reason"].text,
+                   maxParticipants: Int(row["max_participants"].int ?? 0), emptyTimeoutS: Int(row["empty_timeout_s"].int ?? 0),
+                   maxDurationS: Int(row["max_duration_s"].int ?? 0), autoRecord: (row["auto_record"].int ?? 0) != 0)
+    }
+
+    // MARK: participant sessions
+
+    public func recordJoin(_ p: ParticipantSessionRecord) async throws {
+        try await run { db throws(SQLError) in
+            try db.execute("""
+                INSERT INTO participant_sessions (id, room_id, user_id, name, role, joined_at, left_at, leave_reason)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING
+                """, [.text(p.id), .text(p.roomID), .text(p.userID), .text(p.name), .text(p.role), .int(p.joinedAt),
+                      p.leftAt.map { .int($0) } ?? .null, p.leaveReason.map { .text($0) } ?? .null])
+        }
+    }
+
+    public func recordLeave(sessionID: String, at: Int64, reason: String) async throws {
+        try await run { db throws(SQLError) in
+            try db.execute("UPDATE participant_sessions SET left_at = $2, leave_reason = $3 WHERE id = $1 AND left_at IS NULL",
+                           [.text(sessionID), .int(at), .text(reason)])
+        }
+    }
+
+    public func participantSessions(roomID: String) async throws -> [ParticipantSessionRecord] {
+        try await run { db throws(SQLError) in
+            try db.execute("SELECT * FROM participant_sessions WHERE room_id = $1 ORDER BY joined_at, id", [.text(roomID)]).map { row in
+                ParticipantSessionRecord(id: row["id"].text ?? "", roomID: row["room_id"].text ?? "", userID: row["user_id"].text ?? "",
+                                         name: row["name"].text ?? "", role: row["role"].text ?? "", joinedAt: row["joined_at"].int ?? 0,
+                                         leftAt: row["left_at"].int, leaveReason: row["leave_reason"].text)
+            }
+        }
+    }
+
+    // MARK: recordings
+
+    public func createRecording(_ r: RecordingRecord) async throws {
+        try await run { db throws(SQLError) in
+            try db.execute("""
+                INSERT INTO recordings (id, room_id, mode, status, started_at, ended_at, duration_ms, storage, failure_reason)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING
+                """, [.text(r.id), .text(r.roomID), .text(r.mode), .text(r.status.rawValue), .int(r.startedAt),
+                      r.endedAt.map { .int($0) } ?? .null, r.durationMs.map { .int($0) } ?? .null, .text(r.storage),
+                      r.failureReason.map { .text($0) } ?? .null])
+        }
+    }
+
+    public func finishRecording(id: String, status: RecordingRecord.Status, endedAt: Int64, durationMs: Int64?, failureReason: String?) async throws {
+        try await run { db throws(SQLError) in
+            try db.execute("UPDATE recordings SET status = $2, ended_at = $3, duration_ms = $4, failure_reason = $5 WHERE id = $1",
+                           [.text(id), .text(status.rawValue), .int(endedAt), durationMs.map { .int($0) } ?? .null, failureReason.map { .text($0) } ?? .null])
+        }
+    }
+
+    public func addRecordingFile(_ f: RecordingFileRecord) async throws {
+        try await run { db throws(SQLError) in
+            try db.execute("""
+                INSERT INTO recording_files (id, recording_id, user_id, track_kinds, file_name, path, size_bytes, format, video_codec,
+                  audio_codec, resolution, duration_ms)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                ON CONFLICT (id) DO UPDATE SET size_bytes = excluded.size_bytes, duration_ms = excluded.duration_ms, resolution = excluded.resolution
+                """, [.text(f.id), .text(f.recordingID), .text(f.userID), .text(f.trackKinds.joined(separator: ",")), .text(f.fileName),
+                      .text(f.path), .int(f.sizeBytes), .text(f.format), f.videoCodec.map { .text($0) } ?? .null,
+                      f.audioCodec.map { .text($0) } ?? .null, f.resolution.map { .text($0) } ?? .null, .int(f.durationMs)])
+        }
+    }
+
+    public func recording(id: String) async throws -> RecordingRecord? {
+        try await recordings(where: "id = $1", [.text(id)]).first
+    }
+
+    /// Recordings, newest first, optionally of one room and/or in one status.
+    public func recordings(roomID: String? = nil, status: RecordingRecord.Status? = nil) async throws -> [RecordingRecord] {
+        switch (roomID, status) {
+        case (nil, nil): try await recordings(where: "1 = 1", [])
+        case (let r?, nil): try await recordings(where: "room_id = $1", [.text(r)])
+        case (nil, let s?): try await recordings(where: "status = $1", [.text(s.rawValue)])
+        case (let r?, let s?): try await recordings(where: "room_id = $1 AND status = $2", [.text(r), .text(s.rawValue)])
+        }
+    }
+
+    private func recordings(where condition: String, _ parameters: [SQLValue]) async throws -> [RecordingRecord] {
+        try await run { db throws(SQLError) in
+            let rows = try db.execute("SELECT * FROM recordings WHERE \(condition) ORDER BY started_at DESC, id", parameters)
+            return try rows.map { row throws(SQLError) in
+                let id = row["id"].text ?? ""
+                let files = try db.execute("SELECT * FROM recording_files WHERE recording_id = $1 ORDER BY id", [.text(id)]).map { f in
+                    RecordingFileRecord(id: f["id"].text ?? "", recordingID: id, userID: f["user_id"].text ?? "",
+                                        trackKinds: (f["track_kinds"].text ?? "").split(separator: ",").map(String.init),
+                                        fileName: f["file_name"].text ?? "", path: f["path"].text ?? "", sizeBytes: f["size_bytes"].int ?? 0,
+                                        format: f["format"].text ?? "webm", videoCodec: f["video_codec"].text, audioCodec: f["audio_codec"].text,
+                                        resolution: f["resolution"].text, durationMs: f["duration_ms"].int ?? 0)
+                }
+                return RecordingRecord(id: id, roomID: row["room_id"].text ?? "", mode: row["mode"].text ?? "",
+                                       status: RecordingRecord.Status(rawValue: row["status"].text ?? "") ?? .failed,
+                                       startedAt: row["started_at"].int ?? 0, endedAt: row["ended_at"].int, durationMs: row["duration_ms"].int,
+                                       storage: row["storage"].text ?? "local", failureReason: row["failure_reason"].text, files: files)
+            }
+        }
+    }
+
+    // MARK: audit log and quality
+
+    public func appendEvent(_ e: RoomEvent) async throws {
+        try await run { db throws(SQLError) in
+            try db.execute("INSERT INTO room_events (id, room_id, at, kind, user_id, detail) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                           [.text(e.id), .text(e.roomID), .int(e.at), .text(e.kind), e.userID.map { .text($0) } ?? .null, e.detail.map { .text($0) } ?? .null])
+        }
+    }
+
+    public func events(roomID: String) async throws -> [RoomEvent] {
+        try await run { db throws(SQLError) in
+            try db.execute("SELECT * FROM room_events WHERE room_id = $1 ORDER BY at, id", [.text(roomID)]).map { row in
+                RoomEvent(id: row["id"].text ?? "", roomID: row["room_id"].text ?? "", at: row["at"].int ?? 0, kind: row["kind"].text ?? "",
+                          userID: row["user_id"].text, detail: row["detail"].text)
+            }
+        }
+    }
+
+    public func addQualitySample(_ q: QualitySample) async throws {
+        try await run { db throws(SQLError) in
+            try db.execute("""
+                INSERT INTO quality_samples (room_id, participant_session_id, at, rtt_ms, loss_fraction, jitter_ms, bitrate_bps)
+                VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING
+                """, [.text(q.roomID), .text(q.participantSessionID), .int(q.at), q.rttMs.map { .double($0) } ?? .null,
+                      q.lossFraction.map { .double($0) } ?? .null, q.jitterMs.map { .double($0) } ?? .null, q.bitrateBps.map { .int($0) } ?? .null])
+        }
+    }
+
+    public func qualitySamples(roomID: String) async throws -> [QualitySample] {
+        try await run { db throws(SQLError) in
+            try db.execute("SELECT * FROM quality_samples WHERE room_id = $1 ORDER BY at, participant_session_id", [.text(roomID)]).map { row in
+                QualitySample(roomID: row["room_id"].text ?? "", participantSessionID: row["participant_session_id"].text ?? "", at: row["at"].int ?? 0,
+                              rttMs: row["rtt_ms"].double, lossFraction: row["loss_fraction"].double, jitterMs: row["jitter_ms"].double,
+                              bitrateBps: row["bitrate_bps"].int)
+            }
+        }
+    }
+}

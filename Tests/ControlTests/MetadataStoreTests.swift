@@ -1,0 +1,165 @@
+import Foundation
+import Logging
+import Testing
+@testable import Control
+
+/// The store backends the suite runs on. PostgreSQL needs the throwaway server `make test` starts
+/// (SFU_TEST_POSTGRES_URL); each test gets its own schema there, its own file for SQLite.
+enum StoreBackend: String, CaseIterable, CustomTestStringConvertible, Sendable {
+    case sqlite, postgresql
+    var testDescription: String { rawValue }
+
+    static let postgresURL = ProcessInfo.processInfo.environment["SFU_TEST_POSTGRES_URL"]
+
+    func open(retryWindowSeconds: Double = 30) async throws -> (MetadataStore, String) {
+        let logger = Logger(label: "store-test")
+        switch self {
+        case .sqlite:
+            let dir = NSTemporaryDirectory() + "sfu-store-\(UUID().uuidString)"
+            return (try await MetadataStore.open(databaseURL: nil, dataDir: dir, logger: logger, retryWindowSeconds: retryWindowSeconds), dir)
+        case .postgresql:
+            let base = try #require(Self.postgresURL, "SFU_TEST_POSTGRES_URL is not set: run `make test`, which starts a throwaway PostgreSQL")
+            let schema = "t_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
+            let admin = try PostgresDatabase(url: base)
+            try admin.execute("CREATE SCHEMA \(schema)")
+            let url = base + (base.contains("?") ? "&" : "?") + "options=-csearch_path%3D\(schema)"
+            return (try await MetadataStore.open(databaseURL: url, dataDir: "/nonexistent", logger: logger, retryWindowSeconds: retryWindowSeconds), schema)
+        }
+    }
+}
+
+@Suite("Metadata store (SQLite and PostgreSQL, one suite)", .serialized)
+struct MetadataStoreTests {
+    @Test(arguments: StoreBackend.allCases)
+    func roomsLifecycle(backend: StoreBackend) async throws {
+        let (store, _) = try await backend.open()
+        defer { Task { await store.close() } }
+        #expect(store.backend == backend.rawValue)
+        let a = RoomRecord(id: "room-a", name: "Consultation A", createdAt: 1_000, maxParticipants: 6, emptyTimeoutS: 300, maxDurationS: 7200, autoRecord: true)
+        let b = RoomRecord(id: "room-b", name: "B ‘quoted’ ünïcode", createdAt: 2_000, maxParticipants: 2, emptyTimeoutS: 60, maxDurationS: 600, autoRecord: false)
+        try await store.createRoom(a)
+        try await store.createRoom(b)
+        try await store.createRoom(a)  // idempotent (a retried insert must not fail)
+        #expect(try await store.room(id: "room-a") == a)
+        #expect(try await store.room(id: "nope") == nil)
+        #expect(try await store.rooms().map(\.id) == ["room-a", "room-b"])
+        try await store.closeRoom(id: "room-a", at: 5_000, reason: "closed by API")
+        try await store.closeRoom(id: "room-a", at: 9_000, reason: "again")  // first close wins
+        #expect(try await store.rooms().map(\.id) == ["room-b"])
+        let closed = try #require(try await store.room(id: "room-a"))
+        #expect(closed.closedAt == 5_000 && closed.closeReason == "closed by API")
+        #expect(try await store.rooms(includeClosed: true).count == 2)
+    }
+
+    @Test(arguments: StoreBackend.allCases)
+    func participantsEventsAndQuality(backend: StoreBackend) async throws {
+        let (store, _) = try await backend.open()
+        defer { Task { await store.close() } }
+        try await store.createRoom(RoomRecord(id: "r", name: "r", createdAt: 1, maxParticipants: 4, emptyTimeoutS: 1, maxDurationS: 1, autoRecord: false))
+        try await store.recordJoin(ParticipantSessionRecord(id: "s1", roomID: "r", userID: "dr-house", name: "Dr House", role: "doctor", joinedAt: 10))
+        try await store.recordJoin(ParticipantSessionRecord(id: "s2", roomID: "r", userID: "pat-1", name: "Patient", role: "patient", joinedAt: 20))
+        try await store.recordLeave(sessionID: "s2", at: 90, reason: "signal closed")
+        let sessions = try await store.participantSessions(roomID: "r")
+        #expect(sessions.map(\.userID) == ["dr-house", "pat-1"])
+        #expect(sessions[1].leftAt == 90 && sessions[1].leaveReason == "signal closed" && sessions[0].leftAt == nil)
+        for (i, kind) in ["participant_joined", "track_published", "recording_started"].enumerated() {
+            try await store.appendEvent(RoomEvent(id: "e\(i)", roomID: "r", at: Int64(100 + i), kind: kind, userID: "dr-house", detail: "{\"n\":\(i)}"))
+        }
+        #expect(try await store.events(roomID: "r").map(\.kind) == ["participant_joined", "track_published", "recording_started"])
+        let q = QualitySample(roomID: "r", participantSessionID: "s1", at: 200, rttMs: 23.5, lossFraction: 0.02, jitterMs: 4.25, bitrateBps: 1_500_000)
+        try await store.addQualitySample(q)
+        try await store.addQualitySample(QualitySample(roomID: "r", participantSessionID: "s1", at: 201, rttMs: nil, lossFraction: nil, jitterMs: nil, bitrateBps: nil))
+        #expect(try await store.qualitySamples(roomID: "r") == [q, QualitySample(roomID: "r", participantSessionID: "s1", at: 201, rttMs: nil, lossFraction: nil, jitterMs: nil, bitrateBps: nil)])
+    }
+
+    @Test(arguments: StoreBackend.allCases)
+    func recordingsWithFiles(backend: StoreBackend) async throws {
+        let (store, _) = try await backend.open()
+        defer { Task { await store.close() } }
+        try await store.createRoom(RoomRecord(id: "r", name: "r", createdAt: 1, maxParticipants: 4, emptyTimeoutS: 1, maxDurationS: 1, autoRecord: false))
+        try await store.createRecording(RecordingRecord(id: "rec1", roomID: "r", mode: "tracks", status: .recording, startedAt: 1_000))
+        try await store.createRecording(RecordingRecord(id: "rec2", roomID: "r", mode: "tracks", status: .recording, startedAt: 2_000))
+        let file = RecordingFileRecord(id: "f1", recordingID: "rec1", userID: "dr-house", trackKinds: ["audio", "video"], fileName: "dr-house.webm",
+                                       path: "/data/recordings/rec1/dr-house.webm", sizeBytes: 1_234_567, videoCodec: "vp8", audioCodec: "opus",
+                                       resolution: "640x480", durationMs: 20_000)
+        try await store.addRecordingFile(file)
+        var updated = file
+        updated.sizeBytes = 2_000_000
+        try await store.addRecordingFile(updated)  // upsert: the final size lands
+        try await store.finishRecording(id: "rec1", status: .completed, endedAt: 21_000, durationMs: 20_000, failureReason: nil)
+        try await store.finishRecording(id: "rec2", status: .failed, endedAt: 3_000, durationMs: nil, failureReason: "server crashed; nothing on disk")
+        let rec1 = try #require(try await store.recording(id: "rec1"))
+        #expect(rec1.status == .completed && rec1.durationMs == 20_000 && rec1.files == [updated])
+        #expect(try await store.recordings().map(\.id) == ["rec2", "rec1"])
+        #expect(try await store.recordings(status: .failed).map(\.id) == ["rec2"])
+        #expect(try await store.recordings(roomID: "r", status: .completed).map(\.id) == ["rec1"])
+        #expect(try await store.recordings(roomID: "other").isEmpty)
+        #expect(try await store.recording(id: "rec2")?.failureReason == "server crashed; nothing on disk")
+    }
+
+    @Test(arguments: StoreBackend.allCases)
+    func migrationsRunOnceAndReopenKeepsData(backend: StoreBackend) async throws {
+        guard backend == .sqlite else {
+            // PostgreSQL: reopening the same schema.
+            let (store, schema) = try await backend.open()
+            try await store.createRoom(RoomRecord(id: "keep", name: "k", createdAt: 1, maxParticipants: 1, emptyTimeoutS: 1, maxDurationS: 1, autoRecord: false))
+            await store.close()
+            let base = try #require(StoreBackend.postgresURL)
+            let again = try await MetadataStore.open(databaseURL: base + "?options=-csearch_path%3D\(schema)", dataDir: "/nonexistent", logger: Logger(label: "t"))
+            #expect(try await again.room(id: "keep") != nil)
+            await again.close()
+            return
+        }
+        let (store, dir) = try await backend.open()
+        try await store.createRoom(RoomRecord(id: "keep", name: "k", createdAt: 1, maxParticipants: 1, emptyTimeoutS: 1, maxDurationS: 1, autoRecord: false))
+        await store.close()
+        let again = try await MetadataStore.open(databaseURL: nil, dataDir: dir, logger: Logger(label: "t"))
+        #expect(try await again.room(id: "keep") != nil)
+        await again.close()
+        #expect(FileManager.default.fileExists(atPath: dir + "/sfu.sqlite"))
+    }
+
+    @Test func unsupportedURLIsAClearError() async throws {
+        await #expect(throws: SQLError.self) {
+            _ = try await MetadataStore.open(databaseURL: "mysql://x", dataDir: NSTemporaryDirectory(), logger: Logger(label: "t"))
+        }
+        await #expect(throws: SQLError.self) {
+            _ = try await MetadataStore.open(databaseURL: "postgres://nobody@127.0.0.1:1/none", dataDir: NSTemporaryDirectory(), logger: Logger(label: "t"))
+        }
+    }
+
+    /// A PostgreSQL restart while writes are in flight: every write is retried and lands.
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["SFU_TEST_POSTGRES_DIR"] != nil,
+                   "needs SFU_TEST_POSTGRES_DIR: the throwaway PostgreSQL that `make test` starts"))
+    func postgresRestartLosesNoWrite() async throws {
+        let (store, _) = try await StoreBackend.postgresql.open()
+        defer { Task { await store.close() } }
+        try await store.createRoom(RoomRecord(id: "r", name: "r", createdAt: 1, maxParticipants: 4, emptyTimeoutS: 1, maxDurationS: 1, autoRecord: false))
+        let dir = try #require(ProcessInfo.processInfo.environment["SFU_TEST_POSTGRES_DIR"])
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("scripts/pg-throwaway.sh").path
+        // posix_spawn + waitpid: Foundation's Process does not reliably notice the child's exit
+        // from a Swift concurrency thread here.
+        var pid: pid_t = 0
+        let argv: [UnsafeMutablePointer<CChar>?] = [strdup(script), strdup("restart"), strdup(dir), nil]
+        defer { for p in argv { free(p) } }
+        let spawned = posix_spawn(&pid, script, nil, nil, argv, environ)
+        try #require(spawned == 0, "posix_spawn: \(spawned)")
+        for i in 0..<60 {
+            try await store.appendEvent(RoomEvent(id: "e\(i)", roomID: "r", at: Int64(i), kind: "tick"))
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        var status: Int32 = 0
+        var reaped: pid_t = 0
+        for _ in 0..<600 {
+            reaped = waitpid(pid, &status, WNOHANG)
+            if reaped == pid { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        try #require(reaped == pid, "pg-throwaway.sh restart did not finish")
+        #expect(status == 0)
+        let events = try await store.events(roomID: "r")
+        #expect(events.count == 60)
+        #expect(events.map(\.id) == (0..<60).map { "e\($0)" })
+    }
+}
