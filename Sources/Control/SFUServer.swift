@@ -62,7 +62,16 @@ public struct SFUServer: Sendable {
 
     /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
     public func run() async throws {
-        let media = try await MediaRuntime.start(config: config, logger: logger)
+        // The metadata store first: a bad SFU_DATABASE_URL stops the server before it listens.
+        let store = try await MetadataStore.open(databaseURL: config.databaseURL, dataDir: config.dataDir, logger: logger)
+        logger.notice("metadata store open", metadata: ["backend": "\(store.backend)"])
+        let media: MediaRuntime
+        do {
+            media = try await MediaRuntime.start(config: config, logger: logger)
+        } catch {
+            await store.close()
+            throw error
+        }
         let app = buildApplication(echo: EchoService(media: media, logger: logger))
         let group = ServiceGroup(
             configuration: .init(
@@ -75,9 +84,11 @@ public struct SFUServer: Sendable {
             try await group.run()
         } catch {
             await media.stop()
+            await store.close()
             throw error
         }
         await media.stop()
+        await store.close()
         logger.notice("stopped")
     }
 }

@@ -30,3 +30,14 @@ def test_bad_port_config_fails_with_message(sfu_factory):
     code = p.proc.wait(timeout=10)
     assert code != 0
     assert "SFU_HTTP_PORT" in p.log()
+
+
+def test_sqlite_store_is_created_in_the_data_dir(sfu):
+    assert (sfu.data_dir / "sfu.sqlite").exists()
+
+
+def test_unreachable_database_stops_the_server_with_a_message(sfu_factory):
+    p = sfu_factory(env={"SFU_DATABASE_URL": "postgres://nobody@127.0.0.1:1/none"}, wait=False)
+    code = p.proc.wait(timeout=15)
+    assert code != 0
+    assert "PostgreSQL" in p.log()
