@@ -19,8 +19,9 @@ public struct SFUServer: Sendable {
     /// The HTTP and WebSocket routes. Separate from `run()` so tests can drive them through
     /// HummingbirdTesting as well as through the real socket. Without `echo` (no media runtime),
     /// `/v1/echo` answers 503.
-    public func buildRouter(echo: EchoService? = nil) -> Router<Context> {
+    public func buildRouter(echo: EchoService? = nil, api: ControlAPI? = nil) -> Router<Context> {
         let router = Router(context: Context.self)
+        api?.register(on: router)
         router.get("/healthz") { _, _ -> HealthResponse in
             HealthResponse(status: "ok")
         }
@@ -47,11 +48,11 @@ public struct SFUServer: Sendable {
         return [UInt8](data)
     }
 
-    public func buildApplication(echo: EchoService?) -> some ApplicationProtocol {
+    public func buildApplication(echo: EchoService?, api: ControlAPI?) -> some ApplicationProtocol {
         let logger = self.logger
         return Application(
-            router: buildRouter(echo: echo),
-            server: .http1WebSocketUpgrade(webSocketRouter: buildRouter(echo: echo)),
+            router: buildRouter(echo: echo, api: api),
+            server: .http1WebSocketUpgrade(webSocketRouter: buildRouter(echo: echo, api: api)),
             configuration: .init(address: .hostname(config.httpHost, port: config.httpPort), serverName: "sfu"),
             onServerRunning: { channel in
                 logger.notice("HTTP listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
@@ -72,7 +73,15 @@ public struct SFUServer: Sendable {
             await store.close()
             throw error
         }
-        let app = buildApplication(echo: EchoService(media: media, logger: logger))
+        var keys = config.apiKeys
+        if keys.isEmpty {
+            // Development mode: a random key for this run, printed so the operator can use it.
+            let key = APIKeys.generateDevelopmentKey()
+            keys = [key]
+            logger.notice("no SFU_API_KEY configured: development API key for this run", metadata: ["api_key": "\(key)"])
+        }
+        let api = ControlAPI(store: store, keys: APIKeys(keys), iceServers: config.iceServers, logger: logger)
+        let app = buildApplication(echo: EchoService(media: media, logger: logger), api: api)
         let group = ServiceGroup(
             configuration: .init(
                 services: [.init(service: app)],

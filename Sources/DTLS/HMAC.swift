@@ -1,19 +1,28 @@
 import COpenSSL
 
-/// HMAC-SHA1 with a fixed key (STUN MESSAGE-INTEGRITY, RFC 5389 15.4), over OpenSSL's EVP_MAC.
-/// The key is set once; each ``authenticate(_:)`` reuses the keyed context, so a check costs one
-/// HMAC and no algorithm lookup. Not thread-safe: one instance per owner (ICE agent).
-public final class HMACSHA1 {
-    public static let size = 20
+/// HMAC with a fixed key over OpenSSL's EVP_MAC: SHA-1 for STUN MESSAGE-INTEGRITY (RFC 5389
+/// 15.4), SHA-256 for join tokens (JWT HS256) and webhook signatures. The key is set once; each
+/// ``authenticate(_:into:)`` reuses the keyed context, so a MAC costs one HMAC and no algorithm
+/// lookup. Not thread-safe: one instance per owner.
+public final class HMAC {
+    public enum Digest: String, Sendable {
+        case sha1 = "SHA1", sha256 = "SHA256"
+        public var size: Int { self == .sha1 ? 20 : 32 }
+    }
+
+    public static let sha1Size = 20
+    public let digest: Digest
+    public var size: Int { digest.size }
     private let ctx: OpaquePointer
 
-    /// - Returns: nil if OpenSSL cannot provide HMAC-SHA1 (it always can on a working install).
-    public init?(key: [UInt8]) {
+    /// - Returns: nil if OpenSSL cannot provide the MAC (it always can on a working install).
+    public init?(digest: Digest, key: [UInt8]) {
+        self.digest = digest
         guard let mac = EVP_MAC_fetch(nil, "HMAC", nil) else { return nil }
         defer { EVP_MAC_free(mac) }
         guard let ctx = EVP_MAC_CTX_new(mac) else { return nil }
         let ok: Int32 = "digest".withCString { name in
-            "SHA1".withCString { digest in
+            digest.rawValue.withCString { digest in
                 var params = [
                     OSSL_PARAM_construct_utf8_string(name, UnsafeMutablePointer(mutating: digest), 0),
                     OSSL_PARAM_construct_end(),
@@ -30,19 +39,19 @@ public final class HMACSHA1 {
 
     deinit { EVP_MAC_CTX_free(ctx) }
 
-    /// The 20-byte MAC of `data`, written to `out` (at least 20 bytes).
+    /// The MAC of `data` (``size`` bytes), written to `out`.
     /// - Returns: false on an OpenSSL failure.
     @discardableResult
     public func authenticate(_ data: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) -> Bool {
-        precondition(out.count >= Self.size)
+        precondition(out.count >= size)
         guard EVP_MAC_init(ctx, nil, 0, nil) == 1 else { return false }
         guard EVP_MAC_update(ctx, data.baseAddress?.assumingMemoryBound(to: UInt8.self), data.count) == 1 else { return false }
         var written = 0
-        return EVP_MAC_final(ctx, out.baseAddress?.assumingMemoryBound(to: UInt8.self), &written, out.count) == 1 && written == Self.size
+        return EVP_MAC_final(ctx, out.baseAddress?.assumingMemoryBound(to: UInt8.self), &written, out.count) == 1 && written == size
     }
 
     public func authenticate(_ data: [UInt8]) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: Self.size)
+        var out = [UInt8](repeating: 0, count: size)
         let ok = data.withUnsafeBytes { d in out.withUnsafeMutableBytes { o in authenticate(d, into: o) } }
         return ok ? out : []
     }

@@ -9,7 +9,7 @@ func bindingRequest(username: String, password: String, useCandidate: Bool = fal
     attributes.append(controlled ? STUNMessage.u64Attribute(STUNAttributeType.iceControlled, 42)
                                  : STUNMessage.u64Attribute(STUNAttributeType.iceControlling, 42))
     if useCandidate { attributes.append(STUNMessage.Attribute(type: STUNAttributeType.useCandidate, value: [])) }
-    let key = HMACSHA1(key: Array(password.utf8))!
+    let key = HMAC(digest: .sha1, key: Array(password.utf8))!
     return STUNMessage(messageClass: .request, transactionID: tid, attributes: attributes).serialized(integrity: key)
 }
 
@@ -33,7 +33,7 @@ struct ICELiteAgentTests {
         #expect(response.messageClass == .successResponse && response.transactionID == tid)
         #expect(response.xorMappedAddress == a)
         // The response is keyed with our password, as the browser checks it.
-        let key = try #require(HMACSHA1(key: Array(local.password.utf8)))
+        let key = try #require(HMAC(digest: .sha1, key: Array(local.password.utf8)))
         try #require(out.response).withUnsafeBytes { #expect(response.checkIntegrity($0, key: key)) }
         #expect(response.hadFingerprint)
         // Before nomination, the last checked address is where we answer.

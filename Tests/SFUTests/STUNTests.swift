@@ -40,8 +40,8 @@ struct STUNTests {
         #expect(m.priority == 0x6e00_01ff)
         #expect(m.iceControlled == 0x932f_f9b1_5126_3b36)
         #expect(m.hadFingerprint)
-        let right = try #require(HMACSHA1(key: Array("VOkJxbRl1RmTxUk/WvJxBt".utf8)))
-        let wrong = try #require(HMACSHA1(key: Array("VOkJxbRl1RmTxUk/WvJxBT".utf8)))
+        let right = try #require(HMAC(digest: .sha1, key: Array("VOkJxbRl1RmTxUk/WvJxBt".utf8)))
+        let wrong = try #require(HMAC(digest: .sha1, key: Array("VOkJxbRl1RmTxUk/WvJxBT".utf8)))
         Self.rfc5769Request.withUnsafeBytes { raw in
             #expect(m.checkIntegrity(raw, key: right))
             #expect(!m.checkIntegrity(raw, key: wrong))
@@ -52,12 +52,12 @@ struct STUNTests {
         let m = try STUNMessage(parsing: Self.rfc5769Response)
         #expect(m.messageClass == .successResponse)
         #expect(m.xorMappedAddress == TransportAddress(ipv4: 192, 0, 2, 1, port: 32853))
-        let key = try #require(HMACSHA1(key: Array("VOkJxbRl1RmTxUk/WvJxBt".utf8)))
+        let key = try #require(HMAC(digest: .sha1, key: Array("VOkJxbRl1RmTxUk/WvJxBt".utf8)))
         Self.rfc5769Response.withUnsafeBytes { raw in #expect(m.checkIntegrity(raw, key: key)) }
     }
 
     @Test func buildsWhatItParses() throws {
-        let key = try #require(HMACSHA1(key: Array("VOkJxbRl1RmTxUk/WvJxBt".utf8)))
+        let key = try #require(HMAC(digest: .sha1, key: Array("VOkJxbRl1RmTxUk/WvJxBt".utf8)))
         // Rebuilding the RFC response gives its bytes except the padding of SOFTWARE (the RFC pads
         // with spaces, we with zeros), and our MAC and CRC verify.
         var m = try STUNMessage(parsing: Self.rfc5769Response)

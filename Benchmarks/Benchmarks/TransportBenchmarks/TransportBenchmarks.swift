@@ -55,7 +55,7 @@ let benchmarks: @Sendable () -> Void = {
     Benchmark("STUN binding request handling (parse, check integrity, answer)", configuration: .init(scalingFactor: .one)) { benchmark in
         let local = ICELiteAgent.Credentials(ufrag: "srvU", password: "server-password-0123456789")
         guard let agent = ICELiteAgent(local: local, remote: .init(ufrag: "cliU", password: "client-password-0123456789")),
-              let key = HMACSHA1(key: Array(local.password.utf8)) else { fatalError("ice") }
+              let key = HMAC(digest: .sha1, key: Array(local.password.utf8)) else { fatalError("ice") }
         let request = STUNMessage(messageClass: .request, transactionID: secureRandomBytes(12), attributes: [
             STUNMessage.usernameAttribute("srvU:cliU"), STUNMessage.u32Attribute(STUNAttributeType.priority, 0x6e00_01ff),
             STUNMessage.u64Attribute(STUNAttributeType.iceControlling, 42), .init(type: STUNAttributeType.useCandidate, value: []),

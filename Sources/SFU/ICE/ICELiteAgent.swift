@@ -33,7 +33,7 @@ public final class ICELiteAgent {
     public let local: Credentials
     public var remote: Credentials?
     public let consentTimeoutNanos: Int64
-    private let integrityKey: HMACSHA1
+    private let integrityKey: HMAC
     /// The address the peer nominated (or, before any nomination, the last one that passed a check).
     public private(set) var selectedAddress: TransportAddress?
     public private(set) var nominated = false
@@ -42,7 +42,7 @@ public final class ICELiteAgent {
     public private(set) var rejected = 0
 
     public init?(local: Credentials, remote: Credentials? = nil, consentTimeoutNanos: Int64 = 30_000_000_000) {
-        guard let key = HMACSHA1(key: Array(local.password.utf8)) else { return nil }
+        guard let key = HMAC(digest: .sha1, key: Array(local.password.utf8)) else { return nil }
         self.local = local
         self.remote = remote
         self.consentTimeoutNanos = consentTimeoutNanos

@@ -73,7 +73,7 @@ public struct STUNMessage: Sendable, Equatable {
             guard padded <= raw.count - valueStart else { throw .badAttribute }
             switch attrType {
             case STUNAttributeType.messageIntegrity:
-                guard attrLength == HMACSHA1.size else { throw .badAttribute }
+                guard attrLength == HMAC.sha1Size else { throw .badAttribute }
                 if integrityOffset == nil { integrityOffset = offset }
             case STUNAttributeType.fingerprint:
                 guard attrLength == 4, valueStart + 4 == raw.count else { throw .badAttribute }
@@ -99,23 +99,23 @@ public struct STUNMessage: Sendable, Equatable {
 
     /// Checks MESSAGE-INTEGRITY of the datagram this message was parsed from (RFC 5389 15.4: HMAC over
     /// the message up to the attribute, with the length field covering the attribute).
-    public func checkIntegrity(_ raw: UnsafeRawBufferPointer, key: HMACSHA1) -> Bool {
+    public func checkIntegrity(_ raw: UnsafeRawBufferPointer, key: HMAC) -> Bool {
         guard let mi = integrityOffset, mi + 24 <= raw.count else { return false }
         var prefix = [UInt8](UnsafeRawBufferPointer(rebasing: raw[0..<mi]))
         let adjusted = UInt16(mi + 24 - Self.headerSize)
         prefix[2] = UInt8(adjusted >> 8)
         prefix[3] = UInt8(adjusted & 0xff)
-        var mac = [UInt8](repeating: 0, count: HMACSHA1.size)
+        var mac = [UInt8](repeating: 0, count: HMAC.sha1Size)
         let ok = prefix.withUnsafeBytes { p in mac.withUnsafeMutableBytes { m in key.authenticate(p, into: m) } }
         guard ok else { return false }
         // Constant-time comparison.
         var diff: UInt8 = 0
-        for i in 0..<HMACSHA1.size { diff |= mac[i] ^ raw[mi + 4 + i] }
+        for i in 0..<HMAC.sha1Size { diff |= mac[i] ^ raw[mi + 4 + i] }
         return diff == 0
     }
 
     /// The message's bytes, with MESSAGE-INTEGRITY keyed by `integrity` and a FINGERPRINT when asked.
-    public func serialized(integrity: HMACSHA1? = nil, fingerprint: Bool = true) -> [UInt8] {
+    public func serialized(integrity: HMAC? = nil, fingerprint: Bool = true) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(128)
         let c = messageClass.rawValue
@@ -139,8 +139,8 @@ public struct STUNMessage: Sendable, Equatable {
             setLength(out.count + 24 - Self.headerSize)
             let mac = integrity.authenticate(out)
             out.stunAppend16(STUNAttributeType.messageIntegrity)
-            out.stunAppend16(UInt16(HMACSHA1.size))
-            out.append(contentsOf: mac.count == HMACSHA1.size ? mac : [UInt8](repeating: 0, count: HMACSHA1.size))
+            out.stunAppend16(UInt16(HMAC.sha1Size))
+            out.append(contentsOf: mac.count == HMAC.sha1Size ? mac : [UInt8](repeating: 0, count: HMAC.sha1Size))
         }
         if fingerprint {
             setLength(out.count + 8 - Self.headerSize)

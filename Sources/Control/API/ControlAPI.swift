@@ -1,0 +1,223 @@
+import DTLS
+import Foundation
+import Hummingbird
+import Logging
+
+/// The control API (PROTOCOL.md "Control API") for app backends: rooms and join tokens, backed by
+/// the metadata store. Routes whose feature is not built yet answer 501 `not_implemented`
+/// (participants, mute, recordings: they come with rooms and recording).
+public struct ControlAPI: Sendable {
+    public let store: MetadataStore
+    public let keys: APIKeys
+    public let iceServers: [String]
+    public let logger: Logger
+
+    /// Defaults for what a create-room request leaves out (docs/API.md).
+    public enum Defaults {
+        public static let maxParticipants = 6
+        public static let emptyTimeoutS = 300
+        public static let maxDurationS = 4 * 3600
+        public static let tokenTTLS = 3600
+        public static let maxTokenTTLS = 86_400
+    }
+
+    public static let maxBodyBytes = 64 * 1024
+
+    public init(store: MetadataStore, keys: APIKeys, iceServers: [String], logger: Logger) {
+        self.store = store
+        self.keys = keys
+        self.iceServers = iceServers
+        self.logger = logger
+    }
+
+    public var signer: JoinTokenSigner { JoinTokenSigner(secret: keys.signingSecret) }
+
+    func register<Context: RequestContext>(on router: Router<Context>) {
+        let auth = APIKeyMiddleware<Context>(keys: keys)
+        let rooms = router.group("v1/rooms").add(middleware: ErrorShapeMiddleware()).add(middleware: auth)
+        rooms.post { request, context in try await createRoom(request, context) }
+        rooms.get { _, _ in try await listRooms() }
+        rooms.get(":id") { _, context in try await getRoom(context.parameters.require("id")) }
+        rooms.delete(":id") { _, context in try await closeRoom(context.parameters.require("id")) }
+        rooms.post(":id/tokens") { request, context in try await mintToken(request, context, room: context.parameters.require("id")) }
+        rooms.get(":id/participants") { _, _ -> Response in throw APIError.notImplemented("listing live participants (rooms)") }
+        rooms.delete(":id/participants/:user") { _, _ -> Response in throw APIError.notImplemented("removing participants (rooms)") }
+        rooms.post(":id/participants/:user/mute") { _, _ -> Response in throw APIError.notImplemented("muting participants (rooms)") }
+        rooms.post(":id/recordings") { _, _ -> Response in throw APIError.notImplemented("recording") }
+        let recordings = router.group("v1/recordings").add(middleware: ErrorShapeMiddleware()).add(middleware: auth)
+        recordings.get { _, _ -> Response in throw APIError.notImplemented("recording") }
+        recordings.get(":id") { _, _ -> Response in throw APIError.notImplemented("recording") }
+        recordings.post(":id/stop") { _, _ -> Response in throw APIError.notImplemented("recording") }
+        recordings.get(":id/files/:file") { _, _ -> Response in throw APIError.notImplemented("recording") }
+    }
+
+    // MARK: handlers
+
+    func createRoom<Context: RequestContext>(_ request: Request, _ context: Context) async throws -> Response {
+        let body = try await JSONBody(request, context, allowEmpty: true)
+        let id = "rm_" + randomID()
+        let room = RoomRecord(
+            id: id, name: try body.string("name", maxLength: 200) ?? id, createdAt: MetadataStore.nowMillis,
+            maxParticipants: try body.int("max_participants", in: 1...100) ?? Defaults.maxParticipants,
+            emptyTimeoutS: try body.int("empty_timeout_s", in: 0...86_400) ?? Defaults.emptyTimeoutS,
+            maxDurationS: try body.int("max_duration_s", in: 1...(7 * 86_400)) ?? Defaults.maxDurationS,
+            autoRecord: try body.bool("auto_record") ?? false)
+        try await store.createRoom(room)
+        try await store.appendEvent(RoomEvent(id: "ev_" + randomID(), roomID: id, at: room.createdAt, kind: "room_created"))
+        return try json(.created, Self.roomJSON(room, participants: []))
+    }
+
+    func listRooms() async throws -> Response {
+        let rooms = try await store.rooms()
+        return try json(.ok, ["rooms": rooms.map { Self.roomJSON($0, participants: nil) }])
+    }
+
+    func getRoom(_ id: String) async throws -> Response {
+        guard Self.validID(id), let room = try await store.room(id: id) else { throw APIError.notFound("room") }
+        let sessions = try await store.participantSessions(roomID: id).filter { $0.leftAt == nil }
+        return try json(.ok, Self.roomJSON(room, participants: sessions))
+    }
+
+    func closeRoom(_ id: String) async throws -> Response {
+        guard Self.validID(id), let room = try await store.room(id: id) else { throw APIError.notFound("room") }
+        if room.closedAt == nil {
+            let now = MetadataStore.nowMillis
+            try await store.closeRoom(id: id, at: now, reason: "closed by API")
+            try await store.appendEvent(RoomEvent(id: "ev_" + randomID(), roomID: id, at: now, kind: "room_closed", detail: "closed by API"))
+        }
+        guard let closed = try await store.room(id: id) else { throw APIError.notFound("room") }
+        return try json(.ok, Self.roomJSON(closed, participants: []))
+    }
+
+    func mintToken<Context: RequestContext>(_ request: Request, _ context: Context, room id: String) async throws -> Response {
+        let body = try await JSONBody(request, context, allowEmpty: false)
+        guard Self.validID(id), let room = try await store.room(id: id) else { throw APIError.notFound("room") }
+        guard room.closedAt == nil else { throw APIError(.conflict, "room_closed", "room \(id) is closed") }
+        guard let userID = try body.string("user_id", maxLength: 128), !userID.isEmpty else { throw APIError.badRequest("user_id is required (a non-empty string)") }
+        guard let roleName = try body.string("role", maxLength: 32) else { throw APIError.badRequest("role is required: doctor, patient or observer") }
+        guard let role = Role(rawValue: roleName) else { throw APIError.badRequest("role must be doctor, patient or observer") }
+        var perms = role.defaultPermissions
+        if let requested = try body.stringArray("permissions") {
+            var narrowed: [Permission] = []
+            for name in requested {
+                guard let p = Permission(rawValue: name) else { throw APIError.badRequest("unknown permission '\(name.prefix(32))'") }
+                guard perms.contains(p) else { throw APIError.badRequest("permission '\(name)' is not allowed for role \(role.rawValue)") }
+                if !narrowed.contains(p) { narrowed.append(p) }
+            }
+            perms = narrowed
+        }
+        let ttl = try body.int("ttl_s", in: 1...Defaults.maxTokenTTLS) ?? Defaults.tokenTTLS
+        let now = Int64(Date().timeIntervalSince1970)
+        let claims = JoinClaims(room: id, sub: userID, name: try body.string("name", maxLength: 200) ?? userID, role: role,
+                                perms: perms, exp: now + Int64(ttl), iat: now)
+        let token = signer.sign(claims)
+        let host = request.head.authority ?? "127.0.0.1:8080"
+        return try json(.ok, [
+            "token": token,
+            "signaling_url": "ws://\(host)/v1/signal?token=\(token)",
+            "ice_servers": iceServers.isEmpty ? [] : [["urls": iceServers]],
+            "expires_at": Self.iso8601(claims.exp * 1000),
+        ] as [String: Any])
+    }
+
+    // MARK: helpers
+
+    static func roomJSON(_ r: RoomRecord, participants: [ParticipantSessionRecord]?) -> [String: Any] {
+        var out: [String: Any] = [
+            "id": r.id, "name": r.name, "created_at": iso8601(r.createdAt), "status": r.closedAt == nil ? "open" : "closed",
+            "max_participants": r.maxParticipants, "empty_timeout_s": r.emptyTimeoutS, "max_duration_s": r.maxDurationS,
+            "auto_record": r.autoRecord,
+        ]
+        if let closed = r.closedAt { out["closed_at"] = iso8601(closed) }
+        if let reason = r.closeReason { out["close_reason"] = reason }
+        if let participants {
+            out["participants"] = participants.map { ["user_id": $0.userID, "name": $0.name, "role": $0.role, "joined_at": iso8601($0.joinedAt)] }
+        }
+        return out
+    }
+
+    static func iso8601(_ millis: Int64) -> String {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return f.string(from: Date(timeIntervalSince1970: Double(millis) / 1000))
+    }
+
+    static func validID(_ id: String) -> Bool {
+        id.utf8.count <= 64 && !id.isEmpty && id.utf8.allSatisfy { $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") || (48...57).contains($0) || (97...122).contains($0) || (65...90).contains($0) }
+    }
+
+    func randomID() -> String {
+        let alphabet = Array("0123456789abcdefghijklmnopqrstuvwxyz")
+        return String(secureRandomBytes(14).map { alphabet[Int($0) % 36] })
+    }
+
+    func json(_ status: HTTPResponse.Status, _ object: Any) throws -> Response {
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        return Response(status: status, headers: [.contentType: "application/json; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+/// Checks `Authorization: Bearer <api key>` on the control API.
+struct APIKeyMiddleware<Context: RequestContext>: RouterMiddleware {
+    let keys: APIKeys
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard keys.accepts(authorization: request.headers[.authorization]) else { throw APIError.unauthorized }
+        return try await next(request, context)
+    }
+}
+
+/// A request's JSON object body with typed, validated accessors: wrong types and out-of-range values
+/// are 400 with the field named; unknown fields are ignored.
+struct JSONBody {
+    let object: [String: Any]
+
+    init<Context: RequestContext>(_ request: Request, _ context: Context, allowEmpty: Bool) async throws {
+        let buffer = try await request.body.collect(upTo: ControlAPI.maxBodyBytes)
+        if buffer.readableBytes == 0 {
+            guard allowEmpty else { throw APIError.badRequest("a JSON object body is required") }
+            object = [:]
+            return
+        }
+        guard let parsed = try? JSONSerialization.jsonObject(with: Data(buffer: buffer)), let dictionary = parsed as? [String: Any] else {
+            throw APIError.badRequest("body must be a JSON object")
+        }
+        object = dictionary
+    }
+
+    func present(_ key: String) -> Any? {
+        guard let v = object[key], !(v is NSNull) else { return nil }
+        return v
+    }
+
+    func string(_ key: String, maxLength: Int) throws -> String? {
+        guard let v = present(key) else { return nil }
+        guard let s = v as? String else { throw APIError.badRequest("\(key) must be a string") }
+        guard s.count <= maxLength else { throw APIError.badRequest("\(key) is longer than \(maxLength) characters") }
+        return s
+    }
+
+    func int(_ key: String, in range: ClosedRange<Int>) throws -> Int? {
+        guard let v = present(key) else { return nil }
+        // JSONSerialization gives NSNumber for numbers and booleans alike: refuse booleans and fractions.
+        guard let n = v as? NSNumber, !Self.isBoolean(n), let i = Int(exactly: n.doubleValue) else {
+            throw APIError.badRequest("\(key) must be an integer")
+        }
+        guard range.contains(i) else { throw APIError.badRequest("\(key) must be in \(range.lowerBound)...\(range.upperBound)") }
+        return i
+    }
+
+    func bool(_ key: String) throws -> Bool? {
+        guard let v = present(key) else { return nil }
+        guard let n = v as? NSNumber, Self.isBoolean(n) else { throw APIError.badRequest("\(key) must be true or false") }
+        return n.boolValue
+    }
+
+    /// JSONSerialization returns booleans as NSNumber too; they are the ones of Objective-C type "c".
+    static func isBoolean(_ n: NSNumber) -> Bool { n.objCType.pointee == CChar(UInt8(ascii: "c")) }
+
+    func stringArray(_ key: String) throws -> [String]? {
+        guard let v = present(key) else { return nil }
+        guard let a = v as? [Any], a.count <= 16, let strings = a as? [String] else { throw APIError.badRequest("\(key) must be an array of strings") }
+        return strings
+    }
+}

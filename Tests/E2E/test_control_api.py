@@ -1,0 +1,173 @@
+"""Control API against the real server: rooms, join tokens, auth, and the error shape for bad input."""
+import base64
+import hashlib
+import hmac
+import json
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+KEY = "test-api-key-0123456789"
+
+
+def call(sfu, method, path, body=None, key=KEY, raw=None, headers=None):
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(sfu.base_url + path, data=data, method=method)
+    if key is not None:
+        req.add_header("Authorization", f"Bearer {key}")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            status, text = r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        status, text = e.code, e.read().decode()
+    try:
+        return status, json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return status, text
+
+
+@pytest.fixture
+def api(sfu_factory):
+    return sfu_factory(env={"SFU_API_KEY": KEY + ",second-key-abcdef", "SFU_ICE_SERVERS": "stun:stun.example.org:3478"})
+
+
+def b64d(s):
+    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+
+def test_room_lifecycle_and_tokens(api):
+    status, room = call(api, "POST", "/v1/rooms", {"name": "Consultation 12", "max_participants": 3, "auto_record": True, "unknown": 1})
+    assert status == 201, room
+    assert room["name"] == "Consultation 12" and room["max_participants"] == 3 and room["auto_record"] is True
+    assert room["empty_timeout_s"] == 300 and room["status"] == "open" and room["id"].startswith("rm_")
+    rid = room["id"]
+    status, listing = call(api, "GET", "/v1/rooms", key="second-key-abcdef")
+    assert status == 200 and [r["id"] for r in listing["rooms"]] == [rid]
+    status, got = call(api, "GET", f"/v1/rooms/{rid}")
+    assert status == 200 and got["participants"] == []
+
+    status, tok = call(api, "POST", f"/v1/rooms/{rid}/tokens", {"user_id": "dr-1", "name": "Dr One", "role": "doctor", "ttl_s": 120})
+    assert status == 200, tok
+    assert tok["signaling_url"].startswith(f"ws://127.0.0.1:{api.http_port}/v1/signal?token=")
+    assert tok["ice_servers"] == [{"urls": ["stun:stun.example.org:3478"]}]
+    header, payload, sig = tok["token"].split(".")
+    assert json.loads(b64d(header)) == {"alg": "HS256", "typ": "JWT"}
+    claims = json.loads(b64d(payload))
+    assert claims["room"] == rid and claims["sub"] == "dr-1" and claims["name"] == "Dr One" and claims["role"] == "doctor"
+    assert claims["perms"] == ["publish", "subscribe", "record"]
+    assert abs(claims["exp"] - (time.time() + 120)) < 5
+    # HS256 with the API secret (the first key): an app backend can verify and mint the same tokens.
+    expected = hmac.new(KEY.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    assert b64d(sig) == expected
+
+    status, tok = call(api, "POST", f"/v1/rooms/{rid}/tokens", {"user_id": "p-1", "role": "patient", "permissions": ["subscribe"]})
+    assert status == 200 and json.loads(b64d(tok["token"].split(".")[1]))["perms"] == ["subscribe"]
+    status, tok = call(api, "POST", f"/v1/rooms/{rid}/tokens", {"user_id": "o-1", "role": "observer"})
+    assert status == 200 and json.loads(b64d(tok["token"].split(".")[1]))["perms"] == ["subscribe"]
+
+    status, closed = call(api, "DELETE", f"/v1/rooms/{rid}")
+    assert status == 200 and closed["status"] == "closed" and "closed_at" in closed
+    status, listing = call(api, "GET", "/v1/rooms")
+    assert listing["rooms"] == []
+    status, err = call(api, "POST", f"/v1/rooms/{rid}/tokens", {"user_id": "late", "role": "patient"})
+    assert status == 409 and err["error"]["code"] == "room_closed"
+
+
+def test_unbuilt_routes_answer_501(api):
+    status, room = call(api, "POST", "/v1/rooms", {})
+    rid = room["id"]
+    for method, path in [("GET", f"/v1/rooms/{rid}/participants"), ("DELETE", f"/v1/rooms/{rid}/participants/u"),
+                         ("POST", f"/v1/rooms/{rid}/participants/u/mute"), ("POST", f"/v1/rooms/{rid}/recordings"),
+                         ("GET", "/v1/recordings"), ("GET", "/v1/recordings/x"), ("POST", "/v1/recordings/x/stop"),
+                         ("GET", "/v1/recordings/x/files/f")]:
+        status, body = call(api, method, path, {} if method == "POST" else None)
+        assert status == 501, (method, path, body)
+        assert body["error"]["code"] == "not_implemented"
+
+
+def bad_requests(rid):
+    big = b'{"name": "' + b"x" * 70_000 + b'"}'
+    return [
+        # (method, path, body or raw bytes, key, expected status, expected code)
+        ("GET", "/v1/rooms", None, None, 401, "unauthorized"),
+        ("GET", "/v1/rooms", None, "wrong-key", 401, "unauthorized"),
+        ("GET", "/v1/rooms", None, KEY + "x", 401, "unauthorized"),
+        ("GET", "/v1/rooms", None, KEY[:-1], 401, "unauthorized"),
+        ("POST", "/v1/rooms", {"name": "x"}, None, 401, "unauthorized"),
+        ("DELETE", f"/v1/rooms/{rid}", None, "", 401, "unauthorized"),
+        ("POST", "/v1/rooms", b"{not json", KEY, 400, "bad_request"),
+        ("POST", "/v1/rooms", b"[1, 2, 3]", KEY, 400, "bad_request"),
+        ("POST", "/v1/rooms", b'"a string"', KEY, 400, "bad_request"),
+        ("POST", "/v1/rooms", {"name": 42}, KEY, 400, "bad_request"),
+        ("POST", "/v1/rooms", {"name": "x" * 201}, KEY, 400, "bad_request"),
+        ("POST", "/v1/rooms", {"max_participants": "six"}, KEY, 400, "bad_request"),
+        ("POST", "/v1/rooms", {"max_participants": 0}, KEY, 400, "bad_request"),
+        ("POST", "/v1/rooms", {"max_participants": 1000}, KEY, 400, "bad_request"),
+        ("POST", "/v1/rooms", {"max_participants": 2.5}, KEY, 400, "bad_request"),
+        ("POST", "/v1/rooms", {"max_participants": True}, KEY, 400, "bad_request"),
+        ("POST", "/v1/rooms", {"empty_timeout_s": -1}, KEY, 400, "bad_request"),
+        ("POST", "/v1/rooms", {"max_duration_s": 0}, KEY, 400, "bad_request"),
+        ("POST", "/v1/rooms", {"auto_record": "yes"}, KEY, 400, "bad_request"),
+        ("POST", "/v1/rooms", {"auto_record": 1}, KEY, 400, "bad_request"),
+        ("POST", "/v1/rooms", big, KEY, 413, "body_too_large"),
+        ("GET", "/v1/rooms/rm_doesnotexist", None, KEY, 404, "not_found"),
+        ("GET", "/v1/rooms/" + "a" * 100, None, KEY, 404, "not_found"),
+        ("GET", "/v1/rooms/%27%3B%20DROP%20TABLE%20rooms", None, KEY, 404, "not_found"),
+        ("DELETE", "/v1/rooms/rm_doesnotexist", None, KEY, 404, "not_found"),
+        ("POST", "/v1/rooms/rm_doesnotexist/tokens", {"user_id": "u", "role": "doctor"}, KEY, 404, "not_found"),
+        ("POST", f"/v1/rooms/{rid}/tokens", None, KEY, 400, "bad_request"),
+        ("POST", f"/v1/rooms/{rid}/tokens", {"role": "doctor"}, KEY, 400, "bad_request"),
+        ("POST", f"/v1/rooms/{rid}/tokens", {"user_id": "", "role": "doctor"}, KEY, 400, "bad_request"),
+        ("POST", f"/v1/rooms/{rid}/tokens", {"user_id": 7, "role": "doctor"}, KEY, 400, "bad_request"),
+        ("POST", f"/v1/rooms/{rid}/tokens", {"user_id": "u"}, KEY, 400, "bad_request"),
+        ("POST", f"/v1/rooms/{rid}/tokens", {"user_id": "u", "role": "nurse"}, KEY, 400, "bad_request"),
+        ("POST", f"/v1/rooms/{rid}/tokens", {"user_id": "u", "role": "patient", "permissions": ["record"]}, KEY, 400, "bad_request"),
+        ("POST", f"/v1/rooms/{rid}/tokens", {"user_id": "u", "role": "patient", "permissions": ["fly"]}, KEY, 400, "bad_request"),
+        ("POST", f"/v1/rooms/{rid}/tokens", {"user_id": "u", "role": "patient", "permissions": "publish"}, KEY, 400, "bad_request"),
+        ("POST", f"/v1/rooms/{rid}/tokens", {"user_id": "u", "role": "patient", "ttl_s": 0}, KEY, 400, "bad_request"),
+        ("POST", f"/v1/rooms/{rid}/tokens", {"user_id": "u", "role": "patient", "ttl_s": 10**9}, KEY, 400, "bad_request"),
+        ("POST", f"/v1/rooms/{rid}/tokens", {"user_id": "u", "role": "patient", "ttl_s": "1h"}, KEY, 400, "bad_request"),
+    ]
+
+
+def test_bad_requests_get_4xx_with_the_error_shape(api):
+    status, room = call(api, "POST", "/v1/rooms", {"name": "target"})
+    assert status == 201
+    cases = bad_requests(room["id"])
+    assert len(cases) >= 30
+    for method, path, body, key, want_status, want_code in cases:
+        raw = body if isinstance(body, bytes) else None
+        status, got = call(api, method, path, None if raw is not None else body, key=key, raw=raw)
+        assert status == want_status, (method, path, str(body)[:80], key, status, got)
+        assert isinstance(got, dict) and set(got) == {"error"}, (method, path, got)
+        assert got["error"]["code"] == want_code and isinstance(got["error"]["message"], str) and got["error"]["message"]
+    # Still up, and the good room untouched.
+    assert api.proc.poll() is None
+    status, got = call(api, "GET", f"/v1/rooms/{room['id']}")
+    assert status == 200 and got["name"] == "target"
+
+
+def test_development_key_is_generated_and_printed(sfu):
+    log = sfu.log()
+    assert "development API key" in log
+    key = log.split("api_key=")[1].split()[0]
+    status, body = call(sfu, "GET", "/v1/rooms", key=key)
+    assert status == 200 and body == {"rooms": []}
+    status, body = call(sfu, "GET", "/v1/rooms", key="guess")
+    assert status == 401
+
+
+def test_rooms_survive_a_restart_in_sqlite(sfu_factory, tmp_path):
+    a = sfu_factory(env={"SFU_API_KEY": KEY, "SFU_DATA_DIR": str(tmp_path / "shared")})
+    status, room = call(a, "POST", "/v1/rooms", {"name": "persisted"})
+    assert status == 201
+    assert a.terminate() == 0
+    b = sfu_factory(env={"SFU_API_KEY": KEY, "SFU_DATA_DIR": str(tmp_path / "shared")})
+    status, got = call(b, "GET", f"/v1/rooms/{room['id']}")
+    assert status == 200 and got["name"] == "persisted"
