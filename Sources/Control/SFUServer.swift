@@ -80,7 +80,9 @@ public struct SFUServer: Sendable {
             keys = [key]
             logger.notice("no SFU_API_KEY configured: development API key for this run", metadata: ["api_key": "\(key)"])
         }
-        let api = ControlAPI(store: store, keys: APIKeys(keys), iceServers: config.iceServers, logger: logger)
+        let webhooks = config.webhookURLs.isEmpty ? nil : WebhookDispatcher(
+            configuration: .init(urls: config.webhookURLs.compactMap(URL.init(string:)), secret: APIKeys(keys).signingSecret), logger: logger)
+        let api = ControlAPI(store: store, keys: APIKeys(keys), iceServers: config.iceServers, logger: logger, webhooks: webhooks)
         let app = buildApplication(echo: EchoService(media: media, logger: logger), api: api)
         let group = ServiceGroup(
             configuration: .init(

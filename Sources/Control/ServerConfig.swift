@@ -26,6 +26,8 @@ public struct ServerConfig: Sendable, Equatable {
     /// STUN/TURN URLs handed to clients.
     public var iceServers: [String] = []
     public var logLevel: String = "info"
+    /// Where webhook events are POSTed (SFU_WEBHOOK_URLS, comma list).
+    public var webhookURLs: [String] = []
     /// DTLS-SRTP profiles accepted, in order of preference.
     public var srtpProfiles: [SRTPProfile] = [.aeadAes128Gcm, .aes128CmHmacSha1_80]
 
@@ -56,6 +58,12 @@ public struct ServerConfig: Sendable, Equatable {
         if let v = list("SFU_API_KEY") { apiKeys = v }
         if let v = list("SFU_ICE_SERVERS") { iceServers = v }
         if let v = environment["SFU_LOG_LEVEL"] { logLevel = v }
+        if let v = list("SFU_WEBHOOK_URLS") {
+            for u in v where !(u.hasPrefix("http://") || u.hasPrefix("https://")) || URL(string: u) == nil {
+                throw ConfigError(variable: "SFU_WEBHOOK_URLS", value: u, expected: "http:// or https:// URLs")
+            }
+            webhookURLs = v
+        }
         if let v = list("SFU_SRTP_PROFILES") {
             var profiles: [SRTPProfile] = []
             for name in v {

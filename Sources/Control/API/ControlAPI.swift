@@ -11,6 +11,7 @@ public struct ControlAPI: Sendable {
     public let keys: APIKeys
     public let iceServers: [String]
     public let logger: Logger
+    public let webhooks: WebhookDispatcher?
 
     /// Defaults for what a create-room request leaves out (docs/API.md).
     public enum Defaults {
@@ -23,7 +24,8 @@ public struct ControlAPI: Sendable {
 
     public static let maxBodyBytes = 64 * 1024
 
-    public init(store: MetadataStore, keys: APIKeys, iceServers: [String], logger: Logger) {
+    public init(store: MetadataStore, keys: APIKeys, iceServers: [String], logger: Logger, webhooks: WebhookDispatcher? = nil) {
+        self.webhooks = webhooks
         self.store = store
         self.keys = keys
         self.iceServers = iceServers
@@ -64,6 +66,7 @@ public struct ControlAPI: Sendable {
             autoRecord: try body.bool("auto_record") ?? false)
         try await store.createRoom(room)
         try await store.appendEvent(RoomEvent(id: "ev_" + randomID(), roomID: id, at: room.createdAt, kind: "room_created"))
+        await webhooks?.send(event: "room_started", data: ["room_id": id, "name": room.name, "created_at": Self.iso8601(room.createdAt)])
         return try json(.created, Self.roomJSON(room, participants: []))
     }
 
@@ -84,6 +87,7 @@ public struct ControlAPI: Sendable {
             let now = MetadataStore.nowMillis
             try await store.closeRoom(id: id, at: now, reason: "closed by API")
             try await store.appendEvent(RoomEvent(id: "ev_" + randomID(), roomID: id, at: now, kind: "room_closed", detail: "closed by API"))
+            await webhooks?.send(event: "room_finished", data: ["room_id": id, "name": room.name, "closed_at": Self.iso8601(now), "reason": "closed by API"])
         }
         guard let closed = try await store.room(id: id) else { throw APIError.notFound("room") }
         return try json(.ok, Self.roomJSON(closed, participants: []))

@@ -1,0 +1,91 @@
+"""Webhooks against a real local HTTP receiver: signed bodies, retried after a 500."""
+import hashlib
+import hmac
+import http.server
+import json
+import threading
+import time
+
+import pytest
+
+from test_control_api import KEY, call
+
+
+class Receiver:
+    """An HTTP server on loopback that answers the first `fail_first` POSTs with 500."""
+
+    def __init__(self, fail_first=0):
+        self.received = []  # (headers, body bytes, status answered)
+        self.fail_first = fail_first
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                status = 500 if len(outer.received) < outer.fail_first else 200
+                outer.received.append(({k.lower(): v for k, v in self.headers.items()}, body, status))
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait(self, count, timeout=15):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(self.received) < count:
+            time.sleep(0.05)
+        return self.received
+
+    def close(self):
+        self.server.shutdown()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver(fail_first=2)
+    yield r
+    r.close()
+
+
+def test_signed_events_and_retry_after_500(sfu_factory, receiver):
+    sfu = sfu_factory(env={"SFU_API_KEY": KEY, "SFU_WEBHOOK_URLS": receiver.url})
+    status, room = call(sfu, "POST", "/v1/rooms", {"name": "hooked"})
+    assert status == 201
+    got = receiver.wait(3)
+    # Two 500s, then the same delivery again, accepted.
+    assert [s for _, _, s in got[:3]] == [500, 500, 200]
+    bodies = [b for _, b, _ in got[:3]]
+    assert bodies[0] == bodies[1] == bodies[2]
+    headers, body, _ = got[2]
+    event = json.loads(body)
+    assert event["event"] == "room_started" and event["data"]["room_id"] == room["id"] and event["data"]["name"] == "hooked"
+    assert headers["x-sfu-event"] == "room_started"
+    expected = "sha256=" + hmac.new(KEY.encode(), body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(headers["x-sfu-signature"], expected)
+    assert headers["x-sfu-signature"] != "sha256=" + hmac.new(b"wrong", body, hashlib.sha256).hexdigest()
+
+    status, _ = call(sfu, "DELETE", f"/v1/rooms/{room['id']}")
+    assert status == 200
+    got = receiver.wait(4)
+    finished = json.loads(got[3][1])
+    assert got[3][2] == 200 and finished["event"] == "room_finished" and finished["data"]["room_id"] == room["id"]
+
+
+def test_dead_receiver_does_not_block_the_api(sfu_factory):
+    # Nothing listens on this port: deliveries fail and are retried in the background.
+    sfu = sfu_factory(env={"SFU_API_KEY": KEY, "SFU_WEBHOOK_URLS": "http://127.0.0.1:9/hook"})
+    started = time.monotonic()
+    for i in range(5):
+        status, _ = call(sfu, "POST", "/v1/rooms", {"name": f"r{i}"})
+        assert status == 201
+    assert time.monotonic() - started < 3
+
+
+def test_bad_webhook_url_is_a_config_error(sfu_factory):
+    p = sfu_factory(env={"SFU_WEBHOOK_URLS": "ftp://x"}, wait=False)
+    assert p.proc.wait(timeout=10) != 0
+    assert "SFU_WEBHOOK_URLS" in p.log()
