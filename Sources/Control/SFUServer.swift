@@ -82,7 +82,7 @@ public struct SFUServer: Sendable {
         }
         let webhooks = config.webhookURLs.isEmpty ? nil : WebhookDispatcher(
             configuration: .init(urls: config.webhookURLs.compactMap(URL.init(string:)), secret: APIKeys(keys).signingSecret), logger: logger)
-        let api = ControlAPI(store: store, keys: APIKeys(keys), iceServers: config.iceServers, logger: logger, webhooks: webhooks)
+        let api = ControlAPI(store: store, keys: APIKeys(keys), iceServers: config.iceServers, logger: logger, webhooks: webhooks, media: media)
         let app = buildApplication(echo: EchoService(media: media, logger: logger), api: api)
         let group = ServiceGroup(
             configuration: .init(

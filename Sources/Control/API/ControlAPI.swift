@@ -2,6 +2,7 @@ import DTLS
 import Foundation
 import Hummingbird
 import Logging
+import SFU
 
 /// The control API (PROTOCOL.md "Control API") for app backends: rooms and join tokens, backed by
 /// the metadata store. Routes whose feature is not built yet answer 501 `not_implemented`
@@ -12,6 +13,7 @@ public struct ControlAPI: Sendable {
     public let iceServers: [String]
     public let logger: Logger
     public let webhooks: WebhookDispatcher?
+    public let media: MediaRuntime?
 
     /// Defaults for what a create-room request leaves out (docs/API.md).
     public enum Defaults {
@@ -24,8 +26,9 @@ public struct ControlAPI: Sendable {
 
     public static let maxBodyBytes = 64 * 1024
 
-    public init(store: MetadataStore, keys: APIKeys, iceServers: [String], logger: Logger, webhooks: WebhookDispatcher? = nil) {
+    public init(store: MetadataStore, keys: APIKeys, iceServers: [String], logger: Logger, webhooks: WebhookDispatcher? = nil, media: MediaRuntime? = nil) {
         self.webhooks = webhooks
+        self.media = media
         self.store = store
         self.keys = keys
         self.iceServers = iceServers
@@ -36,6 +39,11 @@ public struct ControlAPI: Sendable {
 
     func register<Context: RequestContext>(on router: Router<Context>) {
         let auth = APIKeyMiddleware<Context>(keys: keys)
+        let metrics = MetricsEndpoint(store: store, media: media, webhooks: webhooks)
+        router.group("metrics").add(middleware: ErrorShapeMiddleware()).add(middleware: auth).get { _, _ -> Response in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                     body: .init(byteBuffer: ByteBuffer(string: try await metrics.render())))
+        }
         let rooms = router.group("v1/rooms").add(middleware: ErrorShapeMiddleware()).add(middleware: auth)
         rooms.post { request, context in try await createRoom(request, context) }
         rooms.get { _, _ in try await listRooms() }

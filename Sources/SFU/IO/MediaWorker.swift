@@ -31,6 +31,23 @@ public final class MediaWorker: DatagramSink, @unchecked Sendable {
     /// Datagrams that matched no transport, for metrics.
     public private(set) var unmatched = 0
     public private(set) var received = 0
+    /// Counters of sessions already removed (live sessions are added at read time).
+    private var finishedTotals = TransportStatistics()
+
+    /// A snapshot of the worker's counters (call on the worker's loop).
+    public struct Snapshot: Sendable {
+        public var transports: TransportStatistics
+        public var sessions: Int
+        public var datagramsReceived: Int
+        public var datagramsUnmatched: Int
+    }
+
+    public func snapshot() -> Snapshot {
+        eventLoop.preconditionInEventLoop()
+        var total = finishedTotals
+        for s in byUfrag.values { total.add(s.transport.statistics) }
+        return Snapshot(transports: total, sessions: byUfrag.count, datagramsReceived: received, datagramsUnmatched: unmatched)
+    }
 
     init(index: Int, eventLoop: EventLoop, localAddress: TransportAddress, logger: Logger) {
         self.index = index
@@ -88,6 +105,7 @@ public final class MediaWorker: DatagramSink, @unchecked Sendable {
         let ufrag = session.transport.ice.local.ufrag
         guard byUfrag[ufrag] === session else { return }
         byUfrag[ufrag] = nil
+        finishedTotals.add(session.transport.statistics)
         for (address, s) in byAddress where s === session {
             byAddress[address] = nil
             socketAddresses[address] = nil

@@ -17,6 +17,19 @@ public struct TransportStatistics: Sendable, Equatable {
     public var malformed = 0
     public var stunRejected = 0
     public init() {}
+
+    public mutating func add(_ o: TransportStatistics) {
+        rtpPacketsIn += o.rtpPacketsIn
+        rtpBytesIn += o.rtpBytesIn
+        rtcpPacketsIn += o.rtcpPacketsIn
+        rtpPacketsOut += o.rtpPacketsOut
+        rtpBytesOut += o.rtpBytesOut
+        rtcpPacketsOut += o.rtcpPacketsOut
+        replayed += o.replayed
+        authenticationFailures += o.authenticationFailures
+        malformed += o.malformed
+        stunRejected += o.stunRejected
+    }
 }
 
 /// What a transport tells its owner. Media arrives decrypted, in the caller's buffer.

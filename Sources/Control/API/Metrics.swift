@@ -1,0 +1,68 @@
+import Hummingbird
+import SFU
+
+/// `GET /metrics`: Prometheus text exposition format (version 0.0.4), read from live state at
+/// scrape time: the store (rooms, participants, recordings), the media workers' counters (each
+/// read on its own loop) and the webhook dispatcher.
+struct MetricsEndpoint: Sendable {
+    let store: MetadataStore
+    let media: MediaRuntime?
+    let webhooks: WebhookDispatcher?
+
+    func render() async throws -> String {
+        var out = PrometheusText()
+        let rooms = try await store.rooms()
+        out.gauge("sfu_rooms", "Open rooms.", Double(rooms.count))
+        var participants = 0
+        for room in rooms { participants += try await store.participantSessions(roomID: room.id).filter { $0.leftAt == nil }.count }
+        out.gauge("sfu_participants", "Participants in open rooms.", Double(participants))
+        out.gauge("sfu_recordings_active", "Recordings in progress.", Double(try await store.recordings(status: .recording).count))
+        var total = TransportStatistics()
+        var sessions = 0, received = 0, unmatched = 0
+        for worker in media?.workers ?? [] {
+            let s = try await worker.submit { worker.snapshot() }
+            total.add(s.transports)
+            sessions += s.sessions
+            received += s.datagramsReceived
+            unmatched += s.datagramsUnmatched
+        }
+        out.gauge("sfu_transports", "WebRTC transports (sessions) on the media workers.", Double(sessions))
+        out.counter("sfu_rtp_packets_in_total", "RTP packets received and decrypted.", total.rtpPacketsIn)
+        out.counter("sfu_rtp_bytes_in_total", "RTP bytes received (decrypted size).", total.rtpBytesIn)
+        out.counter("sfu_rtp_packets_out_total", "RTP packets sent.", total.rtpPacketsOut)
+        out.counter("sfu_rtp_bytes_out_total", "RTP bytes sent (before encryption).", total.rtpBytesOut)
+        out.counter("sfu_rtcp_packets_in_total", "RTCP compound packets received.", total.rtcpPacketsIn)
+        out.counter("sfu_rtcp_packets_out_total", "RTCP compound packets sent.", total.rtcpPacketsOut)
+        out.counter("sfu_datagrams_received_total", "UDP datagrams read by the media workers.", received)
+        out.header("sfu_dropped_packets_total", "Datagrams dropped, by reason.", type: "counter")
+        for (reason, value) in [("malformed", total.malformed), ("srtp_replay", total.replayed), ("srtp_auth", total.authenticationFailures),
+                                ("stun_rejected", total.stunRejected), ("no_transport", unmatched)] {
+            out.sample("sfu_dropped_packets_total", labels: "reason=\"\(reason)\"", Double(value))
+        }
+        if let webhooks {
+            out.counter("sfu_webhooks_delivered_total", "Webhook deliveries accepted by the receiver.", await webhooks.delivered)
+            out.counter("sfu_webhooks_failed_total", "Webhook deliveries given up after retries.", await webhooks.failed)
+            out.gauge("sfu_webhooks_pending", "Webhook deliveries queued.", Double(await webhooks.pending))
+        }
+        return out.text
+    }
+}
+
+struct PrometheusText {
+    var text = ""
+    mutating func header(_ name: String, _ help: String, type: String) {
+        text += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+    }
+    mutating func sample(_ name: String, labels: String? = nil, _ value: Double) {
+        let v = value == value.rounded() && abs(value) < 1e15 ? String(Int64(value)) : String(value)
+        text += labels.map { "\(name){\($0)} \(v)\n" } ?? "\(name) \(v)\n"
+    }
+    mutating func gauge(_ name: String, _ help: String, _ value: Double) {
+        header(name, help, type: "gauge")
+        sample(name, value)
+    }
+    mutating func counter(_ name: String, _ help: String, _ value: Int) {
+        header(name, help, type: "counter")
+        sample(name, Double(value))
+    }
+}
