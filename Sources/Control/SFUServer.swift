@@ -84,6 +84,7 @@ public struct SFUServer: Sendable {
             configuration: .init(urls: config.webhookURLs.compactMap(URL.init(string:)), secret: APIKeys(keys).signingSecret), logger: logger)
         let api = ControlAPI(store: store, keys: APIKeys(keys), iceServers: config.iceServers, logger: logger, webhooks: webhooks, media: media)
         let app = buildApplication(echo: EchoService(media: media, logger: logger), api: api)
+        let janitor = Task { await RoomJanitor(store: store, webhooks: webhooks, logger: logger).run() }
         let group = ServiceGroup(
             configuration: .init(
                 services: [.init(service: app)],
@@ -94,10 +95,12 @@ public struct SFUServer: Sendable {
         do {
             try await group.run()
         } catch {
+            janitor.cancel()
             await media.stop()
             await store.close()
             throw error
         }
+        janitor.cancel()
         await media.stop()
         await store.close()
         logger.notice("stopped")

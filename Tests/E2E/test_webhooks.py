@@ -89,3 +89,19 @@ def test_bad_webhook_url_is_a_config_error(sfu_factory):
     p = sfu_factory(env={"SFU_WEBHOOK_URLS": "ftp://x"}, wait=False)
     assert p.proc.wait(timeout=10) != 0
     assert "SFU_WEBHOOK_URLS" in p.log()
+
+
+def test_empty_room_closes_after_its_timeout(sfu_factory):
+    r = Receiver(fail_first=0)
+    try:
+        sfu = sfu_factory(env={"SFU_API_KEY": KEY, "SFU_WEBHOOK_URLS": r.url})
+        status, room = call(sfu, "POST", "/v1/rooms", {"empty_timeout_s": 1})
+        assert status == 201
+        got = r.wait(2, timeout=10)
+        events = [json.loads(b) for _, b, _ in got]
+        assert [e["event"] for e in events] == ["room_started", "room_finished"]
+        assert events[1]["data"]["reason"] == "empty timeout"
+        status, closed = call(sfu, "GET", f"/v1/rooms/{room['id']}")
+        assert closed["status"] == "closed" and closed["close_reason"] == "empty timeout"
+    finally:
+        r.close()

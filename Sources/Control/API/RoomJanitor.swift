@@ -1,0 +1,58 @@
+import Foundation
+import Logging
+
+/// Closes rooms whose time is up (PROTOCOL.md room options): empty for `empty_timeout_s` (since
+/// creation or since the last participant left), or open for `max_duration_s`. Closing is recorded
+/// in the audit log and announced by the `room_finished` webhook, as a close through the API is.
+/// Runs as a background task, once a second; the store is the source of truth.
+public struct RoomJanitor: Sendable {
+    public let store: MetadataStore
+    public let webhooks: WebhookDispatcher?
+    public let logger: Logger
+
+    public init(store: MetadataStore, webhooks: WebhookDispatcher?, logger: Logger) {
+        self.store = store
+        self.webhooks = webhooks
+        self.logger = logger
+    }
+
+    /// One pass; returns the ids closed.
+    @discardableResult
+    public func sweep(nowMillis: Int64) async throws -> [String] {
+        var closed: [String] = []
+        for room in try await store.rooms() {
+            let sessions = try await store.participantSessions(roomID: room.id)
+            let present = sessions.contains { $0.leftAt == nil }
+            let emptySince = sessions.compactMap(\.leftAt).max().map { max($0, room.createdAt) } ?? room.createdAt
+            let reason: String?
+            if nowMillis - room.createdAt >= Int64(room.maxDurationS) * 1000 {
+                reason = "max duration reached"
+            } else if !present, nowMillis - emptySince >= Int64(room.emptyTimeoutS) * 1000 {
+                reason = "empty timeout"
+            } else {
+                reason = nil
+            }
+            guard let reason else { continue }
+            try await store.closeRoom(id: room.id, at: nowMillis, reason: reason)
+            try await store.appendEvent(RoomEvent(id: "ev_" + UUID().uuidString.lowercased(), roomID: room.id, at: nowMillis,
+                                                  kind: "room_closed", detail: reason))
+            await webhooks?.send(event: "room_finished", data: ["room_id": room.id, "name": room.name,
+                                                                "closed_at": ControlAPI.iso8601(nowMillis), "reason": reason])
+            logger.info("room closed", metadata: ["room": "\(room.id)", "reason": "\(reason)"])
+            closed.append(room.id)
+        }
+        return closed
+    }
+
+    /// Sweeps every `interval` until the task is cancelled; a failed pass (database down) is logged and retried.
+    public func run(interval: Duration = .seconds(1)) async {
+        while !Task.isCancelled {
+            do {
+                try await sweep(nowMillis: MetadataStore.nowMillis)
+            } catch {
+                logger.warning("room janitor pass failed", metadata: ["error": "\(error)"])
+            }
+            try? await Task.sleep(for: interval)
+        }
+    }
+}
