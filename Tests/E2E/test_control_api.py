@@ -171,3 +171,44 @@ def test_rooms_survive_a_restart_in_sqlite(sfu_factory, tmp_path):
     b = sfu_factory(env={"SFU_API_KEY": KEY, "SFU_DATA_DIR": str(tmp_path / "shared")})
     status, got = call(b, "GET", f"/v1/rooms/{room['id']}")
     assert status == 200 and got["name"] == "persisted"
+
+
+def openapi_operations():
+    """(method, path) pairs from docs/openapi.yaml (paths at 2 spaces, methods at 4)."""
+    import pathlib
+    import re
+    text = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml").read_text()
+    section = text.split("\npaths:\n", 1)[1]
+    ops, path = [], None
+    for line in section.splitlines():
+        m = re.match(r"^  (/[^:]*):$", line)
+        if m:
+            path = m.group(1)
+            continue
+        m = re.match(r"^    (get|post|delete|put|patch):", line)
+        if m and path:
+            ops.append((m.group(1).upper(), path))
+    return ops
+
+
+def test_openapi_document_matches_the_routes(api):
+    status, room = call(api, "POST", "/v1/rooms", {})
+    ops = openapi_operations()
+    assert len(ops) >= 14
+    documented = set()
+    for method, path in ops:
+        concrete = path.replace("{id}", room["id"]).replace("{user_id}", "u").replace("{file_id}", "f")
+        body = {"user_id": "u", "role": "patient"} if method == "POST" else None
+        status, got = call(api, method, concrete, body)
+        # A documented route exists: never the router's 404 for an unknown path, never 405.
+        assert status not in (404, 405) or (isinstance(got, dict) and got.get("error", {}).get("code") == "not_found"
+                                             and "room" in got["error"]["message"]), (method, path, status, got)
+        documented.add((method, path))
+    # And the PROTOCOL.md routes are all documented.
+    for op in [("GET", "/healthz"), ("GET", "/metrics"), ("POST", "/v1/rooms"), ("GET", "/v1/rooms"),
+               ("GET", "/v1/rooms/{id}"), ("DELETE", "/v1/rooms/{id}"), ("POST", "/v1/rooms/{id}/tokens"),
+               ("GET", "/v1/rooms/{id}/participants"), ("DELETE", "/v1/rooms/{id}/participants/{user_id}"),
+               ("POST", "/v1/rooms/{id}/participants/{user_id}/mute"), ("POST", "/v1/rooms/{id}/recordings"),
+               ("GET", "/v1/recordings"), ("GET", "/v1/recordings/{id}"), ("POST", "/v1/recordings/{id}/stop"),
+               ("GET", "/v1/recordings/{id}/files/{file_id}")]:
+        assert op in documented, op
