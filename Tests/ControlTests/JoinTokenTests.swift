@@ -52,3 +52,14 @@ struct JoinTokenTests {
         #expect(Role.observer.defaultPermissions == [.subscribe])
     }
 }
+
+@Suite("API formatting")
+struct APIFormattingTests {
+    @Test func iso8601MatchesFoundation() {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        for millis: Int64 in [0, 1, 999, 1_000, 1_795_000_123_456, 951_782_400_000, 4_102_444_799_999, -1, -1_500] {
+            #expect(ControlAPI.iso8601(millis) == f.string(from: Date(timeIntervalSince1970: Double(millis) / 1000)), "\(millis)")
+        }
+    }
+}

@@ -50,9 +50,7 @@ public actor WebhookDispatcher {
     public func send(event: String, data: [String: any Sendable]) {
         guard !configuration.urls.isEmpty else { return }
         let id = "wh_" + secureRandomBytes(10).map { String(format: "%02x", $0) }.joined()
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        let object: [String: Any] = ["id": id, "event": event, "created_at": formatter.string(from: Date()), "data": data]
+        let object: [String: Any] = ["id": id, "event": event, "created_at": ControlAPI.iso8601(MetadataStore.nowMillis), "data": data]
         guard let body = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else {
             logger.error("webhook body is not JSON", metadata: ["event": "\(event)"])
             return
