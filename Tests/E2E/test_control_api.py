@@ -32,9 +32,27 @@ def call(sfu, method, path, body=None, key=KEY, raw=None, headers=None):
         return status, text
 
 
-@pytest.fixture
-def api(sfu_factory):
-    return sfu_factory(env={"SFU_API_KEY": KEY + ",second-key-abcdef", "SFU_ICE_SERVERS": "stun:stun.example.org:3478"})
+def fresh_postgres_url():
+    """A new schema in the throwaway PostgreSQL of `make test`, as a URL whose search_path is it."""
+    import glob
+    import os
+    import subprocess
+    import uuid
+    base = os.environ.get("SFU_TEST_POSTGRES_URL")
+    if not base:
+        pytest.fail("SFU_TEST_POSTGRES_URL is not set: run `make test`, which starts a throwaway PostgreSQL")
+    psql = sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"))[-1]
+    schema = "e2e_" + uuid.uuid4().hex
+    subprocess.run([psql, base, "-qc", f"CREATE SCHEMA {schema}"], check=True)
+    return base + ("&" if "?" in base else "?") + f"options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def api(request, sfu_factory):
+    env = {"SFU_API_KEY": KEY + ",second-key-abcdef", "SFU_ICE_SERVERS": "stun:stun.example.org:3478"}
+    if request.param == "postgresql":
+        env["SFU_DATABASE_URL"] = fresh_postgres_url()
+    return sfu_factory(env=env)
 
 
 def b64d(s):
