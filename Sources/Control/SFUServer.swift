@@ -50,9 +50,11 @@ public struct SFUServer: Sendable {
 
     public func buildApplication(echo: EchoService?, api: ControlAPI?) -> some ApplicationProtocol {
         let logger = self.logger
+        // One router answers both plain HTTP and the WebSocket upgrade requests.
+        let router = buildRouter(echo: echo, api: api)
         return Application(
-            router: buildRouter(echo: echo, api: api),
-            server: .http1WebSocketUpgrade(webSocketRouter: buildRouter(echo: echo, api: api)),
+            router: router,
+            server: .http1WebSocketUpgrade(webSocketRouter: router),
             configuration: .init(address: .hostname(config.httpHost, port: config.httpPort), serverName: "sfu"),
             onServerRunning: { channel in
                 logger.notice("HTTP listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
