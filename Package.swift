@@ -84,9 +84,10 @@ let package = Package(
         ),
 
         // MARK: tests
-        .testTarget(name: "RTPTests", dependencies: ["RTP"], swiftSettings: strict),
-        .testTarget(name: "DTLSTests", dependencies: ["DTLS", "CSRTP", "COpenSSL", "CSFUShim"], swiftSettings: strict),
-        .testTarget(name: "SFUTests", dependencies: ["SFU"], swiftSettings: strict),
+        .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
+        .testTarget(name: "RTPTests", dependencies: ["RTP", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "DTLSTests", dependencies: ["DTLS", "CSRTP", "COpenSSL", "CSFUShim", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "SFUTests", dependencies: ["SFU", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "RecorderTests", dependencies: ["Recorder", "COpus", "CVPX", "CSFUShim"], swiftSettings: strict),
         .testTarget(
             name: "ControlTests",

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import DTLS
 
 /// Two DTLS endpoints wired together in memory, with seeded datagram loss.
@@ -32,7 +33,7 @@ struct DTLSPair {
     /// Runs until both sides report an event (or `realTimeout` seconds of wall time pass: OpenSSL's
     /// retransmission timer runs on the wall clock). `now` is the fake clock, advanced 10 ms per step.
     mutating func run(lossPercent: Int, seed: UInt64, realTimeout: Double = 20) {
-        var rng = SplitMix(seed: seed)
+        var rng = SeededGenerator(seed: seed)
         var now: Int64 = 1_000_000_000
         client.start(nowNanos: now)
         let deadline = Date().addingTimeInterval(realTimeout)
@@ -59,18 +60,6 @@ struct DTLSPair {
                 usleep(2_000)
             }
         }
-    }
-}
-
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 

@@ -1,4 +1,5 @@
 import Testing
+import TestSupport
 @testable import RTP
 
 /// Builds classic pcap files in memory, the way libpcap writes them.

@@ -1,4 +1,5 @@
 import Testing
+import TestSupport
 @testable import RTP
 
 /// Real Chromium packets (headers as captured, decoded by Wireshark; from the webrtc-analysis

@@ -1,5 +1,6 @@
 import DTLS
 import Testing
+import TestSupport
 @testable import SFU
 
 /// What a full ICE agent (the browser, controlling) sends to us.
@@ -102,7 +103,7 @@ struct ICELiteAgentTests {
 
     @Test func garbageNeverTrapsAndIsCounted() throws {
         let agent = try #require(ICELiteAgent(local: local, remote: remote))
-        var rng = SplitMix64(seed: 5)
+        var rng = SeededGenerator(seed: 5)
         let valid = bindingRequest(username: "srvU:cliU", password: local.password)
         for _ in 0..<5000 {
             var b = valid

@@ -1,6 +1,7 @@
 import DTLS
 import Foundation
 import Testing
+import TestSupport
 @testable import SFU
 
 let fixturesDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -88,7 +89,7 @@ struct SDPTests {
         let base = Array(try fixture("sdp/aiortc-offer.sdp").utf8)
         let context = try DTLSContext(certificate: DTLSCertificate())
         let candidates = [HostCandidate(address: TransportAddress(ipv4: 127, 0, 0, 1, port: 40000))]
-        var rng = SplitMix64(seed: 0x5D9)
+        var rng = SeededGenerator(seed: 0x5D9)
         let alphabet = Array("=: /\r\naamv0123456789-".utf8)
         var parsed = 0
         for _ in 0..<1500 {

@@ -1,15 +1,7 @@
 import DTLS
 import Testing
+import TestSupport
 @testable import SFU
-
-extension Array where Element == UInt8 {
-    init(hex: String) {
-        var out: [UInt8] = []
-        var it = hex.filter { $0.isHexDigit }.makeIterator()
-        while let a = it.next(), let b = it.next() { out.append(UInt8(String([a, b]), radix: 16)!) }
-        self = out
-    }
-}
 
 @Suite("STUN messages")
 struct STUNTests {
@@ -93,7 +85,7 @@ struct STUNTests {
     }
 
     @Test func randomCorruptionNeverTraps() {
-        var rng = SplitMix64(seed: 99)
+        var rng = SeededGenerator(seed: 99)
         var rejected = 0
         for i in 0..<20_000 {
             var b = i % 2 == 0 ? Self.rfc5769Request : Self.rfc5769Response
@@ -112,17 +104,5 @@ struct STUNTests {
         #expect(TransportAddress(host: "1.2.3.256", port: 1) == nil)
         #expect(TransportAddress(host: "1::2::3", port: 1) == nil)
         #expect(TransportAddress(host: "example.org", port: 1) == nil)
-    }
-}
-
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

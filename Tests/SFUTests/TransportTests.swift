@@ -2,6 +2,7 @@ import DTLS
 import Foundation
 import RTP
 import Testing
+import TestSupport
 @testable import SFU
 
 /// Collects what a server-side transport does.
@@ -64,7 +65,7 @@ struct TransportTests {
     /// Runs the exchange on a fake clock (10 ms steps) with seeded loss in both directions until
     /// both sides are connected. OpenSSL's DTLS timer runs on the wall clock, so real milliseconds pass too.
     static func connect(_ transport: WebRTCTransport, _ delegate: RecordingDelegate, _ client: inout TestClient, loss: Int, seed: UInt64) -> Int {
-        var rng = SplitMix64(seed: seed)
+        var rng = SeededGenerator(seed: seed)
         var now: Int64 = 0
         var dropped = 0
         let deadline = Date().addingTimeInterval(20)
@@ -181,7 +182,7 @@ struct TransportTests {
         var (transport, delegate, client) = try Self.setup(loss: 0)
         _ = Self.connect(transport, delegate, &client, loss: 0, seed: 4)
         try #require(delegate.connected)
-        var rng = SplitMix64(seed: 77)
+        var rng = SeededGenerator(seed: 77)
         for i in 0..<5000 {
             let first: UInt8 = [UInt8(rng.next() % 4), UInt8(20 + rng.next() % 44), UInt8(128 + rng.next() % 64), UInt8(rng.next() % 256)][i % 4]
             var junk = [first] + (0..<Int(rng.next() % 200)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
