@@ -66,6 +66,17 @@ struct ICELiteAgentTests {
         #expect(agent.selectedAddress == nil)
     }
 
+    @Test func otherMethodsAreDroppedUnanswered() throws {
+        let agent = try #require(ICELiteAgent(local: local, remote: remote))
+        let key = try #require(HMAC(digest: .sha1, key: Array(local.password.utf8)))
+        // A well-formed, authenticated request of method 0x003 (TURN Allocate).
+        let allocate = STUNMessage(messageClass: .request, method: 0x003, transactionID: secureRandomBytes(12),
+                                   attributes: [STUNMessage.usernameAttribute("srvU:cliU")]).serialized(integrity: key)
+        let out = handle(agent, allocate, from: a)
+        #expect(out.response == nil && !out.authenticated)
+        #expect(agent.rejected == 1 && agent.selectedAddress == nil)
+    }
+
     @Test func controlledPeerGetsRoleConflict() throws {
         let agent = try #require(ICELiteAgent(local: local, remote: remote))
         let out = handle(agent, bindingRequest(username: "srvU:cliU", password: local.password, controlled: true), from: a)

@@ -70,11 +70,10 @@ public final class ICELiteAgent {
             rejected += 1
             return outcome
         }
+        // ICE speaks only Binding. Anything else is dropped unanswered: answering arbitrary methods
+        // from unauthenticated senders would only widen what the server reflects.
         guard message.method == STUNMessage.bindingMethod else {
             rejected += 1
-            if message.messageClass == .request {
-                outcome.response = errorResponse(to: message, code: 400, reason: "Bad Request")
-            }
             return outcome
         }
         // Indications (keepalives) and responses need no answer: we send no requests.
