@@ -100,34 +100,39 @@ public final class SRTPSession {
         if let session { srtp_dealloc(session) }
     }
 
+    /// libsrtp's in-place transforms: srtp_protect, srtp_unprotect and their RTCP twins.
+    typealias Transform = (srtp_t?, UnsafeMutableRawPointer?, UnsafeMutablePointer<Int32>?) -> srtp_err_status_t
+
     /// Protects the RTP packet of `length` bytes at `buffer` in place; `capacity` must leave room
     /// for ``SRTPProfile/maxOverhead`` more bytes. Returns the protected length.
     public func protectRTP(_ buffer: UnsafeMutableRawPointer, length: Int, capacity: Int) throws(Error) -> Int {
-        guard capacity >= length + SRTPProfile.maxOverhead else { throw .libsrtp(Int(srtp_err_status_bad_param.rawValue)) }
-        var len = Int32(length)
-        let status = srtp_protect(session, buffer, &len)
-        guard status == srtp_err_status_ok else { throw .libsrtp(Int(status.rawValue)) }
-        return Int(len)
+        try protect(buffer, length: length, capacity: capacity, with: srtp_protect)
     }
 
     public func protectRTCP(_ buffer: UnsafeMutableRawPointer, length: Int, capacity: Int) throws(Error) -> Int {
-        guard capacity >= length + SRTPProfile.maxOverhead else { throw .libsrtp(Int(srtp_err_status_bad_param.rawValue)) }
-        var len = Int32(length)
-        let status = srtp_protect_rtcp(session, buffer, &len)
-        guard status == srtp_err_status_ok else { throw .libsrtp(Int(status.rawValue)) }
-        return Int(len)
+        try protect(buffer, length: length, capacity: capacity, with: srtp_protect_rtcp)
     }
 
     /// Unprotects in place. Returns the plain length, or why the packet must be dropped.
     public func unprotectRTP(_ buffer: UnsafeMutableRawPointer, length: Int) -> Result<Int, SRTPDropReason> {
-        var len = Int32(length)
-        let status = srtp_unprotect(session, buffer, &len)
-        return Self.result(status, Int(len))
+        unprotect(buffer, length: length, with: srtp_unprotect)
     }
 
     public func unprotectRTCP(_ buffer: UnsafeMutableRawPointer, length: Int) -> Result<Int, SRTPDropReason> {
+        unprotect(buffer, length: length, with: srtp_unprotect_rtcp)
+    }
+
+    private func protect(_ buffer: UnsafeMutableRawPointer, length: Int, capacity: Int, with transform: Transform) throws(Error) -> Int {
+        guard capacity >= length + SRTPProfile.maxOverhead else { throw .libsrtp(Int(srtp_err_status_bad_param.rawValue)) }
         var len = Int32(length)
-        let status = srtp_unprotect_rtcp(session, buffer, &len)
+        let status = transform(session, buffer, &len)
+        guard status == srtp_err_status_ok else { throw .libsrtp(Int(status.rawValue)) }
+        return Int(len)
+    }
+
+    private func unprotect(_ buffer: UnsafeMutableRawPointer, length: Int, with transform: Transform) -> Result<Int, SRTPDropReason> {
+        var len = Int32(length)
+        let status = transform(session, buffer, &len)
         return Self.result(status, Int(len))
     }
 
@@ -142,33 +147,23 @@ public final class SRTPSession {
 
     // Array conveniences (tests, tools; the forwarding path uses the pointer forms).
 
-    public func protectRTP(_ packet: [UInt8]) throws(Error) -> [UInt8] {
+    public func protectRTP(_ packet: [UInt8]) throws(Error) -> [UInt8] { try protect(packet, with: srtp_protect) }
+    public func protectRTCP(_ packet: [UInt8]) throws(Error) -> [UInt8] { try protect(packet, with: srtp_protect_rtcp) }
+    public func unprotectRTP(_ packet: [UInt8]) -> Result<[UInt8], SRTPDropReason> { unprotect(packet, with: srtp_unprotect) }
+    public func unprotectRTCP(_ packet: [UInt8]) -> Result<[UInt8], SRTPDropReason> { unprotect(packet, with: srtp_unprotect_rtcp) }
+
+    private func protect(_ packet: [UInt8], with transform: Transform) throws(Error) -> [UInt8] {
         var buf = packet + [UInt8](repeating: 0, count: SRTPProfile.maxOverhead)
         let result: Result<Int, Error> = buf.withUnsafeMutableBytes { raw in
-            Result { () throws(Error) -> Int in try protectRTP(raw.baseAddress!, length: packet.count, capacity: raw.count) }
+            Result { () throws(Error) -> Int in try protect(raw.baseAddress!, length: packet.count, capacity: raw.count, with: transform) }
         }
         return Array(buf.prefix(try result.get()))
     }
 
-    public func protectRTCP(_ packet: [UInt8]) throws(Error) -> [UInt8] {
-        var buf = packet + [UInt8](repeating: 0, count: SRTPProfile.maxOverhead)
-        let result: Result<Int, Error> = buf.withUnsafeMutableBytes { raw in
-            Result { () throws(Error) -> Int in try protectRTCP(raw.baseAddress!, length: packet.count, capacity: raw.count) }
-        }
-        return Array(buf.prefix(try result.get()))
-    }
-
-    public func unprotectRTP(_ packet: [UInt8]) -> Result<[UInt8], SRTPDropReason> {
+    private func unprotect(_ packet: [UInt8], with transform: Transform) -> Result<[UInt8], SRTPDropReason> {
         guard !packet.isEmpty else { return .failure(.malformed) }
         var buf = packet
-        let r = buf.withUnsafeMutableBytes { unprotectRTP($0.baseAddress!, length: packet.count) }
-        return r.map { Array(buf.prefix($0)) }
-    }
-
-    public func unprotectRTCP(_ packet: [UInt8]) -> Result<[UInt8], SRTPDropReason> {
-        guard !packet.isEmpty else { return .failure(.malformed) }
-        var buf = packet
-        let r = buf.withUnsafeMutableBytes { unprotectRTCP($0.baseAddress!, length: packet.count) }
+        let r = buf.withUnsafeMutableBytes { unprotect($0.baseAddress!, length: packet.count, with: transform) }
         return r.map { Array(buf.prefix($0)) }
     }
 }

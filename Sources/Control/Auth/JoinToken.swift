@@ -1,5 +1,6 @@
 import DTLS
 import Foundation
+import RTP
 
 /// What a participant may do in a room.
 public enum Permission: String, Sendable, CaseIterable, Codable {
@@ -135,6 +136,6 @@ public struct APIKeys: Sendable {
 
     /// A random development key (printed at start when none is configured).
     public static func generateDevelopmentKey() -> String {
-        "dev_" + secureRandomBytes(24).map { String(format: "%02x", $0) }.joined()
+        "dev_" + hexString(secureRandomBytes(24))
     }
 }

@@ -4,6 +4,7 @@ import Foundation
 import FoundationNetworking
 #endif
 import Logging
+import RTP
 
 /// Delivers webhook events (room_started, room_finished, participant_joined, participant_left,
 /// recording_started, recording_finished) to the configured URLs: JSON body
@@ -49,14 +50,14 @@ public actor WebhookDispatcher {
     /// Queues `event` for every URL and returns at once.
     public func send(event: String, data: [String: any Sendable]) {
         guard !configuration.urls.isEmpty else { return }
-        let id = "wh_" + secureRandomBytes(10).map { String(format: "%02x", $0) }.joined()
+        let id = "wh_" + hexString(secureRandomBytes(10))
         let object: [String: Any] = ["id": id, "event": event, "created_at": ControlAPI.iso8601(MetadataStore.nowMillis), "data": data]
         guard let body = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else {
             logger.error("webhook body is not JSON", metadata: ["event": "\(event)"])
             return
         }
         let mac = HMAC(digest: .sha256, key: Array(configuration.secret.utf8))?.authenticate([UInt8](body)) ?? []
-        let signature = "sha256=" + mac.map { String(format: "%02x", $0) }.joined()
+        let signature = "sha256=" + hexString(mac)
         for url in configuration.urls {
             var queue = queues[url, default: []]
             if queue.count >= configuration.maxQueued {

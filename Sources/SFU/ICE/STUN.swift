@@ -1,4 +1,5 @@
 import DTLS
+import RTP
 
 /// STUN messages (RFC 5389/8489) as ICE uses them: binding requests, success and error responses,
 /// with USERNAME, MESSAGE-INTEGRITY (HMAC-SHA1), FINGERPRINT (CRC-32), XOR-MAPPED-ADDRESS and the
@@ -43,8 +44,8 @@ public struct STUNMessage: Sendable, Equatable {
 
     /// Whether a datagram looks like STUN: top two bits zero, magic cookie, length a multiple of 4 that matches.
     public static func isSTUN(_ raw: UnsafeRawBufferPointer) -> Bool {
-        raw.count >= headerSize && raw[0] & 0xC0 == 0 && raw.stunU32(4) == magicCookie
-            && Int(raw.stunU16(2)) + headerSize == raw.count && raw.stunU16(2) % 4 == 0
+        raw.count >= headerSize && raw[0] & 0xC0 == 0 && raw.u32(4) == magicCookie
+            && Int(raw.u16(2)) + headerSize == raw.count && raw.u16(2) % 4 == 0
     }
 
     /// Parses a STUN message and checks its FINGERPRINT when present.
@@ -52,10 +53,10 @@ public struct STUNMessage: Sendable, Equatable {
     public init(parsing raw: UnsafeRawBufferPointer) throws(STUNError) {
         guard raw.count >= Self.headerSize else { throw .truncated }
         guard raw.count <= Self.maxSize else { throw .tooLarge }
-        guard raw[0] & 0xC0 == 0, raw.stunU32(4) == Self.magicCookie else { throw .notSTUN }
-        let length = Int(raw.stunU16(2))
+        guard raw[0] & 0xC0 == 0, raw.u32(4) == Self.magicCookie else { throw .notSTUN }
+        let length = Int(raw.u16(2))
         guard length % 4 == 0, length + Self.headerSize == raw.count else { throw .badLength }
-        let type = raw.stunU16(0)
+        let type = raw.u16(0)
         // Method bits M0-M11 are interleaved with the class bits C0 (bit 4) and C1 (bit 8).
         let c = (type >> 4 & 0x1) | (type >> 7 & 0x2)
         method = (type & 0x000F) | (type >> 1 & 0x0070) | (type >> 2 & 0x0F80)
@@ -65,8 +66,8 @@ public struct STUNMessage: Sendable, Equatable {
         var offset = Self.headerSize
         while offset < raw.count {
             guard raw.count - offset >= 4 else { throw .badAttribute }
-            let attrType = raw.stunU16(offset)
-            let attrLength = Int(raw.stunU16(offset + 2))
+            let attrType = raw.u16(offset)
+            let attrLength = Int(raw.u16(offset + 2))
             let valueStart = offset + 4
             guard attrLength <= raw.count - valueStart else { throw .badAttribute }
             let padded = (attrLength + 3) & ~3
@@ -78,7 +79,7 @@ public struct STUNMessage: Sendable, Equatable {
             case STUNAttributeType.fingerprint:
                 guard attrLength == 4, valueStart + 4 == raw.count else { throw .badAttribute }
                 let crc = CRC32.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<offset])) ^ 0x5354_554E
-                guard crc == raw.stunU32(valueStart) else { throw .badFingerprint }
+                guard crc == raw.u32(valueStart) else { throw .badFingerprint }
                 hadFingerprint = true
             default:
                 // RFC 5389 15.4: attributes after MESSAGE-INTEGRITY (other than FINGERPRINT) are ignored.
@@ -121,13 +122,13 @@ public struct STUNMessage: Sendable, Equatable {
         let c = messageClass.rawValue
         let m = method
         let type = (m & 0x000F) | (m & 0x0070) << 1 | (m & 0x0F80) << 2 | (c & 0x1) << 4 | (c & 0x2) << 7
-        out.stunAppend16(type)
-        out.stunAppend16(0)
-        out.stunAppend32(Self.magicCookie)
+        out.append16(type)
+        out.append16(0)
+        out.append32(Self.magicCookie)
         out.append(contentsOf: transactionID)
         for a in attributes {
-            out.stunAppend16(a.type)
-            out.stunAppend16(UInt16(a.value.count))
+            out.append16(a.type)
+            out.append16(UInt16(a.value.count))
             out.append(contentsOf: a.value)
             while out.count % 4 != 0 { out.append(0) }
         }
@@ -138,16 +139,16 @@ public struct STUNMessage: Sendable, Equatable {
         if let integrity {
             setLength(out.count + 24 - Self.headerSize)
             let mac = integrity.authenticate(out)
-            out.stunAppend16(STUNAttributeType.messageIntegrity)
-            out.stunAppend16(UInt16(HMAC.sha1Size))
+            out.append16(STUNAttributeType.messageIntegrity)
+            out.append16(UInt16(HMAC.sha1Size))
             out.append(contentsOf: mac.count == HMAC.sha1Size ? mac : [UInt8](repeating: 0, count: HMAC.sha1Size))
         }
         if fingerprint {
             setLength(out.count + 8 - Self.headerSize)
             let crc = out.withUnsafeBytes { CRC32.checksum($0) } ^ 0x5354_554E
-            out.stunAppend16(STUNAttributeType.fingerprint)
-            out.stunAppend16(4)
-            out.stunAppend32(crc)
+            out.append16(STUNAttributeType.fingerprint)
+            out.append16(4)
+            out.append32(crc)
         }
         setLength(out.count - Self.headerSize)
         return out
@@ -254,25 +255,4 @@ public enum STUNError: Error, Equatable, Sendable {
     case badLength
     case badAttribute
     case badFingerprint
-}
-
-extension UnsafeRawBufferPointer {
-    @inline(__always) func stunU16(_ o: Int) -> UInt16 { UInt16(self[o]) << 8 | UInt16(self[o + 1]) }
-    @inline(__always) func stunU32(_ o: Int) -> UInt32 {
-        UInt32(self[o]) << 24 | UInt32(self[o + 1]) << 16 | UInt32(self[o + 2]) << 8 | UInt32(self[o + 3])
-    }
-}
-
-extension Array where Element == UInt8 {
-    @inline(__always) mutating func stunAppend16(_ v: UInt16) {
-        append(UInt8(v >> 8))
-        append(UInt8(v & 0xff))
-    }
-
-    @inline(__always) mutating func stunAppend32(_ v: UInt32) {
-        append(UInt8(v >> 24))
-        append(UInt8(v >> 16 & 0xff))
-        append(UInt8(v >> 8 & 0xff))
-        append(UInt8(v & 0xff))
-    }
 }

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import RTP
 
 /// Something a worker drives: it owns one ``WebRTCTransport`` and gets the worker's timer ticks.
 public protocol WorkerSession: AnyObject {
@@ -147,8 +148,8 @@ public final class MediaWorker: DatagramSink, @unchecked Sendable {
     static func username(_ raw: UnsafeRawBufferPointer) -> String? {
         var offset = STUNMessage.headerSize
         while offset + 4 <= raw.count {
-            let type = raw.stunU16(offset)
-            let length = Int(raw.stunU16(offset + 2))
+            let type = raw.u16(offset)
+            let length = Int(raw.u16(offset + 2))
             let start = offset + 4
             guard start + length <= raw.count else { return nil }
             if type == STUNAttributeType.username {
