@@ -19,9 +19,21 @@ public struct SFUServer: Sendable {
     /// The HTTP and WebSocket routes. Separate from `run()` so tests can drive them through
     /// HummingbirdTesting as well as through the real socket. Without `echo` (no media runtime),
     /// `/v1/echo` answers 503.
-    public func buildRouter(echo: EchoService? = nil, api: ControlAPI? = nil) -> Router<Context> {
+    public func buildRouter(echo: EchoService? = nil, api: ControlAPI? = nil, rooms: RoomServices? = nil) -> Router<Context> {
         let router = Router(context: Context.self)
         api?.register(on: router)
+        router.group("v1/signal").add(middleware: ErrorShapeMiddleware()).ws { request, _ in
+            guard let rooms else { throw APIError(.serviceUnavailable, "unavailable", "rooms need the media workers") }
+            // Refused here, the client gets an HTTP error with the error shape instead of a WebSocket.
+            _ = try await RoomSignaling.authorize(request, services: rooms)
+            return .upgrade([:])
+        } onUpgrade: { inbound, outbound, context in
+            guard let rooms else { return }
+            try await RoomSignaling.handle(inbound: inbound, outbound: outbound, request: context.request, services: rooms)
+        }
+        // The demo page, its client module and other files of Public/.
+        router.get("/") { _, _ -> Response in try Self.publicResponse("index.html") }
+        router.get("/:file") { _, context -> Response in try Self.publicResponse(context.parameters.require("file")) }
         router.get("/healthz") { _, _ -> HealthResponse in
             HealthResponse(status: "ok")
         }
@@ -41,6 +53,16 @@ public struct SFUServer: Sendable {
         return router
     }
 
+    /// A file of Sources/Control/Public as a response (404 for anything else).
+    static func publicResponse(_ name: String) throws -> Response {
+        let types = ["html": "text/html; charset=utf-8", "js": "text/javascript; charset=utf-8", "css": "text/css; charset=utf-8",
+                     "svg": "image/svg+xml", "ico": "image/x-icon"]
+        let allowed = name.utf8.allSatisfy { $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") || (48...57).contains($0) || (97...122).contains($0) }
+        guard allowed, !name.hasPrefix("."), let ext = name.split(separator: ".").last, let type = types[String(ext)],
+              let bytes = publicFile(name) else { throw APIError.notFound("file") }
+        return Response(status: .ok, headers: [.contentType: type, .cacheControl: "no-cache"], body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+
     /// A file shipped in Sources/Control/Public.
     static func publicFile(_ name: String) -> [UInt8]? {
         guard let url = Bundle.module.url(forResource: name, withExtension: nil, subdirectory: "Public"),
@@ -48,13 +70,13 @@ public struct SFUServer: Sendable {
         return [UInt8](data)
     }
 
-    public func buildApplication(echo: EchoService?, api: ControlAPI?) -> some ApplicationProtocol {
+    public func buildApplication(echo: EchoService?, api: ControlAPI?, rooms: RoomServices?) -> some ApplicationProtocol {
         let logger = self.logger
         // One router answers both plain HTTP and the WebSocket upgrade requests.
-        let router = buildRouter(echo: echo, api: api)
+        let router = buildRouter(echo: echo, api: api, rooms: rooms)
         return Application(
             router: router,
-            server: .http1WebSocketUpgrade(webSocketRouter: router),
+            server: .http1WebSocketUpgrade(webSocketRouter: router, configuration: .init(ws: .init(maxFrameSize: RoomSignaling.maxMessageSize))),
             configuration: .init(address: .hostname(config.httpHost, port: config.httpPort), serverName: "sfu"),
             onServerRunning: { channel in
                 logger.notice("HTTP listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
@@ -84,9 +106,13 @@ public struct SFUServer: Sendable {
         }
         let webhooks = config.webhookURLs.isEmpty ? nil : WebhookDispatcher(
             configuration: .init(urls: config.webhookURLs.compactMap(URL.init(string:)), secret: APIKeys(keys).signingSecret), logger: logger)
-        let api = ControlAPI(store: store, keys: APIKeys(keys), iceServers: config.iceServers, logger: logger, webhooks: webhooks, media: media)
-        let app = buildApplication(echo: EchoService(media: media, logger: logger), api: api)
-        let janitor = Task { await RoomJanitor(store: store, webhooks: webhooks, logger: logger).run() }
+        let live = LiveRooms(media: media, logger: logger)
+        let api = ControlAPI(store: store, keys: APIKeys(keys), iceServers: config.iceServers, logger: logger, webhooks: webhooks, media: media,
+                             live: live, demoEnabled: config.apiKeys.isEmpty)
+        let rooms = RoomServices(store: store, live: live, signer: api.signer, iceServers: config.iceServers, webhooks: webhooks, logger: logger)
+        let app = buildApplication(echo: EchoService(media: media, logger: logger), api: api, rooms: rooms)
+        let janitor = Task { await RoomJanitor(store: store, webhooks: webhooks, logger: logger, live: live).run() }
+        let sampler = Task { await QualitySampler(store: store, live: live, logger: logger).run() }
         let group = ServiceGroup(
             configuration: .init(
                 services: [.init(service: app)],
@@ -98,11 +124,15 @@ public struct SFUServer: Sendable {
             try await group.run()
         } catch {
             janitor.cancel()
+            sampler.cancel()
+            await live.closeAll(message: "the server is shutting down")
             await media.stop()
             await store.close()
             throw error
         }
         janitor.cancel()
+        sampler.cancel()
+        await live.closeAll(message: "the server is shutting down")
         await media.stop()
         await store.close()
         logger.notice("stopped")

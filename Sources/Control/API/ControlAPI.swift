@@ -14,6 +14,10 @@ public struct ControlAPI: Sendable {
     public let logger: Logger
     public let webhooks: WebhookDispatcher?
     public let media: MediaRuntime?
+    /// Live rooms (nil in tests without media): participants, mute, removal, closing.
+    public let live: LiveRooms?
+    /// `POST /demo/join` (the demo page's token minting) is served: development mode only.
+    public let demoEnabled: Bool
 
     /// Defaults for what a create-room request leaves out (docs/API.md).
     public enum Defaults {
@@ -26,7 +30,10 @@ public struct ControlAPI: Sendable {
 
     public static let maxBodyBytes = 64 * 1024
 
-    public init(store: MetadataStore, keys: APIKeys, iceServers: [String], logger: Logger, webhooks: WebhookDispatcher? = nil, media: MediaRuntime? = nil) {
+    public init(store: MetadataStore, keys: APIKeys, iceServers: [String], logger: Logger, webhooks: WebhookDispatcher? = nil,
+                media: MediaRuntime? = nil, live: LiveRooms? = nil, demoEnabled: Bool = false) {
+        self.live = live
+        self.demoEnabled = demoEnabled
         self.webhooks = webhooks
         self.media = media
         self.store = store
@@ -50,15 +57,22 @@ public struct ControlAPI: Sendable {
         rooms.get(":id") { _, context in try await getRoom(context.parameters.require("id")) }
         rooms.delete(":id") { _, context in try await closeRoom(context.parameters.require("id")) }
         rooms.post(":id/tokens") { request, context in try await mintToken(request, context, room: context.parameters.require("id")) }
-        rooms.get(":id/participants") { _, _ -> Response in throw APIError.notImplemented("listing live participants (rooms)") }
-        rooms.delete(":id/participants/:user") { _, _ -> Response in throw APIError.notImplemented("removing participants (rooms)") }
-        rooms.post(":id/participants/:user/mute") { _, _ -> Response in throw APIError.notImplemented("muting participants (rooms)") }
+        rooms.get(":id/participants") { _, context in try await listParticipants(context.parameters.require("id")) }
+        rooms.delete(":id/participants/:user") { _, context in
+            try await removeParticipant(room: context.parameters.require("id"), user: context.parameters.require("user"))
+        }
+        rooms.post(":id/participants/:user/mute") { request, context in
+            try await muteParticipant(request, context, room: context.parameters.require("id"), user: context.parameters.require("user"))
+        }
         rooms.post(":id/recordings") { _, _ -> Response in throw APIError.notImplemented("recording") }
         let recordings = router.group("v1/recordings").add(middleware: ErrorShapeMiddleware()).add(middleware: auth)
         recordings.get { _, _ -> Response in throw APIError.notImplemented("recording") }
         recordings.get(":id") { _, _ -> Response in throw APIError.notImplemented("recording") }
         recordings.post(":id/stop") { _, _ -> Response in throw APIError.notImplemented("recording") }
         recordings.get(":id/files/:file") { _, _ -> Response in throw APIError.notImplemented("recording") }
+        router.group("demo").add(middleware: ErrorShapeMiddleware()).post("join") { request, context in
+            try await demoJoin(request, context)
+        }
     }
 
     // MARK: handlers
@@ -86,7 +100,12 @@ public struct ControlAPI: Sendable {
     func getRoom(_ id: String) async throws -> Response {
         guard Self.validID(id), let room = try await store.room(id: id) else { throw APIError.notFound("room") }
         let sessions = try await store.participantSessions(roomID: id).filter { $0.leftAt == nil }
-        return try json(.ok, Self.roomJSON(room, participants: sessions))
+        var out = Self.roomJSON(room, participants: sessions)
+        if let liveRoom = live?.existing(id) {
+            let snapshot = try await liveRoom.run { $0.snapshot(nowNanos: MediaWorker.nowNanos) }
+            out["participants"] = snapshot.map { Self.participantJSON($0) }
+        }
+        return try json(.ok, out)
     }
 
     func closeRoom(_ id: String) async throws -> Response {
@@ -97,6 +116,7 @@ public struct ControlAPI: Sendable {
             try await store.appendEvent(RoomEvent(id: "ev_" + randomID(), roomID: id, at: now, kind: "room_closed", detail: "closed by API"))
             await webhooks?.send(event: "room_finished", data: ["room_id": id, "name": room.name, "closed_at": Self.iso8601(now), "reason": "closed by API"])
         }
+        await live?.close(id, message: "the room was closed through the API")
         guard let closed = try await store.room(id: id) else { throw APIError.notFound("room") }
         return try json(.ok, Self.roomJSON(closed, participants: []))
     }
@@ -130,6 +150,90 @@ public struct ControlAPI: Sendable {
             "ice_servers": iceServers.isEmpty ? [] : [["urls": iceServers]],
             "expires_at": Self.iso8601(claims.exp * 1000),
         ] as [String: Any])
+    }
+
+    // MARK: live participants
+
+    func liveRoom(_ id: String) async throws -> LiveRooms.Live? {
+        guard Self.validID(id), let room = try await store.room(id: id) else { throw APIError.notFound("room") }
+        guard room.closedAt == nil else { return nil }
+        return live?.existing(id)
+    }
+
+    func listParticipants(_ id: String) async throws -> Response {
+        guard let room = try await liveRoom(id) else { return try json(.ok, ["participants": [Any]()]) }
+        let snapshot = try await room.run { $0.snapshot(nowNanos: MediaWorker.nowNanos) }
+        return try json(.ok, ["participants": snapshot.map { Self.participantJSON($0) }])
+    }
+
+    func removeParticipant(room id: String, user: String) async throws -> Response {
+        guard let room = try await liveRoom(id),
+              try await room.run({ $0.remove(userID: user, code: "removed", message: "removed from the room through the API") })
+        else { throw APIError.notFound("participant") }
+        return Response(status: .noContent)
+    }
+
+    func muteParticipant<Context: RequestContext>(_ request: Request, _ context: Context, room id: String, user: String) async throws -> Response {
+        let body = try await JSONBody(request, context, allowEmpty: false)
+        guard let kindName = try body.string("kind", maxLength: 16) else { throw APIError.badRequest("kind is required: audio or video") }
+        guard let kind = MediaKind(rawValue: kindName) else { throw APIError.badRequest("kind must be audio or video") }
+        guard let muted = try body.bool("muted") else { throw APIError.badRequest("muted is required (true or false)") }
+        guard let room = try await liveRoom(id) else { throw APIError.notFound("participant") }
+        let snapshot: ParticipantSnapshot? = try await room.run { room in
+            guard let peerID = room.peerID(userID: user) else { return nil }
+            room.setEnabled(peerID: peerID, kind: kind, enabled: !muted, nowNanos: MediaWorker.nowNanos)
+            return room.snapshot(nowNanos: MediaWorker.nowNanos).first { $0.peer.peerID == peerID }
+        }
+        guard let snapshot else { throw APIError.notFound("participant") }
+        return try json(.ok, Self.participantJSON(snapshot))
+    }
+
+    static func participantJSON(_ s: ParticipantSnapshot) -> [String: Any] {
+        let q = s.quality
+        let joinedMillis = MetadataStore.nowMillis - (MediaWorker.nowNanos - s.joinedNanos) / 1_000_000
+        var quality: [String: Any] = ["publish_bitrate_bps": q.publishBitrate, "subscribe_bitrate_bps": q.subscribeBitrate]
+        if let v = q.rttMs { quality["rtt_ms"] = (v * 10).rounded() / 10 }
+        if let v = q.uplinkLoss { quality["uplink_loss"] = (v * 1000).rounded() / 1000 }
+        if let v = q.downlinkLoss { quality["downlink_loss"] = (v * 1000).rounded() / 1000 }
+        if let v = q.jitterMs { quality["jitter_ms"] = (v * 10).rounded() / 10 }
+        return [
+            "peer_id": s.peer.peerID, "user_id": s.peer.userID, "name": s.peer.name, "role": s.peer.role,
+            "joined_at": iso8601(joinedMillis),
+            "tracks": s.tracks.map { ["track_id": $0.trackID, "kind": $0.kind.rawValue, "source": $0.source.rawValue, "muted": $0.muted, "simulcast": $0.simulcast] },
+            "quality": quality,
+        ]
+    }
+
+    // MARK: demo page
+
+    /// `POST /demo/join {room, name, role?}`: the demo page's way in, in development mode only (no
+    /// API key configured): finds the open room with that name or makes one, and mints a token.
+    func demoJoin<Context: RequestContext>(_ request: Request, _ context: Context) async throws -> Response {
+        guard demoEnabled else { throw APIError(.notFound, "not_found", "the demo is only served in development mode (no SFU_API_KEY)") }
+        let body = try await JSONBody(request, context, allowEmpty: false)
+        guard let name = try body.string("room", maxLength: 100), !name.trimmingCharacters(in: .whitespaces).isEmpty else {
+            throw APIError.badRequest("room is required (a name)")
+        }
+        let display = try body.string("name", maxLength: 100) ?? "guest"
+        let role = Role(rawValue: try body.string("role", maxLength: 32) ?? "doctor") ?? .doctor
+        let room: RoomRecord
+        if let existing = try await store.rooms().first(where: { $0.name == name }) {
+            room = existing
+        } else {
+            let id = "rm_" + randomID()
+            room = RoomRecord(id: id, name: name, createdAt: MetadataStore.nowMillis, maxParticipants: Defaults.maxParticipants,
+                              emptyTimeoutS: Defaults.emptyTimeoutS, maxDurationS: Defaults.maxDurationS, autoRecord: false)
+            try await store.createRoom(room)
+            try await store.appendEvent(RoomEvent(id: "ev_" + randomID(), roomID: id, at: room.createdAt, kind: "room_created", detail: "demo"))
+            await webhooks?.send(event: "room_started", data: ["room_id": id, "name": room.name, "created_at": Self.iso8601(room.createdAt)])
+        }
+        let now = Int64(Date().timeIntervalSince1970)
+        let claims = JoinClaims(room: room.id, sub: "demo-" + randomID().prefix(8), name: display, role: role, perms: role.defaultPermissions,
+                                exp: now + Int64(Defaults.tokenTTLS), iat: now)
+        let token = signer.sign(claims)
+        let host = request.head.authority ?? "127.0.0.1:8080"
+        return try json(.ok, ["room_id": room.id, "token": token, "signaling_url": "ws://\(host)/v1/signal?token=\(token)",
+                              "ice_servers": iceServers.isEmpty ? [] : [["urls": iceServers]]] as [String: Any])
     }
 
     // MARK: helpers

@@ -9,8 +9,10 @@ public struct RoomJanitor: Sendable {
     public let store: MetadataStore
     public let webhooks: WebhookDispatcher?
     public let logger: Logger
+    public let live: LiveRooms?
 
-    public init(store: MetadataStore, webhooks: WebhookDispatcher?, logger: Logger) {
+    public init(store: MetadataStore, webhooks: WebhookDispatcher?, logger: Logger, live: LiveRooms? = nil) {
+        self.live = live
         self.store = store
         self.webhooks = webhooks
         self.logger = logger
@@ -38,6 +40,7 @@ public struct RoomJanitor: Sendable {
                                                   kind: "room_closed", detail: reason))
             await webhooks?.send(event: "room_finished", data: ["room_id": room.id, "name": room.name,
                                                                 "closed_at": ControlAPI.iso8601(nowMillis), "reason": reason])
+            await live?.close(room.id, message: "the room closed (\(reason))")
             logger.info("room closed", metadata: ["room": "\(room.id)", "reason": "\(reason)"])
             closed.append(room.id)
         }

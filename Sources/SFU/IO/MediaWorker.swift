@@ -8,6 +8,12 @@ public protocol WorkerSession: AnyObject {
     var transport: WebRTCTransport { get }
     /// Called on the worker's loop when the session is removed (closed by either side).
     func workerDidRemove()
+    /// Called on every worker tick (20 ms) for periodic work: RTCP reports, feedback, pacing.
+    func tick(nowNanos: Int64)
+}
+
+extension WorkerSession {
+    public func tick(nowNanos: Int64) {}
 }
 
 extension EchoSession: WorkerSession {
@@ -19,7 +25,7 @@ extension EchoSession: WorkerSession {
 /// for everything else; the address map learns from authenticated STUN checks.
 ///
 /// All mutable state is confined to `eventLoop`; other threads go through ``execute(_:)``/``submit(_:)``.
-public final class MediaWorker: DatagramSink, @unchecked Sendable {
+public final class MediaWorker: SessionHost, @unchecked Sendable {
     public let index: Int
     public let eventLoop: EventLoop
     public let logger: Logger
@@ -186,7 +192,11 @@ public final class MediaWorker: DatagramSink, @unchecked Sendable {
         for session in Array(byUfrag.values) {
             let transport = session.transport
             if let due = transport.nextTimeoutNanos, due <= now { transport.handleTimeout(nowNanos: now) }
-            if case .closed = transport.state { remove(session) }
+            if case .closed = transport.state {
+                remove(session)
+                continue
+            }
+            session.tick(nowNanos: now)
         }
         flush()
     }

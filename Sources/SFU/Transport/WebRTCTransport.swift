@@ -178,6 +178,32 @@ public final class WebRTCTransport {
         send(packet, rtcp: false)
     }
 
+    /// Builds a plaintext RTP packet directly in the transport's send buffer, then protects and sends
+    /// it: the fan-out path writes each subscriber's copy once, without an intermediate buffer.
+    /// - Parameters:
+    ///   - build: writes the packet into the buffer it is given (at most `maxPlaintextSize` bytes) and
+    ///     returns its length, or 0 to send nothing.
+    /// - Returns: false when not connected or nothing was sent.
+    @discardableResult
+    public func sendRTP(building build: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
+        guard state == .connected, let srtpOut, let address = ice.selectedAddress else { return false }
+        let length: Int? = sendBuffer.withUnsafeMutableBytes { buffer in
+            guard let base = buffer.baseAddress else { return nil }
+            let plain = build(UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Self.maxPlaintextSize]))
+            guard plain > 0, plain <= Self.maxPlaintextSize else { return nil }
+            guard let protected = try? srtpOut.protectRTP(base, length: plain, capacity: buffer.count) else { return nil }
+            delegate?.transport(self, send: UnsafeRawBufferPointer(rebasing: buffer[0..<protected]), to: address)
+            statistics.rtpBytesOut += plain
+            return protected
+        }
+        guard length != nil else { return false }
+        statistics.rtpPacketsOut += 1
+        return true
+    }
+
+    /// The largest plaintext RTP packet ``sendRTP(building:)`` takes.
+    public static let maxPlaintextSize = 1500
+
     @discardableResult
     public func sendRTCP(_ packets: [RTCPPacket]) -> Bool {
         let bytes = RTCPCompound.serialize(packets)

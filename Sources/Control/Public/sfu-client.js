@@ -1,0 +1,533 @@
+// sfu-client.js: a browser client for the SFU's room signaling (`/v1/signal`).
+//
+// An ES module with no dependencies and no build step. The contract is PROTOCOL.md ("Signaling")
+// and docs/SIGNALING.md; docs/DEMO.md describes this API. In short:
+//
+//   import { SFUClient } from "/sfu-client.js";
+//   const client = new SFUClient();
+//   client.addEventListener("trackadded", (e) => attach(e.detail));
+//   await client.connect("ws://host/v1/signal?token=...");   // resolves with the joined_room data
+//   await client.publish();                                   // camera + microphone
+//   client.toggleAudio(false); await client.shareScreen(); client.sendMessage("hi"); client.leave();
+//
+// Two peer connections: the publisher (we offer, the server answers) and the subscriber (the server
+// offers whenever the set of remote tracks changes, we answer). Remote tracks are mapped to
+// participants through the subscriber SDP: each m-line carries `a=msid:<peer_id> <track_id>`.
+
+const PUBLISHER = "publisher";
+const SUBSCRIBER = "subscriber";
+
+// Errors that answer the publisher offer we are waiting for (rather than something else we sent).
+const OFFER_ERRORS = new Set(["permission_denied", "bad_offer", "bad_request", "renegotiation_not_supported"]);
+
+/** `{mid: {peerId, trackId, kind, direction}}` for every m-section of an SDP. */
+export function parseSdpSections(sdp) {
+  const out = {};
+  for (const section of sdp.split(/\r?\nm=/).slice(1)) {
+    const kind = section.split(" ", 1)[0];
+    const mid = (section.match(/^a=mid:(\S+)/m) || [])[1];
+    if (mid === undefined) continue;
+    const msid = section.match(/^a=msid:(\S+) (\S+)/m);
+    const direction = (section.match(/^a=(sendrecv|sendonly|recvonly|inactive)\s*$/m) || [])[1] || "sendrecv";
+    const port = Number(section.split(" ", 2)[1]);
+    out[mid] = { kind, peerId: msid ? msid[1] : null, trackId: msid ? msid[2] : null,
+                 direction: port === 0 ? "inactive" : direction };
+  }
+  return out;
+}
+
+/** ice_servers as the server hands them out (objects or bare URLs) -> RTCIceServer[]. */
+function iceServersFrom(list) {
+  if (!Array.isArray(list)) return [];
+  return list.map((s) => (typeof s === "string" ? { urls: s } : s)).filter((s) => s && s.urls);
+}
+
+export class SFUClient extends EventTarget {
+  /**
+   * options.iceServers: extra RTCIceServer entries (the server's `ice_servers` are always used);
+   * options.answerTimeoutMs: how long to wait for the publisher answer (default 15000);
+   * options.log: a function(string) for debug lines (default: none).
+   */
+  constructor(options = {}) {
+    super();
+    this.options = { answerTimeoutMs: 15000, iceServers: [], ...options };
+    this.ws = null;
+    this.roomId = null;
+    this.peerId = null;
+    this.userId = null;
+    this.role = null;
+    this.name = options.name || null;   // our display name, for our own chat lines
+    this.iceServers = [];
+    /** peer_id -> {peerId, userId, name, role, audioEnabled, videoEnabled, screenSharing,
+     *              tracks: Map(track_id -> {trackId, kind, source, muted, track, stream, mid})} */
+    this.participants = new Map();
+    this.localStream = null;      // camera + microphone
+    this.screenStream = null;     // the shared screen while sharing
+    this.audioEnabled = true;
+    this.videoEnabled = true;
+    this.publisher = null;
+    this.subscriber = null;
+    this.state = "new";           // new | connecting | joined | closed
+    this._queue = Promise.resolve();            // incoming messages, handled one at a time
+    this._publisherChain = Promise.resolve();   // publisher offers, one at a time
+    this._pendingAnswer = null;                 // {resolve, reject} for the publisher offer in flight
+    this._joinWaiter = null;
+    this._mids = {};                            // subscriber mid -> {peerId, trackId, kind, direction}
+    this._screenTransceiver = null;
+  }
+
+  // --- connection ------------------------------------------------------------------------------
+
+  /** Opens the WebSocket, sends join_room and resolves with the joined_room data. */
+  connect(signalingUrl) {
+    if (this.ws) throw new Error("already connected");
+    this.state = "connecting";
+    return new Promise((resolve, reject) => {
+      let ws;
+      try {
+        ws = new WebSocket(signalingUrl);
+      } catch (e) {
+        this.state = "closed";
+        return reject(e);
+      }
+      this.ws = ws;
+      this._joinWaiter = { resolve, reject };
+      ws.onopen = () => this._send("join_room", {});
+      ws.onerror = () => {
+        if (this._joinWaiter) {
+          this._joinWaiter.reject(new Error("could not open the signaling WebSocket (bad or expired token, unknown room?)"));
+          this._joinWaiter = null;
+        }
+      };
+      ws.onclose = (e) => this._onClose(e);
+      ws.onmessage = (e) => {
+        let msg;
+        try {
+          msg = JSON.parse(e.data);
+        } catch {
+          return this._emitError("bad_message", "the server sent something that is not JSON");
+        }
+        this._queue = this._queue.then(() => this._onMessage(msg)).catch((err) =>
+          this._emitError("client_error", `handling ${msg && msg.event}: ${err && err.message || err}`));
+      };
+    });
+  }
+
+  /**
+   * Captures camera and microphone (or takes `options.stream`) and publishes them.
+   * options: {audio: true|constraints, video: true|constraints, stream: MediaStream}.
+   */
+  async publish(options = {}) {
+    if (this.state !== "joined") throw new Error("join a room first");
+    const stream = options.stream || await navigator.mediaDevices.getUserMedia({
+      audio: options.audio ?? true, video: options.video ?? true });
+    this.localStream = stream;
+    const pc = this._publisherPc();
+    for (const track of stream.getTracks()) {
+      pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+    }
+    this.dispatchEvent(new CustomEvent("localstream", { detail: { stream } }));
+    await this._negotiatePublisher();
+    return stream;
+  }
+
+  /** Enables or disables the microphone (no argument: flips it) and tells the room. */
+  toggleAudio(enabled = !this.audioEnabled) {
+    this.audioEnabled = !!enabled;
+    for (const t of this.localStream ? this.localStream.getAudioTracks() : []) t.enabled = this.audioEnabled;
+    this._send("toggle_audio", { enabled: this.audioEnabled });
+    return this.audioEnabled;
+  }
+
+  /** Enables or disables the camera (no argument: flips it) and tells the room. */
+  toggleVideo(enabled = !this.videoEnabled) {
+    this.videoEnabled = !!enabled;
+    for (const t of this.localStream ? this.localStream.getVideoTracks() : []) t.enabled = this.videoEnabled;
+    this._send("toggle_video", { enabled: this.videoEnabled });
+    return this.videoEnabled;
+  }
+
+  /**
+   * Shares the screen (getDisplayMedia, or `stream` if given): sends `screen_share {enabled: true}`
+   * first, then re-offers with a new video section, which the server publishes as source `screen`.
+   */
+  async shareScreen(stream = null) {
+    if (this.state !== "joined") throw new Error("join a room first");
+    if (this.screenStream) return this.screenStream;
+    stream = stream || await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+    const track = stream.getVideoTracks()[0];
+    if (!track) throw new Error("no video track to share");
+    this.screenStream = stream;
+    track.addEventListener("ended", () => { if (this.screenStream === stream) this.stopScreenShare(); });
+    this._send("screen_share", { enabled: true });
+    this._screenTransceiver = this._publisherPc().addTransceiver(track, { direction: "sendonly", streams: [stream] });
+    this.dispatchEvent(new CustomEvent("screenshare", { detail: { enabled: true, stream } }));
+    await this._negotiatePublisher();
+    return stream;
+  }
+
+  /** Stops sharing: the section goes inactive in a new offer, then `screen_share {enabled: false}`. */
+  async stopScreenShare() {
+    const stream = this.screenStream, transceiver = this._screenTransceiver;
+    if (!stream) return;
+    this.screenStream = null;
+    this._screenTransceiver = null;
+    for (const t of stream.getTracks()) t.stop();
+    if (transceiver && this.publisher && this.publisher.signalingState !== "closed") {
+      this.publisher.removeTrack(transceiver.sender);
+      transceiver.direction = "inactive";
+      await this._negotiatePublisher();
+    }
+    this._send("screen_share", { enabled: false });
+    this.dispatchEvent(new CustomEvent("screenshare", { detail: { enabled: false, stream } }));
+  }
+
+  /** Sends a chat message (1 to 4096 characters) to everyone in the room. */
+  sendMessage(message) {
+    message = String(message);
+    if (message.length < 1 || message.length > 4096) throw new Error("a message has 1 to 4096 characters");
+    this._send("send_message", { message });
+  }
+
+  /** Asks the server to forward at most these layers of a simulcast track (issue 8). */
+  setLayer(trackId, maxSpatial, maxTemporal) {
+    const data = { track_id: trackId };
+    if (maxSpatial !== undefined) data.max_spatial = maxSpatial;
+    if (maxTemporal !== undefined) data.max_temporal = maxTemporal;
+    this._send("set_layer", data);
+  }
+
+  /** Leaves the room: leave_room, then closes both peer connections and stops local capture. */
+  leave() {
+    if (this.state === "closed") return;
+    this._send("leave_room", {});
+    this._close("left");
+  }
+
+  /** The remote tracks as a flat list: [{peerId, userId, name, trackId, kind, source, muted, track, stream}]. */
+  remoteTracks() {
+    const out = [];
+    for (const p of this.participants.values()) {
+      for (const t of p.tracks.values()) out.push({ peerId: p.peerId, userId: p.userId, name: p.name, ...t });
+    }
+    return out;
+  }
+
+  /**
+   * inbound-rtp figures per received track:
+   * [{peer_id, track_id, kind, source, mid, packetsReceived, packetsLost, bytesReceived, jitter,
+   *   framesDecoded, framesReceived, framesDropped, frameWidth, frameHeight, freezeCount,
+   *   totalFreezesDuration, pliCount, nackCount, totalAudioEnergy, audioLevel, totalSamplesReceived,
+   *   concealedSamples}]
+   */
+  async remoteStats() {
+    const out = [];
+    if (!this.subscriber) return out;
+    const fields = ["packetsReceived", "packetsLost", "bytesReceived", "jitter", "framesDecoded",
+      "framesReceived", "framesDropped", "frameWidth", "frameHeight", "freezeCount",
+      "totalFreezesDuration", "pliCount", "nackCount", "firCount", "totalAudioEnergy", "audioLevel",
+      "totalSamplesReceived", "concealedSamples", "totalSamplesDuration", "decoderImplementation", "codecId"];
+    for (const tr of this.subscriber.getTransceivers()) {
+      const info = tr.mid !== null ? this._mids[tr.mid] : null;
+      if (!info || !info.trackId) continue;
+      const entry = { peer_id: info.peerId, track_id: info.trackId, kind: tr.receiver.track.kind, mid: tr.mid };
+      const p = this.participants.get(info.peerId);
+      const t = p && p.tracks.get(info.trackId);
+      if (t) entry.source = t.source;
+      (await tr.receiver.getStats()).forEach((r) => {
+        if (r.type !== "inbound-rtp") return;
+        for (const f of fields) if (r[f] !== undefined) entry[f] = r[f];
+      });
+      out.push(entry);
+    }
+    return out;
+  }
+
+  // --- signaling -------------------------------------------------------------------------------
+
+  _send(event, data) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(JSON.stringify({ event, data }));
+    return true;
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  _emitError(code, message) {
+    this._emit("error", { code, message });
+  }
+
+  async _onMessage(msg) {
+    const data = (msg && msg.data) || {};
+    switch (msg && msg.event) {
+      case "joined_room": return this._onJoined(data);
+      case "webrtc_answer":
+        if (data.target === PUBLISHER && this._pendingAnswer) {
+          const p = this._pendingAnswer;
+          this._pendingAnswer = null;
+          p.resolve(data.sdp);
+        }
+        return;
+      case "webrtc_offer":
+        if (data.target === SUBSCRIBER) return this._onSubscriberOffer(data.sdp);
+        return;
+      case "user_joined": {
+        const p = this._participant(data.peer_id, data);
+        this._emit("participantjoined", { participant: p });
+        return;
+      }
+      case "user_left": return this._removeParticipant(data.peer_id);
+      case "track_published": {
+        const p = this._participant(data.peer_id, {});
+        const t = this._trackRecord(p, data.track_id);
+        Object.assign(t, { kind: data.kind, source: data.source });
+        this._emit("trackpublished", { participant: p, ...t });
+        return;
+      }
+      case "track_unpublished": return this._removeTrack(data.peer_id, data.track_id);
+      case "audio_toggled":
+      case "video_toggled":
+      case "screen_share_toggled": {
+        const kind = { audio_toggled: "audio", video_toggled: "video", screen_share_toggled: "screen" }[msg.event];
+        const self = data.peer_id === this.peerId;
+        if (self && kind === "audio") this._applyLocal("audio", data.enabled);
+        if (self && kind === "video") this._applyLocal("video", data.enabled);
+        const p = self ? null : this.participants.get(data.peer_id);
+        if (p) p[{ audio: "audioEnabled", video: "videoEnabled", screen: "screenSharing" }[kind]] = !!data.enabled;
+        this._emit("toggle", { kind, peerId: data.peer_id, userId: data.user_id, enabled: !!data.enabled,
+                               self, participant: p });
+        return;
+      }
+      case "chat_message": {
+        const p = this.participants.get(data.peer_id);
+        const name = data.peer_id === this.peerId ? (this.name || "you") : p && p.name;
+        this._emit("chat", { peerId: data.peer_id, userId: data.user_id, name: name || data.user_id,
+                             message: data.message, timestamp: data.timestamp,
+                             self: data.peer_id === this.peerId });
+        return;
+      }
+      case "recording_started":
+      case "recording_stopped":
+        this._emit("recording", { active: msg.event === "recording_started", recordingId: data.recording_id });
+        return;
+      case "error": return this._onError(data);
+      default: return; // unknown events are ignored
+    }
+  }
+
+  _onJoined(data) {
+    this.state = "joined";
+    this.roomId = data.room_id;
+    this.peerId = data.peer_id;
+    this.userId = data.user_id;
+    this.role = data.role;
+    this.iceServers = [...iceServersFrom(data.ice_servers), ...this.options.iceServers];
+    for (const p of data.participants || []) {
+      const rec = this._participant(p.peer_id, p);
+      for (const t of p.tracks || []) {
+        Object.assign(this._trackRecord(rec, t.track_id),
+                      { kind: t.kind, source: t.source, muted: !!t.muted, simulcast: !!t.simulcast });
+      }
+    }
+    this._subscriberPc(); // ready before the first subscriber offer
+    if (this._joinWaiter) {
+      this._joinWaiter.resolve(data);
+      this._joinWaiter = null;
+    }
+    this._emit("joined", data);
+    for (const p of this.participants.values()) this._emit("participantjoined", { participant: p });
+  }
+
+  _onError(data) {
+    const code = data.code || "error", message = data.message || "";
+    if (this._joinWaiter) {
+      this._joinWaiter.reject(Object.assign(new Error(`${code}: ${message}`), { code }));
+      this._joinWaiter = null;
+    }
+    if (this._pendingAnswer && OFFER_ERRORS.has(code)) {
+      const p = this._pendingAnswer;
+      this._pendingAnswer = null;
+      p.reject(Object.assign(new Error(`${code}: ${message}`), { code }));
+    }
+    this._emitError(code, message);
+  }
+
+  _onClose(e) {
+    if (this._joinWaiter) {
+      this._joinWaiter.reject(new Error(`signaling closed before joining (code ${e.code}${e.reason ? ": " + e.reason : ""})`));
+      this._joinWaiter = null;
+    }
+    if (this.state !== "closed") this._close(`signaling closed (code ${e.code})`);
+  }
+
+  _close(reason) {
+    this.state = "closed";
+    if (this._pendingAnswer) {
+      this._pendingAnswer.reject(new Error(reason));
+      this._pendingAnswer = null;
+    }
+    if (this.ws) {
+      this.ws.onclose = null;
+      this.ws.onmessage = null;
+      try { this.ws.close(); } catch {}
+    }
+    for (const pc of [this.publisher, this.subscriber]) if (pc) pc.close();
+    for (const s of [this.localStream, this.screenStream]) if (s) s.getTracks().forEach((t) => t.stop());
+    this.screenStream = null;
+    for (const peerId of [...this.participants.keys()]) this._removeParticipant(peerId);
+    this._emit("closed", { reason });
+  }
+
+  _applyLocal(kind, enabled) {
+    // The server may mute us (POST .../mute): keep the local track in step with what others see.
+    if (kind === "audio") this.audioEnabled = !!enabled;
+    else this.videoEnabled = !!enabled;
+    const tracks = this.localStream ? (kind === "audio" ? this.localStream.getAudioTracks()
+                                                          : this.localStream.getVideoTracks()) : [];
+    for (const t of tracks) t.enabled = !!enabled;
+  }
+
+  // --- participants and tracks -----------------------------------------------------------------
+
+  _participant(peerId, info) {
+    let p = this.participants.get(peerId);
+    if (!p) {
+      p = { peerId, userId: null, name: null, role: null, audioEnabled: true, videoEnabled: true,
+            screenSharing: false, tracks: new Map() };
+      this.participants.set(peerId, p);
+    }
+    if (info.user_id !== undefined) p.userId = info.user_id;
+    if (info.name !== undefined) p.name = info.name;
+    if (info.role !== undefined) p.role = info.role;
+    if (!p.name) p.name = p.userId || peerId;
+    return p;
+  }
+
+  _trackRecord(p, trackId) {
+    let t = p.tracks.get(trackId);
+    if (!t) {
+      t = { trackId, kind: null, source: null, muted: false, track: null, stream: null, mid: null };
+      p.tracks.set(trackId, t);
+    }
+    return t;
+  }
+
+  _removeTrack(peerId, trackId) {
+    const p = this.participants.get(peerId);
+    const t = p && p.tracks.get(trackId);
+    if (!t) return;
+    p.tracks.delete(trackId);
+    if (t.track) this._emit("trackremoved", { participant: p, ...t });
+  }
+
+  _removeParticipant(peerId) {
+    const p = this.participants.get(peerId);
+    if (!p) return;
+    for (const trackId of [...p.tracks.keys()]) this._removeTrack(peerId, trackId);
+    this.participants.delete(peerId);
+    this._emit("participantleft", { participant: p });
+  }
+
+  // --- peer connections ------------------------------------------------------------------------
+
+  _config() {
+    return { iceServers: this.iceServers, bundlePolicy: "max-bundle", rtcpMuxPolicy: "require" };
+  }
+
+  _watch(pc, target) {
+    pc.onicecandidate = (e) => {
+      if (!e.candidate || !e.candidate.candidate) return;
+      this._send("ice_candidate", { target, candidate: e.candidate.candidate, sdpMid: e.candidate.sdpMid,
+                                    sdpMLineIndex: e.candidate.sdpMLineIndex });
+    };
+    pc.onconnectionstatechange = () => {
+      this._emit("connectionstate", { target, state: pc.connectionState });
+      if (pc.connectionState === "failed") this._emitError("ice_failed", `${target} connection failed`);
+    };
+  }
+
+  _publisherPc() {
+    if (!this.publisher) {
+      this.publisher = new RTCPeerConnection(this._config());
+      this._watch(this.publisher, PUBLISHER);
+    }
+    return this.publisher;
+  }
+
+  _subscriberPc() {
+    if (!this.subscriber) {
+      const pc = new RTCPeerConnection(this._config());
+      this._watch(pc, SUBSCRIBER);
+      pc.ontrack = (e) => this._onRemoteTrack(e);
+      this.subscriber = pc;
+    }
+    return this.subscriber;
+  }
+
+  /** Offers on the publisher connection and applies the answer; one offer at a time. */
+  _negotiatePublisher() {
+    const run = async () => {
+      const pc = this.publisher;
+      if (!pc || pc.signalingState === "closed") return;
+      await pc.setLocalDescription(await pc.createOffer());
+      const answer = new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          if (this._pendingAnswer && this._pendingAnswer.resolve === done) this._pendingAnswer = null;
+          reject(new Error("no answer to the publisher offer"));
+        }, this.options.answerTimeoutMs);
+        const done = (sdp) => { clearTimeout(timer); resolve(sdp); };
+        this._pendingAnswer = { resolve: done, reject: (e) => { clearTimeout(timer); reject(e); } };
+      });
+      this._send("webrtc_offer", { target: PUBLISHER, sdp: pc.localDescription.sdp });
+      let sdp;
+      try {
+        sdp = await answer;
+      } catch (e) {
+        // Back to stable so that a later offer can still be made.
+        if (pc.signalingState === "have-local-offer") await pc.setLocalDescription({ type: "rollback" }).catch(() => {});
+        throw e;
+      }
+      await pc.setRemoteDescription({ type: "answer", sdp });
+    };
+    const p = this._publisherChain.then(run);
+    this._publisherChain = p.catch(() => {});
+    return p;
+  }
+
+  async _onSubscriberOffer(sdp) {
+    const pc = this._subscriberPc();
+    const sections = parseSdpSections(sdp);
+    this._mids = sections;
+    await pc.setRemoteDescription({ type: "offer", sdp });
+    await pc.setLocalDescription(await pc.createAnswer());
+    this._send("webrtc_answer", { target: SUBSCRIBER, sdp: pc.localDescription.sdp });
+    // A section that went inactive (or lost its msid) no longer carries a track.
+    for (const [mid, info] of Object.entries(sections)) {
+      if (info.trackId && info.direction !== "inactive") continue;
+      for (const p of this.participants.values()) {
+        for (const t of [...p.tracks.values()]) if (t.mid === mid) this._removeTrack(p.peerId, t.trackId);
+      }
+    }
+  }
+
+  _onRemoteTrack(e) {
+    const mid = e.transceiver && e.transceiver.mid;
+    const info = mid !== null && mid !== undefined ? this._mids[mid] : null;
+    // The stream id is the peer_id; the track id comes from the m-line's msid (browsers differ on
+    // whether MediaStreamTrack.id follows it, so the SDP is the reference).
+    const peerId = (info && info.peerId) || (e.streams[0] && e.streams[0].id);
+    const trackId = (info && info.trackId) || e.track.id;
+    if (!peerId) return;
+    const p = this._participant(peerId, {});
+    const t = this._trackRecord(p, trackId);
+    t.kind = t.kind || e.track.kind;
+    t.track = e.track;
+    t.stream = e.streams[0] || new MediaStream([e.track]);
+    t.mid = mid;
+    this._emit("trackadded", { participant: p, ...t });
+  }
+}
+
+export default SFUClient;

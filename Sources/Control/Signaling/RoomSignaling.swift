@@ -1,0 +1,288 @@
+import Foundation
+import Hummingbird
+import HummingbirdWebSocket
+import Logging
+import NIOConcurrencyHelpers
+import SFU
+
+/// What the signaling handler needs from the server.
+public struct RoomServices: Sendable {
+    public let store: MetadataStore
+    public let live: LiveRooms
+    public let signer: JoinTokenSigner
+    public let iceServers: [String]
+    public let webhooks: WebhookDispatcher?
+    public let logger: Logger
+}
+
+/// `/v1/signal?token=`: a participant's signaling connection (PROTOCOL.md "Signaling",
+/// docs/SIGNALING.md). The token is checked before the upgrade; after it, one reader loop handles
+/// the client's events and one writer drains the room's signals, so the client sees them in order.
+enum RoomSignaling {
+    static let maxMessageSize = 256 * 1024
+    static let maxChatLength = 4096
+
+    /// Checks the token of an upgrade request: the claims, or an APIError with the HTTP status.
+    static func authorize(_ request: Request, services: RoomServices) async throws -> (JoinClaims, RoomRecord) {
+        guard let token = request.uri.queryParameters.get("token"), !token.isEmpty else {
+            throw APIError(.unauthorized, "invalid_token", "a join token is required: /v1/signal?token=<join token>")
+        }
+        let claims: JoinClaims
+        do {
+            claims = try services.signer.verify(token, nowSeconds: Int64(Date().timeIntervalSince1970))
+        } catch .expired {
+            throw APIError(.unauthorized, "token_expired", "the join token has expired")
+        } catch {
+            throw APIError(.unauthorized, "invalid_token", "the join token is not valid: \(error)")
+        }
+        guard let room = try await services.store.room(id: claims.room) else {
+            throw APIError(.notFound, "room_not_found", "room \(claims.room) does not exist")
+        }
+        guard room.closedAt == nil else { throw APIError(.conflict, "room_closed", "room \(claims.room) is closed") }
+        return (claims, room)
+    }
+
+    struct Joined: Sendable {
+        let live: LiveRooms.Live
+        let peerID: String
+        let record: RoomRecord
+    }
+
+    static func handle(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, request: Request, services: RoomServices) async throws {
+        let logger = services.logger
+        let (claims, record): (JoinClaims, RoomRecord)
+        do {
+            (claims, record) = try await authorize(request, services: services)
+        } catch let error as APIError {
+            // The room closed (or the token expired) between the upgrade check and now.
+            try? await write(outbound, event: "error", data: ["code": error.code, "message": error.message])
+            return
+        }
+        let (signals, continuation) = AsyncStream.makeStream(of: RoomSignal.self)
+        let removedCode = NIOLockedValueBox<String?>(nil)
+        var joined: Joined?
+        // Errors of the socket (the client vanished) end the session like a leave.
+        try? await withThrowingTaskGroup(of: Void.self) { group in
+            // The writer: the room's signals and our own replies, in order. A `removed` closes the socket.
+            group.addTask {
+                for await signal in signals {
+                    let (event, data) = encode(signal, iceServers: services.iceServers)
+                    try await write(outbound, event: event, data: data)
+                    if case .removed(let code, _) = signal {
+                        removedCode.withLockedValue { $0 = code }
+                        try? await outbound.close(.normalClosure, reason: code)
+                        return
+                    }
+                }
+            }
+            defer { continuation.finish() }
+            var messages = inbound.messages(maxSize: maxMessageSize).makeAsyncIterator()
+            func reply(_ code: String, _ message: String) { continuation.yield(.error(code: code, message: message)) }
+            readLoop: while true {
+                let message: WebSocketMessage?
+                do {
+                    message = try await messages.next()
+                } catch {
+                    continuation.yield(.removed(code: "bad_message", message: "\(error)"))
+                    break
+                }
+                guard let message else { break }
+                guard case .text(let text) = message else {
+                    reply("bad_message", "messages are JSON text frames")
+                    continue
+                }
+                guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
+                      let event = object["event"] as? String else {
+                    reply("bad_message", "expected a JSON object {\"event\": ..., \"data\": {...}}")
+                    continue
+                }
+                if object["data"] != nil, !(object["data"] is [String: Any]) {
+                    reply("bad_message", "data must be a JSON object")
+                    continue
+                }
+                let data = object["data"] as? [String: Any] ?? [:]
+                guard let session = joined else {
+                    guard event == "join_room" else {
+                        reply("not_joined", "send join_room first")
+                        continue
+                    }
+                    if let roomID = data["room_id"], (roomID as? String) != claims.room {
+                        continuation.yield(.removed(code: "token_room_mismatch", message: "the join token is for another room"))
+                        break
+                    }
+                    do {
+                        joined = try await join(claims: claims, record: record, services: services, continuation: continuation)
+                    } catch RoomJoinError.full(let max) {
+                        continuation.yield(.removed(code: "room_full", message: "the room is full (max_participants \(max))"))
+                        break readLoop
+                    } catch RoomJoinError.closed {
+                        continuation.yield(.removed(code: "room_closed", message: "the room is closed"))
+                        break readLoop
+                    } catch {
+                        logger.warning("join failed", metadata: ["room": "\(claims.room)", "error": "\(error)"])
+                        continuation.yield(.removed(code: "internal_error", message: "could not join the room"))
+                        break readLoop
+                    }
+                    continue
+                }
+                let peerID = session.peerID
+                let live = session.live
+                switch event {
+                case "join_room":
+                    reply("already_joined", "this connection has joined the room already")
+                case "webrtc_offer", "webrtc_answer":
+                    guard let sdp = data["sdp"] as? String else {
+                        reply("bad_request", "\(event) needs data.sdp (a string)")
+                        continue
+                    }
+                    let target = data["target"] as? String
+                    if event == "webrtc_offer" {
+                        guard target == nil || target == "publisher" else {
+                            reply("bad_request", "webrtc_offer goes to target \"publisher\" (the server offers the subscriber connection)")
+                            continue
+                        }
+                        _ = try? await live.run { $0.publisherOffer(peerID: peerID, sdp: sdp, nowNanos: MediaWorker.nowNanos) }
+                    } else {
+                        guard target == nil || target == "subscriber" else {
+                            reply("bad_request", "webrtc_answer goes to target \"subscriber\" (the server answers the publisher connection)")
+                            continue
+                        }
+                        _ = try? await live.run { $0.subscriberAnswer(peerID: peerID, sdp: sdp, nowNanos: MediaWorker.nowNanos) }
+                    }
+                case "ice_candidate":
+                    // ICE-lite: the client's address is learned from its checks.
+                    continue
+                case "toggle_audio", "toggle_video":
+                    guard let enabled = bool(data["enabled"]) else {
+                        reply("bad_request", "\(event) needs data.enabled (true or false)")
+                        continue
+                    }
+                    let kind: MediaKind = event == "toggle_audio" ? .audio : .video
+                    _ = try? await live.run { $0.setEnabled(peerID: peerID, kind: kind, enabled: enabled, nowNanos: MediaWorker.nowNanos) }
+                case "screen_share":
+                    guard let enabled = bool(data["enabled"]) else {
+                        reply("bad_request", "screen_share needs data.enabled (true or false)")
+                        continue
+                    }
+                    _ = try? await live.run { $0.screenShare(peerID: peerID, enabled: enabled) }
+                case "send_message":
+                    guard let text = data["message"] as? String, !text.isEmpty, text.count <= maxChatLength else {
+                        reply("bad_request", "send_message needs data.message (1 to \(maxChatLength) characters)")
+                        continue
+                    }
+                    let now = MetadataStore.nowMillis
+                    _ = try? await live.run { $0.chat(peerID: peerID, message: text, timestampMillis: now) }
+                case "set_layer":
+                    reply("not_implemented", "set_layer comes with simulcast")
+                case "leave_room":
+                    break readLoop
+                default:
+                    reply("unknown_event", "unknown event '\(event.prefix(64))'")
+                }
+            }
+            continuation.finish()
+            try await group.waitForAll()
+        }
+        if let session = joined {
+            let peerID = session.peerID
+            _ = try? await session.live.run { $0.leave(peerID: peerID) }
+            let reason = removedCode.withLockedValue { $0 } ?? "left"
+            let now = MetadataStore.nowMillis
+            let store = services.store
+            let webhooks = services.webhooks
+            Task {
+                do {
+                    try await store.recordLeave(sessionID: peerID, at: now, reason: reason)
+                    try await store.appendEvent(RoomEvent(id: "ev_" + peerID + "_left", roomID: claims.room, at: now, kind: "participant_left",
+                                                          userID: claims.sub, detail: reason))
+                } catch {
+                    logger.warning("could not record a leave", metadata: ["peer": "\(peerID)", "error": "\(error)"])
+                }
+                await webhooks?.send(event: "participant_left", data: ["room_id": claims.room, "user_id": claims.sub, "peer_id": peerID,
+                                                                       "reason": reason, "left_at": ControlAPI.iso8601(now)])
+            }
+        }
+    }
+
+    static func join(claims: JoinClaims, record: RoomRecord, services: RoomServices,
+                     continuation: AsyncStream<RoomSignal>.Continuation) async throws -> Joined {
+        let live = try await services.live.room(for: record)
+        let peer = PeerInfo(peerID: "pe_" + randomID(), userID: claims.sub, name: claims.name, role: claims.role.rawValue,
+                            canPublish: claims.perms.contains(.publish), canSubscribe: claims.perms.contains(.subscribe))
+        try await live.run { room in
+            try room.join(peer, nowNanos: MediaWorker.nowNanos, sink: { continuation.yield($0) })
+        }
+        let now = MetadataStore.nowMillis
+        let store = services.store
+        let webhooks = services.webhooks
+        let logger = services.logger
+        // The audit trail and webhook never hold up the join (a database outage must not stop media).
+        Task {
+            do {
+                try await store.recordJoin(ParticipantSessionRecord(id: peer.peerID, roomID: claims.room, userID: claims.sub, name: claims.name,
+                                                                    role: claims.role.rawValue, joinedAt: now))
+                try await store.appendEvent(RoomEvent(id: "ev_" + peer.peerID + "_joined", roomID: claims.room, at: now, kind: "participant_joined",
+                                                      userID: claims.sub, detail: claims.role.rawValue))
+            } catch {
+                logger.warning("could not record a join", metadata: ["peer": "\(peer.peerID)", "error": "\(error)"])
+            }
+            await webhooks?.send(event: "participant_joined", data: ["room_id": claims.room, "user_id": claims.sub, "peer_id": peer.peerID,
+                                                                     "name": claims.name, "role": claims.role.rawValue,
+                                                                     "joined_at": ControlAPI.iso8601(now)])
+        }
+        return Joined(live: live, peerID: peer.peerID, record: record)
+    }
+
+    static func bool(_ value: Any?) -> Bool? {
+        guard let n = value as? NSNumber, JSONBody.isBoolean(n) else { return nil }
+        return n.boolValue
+    }
+
+    static func randomID() -> String {
+        let alphabet = Array("0123456789abcdefghijklmnopqrstuvwxyz")
+        return String((0..<12).map { _ in alphabet[Int.random(in: 0..<alphabet.count)] })
+    }
+
+    static func trackJSON(_ t: TrackInfo) -> [String: Any] {
+        ["track_id": t.trackID, "kind": t.kind.rawValue, "source": t.source.rawValue, "muted": t.muted, "simulcast": t.simulcast]
+    }
+
+    static func peerJSON(_ p: PeerInfo) -> [String: Any] {
+        ["peer_id": p.peerID, "user_id": p.userID, "name": p.name, "role": p.role]
+    }
+
+    /// A room signal as a PROTOCOL.md event.
+    static func encode(_ signal: RoomSignal, iceServers: [String]) -> (String, [String: Any]) {
+        switch signal {
+        case .joined(let roomID, let peer, let participants):
+            return ("joined_room", [
+                "room_id": roomID, "peer_id": peer.peerID, "user_id": peer.userID, "role": peer.role, "name": peer.name,
+                "participants": participants.map { s -> [String: Any] in
+                    var p = peerJSON(s.peer)
+                    p["tracks"] = s.tracks.map(trackJSON)
+                    return p
+                },
+                "ice_servers": iceServers.isEmpty ? [] : [["urls": iceServers]],
+            ])
+        case .publisherAnswer(let sdp): return ("webrtc_answer", ["target": "publisher", "sdp": sdp])
+        case .subscriberOffer(let sdp): return ("webrtc_offer", ["target": "subscriber", "sdp": sdp])
+        case .userJoined(let peer): return ("user_joined", peerJSON(peer))
+        case .userLeft(let peerID, let userID): return ("user_left", ["peer_id": peerID, "user_id": userID])
+        case .trackPublished(let peerID, let track):
+            var data = trackJSON(track)
+            data["peer_id"] = peerID
+            return ("track_published", data)
+        case .trackUnpublished(let peerID, let trackID): return ("track_unpublished", ["peer_id": peerID, "track_id": trackID])
+        case .toggled(let event, let peerID, let userID, let enabled): return (event, ["peer_id": peerID, "user_id": userID, "enabled": enabled])
+        case .chat(let peerID, let userID, let message, let timestamp):
+            return ("chat_message", ["peer_id": peerID, "user_id": userID, "message": message, "timestamp": ControlAPI.iso8601(timestamp)])
+        case .error(let code, let message), .removed(let code, let message):
+            return ("error", ["code": code, "message": message])
+        }
+    }
+
+    static func write(_ outbound: WebSocketOutboundWriter, event: String, data: [String: Any]) async throws {
+        let body = try JSONSerialization.data(withJSONObject: ["event": event, "data": data])
+        try await outbound.write(.text(String(decoding: body, as: UTF8.self)))
+    }
+}

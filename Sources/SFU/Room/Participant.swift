@@ -1,0 +1,48 @@
+/// One person in a room: who they are, their signaling sink, their two peer connections and the
+/// tracks they publish. Confined to the room's event loop.
+public final class Participant {
+    public let peer: PeerInfo
+    let sink: (RoomSignal) -> Void
+    var publisher: PublisherConnection?
+    var subscriber: SubscriberConnection?
+    /// Published tracks, in publication order.
+    var producers: [Producer] = []
+    var audioEnabled = true
+    var videoEnabled = true
+    /// `screen_share {enabled: true}` came: the next new video section is the screen.
+    var screenSharePending = false
+    let joinedNanos: Int64
+    var removed = false
+
+    init(peer: PeerInfo, joinedNanos: Int64, sink: @escaping (RoomSignal) -> Void) {
+        self.peer = peer
+        self.joinedNanos = joinedNanos
+        self.sink = sink
+    }
+
+    /// Whether others' tracks of `kind` are forwarded to this participant (always, today; a later
+    /// per-subscriber choice hooks in here).
+    func receiving(_ kind: MediaKind) -> Bool { true }
+
+    var summary: ParticipantSummary {
+        ParticipantSummary(peer: peer, tracks: producers.map(\.info))
+    }
+
+    func quality(nowNanos: Int64) -> QualityFigures {
+        var uplinkLoss: Double?
+        var jitterMs: Double?
+        var publishBitrate: Int64 = 0
+        for p in producers {
+            p.rate.roll(nowNanos: nowNanos)
+            publishBitrate += p.rate.bitsPerSecond
+            if let r = p.lastReport {
+                uplinkLoss = max(uplinkLoss ?? 0, Double(r.fractionLost) / 256)
+                jitterMs = max(jitterMs ?? 0, Double(r.jitter) * 1000 / Double(p.clockRate))
+            }
+        }
+        subscriber?.rate.roll(nowNanos: nowNanos)
+        return QualityFigures(rttMs: subscriber?.rttNanos.map { Double($0) / 1_000_000 }, uplinkLoss: uplinkLoss,
+                              downlinkLoss: subscriber?.downlinkLoss, jitterMs: jitterMs, publishBitrate: publishBitrate,
+                              subscribeBitrate: subscriber?.rate.bitsPerSecond ?? 0)
+    }
+}

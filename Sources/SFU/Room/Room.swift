@@ -1,0 +1,291 @@
+import DTLS
+import Logging
+import RTP
+
+/// A room's forwarding table (mediasoup's Router): its participants, their producers, and the
+/// consumers that connect every producer to every other participant's subscriber connection.
+/// The room and all its transports live on one worker event loop (DESIGN.md principle 3); the
+/// control plane calls it there. Signaling output goes to each participant's sink.
+public final class Room {
+    public let id: String
+    public let maxParticipants: Int
+    let host: SessionHost
+    let dtlsContext: DTLSContext
+    let candidates: [HostCandidate]
+    let logger: Logger
+    private(set) var participants: [Participant] = []
+    public private(set) var isClosed = false
+
+    public init(id: String, maxParticipants: Int, host: SessionHost, dtlsContext: DTLSContext, candidates: [HostCandidate], logger: Logger) {
+        self.id = id
+        self.maxParticipants = maxParticipants
+        self.host = host
+        self.dtlsContext = dtlsContext
+        self.candidates = candidates
+        self.logger = logger
+    }
+
+    public var participantCount: Int { participants.count }
+
+    func participant(_ peerID: String) -> Participant? { participants.first { $0.peer.peerID == peerID } }
+
+    func localParameters() -> LocalTransportParameters {
+        LocalTransportParameters(ice: .random(), fingerprint: dtlsContext.certificate.sha256Fingerprint, candidates: candidates)
+    }
+
+    // MARK: Joining and leaving
+
+    /// Adds a participant. The sink gets `joined` first, then everything that concerns it.
+    /// A participant with the same user id is replaced (it gets `removed` with code `replaced`).
+    public func join(_ peer: PeerInfo, nowNanos: Int64, sink: @escaping (RoomSignal) -> Void) throws(RoomJoinError) {
+        guard !isClosed else { throw .closed }
+        if let old = participants.first(where: { $0.peer.userID == peer.userID }) {
+            remove(old, code: "replaced", message: "the same user joined the room from another connection")
+        }
+        guard participants.count < maxParticipants else { throw .full(max: maxParticipants) }
+        let p = Participant(peer: peer, joinedNanos: nowNanos, sink: sink)
+        if peer.canSubscribe {
+            p.subscriber = try? SubscriberConnection(participant: p, room: self, local: localParameters(), nowNanos: nowNanos)
+        }
+        let others = participants.map(\.summary)
+        participants.append(p)
+        logger.info("participant joined", metadata: ["room": "\(id)", "peer": "\(peer.peerID)", "user": "\(peer.userID)"])
+        sink(.joined(roomID: id, peer: peer, participants: others))
+        for o in participants where o !== p { o.sink(.userJoined(peer)) }
+        if let subscriber = p.subscriber {
+            for o in participants where o !== p {
+                for producer in o.producers { subscriber.add(producer) }
+            }
+            subscriber.negotiateIfNeeded()
+        }
+    }
+
+    /// The participant left (its signaling closed, or it said `leave_room`).
+    public func leave(peerID: String) {
+        guard let p = participant(peerID) else { return }
+        remove(p, code: nil, message: "")
+    }
+
+    /// Removes a participant through the API: it gets `removed` with `code` first.
+    /// - Returns: false when no participant has that user id.
+    @discardableResult
+    public func remove(userID: String, code: String, message: String) -> Bool {
+        guard let p = participants.first(where: { $0.peer.userID == userID }) else { return false }
+        remove(p, code: code, message: message)
+        return true
+    }
+
+    /// Closes the room: everyone is removed with code `room_closed`.
+    public func close(message: String) {
+        isClosed = true
+        for p in participants { remove(p, code: "room_closed", message: message) }
+    }
+
+    func remove(_ p: Participant, code: String?, message: String) {
+        guard !p.removed else { return }
+        p.removed = true
+        participants.removeAll { $0 === p }
+        for producer in p.producers { unpublish(producer, of: p, negotiate: false) }
+        if let publisher = p.publisher {
+            publisher.transport.delegate = nil
+            publisher.transport.close(reason: code ?? "left")
+            host.remove(publisher)
+        }
+        p.subscriber?.close(reason: code ?? "left")
+        for o in participants {
+            o.sink(.userLeft(peerID: p.peer.peerID, userID: p.peer.userID))
+            o.subscriber?.negotiateIfNeeded()
+        }
+        if let code { p.sink(.removed(code: code, message: message)) }
+        logger.info("participant left", metadata: ["room": "\(id)", "peer": "\(p.peer.peerID)", "reason": "\(code ?? "left")"])
+    }
+
+    /// One of a participant's transports ended (ICE consent lost, DTLS failure or close).
+    func connectionClosed(_ p: Participant, reason: String) {
+        guard !p.removed else { return }
+        remove(p, code: "connection_lost", message: reason)
+    }
+
+    // MARK: Negotiation
+
+    /// A publisher offer: answered through the sink, then tracks published or unpublished.
+    public func publisherOffer(peerID: String, sdp text: String, nowNanos: Int64) {
+        guard let p = participant(peerID) else { return }
+        let offer: SessionDescription
+        do {
+            offer = try SessionDescription(parsing: text)
+        } catch {
+            p.sink(.error(code: "bad_offer", message: "SDP does not parse: \(error)"))
+            return
+        }
+        let sends = offer.media.contains { $0.port != 0 && ($0.direction == "sendonly" || $0.direction == "sendrecv") }
+        if sends && !p.peer.canPublish {
+            p.sink(.error(code: "permission_denied", message: "this token may not publish (role \(p.peer.role))"))
+            return
+        }
+        do {
+            let remote = try RemoteTransportParameters(offer)
+            let local: LocalTransportParameters
+            let setup: String
+            if let existing = p.publisher {
+                guard remote.ice == existing.remote.ice else {
+                    throw RoomSDPError.bad("ICE restart is not supported on the publisher connection; reconnect instead")
+                }
+                local = existing.local
+                setup = existing.setup
+            } else {
+                local = localParameters()
+                setup = remote.setup == "passive" ? "active" : "passive"
+            }
+            let version = (p.publisher?.sessionVersion ?? 0) + 1
+            let sessionID = p.publisher?.sessionID ?? UInt64.random(in: 1...UInt64(Int64.max))
+            let (answer, sections, ids) = try RoomSDP.answerPublisher(offer: offer, local: local, setup: setup,
+                                                                       sessionVersion: version, sessionID: sessionID)
+            let publisher: PublisherConnection
+            if let existing = p.publisher {
+                publisher = existing
+            } else {
+                do {
+                    publisher = try PublisherConnection(participant: p, room: self, remote: remote, local: local, sessionID: sessionID, nowNanos: nowNanos)
+                } catch {
+                    throw RoomSDPError.bad("cannot set up the transport: \(error)")
+                }
+                p.publisher = publisher
+                host.add(publisher)
+            }
+            publisher.sessionVersion = version
+            publisher.extensions = ids
+            p.sink(.publisherAnswer(sdp: answer.text))
+            var sending: Set<String> = []
+            for section in sections where section.sending {
+                sending.insert(section.mid)
+                if p.producers.contains(where: { $0.mid == section.mid }) { continue }
+                let source: TrackSource
+                if section.kind == .audio {
+                    source = .microphone
+                } else if p.screenSharePending {
+                    p.screenSharePending = false
+                    source = .screen
+                } else {
+                    source = .camera
+                }
+                publish(Producer(trackID: RandomID.make("tr_"), peerID: p.peer.peerID, section: section, source: source), of: p)
+            }
+            for producer in p.producers where !sending.contains(producer.mid) {
+                unpublish(producer, of: p, negotiate: false)
+            }
+            for o in participants where o !== p { o.subscriber?.negotiateIfNeeded() }
+        } catch let error as RoomSDPError {
+            p.sink(.error(code: "bad_offer", message: error.description))
+        } catch {
+            p.sink(.error(code: "bad_offer", message: "\(error)"))
+        }
+    }
+
+    func publish(_ producer: Producer, of p: Participant) {
+        switch (producer.kind, producer.source) {
+        case (.audio, _): producer.muted = !p.audioEnabled
+        case (.video, .camera): producer.muted = !p.videoEnabled
+        default: break
+        }
+        p.producers.append(producer)
+        p.publisher?.bind(producer)
+        logger.info("track published", metadata: ["room": "\(id)", "peer": "\(p.peer.peerID)", "track": "\(producer.trackID)",
+                                                   "kind": "\(producer.kind.rawValue)", "source": "\(producer.source.rawValue)"])
+        for o in participants where o !== p {
+            o.sink(.trackPublished(peerID: p.peer.peerID, track: producer.info))
+            o.subscriber?.add(producer)
+        }
+    }
+
+    func unpublish(_ producer: Producer, of p: Participant, negotiate: Bool) {
+        p.producers.removeAll { $0 === producer }
+        p.publisher?.unbind(producer)
+        for o in participants where o !== p {
+            o.subscriber?.remove(producer)
+            o.sink(.trackUnpublished(peerID: p.peer.peerID, trackID: producer.trackID))
+            if negotiate { o.subscriber?.negotiateIfNeeded() }
+        }
+        producer.consumers.removeAll()
+    }
+
+    /// The client's answer to our last subscriber offer.
+    public func subscriberAnswer(peerID: String, sdp text: String, nowNanos: Int64) {
+        guard let p = participant(peerID) else { return }
+        guard let subscriber = p.subscriber else {
+            p.sink(.error(code: "permission_denied", message: "this token may not subscribe"))
+            return
+        }
+        do {
+            let answer = try SessionDescription(parsing: text)
+            try subscriber.applyAnswer(answer, nowNanos: nowNanos)
+        } catch let error as RoomSDPError {
+            p.sink(.error(code: "bad_answer", message: error.description))
+        } catch {
+            p.sink(.error(code: "bad_answer", message: "SDP does not parse: \(error)"))
+        }
+    }
+
+    // MARK: Room events
+
+    /// Mute or unmute a participant's microphone (audio) or camera (video): forwarding stops or
+    /// resumes (video resumes at a keyframe) and everyone gets the `*_toggled` event.
+    /// - Returns: false when the peer is not in the room.
+    @discardableResult
+    public func setEnabled(peerID: String, kind: MediaKind, enabled: Bool, nowNanos: Int64) -> Bool {
+        guard let p = participant(peerID) else { return false }
+        if kind == .audio { p.audioEnabled = enabled } else { p.videoEnabled = enabled }
+        for producer in p.producers where producer.kind == kind && producer.source != .screen {
+            let wasMuted = producer.muted
+            producer.muted = !enabled
+            if wasMuted && enabled && kind == .video {
+                for c in producer.consumers { c.waitingForKeyframe = true }
+                producer.requestKeyframe(nowNanos: nowNanos)
+            }
+        }
+        broadcast(.toggled(event: kind == .audio ? "audio_toggled" : "video_toggled", peerID: p.peer.peerID, userID: p.peer.userID, enabled: enabled))
+        return true
+    }
+
+    /// The peer id of a user in the room.
+    public func peerID(userID: String) -> String? { participants.first { $0.peer.userID == userID }?.peer.peerID }
+
+    public func screenShare(peerID: String, enabled: Bool) {
+        guard let p = participant(peerID) else { return }
+        if enabled && !p.peer.canPublish {
+            p.sink(.error(code: "permission_denied", message: "this token may not publish"))
+            return
+        }
+        p.screenSharePending = enabled
+        broadcast(.toggled(event: "screen_share_toggled", peerID: p.peer.peerID, userID: p.peer.userID, enabled: enabled))
+    }
+
+    public func chat(peerID: String, message: String, timestampMillis: Int64) {
+        guard let p = participant(peerID) else { return }
+        broadcast(.chat(peerID: p.peer.peerID, userID: p.peer.userID, message: message, timestampMillis: timestampMillis))
+    }
+
+    func broadcast(_ signal: RoomSignal) {
+        for p in participants { p.sink(signal) }
+    }
+
+    // MARK: State
+
+    public func summaries() -> [ParticipantSummary] { participants.map(\.summary) }
+
+    public func snapshot(nowNanos: Int64) -> [ParticipantSnapshot] {
+        participants.map { ParticipantSnapshot(peer: $0.peer, tracks: $0.producers.map(\.info), quality: $0.quality(nowNanos: nowNanos), joinedNanos: $0.joinedNanos) }
+    }
+
+    /// Counters for tests and metrics: keyframe requests sent to publishers and throttled.
+    public func keyframeRequestCounts() -> (sent: Int, throttled: Int) {
+        var sent = 0, throttled = 0
+        for p in participants {
+            for producer in p.producers {
+                sent += producer.keyframeRequestsSent
+                throttled += producer.keyframeRequestsThrottled
+            }
+        }
+        return (sent, throttled)
+    }
+}

@@ -1,0 +1,122 @@
+import Foundation
+
+/// audio or video.
+public enum MediaKind: String, Sendable, Equatable {
+    case audio, video
+}
+
+/// Where a track comes from (PROTOCOL.md `source`).
+public enum TrackSource: String, Sendable, Equatable {
+    case microphone, camera, screen
+}
+
+/// Who a participant is, from its join token.
+public struct PeerInfo: Sendable, Equatable {
+    public var peerID: String
+    public var userID: String
+    public var name: String
+    public var role: String
+    public var canPublish: Bool
+    public var canSubscribe: Bool
+
+    public init(peerID: String, userID: String, name: String, role: String, canPublish: Bool, canSubscribe: Bool) {
+        self.peerID = peerID
+        self.userID = userID
+        self.name = name
+        self.role = role
+        self.canPublish = canPublish
+        self.canSubscribe = canSubscribe
+    }
+}
+
+/// A published track as the signaling and the API show it.
+public struct TrackInfo: Sendable, Equatable {
+    public var trackID: String
+    public var kind: MediaKind
+    public var source: TrackSource
+    public var muted: Bool
+    public var simulcast: Bool
+}
+
+/// A participant and its tracks (joined_room, the participants route).
+public struct ParticipantSummary: Sendable, Equatable {
+    public var peer: PeerInfo
+    public var tracks: [TrackInfo]
+}
+
+/// Live quality figures of one participant, from RTCP and our receive statistics.
+public struct QualityFigures: Sendable, Equatable {
+    /// Round-trip time to the participant (from its receiver reports on our sender reports), ms.
+    public var rttMs: Double?
+    /// Uplink loss: fraction of the participant's packets we did not receive (last interval, 0...1).
+    public var uplinkLoss: Double?
+    /// Downlink loss the participant reports for what we send it (0...1).
+    public var downlinkLoss: Double?
+    /// Interarrival jitter of what the participant sends us, ms (largest of its tracks).
+    public var jitterMs: Double?
+    /// Bitrate the participant publishes, bits/s (last second).
+    public var publishBitrate: Int64
+    /// Bitrate we send the participant, bits/s (last second).
+    public var subscribeBitrate: Int64
+}
+
+/// A live participant for the Control API.
+public struct ParticipantSnapshot: Sendable, Equatable {
+    public var peer: PeerInfo
+    public var tracks: [TrackInfo]
+    public var quality: QualityFigures
+    public var joinedNanos: Int64
+}
+
+/// What the room tells one participant's signaling connection. The Control layer turns these into
+/// PROTOCOL.md events.
+public enum RoomSignal: Sendable, Equatable {
+    case joined(roomID: String, peer: PeerInfo, participants: [ParticipantSummary])
+    case publisherAnswer(sdp: String)
+    case subscriberOffer(sdp: String)
+    case userJoined(PeerInfo)
+    case userLeft(peerID: String, userID: String)
+    case trackPublished(peerID: String, track: TrackInfo)
+    case trackUnpublished(peerID: String, trackID: String)
+    /// `audio_toggled`, `video_toggled` or `screen_share_toggled`.
+    case toggled(event: String, peerID: String, userID: String, enabled: Bool)
+    case chat(peerID: String, userID: String, message: String, timestampMillis: Int64)
+    /// A recoverable error: the connection stays.
+    case error(code: String, message: String)
+    /// The participant is out of the room; the connection must close after telling the client.
+    case removed(code: String, message: String)
+}
+
+/// Why a join fails.
+public enum RoomJoinError: Error, Equatable, Sendable {
+    case full(max: Int)
+    case closed
+}
+
+/// Where a room's transports are registered and its datagrams go (the media worker).
+public protocol SessionHost: DatagramSink {
+    func add(_ session: WorkerSession)
+    func remove(_ session: WorkerSession)
+}
+
+/// Wall clock for RTCP sender reports: `unixNanos = monotonicNanos + offset`, fixed when the room is made.
+public struct WallClock: Sendable {
+    public var offsetNanos: Int64
+    public init(offsetNanos: Int64) { self.offsetNanos = offsetNanos }
+
+    /// The 64-bit NTP timestamp (seconds since 1900, 32.32 fixed point) of monotonic time `nanos`.
+    public func ntp(_ nanos: Int64) -> UInt64 {
+        let unix = nanos &+ offsetNanos
+        let seconds = UInt64(max(0, unix / 1_000_000_000)) + 2_208_988_800
+        let fraction = (UInt64(max(0, unix % 1_000_000_000)) << 32) / 1_000_000_000
+        return seconds << 32 | fraction
+    }
+}
+
+enum RandomID {
+    static let alphabet = Array("0123456789abcdefghijklmnopqrstuvwxyz".utf8)
+    static func make(_ prefix: String, length: Int = 12) -> String {
+        var g = SystemRandomNumberGenerator()
+        return prefix + String(decoding: (0..<length).map { _ in alphabet[Int(g.next(upperBound: UInt32(alphabet.count)))] }, as: UTF8.self)
+    }
+}

@@ -1,0 +1,311 @@
+import DTLS
+import RTP
+
+/// A participant's subscriber peer connection: we offer one m-line per remote track and
+/// renegotiate as tracks come and go; the client answers. Sends the consumers' packets with a
+/// transport-wide sequence number, answers NACKs from the retransmission buffers, passes keyframe
+/// requests to the producers and sends sender reports every second.
+final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
+    unowned let participant: Participant
+    unowned let room: Room
+    let local: LocalTransportParameters
+    let sessionID = UInt64.random(in: 1...UInt64(Int64.max))
+    var sessionVersion = 0
+    /// Created when the first answer arrives (it carries the client's ICE and DTLS parameters).
+    private(set) var transport: WebRTCTransport
+    private var hasTransport = false
+    var remote: RemoteTransportParameters?
+    struct Slot {
+        var mid: String
+        var kind: MediaKind
+        var consumer: Consumer?
+    }
+    var slots: [Slot] = []
+    var consumersBySSRC: [UInt32: Consumer] = [:]
+    var offerOutstanding = false
+    var needsOffer = false
+    var nextMid = 0
+    /// transport-cc on what we send (when the client's answer kept the extension).
+    var transportCC = false
+    var transportSequence = UInt16.random(in: 0...0x7FFF)
+    let rtcpSSRC = UInt32.random(in: 1...UInt32.max)
+    var lastReportNanos: Int64 = 0
+    /// Our SR times by their NTP middle 32 bits, for RTT from the client's receiver reports.
+    var sentReports: [(middle: UInt32, nanos: Int64)] = []
+    var rate = RateMeter()
+    private(set) var rttNanos: Int64?
+    private(set) var downlinkLoss: Double?
+    private(set) var remb: UInt64?
+    static let reportIntervalNanos: Int64 = 1_000_000_000
+
+    init(participant: Participant, room: Room, local: LocalTransportParameters, nowNanos: Int64) throws {
+        self.participant = participant
+        self.room = room
+        self.local = local
+        // Placeholder until the answer: a transport that never connects (its ufrag is registered only
+        // once the real one exists).
+        transport = try WebRTCTransport(id: participant.peer.peerID + "/sub", iceCredentials: local.ice, remoteICE: nil,
+                                        dtlsContext: room.dtlsContext, dtlsRole: .server,
+                                        remoteFingerprint: CertificateFingerprint(algorithm: .sha256, digest: []), nowNanos: nowNanos)
+    }
+
+    var isConnected: Bool { hasTransport && transport.state == .connected }
+
+    // MARK: Negotiation
+
+    /// Adds an m-line for `producer` and renegotiates.
+    func add(_ producer: Producer) {
+        guard !slots.contains(where: { $0.consumer?.producer === producer }) else { return }
+        let mid = String(nextMid)
+        nextMid += 1
+        let consumer = Consumer(producer: producer, subscriber: self, mid: mid)
+        slots.append(Slot(mid: mid, kind: producer.kind, consumer: consumer))
+        consumersBySSRC[consumer.ssrc] = consumer
+        producer.consumers.append(consumer)
+        if !participant.receiving(producer.kind) { consumer.pause() }
+        needsOffer = true
+    }
+
+    /// Takes `producer`'s m-line out (inactive from the next offer) and renegotiates.
+    func remove(_ producer: Producer) {
+        for i in slots.indices where slots[i].consumer?.producer === producer {
+            if let c = slots[i].consumer {
+                consumersBySSRC[c.ssrc] = nil
+                c.active = false
+            }
+            slots[i].consumer = nil
+            needsOffer = true
+        }
+        producer.consumers.removeAll { $0.subscriber === self }
+    }
+
+    /// Sends a new offer if the slots changed and none is outstanding.
+    func negotiateIfNeeded() {
+        guard needsOffer, !offerOutstanding, !slots.isEmpty else { return }
+        needsOffer = false
+        offerOutstanding = true
+        sessionVersion += 1
+        let offer = RoomSDP.subscriberOffer(slots: slots.map { slot in
+            RoomSDP.SubscriberSlot(mid: slot.mid, kind: slot.kind, track: slot.consumer.map {
+                RoomSDP.SubscribedTrack(peerID: $0.producer.peerID, trackID: $0.producer.trackID, ssrc: $0.ssrc, rtxSSRC: $0.rtxSSRC, cname: "sfu-" + $0.producer.peerID)
+            })
+        }, local: local, sessionVersion: sessionVersion, sessionID: sessionID)
+        participant.sink(.subscriberOffer(sdp: offer.text))
+    }
+
+    /// Applies the client's answer; makes the transport on the first one.
+    func applyAnswer(_ sdp: SessionDescription, nowNanos: Int64) throws(RoomSDPError) {
+        guard offerOutstanding else { throw .bad("no subscriber offer is outstanding") }
+        let params = try RemoteTransportParameters(sdp)
+        if !hasTransport {
+            let role: DTLSEndpoint.Role = params.setup == "passive" ? .client : .server
+            do {
+                transport = try WebRTCTransport(id: participant.peer.peerID + "/sub", iceCredentials: local.ice, remoteICE: params.ice,
+                                                dtlsContext: room.dtlsContext, dtlsRole: role, remoteFingerprint: params.fingerprint, nowNanos: nowNanos)
+            } catch {
+                throw .bad("cannot set up the transport: \(error)")
+            }
+            transport.delegate = self
+            hasTransport = true
+            remote = params
+            room.host.add(self)
+        } else if params.ice != remote?.ice {
+            throw .bad("ICE restart is not supported on the subscriber connection")
+        }
+        offerOutstanding = false
+        let answered = RoomSDP.readSubscriberAnswer(sdp)
+        var byMid: [String: RoomSDP.AnsweredSection] = [:]
+        for a in answered { byMid[a.mid] = a }
+        transportCC = answered.contains { $0.accepted && $0.transportCC }
+        for slot in slots {
+            guard let c = slot.consumer else { continue }
+            guard let a = byMid[slot.mid], a.accepted else {
+                c.active = false
+                continue
+            }
+            if let pt = a.payloadType { c.payloadType = pt }
+            c.rtxPayloadType = a.rtxPayloadType
+            if !c.active {
+                c.active = true
+                c.producer.requestKeyframe(nowNanos: nowNanos)
+            }
+        }
+        negotiateIfNeeded()
+    }
+
+    // MARK: Sending
+
+    func sendMedia(consumer: Consumer, marker: Bool, payloadType: UInt8, sequenceNumber: UInt16, timestamp: UInt32, ssrc: UInt32,
+                   payload: UnsafeRawBufferPointer, nowNanos: Int64) -> Bool {
+        guard isConnected else { return false }
+        let twcc = transportCC
+        let seq = transportSequence
+        let sent = transport.sendRTP { buffer in
+            let headerSize = twcc ? 20 : 12
+            guard headerSize + payload.count <= buffer.count, let base = buffer.baseAddress else { return 0 }
+            Self.writeHeader(buffer, marker: marker, payloadType: payloadType, sequenceNumber: sequenceNumber, timestamp: timestamp,
+                             ssrc: ssrc, transportSequence: twcc ? seq : nil)
+            if let source = payload.baseAddress { (base + headerSize).copyMemory(from: source, byteCount: payload.count) }
+            let length = headerSize + payload.count
+            consumer.retransmissions?.store(UnsafeRawBufferPointer(rebasing: buffer[0..<length]), sequenceNumber: sequenceNumber, nowNanos: nowNanos)
+            return length
+        }
+        if sent {
+            if twcc { transportSequence &+= 1 }
+            rate.add(payload.count + 12, nowNanos: nowNanos)
+        }
+        return sent
+    }
+
+    /// Resends a stored packet: as RTX (original sequence number before the payload) when negotiated.
+    func sendRetransmission(consumer: Consumer, stored: UnsafeRawBufferPointer, nowNanos: Int64) -> Bool {
+        guard isConnected, let header = try? RTPHeader(parsing: stored) else { return false }
+        let payload = UnsafeRawBufferPointer(rebasing: stored[header.payloadRange])
+        let twcc = transportCC
+        let seq = transportSequence
+        let sent: Bool
+        if let rtxPT = consumer.rtxPayloadType, let rtxSSRC = consumer.rtxSSRC {
+            let rtxSeq = consumer.rtxSequence
+            sent = transport.sendRTP { buffer in
+                let headerSize = twcc ? 20 : 12
+                guard headerSize + 2 + payload.count <= buffer.count, let base = buffer.baseAddress else { return 0 }
+                Self.writeHeader(buffer, marker: header.marker, payloadType: rtxPT, sequenceNumber: rtxSeq, timestamp: header.timestamp,
+                                 ssrc: rtxSSRC, transportSequence: twcc ? seq : nil)
+                buffer[headerSize] = UInt8(header.sequenceNumber >> 8)
+                buffer[headerSize + 1] = UInt8(truncatingIfNeeded: header.sequenceNumber)
+                if let source = payload.baseAddress { (base + headerSize + 2).copyMemory(from: source, byteCount: payload.count) }
+                return headerSize + 2 + payload.count
+            }
+            if sent { consumer.rtxSequence &+= 1 }
+        } else {
+            sent = transport.sendRTP { buffer in
+                guard stored.count <= buffer.count else { return 0 }
+                buffer.copyMemory(from: stored)
+                return stored.count
+            }
+        }
+        if sent, twcc { transportSequence &+= 1 }
+        return sent
+    }
+
+    static func writeHeader(_ b: UnsafeMutableRawBufferPointer, marker: Bool, payloadType: UInt8, sequenceNumber: UInt16, timestamp: UInt32,
+                            ssrc: UInt32, transportSequence: UInt16?) {
+        b[0] = transportSequence == nil ? 0x80 : 0x90
+        b[1] = (marker ? 0x80 : 0) | (payloadType & 0x7F)
+        b[2] = UInt8(sequenceNumber >> 8)
+        b[3] = UInt8(truncatingIfNeeded: sequenceNumber)
+        b.storeBytes(of: timestamp.bigEndian, toByteOffset: 4, as: UInt32.self)
+        b.storeBytes(of: ssrc.bigEndian, toByteOffset: 8, as: UInt32.self)
+        if let t = transportSequence {
+            // One-byte-header extension block (RFC 8285) with one element: transport-cc, 2 bytes.
+            b[12] = 0xBE; b[13] = 0xDE; b[14] = 0; b[15] = 1
+            b[16] = RoomSDP.subscriberTransportCCID << 4 | 1
+            b[17] = UInt8(t >> 8)
+            b[18] = UInt8(truncatingIfNeeded: t)
+            b[19] = 0
+        }
+    }
+
+    // MARK: WorkerSession
+
+    func workerDidRemove() {}
+
+    func tick(nowNanos: Int64) {
+        guard isConnected else { return }
+        rate.roll(nowNanos: nowNanos)
+        guard nowNanos - lastReportNanos >= Self.reportIntervalNanos else { return }
+        lastReportNanos = nowNanos
+        var packets: [RTCPPacket] = []
+        var sdes: [SourceDescription.Chunk] = []
+        for slot in slots {
+            guard let c = slot.consumer, c.active, let sr = c.senderReport(nowNanos: nowNanos) else { continue }
+            packets.append(.senderReport(sr))
+            // The publisher's CNAME: its audio and video are synchronised together (a=ssrc cname in the offer).
+            sdes.append(.init(ssrc: c.ssrc, items: [.init(type: 1, text: "sfu-" + c.producer.peerID)]))
+            sentReports.append((UInt32(truncatingIfNeeded: sr.ntpTime >> 16), nowNanos))
+        }
+        if sentReports.count > 64 { sentReports.removeFirst(sentReports.count - 64) }
+        if packets.isEmpty {
+            packets.append(.receiverReport(ReceiverReport(ssrc: rtcpSSRC)))
+        }
+        // SRs in batches of 10 with their CNAMEs, so a compound stays under the MTU.
+        var index = 0
+        while index < packets.count {
+            let end = min(index + 10, packets.count)
+            var batch = Array(packets[index..<end])
+            let names = sdes.dropFirst(index).prefix(end - index)
+            if !names.isEmpty {
+                batch.append(.sourceDescription(SourceDescription(chunks: Array(names))))
+            }
+            transport.sendRTCP(batch)
+            index = end
+        }
+    }
+
+    // MARK: WebRTCTransportDelegate
+
+    func transport(_ transport: WebRTCTransport, send datagram: UnsafeRawBufferPointer, to address: TransportAddress) {
+        room.host.send(datagram, to: address)
+    }
+
+    func transportDidConnect(_ transport: WebRTCTransport) {
+        room.logger.info("subscriber connected", metadata: ["room": "\(room.id)", "peer": "\(participant.peer.peerID)"])
+    }
+
+    func transport(_ transport: WebRTCTransport, didReceiveRTP packet: UnsafeMutableRawBufferPointer, header: RTPHeader, nowNanos: Int64) {
+        // A subscriber sends no media on this connection.
+    }
+
+    func transport(_ transport: WebRTCTransport, didReceiveRTCP packets: [RTCPPacket], nowNanos: Int64) {
+        for packet in packets {
+            switch packet {
+            case .nack(let n):
+                consumersBySSRC[n.mediaSSRC]?.retransmit(n.sequenceNumbers, nowNanos: nowNanos)
+            case .pli(let p):
+                if let c = consumersBySSRC[p.mediaSSRC] { c.producer.requestKeyframe(nowNanos: nowNanos) }
+            case .fir(let f):
+                for e in f.entries { consumersBySSRC[e.ssrc]?.producer.requestKeyframe(nowNanos: nowNanos) }
+            case .receiverReport(let rr):
+                absorb(rr.reports, nowNanos: nowNanos)
+            case .senderReport(let sr):
+                absorb(sr.reports, nowNanos: nowNanos)
+            case .remb(let r):
+                remb = r.bitrate
+            default:
+                break
+            }
+        }
+    }
+
+    func absorb(_ reports: [ReceptionReport], nowNanos: Int64) {
+        var worstLoss: Double?
+        for r in reports where consumersBySSRC[r.ssrc] != nil {
+            let loss = Double(r.fractionLost) / 256
+            worstLoss = max(worstLoss ?? 0, loss)
+            if r.lastSR != 0, let sent = sentReports.last(where: { $0.middle == r.lastSR }) {
+                let delay = Int64(r.delaySinceLastSR) * 1_000_000_000 / 65536
+                let rtt = nowNanos - sent.nanos - delay
+                if rtt >= 0 { rttNanos = rtt }
+            }
+        }
+        if let worstLoss { downlinkLoss = worstLoss }
+    }
+
+    func transportDidClose(_ transport: WebRTCTransport, reason: String) {
+        room.connectionClosed(participant, reason: reason)
+    }
+
+    /// Closes the transport and forgets the consumers (the participant is leaving).
+    func close(reason: String) {
+        for slot in slots {
+            if let c = slot.consumer { c.producer.consumers.removeAll { $0 === c } }
+        }
+        slots.removeAll()
+        consumersBySSRC.removeAll()
+        if hasTransport {
+            transport.delegate = nil
+            transport.close(reason: reason)
+            room.host.remove(self)
+        }
+    }
+}

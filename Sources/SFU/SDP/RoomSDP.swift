@@ -1,0 +1,257 @@
+import DTLS
+import RTP
+
+/// Our side of ICE and DTLS as it goes into every SDP we write.
+public struct LocalTransportParameters: Sendable, Equatable {
+    public var ice: ICELiteAgent.Credentials
+    public var fingerprint: String
+    public var candidates: [HostCandidate]
+
+    public init(ice: ICELiteAgent.Credentials, fingerprint: String, candidates: [HostCandidate]) {
+        self.ice = ice
+        self.fingerprint = fingerprint
+        self.candidates = candidates
+    }
+
+    func attributes(setup: String) -> [SessionDescription.Attribute] {
+        var a: [SessionDescription.Attribute] = [
+            .init("ice-ufrag", ice.ufrag), .init("ice-pwd", ice.password),
+            .init("fingerprint", "sha-256 " + fingerprint), .init("setup", setup),
+        ]
+        for (i, c) in candidates.enumerated() {
+            let host = c.announcedHost ?? c.address.host
+            a.append(.init("candidate", "\(i + 1) 1 udp \(2_130_706_431 - i) \(host) \(c.address.port) typ host"))
+        }
+        a.append(.init("end-of-candidates"))
+        return a
+    }
+}
+
+/// The remote side of ICE and DTLS, read from an offer or answer.
+public struct RemoteTransportParameters: Sendable, Equatable {
+    public var ice: ICELiteAgent.Credentials
+    public var fingerprint: CertificateFingerprint
+    /// actpass, active or passive.
+    public var setup: String
+
+    /// Reads the first bundled section's (or the session's) ICE and DTLS attributes.
+    public init(_ sdp: SessionDescription) throws(RoomSDPError) {
+        let first = sdp.media.first { $0.port != 0 } ?? sdp.media.first
+        guard let ufrag = sdp.value("ice-ufrag", in: first), let pwd = sdp.value("ice-pwd", in: first), !ufrag.isEmpty, !pwd.isEmpty else {
+            throw .bad("no ICE credentials (a=ice-ufrag/a=ice-pwd)")
+        }
+        guard let fp = sdp.value("fingerprint", in: first).flatMap(CertificateFingerprint.init(sdpValue:)) else {
+            throw .bad("no usable a=fingerprint")
+        }
+        ice = .init(ufrag: ufrag, password: pwd)
+        fingerprint = fp
+        setup = sdp.value("setup", in: first) ?? "actpass"
+    }
+}
+
+public enum RoomSDPError: Error, Equatable, Sendable, CustomStringConvertible {
+    case bad(String)
+    public var description: String {
+        switch self { case .bad(let why): why }
+    }
+}
+
+/// Header extension ids negotiated on a publisher transport (one set: BUNDLE shares them).
+public struct ExtensionIDs: Sendable, Equatable {
+    public var mid: UInt8?
+    public var transportCC: UInt8?
+    public var absSendTime: UInt8?
+    public var audioLevel: UInt8?
+    public init() {}
+}
+
+/// One media section of a publisher offer, as accepted in our answer.
+public struct PublishedSection: Sendable, Equatable {
+    public var mid: String
+    public var kind: MediaKind
+    public var payloadType: UInt8
+    public var clockRate: Int
+    public var rtxPayloadType: UInt8?
+    public var ssrc: UInt32?
+    public var rtxSSRC: UInt32?
+    /// The section sends media to us (sendonly/sendrecv, not rejected).
+    public var sending: Bool
+    /// The transport-cc feedback was negotiated for this section.
+    public var transportCC: Bool
+}
+
+/// Offer/answer for the two peer connections of a room participant (docs/SIGNALING.md).
+public enum RoomSDP {
+    /// The codecs we forward: Opus for audio, VP8 (+RTX) for video.
+    static func acceptedCodec(_ m: SessionDescription.Media) -> SessionDescription.Codec? {
+        switch m.kind {
+        case "audio": m.codecs.first { $0.name.lowercased() == "opus" && $0.clockRate == 48000 }
+        case "video": m.codecs.first { $0.name.lowercased() == "vp8" && $0.clockRate == 90000 }
+        default: nil
+        }
+    }
+
+    static let keptExtensions: Set<String> = [RTPExtensionURI.sdesMid, RTPExtensionURI.absSendTime,
+                                              RTPExtensionURI.transportWideCC, RTPExtensionURI.audioLevel]
+
+    /// Answers a publisher offer. `canPublish` false refuses sections that send.
+    /// - Returns: the answer, the sections and the extension ids.
+    public static func answerPublisher(offer: SessionDescription, local: LocalTransportParameters, setup: String,
+                                       sessionVersion: Int, sessionID: UInt64) throws(RoomSDPError)
+        -> (answer: SessionDescription, sections: [PublishedSection], extensions: ExtensionIDs) {
+        var answer = SessionDescription()
+        answer.sessionLines = ["v=0", "o=- \(sessionID) \(sessionVersion) IN IP4 127.0.0.1", "s=sfu", "t=0 0"]
+        var accepted: [String] = []
+        var sections: [PublishedSection] = []
+        var ids = ExtensionIDs()
+        for (index, m) in offer.media.enumerated() {
+            let mid = m.mid ?? String(index)
+            var section = SessionDescription.Media(kind: m.kind, port: 9, proto: m.proto, formats: [])
+            guard let codec = acceptedCodec(m), m.port != 0, m.proto.contains("SAVPF"), m.has("rtcp-mux") else {
+                section.port = 0
+                section.formats = m.formats
+                section.attributes = [.init("mid", mid), .init("inactive")]
+                answer.media.append(section)
+                continue
+            }
+            accepted.append(mid)
+            let rtx = m.kind == "video" ? m.codecs.first { $0.name.lowercased() == "rtx" && $0.fmtp?.contains("apt=\(codec.payloadType)") == true } : nil
+            section.formats = [String(codec.payloadType)] + (rtx.map { [String($0.payloadType)] } ?? [])
+            section.otherLines = ["c=IN IP4 0.0.0.0"]
+            var a: [SessionDescription.Attribute] = [.init("mid", mid)]
+            a += local.attributes(setup: setup)
+            a.append(.init("rtcp-mux"))
+            if m.has("rtcp-rsize") { a.append(.init("rtcp-rsize")) }
+            let sending = m.direction == "sendonly" || m.direction == "sendrecv"
+            a.append(.init(sending ? "recvonly" : "inactive"))
+            var twcc = false
+            for ext in m.extensions where keptExtensions.contains(ext.uri) {
+                if ext.uri == RTPExtensionURI.audioLevel && m.kind != "audio" { continue }
+                a.append(.init("extmap", "\(ext.id) \(ext.uri)"))
+                switch ext.uri {
+                case RTPExtensionURI.sdesMid: ids.mid = ids.mid ?? ext.id
+                case RTPExtensionURI.transportWideCC: ids.transportCC = ids.transportCC ?? ext.id; twcc = true
+                case RTPExtensionURI.absSendTime: ids.absSendTime = ids.absSendTime ?? ext.id
+                default: ids.audioLevel = ids.audioLevel ?? ext.id
+                }
+            }
+            let channels = codec.channels > 1 ? "/\(codec.channels)" : ""
+            a.append(.init("rtpmap", "\(codec.payloadType) \(codec.name)/\(codec.clockRate)\(channels)"))
+            if let fmtp = codec.fmtp { a.append(.init("fmtp", "\(codec.payloadType) \(fmtp)")) }
+            var feedback = m.kind == "video" ? ["nack", "nack pli", "ccm fir"] : []
+            if twcc { feedback.append("transport-cc") }
+            for fb in feedback where codec.feedback.contains(fb) {
+                a.append(.init("rtcp-fb", "\(codec.payloadType) \(fb)"))
+            }
+            if let rtx {
+                a.append(.init("rtpmap", "\(rtx.payloadType) rtx/90000"))
+                a.append(.init("fmtp", "\(rtx.payloadType) apt=\(codec.payloadType)"))
+            }
+            section.attributes = a
+            answer.media.append(section)
+            // SSRCs: the first a=ssrc is the media SSRC; FID groups name the RTX one.
+            var ssrc = m.ssrcs.first
+            var rtxSSRC: UInt32?
+            for g in m.values("ssrc-group") where g.hasPrefix("FID ") {
+                let parts = g.split(separator: " ").dropFirst().compactMap { UInt32($0) }
+                if parts.count == 2 { ssrc = parts[0]; rtxSSRC = parts[1] }
+            }
+            if m.has("simulcast") || m.has("rid") { ssrc = nil; rtxSSRC = nil }  // learned from the rid/mid extensions
+            sections.append(PublishedSection(mid: mid, kind: m.kind == "audio" ? .audio : .video, payloadType: codec.payloadType,
+                                             clockRate: codec.clockRate, rtxPayloadType: rtx?.payloadType, ssrc: ssrc, rtxSSRC: rtxSSRC,
+                                             sending: sending, transportCC: twcc))
+        }
+        guard !accepted.isEmpty else { throw .bad("no Opus audio or VP8 video section with rtcp-mux to answer") }
+        let bundle = offer.bundleGroup
+        if accepted.count > 1, !accepted.allSatisfy(bundle.contains) {
+            throw .bad("several media sections need a=group:BUNDLE (the server uses one transport per peer connection)")
+        }
+        answer.sessionAttributes = [.init("ice-lite")]
+        if !bundle.isEmpty { answer.sessionAttributes.append(.init("group", "BUNDLE " + accepted.joined(separator: " "))) }
+        answer.sessionAttributes.append(.init("msid-semantic", " WMS"))
+        return (answer, sections, ids)
+    }
+
+    /// One m-line of a subscriber offer.
+    public struct SubscriberSlot: Sendable, Equatable {
+        public var mid: String
+        public var kind: MediaKind
+        /// nil: the slot's track went away (inactive m-line).
+        public var track: SubscribedTrack?
+    }
+
+    public struct SubscribedTrack: Sendable, Equatable {
+        public var peerID: String
+        public var trackID: String
+        public var ssrc: UInt32
+        public var rtxSSRC: UInt32?
+        public var cname: String
+    }
+
+    public static let opusPayloadType: UInt8 = 111
+    public static let vp8PayloadType: UInt8 = 96
+    public static let rtxPayloadType: UInt8 = 97
+    /// The transport-cc extension id in our subscriber offers.
+    public static let subscriberTransportCCID: UInt8 = 3
+
+    /// A subscriber offer with one m-line per slot.
+    public static func subscriberOffer(slots: [SubscriberSlot], local: LocalTransportParameters, sessionVersion: Int, sessionID: UInt64) -> SessionDescription {
+        var offer = SessionDescription()
+        offer.sessionLines = ["v=0", "o=- \(sessionID) \(sessionVersion) IN IP4 127.0.0.1", "s=sfu", "t=0 0"]
+        offer.sessionAttributes = [.init("ice-lite"), .init("group", "BUNDLE " + slots.map(\.mid).joined(separator: " ")),
+                                   .init("msid-semantic", " WMS *")]
+        for slot in slots {
+            let video = slot.kind == .video
+            let formats = video ? [String(vp8PayloadType), String(rtxPayloadType)] : [String(opusPayloadType)]
+            var m = SessionDescription.Media(kind: slot.kind.rawValue, port: 9, proto: "UDP/TLS/RTP/SAVPF", formats: formats)
+            m.otherLines = ["c=IN IP4 0.0.0.0"]
+            var a: [SessionDescription.Attribute] = [.init("mid", slot.mid)]
+            a += local.attributes(setup: "actpass")
+            a += [.init("rtcp-mux"), .init("rtcp-rsize"),
+                  .init("extmap", "\(subscriberTransportCCID) \(RTPExtensionURI.transportWideCC)")]
+            if video {
+                a += [.init("rtpmap", "\(vp8PayloadType) VP8/90000")]
+                for fb in ["goog-remb", "transport-cc", "ccm fir", "nack", "nack pli"] { a.append(.init("rtcp-fb", "\(vp8PayloadType) \(fb)")) }
+                a += [.init("rtpmap", "\(rtxPayloadType) rtx/90000"), .init("fmtp", "\(rtxPayloadType) apt=\(vp8PayloadType)")]
+            } else {
+                a += [.init("rtpmap", "\(opusPayloadType) opus/48000/2"), .init("fmtp", "\(opusPayloadType) minptime=10;useinbandfec=1"),
+                      .init("rtcp-fb", "\(opusPayloadType) transport-cc")]
+            }
+            if let t = slot.track {
+                a.append(.init("sendonly"))
+                a.append(.init("msid", "\(t.peerID) \(t.trackID)"))
+                if let rtx = t.rtxSSRC { a.append(.init("ssrc-group", "FID \(t.ssrc) \(rtx)")) }
+                a.append(.init("ssrc", "\(t.ssrc) cname:\(t.cname)"))
+                a.append(.init("ssrc", "\(t.ssrc) msid:\(t.peerID) \(t.trackID)"))
+                if let rtx = t.rtxSSRC {
+                    a.append(.init("ssrc", "\(rtx) cname:\(t.cname)"))
+                    a.append(.init("ssrc", "\(rtx) msid:\(t.peerID) \(t.trackID)"))
+                }
+            } else {
+                a.append(.init("inactive"))
+            }
+            m.attributes = a
+            offer.media.append(m)
+        }
+        return offer
+    }
+
+    /// What a subscriber's answer accepted, per mid: the payload types it will receive.
+    public struct AnsweredSection: Sendable, Equatable {
+        public var mid: String
+        public var accepted: Bool
+        public var payloadType: UInt8?
+        public var rtxPayloadType: UInt8?
+        public var transportCC: Bool
+    }
+
+    public static func readSubscriberAnswer(_ answer: SessionDescription) -> [AnsweredSection] {
+        answer.media.enumerated().map { index, m in
+            let codec = acceptedCodec(m)
+            let rtx = codec.flatMap { c in m.codecs.first { $0.name.lowercased() == "rtx" && $0.fmtp?.contains("apt=\(c.payloadType)") == true } }
+            let twcc = m.extensions.contains { $0.uri == RTPExtensionURI.transportWideCC && $0.id == subscriberTransportCCID }
+            return AnsweredSection(mid: m.mid ?? String(index), accepted: m.port != 0 && codec != nil && m.direction != "inactive",
+                                   payloadType: codec?.payloadType, rtxPayloadType: rtx?.payloadType, transportCC: twcc)
+        }
+    }
+}
