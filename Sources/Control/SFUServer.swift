@@ -22,11 +22,10 @@ public struct SFUServer: Sendable {
     public func buildRouter(echo: EchoService? = nil, api: ControlAPI? = nil, rooms: RoomServices? = nil) -> Router<Context> {
         let router = Router(context: Context.self)
         api?.register(on: router)
-        router.group("v1/signal").add(middleware: ErrorShapeMiddleware()).ws { request, _ in
-            guard let rooms else { throw APIError(.serviceUnavailable, "unavailable", "rooms need the media workers") }
-            // Refused here, the client gets an HTTP error with the error shape instead of a WebSocket.
-            _ = try await RoomSignaling.authorize(request, services: rooms)
-            return .upgrade([:])
+        // Every upgrade is accepted: a refused token gets an `error` event and a close code the client
+        // can read (browsers never see the HTTP status of a failed WebSocket handshake).
+        router.ws("/v1/signal") { _, _ in
+            rooms == nil ? .dontUpgrade : .upgrade([:])
         } onUpgrade: { inbound, outbound, context in
             guard let rooms else { return }
             try await RoomSignaling.handle(inbound: inbound, outbound: outbound, request: context.request, services: rooms)

@@ -3,6 +3,7 @@ import Hummingbird
 import HummingbirdWebSocket
 import Logging
 import NIOConcurrencyHelpers
+import NIOWebSocket
 import SFU
 
 /// What the signaling handler needs from the server.
@@ -54,8 +55,8 @@ enum RoomSignaling {
         do {
             (claims, record) = try await authorize(request, services: services)
         } catch let error as APIError {
-            // The room closed (or the token expired) between the upgrade check and now.
             try? await write(outbound, event: "error", data: ["code": error.code, "message": error.message])
+            try? await outbound.close(closeCode(for: error.code), reason: error.code)
             return
         }
         let (signals, continuation) = AsyncStream.makeStream(of: RoomSignal.self)
@@ -70,7 +71,7 @@ enum RoomSignaling {
                     try await write(outbound, event: event, data: data)
                     if case .removed(let code, _) = signal {
                         removedCode.withLockedValue { $0 = code }
-                        try? await outbound.close(.normalClosure, reason: code)
+                        try? await outbound.close(closeCode(for: code), reason: code)
                         return
                     }
                 }
@@ -231,6 +232,19 @@ enum RoomSignaling {
                                                                      "joined_at": ControlAPI.iso8601(now)])
         }
         return Joined(live: live, peerID: peer.peerID, record: record)
+    }
+
+    /// The WebSocket close code for why the server ends a connection (docs/SIGNALING.md): 4000 plus
+    /// the HTTP status the same refusal would have, or 1000 for an ordinary end.
+    static func closeCode(for code: String) -> WebSocketErrorCode {
+        switch code {
+        case "invalid_token", "token_expired": .unknown(4401)
+        case "token_room_mismatch": .unknown(4403)
+        case "room_not_found": .unknown(4404)
+        case "room_closed", "room_full": .unknown(4409)
+        case "bad_message": .unknown(4400)
+        default: .normalClosure
+        }
     }
 
     static func bool(_ value: Any?) -> Bool? {

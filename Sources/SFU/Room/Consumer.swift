@@ -41,7 +41,9 @@ final class Consumer {
         self.waitingForKeyframe = video
     }
 
-    var forwarding: Bool { active && !paused && !producer.muted }
+    /// Media goes out: the subscriber accepted the m-line, its transport is up, and nothing paused it.
+    /// (A keyframe that came while the transport was still connecting must not count as sent.)
+    var forwarding: Bool { active && !paused && !producer.muted && subscriber.isConnected }
 
     /// Forwards one packet of the producer. `packet` is the decrypted publisher packet (read only).
     func forward(_ packet: UnsafeRawBufferPointer, header: RTPHeader, keyframe: Bool, nowNanos: Int64) {

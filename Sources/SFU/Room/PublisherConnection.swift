@@ -128,7 +128,7 @@ final class PublisherConnection: WorkerSession, WebRTCTransportDelegate {
     func transportDidConnect(_ transport: WebRTCTransport) {
         room.logger.info("publisher connected", metadata: ["room": "\(room.id)", "peer": "\(participant.peer.peerID)"])
         // Keyframes for consumers that were waiting since before the connection.
-        let now = transport.createdNanos
+        let now = transport.ice.lastValidRequestNanos ?? transport.createdNanos
         for p in producersByMid.values where !p.consumers.isEmpty { p.requestKeyframe(nowNanos: now) }
     }
 

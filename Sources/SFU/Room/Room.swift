@@ -84,6 +84,8 @@ public final class Room {
     func remove(_ p: Participant, code: String?, message: String) {
         guard !p.removed else { return }
         p.removed = true
+        let pub = p.publisher?.transport.statistics ?? TransportStatistics()
+        let sub = p.subscriber?.statistics ?? (TransportStatistics(), 0, 0)
         participants.removeAll { $0 === p }
         for producer in p.producers { unpublish(producer, of: p, negotiate: false) }
         if let publisher = p.publisher {
@@ -97,7 +99,11 @@ public final class Room {
             o.subscriber?.negotiateIfNeeded()
         }
         if let code { p.sink(.removed(code: code, message: message)) }
-        logger.info("participant left", metadata: ["room": "\(id)", "peer": "\(p.peer.peerID)", "reason": "\(code ?? "left")"])
+        logger.info("participant left", metadata: [
+            "room": "\(id)", "peer": "\(p.peer.peerID)", "reason": "\(code ?? "left")",
+            "rtp_in": "\(pub.rtpPacketsIn)", "rtp_out": "\(sub.0.rtpPacketsOut)", "retransmitted": "\(sub.1)", "retransmission_misses": "\(sub.2)",
+            "unknown_ssrc": "\(p.publisher?.unknownSSRCPackets ?? 0)", "srtp_auth_failures": "\(pub.authenticationFailures + sub.0.authenticationFailures)",
+        ])
     }
 
     /// One of a participant's transports ended (ICE consent lost, DTLS failure or close).

@@ -51,6 +51,18 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
 
     var isConnected: Bool { hasTransport && transport.state == .connected }
 
+    /// Transport counters, and retransmissions answered and missed (gone from the buffer).
+    var statistics: (TransportStatistics, Int, Int) {
+        var sent = 0, missed = 0
+        for slot in slots {
+            sent += slot.consumer?.retransmitted ?? 0
+            missed += slot.consumer?.retransmissionMisses ?? 0
+        }
+        return (hasTransport ? transport.statistics : TransportStatistics(), sent + retransmittedGone, missed)
+    }
+    /// Retransmissions of consumers already removed.
+    var retransmittedGone = 0
+
     // MARK: Negotiation
 
     /// Adds an m-line for `producer` and renegotiates.
@@ -127,7 +139,11 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
             c.rtxPayloadType = a.rtxPayloadType
             if !c.active {
                 c.active = true
-                c.producer.requestKeyframe(nowNanos: nowNanos)
+                // Before the transport is up, the keyframe is asked for when it connects.
+                if isConnected, c.producer.kind == .video {
+                    c.waitingForKeyframe = true
+                    c.producer.requestKeyframe(nowNanos: nowNanos)
+                }
             }
         }
         negotiateIfNeeded()
@@ -250,6 +266,13 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
 
     func transportDidConnect(_ transport: WebRTCTransport) {
         room.logger.info("subscriber connected", metadata: ["room": "\(room.id)", "peer": "\(participant.peer.peerID)"])
+        // Video starts at a keyframe: ask for one now that packets can reach the subscriber.
+        let now = transport.ice.lastValidRequestNanos ?? transport.createdNanos
+        for slot in slots {
+            guard let c = slot.consumer, c.active, c.producer.kind == .video else { continue }
+            c.waitingForKeyframe = true
+            c.producer.requestKeyframe(nowNanos: now)
+        }
     }
 
     func transport(_ transport: WebRTCTransport, didReceiveRTP packet: UnsafeMutableRawBufferPointer, header: RTPHeader, nowNanos: Int64) {
