@@ -124,7 +124,7 @@ public final class Room {
             p.sink(.error(code: "bad_offer", message: "SDP does not parse: \(error)"))
             return
         }
-        let sends = offer.media.contains { $0.port != 0 && ($0.direction == "sendonly" || $0.direction == "sendrecv") }
+        let sends = offer.media.contains { ($0.port != 0 || $0.has("bundle-only")) && ($0.direction == "sendonly" || $0.direction == "sendrecv") }
         if sends && !p.peer.canPublish {
             p.sink(.error(code: "permission_denied", message: "this token may not publish (role \(p.peer.role))"))
             return

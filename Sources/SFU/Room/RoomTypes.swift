@@ -99,20 +99,6 @@ public protocol SessionHost: DatagramSink {
     func remove(_ session: WorkerSession)
 }
 
-/// Wall clock for RTCP sender reports: `unixNanos = monotonicNanos + offset`, fixed when the room is made.
-public struct WallClock: Sendable {
-    public var offsetNanos: Int64
-    public init(offsetNanos: Int64) { self.offsetNanos = offsetNanos }
-
-    /// The 64-bit NTP timestamp (seconds since 1900, 32.32 fixed point) of monotonic time `nanos`.
-    public func ntp(_ nanos: Int64) -> UInt64 {
-        let unix = nanos &+ offsetNanos
-        let seconds = UInt64(max(0, unix / 1_000_000_000)) + 2_208_988_800
-        let fraction = (UInt64(max(0, unix % 1_000_000_000)) << 32) / 1_000_000_000
-        return seconds << 32 | fraction
-    }
-}
-
 enum RandomID {
     static let alphabet = Array("0123456789abcdefghijklmnopqrstuvwxyz".utf8)
     static func make(_ prefix: String, length: Int = 12) -> String {

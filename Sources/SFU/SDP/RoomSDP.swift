@@ -104,10 +104,13 @@ public enum RoomSDP {
         var accepted: [String] = []
         var sections: [PublishedSection] = []
         var ids = ExtensionIDs()
+        let bundle = offer.bundleGroup
         for (index, m) in offer.media.enumerated() {
             let mid = m.mid ?? String(index)
             var section = SessionDescription.Media(kind: m.kind, port: 9, proto: m.proto, formats: [])
-            guard let codec = acceptedCodec(m), m.port != 0, m.proto.contains("SAVPF"), m.has("rtcp-mux") else {
+            // Port 0 rejects a section, except a bundle-only one (Firefox's max-bundle offers, RFC 8843 6).
+            let live = m.port != 0 || (m.has("bundle-only") && bundle.contains(mid))
+            guard let codec = acceptedCodec(m), live, m.proto.contains("SAVPF"), m.has("rtcp-mux") || m.has("bundle-only") else {
                 section.port = 0
                 section.formats = m.formats
                 section.attributes = [.init("mid", mid), .init("inactive")]
@@ -162,7 +165,6 @@ public enum RoomSDP {
                                              sending: sending, transportCC: twcc))
         }
         guard !accepted.isEmpty else { throw .bad("no Opus audio or VP8 video section with rtcp-mux to answer") }
-        let bundle = offer.bundleGroup
         if accepted.count > 1, !accepted.allSatisfy(bundle.contains) {
             throw .bad("several media sections need a=group:BUNDLE (the server uses one transport per peer connection)")
         }

@@ -1,0 +1,127 @@
+import DTLS
+import Foundation
+import RTP
+import Testing
+import TestSupport
+@testable import SFU
+
+@Suite("Room SDP")
+struct RoomSDPTests {
+    static let local = LocalTransportParameters(
+        ice: .init(ufrag: "srvufrag", password: "serverpassword0123456789"),
+        fingerprint: (0..<32).map { String(format: "%02X", $0) }.joined(separator: ":"),
+        candidates: [HostCandidate(address: TransportAddress(host: "127.0.0.1", port: 40000)!)])
+
+    /// Real offers from each stack (Fixtures/sdp/README.md): what our answer must accept.
+    @Test(arguments: ["aiortc-offer.sdp", "chromium-offer.sdp", "firefox-offer.sdp", "chromium-simulcast-offer.sdp"])
+    func answersARealPublisherOffer(_ name: String) throws {
+        let offer = try SessionDescription(parsing: try fixture("sdp/" + name))
+        let (answer, sections, ids) = try RoomSDP.answerPublisher(offer: offer, local: Self.local, setup: "passive", sessionVersion: 1, sessionID: 7)
+        // The answer is valid SDP with one m-line per offered one, in order, and the same mids.
+        let reparsed = try SessionDescription(parsing: answer.text)
+        #expect(reparsed.media.map(\.mid) == offer.media.enumerated().map { $0.element.mid ?? String($0.offset) })
+        #expect(reparsed.sessionAttributes.contains { $0.name == "ice-lite" })
+        let audio = try #require(sections.first { $0.kind == .audio })
+        let video = try #require(sections.first { $0.kind == .video })
+        #expect(audio.sending && video.sending)
+        #expect(reparsed.bundleGroup == [audio.mid, video.mid])
+        let audioCodec = try #require(offer.media.first { $0.mid == audio.mid }?.codecs.first { $0.name.lowercased() == "opus" })
+        #expect(audio.payloadType == audioCodec.payloadType && audio.clockRate == 48000)
+        let vp8 = try #require(offer.media.first { $0.mid == video.mid }?.codecs.first { $0.name == "VP8" })
+        #expect(video.payloadType == vp8.payloadType && video.clockRate == 90000)
+        // RTX for VP8 is kept when offered, with its apt.
+        let offeredRTX = offer.media.first { $0.mid == video.mid }?.codecs.first { $0.name == "rtx" && $0.fmtp == "apt=\(vp8.payloadType)" }
+        #expect(video.rtxPayloadType == offeredRTX?.payloadType)
+        for (m, section) in zip(reparsed.media, answer.media) where section.port != 0 {
+            #expect(m.direction == "recvonly")
+            #expect(m.value("setup") == "passive" && m.value("ice-ufrag") == "srvufrag" && m.has("rtcp-mux"))
+            #expect(m.value("fingerprint")?.hasPrefix("sha-256 00:01:02") == true)
+            #expect(m.values("candidate") == ["1 1 udp 2130706431 127.0.0.1 40000 typ host"])
+            // Only the header extensions we use, with the offer's ids.
+            let offered = offer.media.first { $0.mid == m.mid }?.extensions ?? []
+            for e in m.extensions {
+                #expect(RoomSDP.keptExtensions.contains(e.uri))
+                #expect(offered.contains { $0.id == e.id && $0.uri == e.uri })
+            }
+            // One codec (plus RTX), no audio codecs we cannot forward.
+            #expect(m.codecs.map(\.name).filter { $0 != "rtx" }.count == 1)
+        }
+        if offer.media.contains(where: { $0.extensions.contains { $0.uri == RTPExtensionURI.transportWideCC } }) {
+            #expect(ids.transportCC != nil)
+            #expect(reparsed.media.first { $0.mid == video.mid }?.values("rtcp-fb").contains("\(vp8.payloadType) transport-cc") == true)
+        }
+        if name.contains("simulcast") {
+            // Simulcast comes with issue 8: the SSRCs are learned from the rid/mid extensions.
+            #expect(video.ssrc == nil)
+        } else {
+            #expect(video.ssrc != nil && video.ssrc == offer.media.first { $0.mid == video.mid }?.ssrcs.first)
+            if offeredRTX != nil { #expect(video.rtxSSRC != nil && video.rtxSSRC != video.ssrc) }
+        }
+    }
+
+    @Test func rejectsWhatItCannotForward() throws {
+        var offer = try SessionDescription(parsing: try fixture("sdp/aiortc-offer.sdp"))
+        // Only G722 audio, and a data channel section.
+        offer.media[0].formats = ["9"]
+        offer.media.append(.init(kind: "application", port: 9, proto: "UDP/DTLS/SCTP", formats: ["webrtc-datachannel"]))
+        let (answer, sections, _) = try RoomSDP.answerPublisher(offer: offer, local: Self.local, setup: "passive", sessionVersion: 1, sessionID: 1)
+        #expect(answer.media.map(\.port) == [0, 9, 0])
+        #expect(sections.map(\.kind) == [.video])
+        // Nothing usable at all is an error, not an empty answer.
+        var nothing = offer
+        nothing.media = [offer.media[0]]
+        #expect(throws: RoomSDPError.self) {
+            _ = try RoomSDP.answerPublisher(offer: nothing, local: Self.local, setup: "passive", sessionVersion: 1, sessionID: 1)
+        }
+    }
+
+    @Test func receiveOnlySectionsPublishNothing() throws {
+        let text = try fixture("sdp/aiortc-offer.sdp").replacingOccurrences(of: "a=sendrecv", with: "a=recvonly")
+        let offer = try SessionDescription(parsing: text)
+        let (answer, sections, _) = try RoomSDP.answerPublisher(offer: offer, local: Self.local, setup: "passive", sessionVersion: 1, sessionID: 1)
+        #expect(sections.allSatisfy { !$0.sending })
+        #expect(answer.media.allSatisfy { $0.direction == "inactive" })
+    }
+
+    @Test func subscriberOfferHasAnMLinePerSlotAndKeepsGoneOnesInactive() throws {
+        let slots = [
+            RoomSDP.SubscriberSlot(mid: "0", kind: .audio, track: .init(peerID: "pe_a", trackID: "tr_1", ssrc: 111, rtxSSRC: nil, cname: "sfu-pe_a")),
+            RoomSDP.SubscriberSlot(mid: "1", kind: .video, track: .init(peerID: "pe_a", trackID: "tr_2", ssrc: 222, rtxSSRC: 333, cname: "sfu-pe_a")),
+            RoomSDP.SubscriberSlot(mid: "2", kind: .video, track: nil),
+        ]
+        let offer = try SessionDescription(parsing: RoomSDP.subscriberOffer(slots: slots, local: Self.local, sessionVersion: 3, sessionID: 9).text)
+        #expect(offer.bundleGroup == ["0", "1", "2"])
+        #expect(offer.media.map(\.direction) == ["sendonly", "sendonly", "inactive"])
+        #expect(offer.media.map { $0.value("msid") } == ["pe_a tr_1", "pe_a tr_2", nil])
+        #expect(offer.media[1].values("ssrc-group") == ["FID 222 333"])
+        #expect(offer.media[1].ssrcs == [222, 333] && offer.media[2].ssrcs.isEmpty)
+        #expect(offer.media.allSatisfy { $0.value("setup") == "actpass" && $0.has("rtcp-mux") })
+        #expect(offer.media[1].codecs.map(\.name) == ["VP8", "rtx"] && offer.media[0].codecs.map(\.name) == ["opus"])
+        #expect(offer.sessionLines.contains("o=- 9 3 IN IP4 127.0.0.1"))
+
+        // An answer that accepts the first two and rejects the third.
+        var answer = offer
+        for i in answer.media.indices {
+            answer.media[i].attributes = answer.media[i].attributes.filter { !["sendonly", "inactive", "msid", "ssrc", "ssrc-group"].contains($0.name) }
+            answer.media[i].attributes.append(.init(i < 2 ? "recvonly" : "inactive"))
+        }
+        let read = RoomSDP.readSubscriberAnswer(answer)
+        #expect(read.map(\.accepted) == [true, true, false])
+        #expect(read[1].payloadType == 96 && read[1].rtxPayloadType == 97 && read[1].transportCC)
+    }
+
+    @Test func consumerHeaderParsesBackWithTheTransportSequence() throws {
+        var bytes = [UInt8](repeating: 0, count: 24)
+        bytes.withUnsafeMutableBytes {
+            SubscriberConnection.writeHeader($0, marker: true, payloadType: 96, sequenceNumber: 0xFFFE, timestamp: 0xDEAD_BEEF,
+                                             ssrc: 0x0102_0304, transportSequence: 0x1234)
+        }
+        bytes[20...] = [1, 2, 3, 4]
+        let header = try RTPHeader(parsing: bytes)
+        #expect(header.marker && header.payloadType == 96 && header.sequenceNumber == 0xFFFE)
+        #expect(header.timestamp == 0xDEAD_BEEF && header.ssrc == 0x0102_0304)
+        #expect(header.payloadOffset == 20 && header.payloadLength == 4)
+        let value = bytes.withUnsafeBytes { header.extensionValue(id: RoomSDP.subscriberTransportCCID, in: $0).map(Array.init) }
+        #expect(value == [0x12, 0x34])
+    }
+}
