@@ -359,10 +359,10 @@ export class SFUClient extends EventTarget {
       this._joinWaiter.reject(new Error(`signaling closed before joining (code ${e.code}${e.reason ? ": " + e.reason : ""})`));
       this._joinWaiter = null;
     }
-    if (this.state !== "closed") this._close(`signaling closed (code ${e.code})`);
+    if (this.state !== "closed") this._close(`signaling closed (code ${e.code}${e.reason ? ": " + e.reason : ""})`, e.code);
   }
 
-  _close(reason) {
+  _close(reason, code = null) {
     this.state = "closed";
     if (this._pendingAnswer) {
       this._pendingAnswer.reject(new Error(reason));
@@ -377,7 +377,7 @@ export class SFUClient extends EventTarget {
     for (const s of [this.localStream, this.screenStream]) if (s) s.getTracks().forEach((t) => t.stop());
     this.screenStream = null;
     for (const peerId of [...this.participants.keys()]) this._removeParticipant(peerId);
-    this._emit("closed", { reason });
+    this._emit("closed", { reason, code });
   }
 
   _applyLocal(kind, enabled) {

@@ -56,11 +56,12 @@ enum RoomSignaling {
             (claims, record) = try await authorize(request, services: services)
         } catch let error as APIError {
             try? await write(outbound, event: "error", data: ["code": error.code, "message": error.message])
-            try? await outbound.close(closeCode(for: error.code), reason: error.code)
+            try? await outbound.close(closeCode(for: error.code, joined: false), reason: error.code)
             return
         }
         let (signals, continuation) = AsyncStream.makeStream(of: RoomSignal.self)
         let removedCode = NIOLockedValueBox<String?>(nil)
+        let hasJoined = NIOLockedValueBox(false)
         var joined: Joined?
         // Errors of the socket (the client vanished) end the session like a leave.
         try? await withThrowingTaskGroup(of: Void.self) { group in
@@ -71,7 +72,7 @@ enum RoomSignaling {
                     try await write(outbound, event: event, data: data)
                     if case .removed(let code, _) = signal {
                         removedCode.withLockedValue { $0 = code }
-                        try? await outbound.close(closeCode(for: code), reason: code)
+                        try? await outbound.close(closeCode(for: code, joined: hasJoined.withLockedValue { $0 }), reason: code)
                         return
                     }
                 }
@@ -113,6 +114,7 @@ enum RoomSignaling {
                     }
                     do {
                         joined = try await join(claims: claims, record: record, services: services, continuation: continuation)
+                        hasJoined.withLockedValue { $0 = true }
                     } catch RoomJoinError.full(let max) {
                         continuation.yield(.removed(code: "room_full", message: "the room is full (max_participants \(max))"))
                         break readLoop
@@ -234,10 +236,11 @@ enum RoomSignaling {
         return Joined(live: live, peerID: peer.peerID, record: record)
     }
 
-    /// The WebSocket close code for why the server ends a connection (docs/SIGNALING.md): 4000 plus
-    /// the HTTP status the same refusal would have, or 1000 for an ordinary end.
-    static func closeCode(for code: String) -> WebSocketErrorCode {
-        switch code {
+    /// The WebSocket close code for why the server ends a connection (docs/SIGNALING.md): a refused
+    /// connection gets 4000 plus the HTTP status the same refusal would have; a joined one ends with 1000.
+    static func closeCode(for code: String, joined: Bool) -> WebSocketErrorCode {
+        if joined { return code == "bad_message" ? .unknown(4400) : .normalClosure }
+        return switch code {
         case "invalid_token", "token_expired": .unknown(4401)
         case "token_room_mismatch": .unknown(4403)
         case "room_not_found": .unknown(4404)

@@ -31,8 +31,7 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
     public let logger: Logger
     public private(set) var localAddress: TransportAddress
     private var channel: Channel?
-    private var byUfrag: [String: WorkerSession] = [:]
-    private var byAddress: [TransportAddress: WorkerSession] = [:]
+    private var demux = SessionDemux()
     private var socketAddresses: [TransportAddress: SocketAddress] = [:]
     private var timer: RepeatedTask?
     /// Datagrams that matched no transport, for metrics.
@@ -52,8 +51,8 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
     public func snapshot() -> Snapshot {
         eventLoop.preconditionInEventLoop()
         var total = finishedTotals
-        for s in byUfrag.values { total.add(s.transport.statistics) }
-        return Snapshot(transports: total, sessions: byUfrag.count, datagramsReceived: received, datagramsUnmatched: unmatched)
+        for s in demux.sessions { total.add(s.transport.statistics) }
+        return Snapshot(transports: total, sessions: demux.count, datagramsReceived: received, datagramsUnmatched: unmatched)
     }
 
     init(index: Int, eventLoop: EventLoop, localAddress: TransportAddress, logger: Logger) {
@@ -103,25 +102,20 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
     /// Registers a session (on the worker's loop).
     public func add(_ session: WorkerSession) {
         eventLoop.preconditionInEventLoop()
-        byUfrag[session.transport.ice.local.ufrag] = session
+        demux.add(session)
     }
 
     /// Removes a session and forgets its addresses (on the worker's loop).
     public func remove(_ session: WorkerSession) {
         eventLoop.preconditionInEventLoop()
-        let ufrag = session.transport.ice.local.ufrag
-        guard byUfrag[ufrag] === session else { return }
-        byUfrag[ufrag] = nil
+        guard let addresses = demux.remove(session) else { return }
         finishedTotals.add(session.transport.statistics)
-        for (address, s) in byAddress where s === session {
-            byAddress[address] = nil
-            socketAddresses[address] = nil
-        }
+        for address in addresses { socketAddresses[address] = nil }
         session.workerDidRemove()
     }
 
-    public func session(ufrag: String) -> WorkerSession? { byUfrag[ufrag] }
-    public var sessionCount: Int { byUfrag.count }
+    public func session(ufrag: String) -> WorkerSession? { demux.session(ufrag: ufrag) }
+    public var sessionCount: Int { demux.count }
 
     func receive(_ envelope: AddressedEnvelope<ByteBuffer>) {
         received += 1
@@ -129,43 +123,15 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
         var buffer = envelope.data
         let now = Self.nowNanos
         buffer.withUnsafeMutableReadableBytes { bytes in
-            let raw = UnsafeRawBufferPointer(bytes)
-            let session: WorkerSession?
-            if STUNMessage.isSTUN(raw) {
-                session = Self.username(raw).flatMap { byUfrag[$0] }
-            } else {
-                session = byAddress[source]
-            }
-            guard let session else {
+            guard let session = demux.route(UnsafeRawBufferPointer(bytes), from: source) else {
                 unmatched += 1
                 return
             }
             let transport = session.transport
             transport.handleDatagram(bytes, from: source, nowNanos: now)
-            if let selected = transport.remoteAddress, selected == source, byAddress[source] !== session {
-                byAddress[source] = session
-                socketAddresses[source] = envelope.remoteAddress
-            }
+            if demux.learn(session, from: source) { socketAddresses[source] = envelope.remoteAddress }
             if case .closed = transport.state { remove(session) }
         }
-    }
-
-    /// The local ufrag from a STUN request's USERNAME ("local:remote"), read without a full parse.
-    static func username(_ raw: UnsafeRawBufferPointer) -> String? {
-        var offset = STUNMessage.headerSize
-        while offset + 4 <= raw.count {
-            let type = raw.u16(offset)
-            let length = Int(raw.u16(offset + 2))
-            let start = offset + 4
-            guard start + length <= raw.count else { return nil }
-            if type == STUNAttributeType.username {
-                let value = raw[start..<(start + length)]
-                let local = value.prefix { $0 != UInt8(ascii: ":") }
-                return String(decoding: local, as: UTF8.self)
-            }
-            offset = start + (length + 3) & ~3
-        }
-        return nil
     }
 
     public func send(_ datagram: UnsafeRawBufferPointer, to address: TransportAddress) {
@@ -189,7 +155,7 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
     /// (a timer wheel is the next step when rooms grow).
     func tick() {
         let now = Self.nowNanos
-        for session in Array(byUfrag.values) {
+        for session in Array(demux.sessions) {
             let transport = session.transport
             if let due = transport.nextTimeoutNanos, due <= now { transport.handleTimeout(nowNanos: now) }
             if case .closed = transport.state {
@@ -204,7 +170,7 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
     public func stop() async {
         let channel = try? await eventLoop.submit { () -> Channel? in
             self.timer?.cancel()
-            for session in Array(self.byUfrag.values) {
+            for session in Array(self.demux.sessions) {
                 session.transport.close(reason: "server shutting down")
                 self.remove(session)
             }

@@ -37,7 +37,7 @@ final class Consumer {
         self.rtxSSRC = video ? UInt32.random(in: 0x1000_0000...0xEFFF_FFFF) : nil
         self.payloadType = video ? RoomSDP.vp8PayloadType : RoomSDP.opusPayloadType
         self.rtxPayloadType = video ? RoomSDP.rtxPayloadType : nil
-        self.retransmissions = video ? RetransmissionBuffer(capacity: 512, slotSize: 1300) : nil
+        self.retransmissions = video ? RetransmissionBuffer(capacity: 512, slotSize: WebRTCTransport.maxPlaintextSize) : nil
         self.waitingForKeyframe = video
     }
 
@@ -84,12 +84,20 @@ final class Consumer {
     /// Sends what the subscriber NACKed from the retransmission buffer (as RTX when negotiated).
     func retransmit(_ sequenceNumbers: [UInt16], nowNanos: Int64) {
         guard let retransmissions, active else { return }
+        var missed = false
         for s in sequenceNumbers {
             let sent = retransmissions.withPacket(sequenceNumber: s, nowNanos: nowNanos) { stored in
                 subscriber.sendRetransmission(consumer: self, stored: stored, nowNanos: nowNanos)
             }
-            if sent == true { retransmitted += 1 } else { retransmissionMisses += 1 }
+            if sent == true {
+                retransmitted += 1
+            } else {
+                retransmissionMisses += 1
+                missed = true
+            }
         }
+        // A packet we cannot resend leaves the subscriber's decoder stuck until the next keyframe: ask for one.
+        if missed { producer.requestKeyframe(nowNanos: nowNanos) }
     }
 
     func pause() {

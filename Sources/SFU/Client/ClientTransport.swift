@@ -1,0 +1,200 @@
+import DTLS
+import RTP
+
+/// The client side of a WebRTC transport against an ICE-lite server, sans-IO: a controlling ICE
+/// agent reduced to what a browser does with one server candidate (checks every 50 ms until answered,
+/// nominating with USE-CANDIDATE, then a consent check every 5 s), the DTLS client role and SRTP.
+/// In-memory tests and load tools drive it with `(datagram, now)` and collect what it sends.
+public final class ClientTransport {
+    public enum State: Equatable, Sendable { case checking, handshaking, connected, failed(String) }
+
+    public let local: ICELiteAgent.Credentials
+    public let remote: ICELiteAgent.Credentials
+    public let serverAddress: TransportAddress
+    public let dtls: DTLSEndpoint
+    public private(set) var state: State = .checking
+    /// Where datagrams go (to `serverAddress`).
+    public var onSend: ((UnsafeRawBufferPointer) -> Void)?
+    /// Decrypted RTP (valid during the call).
+    public var onRTP: ((UnsafeMutableRawBufferPointer, RTPHeader) -> Void)?
+    public var onRTCP: (([RTCPPacket]) -> Void)?
+    public private(set) var rtpPacketsIn = 0
+    public private(set) var rtpPacketsOut = 0
+    private let key: HMAC
+    private let tieBreaker = UInt64.random(in: 0...UInt64.max)
+    private var lastCheckNanos: Int64?
+    private var srtpIn: SRTPSession?
+    private var srtpOut: SRTPSession?
+    private var buffer = [UInt8](repeating: 0, count: 1500 + SRTPProfile.maxOverhead)
+    static let checkIntervalNanos: Int64 = 50_000_000
+    static let consentIntervalNanos: Int64 = 5_000_000_000
+
+    /// - Parameters:
+    ///   - remote: the server's ICE credentials (from its SDP).
+    ///   - serverFingerprint: the server's `a=fingerprint`.
+    public init(local: ICELiteAgent.Credentials = .random(), remote: ICELiteAgent.Credentials, serverAddress: TransportAddress,
+                context: DTLSContext, serverFingerprint: CertificateFingerprint) throws {
+        guard let key = HMAC(digest: .sha1, key: Array(remote.password.utf8)) else { throw WebRTCTransport.TransportError.crypto("HMAC unavailable") }
+        self.key = key
+        self.local = local
+        self.remote = remote
+        self.serverAddress = serverAddress
+        dtls = try DTLSEndpoint(role: .client, context: context, expectedRemoteFingerprint: serverFingerprint)
+    }
+
+    /// Timer work: ICE checks, consent, DTLS retransmissions. Call every 10-20 ms.
+    public func tick(nowNanos: Int64) {
+        if case .failed = state { return }
+        let interval = state == .checking ? Self.checkIntervalNanos : Self.consentIntervalNanos
+        if lastCheckNanos.map({ nowNanos - $0 >= interval }) ?? true {
+            lastCheckNanos = nowNanos
+            let request = STUNMessage(messageClass: .request, transactionID: (0..<12).map { _ in UInt8.random(in: 0...255) }, attributes: [
+                STUNMessage.usernameAttribute("\(remote.ufrag):\(local.ufrag)"),
+                STUNMessage.u32Attribute(STUNAttributeType.priority, 1_853_824_767),
+                STUNMessage.u64Attribute(STUNAttributeType.iceControlling, tieBreaker),
+                .init(type: STUNAttributeType.useCandidate, value: []),
+            ]).serialized(integrity: key, fingerprint: true)
+            request.withUnsafeBytes { onSend?($0) }
+        }
+        if let t = dtls.nextTimeoutNanos, t <= nowNanos {
+            dtls.handleTimeout(nowNanos: nowNanos)
+            flush(nowNanos: nowNanos)
+        }
+    }
+
+    /// One datagram from the server (`datagram` may be decrypted in place).
+    public func handleDatagram(_ datagram: UnsafeMutableRawBufferPointer, nowNanos: Int64) {
+        let raw = UnsafeRawBufferPointer(datagram)
+        switch PacketClass(classifying: raw) {
+        case .stun:
+            guard let m = try? STUNMessage(parsing: raw), m.messageClass == .successResponse, m.checkIntegrity(raw, key: key) else { return }
+            if state == .checking {
+                state = .handshaking
+                dtls.start(nowNanos: nowNanos)
+                flush(nowNanos: nowNanos)
+            }
+        case .dtls:
+            dtls.handleDatagram(raw, nowNanos: nowNanos)
+            flush(nowNanos: nowNanos)
+        case .rtp:
+            guard let srtpIn, let base = datagram.baseAddress, case .success(let length) = srtpIn.unprotectRTP(base, length: datagram.count) else { return }
+            let plain = UnsafeMutableRawBufferPointer(rebasing: datagram[0..<length])
+            guard let header = try? RTPHeader(parsing: UnsafeRawBufferPointer(plain)) else { return }
+            rtpPacketsIn += 1
+            onRTP?(plain, header)
+        case .rtcp:
+            guard let srtpIn, let base = datagram.baseAddress, case .success(let length) = srtpIn.unprotectRTCP(base, length: datagram.count),
+                  let packets = try? RTCPCompound.parse(UnsafeRawBufferPointer(rebasing: datagram[0..<length])) else { return }
+            onRTCP?(packets)
+        case .other:
+            return
+        }
+    }
+
+    private func flush(nowNanos: Int64) {
+        while let d = dtls.pollDatagram() { d.withUnsafeBytes { onSend?($0) } }
+        while let event = dtls.pollEvent() {
+            switch event {
+            case .connected(let l, let r):
+                do {
+                    srtpOut = try SRTPSession(keys: l, direction: .outbound)
+                    srtpIn = try SRTPSession(keys: r, direction: .inbound)
+                    state = .connected
+                } catch {
+                    state = .failed("SRTP setup failed: \(error)")
+                }
+            case .failed(let why): state = .failed(why)
+            case .closed: state = .failed("closed")
+            }
+        }
+    }
+
+    /// Protects and sends one RTP packet. - Returns: false when not connected.
+    @discardableResult
+    public func sendRTP(_ packet: UnsafeRawBufferPointer) -> Bool { send(packet, rtcp: false) }
+
+    @discardableResult
+    public func sendRTCP(_ packets: [RTCPPacket]) -> Bool {
+        RTCPCompound.serialize(packets).withUnsafeBytes { send($0, rtcp: true) }
+    }
+
+    private func send(_ packet: UnsafeRawBufferPointer, rtcp: Bool) -> Bool {
+        guard state == .connected, let srtpOut, packet.count <= 1500 else { return false }
+        let ok: Bool = buffer.withUnsafeMutableBytes { b in
+            guard let base = b.baseAddress else { return false }
+            UnsafeMutableRawBufferPointer(rebasing: b[0..<packet.count]).copyMemory(from: packet)
+            guard let n = try? (rtcp ? srtpOut.protectRTCP(base, length: packet.count, capacity: b.count)
+                                     : srtpOut.protectRTP(base, length: packet.count, capacity: b.count)) else { return false }
+            onSend?(UnsafeRawBufferPointer(rebasing: b[0..<n]))
+            return true
+        }
+        if ok, !rtcp { rtpPacketsOut += 1 }
+        return ok
+    }
+}
+
+/// SDP a client writes: a publisher offer and answers to subscriber offers, with the codecs and
+/// header extensions browsers use (Opus 111, VP8 96 + RTX 97, mid and transport-cc).
+public enum ClientSDP {
+    public struct Stream: Sendable {
+        public var kind: MediaKind
+        public var ssrc: UInt32
+        public var rtxSSRC: UInt32?
+        public init(kind: MediaKind, ssrc: UInt32, rtxSSRC: UInt32? = nil) {
+            self.kind = kind
+            self.ssrc = ssrc
+            self.rtxSSRC = rtxSSRC
+        }
+    }
+
+    public static let midExtensionID: UInt8 = 1
+    public static let transportCCExtensionID: UInt8 = 3
+
+    static func transportLines(ice: ICELiteAgent.Credentials, fingerprint: String, setup: String) -> [String] {
+        ["c=IN IP4 0.0.0.0", "a=ice-ufrag:\(ice.ufrag)", "a=ice-pwd:\(ice.password)", "a=fingerprint:sha-256 \(fingerprint)",
+         "a=setup:\(setup)", "a=rtcp-mux", "a=rtcp-rsize"]
+    }
+
+    static func codecLines(_ kind: MediaKind) -> (formats: String, lines: [String]) {
+        switch kind {
+        case .audio:
+            return ("111", ["a=rtpmap:111 opus/48000/2", "a=fmtp:111 minptime=10;useinbandfec=1", "a=rtcp-fb:111 transport-cc"])
+        case .video:
+            return ("96 97", ["a=rtpmap:96 VP8/90000", "a=rtcp-fb:96 nack", "a=rtcp-fb:96 nack pli", "a=rtcp-fb:96 ccm fir",
+                              "a=rtcp-fb:96 transport-cc", "a=rtpmap:97 rtx/90000", "a=fmtp:97 apt=96"])
+        }
+    }
+
+    /// A publisher offer sending `streams`, one m-line each (mids 0, 1, ...).
+    public static func publisherOffer(streams: [Stream], ice: ICELiteAgent.Credentials, fingerprint: String) -> String {
+        var lines = ["v=0", "o=- 1 1 IN IP4 127.0.0.1", "s=-", "t=0 0",
+                     "a=group:BUNDLE " + streams.indices.map(String.init).joined(separator: " "), "a=msid-semantic: WMS client"]
+        for (i, s) in streams.enumerated() {
+            let codecs = codecLines(s.kind)
+            lines.append("m=\(s.kind.rawValue) 9 UDP/TLS/RTP/SAVPF \(codecs.formats)")
+            lines += transportLines(ice: ice, fingerprint: fingerprint, setup: "actpass")
+            lines += ["a=mid:\(i)", "a=sendonly", "a=msid:client track\(i)",
+                      "a=extmap:\(midExtensionID) \(RTPExtensionURI.sdesMid)", "a=extmap:\(transportCCExtensionID) \(RTPExtensionURI.transportWideCC)"]
+            lines += codecs.lines
+            if let rtx = s.rtxSSRC { lines.append("a=ssrc-group:FID \(s.ssrc) \(rtx)") }
+            lines.append("a=ssrc:\(s.ssrc) cname:client")
+            if let rtx = s.rtxSSRC { lines.append("a=ssrc:\(rtx) cname:client") }
+        }
+        return lines.joined(separator: "\r\n") + "\r\n"
+    }
+
+    /// An answer accepting every active m-line of a subscriber offer (receive only).
+    public static func subscriberAnswer(offer: SessionDescription, ice: ICELiteAgent.Credentials, fingerprint: String) -> String {
+        var lines = ["v=0", "o=- 2 1 IN IP4 127.0.0.1", "s=-", "t=0 0", "a=group:BUNDLE " + offer.bundleGroup.joined(separator: " ")]
+        for (i, m) in offer.media.enumerated() {
+            let kind: MediaKind = m.kind == "audio" ? .audio : .video
+            let codecs = codecLines(kind)
+            lines.append("m=\(m.kind) 9 UDP/TLS/RTP/SAVPF \(codecs.formats)")
+            lines += transportLines(ice: ice, fingerprint: fingerprint, setup: "active")
+            lines += ["a=mid:\(m.mid ?? String(i))", m.direction == "inactive" ? "a=inactive" : "a=recvonly",
+                      "a=extmap:\(RoomSDP.subscriberTransportCCID) \(RTPExtensionURI.transportWideCC)"]
+            lines += codecs.lines
+        }
+        return lines.joined(separator: "\r\n") + "\r\n"
+    }
+}

@@ -1,0 +1,65 @@
+/// Which session a datagram belongs to: STUN requests by the local ufrag in USERNAME, everything
+/// else by the remote address, learned from authenticated checks (the address a transport selected).
+/// Sans-IO; the media worker and in-memory tests share it.
+public struct SessionDemux {
+    private(set) var byUfrag: [String: WorkerSession] = [:]
+    private var byAddress: [TransportAddress: WorkerSession] = [:]
+
+    public init() {}
+
+    public var sessions: Dictionary<String, WorkerSession>.Values { byUfrag.values }
+    public var count: Int { byUfrag.count }
+
+    public mutating func add(_ session: WorkerSession) {
+        byUfrag[session.transport.ice.local.ufrag] = session
+    }
+
+    /// Forgets a session and its addresses. Returns the addresses it had, or nil if it was not there.
+    @discardableResult
+    public mutating func remove(_ session: WorkerSession) -> [TransportAddress]? {
+        let ufrag = session.transport.ice.local.ufrag
+        guard byUfrag[ufrag] === session else { return nil }
+        byUfrag[ufrag] = nil
+        var addresses: [TransportAddress] = []
+        for (address, s) in byAddress where s === session {
+            byAddress[address] = nil
+            addresses.append(address)
+        }
+        return addresses
+    }
+
+    public func session(ufrag: String) -> WorkerSession? { byUfrag[ufrag] }
+
+    /// The session for a datagram from `source`, or nil.
+    public func route(_ raw: UnsafeRawBufferPointer, from source: TransportAddress) -> WorkerSession? {
+        if STUNMessage.isSTUN(raw) { return Self.username(raw).flatMap { byUfrag[$0] } }
+        return byAddress[source]
+    }
+
+    /// After `session` handled a datagram from `source`: remember the address it selected.
+    /// - Returns: true when the address is new for the session.
+    @discardableResult
+    public mutating func learn(_ session: WorkerSession, from source: TransportAddress) -> Bool {
+        guard let selected = session.transport.remoteAddress, selected == source, byAddress[source] !== session else { return false }
+        byAddress[source] = session
+        return true
+    }
+
+    /// The local ufrag from a STUN request's USERNAME ("local:remote"), read without a full parse.
+    static func username(_ raw: UnsafeRawBufferPointer) -> String? {
+        var offset = STUNMessage.headerSize
+        while offset + 4 <= raw.count {
+            let type = raw.u16(offset)
+            let length = Int(raw.u16(offset + 2))
+            let start = offset + 4
+            guard start + length <= raw.count else { return nil }
+            if type == STUNAttributeType.username {
+                let value = raw[start..<(start + length)]
+                let local = value.prefix { $0 != UInt8(ascii: ":") }
+                return String(decoding: local, as: UTF8.self)
+            }
+            offset = start + (length + 3) & ~3
+        }
+        return nil
+    }
+}

@@ -1,0 +1,198 @@
+import DTLS
+import Foundation
+import Logging
+import RTP
+import Testing
+@testable import SFU
+
+/// A room with in-memory peers (str0m-style): the server side is the real Room with its
+/// transports; each peer is a ClientTransport pair (publisher, subscriber) exchanging datagrams
+/// through queues on a fake clock. `loss` drops datagrams server -> subscriber clients.
+final class RoomHarness {
+    final class Peer {
+        let info: PeerInfo
+        let index: Int
+        var signals: [RoomSignal] = []
+        var publisher: ClientTransport?
+        var subscriber: ClientTransport?
+        var subscriberOffers: [SessionDescription] = []
+        /// Plain RTP received on the subscriber connection, by SSRC.
+        var received: [UInt32: [[UInt8]]] = [:]
+        /// RTCP received on the publisher connection (feedback from the server).
+        var publisherRTCP: [RTCPPacket] = []
+        var subscriberRTCP: [RTCPPacket] = []
+        var publisherICE = ICELiteAgent.Credentials.random()
+        var publisherAddress: TransportAddress { TransportAddress(ipv4: 10, 9, 0, UInt8(index), port: 5000) }
+        var subscriberAddress: TransportAddress { TransportAddress(ipv4: 10, 9, 0, UInt8(index), port: 6000) }
+        init(info: PeerInfo, index: Int) {
+            self.info = info
+            self.index = index
+        }
+        /// The SSRC of the subscriber m-line for a remote (peer, track) from the last offer.
+        func ssrc(peer: String, track: String) -> (ssrc: UInt32, rtx: UInt32?)? {
+            guard let offer = subscriberOffers.last, let m = offer.media.first(where: { $0.value("msid") == "\(peer) \(track)" }) else { return nil }
+            let ssrcs = m.ssrcs
+            return ssrcs.isEmpty ? nil : (ssrcs[0], ssrcs.count > 1 ? ssrcs[1] : nil)
+        }
+    }
+
+    let room: Room
+    let serverContext: DTLSContext
+    let clientContext: DTLSContext
+    var demux = SessionDemux()
+    var toClients: [([UInt8], TransportAddress)] = []
+    var toServer: [([UInt8], TransportAddress)] = []
+    var peers: [Peer] = []
+    var now: Int64 = 1_000_000_000
+    var lastTick: Int64 = 0
+    var loss = 0
+    var rng = SystemRandomNumberGenerator()
+    let serverAddress = TransportAddress(ipv4: 10, 0, 0, 1, port: 40000)
+
+    init(maxParticipants: Int = 10) throws {
+        serverContext = try DTLSContext(certificate: DTLSCertificate(commonName: "server"))
+        clientContext = try DTLSContext(certificate: DTLSCertificate(commonName: "client"))
+        var logger = Logger(label: "test")
+        logger.logLevel = .warning
+        let proxy = HostProxy()
+        room = Room(id: "rm_test", maxParticipants: maxParticipants, host: proxy, dtlsContext: serverContext,
+                    candidates: [HostCandidate(address: serverAddress)], logger: logger)
+        proxy.harness = self
+    }
+
+    // MARK: Peers
+
+    @discardableResult
+    func join(_ userID: String, canPublish: Bool = true) throws -> Peer {
+        let info = PeerInfo(peerID: "pe_" + userID, userID: userID, name: userID, role: "patient", canPublish: canPublish, canSubscribe: true)
+        let peer = Peer(info: info, index: peers.count + 1)
+        peers.append(peer)
+        try room.join(info, nowNanos: now) { [unowned self, unowned peer] signal in self.deliver(signal, to: peer) }
+        return peer
+    }
+
+    func deliver(_ signal: RoomSignal, to peer: Peer) {
+        peer.signals.append(signal)
+        switch signal {
+        case .publisherAnswer(let sdp):
+            guard peer.publisher == nil, let answer = try? SessionDescription(parsing: sdp), let remote = try? RemoteTransportParameters(answer),
+                  let client = try? ClientTransport(local: peer.publisherICE, remote: remote.ice, serverAddress: serverAddress, context: clientContext,
+                                                    serverFingerprint: CertificateFingerprint(sdpValue: "sha-256 " + serverContext.certificate.sha256Fingerprint)!)
+            else { return }
+            client.onSend = { [unowned self, unowned peer] d in toServer.append((Array(d), peer.publisherAddress)) }
+            client.onRTCP = { [unowned peer] packets in peer.publisherRTCP += packets }
+            peer.publisher = client
+        case .subscriberOffer(let sdp):
+            guard let offer = try? SessionDescription(parsing: sdp) else { return }
+            peer.subscriberOffers.append(offer)
+            if peer.subscriber == nil, let remote = try? RemoteTransportParameters(offer) {
+                let client = try? ClientTransport(remote: remote.ice, serverAddress: serverAddress, context: clientContext,
+                                                  serverFingerprint: CertificateFingerprint(sdpValue: "sha-256 " + serverContext.certificate.sha256Fingerprint)!)
+                client?.onSend = { [unowned self, unowned peer] d in toServer.append((Array(d), peer.subscriberAddress)) }
+                client?.onRTP = { [unowned peer] packet, header in peer.received[header.ssrc, default: []].append(Array(packet)) }
+                client?.onRTCP = { [unowned peer] packets in peer.subscriberRTCP += packets }
+                peer.subscriber = client
+            }
+            guard let client = peer.subscriber else { return }
+            let answer = ClientSDP.subscriberAnswer(offer: offer, ice: client.local, fingerprint: clientContext.certificate.sha256Fingerprint)
+            // Answered after the room's call returns, as a client would (not re-entrantly).
+            pendingAnswers.append((peer, answer))
+        default:
+            break
+        }
+    }
+    var pendingAnswers: [(Peer, String)] = []
+
+    /// Publishes the given streams (audio/video SSRCs) from `peer`.
+    func publish(_ peer: Peer, streams: [ClientSDP.Stream]) {
+        let offer = ClientSDP.publisherOffer(streams: streams, ice: peer.publisherICE, fingerprint: clientContext.certificate.sha256Fingerprint)
+        room.publisherOffer(peerID: peer.info.peerID, sdp: offer, nowNanos: now)
+    }
+
+    /// Advances the clock by `steps` x 10 ms, moving every queued datagram and running timers.
+    func run(steps: Int = 1) {
+        for _ in 0..<steps {
+            for (peer, answer) in pendingAnswers { room.subscriberAnswer(peerID: peer.info.peerID, sdp: answer, nowNanos: now) }
+            pendingAnswers.removeAll()
+            var rounds = 0
+            while (!toServer.isEmpty || !toClients.isEmpty) && rounds < 50 {
+                rounds += 1
+                let up = toServer
+                toServer.removeAll()
+                for (bytes, from) in up { serverReceive(bytes, from: from) }
+                let down = toClients
+                toClients.removeAll()
+                for (bytes, to) in down { clientReceive(bytes, to: to) }
+            }
+            now += 10_000_000
+            for p in peers {
+                p.publisher?.tick(nowNanos: now)
+                p.subscriber?.tick(nowNanos: now)
+            }
+            if now - lastTick >= 20_000_000 {
+                lastTick = now
+                for s in Array(demux.sessions) {
+                    if let t = s.transport.nextTimeoutNanos, t <= now { s.transport.handleTimeout(nowNanos: now) }
+                    if case .closed = s.transport.state { demux.remove(s); continue }
+                    s.tick(nowNanos: now)
+                }
+            }
+        }
+    }
+
+    func serverReceive(_ bytes: [UInt8], from: TransportAddress) {
+        var bytes = bytes
+        bytes.withUnsafeMutableBytes { b in
+            guard let session = demux.route(UnsafeRawBufferPointer(b), from: from) else { return }
+            session.transport.handleDatagram(b, from: from, nowNanos: now)
+            demux.learn(session, from: from)
+        }
+    }
+
+    func clientReceive(_ bytes: [UInt8], to: TransportAddress) {
+        var bytes = bytes
+        for p in peers {
+            if to == p.publisherAddress, let c = p.publisher { bytes.withUnsafeMutableBytes { c.handleDatagram($0, nowNanos: now) } }
+            if to == p.subscriberAddress, let c = p.subscriber {
+                if loss > 0, PacketClass(classifying: bytes.withUnsafeBytes { UnsafeRawBufferPointer($0) }) == .rtp,
+                   Int.random(in: 0..<100, using: &rng) < loss { return }
+                bytes.withUnsafeMutableBytes { c.handleDatagram($0, nowNanos: now) }
+            }
+        }
+    }
+
+    /// Runs until every transport of every peer is connected (or `maxSteps`).
+    func connectAll(maxSteps: Int = 500) -> Bool {
+        for _ in 0..<maxSteps {
+            run()
+            let ready = peers.allSatisfy { p in
+                (p.publisher.map { $0.state == .connected } ?? true) && (p.subscriber.map { $0.state == .connected } ?? true)
+            }
+            if ready && pendingAnswers.isEmpty { return true }
+            usleep(200)  // OpenSSL's DTLS timers run on the wall clock
+        }
+        return false
+    }
+
+    /// Sends one RTP packet from `peer`'s publisher.
+    func sendRTP(_ peer: Peer, _ packet: RTPPacket) {
+        packet.serialized().withUnsafeBytes { _ = peer.publisher?.sendRTP($0) }
+    }
+}
+
+/// The room's host: the harness's demux and its queue to the clients.
+final class HostProxy: SessionHost {
+    weak var harness: RoomHarness?
+    func add(_ session: WorkerSession) { harness?.demux.add(session) }
+    func remove(_ session: WorkerSession) { harness?.demux.remove(session) }
+    func send(_ datagram: UnsafeRawBufferPointer, to address: TransportAddress) { harness?.toClients.append((Array(datagram), address)) }
+}
+
+/// A VP8 RTP payload: descriptor (S=1, partition 0, no extensions) and a payload header whose
+/// P bit says keyframe or not, then filler.
+func vp8Payload(keyframe: Bool, size: Int = 200, fill: UInt8 = 0xAB) -> [UInt8] {
+    var p: [UInt8] = [0x10, keyframe ? 0x00 : 0x01, 0x00, 0x00]
+    if keyframe { p += [0x9D, 0x01, 0x2A, 0x40, 0x01, 0xF0, 0x00] }  // 320x240
+    p += [UInt8](repeating: fill, count: max(0, size - p.count))
+    return p
+}

@@ -1,0 +1,217 @@
+import DTLS
+import Foundation
+import RTP
+import Testing
+@testable import SFU
+
+/// The room's forwarding, end to end but in memory: real transports (ICE-lite, DTLS, SRTP) on both
+/// sides, a fake clock, and RTP built by the test.
+@Suite("Room forwarding, in memory", .serialized)
+struct RoomTests {
+    static let audioSSRC: UInt32 = 0x1111_1111
+    static let videoSSRC: UInt32 = 0x2222_2222
+    static let rtxSSRC: UInt32 = 0x3333_3333
+
+    /// One publisher and `subscribers` subscribers, connected.
+    static func room(subscribers: Int) throws -> (RoomHarness, RoomHarness.Peer, [RoomHarness.Peer], (audio: String, video: String)) {
+        let h = try RoomHarness()
+        var subs: [RoomHarness.Peer] = []
+        for i in 0..<subscribers { subs.append(try h.join("s\(i)")) }
+        let pub = try h.join("pub")
+        h.publish(pub, streams: [.init(kind: .audio, ssrc: audioSSRC), .init(kind: .video, ssrc: videoSSRC, rtxSSRC: rtxSSRC)])
+        try #require(h.connectAll(), "transports did not connect")
+        var tracks: [MediaKind: String] = [:]
+        for case .trackPublished(let peer, let track) in subs[0].signals where peer == pub.info.peerID { tracks[track.kind] = track.trackID }
+        return (h, pub, subs, (try #require(tracks[.audio]), try #require(tracks[.video])))
+    }
+
+    /// Sends `frames` video frames (a keyframe first) and as many audio packets, one per 10 ms step.
+    static func stream(_ h: RoomHarness, _ pub: RoomHarness.Peer, frames: Int, firstSeq: UInt16 = 100, keyframes: Set<Int> = [0],
+                       skip: Set<UInt16> = []) {
+        for i in 0..<frames {
+            let seq = firstSeq &+ UInt16(i)
+            if !skip.contains(seq) {
+                h.sendRTP(pub, RTPPacket(payloadType: 96, sequenceNumber: seq, timestamp: 90_000 &+ UInt32(i) * 3000, ssrc: videoSSRC,
+                                         marker: true, payload: vp8Payload(keyframe: keyframes.contains(i), fill: UInt8(truncatingIfNeeded: i))))
+            }
+            h.sendRTP(pub, RTPPacket(payloadType: 111, sequenceNumber: 5000 &+ UInt16(i), timestamp: 48_000 &+ UInt32(i) * 960,
+                                     ssrc: audioSSRC, payload: [0x78] + [UInt8](repeating: UInt8(truncatingIfNeeded: i), count: 60)))
+            h.run()
+        }
+    }
+
+    @Test func everySubscriberGetsItsOwnRewrittenCopy() throws {
+        let (h, pub, subs, tracks) = try Self.room(subscribers: 3)
+        // Everything up to the first keyframe after the subscribers connected is held back; send a
+        // keyframe (the server asked for one) and 30 frames.
+        Self.stream(h, pub, frames: 30)
+        var seen = Set<UInt32>()
+        for s in subs {
+            let video = try #require(s.ssrc(peer: pub.info.peerID, track: tracks.video))
+            let audio = try #require(s.ssrc(peer: pub.info.peerID, track: tracks.audio))
+            #expect(seen.insert(video.ssrc).inserted && seen.insert(audio.ssrc).inserted, "SSRCs are per consumer")
+            let packets = try (s.received[video.ssrc] ?? []).map { try RTPPacket(parsing: $0) }
+            #expect(packets.count == 30)
+            #expect(packets.allSatisfy { $0.payloadType == 96 })
+            // Continuous sequence numbers and the publisher's timestamp spacing, from random starts.
+            for (a, b) in zip(packets, packets.dropFirst()) {
+                #expect(b.sequenceNumber == a.sequenceNumber &+ 1)
+                #expect(b.timestamp &- a.timestamp == 3000)
+            }
+            #expect(packets.first.map { $0.sequenceNumber < 0x8000 } == true)
+            // The payload is the publisher's, byte for byte.
+            #expect(packets.enumerated().allSatisfy { $0.element.payload == vp8Payload(keyframe: $0.offset == 0, fill: UInt8($0.offset)) })
+            // transport-cc sequence numbers on what we send (the subscriber kept the extension).
+            #expect(packets.allSatisfy { $0.extensionValue(id: RoomSDP.subscriberTransportCCID)?.count == 2 })
+            let audioPackets = s.received[audio.ssrc] ?? []
+            #expect(audioPackets.count >= 29)
+        }
+        // The publisher's own tracks never come back to it.
+        #expect(pub.received.isEmpty)
+    }
+
+    @Test func videoStartsAtAKeyframe() throws {
+        let (h, pub, subs, tracks) = try Self.room(subscribers: 1)
+        Self.stream(h, pub, frames: 12, keyframes: [5])
+        let video = try #require(subs[0].ssrc(peer: pub.info.peerID, track: tracks.video))
+        let packets = try (subs[0].received[video.ssrc] ?? []).map { try RTPPacket(parsing: $0) }
+        #expect(packets.count == 7)
+        #expect(packets.first?.payload == vp8Payload(keyframe: true, fill: 5))
+    }
+
+    @Test func nacksAreAnsweredWithRTX() throws {
+        let (h, pub, subs, tracks) = try Self.room(subscribers: 1)
+        Self.stream(h, pub, frames: 10)
+        let s = subs[0]
+        let video = try #require(s.ssrc(peer: pub.info.peerID, track: tracks.video))
+        let rtxSSRC = try #require(video.rtx)
+        let packets = try (s.received[video.ssrc] ?? []).map { try RTPPacket(parsing: $0) }
+        try #require(packets.count == 10)
+        let lost = [packets[3].sequenceNumber, packets[7].sequenceNumber]
+        s.subscriber?.sendRTCP([.nack(GenericNACK(senderSSRC: 1, mediaSSRC: video.ssrc, lost: lost))])
+        h.run(steps: 2)
+        let rtx = try (s.received[rtxSSRC] ?? []).map { try RTPPacket(parsing: $0) }
+        #expect(rtx.count == 2)
+        for (r, original) in zip(rtx, [packets[3], packets[7]]) {
+            #expect(r.payloadType == 97)
+            #expect(Array(r.payload.prefix(2)) == [UInt8(original.sequenceNumber >> 8), UInt8(original.sequenceNumber & 0xFF)])
+            #expect(Array(r.payload.dropFirst(2)) == original.payload)
+            #expect(r.timestamp == original.timestamp)
+        }
+        #expect(rtx.count == 2 && rtx[1].sequenceNumber == rtx[0].sequenceNumber &+ 1)
+    }
+
+    @Test func keyframeRequestsReachThePublisherThrottled() throws {
+        let (h, pub, subs, tracks) = try Self.room(subscribers: 2)
+        Self.stream(h, pub, frames: 5)
+        pub.publisherRTCP.removeAll()
+        // Both subscribers ask for a keyframe every 50 ms for 2.5 s.
+        for step in 0..<250 {
+            if step % 5 == 0 {
+                for s in subs {
+                    let video = try #require(s.ssrc(peer: pub.info.peerID, track: tracks.video))
+                    s.subscriber?.sendRTCP([.pli(PictureLossIndication(senderSSRC: 1, mediaSSRC: video.ssrc))])
+                }
+            }
+            h.run()
+        }
+        let plis = pub.publisherRTCP.filter { if case .pli(let p) = $0 { return p.mediaSSRC == Self.videoSSRC } else { return false } }
+        // 100 requests in 2.5 s: at most one per second goes to the publisher.
+        #expect(plis.count >= 2 && plis.count <= 3, "\(plis.count) PLIs")
+    }
+
+    @Test func theServerNACKsWhatThePublisherLostAndReportsReception() throws {
+        let (h, pub, _, _) = try Self.room(subscribers: 1)
+        pub.publisherRTCP.removeAll()
+        Self.stream(h, pub, frames: 20, skip: [105, 106])
+        h.run(steps: 120)
+        var nacked = Set<UInt16>()
+        var reports: [ReceptionReport] = []
+        for p in pub.publisherRTCP {
+            if case .nack(let n) = p, n.mediaSSRC == Self.videoSSRC { nacked.formUnion(n.sequenceNumbers) }
+            if case .receiverReport(let rr) = p { reports += rr.reports }
+        }
+        #expect(nacked == [105, 106])
+        let video = try #require(reports.last { $0.ssrc == Self.videoSSRC })
+        #expect(video.cumulativeLost == 2 && video.highestSequence & 0xFFFF == 119)
+        #expect(reports.contains { $0.ssrc == Self.audioSSRC })
+    }
+
+    @Test func muteStopsForwardingAndUnmuteResumesAtAKeyframeWithoutAGap() throws {
+        let (h, pub, subs, tracks) = try Self.room(subscribers: 1)
+        Self.stream(h, pub, frames: 10)
+        #expect(h.room.setEnabled(peerID: pub.info.peerID, kind: .video, enabled: false, nowNanos: h.now))
+        Self.stream(h, pub, frames: 10, firstSeq: 110)
+        pub.publisherRTCP.removeAll()
+        #expect(h.room.setEnabled(peerID: pub.info.peerID, kind: .video, enabled: true, nowNanos: h.now))
+        // A keyframe is asked for at the unmute (paced: within a second of the previous request).
+        h.run(steps: 110)
+        #expect(pub.publisherRTCP.contains { if case .pli(let p) = $0 { p.mediaSSRC == Self.videoSSRC } else { false } })
+        // Interframes are held back until the keyframe (the 4th frame here).
+        Self.stream(h, pub, frames: 10, firstSeq: 120, keyframes: [3])
+        let s = subs[0]
+        let video = try #require(s.ssrc(peer: pub.info.peerID, track: tracks.video))
+        let packets = try (s.received[video.ssrc] ?? []).map { try RTPPacket(parsing: $0) }
+        #expect(packets.count == 10 + 7, "10 before the mute, 7 from the first keyframe after it")
+        #expect(zip(packets, packets.dropFirst()).allSatisfy { $1.sequenceNumber == $0.sequenceNumber &+ 1 })
+        #expect(packets.count > 10 && packets[10].payload == vp8Payload(keyframe: true, fill: 3))
+        let toggles = s.signals.compactMap { if case .toggled(let e, _, _, let on) = $0 { return "\(e)=\(on)" } else { return nil } }
+        #expect(toggles == ["video_toggled=false", "video_toggled=true"])
+    }
+
+    @Test func leavingRenegotiatesTheOthers() throws {
+        let (h, pub, subs, tracks) = try Self.room(subscribers: 2)
+        Self.stream(h, pub, frames: 3)
+        let offers = subs.map(\.subscriberOffers.count)
+        h.room.leave(peerID: pub.info.peerID)
+        h.run(steps: 3)
+        for (s, before) in zip(subs, offers) {
+            #expect(s.subscriberOffers.count == before + 1)
+            let last = try #require(s.subscriberOffers.last)
+            #expect(last.media.count == 2 && last.media.allSatisfy { $0.direction == "inactive" && $0.value("msid") == nil })
+            let gone = s.signals.compactMap { if case .trackUnpublished(_, let t) = $0 { return t } else { return nil } }
+            #expect(Set(gone) == [tracks.audio, tracks.video])
+            #expect(s.signals.contains(.userLeft(peerID: pub.info.peerID, userID: "pub")))
+        }
+        #expect(h.room.participantCount == 2)
+        // Its transports are gone from the host.
+        #expect(h.demux.count == 2)
+    }
+
+    @Test func transportCCFeedbackGoesToThePublisher() throws {
+        let (h, pub, _, _) = try Self.room(subscribers: 1)
+        pub.publisherRTCP.removeAll()
+        for i in 0..<20 {
+            var p = RTPPacket(payloadType: 111, sequenceNumber: UInt16(i), timestamp: UInt32(i) * 960, ssrc: Self.audioSSRC, payload: [0x78, 1, 2])
+            try p.setExtension(id: ClientSDP.transportCCExtensionID, value: TransportWideSequence.encode(UInt16(1000 + i)))
+            h.sendRTP(pub, p)
+            h.run()
+        }
+        h.run(steps: 20)
+        var acked = Set<Int>()
+        for case .transportCC(let fb) in pub.publisherRTCP {
+            for (i, status) in fb.statuses.enumerated() where status != 0 { acked.insert(Int(fb.baseSequenceNumber) + i) }
+        }
+        #expect(acked == Set(1000..<1020))
+    }
+
+    @Test func observersCannotPublish() throws {
+        let h = try RoomHarness()
+        let obs = try h.join("obs", canPublish: false)
+        h.publish(obs, streams: [.init(kind: .audio, ssrc: 1)])
+        #expect(obs.signals.contains { if case .error("permission_denied", _) = $0 { true } else { false } })
+        #expect(!obs.signals.contains { if case .publisherAnswer = $0 { true } else { false } })
+    }
+
+    @Test func maxParticipantsIsEnforced() throws {
+        let h = try RoomHarness(maxParticipants: 2)
+        try h.join("a")
+        try h.join("b")
+        #expect(throws: RoomJoinError.full(max: 2)) { try h.join("c") }
+        // The same user again replaces its old connection instead of counting twice.
+        let again = try h.join("a")
+        #expect(h.room.participantCount == 2)
+        #expect(h.peers[0].signals.last == .removed(code: "replaced", message: "the same user joined the room from another connection"))
+        _ = again
+    }
+}
