@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import operator
 import re
 import time
@@ -44,6 +45,23 @@ from echo_client import PatternVideoTrack, SineAudioTrack
 # --- SDP helpers --------------------------------------------------------------------------------
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+
+
+class _DecodeFailures(logging.Handler):
+    """Counts aiortc's "failed to decode" warnings (every receiver in this process): a frame the
+    decoder refused, e.g. an interframe before any keyframe."""
+
+    def __init__(self):
+        super().__init__(level=logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "failed to decode" in record.getMessage():
+            self.count += 1
+
+
+DECODE_FAILURES = _DecodeFailures()
+logging.getLogger("aiortc.rtcrtpreceiver").addHandler(DECODE_FAILURES)
 
 
 @dataclass

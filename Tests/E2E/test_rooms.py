@@ -29,7 +29,7 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidStatus
 
-from room_client import (ControlAPI, RoomClient, RoomError, b64url, b64url_decode, mint_token,
+from room_client import (DECODE_FAILURES, ControlAPI, RoomClient, RoomError, b64url, b64url_decode, mint_token,
                          sdp_msids, sdp_sections, until)
 
 SCENARIO_TIMEOUT = 150   # seconds, per test: every scenario is bounded as a whole too
@@ -154,6 +154,7 @@ def test_four_participants_media_leave_and_rejoin(server):
     api = sfu.api
 
     async def scenario():
+        failures_before = DECODE_FAILURES.count
         rid = api.create_room(name="four")["id"]
         async with contextlib.AsyncExitStack() as stack:
             clients: list[RoomClient] = []
@@ -253,6 +254,9 @@ def test_four_participants_media_leave_and_rejoin(server):
             group = stay + [back]
             ok = await until(lambda: everyone_decodes(30, group), 40, 0.25)
             assert ok, "media does not flow again after the rejoin\n" + diag(sfu, *group)
+            # Every frame forwarded decoded: video starts at a keyframe for each new subscriber.
+            assert DECODE_FAILURES.count == failures_before, f"{DECODE_FAILURES.count - failures_before} frames failed to decode"
+
             assert all(not c.failures for c in group), [c.failures for c in group]
 
     try:

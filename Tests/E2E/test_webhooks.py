@@ -105,3 +105,46 @@ def test_empty_room_closes_after_its_timeout(sfu_factory):
         assert closed["status"] == "closed" and closed["close_reason"] == "empty timeout"
     finally:
         r.close()
+
+
+def test_participant_events_and_session_rows(sfu_factory):
+    """A participant joining and leaving: participant_joined/left webhooks (signed), the live
+    participant in GET /v1/rooms/{id}, and the session row with its leave reason afterwards; an
+    empty room then closes on its timeout and its last participant is disconnected when it closes."""
+    import asyncio
+    from room_client import ControlAPI, RoomClient
+
+    r = Receiver(fail_first=0)
+    try:
+        sfu = sfu_factory(env={"SFU_API_KEY": KEY, "SFU_WEBHOOK_URLS": r.url})
+        api = ControlAPI(sfu.base_url, KEY)
+        room = api.create_room(name="consult", empty_timeout_s=2)
+        token = api.token(room["id"], "dr-1", role="doctor", name="Dr One")
+
+        async def scenario():
+            async with RoomClient(token["signaling_url"], publish_audio=False, publish_video=False) as c:
+                joined = await c.connect()
+                status, live = call(sfu, "GET", f"/v1/rooms/{room['id']}")
+                assert status == 200 and [(p["user_id"], p["peer_id"], p["role"]) for p in live["participants"]] == [
+                    ("dr-1", joined["peer_id"], "doctor")], live
+                assert await c.leave()
+                return joined["peer_id"]
+
+        peer_id = asyncio.run(asyncio.wait_for(scenario(), 30))
+        got = r.wait(4, timeout=15)
+        events = [(json.loads(b), h) for h, b, _ in got]
+        names = [e["event"] for e, _ in events]
+        assert names[:3] == ["room_started", "participant_joined", "participant_left"], names
+        joined_ev, headers = events[1]
+        assert joined_ev["data"] == {**joined_ev["data"], "room_id": room["id"], "user_id": "dr-1", "peer_id": peer_id,
+                                     "name": "Dr One", "role": "doctor"}
+        body = got[1][1]
+        assert headers["x-sfu-signature"] == "sha256=" + hmac.new(KEY.encode(), body, hashlib.sha256).hexdigest()
+        left_ev = events[2][0]
+        assert left_ev["data"]["peer_id"] == peer_id and left_ev["data"]["reason"] == "left"
+        # The room is empty again: it closes after its 2 s timeout, counted from the leave.
+        assert names[3:4] == ["room_finished"] or json.loads(r.wait(4, timeout=10)[3][1])["event"] == "room_finished"
+        status, closed = call(sfu, "GET", f"/v1/rooms/{room['id']}")
+        assert closed["status"] == "closed" and closed["close_reason"] == "empty timeout", closed
+    finally:
+        r.close()

@@ -169,7 +169,7 @@ public struct ControlAPI: Sendable {
     func removeParticipant(room id: String, user: String) async throws -> Response {
         guard let room = try await liveRoom(id),
               try await room.run({ $0.remove(userID: user, code: "removed", message: "removed from the room through the API") })
-        else { throw APIError.notFound("participant") }
+        else { throw Self.participantNotFound(user, room: id) }
         return Response(status: .noContent)
     }
 
@@ -178,14 +178,18 @@ public struct ControlAPI: Sendable {
         guard let kindName = try body.string("kind", maxLength: 16) else { throw APIError.badRequest("kind is required: audio or video") }
         guard let kind = MediaKind(rawValue: kindName) else { throw APIError.badRequest("kind must be audio or video") }
         guard let muted = try body.bool("muted") else { throw APIError.badRequest("muted is required (true or false)") }
-        guard let room = try await liveRoom(id) else { throw APIError.notFound("participant") }
+        guard let room = try await liveRoom(id) else { throw Self.participantNotFound(user, room: id) }
         let snapshot: ParticipantSnapshot? = try await room.run { room in
             guard let peerID = room.peerID(userID: user) else { return nil }
             room.setEnabled(peerID: peerID, kind: kind, enabled: !muted, nowNanos: MediaWorker.nowNanos)
             return room.snapshot(nowNanos: MediaWorker.nowNanos).first { $0.peer.peerID == peerID }
         }
-        guard let snapshot else { throw APIError.notFound("participant") }
+        guard let snapshot else { throw Self.participantNotFound(user, room: id) }
         return try json(.ok, Self.participantJSON(snapshot))
+    }
+
+    static func participantNotFound(_ user: String, room: String) -> APIError {
+        APIError(.notFound, "not_found", "participant \(user.prefix(64)) is not connected to room \(room)")
     }
 
     static func participantJSON(_ s: ParticipantSnapshot) -> [String: Any] {
