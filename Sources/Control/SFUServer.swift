@@ -111,7 +111,8 @@ public struct SFUServer: Sendable {
         let rooms = RoomServices(store: store, live: live, signer: api.signer, iceServers: config.iceServers, webhooks: webhooks, logger: logger)
         let app = buildApplication(echo: EchoService(media: media, logger: logger), api: api, rooms: rooms)
         let janitor = Task { await RoomJanitor(store: store, webhooks: webhooks, logger: logger, live: live).run() }
-        let sampler = Task { await QualitySampler(store: store, live: live, logger: logger).run() }
+        let sampleInterval = Duration.seconds(config.qualitySampleSeconds)
+        let sampler = Task { await QualitySampler(store: store, live: live, logger: logger).run(interval: sampleInterval) }
         let group = ServiceGroup(
             configuration: .init(
                 services: [.init(service: app)],

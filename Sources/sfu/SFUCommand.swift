@@ -29,22 +29,35 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Recordings directory (SFU_RECORDINGS_DIR).") var recordingsDir: String?
     @Option(help: "Metadata store URL; postgres:// selects PostgreSQL (SFU_DATABASE_URL).") var databaseURL: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error (SFU_LOG_LEVEL).") var logLevel: String?
+    @Option(help: "API key(s), comma separated; none = development mode with a random key (SFU_API_KEY). Visible in ps: prefer the variable.")
+    var apiKey: String?
+    @Option(help: "STUN/TURN URLs handed to clients, comma separated (SFU_ICE_SERVERS).") var iceServers: String?
+    @Option(help: "Webhook URLs, comma separated (SFU_WEBHOOK_URLS).") var webhookURLs: String?
+    @Option(help: "SRTP profiles in preference order: aead_aes_128_gcm, aes128_cm_sha1_80 (SFU_SRTP_PROFILES).") var srtpProfiles: String?
+    @Option(help: "Seconds between quality samples written to the store (SFU_QUALITY_SAMPLE_S).") var qualitySampleSeconds: Int?
 
     func run() async throws {
         var config = ServerConfig()
         do {
             try config.apply(environment: ProcessInfo.processInfo.environment)
-            if let httpHost { config.httpHost = httpHost }
-            if let httpPort { config.httpPort = httpPort }
-            if let mediaHost { config.mediaHost = mediaHost }
-            if let mediaPort { config.mediaPortBase = mediaPort }
-            if let workers { config.workers = workers }
-            if let announcedIP { config.announcedIP = announcedIP }
-            if let dataDir { config.dataDir = dataDir }
-            if let recordingsDir { config.recordingsDir = recordingsDir }
-            if let databaseURL { config.databaseURL = databaseURL }
-            if let logLevel { config.logLevel = logLevel }
-            try config.validate()
+            // Flags win over the environment; they go through the same parsing and checks.
+            var flags: [String: String] = [:]
+            flags["SFU_HTTP_HOST"] = httpHost
+            flags["SFU_HTTP_PORT"] = httpPort.map(String.init)
+            flags["SFU_MEDIA_HOST"] = mediaHost
+            flags["SFU_MEDIA_PORT"] = mediaPort.map(String.init)
+            flags["SFU_WORKERS"] = workers.map(String.init)
+            flags["SFU_ANNOUNCED_IP"] = announcedIP
+            flags["SFU_DATA_DIR"] = dataDir
+            flags["SFU_RECORDINGS_DIR"] = recordingsDir
+            flags["SFU_DATABASE_URL"] = databaseURL
+            flags["SFU_LOG_LEVEL"] = logLevel
+            flags["SFU_API_KEY"] = apiKey
+            flags["SFU_ICE_SERVERS"] = iceServers
+            flags["SFU_WEBHOOK_URLS"] = webhookURLs
+            flags["SFU_SRTP_PROFILES"] = srtpProfiles
+            flags["SFU_QUALITY_SAMPLE_S"] = qualitySampleSeconds.map(String.init)
+            try config.apply(environment: flags)
         } catch let error as ConfigError {
             throw ValidationError(error.description)
         }

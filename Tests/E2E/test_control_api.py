@@ -100,8 +100,8 @@ def test_room_lifecycle_and_tokens(api):
 def test_unbuilt_routes_answer_501(api):
     status, room = call(api, "POST", "/v1/rooms", {})
     rid = room["id"]
-    for method, path in [("GET", f"/v1/rooms/{rid}/participants"), ("DELETE", f"/v1/rooms/{rid}/participants/u"),
-                         ("POST", f"/v1/rooms/{rid}/participants/u/mute"), ("POST", f"/v1/rooms/{rid}/recordings"),
+    # The participants routes are built (rooms, issue 6; test_rooms.py drives them); recording is not.
+    for method, path in [("POST", f"/v1/rooms/{rid}/recordings"),
                          ("GET", "/v1/recordings"), ("GET", "/v1/recordings/x"), ("POST", "/v1/recordings/x/stop"),
                          ("GET", "/v1/recordings/x/files/f")]:
         status, body = call(api, method, path, {} if method == "POST" else None)

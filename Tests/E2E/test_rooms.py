@@ -46,7 +46,7 @@ def server(sfu_factory):
 
 
 def run(coro, timeout: float = SCENARIO_TIMEOUT):
-    asyncio.run(asyncio.wait_for(coro, timeout))
+    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 def diag(sfu, *clients: RoomClient, lines: int = 80) -> str:
@@ -862,3 +862,46 @@ def test_malformed_signaling_messages(server):
         run(scenario())
     except (AssertionError, RoomError, asyncio.TimeoutError) as e:
         raise AssertionError(f"{e}\n{diag(sfu)}") from e
+
+
+# --- quality samples and the room counters ----------------------------------------------------
+
+def test_quality_is_sampled_into_the_store_and_counters_reach_metrics(sfu_factory):
+    """With SFU_QUALITY_SAMPLE_S=1, every live participant gets quality rows (rtt from its receiver
+    reports on our sender reports, bitrate of what it publishes) in the SQLite store; keyframe
+    requests show in /metrics."""
+    import sqlite3
+    key = "rooms-" + secrets.token_hex(16)
+    sfu = sfu_factory(env={"SFU_API_KEY": key, "SFU_QUALITY_SAMPLE_S": "1"})
+    sfu.key, sfu.api = key, ControlAPI(sfu.base_url, key)
+
+    async def scenario():
+        rid = sfu.api.create_room(name="quality")["id"]
+        async with contextlib.AsyncExitStack() as stack:
+            a = await join(stack, sfu, rid, "qa", publish=True)
+            b = await join(stack, sfu, rid, "qb", publish=True)
+            ok = await until(lambda: a.frames_from(b.peer_id) >= 60 and b.frames_from(a.peer_id) >= 60, 30, 0.25)
+            assert ok, diag(sfu, a, b)
+            await asyncio.sleep(3)
+            return rid, {a.peer_id, b.peer_id}
+
+    rid, peers = run(scenario())
+    db = sqlite3.connect(f"file:{sfu.data_dir / 'sfu.sqlite'}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT participant_session_id, rtt_ms, bitrate_bps FROM quality_samples WHERE room_id = ?", (rid,)).fetchall()
+    finally:
+        db.close()
+    by_peer: dict[str, list] = {}
+    for peer, rtt, bitrate in rows:
+        by_peer.setdefault(peer, []).append((rtt, bitrate))
+    assert set(by_peer) == peers, rows
+    for peer, samples in by_peer.items():
+        assert len(samples) >= 2, (peer, samples)
+        assert any(b and b > 50_000 for _, b in samples), (peer, samples)       # a publisher sends > 50 kbit/s
+        assert any(r is not None and 0 <= r < 200 for r, _ in samples), (peer, samples)   # loopback RTT
+    import urllib.request
+    req = urllib.request.Request(sfu.base_url + "/metrics", headers={"Authorization": f"Bearer {key}"})
+    metrics = urllib.request.urlopen(req, timeout=5).read().decode()
+    sent = int(re.search(r"^sfu_keyframe_requests_total (\d+)$", metrics, re.M).group(1))
+    assert sent >= 2, metrics      # each subscriber's first keyframe was asked for
+    assert re.search(r"^sfu_live_rooms 1$", metrics, re.M), metrics

@@ -46,6 +46,8 @@ final class RoomHarness {
     var now: Int64 = 1_000_000_000
     var lastTick: Int64 = 0
     var loss = 0
+    /// Peers whose clients are gone: no ticks, nothing they send arrives.
+    var silent: Set<String> = []
     var rng = SystemRandomNumberGenerator()
     let serverAddress = TransportAddress(ipv4: 10, 0, 0, 1, port: 40000)
 
@@ -119,13 +121,15 @@ final class RoomHarness {
                 rounds += 1
                 let up = toServer
                 toServer.removeAll()
-                for (bytes, from) in up { serverReceive(bytes, from: from) }
+                for (bytes, from) in up where !silent.contains(where: { id in peers.contains { $0.info.peerID == id && ($0.publisherAddress == from || $0.subscriberAddress == from) } }) {
+                    serverReceive(bytes, from: from)
+                }
                 let down = toClients
                 toClients.removeAll()
                 for (bytes, to) in down { clientReceive(bytes, to: to) }
             }
             now += 10_000_000
-            for p in peers {
+            for p in peers where !silent.contains(p.info.peerID) {
                 p.publisher?.tick(nowNanos: now)
                 p.subscriber?.tick(nowNanos: now)
             }

@@ -215,3 +215,65 @@ struct RoomTests {
         _ = again
     }
 }
+
+@Suite("Room: leaving without saying so", .serialized)
+struct RoomConsentTests {
+    @Test func aPeerThatStopsSendingChecksIsRemovedAfterTheConsentTimeout() throws {
+        let (h, pub, subs, _) = try RoomTests.room(subscribers: 2)
+        RoomTests.stream(h, pub, frames: 5)
+        // The publisher's machine vanishes: no more checks, no more datagrams from it.
+        h.silent.insert(pub.info.peerID)
+        h.run(steps: 2500)  // 25 s: still within ICE consent (30 s)
+        #expect(h.room.participantCount == 3)
+        h.run(steps: 700)
+        #expect(h.room.participantCount == 2)
+        for s in subs {
+            #expect(s.signals.contains(.userLeft(peerID: pub.info.peerID, userID: "pub")))
+            #expect(s.subscriberOffers.last?.media.allSatisfy { $0.direction == "inactive" } == true)
+        }
+        #expect(pub.signals.last.map { if case .removed("connection_lost", _) = $0 { true } else { false } } == true)
+        let counters = h.room.counters()
+        #expect(counters.keyframeRequestsSent >= 1)
+    }
+}
+
+@Suite("Room: sender reports and round-trip time", .serialized)
+struct RoomReportTests {
+    /// Subscribers get sender reports on the publisher's NTP timeline, shifted into each consumer's
+    /// timestamps (so audio and video of a publisher stay in sync); their receiver reports give the RTT.
+    @Test func senderReportsFollowThePublishersClockAndGiveRTT() throws {
+        let (h, pub, subs, tracks) = try RoomTests.room(subscribers: 1)
+        RoomTests.stream(h, pub, frames: 10)
+        // The publisher's SRs: NTP 1000.5 s, video RTP 90_000 + 27_000 and audio RTP 48_000 + 8_640 at that instant.
+        let ntp: UInt64 = 1000 << 32 | 1 << 31
+        pub.publisher?.sendRTCP([.senderReport(SenderReport(ssrc: RoomTests.videoSSRC, ntpTime: ntp, rtpTime: 117_000, packetCount: 10, octetCount: 2000)),
+                                 .senderReport(SenderReport(ssrc: RoomTests.audioSSRC, ntpTime: ntp, rtpTime: 56_640, packetCount: 10, octetCount: 600))])
+        h.run(steps: 150)
+        let s = subs[0]
+        let video = try #require(s.ssrc(peer: pub.info.peerID, track: tracks.video))
+        let audio = try #require(s.ssrc(peer: pub.info.peerID, track: tracks.audio))
+        let srs = s.subscriberRTCP.compactMap { if case .senderReport(let sr) = $0 { sr } else { nil } }
+        let videoSR = try #require(srs.last { $0.ssrc == video.ssrc })
+        let audioSR = try #require(srs.last { $0.ssrc == audio.ssrc })
+        // Offsets of each consumer's timestamps, from the packets it forwarded (first frame: 90_000 / 48_000).
+        let firstVideo = try RTPPacket(parsing: try #require(s.received[video.ssrc]?.first))
+        let firstAudio = try RTPPacket(parsing: try #require(s.received[audio.ssrc]?.first))
+        func publisherRTP(_ sr: SenderReport, offset: UInt32) -> UInt32 { sr.rtpTime &- offset }
+        let videoOffset = firstVideo.timestamp &- 90_000, audioOffset = firstAudio.timestamp &- 48_000
+        // Back on the publisher's timeline, each SR is the publisher's mapping advanced by the NTP difference.
+        func expected(_ sr: SenderReport, base: UInt32, rate: Double) -> Double {
+            Double(base) + Double(Int64(sr.ntpTime) - Int64(ntp)) / 4_294_967_296 * rate
+        }
+        #expect(abs(Double(publisherRTP(videoSR, offset: videoOffset)) - expected(videoSR, base: 117_000, rate: 90_000)) <= 2)
+        #expect(abs(Double(publisherRTP(audioSR, offset: audioOffset)) - expected(audioSR, base: 56_640, rate: 48_000)) <= 2)
+        #expect(videoSR.ntpTime > ntp)
+        // The subscriber's receiver report on that SR (held 50 ms) gives the RTT: 0 here plus the hold.
+        s.subscriber?.sendRTCP([.receiverReport(ReceiverReport(ssrc: 7, reports: [
+            ReceptionReport(ssrc: video.ssrc, fractionLost: 64, lastSR: UInt32(truncatingIfNeeded: videoSR.ntpTime >> 16), delaySinceLastSR: 0)]))])
+        h.run(steps: 2)
+        let quality = try #require(h.room.snapshot(nowNanos: h.now).first { $0.peer.peerID == s.info.peerID }?.quality)
+        let rtt = try #require(quality.rttMs)
+        #expect(rtt >= 0 && rtt < 1000)
+        #expect(quality.downlinkLoss == 0.25)
+    }
+}

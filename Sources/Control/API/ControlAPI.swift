@@ -46,7 +46,7 @@ public struct ControlAPI: Sendable {
 
     func register<Context: RequestContext>(on router: Router<Context>) {
         let auth = APIKeyMiddleware<Context>(keys: keys)
-        let metrics = MetricsEndpoint(store: store, media: media, webhooks: webhooks)
+        let metrics = MetricsEndpoint(store: store, media: media, webhooks: webhooks, live: live)
         router.group("metrics").add(middleware: ErrorShapeMiddleware()).add(middleware: auth).get { _, _ -> Response in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                      body: .init(byteBuffer: ByteBuffer(string: try await metrics.render())))

@@ -8,6 +8,7 @@ struct MetricsEndpoint: Sendable {
     let store: MetadataStore
     let media: MediaRuntime?
     let webhooks: WebhookDispatcher?
+    let live: LiveRooms?
 
     func render() async throws -> String {
         var out = PrometheusText()
@@ -39,6 +40,20 @@ struct MetricsEndpoint: Sendable {
                                 ("stun_rejected", total.stunRejected), ("no_transport", unmatched)] {
             out.sample("sfu_dropped_packets_total", labels: "reason=\"\(reason)\"", Double(value))
         }
+        var counters = RoomCounters()
+        var liveRooms = 0
+        for (_, room) in live?.all ?? [] {
+            guard let c = try? await room.run({ $0.counters() }) else { continue }
+            counters.add(c)
+            liveRooms += 1
+        }
+        out.gauge("sfu_live_rooms", "Rooms with a forwarding table on a media worker.", Double(liveRooms))
+        out.counter("sfu_keyframe_requests_total", "PLIs sent to publishers (live rooms).", counters.keyframeRequestsSent)
+        out.counter("sfu_keyframe_requests_throttled_total", "Keyframe requests absorbed by the one-per-second pacing (live rooms).",
+                    counters.keyframeRequestsThrottled)
+        out.counter("sfu_retransmissions_total", "Packets resent to subscribers after a NACK (live rooms).", counters.retransmissions)
+        out.counter("sfu_retransmission_misses_total", "NACKed packets no longer in the retransmission buffer (live rooms).",
+                    counters.retransmissionMisses)
         if let webhooks {
             out.counter("sfu_webhooks_delivered_total", "Webhook deliveries accepted by the receiver.", await webhooks.delivered)
             out.counter("sfu_webhooks_failed_total", "Webhook deliveries given up after retries.", await webhooks.failed)

@@ -2,6 +2,35 @@ import DTLS
 import Logging
 import RTP
 
+/// Keyframe requests and retransmissions of a room.
+public struct RoomCounters: Sendable, Equatable {
+    /// PLIs sent to publishers, and requests absorbed by the one-per-second pacing.
+    public var keyframeRequestsSent = 0
+    public var keyframeRequestsThrottled = 0
+    /// Packets resent to subscribers after a NACK, and NACKed packets no longer in the buffer.
+    public var retransmissions = 0
+    public var retransmissionMisses = 0
+    public init() {}
+
+    mutating func add(_ producer: Producer) {
+        keyframeRequestsSent += producer.keyframeRequestsSent
+        keyframeRequestsThrottled += producer.keyframeRequestsThrottled
+        for c in producer.consumers { add(c) }
+    }
+
+    mutating func add(_ consumer: Consumer) {
+        retransmissions += consumer.retransmitted
+        retransmissionMisses += consumer.retransmissionMisses
+    }
+
+    public mutating func add(_ other: RoomCounters) {
+        keyframeRequestsSent += other.keyframeRequestsSent
+        keyframeRequestsThrottled += other.keyframeRequestsThrottled
+        retransmissions += other.retransmissions
+        retransmissionMisses += other.retransmissionMisses
+    }
+}
+
 /// A room's forwarding table (mediasoup's Router): its participants, their producers, and the
 /// consumers that connect every producer to every other participant's subscriber connection.
 /// The room and all its transports live on one worker event loop (DESIGN.md principle 3); the
@@ -15,6 +44,8 @@ public final class Room {
     let logger: Logger
     private(set) var participants: [Participant] = []
     public private(set) var isClosed = false
+    /// Counters of producers and consumers already gone.
+    private var finished = RoomCounters()
 
     public init(id: String, maxParticipants: Int, host: SessionHost, dtlsContext: DTLSContext, candidates: [HostCandidate], logger: Logger) {
         self.id = id
@@ -93,7 +124,10 @@ public final class Room {
             publisher.transport.close(reason: code ?? "left")
             host.remove(publisher)
         }
-        p.subscriber?.close(reason: code ?? "left")
+        if let subscriber = p.subscriber {
+            for slot in subscriber.slots { if let c = slot.consumer { finished.add(c) } }
+            subscriber.close(reason: code ?? "left")
+        }
         for o in participants {
             o.sink(.userLeft(peerID: p.peer.peerID, userID: p.peer.userID))
             o.subscriber?.negotiateIfNeeded()
@@ -205,6 +239,7 @@ public final class Room {
     }
 
     func unpublish(_ producer: Producer, of p: Participant, negotiate: Bool) {
+        finished.add(producer)
         p.producers.removeAll { $0 === producer }
         p.publisher?.unbind(producer)
         for o in participants where o !== p {
@@ -283,15 +318,12 @@ public final class Room {
         participants.map { ParticipantSnapshot(peer: $0.peer, tracks: $0.producers.map(\.info), quality: $0.quality(nowNanos: nowNanos), joinedNanos: $0.joinedNanos) }
     }
 
-    /// Counters for tests and metrics: keyframe requests sent to publishers and throttled.
-    public func keyframeRequestCounts() -> (sent: Int, throttled: Int) {
-        var sent = 0, throttled = 0
+    /// Counters of the room's lifetime (live producers and consumers plus those gone), for /metrics.
+    public func counters() -> RoomCounters {
+        var total = finished
         for p in participants {
-            for producer in p.producers {
-                sent += producer.keyframeRequestsSent
-                throttled += producer.keyframeRequestsThrottled
-            }
+            for producer in p.producers { total.add(producer) }
         }
-        return (sent, throttled)
+        return total
     }
 }

@@ -250,9 +250,9 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
             let end = min(index + 10, packets.count)
             var batch = Array(packets[index..<end])
             let names = sdes.dropFirst(index).prefix(end - index)
-            if !names.isEmpty {
-                batch.append(.sourceDescription(SourceDescription(chunks: Array(names))))
-            }
+            // One SDES packet per chunk: aiortc's parser does not skip a chunk's padding, so a
+            // multi-chunk SDES makes it drop the whole compound (SRs included).
+            for chunk in names { batch.append(.sourceDescription(SourceDescription(chunks: [chunk]))) }
             transport.sendRTCP(batch)
             index = end
         }
