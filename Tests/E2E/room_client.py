@@ -237,13 +237,14 @@ class TrackStat:
 class RoomClient:
     def __init__(self, signaling_url: str, *, name: str = "", publish_audio: bool = True,
                  publish_video: bool = True, subscribe: bool = True, width: int = 320,
-                 height: int = 240, open_timeout: float = 10.0):
+                 height: int = 240, open_timeout: float = 10.0, video_codec: str = "video/vp8"):
         self.url = signaling_url
         self.name = name or "client"
         self.publish_audio, self.publish_video = publish_audio, publish_video
         self.subscribe = subscribe            # answer subscriber offers (else only record them)
         self.open_timeout = open_timeout
         self.video = PatternVideoTrack(width, height) if publish_video else None
+        self.video_codec = video_codec.lower()      # what the publisher offers for video (and RTX)
         self.audio = SineAudioTrack() if publish_audio else None
         self.ws = None
         self.events: list[tuple[str, Any]] = []   # (event, data) of every message received
@@ -384,7 +385,7 @@ class RoomClient:
     # --- publishing ---
 
     async def publish(self, timeout: float = 10.0) -> str:
-        """Offers the publisher connection (sendonly VP8 + Opus) and applies the answer; returns it.
+        """Offers the publisher connection (sendonly VP8, or `video_codec`, + Opus) and applies the answer; returns it.
         RoomError (with `.code`) if the server answers with `error`."""
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self.pub_pc = pc
@@ -395,7 +396,7 @@ class RoomClient:
         if self.video is not None:
             t = pc.addTransceiver(self.video, direction="sendonly")
             t.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
-                                   if c.mimeType.lower() in ("video/vp8", "video/rtx")])
+                                   if c.mimeType.lower() in (self.video_codec, "video/rtx")])
         await pc.setLocalDescription(await pc.createOffer())   # gathers all candidates
         self.publisher_offer = pc.localDescription.sdp
         since = len(self.events)

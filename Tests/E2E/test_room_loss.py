@@ -190,8 +190,14 @@ def test_subscriber_under_5_percent_loss(sfu_factory):
             finally:
                 await pub.close()
 
+        started = time.monotonic()
         clean, lossy, drops = asyncio.run(asyncio.wait_for(scenario(), 240))
+        elapsed = time.monotonic() - started
         log = "\n".join(sfu.log().splitlines()[-40:])
+        metrics = urllib.request.urlopen(urllib.request.Request(
+            base + "/metrics", headers={"Authorization": f"Bearer {key}"}), timeout=5).read().decode()
+        counters = {name: int(value) for name, value in re.findall(
+            r"^(sfu_keyframe_requests_total|sfu_retransmissions_total) (\d+)$", metrics, re.M)}
         print(f"loss-free: {clean}\nlossy ({LOSS_PERCENT}%): {lossy}\ndropped by nftables: {drops}")
         assert clean["frames"] >= 10 * WINDOW_S, f"too few frames even without loss: {clean}\n{log}"
         assert clean["samples"] > 0 and lossy["samples"] > 0, (clean, lossy)
@@ -200,4 +206,8 @@ def test_subscriber_under_5_percent_loss(sfu_factory):
         assert lossy["frames"] >= 0.8 * clean["frames"], (
             f"under {LOSS_PERCENT}% loss the subscriber decoded {lossy['frames']} frames in {WINDOW_S}s, "
             f"vs {clean['frames']} without loss (want within 20%)\n{log}")
+        # The losses were repaired by retransmission, and keyframe requests to the publisher stayed
+        # paced (at most one per second whatever the subscribers asked).
+        assert counters.get("sfu_retransmissions_total", 0) >= 10, (counters, lossy)
+        assert counters.get("sfu_keyframe_requests_total", 0) <= elapsed + 1, (counters, elapsed)
         assert sfu.proc.poll() is None

@@ -905,3 +905,28 @@ def test_quality_is_sampled_into_the_store_and_counters_reach_metrics(sfu_factor
     sent = int(re.search(r"^sfu_keyframe_requests_total (\d+)$", metrics, re.M).group(1))
     assert sent >= 2, metrics      # each subscriber's first keyframe was asked for
     assert re.search(r"^sfu_live_rooms 1$", metrics, re.M), metrics
+
+
+# --- H.264 passthrough --------------------------------------------------------------------------
+
+def test_h264_is_passed_through(server):
+    """A publisher that offers only H.264 (libx264 in aiortc) is answered with H.264, and the
+    subscriber gets an H.264 m-line and decodes every frame from the first keyframe on."""
+    sfu = server
+
+    async def scenario():
+        failures_before = DECODE_FAILURES.count
+        rid = sfu.api.create_room(name="h264")["id"]
+        async with contextlib.AsyncExitStack() as stack:
+            pub = await join(stack, sfu, rid, "h264-pub", video_codec="video/h264")
+            sub = await join(stack, sfu, rid, "h264-sub", publish_audio=False, publish_video=False)
+            await pub.publish()
+            assert re.search(r"a=rtpmap:\d+ H264/90000", pub.publisher_answer), pub.publisher_answer
+            assert "VP8" not in pub.publisher_answer
+            ok = await until(lambda: sub.frames_from(pub.peer_id) >= 50, 30, 0.25)
+            assert ok, "no H.264 frames decoded\n" + diag(sfu, pub, sub)
+            video = [s for s in sdp_sections(sub.last_subscriber_offer) if s.kind == "video"]
+            assert video and all(any("H264/90000" in l for l in s.lines) for s in video), sub.last_subscriber_offer
+            assert DECODE_FAILURES.count == failures_before, f"{DECODE_FAILURES.count - failures_before} frames failed to decode"
+
+    run(scenario())

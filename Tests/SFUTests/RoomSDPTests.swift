@@ -75,6 +75,29 @@ struct RoomSDPTests {
         }
     }
 
+    /// H.264 is answered only when the offer has no VP8, with packetization mode 1, and the
+    /// subscriber offer carries the publisher's fmtp.
+    @Test func h264IsPassedThroughWhenThereIsNoVP8() throws {
+        var offer = try SessionDescription(parsing: try fixture("sdp/chromium-offer.sdp"))
+        let videoIndex = try #require(offer.media.firstIndex { $0.kind == "video" })
+        let vp8 = try #require(offer.media[videoIndex].codecs.first { $0.name == "VP8" })
+        let (_, withVP8, _) = try RoomSDP.answerPublisher(offer: offer, local: Self.local, setup: "passive", sessionVersion: 1, sessionID: 1)
+        #expect(withVP8.first { $0.kind == .video }?.codec == .vp8)
+        // Chromium without VP8: its H.264 with packetization-mode=1 and constrained baseline.
+        offer.media[videoIndex].formats.removeAll { $0 == String(vp8.payloadType) }
+        let (answer, sections, _) = try RoomSDP.answerPublisher(offer: offer, local: Self.local, setup: "passive", sessionVersion: 1, sessionID: 1)
+        let video = try #require(sections.first { $0.kind == .video })
+        guard case .h264(let fmtp) = video.codec else { Issue.record("not H264: \(video.codec)"); return }
+        #expect(fmtp.contains("packetization-mode=1") && fmtp.contains("profile-level-id=42e0"))
+        let m = try #require(try SessionDescription(parsing: answer.text).media.first { $0.mid == video.mid })
+        #expect(m.codecs.first?.name == "H264" && m.codecs.first?.payloadType == video.payloadType)
+        let sub = RoomSDP.subscriberOffer(slots: [.init(mid: "0", codec: video.codec, track: .init(peerID: "pe_a", trackID: "tr_1", ssrc: 5, rtxSSRC: 6, cname: "c"))],
+                                          local: Self.local, sessionVersion: 1, sessionID: 1)
+        let subVideo = try #require(sub.media.first)
+        #expect(subVideo.codecs.map(\.name) == ["H264", "rtx"])
+        #expect(subVideo.codecs.first?.fmtp == fmtp && subVideo.codecs.first?.payloadType == 102)
+    }
+
     @Test func receiveOnlySectionsPublishNothing() throws {
         let text = try fixture("sdp/aiortc-offer.sdp").replacingOccurrences(of: "a=sendrecv", with: "a=recvonly")
         let offer = try SessionDescription(parsing: text)
@@ -85,9 +108,9 @@ struct RoomSDPTests {
 
     @Test func subscriberOfferHasAnMLinePerSlotAndKeepsGoneOnesInactive() throws {
         let slots = [
-            RoomSDP.SubscriberSlot(mid: "0", kind: .audio, track: .init(peerID: "pe_a", trackID: "tr_1", ssrc: 111, rtxSSRC: nil, cname: "sfu-pe_a")),
-            RoomSDP.SubscriberSlot(mid: "1", kind: .video, track: .init(peerID: "pe_a", trackID: "tr_2", ssrc: 222, rtxSSRC: 333, cname: "sfu-pe_a")),
-            RoomSDP.SubscriberSlot(mid: "2", kind: .video, track: nil),
+            RoomSDP.SubscriberSlot(mid: "0", codec: .opus, track: .init(peerID: "pe_a", trackID: "tr_1", ssrc: 111, rtxSSRC: nil, cname: "sfu-pe_a")),
+            RoomSDP.SubscriberSlot(mid: "1", codec: .vp8, track: .init(peerID: "pe_a", trackID: "tr_2", ssrc: 222, rtxSSRC: 333, cname: "sfu-pe_a")),
+            RoomSDP.SubscriberSlot(mid: "2", codec: .vp8, track: nil),
         ]
         let offer = try SessionDescription(parsing: RoomSDP.subscriberOffer(slots: slots, local: Self.local, sessionVersion: 3, sessionID: 9).text)
         #expect(offer.bundleGroup == ["0", "1", "2"])

@@ -79,6 +79,26 @@ struct RoomTests {
         #expect(packets.first?.payload == vp8Payload(keyframe: true, fill: 5))
     }
 
+    @Test func h264IsForwardedFromAnIDR() throws {
+        let h = try RoomHarness()
+        let sub = try h.join("s0")
+        let pub = try h.join("pub")
+        h.publish(pub, streams: [.init(kind: .video, ssrc: Self.videoSSRC, rtxSSRC: Self.rtxSSRC, codec: ClientSDP.h264)])
+        try #require(h.connectAll(), "transports did not connect")
+        let offer = try #require(sub.subscriberOffers.last)
+        #expect(offer.media.first?.codecs.first?.name == "H264")
+        // A non-IDR slice (NAL 1), then an FU-A start of an IDR (NAL 28, FU header S + type 5), then more.
+        let payloads: [[UInt8]] = [[0x41, 0x9A, 1, 2], [0x7C, 0x85, 0x88, 0x84], [0x7C, 0x45, 0x11], [0x41, 0x9A, 3, 4]]
+        for (i, payload) in payloads.enumerated() {
+            h.sendRTP(pub, RTPPacket(payloadType: 102, sequenceNumber: UInt16(10 + i), timestamp: UInt32(i) * 3000, ssrc: Self.videoSSRC, payload: payload))
+            h.run()
+        }
+        let ssrc = try #require(offer.media.first?.ssrcs.first)
+        let got = try (sub.received[ssrc] ?? []).map { try RTPPacket(parsing: $0) }
+        #expect(got.map(\.payload) == Array(payloads.dropFirst()))
+        #expect(got.allSatisfy { $0.payloadType == 102 })
+    }
+
     @Test func nacksAreAnsweredWithRTX() throws {
         let (h, pub, subs, tracks) = try Self.room(subscribers: 1)
         Self.stream(h, pub, frames: 10)

@@ -140,12 +140,18 @@ public enum ClientSDP {
         public var kind: MediaKind
         public var ssrc: UInt32
         public var rtxSSRC: UInt32?
-        public init(kind: MediaKind, ssrc: UInt32, rtxSSRC: UInt32? = nil) {
+        /// For video: VP8 (default) or H.264.
+        public var codec: ForwardedCodec
+        public init(kind: MediaKind, ssrc: UInt32, rtxSSRC: UInt32? = nil, codec: ForwardedCodec? = nil) {
             self.kind = kind
             self.ssrc = ssrc
             self.rtxSSRC = rtxSSRC
+            self.codec = codec ?? (kind == .audio ? .opus : .vp8)
         }
     }
+
+    /// The constrained-baseline H.264 a browser offers first.
+    public static let h264 = ForwardedCodec.h264(fmtp: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f")
 
     public static let midExtensionID: UInt8 = 1
     public static let transportCCExtensionID: UInt8 = 3
@@ -155,13 +161,18 @@ public enum ClientSDP {
          "a=setup:\(setup)", "a=rtcp-mux", "a=rtcp-rsize"]
     }
 
-    static func codecLines(_ kind: MediaKind) -> (formats: String, lines: [String]) {
-        switch kind {
-        case .audio:
+    static func codecLines(_ codec: ForwardedCodec) -> (formats: String, lines: [String]) {
+        let pt = codec.offerPayloadType
+        switch codec {
+        case .opus:
             return ("111", ["a=rtpmap:111 opus/48000/2", "a=fmtp:111 minptime=10;useinbandfec=1", "a=rtcp-fb:111 transport-cc"])
-        case .video:
-            return ("96 97", ["a=rtpmap:96 VP8/90000", "a=rtcp-fb:96 nack", "a=rtcp-fb:96 nack pli", "a=rtcp-fb:96 ccm fir",
-                              "a=rtcp-fb:96 transport-cc", "a=rtpmap:97 rtx/90000", "a=fmtp:97 apt=96"])
+        case .vp8, .h264:
+            let rtx = codec.offerRTXPayloadType ?? 97
+            var lines = ["a=rtpmap:\(pt) \(codec.name)/90000"]
+            if let fmtp = codec.fmtp { lines.append("a=fmtp:\(pt) \(fmtp)") }
+            lines += ["a=rtcp-fb:\(pt) nack", "a=rtcp-fb:\(pt) nack pli", "a=rtcp-fb:\(pt) ccm fir", "a=rtcp-fb:\(pt) transport-cc",
+                      "a=rtpmap:\(rtx) rtx/90000", "a=fmtp:\(rtx) apt=\(pt)"]
+            return ("\(pt) \(rtx)", lines)
         }
     }
 
@@ -170,7 +181,7 @@ public enum ClientSDP {
         var lines = ["v=0", "o=- 1 1 IN IP4 127.0.0.1", "s=-", "t=0 0",
                      "a=group:BUNDLE " + streams.indices.map(String.init).joined(separator: " "), "a=msid-semantic: WMS client"]
         for (i, s) in streams.enumerated() {
-            let codecs = codecLines(s.kind)
+            let codecs = codecLines(s.codec)
             lines.append("m=\(s.kind.rawValue) 9 UDP/TLS/RTP/SAVPF \(codecs.formats)")
             lines += transportLines(ice: ice, fingerprint: fingerprint, setup: "actpass")
             lines += ["a=mid:\(i)", "a=sendonly", "a=msid:client track\(i)",
@@ -187,8 +198,9 @@ public enum ClientSDP {
     public static func subscriberAnswer(offer: SessionDescription, ice: ICELiteAgent.Credentials, fingerprint: String) -> String {
         var lines = ["v=0", "o=- 2 1 IN IP4 127.0.0.1", "s=-", "t=0 0", "a=group:BUNDLE " + offer.bundleGroup.joined(separator: " ")]
         for (i, m) in offer.media.enumerated() {
-            let kind: MediaKind = m.kind == "audio" ? .audio : .video
-            let codecs = codecLines(kind)
+            // The codec the offer carries for this m-line (we support what the SFU forwards).
+            let codec = RoomSDP.acceptedCodec(m).map(RoomSDP.forwarded) ?? (m.kind == "audio" ? .opus : .vp8)
+            let codecs = codecLines(codec)
             lines.append("m=\(m.kind) 9 UDP/TLS/RTP/SAVPF \(codecs.formats)")
             lines += transportLines(ice: ice, fingerprint: fingerprint, setup: "active")
             lines += ["a=mid:\(m.mid ?? String(i))", m.direction == "inactive" ? "a=inactive" : "a=recvonly",

@@ -35,8 +35,8 @@ final class Consumer {
         self.ssrc = UInt32.random(in: 0x1000_0000...0xEFFF_FFFF)
         let video = producer.kind == .video
         self.rtxSSRC = video ? UInt32.random(in: 0x1000_0000...0xEFFF_FFFF) : nil
-        self.payloadType = video ? RoomSDP.vp8PayloadType : RoomSDP.opusPayloadType
-        self.rtxPayloadType = video ? RoomSDP.rtxPayloadType : nil
+        self.payloadType = producer.codec.offerPayloadType
+        self.rtxPayloadType = producer.codec.offerRTXPayloadType
         self.retransmissions = video ? RetransmissionBuffer(capacity: 512, slotSize: WebRTCTransport.maxPlaintextSize) : nil
         self.waitingForKeyframe = video
     }

@@ -27,6 +27,7 @@ public final class Producer {
     public let trackID: String
     public let peerID: String
     public let kind: MediaKind
+    public let codec: ForwardedCodec
     public internal(set) var source: TrackSource
     public internal(set) var muted = false
     public let mid: String
@@ -57,6 +58,7 @@ public final class Producer {
         self.trackID = trackID
         self.peerID = peerID
         self.kind = section.kind
+        self.codec = section.codec
         self.source = source
         self.mid = section.mid
         self.ssrc = section.ssrc
@@ -83,8 +85,12 @@ public final class Producer {
         var keyframe = false
         if kind == .video, header.payloadLength > 0 {
             let payload = UnsafeRawBufferPointer(rebasing: raw[header.payloadRange])
-            if let d = try? VP8Descriptor(parsing: payload), d.isKeyframeStart(payload: payload) {
-                keyframe = true
+            switch codec {
+            case .vp8: keyframe = (try? VP8Descriptor(parsing: payload))?.isKeyframeStart(payload: payload) ?? false
+            case .h264: keyframe = H264.isKeyframe(payload: payload)
+            case .opus: break
+            }
+            if keyframe {
                 keyframeWanted = false
                 if nack?.needsKeyframe == true { nack?.keyframeHandled() }
             }

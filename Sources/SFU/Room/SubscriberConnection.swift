@@ -17,7 +17,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     var remote: RemoteTransportParameters?
     struct Slot {
         var mid: String
-        var kind: MediaKind
+        var codec: ForwardedCodec
         var consumer: Consumer?
     }
     var slots: [Slot] = []
@@ -71,7 +71,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         let mid = String(nextMid)
         nextMid += 1
         let consumer = Consumer(producer: producer, subscriber: self, mid: mid)
-        slots.append(Slot(mid: mid, kind: producer.kind, consumer: consumer))
+        slots.append(Slot(mid: mid, codec: producer.codec, consumer: consumer))
         consumersBySSRC[consumer.ssrc] = consumer
         producer.consumers.append(consumer)
         if !participant.receiving(producer.kind) { consumer.pause() }
@@ -98,7 +98,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         offerOutstanding = true
         sessionVersion += 1
         let offer = RoomSDP.subscriberOffer(slots: slots.map { slot in
-            RoomSDP.SubscriberSlot(mid: slot.mid, kind: slot.kind, track: slot.consumer.map {
+            RoomSDP.SubscriberSlot(mid: slot.mid, codec: slot.codec, track: slot.consumer.map {
                 RoomSDP.SubscribedTrack(peerID: $0.producer.peerID, trackID: $0.producer.trackID, ssrc: $0.ssrc, rtxSSRC: $0.rtxSSRC, cname: "sfu-" + $0.producer.peerID)
             })
         }, local: local, sessionVersion: sessionVersion, sessionID: sessionID)

@@ -56,6 +56,46 @@ public enum RoomSDPError: Error, Equatable, Sendable, CustomStringConvertible {
     }
 }
 
+/// A codec the SFU forwards, with what our SDP says about it.
+public enum ForwardedCodec: Sendable, Equatable {
+    case opus
+    case vp8
+    /// H.264 passed through as the publisher sends it; `fmtp` is the publisher's (profile, packetization mode).
+    case h264(fmtp: String)
+
+    public var kind: MediaKind { self == .opus ? .audio : .video }
+    public var name: String {
+        switch self {
+        case .opus: "opus"
+        case .vp8: "VP8"
+        case .h264: "H264"
+        }
+    }
+    public var clockRate: Int { self == .opus ? 48000 : 90000 }
+    /// The payload types of our subscriber offers.
+    public var offerPayloadType: UInt8 {
+        switch self {
+        case .opus: 111
+        case .vp8: 96
+        case .h264: 102
+        }
+    }
+    public var offerRTXPayloadType: UInt8? {
+        switch self {
+        case .opus: nil
+        case .vp8: 97
+        case .h264: 103
+        }
+    }
+    var fmtp: String? {
+        switch self {
+        case .opus: "minptime=10;useinbandfec=1"
+        case .vp8: nil
+        case .h264(let fmtp): fmtp
+        }
+    }
+}
+
 /// Header extension ids negotiated on a publisher transport (one set: BUNDLE shares them).
 public struct ExtensionIDs: Sendable, Equatable {
     public var mid: UInt8?
@@ -69,6 +109,7 @@ public struct ExtensionIDs: Sendable, Equatable {
 public struct PublishedSection: Sendable, Equatable {
     public var mid: String
     public var kind: MediaKind
+    public var codec: ForwardedCodec
     public var payloadType: UInt8
     public var clockRate: Int
     public var rtxPayloadType: UInt8?
@@ -82,12 +123,26 @@ public struct PublishedSection: Sendable, Equatable {
 
 /// Offer/answer for the two peer connections of a room participant (docs/SIGNALING.md).
 public enum RoomSDP {
-    /// The codecs we forward: Opus for audio, VP8 (+RTX) for video.
+    /// The codecs we forward: Opus for audio; VP8 for video, else H.264 (packetization mode 1,
+    /// constrained baseline preferred), passed through.
     static func acceptedCodec(_ m: SessionDescription.Media) -> SessionDescription.Codec? {
         switch m.kind {
-        case "audio": m.codecs.first { $0.name.lowercased() == "opus" && $0.clockRate == 48000 }
-        case "video": m.codecs.first { $0.name.lowercased() == "vp8" && $0.clockRate == 90000 }
-        default: nil
+        case "audio":
+            return m.codecs.first { $0.name.lowercased() == "opus" && $0.clockRate == 48000 }
+        case "video":
+            if let vp8 = m.codecs.first(where: { $0.name.lowercased() == "vp8" && $0.clockRate == 90000 }) { return vp8 }
+            let h264 = m.codecs.filter { $0.name.lowercased() == "h264" && $0.clockRate == 90000 && ($0.fmtp ?? "").contains("packetization-mode=1") }
+            return h264.first { ($0.fmtp ?? "").contains("profile-level-id=42e0") } ?? h264.first
+        default:
+            return nil
+        }
+    }
+
+    static func forwarded(_ codec: SessionDescription.Codec) -> ForwardedCodec {
+        switch codec.name.lowercased() {
+        case "opus": .opus
+        case "h264": .h264(fmtp: codec.fmtp ?? "packetization-mode=1")
+        default: .vp8
         }
     }
 
@@ -160,7 +215,7 @@ public enum RoomSDP {
                 if parts.count == 2 { ssrc = parts[0]; rtxSSRC = parts[1] }
             }
             if m.has("simulcast") || m.has("rid") { ssrc = nil; rtxSSRC = nil }  // learned from the rid/mid extensions
-            sections.append(PublishedSection(mid: mid, kind: m.kind == "audio" ? .audio : .video, payloadType: codec.payloadType,
+            sections.append(PublishedSection(mid: mid, kind: m.kind == "audio" ? .audio : .video, codec: forwarded(codec), payloadType: codec.payloadType,
                                              clockRate: codec.clockRate, rtxPayloadType: rtx?.payloadType, ssrc: ssrc, rtxSSRC: rtxSSRC,
                                              sending: sending, transportCC: twcc))
         }
@@ -177,9 +232,10 @@ public enum RoomSDP {
     /// One m-line of a subscriber offer.
     public struct SubscriberSlot: Sendable, Equatable {
         public var mid: String
-        public var kind: MediaKind
+        public var codec: ForwardedCodec
         /// nil: the slot's track went away (inactive m-line).
         public var track: SubscribedTrack?
+        public var kind: MediaKind { codec.kind }
     }
 
     public struct SubscribedTrack: Sendable, Equatable {
@@ -190,9 +246,6 @@ public enum RoomSDP {
         public var cname: String
     }
 
-    public static let opusPayloadType: UInt8 = 111
-    public static let vp8PayloadType: UInt8 = 96
-    public static let rtxPayloadType: UInt8 = 97
     /// The transport-cc extension id in our subscriber offers.
     public static let subscriberTransportCCID: UInt8 = 3
 
@@ -203,21 +256,22 @@ public enum RoomSDP {
         offer.sessionAttributes = [.init("ice-lite"), .init("group", "BUNDLE " + slots.map(\.mid).joined(separator: " ")),
                                    .init("msid-semantic", " WMS *")]
         for slot in slots {
-            let video = slot.kind == .video
-            let formats = video ? [String(vp8PayloadType), String(rtxPayloadType)] : [String(opusPayloadType)]
+            let codec = slot.codec
+            let pt = codec.offerPayloadType
+            let formats = [String(pt)] + (codec.offerRTXPayloadType.map { [String($0)] } ?? [])
             var m = SessionDescription.Media(kind: slot.kind.rawValue, port: 9, proto: "UDP/TLS/RTP/SAVPF", formats: formats)
             m.otherLines = ["c=IN IP4 0.0.0.0"]
             var a: [SessionDescription.Attribute] = [.init("mid", slot.mid)]
             a += local.attributes(setup: "actpass")
             a += [.init("rtcp-mux"), .init("rtcp-rsize"),
                   .init("extmap", "\(subscriberTransportCCID) \(RTPExtensionURI.transportWideCC)")]
-            if video {
-                a += [.init("rtpmap", "\(vp8PayloadType) VP8/90000")]
-                for fb in ["goog-remb", "transport-cc", "ccm fir", "nack", "nack pli"] { a.append(.init("rtcp-fb", "\(vp8PayloadType) \(fb)")) }
-                a += [.init("rtpmap", "\(rtxPayloadType) rtx/90000"), .init("fmtp", "\(rtxPayloadType) apt=\(vp8PayloadType)")]
-            } else {
-                a += [.init("rtpmap", "\(opusPayloadType) opus/48000/2"), .init("fmtp", "\(opusPayloadType) minptime=10;useinbandfec=1"),
-                      .init("rtcp-fb", "\(opusPayloadType) transport-cc")]
+            let channels = codec == .opus ? "/2" : ""
+            a.append(.init("rtpmap", "\(pt) \(codec.name)/\(codec.clockRate)\(channels)"))
+            if let fmtp = codec.fmtp { a.append(.init("fmtp", "\(pt) \(fmtp)")) }
+            let feedback = codec.kind == .video ? ["goog-remb", "transport-cc", "ccm fir", "nack", "nack pli"] : ["transport-cc"]
+            for fb in feedback { a.append(.init("rtcp-fb", "\(pt) \(fb)")) }
+            if let rtx = codec.offerRTXPayloadType {
+                a += [.init("rtpmap", "\(rtx) rtx/90000"), .init("fmtp", "\(rtx) apt=\(pt)")]
             }
             if let t = slot.track {
                 a.append(.init("sendonly"))
