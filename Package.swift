@@ -88,7 +88,7 @@ let package = Package(
         .testTarget(name: "RTPTests", dependencies: ["RTP", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "DTLSTests", dependencies: ["DTLS", "CSRTP", "COpenSSL", "CSFUShim", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "SFUTests", dependencies: ["SFU", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "RecorderTests", dependencies: ["Recorder", "COpus", "CVPX", "CSFUShim"], swiftSettings: strict),
+        .testTarget(name: "RecorderTests", dependencies: ["Recorder", "RTP", "COpus", "CVPX", "CSFUShim", "TestSupport"], swiftSettings: strict),
         .testTarget(
             name: "ControlTests",
             dependencies: [

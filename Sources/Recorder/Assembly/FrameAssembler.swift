@@ -1,0 +1,169 @@
+import RTP
+
+/// A frame out of the jitter buffer: a whole VP8 frame (payload descriptors stripped, partitions
+/// joined, RFC 7741) or one Opus packet.
+public struct AssembledFrame: Sendable, Equatable {
+    public var rtpTimestamp: UInt32
+    public var keyframe: Bool
+    public var data: [UInt8]
+    /// From a VP8 keyframe's header.
+    public var size: (width: Int, height: Int)?
+    /// When the frame's first packet arrived (the caller's clock).
+    public var arrivalNanos: Int64
+
+    public static func == (a: AssembledFrame, b: AssembledFrame) -> Bool {
+        a.rtpTimestamp == b.rtpTimestamp && a.keyframe == b.keyframe && a.data == b.data
+            && a.size?.width == b.size?.width && a.size?.height == b.size?.height && a.arrivalNanos == b.arrivalNanos
+    }
+}
+
+/// Per-track jitter buffer and frame assembly for the recorder, sans-IO: packets go in by sequence
+/// number (reordered, duplicated, missing), frames come out in order. A missing packet is waited
+/// for up to `maxWaitNanos` (NACK has time to repair it); after that the frame is given up and,
+/// for video, everything is dropped until the next keyframe (`wantsKeyframe` tells the caller to
+/// ask for one), so the file never holds a frame the decoder cannot decode.
+public struct FrameAssembler: Sendable {
+    public enum Codec: Sendable { case vp8, opus }
+
+    struct Packet {
+        var timestamp: UInt32
+        var marker: Bool
+        var payload: [UInt8]
+        var arrivalNanos: Int64
+    }
+
+    public let codec: Codec
+    public let maxWaitNanos: Int64
+    public let capacity: Int
+    private var packets: [Int64: Packet] = [:]
+    private var unwrapper = SequenceUnwrapper()
+    private var next: Int64?
+    private var needKeyframe: Bool
+    /// Set when a gap made video undecodable; cleared by ``keyframeRequested()``.
+    public private(set) var wantsKeyframe = false
+    public private(set) var framesOut = 0
+    public private(set) var framesDropped = 0
+    public private(set) var packetsLost = 0
+
+    public init(codec: Codec, maxWaitNanos: Int64? = nil, capacity: Int = 2048) {
+        self.codec = codec
+        self.maxWaitNanos = maxWaitNanos ?? (codec == .vp8 ? 400_000_000 : 120_000_000)
+        self.capacity = capacity
+        needKeyframe = codec == .vp8
+    }
+
+    public mutating func keyframeRequested() { wantsKeyframe = false }
+
+    /// Adds one RTP packet (`payload` is the RTP payload, padding excluded) and returns the frames it completes.
+    public mutating func push(sequenceNumber: UInt16, timestamp: UInt32, marker: Bool, payload: UnsafeRawBufferPointer, nowNanos: Int64) -> [AssembledFrame] {
+        let seq = unwrapper.unwrap(sequenceNumber)
+        if let next, seq < next { return [] }  // late or duplicate of something emitted or given up
+        guard packets[seq] == nil, !payload.isEmpty else { return [] }
+        if next == nil { next = seq }
+        packets[seq] = Packet(timestamp: timestamp, marker: marker, payload: Array(payload), arrivalNanos: nowNanos)
+        if packets.count > capacity, let oldest = packets.keys.min() { skip(to: oldest + 1) }
+        return drain(nowNanos: nowNanos)
+    }
+
+    /// Timer work: gives up on packets waited for too long. Returns frames that follow.
+    public mutating func poll(nowNanos: Int64) -> [AssembledFrame] { drain(nowNanos: nowNanos) }
+
+    /// Emits everything still buffered that forms whole frames (end of the recording).
+    public mutating func flush() -> [AssembledFrame] { drain(nowNanos: .max) }
+
+    private mutating func skip(to seq: Int64) {
+        guard let n = next, seq > n else { return }
+        for s in n..<seq where packets.removeValue(forKey: s) == nil { packetsLost += 1 }
+        next = seq
+    }
+
+    private mutating func drain(nowNanos: Int64) -> [AssembledFrame] {
+        var out: [AssembledFrame] = []
+        while let n = next {
+            if packets[n] == nil {
+                // A hole at the head: wait for it, unless the oldest buffered packet waited too long.
+                guard let (_, oldest) = packets.min(by: { $0.key < $1.key }).map({ ($0.key, $0.value) }),
+                      nowNanos == .max || nowNanos - oldest.arrivalNanos >= maxWaitNanos else { break }
+                let firstBuffered = packets.keys.min() ?? n
+                skip(to: firstBuffered)
+                if codec == .vp8 {
+                    if !needKeyframe { wantsKeyframe = true }
+                    needKeyframe = true
+                }
+                continue
+            }
+            switch codec {
+            case .opus:
+                guard let p = packets.removeValue(forKey: n) else { break }
+                next = n + 1
+                framesOut += 1
+                out.append(AssembledFrame(rtpTimestamp: p.timestamp, keyframe: true, data: p.payload, size: nil, arrivalNanos: p.arrivalNanos))
+            case .vp8:
+                guard let frame = takeVP8Frame(at: n, nowNanos: nowNanos) else {
+                    // The head frame misses a packet: give it up once it has waited too long.
+                    guard let head = packets[n], nowNanos == .max || nowNanos - head.arrivalNanos >= maxWaitNanos else { return out }
+                    var hole = n
+                    while packets[hole] != nil {
+                        packets[hole] = nil
+                        hole += 1
+                    }
+                    next = hole
+                    framesDropped += 1
+                    if !needKeyframe { wantsKeyframe = true }
+                    needKeyframe = true
+                    if packets.isEmpty { return out }
+                    continue
+                }
+                if let frame { out.append(frame) }
+            }
+        }
+        return out
+    }
+
+    /// The VP8 frame starting at `n`: nil when it is not complete yet, `.some(nil)` when packets
+    /// were consumed without a usable frame.
+    private mutating func takeVP8Frame(at n: Int64, nowNanos: Int64) -> AssembledFrame?? {
+        guard let first = packets[n] else { return nil }
+        let starts = first.payload.withUnsafeBytes { raw in (try? VP8Descriptor(parsing: raw)).map { $0.startOfPartition && $0.partitionIndex == 0 } ?? false }
+        if !starts {
+            // Not the beginning of a frame (its start was lost or came before we did): drop up to the next start.
+            packets[n] = nil
+            next = n + 1
+            if !needKeyframe { wantsKeyframe = true }
+            needKeyframe = true
+            framesDropped += 1
+            return .some(nil)
+        }
+        // Collect to the marker (or to the last packet of this timestamp when the next one starts a new frame).
+        var end = n
+        while true {
+            guard let p = packets[end] else { return nil }  // incomplete: wait (drain handles the timeout at the head only)
+            if p.marker { break }
+            if let following = packets[end + 1], following.timestamp != first.timestamp { break }
+            if packets[end + 1] == nil { return nil }
+            end += 1
+        }
+        var data: [UInt8] = []
+        var keyframe = false
+        var size: (Int, Int)?
+        for s in n...end {
+            guard let p = packets.removeValue(forKey: s) else { continue }
+            p.payload.withUnsafeBytes { raw in
+                guard let d = try? VP8Descriptor(parsing: raw) else { return }
+                if s == n {
+                    keyframe = d.isKeyframeStart(payload: raw)
+                    size = d.keyframeSize(payload: raw)
+                }
+                data.append(contentsOf: raw[d.length...])
+            }
+        }
+        next = end + 1
+        if needKeyframe && !keyframe {
+            framesDropped += 1
+            return .some(nil)
+        }
+        needKeyframe = false
+        framesOut += 1
+        return .some(AssembledFrame(rtpTimestamp: first.timestamp, keyframe: keyframe, data: data, size: size, arrivalNanos: first.arrivalNanos))
+    }
+}

@@ -1,0 +1,299 @@
+"""Media helpers for the recording tests: a lip-sync test clip and the analysis of recorded files.
+
+- `make_sync_clip(dir)` writes a Y4M video that is dark except one full-white frame at every whole
+  second (frame n*fps) and a 48 kHz mono WAV that is silent except a 50 ms 1 kHz beep starting
+  exactly at every whole second: the inputs of Chromium's `--use-file-for-fake-video-capture` /
+  `--use-file-for-fake-audio-capture`. Pure Python (the files are plain YUV and PCM).
+- `decode_check(path)`: a full decode with `ffmpeg -v error`; the stderr lines (empty = clean).
+  ffprobe/ffmpeg exit 0 even on truncated files, so stderr is the signal, not the exit code.
+- `probe(path)`: duration, streams, decoded video frames and audio samples (PyAV + ffprobe).
+- `flash_times(path)` / `beep_times(path)`: when the white frames show and the beeps start, in the
+  file's own timeline (seconds); `sync_offsets(flashes, beeps)`: beep minus flash, in ms, per flash
+  (positive = audio late).
+
+No numpy here (the test venv has none): planes are read as bytes, PCM through `array`.
+"""
+from __future__ import annotations
+
+import array
+import json
+import math
+import pathlib
+import shutil
+import statistics
+import subprocess
+import wave
+from typing import Iterable
+
+import av
+
+DARK_Y, WHITE_Y = 16, 235
+BEEP_HZ, BEEP_S, BEEP_AMPLITUDE = 1000, 0.050, 16000
+RATE = 48000
+
+
+def require_tools(*names: str) -> None:
+    """Fails (never skips) when a needed command-line tool is missing."""
+    import pytest
+    missing = [n for n in names if shutil.which(n) is None]
+    if missing:
+        pytest.fail(f"missing tools for the recording tests: {missing}")
+
+
+# --- the clip ------------------------------------------------------------------------------------
+
+def make_sync_clip(dir: str | pathlib.Path, seconds: int = 25, fps: int = 30,
+                   size: tuple[int, int] = (640, 480)) -> tuple[pathlib.Path, pathlib.Path]:
+    """(y4m_path, wav_path): flashes at frames n*fps, beeps starting at samples n*48000."""
+    dir = pathlib.Path(dir)
+    dir.mkdir(parents=True, exist_ok=True)
+    w, h = size
+    if w % 2 or h % 2:
+        raise ValueError("size must be even (4:2:0)")
+    y4m = dir / f"sync-{w}x{h}-{fps}fps-{seconds}s.y4m"
+    wav = dir / f"sync-{seconds}s-48k.wav"
+    chroma = bytes([128]) * (2 * (w // 2) * (h // 2))
+    dark = b"FRAME\n" + bytes([DARK_Y]) * (w * h) + chroma
+    white = b"FRAME\n" + bytes([WHITE_Y]) * (w * h) + chroma
+    with open(y4m, "wb") as f:
+        f.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for n in range(seconds * fps):
+            f.write(white if n % fps == 0 else dark)
+
+    beep_len = int(BEEP_S * RATE)
+    beep = array.array("h", (int(BEEP_AMPLITUDE * math.sin(2 * math.pi * BEEP_HZ * i / RATE))
+                             for i in range(beep_len)))
+    second = beep + array.array("h", bytes(2 * (RATE - beep_len)))
+    with wave.open(str(wav), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(RATE)
+        f.writeframes(second.tobytes() * seconds)
+    return y4m, wav
+
+
+def encode_webm(y4m: pathlib.Path, wav: pathlib.Path, out: pathlib.Path, *,
+                audio_delay_s: float = 0.0, seconds: float | None = None) -> pathlib.Path:
+    """The clip as VP8 + Opus WebM with ffmpeg (audio shifted later by `audio_delay_s`): a file
+    whose A/V offset is known, to check the analysis."""
+    cmd = ["ffmpeg", "-v", "error", "-y", "-i", str(y4m)]
+    if audio_delay_s:
+        cmd += ["-itsoffset", f"{audio_delay_s:.3f}"]
+    cmd += ["-i", str(wav), "-map", "0:v", "-map", "1:a", "-c:v", "libvpx", "-b:v", "800k",
+            "-deadline", "realtime", "-cpu-used", "8", "-c:a", "libopus", "-b:a", "64k"]
+    if seconds is not None:
+        cmd += ["-t", f"{seconds:.3f}"]
+    cmd += [str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        raise RuntimeError(f"ffmpeg failed ({r.returncode}): {r.stderr[-2000:]}")
+    return out
+
+
+# --- checks --------------------------------------------------------------------------------------
+
+def decode_check(path: str | pathlib.Path, timeout: float = 120) -> list[str]:
+    """Decodes every stream fully; returns ffmpeg's stderr lines (empty = decoded cleanly)."""
+    r = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-f", "null", "-"],
+                       capture_output=True, text=True, timeout=timeout)
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    if r.returncode != 0 and not lines:
+        lines = [f"ffmpeg exited with {r.returncode}"]
+    return lines
+
+
+def ffprobe(path: str | pathlib.Path, timeout: float = 120) -> dict:
+    """`ffprobe -show_format -show_streams -count_frames -count_packets` as JSON."""
+    r = subprocess.run(["ffprobe", "-v", "error", "-of", "json", "-show_format", "-show_streams",
+                        "-count_frames", "-count_packets", str(path)],
+                       capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise RuntimeError(f"ffprobe {path}: {r.returncode} {r.stderr[-1000:]}")
+    return json.loads(r.stdout)
+
+
+def probe(path: str | pathlib.Path) -> dict:
+    """What a recorded file holds:
+
+    {"duration": container duration in s (None if the file has no Duration element),
+     "span": end of the last packet minus start of the first, over all streams (s),
+     "streams": [{"index", "type", "codec", "width", "height", "packets", "frames",
+                  "start", "end"}],
+     "video_frames": decoded video frames, "video_sizes": {(w, h)}, "video_keyframes": packets,
+     "audio_packets": ..., "audio_samples": decoded samples (per channel), "audio_rate": Hz,
+     "video_span"/"audio_span": first-to-last-packet-end seconds of each kind}
+    Decoding goes through PyAV; errors while decoding are counted in "decode_errors"."""
+    out: dict = {"streams": [], "video_frames": 0, "video_sizes": set(), "video_keyframes": 0,
+                 "audio_packets": 0, "audio_samples": 0, "audio_rate": None, "decode_errors": 0,
+                 "video_span": 0.0, "audio_span": 0.0}
+    with av.open(str(path)) as c:
+        out["duration"] = (c.duration / 1_000_000) if c.duration else None
+        streams = {}
+        for s in c.streams:
+            streams[s.index] = {"index": s.index, "type": s.type, "codec": s.codec_context.name,
+                                "width": getattr(s.codec_context, "width", None) if s.type == "video" else None,
+                                "height": getattr(s.codec_context, "height", None) if s.type == "video" else None,
+                                "packets": 0, "frames": 0, "start": None, "end": None}
+        for packet in c.demux():
+            st = streams.get(packet.stream.index)
+            if st is None or packet.size == 0:
+                continue
+            st["packets"] += 1
+            tb = packet.time_base
+            if packet.pts is not None:
+                t0 = float(packet.pts * tb)
+                t1 = t0 + float((packet.duration or 0) * tb)
+                st["start"] = t0 if st["start"] is None else min(st["start"], t0)
+                st["end"] = t1 if st["end"] is None else max(st["end"], t1)
+            if st["type"] == "video" and packet.is_keyframe:
+                out["video_keyframes"] += 1
+            try:
+                for frame in packet.decode():
+                    st["frames"] += 1
+                    if st["type"] == "video":
+                        out["video_frames"] += 1
+                        out["video_sizes"].add((frame.width, frame.height))
+                    elif st["type"] == "audio":
+                        out["audio_samples"] += frame.samples
+                        out["audio_rate"] = frame.sample_rate
+            except av.error.FFmpegError:
+                out["decode_errors"] += 1
+            if st["type"] == "audio":
+                out["audio_packets"] += 1
+    out["streams"] = list(streams.values())
+    starts = [s["start"] for s in out["streams"] if s["start"] is not None]
+    ends = [s["end"] for s in out["streams"] if s["end"] is not None]
+    out["span"] = (max(ends) - min(starts)) if starts and ends else 0.0
+    for kind in ("video", "audio"):
+        ss = [s for s in out["streams"] if s["type"] == kind and s["start"] is not None]
+        if ss:
+            out[f"{kind}_span"] = max(s["end"] for s in ss) - min(s["start"] for s in ss)
+    return out
+
+
+# --- flashes and beeps ---------------------------------------------------------------------------
+
+def luma_means(path: str | pathlib.Path, step: int = 7) -> list[tuple[float, float]]:
+    """(time s, mean luma) of every decoded video frame (the Y plane sampled every `step` bytes)."""
+    out = []
+    with av.open(str(path)) as c:
+        if not c.streams.video:
+            return out
+        stream = c.streams.video[0]
+        for frame in c.decode(stream):
+            if frame.pts is None:
+                continue
+            y = frame.planes[0]
+            data = bytes(y)
+            w, ls = frame.width, y.line_size
+            if ls == w:
+                sample = data[::step]
+            else:
+                sample = b"".join(data[r * ls: r * ls + w] for r in range(0, frame.height, 2))[::step]
+            out.append((float(frame.pts * frame.time_base), sum(sample) / max(1, len(sample))))
+    return out
+
+
+def flash_times(path: str | pathlib.Path, means: list[tuple[float, float]] | None = None) -> list[float]:
+    """Times (s) of the frames where the mean luma jumps from dark to bright: the start of each
+    white flash (a flash lasting several frames, e.g. a repeated frame, counts once)."""
+    means = luma_means(path) if means is None else means
+    if not means:
+        return []
+    values = [m for _, m in means]
+    low = statistics.median(values)
+    high = max(values)
+    if high - low < 60:            # no flash in the whole file
+        return []
+    threshold = (low + high) / 2
+    out, bright = [], False
+    for t, m in means:
+        if m >= threshold and not bright:
+            out.append(t)
+        bright = m >= threshold
+    return out
+
+
+def audio_pcm(path: str | pathlib.Path) -> tuple[float, int, array.array]:
+    """(start time s, sample rate, mono s16 PCM) of the first audio stream, decoded from its start
+    (gaps in the timestamps are filled with silence so that sample index = time)."""
+    with av.open(str(path)) as c:
+        if not c.streams.audio:
+            return 0.0, RATE, array.array("h")
+        stream = c.streams.audio[0]
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
+        pcm = array.array("h")
+        start = None
+        for frame in c.decode(stream):
+            t = float(frame.pts * frame.time_base) if frame.pts is not None else None
+            if start is None:
+                start = t if t is not None else 0.0
+            if t is not None:
+                expected = int(round((t - start) * RATE))
+                if expected > len(pcm) + RATE // 100:       # a gap of > 10 ms: pad with silence
+                    pcm.extend(array.array("h", bytes(2 * (expected - len(pcm)))))
+            for out in resampler.resample(frame):
+                pcm.frombytes(bytes(out.planes[0])[: out.samples * 2])
+        for out in resampler.resample(None):
+            pcm.frombytes(bytes(out.planes[0])[: out.samples * 2])
+        return (start or 0.0), RATE, pcm
+
+
+def rms_windows(pcm: array.array, window: int) -> list[float]:
+    out = []
+    for i in range(0, len(pcm) - window + 1, window):
+        chunk = pcm[i:i + window]
+        out.append(math.sqrt(sum(v * v for v in chunk) / window))
+    return out
+
+
+def beep_times(path: str | pathlib.Path, window_ms: float = 1.0, min_gap_s: float = 0.3) -> list[float]:
+    """Onset times (s) of the beeps: the first `window_ms` window whose RMS crosses a quarter of the
+    loudest window's RMS, after at least `min_gap_s` below it."""
+    start, rate, pcm = audio_pcm(path)
+    window = max(1, int(rate * window_ms / 1000))
+    rms = rms_windows(pcm, window)
+    if not rms:
+        return []
+    peak = max(rms)
+    floor = statistics.median(rms)
+    if peak < 300 or peak < 4 * floor + 1:     # nothing that stands out of the background
+        return []
+    threshold = floor + (peak - floor) / 4
+    out: list[float] = []
+    last_loud = -1e9
+    for i, r in enumerate(rms):
+        t = start + i * window / rate
+        if r >= threshold:
+            if t - last_loud >= min_gap_s:
+                # Refine inside the window: the first sample above the threshold's amplitude.
+                base = i * window
+                onset = base
+                for j in range(max(0, base - window), base + window):
+                    if abs(pcm[j]) >= threshold:
+                        onset = j
+                        break
+                out.append(start + onset / rate)
+            last_loud = t
+    return out
+
+
+def sync_offsets(flashes: Iterable[float], beeps: Iterable[float]) -> list[float]:
+    """For each flash, (nearest beep - flash) in ms; positive = the audio comes late."""
+    beeps = sorted(beeps)
+    out = []
+    if not beeps:
+        return out
+    for f in flashes:
+        nearest = min(beeps, key=lambda b: abs(b - f))
+        out.append((nearest - f) * 1000.0)
+    return out
+
+
+def sync_report(path: str | pathlib.Path) -> dict:
+    """Flashes, beeps and their offsets (ms) in one file, for assertions and failure messages."""
+    flashes, beeps = flash_times(path), beep_times(path)
+    offsets = sync_offsets(flashes, beeps)
+    return {"flashes": [round(f, 3) for f in flashes], "beeps": [round(b, 3) for b in beeps],
+            "offsets_ms": [round(o, 1) for o in offsets],
+            "median_ms": round(statistics.median(offsets), 1) if offsets else None}
