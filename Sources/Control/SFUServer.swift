@@ -106,11 +106,13 @@ public struct SFUServer: Sendable {
         let webhooks = config.webhookURLs.isEmpty ? nil : WebhookDispatcher(
             configuration: .init(urls: config.webhookURLs.compactMap(URL.init(string:)), secret: APIKeys(keys).signingSecret), logger: logger)
         let live = LiveRooms(media: media, logger: logger)
+        let recordings = RecordingService(store: store, live: live, directory: config.effectiveRecordingsDir, webhooks: webhooks, logger: logger)
         let api = ControlAPI(store: store, keys: APIKeys(keys), iceServers: config.iceServers, logger: logger, webhooks: webhooks, media: media,
-                             live: live, demoEnabled: config.apiKeys.isEmpty)
-        let rooms = RoomServices(store: store, live: live, signer: api.signer, iceServers: config.iceServers, webhooks: webhooks, logger: logger)
+                             live: live, demoEnabled: config.apiKeys.isEmpty, recordings: recordings)
+        let rooms = RoomServices(store: store, live: live, signer: api.signer, iceServers: config.iceServers, webhooks: webhooks, logger: logger,
+                                 recordings: recordings)
         let app = buildApplication(echo: EchoService(media: media, logger: logger), api: api, rooms: rooms)
-        let janitor = Task { await RoomJanitor(store: store, webhooks: webhooks, logger: logger, live: live).run() }
+        let janitor = Task { await RoomJanitor(store: store, webhooks: webhooks, logger: logger, live: live, recordings: recordings).run() }
         let sampleInterval = Duration.seconds(config.qualitySampleSeconds)
         let sampler = Task { await QualitySampler(store: store, live: live, logger: logger).run(interval: sampleInterval) }
         let group = ServiceGroup(
@@ -125,6 +127,7 @@ public struct SFUServer: Sendable {
         } catch {
             janitor.cancel()
             sampler.cancel()
+            await recordings.stopEverything(reason: "server shutting down")
             await live.closeAll(message: "the server is shutting down")
             await media.stop()
             await store.close()
@@ -132,6 +135,7 @@ public struct SFUServer: Sendable {
         }
         janitor.cancel()
         sampler.cancel()
+        await recordings.stopEverything(reason: "server shutting down")
         await live.closeAll(message: "the server is shutting down")
         await media.stop()
         await store.close()

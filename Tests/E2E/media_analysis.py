@@ -183,14 +183,7 @@ def luma_means(path: str | pathlib.Path, step: int = 7) -> list[tuple[float, flo
         for frame in c.decode(stream):
             if frame.pts is None:
                 continue
-            y = frame.planes[0]
-            data = bytes(y)
-            w, ls = frame.width, y.line_size
-            if ls == w:
-                sample = data[::step]
-            else:
-                sample = b"".join(data[r * ls: r * ls + w] for r in range(0, frame.height, 2))[::step]
-            out.append((float(frame.pts * frame.time_base), sum(sample) / max(1, len(sample))))
+            out.append((float(frame.pts * frame.time_base), luma_mean(frame, step)))
     return out
 
 
@@ -248,9 +241,16 @@ def rms_windows(pcm: array.array, window: int) -> list[float]:
 
 
 def beep_times(path: str | pathlib.Path, window_ms: float = 1.0, min_gap_s: float = 0.3) -> list[float]:
-    """Onset times (s) of the beeps: the first `window_ms` window whose RMS crosses a quarter of the
-    loudest window's RMS, after at least `min_gap_s` below it."""
+    """Onset times (s) of the beeps in a file's first audio stream (see `beep_onsets`)."""
     start, rate, pcm = audio_pcm(path)
+    return beep_onsets(start, rate, pcm, window_ms, min_gap_s)
+
+
+def beep_onsets(start: float, rate: int, pcm: array.array, window_ms: float = 1.0,
+                min_gap_s: float = 0.3) -> list[float]:
+    """Onset times (s) of the beeps in mono PCM whose first sample is at `start`: the first
+    `window_ms` window whose RMS crosses a quarter of the way from the median to the loudest
+    window's RMS, after at least `min_gap_s` below it, refined to the first sample that loud."""
     window = max(1, int(rate * window_ms / 1000))
     rms = rms_windows(pcm, window)
     if not rms:
@@ -266,7 +266,6 @@ def beep_times(path: str | pathlib.Path, window_ms: float = 1.0, min_gap_s: floa
         t = start + i * window / rate
         if r >= threshold:
             if t - last_loud >= min_gap_s:
-                # Refine inside the window: the first sample above the threshold's amplitude.
                 base = i * window
                 onset = base
                 for j in range(max(0, base - window), base + window):
@@ -278,15 +277,30 @@ def beep_times(path: str | pathlib.Path, window_ms: float = 1.0, min_gap_s: floa
     return out
 
 
-def sync_offsets(flashes: Iterable[float], beeps: Iterable[float]) -> list[float]:
-    """For each flash, (nearest beep - flash) in ms; positive = the audio comes late."""
+def luma_mean(frame, step: int = 7) -> float:
+    """Mean of the Y plane of a decoded video frame (sampled every `step` bytes)."""
+    y = frame.planes[0]
+    data = bytes(y)
+    w, ls = frame.width, y.line_size
+    if ls == w:
+        sample = data[::step]
+    else:
+        sample = b"".join(data[r * ls: r * ls + w] for r in range(0, frame.height, 2))[::step]
+    return sum(sample) / max(1, len(sample))
+
+
+def sync_offsets(flashes: Iterable[float], beeps: Iterable[float], max_ms: float | None = 500.0) -> list[float]:
+    """For each flash, (nearest beep - flash) in ms; positive = the audio comes late. A flash with
+    no beep within `max_ms` (e.g. the last flash of a file that ends before its beep) has no pair."""
     beeps = sorted(beeps)
     out = []
     if not beeps:
         return out
     for f in flashes:
         nearest = min(beeps, key=lambda b: abs(b - f))
-        out.append((nearest - f) * 1000.0)
+        offset = (nearest - f) * 1000.0
+        if max_ms is None or abs(offset) <= max_ms:
+            out.append(offset)
     return out
 
 
@@ -295,5 +309,5 @@ def sync_report(path: str | pathlib.Path) -> dict:
     flashes, beeps = flash_times(path), beep_times(path)
     offsets = sync_offsets(flashes, beeps)
     return {"flashes": [round(f, 3) for f in flashes], "beeps": [round(b, 3) for b in beeps],
-            "offsets_ms": [round(o, 1) for o in offsets],
+            "offsets_ms": [round(o, 1) for o in offsets], "unpaired_flashes": len(flashes) - len(offsets),
             "median_ms": round(statistics.median(offsets), 1) if offsets else None}

@@ -18,6 +18,7 @@ public struct ControlAPI: Sendable {
     public let live: LiveRooms?
     /// `POST /demo/join` (the demo page's token minting) is served: development mode only.
     public let demoEnabled: Bool
+    public let recordings: RecordingService?
 
     /// Defaults for what a create-room request leaves out (docs/API.md).
     public enum Defaults {
@@ -31,8 +32,9 @@ public struct ControlAPI: Sendable {
     public static let maxBodyBytes = 64 * 1024
 
     public init(store: MetadataStore, keys: APIKeys, iceServers: [String], logger: Logger, webhooks: WebhookDispatcher? = nil,
-                media: MediaRuntime? = nil, live: LiveRooms? = nil, demoEnabled: Bool = false) {
+                media: MediaRuntime? = nil, live: LiveRooms? = nil, demoEnabled: Bool = false, recordings: RecordingService? = nil) {
         self.live = live
+        self.recordings = recordings
         self.demoEnabled = demoEnabled
         self.webhooks = webhooks
         self.media = media
@@ -64,12 +66,14 @@ public struct ControlAPI: Sendable {
         rooms.post(":id/participants/:user/mute") { request, context in
             try await muteParticipant(request, context, room: context.parameters.require("id"), user: context.parameters.require("user"))
         }
-        rooms.post(":id/recordings") { _, _ -> Response in throw APIError.notImplemented("recording") }
+        rooms.post(":id/recordings") { request, context in try await startRecording(request, context, room: context.parameters.require("id")) }
         let recordings = router.group("v1/recordings").add(middleware: ErrorShapeMiddleware()).add(middleware: auth)
-        recordings.get { _, _ -> Response in throw APIError.notImplemented("recording") }
-        recordings.get(":id") { _, _ -> Response in throw APIError.notImplemented("recording") }
-        recordings.post(":id/stop") { _, _ -> Response in throw APIError.notImplemented("recording") }
-        recordings.get(":id/files/:file") { _, _ -> Response in throw APIError.notImplemented("recording") }
+        recordings.get { request, _ in try await listRecordings(request) }
+        recordings.get(":id") { _, context in try await getRecording(context.parameters.require("id")) }
+        recordings.post(":id/stop") { _, context in try await stopRecording(context.parameters.require("id")) }
+        recordings.get(":id/files/:file") { request, context in
+            try await recordingFile(request, context, id: context.parameters.require("id"), file: context.parameters.require("file"))
+        }
         router.group("demo").add(middleware: ErrorShapeMiddleware()).post("join") { request, context in
             try await demoJoin(request, context)
         }
@@ -116,6 +120,7 @@ public struct ControlAPI: Sendable {
             try await store.appendEvent(RoomEvent(id: "ev_" + randomID(), roomID: id, at: now, kind: "room_closed", detail: "closed by API"))
             await webhooks?.send(event: "room_finished", data: ["room_id": id, "name": room.name, "closed_at": Self.iso8601(now), "reason": "closed by API"])
         }
+        await recordings?.stopAll(roomID: id, reason: "room closed")
         await live?.close(id, message: "the room was closed through the API")
         guard let closed = try await store.room(id: id) else { throw APIError.notFound("room") }
         return try json(.ok, Self.roomJSON(closed, participants: []))
@@ -206,6 +211,95 @@ public struct ControlAPI: Sendable {
             "tracks": s.tracks.map { ["track_id": $0.trackID, "kind": $0.kind.rawValue, "source": $0.source.rawValue, "muted": $0.muted, "simulcast": $0.simulcast] },
             "quality": quality,
         ]
+    }
+
+    // MARK: recordings
+
+    func startRecording<Context: RequestContext>(_ request: Request, _ context: Context, room id: String) async throws -> Response {
+        let body = try await JSONBody(request, context, allowEmpty: true)
+        let mode = try body.string("mode", maxLength: 32) ?? "tracks"
+        guard Self.validID(id), try await store.room(id: id) != nil else { throw APIError.notFound("room") }
+        switch mode {
+        case "tracks": break
+        case "composite": throw APIError.notImplemented("composite recording")
+        default: throw APIError.badRequest("mode must be tracks or composite")
+        }
+        guard let recordings else { throw APIError(.serviceUnavailable, "unavailable", "recording needs the media workers") }
+        do {
+            let record = try await recordings.start(roomID: id, startedBy: nil)
+            return try json(.created, RecordingService.json(record))
+        } catch RecordingService.StartError.roomClosed {
+            throw APIError(.conflict, "room_closed", "room \(id) is closed")
+        } catch RecordingService.StartError.alreadyRecording(let other) {
+            throw APIError(.conflict, "recording_active", "room \(id) is already being recorded (\(other))")
+        } catch RecordingService.StartError.roomNotFound {
+            throw APIError.notFound("room")
+        }
+    }
+
+    func listRecordings(_ request: Request) async throws -> Response {
+        let query = request.uri.queryParameters
+        let room = query.get("room_id")
+        var status: RecordingRecord.Status?
+        if let s = query.get("status") {
+            guard let parsed = RecordingRecord.Status(rawValue: s) else { throw APIError.badRequest("status must be recording, processing, completed or failed") }
+            status = parsed
+        }
+        if let room, !Self.validID(room) { throw APIError.badRequest("room_id is not a valid id") }
+        let list = try await store.recordings(roomID: room, status: status)
+        return try json(.ok, ["recordings": list.map(RecordingService.json)])
+    }
+
+    func getRecording(_ id: String) async throws -> Response {
+        guard Self.validID(id), let record = try await store.recording(id: id) else { throw APIError.notFound("recording") }
+        return try json(.ok, RecordingService.json(record))
+    }
+
+    func stopRecording(_ id: String) async throws -> Response {
+        guard Self.validID(id), try await store.recording(id: id) != nil else { throw APIError.notFound("recording") }
+        let stopped: RecordingRecord?
+        if let recordings { stopped = try await recordings.stop(id: id) } else { stopped = try await store.recording(id: id) }
+        guard let record = stopped else { throw APIError.notFound("recording") }
+        return try json(.ok, RecordingService.json(record))
+    }
+
+    /// The WebM bytes, with single-range requests (`Range: bytes=a-b`, `a-`, `-n`).
+    func recordingFile<Context: RequestContext>(_ request: Request, _ context: Context, id: String, file fileID: String) async throws -> Response {
+        guard Self.validID(id), Self.validID(fileID), let record = try await store.recording(id: id),
+              let file = record.files.first(where: { $0.id == fileID }) else { throw APIError.notFound("recording file") }
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: file.path), let size = (attributes[.size] as? NSNumber)?.intValue else {
+            throw APIError(.notFound, "not_found", "the file of \(fileID) is not on disk")
+        }
+        var headers: HTTPFields = [.contentType: "video/webm", .acceptRanges: "bytes"]
+        headers[.contentDisposition] = "attachment; filename=\"\(file.fileName)\""
+        let io = FileIO()
+        guard let rangeHeader = request.headers[.range] else {
+            headers[.contentLength] = String(size)
+            return Response(status: .ok, headers: headers, body: try await io.loadFile(path: file.path, context: context))
+        }
+        guard let range = Self.byteRange(rangeHeader, size: size) else {
+            return Response(status: .rangeNotSatisfiable, headers: [.contentRange: "bytes */\(size)", .contentType: "application/json; charset=utf-8"],
+                            body: .init(byteBuffer: ByteBuffer(string: #"{"error":{"code":"range_not_satisfiable","message":"the range is outside the file"}}"#)))
+        }
+        headers[.contentRange] = "bytes \(range.lowerBound)-\(range.upperBound)/\(size)"
+        headers[.contentLength] = String(range.count)
+        return Response(status: .partialContent, headers: headers, body: try await io.loadFile(path: file.path, range: range, context: context))
+    }
+
+    /// One `bytes=` range of a file of `size` bytes, or nil when unsatisfiable or not understood.
+    static func byteRange(_ header: String, size: Int) -> ClosedRange<Int>? {
+        guard header.hasPrefix("bytes="), size > 0 else { return nil }
+        let spec = header.dropFirst("bytes=".count)
+        guard !spec.contains(","), let dash = spec.firstIndex(of: "-") else { return nil }
+        let first = spec[..<dash].trimmingCharacters(in: .whitespaces), last = spec[spec.index(after: dash)...].trimmingCharacters(in: .whitespaces)
+        if first.isEmpty {
+            guard let n = Int(last), n > 0 else { return nil }
+            return max(0, size - n)...(size - 1)
+        }
+        guard let a = Int(first), a >= 0, a < size else { return nil }
+        if last.isEmpty { return a...(size - 1) }
+        guard let b = Int(last), b >= a else { return nil }
+        return a...min(b, size - 1)
     }
 
     // MARK: demo page

@@ -10,9 +10,11 @@ public struct RoomJanitor: Sendable {
     public let webhooks: WebhookDispatcher?
     public let logger: Logger
     public let live: LiveRooms?
+    public let recordings: RecordingService?
 
-    public init(store: MetadataStore, webhooks: WebhookDispatcher?, logger: Logger, live: LiveRooms? = nil) {
+    public init(store: MetadataStore, webhooks: WebhookDispatcher?, logger: Logger, live: LiveRooms? = nil, recordings: RecordingService? = nil) {
         self.live = live
+        self.recordings = recordings
         self.store = store
         self.webhooks = webhooks
         self.logger = logger
@@ -40,6 +42,7 @@ public struct RoomJanitor: Sendable {
                                                   kind: "room_closed", detail: reason))
             await webhooks?.send(event: "room_finished", data: ["room_id": room.id, "name": room.name,
                                                                 "closed_at": ControlAPI.iso8601(nowMillis), "reason": reason])
+            await recordings?.stopAll(roomID: room.id, reason: "room closed (\(reason))")
             await live?.close(room.id, message: "the room closed (\(reason))")
             logger.info("room closed", metadata: ["room": "\(room.id)", "reason": "\(reason)"])
             closed.append(room.id)

@@ -14,6 +14,7 @@ public struct RoomServices: Sendable {
     public let iceServers: [String]
     public let webhooks: WebhookDispatcher?
     public let logger: Logger
+    public let recordings: RecordingService?
 }
 
 /// `/v1/signal?token=`: a participant's signaling connection (PROTOCOL.md "Signaling",
@@ -175,6 +176,30 @@ enum RoomSignaling {
                     }
                     let now = MetadataStore.nowMillis
                     _ = try? await live.run { $0.chat(peerID: peerID, message: text, timestampMillis: now) }
+                case "start_recording", "stop_recording":
+                    guard claims.perms.contains(.record) else {
+                        reply("permission_denied", "this token may not start or stop recordings (the record permission)")
+                        continue
+                    }
+                    guard let recordings = services.recordings else {
+                        reply("unavailable", "recording is not available")
+                        continue
+                    }
+                    if event == "start_recording" {
+                        do {
+                            _ = try await recordings.start(roomID: claims.room, startedBy: claims.sub)
+                        } catch RecordingService.StartError.alreadyRecording(let id) {
+                            reply("recording_active", "the room is already being recorded (\(id))")
+                        } catch {
+                            reply("recording_failed", "could not start the recording: \(error)")
+                        }
+                    } else {
+                        guard let id = recordings.activeRecording(roomID: claims.room) else {
+                            reply("not_recording", "the room is not being recorded")
+                            continue
+                        }
+                        _ = try? await recordings.stop(id: id, stoppedBy: claims.sub)
+                    }
                 case "set_layer":
                     reply("not_implemented", "set_layer comes with simulcast")
                 case "leave_room":
@@ -214,6 +239,9 @@ enum RoomSignaling {
                             canPublish: claims.perms.contains(.publish), canSubscribe: claims.perms.contains(.subscribe))
         try await live.run { room in
             try room.join(peer, nowNanos: MediaWorker.nowNanos, sink: { continuation.yield($0) })
+        }
+        if record.autoRecord, let recordings = services.recordings, recordings.activeRecording(roomID: claims.room) == nil {
+            _ = try? await recordings.start(roomID: claims.room, startedBy: nil)
         }
         let now = MetadataStore.nowMillis
         let store = services.store
@@ -293,6 +321,8 @@ enum RoomSignaling {
         case .toggled(let event, let peerID, let userID, let enabled): return (event, ["peer_id": peerID, "user_id": userID, "enabled": enabled])
         case .chat(let peerID, let userID, let message, let timestamp):
             return ("chat_message", ["peer_id": peerID, "user_id": userID, "message": message, "timestamp": ControlAPI.iso8601(timestamp)])
+        case .recordingStarted(let id): return ("recording_started", ["recording_id": id])
+        case .recordingStopped(let id): return ("recording_stopped", ["recording_id": id])
         case .error(let code, let message), .removed(let code, let message):
             return ("error", ["code": code, "message": message])
         }

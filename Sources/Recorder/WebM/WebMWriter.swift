@@ -30,6 +30,8 @@ public final class WebMWriter {
     public private(set) var videoFrames = 0
     public private(set) var audioFrames = 0
     public private(set) var lastTimestampMs: Int64 = 0
+    private var lastVideoMs: Int64 = 0
+    private var lastAudioMs: Int64 = 0
     private var segmentDataStart = 0
     private var segmentSizeOffset = 0
     private var durationOffset = 0
@@ -129,15 +131,20 @@ public final class WebMWriter {
     public func add(_ track: Track, timestampMs: Int64, keyframe: Bool, data: UnsafeRawBufferPointer) -> [UInt8] {
         precondition(started)
         guard let number = track == .video ? videoTrackNumber : audioTrackNumber else { return [] }
+        // Never back in time within a track (players require increasing timestamps per stream).
+        let timestampMs = max(timestampMs, track == .video ? lastVideoMs : lastAudioMs)
+        if track == .video { lastVideoMs = timestampMs } else { lastAudioMs = timestampMs }
         var out: [UInt8] = []
         let startNew = !clusterOpen || (track == .video && keyframe) || timestampMs - clusterTimecode >= Self.maxClusterMs
         if startNew, clusterOpen, !(cluster.isEmpty) { out = closeCluster() }
         if !clusterOpen {
             clusterOpen = true
-            clusterTimecode = max(timestampMs, lastTimestampMs)
+            clusterTimecode = timestampMs
             clusterStartsWithKeyframe = track == .video && keyframe
         }
-        let relative = Int16(clamping: max(0, timestampMs - clusterTimecode))
+        // Relative to the cluster: signed, so a frame of the other track a little older than the
+        // cluster's first frame keeps its own time.
+        let relative = Int16(clamping: timestampMs - clusterTimecode)
         // SimpleBlock: track number (vint), relative timecode (int16), flags, frame.
         EBML.appendID(MKV.simpleBlock, to: &cluster)
         EBML.appendSize(UInt64(1 + 2 + 1 + data.count), to: &cluster)

@@ -20,6 +20,12 @@ struct RateMeter {
     }
 }
 
+/// Something that sees a producer's packets besides its consumers (the recorder).
+/// Called on the room's loop with the decrypted packet, valid during the call only.
+public protocol ProducerTap: AnyObject {
+    func producer(_ producer: Producer, didReceive packet: UnsafeRawBufferPointer, header: RTPHeader, nowNanos: Int64)
+}
+
 /// An incoming track of a publisher (mediasoup's Producer): its receive statistics, the NACK
 /// register for what we lost, the publisher's sender-report mapping, keyframe-request pacing and the
 /// consumers it fans out to. Confined to the room's event loop.
@@ -35,12 +41,14 @@ public final class Producer {
     var rtxSSRC: UInt32?
     let payloadType: UInt8
     let rtxPayloadType: UInt8?
-    let clockRate: Int
+    public let clockRate: Int
     var stats: ReceiveStatistics
     var nack: NACKRegister?
     var consumers: [Consumer] = []
+    /// Observers of the packets (not called while muted: a muted track is not recorded either).
+    public var taps: [ProducerTap] = []
     /// The publisher's last SR: its NTP time and RTP time, and when it arrived (our clock).
-    var senderReport: (ntp: UInt64, rtp: UInt32, arrivalNanos: Int64)?
+    public internal(set) var senderReport: (ntp: UInt64, rtp: UInt32, arrivalNanos: Int64)?
     var lastArrival: (rtp: UInt32, nanos: Int64)?
     var rate = RateMeter()
     /// Our last receiver report for this track (uplink loss and jitter for the quality figures).
@@ -98,10 +106,13 @@ public final class Producer {
         for consumer in consumers {
             consumer.forward(raw, header: header, keyframe: keyframe, nowNanos: nowNanos)
         }
+        if !muted {
+            for tap in taps { tap.producer(self, didReceive: raw, header: header, nowNanos: nowNanos) }
+        }
     }
 
     /// Asks the publisher for a keyframe, paced to one request per second.
-    func requestKeyframe(nowNanos: Int64) {
+    public func requestKeyframe(nowNanos: Int64) {
         guard kind == .video else { return }
         if let last = lastKeyframeRequestNanos, nowNanos - last < Self.keyframeRequestIntervalNanos {
             if !keyframeWanted { keyframeRequestsThrottled += 1 }

@@ -46,6 +46,17 @@ public final class Room {
     public private(set) var isClosed = false
     /// Counters of producers and consumers already gone.
     private var finished = RoomCounters()
+    private var observers: [RoomObserver] = []
+    /// The recording in progress: joiners are told (`recording_started`).
+    public var activeRecordingID: String?
+
+    public func addObserver(_ observer: RoomObserver) { observers.append(observer) }
+    public func removeObserver(_ observer: RoomObserver) { observers.removeAll { $0 === observer } }
+
+    /// Every published track with its publisher.
+    public func publishedTracks() -> [(peer: PeerInfo, producer: Producer)] {
+        participants.flatMap { p in p.producers.map { (p.peer, $0) } }
+    }
 
     public init(id: String, maxParticipants: Int, host: SessionHost, dtlsContext: DTLSContext, candidates: [HostCandidate], logger: Logger) {
         self.id = id
@@ -82,6 +93,7 @@ public final class Room {
         participants.append(p)
         logger.info("participant joined", metadata: ["room": "\(id)", "peer": "\(peer.peerID)", "user": "\(peer.userID)"])
         sink(.joined(roomID: id, peer: peer, participants: others))
+        if let recording = activeRecordingID { sink(.recordingStarted(id: recording)) }
         for o in participants where o !== p { o.sink(.userJoined(peer)) }
         if let subscriber = p.subscriber {
             for o in participants where o !== p {
@@ -128,6 +140,7 @@ public final class Room {
             for slot in subscriber.slots { if let c = slot.consumer { finished.add(c) } }
             subscriber.close(reason: code ?? "left")
         }
+        for observer in observers { observer.room(self, didRemove: p.peer) }
         for o in participants {
             o.sink(.userLeft(peerID: p.peer.peerID, userID: p.peer.userID))
             o.subscriber?.negotiateIfNeeded()
@@ -236,10 +249,12 @@ public final class Room {
             o.sink(.trackPublished(peerID: p.peer.peerID, track: producer.info))
             o.subscriber?.add(producer)
         }
+        for observer in observers { observer.room(self, didPublish: producer, of: p.peer, nowNanos: p.joinedNanos) }
     }
 
     func unpublish(_ producer: Producer, of p: Participant, negotiate: Bool) {
         finished.add(producer)
+        for observer in observers { observer.room(self, didUnpublish: producer, of: p.peer) }
         p.producers.removeAll { $0 === producer }
         p.publisher?.unbind(producer)
         for o in participants where o !== p {
@@ -306,7 +321,7 @@ public final class Room {
         broadcast(.chat(peerID: p.peer.peerID, userID: p.peer.userID, message: message, timestampMillis: timestampMillis))
     }
 
-    func broadcast(_ signal: RoomSignal) {
+    public func broadcast(_ signal: RoomSignal) {
         for p in participants { p.sink(signal) }
     }
 

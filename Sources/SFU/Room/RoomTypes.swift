@@ -81,10 +81,19 @@ public enum RoomSignal: Sendable, Equatable {
     /// `audio_toggled`, `video_toggled` or `screen_share_toggled`.
     case toggled(event: String, peerID: String, userID: String, enabled: Bool)
     case chat(peerID: String, userID: String, message: String, timestampMillis: Int64)
+    case recordingStarted(id: String)
+    case recordingStopped(id: String)
     /// A recoverable error: the connection stays.
     case error(code: String, message: String)
     /// The participant is out of the room; the connection must close after telling the client.
     case removed(code: String, message: String)
+}
+
+/// Sees a room's tracks come and go (the recorder).
+public protocol RoomObserver: AnyObject {
+    func room(_ room: Room, didPublish producer: Producer, of peer: PeerInfo, nowNanos: Int64)
+    func room(_ room: Room, didUnpublish producer: Producer, of peer: PeerInfo)
+    func room(_ room: Room, didRemove peer: PeerInfo)
 }
 
 /// Why a join fails.

@@ -1,0 +1,148 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import Recorder
+import SFU
+
+/// Starts and stops `tracks` recordings of live rooms (docs/RECORDING.md) and keeps their metadata
+/// in the store: one row per recording, one per participant file, the audit log and webhooks.
+public final class RecordingService: Sendable {
+    struct Active: Sendable {
+        let roomID: String
+        let live: LiveRooms.Live
+        let recording: NIOLoopBound<RoomRecording>
+    }
+
+    let store: MetadataStore
+    let live: LiveRooms
+    let directory: String
+    let webhooks: WebhookDispatcher?
+    let logger: Logger
+    private let active = NIOLockedValueBox<[String: Active]>([:])
+
+    public init(store: MetadataStore, live: LiveRooms, directory: String, webhooks: WebhookDispatcher?, logger: Logger) {
+        self.store = store
+        self.live = live
+        self.directory = directory
+        self.webhooks = webhooks
+        self.logger = logger
+    }
+
+    public enum StartError: Error { case roomNotFound, roomClosed, alreadyRecording(String) }
+
+    /// The recording in progress in a room, if any.
+    public func activeRecording(roomID: String) -> String? {
+        active.withLockedValue { $0.first { $0.value.roomID == roomID }?.key }
+    }
+
+    /// Starts recording `roomID` (its live room is made if nobody joined yet).
+    public func start(roomID: String, startedBy: String?) async throws -> RecordingRecord {
+        guard let room = try await store.room(id: roomID) else { throw StartError.roomNotFound }
+        guard room.closedAt == nil else { throw StartError.roomClosed }
+        let id = "rec_" + RecordingService.randomID()
+        let claimed: String? = active.withLockedValue { a in
+            if let existing = a.first(where: { $0.value.roomID == roomID })?.key { return existing }
+            return nil
+        }
+        if let claimed { throw StartError.alreadyRecording(claimed) }
+        let liveRoom = try await live.room(for: room)
+        let dir = (directory as NSString).appendingPathComponent(id)
+        let now = MetadataStore.nowMillis
+        let record = RecordingRecord(id: id, roomID: roomID, mode: "tracks", status: .recording, startedAt: now)
+        try await store.createRecording(record)
+        let bound = try await liveRoom.worker.submit {
+            let recording = RoomRecording(id: id, directory: dir)
+            recording.start(in: liveRoom.room.value)
+            return NIOLoopBound(recording, eventLoop: liveRoom.worker.eventLoop)
+        }
+        let raced: Bool = active.withLockedValue { a in
+            if a.contains(where: { $0.value.roomID == roomID }) { return true }
+            a[id] = Active(roomID: roomID, live: liveRoom, recording: bound)
+            return false
+        }
+        if raced {
+            // Another start won meanwhile: undo this one.
+            _ = try? await liveRoom.worker.submit { bound.value.stop(in: liveRoom.room.value).count }
+            try? await store.finishRecording(id: id, status: .failed, endedAt: now, durationMs: 0, failureReason: "another recording started at the same time")
+            throw StartError.alreadyRecording(activeRecording(roomID: roomID) ?? "")
+        }
+        try? await store.appendEvent(RoomEvent(id: "ev_" + RecordingService.randomID(), roomID: roomID, at: now, kind: "recording_started",
+                                               userID: startedBy, detail: id))
+        await webhooks?.send(event: "recording_started", data: ["recording_id": id, "room_id": roomID, "started_at": ControlAPI.iso8601(now)])
+        logger.info("recording started", metadata: ["recording": "\(id)", "room": "\(roomID)"])
+        return record
+    }
+
+    /// Stops a recording: finalizes every file and records the metadata. A finished one is returned as it is.
+    public func stop(id: String, stoppedBy: String? = nil, reason: String? = nil) async throws -> RecordingRecord? {
+        guard let entry = active.withLockedValue({ $0.removeValue(forKey: id) }) else { return try await store.recording(id: id) }
+        let pending = (try? await entry.live.worker.submit { entry.recording.value.stop(in: entry.live.room.value) }) ?? []
+        let now = MetadataStore.nowMillis
+        var duration: Int64 = 0
+        var errors: [String] = []
+        var written = 0
+        for p in pending {
+            let (file, error) = await p.finalize()
+            if let error { errors.append(error) }
+            guard file.sizeBytes > 0, file.videoFrames + file.audioFrames > 0 else {
+                unlink(file.path)
+                continue
+            }
+            written += 1
+            duration = max(duration, file.durationMs)
+            try? await store.addRecordingFile(RecordingFileRecord(
+                id: file.id, recordingID: id, userID: file.userID, trackKinds: file.trackKinds, fileName: file.fileName, path: file.path,
+                sizeBytes: Int64(file.sizeBytes), videoCodec: file.trackKinds.contains("video") ? "vp8" : nil,
+                audioCodec: file.trackKinds.contains("audio") ? "opus" : nil,
+                resolution: file.width.map { "\($0)x\(file.height ?? 0)" }, durationMs: file.durationMs))
+        }
+        let failure: String? = errors.first.map { "writing a file failed: \($0)" }
+        // The recording lasted from its start to now; each file has its own media duration.
+        let startedAt = (try? await store.recording(id: id))?.startedAt ?? now
+        try await store.finishRecording(id: id, status: failure == nil ? .completed : .failed, endedAt: now, durationMs: max(now - startedAt, 0),
+                                        failureReason: failure)
+        try? await store.appendEvent(RoomEvent(id: "ev_" + RecordingService.randomID(), roomID: entry.roomID, at: now, kind: "recording_stopped",
+                                               userID: stoppedBy, detail: reason ?? id))
+        let record = try await store.recording(id: id)
+        if let record { await webhooks?.send(event: "recording_finished", data: Self.json(record)) }
+        logger.info("recording finished", metadata: ["recording": "\(id)", "files": "\(written)", "duration_ms": "\(duration)"])
+        return record
+    }
+
+    /// Stops the recording of a room that is closing.
+    public func stopAll(roomID: String, reason: String) async {
+        let ids = active.withLockedValue { $0.filter { $0.value.roomID == roomID }.map(\.key) }
+        for id in ids { _ = try? await stop(id: id, reason: reason) }
+    }
+
+    public func stopEverything(reason: String) async {
+        let ids = active.withLockedValue { Array($0.keys) }
+        for id in ids { _ = try? await stop(id: id, reason: reason) }
+    }
+
+    static func randomID() -> String {
+        let alphabet = Array("0123456789abcdefghijklmnopqrstuvwxyz")
+        return String((0..<14).map { _ in alphabet[Int.random(in: 0..<alphabet.count)] })
+    }
+
+    /// The PROTOCOL.md recording metadata.
+    static func json(_ r: RecordingRecord) -> [String: any Sendable] {
+        var out: [String: any Sendable] = [
+            "id": r.id, "room_id": r.roomID, "mode": r.mode, "status": r.status.rawValue, "started_at": ControlAPI.iso8601(r.startedAt),
+            "storage": r.storage,
+            "files": r.files.map { f -> [String: any Sendable] in
+                var file: [String: any Sendable] = ["id": f.id, "user_id": f.userID, "track_kinds": f.trackKinds, "file_name": f.fileName, "path": f.path,
+                                                    "size_bytes": f.sizeBytes, "format": f.format, "duration_ms": f.durationMs]
+                file["video_codec"] = f.videoCodec
+                file["audio_codec"] = f.audioCodec
+                file["resolution"] = f.resolution
+                return file
+            },
+        ]
+        if let e = r.endedAt { out["ended_at"] = ControlAPI.iso8601(e) }
+        if let d = r.durationMs { out["duration_ms"] = d }
+        if let f = r.failureReason { out["failure_reason"] = f }
+        return out
+    }
+}

@@ -1,0 +1,235 @@
+import Foundation
+import RTP
+import SFU
+
+/// What a finished participant file is, for the metadata.
+public struct RecordedFile: Sendable, Equatable {
+    public var id: String
+    public var peerID: String
+    public var userID: String
+    public var fileName: String
+    public var path: String
+    public var trackKinds: [String]
+    public var width: Int?
+    public var height: Int?
+    public var sizeBytes: Int
+    public var durationMs: Int64
+    public var videoFrames: Int
+    public var audioFrames: Int
+}
+
+/// One participant's WebM file: taps its camera and microphone producers, assembles frames
+/// (jitter buffer per track), places them on one timeline from the publisher's RTCP sender reports
+/// (NTP), interleaves them and hands clusters to the file sink. Confined to the room's loop.
+final class ParticipantRecording: ProducerTap {
+    let peer: PeerInfo
+    let fileID: String
+    let path: String
+    let fileName: String
+    private let sink: FileSink
+    private var writer: WebMWriter?
+    private var video: (producer: Producer, assembler: FrameAssembler)?
+    private var audio: (producer: Producer, assembler: FrameAssembler)?
+    /// Per track: RTP time -> timeline nanoseconds (publisher NTP, or our clock).
+    private var videoMapping: Mapping?
+    private var audioMapping: Mapping?
+    /// The file's time base: `.sr` places tracks by their sender reports; `.arrival` by our clock.
+    private var mode: Mode?
+    /// Publisher NTP minus our clock, from the first SR seen (to place an SR-less track in `.sr` mode).
+    private var clockOffsetNanos: Int64?
+    private var originNanos: Int64?
+    /// Frames waiting for their track's mapping, and mapped frames waiting to be interleaved.
+    private var unmapped: [(WebMWriter.Track, AssembledFrame)] = []
+    private var pending: [(nanos: Int64, track: WebMWriter.Track, frame: AssembledFrame)] = []
+    private var latestNanos: Int64 = .min
+    private var firstFrameNanos: Int64?
+    private(set) var size: (width: Int, height: Int)?
+    private(set) var finished = false
+    static let holdMs: Int64 = 400
+    static let mappingWaitNanos: Int64 = 2_000_000_000
+
+    enum Mode { case sr, arrival }
+    struct Mapping {
+        var rtp: UInt32
+        var nanos: Int64
+        var clockRate: Int
+        func nanos(_ ts: UInt32) -> Int64 { nanos + Int64(Int32(bitPattern: ts &- rtp)) * 1_000_000_000 / Int64(clockRate) }
+    }
+
+    init(peer: PeerInfo, directory: String, fileID: String) {
+        self.peer = peer
+        self.fileID = fileID
+        let safeUser = String(peer.userID.unicodeScalars.map { CharacterSet.alphanumerics.contains($0) || $0 == "-" || $0 == "_" ? Character($0) : "_" }.prefix(64))
+        fileName = "\(safeUser)-\(peer.peerID).webm"
+        path = (directory as NSString).appendingPathComponent(fileName)
+        sink = FileSink(path: path)
+    }
+
+    /// Records `producer` (camera or microphone; a second one of a kind is ignored).
+    func attach(_ producer: Producer) {
+        guard !finished, producer.source != .screen else { return }
+        switch producer.kind {
+        case .video where video == nil && producer.codec == .vp8:
+            video = (producer, FrameAssembler(codec: .vp8))
+            producer.taps.append(self)
+        case .audio where audio == nil:
+            audio = (producer, FrameAssembler(codec: .opus))
+            producer.taps.append(self)
+        default:
+            return
+        }
+    }
+
+    func detach(_ producer: Producer) {
+        producer.taps.removeAll { $0 === self }
+        if video?.producer === producer { drain(.video, video?.assembler.flush() ?? [], now: nil); video = nil }
+        if audio?.producer === producer { drain(.audio, audio?.assembler.flush() ?? [], now: nil); audio = nil }
+    }
+
+    func producer(_ producer: Producer, didReceive packet: UnsafeRawBufferPointer, header: RTPHeader, nowNanos: Int64) {
+        guard !finished, header.payloadLength > 0 else { return }
+        let payload = UnsafeRawBufferPointer(rebasing: packet[header.payloadRange])
+        if video?.producer === producer, var v = video {
+            let frames = v.assembler.push(sequenceNumber: header.sequenceNumber, timestamp: header.timestamp, marker: header.marker,
+                                          payload: payload, nowNanos: nowNanos) + v.assembler.poll(nowNanos: nowNanos)
+            if v.assembler.wantsKeyframe {
+                v.assembler.keyframeRequested()
+                producer.requestKeyframe(nowNanos: nowNanos)
+            }
+            video = v
+            drain(.video, frames, now: nowNanos)
+        } else if audio?.producer === producer, var a = audio {
+            let frames = a.assembler.push(sequenceNumber: header.sequenceNumber, timestamp: header.timestamp, marker: false,
+                                          payload: payload, nowNanos: nowNanos) + a.assembler.poll(nowNanos: nowNanos)
+            audio = a
+            drain(.audio, frames, now: nowNanos)
+        }
+    }
+
+    private func drain(_ track: WebMWriter.Track, _ frames: [AssembledFrame], now: Int64?) {
+        for f in frames {
+            if firstFrameNanos == nil { firstFrameNanos = f.arrivalNanos }
+            if track == .video, size == nil, let s = f.size { size = s }
+            unmapped.append((track, f))
+        }
+        mapFrames(now: now)
+        release(all: now == nil)
+    }
+
+    /// Gives each track its RTP -> time mapping once its first SR is there (or after 2 s without).
+    private func mapFrames(now: Int64?) {
+        for track in [WebMWriter.Track.video, .audio] where mapping(track) == nil {
+            guard let first = unmapped.first(where: { $0.0 == track })?.1,
+                  let producer = track == .video ? video?.producer : audio?.producer else { continue }
+            let waited = now.map { $0 - first.arrivalNanos >= Self.mappingWaitNanos } ?? true
+            if let sr = producer.senderReport, mode != .arrival {
+                let srNanos = Self.ntpNanos(sr.ntp)
+                if clockOffsetNanos == nil { clockOffsetNanos = srNanos - sr.arrivalNanos }
+                mode = .sr
+                setMapping(track, Mapping(rtp: sr.rtp, nanos: srNanos, clockRate: producer.clockRate))
+            } else if waited {
+                // No SR in time: our arrival clock (shifted onto the publisher's NTP when another track set it).
+                if mode == nil { mode = .arrival }
+                let offset = mode == .sr ? (clockOffsetNanos ?? 0) : 0
+                setMapping(track, Mapping(rtp: first.rtpTimestamp, nanos: first.arrivalNanos + offset, clockRate: producer.clockRate))
+            }
+        }
+        var still: [(WebMWriter.Track, AssembledFrame)] = []
+        for (track, f) in unmapped {
+            guard let m = mapping(track) else {
+                still.append((track, f))
+                continue
+            }
+            let nanos = m.nanos(f.rtpTimestamp)
+            pending.append((nanos, track, f))
+            latestNanos = max(latestNanos, nanos)
+        }
+        unmapped = still
+    }
+
+    private func mapping(_ track: WebMWriter.Track) -> Mapping? { track == .video ? videoMapping : audioMapping }
+    private func setMapping(_ track: WebMWriter.Track, _ m: Mapping) { if track == .video { videoMapping = m } else { audioMapping = m } }
+
+    static func ntpNanos(_ ntp: UInt64) -> Int64 {
+        Int64(ntp >> 32) * 1_000_000_000 + Int64((ntp & 0xFFFF_FFFF) * 1_000_000_000 >> 32)
+    }
+
+    /// Writes the interleaved frames older than the hold window (all of them at the end).
+    private func release(all: Bool) {
+        guard !pending.isEmpty else { return }
+        // A track still waiting for its mapping may place frames before what is pending: hold everything.
+        if !all && !unmapped.isEmpty { return }
+        pending.sort { $0.nanos < $1.nanos }
+        let limit = all ? Int64.max : latestNanos - Self.holdMs * 1_000_000
+        var index = 0
+        while index < pending.count, pending[index].nanos <= limit {
+            let item = pending[index]
+            // Time 0 of the file: the earliest frame of any track, fixed at the first write (after the hold window).
+            if originNanos == nil { originNanos = item.nanos }
+            let origin = originNanos ?? item.nanos
+            write((max(0, (item.nanos - origin) / 1_000_000), item.track, item.frame))
+            index += 1
+        }
+        pending.removeFirst(index)
+    }
+
+    private func write(_ item: (ms: Int64, track: WebMWriter.Track, frame: AssembledFrame)) {
+        if writer == nil {
+            let dims = size ?? (640, 480)
+            let w = WebMWriter(configuration: .init(video: video == nil && videoMapping == nil ? nil : (dims.width, dims.height),
+                                                    audio: audio == nil && audioMapping == nil ? nil : (2, 48000)))
+            sink.append(w.start())
+            writer = w
+        }
+        guard let writer else { return }
+        let bytes = item.frame.data.withUnsafeBytes { writer.add(item.track, timestampMs: item.ms, keyframe: item.frame.keyframe, data: $0) }
+        sink.append(bytes)
+    }
+
+    /// Stops recording (on the room's loop): flushes the jitter buffers and the interleaver and
+    /// queues the file's last bytes; ``PendingFile/finalize()`` waits for the disk.
+    func stop() -> PendingFile {
+        if !finished {
+            finished = true
+            if let v = video { v.producer.taps.removeAll { $0 === self } }
+            if let a = audio { a.producer.taps.removeAll { $0 === self } }
+            if var v = video { drainFlushed(.video, &v.assembler) }
+            if var a = audio { drainFlushed(.audio, &a.assembler) }
+            mapFrames(now: nil)
+            release(all: true)
+            if let writer {
+                let (tail, patches) = writer.finish()
+                sink.append(tail)
+                for p in patches { sink.patch(offset: p.offset, p.bytes) }
+            }
+        }
+        let w = writer
+        var kinds: [String] = []
+        if (w?.videoFrames ?? 0) > 0 { kinds.append("video") }
+        if (w?.audioFrames ?? 0) > 0 { kinds.append("audio") }
+        let hasVideo = (w?.videoFrames ?? 0) > 0
+        let file = RecordedFile(id: fileID, peerID: peer.peerID, userID: peer.userID, fileName: fileName, path: path, trackKinds: kinds,
+                                width: hasVideo ? (size?.width ?? 640) : nil, height: hasVideo ? (size?.height ?? 480) : nil,
+                                sizeBytes: w?.size ?? 0, durationMs: w?.durationMs ?? 0, videoFrames: w?.videoFrames ?? 0, audioFrames: w?.audioFrames ?? 0)
+        return PendingFile(sink: sink, file: file)
+    }
+
+    private func drainFlushed(_ track: WebMWriter.Track, _ assembler: inout FrameAssembler) {
+        for f in assembler.flush() {
+            if track == .video, size == nil, let s = f.size { size = s }
+            unmapped.append((track, f))
+        }
+    }
+}
+
+/// A stopped participant file whose last writes may still be queued.
+public struct PendingFile: Sendable {
+    let sink: FileSink
+    public let file: RecordedFile
+
+    /// Waits until the file is on disk. - Returns: the file, and a write error if there was one.
+    public func finalize() async -> (RecordedFile, String?) {
+        let error = await sink.close()
+        return (file, error)
+    }
+}

@@ -1,0 +1,63 @@
+import Foundation
+import SFU
+
+/// A `tracks` recording of one room: an observer of the room that keeps one ParticipantRecording
+/// (one WebM file) per publishing participant, attaching to tracks as they are published and
+/// finishing a participant's file when it leaves. Confined to the room's loop.
+public final class RoomRecording: RoomObserver {
+    public let id: String
+    public let directory: String
+    private var files: [String: ParticipantRecording] = [:]
+    private var done: [PendingFile] = []
+    public private(set) var isStopped = false
+
+    public init(id: String, directory: String) {
+        self.id = id
+        self.directory = directory
+    }
+
+    /// Starts recording everything `room` publishes now and later, and tells everyone in the room.
+    public func start(in room: Room) {
+        room.addObserver(self)
+        room.activeRecordingID = id
+        for (peer, producer) in room.publishedTracks() { file(for: peer).attach(producer) }
+        room.broadcast(.recordingStarted(id: id))
+    }
+
+    /// Stops, tells everyone, and returns the files to finalize.
+    public func stop(in room: Room) -> [PendingFile] {
+        guard !isStopped else { return [] }
+        isStopped = true
+        room.removeObserver(self)
+        if room.activeRecordingID == id { room.activeRecordingID = nil }
+        room.broadcast(.recordingStopped(id: id))
+        for f in files.values { done.append(f.stop()) }
+        files.removeAll()
+        return done
+    }
+
+    private func file(for peer: PeerInfo) -> ParticipantRecording {
+        if let f = files[peer.peerID] { return f }
+        let f = ParticipantRecording(peer: peer, directory: directory, fileID: "file_" + Self.randomID())
+        files[peer.peerID] = f
+        return f
+    }
+
+    static func randomID() -> String {
+        let alphabet = Array("0123456789abcdefghijklmnopqrstuvwxyz")
+        return String((0..<14).map { _ in alphabet[Int.random(in: 0..<alphabet.count)] })
+    }
+
+    public func room(_ room: Room, didPublish producer: Producer, of peer: PeerInfo, nowNanos: Int64) {
+        guard !isStopped else { return }
+        file(for: peer).attach(producer)
+    }
+
+    public func room(_ room: Room, didUnpublish producer: Producer, of peer: PeerInfo) {
+        files[peer.peerID]?.detach(producer)
+    }
+
+    public func room(_ room: Room, didRemove peer: PeerInfo) {
+        if let f = files.removeValue(forKey: peer.peerID) { done.append(f.stop()) }
+    }
+}
