@@ -89,6 +89,7 @@ public struct SFUServer: Sendable {
         // The metadata store first: a bad SFU_DATABASE_URL stops the server before it listens.
         let store = try await MetadataStore.open(databaseURL: config.databaseURL, dataDir: config.dataDir, logger: logger)
         logger.notice("metadata store open", metadata: ["backend": "\(store.backend)"])
+
         let media: MediaRuntime
         do {
             media = try await MediaRuntime.start(config: config, logger: logger)
@@ -105,6 +106,12 @@ public struct SFUServer: Sendable {
         }
         let webhooks = config.webhookURLs.isEmpty ? nil : WebhookDispatcher(
             configuration: .init(urls: config.webhookURLs.compactMap(URL.init(string:)), secret: APIKeys(keys).signingSecret), logger: logger)
+        // Recordings a crash interrupted are finalized from their files before anything new starts.
+        do {
+            try await RecordingReconciler(store: store, directory: config.effectiveRecordingsDir, webhooks: webhooks, logger: logger).reconcile()
+        } catch {
+            logger.warning("could not reconcile interrupted recordings", metadata: ["error": "\(error)"])
+        }
         let live = LiveRooms(media: media, logger: logger)
         let recordings = RecordingService(store: store, live: live, directory: config.effectiveRecordingsDir, webhooks: webhooks, logger: logger)
         let api = ControlAPI(store: store, keys: APIKeys(keys), iceServers: config.iceServers, logger: logger, webhooks: webhooks, media: media,

@@ -311,3 +311,126 @@ def sync_report(path: str | pathlib.Path) -> dict:
     return {"flashes": [round(f, 3) for f in flashes], "beeps": [round(b, 3) for b in beeps],
             "offsets_ms": [round(o, 1) for o in offsets], "unpaired_flashes": len(flashes) - len(offsets),
             "median_ms": round(statistics.median(offsets), 1) if offsets else None}
+
+
+# --- a sender's intended A/V offset, from its RTCP sender reports ------------------------------------
+
+class SenderReportReceiver:
+    """An aiortc receiving peer connection that places what it decodes on the sender's NTP clock
+    through the sender's RTCP SRs, and finds the flashes and beeps there: the A/V offset the sender
+    itself means (what a recorder following the SRs should reproduce), independent of any server.
+
+        ref = SenderReportReceiver()
+        answer = await ref.answer(offer_sdp)      # the sender's offer (a=ssrc lines needed)
+        ...  # media flows
+        report = ref.report()                     # {"offsets_ms", "median_ms", ...}
+        await ref.close()
+
+    aiortc rebases RTP timestamps (pts = RTP - first RTP) before decoding; the origin is read back
+    from the receiver to get the RTP timestamps the SRs refer to."""
+
+    _srs: dict[int, list[tuple[float, int]]] = {}     # ssrc -> [(ntp seconds, rtp timestamp)]
+    _patched = False
+
+    def __init__(self):
+        import asyncio
+        from aiortc import RTCPeerConnection
+        self._install()
+        self.pc = RTCPeerConnection()
+        self.video: list[tuple[int, float]] = []         # (pts, luma mean)
+        self.audio: list[tuple[int, array.array]] = []   # (pts, mono pcm)
+        self.offer: str | None = None
+        self._tasks: list = []
+        self.pc.on("track", lambda t: self._tasks.append(asyncio.ensure_future(self._consume(t))))
+
+    @classmethod
+    def _install(cls) -> None:
+        if cls._patched:
+            return
+        from aiortc.rtcrtpreceiver import RTCRtpReceiver
+        from aiortc.rtp import RtcpSrPacket
+        original = RTCRtpReceiver._handle_rtcp_packet
+
+        async def handle(self, packet):
+            if isinstance(packet, RtcpSrPacket):
+                cls._srs.setdefault(packet.ssrc, []).append(
+                    (packet.sender_info.ntp_timestamp / 2 ** 32, packet.sender_info.rtp_timestamp))
+            await original(self, packet)
+        RTCRtpReceiver._handle_rtcp_packet = handle
+        cls._patched = True
+
+    async def answer(self, offer: str) -> str:
+        from aiortc import RTCSessionDescription
+        self.offer = offer
+        await self.pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        return self.pc.localDescription.sdp
+
+    async def _consume(self, track) -> None:
+        from aiortc.mediastreams import MediaStreamError
+        try:
+            while True:
+                f = await track.recv()
+                if track.kind == "video":
+                    self.video.append((f.pts, luma_mean(f)))
+                else:
+                    ch = len(f.layout.channels)
+                    pcm = array.array("h")
+                    pcm.frombytes(bytes(f.planes[0])[: f.samples * 2 * ch])
+                    self.audio.append((f.pts, pcm[::ch]))
+        except MediaStreamError:
+            pass
+
+    def media_ssrc(self, kind: str) -> int | None:
+        import re
+        for section in (self.offer or "").split("\nm=")[1:]:
+            if not section.startswith(kind):
+                continue
+            m = re.search(r"a=ssrc-group:FID (\d+)", section) or re.search(r"a=ssrc:(\d+)", section)
+            return int(m.group(1)) if m else None
+        return None
+
+    def sr_counts(self) -> dict[str, int]:
+        return {k: len(self._srs.get(self.media_ssrc(k) or -1, [])) for k in ("audio", "video")}
+
+    def _origins(self) -> dict[str, int]:
+        return {r.track.kind: r._RTCRtpReceiver__timestamp_mapper._origin for r in self.pc.getReceivers()
+                if r.track is not None}
+
+    def report(self) -> dict:
+        origins = self._origins()
+        out: dict = {"srs": self.sr_counts(), "video_frames": len(self.video), "audio_frames": len(self.audio)}
+        vs, as_ = self.media_ssrc("video"), self.media_ssrc("audio")
+        if not self._srs.get(vs) or not self._srs.get(as_) or not self.video or not self.audio \
+                or origins.get("video") is None or origins.get("audio") is None:
+            out["error"] = "no SR or no media for one of the kinds"
+            return out
+
+        def to_ntp(ssrc: int, rate: int, rtp: int) -> float:
+            ntp, sr_rtp = self._srs[ssrc][-1]
+            diff = (rtp - sr_rtp) % 2 ** 32
+            if diff >= 2 ** 31:
+                diff -= 2 ** 32
+            return ntp + diff / rate
+
+        means = [(to_ntp(vs, 90000, (p + origins["video"]) % 2 ** 32), m) for p, m in self.video]
+        flashes = flash_times(None, means=means)
+        first = self.audio[0][0]
+        pcm = array.array("h")
+        for p, chunk in sorted(self.audio, key=lambda x: x[0]):
+            idx = p - first
+            if idx > len(pcm):
+                pcm.extend(array.array("h", bytes(2 * (idx - len(pcm)))))
+            pcm[idx:idx + len(chunk)] = chunk
+        beeps = beep_onsets(to_ntp(as_, 48000, (first + origins["audio"]) % 2 ** 32), RATE, pcm)
+        offsets = sync_offsets(flashes, beeps)
+        t0 = min(flashes + beeps) if flashes or beeps else 0.0
+        out.update(flashes=[round(f - t0, 3) for f in flashes], beeps=[round(b - t0, 3) for b in beeps],
+                   offsets_ms=[round(o, 1) for o in offsets],
+                   median_ms=round(statistics.median(offsets), 1) if offsets else None)
+        return out
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await self.pc.close()

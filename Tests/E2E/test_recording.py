@@ -204,26 +204,61 @@ ws.addEventListener('message', (m) => {
 return true;
 """
 
-# In the page: a MediaRecorder recording of the local camera + microphone for `ms` milliseconds,
-# as base64 WebM: the page's own A/V offset, for comparison with the server's file.
-LOCAL_RECORDING = """
-const ms = arguments[0], done = arguments[arguments.length - 1];
+# In the page: a second, direct peer connection sending the camera and microphone (the page's own
+# local stream, or a fresh getUserMedia) to a SenderReportReceiver in the test: Chromium's RTCP sender
+# reports give the A/V offset Chromium itself means, which a recorder following the SRs reproduces.
+REFERENCE_OFFER = """
+const fresh = arguments[0], done = arguments[arguments.length - 1];
 (async () => {
-  const s = sfuDemo.client.localStream;
-  if (!s) throw new Error('no localStream');
-  const r = new MediaRecorder(s, {mimeType: 'video/webm;codecs=vp8,opus'});
-  const chunks = [];
-  r.ondataavailable = (e) => chunks.push(e.data);
-  r.start(1000);
-  await new Promise((ok) => setTimeout(ok, ms));
-  const stopped = new Promise((ok) => r.onstop = ok);
-  r.stop(); await stopped;
-  const u = new Uint8Array(await new Blob(chunks).arrayBuffer());
-  let bin = '';
-  for (let i = 0; i < u.length; i += 8192) bin += String.fromCharCode.apply(null, u.subarray(i, i + 8192));
-  return btoa(bin);
+  const s = fresh ? await navigator.mediaDevices.getUserMedia({audio: true, video: true})
+                  : sfuDemo.client.localStream;
+  if (!s) throw new Error('no local stream');
+  const pc = new RTCPeerConnection({bundlePolicy: 'max-bundle'});
+  window.__referencePc = pc;
+  for (const t of s.getTracks()) pc.addTransceiver(t, {direction: 'sendonly', streams: [s]});
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((ok) => {
+    if (pc.iceGatheringState === 'complete') ok();
+    pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === 'complete') ok(); };
+    setTimeout(ok, 3000);
+  });
+  return pc.localDescription.sdp;
 })().then(done, (e) => done('ERROR ' + e));
 """
+REFERENCE_ANSWER = """
+const sdp = arguments[0], done = arguments[arguments.length - 1];
+window.__referencePc.setRemoteDescription({type: 'answer', sdp}).then(() => done('ok'), (e) => done('ERROR ' + e));
+"""
+REFERENCE_CLOSE = "if (window.__referencePc) { window.__referencePc.close(); window.__referencePc = null; } return true;"
+
+
+async def chromium_intended_offset(browser: Browser, *, fresh: bool, seconds: float = 6.0,
+                                   timeout: float = 25.0) -> dict:
+    """Chromium's own A/V offset per its sender reports (see REFERENCE_OFFER), from `seconds` of
+    media after both kinds had an SR (bounded by `timeout`)."""
+    ref = ma.SenderReportReceiver()
+    try:
+        offer = await asyncio.to_thread(browser.execute_async, REFERENCE_OFFER, fresh)
+        if not isinstance(offer, str) or offer.startswith("ERROR"):
+            return {"error": f"reference offer: {str(offer)[:300]}"}
+        answer = await ref.answer(offer)
+        done = await asyncio.to_thread(browser.execute_async, REFERENCE_ANSWER, answer)
+        if done != "ok":
+            return {"error": f"reference answer: {done}"}
+        deadline = time.monotonic() + timeout
+        first_sr = None
+        while time.monotonic() < deadline:
+            counts = ref.sr_counts()
+            if first_sr is None and counts["audio"] and counts["video"]:
+                first_sr = time.monotonic()
+            if first_sr is not None and time.monotonic() - first_sr >= seconds:
+                break
+            await asyncio.sleep(0.2)
+        return ref.report()
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(browser.execute, REFERENCE_CLOSE)
+        await ref.close()
 
 
 # --- 1. the analysis on files with a known offset (no server) -------------------------------------
@@ -264,6 +299,36 @@ def test_analysis_tools_detect_a_known_offset(tmp_path):
     assert ma.flash_times(silent_dark) == [] and ma.beep_times(silent_dark) == []
 
 
+def test_chromium_sender_reports_reference(tmp_path):
+    """The lip-sync reference without any server: headless Chromium with the clip as camera and
+    microphone sends straight to a SenderReportReceiver; placed by Chromium's SRs, every flash has
+    its beep at one constant offset (the one the recording test compares the file with)."""
+    import functools
+    import http.server
+    import threading
+    y4m, wav = ma.make_sync_clip(tmp_path / "clip", seconds=25)
+    (tmp_path / "blank.html").write_text("<!doctype html><title>reference</title>")
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+    handler = functools.partial(Quiet, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    (tmp_path / "browser").mkdir()
+    browser = FileCaptureBrowser(tmp_path / "browser", y4m, wav)
+    try:
+        browser.open(f"http://127.0.0.1:{server.server_address[1]}/blank.html")
+        ref = asyncio.run(asyncio.wait_for(chromium_intended_offset(browser, fresh=True, seconds=6), 60))
+    finally:
+        browser.close()
+        server.shutdown()
+    print(f"Chromium's intended A/V offset: {ref}")
+    offsets = ref.get("offsets_ms") or []
+    assert len(offsets) >= 5 and len(ref["beeps"]) >= 5, ref
+    assert max(offsets) - min(offsets) <= 15, f"the offset is not constant: {ref}"
+    assert abs(ref["median_ms"]) <= 150, ref
+
+
 # --- 2. the shared two-party recording --------------------------------------------------------------
 
 class TwoParty:
@@ -284,7 +349,7 @@ class TwoParty:
         self.sent = {}                    # aiortc frames sent: before/after start and stop
         self.aiortc: dict = {}            # user_id, peer_id, events
         self.chrome: dict = {}            # user_id, peer_id, events
-        self.local_sync: dict | None = None
+        self.reference: dict = {}         # Chromium's intended A/V offset (its SRs, direct)
         self.downloads: dict[str, dict] = {}   # file id -> {"status", "headers", "path"}
         self.context = ""
 
@@ -357,15 +422,8 @@ async def _two_party_scenario(out: TwoParty, browser: Browser, work: pathlib.Pat
         if not hooked:
             raise AssertionError("could not hook the page's socket")
 
-        # The page's own A/V offset (Chromium's MediaRecorder on the same camera and microphone).
-        local = await asyncio.to_thread(browser.execute_async, LOCAL_RECORDING, 5000)
-        if isinstance(local, str) and not local.startswith("ERROR"):
-            import base64
-            local_file = work / "page-mediarecorder.webm"
-            local_file.write_bytes(base64.b64decode(local))
-            out.local_sync = await asyncio.to_thread(ma.sync_report, local_file)
-        else:
-            out.local_sync = {"error": str(local)[:300]}
+        # Chromium's own A/V offset for this capture session (its SRs on a direct connection).
+        out.reference = await chromium_intended_offset(browser, fresh=False)
 
         # Record RECORD_S seconds.
         video = client.video
@@ -492,15 +550,21 @@ def test_two_party_recording(two_party):
         f"aiortc file has {pa['video_frames']} frames; sent in the window {window} "
         f"(between the start/stop requests: {widest}); {tp.sent}\n{ctx}")
 
-    # Lip sync in the Chromium file: every white frame has its beep within 40 ms.
+    # Lip sync in the Chromium file: every white frame has its beep within 40 ms of where Chromium
+    # put it. Chromium's fake devices start audio and video a little apart (its SRs say audio is
+    # 20-50 ms late, different every run): the file must reproduce what the SRs say, measured on a
+    # direct connection from the same capture session.
     chrome_file = next(d["path"] for d in tp.downloads.values() if d["user_id"] == "rec-chrome")
     report = ma.sync_report(chrome_file)
-    pairs = [o for o in report["offsets_ms"] if abs(o) < 500]
-    context = f"chromium file sync {report}\npage's own MediaRecorder sync {tp.local_sync}"
+    pairs = report["offsets_ms"]
+    ref = tp.reference
+    context = f"chromium file sync {report}\nChromium's own offset (SRs, direct connection) {ref}"
+    assert ref.get("median_ms") is not None and len(ref.get("offsets_ms", [])) >= 3, f"no reference: {context}"
     assert len(report["beeps"]) >= RECORD_S - 3, f"too few beeps found: {context}"
     assert len(pairs) >= (RECORD_S - 3) * 0.6, f"too few flash/beep pairs: {context}"
-    bad = [o for o in pairs if abs(o) > SYNC_TOLERANCE_MS]
-    assert not bad, f"{len(bad)} of {len(pairs)} flash/beep pairs off by more than {SYNC_TOLERANCE_MS} ms: {context}"
+    bad = [o for o in pairs if abs(o - ref["median_ms"]) > SYNC_TOLERANCE_MS]
+    assert not bad, (f"{len(bad)} of {len(pairs)} flash/beep pairs off by more than {SYNC_TOLERANCE_MS} ms "
+                     f"from Chromium's own offset {ref['median_ms']} ms: {context}")
 
     # Everyone got recording_started and recording_stopped with the recording id.
     for who in ("aiortc", "chrome"):

@@ -86,6 +86,7 @@ struct FrameAssemblerTests {
         var out: [AssembledFrame] = []
         for p in Self.packetize(Self.frames(6, keyframes: [3])) { out += Self.push(&a, p, now: 0) }
         #expect(out.count == 3 && out.first?.keyframe == true)
+        #expect(a.wantsKeyframe, "frames were dropped waiting for a keyframe: ask for one")
         var opus = FrameAssembler(codec: .opus, maxWaitNanos: 50_000_000)
         var audio: [AssembledFrame] = []
         for i in 0..<10 where i != 4 {

@@ -165,6 +165,54 @@ struct WebMWriterTests {
         #expect((Int(probe.output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0) > 0, "\(probe.output)")
     }
 
+    /// What a crash leaves (cut in the middle of a cluster): the scan finds the frames of the complete
+    /// clusters and where to cut, and the file cut there decodes cleanly.
+    @Test func scanningACutFileFindsItsCompleteClusters() throws {
+        let (path, chunks, writer) = try Self.mux(seconds: 6)
+        defer { unlink(path) }
+        let full = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        let whole = try #require(WebMScan(bytes: full))
+        #expect(whole.videoFrames == writer.videoFrames && whole.audioFrames == writer.audioFrames)
+        #expect(whole.width == 160 && whole.height == 120 && whole.hasVideoTrack && whole.hasAudioTrack)
+        #expect(abs(whole.durationMs - writer.durationMs) <= 1)
+        // Unpatched header + 3 clusters + half of the 4th.
+        var bytes = full
+        let header = WebMWriter(configuration: .init(video: (160, 120), audio: (2, 48000))).start()
+        bytes.replaceSubrange(0..<header.count, with: header)
+        let three = chunks.prefix(4).reduce(0, +)
+        bytes = Array(bytes.prefix(three + chunks[4] / 2))
+        let scan = try #require(WebMScan(bytes: bytes))
+        #expect(scan.validLength == three)
+        #expect(scan.videoFrames == 90 && scan.durationMs > 2900 && scan.durationMs < 3100, "\(scan)")
+        let cut = NSTemporaryDirectory() + "webm-scan-\(UUID().uuidString).webm"
+        defer { unlink(cut) }
+        try Data(bytes.prefix(scan.validLength)).write(to: URL(fileURLWithPath: cut))
+        let decode = runTool(["ffmpeg", "-nostdin", "-v", "error", "-i", cut, "-f", "null", "-"])
+        #expect(decode.status == 0 && decode.output.isEmpty, "\(decode.output)")
+        #expect(WebMScan(bytes: Array("not a webm file".utf8)) == nil)
+    }
+
+    /// A keyframe of another size in the middle (a camera switch): players follow it.
+    @Test func aResolutionChangeDecodes() throws {
+        let small = try TestMedia.vp8Frames(count: 30, width: 160, height: 120)
+        let large = try TestMedia.vp8Frames(count: 30, width: 320, height: 240)
+        let writer = WebMWriter(configuration: .init(video: (160, 120), audio: nil))
+        var file = writer.start()
+        for (i, f) in (small + large).enumerated() {
+            file += f.data.withUnsafeBytes { writer.add(.video, timestampMs: Int64(i) * 33, keyframe: f.keyframe, data: $0) }
+        }
+        let (tail, patches) = writer.finish()
+        file += tail
+        for (offset, bytes) in patches { file.replaceSubrange(offset..<(offset + bytes.count), with: bytes) }
+        let path = NSTemporaryDirectory() + "webm-res-\(UUID().uuidString).webm"
+        defer { unlink(path) }
+        try Data(file).write(to: URL(fileURLWithPath: path))
+        let decode = runTool(["ffmpeg", "-nostdin", "-v", "error", "-i", path, "-f", "null", "-"])
+        #expect(decode.status == 0 && decode.output.isEmpty, "\(decode.output)")
+        let probe = runTool(["ffprobe", "-v", "error", "-count_frames", "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", path])
+        #expect(probe.output.trimmingCharacters(in: .whitespacesAndNewlines) == "60")
+    }
+
     @Test func elementSizesUseTheShortestVint() {
         var out: [UInt8] = []
         EBML.appendSize(0, to: &out)

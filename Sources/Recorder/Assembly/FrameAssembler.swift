@@ -159,6 +159,8 @@ public struct FrameAssembler: Sendable {
         }
         next = end + 1
         if needKeyframe && !keyframe {
+            // Still no keyframe (at the start, or since a gap): keep asking (the producer paces it).
+            wantsKeyframe = true
             framesDropped += 1
             return .some(nil)
         }

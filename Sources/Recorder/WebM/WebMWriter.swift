@@ -4,7 +4,7 @@
 /// Cues and returns the two in-place patches (Segment size, Duration) that make it seekable.
 ///
 /// The Segment is written with the "unknown" size and the Info's Duration as a placeholder, both
-/// patched at the end. Clusters start at every video keyframe and at most every 2 s; a cue points
+/// patched at the end. Clusters start at every video keyframe and at least every second; a cue points
 /// at each cluster that starts with a keyframe (or at every cluster of an audio-only file).
 public final class WebMWriter {
     public enum Track: Sendable, Equatable { case video, audio }
@@ -41,7 +41,7 @@ public final class WebMWriter {
     private var clusterStartsWithKeyframe = false
     private var cues: [(time: Int64, position: Int)] = []
     private var started = false
-    static let maxClusterMs: Int64 = 2000
+    static let maxClusterMs: Int64 = 1000
 
     public init(configuration: Configuration) {
         self.configuration = configuration

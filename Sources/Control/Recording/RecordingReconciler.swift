@@ -1,0 +1,67 @@
+import Foundation
+import Logging
+import Recorder
+
+/// At start: recordings a crash left `recording` are finalized from what is on disk. Each file is
+/// scanned (WebMScan), cut back to its last complete cluster so it decodes to its end, and recorded
+/// with its recovered duration; the recording becomes `completed`, or `failed` when no file holds a
+/// frame.
+public struct RecordingReconciler: Sendable {
+    public let store: MetadataStore
+    public let directory: String
+    public let webhooks: WebhookDispatcher?
+    public let logger: Logger
+
+    public init(store: MetadataStore, directory: String, webhooks: WebhookDispatcher?, logger: Logger) {
+        self.store = store
+        self.directory = directory
+        self.webhooks = webhooks
+        self.logger = logger
+    }
+
+    /// - Returns: the ids reconciled.
+    @discardableResult
+    public func reconcile() async throws -> [String] {
+        var done: [String] = []
+        for recording in try await store.recordings(status: .recording) {
+            let dir = (directory as NSString).appendingPathComponent(recording.id)
+            let names = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasSuffix(".webm") }.sorted()
+            var duration: Int64 = 0
+            var files = 0
+            for name in names {
+                let path = (dir as NSString).appendingPathComponent(name)
+                guard let data = FileManager.default.contents(atPath: path), let scan = WebMScan(bytes: [UInt8](data)),
+                      scan.videoFrames + scan.audioFrames > 0 else { continue }
+                if scan.validLength < data.count { truncate(path, off_t(scan.validLength)) }
+                let known = recording.files.contains { $0.fileName == name }
+                if !known {
+                    var kinds: [String] = []
+                    if scan.videoFrames > 0 { kinds.append("video") }
+                    if scan.audioFrames > 0 { kinds.append("audio") }
+                    // `<user_id>-<peer_id>.webm`: the peer id is the last part.
+                    let stem = String(name.dropLast(".webm".count))
+                    let user = stem.range(of: "-pe_", options: .backwards).map { String(stem[..<$0.lowerBound]) } ?? stem
+                    try await store.addRecordingFile(RecordingFileRecord(
+                        id: "file_" + RecordingService.randomID(), recordingID: recording.id, userID: user, trackKinds: kinds, fileName: name,
+                        path: path, sizeBytes: Int64(scan.validLength), videoCodec: scan.videoFrames > 0 ? "vp8" : nil,
+                        audioCodec: scan.audioFrames > 0 ? "opus" : nil,
+                        resolution: scan.videoFrames > 0 ? scan.width.map { "\($0)x\(scan.height ?? 0)" } : nil, durationMs: scan.durationMs))
+                }
+                files += 1
+                duration = max(duration, scan.durationMs)
+            }
+            let failure: String? = files == 0 ? "the server stopped during the recording and no file on disk holds a frame" : nil
+            try await store.finishRecording(id: recording.id, status: failure == nil ? .completed : .failed,
+                                            endedAt: recording.startedAt + duration, durationMs: duration, failureReason: failure)
+            try? await store.appendEvent(RoomEvent(id: "ev_" + RecordingService.randomID(), roomID: recording.roomID, at: MetadataStore.nowMillis,
+                                                   kind: "recording_stopped", detail: "reconciled after a restart"))
+            if let record = try await store.recording(id: recording.id) {
+                await webhooks?.send(event: "recording_finished", data: RecordingService.json(record))
+            }
+            logger.notice("recording reconciled after a restart", metadata: ["recording": "\(recording.id)", "files": "\(files)",
+                                                                             "duration_ms": "\(duration)", "status": "\(failure == nil ? "completed" : "failed")"])
+            done.append(recording.id)
+        }
+        return done
+    }
+}
