@@ -84,7 +84,7 @@ let package = Package(
         ),
 
         // MARK: tests
-        .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
+        .target(name: "TestSupport", dependencies: ["SFU", "DTLS", "RTP", .product(name: "Logging", package: "swift-log")], path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "RTPTests", dependencies: ["RTP", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "DTLSTests", dependencies: ["DTLS", "CSRTP", "COpenSSL", "CSFUShim", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "SFUTests", dependencies: ["SFU", "TestSupport"], swiftSettings: strict),

@@ -558,7 +558,10 @@ def test_two_party_recording(two_party):
     report = ma.sync_report(chrome_file)
     pairs = report["offsets_ms"]
     ref = tp.reference
-    context = f"chromium file sync {report}\nChromium's own offset (SRs, direct connection) {ref}"
+    ranges = {s["type"]: (s["start"], s["end"]) for s in results["rec-chrome"]["streams"]}
+    context = (f"chromium file sync {report}\nChromium's own offset (SRs, direct connection) {ref}\n"
+               f"chromium file stream (start, end) s: {ranges} (flashes and beeps repeat every second: "
+               f"an error beyond 500 ms aliases; compare the ends)")
     assert ref.get("median_ms") is not None and len(ref.get("offsets_ms", [])) >= 3, f"no reference: {context}"
     assert len(report["beeps"]) >= RECORD_S - 3, f"too few beeps found: {context}"
     assert len(pairs) >= (RECORD_S - 3) * 0.6, f"too few flash/beep pairs: {context}"

@@ -2,6 +2,7 @@ import DTLS
 import Foundation
 import RTP
 import Testing
+import TestSupport
 @testable import SFU
 
 /// The room's forwarding, end to end but in memory: real transports (ICE-lite, DTLS, SRTP) on both

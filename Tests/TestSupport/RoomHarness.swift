@@ -2,56 +2,55 @@ import DTLS
 import Foundation
 import Logging
 import RTP
-import Testing
-@testable import SFU
+import SFU
 
 /// A room with in-memory peers (str0m-style): the server side is the real Room with its
 /// transports; each peer is a ClientTransport pair (publisher, subscriber) exchanging datagrams
 /// through queues on a fake clock. `loss` drops datagrams server -> subscriber clients.
-final class RoomHarness {
-    final class Peer {
-        let info: PeerInfo
-        let index: Int
-        var signals: [RoomSignal] = []
-        var publisher: ClientTransport?
-        var subscriber: ClientTransport?
-        var subscriberOffers: [SessionDescription] = []
+public final class RoomHarness {
+    public final class Peer {
+        public let info: PeerInfo
+        public let index: Int
+        public var signals: [RoomSignal] = []
+        public var publisher: ClientTransport?
+        public var subscriber: ClientTransport?
+        public var subscriberOffers: [SessionDescription] = []
         /// Plain RTP received on the subscriber connection, by SSRC.
-        var received: [UInt32: [[UInt8]]] = [:]
+        public var received: [UInt32: [[UInt8]]] = [:]
         /// RTCP received on the publisher connection (feedback from the server).
-        var publisherRTCP: [RTCPPacket] = []
-        var subscriberRTCP: [RTCPPacket] = []
-        var publisherICE = ICELiteAgent.Credentials.random()
-        var publisherAddress: TransportAddress { TransportAddress(ipv4: 10, 9, 0, UInt8(index), port: 5000) }
-        var subscriberAddress: TransportAddress { TransportAddress(ipv4: 10, 9, 0, UInt8(index), port: 6000) }
-        init(info: PeerInfo, index: Int) {
+        public var publisherRTCP: [RTCPPacket] = []
+        public var subscriberRTCP: [RTCPPacket] = []
+        public var publisherICE = ICELiteAgent.Credentials.random()
+        public var publisherAddress: TransportAddress { TransportAddress(ipv4: 10, 9, 0, UInt8(index), port: 5000) }
+        public var subscriberAddress: TransportAddress { TransportAddress(ipv4: 10, 9, 0, UInt8(index), port: 6000) }
+        public init(info: PeerInfo, index: Int) {
             self.info = info
             self.index = index
         }
         /// The SSRC of the subscriber m-line for a remote (peer, track) from the last offer.
-        func ssrc(peer: String, track: String) -> (ssrc: UInt32, rtx: UInt32?)? {
+        public func ssrc(peer: String, track: String) -> (ssrc: UInt32, rtx: UInt32?)? {
             guard let offer = subscriberOffers.last, let m = offer.media.first(where: { $0.value("msid") == "\(peer) \(track)" }) else { return nil }
             let ssrcs = m.ssrcs
             return ssrcs.isEmpty ? nil : (ssrcs[0], ssrcs.count > 1 ? ssrcs[1] : nil)
         }
     }
 
-    let room: Room
-    let serverContext: DTLSContext
-    let clientContext: DTLSContext
-    var demux = SessionDemux()
-    var toClients: [([UInt8], TransportAddress)] = []
-    var toServer: [([UInt8], TransportAddress)] = []
-    var peers: [Peer] = []
-    var now: Int64 = 1_000_000_000
-    var lastTick: Int64 = 0
-    var loss = 0
+    public let room: Room
+    public let serverContext: DTLSContext
+    public let clientContext: DTLSContext
+    public var demux = SessionDemux()
+    public var toClients: [([UInt8], TransportAddress)] = []
+    public var toServer: [([UInt8], TransportAddress)] = []
+    public var peers: [Peer] = []
+    public var now: Int64 = 1_000_000_000
+    public var lastTick: Int64 = 0
+    public var loss = 0
     /// Peers whose clients are gone: no ticks, nothing they send arrives.
-    var silent: Set<String> = []
-    var rng = SystemRandomNumberGenerator()
-    let serverAddress = TransportAddress(ipv4: 10, 0, 0, 1, port: 40000)
+    public var silent: Set<String> = []
+    public var rng = SystemRandomNumberGenerator()
+    public let serverAddress = TransportAddress(ipv4: 10, 0, 0, 1, port: 40000)
 
-    init(maxParticipants: Int = 10) throws {
+    public init(maxParticipants: Int = 10) throws {
         serverContext = try DTLSContext(certificate: DTLSCertificate(commonName: "server"))
         clientContext = try DTLSContext(certificate: DTLSCertificate(commonName: "client"))
         var logger = Logger(label: "test")
@@ -65,7 +64,7 @@ final class RoomHarness {
     // MARK: Peers
 
     @discardableResult
-    func join(_ userID: String, canPublish: Bool = true) throws -> Peer {
+    public func join(_ userID: String, canPublish: Bool = true) throws -> Peer {
         let info = PeerInfo(peerID: "pe_" + userID, userID: userID, name: userID, role: "patient", canPublish: canPublish, canSubscribe: true)
         let peer = Peer(info: info, index: peers.count + 1)
         peers.append(peer)
@@ -73,7 +72,7 @@ final class RoomHarness {
         return peer
     }
 
-    func deliver(_ signal: RoomSignal, to peer: Peer) {
+    public func deliver(_ signal: RoomSignal, to peer: Peer) {
         peer.signals.append(signal)
         switch signal {
         case .publisherAnswer(let sdp):
@@ -103,16 +102,16 @@ final class RoomHarness {
             break
         }
     }
-    var pendingAnswers: [(Peer, String)] = []
+    public var pendingAnswers: [(Peer, String)] = []
 
     /// Publishes the given streams (audio/video SSRCs) from `peer`.
-    func publish(_ peer: Peer, streams: [ClientSDP.Stream]) {
+    public func publish(_ peer: Peer, streams: [ClientSDP.Stream]) {
         let offer = ClientSDP.publisherOffer(streams: streams, ice: peer.publisherICE, fingerprint: clientContext.certificate.sha256Fingerprint)
         room.publisherOffer(peerID: peer.info.peerID, sdp: offer, nowNanos: now)
     }
 
     /// Advances the clock by `steps` x 10 ms, moving every queued datagram and running timers.
-    func run(steps: Int = 1) {
+    public func run(steps: Int = 1) {
         for _ in 0..<steps {
             for (peer, answer) in pendingAnswers { room.subscriberAnswer(peerID: peer.info.peerID, sdp: answer, nowNanos: now) }
             pendingAnswers.removeAll()
@@ -144,7 +143,7 @@ final class RoomHarness {
         }
     }
 
-    func serverReceive(_ bytes: [UInt8], from: TransportAddress) {
+    public func serverReceive(_ bytes: [UInt8], from: TransportAddress) {
         var bytes = bytes
         bytes.withUnsafeMutableBytes { b in
             guard let session = demux.route(UnsafeRawBufferPointer(b), from: from) else { return }
@@ -153,7 +152,7 @@ final class RoomHarness {
         }
     }
 
-    func clientReceive(_ bytes: [UInt8], to: TransportAddress) {
+    public func clientReceive(_ bytes: [UInt8], to: TransportAddress) {
         var bytes = bytes
         for p in peers {
             if to == p.publisherAddress, let c = p.publisher { bytes.withUnsafeMutableBytes { c.handleDatagram($0, nowNanos: now) } }
@@ -166,7 +165,7 @@ final class RoomHarness {
     }
 
     /// Runs until every transport of every peer is connected (or `maxSteps`).
-    func connectAll(maxSteps: Int = 500) -> Bool {
+    public func connectAll(maxSteps: Int = 500) -> Bool {
         for _ in 0..<maxSteps {
             run()
             let ready = peers.allSatisfy { p in
@@ -179,22 +178,22 @@ final class RoomHarness {
     }
 
     /// Sends one RTP packet from `peer`'s publisher.
-    func sendRTP(_ peer: Peer, _ packet: RTPPacket) {
+    public func sendRTP(_ peer: Peer, _ packet: RTPPacket) {
         packet.serialized().withUnsafeBytes { _ = peer.publisher?.sendRTP($0) }
     }
 }
 
 /// The room's host: the harness's demux and its queue to the clients.
-final class HostProxy: SessionHost {
-    weak var harness: RoomHarness?
-    func add(_ session: WorkerSession) { harness?.demux.add(session) }
-    func remove(_ session: WorkerSession) { harness?.demux.remove(session) }
-    func send(_ datagram: UnsafeRawBufferPointer, to address: TransportAddress) { harness?.toClients.append((Array(datagram), address)) }
+public final class HostProxy: SessionHost {
+    public weak var harness: RoomHarness?
+    public func add(_ session: WorkerSession) { harness?.demux.add(session) }
+    public func remove(_ session: WorkerSession) { harness?.demux.remove(session) }
+    public func send(_ datagram: UnsafeRawBufferPointer, to address: TransportAddress) { harness?.toClients.append((Array(datagram), address)) }
 }
 
 /// A VP8 RTP payload: descriptor (S=1, partition 0, no extensions) and a payload header whose
 /// P bit says keyframe or not, then filler.
-func vp8Payload(keyframe: Bool, size: Int = 200, fill: UInt8 = 0xAB) -> [UInt8] {
+public func vp8Payload(keyframe: Bool, size: Int = 200, fill: UInt8 = 0xAB) -> [UInt8] {
     var p: [UInt8] = [0x10, keyframe ? 0x00 : 0x01, 0x00, 0x00]
     if keyframe { p += [0x9D, 0x01, 0x2A, 0x40, 0x01, 0xF0, 0x00] }  // 320x240
     p += [UInt8](repeating: fill, count: max(0, size - p.count))

@@ -1,0 +1,96 @@
+import DTLS
+import Foundation
+import RTP
+import SFU
+import Testing
+import TestSupport
+@testable import Recorder
+
+/// A recording of a real in-memory room (RoomHarness: real transports, fake clock): what the file
+/// holds, and where it places audio and video from the publisher's sender reports.
+@Suite("Room recording, in memory", .serialized)
+struct RoomRecordingTests {
+    static let audioSSRC: UInt32 = 0xA0A0_A0A0
+    static let videoSSRC: UInt32 = 0xB0B0_B0B0
+
+    /// RTP packets (≤ 1000-byte payloads) of one VP8 frame.
+    static func packetize(_ frame: [UInt8], seq: inout UInt16, ts: UInt32) -> [RTPPacket] {
+        var out: [RTPPacket] = []
+        var offset = 0
+        while offset < frame.count {
+            let end = min(frame.count, offset + 1000)
+            out.append(RTPPacket(payloadType: 96, sequenceNumber: seq, timestamp: ts, ssrc: videoSSRC, marker: end == frame.count,
+                                 payload: [offset == 0 ? 0x10 : 0x00] + frame[offset..<end]))
+            seq &+= 1
+            offset = end
+        }
+        return out
+    }
+
+    @Test func recordsBothTracksOnTheSenderReportTimeline() async throws {
+        let h = try RoomHarness()
+        let pub = try h.join("pub")
+        h.publish(pub, streams: [.init(kind: .audio, ssrc: Self.audioSSRC), .init(kind: .video, ssrc: Self.videoSSRC)])
+        try #require(h.connectAll(), "transports did not connect")
+        // The publisher's clock: at NTP 5000 s, audio RTP is 10 000 and video RTP 700 000.
+        let ntp: UInt64 = 5000 << 32
+        pub.publisher?.sendRTCP([.senderReport(SenderReport(ssrc: Self.audioSSRC, ntpTime: ntp, rtpTime: 10_000, packetCount: 0, octetCount: 0)),
+                                 .senderReport(SenderReport(ssrc: Self.videoSSRC, ntpTime: ntp, rtpTime: 700_000, packetCount: 0, octetCount: 0))])
+        h.run(steps: 5)
+        let dir = NSTemporaryDirectory() + "rec-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let recording = RoomRecording(id: "rec_test", directory: dir)
+        recording.start(in: h.room)
+        #expect(pub.signals.contains(.recordingStarted(id: "rec_test")))
+
+        // 3 s of audio from NTP 5000.0 and video from NTP 5000.5 (it starts half a second later),
+        // the audio muted between 1.5 s and 2.0 s. The video also arrives 150 ms later than its
+        // timestamps say (another path, a slower encoder): only the SR mapping puts it at 500 ms.
+        let video = try TestMedia.vp8Frames(count: 75, width: 160, height: 120, keyframeEvery: 30)
+        let audio = try TestMedia.opusPackets(count: 150)
+        var videoSeq: UInt16 = 1000
+        var nextVideo = 0, nextAudio = 0
+        for step in 0..<330 {
+            let ms = step * 10
+            if ms == 1500 { #expect(h.room.setEnabled(peerID: pub.info.peerID, kind: .audio, enabled: false, nowNanos: h.now)) }
+            if ms == 2000 { #expect(h.room.setEnabled(peerID: pub.info.peerID, kind: .audio, enabled: true, nowNanos: h.now)) }
+            while nextAudio < audio.count, nextAudio * 20 <= ms {
+                h.sendRTP(pub, RTPPacket(payloadType: 111, sequenceNumber: UInt16(nextAudio), timestamp: 10_000 + UInt32(nextAudio) * 960,
+                                         ssrc: Self.audioSSRC, payload: audio[nextAudio]))
+                nextAudio += 1
+            }
+            while nextVideo < video.count, 650 + nextVideo * 100 / 3 <= ms {
+                let ts = 700_000 + 45_000 + UInt32(nextVideo) * 3000
+                for p in Self.packetize(video[nextVideo].data, seq: &videoSeq, ts: ts) { h.sendRTP(pub, p) }
+                nextVideo += 1
+            }
+            h.run()
+        }
+        let pending = recording.stop(in: h.room)
+        #expect(pub.signals.contains(.recordingStopped(id: "rec_test")))
+        try #require(pending.count == 1)
+        let (file, error) = await pending[0].finalize()
+        #expect(error == nil)
+        #expect(file.trackKinds == ["video", "audio"] && file.width == 160 && file.height == 120)
+        #expect(file.videoFrames == 75)
+        #expect(file.audioFrames == 150 - 25, "the 0.5 s of mute is not recorded")
+
+        let decode = runTool(["ffmpeg", "-nostdin", "-v", "error", "-i", file.path, "-f", "null", "-"])
+        #expect(decode.status == 0 && decode.output.isEmpty, "\(decode.output)")
+        // Packet times (ms): audio from 0, video from 500; after the mute, audio resumes at 2000.
+        let packets = runTool(["ffprobe", "-v", "error", "-show_entries", "packet=stream_index,pts", "-of", "csv=p=0", file.path]).output
+            .split(separator: "\n").compactMap { line -> (Int, Int)? in
+                let f = line.split(separator: ",")
+                guard f.count == 2, let s = Int(f[0]), let t = Int(f[1]) else { return nil }
+                return (s, t)
+            }
+        let videoTimes = packets.filter { $0.0 == 0 }.map(\.1)
+        let audioTimes = packets.filter { $0.0 == 1 }.map(\.1)
+        // Opus shows its 6.5 ms pre-skip as a -7 ms shift in ffprobe.
+        #expect(audioTimes.first.map { abs($0 + 7) <= 1 } == true, "\(audioTimes.prefix(3))")
+        #expect(videoTimes.first.map { abs($0 - 500) <= 1 } == true, "\(videoTimes.prefix(3))")
+        #expect(zip(videoTimes, videoTimes.dropFirst()).allSatisfy { $1 - $0 >= 33 && $1 - $0 <= 34 })
+        let resumed = audioTimes.first { $0 > 1480 }
+        #expect(resumed.map { abs($0 + 7 - 2000) <= 1 } == true, "audio after the mute at \(resumed ?? -1)")
+    }
+}
