@@ -148,3 +148,49 @@ def test_participant_events_and_session_rows(sfu_factory):
         assert closed["status"] == "closed" and closed["close_reason"] == "empty timeout", closed
     finally:
         r.close()
+
+
+def test_recording_events(sfu_factory):
+    """recording_started and recording_finished (with the PROTOCOL.md metadata) for a recording
+    started and stopped through the API while a participant publishes."""
+    import asyncio
+    from room_client import ControlAPI, RoomClient
+
+    r = Receiver(fail_first=0)
+    try:
+        sfu = sfu_factory(env={"SFU_API_KEY": KEY, "SFU_WEBHOOK_URLS": r.url})
+        api = ControlAPI(sfu.base_url, KEY)
+        room = api.create_room(name="recorded")
+
+        async def scenario():
+            async with RoomClient(api.token(room["id"], "dr-rec", role="doctor")["signaling_url"]) as c:
+                await c.connect()
+                await c.publish()
+                await asyncio.sleep(1)
+                rec = await asyncio.to_thread(api.ok, "POST", f"/v1/rooms/{room['id']}/recordings", {"mode": "tracks"}, expect=(201,))
+                await asyncio.sleep(3)
+                done = await asyncio.to_thread(api.ok, "POST", f"/v1/recordings/{rec['id']}/stop", {})
+                return rec, done
+
+        rec, done = asyncio.run(asyncio.wait_for(scenario(), 40))
+        assert done["status"] == "completed" and len(done["files"]) == 1, done
+        deadline = time.monotonic() + 15
+        events = []
+        while time.monotonic() < deadline:
+            events = [json.loads(b) for _, b, _ in r.received]
+            if any(e["event"] == "recording_finished" for e in events):
+                break
+            time.sleep(0.1)
+        started = next(e for e in events if e["event"] == "recording_started")
+        assert started["data"]["recording_id"] == rec["id"] and started["data"]["room_id"] == room["id"]
+        finished = next(e for e in events if e["event"] == "recording_finished")
+        data = finished["data"]
+        assert data["id"] == rec["id"] and data["status"] == "completed" and data["storage"] == "local"
+        assert data["duration_ms"] > 2500
+        f = data["files"][0]
+        assert f["user_id"] == "dr-rec" and f["format"] == "webm" and f["video_codec"] == "vp8" and f["audio_codec"] == "opus"
+        assert f["size_bytes"] > 10_000 and f["track_kinds"] == ["video", "audio"] and f["resolution"] == "320x240"
+        headers, body, _ = next((h, b, s) for h, b, s in r.received if json.loads(b)["event"] == "recording_finished")
+        assert headers["x-sfu-signature"] == "sha256=" + hmac.new(KEY.encode(), body, hashlib.sha256).hexdigest()
+    finally:
+        r.close()
