@@ -92,10 +92,20 @@ def encode_webm(y4m: pathlib.Path, wav: pathlib.Path, out: pathlib.Path, *,
 
 # --- checks --------------------------------------------------------------------------------------
 
-def decode_check(path: str | pathlib.Path, timeout: float = 120) -> list[str]:
-    """Decodes every stream fully; returns ffmpeg's stderr lines (empty = decoded cleanly)."""
-    r = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-f", "null", "-"],
-                       capture_output=True, text=True, timeout=timeout)
+def decode_check(path: str | pathlib.Path, timeout: float = 120, keep_time_base: bool = True) -> list[str]:
+    """Decodes every stream fully (`ffmpeg -v error -i path -f null -`); returns ffmpeg's stderr
+    lines (empty = decoded cleanly).
+
+    `keep_time_base` adds `-enc_time_base -1`: the null output keeps the file's own (1 ms) time base.
+    Without it ffmpeg 5.1 gives the null output's video a 1/r_frame_rate time base (1/30 s), and a
+    real camera's frames (33 +- 6 ms apart, as Chromium captures them) that round into the same 1/30 s
+    slot make the *null muxer* print "non monotonically increasing dts" although every frame decoded
+    and the file's timestamps increase strictly. Frames whose own timestamps repeat or go back are
+    still reported with it, as are truncated and corrupt data."""
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path)]
+    if keep_time_base:
+        cmd += ["-enc_time_base", "-1"]
+    r = subprocess.run(cmd + ["-f", "null", "-"], capture_output=True, text=True, timeout=timeout)
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     if r.returncode != 0 and not lines:
         lines = [f"ffmpeg exited with {r.returncode}"]

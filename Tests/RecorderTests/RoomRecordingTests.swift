@@ -32,10 +32,11 @@ struct RoomRecordingTests {
         let pub = try h.join("pub")
         h.publish(pub, streams: [.init(kind: .audio, ssrc: Self.audioSSRC), .init(kind: .video, ssrc: Self.videoSSRC)])
         try #require(h.connectAll(), "transports did not connect")
-        // The publisher's clock: at NTP 5000 s, audio RTP is 10 000 and video RTP 700 000.
-        let ntp: UInt64 = 5000 << 32
+        // The publisher's clock: at NTP 5000.25 s, audio RTP is 10 000; at 5000.75 s video RTP is 700 000
+        // + 45 000 (so at 5000.25 s it was 700 000): the fractions of the NTP times matter.
+        let ntp: UInt64 = 5000 << 32 | 1 << 30
         pub.publisher?.sendRTCP([.senderReport(SenderReport(ssrc: Self.audioSSRC, ntpTime: ntp, rtpTime: 10_000, packetCount: 0, octetCount: 0)),
-                                 .senderReport(SenderReport(ssrc: Self.videoSSRC, ntpTime: ntp, rtpTime: 700_000, packetCount: 0, octetCount: 0))])
+                                 .senderReport(SenderReport(ssrc: Self.videoSSRC, ntpTime: ntp + (1 << 31), rtpTime: 745_000, packetCount: 0, octetCount: 0))])
         h.run(steps: 5)
         let dir = NSTemporaryDirectory() + "rec-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -53,6 +53,8 @@ final class ParticipantRecording: ProducerTap {
         var rtp: UInt32
         var nanos: Int64
         var clockRate: Int
+        /// The SR it came from (nil: arrival-based).
+        var srNTP: UInt64?
         func nanos(_ ts: UInt32) -> Int64 { nanos + Int64(Int32(bitPattern: ts &- rtp)) * 1_000_000_000 / Int64(clockRate) }
     }
 
@@ -118,6 +120,15 @@ final class ParticipantRecording: ProducerTap {
 
     /// Gives each track its RTP -> time mapping once its first SR is there (or after 2 s without).
     private func mapFrames(now: Int64?) {
+        // A newer SR re-anchors its track: the publisher's own view of how its clocks relate (drift
+        // between its audio and video clocks, as a browser's receiver would follow it).
+        if mode == .sr {
+            for track in [WebMWriter.Track.video, .audio] {
+                guard let m = mapping(track), let producer = track == .video ? video?.producer : audio?.producer,
+                      let sr = producer.senderReport, sr.ntp != m.srNTP else { continue }
+                setMapping(track, Mapping(rtp: sr.rtp, nanos: Self.ntpNanos(sr.ntp), clockRate: producer.clockRate, srNTP: sr.ntp))
+            }
+        }
         for track in [WebMWriter.Track.video, .audio] where mapping(track) == nil {
             guard let first = unmapped.first(where: { $0.0 == track })?.1,
                   let producer = track == .video ? video?.producer : audio?.producer else { continue }
@@ -126,12 +137,12 @@ final class ParticipantRecording: ProducerTap {
                 let srNanos = Self.ntpNanos(sr.ntp)
                 if clockOffsetNanos == nil { clockOffsetNanos = srNanos - sr.arrivalNanos }
                 mode = .sr
-                setMapping(track, Mapping(rtp: sr.rtp, nanos: srNanos, clockRate: producer.clockRate))
+                setMapping(track, Mapping(rtp: sr.rtp, nanos: srNanos, clockRate: producer.clockRate, srNTP: sr.ntp))
             } else if waited {
                 // No SR in time: our arrival clock (shifted onto the publisher's NTP when another track set it).
                 if mode == nil { mode = .arrival }
                 let offset = mode == .sr ? (clockOffsetNanos ?? 0) : 0
-                setMapping(track, Mapping(rtp: first.rtpTimestamp, nanos: first.arrivalNanos + offset, clockRate: producer.clockRate))
+                setMapping(track, Mapping(rtp: first.rtpTimestamp, nanos: first.arrivalNanos + offset, clockRate: producer.clockRate, srNTP: nil))
             }
         }
         var still: [(WebMWriter.Track, AssembledFrame)] = []
@@ -151,7 +162,8 @@ final class ParticipantRecording: ProducerTap {
     private func setMapping(_ track: WebMWriter.Track, _ m: Mapping) { if track == .video { videoMapping = m } else { audioMapping = m } }
 
     static func ntpNanos(_ ntp: UInt64) -> Int64 {
-        Int64(ntp >> 32) * 1_000_000_000 + Int64((ntp & 0xFFFF_FFFF) * 1_000_000_000 >> 32)
+        // (Shifts bind tighter than * in Swift: the parentheses matter.)
+        Int64(ntp >> 32) * 1_000_000_000 + Int64(((ntp & 0xFFFF_FFFF) * 1_000_000_000) >> 32)
     }
 
     /// Writes the interleaved frames older than the hold window (all of them at the end).

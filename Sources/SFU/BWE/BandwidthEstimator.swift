@@ -1,0 +1,283 @@
+import Foundation
+
+/// Downlink bandwidth estimation in the GCC family (draft-ietf-rmcat-gcc, libwebrtc's
+/// goog_cc), sans-IO: transport-cc results in, an estimate out.
+///
+/// - Delay-based: packets are grouped by send time (5 ms bursts); the change of one-way delay
+///   between groups is accumulated, smoothed, and its trend (least-squares slope over 20 groups)
+///   compared with an adaptive threshold; overuse cuts the rate to 90% of what was delivered,
+///   normal use grows it (8%/s far from the last overuse point, about a packet per RTT near it).
+/// - Loss-based: under 2% loss grows, over 10% cuts by half the loss.
+/// - Probing: when the estimate has been stable for a second and is below what the subscriber
+///   could use, a probe cluster is sent at twice the estimate; the rate it arrives at raises the
+///   estimate at once (how an upgrade discovers headroom without waiting for 8%/s).
+/// The estimate is the smaller of the two, never below `minBitrate`.
+public struct BandwidthEstimator: Sendable {
+    public struct Configuration: Sendable {
+        public var startBitrate: Double = 300_000
+        public var minBitrate: Double = 50_000
+        public var maxBitrate: Double = 20_000_000
+        public init() {}
+    }
+
+    public enum Usage: Sendable, Equatable { case normal, overusing, underusing }
+
+    public let configuration: Configuration
+    public private(set) var estimate: Double
+    public private(set) var usage: Usage = .normal
+    public private(set) var lossFraction: Double = 0
+    private var delayBased: Double
+    private var lossBased: Double
+    // Inter-arrival grouping.
+    private var groupFirstSend: Int64?
+    private var groupLastSend: Int64 = 0
+    private var groupLastArrival: Int64 = 0
+    private var previousGroup: (send: Int64, arrival: Int64)?
+    // Trendline.
+    private var accumulatedDelayMs: Double = 0
+    private var smoothedDelayMs: Double = 0
+    private var samples: [(arrivalMs: Double, delayMs: Double)] = []
+    private var firstArrivalNanos: Int64?
+    private var numDeltas = 0
+    private var threshold: Double = 12.5
+    private var lastThresholdUpdateNanos: Int64?
+    private var overuseStartNanos: Int64?
+    private var previousTrend: Double = 0
+    // Rate control.
+    private var lastRateUpdateNanos: Int64?
+    private var lastDecreaseNanos: Int64?
+    private var bitrateAtOveruse: Double?
+    private var acked: [(arrivalNanos: Int64, size: Int)] = []
+    public private(set) var ackedBitrate: Double?
+    private var rttNanos: Int64 = 100_000_000
+    // Loss window.
+    private var lossWindow: [(nanos: Int64, lost: Bool)] = []
+    private var lastLossUpdateNanos: Int64?
+    // Probing.
+    private var nextProbeCluster = 1
+    private var probes: [Int: (rate: Double, started: Int64, packets: Int)] = [:]
+    /// Results of each probe cluster so far (a cluster can span feedbacks).
+    private var probeResults: [Int: [PacketResult]] = [:]
+    private var lastProbeNanos: Int64?
+    private var stableSinceNanos: Int64?
+    /// The rate the subscriber's layers could use: probing stops there.
+    public var desiredBitrate: Double = 0
+    /// A probe the path did not hold (overuse soon after): later probes stay under 90% of it
+    /// until `probeCapUntil`; each new failure doubles how long.
+    private var probeCap: Double?
+    private var probeCapUntil: Int64 = 0
+    private var probeCapHoldNanos: Int64 = 5_000_000_000
+    private var lastProbeSuccess: (nanos: Int64, rate: Double)?
+
+    public init(configuration: Configuration = Configuration()) {
+        self.configuration = configuration
+        estimate = configuration.startBitrate
+        delayBased = configuration.startBitrate
+        lossBased = configuration.maxBitrate
+    }
+
+    public mutating func setRTT(nanos: Int64) { rttNanos = max(10_000_000, nanos) }
+
+    /// A probe cluster to send now, if one is due: its id (stamp it on the packets' send-history
+    /// entries), the rate to send at and how many bytes.
+    public mutating func probeToSend(nowNanos: Int64) -> (cluster: Int, bitrate: Double, bytes: Int)? {
+        guard desiredBitrate > estimate * 1.1, usage == .normal, let stable = stableSinceNanos, nowNanos - stable >= 500_000_000 else { return nil }
+        if let last = lastProbeNanos, nowNanos - last < 1_000_000_000 { return nil }
+        var rate = min(estimate * 2, max(desiredBitrate, estimate) * 1.2, configuration.maxBitrate)
+        if let cap = probeCap, nowNanos < probeCapUntil {
+            // Running close to the cap for 2 s without overuse: the path may have grown, lift it.
+            if estimate >= 0.8 * cap, nowNanos - stable >= 2_000_000_000 {
+                probeCap = nil
+            } else {
+                rate = min(rate, 0.9 * cap)
+            }
+        }
+        guard rate > estimate * 1.1 else { return nil }
+        let cluster = nextProbeCluster
+        nextProbeCluster += 1
+        lastProbeNanos = nowNanos
+        // 15 ms worth at the probe rate, at least 5 packets' worth.
+        let bytes = max(6000, Int(rate * 0.015 / 8))
+        probes[cluster] = (rate, nowNanos, (bytes + 1199) / 1200)
+        return (cluster, rate, bytes)
+    }
+
+    /// Feeds the results of one transport-cc feedback.
+    public mutating func onFeedback(_ results: [PacketResult], nowNanos: Int64) {
+        guard !results.isEmpty else { return }
+        for r in results {
+            lossWindow.append((nowNanos, r.arrivalNanos == nil))
+            guard let arrival = r.arrivalNanos else { continue }
+            if let c = r.probeCluster { probeResults[c, default: []].append(r) }
+            acked.append((arrival, r.size))
+            addToGroups(send: r.sendNanos, arrival: arrival, nowNanos: nowNanos)
+        }
+        updateAcked()
+        for (cluster, probe) in probes {
+            let got = probeResults[cluster]?.count ?? 0
+            if got * 10 >= probe.packets * 8 || nowNanos - probe.started > 1_000_000_000 {
+                evaluateProbe(cluster, probeResults.removeValue(forKey: cluster) ?? [])
+            }
+        }
+        updateLoss(nowNanos: nowNanos)
+        updateRate(nowNanos: nowNanos)
+    }
+
+    // MARK: delay-based
+
+    private mutating func addToGroups(send: Int64, arrival: Int64, nowNanos: Int64) {
+        guard let first = groupFirstSend else {
+            groupFirstSend = send
+            groupLastSend = send
+            groupLastArrival = arrival
+            return
+        }
+        if send - first <= 5_000_000 {
+            groupLastSend = max(groupLastSend, send)
+            groupLastArrival = max(groupLastArrival, arrival)
+            return
+        }
+        // The group is complete: compare it with the previous one.
+        let current = (send: groupLastSend, arrival: groupLastArrival)
+        if let previous = previousGroup {
+            let sendDelta = Double(current.send - previous.send) / 1e6
+            let arrivalDelta = Double(current.arrival - previous.arrival) / 1e6
+            updateTrendline(delayDeltaMs: arrivalDelta - sendDelta, arrivalNanos: current.arrival, nowNanos: nowNanos)
+        }
+        previousGroup = current
+        groupFirstSend = send
+        groupLastSend = send
+        groupLastArrival = arrival
+    }
+
+    private mutating func updateTrendline(delayDeltaMs: Double, arrivalNanos: Int64, nowNanos: Int64) {
+        if firstArrivalNanos == nil { firstArrivalNanos = arrivalNanos }
+        numDeltas = min(numDeltas + 1, 1000)
+        accumulatedDelayMs += delayDeltaMs
+        smoothedDelayMs = 0.9 * smoothedDelayMs + 0.1 * accumulatedDelayMs
+        samples.append((Double(arrivalNanos - (firstArrivalNanos ?? arrivalNanos)) / 1e6, smoothedDelayMs))
+        if samples.count > 20 { samples.removeFirst() }
+        guard samples.count == 20 else { return }
+        let meanX = samples.map(\.arrivalMs).reduce(0, +) / 20
+        let meanY = samples.map(\.delayMs).reduce(0, +) / 20
+        var num = 0.0, den = 0.0
+        for s in samples {
+            num += (s.arrivalMs - meanX) * (s.delayMs - meanY)
+            den += (s.arrivalMs - meanX) * (s.arrivalMs - meanX)
+        }
+        let slope = den == 0 ? 0 : num / den
+        let trend = Double(min(numDeltas, 60)) * slope * 4
+        detect(trend: trend, nowNanos: nowNanos)
+    }
+
+    private mutating func detect(trend: Double, nowNanos: Int64) {
+        if trend > threshold {
+            if overuseStartNanos == nil { overuseStartNanos = nowNanos }
+            if let start = overuseStartNanos, nowNanos - start >= 10_000_000, trend >= previousTrend {
+                usage = .overusing
+            }
+        } else if trend < -threshold {
+            overuseStartNanos = nil
+            usage = .underusing
+        } else {
+            overuseStartNanos = nil
+            usage = .normal
+        }
+        previousTrend = trend
+        // Adapt the threshold (skipped for spikes far above it).
+        let dtMs = Double(min(nowNanos - (lastThresholdUpdateNanos ?? nowNanos), 100_000_000)) / 1e6
+        lastThresholdUpdateNanos = nowNanos
+        if abs(trend) < threshold + 15 {
+            let k = abs(trend) < threshold ? 0.039 : 0.0087
+            threshold = min(max(threshold + k * (abs(trend) - threshold) * dtMs, 6), 600)
+        }
+    }
+
+    private mutating func updateAcked() {
+        guard let last = acked.last?.arrivalNanos else { return }
+        acked.removeAll { last - $0.arrivalNanos > 500_000_000 }
+        guard let first = acked.first?.arrivalNanos, last - first >= 100_000_000 else { return }
+        let bytes = acked.dropFirst().reduce(0) { $0 + $1.size }
+        ackedBitrate = Double(bytes) * 8 * 1e9 / Double(last - first)
+    }
+
+    private mutating func updateRate(nowNanos: Int64) {
+        let dt = Double(nowNanos - (lastRateUpdateNanos ?? nowNanos)) / 1e9
+        lastRateUpdateNanos = nowNanos
+        switch usage {
+        case .overusing:
+            stableSinceNanos = nil
+            if let success = lastProbeSuccess, nowNanos - success.nanos < 1_500_000_000 {
+                // The probe overshot what the path holds over time (cross traffic, a short burst).
+                if let cap = probeCap, nowNanos < probeCapUntil, success.rate >= 0.9 * cap {
+                    probeCapHoldNanos = min(probeCapHoldNanos * 2, 60_000_000_000)
+                } else if probeCap == nil || nowNanos >= probeCapUntil {
+                    probeCapHoldNanos = 5_000_000_000
+                }
+                probeCap = min(probeCap.flatMap { nowNanos < probeCapUntil ? $0 : nil } ?? .infinity, success.rate)
+                probeCapUntil = nowNanos + probeCapHoldNanos
+                lastProbeSuccess = nil
+            }
+            if lastDecreaseNanos.map({ nowNanos - $0 >= rttNanos + 100_000_000 }) ?? true {
+                let base = ackedBitrate ?? delayBased
+                delayBased = max(configuration.minBitrate, min(delayBased, 0.9 * base))
+                bitrateAtOveruse = base
+                lastDecreaseNanos = nowNanos
+            }
+        case .underusing:
+            stableSinceNanos = nil  // queues draining: hold
+        case .normal:
+            if stableSinceNanos == nil { stableSinceNanos = nowNanos }
+            if let atOveruse = bitrateAtOveruse, abs(delayBased - atOveruse) < 0.15 * atOveruse {
+                // Near the last known limit: about one packet per RTT.
+                delayBased += 1200 * 8 * dt / (Double(rttNanos) / 1e9)
+            } else {
+                delayBased *= pow1_08(dt)
+            }
+            if let acked = ackedBitrate { delayBased = min(delayBased, 1.5 * acked + 10_000) }
+        }
+        delayBased = min(max(delayBased, configuration.minBitrate), configuration.maxBitrate)
+        estimate = max(configuration.minBitrate, min(delayBased, lossBased))
+    }
+
+    /// 1.08 to the power `seconds` (8%/s), one second at most per update.
+    private func pow1_08(_ seconds: Double) -> Double { pow(1.08, min(max(seconds, 0), 1)) }
+
+    // MARK: loss-based
+
+    private mutating func updateLoss(nowNanos: Int64) {
+        lossWindow.removeAll { nowNanos - $0.nanos > 1_000_000_000 }
+        guard lossWindow.count >= 20 else { return }
+        lossFraction = Double(lossWindow.filter(\.lost).count) / Double(lossWindow.count)
+        let dt = Double(nowNanos - (lastLossUpdateNanos ?? nowNanos)) / 1e9
+        lastLossUpdateNanos = nowNanos
+        if lossFraction > 0.10 {
+            lossBased = max(configuration.minBitrate, min(lossBased, estimate) * (1 - 0.5 * lossFraction * min(dt * 3, 1)))
+        } else if lossFraction < 0.02 {
+            lossBased = min(configuration.maxBitrate, max(lossBased, estimate) * pow1_08(dt))
+        } else {
+            lossBased = max(min(lossBased, configuration.maxBitrate), estimate)
+        }
+    }
+
+    // MARK: probing
+
+    private mutating func evaluateProbe(_ cluster: Int, _ packets: [PacketResult]) {
+        guard let probe = probes.removeValue(forKey: cluster), packets.count >= 4 else { return }
+        let sorted = packets.sorted { ($0.arrivalNanos ?? 0) < ($1.arrivalNanos ?? 0) }
+        guard let firstArrival = sorted.first?.arrivalNanos, let lastArrival = sorted.last?.arrivalNanos, lastArrival > firstArrival else { return }
+        let sends = packets.map(\.sendNanos)
+        guard let firstSend = sends.min(), let lastSend = sends.max(), lastSend > firstSend else { return }
+        let bytes = Double(sorted.dropFirst().reduce(0) { $0 + $1.size })
+        let receiveRate = bytes * 8 * 1e9 / Double(lastArrival - firstArrival)
+        let sendRate = bytes * 8 * 1e9 / Double(lastSend - firstSend)
+        let measured = min(receiveRate, sendRate, probe.rate)
+        // The path carried the probe: the estimate may jump to what arrived.
+        if measured > delayBased {
+            lastProbeSuccess = (lastRateUpdateNanos ?? 0, probe.rate)
+            delayBased = min(configuration.maxBitrate, 0.95 * measured)
+            lossBased = max(lossBased, delayBased)
+            estimate = max(configuration.minBitrate, min(delayBased, lossBased))
+        }
+    }
+}

@@ -1,0 +1,69 @@
+import RTP
+
+/// One packet's fate, from transport-cc feedback.
+public struct PacketResult: Sendable, Equatable {
+    public var sequence: Int64
+    public var sendNanos: Int64
+    public var size: Int
+    /// nil: reported lost.
+    public var arrivalNanos: Int64?
+    /// Part of a probe cluster.
+    public var probeCluster: Int?
+}
+
+/// What we sent with a transport-wide sequence number, matched against transport-cc feedback
+/// (the send side of GCC, as libwebrtc's TransportFeedbackAdapter). Sans-IO; bounded.
+public struct SendHistory: Sendable {
+    struct Sent {
+        var sendNanos: Int64
+        var size: Int
+        var probeCluster: Int?
+    }
+    private var sent: [Int64: Sent] = [:]
+    private var unwrapper = SequenceUnwrapper()
+    private var feedbackUnwrapper = SequenceUnwrapper()
+    public let capacity: Int
+    /// The receiver's clock offset is unknown: arrival times are relative to the first feedback's reference.
+    private var referenceBaseMicros: Int64?
+    private var lastReferenceMicros: Int64 = 0
+
+    public init(capacity: Int = 8192) { self.capacity = capacity }
+
+    public mutating func onSent(sequence: UInt16, sendNanos: Int64, size: Int, probeCluster: Int? = nil) {
+        let s = unwrapper.unwrap(sequence)
+        sent[s] = Sent(sendNanos: sendNanos, size: size, probeCluster: probeCluster)
+        if sent.count > capacity, let oldest = sent.keys.min() { sent[oldest] = nil }
+    }
+
+    /// The packets a feedback reports, in sequence order; arrival times on a receiver clock that
+    /// only has to be consistent between feedbacks (the estimator uses differences).
+    public mutating func onFeedback(_ fb: TransportLayerCC) -> [PacketResult] {
+        let statuses = fb.statuses
+        // The 24-bit reference time in 64 ms units, unwrapped.
+        var referenceMicros = Int64(fb.referenceTime) * 64_000
+        let wrap: Int64 = (1 << 24) * 64_000
+        while referenceMicros - lastReferenceMicros < -wrap / 2 { referenceMicros += wrap }
+        while referenceMicros - lastReferenceMicros > wrap / 2 { referenceMicros -= wrap }
+        lastReferenceMicros = referenceMicros
+        var arrivalMicros = referenceMicros
+        var deltaIndex = 0
+        var out: [PacketResult] = []
+        let base = feedbackUnwrapper.unwrap(fb.baseSequenceNumber)
+        for (i, status) in statuses.enumerated() {
+            // Map the feedback's sequence space onto ours: same 16-bit numbers.
+            let seq16 = UInt16(truncatingIfNeeded: base + Int64(i))
+            var arrival: Int64?
+            if status == 1 || status == 2, deltaIndex < fb.recvDeltas.count {
+                arrivalMicros += Int64(fb.recvDeltas[deltaIndex]) * 250
+                deltaIndex += 1
+                arrival = arrivalMicros * 1000
+            }
+            var probe = unwrapper
+            let s = probe.unwrap(seq16)
+            guard let packet = sent.removeValue(forKey: s) else { continue }
+            out.append(PacketResult(sequence: s, sendNanos: packet.sendNanos, size: packet.size, arrivalNanos: arrival,
+                                    probeCluster: packet.probeCluster))
+        }
+        return out
+    }
+}
