@@ -86,7 +86,7 @@ public struct BandwidthEstimator: Sendable {
         var rate = min(estimate * 2, max(desiredBitrate, estimate) * 1.2, configuration.maxBitrate)
         if let cap = probeCap, nowNanos < probeCapUntil {
             // Running close to the cap for 2 s without overuse: the path may have grown, lift it.
-            if estimate >= 0.8 * cap, nowNanos - stable >= 2_000_000_000 {
+            if estimate >= 0.9 * cap, nowNanos - stable >= 2_000_000_000 {
                 probeCap = nil
             } else {
                 rate = min(rate, 0.9 * cap)

@@ -1,0 +1,162 @@
+import Foundation
+import RTP
+import Testing
+import TestSupport
+@testable import SFU
+
+/// A bottleneck link on a fake clock: a FIFO drained at `capacity` (drop-tail at 400 ms of queue),
+/// 25 ms of propagation, seeded random loss, optional constant cross traffic sharing the queue.
+struct SimulatedLink {
+    var capacity: Double
+    var loss: Double = 0
+    var crossTraffic: Double = 0
+    var propagationNanos: Int64 = 25_000_000
+    var queueFreeAt: Int64 = 0
+    var rng = SeededGenerator(seed: 99)
+    var crossCredit: Double = 0
+
+    /// When a packet of `size` sent at `now` arrives, or nil if dropped.
+    mutating func send(size: Int, now: Int64) -> Int64? {
+        if loss > 0, Double(rng.next() % 10_000) / 10_000 < loss { return nil }
+        let start = max(now, queueFreeAt)
+        guard start - now <= 400_000_000 else { return nil }
+        queueFreeAt = start + Int64(Double(size * 8) / capacity * 1e9)
+        return queueFreeAt + propagationNanos
+    }
+
+    /// Cross traffic for `dt`: occupies the queue like our packets do.
+    mutating func cross(now: Int64, dtNanos: Int64) {
+        guard crossTraffic > 0 else { return }
+        crossCredit += crossTraffic * Double(dtNanos) / 1e9 / 8
+        while crossCredit >= 1200 {
+            crossCredit -= 1200
+            _ = send(size: 1200, now: now)
+        }
+    }
+}
+
+/// Sender + receiver + estimator: the sender paces 1200-byte packets at the estimate (up to
+/// `desired`), stamps transport-wide sequence numbers, the receiver's TWCCRecorder sends feedback
+/// every 100 ms, the estimator (through SendHistory, as on a real subscriber transport) updates.
+struct EstimatorSimulation {
+    var link: SimulatedLink
+    var estimator = BandwidthEstimator()
+    var history = SendHistory()
+    var recorder = TWCCRecorder(senderSSRC: 1, mediaSSRC: 2)
+    var now: Int64 = 0
+    var sequence: UInt16 = 0
+    var budget: Double = 0
+    var inFlight: [(arrival: Int64, seq: UInt16)] = []
+    var lastFeedback: Int64 = 0
+    var desired: Double = 5_000_000
+    var trace: [(t: Double, estimate: Double)] = []
+
+    init(capacity: Double) { link = SimulatedLink(capacity: capacity) }
+
+    mutating func send(size: Int, probe: Int?) {
+        history.onSent(sequence: sequence, sendNanos: now, size: size, probeCluster: probe)
+        if let arrival = link.send(size: size, now: now) { inFlight.append((arrival, sequence)) }
+        sequence &+= 1
+    }
+
+    /// Runs `seconds` in 5 ms steps.
+    mutating func run(seconds: Double) {
+        let end = now + Int64(seconds * 1e9)
+        while now < end {
+            now += 5_000_000
+            link.cross(now: now, dtNanos: 5_000_000)
+            estimator.desiredBitrate = desired
+            if let probe = estimator.probeToSend(nowNanos: now) {
+                // The probe cluster goes out at its rate over ~15 ms (in 1 ms slots here).
+                var sent = 0
+                var slot: Int64 = 0
+                let perMs = probe.bitrate / 8 / 1000
+                var credit = 0.0
+                while sent < probe.bytes {
+                    credit += perMs
+                    while credit >= 1200, sent < probe.bytes {
+                        let saved = now
+                        now = saved + slot * 1_000_000
+                        send(size: 1200, probe: probe.cluster)
+                        now = saved
+                        credit -= 1200
+                        sent += 1200
+                    }
+                    slot += 1
+                }
+            }
+            budget += min(estimator.estimate, desired) * 0.005 / 8
+            while budget >= 1200 {
+                send(size: 1200, probe: nil)
+                budget -= 1200
+            }
+            // Arrivals up to now go to the receiver.
+            inFlight.sort { $0.arrival < $1.arrival }
+            while let first = inFlight.first, first.arrival <= now {
+                recorder.record(sequenceNumber: first.seq, arrivalMicros: first.arrival / 1000)
+                inFlight.removeFirst()
+            }
+            if now - lastFeedback >= 100_000_000 {
+                lastFeedback = now
+                for fb in recorder.buildFeedback() {
+                    // The feedback reaches us one propagation delay later; close enough to "now" here.
+                    estimator.onFeedback(history.onFeedback(fb), nowNanos: now + link.propagationNanos)
+                }
+            }
+            trace.append((Double(now) / 1e9, estimator.estimate))
+        }
+    }
+
+    /// The last time in the trace the estimate was outside `range` (nil: never after `from`).
+    func lastOutside(_ range: ClosedRange<Double>, from: Double) -> Double? {
+        trace.last { $0.t >= from && !range.contains($0.estimate) }?.t
+    }
+}
+
+@Suite("Bandwidth estimation on simulated links")
+struct BandwidthEstimatorTests {
+    @Test func convergesToAFixedCapacityFromTheStart() {
+        var sim = EstimatorSimulation(capacity: 1_500_000)
+        sim.run(seconds: 15)
+        // Within 20% of capacity after at most 5 s, and it stays there.
+        let settled = sim.lastOutside(1_200_000...1_800_000, from: 0) ?? 0
+        #expect(settled < 5, "estimate outside ±20% until \(settled) s; end \(sim.estimator.estimate)")
+    }
+
+    @Test func followsAStepDownAndAStepUp() {
+        var sim = EstimatorSimulation(capacity: 2_500_000)
+        sim.run(seconds: 10)
+        sim.link.capacity = 500_000
+        sim.run(seconds: 10)
+        let down = (sim.lastOutside(400_000...600_000, from: 10) ?? 10) - 10
+        #expect(down < 5, "after the step down the estimate settled only \(down) s later (now \(sim.estimator.estimate))")
+        sim.link.capacity = 2_500_000
+        sim.run(seconds: 10)
+        let up = (sim.lastOutside(2_000_000...3_000_000, from: 20) ?? 20) - 20
+        #expect(up < 5, "after the step up the estimate settled only \(up) s later (now \(sim.estimator.estimate))")
+    }
+
+    @Test func toleratesTwoPercentRandomLoss() {
+        var sim = EstimatorSimulation(capacity: 1_500_000)
+        sim.link.loss = 0.02
+        sim.run(seconds: 15)
+        let settled = sim.lastOutside(1_200_000...1_800_000, from: 0) ?? 0
+        #expect(settled < 5, "with 2% loss the estimate was outside ±20% until \(settled) s; end \(sim.estimator.estimate)")
+    }
+
+    /// Not met yet (issue 8 is open): a probe burst arrives faster than the share the path gives us
+    /// over time, so every few seconds the estimate jumps above the band before the overuse brings
+    /// it back. Recorded as a known issue so the test says so and fails once it is fixed.
+    @Test func sharesWithCrossTraffic() {
+        var sim = EstimatorSimulation(capacity: 2_000_000)
+        sim.link.crossTraffic = 500_000
+        sim.run(seconds: 15)
+        let settled = sim.lastOutside(1_200_000...1_800_000, from: 0) ?? 0
+        // Between the overshoots it does hold the fair share.
+        let inBand = sim.trace.filter { $0.t >= 5 && (1_200_000...1_800_000).contains($0.estimate) }.count
+        #expect(Double(inBand) / Double(sim.trace.filter { $0.t >= 5 }.count) > 0.9)
+        withKnownIssue("issue 8: probes overshoot the fair share under cross traffic") {
+            #expect(settled < 5, "with 500 kbit/s of cross traffic the estimate was outside ±20% of 1.5 Mbit/s until \(settled) s")
+        }
+    }
+}
