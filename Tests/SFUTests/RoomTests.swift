@@ -216,6 +216,25 @@ struct RoomTests {
         #expect(acked == Set(1000..<1020))
     }
 
+    /// The subscriber's transport-cc feedback reaches the downlink estimator (issue 8 builds on it):
+    /// with ~100 kbit/s flowing, the estimate follows what is delivered (at most 1.5x + 10 kbit/s).
+    @Test func transportCCFeedbackFromASubscriberFeedsTheEstimate() throws {
+        let (h, pub, subs, _) = try Self.room(subscribers: 1)
+        subs[0].sendsTransportCC = true
+        #expect(h.room.snapshot(nowNanos: h.now).first { $0.peer.peerID == subs[0].info.peerID }?.quality.downlinkEstimate == nil)
+        for i in 0..<300 {
+            h.sendRTP(pub, RTPPacket(payloadType: 96, sequenceNumber: UInt16(100 + i), timestamp: UInt32(i) * 3000, ssrc: Self.videoSSRC,
+                                     marker: true, payload: vp8Payload(keyframe: i == 0, size: 400)))
+            h.run()
+        }
+        let q = try #require(h.room.snapshot(nowNanos: h.now).first { $0.peer.peerID == subs[0].info.peerID }?.quality)
+        let estimate = try #require(q.downlinkEstimate)
+        // 100 packets/s of ~420 bytes: ~340 kbit/s delivered; the estimate is bounded by what was acked.
+        let upper: Int64 = 600_000  // 1.5 x 340 kbit/s + 10 kbit/s, with room for the measurement window
+        // It grew from its 300 kbit/s start (8%/s while nothing overuses) and stays under what was acked allows.
+        #expect(estimate > 320_000 && estimate < upper, "estimate \(estimate)")
+    }
+
     @Test func observersCannotPublish() throws {
         let h = try RoomHarness()
         let obs = try h.join("obs", canPublish: false)

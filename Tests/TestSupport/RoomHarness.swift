@@ -21,6 +21,9 @@ public final class RoomHarness {
         public var publisherRTCP: [RTCPPacket] = []
         public var subscriberRTCP: [RTCPPacket] = []
         public var publisherICE = ICELiteAgent.Credentials.random()
+        /// The subscriber client answers with transport-cc feedback every 100 ms, like a browser.
+        public var twcc = TWCCRecorder(senderSSRC: 0x7777, mediaSSRC: 0)
+        public var sendsTransportCC = false
         public var publisherAddress: TransportAddress { TransportAddress(ipv4: 10, 9, 0, UInt8(index), port: 5000) }
         public var subscriberAddress: TransportAddress { TransportAddress(ipv4: 10, 9, 0, UInt8(index), port: 6000) }
         public init(info: PeerInfo, index: Int) {
@@ -90,7 +93,14 @@ public final class RoomHarness {
                 let client = try? ClientTransport(remote: remote.ice, serverAddress: serverAddress, context: clientContext,
                                                   serverFingerprint: CertificateFingerprint(sdpValue: "sha-256 " + serverContext.certificate.sha256Fingerprint)!)
                 client?.onSend = { [unowned self, unowned peer] d in toServer.append((Array(d), peer.subscriberAddress)) }
-                client?.onRTP = { [unowned peer] packet, header in peer.received[header.ssrc, default: []].append(Array(packet)) }
+                client?.onRTP = { [unowned self, unowned peer] packet, header in
+                    peer.received[header.ssrc, default: []].append(Array(packet))
+                    if peer.sendsTransportCC, header.hasExtension,
+                       let v = header.extensionValue(id: RoomSDP.subscriberTransportCCID, in: UnsafeRawBufferPointer(packet)),
+                       let seq = TransportWideSequence.decode(v) {
+                        peer.twcc.record(sequenceNumber: seq, arrivalMicros: now / 1000)
+                    }
+                }
                 client?.onRTCP = { [unowned peer] packets in peer.subscriberRTCP += packets }
                 peer.subscriber = client
             }
@@ -131,6 +141,10 @@ public final class RoomHarness {
             for p in peers where !silent.contains(p.info.peerID) {
                 p.publisher?.tick(nowNanos: now)
                 p.subscriber?.tick(nowNanos: now)
+                if p.sendsTransportCC, now % 100_000_000 == 0 {
+                    let feedback = p.twcc.buildFeedback()
+                    if !feedback.isEmpty { p.subscriber?.sendRTCP(feedback.map { .transportCC($0) }) }
+                }
             }
             if now - lastTick >= 20_000_000 {
                 lastTick = now

@@ -205,6 +205,7 @@ public struct ControlAPI: Sendable {
         if let v = q.uplinkLoss { quality["uplink_loss"] = (v * 1000).rounded() / 1000 }
         if let v = q.downlinkLoss { quality["downlink_loss"] = (v * 1000).rounded() / 1000 }
         if let v = q.jitterMs { quality["jitter_ms"] = (v * 10).rounded() / 10 }
+        if let v = q.downlinkEstimate { quality["downlink_estimate_bps"] = v }
         return [
             "peer_id": s.peer.peerID, "user_id": s.peer.userID, "name": s.peer.name, "role": s.peer.role,
             "joined_at": iso8601(joinedMillis),

@@ -15,11 +15,13 @@ public struct PacketResult: Sendable, Equatable {
 /// (the send side of GCC, as libwebrtc's TransportFeedbackAdapter). Sans-IO; bounded.
 public struct SendHistory: Sendable {
     struct Sent {
-        var sendNanos: Int64
-        var size: Int
+        var sequence: Int64 = -1
+        var sendNanos: Int64 = 0
+        var size: Int = 0
         var probeCluster: Int?
     }
-    private var sent: [Int64: Sent] = [:]
+    /// A ring indexed by sequence number: no allocation per packet.
+    private var sent: [Sent]
     private var unwrapper = SequenceUnwrapper()
     private var feedbackUnwrapper = SequenceUnwrapper()
     public let capacity: Int
@@ -27,12 +29,14 @@ public struct SendHistory: Sendable {
     private var referenceBaseMicros: Int64?
     private var lastReferenceMicros: Int64 = 0
 
-    public init(capacity: Int = 8192) { self.capacity = capacity }
+    public init(capacity: Int = 8192) {
+        self.capacity = capacity
+        sent = [Sent](repeating: Sent(), count: capacity)
+    }
 
     public mutating func onSent(sequence: UInt16, sendNanos: Int64, size: Int, probeCluster: Int? = nil) {
         let s = unwrapper.unwrap(sequence)
-        sent[s] = Sent(sendNanos: sendNanos, size: size, probeCluster: probeCluster)
-        if sent.count > capacity, let oldest = sent.keys.min() { sent[oldest] = nil }
+        sent[Int(s & Int64(capacity - 1))] = Sent(sequence: s, sendNanos: sendNanos, size: size, probeCluster: probeCluster)
     }
 
     /// The packets a feedback reports, in sequence order; arrival times on a receiver clock that
@@ -60,7 +64,10 @@ public struct SendHistory: Sendable {
             }
             var probe = unwrapper
             let s = probe.unwrap(seq16)
-            guard let packet = sent.removeValue(forKey: s) else { continue }
+            let slot = Int(s & Int64(capacity - 1))
+            guard s >= 0, sent[slot].sequence == s else { continue }
+            let packet = sent[slot]
+            sent[slot].sequence = -1
             out.append(PacketResult(sequence: s, sendNanos: packet.sendNanos, size: packet.size, arrivalNanos: arrival,
                                     probeCluster: packet.probeCluster))
         }

@@ -43,6 +43,7 @@ public final class Participant {
         subscriber?.rate.roll(nowNanos: nowNanos)
         return QualityFigures(rttMs: subscriber?.rttNanos.map { Double($0) / 1_000_000 }, uplinkLoss: uplinkLoss,
                               downlinkLoss: subscriber?.downlinkLoss, jitterMs: jitterMs, publishBitrate: publishBitrate,
-                              subscribeBitrate: subscriber?.rate.bitsPerSecond ?? 0)
+                              subscribeBitrate: subscriber?.rate.bitsPerSecond ?? 0,
+                              downlinkEstimate: subscriber?.downlinkEstimate.map { Int64($0) })
     }
 }

@@ -58,6 +58,8 @@ public struct QualityFigures: Sendable, Equatable {
     public var publishBitrate: Int64
     /// Bitrate we send the participant, bits/s (last second).
     public var subscribeBitrate: Int64
+    /// The estimated downlink to the participant, bits/s (transport-cc GCC, or its REMB).
+    public var downlinkEstimate: Int64?
 }
 
 /// A live participant for the Control API.

@@ -36,6 +36,16 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     private(set) var rttNanos: Int64?
     private(set) var downlinkLoss: Double?
     private(set) var remb: UInt64?
+    /// Downlink estimation (issue 8): what we sent with transport-wide numbers, and the estimator
+    /// fed by the subscriber's transport-cc feedback. Not used for layer choice yet.
+    var sendHistory = SendHistory()
+    var estimator = BandwidthEstimator()
+    /// The downlink estimate: GCC from transport-cc, or the subscriber's REMB without it.
+    var downlinkEstimate: Double? {
+        if transportCC { return estimatorFed ? estimator.estimate : nil }
+        return remb.map(Double.init)
+    }
+    private var estimatorFed = false
     static let reportIntervalNanos: Int64 = 1_000_000_000
 
     init(participant: Participant, room: Room, local: LocalTransportParameters, nowNanos: Int64) throws {
@@ -167,7 +177,10 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
             return length
         }
         if sent {
-            if twcc { transportSequence &+= 1 }
+            if twcc {
+                sendHistory.onSent(sequence: seq, sendNanos: nowNanos, size: payload.count + 20)
+                transportSequence &+= 1
+            }
             rate.add(payload.count + 12, nowNanos: nowNanos)
         }
         return sent
@@ -200,7 +213,10 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
                 return stored.count
             }
         }
-        if sent, twcc { transportSequence &+= 1 }
+        if sent, twcc {
+            sendHistory.onSent(sequence: seq, sendNanos: nowNanos, size: payload.count + 22)
+            transportSequence &+= 1
+        }
         return sent
     }
 
@@ -294,6 +310,11 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
                 absorb(sr.reports, nowNanos: nowNanos)
             case .remb(let r):
                 remb = r.bitrate
+            case .transportCC(let fb):
+                let results = sendHistory.onFeedback(fb)
+                if let rttNanos { estimator.setRTT(nanos: rttNanos) }
+                estimator.onFeedback(results, nowNanos: nowNanos)
+                if !results.isEmpty { estimatorFed = true }
             default:
                 break
             }
