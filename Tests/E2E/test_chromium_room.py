@@ -18,6 +18,7 @@ import http.server
 import json
 import os
 import re
+import secrets
 import threading
 import time
 import urllib.parse
@@ -392,3 +393,37 @@ def test_join_form_without_demo_route_shows_the_error(sfu_factory, browsers, pag
     assert re.search(r"\d{3}|not_found|demo", view["joinError"]), view
     assert (view["info"] or {}).get("state") != "joined", view
     assert a.execute("return document.getElementById('join').disabled;") is False
+
+
+def test_chromium_publisher_bandwidth_estimate_ramps_up(sfu_factory, browsers, page_base):
+    """The server's transport-cc feedback to publishers lets Chromium's own estimate grow: without
+    it Chromium stays near its 300 kbit/s start and upper simulcast layers would never appear."""
+    key = "up-" + secrets.token_hex(8)
+    sfu = sfu_factory(env={"SFU_API_KEY": key})
+    api = ControlAPI(sfu.base_url, key)
+    rid = api.create_room(name="uplink")["id"]
+    b = browsers()
+    b.open(token_page(sfu, page_base, api.token(rid, "up-chrome", role="doctor")["token"]))
+    wait_joined(b)
+
+    async def run():
+        sub = RoomClient(api.token(rid, "up-sub")["signaling_url"], publish_audio=False, publish_video=False)
+        await sub.connect()
+        best = 0.0
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and best <= 1_500_000:
+                await asyncio.sleep(1)
+                got = b.execute_async(
+                    "const done = arguments[arguments.length - 1];"
+                    "const pc = window.sfuDemo && sfuDemo.client && sfuDemo.client.publisher;"
+                    "if (!pc) { done(0); return; }"
+                    "pc.getStats().then(r => { let v = 0; r.forEach(x => { if (x.type === 'candidate-pair' && x.nominated"
+                    " && x.availableOutgoingBitrate) v = Math.max(v, x.availableOutgoingBitrate); }); done(v); }, () => done(0));")
+                best = max(best, float(got or 0))
+        finally:
+            await sub.close()
+        return best
+
+    best = asyncio.run(asyncio.wait_for(run(), 40))
+    assert best > 1_500_000, f"Chromium's availableOutgoingBitrate stayed at {best:.0f} bit/s\n{describe(sfu, {'chrome': b})}"
