@@ -94,4 +94,52 @@ struct RoomRecordingTests {
         let resumed = audioTimes.first { $0 > 1480 }
         #expect(resumed.map { abs($0 + 7 - 2000) <= 1 } == true, "audio after the mute at \(resumed ?? -1)")
     }
+
+    /// A participant that starts with audio only and turns its camera on during the recording: the
+    /// file has both (the header declares a video track for anyone who may publish).
+    @Test func aCameraTurnedOnLaterIsRecorded() async throws {
+        let h = try RoomHarness()
+        let pub = try h.join("pub")
+        h.publish(pub, streams: [.init(kind: .audio, ssrc: Self.audioSSRC)])
+        try #require(h.connectAll(), "transports did not connect")
+        let ntp: UInt64 = 7000 << 32
+        pub.publisher?.sendRTCP([.senderReport(SenderReport(ssrc: Self.audioSSRC, ntpTime: ntp, rtpTime: 0, packetCount: 0, octetCount: 0))])
+        h.run(steps: 3)
+        let dir = NSTemporaryDirectory() + "rec-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let recording = RoomRecording(id: "rec_late", directory: dir)
+        recording.start(in: h.room)
+        let audio = try TestMedia.opusPackets(count: 150)
+        let video = try TestMedia.vp8Frames(count: 45, width: 160, height: 120, keyframeEvery: 45)
+        var videoSeq: UInt16 = 1
+        var nextVideo = 0
+        for step in 0..<300 {
+            let ms = step * 10
+            if ms % 20 == 0 {
+                let i = ms / 20
+                h.sendRTP(pub, RTPPacket(payloadType: 111, sequenceNumber: UInt16(i), timestamp: UInt32(i) * 960, ssrc: Self.audioSSRC, payload: audio[i]))
+            }
+            if ms == 1000 {
+                // The camera: a re-offer with a video section, and its first SR (NTP 7001 s = RTP 90 000).
+                h.publish(pub, streams: [.init(kind: .audio, ssrc: Self.audioSSRC), .init(kind: .video, ssrc: Self.videoSSRC)])
+                pub.publisher?.sendRTCP([.senderReport(SenderReport(ssrc: Self.videoSSRC, ntpTime: ntp + (1 << 32), rtpTime: 90_000,
+                                                                    packetCount: 0, octetCount: 0))])
+            }
+            while ms >= 1500, nextVideo < video.count, 1500 + nextVideo * 100 / 3 <= ms {
+                for p in Self.packetize(video[nextVideo].data, seq: &videoSeq, ts: 90_000 + 45_000 + UInt32(nextVideo) * 3000) { h.sendRTP(pub, p) }
+                nextVideo += 1
+            }
+            h.run()
+        }
+        let pending = recording.stop(in: h.room)
+        try #require(pending.count == 1)
+        let (file, error) = await pending[0].finalize()
+        #expect(error == nil)
+        #expect(file.trackKinds == ["video", "audio"] && file.videoFrames == 45, "\(file)")
+        let decode = runTool(["ffmpeg", "-nostdin", "-v", "error", "-i", file.path, "-f", "null", "-"])
+        #expect(decode.status == 0 && decode.output.isEmpty, "\(decode.output)")
+        let first = runTool(["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries", "packet=pts", "-of", "csv=p=0", file.path])
+            .output.split(separator: "\n").first.flatMap { Int($0) }
+        #expect(first.map { abs($0 - 1500) <= 1 } == true, "the first video frame at \(first ?? -1) ms, expected 1500")
+    }
 }

@@ -188,8 +188,11 @@ final class ParticipantRecording: ProducerTap {
     private func write(_ item: (ms: Int64, track: WebMWriter.Track, frame: AssembledFrame)) {
         if writer == nil {
             let dims = size ?? (640, 480)
-            let w = WebMWriter(configuration: .init(video: video == nil && videoMapping == nil ? nil : (dims.width, dims.height),
-                                                    audio: audio == nil && audioMapping == nil ? nil : (2, 48000)))
+            // A participant that may publish gets both tracks declared: a camera or microphone turned
+            // on later still has a track to go to (an empty track decodes fine).
+            let withVideo = video != nil || videoMapping != nil || peer.canPublish
+            let withAudio = audio != nil || audioMapping != nil || peer.canPublish
+            let w = WebMWriter(configuration: .init(video: withVideo ? (dims.width, dims.height) : nil, audio: withAudio ? (2, 48000) : nil))
             sink.append(w.start())
             writer = w
         }
