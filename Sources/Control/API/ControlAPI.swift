@@ -211,6 +211,14 @@ public struct ControlAPI: Sendable {
             "joined_at": iso8601(joinedMillis),
             "tracks": s.tracks.map { ["track_id": $0.trackID, "kind": $0.kind.rawValue, "source": $0.source.rawValue, "muted": $0.muted, "simulcast": $0.simulcast] },
             "quality": quality,
+            "subscriptions": s.subscriptions.map { sub -> [String: Any] in
+                func value(_ v: Int?) -> Any { v.map { $0 as Any } ?? NSNull() }
+                return ["peer_id": sub.peerID, "track_id": sub.trackID, "kind": sub.kind.rawValue, "source": sub.source.rawValue,
+                        "paused": sub.paused, "spatial_layer": value(sub.spatialLayer), "target_spatial_layer": value(sub.targetSpatialLayer),
+                        "temporal_layer": value(sub.temporalLayer), "target_temporal_layer": value(sub.targetTemporalLayer),
+                        "max_spatial": value(sub.maxSpatial), "max_temporal": value(sub.maxTemporal),
+                        "layer_switches": sub.layerSwitches, "bitrate_bps": sub.bitrate]
+            },
         ]
     }
 

@@ -42,9 +42,11 @@ struct MetricsEndpoint: Sendable {
         }
         var counters = RoomCounters()
         var liveRooms = 0
-        for (_, room) in live?.all ?? [] {
-            guard let c = try? await room.run({ $0.counters() }) else { continue }
+        var layers: [(room: String, snapshot: [ParticipantSnapshot])] = []
+        for (id, room) in live?.all ?? [] {
+            guard let (c, snapshot) = try? await room.run({ ($0.counters(), $0.snapshot(nowNanos: MediaWorker.nowNanos)) }) else { continue }
             counters.add(c)
+            layers.append((id, snapshot))
             liveRooms += 1
         }
         out.gauge("sfu_live_rooms", "Rooms with a forwarding table on a media worker.", Double(liveRooms))
@@ -54,6 +56,29 @@ struct MetricsEndpoint: Sendable {
         out.counter("sfu_retransmissions_total", "Packets resent to subscribers after a NACK (live rooms).", counters.retransmissions)
         out.counter("sfu_retransmission_misses_total", "NACKed packets no longer in the retransmission buffer (live rooms).",
                     counters.retransmissionMisses)
+        out.counter("sfu_layer_switches_total", "Simulcast spatial layer switches made for subscribers (live rooms).", counters.layerSwitches)
+        out.gauge("sfu_tracks_paused", "Video subscriptions paused because the subscriber's downlink cannot carry them.", Double(counters.tracksPaused))
+        out.counter("sfu_probe_padding_bytes_total", "Padding sent to probe subscribers' downlinks (live rooms).", counters.probePaddingBytes)
+        out.header("sfu_subscriber_downlink_estimate_bps", "Estimated downlink of each subscriber (transport-cc GCC, or its REMB).", type: "gauge")
+        for (room, snapshot) in layers {
+            for p in snapshot {
+                guard let estimate = p.quality.downlinkEstimate else { continue }
+                out.sample("sfu_subscriber_downlink_estimate_bps", labels: "room=\"\(room)\",peer=\"\(p.peer.peerID)\"", Double(estimate))
+            }
+        }
+        out.header("sfu_subscription_layer", "Simulcast layer each subscriber receives of each track: current or target, spatial or temporal.", type: "gauge")
+        for (room, snapshot) in layers {
+            for p in snapshot {
+                for sub in p.subscriptions {
+                    let base = "room=\"\(room)\",peer=\"\(p.peer.peerID)\",track=\"\(sub.trackID)\""
+                    for (state, dim, value) in [("current", "spatial", sub.spatialLayer), ("target", "spatial", sub.targetSpatialLayer),
+                                                ("current", "temporal", sub.temporalLayer), ("target", "temporal", sub.targetTemporalLayer)] {
+                        guard let value else { continue }
+                        out.sample("sfu_subscription_layer", labels: base + ",layer=\"\(dim)\",state=\"\(state)\"", Double(value))
+                    }
+                }
+            }
+        }
         if let webhooks {
             out.counter("sfu_webhooks_delivered_total", "Webhook deliveries accepted by the receiver.", await webhooks.delivered)
             out.counter("sfu_webhooks_failed_total", "Webhook deliveries given up after retries.", await webhooks.failed)

@@ -201,7 +201,30 @@ enum RoomSignaling {
                         _ = try? await recordings.stop(id: id, stoppedBy: claims.sub)
                     }
                 case "set_layer":
-                    reply("not_implemented", "set_layer comes with simulcast")
+                    guard let track = data["track_id"] as? String, !track.isEmpty, track.count <= 64 else {
+                        reply("bad_request", "set_layer needs data.track_id")
+                        continue
+                    }
+                    var caps: [Int?] = []
+                    var bad = false
+                    for key in ["max_spatial", "max_temporal"] {
+                        switch data[key] {
+                        case nil, is NSNull: caps.append(nil)
+                        case let n as NSNumber where !JSONBody.isBoolean(n) && n.doubleValue == n.doubleValue.rounded()
+                            && n.intValue >= 0 && n.intValue <= 3:
+                            caps.append(n.intValue)
+                        default: bad = true
+                        }
+                    }
+                    guard !bad else {
+                        reply("bad_request", "set_layer: max_spatial and max_temporal are integers 0 to 3 (0 = lowest) or null")
+                        continue
+                    }
+                    let (maxSpatial, maxTemporal) = (caps[0], caps[1])
+                    let found = try? await live.run {
+                        $0.setLayer(peerID: peerID, trackID: track, maxSpatial: maxSpatial, maxTemporal: maxTemporal, nowNanos: MediaWorker.nowNanos)
+                    }
+                    if found != true { reply("track_not_found", "no subscription to track \(track.prefix(64))") }
                 case "leave_room":
                     break readLoop
                 default:
@@ -318,6 +341,8 @@ enum RoomSignaling {
             data["peer_id"] = peerID
             return ("track_published", data)
         case .trackUnpublished(let peerID, let trackID): return ("track_unpublished", ["peer_id": peerID, "track_id": trackID])
+        case .trackPaused(let peerID, let trackID): return ("track_paused", ["peer_id": peerID, "track_id": trackID, "reason": "bandwidth"])
+        case .trackResumed(let peerID, let trackID): return ("track_resumed", ["peer_id": peerID, "track_id": trackID])
         case .toggled(let event, let peerID, let userID, let enabled): return (event, ["peer_id": peerID, "user_id": userID, "enabled": enabled])
         case .chat(let peerID, let userID, let message, let timestamp):
             return ("chat_message", ["peer_id": peerID, "user_id": userID, "message": message, "timestamp": ControlAPI.iso8601(timestamp)])

@@ -68,6 +68,9 @@ public struct BandwidthEstimator: Sendable {
     private var probeCapUntil: Int64 = 0
     private var probeCapHoldNanos: Int64 = 5_000_000_000
     private var lastProbeSuccess: (nanos: Int64, rate: Double)?
+    /// When a probe last raised the estimate: for 2 s the estimate may stay above 1.5x what is sent,
+    /// so the sender has time to use it (an application-limited sender, e.g. on a low simulcast layer).
+    private var lastProbeRaise: Int64?
 
     public init(configuration: Configuration = Configuration()) {
         self.configuration = configuration
@@ -80,7 +83,7 @@ public struct BandwidthEstimator: Sendable {
 
     /// A probe cluster to send now, if one is due: its id (stamp it on the packets' send-history
     /// entries), the rate to send at and how many bytes.
-    public mutating func probeToSend(nowNanos: Int64) -> (cluster: Int, bitrate: Double, bytes: Int)? {
+    public mutating func probeToSend(nowNanos: Int64, packetSize: Int = 1200) -> (cluster: Int, bitrate: Double, bytes: Int)? {
         guard desiredBitrate > estimate * 1.1, usage == .normal, let stable = stableSinceNanos, nowNanos - stable >= 500_000_000 else { return nil }
         if let last = lastProbeNanos, nowNanos - last < 1_000_000_000 { return nil }
         var rate = min(estimate * 2, max(desiredBitrate, estimate) * 1.2, configuration.maxBitrate)
@@ -98,7 +101,7 @@ public struct BandwidthEstimator: Sendable {
         lastProbeNanos = nowNanos
         // 15 ms worth at the probe rate, at least 5 packets' worth.
         let bytes = max(6000, Int(rate * 0.015 / 8))
-        probes[cluster] = (rate, nowNanos, (bytes + 1199) / 1200)
+        probes[cluster] = (rate, nowNanos, (bytes + packetSize - 1) / max(packetSize, 1))
         return (cluster, rate, bytes)
     }
 
@@ -228,13 +231,19 @@ public struct BandwidthEstimator: Sendable {
             stableSinceNanos = nil  // queues draining: hold
         case .normal:
             if stableSinceNanos == nil { stableSinceNanos = nowNanos }
+            let before = delayBased
             if let atOveruse = bitrateAtOveruse, abs(delayBased - atOveruse) < 0.15 * atOveruse {
                 // Near the last known limit: about one packet per RTT.
                 delayBased += 1200 * 8 * dt / (Double(rttNanos) / 1e9)
             } else {
                 delayBased *= pow1_08(dt)
             }
-            if let acked = ackedBitrate { delayBased = min(delayBased, 1.5 * acked + 10_000) }
+            // Do not grow far beyond what is actually sent (an application-limited sender learns
+            // nothing about the path), but never fall because of it: a probe's result stays.
+            if let acked = ackedBitrate, delayBased > 1.5 * acked + 10_000 {
+                let probedRecently = lastProbeRaise.map { nowNanos - $0 < 2_000_000_000 } ?? false
+                delayBased = probedRecently ? max(before, 1.5 * acked + 10_000) : 1.5 * acked + 10_000
+            }
         }
         delayBased = min(max(delayBased, configuration.minBitrate), configuration.maxBitrate)
         estimate = max(configuration.minBitrate, min(delayBased, lossBased))
@@ -275,6 +284,7 @@ public struct BandwidthEstimator: Sendable {
         // The path carried the probe: the estimate may jump to what arrived.
         if measured > delayBased {
             lastProbeSuccess = (lastRateUpdateNanos ?? 0, probe.rate)
+            lastProbeRaise = lastRateUpdateNanos ?? 0
             delayBased = min(configuration.maxBitrate, 0.95 * measured)
             lossBased = max(lossBased, delayBased)
             estimate = max(configuration.minBitrate, min(delayBased, lossBased))

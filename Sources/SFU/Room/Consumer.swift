@@ -1,9 +1,16 @@
 import RTP
 
-/// One outgoing copy of a producer for one subscriber (mediasoup's SimpleConsumer): its own SSRC,
-/// sequence numbers, timestamps and payload type, a retransmission buffer for NACKs, and the
-/// counters its sender reports need. The packet is written once into the subscriber transport's
-/// send buffer with our header and header extensions; the payload is copied, never allocated.
+/// One outgoing copy of a producer for one subscriber (mediasoup's Simple and SimulcastConsumer):
+/// its own SSRC, sequence numbers, timestamps and payload type, a retransmission buffer for NACKs,
+/// and the counters its sender reports need. The packet is written once into the subscriber
+/// transport's send buffer with our header and header extensions; the payload is copied, never
+/// allocated.
+///
+/// Layers: the consumer forwards one stream of the producer (`currentSpatial`) and moves to the
+/// `targetSpatial` one only at a keyframe of it, splicing sequence numbers, timestamps (through the
+/// streams' sender reports), VP8 picture ids and TL0PICIDX so the subscriber sees one continuous
+/// stream. VP8 temporal layers above `currentTemporal` are dropped; going up waits for a
+/// layer-sync frame.
 final class Consumer {
     unowned let producer: Producer
     unowned let subscriber: SubscriberConnection
@@ -16,6 +23,28 @@ final class Consumer {
     var active = false
     /// Paused by mute: packets are dropped without leaving a sequence gap.
     var paused = false
+    /// Paused by the allocator: the subscriber's downlink cannot carry even the lowest layer.
+    var allocationPaused = false
+    /// The stream being forwarded (spatial layer), nil before the first keyframe.
+    var currentSpatial: Int?
+    /// The stream the allocator chose; the switch happens at its next keyframe.
+    var targetSpatial = 0
+    /// Temporal layers forwarded (VP8 TID ≤ this) and the one the allocator chose.
+    var currentTemporal = 3
+    var targetTemporal = 3
+    /// Caps from the subscriber (`set_layer`).
+    var maxSpatial: Int?
+    var maxTemporal: Int?
+    var pictureIDs = SeqRewriter<UInt16>(bits: 15)
+    var tl0PicIdx = SeqRewriter<UInt8>(bits: 8)
+    var lastOutTimestamp: UInt32 = 0
+    var lastSentNanos: Int64 = 0
+    public private(set) var layerSwitches = 0
+    /// The allocator has chosen a layer for this consumer at least once.
+    var allocated = false
+    var lastDowngradeNanos: Int64?
+    /// What this consumer forwards, bits/s.
+    var rate = RateMeter()
     /// Video waits for a keyframe at start and after a pause, so the decoder never starts mid-stream.
     var waitingForKeyframe: Bool
     var sequence = SeqRewriter<UInt16>(bits: 16)
@@ -43,42 +72,124 @@ final class Consumer {
 
     /// Media goes out: the subscriber accepted the m-line, its transport is up, and nothing paused it.
     /// (A keyframe that came while the transport was still connecting must not count as sent.)
-    var forwarding: Bool { active && !paused && !producer.muted && subscriber.isConnected }
+    var forwarding: Bool { active && !paused && !allocationPaused && !producer.muted && subscriber.isConnected }
 
-    /// Forwards one packet of the producer. `packet` is the decrypted publisher packet (read only).
-    func forward(_ packet: UnsafeRawBufferPointer, header: RTPHeader, keyframe: Bool, nowNanos: Int64) {
+    /// Forwards one packet of the producer's `stream`. `packet` is the decrypted publisher packet (read only).
+    func forward(_ packet: UnsafeRawBufferPointer, header: RTPHeader, stream: ProducerStream, info: FrameInfo, nowNanos: Int64) {
+        let spatial = stream.spatial
+        let current = spatial == currentSpatial
+        guard current || spatial == targetSpatial else { return }  // another layer: not ours
         guard forwarding, header.payloadLength > 0 else {
+            if current { skip(header.sequenceNumber) }
+            return
+        }
+        if spatial == targetSpatial && (!current || waitingForKeyframe) {
+            // Starting, resuming or switching: only at a keyframe of the target stream.
+            guard info.keyframe || producer.kind == .audio else {
+                if current { skip(header.sequenceNumber) }
+                producer.requestKeyframe(stream: stream, nowNanos: nowNanos)
+                return
+            }
+            splice(to: stream, header: header, info: info)
+        } else if waitingForKeyframe {
+            // The current stream while the target's keyframe is awaited after a pause.
             skip(header.sequenceNumber)
             return
         }
-        if waitingForKeyframe {
-            guard keyframe else {
-                skip(header.sequenceNumber)
-                return
+        // Temporal layers: change at the start of a frame; up only at a layer-sync frame.
+        if info.frameStart {
+            if targetTemporal < currentTemporal {
+                currentTemporal = targetTemporal
+            } else if targetTemporal > currentTemporal, info.layerSync || info.keyframe, Int(info.temporal) <= targetTemporal {
+                currentTemporal = targetTemporal
             }
-            waitingForKeyframe = false
         }
+        if Int(info.temporal) > currentTemporal {
+            skip(header.sequenceNumber)
+            if let pid = info.vp8?.pictureID, pictureIDs.hasStarted { pictureIDs.drop(pid) }
+            return
+        }
+        guard let outSequence = sequence.input(header.sequenceNumber) else { return }
+        let outTimestamp = header.timestamp &+ timestampOffset
+        var vp8: (descriptor: VP8Descriptor, pictureID: UInt16?, tl0PicIdx: UInt8?)?
+        if let d = info.vp8 {
+            vp8 = (d, d.pictureID.flatMap { pictureIDs.input($0) }, d.tl0PicIdx.flatMap { tl0PicIdx.input($0) })
+        }
+        let payload = UnsafeRawBufferPointer(rebasing: packet[header.payloadRange])
+        if subscriber.sendMedia(consumer: self, marker: header.marker, payloadType: payloadType, sequenceNumber: outSequence,
+                                timestamp: outTimestamp, ssrc: ssrc, payload: payload, vp8: vp8, nowNanos: nowNanos) {
+            packetsSent &+= 1
+            octetsSent &+= UInt32(truncatingIfNeeded: payload.count)
+            rate.add(payload.count + 12, nowNanos: nowNanos)
+            if Int32(bitPattern: outTimestamp &- lastOutTimestamp) > 0 || packetsSent == 1 { lastOutTimestamp = outTimestamp }
+            lastSentNanos = nowNanos
+        }
+    }
+
+    /// Starts on `stream` at its keyframe (`header`): the output continues from the last packet
+    /// sent, whichever stream it came from (DESIGN.md: seq = last + 1, timestamps aligned through the
+    /// streams' SR NTP times, else arrival time; picture id and TL0PICIDX continue).
+    func splice(to stream: ProducerStream, header: RTPHeader, info: FrameInfo) {
+        let previous = currentSpatial.map { producer.streams[$0] }
         if !sequence.hasStarted {
             // Start well below 2^15: libsrtp guesses the rollover counter badly near the wrap.
             sequence.sync(input: header.sequenceNumber, output: UInt16.random(in: 1000...16000))
+        } else {
+            sequence.sync(nextInput: header.sequenceNumber, gap: 1)
         }
-        guard let outSequence = sequence.input(header.sequenceNumber) else { return }
         if !timestampStarted {
             timestampOffset = UInt32.random(in: 0...UInt32.max) &- header.timestamp
             timestampStarted = true
+        } else if let previous, previous !== stream {
+            let elapsed = Int64(max(1, (stream.lastPacketNanos ?? lastSentNanos) - lastSentNanos)) * Int64(producer.clockRate) / 1_000_000_000
+            let byArrival = lastOutTimestamp &+ UInt32(truncatingIfNeeded: max(1, elapsed))
+            var out = byArrival
+            if let mapped = previous.timestamp(mapping: header.timestamp, from: stream, clockRate: producer.clockRate) {
+                let candidate = mapped &+ timestampOffset
+                // Trust the SR mapping when it moves forward by less than a second.
+                let step = Int64(Int32(bitPattern: candidate &- lastOutTimestamp))
+                if step > 0 && step < Int64(producer.clockRate) { out = candidate }
+            }
+            timestampOffset = out &- header.timestamp
         }
-        let outTimestamp = header.timestamp &+ timestampOffset
-        let payload = UnsafeRawBufferPointer(rebasing: packet[header.payloadRange])
-        if subscriber.sendMedia(consumer: self, marker: header.marker, payloadType: payloadType, sequenceNumber: outSequence,
-                                timestamp: outTimestamp, ssrc: ssrc, payload: payload, nowNanos: nowNanos) {
-            packetsSent &+= 1
-            octetsSent &+= UInt32(truncatingIfNeeded: payload.count)
+        if let d = info.vp8 {
+            if let pid = d.pictureID {
+                if pictureIDs.hasStarted { pictureIDs.sync(nextInput: pid, gap: 1) } else { pictureIDs.sync(input: pid, output: pid) }
+            }
+            if let t = d.tl0PicIdx {
+                if tl0PicIdx.hasStarted { tl0PicIdx.sync(nextInput: t, gap: 1) } else { tl0PicIdx.sync(input: t, output: t) }
+            }
         }
+        if currentSpatial != nil && currentSpatial != stream.spatial { layerSwitches += 1 }
+        currentSpatial = stream.spatial
+        currentTemporal = targetTemporal
+        waitingForKeyframe = false
     }
 
     /// An input that produces no output (paused, padding, waiting for a keyframe): later packets close the gap.
     func skip(_ sequenceNumber: UInt16) {
         if sequence.hasStarted { sequence.drop(sequenceNumber) }
+    }
+
+    /// The highest spatial layer the subscriber allows (its `set_layer` cap) that the producer has.
+    var spatialCeiling: Int { min(producer.streams.count - 1, maxSpatial ?? Int.max) }
+
+    /// The allocator's choice. A new spatial target asks the publisher for a keyframe on it.
+    func setTarget(spatial: Int, temporal: Int, nowNanos: Int64) {
+        let spatial = min(max(spatial, 0), producer.streams.count - 1)
+        targetTemporal = min(max(temporal, 0), 3)
+        guard spatial != targetSpatial else { return }
+        targetSpatial = spatial
+        if forwarding, producer.kind == .video, spatial != currentSpatial {
+            producer.requestKeyframe(stream: producer.streams[spatial], nowNanos: nowNanos)
+        }
+    }
+
+    /// Asks for a keyframe of the stream this consumer waits for or forwards.
+    func requestKeyframe(nowNanos: Int64) {
+        guard producer.kind == .video else { return }
+        let spatial = waitingForKeyframe || currentSpatial == nil ? targetSpatial : (currentSpatial ?? targetSpatial)
+        producer.requestKeyframe(stream: producer.streams[min(spatial, producer.streams.count - 1)], nowNanos: nowNanos)
     }
 
     /// Sends what the subscriber NACKed from the retransmission buffer (as RTX when negotiated).
@@ -97,7 +208,7 @@ final class Consumer {
             }
         }
         // A packet we cannot resend leaves the subscriber's decoder stuck until the next keyframe: ask for one.
-        if missed { producer.requestKeyframe(nowNanos: nowNanos) }
+        if missed { requestKeyframe(nowNanos: nowNanos) }
     }
 
     func pause() {
@@ -107,15 +218,27 @@ final class Consumer {
     func resume(nowNanos: Int64) {
         guard paused else { return }
         paused = false
-        if producer.kind == .video {
-            waitingForKeyframe = true
-            producer.requestKeyframe(nowNanos: nowNanos)
-        }
+        restartAtKeyframe(nowNanos: nowNanos)
     }
 
-    /// The sender report for this consumer, from the producer's NTP/RTP mapping shifted by our timestamp offset.
+    /// The allocator pauses video it cannot afford (true) or resumes it.
+    func setAllocationPaused(_ value: Bool, nowNanos: Int64) {
+        guard value != allocationPaused else { return }
+        allocationPaused = value
+        if !value { restartAtKeyframe(nowNanos: nowNanos) }
+    }
+
+    private func restartAtKeyframe(nowNanos: Int64) {
+        guard producer.kind == .video else { return }
+        waitingForKeyframe = true
+        if forwarding { requestKeyframe(nowNanos: nowNanos) }
+    }
+
+    /// The sender report for this consumer, from the forwarded stream's NTP/RTP mapping shifted by our timestamp offset.
     func senderReport(nowNanos: Int64) -> SenderReport? {
-        guard timestampStarted, packetsSent > 0, let mapping = producer.rtpTime(atNanos: nowNanos), let ntp = mapping.ntp else { return nil }
-        return SenderReport(ssrc: ssrc, ntpTime: ntp, rtpTime: mapping.rtp &+ timestampOffset, packetCount: packetsSent, octetCount: octetsSent)
+        guard timestampStarted, packetsSent > 0 else { return nil }
+        let stream = producer.streams[min(currentSpatial ?? 0, producer.streams.count - 1)]
+        guard let mapping = stream.rtpTime(atNanos: nowNanos, clockRate: producer.clockRate) else { return nil }
+        return SenderReport(ssrc: ssrc, ntpTime: mapping.ntp, rtpTime: mapping.rtp &+ timestampOffset, packetCount: packetsSent, octetCount: octetsSent)
     }
 }

@@ -28,16 +28,34 @@ public final class Participant {
         ParticipantSummary(peer: peer, tracks: producers.map(\.info))
     }
 
+    func subscriptions(nowNanos: Int64) -> [SubscriptionSnapshot] {
+        guard let subscriber else { return [] }
+        return subscriber.slots.compactMap(\.consumer).map { c in
+            c.rate.roll(nowNanos: nowNanos)
+            let layered = c.producer.simulcast
+            let temporal = c.producer.kind == .video && c.producer.codec == .vp8
+            return SubscriptionSnapshot(peerID: c.producer.peerID, trackID: c.producer.trackID, kind: c.producer.kind, source: c.producer.source,
+                                        paused: c.allocationPaused, spatialLayer: layered ? c.currentSpatial : nil,
+                                        targetSpatialLayer: layered ? c.targetSpatial : nil,
+                                        temporalLayer: temporal && c.currentSpatial != nil ? c.currentTemporal : nil,
+                                        targetTemporalLayer: temporal ? c.targetTemporal : nil,
+                                        maxSpatial: c.maxSpatial, maxTemporal: c.maxTemporal, layerSwitches: c.layerSwitches,
+                                        bitrate: c.rate.bitsPerSecond)
+        }
+    }
+
     func quality(nowNanos: Int64) -> QualityFigures {
         var uplinkLoss: Double?
         var jitterMs: Double?
         var publishBitrate: Int64 = 0
         for p in producers {
-            p.rate.roll(nowNanos: nowNanos)
-            publishBitrate += p.rate.bitsPerSecond
-            if let r = p.lastReport {
-                uplinkLoss = max(uplinkLoss ?? 0, Double(r.fractionLost) / 256)
-                jitterMs = max(jitterMs ?? 0, Double(r.jitter) * 1000 / Double(p.clockRate))
+            for stream in p.streams {
+                stream.rate.roll(nowNanos: nowNanos)
+                publishBitrate += stream.rate.bitsPerSecond
+                if let r = stream.lastReport {
+                    uplinkLoss = max(uplinkLoss ?? 0, Double(r.fractionLost) / 256)
+                    jitterMs = max(jitterMs ?? 0, Double(r.jitter) * 1000 / Double(p.clockRate))
+                }
             }
         }
         subscriber?.rate.roll(nowNanos: nowNanos)

@@ -26,9 +26,103 @@ public protocol ProducerTap: AnyObject {
     func producer(_ producer: Producer, didReceive packet: UnsafeRawBufferPointer, header: RTPHeader, nowNanos: Int64)
 }
 
-/// An incoming track of a publisher (mediasoup's Producer): its receive statistics, the NACK
-/// register for what we lost, the publisher's sender-report mapping, keyframe-request pacing and the
-/// consumers it fans out to. Confined to the room's event loop.
+/// What the producer learned from one video packet's payload descriptor, passed to every consumer
+/// so the descriptor is parsed once per packet.
+struct FrameInfo {
+    /// The packet starts a keyframe.
+    var keyframe = false
+    /// The packet starts a frame (VP8: S bit set in partition 0; H.264/Opus: always true).
+    var frameStart = true
+    /// VP8 temporal layer (0 when the descriptor has none).
+    var temporal: UInt8 = 0
+    /// VP8 layer-sync bit: the frame depends only on the base temporal layer.
+    var layerSync = false
+    /// The parsed VP8 descriptor (for picture id / TL0PICIDX rewriting), nil for other codecs.
+    var vp8: VP8Descriptor?
+}
+
+/// One RTP stream of a producer: the only one without simulcast, one per encoding with it
+/// (spatial layer `spatial`, 0 lowest). Receive statistics, the NACK register, the publisher's
+/// sender-report mapping, the bitrate per temporal layer and keyframe-request pacing are per stream.
+public final class ProducerStream {
+    public let rid: String?
+    public let spatial: Int
+    var ssrc: UInt32?
+    var rtxSSRC: UInt32?
+    var stats: ReceiveStatistics
+    var nack: NACKRegister?
+    /// The publisher's last SR for this stream: its NTP time and RTP time, and when it arrived (our clock).
+    public internal(set) var senderReport: (ntp: UInt64, rtp: UInt32, arrivalNanos: Int64)?
+    var lastArrival: (rtp: UInt32, nanos: Int64)?
+    /// Everything this stream carries, and per temporal layer (index = TID, 0...3).
+    var rate = RateMeter()
+    var temporalRates = [RateMeter](repeating: RateMeter(), count: 4)
+    /// Highest temporal layer seen in the last second (0 without temporal layers).
+    var maxTemporal = 0
+    var maxTemporalSeenNanos: Int64 = 0
+    var lastPacketNanos: Int64?
+    var lastKeyframeNanos: Int64?
+    /// Our last receiver report for this stream (uplink loss and jitter for the quality figures).
+    var lastReport: ReceptionReport?
+    var lastKeyframeRequestNanos: Int64?
+    var keyframeWanted = false
+    /// Frame width and height from the last keyframe.
+    public internal(set) var resolution: (width: Int, height: Int)?
+
+    init(rid: String?, spatial: Int, ssrc: UInt32?, rtxSSRC: UInt32?, kind: MediaKind, clockRate: Int) {
+        self.rid = rid
+        self.spatial = spatial
+        self.ssrc = ssrc
+        self.rtxSSRC = rtxSSRC
+        self.stats = ReceiveStatistics(clockRate: clockRate)
+        self.nack = kind == .video ? NACKRegister() : nil
+    }
+
+    /// A stream that sent nothing for this long is inactive (the publisher dropped the layer).
+    static let inactiveAfterNanos: Int64 = 1_000_000_000
+
+    func isActive(nowNanos: Int64) -> Bool {
+        guard let last = lastPacketNanos else { return false }
+        return nowNanos - last < Self.inactiveAfterNanos
+    }
+
+    /// The bitrate of temporal layers 0...`temporal`, bits/s over the last second.
+    func bitrate(upToTemporal temporal: Int) -> Int64 {
+        var total: Int64 = 0
+        for t in 0...min(max(temporal, 0), 3) { total += temporalRates[t].bitsPerSecond }
+        return total
+    }
+
+    func roll(nowNanos: Int64) {
+        rate.roll(nowNanos: nowNanos)
+        for t in 0..<4 { temporalRates[t].roll(nowNanos: nowNanos) }
+        if nowNanos - maxTemporalSeenNanos > Self.inactiveAfterNanos { maxTemporal = 0 }
+    }
+
+    /// This stream's RTP time and NTP time at `nowNanos`, from the publisher's last SR.
+    func rtpTime(atNanos nowNanos: Int64, clockRate: Int) -> (rtp: UInt32, ntp: UInt64)? {
+        guard let sr = senderReport else { return nil }
+        let elapsed = nowNanos - sr.arrivalNanos
+        let ticks = UInt32(truncatingIfNeeded: elapsed * Int64(clockRate) / 1_000_000_000)
+        let ntpElapsed = (UInt64(max(0, elapsed)) << 32) / 1_000_000_000
+        return (sr.rtp &+ ticks, sr.ntp &+ ntpElapsed)
+    }
+
+    /// The RTP time in this stream's timeline of `rtp` from `other`'s timeline, through both
+    /// streams' SR mappings (NTP), or nil when either has no SR yet.
+    func timestamp(mapping rtp: UInt32, from other: ProducerStream, clockRate: Int) -> UInt32? {
+        guard let mine = senderReport, let theirs = other.senderReport else { return nil }
+        // other: rtp -> NTP; mine: NTP -> rtp. Differences kept signed and small.
+        let sinceTheirs = Int64(Int32(bitPattern: rtp &- theirs.rtp))
+        let ntpDelta = Int64(bitPattern: theirs.ntp &- mine.ntp)  // theirs - mine, 32.32 fixed point
+        let ntpTicks = ((ntpDelta >> 16) * Int64(clockRate)) >> 16  // (Swift: >> binds tighter than *)
+        return mine.rtp &+ UInt32(truncatingIfNeeded: ntpTicks + sinceTheirs)
+    }
+}
+
+/// An incoming track of a publisher (mediasoup's Producer): its streams (one, or one per
+/// simulcast encoding), keyframe-request pacing and the consumers it fans out to. Confined to the
+/// room's event loop.
 public final class Producer {
     public let trackID: String
     public let peerID: String
@@ -37,30 +131,25 @@ public final class Producer {
     public internal(set) var source: TrackSource
     public internal(set) var muted = false
     public let mid: String
-    var ssrc: UInt32?
-    var rtxSSRC: UInt32?
+    /// Lowest spatial layer first; one stream without simulcast.
+    public let streams: [ProducerStream]
     let payloadType: UInt8
     let rtxPayloadType: UInt8?
     public let clockRate: Int
-    var stats: ReceiveStatistics
-    var nack: NACKRegister?
     var consumers: [Consumer] = []
     /// Observers of the packets (not called while muted: a muted track is not recorded either).
+    /// With simulcast they see one stream: the highest that is active when they start, until it stops.
     public var taps: [ProducerTap] = []
-    /// The publisher's last SR: its NTP time and RTP time, and when it arrived (our clock).
-    public internal(set) var senderReport: (ntp: UInt64, rtp: UInt32, arrivalNanos: Int64)?
-    var lastArrival: (rtp: UInt32, nanos: Int64)?
-    var rate = RateMeter()
-    /// Our last receiver report for this track (uplink loss and jitter for the quality figures).
-    var lastReport: ReceptionReport?
-    /// Keyframe requests: at most one per `keyframeInterval`; one asked for meanwhile waits.
+    var tapStream = 0
+    /// Keyframe requests: at most one per `keyframeInterval` per stream; one asked for meanwhile waits.
     static let keyframeRequestIntervalNanos: Int64 = 1_000_000_000
-    var lastKeyframeRequestNanos: Int64?
-    var keyframeWanted = false
     public private(set) var keyframeRequestsSent = 0
     public private(set) var keyframeRequestsThrottled = 0
-    /// Sends a PLI for this producer to its publisher.
-    var sendKeyframeRequest: ((Producer) -> Void)?
+    /// Audio: loudness from the audio-level extension (127 - level in -dBov, smoothed), and when it was last heard.
+    var loudness: Double = 0
+    var loudnessNanos: Int64 = 0
+    /// Sends a PLI for this stream to its publisher.
+    var sendKeyframeRequest: ((ProducerStream) -> Void)?
 
     init(trackID: String, peerID: String, section: PublishedSection, source: TrackSource) {
         self.trackID = trackID
@@ -69,80 +158,123 @@ public final class Producer {
         self.codec = section.codec
         self.source = source
         self.mid = section.mid
-        self.ssrc = section.ssrc
-        self.rtxSSRC = section.rtxSSRC
         self.payloadType = section.payloadType
         self.rtxPayloadType = section.rtxPayloadType
         self.clockRate = section.clockRate
-        self.stats = ReceiveStatistics(clockRate: section.clockRate)
-        self.nack = section.kind == .video ? NACKRegister() : nil
+        if section.encodings.count > 1 {
+            streams = section.encodings.enumerated().map { i, e in
+                ProducerStream(rid: e.rid, spatial: i, ssrc: e.ssrc, rtxSSRC: e.rtxSSRC, kind: section.kind, clockRate: section.clockRate)
+            }
+        } else {
+            streams = [ProducerStream(rid: nil, spatial: 0, ssrc: section.ssrc, rtxSSRC: section.rtxSSRC, kind: section.kind, clockRate: section.clockRate)]
+        }
+        tapStream = streams.count - 1
     }
+
+    public var simulcast: Bool { streams.count > 1 }
 
     public var info: TrackInfo {
-        TrackInfo(trackID: trackID, kind: kind, source: source, muted: muted, simulcast: false)
+        TrackInfo(trackID: trackID, kind: kind, source: source, muted: muted, simulcast: simulcast)
     }
 
-    /// One decrypted packet of this track: statistics, then fan-out to every consumer.
-    func receive(_ packet: UnsafeMutableRawBufferPointer, header: RTPHeader, nowNanos: Int64, retransmission: Bool) {
-        stats.record(sequenceNumber: header.sequenceNumber, rtpTimestamp: header.timestamp, arrivalNanos: nowNanos,
-                     payloadBytes: header.payloadLength, retransmission: retransmission)
-        nack?.received(sequenceNumber: header.sequenceNumber, nowNanos: nowNanos)
-        rate.add(packet.count, nowNanos: nowNanos)
-        if !retransmission { lastArrival = (header.timestamp, nowNanos) }
+    /// The sender report of the stream the taps see (the recorder's timeline).
+    public var senderReport: (ntp: UInt64, rtp: UInt32, arrivalNanos: Int64)? { streams[tapStream].senderReport }
+
+    /// One decrypted packet of stream `stream`: statistics, then fan-out to every consumer.
+    func receive(_ packet: UnsafeMutableRawBufferPointer, header: RTPHeader, stream: ProducerStream, nowNanos: Int64, retransmission: Bool) {
+        stream.stats.record(sequenceNumber: header.sequenceNumber, rtpTimestamp: header.timestamp, arrivalNanos: nowNanos,
+                            payloadBytes: header.payloadLength, retransmission: retransmission)
+        stream.nack?.received(sequenceNumber: header.sequenceNumber, nowNanos: nowNanos)
+        stream.rate.add(packet.count, nowNanos: nowNanos)
+        if !retransmission {
+            stream.lastArrival = (header.timestamp, nowNanos)
+            stream.lastPacketNanos = nowNanos
+        }
         let raw = UnsafeRawBufferPointer(packet)
-        var keyframe = false
+        var info = FrameInfo()
         if kind == .video, header.payloadLength > 0 {
             let payload = UnsafeRawBufferPointer(rebasing: raw[header.payloadRange])
             switch codec {
-            case .vp8: keyframe = (try? VP8Descriptor(parsing: payload))?.isKeyframeStart(payload: payload) ?? false
-            case .h264: keyframe = H264.isKeyframe(payload: payload)
+            case .vp8:
+                if let d = try? VP8Descriptor(parsing: payload) {
+                    info.vp8 = d
+                    info.keyframe = d.isKeyframeStart(payload: payload)
+                    info.frameStart = d.startOfPartition && d.partitionIndex == 0
+                    info.temporal = min(d.temporalLayer ?? 0, 3)
+                    info.layerSync = d.layerSync
+                    if info.keyframe, let size = d.keyframeSize(payload: payload) { stream.resolution = size }
+                }
+            case .h264: info.keyframe = H264.isKeyframe(payload: payload)
             case .opus: break
             }
-            if keyframe {
-                keyframeWanted = false
-                if nack?.needsKeyframe == true { nack?.keyframeHandled() }
+            if info.keyframe {
+                stream.keyframeWanted = false
+                stream.lastKeyframeNanos = nowNanos
+                if stream.nack?.needsKeyframe == true { stream.nack?.keyframeHandled() }
             }
         }
-        for consumer in consumers {
-            consumer.forward(raw, header: header, keyframe: keyframe, nowNanos: nowNanos)
+        stream.temporalRates[Int(info.temporal)].add(packet.count, nowNanos: nowNanos)
+        if Int(info.temporal) >= stream.maxTemporal {
+            stream.maxTemporal = Int(info.temporal)
+            stream.maxTemporalSeenNanos = nowNanos
         }
-        if !muted {
-            for tap in taps { tap.producer(self, didReceive: raw, header: header, nowNanos: nowNanos) }
+        for consumer in consumers {
+            consumer.forward(raw, header: header, stream: stream, info: info, nowNanos: nowNanos)
+        }
+        if !muted, !taps.isEmpty {
+            if simulcast, tapStream != stream.spatial, !streams[tapStream].isActive(nowNanos: nowNanos), !retransmission {
+                // The recorded stream stopped: follow the highest one still sending.
+                tapStream = streams.lastIndex { $0.isActive(nowNanos: nowNanos) } ?? stream.spatial
+            }
+            if stream.spatial == tapStream {
+                for tap in taps { tap.producer(self, didReceive: raw, header: header, nowNanos: nowNanos) }
+            }
         }
     }
 
-    /// Asks the publisher for a keyframe, paced to one request per second.
+    /// Asks the publisher for a keyframe of the stream the taps see (the recorder), paced to one
+    /// request per second.
     public func requestKeyframe(nowNanos: Int64) {
+        requestKeyframe(stream: streams[tapStream], nowNanos: nowNanos)
+    }
+
+    /// Asks the publisher for a keyframe on `stream`, paced to one request per second per stream.
+    func requestKeyframe(stream: ProducerStream, nowNanos: Int64) {
         guard kind == .video else { return }
-        if let last = lastKeyframeRequestNanos, nowNanos - last < Self.keyframeRequestIntervalNanos {
-            if !keyframeWanted { keyframeRequestsThrottled += 1 }
-            keyframeWanted = true
+        if let last = stream.lastKeyframeRequestNanos, nowNanos - last < Self.keyframeRequestIntervalNanos {
+            if !stream.keyframeWanted { keyframeRequestsThrottled += 1 }
+            stream.keyframeWanted = true
             return
         }
-        lastKeyframeRequestNanos = nowNanos
-        keyframeWanted = false
+        stream.lastKeyframeRequestNanos = nowNanos
+        stream.keyframeWanted = false
         keyframeRequestsSent += 1
-        sendKeyframeRequest?(self)
+        sendKeyframeRequest?(stream)
     }
 
-    /// Timer work: a keyframe request that waited for the pacing interval.
+    /// Timer work: keyframe requests that waited for the pacing interval; layer activity.
     func tick(nowNanos: Int64) {
-        rate.roll(nowNanos: nowNanos)
-        if keyframeWanted || nack?.needsKeyframe == true {
-            if let last = lastKeyframeRequestNanos, nowNanos - last < Self.keyframeRequestIntervalNanos { return }
-            keyframeWanted = true
-            requestKeyframe(nowNanos: nowNanos)
+        for stream in streams {
+            stream.roll(nowNanos: nowNanos)
+            if stream.keyframeWanted || stream.nack?.needsKeyframe == true {
+                if let last = stream.lastKeyframeRequestNanos, nowNanos - last < Self.keyframeRequestIntervalNanos { continue }
+                stream.keyframeWanted = true
+                requestKeyframe(stream: stream, nowNanos: nowNanos)
+            }
         }
     }
 
-    /// This track's RTP time at `nowNanos` in the publisher's timeline (from its SR, else from the last packet).
+    /// One packet's audio level (RFC 6464): smoothed over about 20 packets (400 ms).
+    func noteAudioLevel(_ level: UInt8, nowNanos: Int64) {
+        loudness += (Double(127 - min(level, 127)) - loudness) * 0.05
+        loudnessNanos = nowNanos
+    }
+
+    /// All the streams' bitrate, bits/s over the last second.
+    var bitsPerSecond: Int64 { streams.reduce(0) { $0 + $1.rate.bitsPerSecond } }
+
+    /// This track's RTP time at `nowNanos` in the publisher's timeline of the tap stream (from its SR).
     func rtpTime(atNanos nowNanos: Int64) -> (rtp: UInt32, ntp: UInt64?)? {
-        if let sr = senderReport {
-            let elapsed = nowNanos - sr.arrivalNanos
-            let ticks = UInt32(truncatingIfNeeded: elapsed * Int64(clockRate) / 1_000_000_000)
-            let ntpElapsed = (UInt64(max(0, elapsed)) << 32) / 1_000_000_000
-            return (sr.rtp &+ ticks, sr.ntp &+ ntpElapsed)
-        }
-        return nil
+        streams[tapStream].rtpTime(atNanos: nowNanos, clockRate: clockRate).map { ($0.rtp, $0.ntp) }
     }
 }

@@ -15,8 +15,13 @@ final class PublisherConnection: WorkerSession, WebRTCTransportDelegate {
     let sessionID: UInt64
     var sessionVersion = 1
     var extensions = ExtensionIDs()
-    var producersBySSRC: [UInt32: Producer] = [:]
-    var producersByRTXSSRC: [UInt32: Producer] = [:]
+    /// Where a packet of one SSRC goes: a producer and one of its streams (simulcast layer).
+    struct Route {
+        unowned let producer: Producer
+        unowned let stream: ProducerStream
+    }
+    var routesBySSRC: [UInt32: Route] = [:]
+    var routesByRTXSSRC: [UInt32: Route] = [:]
     var producersByMid: [String: Producer] = [:]
     /// Our SSRC for the RTCP we send the publisher.
     let rtcpSSRC = UInt32.random(in: 1...UInt32.max)
@@ -46,19 +51,21 @@ final class PublisherConnection: WorkerSession, WebRTCTransportDelegate {
 
     func bind(_ producer: Producer) {
         producersByMid[producer.mid] = producer
-        if let s = producer.ssrc { producersBySSRC[s] = producer }
-        if let s = producer.rtxSSRC { producersByRTXSSRC[s] = producer }
-        if twcc == nil, let s = producer.ssrc { twcc = TWCCRecorder(senderSSRC: rtcpSSRC, mediaSSRC: s) }
-        producer.sendKeyframeRequest = { [unowned self] p in
-            guard let ssrc = p.ssrc else { return }
+        for stream in producer.streams {
+            if let s = stream.ssrc { routesBySSRC[s] = Route(producer: producer, stream: stream) }
+            if let s = stream.rtxSSRC { routesByRTXSSRC[s] = Route(producer: producer, stream: stream) }
+            if twcc == nil, let s = stream.ssrc { twcc = TWCCRecorder(senderSSRC: rtcpSSRC, mediaSSRC: s) }
+        }
+        producer.sendKeyframeRequest = { [unowned self] stream in
+            guard let ssrc = stream.ssrc else { return }
             transport.sendRTCP([.pli(PictureLossIndication(senderSSRC: rtcpSSRC, mediaSSRC: ssrc))])
         }
     }
 
     func unbind(_ producer: Producer) {
         producersByMid[producer.mid] = nil
-        for (k, v) in producersBySSRC where v === producer { producersBySSRC[k] = nil }
-        for (k, v) in producersByRTXSSRC where v === producer { producersByRTXSSRC[k] = nil }
+        for (k, v) in routesBySSRC where v.producer === producer { routesBySSRC[k] = nil }
+        for (k, v) in routesByRTXSSRC where v.producer === producer { routesByRTXSSRC[k] = nil }
         producer.sendKeyframeRequest = nil
     }
 
@@ -71,9 +78,10 @@ final class PublisherConnection: WorkerSession, WebRTCTransportDelegate {
         var out: [RTCPPacket] = []
         for p in producersByMid.values {
             p.tick(nowNanos: nowNanos)
-            if p.nack != nil, let ssrc = p.ssrc {
+            for stream in p.streams where stream.nack != nil {
+                guard let ssrc = stream.ssrc else { continue }
                 nackScratch.removeAll(keepingCapacity: true)
-                p.nack?.dueInto(&nackScratch, nowNanos: nowNanos, rttNanos: Self.nackRTTNanos)
+                stream.nack?.dueInto(&nackScratch, nowNanos: nowNanos, rttNanos: Self.nackRTTNanos)
                 if !nackScratch.isEmpty {
                     out.append(.nack(GenericNACK(senderSSRC: rtcpSSRC, mediaSSRC: ssrc, lost: nackScratch)))
                 }
@@ -87,14 +95,16 @@ final class PublisherConnection: WorkerSession, WebRTCTransportDelegate {
             lastReportNanos = nowNanos
             var reports: [ReceptionReport] = []
             for p in producersByMid.values {
-                guard let ssrc = p.ssrc, p.stats.received > 0 else { continue }
-                var lsr: UInt32 = 0, dlsr: UInt32 = 0
-                if let sr = p.senderReport {
-                    lsr = UInt32(truncatingIfNeeded: sr.ntp >> 16)
-                    dlsr = UInt32(truncatingIfNeeded: (nowNanos - sr.arrivalNanos) * 65536 / 1_000_000_000)
+                for stream in p.streams {
+                    guard let ssrc = stream.ssrc, stream.stats.received > 0 else { continue }
+                    var lsr: UInt32 = 0, dlsr: UInt32 = 0
+                    if let sr = stream.senderReport {
+                        lsr = UInt32(truncatingIfNeeded: sr.ntp >> 16)
+                        dlsr = UInt32(truncatingIfNeeded: (nowNanos - sr.arrivalNanos) * 65536 / 1_000_000_000)
+                    }
+                    reports.append(stream.stats.makeReport(ssrc: ssrc, lastSR: lsr, delaySinceLastSR: dlsr))
+                    stream.lastReport = reports.last
                 }
-                reports.append(p.stats.makeReport(ssrc: ssrc, lastSR: lsr, delaySinceLastSR: dlsr))
-                p.lastReport = reports.last
             }
             if !reports.isEmpty {
                 out.insert(.receiverReport(ReceiverReport(ssrc: rtcpSSRC, reports: Array(reports.prefix(31)))), at: 0)
@@ -129,7 +139,9 @@ final class PublisherConnection: WorkerSession, WebRTCTransportDelegate {
         room.logger.info("publisher connected", metadata: ["room": "\(room.id)", "peer": "\(participant.peer.peerID)"])
         // Keyframes for consumers that were waiting since before the connection.
         let now = transport.ice.lastValidRequestNanos ?? transport.createdNanos
-        for p in producersByMid.values where !p.consumers.isEmpty { p.requestKeyframe(nowNanos: now) }
+        for p in producersByMid.values {
+            for c in p.consumers { c.requestKeyframe(nowNanos: now) }
+        }
     }
 
     func transport(_ transport: WebRTCTransport, didReceiveRTP packet: UnsafeMutableRawBufferPointer, header: RTPHeader, nowNanos: Int64) {
@@ -138,18 +150,42 @@ final class PublisherConnection: WorkerSession, WebRTCTransportDelegate {
            let seq = TransportWideSequence.decode(v) {
             twcc?.record(sequenceNumber: seq, arrivalMicros: nowNanos / 1000)
         }
-        if let producer = producersBySSRC[header.ssrc] {
-            producer.receive(packet, header: header, nowNanos: nowNanos, retransmission: false)
+        if let route = routesBySSRC[header.ssrc] {
+            if route.producer.kind == .audio, let id = extensions.audioLevel, header.hasExtension,
+               let v = header.extensionValue(id: id, in: raw), let level = AudioLevel(decoding: v) {
+                route.producer.noteAudioLevel(level.level, nowNanos: nowNanos)
+            }
+            route.producer.receive(packet, header: header, stream: route.stream, nowNanos: nowNanos, retransmission: false)
             return
         }
-        if let producer = producersByRTXSSRC[header.ssrc] {
-            receiveRTX(packet, header: header, producer: producer, nowNanos: nowNanos)
+        if let route = routesByRTXSSRC[header.ssrc] {
+            receiveRTX(packet, header: header, route: route, nowNanos: nowNanos)
             return
         }
-        // An SSRC the SDP did not declare: bind it by the MID extension (or the payload type).
+        learn(packet, header: header, nowNanos: nowNanos)
+    }
+
+    /// An SSRC the SDP did not declare: bound by the rid / repaired-rid extensions (simulcast), the
+    /// MID extension, or the payload type when only one section can have sent it.
+    func learn(_ packet: UnsafeMutableRawBufferPointer, header: RTPHeader, nowNanos: Int64) {
+        let raw = UnsafeRawBufferPointer(packet)
         var found: Producer?
         if let id = extensions.mid, header.hasExtension, let v = header.extensionValue(id: id, in: raw), let mid = SDESItemExtension.decode(v) {
             found = producersByMid[mid]
+        }
+        var rid: String?
+        var repaired = false
+        if header.hasExtension {
+            if let id = extensions.rid, let v = header.extensionValue(id: id, in: raw) {
+                rid = SDESItemExtension.decode(v)
+            } else if let id = extensions.repairedRid, let v = header.extensionValue(id: id, in: raw) {
+                rid = SDESItemExtension.decode(v)
+                repaired = true
+            }
+        }
+        if found == nil, let rid {
+            let candidates = producersByMid.values.filter { p in p.streams.contains { $0.rid == rid } }
+            if candidates.count == 1 { found = candidates[0] }
         }
         if found == nil {
             let candidates = producersByMid.values.filter { $0.payloadType == header.payloadType || $0.rtxPayloadType == header.payloadType }
@@ -159,18 +195,30 @@ final class PublisherConnection: WorkerSession, WebRTCTransportDelegate {
             unknownSSRCPackets += 1
             return
         }
-        if header.payloadType == producer.rtxPayloadType {
-            guard producer.rtxSSRC == nil else { unknownSSRCPackets += 1; return }
-            producer.rtxSSRC = header.ssrc
-            producersByRTXSSRC[header.ssrc] = producer
-            receiveRTX(packet, header: header, producer: producer, nowNanos: nowNanos)
+        let stream: ProducerStream
+        if producer.simulcast {
+            // A simulcast encoding is known by its rid; without one (SIM groups) its SSRC was declared.
+            guard let rid, let s = producer.streams.first(where: { $0.rid == rid }) else {
+                unknownSSRCPackets += 1
+                return
+            }
+            stream = s
+        } else {
+            stream = producer.streams[0]
+        }
+        let route = Route(producer: producer, stream: stream)
+        if header.payloadType == producer.rtxPayloadType || repaired {
+            if let old = stream.rtxSSRC { routesByRTXSSRC[old] = nil }
+            stream.rtxSSRC = header.ssrc
+            routesByRTXSSRC[header.ssrc] = route
+            receiveRTX(packet, header: header, route: route, nowNanos: nowNanos)
         } else if header.payloadType == producer.payloadType {
-            // A new SSRC for the track (first packet, or the publisher restarted its encoder).
-            if let old = producer.ssrc { producersBySSRC[old] = nil }
-            producer.ssrc = header.ssrc
-            producersBySSRC[header.ssrc] = producer
+            // A new SSRC for the stream (first packet, or the publisher restarted its encoder).
+            if let old = stream.ssrc { routesBySSRC[old] = nil }
+            stream.ssrc = header.ssrc
+            routesBySSRC[header.ssrc] = route
             if twcc == nil { twcc = TWCCRecorder(senderSSRC: rtcpSSRC, mediaSSRC: header.ssrc) }
-            producer.receive(packet, header: header, nowNanos: nowNanos, retransmission: false)
+            producer.receive(packet, header: header, stream: stream, nowNanos: nowNanos, retransmission: false)
         } else {
             unknownSSRCPackets += 1
         }
@@ -178,8 +226,9 @@ final class PublisherConnection: WorkerSession, WebRTCTransportDelegate {
 
     /// RTX (RFC 4588): the original sequence number leads the payload. Unwrapped in place: the
     /// header moves two bytes forward over it and takes the original SSRC, sequence and payload type.
-    func receiveRTX(_ packet: UnsafeMutableRawBufferPointer, header: RTPHeader, producer: Producer, nowNanos: Int64) {
-        guard header.payloadLength >= 2, let ssrc = producer.ssrc, let base = packet.baseAddress else { return }  // padding probes
+    func receiveRTX(_ packet: UnsafeMutableRawBufferPointer, header: RTPHeader, route: Route, nowNanos: Int64) {
+        let producer = route.producer
+        guard header.payloadLength >= 2, let ssrc = route.stream.ssrc, let base = packet.baseAddress else { return }  // padding probes
         let osn = UInt16(packet[header.payloadOffset]) << 8 | UInt16(packet[header.payloadOffset + 1])
         (base + 2).copyMemory(from: base, byteCount: header.payloadOffset)
         let unwrapped = UnsafeMutableRawBufferPointer(rebasing: packet[2...])
@@ -187,13 +236,13 @@ final class PublisherConnection: WorkerSession, WebRTCTransportDelegate {
         RTPRewrite.setSequenceNumber(osn, in: unwrapped)
         RTPRewrite.setPayloadType(producer.payloadType, in: unwrapped)
         guard let h = try? RTPHeader(parsing: UnsafeRawBufferPointer(unwrapped)) else { return }
-        producer.receive(unwrapped, header: h, nowNanos: nowNanos, retransmission: true)
+        producer.receive(unwrapped, header: h, stream: route.stream, nowNanos: nowNanos, retransmission: true)
     }
 
     func transport(_ transport: WebRTCTransport, didReceiveRTCP packets: [RTCPPacket], nowNanos: Int64) {
         for packet in packets {
-            if case .senderReport(let sr) = packet, let p = producersBySSRC[sr.ssrc] {
-                p.senderReport = (sr.ntpTime, sr.rtpTime, nowNanos)
+            if case .senderReport(let sr) = packet, let route = routesBySSRC[sr.ssrc] {
+                route.stream.senderReport = (sr.ntpTime, sr.rtpTime, nowNanos)
             }
         }
     }

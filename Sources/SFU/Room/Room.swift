@@ -10,6 +10,12 @@ public struct RoomCounters: Sendable, Equatable {
     /// Packets resent to subscribers after a NACK, and NACKed packets no longer in the buffer.
     public var retransmissions = 0
     public var retransmissionMisses = 0
+    /// Simulcast layer switches made by consumers.
+    public var layerSwitches = 0
+    /// Video consumers paused by the allocator now (live rooms only).
+    public var tracksPaused = 0
+    /// Padding bytes sent to probe subscribers' downlinks.
+    public var probePaddingBytes = 0
     public init() {}
 
     mutating func add(_ producer: Producer) {
@@ -21,6 +27,7 @@ public struct RoomCounters: Sendable, Equatable {
     mutating func add(_ consumer: Consumer) {
         retransmissions += consumer.retransmitted
         retransmissionMisses += consumer.retransmissionMisses
+        layerSwitches += consumer.layerSwitches
     }
 
     public mutating func add(_ other: RoomCounters) {
@@ -28,6 +35,9 @@ public struct RoomCounters: Sendable, Equatable {
         keyframeRequestsThrottled += other.keyframeRequestsThrottled
         retransmissions += other.retransmissions
         retransmissionMisses += other.retransmissionMisses
+        layerSwitches += other.layerSwitches
+        tracksPaused += other.tracksPaused
+        probePaddingBytes += other.probePaddingBytes
     }
 }
 
@@ -138,6 +148,7 @@ public final class Room {
         }
         if let subscriber = p.subscriber {
             for slot in subscriber.slots { if let c = slot.consumer { finished.add(c) } }
+            finished.probePaddingBytes += subscriber.paddingBytesSent
             subscriber.close(reason: code ?? "left")
         }
         for observer in observers { observer.room(self, didRemove: p.peer) }
@@ -295,8 +306,11 @@ public final class Room {
             let wasMuted = producer.muted
             producer.muted = !enabled
             if wasMuted && enabled && kind == .video {
-                for c in producer.consumers { c.waitingForKeyframe = true }
-                producer.requestKeyframe(nowNanos: nowNanos)
+                for c in producer.consumers {
+                    c.waitingForKeyframe = true
+                    c.requestKeyframe(nowNanos: nowNanos)
+                }
+                if !producer.taps.isEmpty { producer.requestKeyframe(nowNanos: nowNanos) }
             }
         }
         broadcast(.toggled(event: kind == .audio ? "audio_toggled" : "video_toggled", peerID: p.peer.peerID, userID: p.peer.userID, enabled: enabled))
@@ -330,7 +344,39 @@ public final class Room {
     public func summaries() -> [ParticipantSummary] { participants.map(\.summary) }
 
     public func snapshot(nowNanos: Int64) -> [ParticipantSnapshot] {
-        participants.map { ParticipantSnapshot(peer: $0.peer, tracks: $0.producers.map(\.info), quality: $0.quality(nowNanos: nowNanos), joinedNanos: $0.joinedNanos) }
+        participants.map {
+            ParticipantSnapshot(peer: $0.peer, tracks: $0.producers.map(\.info), quality: $0.quality(nowNanos: nowNanos), joinedNanos: $0.joinedNanos,
+                                subscriptions: $0.subscriptions(nowNanos: nowNanos))
+        }
+    }
+
+    /// The active speaker: the participant whose microphone is loudest (smoothed audio level above
+    /// -50 dBov, heard in the last second), or nil. Its video goes before other cameras.
+    func activeSpeaker(nowNanos: Int64) -> String? {
+        var best: (peer: String, loudness: Double)?
+        for p in participants {
+            for producer in p.producers where producer.kind == .audio && !producer.muted {
+                guard nowNanos - producer.loudnessNanos < 1_000_000_000, producer.loudness > 77 else { continue }
+                if producer.loudness > (best?.loudness ?? 0) { best = (p.peer.peerID, producer.loudness) }
+            }
+        }
+        return best?.peer
+    }
+
+    /// `set_layer`: the subscriber caps what it receives of `trackID` (nil: no cap).
+    public func setLayer(peerID: String, trackID: String, maxSpatial: Int?, maxTemporal: Int?, nowNanos: Int64) -> Bool {
+        guard let subscriber = participant(peerID)?.subscriber,
+              let c = subscriber.slots.lazy.compactMap(\.consumer).first(where: { $0.producer.trackID == trackID }) else { return false }
+        c.maxSpatial = maxSpatial.map { max(0, $0) }
+        c.maxTemporal = maxTemporal.map { min(max(0, $0), 3) }
+        if c.producer.kind == .video {
+            // Honour a lower cap now (at the next keyframe of that layer), not at the next allocation round.
+            let spatial = min(c.targetSpatial, c.spatialCeiling)
+            let temporal = min(c.targetTemporal, c.maxTemporal ?? 3)
+            c.setTarget(spatial: spatial, temporal: temporal, nowNanos: nowNanos)
+            subscriber.lastAllocationNanos = 0
+        }
+        return true
     }
 
     /// Counters of the room's lifetime (live producers and consumers plus those gone), for /metrics.
@@ -338,6 +384,10 @@ public final class Room {
         var total = finished
         for p in participants {
             for producer in p.producers { total.add(producer) }
+            if let subscriber = p.subscriber {
+                total.probePaddingBytes += subscriber.paddingBytesSent
+                for slot in subscriber.slots where slot.consumer?.allocationPaused == true { total.tracksPaused += 1 }
+            }
         }
         return total
     }

@@ -62,12 +62,33 @@ public struct QualityFigures: Sendable, Equatable {
     public var downlinkEstimate: Int64?
 }
 
+/// What one participant receives of one remote track (the participants route).
+public struct SubscriptionSnapshot: Sendable, Equatable {
+    public var peerID: String
+    public var trackID: String
+    public var kind: MediaKind
+    public var source: TrackSource
+    /// Paused by the allocator (the downlink cannot carry it).
+    public var paused: Bool
+    /// Layers for simulcast video (spatial 0 = lowest); nil otherwise or before the first keyframe.
+    public var spatialLayer: Int?
+    public var targetSpatialLayer: Int?
+    public var temporalLayer: Int?
+    public var targetTemporalLayer: Int?
+    public var maxSpatial: Int?
+    public var maxTemporal: Int?
+    public var layerSwitches: Int
+    /// Bitrate forwarded, bits/s (last second).
+    public var bitrate: Int64
+}
+
 /// A live participant for the Control API.
 public struct ParticipantSnapshot: Sendable, Equatable {
     public var peer: PeerInfo
     public var tracks: [TrackInfo]
     public var quality: QualityFigures
     public var joinedNanos: Int64
+    public var subscriptions: [SubscriptionSnapshot] = []
 }
 
 /// What the room tells one participant's signaling connection. The Control layer turns these into
@@ -85,6 +106,9 @@ public enum RoomSignal: Sendable, Equatable {
     case chat(peerID: String, userID: String, message: String, timestampMillis: Int64)
     case recordingStarted(id: String)
     case recordingStopped(id: String)
+    /// The subscriber's downlink cannot carry this video: forwarding stopped until it can.
+    case trackPaused(peerID: String, trackID: String)
+    case trackResumed(peerID: String, trackID: String)
     /// A recoverable error: the connection stays.
     case error(code: String, message: String)
     /// The participant is out of the room; the connection must close after telling the client.

@@ -47,6 +47,16 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     }
     private var estimatorFed = false
     static let reportIntervalNanos: Int64 = 1_000_000_000
+    /// Layer allocation (issue 8): how often, and how long upgrades wait after a downgrade.
+    var allocator = LayerAllocator()
+    var lastAllocationNanos: Int64 = 0
+    static let allocationIntervalNanos: Int64 = 250_000_000
+    static let upgradeHoldNanos: Int64 = 4_000_000_000
+    /// A probe cluster going out as padding, spread over worker ticks.
+    var probe: (cluster: Int, bytesLeft: Int, bytesPerTick: Int)?
+    private(set) var paddingBytesSent = 0
+    /// What the allocator last spent, bits/s (video chosen + audio).
+    private(set) var allocatedBitrate: Int64 = 0
 
     init(participant: Participant, room: Room, local: LocalTransportParameters, nowNanos: Int64) throws {
         self.participant = participant
@@ -152,7 +162,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
                 // Before the transport is up, the keyframe is asked for when it connects.
                 if isConnected, c.producer.kind == .video {
                     c.waitingForKeyframe = true
-                    c.producer.requestKeyframe(nowNanos: nowNanos)
+                    c.requestKeyframe(nowNanos: nowNanos)
                 }
             }
         }
@@ -162,7 +172,8 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     // MARK: Sending
 
     func sendMedia(consumer: Consumer, marker: Bool, payloadType: UInt8, sequenceNumber: UInt16, timestamp: UInt32, ssrc: UInt32,
-                   payload: UnsafeRawBufferPointer, nowNanos: Int64) -> Bool {
+                   payload: UnsafeRawBufferPointer, vp8: (descriptor: VP8Descriptor, pictureID: UInt16?, tl0PicIdx: UInt8?)? = nil,
+                   nowNanos: Int64) -> Bool {
         guard isConnected else { return false }
         let twcc = transportCC
         let seq = transportSequence
@@ -173,6 +184,11 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
                              ssrc: ssrc, transportSequence: twcc ? seq : nil)
             if let source = payload.baseAddress { (base + headerSize).copyMemory(from: source, byteCount: payload.count) }
             let length = headerSize + payload.count
+            if let vp8 {
+                // The copy takes this subscriber's picture id and TL0PICIDX (continuous across layer switches).
+                vp8.descriptor.rewrite(pictureID: vp8.pictureID, tl0PicIdx: vp8.tl0PicIdx,
+                                       in: UnsafeMutableRawBufferPointer(rebasing: buffer[headerSize..<length]))
+            }
             consumer.retransmissions?.store(UnsafeRawBufferPointer(rebasing: buffer[0..<length]), sequenceNumber: sequenceNumber, nowNanos: nowNanos)
             return length
         }
@@ -238,6 +254,136 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         }
     }
 
+    // MARK: Allocation
+
+    /// Nominal bitrates for a layer that is sending but not measured yet (first second).
+    static func nominalBitrate(spatial: Int, of count: Int) -> Int64 {
+        let top = [1_500_000, 500_000, 150_000] as [Int64]
+        return top[min(max(count - 1 - spatial, 0), 2)]
+    }
+
+    /// The bitrates the allocator sees for `c`: per active stream up to the subscriber's cap, per
+    /// temporal layer up to the highest sent (and capped); nil where nothing is sent.
+    func layerBitrates(_ c: Consumer, nowNanos: Int64) -> [[Int64?]] {
+        let streams = c.producer.streams
+        return streams.indices.map { s -> [Int64?] in
+            let stream = streams[s]
+            guard s <= c.spatialCeiling, stream.isActive(nowNanos: nowNanos) else { return [nil] }
+            let top = min(stream.maxTemporal, c.maxTemporal ?? 3)
+            return (0...top).map { t -> Int64? in
+                let measured = stream.bitrate(upToTemporal: t)
+                if measured > 0 { return measured }
+                return Self.nominalBitrate(spatial: s, of: streams.count) * Int64(t + 1) / Int64(stream.maxTemporal + 1)
+            }
+        }
+    }
+
+    /// Spends the downlink estimate on the video consumers (LayerAllocator) and applies the
+    /// choice: targets, pauses (`track_paused`) and resumes (`track_resumed`).
+    func allocate(nowNanos: Int64) {
+        var audio: Int64 = 0
+        var video: [Consumer] = []
+        for slot in slots {
+            guard let c = slot.consumer, c.active, !c.paused, !c.producer.muted else { continue }
+            if c.producer.kind == .audio {
+                audio += c.producer.bitsPerSecond
+            } else {
+                video.append(c)
+            }
+        }
+        let speaker = room.activeSpeaker(nowNanos: nowNanos)
+        var tracks: [LayerAllocator.Track] = []
+        var desired = audio
+        for c in video {
+            let bitrates = layerBitrates(c, nowNanos: nowNanos)
+            let top = bitrates.last { $0.contains { $0 != nil } }?.compactMap { $0 }.last ?? 0
+            desired += top
+            let priority = c.producer.source == .screen ? 3 : (c.producer.peerID == speaker ? 2 : 1)
+            let current: LayerAllocator.Choice? = c.allocationPaused ? .paused
+                : (c.allocated ? .layer(.init(spatial: c.targetSpatial, temporal: c.targetTemporal)) : nil)
+            let held = c.lastDowngradeNanos.map { nowNanos - $0 < Self.upgradeHoldNanos } ?? false
+            tracks.append(.init(priority: priority, bitrates: bitrates, current: current, upgradesAllowed: !held))
+        }
+        estimator.desiredBitrate = Double(desired)
+        guard let estimate = downlinkEstimate else { return }
+        let choices = allocator.allocate(budget: max(0, estimate - Double(audio)), tracks: tracks)
+        var spent = audio
+        for (i, c) in video.enumerated() {
+            // A track that sends nothing yet keeps what it has; the next round decides.
+            guard tracks[i].bitrates.contains(where: { $0.contains { $0 != nil } }) else { continue }
+            switch choices[i] {
+            case .paused:
+                if !c.allocationPaused {
+                    c.setAllocationPaused(true, nowNanos: nowNanos)
+                    c.lastDowngradeNanos = nowNanos
+                    pausedTotal += 1
+                    room.logger.info("video paused for bandwidth", metadata: ["room": "\(room.id)", "peer": "\(participant.peer.peerID)",
+                                                                           "track": "\(c.producer.trackID)", "estimate": "\(Int(estimate))"])
+                    participant.sink(.trackPaused(peerID: c.producer.peerID, trackID: c.producer.trackID))
+                }
+            case .layer(let l):
+                if c.allocationPaused {
+                    c.setAllocationPaused(false, nowNanos: nowNanos)
+                    participant.sink(.trackResumed(peerID: c.producer.peerID, trackID: c.producer.trackID))
+                }
+                if c.allocated, l < LayerAllocator.Layer(spatial: c.targetSpatial, temporal: c.targetTemporal) { c.lastDowngradeNanos = nowNanos }
+                c.allocated = true
+                c.setTarget(spatial: l.spatial, temporal: l.temporal, nowNanos: nowNanos)
+                spent += tracks[i].cost(l) ?? 0
+            }
+        }
+        allocatedBitrate = spent
+    }
+    /// Video pauses for bandwidth so far.
+    private(set) var pausedTotal = 0
+
+    /// Sends the due part of a probe cluster as padding-only packets on a video consumer's RTX
+    /// stream (as libwebrtc does): the subscriber drops them, its transport-cc feedback still
+    /// reports their arrival, and the estimator sees whether the path carries the probe rate.
+    func sendProbe(nowNanos: Int64) {
+        guard transportCC else { return }
+        if probe == nil, let p = estimator.probeToSend(nowNanos: nowNanos, packetSize: Self.paddingPacketSize) {
+            probe = (p.cluster, p.bytes, max(Self.paddingPacketSize, Int(p.bitrate * 0.02 / 8)))
+        }
+        guard var current = probe else { return }
+        guard let carrier = slots.lazy.compactMap(\.consumer).first(where: { $0.active && $0.rtxSSRC != nil && $0.rtxPayloadType != nil && $0.packetsSent > 0 }) else {
+            probe = nil
+            return
+        }
+        var budget = min(current.bytesPerTick, current.bytesLeft)
+        while budget > 0 {
+            guard sendPadding(consumer: carrier, cluster: current.cluster, nowNanos: nowNanos) else { break }
+            budget -= Self.paddingPacketSize
+            current.bytesLeft -= Self.paddingPacketSize
+        }
+        probe = current.bytesLeft > 0 ? current : nil
+    }
+
+    /// One padding packet: RTP header with the P bit, transport-cc, 255 bytes of padding.
+    static let paddingPacketSize = 20 + 255
+
+    func sendPadding(consumer: Consumer, cluster: Int, nowNanos: Int64) -> Bool {
+        guard isConnected, let rtxSSRC = consumer.rtxSSRC, let rtxPT = consumer.rtxPayloadType else { return false }
+        let seq = transportSequence
+        let rtxSeq = consumer.rtxSequence
+        let timestamp = consumer.lastOutTimestamp
+        let sent = transport.sendRTP { buffer in
+            let size = Self.paddingPacketSize
+            guard size <= buffer.count else { return 0 }
+            Self.writeHeader(buffer, marker: false, payloadType: rtxPT, sequenceNumber: rtxSeq, timestamp: timestamp, ssrc: rtxSSRC, transportSequence: seq)
+            buffer[0] |= 0x20
+            for i in 20..<(size - 1) { buffer[i] = 0 }
+            buffer[size - 1] = UInt8(size - 20)
+            return size
+        }
+        guard sent else { return false }
+        consumer.rtxSequence &+= 1
+        sendHistory.onSent(sequence: seq, sendNanos: nowNanos, size: Self.paddingPacketSize, probeCluster: cluster)
+        transportSequence &+= 1
+        paddingBytesSent += Self.paddingPacketSize
+        return true
+    }
+
     // MARK: WorkerSession
 
     func workerDidRemove() {}
@@ -245,6 +391,11 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     func tick(nowNanos: Int64) {
         guard isConnected else { return }
         rate.roll(nowNanos: nowNanos)
+        if nowNanos - lastAllocationNanos >= Self.allocationIntervalNanos {
+            lastAllocationNanos = nowNanos
+            allocate(nowNanos: nowNanos)
+        }
+        sendProbe(nowNanos: nowNanos)
         guard nowNanos - lastReportNanos >= Self.reportIntervalNanos else { return }
         lastReportNanos = nowNanos
         var packets: [RTCPPacket] = []
@@ -287,7 +438,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         for slot in slots {
             guard let c = slot.consumer, c.active, c.producer.kind == .video else { continue }
             c.waitingForKeyframe = true
-            c.producer.requestKeyframe(nowNanos: now)
+            c.requestKeyframe(nowNanos: now)
         }
     }
 
@@ -301,9 +452,9 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
             case .nack(let n):
                 consumersBySSRC[n.mediaSSRC]?.retransmit(n.sequenceNumbers, nowNanos: nowNanos)
             case .pli(let p):
-                if let c = consumersBySSRC[p.mediaSSRC] { c.producer.requestKeyframe(nowNanos: nowNanos) }
+                consumersBySSRC[p.mediaSSRC]?.requestKeyframe(nowNanos: nowNanos)
             case .fir(let f):
-                for e in f.entries { consumersBySSRC[e.ssrc]?.producer.requestKeyframe(nowNanos: nowNanos) }
+                for e in f.entries { consumersBySSRC[e.ssrc]?.requestKeyframe(nowNanos: nowNanos) }
             case .receiverReport(let rr):
                 absorb(rr.reports, nowNanos: nowNanos)
             case .senderReport(let sr):

@@ -102,6 +102,9 @@ public struct ExtensionIDs: Sendable, Equatable {
     public var transportCC: UInt8?
     public var absSendTime: UInt8?
     public var audioLevel: UInt8?
+    /// rtp-stream-id and repaired-rtp-stream-id (RFC 8852): which simulcast encoding a packet is.
+    public var rid: UInt8?
+    public var repairedRid: UInt8?
     public init() {}
 }
 
@@ -115,10 +118,25 @@ public struct PublishedSection: Sendable, Equatable {
     public var rtxPayloadType: UInt8?
     public var ssrc: UInt32?
     public var rtxSSRC: UInt32?
+    /// Simulcast encodings, lowest first: by rid (RFC 8853, SSRCs learned from the rid header
+    /// extensions) or by `a=ssrc-group:SIM` (SSRCs given, rid nil). Empty without simulcast.
+    public var encodings: [SimulcastEncoding] = []
     /// The section sends media to us (sendonly/sendrecv, not rejected).
     public var sending: Bool
     /// The transport-cc feedback was negotiated for this section.
     public var transportCC: Bool
+}
+
+/// One simulcast encoding of a published section.
+public struct SimulcastEncoding: Sendable, Equatable {
+    public var rid: String?
+    public var ssrc: UInt32?
+    public var rtxSSRC: UInt32?
+    public init(rid: String?, ssrc: UInt32? = nil, rtxSSRC: UInt32? = nil) {
+        self.rid = rid
+        self.ssrc = ssrc
+        self.rtxSSRC = rtxSSRC
+    }
 }
 
 /// Offer/answer for the two peer connections of a room participant (docs/SIGNALING.md).
@@ -147,7 +165,50 @@ public enum RoomSDP {
     }
 
     static let keptExtensions: Set<String> = [RTPExtensionURI.sdesMid, RTPExtensionURI.absSendTime,
-                                              RTPExtensionURI.transportWideCC, RTPExtensionURI.audioLevel]
+                                              RTPExtensionURI.transportWideCC, RTPExtensionURI.audioLevel,
+                                              RTPExtensionURI.rtpStreamID, RTPExtensionURI.repairedRTPStreamID]
+
+    /// At most this many simulcast encodings are received (q, h, f).
+    public static let maxEncodings = 3
+
+    /// The simulcast encodings a video section offers, lowest resolution first, and the answer's
+    /// `a=rid`/`a=simulcast` lines. Chromium lists rids in the order of its `sendEncodings`
+    /// (conventionally lowest first, q;h;f); paused (`~`) alternatives are skipped.
+    static func simulcastEncodings(_ m: SessionDescription.Media) -> (encodings: [SimulcastEncoding], answer: [SessionDescription.Attribute]) {
+        if let line = m.value("simulcast") {
+            // "send q;h;f" (RFC 8853 5.1); alternatives "a,b" take the first.
+            let parts = line.split(separator: " ")
+            guard parts.count >= 2, parts[0] == "send" else { return ([], []) }
+            let declared = Set(m.values("rid").compactMap { v -> String? in
+                let f = v.split(separator: " ")
+                return f.count >= 2 && f[1] == "send" ? String(f[0]) : nil
+            })
+            var rids: [String] = []
+            for entry in parts[1].split(separator: ";") {
+                guard let first = entry.split(separator: ",").first else { continue }
+                let rid = first.hasPrefix("~") ? String(first.dropFirst()) : String(first)
+                guard !first.hasPrefix("~"), declared.contains(rid), rid.count <= 16,
+                      rid.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-") }),
+                      !rids.contains(rid) else { continue }
+                rids.append(rid)
+            }
+            rids = Array(rids.prefix(maxEncodings))
+            guard rids.count >= 2 else { return ([], []) }
+            var answer = rids.map { SessionDescription.Attribute("rid", "\($0) recv") }
+            answer.append(.init("simulcast", "recv " + rids.joined(separator: ";")))
+            return (rids.map { SimulcastEncoding(rid: $0) }, answer)
+        }
+        // Plan-B style SSRC groups: a=ssrc-group:SIM low mid high, with FID groups for RTX.
+        guard let sim = m.values("ssrc-group").first(where: { $0.hasPrefix("SIM ") }) else { return ([], []) }
+        let ssrcs = sim.split(separator: " ").dropFirst().compactMap { UInt32($0) }
+        guard ssrcs.count >= 2 else { return ([], []) }
+        var rtx: [UInt32: UInt32] = [:]
+        for g in m.values("ssrc-group") where g.hasPrefix("FID ") {
+            let parts = g.split(separator: " ").dropFirst().compactMap { UInt32($0) }
+            if parts.count == 2 { rtx[parts[0]] = parts[1] }
+        }
+        return (ssrcs.prefix(maxEncodings).map { SimulcastEncoding(rid: nil, ssrc: $0, rtxSSRC: rtx[$0]) }, [])
+    }
 
     /// Answers a publisher offer. `canPublish` false refuses sections that send.
     /// - Returns: the answer, the sections and the extension ids.
@@ -190,6 +251,8 @@ public enum RoomSDP {
                 case RTPExtensionURI.sdesMid: ids.mid = ids.mid ?? ext.id
                 case RTPExtensionURI.transportWideCC: ids.transportCC = ids.transportCC ?? ext.id; twcc = true
                 case RTPExtensionURI.absSendTime: ids.absSendTime = ids.absSendTime ?? ext.id
+                case RTPExtensionURI.rtpStreamID: ids.rid = ids.rid ?? ext.id
+                case RTPExtensionURI.repairedRTPStreamID: ids.repairedRid = ids.repairedRid ?? ext.id
                 default: ids.audioLevel = ids.audioLevel ?? ext.id
                 }
             }
@@ -205,6 +268,8 @@ public enum RoomSDP {
                 a.append(.init("rtpmap", "\(rtx.payloadType) rtx/90000"))
                 a.append(.init("fmtp", "\(rtx.payloadType) apt=\(codec.payloadType)"))
             }
+            let simulcast: (encodings: [SimulcastEncoding], answer: [SessionDescription.Attribute]) = m.kind == "video" && sending ? simulcastEncodings(m) : ([], [])
+            a += simulcast.answer
             section.attributes = a
             answer.media.append(section)
             // SSRCs: the first a=ssrc is the media SSRC; FID groups name the RTX one.
@@ -215,9 +280,10 @@ public enum RoomSDP {
                 if parts.count == 2 { ssrc = parts[0]; rtxSSRC = parts[1] }
             }
             if m.has("simulcast") || m.has("rid") { ssrc = nil; rtxSSRC = nil }  // learned from the rid/mid extensions
+            if let first = simulcast.encodings.first, first.ssrc != nil { ssrc = first.ssrc; rtxSSRC = first.rtxSSRC }
             sections.append(PublishedSection(mid: mid, kind: m.kind == "audio" ? .audio : .video, codec: forwarded(codec), payloadType: codec.payloadType,
                                              clockRate: codec.clockRate, rtxPayloadType: rtx?.payloadType, ssrc: ssrc, rtxSSRC: rtxSSRC,
-                                             sending: sending, transportCC: twcc))
+                                             encodings: simulcast.encodings, sending: sending, transportCC: twcc))
         }
         guard !accepted.isEmpty else { throw .bad("no Opus audio or VP8 video section with rtcp-mux to answer") }
         if accepted.count > 1, !accepted.allSatisfy(bundle.contains) {

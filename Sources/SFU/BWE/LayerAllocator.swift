@@ -1,0 +1,120 @@
+/// Spends one subscriber's downlink estimate on its video consumers (sans-IO, pure).
+///
+/// Every track first gets the cheapest layer it can have, by priority (screen share, then the
+/// active speaker, then the rest); what is left then upgrades the tracks, again by priority, each
+/// to the highest layer that fits. A track that cannot have even its lowest layer is paused.
+///
+/// Hysteresis, so the choice does not flap with a noisy estimate:
+/// - keeping (or going down to) a layer needs its bitrate to fit;
+/// - going above the current layer needs `upgradeHeadroom` times its extra cost to fit, and is not
+///   allowed at all while `upgradesAllowed` is false (the caller holds upgrades for a while after a
+///   downgrade);
+/// - resuming a paused track needs `resumeHeadroom` times its lowest layer.
+public struct LayerAllocator: Sendable {
+    public var upgradeHeadroom = 1.15
+    public var resumeHeadroom = 1.3
+
+    /// A layer: spatial index (0 lowest) and the highest temporal layer forwarded.
+    public struct Layer: Sendable, Equatable, Comparable {
+        public var spatial: Int
+        public var temporal: Int
+        public init(spatial: Int, temporal: Int) {
+            self.spatial = spatial
+            self.temporal = temporal
+        }
+        public static func < (a: Layer, b: Layer) -> Bool { (a.spatial, a.temporal) < (b.spatial, b.temporal) }
+    }
+
+    public enum Choice: Sendable, Equatable {
+        case paused
+        case layer(Layer)
+
+        public var layer: Layer? {
+            if case .layer(let l) = self { return l }
+            return nil
+        }
+    }
+
+    public struct Track: Sendable, Equatable {
+        /// Higher goes first (screen 3, active speaker 2, other cameras 1).
+        public var priority: Int
+        /// `bitrates[s][t]`: bits/s of spatial layer s with temporal layers 0...t; nil where the
+        /// publisher does not send that layer.
+        public var bitrates: [[Int64?]]
+        /// What the track has now (nil: nothing yet, treated like paused for headroom).
+        public var current: Choice?
+        /// The caller's hold after a recent downgrade.
+        public var upgradesAllowed: Bool
+
+        public init(priority: Int, bitrates: [[Int64?]], current: Choice?, upgradesAllowed: Bool = true) {
+            self.priority = priority
+            self.bitrates = bitrates
+            self.current = current
+            self.upgradesAllowed = upgradesAllowed
+        }
+
+        func cost(_ l: Layer) -> Int64? {
+            guard l.spatial >= 0, l.spatial < bitrates.count, l.temporal >= 0, l.temporal < bitrates[l.spatial].count else { return nil }
+            return bitrates[l.spatial][l.temporal]
+        }
+
+        /// The available layers, cheapest (lowest) first.
+        var layers: [Layer] {
+            var out: [Layer] = []
+            for s in bitrates.indices {
+                for t in bitrates[s].indices where bitrates[s][t] != nil { out.append(Layer(spatial: s, temporal: t)) }
+            }
+            return out
+        }
+    }
+
+    public init() {}
+
+    /// The choice per track (same order as `tracks`) for `budget` bits/s of video.
+    public func allocate(budget: Double, tracks: [Track]) -> [Choice] {
+        var choices = [Choice](repeating: .paused, count: tracks.count)
+        var remaining = budget
+        let order = tracks.indices.sorted { tracks[$0].priority > tracks[$1].priority || (tracks[$0].priority == tracks[$1].priority && $0 < $1) }
+        // Pass 1: the cheapest layer for everyone, by priority. (Lower temporal layers of the
+        // lowest spatial layer come before pausing.)
+        for i in order {
+            let track = tracks[i]
+            let layers = track.layers
+            guard let lowestSpatial = layers.first?.spatial else { continue }
+            let candidates = layers.filter { $0.spatial == lowestSpatial }.reversed()
+            for l in candidates {
+                guard let cost = track.cost(l) else { continue }
+                if Double(cost) * factor(track, l) <= remaining {
+                    choices[i] = .layer(l)
+                    remaining -= Double(cost)
+                    break
+                }
+            }
+        }
+        // Pass 2: upgrades, by priority, each track to the best layer that fits.
+        for i in order {
+            let track = tracks[i]
+            guard let chosen = choices[i].layer, let chosenCost = track.cost(chosen) else { continue }
+            var best: (Layer, Int64)?
+            for l in track.layers where l > chosen {
+                guard let cost = track.cost(l) else { continue }
+                let extra = Double(cost - chosenCost)
+                if extra * factor(track, l) <= remaining { best = (l, cost) }
+            }
+            if let (l, cost) = best {
+                remaining -= Double(cost - chosenCost)
+                choices[i] = .layer(l)
+            }
+        }
+        return choices
+    }
+
+    /// How much of a layer's cost must fit: 1 to keep what the track has (or less), more to go above it.
+    func factor(_ track: Track, _ l: Layer) -> Double {
+        switch track.current {
+        case .layer(let current)? where l <= current: return 1
+        case .layer?: return track.upgradesAllowed ? upgradeHeadroom : .infinity
+        case .paused?, nil: return track.upgradesAllowed ? resumeHeadroom : .infinity
+        }
+    }
+}
