@@ -50,6 +50,8 @@ struct EstimatorSimulation {
     var lastFeedback: Int64 = 0
     var desired: Double = 5_000_000
     var trace: [(t: Double, estimate: Double)] = []
+    /// What the sender sends, given the estimate (the allocator's spending); default: the estimate up to `desired`.
+    var rateToSend: ((_ estimate: Double, _ nowNanos: Int64) -> Double)?
 
     init(capacity: Double) { link = SimulatedLink(capacity: capacity) }
 
@@ -85,7 +87,7 @@ struct EstimatorSimulation {
                     slot += 1
                 }
             }
-            budget += min(estimator.estimate, desired) * 0.005 / 8
+            budget += (rateToSend?(estimator.estimate, now) ?? min(estimator.estimate, desired)) * 0.005 / 8
             while budget >= 1200 {
                 send(size: 1200, probe: nil)
                 budget -= 1200

@@ -24,6 +24,8 @@ public final class RoomHarness {
         /// The subscriber client answers with transport-cc feedback every 100 ms, like a browser.
         public var twcc = TWCCRecorder(senderSSRC: 0x7777, mediaSSRC: 0)
         public var sendsTransportCC = false
+        /// The subscriber's answers drop the transport-cc extension (the server then uses REMB).
+        public var omitsTransportCC = false
         public var publisherAddress: TransportAddress { TransportAddress(ipv4: 10, 9, 0, UInt8(index), port: 5000) }
         public var subscriberAddress: TransportAddress { TransportAddress(ipv4: 10, 9, 0, UInt8(index), port: 6000) }
         public init(info: PeerInfo, index: Int) {
@@ -105,7 +107,10 @@ public final class RoomHarness {
                 peer.subscriber = client
             }
             guard let client = peer.subscriber else { return }
-            let answer = ClientSDP.subscriberAnswer(offer: offer, ice: client.local, fingerprint: clientContext.certificate.sha256Fingerprint)
+            var answer = ClientSDP.subscriberAnswer(offer: offer, ice: client.local, fingerprint: clientContext.certificate.sha256Fingerprint)
+            if peer.omitsTransportCC {
+                answer = answer.split(separator: "\r\n").filter { !$0.contains(RTPExtensionURI.transportWideCC) }.joined(separator: "\r\n") + "\r\n"
+            }
             // Answered after the room's call returns, as a client would (not re-entrantly).
             pendingAnswers.append((peer, answer))
         default:
@@ -118,6 +123,31 @@ public final class RoomHarness {
     public func publish(_ peer: Peer, streams: [ClientSDP.Stream]) {
         let offer = ClientSDP.publisherOffer(streams: streams, ice: peer.publisherICE, fingerprint: clientContext.certificate.sha256Fingerprint)
         room.publisherOffer(peerID: peer.info.peerID, sdp: offer, nowNanos: now)
+    }
+
+    /// The rid header extension ids in ``publishSimulcast(_:audioSSRC:rids:)`` offers.
+    public static let ridExtensionID: UInt8 = 10
+    public static let repairedRidExtensionID: UInt8 = 11
+
+    /// Publishes audio and a simulcast VP8 video as Chromium does: `a=rid:<id> send` lines and
+    /// `a=simulcast:send q;h;f`, no video SSRCs (the server learns them from the rid extension).
+    public func publishSimulcast(_ peer: Peer, audioSSRC: UInt32, rids: [String]) {
+        let base = ClientSDP.publisherOffer(streams: [.init(kind: .audio, ssrc: audioSSRC), .init(kind: .video, ssrc: 1, rtxSSRC: 2)],
+                                            ice: peer.publisherICE, fingerprint: clientContext.certificate.sha256Fingerprint)
+        var lines: [String] = []
+        var inVideo = false
+        for line in base.split(separator: "\r\n").map(String.init) {
+            if line.hasPrefix("m=") { inVideo = line.hasPrefix("m=video") }
+            if inVideo && (line.hasPrefix("a=ssrc") || line.hasPrefix("a=ssrc-group")) { continue }
+            lines.append(line)
+            if inVideo && line.hasPrefix("a=mid:") {
+                lines.append("a=extmap:\(Self.ridExtensionID) \(RTPExtensionURI.rtpStreamID)")
+                lines.append("a=extmap:\(Self.repairedRidExtensionID) \(RTPExtensionURI.repairedRTPStreamID)")
+                lines += rids.map { "a=rid:\($0) send" }
+                lines.append("a=simulcast:send " + rids.joined(separator: ";"))
+            }
+        }
+        room.publisherOffer(peerID: peer.info.peerID, sdp: lines.joined(separator: "\r\n") + "\r\n", nowNanos: now)
     }
 
     /// Advances the clock by `steps` x 10 ms, moving every queued datagram and running timers.

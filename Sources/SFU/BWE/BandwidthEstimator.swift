@@ -283,7 +283,8 @@ public struct BandwidthEstimator: Sendable {
         let measured = min(receiveRate, sendRate, probe.rate)
         // The path carried the probe: the estimate may jump to what arrived.
         if measured > delayBased {
-            lastProbeSuccess = (lastRateUpdateNanos ?? 0, probe.rate)
+            // If overuse follows, the cap is what the probe raised the estimate to (the path held it only briefly).
+            lastProbeSuccess = (lastRateUpdateNanos ?? 0, min(probe.rate, 0.95 * measured))
             lastProbeRaise = lastRateUpdateNanos ?? 0
             delayBased = min(configuration.maxBitrate, 0.95 * measured)
             lossBased = max(lossBased, delayBased)

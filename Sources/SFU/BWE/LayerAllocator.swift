@@ -1,8 +1,10 @@
 /// Spends one subscriber's downlink estimate on its video consumers (sans-IO, pure).
 ///
 /// Every track first gets the cheapest layer it can have, by priority (screen share, then the
-/// active speaker, then the rest); what is left then upgrades the tracks, again by priority, each
-/// to the highest layer that fits. A track that cannot have even its lowest layer is paused.
+/// active speaker, then the rest): the lowest spatial layer, with fewer temporal layers if need be.
+/// What is left then upgrades the tracks, again by priority, each to the highest layer that fits
+/// (above the lowest spatial layer, only with all its temporal layers). A track that cannot have
+/// even its lowest layer is paused.
 ///
 /// Hysteresis, so the choice does not flap with a noisy estimate:
 /// - keeping (or going down to) a layer needs its bitrate to fit;
@@ -96,7 +98,11 @@ public struct LayerAllocator: Sendable {
             let track = tracks[i]
             guard let chosen = choices[i].layer, let chosenCost = track.cost(chosen) else { continue }
             var best: (Layer, Int64)?
-            for l in track.layers where l > chosen {
+            // Above the lowest spatial layer only whole layers (every temporal layer): a sharper
+            // picture at a quarter of the frame rate is worse for a conversation than the layer below.
+            let layers = track.layers
+            let lowestSpatial = layers.first?.spatial ?? 0
+            for l in layers where l > chosen && (l.spatial == lowestSpatial || l.temporal == track.bitrates[l.spatial].count - 1) {
                 guard let cost = track.cost(l) else { continue }
                 let extra = Double(cost - chosenCost)
                 if extra * factor(track, l) <= remaining { best = (l, cost) }

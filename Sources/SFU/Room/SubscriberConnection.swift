@@ -43,7 +43,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     /// The downlink estimate: GCC from transport-cc, or the subscriber's REMB without it.
     var downlinkEstimate: Double? {
         if transportCC { return estimatorFed ? estimator.estimate : nil }
-        return remb.map(Double.init)
+        return remb.map { Double($0) }  // (not Double.init: that picks init(bitPattern:) for UInt64)
     }
     private var estimatorFed = false
     static let reportIntervalNanos: Int64 = 1_000_000_000
@@ -297,7 +297,8 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         for c in video {
             let bitrates = layerBitrates(c, nowNanos: nowNanos)
             let top = bitrates.last { $0.contains { $0 != nil } }?.compactMap { $0 }.last ?? 0
-            desired += top
+            // Probing aims past the top layer by the upgrade headroom, or the allocator could never take it.
+            desired += Int64(Double(top) * allocator.upgradeHeadroom)
             let priority = c.producer.source == .screen ? 3 : (c.producer.peerID == speaker ? 2 : 1)
             let current: LayerAllocator.Choice? = c.allocationPaused ? .paused
                 : (c.allocated ? .layer(.init(spatial: c.targetSpatial, temporal: c.targetTemporal)) : nil)
