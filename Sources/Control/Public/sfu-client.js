@@ -7,8 +7,10 @@
 //   const client = new SFUClient();
 //   client.addEventListener("trackadded", (e) => attach(e.detail));
 //   await client.connect("ws://host/v1/signal?token=...");   // resolves with the joined_room data
-//   await client.publish();                                   // camera + microphone
+//   await client.publish();                                   // camera + microphone (simulcast)
 //   client.toggleAudio(false); await client.shareScreen(); client.sendMessage("hi"); client.leave();
+//   client.addEventListener("trackpaused", (e) => ...);       // the server stopped a video for bandwidth
+//   client.setLayer(trackId, { maxSpatial: 0 });              // at most the lowest simulcast layer
 //
 // Two peer connections: the publisher (we offer, the server answers) and the subscriber (the server
 // offers whenever the set of remote tracks changes, we answer). Remote tracks are mapped to
@@ -16,6 +18,20 @@
 
 const PUBLISHER = "publisher";
 const SUBSCRIBER = "subscriber";
+
+/**
+ * The camera's simulcast encodings, lowest first (rid q/h/f = spatial layer 0/1/2 in `set_layer`).
+ * From a 1280x720 camera: 320x180, 640x360 and 1280x720, each with three VP8 temporal layers.
+ * The bitrates are caps; Chromium spends less on simple content.
+ */
+export const DEFAULT_SIMULCAST = [
+  { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150_000, scalabilityMode: "L1T3" },
+  { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500_000, scalabilityMode: "L1T3" },
+  { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 1_500_000, scalabilityMode: "L1T3" },
+];
+
+/** What the camera is asked for when publishing with simulcast and no explicit video constraints. */
+export const SIMULCAST_CAPTURE = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } };
 
 // Errors that answer the publisher offer we are waiting for (rather than something else we sent).
 const OFFER_ERRORS = new Set(["permission_denied", "bad_offer", "bad_request", "renegotiation_not_supported"]);
@@ -46,11 +62,15 @@ export class SFUClient extends EventTarget {
   /**
    * options.iceServers: extra RTCIceServer entries (the server's `ice_servers` are always used);
    * options.answerTimeoutMs: how long to wait for the publisher answer (default 15000);
+   * options.simulcast: the camera's simulcast: true (default, DEFAULT_SIMULCAST), false (one
+   *   encoding), or an array of RTCRtpEncodingParameters with rids (lowest layer first);
+   * options.onTrackPaused / options.onTrackResumed: functions called with the same detail as the
+   *   `trackpaused` / `trackresumed` events;
    * options.log: a function(string) for debug lines (default: none).
    */
   constructor(options = {}) {
     super();
-    this.options = { answerTimeoutMs: 15000, iceServers: [], ...options };
+    this.options = { answerTimeoutMs: 15000, iceServers: [], simulcast: true, ...options };
     this.ws = null;
     this.roomId = null;
     this.peerId = null;
@@ -59,7 +79,9 @@ export class SFUClient extends EventTarget {
     this.name = options.name || null;   // our display name, for our own chat lines
     this.iceServers = [];
     /** peer_id -> {peerId, userId, name, role, audioEnabled, videoEnabled, screenSharing,
-     *              tracks: Map(track_id -> {trackId, kind, source, muted, track, stream, mid})} */
+     *              tracks: Map(track_id -> {trackId, kind, source, muted, simulcast, paused, track,
+     *                                       stream, mid})}
+     * `paused`: the server stopped forwarding this track to us (`track_paused`, not enough bandwidth). */
     this.participants = new Map();
     this.localStream = null;      // camera + microphone
     this.screenStream = null;     // the shared screen while sharing
@@ -115,16 +137,24 @@ export class SFUClient extends EventTarget {
 
   /**
    * Captures camera and microphone (or takes `options.stream`) and publishes them.
-   * options: {audio: true|constraints, video: true|constraints, stream: MediaStream}.
+   * options: {audio: true|constraints, video: true|constraints, stream: MediaStream,
+   *           simulcast: true|false|encodings (default: the constructor's option)}.
+   * With simulcast and `video: true` the camera is asked for 1280x720 (SIMULCAST_CAPTURE) so that
+   * there are three layers to send.
    */
   async publish(options = {}) {
     if (this.state !== "joined") throw new Error("join a room first");
+    const encodings = this._simulcastEncodings(options.simulcast ?? this.options.simulcast);
+    let video = options.video ?? true;
+    if (video === true && encodings) video = SIMULCAST_CAPTURE;
     const stream = options.stream || await navigator.mediaDevices.getUserMedia({
-      audio: options.audio ?? true, video: options.video ?? true });
+      audio: options.audio ?? true, video });
     this.localStream = stream;
     const pc = this._publisherPc();
     for (const track of stream.getTracks()) {
-      pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+      const init = { direction: "sendonly", streams: [stream] };
+      if (track.kind === "video" && encodings) init.sendEncodings = encodings;
+      this._addTransceiver(pc, track, init);
     }
     this.dispatchEvent(new CustomEvent("localstream", { detail: { stream } }));
     await this._negotiatePublisher();
@@ -166,19 +196,23 @@ export class SFUClient extends EventTarget {
     return stream;
   }
 
-  /** Stops sharing: the section goes inactive in a new offer, then `screen_share {enabled: false}`. */
+  /**
+   * Stops sharing: `screen_share {enabled: false}` first (so the others hear that sharing stopped
+   * before the track goes away), then the section goes inactive in a new offer (the server
+   * unpublishes the track).
+   */
   async stopScreenShare() {
     const stream = this.screenStream, transceiver = this._screenTransceiver;
     if (!stream) return;
     this.screenStream = null;
     this._screenTransceiver = null;
     for (const t of stream.getTracks()) t.stop();
+    this._send("screen_share", { enabled: false });
     if (transceiver && this.publisher && this.publisher.signalingState !== "closed") {
       this.publisher.removeTrack(transceiver.sender);
       transceiver.direction = "inactive";
       await this._negotiatePublisher();
     }
-    this._send("screen_share", { enabled: false });
     this.dispatchEvent(new CustomEvent("screenshare", { detail: { enabled: false, stream } }));
   }
 
@@ -189,12 +223,19 @@ export class SFUClient extends EventTarget {
     this._send("send_message", { message });
   }
 
-  /** Asks the server to forward at most these layers of a simulcast track (issue 8). */
-  setLayer(trackId, maxSpatial, maxTemporal) {
+  /**
+   * Caps what the server forwards to us of a remote simulcast track: `set_layer {track_id,
+   * max_spatial?, max_temporal?}`. Spatial 0 is the lowest layer (rid q) ... 2 the top (f); temporal
+   * 0..2. An omitted (or null) cap means no cap, so `setLayer(id, {})` lifts both.
+   * `setLayer(trackId, {maxSpatial, maxTemporal})`; `setLayer(trackId, maxSpatial, maxTemporal)`
+   * works too. Returns false if the signaling socket is not open.
+   */
+  setLayer(trackId, caps = {}, maxTemporal = undefined) {
+    if (caps === null || typeof caps !== "object") caps = { maxSpatial: caps, maxTemporal };
     const data = { track_id: trackId };
-    if (maxSpatial !== undefined) data.max_spatial = maxSpatial;
-    if (maxTemporal !== undefined) data.max_temporal = maxTemporal;
-    this._send("set_layer", data);
+    if (caps.maxSpatial !== undefined && caps.maxSpatial !== null) data.max_spatial = caps.maxSpatial;
+    if (caps.maxTemporal !== undefined && caps.maxTemporal !== null) data.max_temporal = caps.maxTemporal;
+    return this._send("set_layer", data);
   }
 
   /** Leaves the room: leave_room, then closes both peer connections and stops local capture. */
@@ -204,7 +245,7 @@ export class SFUClient extends EventTarget {
     this._close("left");
   }
 
-  /** The remote tracks as a flat list: [{peerId, userId, name, trackId, kind, source, muted, track, stream}]. */
+  /** The remote tracks as a flat list: [{peerId, userId, name, trackId, kind, source, muted, paused, track, stream}]. */
   remoteTracks() {
     const out = [];
     for (const p of this.participants.values()) {
@@ -215,25 +256,27 @@ export class SFUClient extends EventTarget {
 
   /**
    * inbound-rtp figures per received track:
-   * [{peer_id, track_id, kind, source, mid, packetsReceived, packetsLost, bytesReceived, jitter,
-   *   framesDecoded, framesReceived, framesDropped, frameWidth, frameHeight, freezeCount,
-   *   totalFreezesDuration, pliCount, nackCount, totalAudioEnergy, audioLevel, totalSamplesReceived,
-   *   concealedSamples}]
+   * [{peer_id, track_id, kind, source, paused, mid, packetsReceived, packetsLost, bytesReceived,
+   *   jitter, framesDecoded, keyFramesDecoded, framesReceived, framesDropped, framesPerSecond,
+   *   frameWidth, frameHeight, freezeCount, totalFreezesDuration, pauseCount, totalPausesDuration,
+   *   pliCount, nackCount, firCount, totalAudioEnergy, audioLevel, totalSamplesReceived,
+   *   concealedSamples, totalSamplesDuration, decoderImplementation, codecId}]
    */
   async remoteStats() {
     const out = [];
     if (!this.subscriber) return out;
     const fields = ["packetsReceived", "packetsLost", "bytesReceived", "jitter", "framesDecoded",
-      "framesReceived", "framesDropped", "frameWidth", "frameHeight", "freezeCount",
-      "totalFreezesDuration", "pliCount", "nackCount", "firCount", "totalAudioEnergy", "audioLevel",
-      "totalSamplesReceived", "concealedSamples", "totalSamplesDuration", "decoderImplementation", "codecId"];
+      "keyFramesDecoded", "framesReceived", "framesDropped", "framesPerSecond", "frameWidth",
+      "frameHeight", "freezeCount", "totalFreezesDuration", "pauseCount", "totalPausesDuration",
+      "pliCount", "nackCount", "firCount", "totalAudioEnergy", "audioLevel", "totalSamplesReceived",
+      "concealedSamples", "totalSamplesDuration", "decoderImplementation", "codecId"];
     for (const tr of this.subscriber.getTransceivers()) {
       const info = tr.mid !== null ? this._mids[tr.mid] : null;
       if (!info || !info.trackId) continue;
       const entry = { peer_id: info.peerId, track_id: info.trackId, kind: tr.receiver.track.kind, mid: tr.mid };
       const p = this.participants.get(info.peerId);
       const t = p && p.tracks.get(info.trackId);
-      if (t) entry.source = t.source;
+      if (t) { entry.source = t.source; entry.paused = !!t.paused; }
       (await tr.receiver.getStats()).forEach((r) => {
         if (r.type !== "inbound-rtp") return;
         for (const f of fields) if (r[f] !== undefined) entry[f] = r[f];
@@ -287,6 +330,8 @@ export class SFUClient extends EventTarget {
         return;
       }
       case "track_unpublished": return this._removeTrack(data.peer_id, data.track_id);
+      case "track_paused":
+      case "track_resumed": return this._onPaused(data, msg.event === "track_paused");
       case "audio_toggled":
       case "video_toggled":
       case "screen_share_toggled": {
@@ -338,6 +383,19 @@ export class SFUClient extends EventTarget {
     }
     this._emit("joined", data);
     for (const p of this.participants.values()) this._emit("participantjoined", { participant: p });
+  }
+
+  _onPaused(data, paused) {
+    // The server stopped (or restarted) forwarding one of the tracks we receive: not enough
+    // downlink bandwidth for it (audio is kept before video).
+    const p = this.participants.get(data.peer_id);
+    if (!p) return;
+    const t = this._trackRecord(p, data.track_id);
+    t.paused = paused;
+    const detail = { participant: p, ...t };
+    this._emit(paused ? "trackpaused" : "trackresumed", detail);
+    const callback = paused ? this.options.onTrackPaused : this.options.onTrackResumed;
+    if (typeof callback === "function") callback(detail);
   }
 
   _onError(data) {
@@ -408,7 +466,8 @@ export class SFUClient extends EventTarget {
   _trackRecord(p, trackId) {
     let t = p.tracks.get(trackId);
     if (!t) {
-      t = { trackId, kind: null, source: null, muted: false, track: null, stream: null, mid: null };
+      t = { trackId, kind: null, source: null, muted: false, simulcast: false, paused: false,
+            track: null, stream: null, mid: null };
       p.tracks.set(trackId, t);
     }
     return t;
@@ -446,6 +505,24 @@ export class SFUClient extends EventTarget {
       this._emit("connectionstate", { target, state: pc.connectionState });
       if (pc.connectionState === "failed") this._emitError("ice_failed", `${target} connection failed`);
     };
+  }
+
+  /** The sendEncodings for the camera, or null for a single encoding. */
+  _simulcastEncodings(option) {
+    if (!option) return null;
+    const list = Array.isArray(option) ? option : DEFAULT_SIMULCAST;
+    return list.length > 1 ? list.map((e) => ({ ...e })) : null;
+  }
+
+  /** addTransceiver, retried without scalabilityMode for browsers that refuse it. */
+  _addTransceiver(pc, track, init) {
+    try {
+      return pc.addTransceiver(track, init);
+    } catch (e) {
+      if (!init.sendEncodings || !init.sendEncodings.some((x) => x.scalabilityMode)) throw e;
+      const sendEncodings = init.sendEncodings.map(({ scalabilityMode, ...rest }) => rest);
+      return pc.addTransceiver(track, { ...init, sendEncodings });
+    }
   }
 
   _publisherPc() {
