@@ -51,12 +51,55 @@ struct RoomSDPTests {
             #expect(reparsed.media.first { $0.mid == video.mid }?.values("rtcp-fb").contains("\(vp8.payloadType) transport-cc") == true)
         }
         if name.contains("simulcast") {
-            // Simulcast comes with issue 8: the SSRCs are learned from the rid/mid extensions.
+            // Chromium sends three layers only if the answer receives every rid (DESIGN.md); the
+            // SSRCs are learned from the rid extensions.
             #expect(video.ssrc == nil)
+            #expect(video.encodings.map(\.rid) == ["q", "h", "f"])
+            let m = try #require(reparsed.media.first { $0.mid == video.mid })
+            #expect(m.values("rid") == ["q recv", "h recv", "f recv"])
+            #expect(m.value("simulcast") == "recv q;h;f")
+            #expect(m.extensions.contains { $0.uri == RTPExtensionURI.rtpStreamID } && ids.rid != nil)
+            #expect(m.extensions.contains { $0.uri == RTPExtensionURI.repairedRTPStreamID } && ids.repairedRid != nil)
         } else {
+            #expect(video.encodings.isEmpty)
+            #expect(reparsed.media.allSatisfy { !$0.has("simulcast") && !$0.has("rid") })
             #expect(video.ssrc != nil && video.ssrc == offer.media.first { $0.mid == video.mid }?.ssrcs.first)
             if offeredRTX != nil { #expect(video.rtxSSRC != nil && video.rtxSSRC != video.ssrc) }
         }
+    }
+
+    /// RFC 8853 variants: paused (~) and alternative rids, rids not declared, SIM groups, one layer.
+    @Test func simulcastVariants() throws {
+        let base = try SessionDescription(parsing: try fixture("sdp/chromium-simulcast-offer.sdp"))
+        func answer(_ edit: (inout SessionDescription.Media) -> Void) throws -> (PublishedSection, SessionDescription.Media) {
+            var offer = base
+            let i = try #require(offer.media.firstIndex { $0.kind == "video" })
+            edit(&offer.media[i])
+            let (a, sections, _) = try RoomSDP.answerPublisher(offer: offer, local: Self.local, setup: "passive", sessionVersion: 1, sessionID: 7)
+            return (try #require(sections.first { $0.kind == .video }), try #require(a.media.first { $0.kind == "video" }))
+        }
+        func setSimulcast(_ m: inout SessionDescription.Media, _ value: String) {
+            m.attributes.removeAll { $0.name == "simulcast" }
+            m.attributes.append(.init("simulcast", value))
+        }
+        // A paused rid is not received; alternatives take the first.
+        var (section, m) = try answer { setSimulcast(&$0, "send q;~h;f,h") }
+        #expect(section.encodings.map(\.rid) == ["q", "f"] && m.value("simulcast") == "recv q;f")
+        // A rid the offer does not declare with a=rid is ignored; one layer left is no simulcast.
+        (section, m) = try answer { setSimulcast(&$0, "send q;zz") }
+        #expect(section.encodings.isEmpty && !m.has("simulcast"))
+        // A receive-direction simulcast line from a client is not ours to answer.
+        (section, m) = try answer { setSimulcast(&$0, "recv q;h;f") }
+        #expect(section.encodings.isEmpty)
+        // Plan-B style SSRC groups: SIM lists the layers lowest first, FID pairs the RTX.
+        (section, _) = try answer {
+            $0.attributes.removeAll { $0.name == "simulcast" || $0.name == "rid" }
+            $0.attributes += [.init("ssrc-group", "SIM 11 22 33"), .init("ssrc-group", "FID 11 111"), .init("ssrc-group", "FID 22 222"),
+                              .init("ssrc-group", "FID 33 333"), .init("ssrc", "11 cname:x"), .init("ssrc", "22 cname:x"), .init("ssrc", "33 cname:x")]
+        }
+        #expect(section.encodings == [SimulcastEncoding(rid: nil, ssrc: 11, rtxSSRC: 111), SimulcastEncoding(rid: nil, ssrc: 22, rtxSSRC: 222),
+                                      SimulcastEncoding(rid: nil, ssrc: 33, rtxSSRC: 333)])
+        #expect(section.ssrc == 11)
     }
 
     @Test func rejectsWhatItCannotForward() throws {
