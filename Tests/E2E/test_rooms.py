@@ -883,6 +883,16 @@ def test_quality_is_sampled_into_the_store_and_counters_reach_metrics(sfu_factor
             ok = await until(lambda: a.frames_from(b.peer_id) >= 60 and b.frames_from(a.peer_id) >= 60, 30, 0.25)
             assert ok, diag(sfu, a, b)
             await asyncio.sleep(3)
+            # What each receives of the other: aiortc publishes no simulcast, nothing is paused on loopback.
+            status, listed = await sfu.api.acall("GET", f"/v1/rooms/{rid}/participants")
+            assert status == 200, listed
+            for p in participant_list(listed):
+                other = b.peer_id if p["peer_id"] == a.peer_id else a.peer_id
+                subs = p["subscriptions"]
+                assert sorted(s["kind"] for s in subs) == ["audio", "video"], p
+                for s in subs:
+                    assert s["peer_id"] == other and not s["paused"] and s["spatial_layer"] is None, p
+                    assert s["bitrate_bps"] > (100_000 if s["kind"] == "video" else 10_000), p
             return rid, {a.peer_id, b.peer_id}
 
     rid, peers = run(scenario())
@@ -905,6 +915,9 @@ def test_quality_is_sampled_into_the_store_and_counters_reach_metrics(sfu_factor
     sent = int(re.search(r"^sfu_keyframe_requests_total (\d+)$", metrics, re.M).group(1))
     assert sent >= 2, metrics      # each subscriber's first keyframe was asked for
     assert re.search(r"^sfu_live_rooms 1$", metrics, re.M), metrics
+    assert re.search(r"^sfu_tracks_paused 0$", metrics, re.M), metrics
+    assert re.search(r"^sfu_layer_switches_total 0$", metrics, re.M), metrics
+    assert "# TYPE sfu_subscription_layer gauge" in metrics
 
 
 # --- H.264 passthrough --------------------------------------------------------------------------
