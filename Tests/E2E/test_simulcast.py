@@ -360,15 +360,19 @@ class Room:
         self.pub_peer = wait_joined(self.publisher)
         self.pages = {"publisher": self.publisher}
 
+    @staticmethod
+    def three_layers(got: dict | None) -> bool:
+        layers = (got or {}).get("layers") or {}
+        return (set(layers) >= {"q", "h", "f"} and all(layers[r]["frames"] > 0 and layers[r]["fps"] for r in "qhf")
+                and layers["f"]["w"] >= TOP_MIN_WIDTH and layers["q"]["w"] <= LOW_MAX_WIDTH)
+
     def wait_three_layers(self, timeout: float = 25) -> dict:
         """The publisher's outbound-rtp: q, h and f all encoding, f at (nearly) 720p."""
         deadline = time.monotonic() + timeout
         got = None
         while time.monotonic() < deadline:
             got = publisher_stats(self.publisher)
-            layers = (got or {}).get("layers") or {}
-            if (set(layers) >= {"q", "h", "f"} and all(layers[r]["frames"] > 0 for r in "qhf")
-                    and layers["f"]["w"] >= TOP_MIN_WIDTH and layers["q"]["w"] <= LOW_MAX_WIDTH):
+            if self.three_layers(got):
                 return got
             time.sleep(0.5)
         raise AssertionError(f"the publisher does not send three simulcast layers (q/h/f) after {timeout}s: "
@@ -404,18 +408,26 @@ def test_publisher_sends_three_layers_and_loopback_subscriber_gets_the_top(sfu_f
     sfu = start_server(sfu_factory, key)
     room = Room(sfu, key, chromiums, video_file, "simulcast-top")
     sub = chromiums("subscriber")
-    t_open = time.monotonic()
+    tl = Timeline("loopback subscriber", sub, room.pub_peer, room.api, room.id, "sub")
+    tl.mark("subscriber page opened")
     sub.open(page_url(sfu, room.api.token(room.id, "sub", role="observer", name="Sub")["token"], False))
     room.pages["subscriber"] = sub
-    wait_joined(sub)
-    tl = Timeline("loopback subscriber", sub, room.pub_peer, room.api, room.id, "sub")
-    track = room.camera_track(sub)
-    layers = room.wait_three_layers()
-    ok, s, _ = tl.wait(is_top, timeout=max(1.0, 15 - (time.monotonic() - t_open)))
-    took = time.monotonic() - t_open
-    print(f"publisher layers: {json.dumps(layers)}\ntop layer after {took:.1f}s")
+    publisher_ready: list[float] = []
+
+    def top_and_publisher(x: dict) -> bool:
+        # Also notes when the publisher first sends all three layers (its uplink ramps up too).
+        if not publisher_ready and Room.three_layers(publisher_stats(room.publisher)):
+            publisher_ready.append(tl.mark("publisher sends q, h and f"))
+        return is_top(x)
+
+    ok, s, _ = tl.wait(top_and_publisher, timeout=15 - tl.now())
+    layers = room.wait_three_layers(timeout=5 if publisher_ready else 20)
+    print(f"publisher layers: {json.dumps(layers)}\npublisher on three layers at "
+          f"{publisher_ready[0] if publisher_ready else None}s, subscriber on the top layer "
+          f"{'after' if ok else 'not within'} {s['t']:.1f}s of opening its page")
     context = describe(sfu, room.pages, [tl])
     assert ok, f"no top layer (frameWidth >= {TOP_MIN_WIDTH}) within 15 s of joining: {s}\n{context}"
+    track = s["track_id"]
     # Steady: it stays there, decoding at the full frame rate.
     held = tl.hold(4)
     print(tl.report())
