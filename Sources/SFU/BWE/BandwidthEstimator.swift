@@ -71,6 +71,7 @@ public struct BandwidthEstimator: Sendable {
     /// When a probe last raised the estimate: for 2 s the estimate may stay above 1.5x what is sent,
     /// so the sender has time to use it (an application-limited sender, e.g. on a low simulcast layer).
     private var lastProbeRaise: Int64?
+    private var lastLossDecreaseNanos: Int64?
 
     public init(configuration: Configuration = Configuration()) {
         self.configuration = configuration
@@ -242,7 +243,10 @@ public struct BandwidthEstimator: Sendable {
             // nothing about the path), but never fall because of it: a probe's result stays.
             if let acked = ackedBitrate, delayBased > 1.5 * acked + 10_000 {
                 let probedRecently = lastProbeRaise.map { nowNanos - $0 < 2_000_000_000 } ?? false
-                delayBased = probedRecently ? max(before, 1.5 * acked + 10_000) : 1.5 * acked + 10_000
+                // An application-limited sender (audio only, a paused or low layer) keeps at least the
+                // start rate, or it could never afford to resume.
+                let cap = max(1.5 * acked + 10_000, min(before, configuration.startBitrate))
+                delayBased = probedRecently ? max(before, cap) : cap
             }
         }
         delayBased = min(max(delayBased, configuration.minBitrate), configuration.maxBitrate)
@@ -261,7 +265,14 @@ public struct BandwidthEstimator: Sendable {
         let dt = Double(nowNanos - (lastLossUpdateNanos ?? nowNanos)) / 1e9
         lastLossUpdateNanos = nowNanos
         if lossFraction > 0.10 {
-            lossBased = max(configuration.minBitrate, min(lossBased, estimate) * (1 - 0.5 * lossFraction * min(dt * 3, 1)))
+            // At most one decrease per RTT + 300 ms (GCC), and never below most of what did arrive:
+            // a sender that keeps overshooting while it switches down must not drive the estimate
+            // to the floor.
+            if lastLossDecreaseNanos.map({ nowNanos - $0 >= rttNanos + 300_000_000 }) ?? true {
+                lastLossDecreaseNanos = nowNanos
+                let floor = max(configuration.minBitrate, 0.85 * (ackedBitrate ?? 0))
+                lossBased = max(floor, min(lossBased, estimate) * (1 - 0.5 * lossFraction))
+            }
         } else if lossFraction < 0.02 {
             lossBased = min(configuration.maxBitrate, max(lossBased, estimate) * pow1_08(dt))
         } else {

@@ -11,7 +11,8 @@
 /// - going above the current layer needs `upgradeHeadroom` times its extra cost to fit, and is not
 ///   allowed at all while `upgradesAllowed` is false (the caller holds upgrades for a while after a
 ///   downgrade);
-/// - resuming a paused track needs `resumeHeadroom` times its lowest layer.
+/// - resuming a paused track needs `resumeHeadroom` times its lowest layer (a new track needs no
+///   headroom).
 public struct LayerAllocator: Sendable {
     public var upgradeHeadroom = 1.15
     public var resumeHeadroom = 1.3
@@ -120,7 +121,8 @@ public struct LayerAllocator: Sendable {
         switch track.current {
         case .layer(let current)? where l <= current: return 1
         case .layer?: return track.upgradesAllowed ? upgradeHeadroom : .infinity
-        case .paused?, nil: return track.upgradesAllowed ? resumeHeadroom : .infinity
+        case .paused?: return track.upgradesAllowed ? resumeHeadroom : .infinity
+        case nil: return 1  // a new track: no hysteresis yet
         }
     }
 }

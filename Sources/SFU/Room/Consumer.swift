@@ -43,6 +43,9 @@ final class Consumer {
     /// The allocator has chosen a layer for this consumer at least once.
     var allocated = false
     var lastDowngradeNanos: Int64?
+    /// Switching down because the current layer no longer fits the downlink: its packets are
+    /// dropped until the target's keyframe (a short freeze instead of flooding the bottleneck).
+    var dropCurrentWhileSwitching = false
     /// What this consumer forwards, bits/s.
     var rate = RateMeter()
     /// Video waits for a keyframe at start and after a pause, so the decoder never starts mid-stream.
@@ -91,9 +94,11 @@ final class Consumer {
                 return
             }
             splice(to: stream, header: header, info: info)
-        } else if waitingForKeyframe {
-            // The current stream while the target's keyframe is awaited after a pause.
+        } else if waitingForKeyframe || (dropCurrentWhileSwitching && spatial != targetSpatial) {
+            // The current stream while the target's keyframe is awaited after a pause, or while
+            // switching down from a layer the downlink cannot carry.
             skip(header.sequenceNumber)
+            if let pid = info.vp8?.pictureID, pictureIDs.hasStarted { pictureIDs.drop(pid) }
             return
         }
         // Temporal layers: change at the start of a frame; up only at a layer-sync frame.
@@ -164,6 +169,7 @@ final class Consumer {
         currentSpatial = stream.spatial
         currentTemporal = targetTemporal
         waitingForKeyframe = false
+        dropCurrentWhileSwitching = false
     }
 
     /// An input that produces no output (paused, padding, waiting for a keyframe): later packets close the gap.
@@ -178,6 +184,7 @@ final class Consumer {
     func setTarget(spatial: Int, temporal: Int, nowNanos: Int64) {
         let spatial = min(max(spatial, 0), producer.streams.count - 1)
         targetTemporal = min(max(temporal, 0), 3)
+        if spatial == currentSpatial { dropCurrentWhileSwitching = false }
         guard spatial != targetSpatial else { return }
         targetSpatial = spatial
         if forwarding, producer.kind == .video, spatial != currentSpatial {

@@ -325,11 +325,19 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
             case .layer(let l):
                 if c.allocationPaused {
                     c.setAllocationPaused(false, nowNanos: nowNanos)
+                    room.logger.info("video resumed", metadata: ["room": "\(room.id)", "peer": "\(participant.peer.peerID)",
+                                                                 "track": "\(c.producer.trackID)", "estimate": "\(Int(estimate))"])
                     participant.sink(.trackResumed(peerID: c.producer.peerID, trackID: c.producer.trackID))
                 }
                 if c.allocated, l < LayerAllocator.Layer(spatial: c.targetSpatial, temporal: c.targetTemporal) { c.lastDowngradeNanos = nowNanos }
                 c.allocated = true
                 c.setTarget(spatial: l.spatial, temporal: l.temporal, nowNanos: nowNanos)
+                // Going down from a layer far beyond the budget: stop it now rather than at the new keyframe.
+                if let current = c.currentSpatial, l.spatial < current,
+                   let cost = tracks[i].cost(.init(spatial: current, temporal: min(c.currentTemporal, tracks[i].bitrates[current].count - 1))),
+                   Double(cost) > 1.2 * max(0, estimate - Double(audio)) {
+                    c.dropCurrentWhileSwitching = true
+                }
                 spent += tracks[i].cost(l) ?? 0
             }
         }
