@@ -475,6 +475,8 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
                 if let rttNanos { estimator.setRTT(nanos: rttNanos) }
                 estimator.onFeedback(results, nowNanos: nowNanos)
                 if !results.isEmpty { estimatorFed = true }
+                // The downlink just shrank below what we send: reallocate at the next tick, not in up to 250 ms.
+                if estimator.estimate < 0.8 * Double(allocatedBitrate) { lastAllocationNanos = 0 }
             default:
                 break
             }
