@@ -56,7 +56,10 @@ public struct LayerAllocator: Sendable {
             self.upgradesAllowed = upgradesAllowed
         }
 
-        func cost(_ l: Layer) -> Int64? {
+        /// The cheapest layer the publisher sends.
+        public var lowestLayer: Layer? { layers.first }
+
+        public func cost(_ l: Layer) -> Int64? {
             guard l.spatial >= 0, l.spatial < bitrates.count, l.temporal >= 0, l.temporal < bitrates[l.spatial].count else { return nil }
             return bitrates[l.spatial][l.temporal]
         }

@@ -46,6 +46,14 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         return remb.map { Double($0) }  // (not Double.init: that picks init(bitPattern:) for UInt64)
     }
     private var estimatorFed = false
+    private var firstFeedbackNanos: Int64?
+    /// Until 3 s of transport-cc feedback (or 3 s after a REMB-only subscriber connected) the
+    /// estimate is mostly the start value: nothing is paused on it.
+    func warmingUp(nowNanos: Int64) -> Bool {
+        let since = transportCC ? firstFeedbackNanos : connectedNanos
+        return since.map { nowNanos - $0 < 3_000_000_000 } ?? true
+    }
+    private var connectedNanos: Int64?
     static let reportIntervalNanos: Int64 = 1_000_000_000
     /// Layer allocation (issue 8): how often, and how long upgrades wait after a downgrade.
     var allocator = LayerAllocator()
@@ -312,7 +320,12 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         for (i, c) in video.enumerated() {
             // A track that sends nothing yet keeps what it has; the next round decides.
             guard tracks[i].bitrates.contains(where: { $0.contains { $0 != nil } }) else { continue }
-            switch choices[i] {
+            var choice = choices[i]
+            if choice == .paused, !c.allocationPaused, warmingUp(nowNanos: nowNanos), let lowest = tracks[i].lowestLayer {
+                // The first seconds' estimate is the start value, not a measurement: start on the lowest layer.
+                choice = .layer(lowest)
+            }
+            switch choice {
             case .paused:
                 if !c.allocationPaused {
                     c.setAllocationPaused(true, nowNanos: nowNanos)
@@ -355,7 +368,8 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
             probe = (p.cluster, p.bytes, max(Self.paddingPacketSize, Int(p.bitrate * 0.02 / 8)))
         }
         guard var current = probe else { return }
-        guard let carrier = slots.lazy.compactMap(\.consumer).first(where: { $0.active && $0.rtxSSRC != nil && $0.rtxPayloadType != nil && $0.packetsSent > 0 }) else {
+        // Any video consumer with RTX carries the padding, a paused one too (how a paused track learns it can resume).
+        guard let carrier = slots.lazy.compactMap(\.consumer).first(where: { $0.active && $0.rtxSSRC != nil && $0.rtxPayloadType != nil }) else {
             probe = nil
             return
         }
@@ -442,6 +456,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
 
     func transportDidConnect(_ transport: WebRTCTransport) {
         room.logger.info("subscriber connected", metadata: ["room": "\(room.id)", "peer": "\(participant.peer.peerID)"])
+        connectedNanos = transport.ice.lastValidRequestNanos ?? transport.createdNanos
         // Video starts at a keyframe: ask for one now that packets can reach the subscriber.
         let now = transport.ice.lastValidRequestNanos ?? transport.createdNanos
         for slot in slots {
@@ -474,7 +489,10 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
                 let results = sendHistory.onFeedback(fb)
                 if let rttNanos { estimator.setRTT(nanos: rttNanos) }
                 estimator.onFeedback(results, nowNanos: nowNanos)
-                if !results.isEmpty { estimatorFed = true }
+                if !results.isEmpty, !estimatorFed {
+                    estimatorFed = true
+                    firstFeedbackNanos = nowNanos
+                }
                 // The downlink just shrank below what we send: reallocate at the next tick, not in up to 250 ms.
                 if estimator.estimate < 0.8 * Double(allocatedBitrate) { lastAllocationNanos = 0 }
             default:
