@@ -49,7 +49,7 @@ let package = Package(
         .target(
             name: "SFU",
             dependencies: [
-                "RTP", "DTLS",
+                "RTP", "DTLS", "CSFUShim",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,3 +1,4 @@
+#define _GNU_SOURCE
 #include "sfu_shim.h"
 #include <openssl/err.h>
 #include <vpx/vp8cx.h>
@@ -45,3 +46,36 @@ int sfu_opus_encoder_set_bitrate(OpusEncoder *encoder, opus_int32 bitrate) {
 int sfu_opus_encoder_get_bitrate(OpusEncoder *encoder, opus_int32 *bitrate) {
     return opus_encoder_ctl(encoder, OPUS_GET_BITRATE(bitrate));
 }
+
+// MARK: sockets
+#include <stddef.h>
+#include <string.h>
+_Static_assert(sizeof(struct sfu_mmsghdr) == sizeof(struct mmsghdr), "mmsghdr layout");
+_Static_assert(offsetof(struct sfu_mmsghdr, msg_len) == offsetof(struct mmsghdr, msg_len), "mmsghdr layout");
+
+int sfu_sendmmsg(int fd, struct sfu_mmsghdr *msgs, unsigned int count, int flags) {
+    return sendmmsg(fd, (struct mmsghdr *)msgs, count, flags);
+}
+
+int sfu_recvmmsg(int fd, struct sfu_mmsghdr *msgs, unsigned int count, int flags) {
+    return recvmmsg(fd, (struct mmsghdr *)msgs, count, flags, NULL);
+}
+
+int sfu_enable_rx_timestamps(int fd) {
+    int on = 1;
+    return setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on));
+}
+
+int64_t sfu_rx_timestamp_nanos(const struct msghdr *msg) {
+    if (msg->msg_control == NULL) return 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR((struct msghdr *)msg); c != NULL; c = CMSG_NXTHDR((struct msghdr *)msg, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+            struct timespec ts;
+            memcpy(&ts, CMSG_DATA(c), sizeof(ts));
+            return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+        }
+    }
+    return 0;
+}
+
+size_t sfu_rx_timestamp_control_size(void) { return CMSG_SPACE(sizeof(struct timespec)); }

@@ -7,6 +7,9 @@
 #include <vpx/vpx_encoder.h>
 #include <vpx/vpx_decoder.h>
 #include <opus/opus.h>
+#include <sys/socket.h>
+#include <sys/epoll.h>
+#include <time.h>
 
 // MARK: OpenSSL
 long sfu_DTLSv1_handle_timeout(SSL *ssl);
@@ -34,3 +37,21 @@ vpx_codec_err_t sfu_vpx_codec_control_int(vpx_codec_ctx_t *ctx, int control_id, 
 // MARK: libopus
 int sfu_opus_encoder_set_bitrate(OpusEncoder *encoder, opus_int32 bitrate);
 int sfu_opus_encoder_get_bitrate(OpusEncoder *encoder, opus_int32 *bitrate);
+
+// MARK: sockets (Linux batched datagram I/O; the libc declarations need _GNU_SOURCE)
+/// The layout of `struct mmsghdr` (checked against it in shim.c).
+struct sfu_mmsghdr {
+    struct msghdr msg_hdr;
+    unsigned int msg_len;
+};
+/// sendmmsg(2). Returns the number of messages sent, or -1 with errno.
+int sfu_sendmmsg(int fd, struct sfu_mmsghdr *msgs, unsigned int count, int flags);
+/// recvmmsg(2) without a timeout. Returns the number of messages received, or -1 with errno.
+int sfu_recvmmsg(int fd, struct sfu_mmsghdr *msgs, unsigned int count, int flags);
+/// Turns on SO_TIMESTAMPNS (kernel receive time, CLOCK_REALTIME, as a control message).
+int sfu_enable_rx_timestamps(int fd);
+/// The SO_TIMESTAMPNS receive time of a message received with a control buffer, in nanoseconds
+/// since the epoch, or 0 when the message carries none.
+int64_t sfu_rx_timestamp_nanos(const struct msghdr *msg);
+/// Bytes of control buffer one message needs for the receive timestamp.
+size_t sfu_rx_timestamp_control_size(void);

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 import Logging
 import NIOCore
 import NIOPosix
@@ -24,6 +29,12 @@ extension EchoSession: WorkerSession {
 /// demultiplexed to transports by STUN USERNAME (the local ufrag) for STUN, and by remote address
 /// for everything else; the address map learns from authenticated STUN checks.
 ///
+/// Reads go through NIO (vectored reads, `recvmmsg`). Writes bypass the NIO pipeline: datagrams are
+/// copied into a preallocated ``DatagramSendBatch`` and written with one `sendmmsg` when a read
+/// batch or a tick ends, on the worker's own socket descriptor (no `ByteBuffer`, envelope or
+/// pipeline traversal per datagram). Only when the socket would block do datagrams go through
+/// NIO's queue, which writes them once the socket drains.
+///
 /// All mutable state is confined to `eventLoop`; other threads go through ``execute(_:)``/``submit(_:)``.
 public final class MediaWorker: SessionHost, @unchecked Sendable {
     public let index: Int
@@ -31,8 +42,13 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
     public let logger: Logger
     public private(set) var localAddress: TransportAddress
     private var channel: Channel?
+    /// The channel's socket, written directly with `sendmmsg` (valid while `channel` is open).
+    private var descriptor: Int32 = -1
+    private let sendBatch = DatagramSendBatch(capacity: 64, slotSize: 1536)
+    /// Datagrams handed to NIO's write queue (the socket was full) and not written yet: while there
+    /// are any, later datagrams queue behind them so the order is kept.
+    private var queuedInChannel = 0
     private var demux = SessionDemux()
-    private var socketAddresses: [TransportAddress: SocketAddress] = [:]
     private var timer: RepeatedTask?
     /// Datagrams that matched no transport, for metrics.
     public private(set) var unmatched = 0
@@ -69,19 +85,27 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
         }
         let worker = MediaWorker(index: index, eventLoop: eventLoop, localAddress: address, logger: logger)
         let batch = 32
-        let channel = try await DatagramBootstrap(group: eventLoop)
-            .channelOption(.socketOption(.so_reuseaddr), value: 1)
-            .channelOption(.datagramVectorReadMessageCount, value: batch)
-            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 2048 * batch))
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(MediaChannelHandler(worker: worker))
+        // Our own socket, so that the worker can write it with sendmmsg; NIO reads it.
+        let fd = try Self.bindSocket(address)
+        let channel: Channel
+        do {
+            channel = try await DatagramBootstrap(group: eventLoop)
+                .channelOption(.datagramVectorReadMessageCount, value: batch)
+                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 2048 * batch))
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(MediaChannelHandler(worker: worker))
+                    }
                 }
-            }
-            .bind(host: host, port: port)
-            .get()
+                .withBoundSocket(fd)
+                .get()
+        } catch {
+            close(fd)
+            throw error
+        }
         try await eventLoop.submit {
             worker.channel = channel
+            worker.descriptor = fd
             if let bound = channel.localAddress?.port { worker.localAddress.port = UInt16(clamping: bound) }
             worker.timer = eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(20), delay: .milliseconds(20)) { _ in
                 worker.tick()
@@ -89,6 +113,30 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
         }.get()
         logger.notice("media worker listening", metadata: ["worker": "\(index)", "address": "\(worker.localAddress)"])
         return worker
+    }
+
+    /// A non-blocking UDP socket bound to `address` (SO_REUSEADDR), with 4 MiB of socket buffers
+    /// asked for (the kernel caps them at net.core.[rw]mem_max).
+    static func bindSocket(_ address: TransportAddress) throws -> Int32 {
+        let family = address.isIPv4 ? AF_INET : AF_INET6
+        let fd = socket(family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw MediaWorkerError.socket("socket", errno) }
+        var on: Int32 = 1
+        var size: Int32 = 4 << 20
+        _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<Int32>.size))
+        _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        var storage = sockaddr_in6()
+        let length = withUnsafeMutableBytes(of: &storage) { address.write(to: $0.baseAddress!) }
+        let bound = withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+        }
+        guard bound == 0 else {
+            let e = errno
+            close(fd)
+            throw MediaWorkerError.socket("bind \(address)", e)
+        }
+        return fd
     }
 
     public func execute(_ body: @escaping @Sendable () -> Void) { eventLoop.execute(body) }
@@ -108,9 +156,8 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
     /// Removes a session and forgets its addresses (on the worker's loop).
     public func remove(_ session: WorkerSession) {
         eventLoop.preconditionInEventLoop()
-        guard let addresses = demux.remove(session) else { return }
+        guard demux.remove(session) != nil else { return }
         finishedTotals.add(session.transport.statistics)
-        for address in addresses { socketAddresses[address] = nil }
         session.workerDidRemove()
     }
 
@@ -129,27 +176,39 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
             }
             let transport = session.transport
             transport.handleDatagram(bytes, from: source, nowNanos: now)
-            if demux.learn(session, from: source) { socketAddresses[source] = envelope.remoteAddress }
+            demux.learn(session, from: source)
             if case .closed = transport.state { remove(session) }
         }
     }
 
+    /// Queues a datagram; it is written when the current read batch or tick ends (``flush()``).
     public func send(_ datagram: UnsafeRawBufferPointer, to address: TransportAddress) {
-        guard let channel else { return }
-        let socketAddress: SocketAddress
-        if let cached = socketAddresses[address] {
-            socketAddress = cached
-        } else if let made = try? SocketAddress(ipAddress: address.host, port: Int(address.port)) {
-            socketAddress = made
-        } else {
-            return
-        }
-        var buffer = channel.allocator.buffer(capacity: datagram.count)
-        buffer.writeBytes(datagram)
-        channel.write(AddressedEnvelope(remoteAddress: socketAddress, data: buffer), promise: nil)
+        guard channel != nil else { return }
+        if sendBatch.append(datagram, to: address) { return }
+        guard datagram.count <= sendBatch.slotSize else { return }
+        flush()
+        sendBatch.append(datagram, to: address)
     }
 
-    func flush() { channel?.flush() }
+    /// Writes the queued datagrams: one `sendmmsg`, or NIO's write queue when the socket is full.
+    func flush() {
+        guard let channel, !sendBatch.isEmpty else { return }
+        if queuedInChannel == 0, sendBatch.flush(fd: descriptor) { return }
+        sendBatch.drainPending { bytes, address in
+            guard let address, let socketAddress = try? SocketAddress(ipAddress: address.host, port: Int(address.port)) else { return }
+            var buffer = channel.allocator.buffer(capacity: bytes.count)
+            buffer.writeBytes(bytes)
+            queuedInChannel += 1
+            let promise = eventLoop.makePromise(of: Void.self)
+            promise.futureResult.whenComplete { _ in self.queuedInChannel -= 1 }
+            channel.write(AddressedEnvelope(remoteAddress: socketAddress, data: buffer), promise: promise)
+        }
+        channel.flush()
+    }
+
+    /// Datagrams written with `sendmmsg`, and those the kernel refused (other than "would block").
+    public var datagramsSent: Int { sendBatch.sent }
+    public var datagramSendFailures: Int { sendBatch.failed }
 
     /// Runs due timers of every session. O(sessions) per tick; sessions are few per worker today
     /// (a timer wheel is the next step when rooms grow).
@@ -175,7 +234,11 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
                 self.remove(session)
             }
             self.flush()
-            return self.channel
+            // The descriptor is closed with the channel: nothing may write it afterwards.
+            let channel = self.channel
+            self.channel = nil
+            self.descriptor = -1
+            return channel
         }.get()
         try? await channel?.close()
     }
@@ -183,8 +246,12 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
 
 public enum MediaWorkerError: Error, CustomStringConvertible {
     case badAddress(String)
+    case socket(String, Int32)
     public var description: String {
-        switch self { case .badAddress(let a): "media host '\(a)' is not an IP address" }
+        switch self {
+        case .badAddress(let a): "media host '\(a)' is not an IP address"
+        case .socket(let what, let e): "\(what) failed: \(String(cString: strerror(e)))"
+        }
     }
 }
 
@@ -200,7 +267,7 @@ final class MediaChannelHandler: ChannelInboundHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        context.flush()
+        worker.flush()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
