@@ -142,11 +142,15 @@ public enum ClientSDP {
         public var rtxSSRC: UInt32?
         /// For video: VP8 (default) or H.264.
         public var codec: ForwardedCodec
-        public init(kind: MediaKind, ssrc: UInt32, rtxSSRC: UInt32? = nil, codec: ForwardedCodec? = nil) {
+        /// Simulcast layers by RID, lowest first (Chromium's `q`, `h`, `f`); empty: one stream. With
+        /// RIDs the m-line carries no SSRCs (the server learns them from the RID header extension).
+        public var rids: [String]
+        public init(kind: MediaKind, ssrc: UInt32, rtxSSRC: UInt32? = nil, codec: ForwardedCodec? = nil, rids: [String] = []) {
             self.kind = kind
             self.ssrc = ssrc
             self.rtxSSRC = rtxSSRC
             self.codec = codec ?? (kind == .audio ? .opus : .vp8)
+            self.rids = rids
         }
     }
 
@@ -155,6 +159,9 @@ public enum ClientSDP {
 
     public static let midExtensionID: UInt8 = 1
     public static let transportCCExtensionID: UInt8 = 3
+    /// Simulcast: `sdes:rtp-stream-id` and `sdes:repaired-rtp-stream-id` (on RTX).
+    public static let ridExtensionID: UInt8 = 4
+    public static let repairedRIDExtensionID: UInt8 = 5
 
     static func transportLines(ice: ICELiteAgent.Credentials, fingerprint: String, setup: String) -> [String] {
         ["c=IN IP4 0.0.0.0", "a=ice-ufrag:\(ice.ufrag)", "a=ice-pwd:\(ice.password)", "a=fingerprint:sha-256 \(fingerprint)",
@@ -186,7 +193,17 @@ public enum ClientSDP {
             lines += transportLines(ice: ice, fingerprint: fingerprint, setup: "actpass")
             lines += ["a=mid:\(i)", "a=sendonly", "a=msid:client track\(i)",
                       "a=extmap:\(midExtensionID) \(RTPExtensionURI.sdesMid)", "a=extmap:\(transportCCExtensionID) \(RTPExtensionURI.transportWideCC)"]
+            if !s.rids.isEmpty {
+                lines += ["a=extmap:\(ridExtensionID) \(RTPExtensionURI.rtpStreamID)",
+                          "a=extmap:\(repairedRIDExtensionID) \(RTPExtensionURI.repairedRTPStreamID)"]
+            }
             lines += codecs.lines
+            if !s.rids.isEmpty {
+                // As Chromium: one a=rid per layer and a=simulcast, no SSRCs.
+                lines += s.rids.map { "a=rid:\($0) send" }
+                lines.append("a=simulcast:send " + s.rids.joined(separator: ";"))
+                continue
+            }
             if let rtx = s.rtxSSRC { lines.append("a=ssrc-group:FID \(s.ssrc) \(rtx)") }
             lines.append("a=ssrc:\(s.ssrc) cname:client")
             if let rtx = s.rtxSSRC { lines.append("a=ssrc:\(rtx) cname:client") }
