@@ -10,6 +10,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "sfu", targets: ["sfu"]),
+        .executable(name: "sfu-load", targets: ["sfu-load"]),
         .library(name: "RTP", targets: ["RTP"]),
         .library(name: "DTLS", targets: ["DTLS"]),
         .library(name: "SFU", targets: ["SFU"]),
@@ -79,6 +80,15 @@ let package = Package(
                 "Control", "RTP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // The load generator and the floor forwarder (docs/BENCHMARKS.md): real WebRTC peers on UDP.
+        .executableTarget(
+            name: "sfu-load",
+            dependencies: [
+                "SFU", "DTLS", "RTP", "COpenSSL", "CSFUShim",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
         ),

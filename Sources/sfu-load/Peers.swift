@@ -1,0 +1,382 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import DTLS
+import RTP
+import SFU
+
+/// What the receive path needs to know about the datagram being handled (set by the loop).
+final class ReceiveContext {
+    /// Kernel receive time of the current datagram (CLOCK_REALTIME), 0 when unknown.
+    var kernelRealtimeNanos: Int64 = 0
+}
+
+/// One client peer connection: a ``ClientTransport`` (ICE controlling, DTLS client, SRTP) on its own
+/// UDP socket connected to the server's candidate. Sends go out at once (one `send` per datagram, as
+/// a browser does).
+final class PeerConnection {
+    let fd: Int32
+    let transport: ClientTransport
+    let server: TransportAddress
+    private(set) var datagramsOut = 0
+    private(set) var bytesOut = 0
+    private(set) var sendErrors = 0
+    private(set) var datagramsIn = 0
+
+    init(server: TransportAddress, local: ICELiteAgent.Credentials, remote: ICELiteAgent.Credentials,
+         fingerprint: CertificateFingerprint, context: DTLSContext) throws {
+        self.server = server
+        fd = try Sockets.connectedUDP(to: server)
+        do {
+            transport = try ClientTransport(local: local, remote: remote, serverAddress: server, context: context, serverFingerprint: fingerprint)
+        } catch {
+            close(fd)
+            throw error
+        }
+        transport.onSend = { [unowned self] bytes in self.write(bytes) }
+    }
+
+    deinit { close(fd) }
+
+    private func write(_ bytes: UnsafeRawBufferPointer) {
+        while true {
+            let n = Glibc.send(fd, bytes.baseAddress, bytes.count, Int32(MSG_DONTWAIT))
+            if n >= 0 {
+                datagramsOut += 1
+                bytesOut += bytes.count
+                return
+            }
+            if errno == EINTR { continue }
+            sendErrors += 1
+            return
+        }
+    }
+
+    func received() { datagramsIn += 1 }
+
+    var isConnected: Bool { transport.state == .connected }
+}
+
+/// A publishing participant's media: audio at 50 packets/s and VP8-like video (or three simulcast
+/// layers), each packet stamped; answers PLI/FIR with a keyframe, NACKs with RTX from its history,
+/// and sends a sender report per stream every second.
+final class LoadPublisher {
+    let connection: PeerConnection
+    let streams: [OutgoingStream]
+    let tally: Tally
+    var transportSequence = UInt16.random(in: 0...UInt16.max)
+    var writer = HeaderWriter()
+    let rtcpSSRC = UInt32.random(in: 1...UInt32.max)
+    var lastReportNanos: Int64 = 0
+    var sending = true
+    private(set) var keyframeRequests = 0
+    private(set) var nacksReceived = 0
+    private(set) var feedbackReceived = 0
+    private var scratch = [UInt8](repeating: 0xA5, count: 1500)
+
+    init(connection: PeerConnection, streams: [OutgoingStream], tally: Tally) {
+        self.connection = connection
+        self.streams = streams
+        self.tally = tally
+        connection.transport.onRTCP = { [unowned self] packets in self.handleRTCP(packets) }
+    }
+
+    /// The earliest time a stream has a frame due.
+    var nextDueNanos: Int64 { streams.map(\.nextDueNanos).min() ?? .max }
+
+    /// Sends every frame that is due. Frames due while not connected are skipped (time moves on).
+    func sendDue(nowNanos: Int64) {
+        for s in streams where s.nextDueNanos <= nowNanos {
+            // At most one frame late; a stalled loop does not burst the backlog.
+            if nowNanos - s.nextDueNanos > s.periodNanos { s.nextDueNanos = nowNanos }
+            s.nextDueNanos += s.periodNanos
+            guard sending, connection.isConnected else { continue }
+            if s.kind == .audio { sendAudio(s) } else { sendFrame(s, nowNanos: nowNanos) }
+        }
+    }
+
+    private func sendAudio(_ s: OutgoingStream) {
+        let payloadSize = 100
+        scratch.withUnsafeMutableBytes { b in
+            let h = writer.write(b, marker: false, payloadType: s.payloadType, sequence: s.sequence, timestamp: s.timestamp, ssrc: s.ssrc,
+                                 transportSequence: transportSequence, mid: s.mid, rid: nil)
+            let payload = UnsafeMutableRawBufferPointer(rebasing: b[h..<(h + payloadSize)])
+            payload[0] = 0x78  // an Opus TOC byte (CELT FB 20 ms)
+            Stamp.write(Stamp.Value(stream: s.id, counter: s.counter, flags: 0, sendNanos: Clock.realtimeNanos), atEndOf: payload)
+            send(s, UnsafeRawBufferPointer(rebasing: b[0..<(h + payloadSize)]), payloadBytes: payloadSize)
+        }
+        s.timestamp &+= 960
+    }
+
+    private func sendFrame(_ s: OutgoingStream, nowNanos: Int64) {
+        let keyframe = s.keyframeWanted || s.frameIndex % s.gop == 0
+        if keyframe {
+            s.keyframeWanted = false
+            s.frameIndex = 0
+            s.keyframes += 1
+        }
+        let temporal = s.temporalLayer(s.frameIndex)
+        if s.temporalLayers > 1, temporal == 0 { s.tl0PicIdx &+= 1 }
+        let size = s.nextFrameSize(keyframe: keyframe)
+        let descriptor = s.temporalLayers > 1 ? 6 : 4
+        let header = 24
+        let room = maxPacketSize - header - descriptor
+        let count = max(1, (size + room - 1) / room)
+        let per = size / count
+        for i in 0..<count {
+            let dataSize = i == count - 1 ? size - per * (count - 1) : per
+            scratch.withUnsafeMutableBytes { b in
+                let h = writer.write(b, marker: i == count - 1, payloadType: s.payloadType, sequence: s.sequence, timestamp: s.timestamp,
+                                     ssrc: s.ssrc, transportSequence: transportSequence, mid: s.mid, rid: s.rid)
+                let stamp = Stamp.Value(stream: s.id, counter: s.counter, flags: keyframe ? Stamp.keyframeFlag : 0, sendNanos: Clock.realtimeNanos)
+                let n = writeVP8Payload(UnsafeMutableRawBufferPointer(rebasing: b[h..<(maxPacketSize + 64)]), dataSize: dataSize, first: i == 0,
+                                        keyframe: keyframe, pictureID: s.pictureID, tl0PicIdx: s.temporalLayers > 1 ? s.tl0PicIdx : nil,
+                                        temporalLayer: s.temporalLayers > 1 ? temporal : nil, width: s.width, height: s.height, stamp: stamp)
+                let packet = UnsafeRawBufferPointer(rebasing: b[0..<(h + n)])
+                s.history?.store(packet, sequenceNumber: s.sequence, nowNanos: nowNanos)
+                send(s, packet, payloadBytes: n)
+            }
+        }
+        s.timestamp &+= UInt32(90000 / s.fps)
+        s.pictureID = (s.pictureID + 1) & 0x7FFF
+        s.frameIndex += 1
+    }
+
+    private func send(_ s: OutgoingStream, _ packet: UnsafeRawBufferPointer, payloadBytes: Int) {
+        guard connection.transport.sendRTP(packet) else { return }
+        transportSequence &+= 1
+        s.sequence &+= 1
+        s.counter &+= 1
+        s.packetsSent &+= 1
+        s.octetsSent &+= UInt32(payloadBytes)
+        s.bytesSent += packet.count
+    }
+
+    /// Timer work: sender reports every second.
+    func tick(nowNanos: Int64) {
+        guard connection.isConnected, nowNanos - lastReportNanos >= 1_000_000_000 else { return }
+        lastReportNanos = nowNanos
+        let realtime = Clock.realtimeNanos
+        let ntp = ntpTime(realtimeNanos: realtime)
+        var packets: [RTCPPacket] = []
+        for s in streams where s.packetsSent > 0 {
+            packets.append(.senderReport(SenderReport(ssrc: s.ssrc, ntpTime: ntp, rtpTime: s.timestamp, packetCount: s.packetsSent, octetCount: s.octetsSent)))
+        }
+        if !packets.isEmpty {
+            packets.append(.sourceDescription(SourceDescription(chunks: [.init(ssrc: streams[0].ssrc, items: [.init(type: 1, text: "client")])])))
+            connection.transport.sendRTCP(packets)
+        }
+    }
+
+    func handleRTCP(_ packets: [RTCPPacket]) {
+        for packet in packets {
+            switch packet {
+            case .pli(let p):
+                keyframeRequests += 1
+                streams.first { $0.ssrc == p.mediaSSRC && $0.kind == .video }?.keyframeWanted = true
+            case .fir(let f):
+                keyframeRequests += 1
+                for e in f.entries { streams.first { $0.ssrc == e.ssrc && $0.kind == .video }?.keyframeWanted = true }
+            case .nack(let n):
+                nacksReceived += 1
+                if let s = streams.first(where: { $0.ssrc == n.mediaSSRC }) { retransmit(s, n.sequenceNumbers) }
+            case .transportCC:
+                feedbackReceived += 1
+            default:
+                break
+            }
+        }
+    }
+
+    /// RTX (RFC 4588): the original sequence number, then the original payload, on the RTX SSRC.
+    private func retransmit(_ s: OutgoingStream, _ sequenceNumbers: [UInt16]) {
+        guard let rtxSSRC = s.rtxSSRC ?? (s.rid != nil ? s.ssrc ^ 0x5A5A_5A5A : nil) else { return }
+        for seq in sequenceNumbers {
+            _ = s.history?.withPacket(sequenceNumber: seq, nowNanos: Clock.monotonicNanos) { stored in
+                guard let h = try? RTPHeader(parsing: stored) else { return }
+                let payload = UnsafeRawBufferPointer(rebasing: stored[h.payloadRange])
+                scratch.withUnsafeMutableBytes { b in
+                    let n = writer.write(b, marker: h.marker, payloadType: s.rtxPayloadType, sequence: s.rtxSequence, timestamp: h.timestamp,
+                                         ssrc: rtxSSRC, transportSequence: transportSequence, mid: s.mid, rid: s.rid, repaired: true)
+                    guard n + 2 + payload.count <= b.count, let base = b.baseAddress, let source = payload.baseAddress else { return }
+                    b[n] = UInt8(seq >> 8)
+                    b[n + 1] = UInt8(truncatingIfNeeded: seq)
+                    (base + n + 2).copyMemory(from: source, byteCount: payload.count)
+                    if connection.transport.sendRTP(UnsafeRawBufferPointer(rebasing: b[0..<(n + 2 + payload.count)])) {
+                        transportSequence &+= 1
+                        s.rtxSequence &+= 1
+                        s.retransmitted += 1
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A subscribing participant's receive side, like a browser's: per-SSRC receive statistics, NACKs
+/// for gaps (video), transport-cc feedback every 100 ms, a receiver report every second; every
+/// packet's stamp is checked against the tally (window counts, duplicates, one-way latency).
+final class LoadSubscriber {
+    let connection: PeerConnection
+    let tally: Tally
+    let context: ReceiveContext
+    let rtcpSSRC = UInt32.random(in: 1...UInt32.max)
+    /// The transport-cc extension id of the server's offer (nil: none negotiated).
+    var transportCCID: UInt8?
+    /// RTX SSRC -> media SSRC (a=ssrc-group:FID of the offers).
+    var rtxToMedia: [UInt32: UInt32] = [:]
+    var videoSSRCs: Set<UInt32> = []
+
+    final class Inbound {
+        var stats: ReceiveStatistics
+        var nack: NACKRegister?
+        var lastSR: (middle: UInt32, arrivalNanos: Int64)?
+        init(video: Bool) {
+            stats = ReceiveStatistics(clockRate: video ? 90000 : 48000)
+            nack = video ? NACKRegister() : nil
+        }
+    }
+    var inbound: [UInt32: Inbound] = [:]
+    var twcc = TWCCRecorder(senderSSRC: 0, mediaSSRC: 0)
+    var lastFeedbackNanos: Int64 = 0
+    var lastReportNanos: Int64 = 0
+    /// By stream id: what arrived.
+    var received: [UInt32: Tally.Received] = [:]
+    private var nackScratch: [UInt16] = []
+    private(set) var nacksSent = 0
+    private(set) var nackedPackets = 0
+    private(set) var plisSent = 0
+    private(set) var rtxReceived = 0
+    private(set) var rtpPackets = 0
+    private(set) var rtpBytes = 0
+
+    init(connection: PeerConnection, tally: Tally, context: ReceiveContext) {
+        self.connection = connection
+        self.tally = tally
+        self.context = context
+        twcc.senderSSRC = rtcpSSRC
+        connection.transport.onRTP = { [unowned self] packet, header in self.receive(packet, header: header) }
+        connection.transport.onRTCP = { [unowned self] packets in self.handleRTCP(packets) }
+    }
+
+    /// Reads what a (re)offer says: the transport-cc id, video SSRCs and RTX pairs.
+    func apply(offer: SessionDescription) {
+        for m in offer.media {
+            if let ext = m.extensions.first(where: { $0.uri == RTPExtensionURI.transportWideCC }) { transportCCID = ext.id }
+            for g in m.values("ssrc-group") where g.hasPrefix("FID ") {
+                let parts = g.split(separator: " ").dropFirst().compactMap { UInt32($0) }
+                if parts.count == 2 { rtxToMedia[parts[1]] = parts[0] }
+            }
+            if m.kind == "video" { videoSSRCs.formUnion(m.ssrcs.filter { rtxToMedia[$0] == nil }) }
+        }
+    }
+
+    func receive(_ packet: UnsafeMutableRawBufferPointer, header: RTPHeader) {
+        let now = Clock.monotonicNanos
+        let raw = UnsafeRawBufferPointer(packet)
+        rtpPackets += 1
+        rtpBytes += packet.count
+        if let id = transportCCID, header.hasExtension, let v = header.extensionValue(id: id, in: raw), let seq = TransportWideSequence.decode(v) {
+            if twcc.mediaSSRC == 0 { twcc.mediaSSRC = header.ssrc }
+            twcc.record(sequenceNumber: seq, arrivalMicros: now / 1000)
+        }
+        var payload = UnsafeRawBufferPointer(rebasing: raw[header.payloadRange])
+        var ssrc = header.ssrc
+        var sequence = header.sequenceNumber
+        var retransmission = false
+        if let media = rtxToMedia[header.ssrc] {
+            guard payload.count >= 2 else { return }  // padding-only probe
+            sequence = UInt16(payload[0]) << 8 | UInt16(payload[1])
+            payload = UnsafeRawBufferPointer(rebasing: payload[2...])
+            ssrc = media
+            retransmission = true
+            rtxReceived += 1
+        }
+        let entry: Inbound
+        if let known = inbound[ssrc] {
+            entry = known
+        } else {
+            entry = Inbound(video: header.payloadType != 111)
+            inbound[ssrc] = entry
+        }
+        entry.stats.record(sequenceNumber: sequence, rtpTimestamp: header.timestamp, arrivalNanos: now, payloadBytes: payload.count,
+                           retransmission: retransmission)
+        entry.nack?.received(sequenceNumber: sequence, nowNanos: now)
+        guard let stamp = Stamp.read(payload) else {
+            tally.unstamped += 1
+            return
+        }
+        var latency: Int64?
+        if context.kernelRealtimeNanos != 0 {
+            latency = context.kernelRealtimeNanos - stamp.sendNanos
+            tally.latencyFromKernel += 1
+        } else {
+            latency = Clock.realtimeNanos - stamp.sendNanos
+            tally.latencyFromUserspace += 1
+        }
+        tally.record(stamp, bytes: packet.count, into: &received[stamp.stream, default: Tally.Received()], latencyNanos: latency,
+                     retransmission: retransmission)
+    }
+
+    func handleRTCP(_ packets: [RTCPPacket]) {
+        let now = Clock.monotonicNanos
+        for case .senderReport(let sr) in packets {
+            inbound[sr.ssrc]?.lastSR = (sr.ntpMiddle, now)
+        }
+    }
+
+    /// Timer work: NACKs for what is missing, transport-cc feedback every 100 ms, RR every second.
+    func tick(nowNanos: Int64) {
+        guard connection.isConnected else { return }
+        var out: [RTCPPacket] = []
+        for (ssrc, entry) in inbound where entry.nack != nil {
+            nackScratch.removeAll(keepingCapacity: true)
+            entry.nack?.dueInto(&nackScratch, nowNanos: nowNanos, rttNanos: 20_000_000)
+            if !nackScratch.isEmpty {
+                out.append(.nack(GenericNACK(senderSSRC: rtcpSSRC, mediaSSRC: ssrc, lost: nackScratch)))
+                nacksSent += 1
+                nackedPackets += nackScratch.count
+            }
+            if entry.nack?.needsKeyframe == true {
+                entry.nack?.keyframeHandled()
+                out.append(.pli(PictureLossIndication(senderSSRC: rtcpSSRC, mediaSSRC: ssrc)))
+                plisSent += 1
+            }
+        }
+        if transportCCID != nil, nowNanos - lastFeedbackNanos >= 100_000_000 {
+            lastFeedbackNanos = nowNanos
+            for fb in twcc.buildFeedback() { out.append(.transportCC(fb)) }
+        }
+        if nowNanos - lastReportNanos >= 1_000_000_000, !inbound.isEmpty {
+            lastReportNanos = nowNanos
+            var reports: [ReceptionReport] = []
+            for (ssrc, entry) in inbound.prefix(31) {
+                var lsr: UInt32 = 0, dlsr: UInt32 = 0
+                if let sr = entry.lastSR {
+                    lsr = sr.middle
+                    dlsr = UInt32(truncatingIfNeeded: (nowNanos - sr.arrivalNanos) * 65536 / 1_000_000_000)
+                }
+                reports.append(entry.stats.makeReport(ssrc: ssrc, lastSR: lsr, delaySinceLastSR: dlsr))
+            }
+            out.insert(.receiverReport(ReceiverReport(ssrc: rtcpSSRC, reports: reports)), at: 0)
+        }
+        guard !out.isEmpty else { return }
+        // Compounds stay under the MTU.
+        var batch: [RTCPPacket] = []
+        for p in out {
+            batch.append(p)
+            if batch.count == 8 {
+                connection.transport.sendRTCP(batch)
+                batch.removeAll()
+            }
+        }
+        if !batch.isEmpty { connection.transport.sendRTCP(batch) }
+    }
+
+    /// RFC 3550 loss over everything received so far, summed over SSRCs.
+    var sequenceLoss: (expected: Int64, lost: Int64) {
+        inbound.values.reduce((0, 0)) { ($0.0 + $1.stats.expected, $0.1 + $1.stats.cumulativeLost) }
+    }
+}

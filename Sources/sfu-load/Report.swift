@@ -1,0 +1,193 @@
+import Foundation
+
+/// The figures of one run (printed as text, or as JSON with `--json`).
+struct Report {
+    struct SubscriberLine {
+        var name: String
+        var room: Int
+        var expected: Int
+        var received: Int
+        var duplicates: Int
+        var nacksSent: Int
+        var rtxReceived: Int
+        var sequenceLost: Int64
+        var lost: Int { max(0, expected - received) }
+    }
+
+    var target: String
+    var scenario: [String: Any]
+    var setupSeconds: Double
+    var windowSeconds: Double
+    var packetsSent = 0
+    var bytesSent = 0
+    var videoPacketsSent = 0
+    var audioPacketsSent = 0
+    var packetsExpected = 0
+    var packetsReceived = 0
+    var bytesReceived = 0
+    var duplicates = 0
+    var subscribers: [SubscriberLine] = []
+    var latency: Percentiles?
+    var latencyClock = "kernel receive timestamp (SO_TIMESTAMPNS) minus send stamp, CLOCK_REALTIME"
+    var serverPID: Int32?
+    var serverCPUSeconds: Double?
+    var serverPeakRSSBytes: Int?
+    var loadCPUSeconds: Double?
+    var keyframesSent = 0
+    var keyframeRequests = 0
+    var nacksReceivedByPublishers = 0
+    var retransmissionsSent = 0
+    var feedbackReceivedByPublishers = 0
+    var setupIncomplete: [String] = []
+    var errors: [String] = []
+    var log: [String] = []
+    var unstamped = 0
+
+    var lost: Int { subscribers.reduce(0) { $0 + $1.lost } }
+    var lossPercent: Double { packetsExpected > 0 ? Double(lost) * 100 / Double(packetsExpected) : 0 }
+    var forwardedPerSecond: Double { windowSeconds > 0 ? Double(packetsReceived) / windowSeconds : 0 }
+    var cpuMicrosPerPacket: Double? {
+        guard let cpu = serverCPUSeconds, packetsReceived > 0 else { return nil }
+        return cpu * 1e6 / Double(packetsReceived)
+    }
+    var packetsPerSecondPerCore: Double? {
+        guard let cpu = serverCPUSeconds, cpu > 0 else { return nil }
+        return Double(packetsReceived) / cpu
+    }
+
+    var json: [String: Any] {
+        var out: [String: Any] = [
+            "target": target,
+            "scenario": scenario,
+            "setup_s": round3(setupSeconds),
+            "window_s": round3(windowSeconds),
+            "sent": ["packets": packetsSent, "bytes": bytesSent, "video_packets": videoPacketsSent, "audio_packets": audioPacketsSent,
+                     "keyframes": keyframesSent, "retransmissions": retransmissionsSent],
+            "received": ["packets": packetsReceived, "bytes": bytesReceived, "expected": packetsExpected, "lost": lost,
+                         "loss_percent": round3(lossPercent), "duplicates": duplicates, "unstamped": unstamped],
+            "forwarded_per_s": round3(forwardedPerSecond),
+            "feedback": ["keyframe_requests_received": keyframeRequests, "nacks_received": nacksReceivedByPublishers,
+                         "transport_cc_received": feedbackReceivedByPublishers,
+                         "nacks_sent": subscribers.reduce(0) { $0 + $1.nacksSent }],
+            "subscribers": subscribers.map { s -> [String: Any] in
+                ["name": s.name, "room": s.room, "expected": s.expected, "received": s.received, "lost": s.lost,
+                 "loss_percent": s.expected > 0 ? round3(Double(s.lost) * 100 / Double(s.expected)) : 0,
+                 "duplicates": s.duplicates, "nacks_sent": s.nacksSent, "rtx_received": s.rtxReceived, "sequence_lost": s.sequenceLost]
+            },
+            "setup_incomplete": setupIncomplete,
+            "errors": errors,
+        ]
+        if let latency {
+            out["latency_ms"] = ["p50": round3(latency.p50), "p90": round3(latency.p90), "p99": round3(latency.p99),
+                                 "max": round3(latency.max), "mean": round3(latency.mean), "samples": latency.count, "clock": latencyClock]
+        }
+        var server: [String: Any] = [:]
+        if let serverPID { server["pid"] = Int(serverPID) }
+        if let serverCPUSeconds { server["cpu_s"] = round3(serverCPUSeconds) }
+        if let serverPeakRSSBytes { server["peak_rss_mb"] = round3(Double(serverPeakRSSBytes) / 1_048_576) }
+        if let v = cpuMicrosPerPacket { server["cpu_us_per_packet"] = round3(v) }
+        if let v = packetsPerSecondPerCore { server["packets_per_s_per_core"] = Int(v.rounded()) }
+        if let serverCPUSeconds, windowSeconds > 0 { server["cpu_percent"] = round3(serverCPUSeconds * 100 / windowSeconds) }
+        out["server"] = server
+        if let loadCPUSeconds {
+            out["load_tool"] = ["cpu_s": round3(loadCPUSeconds), "cpu_percent": round3(windowSeconds > 0 ? loadCPUSeconds * 100 / windowSeconds : 0)]
+        }
+        return out
+    }
+
+    var text: String {
+        var lines: [String] = []
+        func f(_ v: Double, _ digits: Int = 2) -> String { String(format: "%.\(digits)f", v) }
+        lines.append("target \(target): \(scenario["rooms"] ?? 0) room(s) x (\(scenario["publishers"] ?? 0) publishers + \(scenario["subscribers"] ?? 0) subscribers), "
+                     + "window \(f(windowSeconds, 1)) s, setup \(f(setupSeconds, 1)) s")
+        lines.append("sent      \(packetsSent) packets (\(videoPacketsSent) video, \(audioPacketsSent) audio), \(bytesSent) bytes, "
+                     + "\(keyframesSent) keyframes, \(retransmissionsSent) retransmissions")
+        lines.append("received  \(packetsReceived) of \(packetsExpected) expected, lost \(lost) (\(f(lossPercent, 3)) %), "
+                     + "\(duplicates) duplicates; \(f(forwardedPerSecond, 0)) forwarded packets/s")
+        let lossy = subscribers.filter { $0.lost > 0 }
+        lines.append("loss per subscriber: \(lossy.isEmpty ? "none" : lossy.prefix(10).map { "\($0.name) \($0.lost)/\($0.expected)" }.joined(separator: ", "))")
+        if let l = latency {
+            lines.append("latency   p50 \(f(l.p50, 3)) ms, p90 \(f(l.p90, 3)) ms, p99 \(f(l.p99, 3)) ms, max \(f(l.max, 3)) ms (\(l.count) samples)")
+        }
+        if let cpu = serverCPUSeconds {
+            var s = "server    \(f(cpu, 3)) CPU s (\(f(cpu * 100 / max(windowSeconds, 1e-9), 1)) % of a core)"
+            if let us = cpuMicrosPerPacket, let pps = packetsPerSecondPerCore {
+                s += ", \(f(us, 3)) us per forwarded packet, \(Int(pps.rounded())) forwarded packets/s per core"
+            }
+            if let rss = serverPeakRSSBytes { s += ", peak RSS \(f(Double(rss) / 1_048_576, 1)) MiB" }
+            lines.append(s)
+        }
+        if let cpu = loadCPUSeconds { lines.append("load tool \(f(cpu, 3)) CPU s (\(f(cpu * 100 / max(windowSeconds, 1e-9), 1)) % of a core)") }
+        if !setupIncomplete.isEmpty { lines.append("NOT READY at start: \(setupIncomplete.prefix(5).joined(separator: "; "))") }
+        for e in errors.prefix(10) { lines.append("error: \(e)") }
+        return lines.joined(separator: "\n")
+    }
+}
+
+func round3(_ v: Double) -> Double { (v * 1000).rounded() / 1000 }
+
+extension LoadRunner {
+    func makeReport(setupStart: Int64) -> Report {
+        let s = scenario
+        var report = Report(target: s.targetName, scenario: [
+            "rooms": s.rooms, "publishers": s.publishers, "subscribers": s.subscribers, "duration_s": s.durationSeconds,
+            "video_bitrate": s.video ? s.bitrate : 0, "fps": s.fps, "keyframe_interval_s": s.keyframeIntervalSeconds,
+            "audio": s.audio, "video": s.video, "simulcast": s.simulcast,
+        ], setupSeconds: Double(windowStartNanos - setupStart) / 1e9 - s.warmupSeconds,
+           windowSeconds: Double(windowEndNanos - windowStartNanos) / 1e9)
+        for p in participants {
+            for st in p.streams {
+                let n = tally.expected(st.id)
+                report.packetsSent += n
+                if st.kind == .video { report.videoPacketsSent += n } else { report.audioPacketsSent += n }
+                if let b = sentBytes[st.id] { report.bytesSent += b.end - b.start }
+                report.keyframesSent += st.keyframes
+                report.retransmissionsSent += st.retransmitted
+            }
+            if let pub = p.publisher {
+                report.keyframeRequests += pub.keyframeRequests
+                report.nacksReceivedByPublishers += pub.nacksReceived
+                report.feedbackReceivedByPublishers += pub.feedbackReceived
+            }
+            report.errors += p.errors.map { "\(p.userID): \($0)" }
+            // What this participant should receive: every stream of the other publishers in its room
+            // (with simulcast, one layer of each video track: counted as received, the sequence
+            // numbers tell the loss).
+            let others = otherPublishers(of: p)
+            guard !others.isEmpty else { continue }
+            let sub = p.subscriber
+            var line = Report.SubscriberLine(name: p.userID, room: p.room, expected: 0, received: 0, duplicates: 0,
+                                             nacksSent: sub?.nacksSent ?? 0, rtxReceived: sub?.rtxReceived ?? 0, sequenceLost: 0)
+            for o in others {
+                for st in o.streams {
+                    let got = sub?.received[st.id]
+                    line.received += got?.inWindow ?? 0
+                    line.duplicates += got?.duplicates ?? 0
+                    report.bytesReceived += got?.bytes ?? 0
+                    if st.rid == nil { line.expected += tally.expected(st.id) } else { line.expected += got?.inWindow ?? 0 }
+                }
+            }
+            if let sub {
+                let now = sub.sequenceLoss
+                line.sequenceLost = (now.lost - p.sequenceLossAtOpen.lost)
+                if s.simulcast { line.expected += Int(max(0, line.sequenceLost)) }
+            }
+            report.packetsExpected += line.expected
+            report.packetsReceived += line.received
+            report.duplicates += line.duplicates
+            report.subscribers.append(line)
+        }
+        report.latency = Percentiles(tally.latencies, scale: 1e6)
+        if tally.latencyFromKernel == 0, tally.latencyFromUserspace > 0 {
+            report.latencyClock = "receive time in the load tool minus send stamp, CLOCK_REALTIME (no kernel timestamps)"
+        }
+        report.unstamped = tally.unstamped
+        report.serverPID = s.serverPID
+        if let a = serverCPU.start, let b = serverCPU.end { report.serverCPUSeconds = b - a }
+        if let pid = s.serverPID { report.serverPeakRSSBytes = ProcessUsage(pid: pid).peakRSSBytes }
+        if let a = loadCPU.start, let b = loadCPU.end { report.loadCPUSeconds = b - a }
+        report.setupIncomplete = setupIncomplete
+        report.log = log
+        return report
+    }
+}
