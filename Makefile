@@ -5,12 +5,13 @@ SHELL := /bin/bash
 SWIFT ?= swift
 VENV := .venv
 
-.PHONY: help deps deps-test build build-release run test test-swift test-e2e bench clean
+.PHONY: help deps deps-test build build-release run test test-swift test-e2e bench bench-micro clean
 
 help:
 	@echo "make run    - install what is missing, build (release) and start the server on its defaults"
 	@echo "make test   - install what is missing and run every test (Swift + end-to-end)"
-	@echo "make bench  - release build and the benchmarks"
+	@echo "make bench  - release build and the forwarding benchmark (SFU vs floor, 3 scenarios) -> bench/results.md"
+	@echo "make bench-micro - the in-memory micro-benchmarks (Benchmarks/)"
 
 deps:
 	@scripts/install-deps.sh run
@@ -32,8 +33,13 @@ build: deps-test
 test: deps-test
 	@scripts/test.sh
 
+# Release build of sfu and sfu-load, then scenarios (a) 1 -> 50, (b) 10 rooms x 4, (c) audio 1 -> 200,
+# 30 s each against the SFU and the floor, server and load tool pinned to different cores.
 bench: deps
-	@scripts/bench.sh
+	@SWIFT="$(SWIFT)" scripts/bench.sh
+
+bench-micro: deps
+	@SWIFT="$(SWIFT)" scripts/bench.sh micro
 
 clean:
 	rm -rf .build .build-* Benchmarks/.build

@@ -1,7 +1,39 @@
 #!/usr/bin/env bash
-# Micro-benchmarks of the hot path (Benchmarks/, ordo-one/benchmark, release build).
-# Prints ns per operation, CPU time and malloc counts per operation for each benchmark.
-# Later: the load scenarios of sfu-load (issue 9) are added here.
+# Benchmarks (docs/BENCHMARKS.md).
+#
+#   scripts/bench.sh                 the forwarding benchmark (what `make bench` runs): release build of
+#                                    `sfu` and `sfu-load`, scenarios (a) 1 -> 50, (b) 10 rooms x 4,
+#                                    (c) audio 1 -> 200 against the SFU and the floor, table in bench/results.md
+#   scripts/bench.sh scenarios ARGS  the same with bench/load_scenarios.py options (--duration 10, --only a, ...)
+#   scripts/bench.sh micro [ARGS]    the in-memory micro-benchmarks (Benchmarks/, ordo-one/benchmark), e.g.
+#   scripts/bench.sh --target RoomBenchmarks   (any first argument starting with -- means micro)
+#
+# SWIFT overrides the swift command (e.g. SWIFT="flock /tmp/swift-build.lock swift").
 set -euo pipefail
-cd "$(dirname "$0")/../Benchmarks"
-swift package --disable-sandbox benchmark --no-progress --format text "$@"
+cd "$(dirname "$0")/.."
+SWIFT="${SWIFT:-swift}"
+
+mode="scenarios"
+if [ $# -gt 0 ]; then
+  case "$1" in
+    micro) mode="micro"; shift ;;
+    scenarios) shift ;;
+    --*) mode="micro" ;;
+  esac
+fi
+
+if [ "$mode" = micro ]; then
+  cd Benchmarks
+  exec $SWIFT package --disable-sandbox benchmark --no-progress --format text "$@"
+fi
+
+for tool in python3 taskset; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool is needed" >&2; exit 1; }
+done
+
+echo "== release build (sfu, sfu-load)"
+$SWIFT build -c release --product sfu
+$SWIFT build -c release --product sfu-load
+SWIFT_VERSION="$($SWIFT --version 2>/dev/null | head -1)" || SWIFT_VERSION=""
+export SWIFT_VERSION
+exec python3 bench/load_scenarios.py "$@"

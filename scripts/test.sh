@@ -19,6 +19,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 echo "== swift build"
+# Every product (sfu, and sfu-load for tests/E2E/test_load_tool.py) and the test targets.
 if ! swift build --build-tests; then
   echo "swift build failed" >&2
   exit 1
@@ -41,6 +42,7 @@ swift test --skip-build --parallel --num-workers 2 || status=1
 
 echo "== end-to-end (pytest)"
 export SFU_BIN="$root/.build/debug/sfu"
+export SFU_LOAD_BIN="$root/.build/debug/sfu-load"
 "$root/.venv/bin/python" -m pytest -q -p no:cacheprovider Tests/E2E
 rc=$?
 if [ $rc -ne 0 ]; then status=1; fi

@@ -124,7 +124,10 @@ final class OutgoingStream {
     var frameIndex = 0
     var nextDueNanos: Int64 = 0
     var keyframeWanted = true
+    /// The next packet's stamp counter, and one past the last packet actually sent (the pacer
+    /// holds the ones in between).
     var counter: UInt32 = 0
+    var sentThrough: UInt32 = 0
     var packetsSent: UInt32 = 0
     var octetsSent: UInt32 = 0
     var bytesSent = 0

@@ -62,6 +62,11 @@ final class PeerConnection {
 /// A publishing participant's media: audio at 50 packets/s and VP8-like video (or three simulcast
 /// layers), each packet stamped; answers PLI/FIR with a keyframe, NACKs with RTX from its history,
 /// and sends a sender report per stream every second.
+///
+/// Video goes through a pacer as in libwebrtc (2.5 x the video bitrate, a 5 ms budget): a keyframe
+/// leaves over tens of milliseconds, not as one burst. The send stamp and the transport-wide
+/// sequence number are written when a packet leaves the pacer, so latency is the forwarding path's
+/// only. Audio is not paced.
 final class LoadPublisher {
     let connection: PeerConnection
     let streams: [OutgoingStream]
@@ -76,24 +81,81 @@ final class LoadPublisher {
     private(set) var feedbackReceived = 0
     private var scratch = [UInt8](repeating: 0xA5, count: 1500)
 
+    // The pacer: a ring of plaintext packets waiting to leave.
+    struct Paced {
+        var stream: OutgoingStream
+        var length: Int
+        var payloadBytes: Int
+        var transportCCOffset: Int
+        var stampOffset: Int
+        var counter: UInt32
+    }
+    static let slotSize = 1280
+    private var ring: [UInt8]
+    private var paced: [Paced?]
+    private var head = 0
+    private var tail = 0
+    /// Bytes per nanosecond, and the budget (bytes; may go negative after a packet).
+    let pacingRate: Double
+    private var budget: Double = 0
+    private var lastPaceNanos: Int64 = 0
+    private(set) var pacerOverflows = 0
+
     init(connection: PeerConnection, streams: [OutgoingStream], tally: Tally) {
         self.connection = connection
         self.streams = streams
         self.tally = tally
+        let videoBitrate = streams.filter { $0.kind == .video }.reduce(0) { $0 + $1.bitrate }
+        pacingRate = max(1, Double(videoBitrate) * 2.5 / 8 / 1e9)
+        let slots = 1024
+        ring = [UInt8](repeating: 0xA5, count: slots * Self.slotSize)
+        paced = [Paced?](repeating: nil, count: slots)
         connection.transport.onRTCP = { [unowned self] packets in self.handleRTCP(packets) }
     }
 
-    /// The earliest time a stream has a frame due.
-    var nextDueNanos: Int64 { streams.map(\.nextDueNanos).min() ?? .max }
+    /// The earliest time a frame is due or the pacer may send.
+    var nextDueNanos: Int64 {
+        var due = streams.map(\.nextDueNanos).min() ?? .max
+        if head != tail {
+            due = min(due, budget >= 0 ? lastPaceNanos : lastPaceNanos + Int64(-budget / pacingRate) + 1)
+        }
+        return due
+    }
 
-    /// Sends every frame that is due. Frames due while not connected are skipped (time moves on).
+    /// Makes every frame that is due (frames due while not connected are skipped: time moves on),
+    /// then lets the pacer send what its budget allows.
     func sendDue(nowNanos: Int64) {
         for s in streams where s.nextDueNanos <= nowNanos {
             // At most one frame late; a stalled loop does not burst the backlog.
             if nowNanos - s.nextDueNanos > s.periodNanos { s.nextDueNanos = nowNanos }
             s.nextDueNanos += s.periodNanos
             guard sending, connection.isConnected else { continue }
-            if s.kind == .audio { sendAudio(s) } else { sendFrame(s, nowNanos: nowNanos) }
+            if s.kind == .audio { sendAudio(s) } else { queueFrame(s) }
+        }
+        pace(nowNanos: nowNanos)
+    }
+
+    private func pace(nowNanos: Int64) {
+        // libwebrtc's interval budget: at most 5 ms worth of bytes saved up.
+        budget = min(budget + Double(nowNanos - lastPaceNanos) * pacingRate, pacingRate * 5_000_000)
+        lastPaceNanos = nowNanos
+        while head != tail, budget >= 0 {
+            guard let p = paced[head] else { break }
+            paced[head] = nil
+            let slot = head
+            head = (head + 1) % paced.count
+            guard sending, connection.isConnected else { continue }
+            budget -= Double(p.length)
+            ring.withUnsafeMutableBytes { all in
+                let b = UnsafeMutableRawBufferPointer(rebasing: all[(slot * Self.slotSize)..<((slot + 1) * Self.slotSize)])
+                b[p.transportCCOffset] = UInt8(transportSequence >> 8)
+                b[p.transportCCOffset + 1] = UInt8(truncatingIfNeeded: transportSequence)
+                b.storeBytes(of: Clock.realtimeNanos.bigEndian, toByteOffset: p.stampOffset + 16, as: Int64.self)
+                let packet = UnsafeRawBufferPointer(rebasing: b[0..<p.length])
+                let sequence = UInt16(b[2]) << 8 | UInt16(b[3])
+                p.stream.history?.store(packet, sequenceNumber: sequence, nowNanos: nowNanos)
+                send(p.stream, packet, payloadBytes: p.payloadBytes, counter: p.counter)
+            }
         }
     }
 
@@ -105,12 +167,15 @@ final class LoadPublisher {
             let payload = UnsafeMutableRawBufferPointer(rebasing: b[h..<(h + payloadSize)])
             payload[0] = 0x78  // an Opus TOC byte (CELT FB 20 ms)
             Stamp.write(Stamp.Value(stream: s.id, counter: s.counter, flags: 0, sendNanos: Clock.realtimeNanos), atEndOf: payload)
-            send(s, UnsafeRawBufferPointer(rebasing: b[0..<(h + payloadSize)]), payloadBytes: payloadSize)
+            send(s, UnsafeRawBufferPointer(rebasing: b[0..<(h + payloadSize)]), payloadBytes: payloadSize, counter: s.counter)
         }
+        s.sequence &+= 1
+        s.counter &+= 1
         s.timestamp &+= 960
     }
 
-    private func sendFrame(_ s: OutgoingStream, nowNanos: Int64) {
+    /// Packetizes one frame into the pacer: sequence numbers and stamp counters are assigned here.
+    private func queueFrame(_ s: OutgoingStream) {
         let keyframe = s.keyframeWanted || s.frameIndex % s.gop == 0
         if keyframe {
             s.keyframeWanted = false
@@ -126,29 +191,37 @@ final class LoadPublisher {
         let count = max(1, (size + room - 1) / room)
         let per = size / count
         for i in 0..<count {
+            let next = (tail + 1) % paced.count
+            guard next != head else {
+                pacerOverflows += 1
+                break
+            }
             let dataSize = i == count - 1 ? size - per * (count - 1) : per
-            scratch.withUnsafeMutableBytes { b in
+            let slot = tail
+            ring.withUnsafeMutableBytes { all in
+                let b = UnsafeMutableRawBufferPointer(rebasing: all[(slot * Self.slotSize)..<((slot + 1) * Self.slotSize)])
                 let h = writer.write(b, marker: i == count - 1, payloadType: s.payloadType, sequence: s.sequence, timestamp: s.timestamp,
-                                     ssrc: s.ssrc, transportSequence: transportSequence, mid: s.mid, rid: s.rid)
-                let stamp = Stamp.Value(stream: s.id, counter: s.counter, flags: keyframe ? Stamp.keyframeFlag : 0, sendNanos: Clock.realtimeNanos)
-                let n = writeVP8Payload(UnsafeMutableRawBufferPointer(rebasing: b[h..<(maxPacketSize + 64)]), dataSize: dataSize, first: i == 0,
+                                     ssrc: s.ssrc, transportSequence: 0, mid: s.mid, rid: s.rid)
+                let stamp = Stamp.Value(stream: s.id, counter: s.counter, flags: keyframe ? Stamp.keyframeFlag : 0, sendNanos: 0)
+                let n = writeVP8Payload(UnsafeMutableRawBufferPointer(rebasing: b[h..<Self.slotSize]), dataSize: dataSize, first: i == 0,
                                         keyframe: keyframe, pictureID: s.pictureID, tl0PicIdx: s.temporalLayers > 1 ? s.tl0PicIdx : nil,
                                         temporalLayer: s.temporalLayers > 1 ? temporal : nil, width: s.width, height: s.height, stamp: stamp)
-                let packet = UnsafeRawBufferPointer(rebasing: b[0..<(h + n)])
-                s.history?.store(packet, sequenceNumber: s.sequence, nowNanos: nowNanos)
-                send(s, packet, payloadBytes: n)
+                paced[slot] = Paced(stream: s, length: h + n, payloadBytes: n, transportCCOffset: 16 + 1 + s.mid.count + 1,
+                                    stampOffset: h + n - Stamp.size, counter: s.counter)
             }
+            tail = next
+            s.sequence &+= 1
+            s.counter &+= 1
         }
         s.timestamp &+= UInt32(90000 / s.fps)
         s.pictureID = (s.pictureID + 1) & 0x7FFF
         s.frameIndex += 1
     }
 
-    private func send(_ s: OutgoingStream, _ packet: UnsafeRawBufferPointer, payloadBytes: Int) {
+    private func send(_ s: OutgoingStream, _ packet: UnsafeRawBufferPointer, payloadBytes: Int, counter: UInt32) {
         guard connection.transport.sendRTP(packet) else { return }
+        s.sentThrough = counter &+ 1
         transportSequence &+= 1
-        s.sequence &+= 1
-        s.counter &+= 1
         s.packetsSent &+= 1
         s.octetsSent &+= UInt32(payloadBytes)
         s.bytesSent += packet.count

@@ -370,7 +370,7 @@ final class LoadRunner {
     }
 
     func counters() -> [(id: UInt32, next: UInt32)] {
-        participants.flatMap { $0.streams.map { ($0.id, $0.counter) } }
+        participants.flatMap { $0.streams.map { ($0.id, $0.sentThrough) } }
     }
 
     func openWindow(_ now: Int64) {

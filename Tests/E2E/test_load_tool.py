@@ -1,0 +1,103 @@
+"""sfu-load against the real server, and against the floor: a small scenario, its JSON report checked.
+
+`make test` builds `sfu-load` next to `sfu` (scripts/test.sh exports SFU_LOAD_BIN). The scenario is
+small so that the debug build carries it in a few seconds: one room, one publisher (300 kbit/s
+video + audio) and three subscribers for 3 seconds. On loopback nothing may be lost, every
+subscriber gets every packet the publisher sent inside the window, and the report carries the
+server's CPU and latency figures.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import secrets
+import subprocess
+
+import pytest
+
+from conftest import ROOT
+
+DURATION = 3.0
+SUBSCRIBERS = 3
+
+
+@pytest.fixture(scope="module")
+def load_bin() -> pathlib.Path:
+    path = pathlib.Path(os.environ.get("SFU_LOAD_BIN", ROOT / ".build" / "debug" / "sfu-load"))
+    if not path.exists():
+        pytest.fail(f"sfu-load not found at {path}; build it first (make test does)")
+    return path
+
+
+def run_load(load_bin: pathlib.Path, target: list[str], server_pid: int, *extra: str) -> dict:
+    cmd = [str(load_bin), *target, "--rooms", "1", "--publishers", "1", "--subscribers", str(SUBSCRIBERS),
+           "--bitrate", "300k", "--duration", str(DURATION), "--warmup", "1", "--server-pid", str(server_pid), "--json", *extra]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, f"sfu-load exited with {done.returncode}:\n{done.stderr}\n{done.stdout}"
+    return json.loads(done.stdout)
+
+
+def check_report(r: dict, target: str) -> None:
+    assert r["target"] == target
+    assert not r["setup_incomplete"], r["setup_incomplete"]
+    assert not r["errors"], r["errors"]
+    assert abs(r["window_s"] - DURATION) < 0.5
+    sent = r["sent"]
+    # 50 audio packets/s and 30 frames/s of 300 kbit/s video (one or two packets each, more for keyframes).
+    assert sent["audio_packets"] == pytest.approx(50 * DURATION, rel=0.15)
+    assert sent["video_packets"] >= 30 * DURATION * 0.85
+    received = r["received"]
+    # Every subscriber expects every packet the publisher sent in the window: nothing lost on loopback.
+    assert received["expected"] == SUBSCRIBERS * sent["packets"]
+    assert received["lost"] == 0
+    assert received["packets"] == received["expected"]
+    assert received["duplicates"] == 0
+    assert received["unstamped"] == 0
+    assert len(r["subscribers"]) == SUBSCRIBERS
+    for s in r["subscribers"]:
+        assert s["lost"] == 0 and s["received"] == sent["packets"], s
+    lat = r["latency_ms"]
+    assert lat["samples"] == received["packets"]
+    assert 0 < lat["p50"] <= lat["p99"] <= lat["max"] < 1000
+    server = r["server"]
+    assert server["cpu_s"] > 0
+    assert server["cpu_us_per_packet"] == pytest.approx(server["cpu_s"] * 1e6 / received["packets"], rel=0.01)
+    assert server["peak_rss_mb"] > 1
+
+
+def test_load_tool_against_the_sfu(sfu_factory, load_bin):
+    key = secrets.token_hex(16)
+    sfu = sfu_factory(env={"SFU_API_KEY": key, "SFU_LOG_LEVEL": "info"})
+    r = run_load(load_bin, ["--url", sfu.base_url, "--api-key", key], sfu.proc.pid)
+    check_report(r, "sfu")
+    # The server asked for keyframes for the subscribers that joined and got transport-cc feedback
+    # from them; the publisher got the server's transport-cc feedback.
+    assert r["sent"]["keyframes"] >= 1
+    assert r["feedback"]["transport_cc_received"] > 0
+    # The server's own view: the room had four participants, and it left no error in its log.
+    assert not re.search(r"\b(error|critical)\b", sfu.log(), re.I), sfu.log()[-3000:]
+
+
+def test_load_tool_against_the_floor(load_bin, tmp_path):
+    log = open(tmp_path / "floor.log", "w+")
+    floor = subprocess.Popen([str(load_bin), "floor"], stdout=subprocess.PIPE, stderr=log, text=True)
+    try:
+        line = floor.stdout.readline()
+        m = re.search(r"control (\S+) pid", line)
+        assert m, f"floor did not announce itself: {line!r}"
+        r = run_load(load_bin, ["--floor", m.group(1)], floor.pid)
+        check_report(r, "floor")
+    finally:
+        floor.kill()
+        floor.wait()
+        log.close()
+
+
+def test_load_tool_refuses_a_wrong_api_key(sfu_factory, load_bin):
+    sfu = sfu_factory(env={"SFU_API_KEY": secrets.token_hex(16)})
+    done = subprocess.run([str(load_bin), "--url", sfu.base_url, "--api-key", "wrong", "--duration", "1"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0
+    assert "401" in done.stderr + done.stdout

@@ -1,0 +1,247 @@
+#!/usr/bin/env python3
+"""The forwarding benchmark of `make bench`: fixed scenarios against the release SFU and the floor.
+
+Each scenario runs twice, against `sfu serve` and against `sfu-load floor` (the floor forwarder:
+same ICE/DTLS/SRTP and batched UDP, no SFU logic), with the server (or floor) pinned to one core
+and `sfu-load` to the other (taskset). Every run writes its JSON report next to the table; the
+table goes to bench/results.md with a description of the machine.
+
+    python3 bench/load_scenarios.py [--duration 30] [--only a,b,c] [--out bench/results.md]
+
+Standard library only (no venv needed). Needs the release binaries `.build/release/sfu` and
+`.build/release/sfu-load` (scripts/bench.sh builds them).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+SCENARIOS = {
+    "a": {"title": "(a) 1 room, 1 publisher -> 50 subscribers, video 1.5 Mbit/s + audio",
+          "args": ["--rooms", "1", "--publishers", "1", "--subscribers", "50", "--bitrate", "1.5M"]},
+    "b": {"title": "(b) 10 rooms x 4 participants, all publishing (1.5 Mbit/s + audio) and subscribing",
+          "args": ["--rooms", "10", "--publishers", "4", "--subscribers", "0", "--bitrate", "1.5M"]},
+    "c": {"title": "(c) audio only, 1 publisher -> 200 subscribers",
+          "args": ["--rooms", "1", "--publishers", "1", "--subscribers", "200", "--audio-only"]},
+}
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(cmd: list[str]) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def machine() -> list[str]:
+    cpu = re.search(r"Model name:\s*(.+)", run(["lscpu"]))
+    hyper = re.search(r"Hypervisor vendor:\s*(.+)", run(["lscpu"]))
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    srtp = run(["dpkg-query", "-W", "-f", "${Version}", "libsrtp2-1"]) or "?"
+    swift = os.environ.get("SWIFT_VERSION") or "Swift (version not given: scripts/bench.sh sets SWIFT_VERSION)"
+    commit = run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    dirty = " (with uncommitted changes)" if run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"]) else ""
+    return [
+        f"- Date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, commit {commit}{dirty}",
+        f"- CPU: {cpu.group(1) if cpu else platform.processor()}, {os.cpu_count()} cores"
+        + (f" ({hyper.group(1)} guest)" if hyper else "") + f", {mem:.0f} GiB RAM, Linux {platform.release()}",
+        f"- {swift}; release build; libsrtp2 {srtp} (Debian, NSS crypto)",
+    ]
+
+
+def load_average() -> float:
+    return float(pathlib.Path("/proc/loadavg").read_text().split()[0])
+
+
+class Target:
+    """A server (SFU or floor) pinned to a core, started for one run."""
+
+    def __init__(self, kind: str, core: int, bindir: pathlib.Path, workdir: pathlib.Path):
+        self.kind = kind
+        self.key = secrets.token_hex(16)
+        self.log = open(workdir / f"{kind}.log", "wb")
+        if kind == "sfu":
+            self.http = free_port()
+            media = free_port(socket.SOCK_DGRAM)
+            env = dict(os.environ, SFU_API_KEY=self.key, SFU_HTTP_HOST="127.0.0.1", SFU_HTTP_PORT=str(self.http),
+                       SFU_MEDIA_HOST="127.0.0.1", SFU_MEDIA_PORT=str(media), SFU_WORKERS="1",
+                       SFU_DATA_DIR=str(workdir / "data"), SFU_RECORDINGS_DIR=str(workdir / "data" / "recordings"),
+                       SFU_LOG_LEVEL="warning")
+            self.proc = subprocess.Popen(["taskset", "-c", str(core), str(bindir / "sfu"), "serve"], env=env,
+                                         stdout=self.log, stderr=subprocess.STDOUT)
+            self.wait_http()
+            self.target_args = ["--url", f"http://127.0.0.1:{self.http}", "--api-key", self.key]
+        else:
+            self.control = free_port()
+            self.proc = subprocess.Popen(["taskset", "-c", str(core), str(bindir / "sfu-load"), "floor",
+                                          "--control-port", str(self.control)], stdout=self.log, stderr=subprocess.STDOUT)
+            self.wait_tcp(self.control)
+            self.target_args = ["--floor", f"127.0.0.1:{self.control}"]
+
+    def wait_http(self) -> None:
+        for _ in range(200):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sfu exited with {self.proc.returncode}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.http}/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("sfu did not become ready")
+
+    def wait_tcp(self, port: int) -> None:
+        for _ in range(200):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"floor exited with {self.proc.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("floor did not become ready")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def run_one(name: str, kind: str, args, bindir: pathlib.Path, workdir: pathlib.Path) -> dict:
+    target = Target(kind, args.server_core, bindir, workdir)
+    try:
+        cmd = ["taskset", "-c", str(args.load_core), str(bindir / "sfu-load"), *target.target_args,
+               *SCENARIOS[name]["args"], "--duration", str(args.duration), "--warmup", str(args.warmup),
+               "--server-pid", str(target.proc.pid), "--json"]
+        load_before = load_average()
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + 180)
+        if done.returncode != 0 and not done.stdout.strip().startswith("{"):
+            raise RuntimeError(f"sfu-load failed ({done.returncode}): {done.stderr[-2000:]}")
+        report = json.loads(done.stdout)
+        report["load_average_before"] = load_before
+        return report
+    finally:
+        target.stop()
+
+
+def fmt(v, digits=1) -> str:
+    return "-" if v is None else f"{v:,.{digits}f}"
+
+
+def table(results: dict[str, dict[str, dict]], scenario_names: list[str]) -> list[str]:
+    lines = ["| scenario | target | forwarded packets/s | loss | latency p50 / p99 / max (ms) | server CPU | CPU us per forwarded packet | forwarded packets/s per core | CPU per packet vs floor | peak RSS | load tool CPU |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name in scenario_names:
+        floor_us = results.get(name, {}).get("floor", {}).get("server", {}).get("cpu_us_per_packet")
+        for kind in ("sfu", "floor"):
+            r = results.get(name, {}).get(kind)
+            if r is None:
+                continue
+            s, lat, rec = r.get("server", {}), r.get("latency_ms", {}), r["received"]
+            us = s.get("cpu_us_per_packet")
+            ratio = f"{us / floor_us:.2f}x" if (us and floor_us and kind == "sfu") else ("1x" if kind == "floor" and us else "-")
+            loss = f"{rec['lost']} / {rec['expected']:,} ({rec['loss_percent']:.3f} %)"
+            lines.append(f"| {name} | {kind} | {fmt(r['forwarded_per_s'], 0)} | {loss} | {fmt(lat.get('p50'), 2)} / {fmt(lat.get('p99'), 2)} / {fmt(lat.get('max'), 2)} "
+                         f"| {fmt(s.get('cpu_percent'), 1)} % | {fmt(us, 2)} | {fmt(s.get('packets_per_s_per_core'), 0)} | {ratio} "
+                         f"| {fmt(s.get('peak_rss_mb'), 0)} MiB | {fmt(r.get('load_tool', {}).get('cpu_percent'), 1)} % |")
+    return lines
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=float, default=30)
+    ap.add_argument("--warmup", type=float, default=2)
+    ap.add_argument("--only", default="a,b,c", help="comma list of scenarios (a, b, c)")
+    ap.add_argument("--targets", default="sfu,floor")
+    ap.add_argument("--bin", default=str(ROOT / ".build" / "release"))
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
+    ap.add_argument("--server-core", type=int, default=1)
+    ap.add_argument("--load-core", type=int, default=0)
+    args = ap.parse_args()
+    bindir = pathlib.Path(args.bin)
+    for b in ("sfu", "sfu-load"):
+        if not (bindir / b).exists():
+            print(f"{bindir / b} is missing: build it first (scripts/bench.sh does)", file=sys.stderr)
+            return 1
+    if not shutil.which("taskset"):
+        print("taskset is needed (util-linux)", file=sys.stderr)
+        return 1
+    names = [n for n in args.only.split(",") if n in SCENARIOS]
+    kinds = [k for k in args.targets.split(",") if k in ("sfu", "floor")]
+    out = pathlib.Path(args.out)
+    raw_dir = out.parent / "results"
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[str, dict]] = {}
+    started = time.monotonic()
+    failures = 0
+    with tempfile.TemporaryDirectory(prefix="sfu-bench-") as tmp:
+        for name in names:
+            for kind in kinds:
+                print(f"== {SCENARIOS[name]['title']}: {kind} ({args.duration:.0f} s)", flush=True)
+                workdir = pathlib.Path(tmp) / f"{name}-{kind}"
+                workdir.mkdir()
+                try:
+                    r = run_one(name, kind, args, bindir, workdir)
+                except (RuntimeError, subprocess.SubprocessError, json.JSONDecodeError) as e:
+                    print(f"   failed: {e}", file=sys.stderr)
+                    failures += 1
+                    continue
+                results.setdefault(name, {})[kind] = r
+                (raw_dir / f"{name}-{kind}.json").write_text(json.dumps(r, indent=1, sort_keys=True) + "\n")
+                s, lat = r.get("server", {}), r.get("latency_ms", {})
+                print(f"   {r['forwarded_per_s']:,.0f} forwarded/s, lost {r['received']['lost']}, p99 {lat.get('p99')} ms, "
+                      f"{s.get('cpu_us_per_packet')} us/packet, {s.get('packets_per_s_per_core')} packets/s/core", flush=True)
+    elapsed = time.monotonic() - started
+    doc = ["# Forwarding benchmark results", "",
+           "Written by `make bench` (scripts/bench.sh -> bench/load_scenarios.py); how to read it: docs/BENCHMARKS.md.", ""]
+    doc += machine()
+    doc += [f"- Server (or floor) pinned to core {args.server_core}, `sfu-load` to core {args.load_core} (taskset); "
+            f"one media worker; {args.duration:.0f} s window per run after {args.warmup:.0f} s of warm-up; scenarios took {elapsed:.0f} s.",
+            "- forwarded packets = RTP packets the subscribers received inside the window (first arrivals); server CPU = "
+            "the process's CPU clock (user + system, all threads) over the window; latency = kernel receive time at the "
+            "subscriber minus the publisher's send stamp (one host, one clock).", ""]
+    for name in names:
+        doc.append(f"- {SCENARIOS[name]['title']}: `sfu-load {' '.join(SCENARIOS[name]['args'])}`")
+    doc += [""] + table(results, names) + [""]
+    busy = [f"{n}/{k} ({r['load_average_before']:.1f})" for n, d in results.items() for k, r in d.items() if r.get("load_average_before", 0) > 1.5]
+    if busy:
+        doc += [f"Other work was running on the machine (1-minute load average before the run): {', '.join(busy)}; "
+                "latency and CPU figures of those runs are less reliable.", ""]
+    incomplete = [f"{n}/{k}" for n, d in results.items() for k, r in d.items() if r.get("setup_incomplete")]
+    if incomplete:
+        doc += [f"Runs whose participants were not all connected when the window opened: {', '.join(incomplete)}.", ""]
+    doc += ["Raw reports: bench/results/<scenario>-<target>.json.", ""]
+    out.write_text("\n".join(doc))
+    print(f"wrote {out} ({elapsed:.0f} s)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
