@@ -33,12 +33,20 @@ import urllib.request
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 SCENARIOS = {
+    # The subscribers of (a) and (b) report a fixed 50 Mbit/s downlink with REMB instead of
+    # transport-cc: every track is forwarded whole, so the SFU and the floor forward the same packets.
+    # "a-tcc" is (a) with browser-like transport-cc subscribers, the server's estimator in the loop.
     "a": {"title": "(a) 1 room, 1 publisher -> 50 subscribers, video 1.5 Mbit/s + audio",
-          "args": ["--rooms", "1", "--publishers", "1", "--subscribers", "50", "--bitrate", "1.5M"]},
-    "b": {"title": "(b) 10 rooms x 4 participants, all publishing (1.5 Mbit/s + audio) and subscribing",
-          "args": ["--rooms", "10", "--publishers", "4", "--subscribers", "0", "--bitrate", "1.5M"]},
-    "c": {"title": "(c) audio only, 1 publisher -> 200 subscribers",
-          "args": ["--rooms", "1", "--publishers", "1", "--subscribers", "200", "--audio-only"]},
+          "args": ["--rooms", "1", "--publishers", "1", "--subscribers", "50", "--bitrate", "1.5M", "--remb", "50M"]},
+    "b": {"title": "(b) 10 rooms x 4 participants, all publishing (video 1.5 Mbit/s + audio) and subscribing",
+          "args": ["--rooms", "10", "--publishers", "4", "--subscribers", "0", "--bitrate", "1.5M", "--remb", "50M"]},
+    # The control API takes at most 100 participants per room (max_participants 1...100), so the
+    # 200 audio subscriptions are two rooms of one publisher and 99 subscribers.
+    "c": {"title": "(c) audio only, 1 publisher -> 200 subscribers, run as 2 rooms x (1 -> 99) (the API caps a room at 100 participants), transport-cc subscribers",
+          "args": ["--rooms", "2", "--publishers", "1", "--subscribers", "99", "--audio-only"]},
+    "a-tcc": {"title": "(a) with transport-cc subscribers, as browsers: the server's downlink estimator and layer allocator in the loop",
+              "args": ["--rooms", "1", "--publishers", "1", "--subscribers", "50", "--bitrate", "1.5M", "--setup-timeout", "20"],
+              "targets": ["sfu"]},
 }
 
 
@@ -168,6 +176,8 @@ def table(results: dict[str, dict[str, dict]], scenario_names: list[str]) -> lis
             us = s.get("cpu_us_per_packet")
             ratio = f"{us / floor_us:.2f}x" if (us and floor_us and kind == "sfu") else ("1x" if kind == "floor" and us else "-")
             loss = f"{rec['lost']} / {rec['expected']:,} ({rec['loss_percent']:.3f} %)"
+            if rec.get("paused_by_server"):
+                loss += f"; {rec['paused_by_server']} of {len(r['subscribers'])} subscribers' tracks paused by the server, not counted"
             lines.append(f"| {name} | {kind} | {fmt(r['forwarded_per_s'], 0)} | {loss} | {fmt(lat.get('p50'), 2)} / {fmt(lat.get('p99'), 2)} / {fmt(lat.get('max'), 2)} "
                          f"| {fmt(s.get('cpu_percent'), 1)} % | {fmt(us, 2)} | {fmt(s.get('packets_per_s_per_core'), 0)} | {ratio} "
                          f"| {fmt(s.get('peak_rss_mb'), 0)} MiB | {fmt(r.get('load_tool', {}).get('cpu_percent'), 1)} % |")
@@ -178,7 +188,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=30)
     ap.add_argument("--warmup", type=float, default=2)
-    ap.add_argument("--only", default="a,b,c", help="comma list of scenarios (a, b, c)")
+    ap.add_argument("--only", default="a,b,c,a-tcc", help="comma list of scenarios (a, b, c, a-tcc)")
     ap.add_argument("--targets", default="sfu,floor")
     ap.add_argument("--bin", default=str(ROOT / ".build" / "release"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
@@ -203,7 +213,7 @@ def main() -> int:
     failures = 0
     with tempfile.TemporaryDirectory(prefix="sfu-bench-") as tmp:
         for name in names:
-            for kind in kinds:
+            for kind in [k for k in kinds if k in SCENARIOS[name].get("targets", ["sfu", "floor"])]:
                 print(f"== {SCENARIOS[name]['title']}: {kind} ({args.duration:.0f} s)", flush=True)
                 workdir = pathlib.Path(tmp) / f"{name}-{kind}"
                 workdir.mkdir()
@@ -216,7 +226,7 @@ def main() -> int:
                 results.setdefault(name, {})[kind] = r
                 (raw_dir / f"{name}-{kind}.json").write_text(json.dumps(r, indent=1, sort_keys=True) + "\n")
                 s, lat = r.get("server", {}), r.get("latency_ms", {})
-                print(f"   {r['forwarded_per_s']:,.0f} forwarded/s, lost {r['received']['lost']}, p99 {lat.get('p99')} ms, "
+                print(f"   {r['forwarded_per_s']:,.0f} forwarded/s, lost {r['received']['lost']}, paused {r['received'].get('paused_by_server', 0)}, p99 {lat.get('p99')} ms, "
                       f"{s.get('cpu_us_per_packet')} us/packet, {s.get('packets_per_s_per_core')} packets/s/core", flush=True)
     elapsed = time.monotonic() - started
     doc = ["# Forwarding benchmark results", "",
@@ -234,9 +244,11 @@ def main() -> int:
     if busy:
         doc += [f"Other work was running on the machine (1-minute load average before the run): {', '.join(busy)}; "
                 "latency and CPU figures of those runs are less reliable.", ""]
-    incomplete = [f"{n}/{k}" for n, d in results.items() for k, r in d.items() if r.get("setup_incomplete")]
-    if incomplete:
-        doc += [f"Runs whose participants were not all connected when the window opened: {', '.join(incomplete)}.", ""]
+    for n, d in results.items():
+        for k, r in d.items():
+            if r.get("setup_incomplete"):
+                why = r["setup_incomplete"]
+                doc += [f"{n}/{k}: {len(why)} subscriptions were not flowing when the window opened, e.g. " + "; ".join(why[:3]) + ".", ""]
     doc += ["Raw reports: bench/results/<scenario>-<target>.json.", ""]
     out.write_text("\n".join(doc))
     print(f"wrote {out} ({elapsed:.0f} s)")

@@ -100,6 +100,8 @@ final class LoadPublisher {
     private var budget: Double = 0
     private var lastPaceNanos: Int64 = 0
     private(set) var pacerOverflows = 0
+    /// Frames not sent because the loop ran late by more than a frame (the load tool was starved).
+    private(set) var framesSkipped = 0
 
     init(connection: PeerConnection, streams: [OutgoingStream], tally: Tally) {
         self.connection = connection
@@ -127,7 +129,10 @@ final class LoadPublisher {
     func sendDue(nowNanos: Int64) {
         for s in streams where s.nextDueNanos <= nowNanos {
             // At most one frame late; a stalled loop does not burst the backlog.
-            if nowNanos - s.nextDueNanos > s.periodNanos { s.nextDueNanos = nowNanos }
+            if nowNanos - s.nextDueNanos > s.periodNanos {
+                framesSkipped += Int((nowNanos - s.nextDueNanos) / s.periodNanos)
+                s.nextDueNanos = nowNanos
+            }
             s.nextDueNanos += s.periodNanos
             guard sending, connection.isConnected else { continue }
             if s.kind == .audio { sendAudio(s) } else { queueFrame(s) }
@@ -298,9 +303,17 @@ final class LoadSubscriber {
     let rtcpSSRC = UInt32.random(in: 1...UInt32.max)
     /// The transport-cc extension id of the server's offer (nil: none negotiated).
     var transportCCID: UInt8?
+    /// Instead of transport-cc: a REMB with this estimate every second.
+    var rembBitrate: UInt64?
     /// RTX SSRC -> media SSRC (a=ssrc-group:FID of the offers).
     var rtxToMedia: [UInt32: UInt32] = [:]
     var videoSSRCs: Set<UInt32> = []
+    /// Track id -> (publisher's peer id, kind), from the offers' a=msid lines.
+    var tracks: [String: (peer: String, kind: String)] = [:]
+    /// Tracks the server paused for bandwidth (track_paused/track_resumed), now and at any time in the window.
+    var pausedTracks: Set<String> = []
+    var pausedInWindow: Set<String> = []
+    var pauseEvents = 0
 
     final class Inbound {
         var stats: ReceiveStatistics
@@ -322,6 +335,8 @@ final class LoadSubscriber {
     private(set) var nackedPackets = 0
     private(set) var plisSent = 0
     private(set) var rtxReceived = 0
+    /// One-way latency of this subscriber's first arrivals inside the window.
+    private(set) var latencies: [Int64] = []
     private(set) var rtpPackets = 0
     private(set) var rtpBytes = 0
 
@@ -337,12 +352,16 @@ final class LoadSubscriber {
     /// Reads what a (re)offer says: the transport-cc id, video SSRCs and RTX pairs.
     func apply(offer: SessionDescription) {
         for m in offer.media {
-            if let ext = m.extensions.first(where: { $0.uri == RTPExtensionURI.transportWideCC }) { transportCCID = ext.id }
+            if rembBitrate == nil, let ext = m.extensions.first(where: { $0.uri == RTPExtensionURI.transportWideCC }) { transportCCID = ext.id }
             for g in m.values("ssrc-group") where g.hasPrefix("FID ") {
                 let parts = g.split(separator: " ").dropFirst().compactMap { UInt32($0) }
                 if parts.count == 2 { rtxToMedia[parts[1]] = parts[0] }
             }
             if m.kind == "video" { videoSSRCs.formUnion(m.ssrcs.filter { rtxToMedia[$0] == nil }) }
+            if let msid = m.value("msid") {
+                let parts = msid.split(separator: " ")
+                if parts.count == 2 { tracks[String(parts[1])] = (String(parts[0]), m.kind) }
+            }
         }
     }
 
@@ -389,8 +408,10 @@ final class LoadSubscriber {
             latency = Clock.realtimeNanos - stamp.sendNanos
             tally.latencyFromUserspace += 1
         }
-        tally.record(stamp, bytes: packet.count, into: &received[stamp.stream, default: Tally.Received()], latencyNanos: latency,
-                     retransmission: retransmission)
+        if tally.record(stamp, bytes: packet.count, into: &received[stamp.stream, default: Tally.Received()], latencyNanos: latency,
+                        retransmission: retransmission), let latency, !retransmission {
+            latencies.append(latency)
+        }
     }
 
     func handleRTCP(_ packets: [RTCPPacket]) {
@@ -434,6 +455,7 @@ final class LoadSubscriber {
                 reports.append(entry.stats.makeReport(ssrc: ssrc, lastSR: lsr, delaySinceLastSR: dlsr))
             }
             out.insert(.receiverReport(ReceiverReport(ssrc: rtcpSSRC, reports: reports)), at: 0)
+            if let rembBitrate { out.append(.remb(ReceiverEstimatedMaximumBitrate(senderSSRC: rtcpSSRC, bitrate: rembBitrate, ssrcs: Array(inbound.keys.prefix(16))))) }
         }
         guard !out.isEmpty else { return }
         // Compounds stay under the MTU.

@@ -11,6 +11,9 @@ struct Report {
         var nacksSent: Int
         var rtxReceived: Int
         var sequenceLost: Int64
+        var pausedTracks = 0
+        var pauseEvents = 0
+        var latency: Percentiles?
         var lost: Int { max(0, expected - received) }
     }
 
@@ -42,6 +45,15 @@ struct Report {
     var errors: [String] = []
     var log: [String] = []
     var unstamped = 0
+    /// Simulcast: packets received inside the window per layer (RID), all subscribers together.
+    var receivedByLayer: [String: Int] = [:]
+    /// Frames the publishers skipped because the load tool ran late, and packets the pacer dropped.
+    var framesSkipped = 0
+    /// (subscriber, stream) pairs left out of the loss figures because the server paused the track
+    /// for bandwidth during the window (track_paused), and pause events seen in the whole run.
+    var pausedPairs = 0
+    var pauseEvents = 0
+    var pacerOverflows = 0
 
     var lost: Int { subscribers.reduce(0) { $0 + $1.lost } }
     var lossPercent: Double { packetsExpected > 0 ? Double(lost) * 100 / Double(packetsExpected) : 0 }
@@ -64,7 +76,8 @@ struct Report {
             "sent": ["packets": packetsSent, "bytes": bytesSent, "video_packets": videoPacketsSent, "audio_packets": audioPacketsSent,
                      "keyframes": keyframesSent, "retransmissions": retransmissionsSent],
             "received": ["packets": packetsReceived, "bytes": bytesReceived, "expected": packetsExpected, "lost": lost,
-                         "loss_percent": round3(lossPercent), "duplicates": duplicates, "unstamped": unstamped],
+                         "loss_percent": round3(lossPercent), "duplicates": duplicates, "unstamped": unstamped,
+                         "paused_by_server": pausedPairs, "track_paused_events": pauseEvents],
             "forwarded_per_s": round3(forwardedPerSecond),
             "feedback": ["keyframe_requests_received": keyframeRequests, "nacks_received": nacksReceivedByPublishers,
                          "transport_cc_received": feedbackReceivedByPublishers,
@@ -72,8 +85,11 @@ struct Report {
             "subscribers": subscribers.map { s -> [String: Any] in
                 ["name": s.name, "room": s.room, "expected": s.expected, "received": s.received, "lost": s.lost,
                  "loss_percent": s.expected > 0 ? round3(Double(s.lost) * 100 / Double(s.expected)) : 0,
-                 "duplicates": s.duplicates, "nacks_sent": s.nacksSent, "rtx_received": s.rtxReceived, "sequence_lost": s.sequenceLost]
+                 "duplicates": s.duplicates, "nacks_sent": s.nacksSent, "rtx_received": s.rtxReceived, "sequence_lost": s.sequenceLost,
+                 "paused_tracks": s.pausedTracks, "track_paused_events": s.pauseEvents,
+                 "latency_ms": s.latency.map { ["p50": round3($0.p50), "p99": round3($0.p99), "max": round3($0.max)] } ?? [:]]
             },
+            "received_by_layer": receivedByLayer,
             "setup_incomplete": setupIncomplete,
             "errors": errors,
         ]
@@ -90,7 +106,8 @@ struct Report {
         if let serverCPUSeconds, windowSeconds > 0 { server["cpu_percent"] = round3(serverCPUSeconds * 100 / windowSeconds) }
         out["server"] = server
         if let loadCPUSeconds {
-            out["load_tool"] = ["cpu_s": round3(loadCPUSeconds), "cpu_percent": round3(windowSeconds > 0 ? loadCPUSeconds * 100 / windowSeconds : 0)]
+            out["load_tool"] = ["cpu_s": round3(loadCPUSeconds), "cpu_percent": round3(windowSeconds > 0 ? loadCPUSeconds * 100 / windowSeconds : 0),
+                                "frames_skipped_late": framesSkipped, "pacer_overflows": pacerOverflows]
         }
         return out
     }
@@ -104,6 +121,14 @@ struct Report {
                      + "\(keyframesSent) keyframes, \(retransmissionsSent) retransmissions")
         lines.append("received  \(packetsReceived) of \(packetsExpected) expected, lost \(lost) (\(f(lossPercent, 3)) %), "
                      + "\(duplicates) duplicates; \(f(forwardedPerSecond, 0)) forwarded packets/s")
+        if !receivedByLayer.isEmpty {
+            lines.append("simulcast layers received: " + receivedByLayer.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+        }
+        if pausedPairs > 0 || pauseEvents > 0 {
+            let who = subscribers.filter { $0.pausedTracks > 0 }.map(\.name)
+            lines.append("paused by the server for bandwidth: \(pausedPairs) stream(s) at \(who.count) subscriber(s) during the window, left out of the loss figures "
+                         + "(\(pauseEvents) track_paused events in the run)" + (who.isEmpty ? "" : ": " + who.prefix(8).joined(separator: ", ")))
+        }
         let lossy = subscribers.filter { $0.lost > 0 }
         lines.append("loss per subscriber: \(lossy.isEmpty ? "none" : lossy.prefix(10).map { "\($0.name) \($0.lost)/\($0.expected)" }.joined(separator: ", "))")
         if let l = latency {
@@ -117,7 +142,11 @@ struct Report {
             if let rss = serverPeakRSSBytes { s += ", peak RSS \(f(Double(rss) / 1_048_576, 1)) MiB" }
             lines.append(s)
         }
-        if let cpu = loadCPUSeconds { lines.append("load tool \(f(cpu, 3)) CPU s (\(f(cpu * 100 / max(windowSeconds, 1e-9), 1)) % of a core)") }
+        if let cpu = loadCPUSeconds {
+            var l = "load tool \(f(cpu, 3)) CPU s (\(f(cpu * 100 / max(windowSeconds, 1e-9), 1)) % of a core)"
+            if framesSkipped > 0 || pacerOverflows > 0 { l += "; ran late: \(framesSkipped) frames skipped, \(pacerOverflows) packets dropped by the pacer" }
+            lines.append(l)
+        }
         if !setupIncomplete.isEmpty { lines.append("NOT READY at start: \(setupIncomplete.prefix(5).joined(separator: "; "))") }
         for e in errors.prefix(10) { lines.append("error: \(e)") }
         return lines.joined(separator: "\n")
@@ -133,6 +162,7 @@ extension LoadRunner {
             "rooms": s.rooms, "publishers": s.publishers, "subscribers": s.subscribers, "duration_s": s.durationSeconds,
             "video_bitrate": s.video ? s.bitrate : 0, "fps": s.fps, "keyframe_interval_s": s.keyframeIntervalSeconds,
             "audio": s.audio, "video": s.video, "simulcast": s.simulcast,
+            "subscriber_feedback": s.rembBitrate.map { "remb \($0)" } ?? "transport-cc",
         ], setupSeconds: Double(windowStartNanos - setupStart) / 1e9 - s.warmupSeconds,
            windowSeconds: Double(windowEndNanos - windowStartNanos) / 1e9)
         for p in participants {
@@ -148,6 +178,8 @@ extension LoadRunner {
                 report.keyframeRequests += pub.keyframeRequests
                 report.nacksReceivedByPublishers += pub.nacksReceived
                 report.feedbackReceivedByPublishers += pub.feedbackReceived
+                report.framesSkipped += pub.framesSkipped
+                report.pacerOverflows += pub.pacerOverflows
             }
             report.errors += p.errors.map { "\(p.userID): \($0)" }
             // What this participant should receive: every stream of the other publishers in its room
@@ -160,14 +192,28 @@ extension LoadRunner {
                                              nacksSent: sub?.nacksSent ?? 0, rtxReceived: sub?.rtxReceived ?? 0, sequenceLost: 0)
             for o in others {
                 for st in o.streams {
+                    // A track the server paused for bandwidth during the window is not expected.
+                    if let sub, let track = trackID(of: o, kind: st.kind, at: sub), sub.pausedInWindow.contains(track) {
+                        report.pausedPairs += 1
+                        line.pausedTracks += 1
+                        continue
+                    }
                     let got = sub?.received[st.id]
                     line.received += got?.inWindow ?? 0
                     line.duplicates += got?.duplicates ?? 0
                     report.bytesReceived += got?.bytes ?? 0
-                    if st.rid == nil { line.expected += tally.expected(st.id) } else { line.expected += got?.inWindow ?? 0 }
+                    if let rid = st.rid {
+                        line.expected += got?.inWindow ?? 0
+                        report.receivedByLayer[String(decoding: rid, as: UTF8.self), default: 0] += got?.inWindow ?? 0
+                    } else {
+                        line.expected += tally.expected(st.id)
+                    }
                 }
             }
             if let sub {
+                line.latency = Percentiles(sub.latencies, scale: 1e6)
+                line.pauseEvents = sub.pauseEvents
+                report.pauseEvents += sub.pauseEvents
                 let now = sub.sequenceLoss
                 line.sequenceLost = (now.lost - p.sequenceLossAtOpen.lost)
                 if s.simulcast { line.expected += Int(max(0, line.sequenceLost)) }

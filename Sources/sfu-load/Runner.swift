@@ -31,6 +31,9 @@ struct Scenario {
     var simulcast = false
     var serverPID: Int32?
     var verbose = false
+    /// What subscribers tell the server about their downlink: transport-cc feedback (browsers), or a
+    /// fixed REMB of this many bits/s without transport-cc (the server's estimator is then out of the loop).
+    var rembBitrate: UInt64?
 
     var targetName: String {
         if case .floor = target { return "floor" }
@@ -144,7 +147,8 @@ final class LoadRunner {
             let client = ControlClient(base: url, apiKey: apiKey)
             control = client
             for r in 0..<scenario.rooms {
-                roomIDs.append(try client.createRoom(name: "load-\(r)", maxParticipants: scenario.publishers + scenario.subscribers + 2))
+                // The control API takes 1...100 participants per room.
+                roomIDs.append(try client.createRoom(name: "load-\(r)", maxParticipants: min(100, scenario.publishers + scenario.subscribers)))
             }
             for p in participants {
                 let signaling = try client.signalingURL(room: roomIDs[p.room], userID: p.userID, role: p.publishes ? "patient" : "observer")
@@ -186,7 +190,12 @@ final class LoadRunner {
     func makeSubscriber(_ p: Participant, server: ServerEndpoint, local: ICELiteAgent.Credentials) throws {
         let connection = try PeerConnection(server: server.address, local: local, remote: server.ice, fingerprint: server.fingerprint, context: context)
         try register(connection)
-        p.subscriber = LoadSubscriber(connection: connection, tally: tally, context: receiveContext)
+        let subscriber = LoadSubscriber(connection: connection, tally: tally, context: receiveContext)
+        subscriber.rembBitrate = scenario.rembBitrate
+        // The floor forwards the publishers' headers: their transport-cc numbers reach the subscribers,
+        // which send feedback as they would to the SFU (the floor decrypts it and drops it).
+        if case .floor = scenario.target, scenario.rembBitrate == nil { subscriber.transportCCID = ClientSDP.transportCCExtensionID }
+        p.subscriber = subscriber
     }
 
     func register(_ connection: PeerConnection) throws {
@@ -233,11 +242,20 @@ final class LoadRunner {
                 guard let subscriber = p.subscriber else { return }
                 subscriber.apply(offer: offer)
                 let answer = ClientSDP.subscriberAnswer(offer: offer, ice: subscriber.connection.transport.local,
-                                                        fingerprint: context.certificate.sha256Fingerprint)
+                                                        fingerprint: context.certificate.sha256Fingerprint, transportCC: scenario.rembBitrate == nil)
                 p.socket?.send(["event": "webrtc_answer", "data": ["target": "subscriber", "sdp": answer]])
             } catch {
                 p.errors.append("subscriber offer: \(error)")
                 note("\(p.userID): subscriber offer: \(error)")
+            }
+        case "track_paused", "track_resumed":
+            guard let track = data["track_id"] as? String, let sub = p.subscriber else { return }
+            if event == "track_paused" {
+                sub.pausedTracks.insert(track)
+                sub.pauseEvents += 1
+                if tally.windowOpen, !tally.windowClosed { sub.pausedInWindow.insert(track) }
+            } else {
+                sub.pausedTracks.remove(track)
             }
         case "error":
             let text = "\(data["code"] ?? "?"): \(data["message"] ?? "")"
@@ -322,7 +340,7 @@ final class LoadRunner {
         }
         switch phase {
         case .connecting(let deadline):
-            let missing = notReady()
+            let missing = notReady(nowNanos: now)
             if missing.isEmpty {
                 note("all \(participants.count) participants connected and receiving")
                 phase = .warmup(until: now + Int64(scenario.warmupSeconds * 1e9))
@@ -346,8 +364,10 @@ final class LoadRunner {
         }
     }
 
-    /// What is not ready yet: publishers not connected, subscribers missing a track.
-    func notReady() -> [String] {
+    /// What is not ready yet: publishers not connected, subscribers not receiving a track steadily
+    /// (packets without a gap over 300 ms for the last second: a track the server paused for
+    /// bandwidth is not ready).
+    func notReady(nowNanos: Int64) -> [String] {
         var missing: [String] = []
         for p in participants {
             if p.publishes, p.publisher?.connection.isConnected != true { missing.append("\(p.userID): publisher not connected") }
@@ -357,16 +377,25 @@ final class LoadRunner {
                 missing.append("\(p.userID): no subscriber connection")
                 continue
             }
-            var got: Set<String> = []
-            for id in sub.received.keys {
-                if let s = tally.stream(id) { got.insert("\(s.publisher)/\(s.kind)") }
+            var flowing: Set<String> = []
+            for (id, r) in sub.received where nowNanos - r.lastNanos < 300_000_000 && nowNanos - r.flowingSinceNanos >= 1_000_000_000 {
+                if let s = tally.stream(id) { flowing.insert("\(s.publisher)/\(s.kind)") }
             }
             for o in others {
-                if scenario.audio, !got.contains("\(o.index)/audio") { missing.append("\(p.userID): no audio from \(o.userID)") }
-                if scenario.video, !got.contains("\(o.index)/video") { missing.append("\(p.userID): no video from \(o.userID)") }
+                for kind in [OutgoingStream.Kind.audio, .video] where kind == .audio ? scenario.audio : scenario.video {
+                    guard !flowing.contains("\(o.index)/\(kind)") else { continue }
+                    let paused = trackID(of: o, kind: kind, at: sub).map { sub.pausedTracks.contains($0) } ?? false
+                    missing.append("\(p.userID): no \(kind) from \(o.userID)" + (paused ? " (paused by the server)" : ""))
+                }
             }
         }
         return missing
+    }
+
+    /// The track id the server gave publisher `o`'s `kind` track in `sub`'s offers (SFU only).
+    func trackID(of o: Participant, kind: OutgoingStream.Kind, at sub: LoadSubscriber) -> String? {
+        guard let peer = o.peerID else { return nil }
+        return sub.tracks.first { $0.value.peer == peer && $0.value.kind == (kind == .audio ? "audio" : "video") }?.key
     }
 
     func counters() -> [(id: UInt32, next: UInt32)] {
@@ -380,7 +409,10 @@ final class LoadRunner {
         loadCPU.start = ProcessUsage(pid: getpid()).cpuSeconds
         for p in participants {
             for s in p.streams { sentBytes[s.id] = (s.bytesSent, 0) }
-            if let sub = p.subscriber { p.sequenceLossAtOpen = sub.sequenceLoss }
+            if let sub = p.subscriber {
+                p.sequenceLossAtOpen = sub.sequenceLoss
+                sub.pausedInWindow = sub.pausedTracks
+            }
         }
     }
 

@@ -49,6 +49,8 @@ struct Run: ParsableCommand {
     @Flag(help: "Audio only.") var audioOnly = false
     @Flag(help: "Video only.") var noAudio = false
     @Flag(help: "Publish video as three simulcast layers (q, h, f) by RID.") var simulcast = false
+    @Option(help: ArgumentHelp("Subscribers report a fixed downlink estimate with REMB (e.g. 50M) instead of transport-cc feedback.",
+                               discussion: "The server's estimator and its probing are then out of the loop: every track is forwarded whole.")) var remb: String?
     @Option(help: "PID of the server (or floor) process, for CPU and memory figures.") var serverPid: Int32?
     @Flag(help: "Print the report as JSON.") var json = false
     @Flag(help: "Log setup progress to stderr.") var verbose = false
@@ -58,8 +60,11 @@ struct Run: ParsableCommand {
             throw ValidationError("rooms and publishers >= 1, subscribers >= 0, duration > 0, fps 1...120, keyframe interval > 0")
         }
         guard parseBitrate(bitrate).map({ $0 >= 10_000 }) == true else { throw ValidationError("bitrate: a number of bits/s >= 10k, e.g. 1.5M") }
+        if let remb { guard parseBitrate(remb).map({ $0 >= 10_000 }) == true else { throw ValidationError("--remb: bits/s >= 10k, e.g. 50M") } }
         guard !(audioOnly && noAudio) else { throw ValidationError("--audio-only and --no-audio exclude each other") }
-        guard publishers + subscribers <= 1000 else { throw ValidationError("at most 1000 participants per room") }
+        guard publishers + subscribers <= (floor == nil ? 100 : 1000) else {
+            throw ValidationError("at most 100 participants per room (the control API's max_participants; 1000 with --floor): use more rooms")
+        }
     }
 
     func run() throws {
@@ -88,6 +93,7 @@ struct Run: ParsableCommand {
         scenario.video = !audioOnly
         scenario.simulcast = simulcast && !audioOnly
         scenario.serverPID = serverPid
+        scenario.rembBitrate = remb.flatMap(parseBitrate).map { UInt64($0) }
         scenario.verbose = verbose
         // More descriptors than the default 1024 for big rooms (two sockets per participant).
         var limit = rlimit()

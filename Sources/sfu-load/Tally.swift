@@ -26,6 +26,9 @@ final class Tally {
         var duplicates = 0
         var total = 0
         var bytes = 0
+        /// Monotonic time of the last arrival, and since when packets have kept coming (no gap over 300 ms).
+        var lastNanos: Int64 = 0
+        var flowingSinceNanos: Int64 = 0
     }
 
     private(set) var streams: [StreamInfo] = []
@@ -62,6 +65,9 @@ final class Tally {
     @discardableResult
     func record(_ stamp: Stamp.Value, bytes: Int, into r: inout Received, latencyNanos: Int64?, retransmission: Bool) -> Bool {
         r.total += 1
+        let now = Clock.monotonicNanos
+        if now - r.lastNanos > 300_000_000 { r.flowingSinceNanos = now }
+        r.lastNanos = now
         r.bytes += bytes
         guard windowOpen, Int(stamp.stream) < streams.count else { return false }
         let info = streams[Int(stamp.stream)]

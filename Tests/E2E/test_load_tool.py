@@ -1,8 +1,10 @@
 """sfu-load against the real server, and against the floor: a small scenario, its JSON report checked.
 
 `make test` builds `sfu-load` next to `sfu` (scripts/test.sh exports SFU_LOAD_BIN). The scenario is
-small so that the debug build carries it in a few seconds: one room, one publisher (300 kbit/s
-video + audio) and three subscribers for 3 seconds. On loopback nothing may be lost, every
+small so that the debug build carries it in a few seconds: one room, one publisher (150 kbit/s
+video + audio) and three subscribers for 3 seconds. The subscribers report a fixed downlink with REMB
+(`--remb`) rather than transport-cc: on a busy machine the server's delay-based estimator can take
+scheduling delays for congestion and pause the video, which is the estimator's business, not this test's. On loopback nothing may be lost, every
 subscriber gets every packet the publisher sent inside the window, and the report carries the
 server's CPU and latency figures.
 """
@@ -33,7 +35,7 @@ def load_bin() -> pathlib.Path:
 
 def run_load(load_bin: pathlib.Path, target: list[str], server_pid: int, *extra: str) -> dict:
     cmd = [str(load_bin), *target, "--rooms", "1", "--publishers", "1", "--subscribers", str(SUBSCRIBERS),
-           "--bitrate", "300k", "--duration", str(DURATION), "--warmup", "1", "--server-pid", str(server_pid), "--json", *extra]
+           "--bitrate", "150k", "--duration", str(DURATION), "--warmup", "1", "--server-pid", str(server_pid), "--json", *extra]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
     assert done.returncode == 0, f"sfu-load exited with {done.returncode}:\n{done.stderr}\n{done.stdout}"
     return json.loads(done.stdout)
@@ -45,7 +47,7 @@ def check_report(r: dict, target: str) -> None:
     assert not r["errors"], r["errors"]
     assert abs(r["window_s"] - DURATION) < 0.5
     sent = r["sent"]
-    # 50 audio packets/s and 30 frames/s of 300 kbit/s video (one or two packets each, more for keyframes).
+    # 50 audio packets/s and 30 frames/s of video (one packet each, more for keyframes).
     assert sent["audio_packets"] == pytest.approx(50 * DURATION, rel=0.15)
     assert sent["video_packets"] >= 30 * DURATION * 0.85
     received = r["received"]
@@ -55,6 +57,7 @@ def check_report(r: dict, target: str) -> None:
     assert received["packets"] == received["expected"]
     assert received["duplicates"] == 0
     assert received["unstamped"] == 0
+    assert received["paused_by_server"] == 0
     assert len(r["subscribers"]) == SUBSCRIBERS
     for s in r["subscribers"]:
         assert s["lost"] == 0 and s["received"] == sent["packets"], s
@@ -70,7 +73,7 @@ def check_report(r: dict, target: str) -> None:
 def test_load_tool_against_the_sfu(sfu_factory, load_bin):
     key = secrets.token_hex(16)
     sfu = sfu_factory(env={"SFU_API_KEY": key, "SFU_LOG_LEVEL": "info"})
-    r = run_load(load_bin, ["--url", sfu.base_url, "--api-key", key], sfu.proc.pid)
+    r = run_load(load_bin, ["--url", sfu.base_url, "--api-key", key], sfu.proc.pid, "--remb", "10M")
     check_report(r, "sfu")
     # The server asked for keyframes for the subscribers that joined and got transport-cc feedback
     # from them; the publisher got the server's transport-cc feedback.

@@ -212,7 +212,10 @@ public enum ClientSDP {
     }
 
     /// An answer accepting every active m-line of a subscriber offer (receive only).
-    public static func subscriberAnswer(offer: SessionDescription, ice: ICELiteAgent.Credentials, fingerprint: String) -> String {
+    /// - Parameter transportCC: negotiate transport-cc (a browser does); without it the answer
+    ///   offers `goog-remb` instead, for a receiver that reports its estimate with REMB.
+    public static func subscriberAnswer(offer: SessionDescription, ice: ICELiteAgent.Credentials, fingerprint: String,
+                                        transportCC: Bool = true) -> String {
         var lines = ["v=0", "o=- 2 1 IN IP4 127.0.0.1", "s=-", "t=0 0", "a=group:BUNDLE " + offer.bundleGroup.joined(separator: " ")]
         for (i, m) in offer.media.enumerated() {
             // The codec the offer carries for this m-line (we support what the SFU forwards).
@@ -220,9 +223,13 @@ public enum ClientSDP {
             let codecs = codecLines(codec)
             lines.append("m=\(m.kind) 9 UDP/TLS/RTP/SAVPF \(codecs.formats)")
             lines += transportLines(ice: ice, fingerprint: fingerprint, setup: "active")
-            lines += ["a=mid:\(m.mid ?? String(i))", m.direction == "inactive" ? "a=inactive" : "a=recvonly",
-                      "a=extmap:\(RoomSDP.subscriberTransportCCID) \(RTPExtensionURI.transportWideCC)"]
-            lines += codecs.lines
+            lines += ["a=mid:\(m.mid ?? String(i))", m.direction == "inactive" ? "a=inactive" : "a=recvonly"]
+            if transportCC {
+                lines.append("a=extmap:\(RoomSDP.subscriberTransportCCID) \(RTPExtensionURI.transportWideCC)")
+                lines += codecs.lines
+            } else {
+                lines += codecs.lines.map { $0.hasSuffix(" transport-cc") ? $0.dropLast(" transport-cc".count) + " goog-remb" : $0 }
+            }
         }
         return lines.joined(separator: "\r\n") + "\r\n"
     }
