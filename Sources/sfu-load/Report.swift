@@ -162,7 +162,7 @@ extension LoadRunner {
             "rooms": s.rooms, "publishers": s.publishers, "subscribers": s.subscribers, "duration_s": s.durationSeconds,
             "video_bitrate": s.video ? s.bitrate : 0, "fps": s.fps, "keyframe_interval_s": s.keyframeIntervalSeconds,
             "audio": s.audio, "video": s.video, "simulcast": s.simulcast,
-            "subscriber_feedback": s.rembBitrate.map { "remb \($0)" } ?? "transport-cc",
+            "subscriber_feedback": s.rembBitrate.map { "remb \($0)" } ?? "transport-cc", "busy_poll": s.busyPoll,
         ], setupSeconds: Double(windowStartNanos - setupStart) / 1e9 - s.warmupSeconds,
            windowSeconds: Double(windowEndNanos - windowStartNanos) / 1e9)
         for p in participants {

@@ -34,6 +34,9 @@ struct Scenario {
     /// What subscribers tell the server about their downlink: transport-cc feedback (browsers), or a
     /// fixed REMB of this many bits/s without transport-cc (the server's estimator is then out of the loop).
     var rembBitrate: UInt64?
+    /// Never sleep in epoll_wait: the server's sends then never have to wake the load tool (on
+    /// loopback the sender pays for the receiver's wake-up; over a NIC it does not).
+    var busyPoll = false
 
     var targetName: String {
         if case .floor = target { return "floor" }
@@ -277,7 +280,7 @@ final class LoadRunner {
             var now = Clock.monotonicNanos
             var due = nextTick
             for p in publishers { due = min(due, p.nextDueNanos) }
-            let timeout = Int32(clamping: max(0, (due - now + 999_999) / 1_000_000))
+            let timeout = scenario.busyPoll ? 0 : Int32(clamping: max(0, (due - now + 999_999) / 1_000_000))
             poller.wait(timeoutMillis: timeout) { token, readable, writable in
                 self.handle(fd: Int32(token), readable: readable, writable: writable)
             }

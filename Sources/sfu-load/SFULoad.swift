@@ -51,6 +51,8 @@ struct Run: ParsableCommand {
     @Flag(help: "Publish video as three simulcast layers (q, h, f) by RID.") var simulcast = false
     @Option(help: ArgumentHelp("Subscribers report a fixed downlink estimate with REMB (e.g. 50M) instead of transport-cc feedback.",
                                discussion: "The server's estimator and its probing are then out of the loop: every track is forwarded whole.")) var remb: String?
+    @Flag(help: ArgumentHelp("Poll without sleeping (the load tool takes its whole core).",
+                             discussion: "On loopback the server's sends pay for waking the load tool up; polling takes that cost away, as a NIC would.")) var busyPoll = false
     @Option(help: "PID of the server (or floor) process, for CPU and memory figures.") var serverPid: Int32?
     @Flag(help: "Print the report as JSON.") var json = false
     @Flag(help: "Log setup progress to stderr.") var verbose = false
@@ -93,6 +95,7 @@ struct Run: ParsableCommand {
         scenario.video = !audioOnly
         scenario.simulcast = simulcast && !audioOnly
         scenario.serverPID = serverPid
+        scenario.busyPoll = busyPoll
         scenario.rembBitrate = remb.flatMap(parseBitrate).map { UInt64($0) }
         scenario.verbose = verbose
         // More descriptors than the default 1024 for big rooms (two sockets per participant).
