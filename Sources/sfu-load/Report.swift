@@ -14,6 +14,8 @@ struct Report {
         var pausedTracks = 0
         var pauseEvents = 0
         var latency: Percentiles?
+        /// Every packet received during the run (setup and warm-up included), by kind.
+        var totalByKind: [String: Int] = [:]
         var lost: Int { max(0, expected - received) }
     }
 
@@ -87,6 +89,7 @@ struct Report {
                  "loss_percent": s.expected > 0 ? round3(Double(s.lost) * 100 / Double(s.expected)) : 0,
                  "duplicates": s.duplicates, "nacks_sent": s.nacksSent, "rtx_received": s.rtxReceived, "sequence_lost": s.sequenceLost,
                  "paused_tracks": s.pausedTracks, "track_paused_events": s.pauseEvents,
+                 "received_whole_run": s.totalByKind,
                  "latency_ms": s.latency.map { ["p50": round3($0.p50), "p99": round3($0.p99), "max": round3($0.max)] } ?? [:]]
             },
             "received_by_layer": receivedByLayer,
@@ -192,13 +195,14 @@ extension LoadRunner {
                                              nacksSent: sub?.nacksSent ?? 0, rtxReceived: sub?.rtxReceived ?? 0, sequenceLost: 0)
             for o in others {
                 for st in o.streams {
+                    let got = sub?.received[st.id]
+                    line.totalByKind[st.kind == .audio ? "audio" : "video", default: 0] += got?.total ?? 0
                     // A track the server paused for bandwidth during the window is not expected.
                     if let sub, let track = trackID(of: o, kind: st.kind, at: sub), sub.pausedInWindow.contains(track) {
                         report.pausedPairs += 1
                         line.pausedTracks += 1
                         continue
                     }
-                    let got = sub?.received[st.id]
                     line.received += got?.inWindow ?? 0
                     line.duplicates += got?.duplicates ?? 0
                     report.bytesReceived += got?.bytes ?? 0
