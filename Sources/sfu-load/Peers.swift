@@ -372,7 +372,10 @@ final class LoadSubscriber {
         rtpBytes += packet.count
         if let id = transportCCID, header.hasExtension, let v = header.extensionValue(id: id, in: raw), let seq = TransportWideSequence.decode(v) {
             if twcc.mediaSSRC == 0 { twcc.mediaSSRC = header.ssrc }
-            twcc.record(sequenceNumber: seq, arrivalMicros: now / 1000)
+            // Arrival at the socket (the kernel's receive time), as a browser's network thread sees
+            // it, not when this single thread got round to the packet: one realtime timebase either way.
+            let arrival = context.kernelRealtimeNanos != 0 ? context.kernelRealtimeNanos : Clock.realtimeNanos
+            twcc.record(sequenceNumber: seq, arrivalMicros: arrival / 1000)
         }
         var payload = UnsafeRawBufferPointer(rebasing: raw[header.payloadRange])
         var ssrc = header.ssrc
