@@ -34,7 +34,7 @@ let package = Package(
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         // Function wrappers for the C macros and variadic functions Swift cannot call directly.
-        .target(name: "CSFUShim", dependencies: ["COpenSSL", "COpus", "CVPX"]),
+        .target(name: "CSFUShim", dependencies: ["COpenSSL", "CSRTP", "COpus", "CVPX"]),
 
         // MARK: the modules (../shared/DESIGN.md)
         .target(

@@ -1,3 +1,4 @@
+import DTLS
 import Foundation
 import Hummingbird
 import HummingbirdWebSocket
@@ -89,6 +90,13 @@ public struct SFUServer: Sendable {
         // The metadata store first: a bad SFU_DATABASE_URL stops the server before it listens.
         let store = try await MetadataStore.open(databaseURL: config.databaseURL, dataDir: config.dataDir, logger: logger)
         logger.notice("metadata store open", metadata: ["backend": "\(store.backend)"])
+        try CryptoLibraries.initialize()
+        if CryptoLibraries.srtpCryptoInstallFailure != 0 {
+            logger.warning("OpenSSL crypto for libsrtp2 failed its known-answer tests; libsrtp2's own is used", metadata: [
+                "code": "\(CryptoLibraries.srtpCryptoInstallFailure)"])
+        }
+        logger.notice("SRTP", metadata: ["libsrtp": "\(CryptoLibraries.srtpVersion)", "crypto": "\(CryptoLibraries.srtpCryptoBackend.rawValue)",
+                                          "openssl": "\(CryptoLibraries.openSSLVersion)"])
 
         let media: MediaRuntime
         do {

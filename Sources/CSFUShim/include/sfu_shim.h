@@ -27,6 +27,13 @@ unsigned long sfu_ERR_last_error_string(char *buf, size_t len);
 /// A new ECDSA P-256 key, or NULL.
 EVP_PKEY *sfu_EC_P256_keygen(void);
 
+// MARK: libsrtp2
+/// Replaces libsrtp2's AES-128-GCM, AES-128-ICM and HMAC-SHA1 with OpenSSL-backed ones
+/// (srtp_openssl.c). Call after srtp_init() and before any session is created. Returns 0, or
+/// 100/200/300 + the libsrtp2 status of the type that failed its known-answer tests (that type and
+/// the ones after it stay libsrtp2's own).
+int sfu_srtp_install_openssl_crypto(void);
+
 // MARK: libvpx
 vpx_codec_err_t sfu_vpx_codec_enc_init(vpx_codec_ctx_t *ctx, vpx_codec_iface_t *iface,
                                        const vpx_codec_enc_cfg_t *cfg, vpx_codec_flags_t flags);
