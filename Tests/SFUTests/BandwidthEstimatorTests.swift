@@ -125,6 +125,32 @@ struct BandwidthEstimatorTests {
         #expect(settled < 5, "estimate outside ±20% until \(settled) s; end \(sim.estimator.estimate)")
     }
 
+    /// A subscriber joins a room with one 1.6 Mbit/s camera that has no simulcast (an aiortc or
+    /// Firefox publisher) on a fast link: the start estimate (300 kbit/s) must reach what the track
+    /// needs with headroom before the allocator's 3 s warm-up ends, or the track is paused.
+    @Test func startUpProbingReachesTheDesiredRateWithinASecondAndAHalf() {
+        var sim = EstimatorSimulation(capacity: 50_000_000)
+        sim.desired = 1_600_000 * 1.15
+        sim.run(seconds: 4)
+        let reached = sim.trace.first { $0.estimate >= 1_600_000 * 1.15 }?.t
+        #expect(reached.map { $0 < 1.5 } == true, "the estimate reached the desired rate after \(reached ?? -1) s")
+    }
+
+    /// What we choose not to send (a paused track, audio only) says nothing about the path: the
+    /// estimate must not fall with it, or the paused track can never afford to resume.
+    @Test func anApplicationLimitedSenderKeepsItsEstimate() {
+        var sim = EstimatorSimulation(capacity: 50_000_000)
+        sim.desired = 2_000_000
+        sim.run(seconds: 5)
+        let before = sim.estimator.estimate
+        #expect(before >= 1_800_000)
+        // Video paused: audio only from now on, and nothing to probe for.
+        sim.desired = 40_000
+        sim.rateToSend = { _, _ in 40_000 }
+        sim.run(seconds: 10)
+        #expect(sim.estimator.estimate >= before, "fell from \(before) to \(sim.estimator.estimate) while sending 40 kbit/s")
+    }
+
     @Test func followsAStepDownAndAStepUp() {
         var sim = EstimatorSimulation(capacity: 2_500_000)
         sim.run(seconds: 10)

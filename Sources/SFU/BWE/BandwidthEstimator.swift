@@ -68,10 +68,9 @@ public struct BandwidthEstimator: Sendable {
     private var probeCapUntil: Int64 = 0
     private var probeCapHoldNanos: Int64 = 5_000_000_000
     private var lastProbeSuccess: (nanos: Int64, rate: Double)?
-    /// When a probe last raised the estimate: for 2 s the estimate may stay above 1.5x what is sent,
-    /// so the sender has time to use it (an application-limited sender, e.g. on a low simulcast layer).
-    private var lastProbeRaise: Int64?
     private var lastLossDecreaseNanos: Int64?
+    /// When the last probe came back at 80% of its rate or more: the next may follow at once.
+    private var probeCarried: Int64?
 
     public init(configuration: Configuration = Configuration()) {
         self.configuration = configuration
@@ -85,8 +84,20 @@ public struct BandwidthEstimator: Sendable {
     /// A probe cluster to send now, if one is due: its id (stamp it on the packets' send-history
     /// entries), the rate to send at and how many bytes.
     public mutating func probeToSend(nowNanos: Int64, packetSize: Int = 1200) -> (cluster: Int, bitrate: Double, bytes: Int)? {
-        guard desiredBitrate > estimate * 1.1, usage == .normal, let stable = stableSinceNanos, nowNanos - stable >= 500_000_000 else { return nil }
-        if let last = lastProbeNanos, nowNanos - last < 1_000_000_000 { return nil }
+        // Anything short of the desired rate is worth a probe: an application-limited estimate no
+        // longer grows by itself, so the last 10% before an upgrade's headroom come from probes too.
+        guard desiredBitrate > estimate, usage == .normal, let stable = stableSinceNanos else { return nil }
+        // At start-up (no overuse or loss yet), a probe the path carried almost whole is followed by
+        // the next one at once (libwebrtc's exponential "further probing"): from the start rate to a
+        // 2 Mbit/s track in three steps of ~150 ms, not three seconds. Otherwise one probe a second,
+        // after 500 ms without overuse.
+        let startingUp = bitrateAtOveruse == nil && lastLossDecreaseNanos == nil
+        let chained = startingUp && (probeCarried.map { nowNanos - $0 < 1_000_000_000 } ?? false)
+        if !chained {
+            guard nowNanos - stable >= 500_000_000 else { return nil }
+            if let last = lastProbeNanos, nowNanos - last < 1_000_000_000 { return nil }
+        }
+        probeCarried = nil
         var rate = min(estimate * 2, max(desiredBitrate, estimate) * 1.2, configuration.maxBitrate)
         if let cap = probeCap, nowNanos < probeCapUntil {
             // Running close to the cap for 2 s without overuse: the path may have grown, lift it.
@@ -240,13 +251,11 @@ public struct BandwidthEstimator: Sendable {
                 delayBased *= pow1_08(dt)
             }
             // Do not grow far beyond what is actually sent (an application-limited sender learns
-            // nothing about the path), but never fall because of it: a probe's result stays.
-            if let acked = ackedBitrate, delayBased > 1.5 * acked + 10_000 {
-                let probedRecently = lastProbeRaise.map { nowNanos - $0 < 2_000_000_000 } ?? false
-                // An application-limited sender (audio only, a paused or low layer) keeps at least the
-                // start rate, or it could never afford to resume.
-                let cap = max(1.5 * acked + 10_000, min(before, configuration.startBitrate))
-                delayBased = probedRecently ? max(before, cap) : cap
+            // nothing about the path), but never fall because of it (as libwebrtc's AIMD control):
+            // a sender that sends little by choice (audio only, a paused or low layer) keeps what a
+            // probe or earlier traffic showed, or it could never afford to resume.
+            if let acked = ackedBitrate, delayBased > before, delayBased > 1.5 * acked + 10_000 {
+                delayBased = max(before, 1.5 * acked + 10_000)
             }
         }
         delayBased = min(max(delayBased, configuration.minBitrate), configuration.maxBitrate)
@@ -296,7 +305,7 @@ public struct BandwidthEstimator: Sendable {
         if measured > delayBased {
             // If overuse follows, the cap is what the probe raised the estimate to (the path held it only briefly).
             lastProbeSuccess = (lastRateUpdateNanos ?? 0, min(probe.rate, 0.95 * measured))
-            lastProbeRaise = lastRateUpdateNanos ?? 0
+            if measured >= 0.8 * probe.rate { probeCarried = lastRateUpdateNanos ?? 0 }
             delayBased = min(configuration.maxBitrate, 0.95 * measured)
             lossBased = max(lossBased, delayBased)
             estimate = max(configuration.minBitrate, min(delayBased, lossBased))
