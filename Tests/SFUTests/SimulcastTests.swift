@@ -140,7 +140,8 @@ struct SimulcastTests {
         let (h, pub, sub, track) = try Self.room()
         pub.step(keyframes: [0, 1, 2])
         pub.senderReports()  // (the layers' SSRCs are known from their first packets)
-        for _ in 0..<20 { pub.step() }
+        // 400 ms: past the spacing of keyframe requests after the one sent at the start.
+        for _ in 0..<40 { pub.step() }
         let c = try Self.consumer(h, sub, track: track)
         let plisBefore = pub.peer.publisherRTCP.filter { if case .pli(let p) = $0 { return p.mediaSSRC == Self.layerSSRCs[2] } else { return false } }.count
         c.setTarget(spatial: 2, temporal: 3, nowNanos: h.now)
@@ -160,7 +161,7 @@ struct SimulcastTests {
         let out = try Self.received(sub, ssrc)
         // The step with the top layer's keyframe carries the low layer's frame too (sent first):
         // both go out, the keyframe one tick later.
-        #expect(out.count == 1 + 20 + 3 + 2 + 20 + 4 + 1 + 20)
+        #expect(out.count == 1 + 40 + 3 + 2 + 20 + 4 + 1 + 20)
         #expect(c.layerSwitches == 2)
         // Layers in order: low, then top from its keyframe on, then low from its keyframe on.
         let layers = out.map(\.layer)
