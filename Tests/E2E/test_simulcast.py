@@ -609,7 +609,8 @@ def test_constrained_subscriber_follows_its_downlink(sfu_factory, chromiums, vid
     summary = (f"low layer after {took_low:.1f}s, top again {took_top:.1f}s after lifting; "
                f"under the limit {dropped}/{received} frames dropped; freezes "
                f"{end['freezes'] - start['freezes']} ({freeze_s:.2f}s); server paused the video at "
-               f"{paused[:3]}{'...' if len(paused) > 3 else ''}; sfu_layer_switches_total {switches}; tbf: {qdisc}")
+               f"{paused[:3]}{'...' if len(paused) > 3 else ''}; sfu_layer_switches_total {switches}; tbf: {qdisc}; "
+               f"limit applied at monotonic {t_limit * 1000:.0f} ms (the server's t_ms clock)")
     print(report + "\n" + summary)
 
     problems = []
