@@ -609,7 +609,8 @@ def test_constrained_subscriber_follows_its_downlink(sfu_factory, chromiums, vid
     summary = (f"low layer after {took_low:.1f}s, top again {took_top:.1f}s after lifting; "
                f"under the limit {dropped}/{received} frames dropped; freezes "
                f"{end['freezes'] - start['freezes']} ({freeze_s:.2f}s); server paused the video at "
-               f"{paused[:3]}{'...' if len(paused) > 3 else ''}; sfu_layer_switches_total {switches}; tbf: {qdisc}")
+               f"{paused[:3]}{'...' if len(paused) > 3 else ''}; sfu_layer_switches_total {switches}; tbf: {qdisc}; "
+               f"limit applied at monotonic {t_limit * 1000:.0f} ms (the server's t_ms clock)")
     print(report + "\n" + summary)
 
     problems = []
@@ -617,14 +618,8 @@ def test_constrained_subscriber_follows_its_downlink(sfu_factory, chromiums, vid
         problems.append("not on the low layer within 10 s of the 500 kbit/s limit")
     elif not all(is_low(x) for x in constrained[2:]):
         problems.append("left the low layer under the limit")
-    # Known not met (issue 8 stays open): at the step from the top layer to 500 kbit/s the bottleneck
-    # queue overflows for the ~0.5 s the estimator needs to see it, and the frames of the top layer
-    # caught in it are dropped by the decoder when the low layer's keyframe arrives (9-47 of ~430,
-    # 1.3-1.5 s of freezes in the runs so far; some runs meet both). Collected apart so every other
-    # criterion still fails the test, and reported as an expected failure with the figures.
-    known = []
     if not (received > 0 and dropped / received < 0.02):
-        known.append(f"{dropped}/{received} frames dropped under the limit (want < 2 %)")
+        problems.append(f"{dropped}/{received} frames dropped under the limit (want < 2 %)")
     # Video kept flowing under the limit: 500 kbit/s carries the low layer, nothing to pause.
     if paused:
         problems.append(f"the server paused the video under a {LIMIT_KBIT} kbit/s link (samples at {paused[:5]})")
@@ -645,16 +640,14 @@ def test_constrained_subscriber_follows_its_downlink(sfu_factory, chromiums, vid
     if not (srv and srv["spatial_layer"] == 2):
         problems.append(f"server view after lifting: {srv}")
     if freeze_s >= 1.0:
-        known.append(f"{freeze_s:.2f}s of freezes across the switches (want < 1 s)")
+        problems.append(f"{freeze_s:.2f}s of freezes across the switches (want < 1 s)")
     errors = decode_errors(sub, end)
     if errors:
         problems.append(f"decode errors: {errors[:10]}")
     if switches is None or switches < 2:
         problems.append(f"sfu_layer_switches_total = {switches}")
-    assert not problems, "\n".join(problems + known) + "\n" + summary + "\n" + describe(sfu, room.pages, [tl])
+    assert not problems, "\n".join(problems) + "\n" + summary + "\n" + describe(sfu, room.pages, [tl])
     assert sfu.proc.poll() is None
-    if known:
-        pytest.xfail("issue 8, known: the step down from the top layer costs frames: " + "; ".join(known) + " | " + summary)
 
 
 def test_tiny_downlink_pauses_video_keeps_audio(sfu_factory, chromiums, video_file, netns):

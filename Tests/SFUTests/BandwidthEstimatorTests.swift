@@ -4,13 +4,15 @@ import Testing
 import TestSupport
 @testable import SFU
 
-/// A bottleneck link on a fake clock: a FIFO drained at `capacity` (drop-tail at 400 ms of queue),
+/// A bottleneck link on a fake clock: a FIFO drained at `capacity` (drop-tail at 400 ms of queue by default),
 /// 25 ms of propagation, seeded random loss, optional constant cross traffic sharing the queue.
 struct SimulatedLink {
     var capacity: Double
     var loss: Double = 0
     var crossTraffic: Double = 0
     var propagationNanos: Int64 = 25_000_000
+    /// Drop-tail at this much queue (a `tc tbf ... latency 50ms` holds about 80 ms).
+    var maxQueueNanos: Int64 = 400_000_000
     var queueFreeAt: Int64 = 0
     var rng = SeededGenerator(seed: 99)
     var crossCredit: Double = 0
@@ -19,7 +21,7 @@ struct SimulatedLink {
     mutating func send(size: Int, now: Int64) -> Int64? {
         if loss > 0, Double(rng.next() % 10_000) / 10_000 < loss { return nil }
         let start = max(now, queueFreeAt)
-        guard start - now <= 400_000_000 else { return nil }
+        guard start - now <= maxQueueNanos else { return nil }
         queueFreeAt = start + Int64(Double(size * 8) / capacity * 1e9)
         return queueFreeAt + propagationNanos
     }
@@ -162,6 +164,25 @@ struct BandwidthEstimatorTests {
         sim.run(seconds: 10)
         let up = (sim.lastOutside(2_000_000...3_000_000, from: 20) ?? 20) - 20
         #expect(up < 5, "after the step up the estimate settled only \(up) s later (now \(sim.estimator.estimate))")
+    }
+
+    /// The E2E case (issue 8): the subscriber gets the top layer (1.6 Mbit/s) when its link drops
+    /// to 500 kbit/s behind a shallow queue (tc tbf, 80 ms). The sender keeps sending what it sent
+    /// (the SFU switches layers only on the estimate), so the first decrease has to land near the new
+    /// capacity: a decrease to 90% of the last 500 ms would still be far above it, and the layer
+    /// chosen on it would not fit either (a second switch, a second freeze).
+    @Test func aStepDownBehindAShallowQueueIsMetInOneDecrease() throws {
+        var sim = EstimatorSimulation(capacity: 2_500_000)
+        sim.rateToSend = { _, _ in 1_600_000 }
+        sim.run(seconds: 10)
+        #expect(sim.estimator.estimate > 1_600_000)
+        sim.link.capacity = 500_000
+        sim.link.maxQueueNanos = 80_000_000
+        sim.run(seconds: 1)
+        // The first value below 1.5 Mbit/s after the step is the first decrease.
+        let first = try #require(sim.trace.first { $0.t > 10 && $0.estimate < 1_500_000 })
+        #expect(first.t < 10.4, "first decrease \(first.t - 10) s after the step")
+        #expect(first.estimate < 600_000, "first decrease to \(Int(first.estimate)) bit/s")
     }
 
     @Test func toleratesTwoPercentRandomLoss() {

@@ -140,7 +140,8 @@ struct SimulcastTests {
         let (h, pub, sub, track) = try Self.room()
         pub.step(keyframes: [0, 1, 2])
         pub.senderReports()  // (the layers' SSRCs are known from their first packets)
-        for _ in 0..<20 { pub.step() }
+        // 400 ms: past the spacing of keyframe requests after the one sent at the start.
+        for _ in 0..<40 { pub.step() }
         let c = try Self.consumer(h, sub, track: track)
         let plisBefore = pub.peer.publisherRTCP.filter { if case .pli(let p) = $0 { return p.mediaSSRC == Self.layerSSRCs[2] } else { return false } }.count
         c.setTarget(spatial: 2, temporal: 3, nowNanos: h.now)
@@ -160,7 +161,7 @@ struct SimulcastTests {
         let out = try Self.received(sub, ssrc)
         // The step with the top layer's keyframe carries the low layer's frame too (sent first):
         // both go out, the keyframe one tick later.
-        #expect(out.count == 1 + 20 + 3 + 2 + 20 + 4 + 1 + 20)
+        #expect(out.count == 1 + 40 + 3 + 2 + 20 + 4 + 1 + 20)
         #expect(c.layerSwitches == 2)
         // Layers in order: low, then top from its keyframe on, then low from its keyframe on.
         let layers = out.map(\.layer)
@@ -234,6 +235,39 @@ struct SimulcastTests {
         #expect(subscription.spatialLayer == 0 && subscription.targetSpatialLayer == 0 && subscription.maxSpatial == 0)
         #expect(subscription.layerSwitches == 2)
         #expect(!h.room.setLayer(peerID: sub.info.peerID, trackID: "tr_nope", maxSpatial: 0, maxTemporal: nil, nowNanos: h.now))
+    }
+
+    /// After a switch, a NACK for a packet of the stream left behind is not answered (its frames
+    /// will not be decoded, and at a switch down the resends would crowd the bottleneck and the new
+    /// layer's keyframe); one for the new stream is.
+    @Test func nacksForTheStreamLeftBehindAreNotAnswered() throws {
+        let (h, pub, sub, track) = try Self.room()
+        pub.step(keyframes: [0, 1, 2])
+        let c = try Self.consumer(h, sub, track: track)
+        c.setTarget(spatial: 2, temporal: 3, nowNanos: h.now)
+        pub.step(keyframes: [2])
+        for _ in 0..<5 { pub.step() }
+        #expect(c.currentSpatial == 2)
+        c.setTarget(spatial: 0, temporal: 3, nowNanos: h.now)
+        pub.step(keyframes: [0])
+        for _ in 0..<3 { pub.step() }
+        #expect(c.currentSpatial == 0)
+        let ssrcs = try #require(sub.ssrc(peer: pub.peer.info.peerID, track: track))
+        let rtxSSRC = try #require(ssrcs.rtx)
+        let out = try Self.received(sub, ssrcs.ssrc)
+        let old = try #require(out.last { $0.layer == 2 }).seq
+        let new = try #require(out.last { $0.layer == 0 }).seq
+        // (Probe padding goes on the RTX SSRC too: only resends carry a payload.)
+        func resent() throws -> [RTPPacket] {
+            try (sub.received[rtxSSRC] ?? []).map { try RTPPacket(parsing: $0) }.filter { $0.payload.count > 2 }
+        }
+        let before = try resent().count
+        sub.subscriber?.sendRTCP([.nack(GenericNACK(senderSSRC: 1, mediaSSRC: ssrcs.ssrc, lost: [old, new]))])
+        h.run(steps: 2)
+        let rtx = try resent().dropFirst(before)
+        #expect(rtx.count == 1)
+        #expect(rtx.first.map { Array($0.payload.prefix(2)) } == [UInt8(new >> 8), UInt8(new & 0xFF)])
+        #expect(c.retransmissionsSkipped == 1)
     }
 
     @Test func aLayerThatStopsIsLeftForOneThatSends() throws {

@@ -5,7 +5,8 @@ import Foundation
 ///
 /// - Delay-based: packets are grouped by send time (5 ms bursts); the change of one-way delay
 ///   between groups is accumulated, smoothed, and its trend (least-squares slope over 20 groups)
-///   compared with an adaptive threshold; overuse cuts the rate to 90% of what was delivered,
+///   compared with an adaptive threshold; overuse cuts the rate to 90% of what was delivered (over
+///   the last 500 ms, or the last 150 ms when that is less: a step down is met at once),
 ///   normal use grows it (8%/s far from the last overuse point, about a packet per RTT near it).
 /// - Loss-based: under 2% loss grows, over 10% cuts by half the loss.
 /// - Probing: when the estimate has been stable for a second and is below what the subscriber
@@ -49,6 +50,10 @@ public struct BandwidthEstimator: Sendable {
     private var bitrateAtOveruse: Double?
     private var acked: [(arrivalNanos: Int64, size: Int)] = []
     public private(set) var ackedBitrate: Double?
+    /// What arrived over the last `recentAckedWindowNanos` only: at a step down of the path, the
+    /// rate the bottleneck delivers now, where `ackedBitrate` still holds half a second of the old rate.
+    public private(set) var recentAckedBitrate: Double?
+    static let recentAckedWindowNanos: Int64 = 150_000_000
     private var rttNanos: Int64 = 100_000_000
     // Loss window.
     private var lossWindow: [(nanos: Int64, lost: Bool)] = []
@@ -214,6 +219,13 @@ public struct BandwidthEstimator: Sendable {
         guard let first = acked.first?.arrivalNanos, last - first >= 100_000_000 else { return }
         let bytes = acked.dropFirst().reduce(0) { $0 + $1.size }
         ackedBitrate = Double(bytes) * 8 * 1e9 / Double(last - first)
+        let recent = acked.drop { last - $0.arrivalNanos > Self.recentAckedWindowNanos }
+        if let recentFirst = recent.first?.arrivalNanos, last - recentFirst >= Self.recentAckedWindowNanos / 2 {
+            let recentBytes = recent.dropFirst().reduce(0) { $0 + $1.size }
+            recentAckedBitrate = Double(recentBytes) * 8 * 1e9 / Double(last - recentFirst)
+        } else {
+            recentAckedBitrate = nil
+        }
     }
 
     private mutating func updateRate(nowNanos: Int64) {
@@ -234,7 +246,9 @@ public struct BandwidthEstimator: Sendable {
                 lastProbeSuccess = nil
             }
             if lastDecreaseNanos.map({ nowNanos - $0 >= rttNanos + 100_000_000 }) ?? true {
-                let base = ackedBitrate ?? delayBased
+                // What the path delivers now: the last 150 ms when they say less than the last 500 ms
+                // (a step down is then met in one decrease, not in several RTTs of overshoot).
+                let base = [ackedBitrate, recentAckedBitrate].compactMap { $0 }.min() ?? delayBased
                 delayBased = max(configuration.minBitrate, min(delayBased, 0.9 * base))
                 bitrateAtOveruse = base
                 lastDecreaseNanos = nowNanos

@@ -59,6 +59,13 @@ final class Consumer {
     var octetsSent: UInt32 = 0
     public private(set) var retransmitted = 0
     public private(set) var retransmissionMisses = 0
+    /// The output sequence number of the keyframe the forwarded stream started at (last splice).
+    /// Packets before it belong to a stream the subscriber's decoder has left behind: a NACK for one
+    /// is not answered (at a switch down the resends would crowd the bottleneck that forced it, and
+    /// the new layer's keyframe with them).
+    var spliceSequence: UInt16?
+    /// NACKed packets not resent because they belong to a stream left behind (or being left).
+    public private(set) var retransmissionsSkipped = 0
 
     init(producer: Producer, subscriber: SubscriberConnection, mid: String) {
         self.producer = producer
@@ -86,6 +93,7 @@ final class Consumer {
             if current { skip(header.sequenceNumber) }
             return
         }
+        var spliced = false
         if spatial == targetSpatial && (!current || waitingForKeyframe) {
             // Starting, resuming or switching: only at a keyframe of the target stream.
             guard info.keyframe || producer.kind == .audio else {
@@ -93,7 +101,8 @@ final class Consumer {
                 producer.requestKeyframe(stream: stream, nowNanos: nowNanos)
                 return
             }
-            splice(to: stream, header: header, info: info)
+            splice(to: stream, header: header, info: info, nowNanos: nowNanos)
+            spliced = true
         } else if waitingForKeyframe || (dropCurrentWhileSwitching && spatial != targetSpatial) {
             // The current stream while the target's keyframe is awaited after a pause, or while
             // switching down from a layer the downlink cannot carry.
@@ -115,6 +124,7 @@ final class Consumer {
             return
         }
         guard let outSequence = sequence.input(header.sequenceNumber) else { return }
+        if spliced { spliceSequence = outSequence }
         let outTimestamp = header.timestamp &+ timestampOffset
         var vp8: (descriptor: VP8Descriptor, pictureID: UInt16?, tl0PicIdx: UInt8?)?
         if let d = info.vp8 {
@@ -134,7 +144,7 @@ final class Consumer {
     /// Starts on `stream` at its keyframe (`header`): the output continues from the last packet
     /// sent, whichever stream it came from (DESIGN.md: seq = last + 1, timestamps aligned through the
     /// streams' SR NTP times, else arrival time; picture id and TL0PICIDX continue).
-    func splice(to stream: ProducerStream, header: RTPHeader, info: FrameInfo) {
+    func splice(to stream: ProducerStream, header: RTPHeader, info: FrameInfo, nowNanos: Int64) {
         let previous = currentSpatial.map { producer.streams[$0] }
         if !sequence.hasStarted {
             // Start well below 2^15: libsrtp guesses the rollover counter badly near the wrap.
@@ -165,7 +175,11 @@ final class Consumer {
                 if tl0PicIdx.hasStarted { tl0PicIdx.sync(nextInput: t, gap: 1) } else { tl0PicIdx.sync(input: t, output: t) }
             }
         }
-        if currentSpatial != nil && currentSpatial != stream.spatial { layerSwitches += 1 }
+        if currentSpatial != nil && currentSpatial != stream.spatial {
+            layerSwitches += 1
+            subscriber.room.logger.debug("layer switch", metadata: ["peer": "\(subscriber.participant.peer.peerID)", "t_ms": "\(nowNanos / 1_000_000)",
+                                                                    "from": "\(currentSpatial ?? -1)", "to": "\(stream.spatial)"])
+        }
         currentSpatial = stream.spatial
         currentTemporal = targetTemporal
         waitingForKeyframe = false
@@ -204,6 +218,11 @@ final class Consumer {
         guard let retransmissions, active else { return }
         var missed = false
         for s in sequenceNumbers {
+            // The stream being left for a lower one that fits, or one already left: its frames will not be decoded.
+            if dropCurrentWhileSwitching || spliceSequence.map({ Int16(bitPattern: s &- $0) < 0 }) == true {
+                retransmissionsSkipped += 1
+                continue
+            }
             let sent = retransmissions.withPacket(sequenceNumber: s, nowNanos: nowNanos) { stored in
                 subscriber.sendRetransmission(consumer: self, stored: stored, nowNanos: nowNanos)
             }

@@ -143,13 +143,21 @@ public final class Producer {
     var tapStream = 0
     /// Keyframe requests: at most one per `keyframeInterval` per stream; one asked for meanwhile waits.
     static let keyframeRequestIntervalNanos: Int64 = 1_000_000_000
+    /// And at most one per `keyframeRequestSpacingNanos` for the whole producer: libwebrtc ignores a
+    /// request that comes within 300 ms of the last one it honoured (one encoder makes every simulcast
+    /// layer, and a request gets a keyframe on each), so a request for another layer sent sooner is
+    /// lost and its switch waits for the next one (a second later). It waits here instead.
+    static let keyframeRequestSpacingNanos: Int64 = 350_000_000
+    var lastKeyframeRequestNanos: Int64?
     public private(set) var keyframeRequestsSent = 0
     public private(set) var keyframeRequestsThrottled = 0
     /// Audio: loudness from the audio-level extension (127 - level in -dBov, smoothed), and when it was last heard.
     var loudness: Double = 0
     var loudnessNanos: Int64 = 0
     /// Sends a PLI for this stream to its publisher.
-    var sendKeyframeRequest: ((ProducerStream) -> Void)?
+    var sendKeyframeRequest: ((ProducerStream, Int64) -> Void)?
+    /// Sees the first packet of each keyframe (debug logging).
+    var onKeyframe: ((ProducerStream, Int64) -> Void)?
 
     init(trackID: String, peerID: String, section: PublishedSection, source: TrackSource) {
         self.trackID = trackID
@@ -208,6 +216,7 @@ public final class Producer {
             case .opus: break
             }
             if info.keyframe {
+                onKeyframe?(stream, nowNanos)
                 stream.keyframeWanted = false
                 stream.lastKeyframeNanos = nowNanos
                 if stream.nack?.needsKeyframe == true { stream.nack?.keyframeHandled() }
@@ -241,15 +250,22 @@ public final class Producer {
     /// Asks the publisher for a keyframe on `stream`, paced to one request per second per stream.
     func requestKeyframe(stream: ProducerStream, nowNanos: Int64) {
         guard kind == .video else { return }
-        if let last = stream.lastKeyframeRequestNanos, nowNanos - last < Self.keyframeRequestIntervalNanos {
+        guard keyframeRequestAllowed(stream, nowNanos: nowNanos) else {
             if !stream.keyframeWanted { keyframeRequestsThrottled += 1 }
             stream.keyframeWanted = true
             return
         }
         stream.lastKeyframeRequestNanos = nowNanos
+        lastKeyframeRequestNanos = nowNanos
         stream.keyframeWanted = false
         keyframeRequestsSent += 1
-        sendKeyframeRequest?(stream)
+        sendKeyframeRequest?(stream, nowNanos)
+    }
+
+    func keyframeRequestAllowed(_ stream: ProducerStream, nowNanos: Int64) -> Bool {
+        if let last = stream.lastKeyframeRequestNanos, nowNanos - last < Self.keyframeRequestIntervalNanos { return false }
+        if let last = lastKeyframeRequestNanos, nowNanos - last < Self.keyframeRequestSpacingNanos { return false }
+        return true
     }
 
     /// Timer work: keyframe requests that waited for the pacing interval; layer activity.
@@ -257,7 +273,7 @@ public final class Producer {
         for stream in streams {
             stream.roll(nowNanos: nowNanos)
             if stream.keyframeWanted || stream.nack?.needsKeyframe == true {
-                if let last = stream.lastKeyframeRequestNanos, nowNanos - last < Self.keyframeRequestIntervalNanos { continue }
+                guard keyframeRequestAllowed(stream, nowNanos: nowNanos) else { continue }
                 stream.keyframeWanted = true
                 requestKeyframe(stream: stream, nowNanos: nowNanos)
             }

@@ -56,13 +56,20 @@ final class PublisherConnection: WorkerSession, WebRTCTransportDelegate {
             if let s = stream.rtxSSRC { routesByRTXSSRC[s] = Route(producer: producer, stream: stream) }
             if twcc == nil, let s = stream.ssrc { twcc = TWCCRecorder(senderSSRC: rtcpSSRC, mediaSSRC: s) }
         }
-        producer.sendKeyframeRequest = { [unowned self] stream in
+        producer.onKeyframe = { [unowned self, unowned producer] stream, nowNanos in
+            room.logger.debug("keyframe in", metadata: ["peer": "\(participant.peer.peerID)", "track": "\(producer.trackID)",
+                                                        "spatial": "\(stream.spatial)", "t_ms": "\(nowNanos / 1_000_000)"])
+        }
+        producer.sendKeyframeRequest = { [unowned self, unowned producer] stream, nowNanos in
             guard let ssrc = stream.ssrc else { return }
+            room.logger.debug("keyframe request", metadata: ["peer": "\(participant.peer.peerID)", "track": "\(producer.trackID)",
+                                                             "spatial": "\(stream.spatial)", "t_ms": "\(nowNanos / 1_000_000)"])
             transport.sendRTCP([.pli(PictureLossIndication(senderSSRC: rtcpSSRC, mediaSSRC: ssrc))])
         }
     }
 
     func unbind(_ producer: Producer) {
+        producer.onKeyframe = nil
         producersByMid[producer.mid] = nil
         for (k, v) in routesBySSRC where v.producer === producer { routesBySSRC[k] = nil }
         for (k, v) in routesByRTXSSRC where v.producer === producer { routesByRTXSSRC[k] = nil }

@@ -46,6 +46,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         return remb.map { Double($0) }  // (not Double.init: that picks init(bitPattern:) for UInt64)
     }
     private var estimatorFed = false
+    private var loggedEstimate = 0.0
     private var firstFeedbackNanos: Int64?
     /// Until 3 s of transport-cc feedback (or 3 s after a REMB-only subscriber connected) the
     /// estimate is mostly the start value: nothing is paused on it.
@@ -343,6 +344,11 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
                     participant.sink(.trackResumed(peerID: c.producer.peerID, trackID: c.producer.trackID))
                 }
                 if c.allocated, l < LayerAllocator.Layer(spatial: c.targetSpatial, temporal: c.targetTemporal) { c.lastDowngradeNanos = nowNanos }
+                if !c.allocated || l != LayerAllocator.Layer(spatial: c.targetSpatial, temporal: c.targetTemporal) {
+                    room.logger.debug("layer target", metadata: ["peer": "\(participant.peer.peerID)", "t_ms": "\(nowNanos / 1_000_000)",
+                                                                 "from": "\(c.targetSpatial)/\(c.targetTemporal)", "to": "\(l.spatial)/\(l.temporal)",
+                                                                 "current": "\(c.currentSpatial ?? -1)", "estimate": "\(Int(estimate))"])
+                }
                 c.allocated = true
                 c.setTarget(spatial: l.spatial, temporal: l.temporal, nowNanos: nowNanos)
                 // Going down from a layer far beyond the budget: stop it now rather than at the new keyframe.
@@ -474,6 +480,8 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         for packet in packets {
             switch packet {
             case .nack(let n):
+                room.logger.debug("nack", metadata: ["peer": "\(participant.peer.peerID)", "t_ms": "\(nowNanos / 1_000_000)",
+                                                     "count": "\(n.sequenceNumbers.count)"])
                 consumersBySSRC[n.mediaSSRC]?.retransmit(n.sequenceNumbers, nowNanos: nowNanos)
             case .pli(let p):
                 consumersBySSRC[p.mediaSSRC]?.requestKeyframe(nowNanos: nowNanos)
@@ -487,6 +495,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
                 remb = r.bitrate
             case .transportCC(let fb):
                 let results = sendHistory.onFeedback(fb)
+                let before = estimator.estimate
                 if let rttNanos { estimator.setRTT(nanos: rttNanos) }
                 estimator.onFeedback(results, nowNanos: nowNanos)
                 if !results.isEmpty, !estimatorFed {
@@ -494,7 +503,16 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
                     firstFeedbackNanos = nowNanos
                 }
                 // The downlink just shrank below what we send: reallocate at the next tick, not in up to 250 ms.
-                if estimator.estimate < 0.8 * Double(allocatedBitrate) { lastAllocationNanos = 0 }
+                if estimator.estimate < before, estimator.estimate < Double(allocatedBitrate) { lastAllocationNanos = 0 }
+                let lost = results.reduce(0) { $0 + ($1.arrivalNanos == nil ? 1 : 0) }
+                if lost > 0 || estimator.usage != .normal || abs(estimator.estimate - loggedEstimate) > 0.1 * loggedEstimate {
+                    loggedEstimate = estimator.estimate
+                    room.logger.debug("feedback", metadata: ["peer": "\(participant.peer.peerID)", "t_ms": "\(nowNanos / 1_000_000)",
+                                                             "lost": "\(lost)/\(results.count)", "usage": "\(estimator.usage)",
+                                                             "loss": "\(Int(estimator.lossFraction * 100))%",
+                                                             "estimate": "\(Int(estimator.estimate))", "acked": "\(Int(estimator.ackedBitrate ?? 0))",
+                                                             "allocated": "\(allocatedBitrate)"])
+                }
             default:
                 break
             }
