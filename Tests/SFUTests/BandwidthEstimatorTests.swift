@@ -138,19 +138,26 @@ struct BandwidthEstimatorTests {
         #expect(reached.map { $0 < 1.5 } == true, "the estimate reached the desired rate after \(reached ?? -1) s")
     }
 
-    /// What we choose not to send (a paused track, audio only) says nothing about the path: the
-    /// estimate must not fall with it, or the paused track can never afford to resume.
-    @Test func anApplicationLimitedSenderKeepsItsEstimate() {
+    /// What we choose not to send while a track is paused for bandwidth says nothing about the
+    /// path: the estimate must not fall with it, or the paused track can never afford to resume.
+    /// Without a paused track a stale estimate does decay to 1.5x what is sent (at least the start rate).
+    @Test(arguments: [true, false])
+    func anApplicationLimitedEstimateHoldsOnlyWhileATrackIsPaused(_ paused: Bool) {
         var sim = EstimatorSimulation(capacity: 50_000_000)
         sim.desired = 2_000_000
         sim.run(seconds: 5)
         let before = sim.estimator.estimate
         #expect(before >= 1_800_000)
-        // Video paused: audio only from now on, and nothing to probe for.
+        // Audio only from now on, and nothing to probe for.
         sim.desired = 40_000
+        sim.estimator.holdWhileApplicationLimited = paused
         sim.rateToSend = { _, _ in 40_000 }
         sim.run(seconds: 10)
-        #expect(sim.estimator.estimate >= before, "fell from \(before) to \(sim.estimator.estimate) while sending 40 kbit/s")
+        if paused {
+            #expect(sim.estimator.estimate >= before, "fell from \(before) to \(sim.estimator.estimate) while sending 40 kbit/s")
+        } else {
+            #expect(sim.estimator.estimate == sim.estimator.configuration.startBitrate, "\(sim.estimator.estimate)")
+        }
     }
 
     @Test func followsAStepDownAndAStepUp() {

@@ -288,6 +288,49 @@ struct SimulcastTests {
         #expect(bitrates[1].allSatisfy { $0 != nil } && bitrates[1].count == 3, "three temporal layers measured: \(bitrates[1])")
     }
 
+    /// A track that resumes starts on its cheapest layer; that is not a downgrade, so the climb from
+    /// there is not held back for the 4 s upgrade hold (the tiny-downlink E2E saw 8 fps for 4 s).
+    @Test func aResumedTrackClimbsWithoutTheUpgradeHold() throws {
+        let h = try RoomHarness()
+        let sub = try h.join("sub")
+        sub.omitsTransportCC = true
+        let pubPeer = try h.join("pub")
+        h.publishSimulcast(pubPeer, audioSSRC: Self.audioSSRC, rids: Self.rids)
+        try #require(h.connectAll(), "transports did not connect")
+        var track = ""
+        for case .trackPublished(_, let t) in sub.signals where t.kind == .video { track = t.trackID }
+        let pub = Publisher(h: h, peer: pubPeer)
+        pub.step(keyframes: [0, 1, 2])
+        for _ in 0..<350 { pub.step() }  // past the warm-up
+        let c = try Self.consumer(h, sub, track: track)
+        let remb = { (bps: UInt64) in
+            _ = sub.subscriber?.sendRTCP([.remb(ReceiverEstimatedMaximumBitrate(senderSSRC: 9, bitrate: bps, ssrcs: []))])
+        }
+        remb(5_000_000)
+        for _ in 0..<100 { pub.step(keyframes: pub.frame % 50 == 0 ? [0, 1, 2] : []) }
+        #expect(c.targetSpatial == 2)
+        // The downlink collapses, beyond what the upgrade hold after this downgrade lasts.
+        remb(30_000)
+        for _ in 0..<500 { pub.step() }
+        #expect(c.allocationPaused)
+        // The downlink comes back slowly, as after a tbf limit is lifted: first just enough for the
+        // low layer, then plenty.
+        remb(250_000)
+        var resumedAt: Int?
+        for i in 0..<400 {
+            pub.step(keyframes: i % 50 == 0 ? [0, 1, 2] : [])
+            if resumedAt == nil, !c.allocationPaused {
+                resumedAt = i
+                #expect(c.targetSpatial == 0, "resumes on the low layer")
+                remb(5_000_000)
+            }
+            if let r = resumedAt, i - r == 150 { break }
+        }
+        try #require(resumedAt != nil, "did not resume")
+        // 1.5 s after the resume, with 5 Mbit/s to spend, it is on the top layer.
+        #expect(c.targetSpatial == 2, "1.5 s after resuming: target \(c.targetSpatial)/\(c.targetTemporal)")
+    }
+
     /// Without transport-cc the subscriber's REMB is the estimate: video it cannot afford is paused
     /// (and the client told), audio keeps flowing, and video resumes at a keyframe when it can.
     @Test func videoTheDownlinkCannotCarryIsPausedAndResumed() throws {

@@ -74,6 +74,11 @@ public struct BandwidthEstimator: Sendable {
     private var probeCapHoldNanos: Int64 = 5_000_000_000
     private var lastProbeSuccess: (nanos: Int64, rate: Double)?
     private var lastLossDecreaseNanos: Int64?
+    /// Set by the subscriber while a video track is paused for bandwidth: the estimate then does not
+    /// decay for being application-limited.
+    public var holdWhileApplicationLimited = false
+    /// When a probe last raised the estimate.
+    private var lastProbeRaise: Int64?
     /// When the last probe came back at 80% of its rate or more: the next may follow at once.
     private var probeCarried: Int64?
 
@@ -264,12 +269,23 @@ public struct BandwidthEstimator: Sendable {
             } else {
                 delayBased *= pow1_08(dt)
             }
-            // Do not grow far beyond what is actually sent (an application-limited sender learns
-            // nothing about the path), but never fall because of it (as libwebrtc's AIMD control):
-            // a sender that sends little by choice (audio only, a paused or low layer) keeps what a
-            // probe or earlier traffic showed, or it could never afford to resume.
-            if let acked = ackedBitrate, delayBased > before, delayBased > 1.5 * acked + 10_000 {
-                delayBased = max(before, 1.5 * acked + 10_000)
+            // Do not grow far beyond what is actually sent: an application-limited sender learns
+            // nothing about the path.
+            if let acked = ackedBitrate, delayBased > 1.5 * acked + 10_000 {
+                let cap = max(1.5 * acked + 10_000, min(before, configuration.startBitrate))
+                if holdWhileApplicationLimited {
+                    // Video is paused for bandwidth: what we chose not to send says nothing about the
+                    // path either, so the estimate does not fall (libwebrtc's AIMD rule), or the paused
+                    // track could never afford to resume.
+                    delayBased = max(before, cap)
+                } else {
+                    // Otherwise a stale estimate decays to 1.5x what is sent (at least the start rate),
+                    // except for 2 s after a probe raised it, so the sender has time to use it; a
+                    // stale estimate far above a shared link's fair share would make every probe
+                    // overshoot it.
+                    let probedRecently = lastProbeRaise.map { nowNanos - $0 < 2_000_000_000 } ?? false
+                    delayBased = probedRecently ? max(before, cap) : cap
+                }
             }
         }
         delayBased = min(max(delayBased, configuration.minBitrate), configuration.maxBitrate)
@@ -319,6 +335,7 @@ public struct BandwidthEstimator: Sendable {
         if measured > delayBased {
             // If overuse follows, the cap is what the probe raised the estimate to (the path held it only briefly).
             lastProbeSuccess = (lastRateUpdateNanos ?? 0, min(probe.rate, 0.95 * measured))
+            lastProbeRaise = lastRateUpdateNanos ?? 0
             if measured >= 0.8 * probe.rate { probeCarried = lastRateUpdateNanos ?? 0 }
             delayBased = min(configuration.maxBitrate, 0.95 * measured)
             lossBased = max(lossBased, delayBased)

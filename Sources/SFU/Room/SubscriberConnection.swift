@@ -315,6 +315,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
             tracks.append(.init(priority: priority, bitrates: bitrates, current: current, upgradesAllowed: !held))
         }
         estimator.desiredBitrate = Double(desired)
+        estimator.holdWhileApplicationLimited = video.contains { $0.allocationPaused }
         guard let estimate = downlinkEstimate else { return }
         let choices = allocator.allocate(budget: max(0, estimate - Double(audio)), tracks: tracks)
         var spent = audio
@@ -337,13 +338,16 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
                     participant.sink(.trackPaused(peerID: c.producer.peerID, trackID: c.producer.trackID))
                 }
             case .layer(let l):
+                // Coming out of a pause starts from the lowest layers: that is not a downgrade, and must
+                // not hold the climb back for 4 s.
+                let resuming = c.allocationPaused
                 if c.allocationPaused {
                     c.setAllocationPaused(false, nowNanos: nowNanos)
                     room.logger.info("video resumed", metadata: ["room": "\(room.id)", "peer": "\(participant.peer.peerID)",
                                                                  "track": "\(c.producer.trackID)", "estimate": "\(Int(estimate))"])
                     participant.sink(.trackResumed(peerID: c.producer.peerID, trackID: c.producer.trackID))
                 }
-                if c.allocated, l < LayerAllocator.Layer(spatial: c.targetSpatial, temporal: c.targetTemporal) { c.lastDowngradeNanos = nowNanos }
+                if c.allocated, !resuming, l < LayerAllocator.Layer(spatial: c.targetSpatial, temporal: c.targetTemporal) { c.lastDowngradeNanos = nowNanos }
                 if !c.allocated || l != LayerAllocator.Layer(spatial: c.targetSpatial, temporal: c.targetTemporal) {
                     room.logger.debug("layer target", metadata: ["peer": "\(participant.peer.peerID)", "t_ms": "\(nowNanos / 1_000_000)",
                                                                  "from": "\(c.targetSpatial)/\(c.targetTemporal)", "to": "\(l.spatial)/\(l.temporal)",
