@@ -384,3 +384,30 @@ struct SimulcastTests {
         #expect(h.room.counters().tracksPaused == 0)
     }
 }
+
+@Suite("Layer bitrates")
+struct RateMeterTests {
+    /// A keyframe second counts half toward the rate the allocator sees, so a subscriber that just
+    /// affords a layer is not switched down for every keyframe (the loopback E2E left the top layer
+    /// for 4 s that way); a stream that stops counts zero at once.
+    @Test func aKeyframeSecondCountsHalfAndSilenceAtOnce() {
+        var m = RateMeter()
+        var now: Int64 = 0
+        func second(_ bytes: Int) {
+            for _ in 0..<10 {
+                m.add(bytes / 10, nowNanos: now)
+                now += 100_000_000
+            }
+            m.roll(nowNanos: now)
+        }
+        second(125_000)  // 1 Mbit/s
+        #expect(m.bitsPerSecond == 1_000_000 && m.smoothedBitsPerSecond == 1_000_000)
+        second(250_000)  // a keyframe doubles one second
+        #expect(m.bitsPerSecond == 2_000_000)
+        #expect(m.smoothedBitsPerSecond == 1_500_000)
+        second(125_000)
+        #expect(m.smoothedBitsPerSecond == 1_250_000)
+        second(0)
+        #expect(m.smoothedBitsPerSecond == 0)
+    }
+}

@@ -1,10 +1,13 @@
 import RTP
 
-/// Bits per second over the last whole second.
+/// Bits per second over the last whole second, and smoothed over seconds.
 struct RateMeter {
     var bytes = 0
     var windowStart: Int64 = 0
     private(set) var bitsPerSecond: Int64 = 0
+    /// Half the last second plus half the smoothed value before it: a keyframe (several times a
+    /// delta frame) in one second counts half, so the allocator does not leave a layer for it.
+    private(set) var smoothedBitsPerSecond: Int64 = 0
 
     mutating func add(_ count: Int, nowNanos: Int64) {
         roll(nowNanos: nowNanos)
@@ -15,6 +18,8 @@ struct RateMeter {
         let elapsed = nowNanos - windowStart
         guard elapsed >= 1_000_000_000 else { return }
         bitsPerSecond = Int64(bytes) * 8 * 1_000_000_000 / elapsed
+        // Windows with nothing in them (a stream that stopped) count at once.
+        smoothedBitsPerSecond = smoothedBitsPerSecond == 0 || bitsPerSecond == 0 ? bitsPerSecond : (smoothedBitsPerSecond + bitsPerSecond) / 2
         bytes = 0
         windowStart = nowNanos
     }
@@ -86,10 +91,10 @@ public final class ProducerStream {
         return nowNanos - last < Self.inactiveAfterNanos
     }
 
-    /// The bitrate of temporal layers 0...`temporal`, bits/s over the last second.
+    /// The bitrate of temporal layers 0...`temporal`, bits/s, smoothed over seconds (``RateMeter``).
     func bitrate(upToTemporal temporal: Int) -> Int64 {
         var total: Int64 = 0
-        for t in 0...min(max(temporal, 0), 3) { total += temporalRates[t].bitsPerSecond }
+        for t in 0...min(max(temporal, 0), 3) { total += temporalRates[t].smoothedBitsPerSecond }
         return total
     }
 

@@ -305,7 +305,13 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         var desired = audio
         for c in video {
             let bitrates = layerBitrates(c, nowNanos: nowNanos)
-            let top = bitrates.last { $0.contains { $0 != nil } }?.compactMap { $0 }.last ?? 0
+            var top = bitrates.last { $0.contains { $0 != nil } }?.compactMap { $0 }.last ?? 0
+            // A simulcast publisher's top layer starts small while its encoder ramps up: probe for what
+            // it will need (its nominal rate) from the start, or the estimate lags one probe a second
+            // behind it and the subscriber falls off the top layer the first time it costs its due.
+            if bitrates.count > 1, bitrates.last?.contains(where: { $0 != nil }) == true {
+                top = max(top, Self.nominalBitrate(spatial: bitrates.count - 1, of: bitrates.count))
+            }
             // Probing aims past the top layer by the upgrade headroom, or the allocator could never take it.
             desired += Int64(Double(top) * allocator.upgradeHeadroom)
             let priority = c.producer.source == .screen ? 3 : (c.producer.peerID == speaker ? 2 : 1)
