@@ -75,7 +75,9 @@ def machine() -> list[str]:
         f"- Date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, commit {commit}{dirty}",
         f"- CPU: {cpu.group(1) if cpu else platform.processor()}, {os.cpu_count()} cores"
         + (f" ({hyper.group(1)} guest)" if hyper else "") + f", {mem:.0f} GiB RAM, Linux {platform.release()}",
-        f"- {swift}; release build; libsrtp2 {srtp} (Debian, NSS crypto)",
+        f"- {swift}; release build; libsrtp2 {srtp} (Debian's, built on NSS) "
+        + ("on its own NSS crypto (SFU_SRTP_CRYPTO=libsrtp)" if os.environ.get("SFU_SRTP_CRYPTO") == "libsrtp"
+           else "with AES-GCM, AES-ICM and HMAC-SHA1 on OpenSSL (the server's crypto types, docs/ARCHITECTURE.md)"),
     ]
 
 
@@ -177,7 +179,7 @@ def table(results: dict[str, dict[str, dict]], scenario_names: list[str]) -> lis
             ratio = f"{us / floor_us:.2f}x" if (us and floor_us and kind == "sfu") else ("1x" if kind == "floor" and us else "-")
             loss = f"{rec['lost']} / {rec['expected']:,} ({rec['loss_percent']:.3f} %)"
             if rec.get("paused_by_server"):
-                loss += f"; {rec['paused_by_server']} of {len(r['subscribers'])} subscribers' tracks paused by the server, not counted"
+                loss += f"; {rec['paused_by_server']} video subscriptions (of {len(r['subscribers'])} subscribers) paused by the server, not counted"
             lines.append(f"| {name} | {kind} | {fmt(r['forwarded_per_s'], 0)} | {loss} | {fmt(lat.get('p50'), 2)} / {fmt(lat.get('p99'), 2)} / {fmt(lat.get('max'), 2)} "
                          f"| {fmt(s.get('cpu_percent'), 1)} % | {fmt(us, 2)} | {fmt(s.get('packets_per_s_per_core'), 0)} | {ratio} "
                          f"| {fmt(s.get('peak_rss_mb'), 0)} MiB | {fmt(r.get('load_tool', {}).get('cpu_percent'), 1)} % |")
