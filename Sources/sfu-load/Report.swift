@@ -102,14 +102,14 @@ struct Report {
         }
         var server: [String: Any] = [:]
         if let serverPID { server["pid"] = Int(serverPID) }
-        if let serverCPUSeconds { server["cpu_s"] = round3(serverCPUSeconds) }
+        if let serverCPUSeconds { server["cpu_s"] = round6(serverCPUSeconds) }  // to the microsecond: a short run uses tens of ms
         if let serverPeakRSSBytes { server["peak_rss_mb"] = round3(Double(serverPeakRSSBytes) / 1_048_576) }
         if let v = cpuMicrosPerPacket { server["cpu_us_per_packet"] = round3(v) }
         if let v = packetsPerSecondPerCore { server["packets_per_s_per_core"] = Int(v.rounded()) }
         if let serverCPUSeconds, windowSeconds > 0 { server["cpu_percent"] = round3(serverCPUSeconds * 100 / windowSeconds) }
         out["server"] = server
         if let loadCPUSeconds {
-            out["load_tool"] = ["cpu_s": round3(loadCPUSeconds), "cpu_percent": round3(windowSeconds > 0 ? loadCPUSeconds * 100 / windowSeconds : 0),
+            out["load_tool"] = ["cpu_s": round6(loadCPUSeconds), "cpu_percent": round3(windowSeconds > 0 ? loadCPUSeconds * 100 / windowSeconds : 0),
                                 "frames_skipped_late": framesSkipped, "pacer_overflows": pacerOverflows]
         }
         return out
@@ -157,6 +157,7 @@ struct Report {
 }
 
 func round3(_ v: Double) -> Double { (v * 1000).rounded() / 1000 }
+func round6(_ v: Double) -> Double { (v * 1_000_000).rounded() / 1_000_000 }
 
 extension LoadRunner {
     func makeReport(setupStart: Int64) -> Report {
