@@ -222,15 +222,18 @@ public struct BandwidthEstimator: Sendable {
         guard let last = acked.last?.arrivalNanos else { return }
         acked.removeAll { last - $0.arrivalNanos > 500_000_000 }
         guard let first = acked.first?.arrivalNanos, last - first >= 100_000_000 else { return }
-        let bytes = acked.dropFirst().reduce(0) { $0 + $1.size }
-        ackedBitrate = Double(bytes) * 8 * 1e9 / Double(last - first)
+        ackedBitrate = Self.bitrate(acked[...], first: first, last: last)
         let recent = acked.drop { last - $0.arrivalNanos > Self.recentAckedWindowNanos }
         if let recentFirst = recent.first?.arrivalNanos, last - recentFirst >= Self.recentAckedWindowNanos / 2 {
-            let recentBytes = recent.dropFirst().reduce(0) { $0 + $1.size }
-            recentAckedBitrate = Double(recentBytes) * 8 * 1e9 / Double(last - recentFirst)
+            recentAckedBitrate = Self.bitrate(recent, first: recentFirst, last: last)
         } else {
             recentAckedBitrate = nil
         }
+    }
+
+    /// Bits/s of the packets after the first (which marks the start of the span) from `first` to `last`.
+    private static func bitrate(_ packets: ArraySlice<(arrivalNanos: Int64, size: Int)>, first: Int64, last: Int64) -> Double {
+        Double(packets.dropFirst().reduce(0) { $0 + $1.size }) * 8 * 1e9 / Double(last - first)
     }
 
     private mutating func updateRate(nowNanos: Int64) {
@@ -271,21 +274,15 @@ public struct BandwidthEstimator: Sendable {
             }
             // Do not grow far beyond what is actually sent: an application-limited sender learns
             // nothing about the path.
+            // A stale estimate decays to 1.5x what is sent (at least the start rate): one far above a
+            // shared link's fair share would make every probe overshoot it. It does not fall while
+            // video is paused for bandwidth (what we chose not to send says nothing about the path,
+            // libwebrtc's AIMD rule, or the paused track could never afford to resume), nor for 2 s
+            // after a probe raised it, so the sender has time to use it.
             if let acked = ackedBitrate, delayBased > 1.5 * acked + 10_000 {
                 let cap = max(1.5 * acked + 10_000, min(before, configuration.startBitrate))
-                if holdWhileApplicationLimited {
-                    // Video is paused for bandwidth: what we chose not to send says nothing about the
-                    // path either, so the estimate does not fall (libwebrtc's AIMD rule), or the paused
-                    // track could never afford to resume.
-                    delayBased = max(before, cap)
-                } else {
-                    // Otherwise a stale estimate decays to 1.5x what is sent (at least the start rate),
-                    // except for 2 s after a probe raised it, so the sender has time to use it; a
-                    // stale estimate far above a shared link's fair share would make every probe
-                    // overshoot it.
-                    let probedRecently = lastProbeRaise.map { nowNanos - $0 < 2_000_000_000 } ?? false
-                    delayBased = probedRecently ? max(before, cap) : cap
-                }
+                let probedRecently = lastProbeRaise.map { nowNanos - $0 < 2_000_000_000 } ?? false
+                delayBased = holdWhileApplicationLimited || probedRecently ? max(before, cap) : cap
             }
         }
         delayBased = min(max(delayBased, configuration.minBitrate), configuration.maxBitrate)
