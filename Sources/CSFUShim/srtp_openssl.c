@@ -26,6 +26,37 @@
 #include <stdlib.h>
 #include <string.h>
 
+// MARK: the cipher objects
+//
+// A cipher and its state are one allocation; every state starts with its EVP context.
+
+typedef struct {
+    EVP_CIPHER_CTX *ctx;
+} sfu_evp_state;
+
+static srtp_err_status_t sfu_evp_cipher_alloc(srtp_cipher_pointer_t *cp, const srtp_cipher_type_t *type, size_t state_size,
+                                              int key_len, int algorithm) {
+    srtp_cipher_t *c = calloc(1, sizeof(srtp_cipher_t) + state_size);
+    if (c == NULL) return srtp_err_status_alloc_fail;
+    sfu_evp_state *s = (sfu_evp_state *)(c + 1);
+    s->ctx = EVP_CIPHER_CTX_new();
+    if (s->ctx == NULL) { free(c); return srtp_err_status_alloc_fail; }
+    c->type = type;
+    c->state = s;
+    c->key_len = key_len;
+    c->algorithm = algorithm;
+    *cp = c;
+    return srtp_err_status_ok;
+}
+
+static srtp_err_status_t sfu_evp_cipher_free(srtp_cipher_pointer_t c, size_t state_size) {
+    sfu_evp_state *s = c->state;
+    EVP_CIPHER_CTX_free(s->ctx);
+    OPENSSL_cleanse(c, sizeof(srtp_cipher_t) + state_size);
+    free(c);
+    return srtp_err_status_ok;
+}
+
 // MARK: AES-128-GCM
 
 enum { GCM_KEY_LEN = 16, GCM_KEY_LEN_WITH_SALT = 28, GCM_IV_LEN = 12 };
@@ -40,28 +71,15 @@ static const srtp_cipher_type_t sfu_aes_gcm_128;
 
 static srtp_err_status_t sfu_gcm_alloc(srtp_cipher_pointer_t *cp, int key_len, int tag_len) {
     if (key_len != GCM_KEY_LEN_WITH_SALT || (tag_len != 16 && tag_len != 8)) return srtp_err_status_bad_param;
-    srtp_cipher_t *c = calloc(1, sizeof(srtp_cipher_t) + sizeof(sfu_gcm_state));
-    if (c == NULL) return srtp_err_status_alloc_fail;
-    sfu_gcm_state *s = (sfu_gcm_state *)(c + 1);
-    s->ctx = EVP_CIPHER_CTX_new();
-    if (s->ctx == NULL) { free(c); return srtp_err_status_alloc_fail; }
+    srtp_err_status_t status = sfu_evp_cipher_alloc(cp, &sfu_aes_gcm_128, sizeof(sfu_gcm_state), key_len, SRTP_AES_GCM_128);
+    if (status != srtp_err_status_ok) return status;
+    sfu_gcm_state *s = (*cp)->state;
     s->tag_len = tag_len;
     s->direction = -1;
-    c->type = &sfu_aes_gcm_128;
-    c->state = s;
-    c->key_len = key_len;
-    c->algorithm = SRTP_AES_GCM_128;
-    *cp = c;
     return srtp_err_status_ok;
 }
 
-static srtp_err_status_t sfu_gcm_dealloc(srtp_cipher_pointer_t c) {
-    sfu_gcm_state *s = c->state;
-    EVP_CIPHER_CTX_free(s->ctx);
-    OPENSSL_cleanse(c, sizeof(srtp_cipher_t) + sizeof(sfu_gcm_state));
-    free(c);
-    return srtp_err_status_ok;
-}
+static srtp_err_status_t sfu_gcm_dealloc(srtp_cipher_pointer_t c) { return sfu_evp_cipher_free(c, sizeof(sfu_gcm_state)); }
 
 static srtp_err_status_t sfu_gcm_init(void *state, const uint8_t *key) {
     sfu_gcm_state *s = state;
@@ -176,26 +194,10 @@ static const srtp_cipher_type_t sfu_aes_icm_128;
 static srtp_err_status_t sfu_icm_alloc(srtp_cipher_pointer_t *cp, int key_len, int tag_len) {
     (void)tag_len;
     if (key_len != ICM_KEY_LEN_WITH_SALT) return srtp_err_status_bad_param;
-    srtp_cipher_t *c = calloc(1, sizeof(srtp_cipher_t) + sizeof(sfu_icm_state));
-    if (c == NULL) return srtp_err_status_alloc_fail;
-    sfu_icm_state *s = (sfu_icm_state *)(c + 1);
-    s->ctx = EVP_CIPHER_CTX_new();
-    if (s->ctx == NULL) { free(c); return srtp_err_status_alloc_fail; }
-    c->type = &sfu_aes_icm_128;
-    c->state = s;
-    c->key_len = key_len;
-    c->algorithm = SRTP_AES_ICM_128;
-    *cp = c;
-    return srtp_err_status_ok;
+    return sfu_evp_cipher_alloc(cp, &sfu_aes_icm_128, sizeof(sfu_icm_state), key_len, SRTP_AES_ICM_128);
 }
 
-static srtp_err_status_t sfu_icm_dealloc(srtp_cipher_pointer_t c) {
-    sfu_icm_state *s = c->state;
-    EVP_CIPHER_CTX_free(s->ctx);
-    OPENSSL_cleanse(c, sizeof(srtp_cipher_t) + sizeof(sfu_icm_state));
-    free(c);
-    return srtp_err_status_ok;
-}
+static srtp_err_status_t sfu_icm_dealloc(srtp_cipher_pointer_t c) { return sfu_evp_cipher_free(c, sizeof(sfu_icm_state)); }
 
 static srtp_err_status_t sfu_icm_init(void *state, const uint8_t *key) {
     sfu_icm_state *s = state;
