@@ -2,6 +2,8 @@
 #include "sfu_shim.h"
 #include <openssl/err.h>
 #include <vpx/vp8cx.h>
+#include <pthread.h>
+#include <string.h>
 
 long sfu_DTLSv1_handle_timeout(SSL *ssl) { return DTLSv1_handle_timeout(ssl); }
 
@@ -79,3 +81,10 @@ int64_t sfu_rx_timestamp_nanos(const struct msghdr *msg) {
 }
 
 size_t sfu_rx_timestamp_control_size(void) { return CMSG_SPACE(sizeof(struct timespec)); }
+
+void sfu_set_thread_name(const char *name) {
+    char short_name[16];
+    strncpy(short_name, name, sizeof short_name - 1);
+    short_name[sizeof short_name - 1] = 0;
+    pthread_setname_np(pthread_self(), short_name);
+}

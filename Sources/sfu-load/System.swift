@@ -8,16 +8,7 @@ import SFU
 
 /// Clocks: monotonic for timers and the transports, real time for the latency stamps (the
 /// kernel's SO_TIMESTAMPNS receive times are CLOCK_REALTIME; one host, so one clock on both ends).
-enum Clock {
-    static var monotonicNanos: Int64 { read(CLOCK_MONOTONIC) }
-    static var realtimeNanos: Int64 { read(CLOCK_REALTIME) }
-
-    static func read(_ clock: clockid_t) -> Int64 {
-        var ts = timespec()
-        clock_gettime(clock, &ts)
-        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
-    }
-}
+typealias Clock = SystemClock
 
 struct SystemError: Error, CustomStringConvertible {
     var what: String
@@ -77,50 +68,6 @@ struct ProcessUsage {
             out += chunk[0..<n]
         }
         return String(decoding: out, as: UTF8.self)
-    }
-}
-
-/// epoll, level-triggered: file descriptors with an integer token each.
-final class Poller {
-    let fd: Int32
-    private var events: [epoll_event]
-
-    init(maxEvents: Int = 256) throws {
-        fd = epoll_create1(Int32(EPOLL_CLOEXEC))
-        guard fd >= 0 else { throw SystemError("epoll_create1") }
-        events = [epoll_event](repeating: epoll_event(), count: maxEvents)
-    }
-
-    deinit { close(fd) }
-
-    func add(_ descriptor: Int32, token: Int, writable: Bool = false) throws {
-        var e = epoll_event()
-        e.events = EPOLLIN.rawValue | (writable ? EPOLLOUT.rawValue : 0)
-        e.data.u64 = UInt64(token)
-        guard epoll_ctl(fd, EPOLL_CTL_ADD, descriptor, &e) == 0 else { throw SystemError("epoll_ctl add") }
-    }
-
-    func modify(_ descriptor: Int32, token: Int, writable: Bool) {
-        var e = epoll_event()
-        e.events = EPOLLIN.rawValue | (writable ? EPOLLOUT.rawValue : 0)
-        e.data.u64 = UInt64(token)
-        _ = epoll_ctl(fd, EPOLL_CTL_MOD, descriptor, &e)
-    }
-
-    func remove(_ descriptor: Int32) {
-        var e = epoll_event()
-        _ = epoll_ctl(fd, EPOLL_CTL_DEL, descriptor, &e)
-    }
-
-    /// Waits up to `timeoutMillis` (-1: forever) and calls `body(token, readable, writable)` for each ready descriptor.
-    func wait(timeoutMillis: Int32, _ body: (Int, Bool, Bool) -> Void) {
-        let n = events.withUnsafeMutableBufferPointer { epoll_wait(fd, $0.baseAddress, Int32($0.count), timeoutMillis) }
-        guard n > 0 else { return }
-        for i in 0..<Int(n) {
-            let e = events[i]
-            let readable = e.events & (EPOLLIN.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0
-            body(Int(e.data.u64), readable, e.events & EPOLLOUT.rawValue != 0)
-        }
     }
 }
 

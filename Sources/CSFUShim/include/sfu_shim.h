@@ -9,6 +9,7 @@
 #include <opus/opus.h>
 #include <sys/socket.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <time.h>
 
 // MARK: OpenSSL
@@ -62,3 +63,5 @@ int sfu_enable_rx_timestamps(int fd);
 int64_t sfu_rx_timestamp_nanos(const struct msghdr *msg);
 /// Bytes of control buffer one message needs for the receive timestamp.
 size_t sfu_rx_timestamp_control_size(void);
+/// Names the calling thread (15 bytes at most are kept), for top, perf and gdb.
+void sfu_set_thread_name(const char *name);

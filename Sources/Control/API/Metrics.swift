@@ -19,13 +19,15 @@ struct MetricsEndpoint: Sendable {
         out.gauge("sfu_participants", "Participants in open rooms.", Double(participants))
         out.gauge("sfu_recordings_active", "Recordings in progress.", Double(try await store.recordings(status: .recording).count))
         var total = TransportStatistics()
-        var sessions = 0, received = 0, unmatched = 0
+        var sessions = 0, received = 0, unmatched = 0, oversize = 0, sendOverflow = 0
         for worker in media?.workers ?? [] {
             let s = try await worker.submit { worker.snapshot() }
             total.add(s.transports)
             sessions += s.sessions
             received += s.datagramsReceived
             unmatched += s.datagramsUnmatched
+            oversize += s.datagramsReceiveDropped
+            sendOverflow += s.datagramsSendOverflow
         }
         out.gauge("sfu_transports", "WebRTC transports (sessions) on the media workers.", Double(sessions))
         out.counter("sfu_rtp_packets_in_total", "RTP packets received and decrypted.", total.rtpPacketsIn)
@@ -37,7 +39,8 @@ struct MetricsEndpoint: Sendable {
         out.counter("sfu_datagrams_received_total", "UDP datagrams read by the media workers.", received)
         out.header("sfu_dropped_packets_total", "Datagrams dropped, by reason.", type: "counter")
         for (reason, value) in [("malformed", total.malformed), ("srtp_replay", total.replayed), ("srtp_auth", total.authenticationFailures),
-                                ("stun_rejected", total.stunRejected), ("no_transport", unmatched)] {
+                                ("stun_rejected", total.stunRejected), ("no_transport", unmatched),
+                                ("receive_error", oversize), ("send_buffer_full", sendOverflow)] {
             out.sample("sfu_dropped_packets_total", labels: "reason=\"\(reason)\"", Double(value))
         }
         var counters = RoomCounters()

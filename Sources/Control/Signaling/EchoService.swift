@@ -6,42 +6,37 @@ import NIOCore
 import NIOPosix
 import SFU
 
-/// The media side of the server: the DTLS certificate and context, and one ``MediaWorker`` per
-/// event loop, each on its own UDP port.
+/// The media side of the server: the DTLS certificate and context, and the ``MediaWorker``s, each a
+/// thread with its own UDP port.
 public final class MediaRuntime: Sendable {
     public let workers: [MediaWorker]
     public let dtlsContext: DTLSContext
     public let announcedIP: String?
-    let group: MultiThreadedEventLoopGroup
     private let next = NIOLockedValueBox(0)
 
     public static func start(config: ServerConfig, logger: Logger) async throws -> MediaRuntime {
         let count = config.workers == 0 ? System.coreCount : config.workers
         let certificate = try DTLSCertificate(commonName: "sfu")
         let context = try DTLSContext(certificate: certificate, profiles: config.srtpProfiles)
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: count)
         var workers: [MediaWorker] = []
         do {
             for i in 0..<count {
-                let loop = group.next()
-                workers.append(try await MediaWorker.start(index: i, eventLoop: loop, host: config.mediaHost,
+                workers.append(try await MediaWorker.start(index: i, host: config.mediaHost,
                                                            port: config.mediaPortBase + i, logger: logger))
             }
         } catch {
             for w in workers { await w.stop() }
-            try? await group.shutdownGracefully()
             throw error
         }
         logger.notice("DTLS certificate", metadata: ["sha-256": "\(certificate.sha256Fingerprint)",
                                                      "srtp": "\(config.srtpProfiles.map(\.openSSLName))"])
-        return MediaRuntime(workers: workers, dtlsContext: context, announcedIP: config.announcedIP, group: group)
+        return MediaRuntime(workers: workers, dtlsContext: context, announcedIP: config.announcedIP)
     }
 
-    init(workers: [MediaWorker], dtlsContext: DTLSContext, announcedIP: String?, group: MultiThreadedEventLoopGroup) {
+    init(workers: [MediaWorker], dtlsContext: DTLSContext, announcedIP: String?) {
         self.workers = workers
         self.dtlsContext = dtlsContext
         self.announcedIP = announcedIP
-        self.group = group
     }
 
     /// The worker for a new session: round robin (rooms will pin all their peers to one worker).
@@ -84,7 +79,6 @@ public final class MediaRuntime: Sendable {
 
     public func stop() async {
         for w in workers { await w.stop() }
-        try? await group.shutdownGracefully()
     }
 }
 

@@ -5,7 +5,6 @@ import Musl
 #endif
 import Logging
 import NIOCore
-import NIOPosix
 import RTP
 
 /// Something a worker drives: it owns one ``WebRTCTransport`` and gets the worker's timer ticks.
@@ -25,34 +24,40 @@ extension EchoSession: WorkerSession {
     public func workerDidRemove() {}
 }
 
-/// One media worker: an event loop with its own UDP port (DESIGN.md principle 3). Datagrams are
-/// demultiplexed to transports by STUN USERNAME (the local ufrag) for STUN, and by remote address
-/// for everything else; the address map learns from authenticated STUN checks.
+/// One media worker: a thread (``MediaEventLoop``) with its own UDP port (DESIGN.md principle 3).
+/// Datagrams are demultiplexed to transports by STUN USERNAME (the local ufrag) for STUN, and by
+/// remote address for everything else; the address map learns from authenticated STUN checks.
 ///
-/// Reads go through NIO (vectored reads, `recvmmsg`). Writes bypass the NIO pipeline: datagrams are
-/// copied into a preallocated ``DatagramSendBatch`` and written with one `sendmmsg` when a read
-/// batch or a tick ends, on the worker's own socket descriptor (no `ByteBuffer`, envelope or
-/// pipeline traversal per datagram). Only when the socket would block do datagrams go through
-/// NIO's queue, which writes them once the socket drains.
+/// The socket is read with `recvmmsg` into a preallocated ``DatagramReceiveBatch`` (no allocation
+/// per datagram) together with each datagram's kernel receive time, which transports hand to
+/// transport-wide congestion control as the arrival time (see ``WebRTCTransport/arrivalNanos``).
+/// Writes are copied into a preallocated ``DatagramSendBatch`` and written with one `sendmmsg`
+/// when a read batch or a tick ends. When the socket's send buffer is full, the queued datagrams
+/// wait for it to drain (the loop watches for writability); datagrams that do not fit behind them
+/// are dropped and counted, as the kernel drops what overflows a full buffer.
 ///
 /// All mutable state is confined to `eventLoop`; other threads go through ``execute(_:)``/``submit(_:)``.
 public final class MediaWorker: SessionHost, @unchecked Sendable {
     public let index: Int
-    public let eventLoop: EventLoop
+    public let loop: MediaEventLoop
+    public var eventLoop: EventLoop { loop }
     public let logger: Logger
     public private(set) var localAddress: TransportAddress
-    private var channel: Channel?
-    /// The channel's socket, written directly with `sendmmsg` (valid while `channel` is open).
+    /// The worker's socket (-1 once stopped).
     private var descriptor: Int32 = -1
+    private let receiveBatch = DatagramReceiveBatch(capacity: 32, slotSize: 2048, timestamps: true)
     private let sendBatch = DatagramSendBatch(capacity: 64, slotSize: 1536)
-    /// Datagrams handed to NIO's write queue (the socket was full) and not written yet: while there
-    /// are any, later datagrams queue behind them so the order is kept.
-    private var queuedInChannel = 0
+    /// The socket was full at the last flush: the batch holds datagrams waiting for it to drain.
+    private var waitingForWritable = false
     private var demux = SessionDemux()
     private var timer: RepeatedTask?
     /// Datagrams that matched no transport, for metrics.
     public private(set) var unmatched = 0
     public private(set) var received = 0
+    /// Datagrams longer than a receive slot (dropped), and failed reads.
+    public private(set) var receiveDropped = 0
+    /// Datagrams dropped because the socket's send buffer was full.
+    public private(set) var sendOverflow = 0
     /// Counters of sessions already removed (live sessions are added at read time).
     private var finishedTotals = TransportStatistics()
 
@@ -62,57 +67,79 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
         public var sessions: Int
         public var datagramsReceived: Int
         public var datagramsUnmatched: Int
+        /// Datagrams longer than a receive slot, and failed reads.
+        public var datagramsReceiveDropped: Int
+        /// Datagrams dropped because the socket's send buffer was full.
+        public var datagramsSendOverflow: Int
     }
 
     public func snapshot() -> Snapshot {
-        eventLoop.preconditionInEventLoop()
+        loop.preconditionInEventLoop()
         var total = finishedTotals
         for s in demux.sessions { total.add(s.transport.statistics) }
-        return Snapshot(transports: total, sessions: demux.count, datagramsReceived: received, datagramsUnmatched: unmatched)
+        return Snapshot(transports: total, sessions: demux.count, datagramsReceived: received, datagramsUnmatched: unmatched,
+                        datagramsReceiveDropped: receiveDropped, datagramsSendOverflow: sendOverflow)
     }
 
-    init(index: Int, eventLoop: EventLoop, localAddress: TransportAddress, logger: Logger) {
+    init(index: Int, loop: MediaEventLoop, localAddress: TransportAddress, logger: Logger) {
         self.index = index
-        self.eventLoop = eventLoop
+        self.loop = loop
         self.localAddress = localAddress
         self.logger = logger
     }
 
-    /// Binds a worker's UDP socket on `host:port` on `eventLoop`.
-    public static func start(index: Int, eventLoop: EventLoop, host: String, port: Int, logger: Logger) async throws -> MediaWorker {
+    /// Starts a worker thread and binds its UDP socket on `host:port` (0: any free port).
+    public static func start(index: Int, host: String, port: Int, logger: Logger) async throws -> MediaWorker {
         guard let address = TransportAddress(host: host, port: UInt16(clamping: port)) else {
             throw MediaWorkerError.badAddress(host)
         }
-        let worker = MediaWorker(index: index, eventLoop: eventLoop, localAddress: address, logger: logger)
-        let batch = 32
-        // Our own socket, so that the worker can write it with sendmmsg; NIO reads it.
         let fd = try Self.bindSocket(address)
-        let channel: Channel
+        let loop: MediaEventLoop
         do {
-            channel = try await DatagramBootstrap(group: eventLoop)
-                .channelOption(.datagramVectorReadMessageCount, value: batch)
-                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 2048 * batch))
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(MediaChannelHandler(worker: worker))
-                    }
-                }
-                .withBoundSocket(fd)
-                .get()
+            loop = try MediaEventLoop(name: "sfu-media-\(index)")
         } catch {
             close(fd)
             throw error
         }
-        try await eventLoop.submit {
-            worker.channel = channel
-            worker.descriptor = fd
-            if let bound = channel.localAddress?.port { worker.localAddress.port = UInt16(clamping: bound) }
-            worker.timer = eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(20), delay: .milliseconds(20)) { _ in
-                worker.tick()
-            }
-        }.get()
-        logger.notice("media worker listening", metadata: ["worker": "\(index)", "address": "\(worker.localAddress)"])
+        let worker = MediaWorker(index: index, loop: loop, localAddress: address, logger: logger)
+        do {
+            try await loop.submit {
+                try worker.attach(fd)
+            }.get()
+        } catch {
+            close(fd)
+            try? await loop.shutdownGracefully()
+            throw error
+        }
+        logger.notice("media worker listening", metadata: ["worker": "\(index)", "address": "\(worker.localAddress)",
+                                                          "receive_timestamps": "\(worker.kernelTimestamps)"])
         return worker
+    }
+
+    /// Whether the kernel stamps received datagrams (SO_TIMESTAMPNS); without, arrival is read time.
+    public private(set) var kernelTimestamps = false
+
+    private func attach(_ fd: Int32) throws {
+        kernelTimestamps = DatagramReceiveBatch.enableReceiveTimestamps(fd: fd)
+        try loop.register(fd) { [unowned self] readable, writable in
+            if writable { self.socketWritable() }
+            if readable { self.readSocket() }
+        }
+        descriptor = fd
+        if let bound = Self.boundAddress(fd) { localAddress.port = bound.port }
+        timer = loop.scheduleRepeatedTask(initialDelay: .milliseconds(20), delay: .milliseconds(20)) { [unowned self] _ in
+            self.tick()
+        }
+    }
+
+    static func boundAddress(_ fd: Int32) -> TransportAddress? {
+        var storage = sockaddr_in6()
+        var length = socklen_t(MemoryLayout<sockaddr_in6>.size)
+        let ok = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) == 0 }
+        }
+        guard ok else { return nil }
+        return withUnsafeBytes(of: &storage) { raw in raw.baseAddress.flatMap { TransportAddress(sockaddr: $0) } }
     }
 
     /// A non-blocking UDP socket bound to `address` (SO_REUSEADDR), with 4 MiB of socket buffers
@@ -139,23 +166,23 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
         return fd
     }
 
-    public func execute(_ body: @escaping @Sendable () -> Void) { eventLoop.execute(body) }
+    public func execute(_ body: @escaping @Sendable () -> Void) { loop.execute(body) }
 
     public func submit<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await eventLoop.submit(body).get()
+        try await loop.submit(body).get()
     }
 
-    public static var nowNanos: Int64 { Int64(NIODeadline.now().uptimeNanoseconds) }
+    public static var nowNanos: Int64 { SystemClock.monotonicNanos }
 
     /// Registers a session (on the worker's loop).
     public func add(_ session: WorkerSession) {
-        eventLoop.preconditionInEventLoop()
+        loop.preconditionInEventLoop()
         demux.add(session)
     }
 
     /// Removes a session and forgets its addresses (on the worker's loop).
     public func remove(_ session: WorkerSession) {
-        eventLoop.preconditionInEventLoop()
+        loop.preconditionInEventLoop()
         guard demux.remove(session) != nil else { return }
         finishedTotals.add(session.transport.statistics)
         session.workerDidRemove()
@@ -164,46 +191,74 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
     public func session(ufrag: String) -> WorkerSession? { demux.session(ufrag: ufrag) }
     public var sessionCount: Int { demux.count }
 
-    func receive(_ envelope: AddressedEnvelope<ByteBuffer>) {
-        received += 1
-        guard let source = TransportAddress(envelope.remoteAddress) else { return }
-        var buffer = envelope.data
-        let now = Self.nowNanos
-        buffer.withUnsafeMutableReadableBytes { bytes in
-            guard let session = demux.route(UnsafeRawBufferPointer(bytes), from: source) else {
-                unmatched += 1
-                return
+    /// Batches read per readiness before timers and tasks get their turn.
+    static let batchesPerWakeup = 16
+
+    /// Reads what is waiting, a batch at a time, and writes what the datagrams produced.
+    func readSocket() {
+        for _ in 0..<Self.batchesPerWakeup {
+            guard descriptor >= 0 else { return }
+            let n = receiveBatch.receive(fd: descriptor)
+            guard n > 0 else {
+                if n < 0 { receiveDropped += 1 }  // e.g. ICMP port unreachable surfacing as ECONNREFUSED
+                break
             }
-            let transport = session.transport
-            transport.handleDatagram(bytes, from: source, nowNanos: now)
-            demux.learn(session, from: source)
-            if case .closed = transport.state { remove(session) }
+            // Kernel receive times are CLOCK_REALTIME: moved onto the monotonic clock by their age.
+            let now = Self.nowNanos
+            let realNow = kernelTimestamps ? SystemClock.realtimeNanos : 0
+            for i in 0..<n {
+                received += 1
+                guard !receiveBatch.isTruncated(i), let source = receiveBatch.source(i) else {
+                    receiveDropped += 1
+                    continue
+                }
+                let stamp = receiveBatch.timestampNanos(i)
+                let arrival = stamp > 0 ? now - min(max(realNow - stamp, 0), 1_000_000_000) : now
+                receive(receiveBatch.datagram(i), from: source, nowNanos: now, arrivalNanos: arrival)
+            }
+            flush()
+            if n < receiveBatch.capacity { break }
         }
+    }
+
+    func receive(_ bytes: UnsafeMutableRawBufferPointer, from source: TransportAddress, nowNanos: Int64, arrivalNanos: Int64) {
+        guard let session = demux.route(UnsafeRawBufferPointer(bytes), from: source) else {
+            unmatched += 1
+            return
+        }
+        let transport = session.transport
+        transport.handleDatagram(bytes, from: source, nowNanos: nowNanos, arrivalNanos: arrivalNanos)
+        demux.learn(session, from: source)
+        if case .closed = transport.state { remove(session) }
     }
 
     /// Queues a datagram; it is written when the current read batch or tick ends (``flush()``).
     public func send(_ datagram: UnsafeRawBufferPointer, to address: TransportAddress) {
-        guard channel != nil else { return }
+        guard descriptor >= 0 else { return }
         if sendBatch.append(datagram, to: address) { return }
-        guard datagram.count <= sendBatch.slotSize else { return }
+        guard datagram.count <= sendBatch.slotSize else {
+            sendOverflow += 1
+            return
+        }
         flush()
-        sendBatch.append(datagram, to: address)
+        if !sendBatch.append(datagram, to: address) { sendOverflow += 1 }
     }
 
-    /// Writes the queued datagrams: one `sendmmsg`, or NIO's write queue when the socket is full.
+    /// Writes the queued datagrams with `sendmmsg`. When the socket is full they stay queued and
+    /// the loop watches for it to drain.
     func flush() {
-        guard let channel, !sendBatch.isEmpty else { return }
-        if queuedInChannel == 0, sendBatch.flush(fd: descriptor) { return }
-        sendBatch.drainPending { bytes, address in
-            guard let address, let socketAddress = try? SocketAddress(ipAddress: address.host, port: Int(address.port)) else { return }
-            var buffer = channel.allocator.buffer(capacity: bytes.count)
-            buffer.writeBytes(bytes)
-            queuedInChannel += 1
-            let promise = eventLoop.makePromise(of: Void.self)
-            promise.futureResult.whenComplete { _ in self.queuedInChannel -= 1 }
-            channel.write(AddressedEnvelope(remoteAddress: socketAddress, data: buffer), promise: promise)
+        guard descriptor >= 0, !sendBatch.isEmpty, !waitingForWritable else { return }
+        if sendBatch.flush(fd: descriptor) { return }
+        waitingForWritable = true
+        loop.watchWritable(descriptor, true)
+    }
+
+    private func socketWritable() {
+        guard waitingForWritable, descriptor >= 0 else { return }
+        if sendBatch.flush(fd: descriptor) {
+            waitingForWritable = false
+            loop.watchWritable(descriptor, false)
         }
-        channel.flush()
     }
 
     /// Datagrams written with `sendmmsg`, and those the kernel refused (other than "would block").
@@ -226,21 +281,27 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
         flush()
     }
 
+    /// Closes every session, writes what they said, closes the socket and stops the thread.
     public func stop() async {
-        let channel = try? await eventLoop.submit { () -> Channel? in
+        let closed: Void? = try? await loop.submit {
             self.timer?.cancel()
             for session in Array(self.demux.sessions) {
                 session.transport.close(reason: "server shutting down")
                 self.remove(session)
             }
+            if self.waitingForWritable {
+                self.waitingForWritable = false
+                self.loop.watchWritable(self.descriptor, false)
+            }
             self.flush()
-            // The descriptor is closed with the channel: nothing may write it afterwards.
-            let channel = self.channel
-            self.channel = nil
-            self.descriptor = -1
-            return channel
+            if self.descriptor >= 0 {
+                self.loop.deregister(self.descriptor)
+                close(self.descriptor)
+                self.descriptor = -1
+            }
         }.get()
-        try? await channel?.close()
+        _ = closed
+        try? await loop.shutdownGracefully()
     }
 }
 
@@ -252,27 +313,6 @@ public enum MediaWorkerError: Error, CustomStringConvertible {
         case .badAddress(let a): "media host '\(a)' is not an IP address"
         case .socket(let what, let e): "\(what) failed: \(String(cString: strerror(e)))"
         }
-    }
-}
-
-final class MediaChannelHandler: ChannelInboundHandler {
-    typealias InboundIn = AddressedEnvelope<ByteBuffer>
-    typealias OutboundOut = AddressedEnvelope<ByteBuffer>
-    let worker: MediaWorker
-
-    init(worker: MediaWorker) { self.worker = worker }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        worker.receive(unwrapInboundIn(data))
-    }
-
-    func channelReadComplete(context: ChannelHandlerContext) {
-        worker.flush()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: Error) {
-        // UDP errors (e.g. ICMP port unreachable surfacing as ECONNREFUSED) must not close the socket.
-        worker.logger.debug("media socket error", metadata: ["error": "\(error)"])
     }
 }
 

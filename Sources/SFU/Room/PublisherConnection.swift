@@ -155,7 +155,7 @@ final class PublisherConnection: WorkerSession, WebRTCTransportDelegate {
         let raw = UnsafeRawBufferPointer(packet)
         if let id = extensions.transportCC, header.hasExtension, let v = header.extensionValue(id: id, in: raw),
            let seq = TransportWideSequence.decode(v) {
-            twcc?.record(sequenceNumber: seq, arrivalMicros: nowNanos / 1000)
+            twcc?.record(sequenceNumber: seq, arrivalMicros: transport.arrivalNanos / 1000)
         }
         if let route = routesBySSRC[header.ssrc] {
             if route.producer.kind == .audio, let id = extensions.audioLevel, header.hasExtension,

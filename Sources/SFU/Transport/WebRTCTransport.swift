@@ -87,9 +87,18 @@ public final class WebRTCTransport {
         return dtls.nextTimeoutNanos.map { min($0, consent) } ?? consent
     }
 
+    /// When the datagram being handled reached the host (the kernel's receive time when the worker
+    /// has it, else `nowNanos`), on the monotonic clock. Valid during a delegate call for that
+    /// datagram: transport-wide congestion control feedback reports it as the packet's arrival,
+    /// so that time the datagram spent waiting for this thread is not mistaken for network queueing.
+    public private(set) var arrivalNanos: Int64 = 0
+
     /// Handles one datagram from `source`. `datagram` may be modified (SRTP decrypts in place).
-    public func handleDatagram(_ datagram: UnsafeMutableRawBufferPointer, from source: TransportAddress, nowNanos: Int64) {
+    /// - Parameter arrivalNanos: when it reached the host (nil: `nowNanos`); see ``arrivalNanos``.
+    public func handleDatagram(_ datagram: UnsafeMutableRawBufferPointer, from source: TransportAddress, nowNanos: Int64,
+                               arrivalNanos: Int64? = nil) {
         if case .closed = state { return }
+        self.arrivalNanos = arrivalNanos ?? nowNanos
         let raw = UnsafeRawBufferPointer(datagram)
         switch PacketClass(classifying: raw) {
         case .stun:

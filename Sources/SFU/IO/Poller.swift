@@ -1,0 +1,68 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import CSFUShim
+
+/// The two clocks the media path reads: monotonic for timers and the transports, real time to
+/// convert the kernel's SO_TIMESTAMPNS receive times (CLOCK_REALTIME) into monotonic ones.
+public enum SystemClock {
+    public static var monotonicNanos: Int64 { read(CLOCK_MONOTONIC) }
+    public static var realtimeNanos: Int64 { read(CLOCK_REALTIME) }
+
+    static func read(_ clock: clockid_t) -> Int64 {
+        var ts = timespec()
+        clock_gettime(clock, &ts)
+        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+    }
+}
+
+/// A level-triggered epoll set: descriptors with an integer token each. Not thread-safe.
+public final class Poller {
+    public let fd: Int32
+    private var events: [epoll_event]
+
+    public init(maxEvents: Int = 256) throws {
+        fd = epoll_create1(Int32(EPOLL_CLOEXEC))
+        guard fd >= 0 else { throw MediaWorkerError.socket("epoll_create1", errno) }
+        events = [epoll_event](repeating: epoll_event(), count: maxEvents)
+    }
+
+    deinit { close(fd) }
+
+    public func add(_ descriptor: Int32, token: Int, writable: Bool = false) throws {
+        var e = Self.event(token: token, writable: writable)
+        guard epoll_ctl(fd, EPOLL_CTL_ADD, descriptor, &e) == 0 else { throw MediaWorkerError.socket("epoll_ctl add", errno) }
+    }
+
+    /// Changes whether `descriptor` is also watched for writability.
+    public func modify(_ descriptor: Int32, token: Int, writable: Bool) {
+        var e = Self.event(token: token, writable: writable)
+        _ = epoll_ctl(fd, EPOLL_CTL_MOD, descriptor, &e)
+    }
+
+    public func remove(_ descriptor: Int32) {
+        var e = epoll_event()
+        _ = epoll_ctl(fd, EPOLL_CTL_DEL, descriptor, &e)
+    }
+
+    private static func event(token: Int, writable: Bool) -> epoll_event {
+        var e = epoll_event()
+        e.events = EPOLLIN.rawValue | (writable ? EPOLLOUT.rawValue : 0)
+        e.data.u64 = UInt64(UInt(bitPattern: token))
+        return e
+    }
+
+    /// Waits up to `timeoutMillis` (-1: forever) and calls `body(token, readable, writable)` for each
+    /// ready descriptor. An error or a hang-up counts as readable (the read reports it).
+    public func wait(timeoutMillis: Int32, _ body: (Int, Bool, Bool) -> Void) {
+        let n = events.withUnsafeMutableBufferPointer { epoll_wait(fd, $0.baseAddress, Int32($0.count), timeoutMillis) }
+        guard n > 0 else { return }
+        for i in 0..<Int(n) {
+            let e = events[i]
+            let readable = e.events & (EPOLLIN.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0
+            body(Int(bitPattern: UInt(e.data.u64)), readable, e.events & EPOLLOUT.rawValue != 0)
+        }
+    }
+}

@@ -1,0 +1,166 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import DTLS
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import RTP
+import Testing
+@testable import SFU
+
+/// The media worker's own event loop (an epoll thread that is a NIO `EventLoop`) and its socket
+/// path, on real threads and loopback sockets.
+@Suite("Media worker: event loop and socket", .serialized)
+struct MediaWorkerTests {
+    // MARK: the event loop
+
+    @Test func tasksFromOtherThreadsRunOnTheLoopInOrder() async throws {
+        let loop = try MediaEventLoop(name: "test-loop")
+        let seen = NIOLockedValueBox<[Int]>([])
+        for i in 0..<100 { loop.execute { precondition(loop.inEventLoop); seen.withLockedValue { $0.append(i) } } }
+        let onLoop = try await loop.submit { loop.inEventLoop }.get()
+        #expect(onLoop)
+        #expect(!loop.inEventLoop)
+        #expect(seen.withLockedValue { $0 } == Array(0..<100))
+        try await loop.shutdownGracefully()
+    }
+
+    @Test func scheduledTasksRunByDeadlineAndCancelledOnesNever() async throws {
+        let loop = try MediaEventLoop(name: "test-timers")
+        let fired = NIOLockedValueBox<[String]>([])
+        let start = NIODeadline.now()
+        // Scheduled out of order; one cancelled.
+        let late = loop.scheduleTask(in: .milliseconds(60)) { fired.withLockedValue { $0.append("60") } }
+        _ = loop.scheduleTask(in: .milliseconds(20)) { fired.withLockedValue { $0.append("20") } }
+        let cancelled = loop.scheduleTask(in: .milliseconds(40)) { fired.withLockedValue { $0.append("40") } }
+        _ = loop.scheduleTask(in: .milliseconds(30)) { fired.withLockedValue { $0.append("30") } }
+        cancelled.cancel()
+        try await late.futureResult.get()
+        #expect(NIODeadline.now() - start >= .milliseconds(60))
+        #expect(fired.withLockedValue { $0 } == ["20", "30", "60"])
+        await #expect(throws: EventLoopError.self) { try await cancelled.futureResult.get() }
+        // A value from a scheduled task, and a repeated task (what the worker's tick uses).
+        #expect(try await loop.scheduleTask(in: .milliseconds(5)) { 42 }.futureResult.get() == 42)
+        let ticks = NIOLockedValueBox(0)
+        let repeated = loop.scheduleRepeatedTask(initialDelay: .milliseconds(5), delay: .milliseconds(5)) { _ in
+            ticks.withLockedValue { $0 += 1 }
+        }
+        try await Task.sleep(for: .milliseconds(100))
+        repeated.cancel()
+        #expect(ticks.withLockedValue { $0 } >= 5)
+        try await loop.shutdownGracefully()
+    }
+
+    @Test func loopBoundValuesAndShutdown() async throws {
+        let loop = try MediaEventLoop(name: "test-bound")
+        final class Counter { var n = 0 }
+        let bound = try await loop.submit { NIOLoopBound(Counter(), eventLoop: loop) }.get()
+        for _ in 0..<10 { loop.execute { bound.value.n += 1 } }
+        #expect(try await loop.submit { bound.value.n }.get() == 10)
+        try await loop.shutdownGracefully()
+        // After shutdown: timers fail, tasks still run (off the loop) so futures complete, and a
+        // second shutdown answers.
+        await #expect(throws: EventLoopError.self) { try await loop.scheduleTask(in: .milliseconds(1)) {}.futureResult.get() }
+        #expect(try await loop.submit { loop.inEventLoop ? 7 : 0 }.get() == 7)
+        try await loop.shutdownGracefully()
+    }
+
+    // MARK: the worker's socket
+
+    /// Records, for each STUN response the transport sends, when the request reached the host
+    /// (`transport.arrivalNanos`) and when the worker handled it.
+    final class ArrivalSession: WorkerSession, WebRTCTransportDelegate, @unchecked Sendable {
+        let transport: WebRTCTransport
+        let worker: MediaWorker
+        var handled: [(arrival: Int64, now: Int64)] = []
+        init(transport: WebRTCTransport, worker: MediaWorker) {
+            self.transport = transport
+            self.worker = worker
+            transport.delegate = self
+        }
+        func workerDidRemove() {}
+        func transport(_ transport: WebRTCTransport, send datagram: UnsafeRawBufferPointer, to address: TransportAddress) {
+            handled.append((transport.arrivalNanos, MediaWorker.nowNanos))
+            worker.send(datagram, to: address)
+        }
+        func transportDidConnect(_ transport: WebRTCTransport) {}
+        func transport(_ transport: WebRTCTransport, didReceiveRTP packet: UnsafeMutableRawBufferPointer, header: RTPHeader, nowNanos: Int64) {}
+        func transport(_ transport: WebRTCTransport, didReceiveRTCP packets: [RTCPPacket], nowNanos: Int64) {}
+        func transportDidClose(_ transport: WebRTCTransport, reason: String) {}
+    }
+
+    /// A datagram that waited in the socket while the worker's thread was busy is reported as
+    /// arrived when the kernel received it, not when the worker got to it: transport-cc feedback
+    /// built from it does not turn the worker's delay into fake network queueing.
+    @Test func arrivalTimeIsTheKernelReceiveTimeNotWhenTheWorkerGotToIt() async throws {
+        let worker = try await MediaWorker.start(index: 0, host: "127.0.0.1", port: 0, logger: Logger(label: "test"))
+        #expect(worker.kernelTimestamps)
+        let serverICE = ICELiteAgent.Credentials.random()
+        let clientICE = ICELiteAgent.Credentials.random()
+        let cert = try DTLSCertificate(commonName: "peer")
+        let transport = try WebRTCTransport(
+            id: "t", iceCredentials: serverICE, remoteICE: clientICE, dtlsContext: DTLSContext(certificate: try DTLSCertificate(commonName: "server")),
+            dtlsRole: .server, remoteFingerprint: try #require(CertificateFingerprint(sdpValue: "sha-256 " + cert.sha256Fingerprint)),
+            nowNanos: MediaWorker.nowNanos)
+        let session = ArrivalSession(transport: transport, worker: worker)
+        try await worker.submit { worker.add(session) }
+
+        let client = try MediaWorker.bindSocket(try #require(TransportAddress(host: "127.0.0.1", port: 0)))
+        defer { close(client) }
+        let request = bindingRequest(username: "\(serverICE.ufrag):\(clientICE.ufrag)", password: serverICE.password)
+        // Once with the worker idle, once while its thread is busy for 300 ms.
+        var sentAt: [Int64] = []
+        for busy in [false, true] {
+            if busy { worker.execute { usleep(300_000) } }
+            try await Task.sleep(for: .milliseconds(50))
+            sentAt.append(MediaWorker.nowNanos)
+            let sent = request.withUnsafeBytes { raw in
+                var storage = sockaddr_in6()
+                let length = withUnsafeMutableBytes(of: &storage) { worker.localAddress.write(to: $0.baseAddress!) }
+                return withUnsafePointer(to: &storage) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(client, raw.baseAddress, raw.count, 0, $0, length) }
+                }
+            }
+            #expect(sent == request.count)
+            try await Task.sleep(for: .milliseconds(busy ? 400 : 100))
+        }
+        let handled = try await worker.submit { session.handled.map { [$0.arrival, $0.now] } }
+        try #require(handled.count == 2, "the worker answered \(handled.count) of 2 binding requests")
+        for (i, h) in handled.enumerated() {
+            let arrival = h[0], now = h[1]
+            #expect(arrival >= sentAt[i] && arrival - sentAt[i] < 20_000_000, "arrival \((arrival - sentAt[i]) / 1000) µs after sending")
+            #expect(arrival <= now)
+        }
+        // The busy round: handled after the 300 ms wait (minus the 50 ms before sending), arrival still at sending.
+        #expect(handled[1][1] - sentAt[1] > 200_000_000)
+        #expect(worker.received == 2)
+        await worker.stop()
+    }
+
+    /// Datagrams that belong to no session, or are too long, are read in batches, counted and dropped.
+    @Test func unmatchedDatagramsAreCounted() async throws {
+        let worker = try await MediaWorker.start(index: 1, host: "127.0.0.1", port: 0, logger: Logger(label: "test"))
+        let client = try MediaWorker.bindSocket(try #require(TransportAddress(host: "127.0.0.1", port: 0)))
+        defer { close(client) }
+        var storage = sockaddr_in6()
+        let length = withUnsafeMutableBytes(of: &storage) { worker.localAddress.write(to: $0.baseAddress!) }
+        let junk = [UInt8](repeating: 0x80, count: 100)
+        for _ in 0..<50 {
+            _ = junk.withUnsafeBytes { raw in
+                withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(client, raw.baseAddress, raw.count, 0, $0, length) } }
+            }
+        }
+        // One longer than a receive slot (2048 bytes): cut by the kernel, so dropped and counted.
+        let oversize = [UInt8](repeating: 0x80, count: 3000)
+        _ = oversize.withUnsafeBytes { raw in
+            withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(client, raw.baseAddress, raw.count, 0, $0, length) } }
+        }
+        try await Task.sleep(for: .milliseconds(100))
+        let counts = try await worker.submit { worker.snapshot() }
+        #expect(counts.datagramsReceived == 51)
+        #expect(counts.datagramsUnmatched == 50)
+        #expect(counts.datagramsReceiveDropped == 1)
+        await worker.stop()
+    }
+}
