@@ -160,6 +160,30 @@ struct BandwidthEstimatorTests {
         }
     }
 
+    /// A temporal cap leaves a stream that is mostly keyframes: bursts, and little in between. The
+    /// acked rate of the quiet half-seconds is far below the stream's average; an application-limited
+    /// estimate decays to 1.5x the larger of it and what the allocation costs (set by the
+    /// subscriber), never under the cost, or the allocator would drop a layer the path carries.
+    @Test(arguments: [false, true])
+    func anApplicationLimitedEstimateStaysAboveWhatTheAllocationCosts(_ known: Bool) {
+        var sim = EstimatorSimulation(capacity: 50_000_000)
+        sim.desired = 2_000_000
+        sim.run(seconds: 5)
+        #expect(sim.estimator.estimate >= 1_800_000)
+        // 500 kbit/s on average: 2 Mbit/s for 200 ms of every second, 125 kbit/s otherwise.
+        sim.desired = 500_000
+        sim.estimator.allocatedBitrate = known ? 500_000 : 0
+        sim.rateToSend = { _, now in now % 1_000_000_000 < 200_000_000 ? 2_000_000 : 125_000 }
+        sim.run(seconds: 10)
+        let lowest = sim.trace.filter { $0.t > 8 }.map(\.estimate).min() ?? 0
+        if known {
+            #expect(lowest >= 1.5 * 500_000, "fell to \(Int(lowest)) bit/s under a 500 kbit/s allocation")
+        } else {
+            // Without it the quiet windows pull the estimate down to the start rate: what the field did.
+            #expect(lowest < 500_000, "\(Int(lowest))")
+        }
+    }
+
     @Test func followsAStepDownAndAStepUp() {
         var sim = EstimatorSimulation(capacity: 2_500_000)
         sim.run(seconds: 10)

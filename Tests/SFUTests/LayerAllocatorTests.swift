@@ -33,6 +33,25 @@ struct LayerAllocatorTests {
             == [.layer(Layer(spatial: 0, temporal: 2)), .layer(Layer(spatial: 0, temporal: 2)), .paused])
     }
 
+    /// A keyframe lifts the top layer's measured bitrate above the estimate for a moment. With the
+    /// default (strict) rule the track goes down; with a keep factor (the subscriber sets 0.8 while
+    /// the path shows no congestion) it stays, and only keeping is eased: going up still needs the
+    /// headroom, going down to a layer still needs all of its cost.
+    @Test func aKeepFactorEasesOnlyKeepingTheCurrentLayer() {
+        var spiking = camera
+        spiking[2][2] = 1_700_000  // the top layer with a keyframe in its window
+        let onTop = LayerAllocator.Track(priority: 1, bitrates: spiking, current: .layer(Layer(spatial: 2, temporal: 2)))
+        var eased = LayerAllocator()
+        eased.keepFactor = 0.8
+        #expect(allocator.allocate(budget: 1_600_000, tracks: [onTop]) == [.layer(Layer(spatial: 1, temporal: 2))])
+        #expect(eased.allocate(budget: 1_600_000, tracks: [onTop]) == [.layer(Layer(spatial: 2, temporal: 2))])
+        // Below 80% of its cost even the eased rule leaves it.
+        #expect(eased.allocate(budget: 1_300_000, tracks: [onTop]) == [.layer(Layer(spatial: 1, temporal: 2))])
+        // Not on the top layer: the same budget does not buy the way up.
+        let onMiddle = LayerAllocator.Track(priority: 1, bitrates: spiking, current: .layer(Layer(spatial: 1, temporal: 2)))
+        #expect(eased.allocate(budget: 1_600_000, tracks: [onMiddle]) == [.layer(Layer(spatial: 1, temporal: 2))])
+    }
+
     @Test func fewerTemporalLayersOfTheLowestLayerComeBeforePausing() {
         let track = LayerAllocator.Track(priority: 1, bitrates: camera, current: .layer(Layer(spatial: 0, temporal: 2)))
         #expect(allocator.allocate(budget: 120_000, tracks: [track]) == [.layer(Layer(spatial: 0, temporal: 1))])

@@ -77,6 +77,19 @@ public struct BandwidthEstimator: Sendable {
     /// Set by the subscriber while a video track is paused for bandwidth: the estimate then does not
     /// decay for being application-limited.
     public var holdWhileApplicationLimited = false
+    /// Set by the subscriber: what its current layers cost (their measured bitrates, audio
+    /// included). An application-limited estimate decays to 1.5x the larger of this and the acked
+    /// rate: the acked rate of a keyframe-heavy stream (a temporal cap leaves mostly keyframes)
+    /// swings well below its average between keyframes, and the estimate must not follow it down
+    /// under what the allocation needs.
+    public var allocatedBitrate: Double = 0
+    /// When the estimate was last cut for congestion (delay overuse or loss), nil if never.
+    public var lastCongestionNanos: Int64? {
+        switch (lastDecreaseNanos, lastLossDecreaseNanos) {
+        case let (d?, l?): max(d, l)
+        case let (d, l): d ?? l
+        }
+    }
     /// When a probe last raised the estimate.
     private var lastProbeRaise: Int64?
     /// When the last probe came back at 80% of its rate or more: the next may follow at once.
@@ -274,13 +287,13 @@ public struct BandwidthEstimator: Sendable {
             }
             // Do not grow far beyond what is actually sent: an application-limited sender learns
             // nothing about the path.
-            // A stale estimate decays to 1.5x what is sent (at least the start rate): one far above a
-            // shared link's fair share would make every probe overshoot it. It does not fall while
-            // video is paused for bandwidth (what we chose not to send says nothing about the path,
-            // libwebrtc's AIMD rule, or the paused track could never afford to resume), nor for 2 s
-            // after a probe raised it, so the sender has time to use it.
-            if let acked = ackedBitrate, delayBased > 1.5 * acked + 10_000 {
-                let cap = max(1.5 * acked + 10_000, min(before, configuration.startBitrate))
+            // A stale estimate decays to 1.5x what is sent (acked, or allocated when more; at least
+            // the start rate): one far above a shared link's fair share would make every probe
+            // overshoot it. It does not fall while video is paused for bandwidth (what we chose not
+            // to send says nothing about the path, libwebrtc's AIMD rule, or the paused track could
+            // never afford to resume), nor for 2 s after a probe raised it, so the sender has time to use it.
+            if let acked = ackedBitrate, case let sending = max(acked, allocatedBitrate), delayBased > 1.5 * sending + 10_000 {
+                let cap = max(1.5 * sending + 10_000, min(before, configuration.startBitrate))
                 let probedRecently = lastProbeRaise.map { nowNanos - $0 < 2_000_000_000 } ?? false
                 delayBased = holdWhileApplicationLimited || probedRecently ? max(before, cap) : cap
             }

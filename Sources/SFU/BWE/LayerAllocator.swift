@@ -7,7 +7,8 @@
 /// even its lowest layer is paused.
 ///
 /// Hysteresis, so the choice does not flap with a noisy estimate:
-/// - keeping (or going down to) a layer needs its bitrate to fit;
+/// - keeping a layer needs `keepFactor` times its bitrate to fit (1 by default; the caller lowers it
+///   while the path shows no congestion), going down to a layer needs its bitrate to fit;
 /// - going above the current layer needs `upgradeHeadroom` times its extra cost to fit, and is not
 ///   allowed at all while `upgradesAllowed` is false (the caller holds upgrades for a while after a
 ///   downgrade);
@@ -16,6 +17,7 @@
 public struct LayerAllocator: Sendable {
     public var upgradeHeadroom = 1.15
     public var resumeHeadroom = 1.3
+    public var keepFactor = 1.0
 
     /// A layer: spatial index (0 lowest) and the highest temporal layer forwarded.
     public struct Layer: Sendable, Equatable, Comparable {
@@ -122,7 +124,8 @@ public struct LayerAllocator: Sendable {
     /// How much of a layer's cost must fit: 1 to keep what the track has (or less), more to go above it.
     func factor(_ track: Track, _ l: Layer) -> Double {
         switch track.current {
-        case .layer(let current)? where l <= current: return 1
+        case .layer(let current)? where l == current: return keepFactor
+        case .layer(let current)? where l < current: return 1
         case .layer?: return track.upgradesAllowed ? upgradeHeadroom : .infinity
         case .paused?: return track.upgradesAllowed ? resumeHeadroom : .infinity
         case nil: return 1  // a new track: no hysteresis yet

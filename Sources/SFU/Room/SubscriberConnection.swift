@@ -61,6 +61,12 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     var lastAllocationNanos: Int64 = 0
     static let allocationIntervalNanos: Int64 = 250_000_000
     static let upgradeHoldNanos: Int64 = 4_000_000_000
+    /// While the estimator has cut nothing for congestion for this long, the current layers are kept
+    /// as long as `uncongestedKeepFactor` of their cost fits: a layer's measured bitrate jumps with
+    /// each keyframe (and with a publisher's encoder starting a layer), and a path that carries it
+    /// without a congestion signal is no reason to leave it. A congested path keeps the strict rule.
+    static let quietBeforeKeepToleranceNanos: Int64 = 5_000_000_000
+    static let uncongestedKeepFactor = 0.8
     /// A probe cluster going out as padding, spread over worker ticks.
     var probe: (cluster: Int, bytesLeft: Int, bytesPerTick: Int)?
     private(set) var paddingBytesSent = 0
@@ -323,6 +329,8 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         estimator.desiredBitrate = Double(desired)
         estimator.holdWhileApplicationLimited = video.contains { $0.allocationPaused }
         guard let estimate = downlinkEstimate else { return }
+        let congested = estimator.lastCongestionNanos.map { nowNanos - $0 < Self.quietBeforeKeepToleranceNanos } ?? false
+        allocator.keepFactor = congested ? 1 : Self.uncongestedKeepFactor
         let choices = allocator.allocate(budget: max(0, estimate - Double(audio)), tracks: tracks)
         var spent = audio
         for (i, c) in video.enumerated() {
@@ -371,6 +379,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
             }
         }
         allocatedBitrate = spent
+        estimator.allocatedBitrate = Double(spent)
     }
     /// Video pauses for bandwidth so far.
     private(set) var pausedTotal = 0
