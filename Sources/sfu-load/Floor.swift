@@ -84,10 +84,10 @@ final class FloorServer {
         guard let mediaBind = TransportAddress(host: host, port: mediaPort), let controlBind = TransportAddress(host: host, port: controlPort) else {
             throw SystemError("'\(host)' is not an IP address", 0)
         }
-        media = try Sockets.boundUDP(mediaBind)
+        media = try MediaWorker.bindSocket(mediaBind)  // the same socket as the SFU's workers
         listener = try Sockets.listeningTCP(controlBind)
-        mediaAddress = Sockets.localAddress(media) ?? mediaBind
-        controlAddress = Sockets.localAddress(listener) ?? controlBind
+        mediaAddress = TransportAddress(localOf: media) ?? mediaBind
+        controlAddress = TransportAddress(localOf: listener) ?? controlBind
         context = try DTLSContext(certificate: DTLSCertificate(commonName: "sfu-floor"))
         poller = try Poller()
         try poller.add(media, token: Int(media))

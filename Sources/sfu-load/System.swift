@@ -85,19 +85,6 @@ enum Sockets {
         return fd
     }
 
-    /// A non-blocking UDP socket bound to `address`.
-    static func boundUDP(_ address: TransportAddress, buffers: Int32 = 4 << 20) throws -> Int32 {
-        let fd = socket(address.isIPv4 ? AF_INET : AF_INET6, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw SystemError("socket") }
-        setBuffers(fd, bytes: buffers)
-        guard bind(fd, to: address) == 0 else {
-            let e = errno
-            close(fd)
-            throw SystemError("bind \(address)", e)
-        }
-        return fd
-    }
-
     /// A TCP socket connected to `address` (blocking connect; non-blocking afterwards when asked).
     static func connectedTCP(to address: TransportAddress, nonBlocking: Bool) throws -> Int32 {
         let fd = socket(address.isIPv4 ? AF_INET : AF_INET6, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
@@ -125,16 +112,6 @@ enum Sockets {
             throw SystemError("listen \(address)", e)
         }
         return fd
-    }
-
-    static func localAddress(_ fd: Int32) -> TransportAddress? {
-        var storage = sockaddr_in6()
-        var length = socklen_t(MemoryLayout<sockaddr_in6>.size)
-        let ok = withUnsafeMutablePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        guard ok == 0 else { return nil }
-        return withUnsafeBytes(of: &storage) { $0.baseAddress.flatMap { TransportAddress(sockaddr: $0) } }
     }
 
     static func setBuffers(_ fd: Int32, bytes: Int32) {

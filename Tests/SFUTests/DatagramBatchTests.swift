@@ -10,11 +10,7 @@ import Testing
     static func socketPair() throws -> (fd: Int32, address: TransportAddress) {
         let address = try #require(TransportAddress(host: "127.0.0.1", port: 0))
         let fd = try MediaWorker.bindSocket(address)
-        var storage = sockaddr_in6()
-        var length = socklen_t(MemoryLayout<sockaddr_in6>.size)
-        _ = withUnsafeMutablePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        let bound = try #require(withUnsafeBytes(of: &storage) { TransportAddress(sockaddr: $0.baseAddress!) })
-        return (fd, bound)
+        return (fd, try #require(TransportAddress(localOf: fd)))
     }
 
     @Test func sockaddrRoundTrip() throws {

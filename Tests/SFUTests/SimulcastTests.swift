@@ -98,6 +98,18 @@ struct SimulcastTests {
         return try #require(participant.subscriber?.slots.compactMap(\.consumer).first { $0.producer.trackID == track })
     }
 
+    /// A room whose subscriber has switched to the top layer (2) at its keyframe and received 5 more frames.
+    static func roomOnTheTopLayer() throws -> (RoomHarness, Publisher, RoomHarness.Peer, String, Consumer) {
+        let (h, pub, sub, track) = try room()
+        pub.step(keyframes: [0, 1, 2])
+        let c = try consumer(h, sub, track: track)
+        c.setTarget(spatial: 2, temporal: 3, nowNanos: h.now)
+        pub.step(keyframes: [2])
+        for _ in 0..<5 { pub.step() }
+        #expect(c.currentSpatial == 2)
+        return (h, pub, sub, track, c)
+    }
+
     /// The forwarded video packets, parsed: layer (from the filler byte), seq, timestamp, picture id, TL0PICIDX, TID.
     struct Out {
         var layer: Int
@@ -214,13 +226,7 @@ struct SimulcastTests {
     }
 
     @Test func setLayerCapsTheSubscriptionAtTheNextKeyframeOfTheLowLayer() throws {
-        let (h, pub, sub, track) = try Self.room()
-        pub.step(keyframes: [0, 1, 2])
-        let c = try Self.consumer(h, sub, track: track)
-        c.setTarget(spatial: 2, temporal: 3, nowNanos: h.now)
-        pub.step(keyframes: [2])
-        for _ in 0..<5 { pub.step() }
-        #expect(c.currentSpatial == 2)
+        let (h, pub, sub, track, c) = try Self.roomOnTheTopLayer()
         #expect(h.room.setLayer(peerID: sub.info.peerID, trackID: track, maxSpatial: 0, maxTemporal: nil, nowNanos: h.now))
         #expect(c.targetSpatial == 0 && c.maxSpatial == 0)
         pub.step()
@@ -241,13 +247,7 @@ struct SimulcastTests {
     /// will not be decoded, and at a switch down the resends would crowd the bottleneck and the new
     /// layer's keyframe); one for the new stream is.
     @Test func nacksForTheStreamLeftBehindAreNotAnswered() throws {
-        let (h, pub, sub, track) = try Self.room()
-        pub.step(keyframes: [0, 1, 2])
-        let c = try Self.consumer(h, sub, track: track)
-        c.setTarget(spatial: 2, temporal: 3, nowNanos: h.now)
-        pub.step(keyframes: [2])
-        for _ in 0..<5 { pub.step() }
-        #expect(c.currentSpatial == 2)
+        let (h, pub, sub, track, c) = try Self.roomOnTheTopLayer()
         c.setTarget(spatial: 0, temporal: 3, nowNanos: h.now)
         pub.step(keyframes: [0])
         for _ in 0..<3 { pub.step() }

@@ -23,10 +23,7 @@ public final class DatagramSendBatch {
 
     private var start = 0
     private var end = 0
-    private let storage: UnsafeMutableRawPointer
-    private let messages: UnsafeMutablePointer<sfu_mmsghdr>
-    private let iovecs: UnsafeMutablePointer<iovec>
-    private let names: UnsafeMutablePointer<sockaddr_in6>
+    private let slots: MessageSlots
 
     /// - Parameters:
     ///   - capacity: datagrams per `sendmmsg` call.
@@ -35,20 +32,11 @@ public final class DatagramSendBatch {
         precondition(capacity > 0 && slotSize > 0)
         self.capacity = capacity
         self.slotSize = slotSize
-        storage = UnsafeMutableRawPointer.allocate(byteCount: capacity * slotSize, alignment: 16)
-        messages = .allocate(capacity: capacity)
-        messages.initialize(repeating: sfu_mmsghdr(), count: capacity)
-        iovecs = .allocate(capacity: capacity)
-        iovecs.initialize(repeating: iovec(), count: capacity)
-        names = .allocate(capacity: capacity)
-        names.initialize(repeating: sockaddr_in6(), count: capacity)
+        slots = MessageSlots(capacity: capacity, slotSize: slotSize)
     }
 
     deinit {
-        storage.deallocate()
-        messages.deallocate()
-        iovecs.deallocate()
-        names.deallocate()
+        slots.deallocate()
     }
 
     /// Copies `datagram` into the next slot, addressed to `address` (nil: the socket's connected peer).
@@ -69,19 +57,19 @@ public final class DatagramSendBatch {
     @discardableResult
     public func append(to address: TransportAddress?, building build: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
         guard end < capacity else { return false }
-        let slot = storage + end * slotSize
+        let slot = slots.storage + end * slotSize
         let length = build(UnsafeMutableRawBufferPointer(start: slot, count: slotSize))
         guard length > 0, length <= slotSize else { return false }
-        iovecs[end] = iovec(iov_base: slot, iov_len: length)
+        slots.iovecs[end] = iovec(iov_base: slot, iov_len: length)
         var header = msghdr()
-        header.msg_iov = iovecs + end
+        header.msg_iov = slots.iovecs + end
         header.msg_iovlen = 1
         if let address {
-            let name = names + end
+            let name = slots.names + end
             header.msg_name = UnsafeMutableRawPointer(name)
             header.msg_namelen = address.write(to: UnsafeMutableRawPointer(name))
         }
-        messages[end] = sfu_mmsghdr(msg_hdr: header, msg_len: 0)
+        slots.messages[end] = sfu_mmsghdr(msg_hdr: header, msg_len: 0)
         end += 1
         return true
     }
@@ -92,7 +80,7 @@ public final class DatagramSendBatch {
     @discardableResult
     public func flush(fd: Int32) -> Bool {
         while start < end {
-            let n = sfu_sendmmsg(fd, messages + start, UInt32(end - start), 0)
+            let n = sfu_sendmmsg(fd, slots.messages + start, UInt32(end - start), 0)
             if n > 0 {
                 start += Int(n)
                 sent += Int(n)
@@ -114,8 +102,8 @@ public final class DatagramSendBatch {
     /// Calls `body` with each queued datagram and its address (nil: connected), then empties the batch.
     public func drainPending(_ body: (UnsafeRawBufferPointer, TransportAddress?) -> Void) {
         for i in start..<end {
-            let m = messages[i].msg_hdr
-            let bytes = UnsafeRawBufferPointer(start: iovecs[i].iov_base, count: iovecs[i].iov_len)
+            let m = slots.messages[i].msg_hdr
+            let bytes = UnsafeRawBufferPointer(start: slots.iovecs[i].iov_base, count: slots.iovecs[i].iov_len)
             let address = m.msg_name.flatMap { TransportAddress(sockaddr: UnsafeRawPointer($0)) }
             body(bytes, address)
         }
@@ -141,10 +129,7 @@ public final class DatagramReceiveBatch {
     /// Datagrams longer than a slot (cut; callers should drop them).
     public private(set) var truncated = 0
 
-    private let storage: UnsafeMutableRawPointer
-    private let messages: UnsafeMutablePointer<sfu_mmsghdr>
-    private let iovecs: UnsafeMutablePointer<iovec>
-    private let names: UnsafeMutablePointer<sockaddr_in6>
+    private let slots: MessageSlots
     private let controlSize: Int
     private let control: UnsafeMutableRawPointer?
 
@@ -155,24 +140,13 @@ public final class DatagramReceiveBatch {
         self.capacity = capacity
         self.slotSize = slotSize
         self.timestamps = timestamps
-        storage = UnsafeMutableRawPointer.allocate(byteCount: capacity * slotSize, alignment: 16)
-        messages = .allocate(capacity: capacity)
-        messages.initialize(repeating: sfu_mmsghdr(), count: capacity)
-        iovecs = .allocate(capacity: capacity)
-        names = .allocate(capacity: capacity)
-        names.initialize(repeating: sockaddr_in6(), count: capacity)
+        slots = MessageSlots(capacity: capacity, slotSize: slotSize)
         controlSize = timestamps ? (sfu_rx_timestamp_control_size() + 15) & ~15 : 0
         control = timestamps ? UnsafeMutableRawPointer.allocate(byteCount: controlSize * capacity, alignment: 16) : nil
-        for i in 0..<capacity {
-            iovecs.advanced(by: i).initialize(to: iovec(iov_base: storage + i * slotSize, iov_len: slotSize))
-        }
     }
 
     deinit {
-        storage.deallocate()
-        messages.deallocate()
-        iovecs.deallocate()
-        names.deallocate()
+        slots.deallocate()
         control?.deallocate()
     }
 
@@ -185,22 +159,22 @@ public final class DatagramReceiveBatch {
     public func receive(fd: Int32) -> Int {
         for i in 0..<capacity {
             var header = msghdr()
-            iovecs[i].iov_len = slotSize
-            header.msg_iov = iovecs + i
+            slots.iovecs[i].iov_len = slotSize
+            header.msg_iov = slots.iovecs + i
             header.msg_iovlen = 1
-            header.msg_name = UnsafeMutableRawPointer(names + i)
+            header.msg_name = UnsafeMutableRawPointer(slots.names + i)
             header.msg_namelen = socklen_t(MemoryLayout<sockaddr_in6>.size)
             if let control {
                 header.msg_control = control + i * controlSize
                 header.msg_controllen = controlSize
             }
-            messages[i] = sfu_mmsghdr(msg_hdr: header, msg_len: 0)
+            slots.messages[i] = sfu_mmsghdr(msg_hdr: header, msg_len: 0)
         }
         while true {
-            let n = sfu_recvmmsg(fd, messages, UInt32(capacity), Int32(MSG_DONTWAIT))
+            let n = sfu_recvmmsg(fd, slots.messages, UInt32(capacity), Int32(MSG_DONTWAIT))
             if n >= 0 {
                 count = Int(n)
-                for i in 0..<count where messages[i].msg_hdr.msg_flags & Int32(MSG_TRUNC) != 0 { truncated += 1 }
+                for i in 0..<count where slots.messages[i].msg_hdr.msg_flags & Int32(MSG_TRUNC) != 0 { truncated += 1 }
                 return count
             }
             let e = errno
@@ -212,25 +186,66 @@ public final class DatagramReceiveBatch {
 
     /// The bytes of datagram `i` (valid until the next ``receive(fd:)``; may be modified in place).
     public func datagram(_ i: Int) -> UnsafeMutableRawBufferPointer {
-        UnsafeMutableRawBufferPointer(start: storage + i * slotSize, count: min(Int(messages[i].msg_len), slotSize))
+        UnsafeMutableRawBufferPointer(start: slots.storage + i * slotSize, count: min(Int(slots.messages[i].msg_len), slotSize))
     }
 
     /// Whether datagram `i` was longer than a slot.
-    public func isTruncated(_ i: Int) -> Bool { messages[i].msg_hdr.msg_flags & Int32(MSG_TRUNC) != 0 }
+    public func isTruncated(_ i: Int) -> Bool { slots.messages[i].msg_hdr.msg_flags & Int32(MSG_TRUNC) != 0 }
 
     public func source(_ i: Int) -> TransportAddress? {
-        guard messages[i].msg_hdr.msg_namelen > 0 else { return nil }
-        return TransportAddress(sockaddr: UnsafeRawPointer(names + i))
+        guard slots.messages[i].msg_hdr.msg_namelen > 0 else { return nil }
+        return TransportAddress(sockaddr: UnsafeRawPointer(slots.names + i))
     }
 
     /// The kernel receive time of datagram `i` (CLOCK_REALTIME nanoseconds), or 0 without timestamps.
     public func timestampNanos(_ i: Int) -> Int64 {
         guard timestamps else { return 0 }
-        return withUnsafePointer(to: &messages[i].msg_hdr) { sfu_rx_timestamp_nanos($0) }
+        return withUnsafePointer(to: &slots.messages[i].msg_hdr) { sfu_rx_timestamp_nanos($0) }
+    }
+}
+
+/// The preallocated memory of a batch: `capacity` slots of `slotSize` bytes, and per slot an
+/// `mmsghdr`, an `iovec` (pointing at the slot, whole) and room for a socket address.
+struct MessageSlots {
+    let storage: UnsafeMutableRawPointer
+    let messages: UnsafeMutablePointer<sfu_mmsghdr>
+    let iovecs: UnsafeMutablePointer<iovec>
+    let names: UnsafeMutablePointer<sockaddr_in6>
+
+    init(capacity: Int, slotSize: Int) {
+        storage = UnsafeMutableRawPointer.allocate(byteCount: capacity * slotSize, alignment: 16)
+        messages = .allocate(capacity: capacity)
+        messages.initialize(repeating: sfu_mmsghdr(), count: capacity)
+        iovecs = .allocate(capacity: capacity)
+        for i in 0..<capacity {
+            iovecs.advanced(by: i).initialize(to: iovec(iov_base: storage + i * slotSize, iov_len: slotSize))
+        }
+        names = .allocate(capacity: capacity)
+        names.initialize(repeating: sockaddr_in6(), count: capacity)
+    }
+
+    func deallocate() {
+        storage.deallocate()
+        messages.deallocate()
+        iovecs.deallocate()
+        names.deallocate()
     }
 }
 
 extension TransportAddress {
+    /// The address socket `fd` is bound to (getsockname), nil when it cannot be read.
+    public init?(localOf fd: Int32) {
+        var storage = sockaddr_in6()
+        var length = socklen_t(MemoryLayout<sockaddr_in6>.size)
+        let ok = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) == 0 }
+        }
+        guard ok, let address = withUnsafeBytes(of: &storage, { $0.baseAddress.flatMap { TransportAddress(sockaddr: $0) } }) else {
+            return nil
+        }
+        self = address
+    }
+
     /// Reads a `sockaddr_in` or `sockaddr_in6`.
     public init?(sockaddr raw: UnsafeRawPointer) {
         let family = raw.load(as: sa_family_t.self)

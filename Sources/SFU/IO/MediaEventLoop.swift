@@ -144,14 +144,14 @@ public final class MediaEventLoop: EventLoop, @unchecked Sendable, CustomStringC
 
     public func scheduleTask<T>(deadline: NIODeadline, _ task: @escaping @Sendable () throws -> T) -> Scheduled<T> {
         let promise: EventLoopPromise<T> = makePromise()
-        let timer = Timer(deadline: deadline, id: 0, run: {
+        let run: @Sendable () -> Void = {
             // On the loop: the result need not be Sendable.
             do { promise.assumeIsolated().succeed(try task()) } catch { promise.fail(error) }
-        }, fail: { promise.fail($0) })
+        }
         let id = lock.withLock { () -> UInt64? in
             guard state != .stopped else { return nil }
             nextTimerID += 1
-            let t = Timer(deadline: timer.deadline, id: nextTimerID, run: timer.run, fail: timer.fail)
+            let t = Timer(deadline: deadline, id: nextTimerID, run: run, fail: { promise.fail($0) })
             var i = timers.count
             while i > 0 && timers[i - 1].before(t) { i -= 1 }  // keep the earliest last
             timers.insert(t, at: i)

@@ -126,25 +126,15 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
             if readable { self.readSocket() }
         }
         descriptor = fd
-        if let bound = Self.boundAddress(fd) { localAddress.port = bound.port }
+        if let bound = TransportAddress(localOf: fd) { localAddress.port = bound.port }
         timer = loop.scheduleRepeatedTask(initialDelay: .milliseconds(20), delay: .milliseconds(20)) { [unowned self] _ in
             self.tick()
         }
     }
 
-    static func boundAddress(_ fd: Int32) -> TransportAddress? {
-        var storage = sockaddr_in6()
-        var length = socklen_t(MemoryLayout<sockaddr_in6>.size)
-        let ok = withUnsafeMutablePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) == 0 }
-        }
-        guard ok else { return nil }
-        return withUnsafeBytes(of: &storage) { raw in raw.baseAddress.flatMap { TransportAddress(sockaddr: $0) } }
-    }
-
     /// A non-blocking UDP socket bound to `address` (SO_REUSEADDR), with 4 MiB of socket buffers
     /// asked for (the kernel caps them at net.core.[rw]mem_max).
-    static func bindSocket(_ address: TransportAddress) throws -> Int32 {
+    public static func bindSocket(_ address: TransportAddress) throws -> Int32 {
         let family = address.isIPv4 ? AF_INET : AF_INET6
         let fd = socket(family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw MediaWorkerError.socket("socket", errno) }
@@ -283,7 +273,7 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
 
     /// Closes every session, writes what they said, closes the socket and stops the thread.
     public func stop() async {
-        let closed: Void? = try? await loop.submit {
+        _ = try? await loop.submit {
             self.timer?.cancel()
             for session in Array(self.demux.sessions) {
                 session.transport.close(reason: "server shutting down")
@@ -300,7 +290,6 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
                 self.descriptor = -1
             }
         }.get()
-        _ = closed
         try? await loop.shutdownGracefully()
     }
 }
