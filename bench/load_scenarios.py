@@ -98,7 +98,7 @@ class Target:
             env = dict(os.environ, SFU_API_KEY=self.key, SFU_HTTP_HOST="127.0.0.1", SFU_HTTP_PORT=str(self.http),
                        SFU_MEDIA_HOST="127.0.0.1", SFU_MEDIA_PORT=str(media), SFU_WORKERS="1",
                        SFU_DATA_DIR=str(workdir / "data"), SFU_RECORDINGS_DIR=str(workdir / "data" / "recordings"),
-                       SFU_LOG_LEVEL="warning")
+                       SFU_LOG_LEVEL=os.environ.get("SFU_LOG_LEVEL", "warning"))
             self.proc = subprocess.Popen(["taskset", "-c", str(core), str(bindir / "sfu"), "serve"], env=env,
                                          stdout=self.log, stderr=subprocess.STDOUT)
             self.wait_http()
@@ -194,6 +194,8 @@ def main() -> int:
     ap.add_argument("--targets", default="sfu,floor")
     ap.add_argument("--bin", default=str(ROOT / ".build" / "release"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
+    ap.add_argument("--logs", help="keep each run's server log (and data) under this folder instead of a temporary one; "
+                    "SFU_LOG_LEVEL=debug in the environment makes the SFU's log verbose")
     ap.add_argument("--server-core", type=int, default=1)
     ap.add_argument("--load-core", type=int, default=0)
     args = ap.parse_args()
@@ -217,8 +219,8 @@ def main() -> int:
         for name in names:
             for kind in [k for k in kinds if k in SCENARIOS[name].get("targets", ["sfu", "floor"])]:
                 print(f"== {SCENARIOS[name]['title']}: {kind} ({args.duration:.0f} s)", flush=True)
-                workdir = pathlib.Path(tmp) / f"{name}-{kind}"
-                workdir.mkdir()
+                workdir = pathlib.Path(args.logs or tmp) / f"{name}-{kind}"
+                workdir.mkdir(parents=True, exist_ok=bool(args.logs))
                 try:
                     r = run_one(name, kind, args, bindir, workdir)
                 except (RuntimeError, subprocess.SubprocessError, json.JSONDecodeError) as e:

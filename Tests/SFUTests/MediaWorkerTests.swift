@@ -139,6 +139,67 @@ struct MediaWorkerTests {
         await worker.stop()
     }
 
+    /// A session woken at the times it asked for (a probe's pacing between ticks).
+    final class WakeSession: WorkerSession, @unchecked Sendable {
+        let transport: WebRTCTransport
+        let worker: MediaWorker
+        let peer: TransportAddress
+        var woken: [Int64] = []
+        /// The worker's written datagrams at each wake-up.
+        var written: [Int] = []
+        init(worker: MediaWorker, peer: TransportAddress) throws {
+            transport = try WebRTCTransport(
+                id: "w", iceCredentials: .random(), remoteICE: .random(), dtlsContext: DTLSContext(certificate: try DTLSCertificate(commonName: "server")),
+                dtlsRole: .server, remoteFingerprint: CertificateFingerprint(algorithm: .sha256, digest: []), nowNanos: MediaWorker.nowNanos)
+            self.worker = worker
+            self.peer = peer
+        }
+        func workerDidRemove() {}
+        func wake(nowNanos: Int64) {
+            woken.append(nowNanos)
+            written.append(worker.datagramsSent)
+            [UInt8](repeating: UInt8(woken.count), count: 40).withUnsafeBytes { worker.send($0, to: peer) }
+        }
+    }
+
+    /// Wake-ups run on the loop at (not before) the time asked for, and what the session queued in
+    /// one is written then, not at the next tick; a session removed meanwhile is not woken.
+    @Test func sessionsAreWokenAtTheTimeTheyAskedForAndTheirDatagramsWritten() async throws {
+        let worker = try await MediaWorker.start(index: 2, host: "127.0.0.1", port: 0, logger: Logger(label: "test"))
+        let client = try MediaWorker.bindSocket(try #require(TransportAddress(host: "127.0.0.1", port: 0)))
+        defer { close(client) }
+        let peer = try #require(TransportAddress(localOf: client))
+        let kept = try WakeSession(worker: worker, peer: peer)
+        let removed = try WakeSession(worker: worker, peer: peer)
+        let asked = try await worker.submit { () -> [Int64] in
+            worker.add(kept)
+            worker.add(removed)
+            let now = MediaWorker.nowNanos
+            worker.wake(kept, atNanos: now + 3_000_000)
+            worker.wake(kept, atNanos: now + 7_000_000)
+            worker.wake(removed, atNanos: now + 3_000_000)
+            worker.remove(removed)
+            return [now + 3_000_000, now + 7_000_000]
+        }
+        var arrivals: [(byte: UInt8, at: Int64)] = []
+        var buffer = [UInt8](repeating: 0, count: 100)
+        let deadline = MediaWorker.nowNanos + 500_000_000
+        while arrivals.count < 2, MediaWorker.nowNanos < deadline {
+            let n = buffer.withUnsafeMutableBytes { recv(client, $0.baseAddress, 100, 0) }
+            if n > 0 { arrivals.append((buffer[0], MediaWorker.nowNanos)) } else { usleep(200) }
+        }
+        let (woken, written) = try await worker.submit { ((kept.woken, removed.woken), kept.written) }
+        #expect(woken.1.isEmpty)
+        try #require(woken.0.count == 2)
+        for (at, want) in zip(woken.0, asked) {
+            #expect(at >= want && at - want < 15_000_000, "woken \((at - want) / 1000) µs after the time asked for")
+        }
+        #expect(arrivals.map(\.byte) == [1, 2])
+        // The first wake-up's datagram was written when it returned, not at the next 20 ms tick.
+        #expect(written == [0, 1])
+        await worker.stop()
+    }
+
     /// Datagrams that belong to no session, or are too long, are read in batches, counted and dropped.
     @Test func unmatchedDatagramsAreCounted() async throws {
         let worker = try await MediaWorker.start(index: 1, host: "127.0.0.1", port: 0, logger: Logger(label: "test"))

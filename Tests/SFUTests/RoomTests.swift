@@ -235,6 +235,39 @@ struct RoomTests {
         #expect(estimate > 320_000 && estimate < upper, "estimate \(estimate)")
     }
 
+    /// A probe cluster goes out at its rate over its ~15 ms, not in one burst at a tick: the
+    /// estimator measures the send rate from the packets' send times, and a burst (one send time)
+    /// was discarded, so probes above what one 20 ms tick held (~2.4 Mbit/s) never raised the
+    /// estimate and a 3 Mbit/s track waited for the 8%/s increase.
+    @Test func probeClustersArePacedAndRaiseTheEstimatePastWhatOneTickHolds() throws {
+        let (h, pub, subs, tracks) = try Self.room(subscribers: 1)
+        let s = subs[0]
+        s.sendsTransportCC = true
+        // ~3.3 Mbit/s of video: one frame of 4 x 1,000-byte packets per 10 ms step.
+        for step in 0..<300 {
+            for k in 0..<4 {
+                h.sendRTP(pub, RTPPacket(payloadType: 96, sequenceNumber: UInt16(100 + step * 4 + k), timestamp: 90_000 + UInt32(step) * 900,
+                                         ssrc: Self.videoSSRC, marker: k == 3,
+                                         payload: vp8Payload(keyframe: step == 0 && k == 0, size: 1000, fill: UInt8(truncatingIfNeeded: step))))
+            }
+            h.run()
+        }
+        let rtx = try #require(s.ssrc(peer: pub.info.peerID, track: tracks.video)?.rtx)
+        let padding = zip(s.received[rtx] ?? [], s.receivedTimes[rtx] ?? []).filter { $0.0[0] & 0x20 != 0 }
+        // Clusters: padding packets less than 100 ms apart.
+        var clusters: [[(bytes: Int, at: Int64)]] = []
+        for (bytes, at) in padding {
+            if let last = clusters.last?.last, at - last.at < 100_000_000 { clusters[clusters.count - 1].append((bytes.count, at)) } else { clusters.append([(bytes.count, at)]) }
+        }
+        #expect(clusters.count >= 3, "\(clusters.count) probe clusters")
+        for c in clusters {
+            let span = (c.last?.at ?? 0) - (c.first?.at ?? 0)
+            #expect(span >= 10_000_000, "a cluster of \(c.count) packets went out within \(span / 1_000_000) ms")
+        }
+        let estimate = try #require(h.room.snapshot(nowNanos: h.now).first { $0.peer.peerID == s.info.peerID }?.quality.downlinkEstimate)
+        #expect(estimate > 3_000_000, "estimate \(estimate) after 3 s of a 3.3 Mbit/s track")
+    }
+
     @Test func observersCannotPublish() throws {
         let h = try RoomHarness()
         let obs = try h.join("obs", canPublish: false)

@@ -17,6 +17,8 @@ public final class RoomHarness {
         public var subscriberOffers: [SessionDescription] = []
         /// Plain RTP received on the subscriber connection, by SSRC.
         public var received: [UInt32: [[UInt8]]] = [:]
+        /// The harness clock when each of `received` arrived.
+        public var receivedTimes: [UInt32: [Int64]] = [:]
         /// RTCP received on the publisher connection (feedback from the server).
         public var publisherRTCP: [RTCPPacket] = []
         public var subscriberRTCP: [RTCPPacket] = []
@@ -41,6 +43,8 @@ public final class RoomHarness {
     }
 
     public let room: Room
+    /// The room's host (datagrams to the clients, wake-ups).
+    public let proxy: HostProxy
     public let serverContext: DTLSContext
     public let clientContext: DTLSContext
     public var demux = SessionDemux()
@@ -60,7 +64,7 @@ public final class RoomHarness {
         clientContext = try DTLSContext(certificate: DTLSCertificate(commonName: "client"))
         var logger = Logger(label: "test")
         logger.logLevel = .warning
-        let proxy = HostProxy()
+        proxy = HostProxy()
         room = Room(id: "rm_test", maxParticipants: maxParticipants, host: proxy, dtlsContext: serverContext,
                     candidates: [HostCandidate(address: serverAddress)], logger: logger)
         proxy.harness = self
@@ -97,6 +101,7 @@ public final class RoomHarness {
                 client?.onSend = { [unowned self, unowned peer] d in toServer.append((Array(d), peer.subscriberAddress)) }
                 client?.onRTP = { [unowned self, unowned peer] packet, header in
                     peer.received[header.ssrc, default: []].append(Array(packet))
+                    peer.receivedTimes[header.ssrc, default: []].append(now)
                     if peer.sendsTransportCC, header.hasExtension,
                        let v = header.extensionValue(id: RoomSDP.subscriberTransportCCID, in: UnsafeRawBufferPointer(packet)),
                        let seq = TransportWideSequence.decode(v) {
@@ -176,6 +181,11 @@ public final class RoomHarness {
                     if !feedback.isEmpty { p.subscriber?.sendRTCP(feedback.map { .transportCC($0) }) }
                 }
             }
+            do {
+                let due = proxy.wakes.filter { $0.atNanos <= now }
+                proxy.wakes.removeAll { $0.atNanos <= now }
+                for w in due where demux.sessions.contains(where: { $0 === w.session }) { w.session.wake(nowNanos: now) }
+            }
             if now - lastTick >= 20_000_000 {
                 lastTick = now
                 for s in Array(demux.sessions) {
@@ -233,6 +243,9 @@ public final class HostProxy: SessionHost {
     public func add(_ session: WorkerSession) { harness?.demux.add(session) }
     public func remove(_ session: WorkerSession) { harness?.demux.remove(session) }
     public func send(_ datagram: UnsafeRawBufferPointer, to address: TransportAddress) { harness?.toClients.append((Array(datagram), address)) }
+    /// Wake-ups asked for, run by ``RoomHarness/run(steps:)`` at the first step at or after their time.
+    public var wakes: [(session: WorkerSession, atNanos: Int64)] = []
+    public func wake(_ session: WorkerSession, atNanos: Int64) { wakes.append((session, atNanos)) }
 }
 
 /// A VP8 RTP payload: descriptor (S=1, partition 0, no extensions) and a payload header whose

@@ -14,10 +14,13 @@ public protocol WorkerSession: AnyObject {
     func workerDidRemove()
     /// Called on every worker tick (20 ms) for periodic work: RTCP reports, feedback, pacing.
     func tick(nowNanos: Int64)
+    /// Called at the time the session asked for with ``SessionHost/wake(_:atNanos:)``.
+    func wake(nowNanos: Int64)
 }
 
 extension WorkerSession {
     public func tick(nowNanos: Int64) {}
+    public func wake(nowNanos: Int64) {}
 }
 
 extension EchoSession: WorkerSession {
@@ -179,6 +182,20 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
     }
 
     public func session(ufrag: String) -> WorkerSession? { demux.session(ufrag: ufrag) }
+
+    /// Calls `session.wake(nowNanos:)` on the loop at `atNanos` (the loop's timers have millisecond
+    /// resolution), then writes what it queued; nothing if the session is gone by then.
+    public func wake(_ session: WorkerSession, atNanos: Int64) {
+        loop.preconditionInEventLoop()
+        let bound = NIOLoopBound(session, eventLoop: loop)
+        let delay = max(0, atNanos - Self.nowNanos)
+        loop.scheduleTask(in: .nanoseconds(delay)) { [self] in
+            let session = bound.value
+            guard demux.session(ufrag: session.transport.ice.local.ufrag) === session else { return }
+            session.wake(nowNanos: Self.nowNanos)
+            flush()
+        }
+    }
     public var sessionCount: Int { demux.count }
 
     /// Batches read per readiness before timers and tasks get their turn.

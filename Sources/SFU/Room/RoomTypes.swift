@@ -132,6 +132,14 @@ public enum RoomJoinError: Error, Equatable, Sendable {
 public protocol SessionHost: DatagramSink {
     func add(_ session: WorkerSession)
     func remove(_ session: WorkerSession)
+    /// Calls `session.wake(nowNanos:)` at `atNanos` (or as soon after as the host's timers allow),
+    /// for pacing finer than the 20 ms tick.
+    func wake(_ session: WorkerSession, atNanos: Int64)
+}
+
+extension SessionHost {
+    /// A host without timers: the session's next tick comes instead.
+    public func wake(_ session: WorkerSession, atNanos: Int64) {}
 }
 
 enum RandomID {

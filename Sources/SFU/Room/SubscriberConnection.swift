@@ -67,8 +67,10 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     /// without a congestion signal is no reason to leave it. A congested path keeps the strict rule.
     static let quietBeforeKeepToleranceNanos: Int64 = 5_000_000_000
     static let uncongestedKeepFactor = 0.8
-    /// A probe cluster going out as padding, spread over worker ticks.
-    var probe: (cluster: Int, bytesLeft: Int, bytesPerTick: Int)?
+    /// A probe cluster going out as padding at its rate: `sent` of `bytes` since `started`.
+    var probe: (cluster: Int, bitrate: Double, bytes: Int, sent: Int, started: Int64)?
+    /// A wake-up asked of the host for the probe's next packets is outstanding.
+    private var probeWakePending = false
     private(set) var paddingBytesSent = 0
     /// What the allocator last spent, bits/s (video chosen + audio).
     private(set) var allocatedBitrate: Int64 = 0
@@ -387,10 +389,14 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     /// Sends the due part of a probe cluster as padding-only packets on a video consumer's RTX
     /// stream (as libwebrtc does): the subscriber drops them, its transport-cc feedback still
     /// reports their arrival, and the estimator sees whether the path carries the probe rate.
+    ///
+    /// The cluster is paced at its rate over its ~15 ms: the estimator measures the rate it was sent
+    /// at from the packets' send times, so a cluster sent in one burst (one send time) says nothing.
+    /// Between the 20 ms ticks the host wakes the session (``SessionHost/wake(_:atNanos:)``).
     func sendProbe(nowNanos: Int64) {
         guard transportCC else { return }
         if probe == nil, let p = estimator.probeToSend(nowNanos: nowNanos, packetSize: Self.paddingPacketSize) {
-            probe = (p.cluster, p.bytes, max(Self.paddingPacketSize, Int(p.bitrate * 0.02 / 8)))
+            probe = (p.cluster, p.bitrate, p.bytes, 0, nowNanos)
         }
         guard var current = probe else { return }
         // Any video consumer with RTX carries the padding, a paused one too (how a paused track learns it can resume).
@@ -398,13 +404,24 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
             probe = nil
             return
         }
-        var budget = min(current.bytesPerTick, current.bytesLeft)
-        while budget > 0 {
+        // Due: what the rate allows since the start, plus the packet that opens the next interval.
+        let elapsed = Double(nowNanos - current.started) / 1e9
+        let due = min(current.bytes, Int(current.bitrate * elapsed / 8) + Self.paddingPacketSize)
+        while current.sent < due {
             guard sendPadding(consumer: carrier, cluster: current.cluster, nowNanos: nowNanos) else { break }
-            budget -= Self.paddingPacketSize
-            current.bytesLeft -= Self.paddingPacketSize
+            current.sent += Self.paddingPacketSize
         }
-        probe = current.bytesLeft > 0 ? current : nil
+        guard current.sent < current.bytes else {
+            probe = nil
+            return
+        }
+        probe = current
+        if !probeWakePending {
+            probeWakePending = true
+            // When the next packet is due, at least a millisecond on (the loop's timer resolution).
+            let next = current.started + Int64(Double(current.sent) * 8 / current.bitrate * 1e9)
+            room.host.wake(self, atNanos: max(next, nowNanos + 1_000_000))
+        }
     }
 
     /// One padding packet: RTP header with the P bit, transport-cc, 255 bytes of padding.
@@ -435,6 +452,12 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     // MARK: WorkerSession
 
     func workerDidRemove() {}
+
+    func wake(nowNanos: Int64) {
+        probeWakePending = false
+        guard isConnected else { return }
+        sendProbe(nowNanos: nowNanos)
+    }
 
     func tick(nowNanos: Int64) {
         guard isConnected else { return }
