@@ -11,7 +11,10 @@ import Foundation
 /// - Loss-based: under 2% loss grows, over 10% cuts by half the loss.
 /// - Probing: when the estimate has been stable for a second and is below what the subscriber
 ///   could use, a probe cluster is sent at twice the estimate; the rate it arrives at raises the
-///   estimate at once (how an upgrade discovers headroom without waiting for 8%/s).
+///   estimate at once (how an upgrade discovers headroom without waiting for 8%/s). A probe the
+///   path could not carry whole, sent while the media fill the estimate near the last overuse,
+///   raises it no further than what the path delivered at that overuse: the burst saw the
+///   bottleneck's capacity, cross traffic included.
 /// The estimate is the smaller of the two, never below `minBitrate`.
 public struct BandwidthEstimator: Sendable {
     public struct Configuration: Sendable {
@@ -279,7 +282,7 @@ public struct BandwidthEstimator: Sendable {
         case .normal:
             if stableSinceNanos == nil { stableSinceNanos = nowNanos }
             let before = delayBased
-            if let atOveruse = bitrateAtOveruse, abs(delayBased - atOveruse) < 0.15 * atOveruse {
+            if nearLastOveruse {
                 // Near the last known limit: about one packet per RTT.
                 delayBased += 1200 * 8 * dt / (Double(rttNanos) / 1e9)
             } else {
@@ -300,6 +303,12 @@ public struct BandwidthEstimator: Sendable {
         }
         delayBased = min(max(delayBased, configuration.minBitrate), configuration.maxBitrate)
         estimate = max(configuration.minBitrate, min(delayBased, lossBased))
+    }
+
+    /// Within 15% of the rate the path delivered at the last overuse: the delay signal found our limit here.
+    private var nearLastOveruse: Bool {
+        guard let atOveruse = bitrateAtOveruse else { return false }
+        return abs(delayBased - atOveruse) < 0.15 * atOveruse
     }
 
     /// 1.08 to the power `seconds` (8%/s), one second at most per update.
@@ -340,7 +349,15 @@ public struct BandwidthEstimator: Sendable {
         let bytes = Double(sorted.dropFirst().reduce(0) { $0 + $1.size })
         let receiveRate = bytes * 8 * 1e9 / Double(lastArrival - firstArrival)
         let sendRate = bytes * 8 * 1e9 / Double(lastSend - firstSend)
-        let measured = min(receiveRate, sendRate, probe.rate)
+        var measured = min(receiveRate, sendRate, probe.rate)
+        // Received at under 90% of its send rate, the probe saturated the path: it measured the
+        // bottleneck, not our share of it (cross traffic hardly interleaves with a 15 ms burst).
+        // While the media fill the estimate near the last overuse, that share is at most what the
+        // path delivered then (libwebrtc probes only an application-limited sender).
+        if receiveRate < 0.9 * sendRate, nearLastOveruse, let atOveruse = bitrateAtOveruse,
+           let acked = ackedBitrate, acked >= 0.9 * delayBased {
+            measured = min(measured, atOveruse)
+        }
         // The path carried the probe: the estimate may jump to what arrived.
         if measured > delayBased {
             // If overuse follows, the cap is what the probe raised the estimate to (the path held it only briefly).
