@@ -149,7 +149,7 @@ def run_one(name: str, kind: str, args, bindir: pathlib.Path, workdir: pathlib.P
     try:
         cmd = ["taskset", "-c", str(args.load_core), str(bindir / "sfu-load"), *target.target_args,
                *SCENARIOS[name]["args"], "--duration", str(args.duration), "--warmup", str(args.warmup),
-               "--server-pid", str(target.proc.pid), "--json"]
+               "--server-pid", str(target.proc.pid), "--json", *args.load_args.split()]
         load_before = load_average()
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + 180)
         if done.returncode != 0 and not done.stdout.strip().startswith("{"):
@@ -196,6 +196,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
     ap.add_argument("--logs", help="keep each run's server log (and data) under this folder instead of a temporary one; "
                     "SFU_LOG_LEVEL=debug in the environment makes the SFU's log verbose")
+    ap.add_argument("--load-args", default="", help="more sfu-load options for every run, e.g. --load-args=--busy-poll")
     ap.add_argument("--server-core", type=int, default=1)
     ap.add_argument("--load-core", type=int, default=0)
     args = ap.parse_args()

@@ -55,7 +55,10 @@ public final class WebRTCTransport {
     public let id: String
     public let ice: ICELiteAgent
     public let dtls: DTLSEndpoint
-    public weak var delegate: WebRTCTransportDelegate?
+    /// Unowned, not weak: the delegate owns the transport and outlives it (it sets this to nil when
+    /// it lets the transport go on). A weak reference would give every delegate a side table and
+    /// make each retain and release of it (per forwarded packet) the runtime's slow path.
+    public unowned(safe) var delegate: WebRTCTransportDelegate?
     public private(set) var state: State = .new
     public private(set) var statistics = TransportStatistics()
     public let createdNanos: Int64
