@@ -53,6 +53,8 @@ public final class RoomHarness {
     public var peers: [Peer] = []
     public var now: Int64 = 1_000_000_000
     public var lastTick: Int64 = 0
+    /// When each session (by local ufrag) is next due for a tick.
+    public var tickDue: [String: Int64] = [:]
     public var loss = 0
     /// Peers whose clients are gone: no ticks, nothing they send arrives.
     public var silent: Set<String> = []
@@ -188,10 +190,14 @@ public final class RoomHarness {
             }
             if now - lastTick >= 20_000_000 {
                 lastTick = now
+                // As the media worker: a session is ticked when due (nextTickNanos) or at its transport's timeout.
                 for s in Array(demux.sessions) {
+                    let ufrag = s.transport.ice.local.ufrag
+                    if let due = tickDue[ufrag], due > now, (s.transport.nextTimeoutNanos ?? .max) > now { continue }
                     if let t = s.transport.nextTimeoutNanos, t <= now { s.transport.handleTimeout(nowNanos: now) }
                     if case .closed = s.transport.state { demux.remove(s); continue }
                     s.tick(nowNanos: now)
+                    tickDue[ufrag] = s.nextTickNanos(after: now)
                 }
             }
         }

@@ -12,14 +12,20 @@ public protocol WorkerSession: AnyObject {
     var transport: WebRTCTransport { get }
     /// Called on the worker's loop when the session is removed (closed by either side).
     func workerDidRemove()
-    /// Called on every worker tick (20 ms) for periodic work: RTCP reports, feedback, pacing.
+    /// Called on the worker's 20 ms tick, when due (``nextTickNanos(after:)``), for periodic work:
+    /// RTCP reports, feedback, allocation.
     func tick(nowNanos: Int64)
+    /// When the session next needs ``tick(nowNanos:)``, asked after each tick: the worker ticks it
+    /// at the first tick at or after that time, or at its transport's next timeout if earlier.
+    /// The default, `nowNanos`: every tick.
+    func nextTickNanos(after nowNanos: Int64) -> Int64
     /// Called at the time the session asked for with ``SessionHost/wake(_:atNanos:)``.
     func wake(nowNanos: Int64)
 }
 
 extension WorkerSession {
     public func tick(nowNanos: Int64) {}
+    public func nextTickNanos(after nowNanos: Int64) -> Int64 { nowNanos }
     public func wake(nowNanos: Int64) {}
 }
 
@@ -53,6 +59,10 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
     /// The socket was full at the last flush: the batch holds datagrams waiting for it to drain.
     private var waitingForWritable = false
     private var demux = SessionDemux()
+    /// Every session and when it is next due for a tick: a contiguous array, so that the 20 ms scan
+    /// touches only the sessions that are due (most subscriber connections every 250 ms).
+    private var schedule: [(due: Int64, session: WorkerSession)] = []
+    private var dueScratch: [WorkerSession] = []
     private var timer: RepeatedTask?
     /// Datagrams that matched no transport, for metrics.
     public private(set) var unmatched = 0
@@ -171,12 +181,14 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
     public func add(_ session: WorkerSession) {
         loop.preconditionInEventLoop()
         demux.add(session)
+        schedule.append((0, session))
     }
 
     /// Removes a session and forgets its addresses (on the worker's loop).
     public func remove(_ session: WorkerSession) {
         loop.preconditionInEventLoop()
         guard demux.remove(session) != nil else { return }
+        schedule.removeAll { $0.session === session }
         finishedTotals.add(session.transport.statistics)
         session.workerDidRemove()
     }
@@ -191,7 +203,7 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
         let delay = max(0, atNanos - Self.nowNanos)
         loop.scheduleTask(in: .nanoseconds(delay)) { [self] in
             let session = bound.value
-            guard demux.session(ufrag: session.transport.ice.local.ufrag) === session else { return }
+            guard demux.contains(session) else { return }
             session.wake(nowNanos: Self.nowNanos)
             flush()
         }
@@ -272,11 +284,18 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
     public var datagramsSent: Int { sendBatch.sent }
     public var datagramSendFailures: Int { sendBatch.failed }
 
-    /// Runs due timers of every session. O(sessions) per tick; sessions are few per worker today
-    /// (a timer wheel is the next step when rooms grow).
+    /// Ticks the sessions that are due, then asks each when it is due next. The scan is over
+    /// `schedule` (due times side by side); only due sessions are touched.
     func tick() {
         let now = Self.nowNanos
-        for session in Array(demux.sessions) {
+        dueScratch.removeAll(keepingCapacity: true)
+        for i in schedule.indices where schedule[i].due <= now {
+            schedule[i].due = .max  // rescheduled below
+            dueScratch.append(schedule[i].session)
+        }
+        for session in dueScratch {
+            // Gone meanwhile (a participant leaving takes both of its connections).
+            guard demux.contains(session) else { continue }
             let transport = session.transport
             if let due = transport.nextTimeoutNanos, due <= now { transport.handleTimeout(nowNanos: now) }
             if case .closed = transport.state {
@@ -285,6 +304,11 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
             }
             session.tick(nowNanos: now)
         }
+        for i in schedule.indices where schedule[i].due == .max {
+            let session = schedule[i].session
+            schedule[i].due = min(session.nextTickNanos(after: now), session.transport.nextTimeoutNanos ?? .max)
+        }
+        dueScratch.removeAll(keepingCapacity: true)
         flush()
     }
 

@@ -30,6 +30,9 @@ public struct SessionDemux {
 
     public func session(ufrag: String) -> WorkerSession? { byUfrag[ufrag] }
 
+    /// Whether `session` is registered (and not replaced by another with its ufrag).
+    public func contains(_ session: WorkerSession) -> Bool { byUfrag[session.transport.ice.local.ufrag] === session }
+
     /// The session for a datagram from `source`, or nil.
     public func route(_ raw: UnsafeRawBufferPointer, from source: TransportAddress) -> WorkerSession? {
         if STUNMessage.isSTUN(raw) { return Self.username(raw).flatMap { byUfrag[$0] } }

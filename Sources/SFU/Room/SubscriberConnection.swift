@@ -69,8 +69,8 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     static let uncongestedKeepFactor = 0.8
     /// A probe cluster going out as padding at its rate: `sent` of `bytes` since `started`.
     var probe: (cluster: Int, bitrate: Double, bytes: Int, sent: Int, started: Int64)?
-    /// A wake-up asked of the host for the probe's next packets is outstanding.
-    private var probeWakePending = false
+    /// A wake-up asked of the host (a probe's next packets, a reallocation) is outstanding.
+    private var wakePending = false
     private(set) var paddingBytesSent = 0
     /// What the allocator last spent, bits/s (video chosen + audio).
     private(set) var allocatedBitrate: Int64 = 0
@@ -416,8 +416,8 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
             return
         }
         probe = current
-        if !probeWakePending {
-            probeWakePending = true
+        if !wakePending {
+            wakePending = true
             // When the next packet is due, at least a millisecond on (the loop's timer resolution).
             let next = current.started + Int64(Double(current.sent) * 8 / current.bitrate * 1e9)
             room.host.wake(self, atNanos: max(next, nowNanos + 1_000_000))
@@ -453,9 +453,21 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
 
     func workerDidRemove() {}
 
+    /// Connected, a subscriber connection has work every 250 ms (allocation, and a probe that may
+    /// be due) and every second (sender reports); what cannot wait for that (a probe's next
+    /// packets, a reallocation when the estimate drops) asks the host for a wake-up.
+    func nextTickNanos(after nowNanos: Int64) -> Int64 {
+        guard isConnected else { return nowNanos }
+        return min(lastAllocationNanos + Self.allocationIntervalNanos, lastReportNanos + Self.reportIntervalNanos)
+    }
+
     func wake(nowNanos: Int64) {
-        probeWakePending = false
+        wakePending = false
         guard isConnected else { return }
+        if nowNanos - lastAllocationNanos >= Self.allocationIntervalNanos {
+            lastAllocationNanos = nowNanos
+            allocate(nowNanos: nowNanos)
+        }
         sendProbe(nowNanos: nowNanos)
     }
 
@@ -544,8 +556,17 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
                     estimatorFed = true
                     firstFeedbackNanos = nowNanos
                 }
-                // The downlink just shrank below what we send: reallocate at the next tick, not in up to 250 ms.
-                if estimator.estimate < before, estimator.estimate < Double(allocatedBitrate) { lastAllocationNanos = 0 }
+                // The downlink just shrank below what we send: reallocate now, not in up to 250 ms.
+                if estimator.estimate < before, estimator.estimate < Double(allocatedBitrate) {
+                    lastAllocationNanos = 0
+                    if !wakePending {
+                        wakePending = true
+                        room.host.wake(self, atNanos: nowNanos)
+                    }
+                } else {
+                    // A probe may be due (one a second, or the next at once while start-up probes carry).
+                    sendProbe(nowNanos: nowNanos)
+                }
                 let lost = results.reduce(0) { $0 + ($1.arrivalNanos == nil ? 1 : 0) }
                 if lost > 0 || estimator.usage != .normal || abs(estimator.estimate - loggedEstimate) > 0.1 * loggedEstimate {
                     loggedEstimate = estimator.estimate
