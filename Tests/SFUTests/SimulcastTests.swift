@@ -268,6 +268,12 @@ struct SimulcastTests {
         #expect(rtx.count == 1)
         #expect(rtx.first.map { Array($0.payload.prefix(2)) } == [UInt8(new >> 8), UInt8(new & 0xFF)])
         #expect(c.retransmissionsSkipped == 1)
+        // Rebuilt from the producer's copy as this subscriber got it: its picture id and TL0PICIDX
+        // (continued across the switch, not the layer's own), timestamp and marker.
+        let original = try #require(try (sub.received[ssrcs.ssrc] ?? []).map { try RTPPacket(parsing: $0) }.last { $0.sequenceNumber == new })
+        #expect(rtx.first.map { Array($0.payload.dropFirst(2)) } == original.payload)
+        #expect(rtx.first?.timestamp == original.timestamp)
+        #expect(rtx.first?.marker == original.marker)
     }
 
     @Test func aLayerThatStopsIsLeftForOneThatSends() throws {

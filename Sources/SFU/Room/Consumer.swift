@@ -1,8 +1,9 @@
 import RTP
 
 /// One outgoing copy of a producer for one subscriber (mediasoup's Simple and SimulcastConsumer):
-/// its own SSRC, sequence numbers, timestamps and payload type, a retransmission buffer for NACKs,
-/// and the counters its sender reports need. The packet is written once into the subscriber
+/// its own SSRC, sequence numbers, timestamps and payload type, a record of what it sent for NACKs
+/// (the payloads stay in the producer's retransmission store, once for all consumers), and the
+/// counters its sender reports need. The packet is written once into the subscriber
 /// transport's send buffer with our header and header extensions; the payload is copied, never
 /// allocated.
 ///
@@ -54,7 +55,25 @@ final class Consumer {
     var timestampOffset: UInt32 = 0
     var timestampStarted = false
     var rtxSequence = UInt16.random(in: 0...0x7FFF)
-    var retransmissions: RetransmissionBuffer?
+    /// What went out under each of the last `sentCapacity` output sequence numbers (video only):
+    /// where its payload is in the producer's store and the header fields and VP8 ids this copy
+    /// had, so that a NACKed packet is rebuilt as it was sent.
+    struct SentPacket {
+        var sequence: UInt16 = 0
+        var inputSequence: UInt16 = 0
+        var spatial: UInt8 = 0
+        var marker = false
+        var payloadType: UInt8 = 0
+        var timestamp: UInt32 = 0
+        var pictureID: UInt16?
+        var tl0PicIdx: UInt8?
+        /// When it was sent (.min: nothing in this slot).
+        var nanos: Int64 = .min
+    }
+    private var sentPackets: [SentPacket]
+    static let sentCapacity = 512
+    /// NACKs older than this are not answered (the subscriber's jitter buffer has moved on).
+    static let maxRetransmissionAgeNanos: Int64 = 2_000_000_000
     var packetsSent: UInt32 = 0
     var octetsSent: UInt32 = 0
     public private(set) var retransmitted = 0
@@ -76,7 +95,7 @@ final class Consumer {
         self.rtxSSRC = video ? UInt32.random(in: 0x1000_0000...0xEFFF_FFFF) : nil
         self.payloadType = producer.codec.offerPayloadType
         self.rtxPayloadType = producer.codec.offerRTXPayloadType
-        self.retransmissions = video ? RetransmissionBuffer(capacity: 512, slotSize: WebRTCTransport.maxPlaintextSize) : nil
+        self.sentPackets = video ? [SentPacket](repeating: SentPacket(), count: Self.sentCapacity) : []
         self.waitingForKeyframe = video
     }
 
@@ -126,7 +145,7 @@ final class Consumer {
         guard let outSequence = sequence.input(header.sequenceNumber) else { return }
         if spliced { spliceSequence = outSequence }
         let outTimestamp = header.timestamp &+ timestampOffset
-        var vp8: (descriptor: VP8Descriptor, pictureID: UInt16?, tl0PicIdx: UInt8?)?
+        var vp8: SubscriberConnection.VP8Rewrite?
         if let d = info.vp8 {
             vp8 = (d, d.pictureID.flatMap { pictureIDs.input($0) }, d.tl0PicIdx.flatMap { tl0PicIdx.input($0) })
         }
@@ -138,6 +157,11 @@ final class Consumer {
             rate.add(payload.count + 12, nowNanos: nowNanos)
             if Int32(bitPattern: outTimestamp &- lastOutTimestamp) > 0 || packetsSent == 1 { lastOutTimestamp = outTimestamp }
             lastSentNanos = nowNanos
+            if !sentPackets.isEmpty {
+                sentPackets[Int(outSequence) & (Self.sentCapacity - 1)] = SentPacket(
+                    sequence: outSequence, inputSequence: header.sequenceNumber, spatial: UInt8(truncatingIfNeeded: spatial), marker: header.marker,
+                    payloadType: payloadType, timestamp: outTimestamp, pictureID: vp8?.pictureID, tl0PicIdx: vp8?.tl0PicIdx, nanos: nowNanos)
+            }
         }
     }
 
@@ -213,9 +237,10 @@ final class Consumer {
         producer.requestKeyframe(stream: producer.streams[min(spatial, producer.streams.count - 1)], nowNanos: nowNanos)
     }
 
-    /// Sends what the subscriber NACKed from the retransmission buffer (as RTX when negotiated).
+    /// Sends what the subscriber NACKed (as RTX when negotiated), rebuilt from the producer's stored
+    /// packet and what this consumer sent under that number.
     func retransmit(_ sequenceNumbers: [UInt16], nowNanos: Int64) {
-        guard let retransmissions, active else { return }
+        guard !sentPackets.isEmpty, active else { return }
         var missed = false
         for s in sequenceNumbers {
             // The stream being left for a lower one that fits, or one already left: its frames will not be decoded.
@@ -223,10 +248,7 @@ final class Consumer {
                 retransmissionsSkipped += 1
                 continue
             }
-            let sent = retransmissions.withPacket(sequenceNumber: s, nowNanos: nowNanos) { stored in
-                subscriber.sendRetransmission(consumer: self, stored: stored, nowNanos: nowNanos)
-            }
-            if sent == true {
+            if resend(s, nowNanos: nowNanos) {
                 retransmitted += 1
             } else {
                 retransmissionMisses += 1
@@ -235,6 +257,23 @@ final class Consumer {
         }
         // A packet we cannot resend leaves the subscriber's decoder stuck until the next keyframe: ask for one.
         if missed { requestKeyframe(nowNanos: nowNanos) }
+    }
+
+    /// Rebuilds and sends the packet sent as `sequenceNumber`, if it is recent and still stored.
+    private func resend(_ sequenceNumber: UInt16, nowNanos: Int64) -> Bool {
+        let record = sentPackets[Int(sequenceNumber) & (Self.sentCapacity - 1)]
+        guard record.nanos != .min, record.sequence == sequenceNumber, nowNanos - record.nanos <= Self.maxRetransmissionAgeNanos,
+              Int(record.spatial) < producer.streams.count,
+              let store = producer.streams[Int(record.spatial)].retransmissions else { return false }
+        let sent = store.withPacket(sequenceNumber: record.inputSequence, nowNanos: nowNanos, maxAgeNanos: Self.maxRetransmissionAgeNanos) { stored -> Bool in
+            guard let header = try? RTPHeader(parsing: stored), header.payloadLength > 0 else { return false }
+            let payload = UnsafeRawBufferPointer(rebasing: stored[header.payloadRange])
+            var vp8: SubscriberConnection.VP8Rewrite?
+            if producer.codec == .vp8, let d = try? VP8Descriptor(parsing: payload) { vp8 = (d, record.pictureID, record.tl0PicIdx) }
+            return subscriber.sendRetransmission(consumer: self, sequenceNumber: sequenceNumber, marker: record.marker, payloadType: record.payloadType,
+                                                 timestamp: record.timestamp, payload: payload, vp8: vp8, nowNanos: nowNanos)
+        }
+        return sent == true
     }
 
     func pause() {

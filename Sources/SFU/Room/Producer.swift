@@ -56,6 +56,9 @@ public final class ProducerStream {
     var rtxSSRC: UInt32?
     var stats: ReceiveStatistics
     var nack: NACKRegister?
+    /// The last 512 packets as received (video), by the publisher's sequence number: the one copy
+    /// every consumer rebuilds its NACKed packets from.
+    var retransmissions: RetransmissionBuffer?
     /// The publisher's last SR for this stream: its NTP time and RTP time, and when it arrived (our clock).
     public internal(set) var senderReport: (ntp: UInt64, rtp: UInt32, arrivalNanos: Int64)?
     var lastArrival: (rtp: UInt32, nanos: Int64)?
@@ -81,6 +84,7 @@ public final class ProducerStream {
         self.rtxSSRC = rtxSSRC
         self.stats = ReceiveStatistics(clockRate: clockRate)
         self.nack = kind == .video ? NACKRegister() : nil
+        self.retransmissions = kind == .video ? RetransmissionBuffer(capacity: 512, slotSize: WebRTCTransport.maxPlaintextSize) : nil
     }
 
     /// A stream that sent nothing for this long is inactive (the publisher dropped the layer).
@@ -204,6 +208,7 @@ public final class Producer {
             stream.lastPacketNanos = nowNanos
         }
         let raw = UnsafeRawBufferPointer(packet)
+        if !consumers.isEmpty, header.payloadLength > 0 { stream.retransmissions?.store(raw, sequenceNumber: header.sequenceNumber, nowNanos: nowNanos) }
         var info = FrameInfo()
         if kind == .video, header.payloadLength > 0 {
             let payload = UnsafeRawBufferPointer(rebasing: raw[header.payloadRange])

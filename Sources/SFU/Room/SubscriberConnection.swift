@@ -188,26 +188,18 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
 
     // MARK: Sending
 
+    /// A VP8 payload descriptor and the picture id and TL0PICIDX this subscriber's copy takes
+    /// (continuous across layer switches).
+    typealias VP8Rewrite = (descriptor: VP8Descriptor, pictureID: UInt16?, tl0PicIdx: UInt8?)
+
     func sendMedia(consumer: Consumer, marker: Bool, payloadType: UInt8, sequenceNumber: UInt16, timestamp: UInt32, ssrc: UInt32,
-                   payload: UnsafeRawBufferPointer, vp8: (descriptor: VP8Descriptor, pictureID: UInt16?, tl0PicIdx: UInt8?)? = nil,
-                   nowNanos: Int64) -> Bool {
+                   payload: UnsafeRawBufferPointer, vp8: VP8Rewrite? = nil, nowNanos: Int64) -> Bool {
         guard isConnected else { return false }
         let twcc = transportCC
         let seq = transportSequence
         let sent = transport.sendRTP { buffer in
-            let headerSize = twcc ? 20 : 12
-            guard headerSize + payload.count <= buffer.count, let base = buffer.baseAddress else { return 0 }
-            Self.writeHeader(buffer, marker: marker, payloadType: payloadType, sequenceNumber: sequenceNumber, timestamp: timestamp,
-                             ssrc: ssrc, transportSequence: twcc ? seq : nil)
-            if let source = payload.baseAddress { (base + headerSize).copyMemory(from: source, byteCount: payload.count) }
-            let length = headerSize + payload.count
-            if let vp8 {
-                // The copy takes this subscriber's picture id and TL0PICIDX (continuous across layer switches).
-                vp8.descriptor.rewrite(pictureID: vp8.pictureID, tl0PicIdx: vp8.tl0PicIdx,
-                                       in: UnsafeMutableRawBufferPointer(rebasing: buffer[headerSize..<length]))
-            }
-            consumer.retransmissions?.store(UnsafeRawBufferPointer(rebasing: buffer[0..<length]), sequenceNumber: sequenceNumber, nowNanos: nowNanos)
-            return length
+            Self.writePacket(buffer, marker: marker, payloadType: payloadType, sequenceNumber: sequenceNumber, timestamp: timestamp, ssrc: ssrc,
+                             transportSequence: twcc ? seq : nil, originalSequence: nil, payload: payload, vp8: vp8)
         }
         if sent {
             if twcc {
@@ -219,31 +211,26 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         return sent
     }
 
-    /// Resends a stored packet: as RTX (original sequence number before the payload) when negotiated.
-    func sendRetransmission(consumer: Consumer, stored: UnsafeRawBufferPointer, nowNanos: Int64) -> Bool {
-        guard isConnected, let header = try? RTPHeader(parsing: stored) else { return false }
-        let payload = UnsafeRawBufferPointer(rebasing: stored[header.payloadRange])
+    /// Resends a packet a consumer sent as `sequenceNumber`, rebuilt from the producer's stored copy
+    /// of its payload: as RTX (on the consumer's RTX SSRC, the original sequence number before the
+    /// payload) when negotiated, else as the packet again.
+    func sendRetransmission(consumer: Consumer, sequenceNumber: UInt16, marker: Bool, payloadType: UInt8, timestamp: UInt32,
+                            payload: UnsafeRawBufferPointer, vp8: VP8Rewrite?, nowNanos: Int64) -> Bool {
+        guard isConnected else { return false }
         let twcc = transportCC
         let seq = transportSequence
         let sent: Bool
         if let rtxPT = consumer.rtxPayloadType, let rtxSSRC = consumer.rtxSSRC {
             let rtxSeq = consumer.rtxSequence
             sent = transport.sendRTP { buffer in
-                let headerSize = twcc ? 20 : 12
-                guard headerSize + 2 + payload.count <= buffer.count, let base = buffer.baseAddress else { return 0 }
-                Self.writeHeader(buffer, marker: header.marker, payloadType: rtxPT, sequenceNumber: rtxSeq, timestamp: header.timestamp,
-                                 ssrc: rtxSSRC, transportSequence: twcc ? seq : nil)
-                buffer[headerSize] = UInt8(header.sequenceNumber >> 8)
-                buffer[headerSize + 1] = UInt8(truncatingIfNeeded: header.sequenceNumber)
-                if let source = payload.baseAddress { (base + headerSize + 2).copyMemory(from: source, byteCount: payload.count) }
-                return headerSize + 2 + payload.count
+                Self.writePacket(buffer, marker: marker, payloadType: rtxPT, sequenceNumber: rtxSeq, timestamp: timestamp, ssrc: rtxSSRC,
+                                 transportSequence: twcc ? seq : nil, originalSequence: sequenceNumber, payload: payload, vp8: vp8)
             }
             if sent { consumer.rtxSequence &+= 1 }
         } else {
             sent = transport.sendRTP { buffer in
-                guard stored.count <= buffer.count else { return 0 }
-                buffer.copyMemory(from: stored)
-                return stored.count
+                Self.writePacket(buffer, marker: marker, payloadType: payloadType, sequenceNumber: sequenceNumber, timestamp: timestamp,
+                                 ssrc: consumer.ssrc, transportSequence: twcc ? seq : nil, originalSequence: nil, payload: payload, vp8: vp8)
             }
         }
         if sent, twcc {
@@ -251,6 +238,29 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
             transportSequence &+= 1
         }
         return sent
+    }
+
+    /// Writes our header (with transport-cc when `transportSequence` is set), the RTX original
+    /// sequence number when given, and the payload with its VP8 descriptor rewritten.
+    /// - Returns: the packet's length, 0 when it does not fit.
+    static func writePacket(_ buffer: UnsafeMutableRawBufferPointer, marker: Bool, payloadType: UInt8, sequenceNumber: UInt16, timestamp: UInt32,
+                            ssrc: UInt32, transportSequence: UInt16?, originalSequence: UInt16?, payload: UnsafeRawBufferPointer,
+                            vp8: VP8Rewrite?) -> Int {
+        let headerSize = transportSequence == nil ? 12 : 20
+        let start = headerSize + (originalSequence == nil ? 0 : 2)
+        let length = start + payload.count
+        guard length <= buffer.count, let base = buffer.baseAddress else { return 0 }
+        writeHeader(buffer, marker: marker, payloadType: payloadType, sequenceNumber: sequenceNumber, timestamp: timestamp,
+                    ssrc: ssrc, transportSequence: transportSequence)
+        if let original = originalSequence {
+            buffer[headerSize] = UInt8(original >> 8)
+            buffer[headerSize + 1] = UInt8(truncatingIfNeeded: original)
+        }
+        if let source = payload.baseAddress { (base + start).copyMemory(from: source, byteCount: payload.count) }
+        if let vp8 {
+            vp8.descriptor.rewrite(pictureID: vp8.pictureID, tl0PicIdx: vp8.tl0PicIdx, in: UnsafeMutableRawBufferPointer(rebasing: buffer[start..<length]))
+        }
+        return length
     }
 
     static func writeHeader(_ b: UnsafeMutableRawBufferPointer, marker: Bool, payloadType: UInt8, sequenceNumber: UInt16, timestamp: UInt32,
