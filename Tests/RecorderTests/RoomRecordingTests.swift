@@ -142,4 +142,79 @@ struct RoomRecordingTests {
             .output.split(separator: "\n").first.flatMap { Int($0) }
         #expect(first.map { abs($0 - 1500) <= 1 } == true, "the first video frame at \(first ?? -1) ms, expected 1500")
     }
+
+    /// A simulcast camera (two layers, RTP timestamps on different bases) whose top layer stops for
+    /// 1.7 s and comes back mid-GOP: the recording moves to the low layer once the top one has been
+    /// silent for a second (from the low layer's next keyframe), and back to the top one at its
+    /// next keyframe; every frame sits at its capture time, each stream placed by its own SRs.
+    @Test func followsASimulcastCameraDownAndBackUp() async throws {
+        let h = try RoomHarness()
+        let pub = try h.join("pub")
+        h.publishSimulcast(pub, audioSSRC: Self.audioSSRC, rids: ["q", "f"])
+        try #require(h.connectAll(), "transports did not connect")
+        let ssrcs: [UInt32] = [0xC000_0001, 0xC000_0002]
+        let bases: [UInt32] = [1_000_000, 3_000_000_000]
+        let frames = try [(160, 120), (320, 240)].map { try TestMedia.vp8Frames(count: 120, width: $0.0, height: $0.1, keyframeEvery: 15) }
+        var seqs: [UInt16] = [100, 30_000]
+        let dir = NSTemporaryDirectory() + "rec-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let recording = RoomRecording(id: "rec_sim", directory: dir)
+        recording.start(in: h.room)
+        // Frame i (30 fps) is captured at NTP 9000 s + i/30 s, RTP base + 3000 i on each layer.
+        func senderReports(frame i: Int) {
+            let ntp = (UInt64(9000) << 32) + UInt64(i) * (UInt64(1) << 32) / 30
+            pub.publisher?.sendRTCP((0..<2).map { .senderReport(SenderReport(ssrc: ssrcs[$0], ntpTime: ntp, rtpTime: bases[$0] &+ UInt32(i) * 3000,
+                                                                                packetCount: 1, octetCount: 1)) })
+        }
+        let topAbsent = 30..<80  // 1.0 s to 2.67 s; frame 80 is not a keyframe (they are every 15)
+        func topLayerRequests() -> Int {
+            pub.publisherRTCP.reduce(0) { n, p in if case .pli(let r) = p, r.mediaSSRC == ssrcs[1] { n + 1 } else { n } }
+        }
+        var requestsBeforeReturn = 0
+        var next = 0
+        for step in 0..<400 {
+            let ms = step * 10
+            while next < 120, next * 100 / 3 <= ms {
+                if next == topAbsent.upperBound { requestsBeforeReturn = topLayerRequests() }
+                for layer in 0..<2 where !(layer == 1 && topAbsent.contains(next)) {
+                    let data = frames[layer][next].data
+                    var offset = 0
+                    while offset < data.count {
+                        let end = min(data.count, offset + 1000)
+                        var packet = RTPPacket(payloadType: 96, sequenceNumber: seqs[layer], timestamp: bases[layer] &+ UInt32(next) * 3000,
+                                               ssrc: ssrcs[layer], marker: end == data.count, payload: [offset == 0 ? 0x10 : 0x00] + data[offset..<end])
+                        try packet.setExtensions([RTPHeaderExtension(id: RoomHarness.ridExtensionID, value: Array(["q", "f"][layer].utf8)),
+                                                  RTPHeaderExtension(id: ClientSDP.midExtensionID, value: Array("1".utf8))])
+                        h.sendRTP(pub, packet)
+                        seqs[layer] &+= 1
+                        offset = end
+                    }
+                }
+                if next % 30 == 0 { senderReports(frame: next) }
+                next += 1
+            }
+            h.run()
+        }
+        // The top layer came back mid-GOP: the recorder asked for its keyframe.
+        #expect(topLayerRequests() > requestsBeforeReturn)
+        let pending = recording.stop(in: h.room)
+        try #require(pending.count == 1)
+        let (file, error) = await pending[0].finalize()
+        #expect(error == nil)
+        let decode = runTool(["ffmpeg", "-nostdin", "-v", "error", "-i", file.path, "-f", "null", "-"])
+        #expect(decode.status == 0 && decode.output.isEmpty, "\(decode.output)")
+        let decoded = runTool(["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries", "frame=pts,width", "-of", "csv=p=0", file.path]).output
+            .split(separator: "\n").compactMap { line -> (pts: Int, width: Int)? in
+                let f = line.split(separator: ",")
+                guard f.count == 2, let t = Int(f[0]), let w = Int(f[1]) else { return nil }
+                return (t, w)
+            }
+        // Top layer frames 0-29, the low layer from its keyframe at frame 60 (2 s; the top layer
+        // counts as stopped at 1.97 s), the top layer again from its keyframe at frame 90 (3 s).
+        let expected = (0..<30).map { ($0, 320) } + (60..<90).map { ($0, 160) } + (90..<120).map { ($0, 320) }
+        #expect(decoded.count == expected.count, "\(decoded.count) frames decoded")
+        for (got, want) in zip(decoded, expected) {
+            #expect(got.width == want.1 && abs(got.pts - want.0 * 100 / 3) <= 1, "frame \(want.0): \(got.width) px at \(got.pts) ms")
+        }
+    }
 }

@@ -32,6 +32,8 @@ final class ParticipantRecording: ProducerTap {
     private var audio: (producer: Producer, assembler: FrameAssembler)?
     /// Per track: RTP time -> timeline nanoseconds (publisher NTP, or our clock).
     private var videoMapping: Mapping?
+    /// The SSRC of the video stream recorded (a simulcast producer can move the recorder to another).
+    private var videoSSRC: UInt32?
     private var audioMapping: Mapping?
     /// The file's time base: `.sr` places tracks by their sender reports; `.arrival` by our clock.
     private var mode: Mode?
@@ -92,6 +94,8 @@ final class ParticipantRecording: ProducerTap {
         guard !finished, header.payloadLength > 0 else { return }
         let payload = UnsafeRawBufferPointer(rebasing: packet[header.payloadRange])
         if video?.producer === producer, var v = video {
+            if let last = videoSSRC, last != header.ssrc { switchVideoStream(&v, producer: producer, header: header, nowNanos: nowNanos) }
+            videoSSRC = header.ssrc
             let frames = v.assembler.push(sequenceNumber: header.sequenceNumber, timestamp: header.timestamp, marker: header.marker,
                                           payload: payload, nowNanos: nowNanos) + v.assembler.poll(nowNanos: nowNanos)
             if v.assembler.wantsKeyframe {
@@ -105,6 +109,35 @@ final class ParticipantRecording: ProducerTap {
                                           payload: payload, nowNanos: nowNanos) + a.assembler.poll(nowNanos: nowNanos)
             audio = a
             drain(.audio, frames, now: nowNanos)
+        }
+    }
+
+    /// The producer moved the recorder to another of its simulcast streams (a layer stopped, or a
+    /// higher one sends again): other sequence numbers and RTP timestamps. The new stream gets a
+    /// jitter buffer of its own (which waits for its keyframe) and a mapping from its sender report,
+    /// or from the arrival time until one comes; the old stream's frames go out on the old mapping,
+    /// up to where the new stream starts (the same instant is not recorded twice).
+    private func switchVideoStream(_ v: inout (producer: Producer, assembler: FrameAssembler), producer: Producer, header: RTPHeader, nowNanos: Int64) {
+        let old = v.assembler.flush()
+        v.assembler = FrameAssembler(codec: .vp8)
+        // Frames of the old stream that never got a mapping cannot be placed any more.
+        unmapped.removeAll { $0.0 == .video }
+        guard let previous = videoMapping else { return }
+        let next: Mapping
+        if mode == .sr, let sr = producer.senderReport {
+            next = Mapping(rtp: sr.rtp, nanos: Self.ntpNanos(sr.ntp), clockRate: producer.clockRate, srNTP: sr.ntp)
+        } else {
+            let offset = mode == .sr ? (clockOffsetNanos ?? 0) : 0
+            next = Mapping(rtp: header.timestamp, nanos: nowNanos + offset, clockRate: producer.clockRate, srNTP: nil)
+        }
+        videoMapping = next
+        let start = next.nanos(header.timestamp)
+        pending.removeAll { $0.track == .video && $0.nanos >= start }
+        for f in old {
+            let nanos = previous.nanos(f.rtpTimestamp)
+            guard nanos < start else { continue }
+            pending.append((nanos, .video, f))
+            latestNanos = max(latestNanos, nanos)
         }
     }
 

@@ -241,12 +241,24 @@ public final class Producer {
             consumer.forward(raw, header: header, stream: stream, info: info, nowNanos: nowNanos)
         }
         if !muted, !taps.isEmpty {
-            if simulcast, tapStream != stream.spatial, !streams[tapStream].isActive(nowNanos: nowNanos), !retransmission {
-                // The recorded stream stopped: follow the highest one still sending.
-                tapStream = streams.lastIndex { $0.isActive(nowNanos: nowNanos) } ?? stream.spatial
-            }
+            if simulcast, !retransmission { followForTaps(stream, keyframe: info.keyframe, nowNanos: nowNanos) }
             if stream.spatial == tapStream {
                 for tap in taps { tap.producer(self, didReceive: raw, header: header, nowNanos: nowNanos) }
+            }
+        }
+    }
+
+    /// The taps (the recorder) see the highest stream that sends. When theirs stops, the highest
+    /// still sending at once (the recorder's frame assembler waits for its keyframe); when a higher
+    /// one sends (again), that one from its next keyframe, which is asked for.
+    private func followForTaps(_ stream: ProducerStream, keyframe: Bool, nowNanos: Int64) {
+        if tapStream != stream.spatial, !streams[tapStream].isActive(nowNanos: nowNanos) {
+            tapStream = streams.lastIndex { $0.isActive(nowNanos: nowNanos) } ?? stream.spatial
+        } else if stream.spatial > tapStream, stream.spatial == streams.lastIndex(where: { $0.isActive(nowNanos: nowNanos) }) {
+            if keyframe {
+                tapStream = stream.spatial
+            } else {
+                requestKeyframe(stream: stream, nowNanos: nowNanos)
             }
         }
     }
