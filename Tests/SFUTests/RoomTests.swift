@@ -312,6 +312,34 @@ struct RoomConsentTests {
 
 @Suite("Room: sender reports and round-trip time", .serialized)
 struct RoomReportTests {
+    /// The jitter in our receiver reports to a publisher is timed by when packets reached the host,
+    /// not when the worker read them: audio that arrived every 20 ms but was read in bursts of five
+    /// every 100 ms (a busy worker) has no network jitter.
+    @Test func receiverReportJitterUsesTheArrivalTimeNotTheReadTime() throws {
+        let (h, pub, _, _) = try RoomTests.room(subscribers: 1)
+        h.run(steps: 5)
+        let start = h.now
+        for burst in 0..<20 {
+            for k in 0..<5 {
+                let i = burst * 5 + k
+                h.sendRTP(pub, RTPPacket(payloadType: 111, sequenceNumber: UInt16(i), timestamp: UInt32(i) * 960, ssrc: RoomTests.audioSSRC,
+                                         payload: [0x78] + [UInt8](repeating: 1, count: 60)))
+            }
+            // Read together at the end of the burst's 100 ms; each arrived on its 20 ms.
+            h.now = start + Int64(burst + 1) * 100_000_000
+            for (k, (bytes, from)) in h.toServer.enumerated() {
+                h.serverReceive(bytes, from: from, arrivalNanos: start + Int64(burst * 5 + k) * 20_000_000 + 20_000_000)
+            }
+            h.toServer.removeAll()
+        }
+        pub.publisherRTCP.removeAll()
+        h.run(steps: 110)  // the next receiver report (one a second)
+        let reports = pub.publisherRTCP.compactMap { if case .receiverReport(let rr) = $0 { rr } else { nil } }
+        let audio = try #require(reports.last?.reports.first { $0.ssrc == RoomTests.audioSSRC })
+        // 48 kHz: 1 ms is 48 units; read times would give ~40 ms (about 1,900).
+        #expect(audio.jitter < 48, "jitter \(audio.jitter) RTP units")
+    }
+
     /// Subscribers get sender reports on the publisher's NTP timeline, shifted into each consumer's
     /// timestamps (so audio and video of a publisher stay in sync); their receiver reports give the RTT.
     @Test func senderReportsFollowThePublishersClockAndGiveRTT() throws {

@@ -203,11 +203,12 @@ public final class RoomHarness {
         }
     }
 
-    public func serverReceive(_ bytes: [UInt8], from: TransportAddress) {
+    /// One datagram to the server, read at `now`; `arrivalNanos`: when the kernel got it (default: now).
+    public func serverReceive(_ bytes: [UInt8], from: TransportAddress, arrivalNanos: Int64? = nil) {
         var bytes = bytes
         bytes.withUnsafeMutableBytes { b in
             guard let session = demux.route(UnsafeRawBufferPointer(b), from: from) else { return }
-            session.transport.handleDatagram(b, from: from, nowNanos: now)
+            session.transport.handleDatagram(b, from: from, nowNanos: now, arrivalNanos: arrivalNanos)
             demux.learn(session, from: from)
         }
     }

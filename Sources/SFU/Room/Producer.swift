@@ -198,8 +198,11 @@ public final class Producer {
     public var senderReport: (ntp: UInt64, rtp: UInt32, arrivalNanos: Int64)? { streams[tapStream].senderReport }
 
     /// One decrypted packet of stream `stream`: statistics, then fan-out to every consumer.
-    func receive(_ packet: UnsafeMutableRawBufferPointer, header: RTPHeader, stream: ProducerStream, nowNanos: Int64, retransmission: Bool) {
-        stream.stats.record(sequenceNumber: header.sequenceNumber, rtpTimestamp: header.timestamp, arrivalNanos: nowNanos,
+    /// `arrivalNanos` (when the packet reached the host, ``WebRTCTransport/arrivalNanos``) times the
+    /// interarrival jitter of our receiver reports: the time it waited for the worker is not network jitter.
+    func receive(_ packet: UnsafeMutableRawBufferPointer, header: RTPHeader, stream: ProducerStream, nowNanos: Int64, arrivalNanos: Int64? = nil,
+                 retransmission: Bool) {
+        stream.stats.record(sequenceNumber: header.sequenceNumber, rtpTimestamp: header.timestamp, arrivalNanos: arrivalNanos ?? nowNanos,
                             payloadBytes: header.payloadLength, retransmission: retransmission)
         stream.nack?.received(sequenceNumber: header.sequenceNumber, nowNanos: nowNanos)
         stream.rate.add(packet.count, nowNanos: nowNanos)

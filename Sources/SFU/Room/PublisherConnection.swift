@@ -162,7 +162,7 @@ final class PublisherConnection: WorkerSession, WebRTCTransportDelegate {
                let v = header.extensionValue(id: id, in: raw), let level = AudioLevel(decoding: v) {
                 route.producer.noteAudioLevel(level.level, nowNanos: nowNanos)
             }
-            route.producer.receive(packet, header: header, stream: route.stream, nowNanos: nowNanos, retransmission: false)
+            route.producer.receive(packet, header: header, stream: route.stream, nowNanos: nowNanos, arrivalNanos: transport.arrivalNanos, retransmission: false)
             return
         }
         if let route = routesByRTXSSRC[header.ssrc] {
@@ -225,7 +225,7 @@ final class PublisherConnection: WorkerSession, WebRTCTransportDelegate {
             stream.ssrc = header.ssrc
             routesBySSRC[header.ssrc] = route
             if twcc == nil { twcc = TWCCRecorder(senderSSRC: rtcpSSRC, mediaSSRC: header.ssrc) }
-            producer.receive(packet, header: header, stream: stream, nowNanos: nowNanos, retransmission: false)
+            producer.receive(packet, header: header, stream: stream, nowNanos: nowNanos, arrivalNanos: transport.arrivalNanos, retransmission: false)
         } else {
             unknownSSRCPackets += 1
         }
