@@ -28,15 +28,35 @@ public struct SendHistory: Sendable {
     /// The receiver's clock offset is unknown: arrival times are relative to the first feedback's reference.
     private var referenceBaseMicros: Int64?
     private var lastReferenceMicros: Int64 = 0
+    /// The packets recorded since the last ``markWritten(nowNanos:)`` (unwrapped, first and last):
+    /// queued, not yet handed to the socket.
+    private var unwritten: (first: Int64, last: Int64)?
 
     public init(capacity: Int = 8192) {
         self.capacity = capacity
         sent = [Sent](repeating: Sent(), count: capacity)
     }
 
+    /// Records a packet given a transport-wide sequence number, queued at `sendNanos`; a later
+    /// ``markWritten(nowNanos:)`` replaces that with when it left.
     public mutating func onSent(sequence: UInt16, sendNanos: Int64, size: Int, probeCluster: Int? = nil) {
         let s = unwrapper.unwrap(sequence)
         sent[Int(s & Int64(capacity - 1))] = Sent(sequence: s, sendNanos: sendNanos, size: size, probeCluster: probeCluster)
+        unwritten = (unwritten?.first ?? s, s)
+    }
+
+    /// The packets recorded since the last call were written to the socket at `nowNanos` (the
+    /// worker writes a batch when a read batch or a tick ends): that is their send time. A packet
+    /// stamped when it was queued would count the rest of the batch's processing as path delay.
+    public mutating func markWritten(nowNanos: Int64) {
+        guard let range = unwritten else { return }
+        unwritten = nil
+        var s = max(range.first, range.last - Int64(capacity) + 1)
+        while s <= range.last {
+            let slot = Int(s & Int64(capacity - 1))
+            if sent[slot].sequence == s { sent[slot].sendNanos = nowNanos }
+            s += 1
+        }
     }
 
     /// The packets a feedback reports, in sequence order; arrival times on a receiver clock that

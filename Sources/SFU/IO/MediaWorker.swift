@@ -21,12 +21,16 @@ public protocol WorkerSession: AnyObject {
     func nextTickNanos(after nowNanos: Int64) -> Int64
     /// Called at the time the session asked for with ``SessionHost/wake(_:atNanos:)``.
     func wake(nowNanos: Int64)
+    /// Called after ``SessionHost/notifyWhenWritten(_:)`` when the datagrams queued until then were
+    /// written to the socket, at `nowNanos`. Must not send.
+    func didWrite(nowNanos: Int64)
 }
 
 extension WorkerSession {
     public func tick(nowNanos: Int64) {}
     public func nextTickNanos(after nowNanos: Int64) -> Int64 { nowNanos }
     public func wake(nowNanos: Int64) {}
+    public func didWrite(nowNanos: Int64) {}
 }
 
 extension EchoSession: WorkerSession {
@@ -63,6 +67,9 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
     /// touches only the sessions that are due (most subscriber connections every 250 ms).
     private var schedule: [(due: Int64, session: WorkerSession)] = []
     private var dueScratch: [WorkerSession] = []
+    /// Sessions to tell when the send batch is written (``SessionHost/notifyWhenWritten(_:)``).
+    private var writeWaiters: [WorkerSession] = []
+    private var writeScratch: [WorkerSession] = []
     private var timer: RepeatedTask?
     /// Datagrams that matched no transport, for metrics.
     public private(set) var unmatched = 0
@@ -267,17 +274,35 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
     /// the loop watches for it to drain.
     func flush() {
         guard descriptor >= 0, !sendBatch.isEmpty, !waitingForWritable else { return }
-        if sendBatch.flush(fd: descriptor) { return }
+        let now = Self.nowNanos
+        if sendBatch.flush(fd: descriptor) {
+            notifyWritten(nowNanos: now)
+            return
+        }
         waitingForWritable = true
         loop.watchWritable(descriptor, true)
     }
 
     private func socketWritable() {
         guard waitingForWritable, descriptor >= 0 else { return }
+        let now = Self.nowNanos
         if sendBatch.flush(fd: descriptor) {
             waitingForWritable = false
             loop.watchWritable(descriptor, false)
+            notifyWritten(nowNanos: now)
         }
+    }
+
+    public func notifyWhenWritten(_ session: WorkerSession) {
+        loop.preconditionInEventLoop()
+        writeWaiters.append(session)
+    }
+
+    private func notifyWritten(nowNanos: Int64) {
+        guard !writeWaiters.isEmpty else { return }
+        swap(&writeWaiters, &writeScratch)
+        for session in writeScratch { session.didWrite(nowNanos: nowNanos) }
+        writeScratch.removeAll(keepingCapacity: true)
     }
 
     /// Datagrams written with `sendmmsg`, and those the kernel refused (other than "would block").

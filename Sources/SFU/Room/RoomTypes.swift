@@ -135,11 +135,16 @@ public protocol SessionHost: DatagramSink {
     /// Calls `session.wake(nowNanos:)` at `atNanos` (or as soon after as the host's timers allow),
     /// for pacing finer than the 20 ms tick.
     func wake(_ session: WorkerSession, atNanos: Int64)
+    /// Calls `session.didWrite(nowNanos:)` once, when the datagrams queued so far are written to
+    /// the socket (their real send time).
+    func notifyWhenWritten(_ session: WorkerSession)
 }
 
 extension SessionHost {
     /// A host without timers: the session's next tick comes instead.
     public func wake(_ session: WorkerSession, atNanos: Int64) {}
+    /// A host that sends at once: the time a datagram was queued is its send time.
+    public func notifyWhenWritten(_ session: WorkerSession) {}
 }
 
 enum RandomID {

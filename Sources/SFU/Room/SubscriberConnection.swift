@@ -71,6 +71,8 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     var probe: (cluster: Int, bitrate: Double, bytes: Int, sent: Int, started: Int64)?
     /// A wake-up asked of the host (a probe's next packets, a reallocation) is outstanding.
     private var wakePending = false
+    /// The host will tell us when what we queued is written (the send times of the send history).
+    private var awaitingWrite = false
     private(set) var paddingBytesSent = 0
     /// What the allocator last spent, bits/s (video chosen + audio).
     private(set) var allocatedBitrate: Int64 = 0
@@ -205,6 +207,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
             if twcc {
                 sendHistory.onSent(sequence: seq, sendNanos: nowNanos, size: payload.count + 20)
                 transportSequence &+= 1
+                awaitWrite()
             }
             rate.add(payload.count + 12, nowNanos: nowNanos)
         }
@@ -236,8 +239,22 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         if sent, twcc {
             sendHistory.onSent(sequence: seq, sendNanos: nowNanos, size: payload.count + 22)
             transportSequence &+= 1
+            awaitWrite()
         }
         return sent
+    }
+
+    /// Asks the host to say when what we queued is written: that is the send time the estimator
+    /// gets (``SendHistory/markWritten(nowNanos:)``), not when the packet was queued.
+    private func awaitWrite() {
+        guard !awaitingWrite else { return }
+        awaitingWrite = true
+        room.host.notifyWhenWritten(self)
+    }
+
+    func didWrite(nowNanos: Int64) {
+        awaitingWrite = false
+        sendHistory.markWritten(nowNanos: nowNanos)
     }
 
     /// Writes our header (with transport-cc when `transportSequence` is set), the RTX original
@@ -455,6 +472,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         consumer.rtxSequence &+= 1
         sendHistory.onSent(sequence: seq, sendNanos: nowNanos, size: Self.paddingPacketSize, probeCluster: cluster)
         transportSequence &+= 1
+        awaitWrite()
         paddingBytesSent += Self.paddingPacketSize
         return true
     }
