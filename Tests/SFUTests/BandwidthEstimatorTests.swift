@@ -256,18 +256,18 @@ struct BandwidthEstimatorTests {
 
 @Suite("Send history")
 struct SendHistoryTests {
-    /// A packet's send time is when the worker wrote the batch it was queued in (the rest of the
-    /// batch's processing is not path delay); one queued after that write keeps its own until the next.
+    /// A packet's send time is when the host wrote the batch it was queued in (the rest of the
+    /// batch's processing is not path delay); one whose batch time is unknown (not written yet,
+    /// or forgotten) keeps the time it was queued.
     @Test func sendTimesAreWhenTheBatchWasWritten() {
         var history = SendHistory()
         var recorder = TWCCRecorder(senderSSRC: 1, mediaSSRC: 2)
-        history.onSent(sequence: 10, sendNanos: 1_000_000, size: 100)
-        history.onSent(sequence: 11, sendNanos: 1_200_000, size: 100)
-        history.markWritten(nowNanos: 1_900_000)
-        history.markWritten(nowNanos: 2_500_000)  // nothing new since: changes nothing
-        history.onSent(sequence: 12, sendNanos: 2_000_000, size: 100)
+        history.onSent(sequence: 10, sendNanos: 1_000_000, size: 100, batch: 7)
+        history.onSent(sequence: 11, sendNanos: 1_200_000, size: 100, batch: 7)
+        history.onSent(sequence: 12, sendNanos: 2_000_000, size: 100, batch: 8)
         for s: UInt16 in 10...12 { recorder.record(sequenceNumber: s, arrivalMicros: 5000 + Int64(s)) }
-        let results = recorder.buildFeedback().flatMap { history.onFeedback($0) }
+        let written: [UInt64: Int64] = [7: 1_900_000]
+        let results = recorder.buildFeedback().flatMap { history.onFeedback($0) { written[$0] } }
         #expect(results.map(\.sequence) == [10, 11, 12])
         #expect(results.map(\.sendNanos) == [1_900_000, 1_900_000, 2_000_000])
     }

@@ -147,8 +147,8 @@ struct MediaWorkerTests {
         var woken: [Int64] = []
         /// The worker's written datagrams at each wake-up.
         var written: [Int] = []
-        /// When the worker said the datagram queued in each wake-up was written.
-        var writtenAt: [Int64] = []
+        /// The write batch the datagram of each wake-up went into.
+        var batches: [UInt64] = []
         init(worker: MediaWorker, peer: TransportAddress) throws {
             transport = try WebRTCTransport(
                 id: "w", iceCredentials: .random(), remoteICE: .random(), dtlsContext: DTLSContext(certificate: try DTLSCertificate(commonName: "server")),
@@ -161,9 +161,8 @@ struct MediaWorkerTests {
             woken.append(nowNanos)
             written.append(worker.datagramsSent)
             [UInt8](repeating: UInt8(woken.count), count: 40).withUnsafeBytes { worker.send($0, to: peer) }
-            worker.notifyWhenWritten(self)
+            batches.append(worker.writeBatch)
         }
-        func didWrite(nowNanos: Int64) { writtenAt.append(nowNanos) }
     }
 
     /// Wake-ups run on the loop at (not before) the time asked for, and what the session queued in
@@ -192,7 +191,9 @@ struct MediaWorkerTests {
             let n = buffer.withUnsafeMutableBytes { recv(client, $0.baseAddress, 100, 0) }
             if n > 0 { arrivals.append((buffer[0], MediaWorker.nowNanos)) } else { usleep(200) }
         }
-        let (woken, written, writtenAt) = try await worker.submit { ((kept.woken, removed.woken), kept.written, kept.writtenAt) }
+        let (woken, written, writtenAt) = try await worker.submit {
+            ((kept.woken, removed.woken), kept.written, kept.batches.map { worker.writtenNanos(batch: $0) })
+        }
         #expect(woken.1.isEmpty)
         try #require(woken.0.count == 2)
         for (at, want) in zip(woken.0, asked) {
@@ -201,9 +202,10 @@ struct MediaWorkerTests {
         #expect(arrivals.map(\.byte) == [1, 2])
         // The first wake-up's datagram was written when it returned, not at the next 20 ms tick.
         #expect(written == [0, 1])
-        // And the session was told when: once per write, not before it queued.
-        #expect(writtenAt.count == 2)
-        for (at, queued) in zip(writtenAt, woken.0) { #expect(at >= queued) }
+        // And the worker knows when each went out (two batches), not before it was queued.
+        #expect(writtenAt.count == 2 && writtenAt.allSatisfy { $0 != nil })
+        for (at, queued) in zip(writtenAt, woken.0) { #expect((at ?? 0) >= queued) }
+        #expect(try await worker.submit { worker.writtenNanos(batch: worker.writeBatch) } == nil, "the batch being filled is not written")
         await worker.stop()
     }
 

@@ -17,6 +17,8 @@ public struct SendHistory: Sendable {
     struct Sent {
         var sequence: Int64 = -1
         var sendNanos: Int64 = 0
+        /// The host's write batch it was queued in (``SessionHost/writeBatch``).
+        var batch: UInt64 = 0
         var size: Int = 0
         var probeCluster: Int?
     }
@@ -28,40 +30,26 @@ public struct SendHistory: Sendable {
     /// The receiver's clock offset is unknown: arrival times are relative to the first feedback's reference.
     private var referenceBaseMicros: Int64?
     private var lastReferenceMicros: Int64 = 0
-    /// The packets recorded since the last ``markWritten(nowNanos:)`` (unwrapped, first and last):
-    /// queued, not yet handed to the socket.
-    private var unwritten: (first: Int64, last: Int64)?
 
     public init(capacity: Int = 8192) {
         self.capacity = capacity
         sent = [Sent](repeating: Sent(), count: capacity)
     }
 
-    /// Records a packet given a transport-wide sequence number, queued at `sendNanos`; a later
-    /// ``markWritten(nowNanos:)`` replaces that with when it left.
-    public mutating func onSent(sequence: UInt16, sendNanos: Int64, size: Int, probeCluster: Int? = nil) {
+    /// Records a packet given a transport-wide sequence number, queued at `sendNanos` into the
+    /// host's write batch `batch` (``SessionHost/writeBatch``).
+    public mutating func onSent(sequence: UInt16, sendNanos: Int64, size: Int, probeCluster: Int? = nil, batch: UInt64 = 0) {
         let s = unwrapper.unwrap(sequence)
-        sent[Int(s & Int64(capacity - 1))] = Sent(sequence: s, sendNanos: sendNanos, size: size, probeCluster: probeCluster)
-        unwritten = (unwritten?.first ?? s, s)
-    }
-
-    /// The packets recorded since the last call were written to the socket at `nowNanos` (the
-    /// worker writes a batch when a read batch or a tick ends): that is their send time. A packet
-    /// stamped when it was queued would count the rest of the batch's processing as path delay.
-    public mutating func markWritten(nowNanos: Int64) {
-        guard let range = unwritten else { return }
-        unwritten = nil
-        var s = max(range.first, range.last - Int64(capacity) + 1)
-        while s <= range.last {
-            let slot = Int(s & Int64(capacity - 1))
-            if sent[slot].sequence == s { sent[slot].sendNanos = nowNanos }
-            s += 1
-        }
+        sent[Int(s & Int64(capacity - 1))] = Sent(sequence: s, sendNanos: sendNanos, batch: batch, size: size, probeCluster: probeCluster)
     }
 
     /// The packets a feedback reports, in sequence order; arrival times on a receiver clock that
     /// only has to be consistent between feedbacks (the estimator uses differences).
-    public mutating func onFeedback(_ fb: TransportLayerCC) -> [PacketResult] {
+    /// - Parameter writtenNanos: when the host wrote a batch to the socket (nil: not known); a
+    ///   packet's send time is that of its batch, else when it was queued. The worker writes a
+    ///   batch when a read batch or a tick ends: a packet stamped when it was queued would count
+    ///   the rest of the batch's processing as path delay.
+    public mutating func onFeedback(_ fb: TransportLayerCC, writtenNanos: (UInt64) -> Int64? = { _ in nil }) -> [PacketResult] {
         let statuses = fb.statuses
         // The 24-bit reference time in 64 ms units, unwrapped.
         var referenceMicros = Int64(fb.referenceTime) * 64_000
@@ -88,7 +76,7 @@ public struct SendHistory: Sendable {
             guard s >= 0, sent[slot].sequence == s else { continue }
             let packet = sent[slot]
             sent[slot].sequence = -1
-            out.append(PacketResult(sequence: s, sendNanos: packet.sendNanos, size: packet.size, arrivalNanos: arrival,
+            out.append(PacketResult(sequence: s, sendNanos: writtenNanos(packet.batch) ?? packet.sendNanos, size: packet.size, arrivalNanos: arrival,
                                     probeCluster: packet.probeCluster))
         }
         return out

@@ -21,16 +21,12 @@ public protocol WorkerSession: AnyObject {
     func nextTickNanos(after nowNanos: Int64) -> Int64
     /// Called at the time the session asked for with ``SessionHost/wake(_:atNanos:)``.
     func wake(nowNanos: Int64)
-    /// Called after ``SessionHost/notifyWhenWritten(_:)`` when the datagrams queued until then were
-    /// written to the socket, at `nowNanos`. Must not send.
-    func didWrite(nowNanos: Int64)
 }
 
 extension WorkerSession {
     public func tick(nowNanos: Int64) {}
     public func nextTickNanos(after nowNanos: Int64) -> Int64 { nowNanos }
     public func wake(nowNanos: Int64) {}
-    public func didWrite(nowNanos: Int64) {}
 }
 
 extension EchoSession: WorkerSession {
@@ -67,9 +63,10 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
     /// touches only the sessions that are due (most subscriber connections every 250 ms).
     private var schedule: [(due: Int64, session: WorkerSession)] = []
     private var dueScratch: [WorkerSession] = []
-    /// Sessions to tell when the send batch is written (``SessionHost/notifyWhenWritten(_:)``).
-    private var writeWaiters: [WorkerSession] = []
-    private var writeScratch: [WorkerSession] = []
+    /// The send batch being filled is number `writeBatch`; when each of the last
+    /// `writeTimes.count` batches was written (``SessionHost/writtenNanos(batch:)``).
+    public private(set) var writeBatch: UInt64 = 1
+    private var writeTimes = [(batch: UInt64, nanos: Int64)](repeating: (0, 0), count: 4096)
     private var timer: RepeatedTask?
     /// Datagrams that matched no transport, for metrics.
     public private(set) var unmatched = 0
@@ -276,7 +273,7 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
         guard descriptor >= 0, !sendBatch.isEmpty, !waitingForWritable else { return }
         let now = Self.nowNanos
         if sendBatch.flush(fd: descriptor) {
-            notifyWritten(nowNanos: now)
+            batchWritten(nowNanos: now)
             return
         }
         waitingForWritable = true
@@ -289,20 +286,18 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
         if sendBatch.flush(fd: descriptor) {
             waitingForWritable = false
             loop.watchWritable(descriptor, false)
-            notifyWritten(nowNanos: now)
+            batchWritten(nowNanos: now)
         }
     }
 
-    public func notifyWhenWritten(_ session: WorkerSession) {
-        loop.preconditionInEventLoop()
-        writeWaiters.append(session)
+    private func batchWritten(nowNanos: Int64) {
+        writeTimes[Int(writeBatch % UInt64(writeTimes.count))] = (writeBatch, nowNanos)
+        writeBatch += 1
     }
 
-    private func notifyWritten(nowNanos: Int64) {
-        guard !writeWaiters.isEmpty else { return }
-        swap(&writeWaiters, &writeScratch)
-        for session in writeScratch { session.didWrite(nowNanos: nowNanos) }
-        writeScratch.removeAll(keepingCapacity: true)
+    public func writtenNanos(batch: UInt64) -> Int64? {
+        let entry = writeTimes[Int(batch % UInt64(writeTimes.count))]
+        return entry.batch == batch ? entry.nanos : nil
     }
 
     /// Datagrams written with `sendmmsg`, and those the kernel refused (other than "would block").

@@ -135,16 +135,19 @@ public protocol SessionHost: DatagramSink {
     /// Calls `session.wake(nowNanos:)` at `atNanos` (or as soon after as the host's timers allow),
     /// for pacing finer than the 20 ms tick.
     func wake(_ session: WorkerSession, atNanos: Int64)
-    /// Calls `session.didWrite(nowNanos:)` once, when the datagrams queued so far are written to
-    /// the socket (their real send time).
-    func notifyWhenWritten(_ session: WorkerSession)
+    /// The number of the write batch a datagram sent now goes out in; ``writtenNanos(batch:)``
+    /// says when that batch was written to the socket (the datagram's real send time).
+    var writeBatch: UInt64 { get }
+    /// When write batch `batch` was written; nil if not yet, or too long ago to remember.
+    func writtenNanos(batch: UInt64) -> Int64?
 }
 
 extension SessionHost {
     /// A host without timers: the session's next tick comes instead.
     public func wake(_ session: WorkerSession, atNanos: Int64) {}
     /// A host that sends at once: the time a datagram was queued is its send time.
-    public func notifyWhenWritten(_ session: WorkerSession) {}
+    public var writeBatch: UInt64 { 0 }
+    public func writtenNanos(batch: UInt64) -> Int64? { nil }
 }
 
 enum RandomID {

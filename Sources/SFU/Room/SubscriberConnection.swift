@@ -71,8 +71,6 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     var probe: (cluster: Int, bitrate: Double, bytes: Int, sent: Int, started: Int64)?
     /// A wake-up asked of the host (a probe's next packets, a reallocation) is outstanding.
     private var wakePending = false
-    /// The host will tell us when what we queued is written (the send times of the send history).
-    private var awaitingWrite = false
     private(set) var paddingBytesSent = 0
     /// What the allocator last spent, bits/s (video chosen + audio).
     private(set) var allocatedBitrate: Int64 = 0
@@ -205,9 +203,8 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         }
         if sent {
             if twcc {
-                sendHistory.onSent(sequence: seq, sendNanos: nowNanos, size: payload.count + 20)
+                sendHistory.onSent(sequence: seq, sendNanos: nowNanos, size: payload.count + 20, batch: room.host.writeBatch)
                 transportSequence &+= 1
-                awaitWrite()
             }
             rate.add(payload.count + 12, nowNanos: nowNanos)
         }
@@ -237,24 +234,10 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
             }
         }
         if sent, twcc {
-            sendHistory.onSent(sequence: seq, sendNanos: nowNanos, size: payload.count + 22)
+            sendHistory.onSent(sequence: seq, sendNanos: nowNanos, size: payload.count + 22, batch: room.host.writeBatch)
             transportSequence &+= 1
-            awaitWrite()
         }
         return sent
-    }
-
-    /// Asks the host to say when what we queued is written: that is the send time the estimator
-    /// gets (``SendHistory/markWritten(nowNanos:)``), not when the packet was queued.
-    private func awaitWrite() {
-        guard !awaitingWrite else { return }
-        awaitingWrite = true
-        room.host.notifyWhenWritten(self)
-    }
-
-    func didWrite(nowNanos: Int64) {
-        awaitingWrite = false
-        sendHistory.markWritten(nowNanos: nowNanos)
     }
 
     /// Writes our header (with transport-cc when `transportSequence` is set), the RTX original
@@ -470,9 +453,8 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         }
         guard sent else { return false }
         consumer.rtxSequence &+= 1
-        sendHistory.onSent(sequence: seq, sendNanos: nowNanos, size: Self.paddingPacketSize, probeCluster: cluster)
+        sendHistory.onSent(sequence: seq, sendNanos: nowNanos, size: Self.paddingPacketSize, probeCluster: cluster, batch: room.host.writeBatch)
         transportSequence &+= 1
-        awaitWrite()
         paddingBytesSent += Self.paddingPacketSize
         return true
     }
@@ -576,7 +558,9 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
             case .remb(let r):
                 remb = r.bitrate
             case .transportCC(let fb):
-                let results = sendHistory.onFeedback(fb)
+                // Send times: when the worker wrote each packet's batch, not when it was queued.
+                let host = room.host
+                let results = sendHistory.onFeedback(fb) { host.writtenNanos(batch: $0) }
                 let before = estimator.estimate
                 if let rttNanos { estimator.setRTT(nanos: rttNanos) }
                 estimator.onFeedback(results, nowNanos: nowNanos)
