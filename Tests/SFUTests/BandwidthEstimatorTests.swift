@@ -256,6 +256,13 @@ struct BandwidthEstimatorTests {
 
 @Suite("Send history")
 struct SendHistoryTests {
+    /// Every subscriber connection keeps one: 4,096 entries of 32 bytes (128 KiB), not more.
+    @Test func entriesStayCompact() {
+        #expect(MemoryLayout<SendHistory.Sent>.stride == 32)
+        #expect(SendHistory().capacity == 4096)
+        #expect(SendHistory(capacity: 1000).capacity == 1024)
+    }
+
     /// A packet's send time is when the host wrote the batch it was queued in (the rest of the
     /// batch's processing is not path delay); one whose batch time is unknown (not written yet,
     /// or forgotten) keeps the time it was queued.
