@@ -324,12 +324,19 @@ def test_screen_share_between_pages(sfu_factory, browsers, page_base):
     assert not b_tracks("screen"), f"screen track still listed on page b\n{describe(sfu, pages)}"
     events = page_view(b)["events"]
     assert {"event": "toggle", "kind": "screen", "peerId": pa, "enabled": False} in events, events
-    # The camera still flows after the renegotiations.
+    # The camera still flows after the renegotiations: more than 10 new frames within 5 s. (A
+    # 2 s window failed now and then on a loaded 2-core machine: the publishing Chromium's CPU
+    # adaptation then sends its camera at 5-6 fps.)
     cam = {t["track_id"] for t in b_tracks("camera")}
-    before = max((s.get("framesDecoded") or 0 for s in page_stats(b) if s["track_id"] in cam), default=0)
-    time.sleep(2)
-    after = max((s.get("framesDecoded") or 0 for s in page_stats(b) if s["track_id"] in cam), default=0)
-    assert after > before + 10, f"camera frames {before} -> {after}\n{describe(sfu, pages)}"
+
+    def camera_frames() -> int:
+        return max((s.get("framesDecoded") or 0 for s in page_stats(b) if s["track_id"] in cam), default=0)
+    before = camera_frames()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and camera_frames() <= before + 10:
+        time.sleep(0.5)
+    after = camera_frames()
+    assert after > before + 10, f"camera frames {before} -> {after} in 5 s\n{describe(sfu, pages)}"
     assert not page_view(a)["errors"] and not page_view(b)["errors"], describe(sfu, pages)
     assert sfu.proc.poll() is None, describe(sfu, pages)
 
