@@ -39,3 +39,13 @@ public struct SequenceUnwrapper: Sendable {
     /// The highest value seen so far.
     public var highest: Int64? { last }
 }
+
+extension Int {
+    /// The smallest power of two not below this (1 at least): the size of a ring indexed by a
+    /// sequence number masked with `size - 1`.
+    public var roundedUpToPowerOfTwo: Int {
+        var c = 1
+        while c < self { c <<= 1 }
+        return c
+    }
+}

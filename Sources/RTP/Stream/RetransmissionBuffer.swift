@@ -15,8 +15,7 @@ public struct RetransmissionBuffer: Sendable {
     ///   - capacity: number of packets kept (rounded up to a power of two).
     ///   - slotSize: largest packet stored; larger ones are refused.
     public init(capacity: Int = 1024, slotSize: Int = 1500) {
-        var c = 1
-        while c < max(capacity, 1) { c <<= 1 }
+        let c = capacity.roundedUpToPowerOfTwo
         self.capacity = c
         self.slotSize = slotSize
         storage = [UInt8](repeating: 0, count: c * slotSize)

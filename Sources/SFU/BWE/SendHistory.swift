@@ -35,8 +35,7 @@ public struct SendHistory: Sendable {
     private var lastReferenceMicros: Int64 = 0
 
     public init(capacity: Int = 4096) {
-        var c = 1
-        while c < max(capacity, 1) { c <<= 1 }
+        let c = capacity.roundedUpToPowerOfTwo
         self.capacity = c
         sent = [Sent](repeating: Sent(), count: c)
     }

@@ -205,7 +205,7 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
         loop.preconditionInEventLoop()
         let bound = NIOLoopBound(session, eventLoop: loop)
         let delay = max(0, atNanos - Self.nowNanos)
-        loop.scheduleTask(in: .nanoseconds(delay)) { [self] in
+        _ = loop.scheduleTask(in: .nanoseconds(delay)) { [self] in
             let session = bound.value
             guard demux.contains(session) else { return }
             session.wake(nowNanos: Self.nowNanos)

@@ -474,6 +474,12 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     func wake(nowNanos: Int64) {
         wakePending = false
         guard isConnected else { return }
+        allocateAndProbeIfDue(nowNanos: nowNanos)
+    }
+
+    /// Allocation when its interval is over (or a drop of the estimate asked for it), then the due
+    /// part of a probe: what both the tick and a wake-up do.
+    private func allocateAndProbeIfDue(nowNanos: Int64) {
         if nowNanos - lastAllocationNanos >= Self.allocationIntervalNanos {
             lastAllocationNanos = nowNanos
             allocate(nowNanos: nowNanos)
@@ -484,11 +490,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     func tick(nowNanos: Int64) {
         guard isConnected else { return }
         rate.roll(nowNanos: nowNanos)
-        if nowNanos - lastAllocationNanos >= Self.allocationIntervalNanos {
-            lastAllocationNanos = nowNanos
-            allocate(nowNanos: nowNanos)
-        }
-        sendProbe(nowNanos: nowNanos)
+        allocateAndProbeIfDue(nowNanos: nowNanos)
         guard nowNanos - lastReportNanos >= Self.reportIntervalNanos else { return }
         lastReportNanos = nowNanos
         var packets: [RTCPPacket] = []
