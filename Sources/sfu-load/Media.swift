@@ -124,6 +124,8 @@ final class OutgoingStream {
     var frameIndex = 0
     var nextDueNanos: Int64 = 0
     var keyframeWanted = true
+    /// When the pacer let the current frame's first packet leave.
+    var frameLeftNanos: Int64 = 0
     /// The next packet's stamp counter, and one past the last packet actually sent (the pacer
     /// holds the ones in between).
     var counter: UInt32 = 0

@@ -89,6 +89,10 @@ final class LoadPublisher {
         var transportCCOffset: Int
         var stampOffset: Int
         var counter: UInt32
+        /// First and last packet of a frame, and whether the frame is a keyframe.
+        var frameStart: Bool
+        var frameEnd: Bool
+        var keyframe: Bool
     }
     static let slotSize = 1280
     private var ring: [UInt8]
@@ -100,6 +104,8 @@ final class LoadPublisher {
     private var budget: Double = 0
     private var lastPaceNanos: Int64 = 0
     private(set) var pacerOverflows = 0
+    /// For each keyframe that left whole: nanoseconds from its first packet's departure to its last's.
+    private(set) var keyframeSendNanos: [Int64] = []
     /// Frames not sent because the loop ran late by more than a frame (the load tool was starved).
     private(set) var framesSkipped = 0
 
@@ -108,7 +114,9 @@ final class LoadPublisher {
         self.streams = streams
         self.tally = tally
         let videoBitrate = streams.filter { $0.kind == .video }.reduce(0) { $0 + $1.bitrate }
-        pacingRate = max(1, Double(videoBitrate) * 2.5 / 8 / 1e9)
+        // Bytes per nanosecond: 1.5 Mbit/s is 0.00047. (This once read `max(1, ...)`, 1 byte/ns,
+        // 8 Gbit/s: nothing was paced and every keyframe left as one burst.)
+        pacingRate = Double(max(videoBitrate, 1)) * 2.5 / 8 / 1e9
         let slots = 1024
         ring = [UInt8](repeating: 0xA5, count: slots * Self.slotSize)
         paced = [Paced?](repeating: nil, count: slots)
@@ -160,6 +168,8 @@ final class LoadPublisher {
                 let sequence = UInt16(b[2]) << 8 | UInt16(b[3])
                 p.stream.history?.store(packet, sequenceNumber: sequence, nowNanos: nowNanos)
                 send(p.stream, packet, payloadBytes: p.payloadBytes, counter: p.counter)
+                if p.frameStart { p.stream.frameLeftNanos = nowNanos }
+                if p.frameEnd, p.keyframe, p.stream.frameLeftNanos > 0 { keyframeSendNanos.append(nowNanos - p.stream.frameLeftNanos) }
             }
         }
     }
@@ -212,7 +222,8 @@ final class LoadPublisher {
                                         keyframe: keyframe, pictureID: s.pictureID, tl0PicIdx: s.temporalLayers > 1 ? s.tl0PicIdx : nil,
                                         temporalLayer: s.temporalLayers > 1 ? temporal : nil, width: s.width, height: s.height, stamp: stamp)
                 paced[slot] = Paced(stream: s, length: h + n, payloadBytes: n, transportCCOffset: 16 + 1 + s.mid.count + 1,
-                                    stampOffset: h + n - Stamp.size, counter: s.counter)
+                                    stampOffset: h + n - Stamp.size, counter: s.counter, frameStart: i == 0, frameEnd: i == count - 1,
+                                    keyframe: keyframe)
             }
             tail = next
             s.sequence &+= 1

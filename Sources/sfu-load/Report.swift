@@ -56,6 +56,8 @@ struct Report {
     var pausedPairs = 0
     var pauseEvents = 0
     var pacerOverflows = 0
+    /// How long each keyframe took to leave the publishers' pacers (first packet to last), whole run.
+    var keyframeSendNanos: [Int64] = []
 
     var lost: Int { subscribers.reduce(0) { $0 + $1.lost } }
     var lossPercent: Double { packetsExpected > 0 ? Double(lost) * 100 / Double(packetsExpected) : 0 }
@@ -76,7 +78,11 @@ struct Report {
             "setup_s": round3(setupSeconds),
             "window_s": round3(windowSeconds),
             "sent": ["packets": packetsSent, "bytes": bytesSent, "video_packets": videoPacketsSent, "audio_packets": audioPacketsSent,
-                     "keyframes": keyframesSent, "retransmissions": retransmissionsSent],
+                     "keyframes": keyframesSent, "retransmissions": retransmissionsSent,
+                     "keyframe_send_ms": keyframeSendNanos.isEmpty ? [String: Any]() : [
+                         "min": round3(Double(keyframeSendNanos.min() ?? 0) / 1e6), "max": round3(Double(keyframeSendNanos.max() ?? 0) / 1e6),
+                         "mean": round3(Double(keyframeSendNanos.reduce(0, +)) / Double(keyframeSendNanos.count) / 1e6),
+                         "count": keyframeSendNanos.count]],
             "received": ["packets": packetsReceived, "bytes": bytesReceived, "expected": packetsExpected, "lost": lost,
                          "loss_percent": round3(lossPercent), "duplicates": duplicates, "unstamped": unstamped,
                          "paused_by_server": pausedPairs, "track_paused_events": pauseEvents],
@@ -122,6 +128,10 @@ struct Report {
                      + "window \(f(windowSeconds, 1)) s, setup \(f(setupSeconds, 1)) s")
         lines.append("sent      \(packetsSent) packets (\(videoPacketsSent) video, \(audioPacketsSent) audio), \(bytesSent) bytes, "
                      + "\(keyframesSent) keyframes, \(retransmissionsSent) retransmissions")
+        if !keyframeSendNanos.isEmpty {
+            let mean = Double(keyframeSendNanos.reduce(0, +)) / Double(keyframeSendNanos.count) / 1e6
+            lines.append("pacer     keyframes left over \(f(mean, 1)) ms on average (first packet to last)")
+        }
         lines.append("received  \(packetsReceived) of \(packetsExpected) expected, lost \(lost) (\(f(lossPercent, 3)) %), "
                      + "\(duplicates) duplicates; \(f(forwardedPerSecond, 0)) forwarded packets/s")
         if !receivedByLayer.isEmpty {
@@ -184,6 +194,7 @@ extension LoadRunner {
                 report.feedbackReceivedByPublishers += pub.feedbackReceived
                 report.framesSkipped += pub.framesSkipped
                 report.pacerOverflows += pub.pacerOverflows
+                report.keyframeSendNanos += pub.keyframeSendNanos
             }
             report.errors += p.errors.map { "\(p.userID): \($0)" }
             // What this participant should receive: every stream of the other publishers in its room

@@ -64,6 +64,12 @@ def check_report(r: dict, target: str) -> None:
     lat = r["latency_ms"]
     assert lat["samples"] == received["packets"]
     assert 0 < lat["p50"] <= lat["p99"] <= lat["max"] < 1000
+    # Video leaves through a pacer at 2.5 x its bitrate with a 5 ms budget, as in libwebrtc: at 150 kbit/s
+    # a keyframe (~3 KB, 3 packets) takes ~45 ms to leave, where a burst would take well under 1 ms
+    # (and its last packets would wait behind the first ones' fan-out at the server).
+    kf = sent["keyframe_send_ms"]
+    assert kf["count"] >= 1, sent
+    assert kf["min"] > 20, kf
     server = r["server"]
     assert server["cpu_s"] > 0
     assert server["cpu_us_per_packet"] == pytest.approx(server["cpu_s"] * 1e6 / received["packets"], rel=0.01)
