@@ -70,7 +70,9 @@ def machine() -> list[str]:
     srtp = run(["dpkg-query", "-W", "-f", "${Version}", "libsrtp2-1"]) or "?"
     swift = os.environ.get("SWIFT_VERSION") or "Swift (version not given: scripts/bench.sh sets SWIFT_VERSION)"
     commit = run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
-    dirty = " (with uncommitted changes)" if run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"]) else ""
+    # The run's own output (bench/results*) is not a change to what was measured.
+    dirty = " (with uncommitted changes)" if run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no", "--",
+                                                   ".", ":!bench/results", ":!bench/results.md"]) else ""
     return [
         f"- Date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, commit {commit}{dirty}",
         f"- CPU: {cpu.group(1) if cpu else platform.processor()}, {os.cpu_count()} cores"
