@@ -58,6 +58,9 @@ struct Report {
     var pacerOverflows = 0
     /// How long each keyframe took to leave the publishers' pacers (first packet to last), whole run.
     var keyframeSendNanos: [Int64] = []
+    var keyframeSendMeanMillis: Double {
+        keyframeSendNanos.isEmpty ? 0 : Double(keyframeSendNanos.reduce(0, +)) / Double(keyframeSendNanos.count) / 1e6
+    }
 
     var lost: Int { subscribers.reduce(0) { $0 + $1.lost } }
     var lossPercent: Double { packetsExpected > 0 ? Double(lost) * 100 / Double(packetsExpected) : 0 }
@@ -81,7 +84,7 @@ struct Report {
                      "keyframes": keyframesSent, "retransmissions": retransmissionsSent,
                      "keyframe_send_ms": keyframeSendNanos.isEmpty ? [String: Any]() : [
                          "min": round3(Double(keyframeSendNanos.min() ?? 0) / 1e6), "max": round3(Double(keyframeSendNanos.max() ?? 0) / 1e6),
-                         "mean": round3(Double(keyframeSendNanos.reduce(0, +)) / Double(keyframeSendNanos.count) / 1e6),
+                         "mean": round3(keyframeSendMeanMillis),
                          "count": keyframeSendNanos.count]],
             "received": ["packets": packetsReceived, "bytes": bytesReceived, "expected": packetsExpected, "lost": lost,
                          "loss_percent": round3(lossPercent), "duplicates": duplicates, "unstamped": unstamped,
@@ -129,8 +132,7 @@ struct Report {
         lines.append("sent      \(packetsSent) packets (\(videoPacketsSent) video, \(audioPacketsSent) audio), \(bytesSent) bytes, "
                      + "\(keyframesSent) keyframes, \(retransmissionsSent) retransmissions")
         if !keyframeSendNanos.isEmpty {
-            let mean = Double(keyframeSendNanos.reduce(0, +)) / Double(keyframeSendNanos.count) / 1e6
-            lines.append("pacer     keyframes left over \(f(mean, 1)) ms on average (first packet to last)")
+            lines.append("pacer     keyframes left over \(f(keyframeSendMeanMillis, 1)) ms on average (first packet to last)")
         }
         lines.append("received  \(packetsReceived) of \(packetsExpected) expected, lost \(lost) (\(f(lossPercent, 3)) %), "
                      + "\(duplicates) duplicates; \(f(forwardedPerSecond, 0)) forwarded packets/s")

@@ -186,18 +186,18 @@ public final class RoomHarness {
             do {
                 let due = proxy.wakes.filter { $0.atNanos <= now }
                 proxy.wakes.removeAll { $0.atNanos <= now }
-                for w in due where demux.sessions.contains(where: { $0 === w.session }) { w.session.wake(nowNanos: now) }
+                for w in due where demux.contains(w.session) { w.session.wake(nowNanos: now) }
             }
             if now - lastTick >= 20_000_000 {
                 lastTick = now
-                // As the media worker: a session is ticked when due (nextTickNanos) or at its transport's timeout.
+                // As the media worker: a session is ticked when due (tickDueNanos, asked after its last tick).
                 for s in Array(demux.sessions) {
                     let ufrag = s.transport.ice.local.ufrag
-                    if let due = tickDue[ufrag], due > now, (s.transport.nextTimeoutNanos ?? .max) > now { continue }
+                    if let due = tickDue[ufrag], due > now { continue }
                     if let t = s.transport.nextTimeoutNanos, t <= now { s.transport.handleTimeout(nowNanos: now) }
                     if case .closed = s.transport.state { demux.remove(s); continue }
                     s.tick(nowNanos: now)
-                    tickDue[ufrag] = s.nextTickNanos(after: now)
+                    tickDue[ufrag] = s.tickDueNanos(after: now)
                 }
             }
         }

@@ -27,6 +27,12 @@ extension WorkerSession {
     public func tick(nowNanos: Int64) {}
     public func nextTickNanos(after nowNanos: Int64) -> Int64 { nowNanos }
     public func wake(nowNanos: Int64) {}
+
+    /// When a host ticks the session next, asked after a tick: its own next tick or its
+    /// transport's next timeout, whichever comes first.
+    public func tickDueNanos(after nowNanos: Int64) -> Int64 {
+        min(nextTickNanos(after: nowNanos), transport.nextTimeoutNanos ?? .max)
+    }
 }
 
 extension EchoSession: WorkerSession {
@@ -325,8 +331,7 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
             session.tick(nowNanos: now)
         }
         for i in schedule.indices where schedule[i].due == .max {
-            let session = schedule[i].session
-            schedule[i].due = min(session.nextTickNanos(after: now), session.transport.nextTimeoutNanos ?? .max)
+            schedule[i].due = schedule[i].session.tickDueNanos(after: now)
         }
         dueScratch.removeAll(keepingCapacity: true)
         flush()
