@@ -21,6 +21,7 @@ long sfu_BIO_set_mem_eof_return(BIO *bio, long value) { return BIO_set_mem_eof_r
 int sfu_SSL_CTX_set_min_proto_version(SSL_CTX *ctx, int version) { return (int)SSL_CTX_set_min_proto_version(ctx, version); }
 int sfu_SSL_CTX_set_max_proto_version(SSL_CTX *ctx, int version) { return (int)SSL_CTX_set_max_proto_version(ctx, version); }
 uint64_t sfu_SSL_OP_NO_QUERY_MTU(void) { return SSL_OP_NO_QUERY_MTU; }
+uint64_t sfu_SSL_OP_NO_RENEGOTIATION(void) { return SSL_OP_NO_RENEGOTIATION; }
 unsigned long sfu_ERR_last_error_string(char *buf, size_t len) {
     unsigned long e = ERR_peek_last_error();
     if (len > 0) { buf[0] = 0; }

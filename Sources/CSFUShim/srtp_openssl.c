@@ -134,9 +134,17 @@ static srtp_err_status_t sfu_gcm_decrypt(void *state, uint8_t *buffer, unsigned 
     unsigned int text = *length - (unsigned int)s->tag_len;
     if (EVP_CIPHER_CTX_ctrl(s->ctx, EVP_CTRL_GCM_SET_TAG, s->tag_len, buffer + text) != 1) return srtp_err_status_algo_fail;
     int out = 0;
-    if (text > 0 && EVP_CipherUpdate(s->ctx, buffer, &out, buffer, (int)text) != 1) return srtp_err_status_algo_fail;
+    if (text > 0 && EVP_CipherUpdate(s->ctx, buffer, &out, buffer, (int)text) != 1) {
+        memset(buffer, 0, text);
+        return srtp_err_status_algo_fail;
+    }
     uint8_t unused[16];
-    if (EVP_CipherFinal_ex(s->ctx, unused, &out) != 1) return srtp_err_status_auth_fail;
+    if (EVP_CipherFinal_ex(s->ctx, unused, &out) != 1) {
+        // The text was decrypted in place before the tag could be checked: a forged or corrupted
+        // packet must not leave its (unauthenticated) plaintext in the caller's buffer.
+        memset(buffer, 0, text);
+        return srtp_err_status_auth_fail;
+    }
     *length = text;
     return srtp_err_status_ok;
 }

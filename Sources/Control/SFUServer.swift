@@ -44,10 +44,23 @@ public struct SFUServer: Sendable {
                             body: .init(byteBuffer: ByteBuffer(bytes: echoPage)))
         }
         let logger = self.logger
+        // Outside development mode the echo endpoint takes a valid join token: it makes a DTLS
+        // session on a media worker per connection, which nobody unauthenticated may ask for.
+        let echoSigner = api.flatMap { $0.demoEnabled ? nil : $0.signer }
         router.ws("/v1/echo") { _, _ in
             echo == nil ? .dontUpgrade : .upgrade([:])
-        } onUpgrade: { inbound, outbound, _ in
+        } onUpgrade: { inbound, outbound, context in
             guard let echo else { return }
+            if let echoSigner {
+                let token = context.request.uri.queryParameters.get("token") ?? ""
+                do {
+                    _ = try echoSigner.verify(token, nowSeconds: Int64(Date().timeIntervalSince1970))
+                } catch {
+                    try? await EchoSignaling.send(outbound, error: "invalid_token", "the echo endpoint needs a valid join token: /v1/echo?token=<join token>")
+                    try? await outbound.close(.unknown(4401), reason: "invalid_token")
+                    return
+                }
+            }
             try await EchoSignaling.handle(inbound: inbound, outbound: outbound, echo: echo, logger: logger)
         }
         return router
@@ -112,8 +125,17 @@ public struct SFUServer: Sendable {
             keys = [key]
             logger.notice("no SFU_API_KEY configured: development API key for this run", metadata: ["api_key": "\(key)"])
         }
+        // Three secrets for three purposes: the API key authenticates the backend, the JWT secret
+        // signs join tokens (the API key by default, so backends minting their own keep working),
+        // the webhook secret signs deliveries (never the API key: receivers would learn it).
+        var webhookSecret = config.webhookSecret
+        if webhookSecret == nil, !config.webhookURLs.isEmpty {
+            let secret = APIKeys.generateDevelopmentKey()
+            webhookSecret = secret
+            logger.notice("no SFU_WEBHOOK_SECRET configured: development webhook secret for this run", metadata: ["webhook_secret": "\(secret)"])
+        }
         let webhooks = config.webhookURLs.isEmpty ? nil : WebhookDispatcher(
-            configuration: .init(urls: config.webhookURLs.compactMap(URL.init(string:)), secret: APIKeys(keys).signingSecret), logger: logger)
+            configuration: .init(urls: config.webhookURLs.compactMap(URL.init(string:)), secret: webhookSecret ?? ""), logger: logger)
         // Recordings a crash interrupted are finalized from their files before anything new starts.
         do {
             try await RecordingReconciler(store: store, directory: config.effectiveRecordingsDir, webhooks: webhooks, logger: logger).reconcile()
@@ -123,7 +145,7 @@ public struct SFUServer: Sendable {
         let live = LiveRooms(media: media, logger: logger)
         let recordings = RecordingService(store: store, live: live, directory: config.effectiveRecordingsDir, webhooks: webhooks, logger: logger)
         let api = ControlAPI(store: store, keys: APIKeys(keys), iceServers: config.iceServers, logger: logger, webhooks: webhooks, media: media,
-                             live: live, demoEnabled: config.apiKeys.isEmpty, recordings: recordings)
+                             live: live, demoEnabled: config.isDevelopment, recordings: recordings, tokenSecret: config.jwtSecret)
         let rooms = RoomServices(store: store, live: live, signer: api.signer, iceServers: config.iceServers, webhooks: webhooks, logger: logger,
                                  recordings: recordings)
         let app = buildApplication(echo: EchoService(media: media, logger: logger), api: api, rooms: rooms)

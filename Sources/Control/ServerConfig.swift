@@ -21,8 +21,19 @@ public struct ServerConfig: Sendable, Equatable {
     public var recordingsDir: String?
     /// `nil` = SQLite under `dataDir`; a `postgres://` URL selects PostgreSQL.
     public var databaseURL: String?
-    /// API keys accepted on the control API. Empty = development mode (a random key is made at start).
+    /// API keys accepted on the control API. Empty = development mode (a random key is made at
+    /// start), allowed only on a loopback HTTP address unless ``development`` is set.
     public var apiKeys: [String] = []
+    /// `SFU_DEV=1`: development mode (no API key, `/demo/join`) even on a non-loopback address.
+    public var development = false
+    /// The HS256 join-token secret (`SFU_JWT_SECRET`); default: the first API key, so a backend that
+    /// mints tokens with its API key keeps working.
+    public var jwtSecret: String?
+    /// The secret webhooks are signed with (`SFU_WEBHOOK_SECRET`). Required with webhook URLs and
+    /// an API key: signing with the API key would hand every receiver the key to the control API.
+    public var webhookSecret: String?
+    /// API keys and secrets are at least this long (bytes).
+    public static let minimumSecretBytes = 32
     /// STUN/TURN URLs handed to clients.
     public var iceServers: [String] = []
     public var logLevel: String = "info"
@@ -58,6 +69,14 @@ public struct ServerConfig: Sendable, Equatable {
         if let v = environment["SFU_RECORDINGS_DIR"], !v.isEmpty { recordingsDir = v }
         if let v = environment["SFU_DATABASE_URL"], !v.isEmpty { databaseURL = v }
         if let v = list("SFU_API_KEY") { apiKeys = v }
+        if let v = environment["SFU_DEV"] {
+            guard let flag = ["1": true, "true": true, "0": false, "false": false, "": false][v.lowercased()] else {
+                throw ConfigError(variable: "SFU_DEV", value: v, expected: "1 or 0")
+            }
+            development = flag
+        }
+        if let v = environment["SFU_JWT_SECRET"], !v.isEmpty { jwtSecret = v }
+        if let v = environment["SFU_WEBHOOK_SECRET"], !v.isEmpty { webhookSecret = v }
         if let v = list("SFU_ICE_SERVERS") { iceServers = v }
         if let v = environment["SFU_LOG_LEVEL"] { logLevel = v }
         if let v = try int("SFU_QUALITY_SAMPLE_S") { qualitySampleSeconds = v }
@@ -89,6 +108,35 @@ public struct ServerConfig: Sendable, Equatable {
         guard (1...3600).contains(qualitySampleSeconds) else {
             throw ConfigError(variable: "SFU_QUALITY_SAMPLE_S", value: String(qualitySampleSeconds), expected: "1...3600 seconds")
         }
+        // Secrets are never echoed in errors: only their length.
+        let short = Self.minimumSecretBytes
+        for key in apiKeys where key.utf8.count < short {
+            throw ConfigError(variable: "SFU_API_KEY", value: "<\(key.utf8.count) bytes>", expected: "keys of at least \(short) bytes")
+        }
+        for (name, secret) in [("SFU_JWT_SECRET", jwtSecret), ("SFU_WEBHOOK_SECRET", webhookSecret)] {
+            if let secret, secret.utf8.count < short {
+                throw ConfigError(variable: name, value: "<\(secret.utf8.count) bytes>", expected: "a secret of at least \(short) bytes")
+            }
+        }
+        if apiKeys.isEmpty && !development && !Self.isLoopback(httpHost) {
+            throw ConfigError(variable: "SFU_API_KEY", value: "",
+                              expected: "an API key when the HTTP server listens on \(httpHost), not a loopback address (development mode there only with SFU_DEV=1)")
+        }
+        if !apiKeys.isEmpty && !webhookURLs.isEmpty && webhookSecret == nil {
+            throw ConfigError(variable: "SFU_WEBHOOK_SECRET", value: "",
+                              expected: "a secret to sign webhooks with when SFU_WEBHOOK_URLS is set (the API key is not used: every receiver would learn it)")
+        }
+    }
+
+    /// Development mode: no API key configured (a random one per run, `/demo/join` served).
+    public var isDevelopment: Bool { apiKeys.isEmpty }
+
+    /// Whether `host` is a loopback address or name (only this machine can reach it).
+    public static func isLoopback(_ host: String) -> Bool {
+        let h = host.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        if h == "localhost" || h == "::1" || h == "0:0:0:0:0:0:0:1" { return true }
+        let parts = h.split(separator: ".", omittingEmptySubsequences: false)
+        return parts.count == 4 && parts[0] == "127" && parts.allSatisfy { UInt8($0) != nil }
     }
 }
 

@@ -25,7 +25,9 @@ public final class DTLSContext: @unchecked Sendable {
             SSL_CTX_free(ctx)
             throw .openSSL("DTLS context: \(lastOpenSSLError())")
         }
-        _ = SSL_CTX_set_options(ctx, sfu_SSL_OP_NO_QUERY_MTU())
+        // No renegotiation: WebRTC never renegotiates DTLS, and a peer-initiated one is only a
+        // way to make us do handshake work again on the media loop.
+        _ = SSL_CTX_set_options(ctx, sfu_SSL_OP_NO_QUERY_MTU() | sfu_SSL_OP_NO_RENEGOTIATION())
         // Ask for the peer's certificate and accept any (self-signed, as WebRTC's are): the peer is
         // authenticated by comparing its fingerprint with the SDP's after the handshake.
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT) { _, _ in 1 }

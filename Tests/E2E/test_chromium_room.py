@@ -31,7 +31,7 @@ from test_echo import Browser
 
 PUBLIC = ROOT / "Sources" / "Control" / "Public"
 
-KEY = "test-api-key-chromium-room"
+KEY = "test-api-key-chromium-room-0123456789"
 FRAMES = 30          # decoded video frames wanted from every other participant
 TIMEOUT = 60         # seconds for media to flow everywhere (two Chromiums + aiortc on two cores)
 
@@ -405,7 +405,7 @@ def test_join_form_without_demo_route_shows_the_error(sfu_factory, browsers, pag
 def test_chromium_publisher_bandwidth_estimate_ramps_up(sfu_factory, browsers, page_base):
     """The server's transport-cc feedback to publishers lets Chromium's own estimate grow: without
     it Chromium stays near its 300 kbit/s start and upper simulcast layers would never appear."""
-    key = "up-" + secrets.token_hex(8)
+    key = "up-" + secrets.token_hex(16)
     sfu = sfu_factory(env={"SFU_API_KEY": key})
     api = ControlAPI(sfu.base_url, key)
     rid = api.create_room(name="uplink")["id"]

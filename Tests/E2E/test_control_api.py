@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-KEY = "test-api-key-0123456789"
+KEY = "test-api-key-0123456789-abcdefghijklmn"
 
 
 def call(sfu, method, path, body=None, key=KEY, raw=None, headers=None):
@@ -49,7 +49,7 @@ def fresh_postgres_url():
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def api(request, sfu_factory):
-    env = {"SFU_API_KEY": KEY + ",second-key-abcdef", "SFU_ICE_SERVERS": "stun:stun.example.org:3478"}
+    env = {"SFU_API_KEY": KEY + ",second-key-abcdef-0123456789-abcdefgh", "SFU_ICE_SERVERS": "stun:stun.example.org:3478"}
     if request.param == "postgresql":
         env["SFU_DATABASE_URL"] = fresh_postgres_url()
     return sfu_factory(env=env)
@@ -65,7 +65,7 @@ def test_room_lifecycle_and_tokens(api):
     assert room["name"] == "Consultation 12" and room["max_participants"] == 3 and room["auto_record"] is True
     assert room["empty_timeout_s"] == 300 and room["status"] == "open" and room["id"].startswith("rm_")
     rid = room["id"]
-    status, listing = call(api, "GET", "/v1/rooms", key="second-key-abcdef")
+    status, listing = call(api, "GET", "/v1/rooms", key="second-key-abcdef-0123456789-abcdefgh")
     assert status == 200 and [r["id"] for r in listing["rooms"]] == [rid]
     status, got = call(api, "GET", f"/v1/rooms/{rid}")
     assert status == 200 and got["participants"] == []

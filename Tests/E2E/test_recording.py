@@ -381,7 +381,7 @@ def two_party(tmp_path_factory):
     ma.require_tools("ffmpeg", "ffprobe")
     work = tmp_path_factory.mktemp("two-party")
     out = TwoParty()
-    out.key = "rec-" + secrets.token_hex(12)
+    out.key = "rec-" + secrets.token_hex(16)
     data = work / "sfu"
     data.mkdir()
     sfu = out.sfu = SFUProcess(_sfu_bin(), data, {"SFU_API_KEY": out.key})
@@ -695,7 +695,7 @@ def test_recordings_listed_by_room_and_status(two_party):
 
 def test_sigkill_mid_recording_leaves_a_playable_file(sfu_factory, sfu_bin, tmp_path):
     ma.require_tools("ffmpeg", "ffprobe")
-    key = "kill-" + secrets.token_hex(12)
+    key = "kill-" + secrets.token_hex(16)
     env = {"SFU_API_KEY": key}
     sfu = sfu_factory(env=env)
     api = ControlAPI(sfu.base_url, key)

@@ -404,7 +404,7 @@ class Room:
 # --- loopback: the top layer and set_layer ------------------------------------------------------
 
 def test_publisher_sends_three_layers_and_loopback_subscriber_gets_the_top(sfu_factory, chromiums, video_file):
-    key = "sim-" + secrets.token_hex(8)
+    key = "sim-" + secrets.token_hex(16)
     sfu = start_server(sfu_factory, key)
     room = Room(sfu, key, chromiums, video_file, "simulcast-top")
     sub = chromiums("subscriber")
@@ -452,7 +452,7 @@ def test_publisher_sends_three_layers_and_loopback_subscriber_gets_the_top(sfu_f
 
 def test_set_layer_spatial_cap(sfu_factory, chromiums, video_file):
     """set_layer {max_spatial: 0}: the low layer within a keyframe interval; lifted: the top again."""
-    key = "sim-" + secrets.token_hex(8)
+    key = "sim-" + secrets.token_hex(16)
     sfu = start_server(sfu_factory, key)
     room = Room(sfu, key, chromiums, video_file, "simulcast-set-layer")
     sub, _ = room.subscriber("subscriber", "sub", browser=chromiums("subscriber"))
@@ -492,7 +492,7 @@ def test_set_layer_spatial_cap(sfu_factory, chromiums, video_file):
 def test_set_layer_temporal_cap(sfu_factory, chromiums, video_file):
     """set_layer {max_temporal: 0}: only the base temporal layer (L1T3: a quarter of the frame rate)
     at the same size; lifted: the full frame rate again."""
-    key = "sim-" + secrets.token_hex(8)
+    key = "sim-" + secrets.token_hex(16)
     sfu = start_server(sfu_factory, key)
     room = Room(sfu, key, chromiums, video_file, "simulcast-temporal")
     sub, _ = room.subscriber("subscriber", "sub", browser=chromiums("subscriber"))
@@ -531,7 +531,7 @@ def test_set_layer_temporal_cap(sfu_factory, chromiums, video_file):
 # --- a subscriber in a network namespace ---------------------------------------------------------
 
 def netns_room(sfu_factory, chromiums, video_file, netns: Namespace, label: str):
-    key = "sim-" + secrets.token_hex(8)
+    key = "sim-" + secrets.token_hex(16)
     sfu = start_server(sfu_factory, key, host=netns.host_ip)
     room = Room(sfu, key, chromiums, video_file, label)
     sub = chromiums("constrained", netns=netns)

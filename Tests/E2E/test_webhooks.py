@@ -10,6 +10,9 @@ import pytest
 
 from test_control_api import KEY, call
 
+# Webhooks are signed with a secret of their own, never the API key (a receiver would learn it).
+HOOK_SECRET = "webhook-secret-0123456789-abcdefghijklmnop"
+
 
 class Receiver:
     """An HTTP server on loopback that answers the first `fail_first` POSTs with 500."""
@@ -52,7 +55,7 @@ def receiver():
 
 
 def test_signed_events_and_retry_after_500(sfu_factory, receiver):
-    sfu = sfu_factory(env={"SFU_API_KEY": KEY, "SFU_WEBHOOK_URLS": receiver.url})
+    sfu = sfu_factory(env={"SFU_API_KEY": KEY, "SFU_WEBHOOK_URLS": receiver.url, "SFU_WEBHOOK_SECRET": HOOK_SECRET})
     status, room = call(sfu, "POST", "/v1/rooms", {"name": "hooked"})
     assert status == 201
     got = receiver.wait(3)
@@ -64,8 +67,9 @@ def test_signed_events_and_retry_after_500(sfu_factory, receiver):
     event = json.loads(body)
     assert event["event"] == "room_started" and event["data"]["room_id"] == room["id"] and event["data"]["name"] == "hooked"
     assert headers["x-sfu-event"] == "room_started"
-    expected = "sha256=" + hmac.new(KEY.encode(), body, hashlib.sha256).hexdigest()
+    expected = "sha256=" + hmac.new(HOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
     assert hmac.compare_digest(headers["x-sfu-signature"], expected)
+    assert headers["x-sfu-signature"] != "sha256=" + hmac.new(KEY.encode(), body, hashlib.sha256).hexdigest()
     assert headers["x-sfu-signature"] != "sha256=" + hmac.new(b"wrong", body, hashlib.sha256).hexdigest()
 
     status, _ = call(sfu, "DELETE", f"/v1/rooms/{room['id']}")
@@ -77,7 +81,7 @@ def test_signed_events_and_retry_after_500(sfu_factory, receiver):
 
 def test_dead_receiver_does_not_block_the_api(sfu_factory):
     # Nothing listens on this port: deliveries fail and are retried in the background.
-    sfu = sfu_factory(env={"SFU_API_KEY": KEY, "SFU_WEBHOOK_URLS": "http://127.0.0.1:9/hook"})
+    sfu = sfu_factory(env={"SFU_API_KEY": KEY, "SFU_WEBHOOK_URLS": "http://127.0.0.1:9/hook", "SFU_WEBHOOK_SECRET": HOOK_SECRET})
     started = time.monotonic()
     for i in range(5):
         status, _ = call(sfu, "POST", "/v1/rooms", {"name": f"r{i}"})
@@ -94,7 +98,7 @@ def test_bad_webhook_url_is_a_config_error(sfu_factory):
 def test_empty_room_closes_after_its_timeout(sfu_factory):
     r = Receiver(fail_first=0)
     try:
-        sfu = sfu_factory(env={"SFU_API_KEY": KEY, "SFU_WEBHOOK_URLS": r.url})
+        sfu = sfu_factory(env={"SFU_API_KEY": KEY, "SFU_WEBHOOK_URLS": r.url, "SFU_WEBHOOK_SECRET": HOOK_SECRET})
         status, room = call(sfu, "POST", "/v1/rooms", {"empty_timeout_s": 1})
         assert status == 201
         got = r.wait(2, timeout=10)
@@ -116,7 +120,7 @@ def test_participant_events_and_session_rows(sfu_factory):
 
     r = Receiver(fail_first=0)
     try:
-        sfu = sfu_factory(env={"SFU_API_KEY": KEY, "SFU_WEBHOOK_URLS": r.url})
+        sfu = sfu_factory(env={"SFU_API_KEY": KEY, "SFU_WEBHOOK_URLS": r.url, "SFU_WEBHOOK_SECRET": HOOK_SECRET})
         api = ControlAPI(sfu.base_url, KEY)
         room = api.create_room(name="consult", empty_timeout_s=2)
         token = api.token(room["id"], "dr-1", role="doctor", name="Dr One")
@@ -139,7 +143,7 @@ def test_participant_events_and_session_rows(sfu_factory):
         assert joined_ev["data"] == {**joined_ev["data"], "room_id": room["id"], "user_id": "dr-1", "peer_id": peer_id,
                                      "name": "Dr One", "role": "doctor"}
         body = got[1][1]
-        assert headers["x-sfu-signature"] == "sha256=" + hmac.new(KEY.encode(), body, hashlib.sha256).hexdigest()
+        assert headers["x-sfu-signature"] == "sha256=" + hmac.new(HOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
         left_ev = events[2][0]
         assert left_ev["data"]["peer_id"] == peer_id and left_ev["data"]["reason"] == "left"
         # The room is empty again: it closes after its 2 s timeout, counted from the leave.
@@ -158,7 +162,7 @@ def test_recording_events(sfu_factory):
 
     r = Receiver(fail_first=0)
     try:
-        sfu = sfu_factory(env={"SFU_API_KEY": KEY, "SFU_WEBHOOK_URLS": r.url})
+        sfu = sfu_factory(env={"SFU_API_KEY": KEY, "SFU_WEBHOOK_URLS": r.url, "SFU_WEBHOOK_SECRET": HOOK_SECRET})
         api = ControlAPI(sfu.base_url, KEY)
         room = api.create_room(name="recorded")
 
@@ -191,6 +195,6 @@ def test_recording_events(sfu_factory):
         assert f["user_id"] == "dr-rec" and f["format"] == "webm" and f["video_codec"] == "vp8" and f["audio_codec"] == "opus"
         assert f["size_bytes"] > 10_000 and f["track_kinds"] == ["video", "audio"] and f["resolution"] == "320x240"
         headers, body, _ = next((h, b, s) for h, b, s in r.received if json.loads(b)["event"] == "recording_finished")
-        assert headers["x-sfu-signature"] == "sha256=" + hmac.new(KEY.encode(), body, hashlib.sha256).hexdigest()
+        assert headers["x-sfu-signature"] == "sha256=" + hmac.new(HOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
     finally:
         r.close()

@@ -96,6 +96,25 @@ struct RTCPTests {
         #expect(throws: RTPParseError.self) { try RTCPCompound.parse([UInt8](hex: "8fcd0005 00000001 00000002 00000001 00000000 00000000")) }
     }
 
+    @Test func transportCCStatusCountIsBounded() throws {
+        // 65,535 "not received" statuses in eight run-length chunks of 8,191 (+7): 40 bytes that
+        // would make the sender walk 65,535 entries.
+        let chunks = [TransportLayerCC.Chunk](repeating: .runLength(status: 0, length: 8191), count: 8) + [.runLength(status: 0, length: 7)]
+        let flood = TransportLayerCC(senderSSRC: 1, mediaSSRC: 2, baseSequenceNumber: 0, packetStatusCount: 65535, referenceTime: 0,
+                                     feedbackPacketCount: 0, chunks: chunks, recvDeltas: [])
+        var bytes: [UInt8] = []
+        flood.serialize(into: &bytes)
+        #expect(throws: RTPParseError.self) { try RTCPCompound.parse(bytes) }
+        // At the bound it still parses.
+        let most = TransportLayerCC(senderSSRC: 1, mediaSSRC: 2, baseSequenceNumber: 0, packetStatusCount: UInt16(TransportLayerCC.maxPacketStatusCount),
+                                    referenceTime: 0, feedbackPacketCount: 0, chunks: [.runLength(status: 0, length: 8191), .runLength(status: 0, length: 1)],
+                                    recvDeltas: [])
+        bytes = []
+        most.serialize(into: &bytes)
+        guard case .transportCC(let parsed) = try RTCPCompound.parse(bytes).first else { Issue.record("not transport-cc"); return }
+        #expect(parsed.statuses.count == TransportLayerCC.maxPacketStatusCount)
+    }
+
     @Test func feedbackMessages() throws {
         // RFC 4585 generic NACK: PID 1000 and BLP 0b101 -> 1000, 1001, 1003.
         let nackBytes = [UInt8](hex: "81cd0003 00000001 00000002 03e80005")

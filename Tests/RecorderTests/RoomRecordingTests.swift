@@ -53,8 +53,8 @@ struct RoomRecordingTests {
         var nextVideo = 0, nextAudio = 0
         for step in 0..<330 {
             let ms = step * 10
-            if ms == 1500 { #expect(h.room.setEnabled(peerID: pub.info.peerID, kind: .audio, enabled: false, nowNanos: h.now)) }
-            if ms == 2000 { #expect(h.room.setEnabled(peerID: pub.info.peerID, kind: .audio, enabled: true, nowNanos: h.now)) }
+            if ms == 1500 { #expect(h.room.setEnabled(peerID: pub.info.peerID, kind: .audio, enabled: false, nowNanos: h.now) == .applied) }
+            if ms == 2000 { #expect(h.room.setEnabled(peerID: pub.info.peerID, kind: .audio, enabled: true, nowNanos: h.now) == .applied) }
             while nextAudio < audio.count, nextAudio * 20 <= ms {
                 h.sendRTP(pub, RTPPacket(payloadType: 111, sequenceNumber: UInt16(nextAudio), timestamp: 10_000 + UInt32(nextAudio) * 960,
                                          ssrc: Self.audioSSRC, payload: audio[nextAudio]))

@@ -14,6 +14,14 @@ func bindingRequest(username: String, password: String, useCandidate: Bool = fal
     return STUNMessage(messageClass: .request, transactionID: tid, attributes: attributes).serialized(integrity: key)
 }
 
+/// What a full ICE agent answers to our check.
+func checkResponse(to request: STUNMessage, password: String) -> [UInt8] {
+    let key = HMAC(digest: .sha1, key: Array(password.utf8))!
+    return STUNMessage(messageClass: .successResponse, transactionID: request.transactionID,
+                       attributes: [STUNMessage.xorMappedAddressAttribute(TransportAddress(ipv4: 1, 2, 3, 4, port: 5), transactionID: request.transactionID)])
+        .serialized(integrity: key)
+}
+
 @Suite("ICE-lite agent")
 struct ICELiteAgentTests {
     let local = ICELiteAgent.Credentials(ufrag: "srvU", password: "server-password-0123456789")
@@ -91,12 +99,44 @@ struct ICELiteAgentTests {
         // A plain check from elsewhere does not move a nominated pair...
         out = handle(agent, bindingRequest(username: "srvU:cliU", password: local.password), from: b, now: 2)
         #expect(out.authenticated && out.newSelectedAddress == nil && agent.selectedAddress == a)
-        // ...a nomination there does (the client changed networks).
+        // ...a nomination there does (the client changed networks), once that address answered our
+        // own check: signed with the client's password, our transaction.
         out = handle(agent, bindingRequest(username: "srvU:cliU", password: local.password, useCandidate: true), from: b, now: 3)
-        #expect(out.newSelectedAddress == b && agent.selectedAddress == b)
+        #expect(out.newSelectedAddress == nil && agent.selectedAddress == a)
+        let check = try #require(out.check)
+        #expect(check.to == b)
+        let request = try STUNMessage(parsing: check.bytes)
+        #expect(request.messageClass == .request && request.username == "cliU:srvU")
+        out = handle(agent, checkResponse(to: request, password: remote.password), from: b, now: 4)
+        #expect(out.newSelectedAddress == b && agent.selectedAddress == b && agent.pending == nil)
         // Re-nominating the same address is not a change.
-        out = handle(agent, bindingRequest(username: "srvU:cliU", password: local.password, useCandidate: true), from: b, now: 4)
+        out = handle(agent, bindingRequest(username: "srvU:cliU", password: local.password, useCandidate: true), from: b, now: 5)
+        #expect(out.newSelectedAddress == nil && out.check == nil)
+    }
+
+    /// A nomination whose source address is forged: the check goes to that address, which does not
+    /// answer (or answers without the client's password, or from elsewhere): media stays put.
+    @Test func aNominationFromAnUnverifiedAddressDoesNotMoveMedia() throws {
+        let agent = try #require(ICELiteAgent(local: local, remote: remote))
+        _ = handle(agent, bindingRequest(username: "srvU:cliU", password: local.password, useCandidate: true), from: a, now: 1)
+        let victim = TransportAddress(ipv4: 203, 0, 113, 9, port: 443)
+        var out = handle(agent, bindingRequest(username: "srvU:cliU", password: local.password, useCandidate: true), from: victim, now: 2)
+        let request = try STUNMessage(parsing: try #require(out.check).bytes)
+        // A response with a wrong password, one from another address, one to another transaction.
+        out = handle(agent, checkResponse(to: request, password: "not-the-client-password-000"), from: victim, now: 3)
         #expect(out.newSelectedAddress == nil)
+        out = handle(agent, checkResponse(to: request, password: remote.password), from: b, now: 3)
+        #expect(out.newSelectedAddress == nil)
+        var other = request
+        other.transactionID = secureRandomBytes(12)
+        out = handle(agent, checkResponse(to: other, password: remote.password), from: victim, now: 3)
+        #expect(out.newSelectedAddress == nil && agent.selectedAddress == a)
+        // Repeated nominations from there re-send the check at most every 500 ms.
+        out = handle(agent, bindingRequest(username: "srvU:cliU", password: local.password, useCandidate: true), from: victim, now: 100_000_000)
+        #expect(out.check == nil)
+        out = handle(agent, bindingRequest(username: "srvU:cliU", password: local.password, useCandidate: true), from: victim, now: 600_000_000)
+        #expect(out.check != nil)
+        #expect(agent.selectedAddress == a)
     }
 
     @Test func consentExpiresAfterThirtySecondsWithoutValidRequests() throws {

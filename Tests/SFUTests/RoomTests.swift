@@ -161,10 +161,10 @@ struct RoomTests {
     @Test func muteStopsForwardingAndUnmuteResumesAtAKeyframeWithoutAGap() throws {
         let (h, pub, subs, tracks) = try Self.room(subscribers: 1)
         Self.stream(h, pub, frames: 10)
-        #expect(h.room.setEnabled(peerID: pub.info.peerID, kind: .video, enabled: false, nowNanos: h.now))
+        #expect(h.room.setEnabled(peerID: pub.info.peerID, kind: .video, enabled: false, nowNanos: h.now) == .applied)
         Self.stream(h, pub, frames: 10, firstSeq: 110)
         pub.publisherRTCP.removeAll()
-        #expect(h.room.setEnabled(peerID: pub.info.peerID, kind: .video, enabled: true, nowNanos: h.now))
+        #expect(h.room.setEnabled(peerID: pub.info.peerID, kind: .video, enabled: true, nowNanos: h.now) == .applied)
         // A keyframe is asked for at the unmute (paced: within a second of the previous request).
         h.run(steps: 110)
         #expect(pub.publisherRTCP.contains { if case .pli(let p) = $0 { p.mediaSSRC == Self.videoSSRC } else { false } })

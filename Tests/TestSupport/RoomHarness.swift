@@ -129,7 +129,7 @@ public final class RoomHarness {
     /// Publishes the given streams (audio/video SSRCs) from `peer`.
     public func publish(_ peer: Peer, streams: [ClientSDP.Stream]) {
         let offer = ClientSDP.publisherOffer(streams: streams, ice: peer.publisherICE, fingerprint: clientContext.certificate.sha256Fingerprint)
-        room.publisherOffer(peerID: peer.info.peerID, sdp: offer, nowNanos: now)
+        if let parsed = try? SessionDescription(parsing: offer) { room.publisherOffer(peerID: peer.info.peerID, offer: parsed, nowNanos: now) }
     }
 
     /// The rid header extension ids in ``publishSimulcast(_:audioSSRC:rids:)`` offers.
@@ -154,13 +154,17 @@ public final class RoomHarness {
                 lines.append("a=simulcast:send " + rids.joined(separator: ";"))
             }
         }
-        room.publisherOffer(peerID: peer.info.peerID, sdp: lines.joined(separator: "\r\n") + "\r\n", nowNanos: now)
+        if let parsed = try? SessionDescription(parsing: lines.joined(separator: "\r\n") + "\r\n") {
+            room.publisherOffer(peerID: peer.info.peerID, offer: parsed, nowNanos: now)
+        }
     }
 
     /// Advances the clock by `steps` x 10 ms, moving every queued datagram and running timers.
     public func run(steps: Int = 1) {
         for _ in 0..<steps {
-            for (peer, answer) in pendingAnswers { room.subscriberAnswer(peerID: peer.info.peerID, sdp: answer, nowNanos: now) }
+            for (peer, answer) in pendingAnswers {
+                if let parsed = try? SessionDescription(parsing: answer) { room.subscriberAnswer(peerID: peer.info.peerID, answer: parsed, nowNanos: now) }
+            }
             pendingAnswers.removeAll()
             var rounds = 0
             while (!toServer.isEmpty || !toClients.isEmpty) && rounds < 50 {
@@ -213,7 +217,11 @@ public final class RoomHarness {
         }
     }
 
+    /// Sees every datagram the server sends to a client, as it is on the wire (encrypted).
+    public var onClientDatagram: (([UInt8], TransportAddress) -> Void)?
+
     public func clientReceive(_ bytes: [UInt8], to: TransportAddress) {
+        onClientDatagram?(bytes, to)
         var bytes = bytes
         for p in peers {
             if to == p.publisherAddress, let c = p.publisher { bytes.withUnsafeMutableBytes { c.handleDatagram($0, nowNanos: now) } }

@@ -32,7 +32,9 @@ public struct ControlAPI: Sendable {
     public static let maxBodyBytes = 64 * 1024
 
     public init(store: MetadataStore, keys: APIKeys, iceServers: [String], logger: Logger, webhooks: WebhookDispatcher? = nil,
-                media: MediaRuntime? = nil, live: LiveRooms? = nil, demoEnabled: Bool = false, recordings: RecordingService? = nil) {
+                media: MediaRuntime? = nil, live: LiveRooms? = nil, demoEnabled: Bool = false, recordings: RecordingService? = nil,
+                tokenSecret: String? = nil) {
+        self.signer = JoinTokenSigner(secret: tokenSecret ?? keys.signingSecret)
         self.live = live
         self.recordings = recordings
         self.demoEnabled = demoEnabled
@@ -44,7 +46,8 @@ public struct ControlAPI: Sendable {
         self.logger = logger
     }
 
-    public var signer: JoinTokenSigner { JoinTokenSigner(secret: keys.signingSecret) }
+    /// Signs and verifies join tokens (`SFU_JWT_SECRET`, else the first API key).
+    public let signer: JoinTokenSigner
 
     func register<Context: RequestContext>(on router: Router<Context>) {
         let auth = APIKeyMiddleware<Context>(keys: keys)
@@ -175,6 +178,8 @@ public struct ControlAPI: Sendable {
         guard let room = try await liveRoom(id),
               try await room.run({ $0.remove(userID: user, code: "removed", message: "removed from the room through the API") })
         else { throw Self.participantNotFound(user, room: id) }
+        // The token it joined with (and any other issued so far) no longer gets it back in.
+        live?.revocations.revoke(room: id, user: user, atSeconds: Int64(Date().timeIntervalSince1970))
         return Response(status: .noContent)
     }
 
@@ -186,7 +191,7 @@ public struct ControlAPI: Sendable {
         guard let room = try await liveRoom(id) else { throw Self.participantNotFound(user, room: id) }
         let snapshot: ParticipantSnapshot? = try await room.run { room in
             guard let peerID = room.peerID(userID: user) else { return nil }
-            room.setEnabled(peerID: peerID, kind: kind, enabled: !muted, nowNanos: MediaWorker.nowNanos)
+            room.setEnabled(peerID: peerID, kind: kind, enabled: !muted, origin: .server, nowNanos: MediaWorker.nowNanos)
             return room.snapshot(nowNanos: MediaWorker.nowNanos).first { $0.peer.peerID == peerID }
         }
         guard let snapshot else { throw Self.participantNotFound(user, room: id) }
@@ -322,7 +327,10 @@ public struct ControlAPI: Sendable {
             throw APIError.badRequest("room is required (a name)")
         }
         let display = try body.string("name", maxLength: 100) ?? "guest"
-        let role = Role(rawValue: try body.string("role", maxLength: 32) ?? "doctor") ?? .doctor
+        // A patient unless the page asks for another role: whoever reaches the demo gets no more than that by default.
+        guard let role = Role(rawValue: try body.string("role", maxLength: 32) ?? Role.patient.rawValue) else {
+            throw APIError.badRequest("role must be doctor, patient or observer")
+        }
         let room: RoomRecord
         if let existing = try await store.rooms().first(where: { $0.name == name }) {
             room = existing

@@ -59,6 +59,9 @@ struct MetricsEndpoint: Sendable {
         out.counter("sfu_retransmissions_total", "Packets resent to subscribers after a NACK (live rooms).", counters.retransmissions)
         out.counter("sfu_retransmission_misses_total", "NACKed packets no longer in the retransmission buffer (live rooms).",
                     counters.retransmissionMisses)
+        out.counter("sfu_retransmissions_throttled_total",
+                    "NACKed packets not resent: resent less than an RTT before, or over the subscriber's retransmission budget (live rooms).",
+                    counters.retransmissionsThrottled)
         out.counter("sfu_layer_switches_total", "Simulcast spatial layer switches made for subscribers (live rooms).", counters.layerSwitches)
         out.gauge("sfu_tracks_paused", "Video subscriptions paused because the subscriber's downlink cannot carry them.", Double(counters.tracksPaused))
         out.counter("sfu_probe_padding_bytes_total", "Padding sent to probe subscribers' downlinks (live rooms).", counters.probePaddingBytes)

@@ -83,7 +83,8 @@ public struct JoinTokenSigner: Sendable {
         guard header["alg"] as? String == "HS256" else { throw .badAlgorithm }
         guard let signature = Self.unbase64url(parts[2]) else { throw .malformed }
         let expected = mac(Array("\(parts[0]).\(parts[1])".utf8))
-        guard expected.count == signature.count, zip(expected, signature).reduce(UInt8(0), { $0 | ($1.0 ^ $1.1) }) == 0 else {
+        // Fails closed: an HMAC that could not be computed (empty) matches nothing, not an empty signature.
+        guard expected.count == 32, expected.count == signature.count, zip(expected, signature).reduce(UInt8(0), { $0 | ($1.0 ^ $1.1) }) == 0 else {
             throw .badSignature
         }
         guard let payload = Self.unbase64url(parts[1]), let claims = try? JSONDecoder().decode(JoinClaims.self, from: Data(payload)) else {

@@ -21,6 +21,11 @@ public final class LiveRooms: Sendable {
     let media: MediaRuntime
     let logger: Logger
     private let rooms = NIOLockedValueBox<[String: Live]>([:])
+    /// Rooms closed since the start: a join that raced the close (or carries a room record read
+    /// before it) must not make the room live again.
+    private let closed = NIOLockedValueBox<Set<String>>([])
+    /// Tokens refused after their user was removed (``TokenRevocations``).
+    public let revocations = TokenRevocations()
 
     public init(media: MediaRuntime, logger: Logger) {
         self.media = media
@@ -28,8 +33,10 @@ public final class LiveRooms: Sendable {
     }
 
     /// The live room for `record`, made on a worker if it has none yet.
+    /// - Throws: ``RoomJoinError/closed`` when the room was closed (whatever `record` says).
     public func room(for record: RoomRecord) async throws -> Live {
         if let live = existing(record.id) { return live }
+        guard record.closedAt == nil, !isClosed(record.id) else { throw RoomJoinError.closed }
         let worker = media.pickWorker()
         let candidates = media.candidates(for: worker)
         let context = media.dtlsContext
@@ -38,12 +45,22 @@ public final class LiveRooms: Sendable {
             Live(worker: worker, room: NIOLoopBound(Room(id: record.id, maxParticipants: record.maxParticipants, host: worker, dtlsContext: context,
                                                        candidates: candidates, logger: logger), eventLoop: worker.eventLoop))
         }
-        return rooms.withLockedValue { rooms in
-            if let other = rooms[record.id] { return other }  // a concurrent first join won
+        let (live, raced) = rooms.withLockedValue { rooms -> (Live, Bool) in
+            if let other = rooms[record.id] { return (other, false) }  // a concurrent first join won
+            // Checked under the lock `close` takes first: a close that ran meanwhile wins.
+            if closed.withLockedValue({ $0.contains(record.id) }) { return (made, true) }
             rooms[record.id] = made
-            return made
+            return (made, false)
         }
+        if raced {
+            _ = try? await made.run { $0.close(message: "the room closed") }
+            throw RoomJoinError.closed
+        }
+        return live
     }
+
+    /// Whether `id` was closed while this server ran.
+    public func isClosed(_ id: String) -> Bool { closed.withLockedValue { $0.contains(id) } }
 
     public func existing(_ id: String) -> Live? { rooms.withLockedValue { $0[id] } }
 
@@ -51,7 +68,10 @@ public final class LiveRooms: Sendable {
 
     /// Closes a live room: everyone is told `room_closed` and disconnected.
     public func close(_ id: String, message: String) async {
-        guard let live = rooms.withLockedValue({ $0.removeValue(forKey: id) }) else { return }
+        guard let live = rooms.withLockedValue({ rooms -> Live? in
+            closed.withLockedValue { _ = $0.insert(id) }
+            return rooms.removeValue(forKey: id)
+        }) else { return }
         _ = try? await live.run { $0.close(message: message) }
     }
 

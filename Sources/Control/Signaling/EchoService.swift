@@ -100,7 +100,14 @@ public struct EchoService: Sendable {
 
     /// Creates a session for `offer` on a worker and returns the answer.
     /// - Throws: ``EchoSession/Error`` for an offer we cannot answer.
-    public func open(offer: String) async throws -> Handle {
+    public func open(offer text: String) async throws -> Handle {
+        // Parsed here, not on the worker's loop.
+        let offer: SessionDescription
+        do {
+            offer = try SessionDescription(parsing: text)
+        } catch {
+            throw EchoSession.Error.badOffer("SDP does not parse: \(error)")
+        }
         let worker = media.pickWorker()
         let context = media.dtlsContext
         let candidates = media.candidates(for: worker)

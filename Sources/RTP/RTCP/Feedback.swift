@@ -159,8 +159,13 @@ public struct ReceiverEstimatedMaximumBitrate: Sendable, Equatable {
     public var mantissa: UInt32
     public var ssrcs: [UInt32]
 
-    /// Bits per second.
-    public var bitrate: UInt64 { UInt64(mantissa) << UInt64(exponent) }
+    /// Bits per second (saturating: a mantissa shifted past 64 bits reads as UInt64.max, not as
+    /// the bits that are left).
+    public var bitrate: UInt64 {
+        let e = UInt64(min(exponent, 63))
+        guard e == 0 || UInt64(mantissa) >> (64 - e) == 0 else { return .max }
+        return UInt64(mantissa) << e
+    }
 
     public init(senderSSRC: UInt32, bitrate: UInt64, ssrcs: [UInt32]) {
         self.senderSSRC = senderSSRC

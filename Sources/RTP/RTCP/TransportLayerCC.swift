@@ -54,6 +54,10 @@ public struct TransportLayerCC: Sendable, Equatable {
         }
     }
 
+    /// The most packets one feedback may cover. libwebrtc's feedback covers what arrived since the
+    /// last one (50-250 ms: hundreds of packets); our send history keeps 4,096.
+    public static let maxPacketStatusCount = 8192
+
     public var senderSSRC: UInt32
     public var mediaSSRC: UInt32
     public var baseSequenceNumber: UInt16
@@ -101,6 +105,9 @@ public struct TransportLayerCC: Sendable, Equatable {
         let ref = try r.u24()
         referenceTime = ref & 0x80_0000 != 0 ? Int32(bitPattern: ref | 0xFF00_0000) : Int32(ref)
         feedbackPacketCount = try r.u8()
+        // A run-length chunk of "not received" covers 8,191 packets in two bytes: without a bound a
+        // 40-byte packet makes the sender walk 65,535 statuses.
+        guard Int(packetStatusCount) <= Self.maxPacketStatusCount else { throw .invalidField("packet status count beyond \(Self.maxPacketStatusCount)") }
         var chunks: [Chunk] = []
         var statuses: [UInt8] = []
         let total = Int(packetStatusCount)

@@ -9,6 +9,9 @@ public struct TWCCRecorder: Sendable {
     public var mediaSSRC: UInt32
     /// Most statuses one feedback packet carries; a longer range is split.
     public var maxStatusesPerPacket = 1000
+    /// Missing sequence numbers reported in a row at most; a larger jump restarts the report at
+    /// the next arrival.
+    public static let maxReportedGap: Int64 = 1000
 
     @usableFromInline var unwrapper = SequenceUnwrapper()
     /// (unwrapped sequence, arrival micros), unsorted.
@@ -50,6 +53,9 @@ public struct TWCCRecorder: Sendable {
             base = next  // report the leading losses too
         }
         while index < unique.count {
+            // A jump far beyond any real loss burst (a peer choosing its numbers): report from the
+            // arrival on instead of walking every number in between.
+            if unique[index].seq - base > Self.maxReportedGap { base = unique[index].seq }
             let (packet, consumed, end) = buildOne(base: base, arrivals: unique[index...])
             packets.append(packet)
             index += consumed

@@ -33,6 +33,9 @@ public struct SendHistory: Sendable {
     /// The receiver's clock offset is unknown: arrival times are relative to the first feedback's reference.
     private var referenceBaseMicros: Int64?
     private var lastReferenceMicros: Int64 = 0
+    private var referenceKnown = false
+    /// Feedback comes every 50-250 ms; its reference time moves by about that much.
+    static let maxReferenceStepMicros: Int64 = 60_000_000
 
     public init(capacity: Int = 4096) {
         let c = capacity.roundedUpToPowerOfTwo
@@ -56,11 +59,20 @@ public struct SendHistory: Sendable {
     ///   the rest of the batch's processing as path delay.
     public mutating func onFeedback(_ fb: TransportLayerCC, writtenNanos: (UInt64) -> Int64? = { _ in nil }) -> [PacketResult] {
         let statuses = fb.statuses
-        // The 24-bit reference time in 64 ms units, unwrapped.
-        var referenceMicros = Int64(fb.referenceTime) * 64_000
+        // The 24-bit reference time in 64 ms units, unwrapped: the step from the last one folded
+        // into ±half the wrap. A step of more than a minute is no feedback of a live stream (the
+        // peer chose it): start the unwrapping over from this value and use nothing of this one,
+        // so a peer cannot walk the unwrapped time towards overflow.
+        let raw = Int64(fb.referenceTime) * 64_000
         let wrap: Int64 = (1 << 24) * 64_000
-        while referenceMicros - lastReferenceMicros < -wrap / 2 { referenceMicros += wrap }
-        while referenceMicros - lastReferenceMicros > wrap / 2 { referenceMicros -= wrap }
+        var step = (raw - lastReferenceMicros) % wrap
+        if step > wrap / 2 { step -= wrap } else if step < -wrap / 2 { step += wrap }
+        guard abs(step) <= Self.maxReferenceStepMicros || !referenceKnown else {
+            lastReferenceMicros = raw
+            return []
+        }
+        referenceKnown = true
+        let referenceMicros = lastReferenceMicros + step
         lastReferenceMicros = referenceMicros
         var arrivalMicros = referenceMicros
         var deltaIndex = 0

@@ -67,7 +67,15 @@ public final class ClientTransport {
         let raw = UnsafeRawBufferPointer(datagram)
         switch PacketClass(classifying: raw) {
         case .stun:
-            guard let m = try? STUNMessage(parsing: raw), m.messageClass == .successResponse, m.checkIntegrity(raw, key: key) else { return }
+            guard let m = try? STUNMessage(parsing: raw) else { return }
+            // A full agent answers the server's checks (it sends one to verify a new address).
+            if m.messageClass == .request, let localKey = HMAC(digest: .sha1, key: Array(local.password.utf8)), m.checkIntegrity(raw, key: localKey) {
+                let response = STUNMessage(messageClass: .successResponse, transactionID: m.transactionID,
+                                           attributes: [STUNMessage.xorMappedAddressAttribute(serverAddress, transactionID: m.transactionID)])
+                response.serialized(integrity: localKey).withUnsafeBytes { onSend?($0) }
+                return
+            }
+            guard m.messageClass == .successResponse, m.checkIntegrity(raw, key: key) else { return }
             if state == .checking {
                 state = .handshaking
                 dtls.start(nowNanos: nowNanos)

@@ -44,14 +44,19 @@ public final class EchoSession: WebRTCTransportDelegate {
     var streams: [UInt8: Stream] = [:]
     var pliSent = false
 
-    /// Builds the transport and the answer for `offer`.
-    public init(offer: String, dtlsContext: DTLSContext, candidates: [HostCandidate], nowNanos: Int64, id: String) throws {
+    /// Parses `offer`, then as ``init(offer:dtlsContext:candidates:nowNanos:id:)-(SessionDescription,_,_,_,_)``.
+    public convenience init(offer text: String, dtlsContext: DTLSContext, candidates: [HostCandidate], nowNanos: Int64, id: String) throws {
         let sdp: SessionDescription
         do {
-            sdp = try SessionDescription(parsing: offer)
+            sdp = try SessionDescription(parsing: text)
         } catch {
             throw Error.badOffer("SDP does not parse: \(error)")
         }
+        try self.init(offer: sdp, dtlsContext: dtlsContext, candidates: candidates, nowNanos: nowNanos, id: id)
+    }
+
+    /// Builds the transport and the answer for `offer` (parsed by the caller, off the worker's loop).
+    public init(offer sdp: SessionDescription, dtlsContext: DTLSContext, candidates: [HostCandidate], nowNanos: Int64, id: String) throws {
         let first = sdp.media.first
         guard let ufrag = sdp.value("ice-ufrag", in: first), let pwd = sdp.value("ice-pwd", in: first) else {
             throw Error.badOffer("no ICE credentials")

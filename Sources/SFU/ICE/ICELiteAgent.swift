@@ -1,10 +1,12 @@
 import DTLS
 
-/// The server side of ICE-lite (RFC 8445 section 2.5 and 7.3): we never send checks, we answer the
-/// peer's binding requests when their USERNAME and MESSAGE-INTEGRITY check out, take the pair the
-/// peer nominates (USE-CANDIDATE) as the selected one, follow the peer to a new address when it
-/// nominates one there, and consider the transport dead when no valid request came for
-/// `consentTimeout` (RFC 7675 consent freshness). Sans-IO: every call takes `now`.
+/// The server side of ICE-lite (RFC 8445 section 2.5 and 7.3): we answer the peer's binding
+/// requests when their USERNAME and MESSAGE-INTEGRITY check out, take the pair the peer nominates
+/// (USE-CANDIDATE) as the selected one, and consider the transport dead when no valid request came
+/// for `consentTimeout` (RFC 7675 consent freshness). When a peer already connected nominates a new
+/// address (it changed networks), we follow only after that address answered a check of our own
+/// (RFC 7675's consent check): the request's source address can be forged, and following it
+/// unverified would aim the media at whoever the sender chose. Sans-IO: every call takes `now`.
 public final class ICELiteAgent {
     public struct Credentials: Sendable, Equatable {
         public var ufrag: String
@@ -28,6 +30,8 @@ public final class ICELiteAgent {
         public var authenticated = false
         /// Set when this request changed the selected address.
         public var newSelectedAddress: TransportAddress?
+        /// A binding request of ours to send, to verify an address the peer nominated.
+        public var check: (bytes: [UInt8], to: TransportAddress)?
     }
 
     public let local: Credentials
@@ -40,6 +44,11 @@ public final class ICELiteAgent {
     public private(set) var lastValidRequestNanos: Int64?
     /// Requests rejected (bad integrity, unknown user, malformed), for metrics.
     public private(set) var rejected = 0
+    /// A nominated address being verified: our check's transaction id and when it was sent.
+    public private(set) var pending: (address: TransportAddress, transactionID: [UInt8], sentNanos: Int64)?
+    /// A check not answered within this is sent again at the peer's next nomination from there.
+    static let recheckIntervalNanos: Int64 = 500_000_000
+    private var remoteKey: (password: String, key: HMAC)?
 
     public init?(local: Credentials, remote: Credentials? = nil, consentTimeoutNanos: Int64 = 30_000_000_000) {
         guard let key = HMAC(digest: .sha1, key: Array(local.password.utf8)) else { return nil }
@@ -76,7 +85,11 @@ public final class ICELiteAgent {
             rejected += 1
             return outcome
         }
-        // Indications (keepalives) and responses need no answer: we send no requests.
+        if message.messageClass == .successResponse {
+            verify(response: message, raw: raw, from: source, outcome: &outcome)
+            return outcome
+        }
+        // Indications (keepalives) and error responses need no answer.
         guard message.messageClass == .request else { return outcome }
 
         // RFC 5389 10.1.2: no USERNAME or MESSAGE-INTEGRITY -> 400; unknown user or bad MAC -> 401.
@@ -116,9 +129,17 @@ public final class ICELiteAgent {
         outcome.authenticated = true
         lastValidRequestNanos = nowNanos
         if message.useCandidate {
-            if selectedAddress != source || !nominated { outcome.newSelectedAddress = source }
-            selectedAddress = source
-            nominated = true
+            if nominated, let selected = selectedAddress, selected != source {
+                // Connected elsewhere: the new address must answer our check first.
+                if pending?.address != source || pending.map({ nowNanos - $0.sentNanos >= Self.recheckIntervalNanos }) == true {
+                    outcome.check = makeCheck(to: source, nowNanos: nowNanos)
+                }
+            } else {
+                if selectedAddress != source || !nominated { outcome.newSelectedAddress = source }
+                selectedAddress = source
+                nominated = true
+                pending = nil
+            }
         } else if !nominated, selectedAddress != source {
             selectedAddress = source
             outcome.newSelectedAddress = source
@@ -127,6 +148,41 @@ public final class ICELiteAgent {
                                    attributes: [STUNMessage.xorMappedAddressAttribute(source, transactionID: message.transactionID)])
         outcome.response = response.serialized(integrity: integrityKey)
         return outcome
+    }
+
+    /// A binding request to `address` with the peer's credentials (USERNAME remote:local,
+    /// MESSAGE-INTEGRITY with the peer's password), or nil when we do not know the peer's password.
+    private func makeCheck(to address: TransportAddress, nowNanos: Int64) -> (bytes: [UInt8], to: TransportAddress)? {
+        guard let remote, let key = remoteIntegrityKey(remote) else { return nil }
+        let tid = secureRandomBytes(12)
+        pending = (address, tid, nowNanos)
+        let request = STUNMessage(messageClass: .request, transactionID: tid, attributes: [
+            STUNMessage.usernameAttribute("\(remote.ufrag):\(local.ufrag)"),
+            STUNMessage.u32Attribute(STUNAttributeType.priority, 0x6E00_01FF),
+            STUNMessage.u64Attribute(STUNAttributeType.iceControlled, 0),
+        ])
+        return (request.serialized(integrity: key), address)
+    }
+
+    private func remoteIntegrityKey(_ remote: Credentials) -> HMAC? {
+        if let k = remoteKey, k.password == remote.password { return k.key }
+        guard let key = HMAC(digest: .sha1, key: Array(remote.password.utf8)) else { return nil }
+        remoteKey = (remote.password, key)
+        return key
+    }
+
+    /// The answer to our check: from the address checked, our transaction, signed with the peer's
+    /// password. Then the selected address moves there.
+    private func verify(response: STUNMessage, raw: UnsafeRawBufferPointer, from source: TransportAddress, outcome: inout Outcome) {
+        guard let p = pending, p.address == source, p.transactionID == response.transactionID,
+              let remote, let key = remoteIntegrityKey(remote), response.checkIntegrity(raw, key: key) else {
+            rejected += 1
+            return
+        }
+        pending = nil
+        selectedAddress = source
+        outcome.newSelectedAddress = source
+        outcome.authenticated = true
     }
 
     private func errorResponse(to request: STUNMessage, code: Int, reason: String) -> [UInt8] {

@@ -4,6 +4,9 @@
 public struct SessionDemux {
     private(set) var byUfrag: [String: WorkerSession] = [:]
     private var byAddress: [TransportAddress: WorkerSession] = [:]
+    /// Addresses a session is verifying (``ICELiteAgent/pending``): the answer to our check carries
+    /// no USERNAME, so it is routed by where it comes from. One per session.
+    private var byPendingCheck: [TransportAddress: WorkerSession] = [:]
 
     public init() {}
 
@@ -25,6 +28,7 @@ public struct SessionDemux {
             byAddress[address] = nil
             addresses.append(address)
         }
+        for (address, s) in byPendingCheck where s === session { byPendingCheck[address] = nil }
         return addresses
     }
 
@@ -35,15 +39,26 @@ public struct SessionDemux {
 
     /// The session for a datagram from `source`, or nil.
     public func route(_ raw: UnsafeRawBufferPointer, from source: TransportAddress) -> WorkerSession? {
-        if STUNMessage.isSTUN(raw) { return Self.username(raw).flatMap { byUfrag[$0] } }
+        if STUNMessage.isSTUN(raw) {
+            if let ufrag = Self.username(raw) { return byUfrag[ufrag] }
+            return byPendingCheck[source] ?? byAddress[source]
+        }
         return byAddress[source]
     }
 
-    /// After `session` handled a datagram from `source`: remember the address it selected.
+    /// After `session` handled a datagram from `source`: remember the address it selected (and
+    /// forget the one it left: a stale entry would hand it whatever comes from there later), and
+    /// the address it is verifying.
     /// - Returns: true when the address is new for the session.
     @discardableResult
     public mutating func learn(_ session: WorkerSession, from source: TransportAddress) -> Bool {
+        if let pending = session.transport.ice.pending?.address, byPendingCheck[pending] !== session {
+            for (address, s) in byPendingCheck where s === session { byPendingCheck[address] = nil }
+            byPendingCheck[pending] = session
+        }
         guard let selected = session.transport.remoteAddress, selected == source, byAddress[source] !== session else { return false }
+        for (address, s) in byAddress where s === session { byAddress[address] = nil }
+        if byPendingCheck[source] === session { byPendingCheck[source] = nil }
         byAddress[source] = session
         return true
     }

@@ -67,8 +67,14 @@ final class Consumer {
         var timestamp: UInt32 = 0
         var pictureID: UInt16?
         var tl0PicIdx: UInt8?
-        /// When it was sent (.min: nothing in this slot).
+        /// The transport-wide sequence number it carried (nil: transport-cc not negotiated). A
+        /// resend without RTX carries it again, so the packet is byte-identical: SRTP then derives
+        /// the same IV for the same plaintext (a different header under the same SSRC and sequence
+        /// number would reuse an AES-GCM nonce).
+        var transportSequence: UInt16?
+        /// When it was sent (.min: nothing in this slot), and last resent.
         var nanos: Int64 = .min
+        var resentNanos: Int64 = .min
     }
     private var sentPackets: [SentPacket]
     static let sentCapacity = 512
@@ -85,6 +91,13 @@ final class Consumer {
     var spliceSequence: UInt16?
     /// NACKed packets not resent because they belong to a stream left behind (or being left).
     public private(set) var retransmissionsSkipped = 0
+    /// NACKed packets not resent because they were resent less than an RTT ago, or because the
+    /// subscriber's retransmission budget was spent (``SubscriberConnection/retransmissionBudget``).
+    public private(set) var retransmissionsThrottled = 0
+    /// A packet is resent at most once per round trip (this when the RTT is not known yet), so
+    /// repeated NACKs for it (one datagram can name the same number hundreds of times) cost nothing.
+    static let defaultResendIntervalNanos: Int64 = 100_000_000
+    static let resendIntervalRange: ClosedRange<Int64> = 10_000_000...1_000_000_000
 
     init(producer: Producer, subscriber: SubscriberConnection, mid: String) {
         self.producer = producer
@@ -150,6 +163,7 @@ final class Consumer {
             vp8 = (d, d.pictureID.flatMap { pictureIDs.input($0) }, d.tl0PicIdx.flatMap { tl0PicIdx.input($0) })
         }
         let payload = UnsafeRawBufferPointer(rebasing: packet[header.payloadRange])
+        let transportSequence = subscriber.nextTransportSequence
         if subscriber.sendMedia(consumer: self, marker: header.marker, payloadType: payloadType, sequenceNumber: outSequence,
                                 timestamp: outTimestamp, ssrc: ssrc, payload: payload, vp8: vp8, nowNanos: nowNanos) {
             packetsSent &+= 1
@@ -160,7 +174,8 @@ final class Consumer {
             if !sentPackets.isEmpty {
                 sentPackets[Int(outSequence) & (Self.sentCapacity - 1)] = SentPacket(
                     sequence: outSequence, inputSequence: header.sequenceNumber, spatial: UInt8(truncatingIfNeeded: spatial), marker: header.marker,
-                    payloadType: payloadType, timestamp: outTimestamp, pictureID: vp8?.pictureID, tl0PicIdx: vp8?.tl0PicIdx, nanos: nowNanos)
+                    payloadType: payloadType, timestamp: outTimestamp, pictureID: vp8?.pictureID, tl0PicIdx: vp8?.tl0PicIdx,
+                    transportSequence: transportSequence, nanos: nowNanos)
             }
         }
     }
@@ -180,7 +195,7 @@ final class Consumer {
             timestampOffset = UInt32.random(in: 0...UInt32.max) &- header.timestamp
             timestampStarted = true
         } else if let previous, previous !== stream {
-            let elapsed = Int64(max(1, (stream.lastPacketNanos ?? lastSentNanos) - lastSentNanos)) * Int64(producer.clockRate) / 1_000_000_000
+            let elapsed = MediaClock.ticks(nanos: max(1, (stream.lastPacketNanos ?? lastSentNanos) - lastSentNanos), clockRate: producer.clockRate)
             let byArrival = lastOutTimestamp &+ UInt32(truncatingIfNeeded: max(1, elapsed))
             var out = byArrival
             if let mapped = previous.timestamp(mapping: header.timestamp, from: stream, clockRate: producer.clockRate) {
@@ -242,15 +257,21 @@ final class Consumer {
     func retransmit(_ sequenceNumbers: [UInt16], nowNanos: Int64) {
         guard !sentPackets.isEmpty, active else { return }
         var missed = false
+        // One NACK datagram can name thousands of numbers (17 per 4 bytes), the same ones again
+        // and again: each once, and no more than the record keeps.
+        var seen = Set<UInt16>(minimumCapacity: min(sequenceNumbers.count, Self.sentCapacity))
         for s in sequenceNumbers {
+            guard seen.count < Self.sentCapacity else { break }
+            guard seen.insert(s).inserted else { continue }
             // The stream being left for a lower one that fits, or one already left: its frames will not be decoded.
             if dropCurrentWhileSwitching || spliceSequence.map({ Int16(bitPattern: s &- $0) < 0 }) == true {
                 retransmissionsSkipped += 1
                 continue
             }
-            if resend(s, nowNanos: nowNanos) {
-                retransmitted += 1
-            } else {
+            switch resend(s, nowNanos: nowNanos) {
+            case .sent: retransmitted += 1
+            case .throttled: retransmissionsThrottled += 1
+            case .missed:
                 retransmissionMisses += 1
                 missed = true
             }
@@ -260,20 +281,25 @@ final class Consumer {
     }
 
     /// Rebuilds and sends the packet sent as `sequenceNumber`, if it is recent and still stored.
-    private func resend(_ sequenceNumber: UInt16, nowNanos: Int64) -> Bool {
-        let record = sentPackets[Int(sequenceNumber) & (Self.sentCapacity - 1)]
+    private func resend(_ sequenceNumber: UInt16, nowNanos: Int64) -> SubscriberConnection.RetransmissionOutcome {
+        let slot = Int(sequenceNumber) & (Self.sentCapacity - 1)
+        let record = sentPackets[slot]
         guard record.nanos != .min, record.sequence == sequenceNumber, nowNanos - record.nanos <= Self.maxRetransmissionAgeNanos,
               Int(record.spatial) < producer.streams.count,
-              let store = producer.streams[Int(record.spatial)].retransmissions else { return false }
-        let sent = store.withPacket(sequenceNumber: record.inputSequence, nowNanos: nowNanos, maxAgeNanos: Self.maxRetransmissionAgeNanos) { stored -> Bool in
-            guard let header = try? RTPHeader(parsing: stored), header.payloadLength > 0 else { return false }
+              let store = producer.streams[Int(record.spatial)].retransmissions else { return .missed }
+        let interval = min(max(subscriber.rttNanos ?? Self.defaultResendIntervalNanos, Self.resendIntervalRange.lowerBound),
+                           Self.resendIntervalRange.upperBound)
+        if record.resentNanos != .min, nowNanos - record.resentNanos < interval { return .throttled }
+        let outcome = store.withPacket(sequenceNumber: record.inputSequence, nowNanos: nowNanos,
+                                       maxAgeNanos: Self.maxRetransmissionAgeNanos) { stored -> SubscriberConnection.RetransmissionOutcome in
+            guard let header = try? RTPHeader(parsing: stored), header.payloadLength > 0 else { return .missed }
             let payload = UnsafeRawBufferPointer(rebasing: stored[header.payloadRange])
             var vp8: SubscriberConnection.VP8Rewrite?
             if producer.codec == .vp8, let d = try? VP8Descriptor(parsing: payload) { vp8 = (d, record.pictureID, record.tl0PicIdx) }
-            return subscriber.sendRetransmission(consumer: self, sequenceNumber: sequenceNumber, marker: record.marker, payloadType: record.payloadType,
-                                                 timestamp: record.timestamp, payload: payload, vp8: vp8, nowNanos: nowNanos)
-        }
-        return sent == true
+            return subscriber.sendRetransmission(consumer: self, record: record, payload: payload, vp8: vp8, nowNanos: nowNanos)
+        } ?? .missed
+        if outcome == .sent { sentPackets[slot].resentNanos = nowNanos }
+        return outcome
     }
 
     func pause() {

@@ -7,8 +7,17 @@ public final class Participant {
     var subscriber: SubscriberConnection?
     /// Published tracks, in publication order.
     var producers: [Producer] = []
+    /// What the participant itself asked for (`toggle_audio` / `toggle_video`).
     var audioEnabled = true
     var videoEnabled = true
+    /// Muted by the room's owner (the control API): the participant cannot clear it.
+    var serverMuted: Set<MediaKind> = []
+
+    /// Whether the participant's microphone (audio) or camera (video) is forwarded: it wants it on
+    /// and the server has not muted it.
+    func isEnabled(_ kind: MediaKind) -> Bool {
+        (kind == .audio ? audioEnabled : videoEnabled) && !serverMuted.contains(kind)
+    }
     /// `screen_share {enabled: true}` came: the next new video section is the screen.
     var screenSharePending = false
     let joinedNanos: Int64

@@ -59,8 +59,12 @@ public final class ProducerStream {
     /// The last 512 packets as received (video), by the publisher's sequence number: the one copy
     /// every consumer rebuilds its NACKed packets from.
     var retransmissions: RetransmissionBuffer?
-    /// The publisher's last SR for this stream: its NTP time and RTP time, and when it arrived (our clock).
+    /// The publisher's last SR for this stream taken as its RTP <-> NTP mapping (``SenderReportFilter``):
+    /// its NTP time and RTP time, and when it arrived (our clock).
     public internal(set) var senderReport: (ntp: UInt64, rtp: UInt32, arrivalNanos: Int64)?
+    /// The last SR received, taken or not: our receiver reports echo it (LSR/DLSR) for the publisher's RTT.
+    var lastReceivedSR: (ntp: UInt64, arrivalNanos: Int64)?
+    var senderReportFilter = SenderReportFilter()
     var lastArrival: (rtp: UInt32, nanos: Int64)?
     /// Everything this stream carries, and per temporal layer (index = TID, 0...3).
     var rate = RateMeter()
@@ -108,23 +112,32 @@ public final class ProducerStream {
         if nowNanos - maxTemporalSeenNanos > Self.inactiveAfterNanos { maxTemporal = 0 }
     }
 
+    /// A sender report from the publisher for this stream, received at `nowNanos`.
+    func receiveSenderReport(ntp: UInt64, rtp: UInt32, nowNanos: Int64, clockRate: Int) {
+        lastReceivedSR = (ntp, nowNanos)
+        if senderReportFilter.offer((ntp, rtp, nowNanos), clockRate: clockRate) { senderReport = senderReportFilter.accepted }
+    }
+
     /// This stream's RTP time and NTP time at `nowNanos`, from the publisher's last SR.
     func rtpTime(atNanos nowNanos: Int64, clockRate: Int) -> (rtp: UInt32, ntp: UInt64)? {
         guard let sr = senderReport else { return nil }
         let elapsed = nowNanos - sr.arrivalNanos
-        let ticks = UInt32(truncatingIfNeeded: elapsed * Int64(clockRate) / 1_000_000_000)
-        let ntpElapsed = (UInt64(max(0, elapsed)) << 32) / 1_000_000_000
-        return (sr.rtp &+ ticks, sr.ntp &+ ntpElapsed)
+        let ticks = UInt32(truncatingIfNeeded: MediaClock.ticks(nanos: elapsed, clockRate: clockRate))
+        return (sr.rtp &+ ticks, sr.ntp &+ MediaClock.ntpDuration(nanos: elapsed))
     }
 
+    /// Two layers' SRs further apart than this are not one capture clock (or not current): a layer
+    /// switch then places the new layer by arrival time.
+    static let maxLayerSRDistanceNanos: Int64 = 60_000_000_000
+
     /// The RTP time in this stream's timeline of `rtp` from `other`'s timeline, through both
-    /// streams' SR mappings (NTP), or nil when either has no SR yet.
+    /// streams' SR mappings (NTP), or nil when either has no SR yet or they are implausibly far apart.
     func timestamp(mapping rtp: UInt32, from other: ProducerStream, clockRate: Int) -> UInt32? {
-        guard let mine = senderReport, let theirs = other.senderReport else { return nil }
+        guard let mine = senderReport, let theirs = other.senderReport,
+              let ntpDelta = MediaClock.difference(theirs.ntp, mine.ntp, limitNanos: Self.maxLayerSRDistanceNanos) else { return nil }
         // other: rtp -> NTP; mine: NTP -> rtp. Differences kept signed and small.
         let sinceTheirs = Int64(Int32(bitPattern: rtp &- theirs.rtp))
-        let ntpDelta = Int64(bitPattern: theirs.ntp &- mine.ntp)  // theirs - mine, 32.32 fixed point
-        let ntpTicks = ((ntpDelta >> 16) * Int64(clockRate)) >> 16  // (Swift: >> binds tighter than *)
+        let ntpTicks = MediaClock.ticks(nanos: ntpDelta, clockRate: clockRate)
         return mine.rtp &+ UInt32(truncatingIfNeeded: ntpTicks + sinceTheirs)
     }
 }

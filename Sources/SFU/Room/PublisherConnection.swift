@@ -105,9 +105,9 @@ final class PublisherConnection: WorkerSession, WebRTCTransportDelegate {
                 for stream in p.streams {
                     guard let ssrc = stream.ssrc, stream.stats.received > 0 else { continue }
                     var lsr: UInt32 = 0, dlsr: UInt32 = 0
-                    if let sr = stream.senderReport {
+                    if let sr = stream.lastReceivedSR {
                         lsr = UInt32(truncatingIfNeeded: sr.ntp >> 16)
-                        dlsr = UInt32(truncatingIfNeeded: (nowNanos - sr.arrivalNanos) * 65536 / 1_000_000_000)
+                        dlsr = UInt32(truncatingIfNeeded: MediaClock.ticks(nanos: nowNanos - sr.arrivalNanos, clockRate: 65536))
                     }
                     reports.append(stream.stats.makeReport(ssrc: ssrc, lastSR: lsr, delaySinceLastSR: dlsr))
                     stream.lastReport = reports.last
@@ -249,7 +249,7 @@ final class PublisherConnection: WorkerSession, WebRTCTransportDelegate {
     func transport(_ transport: WebRTCTransport, didReceiveRTCP packets: [RTCPPacket], nowNanos: Int64) {
         for packet in packets {
             if case .senderReport(let sr) = packet, let route = routesBySSRC[sr.ssrc] {
-                route.stream.senderReport = (sr.ntpTime, sr.rtpTime, nowNanos)
+                route.stream.receiveSenderReport(ntp: sr.ntpTime, rtp: sr.rtpTime, nowNanos: nowNanos, clockRate: route.producer.clockRate)
             }
         }
     }

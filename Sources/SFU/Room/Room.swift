@@ -10,6 +10,8 @@ public struct RoomCounters: Sendable, Equatable {
     /// Packets resent to subscribers after a NACK, and NACKed packets no longer in the buffer.
     public var retransmissions = 0
     public var retransmissionMisses = 0
+    /// NACKed packets not resent: resent less than an RTT before, or over the subscriber's budget.
+    public var retransmissionsThrottled = 0
     /// Simulcast layer switches made by consumers.
     public var layerSwitches = 0
     /// Video consumers paused by the allocator now (live rooms only).
@@ -27,6 +29,7 @@ public struct RoomCounters: Sendable, Equatable {
     mutating func add(_ consumer: Consumer) {
         retransmissions += consumer.retransmitted
         retransmissionMisses += consumer.retransmissionMisses
+        retransmissionsThrottled += consumer.retransmissionsThrottled
         layerSwitches += consumer.layerSwitches
     }
 
@@ -35,6 +38,7 @@ public struct RoomCounters: Sendable, Equatable {
         keyframeRequestsThrottled += other.keyframeRequestsThrottled
         retransmissions += other.retransmissions
         retransmissionMisses += other.retransmissionMisses
+        retransmissionsThrottled += other.retransmissionsThrottled
         layerSwitches += other.layerSwitches
         tracksPaused += other.tracksPaused
         probePaddingBytes += other.probePaddingBytes
@@ -172,19 +176,32 @@ public final class Room {
 
     // MARK: Negotiation
 
-    /// A publisher offer: answered through the sink, then tracks published or unpublished.
-    public func publisherOffer(peerID: String, sdp text: String, nowNanos: Int64) {
+    /// Tracks one participant may publish at once, by kind: a microphone, and a camera plus a
+    /// screen share. More sending m-lines in an offer are refused (`bad_offer`): each track costs a
+    /// producer here and a consumer and an m-line at every other participant.
+    public struct TrackLimits: Sendable, Equatable {
+        public var audio: Int
+        public var video: Int
+        public init(audio: Int = 1, video: Int = 2) {
+            self.audio = audio
+            self.video = video
+        }
+    }
+    public var trackLimits = TrackLimits()
+
+    /// A publisher offer (parsed by the caller, off this loop: parsing is the costly part of an
+    /// offer): answered through the sink, then tracks published or unpublished.
+    public func publisherOffer(peerID: String, offer: SessionDescription, nowNanos: Int64) {
         guard let p = participant(peerID) else { return }
-        let offer: SessionDescription
-        do {
-            offer = try SessionDescription(parsing: text)
-        } catch {
-            p.sink(.error(code: "bad_offer", message: "SDP does not parse: \(error)"))
+        let sending = offer.media.filter { ($0.port != 0 || $0.has("bundle-only")) && ($0.direction == "sendonly" || $0.direction == "sendrecv") }
+        if !sending.isEmpty && !p.peer.canPublish {
+            p.sink(.error(code: "permission_denied", message: "this token may not publish (role \(p.peer.role))"))
             return
         }
-        let sends = offer.media.contains { ($0.port != 0 || $0.has("bundle-only")) && ($0.direction == "sendonly" || $0.direction == "sendrecv") }
-        if sends && !p.peer.canPublish {
-            p.sink(.error(code: "permission_denied", message: "this token may not publish (role \(p.peer.role))"))
+        let audio = sending.filter { $0.kind == "audio" }.count
+        let video = sending.filter { $0.kind == "video" }.count
+        guard audio <= trackLimits.audio, video <= trackLimits.video else {
+            p.sink(.error(code: "bad_offer", message: "too many tracks: at most \(trackLimits.audio) audio and \(trackLimits.video) video (camera and screen share) at once"))
             return
         }
         do {
@@ -220,9 +237,9 @@ public final class Room {
             publisher.sessionVersion = version
             publisher.extensions = ids
             p.sink(.publisherAnswer(sdp: answer.text))
-            var sending: Set<String> = []
+            var sendingMids: Set<String> = []
             for section in sections where section.sending {
-                sending.insert(section.mid)
+                sendingMids.insert(section.mid)
                 if p.producers.contains(where: { $0.mid == section.mid }) { continue }
                 let source: TrackSource
                 if section.kind == .audio {
@@ -235,7 +252,7 @@ public final class Room {
                 }
                 publish(Producer(trackID: RandomID.make("tr_"), peerID: p.peer.peerID, section: section, source: source), of: p)
             }
-            for producer in p.producers where !sending.contains(producer.mid) {
+            for producer in p.producers where !sendingMids.contains(producer.mid) {
                 unpublish(producer, of: p, negotiate: false)
             }
             for o in participants where o !== p { o.subscriber?.negotiateIfNeeded() }
@@ -248,8 +265,8 @@ public final class Room {
 
     func publish(_ producer: Producer, of p: Participant) {
         switch (producer.kind, producer.source) {
-        case (.audio, _): producer.muted = !p.audioEnabled
-        case (.video, .camera): producer.muted = !p.videoEnabled
+        case (.audio, _): producer.muted = !p.isEnabled(.audio)
+        case (.video, .camera): producer.muted = !p.isEnabled(.video)
         default: break
         }
         p.producers.append(producer)
@@ -276,36 +293,56 @@ public final class Room {
         producer.consumers.removeAll()
     }
 
-    /// The client's answer to our last subscriber offer.
-    public func subscriberAnswer(peerID: String, sdp text: String, nowNanos: Int64) {
+    /// The client's answer to our last subscriber offer (parsed by the caller, off this loop).
+    public func subscriberAnswer(peerID: String, answer: SessionDescription, nowNanos: Int64) {
         guard let p = participant(peerID) else { return }
         guard let subscriber = p.subscriber else {
             p.sink(.error(code: "permission_denied", message: "this token may not subscribe"))
             return
         }
         do {
-            let answer = try SessionDescription(parsing: text)
             try subscriber.applyAnswer(answer, nowNanos: nowNanos)
-        } catch let error as RoomSDPError {
-            p.sink(.error(code: "bad_answer", message: error.description))
         } catch {
-            p.sink(.error(code: "bad_answer", message: "SDP does not parse: \(error)"))
+            p.sink(.error(code: "bad_answer", message: error.description))
         }
     }
 
     // MARK: Room events
 
-    /// Mute or unmute a participant's microphone (audio) or camera (video): forwarding stops or
-    /// resumes (video resumes at a keyframe) and everyone gets the `*_toggled` event.
-    /// - Returns: false when the peer is not in the room.
+    /// Who turns a participant's microphone or camera on or off.
+    public enum ToggleOrigin: Sendable { case participant, server }
+
+    /// What a toggle did.
+    public enum ToggleResult: Sendable, Equatable {
+        case applied
+        /// The participant asked to turn on what the server muted: nothing changed.
+        case mutedByServer
+        case notInRoom
+    }
+
+    /// Mute or unmute a participant's microphone (audio) or camera (video). The participant's own
+    /// toggles and the server's mute are separate: what is forwarded is on only when the participant
+    /// wants it and the server has not muted it, so a participant cannot undo a server mute.
+    /// Forwarding stops or resumes (video resumes at a keyframe) and everyone gets the `*_toggled`
+    /// event with the resulting state.
     @discardableResult
-    public func setEnabled(peerID: String, kind: MediaKind, enabled: Bool, nowNanos: Int64) -> Bool {
-        guard let p = participant(peerID) else { return false }
-        if kind == .audio { p.audioEnabled = enabled } else { p.videoEnabled = enabled }
+    public func setEnabled(peerID: String, kind: MediaKind, enabled: Bool, origin: ToggleOrigin = .participant, nowNanos: Int64) -> ToggleResult {
+        guard let p = participant(peerID) else { return .notInRoom }
+        switch origin {
+        case .participant:
+            if kind == .audio { p.audioEnabled = enabled } else { p.videoEnabled = enabled }
+            if enabled && p.serverMuted.contains(kind) {
+                p.sink(.error(code: "muted_by_server", message: "the \(kind.rawValue) was muted by the room's owner and stays muted"))
+                return .mutedByServer
+            }
+        case .server:
+            if enabled { p.serverMuted.remove(kind) } else { p.serverMuted.insert(kind) }
+        }
+        let on = p.isEnabled(kind)
         for producer in p.producers where producer.kind == kind && producer.source != .screen {
             let wasMuted = producer.muted
-            producer.muted = !enabled
-            if wasMuted && enabled && kind == .video {
+            producer.muted = !on
+            if wasMuted && on && kind == .video {
                 for c in producer.consumers {
                     c.waitingForKeyframe = true
                     c.requestKeyframe(nowNanos: nowNanos)
@@ -313,8 +350,8 @@ public final class Room {
                 if !producer.taps.isEmpty { producer.requestKeyframe(nowNanos: nowNanos) }
             }
         }
-        broadcast(.toggled(event: kind == .audio ? "audio_toggled" : "video_toggled", peerID: p.peer.peerID, userID: p.peer.userID, enabled: enabled))
-        return true
+        broadcast(.toggled(event: kind == .audio ? "audio_toggled" : "video_toggled", peerID: p.peer.peerID, userID: p.peer.userID, enabled: on))
+        return .applied
     }
 
     /// The peer id of a user in the room.

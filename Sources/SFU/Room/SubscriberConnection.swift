@@ -36,6 +36,9 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     private(set) var rttNanos: Int64?
     private(set) var downlinkLoss: Double?
     private(set) var remb: UInt64?
+    static let maxREMBBitsPerSecond: UInt64 = 10_000_000_000
+    /// A round trip beyond this is not a measurement (the peer's LSR/DLSR are its own to choose).
+    static let maxRTTNanos: Int64 = 5_000_000_000
     /// Downlink estimation (issue 8): what we sent with transport-wide numbers, and the estimator
     /// fed by the subscriber's transport-cc feedback. Not used for layer choice yet.
     var sendHistory = SendHistory()
@@ -214,30 +217,57 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     /// Resends a packet a consumer sent as `sequenceNumber`, rebuilt from the producer's stored copy
     /// of its payload: as RTX (on the consumer's RTX SSRC, the original sequence number before the
     /// payload) when negotiated, else as the packet again.
-    func sendRetransmission(consumer: Consumer, sequenceNumber: UInt16, marker: Bool, payloadType: UInt8, timestamp: UInt32,
-                            payload: UnsafeRawBufferPointer, vp8: VP8Rewrite?, nowNanos: Int64) -> Bool {
-        guard isConnected else { return false }
-        let twcc = transportCC
-        let seq = transportSequence
-        let sent: Bool
+    /// What became of one NACKed packet.
+    enum RetransmissionOutcome { case sent, missed, throttled }
+
+    /// The transport-wide sequence number the next media packet gets (nil without transport-cc).
+    var nextTransportSequence: UInt16? { transportCC ? transportSequence : nil }
+
+    /// Retransmissions to this subscriber, bytes per second: a share of its downlink estimate, never
+    /// less than the floor (NACKs come before the estimator has learned much). Tokens for a quarter
+    /// of a second at most: a NACK storm gets one burst, then the steady share.
+    struct RetransmissionBudget {
+        static let share = 0.5
+        static let floorBitsPerSecond = 300_000.0
+        static let burstSeconds = 0.25
+        var bucket = TokenBucket(burst: floorBitsPerSecond / 8 * burstSeconds)
+
+        mutating func take(_ bytes: Int, estimateBitsPerSecond: Double, nowNanos: Int64) -> Bool {
+            let rate = max(estimateBitsPerSecond * Self.share, Self.floorBitsPerSecond) / 8
+            return bucket.take(Double(bytes), rate: rate, burst: rate * Self.burstSeconds, nowNanos: nowNanos)
+        }
+    }
+    var retransmissionBudget = RetransmissionBudget()
+
+    /// Resends a packet `consumer` sent (its `record`). As RTX when negotiated: the RTX SSRC's own
+    /// sequence number, a new transport-wide number. Without RTX the packet goes again byte for
+    /// byte, its original transport-wide number included (``Consumer/SentPacket/transportSequence``),
+    /// and is not fed to the estimator twice.
+    func sendRetransmission(consumer: Consumer, record: Consumer.SentPacket, payload: UnsafeRawBufferPointer, vp8: VP8Rewrite?,
+                            nowNanos: Int64) -> RetransmissionOutcome {
+        guard isConnected else { return .missed }
+        guard retransmissionBudget.take(payload.count + 22, estimateBitsPerSecond: estimator.estimate, nowNanos: nowNanos) else { return .throttled }
         if let rtxPT = consumer.rtxPayloadType, let rtxSSRC = consumer.rtxSSRC {
+            let twcc = transportCC
+            let seq = transportSequence
             let rtxSeq = consumer.rtxSequence
-            sent = transport.sendRTP { buffer in
-                Self.writePacket(buffer, marker: marker, payloadType: rtxPT, sequenceNumber: rtxSeq, timestamp: timestamp, ssrc: rtxSSRC,
-                                 transportSequence: twcc ? seq : nil, originalSequence: sequenceNumber, payload: payload, vp8: vp8)
+            let sent = transport.sendRTP { buffer in
+                Self.writePacket(buffer, marker: record.marker, payloadType: rtxPT, sequenceNumber: rtxSeq, timestamp: record.timestamp, ssrc: rtxSSRC,
+                                 transportSequence: twcc ? seq : nil, originalSequence: record.sequence, payload: payload, vp8: vp8)
             }
-            if sent { consumer.rtxSequence &+= 1 }
-        } else {
-            sent = transport.sendRTP { buffer in
-                Self.writePacket(buffer, marker: marker, payloadType: payloadType, sequenceNumber: sequenceNumber, timestamp: timestamp,
-                                 ssrc: consumer.ssrc, transportSequence: twcc ? seq : nil, originalSequence: nil, payload: payload, vp8: vp8)
+            guard sent else { return .missed }
+            consumer.rtxSequence &+= 1
+            if twcc {
+                sendHistory.onSent(sequence: seq, sendNanos: nowNanos, size: payload.count + 22, batch: room.host.writeBatch)
+                transportSequence &+= 1
             }
+            return .sent
         }
-        if sent, twcc {
-            sendHistory.onSent(sequence: seq, sendNanos: nowNanos, size: payload.count + 22, batch: room.host.writeBatch)
-            transportSequence &+= 1
+        let sent = transport.sendRTP { buffer in
+            Self.writePacket(buffer, marker: record.marker, payloadType: record.payloadType, sequenceNumber: record.sequence, timestamp: record.timestamp,
+                             ssrc: consumer.ssrc, transportSequence: record.transportSequence, originalSequence: nil, payload: payload, vp8: vp8)
         }
-        return sent
+        return sent ? .sent : .missed
     }
 
     /// Writes our header (with transport-cc when `transportSequence` is set), the RTX original
@@ -558,7 +588,8 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
             case .senderReport(let sr):
                 absorb(sr.reports, nowNanos: nowNanos)
             case .remb(let r):
-                remb = r.bitrate
+                // A REMB beyond any real link (the field reaches 2^81) is taken as "no limit we could use".
+                remb = min(r.bitrate, Self.maxREMBBitsPerSecond)
             case .transportCC(let fb):
                 // Send times: when the worker wrote each packet's batch, not when it was queued.
                 let host = room.host
@@ -604,7 +635,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
             if r.lastSR != 0, let sent = sentReports.last(where: { $0.middle == r.lastSR }) {
                 let delay = Int64(r.delaySinceLastSR) * 1_000_000_000 / 65536
                 let rtt = nowNanos - sent.nanos - delay
-                if rtt >= 0 { rttNanos = rtt }
+                if rtt >= 0, rtt <= Self.maxRTTNanos { rttNanos = rtt }
             }
         }
         if let worstLoss { downlinkLoss = worstLoss }

@@ -43,22 +43,34 @@ public struct SessionDescription: Sendable, Equatable {
         }
 
         /// The codecs of the section in m-line order: payload type, name, clock rate, channels, fmtp, rtcp-fb.
+        /// One pass over the attributes (indexed by payload type), then one over the formats.
         public var codecs: [Codec] {
-            var out: [Codec] = []
-            for format in formats {
-                guard let pt = UInt8(format), pt < 128 else { continue }
-                var codec = Codec(payloadType: pt, name: "", clockRate: 0)
-                for map in values("rtpmap") where map.hasPrefix("\(pt) ") {
-                    let encoding = map.dropFirst("\(pt) ".count).split(separator: "/")
+            var byPT: [UInt8: Codec] = [:]
+            func split(_ value: String) -> (UInt8, Substring)? {
+                guard let space = value.firstIndex(of: " "), let pt = UInt8(value[..<space]), pt < 128 else { return nil }
+                return (pt, value[value.index(after: space)...])
+            }
+            for a in attributes {
+                guard a.name == "rtpmap" || a.name == "fmtp" || a.name == "rtcp-fb", let v = a.value, let (pt, rest) = split(v) else { continue }
+                var codec = byPT[pt] ?? Codec(payloadType: pt, name: "", clockRate: 0)
+                switch a.name {
+                case "rtpmap":
+                    let encoding = rest.split(separator: "/")
                     if encoding.count >= 2 {
                         codec.name = String(encoding[0])
                         codec.clockRate = Int(encoding[1]) ?? 0
                         codec.channels = encoding.count > 2 ? Int(encoding[2]) ?? 1 : 1
                     }
+                case "fmtp": codec.fmtp = String(rest)
+                default: codec.feedback.append(String(rest))
                 }
-                for f in values("fmtp") where f.hasPrefix("\(pt) ") { codec.fmtp = String(f.dropFirst("\(pt) ".count)) }
-                for f in values("rtcp-fb") where f.hasPrefix("\(pt) ") { codec.feedback.append(String(f.dropFirst("\(pt) ".count))) }
-                if !codec.name.isEmpty { out.append(codec) }
+                byPT[pt] = codec
+            }
+            var out: [Codec] = []
+            var listed = Set<UInt8>()
+            for format in formats {
+                guard let pt = UInt8(format), pt < 128, listed.insert(pt).inserted, let codec = byPT[pt], !codec.name.isEmpty else { continue }
+                out.append(codec)
             }
             return out
         }
@@ -68,19 +80,19 @@ public struct SessionDescription: Sendable, Equatable {
             values("extmap").compactMap { v in
                 let parts = v.split(separator: " ")
                 guard parts.count >= 2 else { return nil }
-                let idPart = parts[0].split(separator: "/")[0]
-                guard let id = UInt8(idPart), id >= 1, id <= 255 else { return nil }
+                guard let idPart = parts[0].split(separator: "/").first, let id = UInt8(idPart), id >= 1 else { return nil }
                 return (id, String(parts[1]))
             }
         }
 
         /// SSRCs declared with `a=ssrc:<ssrc> ...`, in order, without duplicates.
         public var ssrcs: [UInt32] {
-            var seen: [UInt32] = []
+            var seen = Set<UInt32>()
+            var out: [UInt32] = []
             for v in values("ssrc") {
-                if let s = v.split(separator: " ").first.flatMap({ UInt32($0) }), !seen.contains(s) { seen.append(s) }
+                if let s = v.split(separator: " ").first.flatMap({ UInt32($0) }), seen.insert(s).inserted { out.append(s) }
             }
-            return seen
+            return out
         }
     }
 
@@ -106,10 +118,24 @@ public struct SessionDescription: Sendable, Equatable {
         case tooLarge
         case badLine(Int, String)
         case missingVersion
+        /// More m-lines, formats or attributes than ``Limits`` allows.
+        case tooMany(String)
     }
 
     /// Largest SDP accepted (a browser offer with simulcast is a few KB).
     public static let maxSize = 64 * 1024
+
+    /// Counts an SDP may not exceed, so that what is done per m-line, format or attribute (here
+    /// and in the room: one producer and a consumer per subscriber for each m-line) stays bounded.
+    /// A consultation room's subscriber offer has 3 m-lines per participant; a browser offers
+    /// about 20 payload types per video section and ~60 attributes.
+    public enum Limits {
+        public static let mediaSections = 64
+        public static let formatsPerSection = 64
+        public static let attributesPerSection = 256
+        public static let sessionAttributes = 64
+        public static let lineLength = 4096
+    }
 
     public var sessionLines: [String] = []
     public var sessionAttributes: [Attribute] = []
@@ -125,6 +151,7 @@ public struct SessionDescription: Sendable, Equatable {
             number += 1
             let line = raw.hasSuffix("\r") ? String(raw.dropLast()) : String(raw)
             if line.isEmpty { continue }
+            guard line.utf8.count <= Limits.lineLength else { throw .badLine(number, String(line.prefix(80))) }
             let chars = Array(line.utf8.prefix(2))
             guard chars.count == 2, chars[1] == UInt8(ascii: "="), chars[0] >= UInt8(ascii: "a"), chars[0] <= UInt8(ascii: "z") else {
                 throw .badLine(number, String(line.prefix(80)))
@@ -137,7 +164,11 @@ public struct SessionDescription: Sendable, Equatable {
                 sessionLines.append(line)
             case "m":
                 let parts = rest.split(separator: " ", omittingEmptySubsequences: true)
-                guard parts.count >= 3, let port = Int(parts[1].split(separator: "/")[0]) else { throw .badLine(number, String(line.prefix(80))) }
+                guard parts.count >= 3, let portPart = parts[1].split(separator: "/").first, let port = Int(portPart) else {
+                    throw .badLine(number, String(line.prefix(80)))
+                }
+                guard media.count < Limits.mediaSections else { throw .tooMany("more than \(Limits.mediaSections) m-lines") }
+                guard parts.count - 3 <= Limits.formatsPerSection else { throw .tooMany("more than \(Limits.formatsPerSection) formats in an m-line") }
                 media.append(Media(kind: String(parts[0]), port: port, proto: String(parts[2]), formats: parts.dropFirst(3).map(String.init)))
             case "a":
                 let attribute: Attribute
@@ -146,9 +177,25 @@ public struct SessionDescription: Sendable, Equatable {
                 } else {
                     attribute = Attribute(rest)
                 }
-                if media.isEmpty { sessionAttributes.append(attribute) } else { media[media.count - 1].attributes.append(attribute) }
+                if media.isEmpty {
+                    guard sessionAttributes.count < Limits.sessionAttributes else { throw .tooMany("more than \(Limits.sessionAttributes) session attributes") }
+                    sessionAttributes.append(attribute)
+                } else {
+                    guard media[media.count - 1].attributes.count < Limits.attributesPerSection else {
+                        throw .tooMany("more than \(Limits.attributesPerSection) attributes in an m-line")
+                    }
+                    media[media.count - 1].attributes.append(attribute)
+                }
             default:
-                if media.isEmpty { sessionLines.append(line) } else { media[media.count - 1].otherLines.append(line) }
+                if media.isEmpty {
+                    guard sessionLines.count < Limits.sessionAttributes else { throw .tooMany("more than \(Limits.sessionAttributes) session lines") }
+                    sessionLines.append(line)
+                } else {
+                    guard media[media.count - 1].otherLines.count < Limits.attributesPerSection else {
+                        throw .tooMany("more than \(Limits.attributesPerSection) lines in an m-line")
+                    }
+                    media[media.count - 1].otherLines.append(line)
+                }
             }
         }
         guard sawVersion else { throw .missingVersion }

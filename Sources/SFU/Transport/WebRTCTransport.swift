@@ -16,6 +16,10 @@ public struct TransportStatistics: Sendable, Equatable {
     /// Datagrams that were not STUN, DTLS, RTP or RTCP, or did not parse.
     public var malformed = 0
     public var stunRejected = 0
+    /// RTCP datagrams dropped unread because the peer sent more than ``WebRTCTransport/rtcpBudget``.
+    public var rtcpRateLimited = 0
+    /// SRTP/SRTCP packets dropped unread: a new SSRC beyond ``WebRTCTransport/maxInboundSSRCs``.
+    public var ssrcLimited = 0
     public init() {}
 
     public mutating func add(_ o: TransportStatistics) {
@@ -29,6 +33,8 @@ public struct TransportStatistics: Sendable, Equatable {
         authenticationFailures += o.authenticationFailures
         malformed += o.malformed
         stunRejected += o.stunRejected
+        rtcpRateLimited += o.rtcpRateLimited
+        ssrcLimited += o.ssrcLimited
     }
 }
 
@@ -64,6 +70,32 @@ public final class WebRTCTransport {
     public let createdNanos: Int64
     /// Where media and DTLS go: the ICE-selected address.
     public var remoteAddress: TransportAddress? { ice.selectedAddress }
+
+    /// RTCP datagrams a second one peer may send, and how many may come at once. A browser sends
+    /// a few dozen a second (transport-cc feedback, NACKs, reports); beyond this the datagrams are
+    /// dropped before decryption, so one peer's flood costs its room's loop little.
+    public static let rtcpBudget = (perSecond: 300.0, burst: 100.0)
+    private var rtcpBucket = TokenBucket(burst: rtcpBudget.burst)
+    /// libsrtp2 makes a stream (key schedule, replay window) for every SSRC it authenticates; a
+    /// peer sending under ever new SSRCs would grow that without bound. The SSRCs already seen
+    /// here (a browser uses a handful: simulcast layers, RTX, its RTCP sender) are kept, and a
+    /// packet under a new one is decrypted only while there are fewer than this.
+    public static let maxInboundSSRCs = 64
+    private var inboundSSRCs: [UInt32] = []
+
+    /// Whether a packet under `ssrc` may be decrypted (known, or room for one more).
+    private func admitSSRC(_ ssrc: UInt32) -> Bool {
+        if inboundSSRCs.contains(ssrc) { return true }
+        guard inboundSSRCs.count < Self.maxInboundSSRCs else {
+            statistics.ssrcLimited += 1
+            return false
+        }
+        return true
+    }
+
+    private func noteSSRC(_ ssrc: UInt32) {
+        if !inboundSSRCs.contains(ssrc) { inboundSSRCs.append(ssrc) }
+    }
 
     private var srtpIn: SRTPSession?
     private var srtpOut: SRTPSession?
@@ -111,6 +143,9 @@ public final class WebRTCTransport {
             if let response = outcome.response {
                 response.withUnsafeBytes { delegate?.transport(self, send: $0, to: source) }
             }
+            if let check = outcome.check {
+                check.bytes.withUnsafeBytes { delegate?.transport(self, send: $0, to: check.to) }
+            }
             if outcome.authenticated, state == .new {
                 state = .connecting
                 if dtls.role == .client { dtls.start(nowNanos: nowNanos) }
@@ -125,12 +160,15 @@ public final class WebRTCTransport {
             dtls.handleDatagram(raw, nowNanos: nowNanos)
             flushDTLS(nowNanos: nowNanos)
         case .rtp:
-            guard state == .connected, let srtpIn, source == ice.selectedAddress, let base = datagram.baseAddress else {
+            guard state == .connected, let srtpIn, source == ice.selectedAddress, let base = datagram.baseAddress, datagram.count >= 12 else {
                 statistics.malformed += 1
                 return
             }
+            let ssrc = raw.u32(8)
+            guard admitSSRC(ssrc) else { return }
             switch srtpIn.unprotectRTP(base, length: datagram.count) {
             case .success(let length):
+                noteSSRC(ssrc)
                 let plain = UnsafeMutableRawBufferPointer(rebasing: datagram[0..<length])
                 guard let header = try? RTPHeader(parsing: UnsafeRawBufferPointer(plain)) else {
                     statistics.malformed += 1
@@ -147,8 +185,19 @@ public final class WebRTCTransport {
                 statistics.malformed += 1
                 return
             }
+            guard rtcpBucket.take(1, rate: Self.rtcpBudget.perSecond, burst: Self.rtcpBudget.burst, nowNanos: nowNanos) else {
+                statistics.rtcpRateLimited += 1
+                return
+            }
+            guard datagram.count >= 8 else {
+                statistics.malformed += 1
+                return
+            }
+            let ssrc = raw.u32(4)
+            guard admitSSRC(ssrc) else { return }
             switch srtpIn.unprotectRTCP(base, length: datagram.count) {
             case .success(let length):
+                noteSSRC(ssrc)
                 guard let packets = try? RTCPCompound.parse(UnsafeRawBufferPointer(rebasing: datagram[0..<length])) else {
                     statistics.malformed += 1
                     return

@@ -1,0 +1,249 @@
+"""Hardening against hostile and broken clients (issue 19), against the real binary:
+
+- development mode only on loopback, keys and secrets of at least 32 bytes, `/demo/join` mints
+  patients by default;
+- `/v1/echo` needs a join token outside development mode;
+- stale authorization: a removed participant's token no longer joins, a join after the room closed
+  (socket opened before) or after the token expired (between upgrade and join) is refused;
+- a server-side mute that the muted client cannot undo;
+- a chat flood is refused (`rate_limited`) and a client that keeps flooding is disconnected, while
+  the other participant of the room keeps being served.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import time
+import urllib.request
+
+import pytest
+from websockets.asyncio.client import connect as ws_connect
+
+from room_client import ControlAPI, RoomClient, RoomError, token_claims, until
+
+TIMEOUT = 90
+
+
+def run(coro, timeout: float = TIMEOUT):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+@pytest.fixture
+def server(sfu_factory):
+    key = "harden-" + secrets.token_hex(16)
+    sfu = sfu_factory(env={"SFU_API_KEY": key})
+    sfu.key = key
+    sfu.api = ControlAPI(sfu.base_url, key)
+    return sfu
+
+
+def exits_with_error(sfu_factory, env: dict[str, str], needle: str) -> str:
+    """Starts `sfu serve` with `env`; it must exit non-zero within 10 s, saying `needle`."""
+    p = sfu_factory(env=env, wait=False)
+    try:
+        code = p.proc.wait(timeout=10)
+    except Exception:
+        raise AssertionError(f"sfu did not refuse to start with {sorted(env)}:\n{p.log()}")
+    log = p.log()
+    assert code != 0, log
+    assert needle in log, log
+    return log
+
+
+def test_development_mode_stays_on_loopback_and_secrets_are_long(sfu_factory):
+    # No API key on a non-loopback address: refused (nothing is bound: it exits before listening).
+    log = exits_with_error(sfu_factory, {"SFU_HTTP_HOST": "0.0.0.0"}, "SFU_API_KEY")
+    assert "SFU_DEV=1" in log
+    # Short keys and secrets are refused, and never echoed.
+    short = "short-key-" + secrets.token_hex(4)
+    log = exits_with_error(sfu_factory, {"SFU_API_KEY": short}, "at least 32 bytes")
+    assert short not in log
+    long_key = secrets.token_hex(16)
+    exits_with_error(sfu_factory, {"SFU_API_KEY": long_key, "SFU_JWT_SECRET": "x" * 31}, "SFU_JWT_SECRET")
+    # Webhooks need their own secret when an API key is set (the key would be handed to every receiver).
+    exits_with_error(sfu_factory, {"SFU_API_KEY": long_key, "SFU_WEBHOOK_URLS": "http://127.0.0.1:9/hook"}, "SFU_WEBHOOK_SECRET")
+
+
+def test_demo_join_mints_patients_unless_asked(sfu_factory):
+    sfu = sfu_factory()  # development mode on loopback
+
+    def demo(body: dict) -> tuple[int, dict]:
+        req = urllib.request.Request(sfu.base_url + "/demo/join", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    status, got = demo({"room": "waiting-room", "name": "anyone"})
+    assert status == 200, got
+    assert token_claims(got["token"])["role"] == "patient"
+    assert "record" not in token_claims(got["token"])["perms"]
+    status, got = demo({"room": "waiting-room", "name": "dr", "role": "doctor"})
+    assert status == 200 and token_claims(got["token"])["role"] == "doctor", got
+    status, got = demo({"room": "waiting-room", "name": "x", "role": "admin"})
+    assert status == 400 and got["error"]["code"] == "bad_request", got
+
+
+async def first_messages(url: str, send: list[dict] | None = None, timeout: float = 5) -> tuple[list, int | None, str | None]:
+    """Connects, sends `send`, collects messages until the server closes (or `timeout`)."""
+    got = []
+    async with ws_connect(url, open_timeout=5) as ws:
+        for m in send or []:
+            await ws.send(json.dumps(m))
+        with contextlib.suppress(Exception):
+            while True:
+                raw = await asyncio.wait_for(ws.recv(), timeout)
+                got.append(json.loads(raw))
+        return got, ws.close_code, ws.close_reason
+
+
+def test_echo_needs_a_token_outside_development_mode(server):
+    sfu, api = server, server.api
+    base = sfu.base_url.replace("http://", "ws://") + "/v1/echo"
+
+    async def scenario():
+        got, code, reason = await first_messages(base)
+        assert (code, reason) == (4401, "invalid_token"), (got, code, reason)
+        assert got and got[0]["event"] == "error" and got[0]["data"]["code"] == "invalid_token", got
+        forged = base + "?token=" + "e30.e30.AAAA"
+        got, code, _ = await first_messages(forged)
+        assert code == 4401, got
+        # With a join token the endpoint answers (here: an offer it cannot use gets bad_offer, the socket stays open).
+        rid = api.create_room()["id"]
+        token = api.token(rid, "echo-user")["token"]
+        got, code, _ = await first_messages(base + "?token=" + token,
+                                            [{"event": "webrtc_offer", "data": {"target": "publisher", "sdp": "v=0\r\n"}}], timeout=2)
+        assert code != 4401, (got, code)
+        assert [m["data"]["code"] for m in got if m["event"] == "error"] == ["bad_offer"], got
+
+    run(scenario())
+
+
+def test_stale_authorization_is_refused(server):
+    sfu, api = server, server.api
+
+    async def scenario():
+        rid = api.create_room()["id"]
+        # A removed participant cannot come back with the same token; a token issued afterwards works.
+        token = api.token(rid, "pt-removed")["token"]
+        c = RoomClient(api.signal_url(token), name="removed", publish_audio=False, publish_video=False)
+        await c.connect()
+        await asyncio.sleep(1.1)  # the new token below must be issued in a later second than the removal
+        status, _ = await api.acall("DELETE", f"/v1/rooms/{rid}/participants/pt-removed")
+        assert status == 204
+        assert await until(lambda: c.closed.is_set(), 5)
+        await c.close()
+        again = RoomClient(api.signal_url(token), name="again", publish_audio=False, publish_video=False)
+        with pytest.raises(RoomError):
+            await again.connect()
+        await until(lambda: again.closed.is_set(), 5)
+        assert (again.close_code, again.close_reason) == (4403, "token_revoked"), (again.close_code, again.close_reason)
+        await again.close()
+        await asyncio.sleep(1.1)
+        fresh = RoomClient(api.signal_url(api.token(rid, "pt-removed")["token"]), name="fresh", publish_audio=False, publish_video=False)
+        joined = await fresh.connect()
+        assert joined["user_id"] == "pt-removed"
+        await fresh.close()
+
+        # Upgraded while the room was open, join_room after it closed: refused, the room is not made live again.
+        rid2 = api.create_room()["id"]
+        late = RoomClient(api.signal_url(api.token(rid2, "late")["token"]), name="late", publish_audio=False, publish_video=False)
+        await late.open()
+        api.ok("DELETE", f"/v1/rooms/{rid2}")
+        with pytest.raises(RoomError):
+            await late.connect()
+        await until(lambda: late.closed.is_set(), 5)
+        assert (late.close_code, late.close_reason) == (4409, "room_closed"), (late.close_code, late.close_reason)
+        await late.close()
+        status, participants = await api.acall("GET", f"/v1/rooms/{rid2}/participants")
+        assert status == 200 and participants["participants"] == [], participants
+
+        # A token that expires between the upgrade and join_room.
+        short = RoomClient(api.signal_url(api.token(rid, "short", ttl_s=2)["token"]), name="short", publish_audio=False, publish_video=False)
+        await short.open()
+        await asyncio.sleep(2.5)
+        with pytest.raises(RoomError):
+            await short.connect()
+        await until(lambda: short.closed.is_set(), 5)
+        assert (short.close_code, short.close_reason) == (4401, "token_expired"), (short.close_code, short.close_reason)
+        await short.close()
+
+    run(scenario())
+    assert sfu.proc.poll() is None
+
+
+def test_a_server_mute_holds_against_the_client(server):
+    sfu, api = server, server.api
+
+    async def scenario():
+        rid = api.create_room()["id"]
+        pt = RoomClient(api.signal_url(api.token(rid, "pt")["token"]), name="pt", publish_video=False)
+        dr = RoomClient(api.signal_url(api.token(rid, "dr", role="doctor")["token"]), name="dr", publish_video=False)
+        try:
+            await pt.connect()
+            await dr.connect()
+            assert await until(lambda: dr.samples_from(pt.peer_id) > 4800, 15), "no audio from pt"
+            status, _ = await api.acall("POST", f"/v1/rooms/{rid}/participants/pt/mute", {"kind": "audio", "muted": True})
+            assert status == 200
+            since = len(pt.events)
+            await pt.send("toggle_audio", {"enabled": True})
+            err = await pt.wait_event("error", after=since, timeout=5)
+            assert err["code"] == "muted_by_server", err
+            await asyncio.sleep(1.0)
+            n = dr.samples_from(pt.peer_id)
+            await asyncio.sleep(1.5)
+            assert dr.samples_from(pt.peer_id) == n, "audio forwarded although muted by the server"
+            status, got = await api.acall("GET", f"/v1/rooms/{rid}/participants")
+            tracks = [t for p in got["participants"] if p["user_id"] == "pt" for t in p["tracks"]]
+            assert tracks and all(t["muted"] for t in tracks if t["kind"] == "audio"), got
+            # The server lifts it: the client's own wish (on) holds again.
+            status, _ = await api.acall("POST", f"/v1/rooms/{rid}/participants/pt/mute", {"kind": "audio", "muted": False})
+            assert status == 200
+            assert await until(lambda: dr.samples_from(pt.peer_id) > n + 4800, 10), "audio not back after the server unmute"
+        finally:
+            await pt.close()
+            await dr.close()
+
+    run(scenario())
+
+
+def test_a_chat_flood_is_limited_and_the_room_keeps_working(server):
+    sfu, api = server, server.api
+
+    async def scenario():
+        rid = api.create_room()["id"]
+        flooder = RoomClient(api.signal_url(api.token(rid, "flooder")["token"]), name="flooder", publish_audio=False, publish_video=False)
+        peer = RoomClient(api.signal_url(api.token(rid, "peer")["token"]), name="peer", publish_video=False)
+        other = RoomClient(api.signal_url(api.token(rid, "other")["token"]), name="other", publish_video=False)
+        try:
+            await flooder.connect()
+            await peer.connect()
+            await other.connect()
+            assert await until(lambda: other.samples_from(peer.peer_id) > 4800, 15), "no audio between the others"
+            since = len(peer.events)
+            for i in range(600):
+                with contextlib.suppress(Exception):
+                    await flooder.send("send_message", {"message": f"spam {i}"})
+            assert await until(lambda: flooder.closed.is_set(), 10), "the flooder was not disconnected"
+            assert flooder.close_reason == "rate_limited" or any(
+                e.get("code") == "rate_limited" for e in flooder.errors()), flooder.brief_events()[-5:]
+            chats = peer.find_events("chat_message", after=since)
+            # The burst (20) and what the rate allowed meanwhile got through, not 600.
+            assert 10 <= len(chats) <= 60, len(chats)
+            # The others are still served.
+            n = other.samples_from(peer.peer_id)
+            assert await until(lambda: other.samples_from(peer.peer_id) > n + 4800, 10), "audio stopped after the flood"
+            since = len(other.events)
+            await peer.send("send_message", {"message": "still here"})
+            msg = await other.wait_event("chat_message", after=since, timeout=5)
+            assert msg["message"] == "still here"
+        finally:
+            for c in (flooder, peer, other):
+                await c.close()
+
+    run(scenario())
+    assert sfu.proc.poll() is None

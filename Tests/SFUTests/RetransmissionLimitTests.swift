@@ -1,0 +1,160 @@
+import RTP
+import Testing
+import TestSupport
+@testable import SFU
+
+/// NACKs from a hostile or broken subscriber: no amplification, and resends that never reuse an
+/// SRTP nonce with different bytes.
+@Suite("Retransmission limits, in memory", .serialized)
+struct RetransmissionLimitTests {
+    static func videoConsumer(_ h: RoomHarness, _ sub: RoomHarness.Peer, track: String) throws -> Consumer {
+        let participant = try #require(h.room.participant(sub.info.peerID))
+        return try #require(participant.subscriber?.slots.compactMap(\.consumer).first { $0.producer.trackID == track })
+    }
+
+    @Test func aNACKStormResendsEachPacketOncePerRoundTrip() throws {
+        let (h, pub, subs, tracks) = try RoomTests.room(subscribers: 1)
+        RoomTests.stream(h, pub, frames: 10)
+        let s = subs[0]
+        let video = try #require(s.ssrc(peer: pub.info.peerID, track: tracks.video))
+        let rtxSSRC = try #require(video.rtx)
+        let packets = try (s.received[video.ssrc] ?? []).map { try RTPPacket(parsing: $0) }
+        try #require(packets.count == 10)
+        // 20 NACK datagrams at once, each naming packet 3 forty times.
+        let lost = [UInt16](repeating: packets[3].sequenceNumber, count: 40)
+        for _ in 0..<20 { s.subscriber?.sendRTCP([.nack(GenericNACK(senderSSRC: 1, mediaSSRC: video.ssrc, lost: lost))]) }
+        h.run(steps: 2)
+        #expect((s.received[rtxSSRC] ?? []).count == 1)
+        let c = try Self.videoConsumer(h, s, track: tracks.video)
+        #expect(c.retransmitted == 1)
+        #expect(c.retransmissionsThrottled >= 19)
+        // A round trip later (no RTT measured yet: 100 ms), it may go once more.
+        h.run(steps: 11)
+        s.subscriber?.sendRTCP([.nack(GenericNACK(senderSSRC: 1, mediaSSRC: video.ssrc, lost: lost))])
+        h.run(steps: 2)
+        #expect((s.received[rtxSSRC] ?? []).count == 2)
+    }
+
+    @Test func retransmissionsStayWithinAShareOfTheDownlink() throws {
+        let (h, pub, subs, tracks) = try RoomTests.room(subscribers: 1)
+        // 300 large packets, then NACKs for all of them every 10 ms for a second.
+        for i in 0..<300 {
+            h.sendRTP(pub, RTPPacket(payloadType: 96, sequenceNumber: 100 &+ UInt16(i), timestamp: 90_000 &+ UInt32(i / 3) * 3000, ssrc: RoomTests.videoSSRC,
+                                     marker: i % 3 == 2, payload: vp8Payload(keyframe: i == 0, size: 1100, fill: UInt8(truncatingIfNeeded: i))))
+            if i % 10 == 9 { h.run() }
+        }
+        let s = subs[0]
+        let video = try #require(s.ssrc(peer: pub.info.peerID, track: tracks.video))
+        let rtxSSRC = try #require(video.rtx)
+        let sent = try (s.received[video.ssrc] ?? []).map { try RTPPacket(parsing: $0) }
+        try #require(sent.count == 300)
+        let all = sent.map(\.sequenceNumber)
+        let start = h.now
+        for _ in 0..<100 {
+            s.subscriber?.sendRTCP([.nack(GenericNACK(senderSSRC: 1, mediaSSRC: video.ssrc, lost: all))])
+            h.run()
+        }
+        let seconds = Double(h.now - start) / 1e9
+        let bytes = (s.received[rtxSSRC] ?? []).reduce(0) { $0 + $1.count }
+        let c = try Self.videoConsumer(h, s, track: tracks.video)
+        let estimate = try #require(h.room.participant(s.info.peerID)?.subscriber?.estimator.estimate)
+        let rate = max(estimate * SubscriberConnection.RetransmissionBudget.share, SubscriberConnection.RetransmissionBudget.floorBitsPerSecond) / 8
+        let allowed = rate * (seconds + SubscriberConnection.RetransmissionBudget.burstSeconds)
+        // Unlimited, this was every packet every 100 ms: 300 x 10 x ~1.1 kB = 3.4 MB.
+        #expect(Double(bytes) <= allowed * 1.05, "resent \(bytes) bytes in \(seconds) s, budget \(Int(allowed))")
+        #expect(bytes > 0)
+        #expect(c.retransmissionsThrottled > 0)
+    }
+
+    /// Without RTX a NACKed packet goes again under its own SSRC and sequence number: the bytes
+    /// must be those sent the first time (transport-wide sequence number included), or AES-GCM
+    /// would encrypt a different plaintext under the same nonce. On the wire the two datagrams
+    /// are then identical (same keys, same IV, same plaintext).
+    @Test func withoutRTXAResendIsTheSamePacketByteForByte() throws {
+        let (h, pub, subs, tracks) = try RoomTests.room(subscribers: 1)
+        let s = subs[0]
+        let c = try Self.videoConsumer(h, s, track: tracks.video)
+        c.rtxPayloadType = nil
+        var wire: [[UInt8]] = []
+        h.onClientDatagram = { bytes, to in if to == s.subscriberAddress, bytes.count > 12, bytes[0] & 0xC0 == 0x80, bytes[1] & 0x7F == 96 { wire.append(bytes) } }
+        RoomTests.stream(h, pub, frames: 10)
+        let video = try #require(s.ssrc(peer: pub.info.peerID, track: tracks.video))
+        let first = s.received[video.ssrc] ?? []
+        try #require(first.count == 10)
+        let original = try RTPPacket(parsing: first[3])
+        try #require(original.extensionValue(id: RoomSDP.subscriberTransportCCID) != nil)
+        s.subscriber?.sendRTCP([.nack(GenericNACK(senderSSRC: 1, mediaSSRC: video.ssrc, lost: [original.sequenceNumber]))])
+        h.run(steps: 2)
+        #expect(c.retransmitted == 1)
+        let seq = original.sequenceNumber
+        let copies = wire.filter { UInt16($0[2]) << 8 | UInt16($0[3]) == seq }
+        #expect(copies.count == 2)
+        #expect(copies.first == copies.last)
+    }
+
+    /// A peer that floods RTCP has what is over its budget dropped before decryption; its
+    /// feedback keeps flowing at the budget's rate.
+    @Test func anRTCPFloodIsCutAtTheBudget() throws {
+        let (h, pub, subs, tracks) = try RoomTests.room(subscribers: 1)
+        RoomTests.stream(h, pub, frames: 3)
+        let s = subs[0]
+        let video = try #require(s.ssrc(peer: pub.info.peerID, track: tracks.video))
+        let transport = try #require(h.room.participant(s.info.peerID)?.subscriber?.transport)
+        let before = transport.statistics.rtcpPacketsIn
+        // 2,000 PLIs in one read, then 2,000 more a second later.
+        for _ in 0..<2000 { s.subscriber?.sendRTCP([.pli(PictureLossIndication(senderSSRC: 1, mediaSSRC: video.ssrc))]) }
+        h.run()
+        let first = transport.statistics.rtcpPacketsIn - before
+        #expect(first <= Int(WebRTCTransport.rtcpBudget.burst) + 5)
+        h.run(steps: 100)
+        for _ in 0..<2000 { s.subscriber?.sendRTCP([.pli(PictureLossIndication(senderSSRC: 1, mediaSSRC: video.ssrc))]) }
+        h.run()
+        let second = transport.statistics.rtcpPacketsIn - before - first
+        #expect(second <= Int(WebRTCTransport.rtcpBudget.burst) + 5)
+        #expect(transport.statistics.rtcpRateLimited >= 3800)
+        // The keyframe requests reaching the publisher stay paced (one per second at most).
+        let plis = pub.publisherRTCP.filter { if case .pli = $0 { return true } else { return false } }.count
+        #expect(plis <= 3)
+    }
+}
+
+@Suite("Server-side mute, in memory", .serialized)
+struct ServerMuteTests {
+    @Test func theParticipantCannotUndoAServerMute() throws {
+        let (h, pub, subs, tracks) = try RoomTests.room(subscribers: 1)
+        var seq: UInt16 = 7000
+        func sendAudio(_ n: Int) {
+            for _ in 0..<n {
+                h.sendRTP(pub, RTPPacket(payloadType: 111, sequenceNumber: seq, timestamp: UInt32(seq) * 960, ssrc: RoomTests.audioSSRC,
+                                         payload: [0x78] + [UInt8](repeating: 7, count: 40)))
+                seq &+= 1
+                h.run()
+            }
+        }
+        sendAudio(5)
+        let s = subs[0]
+        let audio = try #require(s.ssrc(peer: pub.info.peerID, track: tracks.audio))
+        let count = { (s.received[audio.ssrc] ?? []).count }
+        let before = count()
+        #expect(before == 5)
+        #expect(h.room.setEnabled(peerID: pub.info.peerID, kind: .audio, enabled: false, origin: .server, nowNanos: h.now) == .applied)
+        // The muted participant turns its microphone back on itself: refused, told why, still muted.
+        #expect(h.room.setEnabled(peerID: pub.info.peerID, kind: .audio, enabled: true, nowNanos: h.now) == .mutedByServer)
+        #expect(pub.signals.contains { if case .error(let code, _) = $0 { code == "muted_by_server" } else { false } })
+        sendAudio(5)
+        #expect(count() == before)
+        // Everyone saw it muted, and no "enabled: true" after the server mute.
+        let toggles = s.signals.compactMap { if case .toggled(let event, _, _, let enabled) = $0, event == "audio_toggled" { enabled } else { nil } }
+        #expect(toggles == [false])
+        // The server unmutes: the participant's own wish (on) holds again.
+        #expect(h.room.setEnabled(peerID: pub.info.peerID, kind: .audio, enabled: true, origin: .server, nowNanos: h.now) == .applied)
+        sendAudio(5)
+        #expect(count() == before + 5)
+        // A participant that muted itself stays muted when the server unmutes.
+        #expect(h.room.setEnabled(peerID: pub.info.peerID, kind: .audio, enabled: false, nowNanos: h.now) == .applied)
+        #expect(h.room.setEnabled(peerID: pub.info.peerID, kind: .audio, enabled: false, origin: .server, nowNanos: h.now) == .applied)
+        #expect(h.room.setEnabled(peerID: pub.info.peerID, kind: .audio, enabled: true, origin: .server, nowNanos: h.now) == .applied)
+        sendAudio(5)
+        #expect(count() == before + 5)
+    }
+}
