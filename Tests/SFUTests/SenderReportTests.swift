@@ -16,7 +16,7 @@ struct SenderReportTests {
     static let ntpBase: UInt64 = 3_900_000_000 << 32
 
     static func report(_ seconds: Double, rtp: UInt32, at arrival: Int64) -> SenderReportFilter.Report {
-        (ntpBase &+ UInt64(seconds * 4_294_967_296), rtp, arrival)
+        (ntpBase &+ UInt64(bitPattern: Int64(seconds * 4_294_967_296)), rtp, arrival)
     }
 
     @Test func reportsThatFollowOurClockAreTakenWithJitter() {
