@@ -25,14 +25,30 @@ struct HealthTests {
         #expect(config.httpPort == 8080 && config.httpHost == "127.0.0.1" && config.mediaPortBase == 40000)
         #expect(config.effectiveRecordingsDir == "./data/recordings")
         try config.apply(environment: [
-            "SFU_HTTP_PORT": "9090", "SFU_API_KEY": "a, b", "SFU_DATABASE_URL": "postgres://x@localhost/db",
+            "SFU_HTTP_PORT": "9090", "SFU_API_KEY": "key-a-0123456789-0123456789-abcdef, key-b-0123456789-0123456789-abcdef", "SFU_DATABASE_URL": "postgres://x@localhost/db",
             "SFU_ICE_SERVERS": "stun:stun.example:3478", "SFU_RECORDINGS_DIR": "/rec",
         ])
         #expect(config.httpPort == 9090)
-        #expect(config.apiKeys == ["a", "b"])
+        #expect(config.apiKeys == ["key-a-0123456789-0123456789-abcdef", "key-b-0123456789-0123456789-abcdef"])
         #expect(config.databaseURL == "postgres://x@localhost/db")
         #expect(config.iceServers == ["stun:stun.example:3478"])
         #expect(config.effectiveRecordingsDir == "/rec")
+    }
+
+    @Test func developmentModeStaysOnLoopbackAndSecretsAreLong() throws {
+        var config = ServerConfig()
+        #expect(throws: ConfigError.self) { try config.apply(environment: ["SFU_HTTP_HOST": "0.0.0.0"]) }
+        config = ServerConfig()
+        try config.apply(environment: ["SFU_HTTP_HOST": "0.0.0.0", "SFU_DEV": "1"])
+        #expect(config.isDevelopment)
+        config = ServerConfig()
+        #expect(throws: ConfigError.self) { try config.apply(environment: ["SFU_API_KEY": "short"]) }
+        config = ServerConfig()
+        #expect(throws: ConfigError.self) {
+            try config.apply(environment: ["SFU_API_KEY": String(repeating: "k", count: 32), "SFU_WEBHOOK_URLS": "http://127.0.0.1:9/h"])
+        }
+        #expect(ServerConfig.isLoopback("127.0.0.1") && ServerConfig.isLoopback("::1") && ServerConfig.isLoopback("localhost"))
+        #expect(!ServerConfig.isLoopback("0.0.0.0") && !ServerConfig.isLoopback("10.0.0.1") && !ServerConfig.isLoopback("127.0.0"))
     }
 
     @Test func badEnvironmentValuesAreRejectedWithTheVariableName() {
