@@ -186,6 +186,7 @@ def test_a_server_mute_holds_against_the_client(server):
         try:
             await pt.connect()
             await dr.connect()
+            await pt.publish()
             assert await until(lambda: dr.samples_from(pt.peer_id) > 4800, 15), "no audio from pt"
             status, _ = await api.acall("POST", f"/v1/rooms/{rid}/participants/pt/mute", {"kind": "audio", "muted": True})
             assert status == 200
@@ -223,6 +224,7 @@ def test_a_chat_flood_is_limited_and_the_room_keeps_working(server):
             await flooder.connect()
             await peer.connect()
             await other.connect()
+            await peer.publish()
             assert await until(lambda: other.samples_from(peer.peer_id) > 4800, 15), "no audio between the others"
             since = len(peer.events)
             for i in range(600):
