@@ -86,10 +86,15 @@ struct MetadataStoreTests {
         var updated = file
         updated.sizeBytes = 2_000_000
         try await store.addRecordingFile(updated)  // upsert: the final size lands
+        let screen = RecordingFileRecord(id: "f2", recordingID: "rec1", userID: "dr-house", trackKinds: ["video"], fileName: "dr-house-screen.mkv",
+                                         path: "/data/recordings/rec1/dr-house-screen.mkv", sizeBytes: 99, source: "screen", format: "mkv",
+                                         videoCodec: "h264", audioCodec: nil, resolution: "1280x720", durationMs: 5_000)
+        try await store.addRecordingFile(screen)
         try await store.finishRecording(id: "rec1", status: .completed, endedAt: 21_000, durationMs: 20_000, failureReason: nil)
         try await store.finishRecording(id: "rec2", status: .failed, endedAt: 3_000, durationMs: nil, failureReason: "server crashed; nothing on disk")
         let rec1 = try #require(try await store.recording(id: "rec1"))
-        #expect(rec1.status == .completed && rec1.durationMs == 20_000 && rec1.files == [updated])
+        #expect(rec1.status == .completed && rec1.durationMs == 20_000 && rec1.files == [updated, screen])
+        #expect(rec1.files.map(\.source) == ["camera", "screen"])
         #expect(try await store.recordings().map(\.id) == ["rec2", "rec1"])
         #expect(try await store.recordings(status: .failed).map(\.id) == ["rec2"])
         #expect(try await store.recordings(roomID: "r", status: .completed).map(\.id) == ["rec1"])

@@ -272,14 +272,14 @@ public struct ControlAPI: Sendable {
         return try json(.ok, RecordingService.json(record))
     }
 
-    /// The WebM bytes, with single-range requests (`Range: bytes=a-b`, `a-`, `-n`).
+    /// The file's bytes (WebM, or Matroska for H.264), with single-range requests (`Range: bytes=a-b`, `a-`, `-n`).
     func recordingFile<Context: RequestContext>(_ request: Request, _ context: Context, id: String, file fileID: String) async throws -> Response {
         guard Self.validID(id), Self.validID(fileID), let record = try await store.recording(id: id),
               let file = record.files.first(where: { $0.id == fileID }) else { throw APIError.notFound("recording file") }
         guard let attributes = try? FileManager.default.attributesOfItem(atPath: file.path), let size = (attributes[.size] as? NSNumber)?.intValue else {
             throw APIError(.notFound, "not_found", "the file of \(fileID) is not on disk")
         }
-        var headers: HTTPFields = [.contentType: "video/webm", .acceptRanges: "bytes"]
+        var headers: HTTPFields = [.contentType: file.format == "mkv" ? "video/x-matroska" : "video/webm", .acceptRanges: "bytes"]
         headers[.contentDisposition] = "attachment; filename=\"\(file.fileName)\""
         let io = FileIO()
         guard let rangeHeader = request.headers[.range] else {

@@ -59,6 +59,8 @@ public struct RecordingFileRecord: Sendable, Equatable {
     public var fileName: String
     public var path: String
     public var sizeBytes: Int64
+    /// "camera" (camera and microphone) or "screen".
+    public var source: String
     public var format: String
     public var videoCodec: String?
     public var audioCodec: String?
@@ -66,7 +68,7 @@ public struct RecordingFileRecord: Sendable, Equatable {
     public var durationMs: Int64
 
     public init(id: String, recordingID: String, userID: String, trackKinds: [String], fileName: String, path: String, sizeBytes: Int64,
-                format: String = "webm", videoCodec: String?, audioCodec: String?, resolution: String?, durationMs: Int64) {
+                source: String = "camera", format: String = "webm", videoCodec: String?, audioCodec: String?, resolution: String?, durationMs: Int64) {
         self.id = id
         self.recordingID = recordingID
         self.userID = userID
@@ -74,6 +76,7 @@ public struct RecordingFileRecord: Sendable, Equatable {
         self.fileName = fileName
         self.path = path
         self.sizeBytes = sizeBytes
+        self.source = source
         self.format = format
         self.videoCodec = videoCodec
         self.audioCodec = audioCodec
@@ -190,6 +193,8 @@ enum Migrations {
               PRIMARY KEY (participant_session_id, at))
             """,
         ]),
+        // Per-participant recordings keep a participant's screen share in a file of its own.
+        (2, ["ALTER TABLE recording_files ADD COLUMN source TEXT NOT NULL DEFAULT 'camera'"]),
     ]
 
     static func apply(_ db: SQLDatabase) throws(SQLError) -> [Int] {
@@ -386,12 +391,12 @@ public final class MetadataStore: Sendable {
         try await run { db throws(SQLError) in
             try db.execute("""
                 INSERT INTO recording_files (id, recording_id, user_id, track_kinds, file_name, path, size_bytes, format, video_codec,
-                  audio_codec, resolution, duration_ms)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                  audio_codec, resolution, duration_ms, source)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                 ON CONFLICT (id) DO UPDATE SET size_bytes = excluded.size_bytes, duration_ms = excluded.duration_ms, resolution = excluded.resolution
                 """, [.text(f.id), .text(f.recordingID), .text(f.userID), .text(f.trackKinds.joined(separator: ",")), .text(f.fileName),
                       .text(f.path), .int(f.sizeBytes), .text(f.format), f.videoCodec.map { .text($0) } ?? .null,
-                      f.audioCodec.map { .text($0) } ?? .null, f.resolution.map { .text($0) } ?? .null, .int(f.durationMs)])
+                      f.audioCodec.map { .text($0) } ?? .null, f.resolution.map { .text($0) } ?? .null, .int(f.durationMs), .text(f.source)])
         }
     }
 
@@ -418,7 +423,7 @@ public final class MetadataStore: Sendable {
                     RecordingFileRecord(id: f["id"].text ?? "", recordingID: id, userID: f["user_id"].text ?? "",
                                         trackKinds: (f["track_kinds"].text ?? "").split(separator: ",").map(String.init),
                                         fileName: f["file_name"].text ?? "", path: f["path"].text ?? "", sizeBytes: f["size_bytes"].int ?? 0,
-                                        format: f["format"].text ?? "webm", videoCodec: f["video_codec"].text, audioCodec: f["audio_codec"].text,
+                                        source: f["source"].text ?? "camera", format: f["format"].text ?? "webm", videoCodec: f["video_codec"].text, audioCodec: f["audio_codec"].text,
                                         resolution: f["resolution"].text, durationMs: f["duration_ms"].int ?? 0)
                 }
                 return RecordingRecord(id: id, roomID: row["room_id"].text ?? "", mode: row["mode"].text ?? "",

@@ -1,0 +1,96 @@
+import DTLS
+import Foundation
+import RTP
+import SFU
+import Testing
+import TestSupport
+@testable import Recorder
+
+/// A participant who shares its screen during a `tracks` recording: the screen share goes to a file
+/// of its own (video only, `source: "screen"`), beside its camera and microphone file.
+@Suite("Screen share recording, in memory", .serialized)
+struct ScreenRecordingTests {
+    static let audioSSRC: UInt32 = 0xA1A1_A1A1
+    static let cameraSSRC: UInt32 = 0xB1B1_B1B1
+    static let screenSSRC: UInt32 = 0xC1C1_C1C1
+
+    static func packetize(_ frame: [UInt8], ssrc: UInt32, seq: inout UInt16, ts: UInt32) -> [RTPPacket] {
+        var out: [RTPPacket] = []
+        var offset = 0
+        while offset < frame.count {
+            let end = min(frame.count, offset + 1000)
+            out.append(RTPPacket(payloadType: 96, sequenceNumber: seq, timestamp: ts, ssrc: ssrc, marker: end == frame.count,
+                                 payload: [offset == 0 ? 0x10 : 0x00] + frame[offset..<end]))
+            seq &+= 1
+            offset = end
+        }
+        return out
+    }
+
+    @Test func aScreenShareGetsItsOwnFile() async throws {
+        let h = try RoomHarness()
+        let pub = try h.join("doc")
+        let camera: [ClientSDP.Stream] = [.init(kind: .audio, ssrc: Self.audioSSRC), .init(kind: .video, ssrc: Self.cameraSSRC)]
+        h.publish(pub, streams: camera)
+        try #require(h.connectAll(), "transports did not connect")
+        let ntp: UInt64 = 6000 << 32
+        pub.publisher?.sendRTCP([.senderReport(SenderReport(ssrc: Self.audioSSRC, ntpTime: ntp, rtpTime: 0, packetCount: 0, octetCount: 0)),
+                                 .senderReport(SenderReport(ssrc: Self.cameraSSRC, ntpTime: ntp, rtpTime: 0, packetCount: 0, octetCount: 0))])
+        h.run(steps: 3)
+        let dir = NSTemporaryDirectory() + "rec-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let recording = RoomRecording(id: "rec_screen", directory: dir)
+        recording.start(in: h.room)
+
+        let audio = try TestMedia.opusPackets(count: 150)
+        let cameraFrames = try TestMedia.vp8Frames(count: 90, width: 160, height: 120, keyframeEvery: 30)
+        let screenFrames = try TestMedia.vp8Frames(count: 45, width: 320, height: 240, keyframeEvery: 45)
+        var cameraSeq: UInt16 = 1, screenSeq: UInt16 = 5000
+        var nextCamera = 0, nextScreen = 0
+        for step in 0..<300 {
+            let ms = step * 10
+            if ms % 20 == 0 {
+                let i = ms / 20
+                h.sendRTP(pub, RTPPacket(payloadType: 111, sequenceNumber: UInt16(i), timestamp: UInt32(i) * 960, ssrc: Self.audioSSRC, payload: audio[i]))
+            }
+            while nextCamera < cameraFrames.count, nextCamera * 100 / 3 <= ms {
+                for p in Self.packetize(cameraFrames[nextCamera].data, ssrc: Self.cameraSSRC, seq: &cameraSeq, ts: UInt32(nextCamera) * 3000) { h.sendRTP(pub, p) }
+                nextCamera += 1
+            }
+            if ms == 1000 {
+                // As a client shares its screen: `screen_share {enabled: true}`, then a re-offer with a new video section.
+                h.room.screenShare(peerID: pub.info.peerID, enabled: true)
+                h.publish(pub, streams: camera + [.init(kind: .video, ssrc: Self.screenSSRC)])
+            }
+            while ms >= 1500, nextScreen < screenFrames.count, 1500 + nextScreen * 100 / 3 <= ms {
+                for p in Self.packetize(screenFrames[nextScreen].data, ssrc: Self.screenSSRC, seq: &screenSeq, ts: 77_000 + UInt32(nextScreen) * 3000) {
+                    h.sendRTP(pub, p)
+                }
+                nextScreen += 1
+            }
+            h.run()
+        }
+        let screenTrack = h.room.publishedTracks().first { $0.1.source == .screen }
+        #expect(screenTrack != nil, "the server did not take the new video section as the screen")
+        let pending = recording.stop(in: h.room)
+        try #require(pending.count == 2, "\(pending.map(\.file))")
+        var files: [String: RecordedFile] = [:]
+        for p in pending {
+            let (file, error) = await p.finalize()
+            #expect(error == nil)
+            files[file.source] = file
+        }
+        let cam = try #require(files["camera"]), screen = try #require(files["screen"])
+        #expect(cam.trackKinds == ["video", "audio"] && cam.width == 160 && cam.videoFrames == 90 && cam.audioFrames == 150, "\(cam)")
+        #expect(cam.fileName == "doc-pe_doc.webm")
+        #expect(screen.trackKinds == ["video"] && screen.width == 320 && screen.height == 240 && screen.videoFrames == 45, "\(screen)")
+        #expect(screen.fileName == "doc-pe_doc-screen.webm" && screen.format == "webm" && screen.videoCodec == "vp8" && screen.audioCodec == nil)
+        for file in [cam, screen] {
+            let decode = runTool(["ffmpeg", "-nostdin", "-v", "error", "-i", file.path, "-f", "null", "-"])
+            #expect(decode.status == 0 && decode.output.isEmpty, "\(file.fileName): \(decode.output)")
+        }
+        // The screen file holds one video stream only, 320 px wide.
+        let streams = runTool(["ffprobe", "-v", "error", "-show_entries", "stream=codec_type,width", "-of", "csv=p=0", screen.path]).output
+        #expect(streams.split(separator: "\n") == ["video,320"], "\(streams)")
+    }
+}
