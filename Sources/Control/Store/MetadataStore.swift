@@ -113,6 +113,34 @@ public struct RecordingRecord: Sendable, Equatable {
     }
 }
 
+/// A still image of a participant's video (PROTOCOL.md snapshots).
+public struct SnapshotRecord: Sendable, Equatable {
+    public var id: String
+    public var roomID: String
+    public var userID: String
+    public var source: String
+    public var takenAt: Int64
+    public var width: Int
+    public var height: Int
+    public var format: String
+    public var sizeBytes: Int64
+    public var path: String
+
+    public init(id: String, roomID: String, userID: String, source: String, takenAt: Int64, width: Int, height: Int, format: String,
+                sizeBytes: Int64, path: String) {
+        self.id = id
+        self.roomID = roomID
+        self.userID = userID
+        self.source = source
+        self.takenAt = takenAt
+        self.width = width
+        self.height = height
+        self.format = format
+        self.sizeBytes = sizeBytes
+        self.path = path
+    }
+}
+
 /// The audit log: who joined, left, published, started or stopped a recording, and when.
 public struct RoomEvent: Sendable, Equatable {
     public var id: String
@@ -195,6 +223,14 @@ enum Migrations {
         ]),
         // Per-participant recordings keep a participant's screen share in a file of its own.
         (2, ["ALTER TABLE recording_files ADD COLUMN source TEXT NOT NULL DEFAULT 'camera'"]),
+        (3, [
+            """
+            CREATE TABLE snapshots (id TEXT PRIMARY KEY, room_id TEXT NOT NULL REFERENCES rooms(id), user_id TEXT NOT NULL,
+              source TEXT NOT NULL, taken_at BIGINT NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL, format TEXT NOT NULL,
+              size_bytes BIGINT NOT NULL, path TEXT NOT NULL)
+            """,
+            "CREATE INDEX snapshots_room ON snapshots(room_id, taken_at)",
+        ]),
     ]
 
     static func apply(_ db: SQLDatabase) throws(SQLError) -> [Int] {
@@ -432,6 +468,39 @@ public final class MetadataStore: Sendable {
                                        storage: row["storage"].text ?? "local", failureReason: row["failure_reason"].text, files: files)
             }
         }
+    }
+
+    // MARK: snapshots
+
+    public func addSnapshot(_ s: SnapshotRecord) async throws {
+        try await run { db throws(SQLError) in
+            try db.execute("""
+                INSERT INTO snapshots (id, room_id, user_id, source, taken_at, width, height, format, size_bytes, path)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING
+                """, [.text(s.id), .text(s.roomID), .text(s.userID), .text(s.source), .int(s.takenAt), .int(Int64(s.width)),
+                      .int(Int64(s.height)), .text(s.format), .int(s.sizeBytes), .text(s.path)])
+        }
+    }
+
+    public func snapshot(id: String) async throws -> SnapshotRecord? {
+        try await run { db throws(SQLError) in try db.execute("SELECT * FROM snapshots WHERE id = $1", [.text(id)]).first.map(Self.snapshot) }
+    }
+
+    /// Snapshots, newest first, optionally of one room.
+    public func snapshots(roomID: String?) async throws -> [SnapshotRecord] {
+        try await run { db throws(SQLError) in
+            if let roomID {
+                return try db.execute("SELECT * FROM snapshots WHERE room_id = $1 ORDER BY taken_at DESC, id", [.text(roomID)]).map(Self.snapshot)
+            }
+            return try db.execute("SELECT * FROM snapshots ORDER BY taken_at DESC, id").map(Self.snapshot)
+        }
+    }
+
+    static func snapshot(_ row: SQLRow) -> SnapshotRecord {
+        SnapshotRecord(id: row["id"].text ?? "", roomID: row["room_id"].text ?? "", userID: row["user_id"].text ?? "",
+                       source: row["source"].text ?? "camera", takenAt: row["taken_at"].int ?? 0, width: Int(row["width"].int ?? 0),
+                       height: Int(row["height"].int ?? 0), format: row["format"].text ?? "jpeg", sizeBytes: row["size_bytes"].int ?? 0,
+                       path: row["path"].text ?? "")
     }
 
     // MARK: audit log and quality
