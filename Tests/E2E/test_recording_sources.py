@@ -8,12 +8,17 @@ against docs/RECORDING.md only.
 - `test_h264_publisher_is_recorded_in_matroska`: an aiortc publisher forced to H.264 (libx264) gives
   a `.mkv` (`format: "mkv"`, `video_codec: "h264"`) that ffmpeg decodes without a message, served as
   `video/x-matroska`.
+- `test_snapshots_decode_to_the_publishers_colours`: JPEG and PNG snapshots of a solid green
+  aiortc camera decode (ffmpeg) to 320x240 green images; the list/get/file routes, 400/404/409,
+  the `snapshot_taken` webhook; `capture_image` over signaling works for a doctor and is denied to
+  a patient.
 
 Everything is bounded; a missing tool fails the test, it never skips.
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import contextlib
 import fractions
 import secrets
@@ -203,3 +208,120 @@ def test_h264_publisher_is_recorded_in_matroska(server):
     with urllib.request.urlopen(req, timeout=30) as r:
         assert r.headers["Content-Type"] == "video/x-matroska"
         assert r.read()[:4] == b"\x1a\x45\xdf\xa3"
+
+
+def yuv601(r: int, g: int, b: int) -> tuple[int, int, int]:
+    """BT.601 limited-range YUV of an RGB colour."""
+    return (((66 * r + 129 * g + 25 * b + 128) >> 8) + 16, ((-38 * r - 74 * g + 112 * b + 128) >> 8) + 128,
+            ((112 * r - 94 * g - 18 * b + 128) >> 8) + 128)
+
+
+# A green for the snapshot publisher.
+GREEN_RGB = (30, 180, 60)
+GREEN_YUV = yuv601(*GREEN_RGB)
+
+
+def image_info(data: bytes, tmp) -> tuple[str, int, int, tuple[float, float, float], str]:
+    """(codec, width, height, mean RGB, ffmpeg messages) of an image file's bytes."""
+    path = tmp / f"img-{secrets.token_hex(4)}"
+    path.write_bytes(data)
+    probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,width,height", "-of", "csv=p=0", str(path)],
+                           capture_output=True, text=True, timeout=30)
+    codec, w, h = probe.stdout.strip().split(",")[:3]
+    raw = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                         capture_output=True, timeout=30)
+    px = raw.stdout
+    n = len(px) // 3
+    mean = tuple(sum(px[c::3]) / max(1, n) for c in range(3))
+    return codec, int(w), int(h), mean, raw.stderr.decode(errors="replace").strip()
+
+
+def test_snapshots_decode_to_the_publishers_colours(sfu_factory, tmp_path):
+    """A patient publishes a solid green 320x240 camera: a JPEG and a PNG snapshot decode to
+    320x240 green images; list/get/file routes, the errors, the `snapshot_taken` webhook; from the
+    signaling socket a doctor gets `image_captured`, a patient `permission_denied`."""
+    from test_webhooks import Receiver
+    from echo_client import SineAudioTrack
+    hooks = Receiver()
+    key = "snap-" + secrets.token_hex(16)
+    sfu = sfu_factory(env={"SFU_API_KEY": key, "SFU_WEBHOOK_URLS": hooks.url})
+    sfu.key = key
+    api = ControlAPI(sfu.base_url, key)
+
+    def get(path: str) -> tuple[int, dict, bytes]:
+        import urllib.error
+        import urllib.request
+        req = urllib.request.Request(sfu.base_url + path, headers={"Authorization": f"Bearer {key}"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, {}, e.read()
+
+    async def scenario():
+        rid = api.create_room(name="snap")["id"]
+        pt = RoomClient(api.token(rid, "pt-snap", role="patient")["signaling_url"], name="pt-snap", subscribe=False)
+        dr = RoomClient(api.token(rid, "dr-snap", role="doctor")["signaling_url"], name="dr-snap", subscribe=False,
+                        publish_video=False, publish_audio=False)
+        try:
+            await pt.connect()
+            await dr.connect()
+            await publish_tracks(pt, [SineAudioTrack(), SolidVideoTrack(320, 240, GREEN_YUV)])
+            assert await until(lambda: pt.pub_pc.connectionState == "connected", 20), diag(sfu, pt)
+            await asyncio.sleep(1.0)
+            out = {}
+            for fmt in ("jpeg", "png"):
+                t0 = time.monotonic()
+                status, snap = await api.acall("POST", f"/v1/rooms/{rid}/snapshots", {"user_id": "pt-snap", "format": fmt})
+                assert status == 201, (status, snap, diag(sfu, pt))
+                out[fmt] = (snap, time.monotonic() - t0)
+            out["errors"] = {
+                "unknown user": await api.acall("POST", f"/v1/rooms/{rid}/snapshots", {"user_id": "nobody"}),
+                "no screen": await api.acall("POST", f"/v1/rooms/{rid}/snapshots", {"user_id": "pt-snap", "source": "screen"}),
+                "bad format": await api.acall("POST", f"/v1/rooms/{rid}/snapshots", {"user_id": "pt-snap", "format": "gif"}),
+                "unknown room": await api.acall("POST", "/v1/rooms/rm_nope/snapshots", {"user_id": "pt-snap"}),
+                "no video": await api.acall("POST", f"/v1/rooms/{rid}/snapshots", {"user_id": "dr-snap"}),
+            }
+            # The signaling socket: a doctor may, a patient may not.
+            since = len(dr.events)
+            await dr.send("capture_image", {"user_id": "pt-snap"})
+            out["captured"] = await dr.wait_event("image_captured", after=since, timeout=10, fail_on_error=True)
+            since = len(pt.events)
+            await pt.send("capture_image", {"user_id": "pt-snap"})
+            out["denied"] = await pt.wait_error(after=since, timeout=5)
+            out["room_id"] = rid
+            return out
+        finally:
+            await pt.close()
+            await dr.close()
+
+    try:
+        out = run(scenario())
+        for fmt in ("jpeg", "png"):
+            snap, seconds = out[fmt]
+            assert set(snap) >= {"id", "room_id", "user_id", "source", "taken_at", "width", "height", "format", "size_bytes"}, snap
+            assert snap["id"].startswith("snap_") and snap["user_id"] == "pt-snap" and snap["source"] == "camera", snap
+            assert (snap["width"], snap["height"], snap["format"]) == (320, 240, fmt), snap
+            assert seconds < 3.5, f"the {fmt} snapshot took {seconds:.1f} s"
+            status, headers, data = get(f"/v1/snapshots/{snap['id']}/file")
+            assert status == 200 and headers["content-type"] == f"image/{fmt}" and len(data) == snap["size_bytes"], (status, headers)
+            codec, w, h, mean, errors = image_info(data, tmp_path)
+            assert (codec, w, h, errors) == ("mjpeg" if fmt == "jpeg" else "png", 320, 240, ""), (codec, w, h, errors)
+            assert close_to(mean, GREEN_RGB, 20), f"{fmt}: mean colour {mean}, want {GREEN_RGB}"
+            status, _, body = get(f"/v1/snapshots/{snap['id']}")
+            assert status == 200 and json.loads(body) == snap
+        errors = {k: (s, b.get("error", {}).get("code")) for k, (s, b) in out["errors"].items()}
+        assert errors == {"unknown user": (404, "not_found"), "no screen": (409, "no_video"), "bad format": (400, "bad_request"),
+                          "unknown room": (404, "not_found"), "no video": (409, "no_video")}, errors
+        captured = out["captured"]
+        assert captured["user_id"] == "pt-snap" and captured["snapshot_id"].startswith("snap_"), captured
+        assert out["denied"]["code"] == "permission_denied", out["denied"]
+        status, _, body = get(f"/v1/snapshots?room_id={out['room_id']}")
+        listed = [s["id"] for s in json.loads(body)["snapshots"]]
+        assert status == 200 and sorted(listed) == sorted([out["jpeg"][0]["id"], out["png"][0]["id"], captured["snapshot_id"]]), listed
+        assert get("/v1/snapshots/snap_nope")[0] == 404
+        received = hooks.wait(6, timeout=10)
+        taken = [json.loads(b) for _, b, _ in received if b"snapshot_taken" in b]
+        assert len(taken) == 3, [b[:200] for _, b, _ in received]
+    finally:
+        hooks.close()
