@@ -94,3 +94,70 @@ struct ScreenRecordingTests {
         #expect(streams.split(separator: "\n") == ["video,320"], "\(streams)")
     }
 }
+
+/// A participant that leaves during a recording gets its file closed at once (issue 19 item 10).
+@Suite("Recording: departed participants", .serialized)
+struct DepartedParticipantTests {
+    /// Descriptors of this process open on files under `dir`.
+    static func openFiles(under dir: String) -> Int {
+        let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        return fds.filter { ((try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\($0)")) ?? "").hasPrefix(dir) }.count
+    }
+
+    @Test func thirtyJoinLeaveCyclesLeaveNoFileOpen() async throws {
+        let h = try RoomHarness(maxParticipants: 40)
+        let dir = NSTemporaryDirectory() + "rec-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let recording = RoomRecording(id: "rec_cycles", directory: dir)
+        recording.start(in: h.room)
+        let frames = try TestMedia.vp8Frames(count: 3, width: 64, height: 48, keyframeEvery: 30)
+        let stay = try h.join("stay")
+        h.publish(stay, streams: [.init(kind: .video, ssrc: 0xE000_0000)])
+        try #require(h.connectAll(), "transports did not connect")
+        stay.publisher?.sendRTCP([.senderReport(SenderReport(ssrc: 0xE000_0000, ntpTime: 9000 << 32, rtpTime: 0, packetCount: 0, octetCount: 0))])
+        h.run(steps: 3)
+        // A second of video, past the 400 ms hold window: the staying participant's file is open.
+        var staySeq: UInt16 = 1
+        for (i, f) in try TestMedia.vp8Frames(count: 30, width: 64, height: 48, keyframeEvery: 30).enumerated() {
+            for p in ScreenRecordingTests.packetize(f.data, ssrc: 0xE000_0000, seq: &staySeq, ts: UInt32(i) * 3000) { h.sendRTP(stay, p) }
+            h.run(steps: 3)
+        }
+        #expect(Self.openFiles(under: dir) == 1)
+        for cycle in 0..<30 {
+            let ssrc = 0xE000_0100 + UInt32(cycle)
+            let peer = try h.join("cycle\(cycle)")
+            h.publish(peer, streams: [.init(kind: .video, ssrc: ssrc)])
+            try #require(h.connectAll(), "cycle \(cycle): transports did not connect")
+            var seq: UInt16 = 1
+            for (i, f) in frames.enumerated() {
+                for p in ScreenRecordingTests.packetize(f.data, ssrc: ssrc, seq: &seq, ts: UInt32(i) * 3000) { h.sendRTP(peer, p) }
+            }
+            h.run(steps: 5)
+            #expect(h.room.remove(userID: "cycle\(cycle)", code: "removed", message: "cycle"))
+            h.silent.insert(peer.info.peerID)
+            h.run(steps: 2)
+        }
+        // The departed files close on their sink queues: give them a moment.
+        var open = Self.openFiles(under: dir)
+        for _ in 0..<100 where open != 1 {
+            usleep(20_000)
+            open = Self.openFiles(under: dir)
+        }
+        #expect(open == 1, "only the participant still in the room has its file open, not the 30 that left")
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+        #expect(names.count == 31, "\(names.count) files")
+        let pending = recording.stop(in: h.room)
+        #expect(pending.count == 31)
+        var frameCounts: [Int] = []
+        for p in pending {
+            let (file, error) = await p.finalize()
+            #expect(error == nil)
+            frameCounts.append(file.videoFrames)
+        }
+        #expect(frameCounts.sorted() == [Int](repeating: 3, count: 30) + [30], "\(frameCounts)")
+        #expect(Self.openFiles(under: dir) == 0)
+        let last = try #require(pending.first { $0.file.userID == "cycle29" })
+        let decode = runTool(["ffmpeg", "-nostdin", "-v", "error", "-i", last.file.path, "-f", "null", "-"])
+        #expect(decode.status == 0 && decode.output.isEmpty, "\(decode.output)")
+    }
+}

@@ -330,6 +330,9 @@ public struct PendingFile: Sendable {
     let sink: FileSink?
     public let file: RecordedFile
 
+    /// Starts closing the file (its last writes go first) without waiting.
+    func closeSoon() { sink?.closeSoon() }
+
     /// Waits until the file is on disk. - Returns: the file, and a write error if there was one.
     public func finalize() async -> (RecordedFile, String?) {
         let error = await sink?.close()

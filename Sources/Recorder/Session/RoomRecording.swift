@@ -65,7 +65,12 @@ public final class RoomRecording: RoomObserver {
 
     public func room(_ room: Room, didRemove peer: PeerInfo) {
         for key in files.keys.filter({ $0.peerID == peer.peerID }).sorted(by: { $0.source.rawValue < $1.source.rawValue }) {
-            if let f = files.removeValue(forKey: key) { done.append(f.stop()) }
+            // Finished now, closed now (the metadata is still collected at stop): a recording of a
+            // long call with many joins and leaves does not keep a descriptor per departed file.
+            guard let f = files.removeValue(forKey: key) else { continue }
+            let pending = f.stop()
+            pending.closeSoon()
+            done.append(pending)
         }
     }
 }
