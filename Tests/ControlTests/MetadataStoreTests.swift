@@ -73,6 +73,26 @@ struct MetadataStoreTests {
     }
 
     @Test(arguments: StoreBackend.allCases)
+    func snapshotsByRoom(backend: StoreBackend) async throws {
+        let (store, _) = try await backend.open()
+        defer { Task { await store.close() } }
+        for room in ["r1", "r2"] {
+            try await store.createRoom(RoomRecord(id: room, name: room, createdAt: 1, maxParticipants: 4, emptyTimeoutS: 1, maxDurationS: 1, autoRecord: false))
+        }
+        let a = SnapshotRecord(id: "snap_a", roomID: "r1", userID: "pt", source: "camera", takenAt: 1_000, width: 320, height: 240, format: "jpeg",
+                               sizeBytes: 4_000, path: "/data/recordings/snapshots/snap_a.jpg")
+        var b = a
+        (b.id, b.takenAt, b.source, b.format, b.path) = ("snap_b", 2_000, "screen", "png", "/data/recordings/snapshots/snap_b.png")
+        var c = a
+        (c.id, c.roomID) = ("snap_c", "r2")
+        for s in [a, b, c] { try await store.addSnapshot(s) }
+        #expect(try await store.snapshots(roomID: "r1") == [b, a])
+        #expect(try await store.snapshots(roomID: nil).map(\.id) == ["snap_b", "snap_a", "snap_c"])
+        #expect(try await store.snapshot(id: "snap_b") == b)
+        #expect(try await store.snapshot(id: "snap_x") == nil)
+    }
+
+    @Test(arguments: StoreBackend.allCases)
     func recordingsWithFiles(backend: StoreBackend) async throws {
         let (store, _) = try await backend.open()
         defer { Task { await store.close() } }
