@@ -7,7 +7,7 @@ against docs/RECORDING.md only.
   screen's size, beside the camera file.
 - `test_h264_publisher_is_recorded_in_matroska`: an aiortc publisher forced to H.264 (libx264) gives
   a `.mkv` (`format: "mkv"`, `video_codec: "h264"`) that ffmpeg decodes without a message, served as
-  `video/x-matroska`.
+  `video/x-matroska`; a snapshot of it is refused (409 `unsupported_codec`).
 - `test_snapshots_decode_to_the_publishers_colours`: JPEG and PNG snapshots of a solid green
   aiortc camera decode (ffmpeg) to 320x240 green images; the list/get/file routes, 400/404/409,
   the `snapshot_taken` webhook; `capture_image` over signaling works for a doctor and is denied to
@@ -190,6 +190,9 @@ def test_h264_publisher_is_recorded_in_matroska(server):
             assert await until(lambda: c.video.frames_sent - sent >= 150, 30), "the camera did not run"
             status, done = sfu.api.call("POST", f"/v1/recordings/{rec['id']}/stop")
             assert status == 200 and done["status"] == "completed", done
+            # H.264 is passed through, never decoded: no snapshot of it.
+            status, body = sfu.api.call("POST", f"/v1/rooms/{rid}/snapshots", {"user_id": "dr-h264"})
+            assert (status, body.get("error", {}).get("code")) == (409, "unsupported_codec"), (status, body)
             return done
 
     done = run(scenario())
