@@ -95,6 +95,49 @@ struct ScreenRecordingTests {
     }
 }
 
+extension ScreenRecordingTests {
+    /// A share stopped and started again (a new producer: other SSRC, other RTP clock) goes on in
+    /// the same screen file, each part at its own time.
+    @Test func aShareStartedAgainGoesOnInTheSameFile() async throws {
+        let h = try RoomHarness()
+        let pub = try h.join("doc")
+        let camera: [ClientSDP.Stream] = [.init(kind: .audio, ssrc: Self.audioSSRC)]
+        h.publish(pub, streams: camera)
+        try #require(h.connectAll(), "transports did not connect")
+        let dir = NSTemporaryDirectory() + "rec-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let recording = RoomRecording(id: "rec_reshare", directory: dir)
+        recording.start(in: h.room)
+        let frames = try TestMedia.vp8Frames(count: 30, width: 320, height: 240, keyframeEvery: 30)
+        var seq: UInt16 = 1
+        // Part 1: 0.0-1.0 s on SSRC A; part 2: 2.0-3.0 s on SSRC B with an unrelated RTP base.
+        for (part, ssrc, base) in [(0, Self.screenSSRC, UInt32(1000)), (1, Self.screenSSRC &+ 1, UInt32(2_000_000_000))] {
+            h.room.screenShare(peerID: pub.info.peerID, enabled: true)
+            h.publish(pub, streams: camera + [.init(kind: .video, ssrc: ssrc)])
+            h.run(steps: 2)
+            for (i, f) in frames.enumerated() {
+                for p in Self.packetize(f.data, ssrc: ssrc, seq: &seq, ts: base &+ UInt32(i) * 3000) { h.sendRTP(pub, p) }
+                h.run(steps: i % 3 == 2 ? 4 : 3)  // 33.3 ms a frame
+            }
+            h.room.screenShare(peerID: pub.info.peerID, enabled: false)
+            h.publish(pub, streams: camera)
+            h.run(steps: part == 0 ? 100 : 5)
+        }
+        let pending = recording.stop(in: h.room)
+        let screen = try #require(pending.first { $0.file.source == "screen" })
+        let (file, error) = await screen.finalize()
+        #expect(error == nil && file.videoFrames == 60, "\(file)")
+        let decode = runTool(["ffmpeg", "-nostdin", "-v", "error", "-i", file.path, "-f", "null", "-"])
+        #expect(decode.status == 0 && decode.output.isEmpty, "\(decode.output)")
+        let pts = runTool(["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries", "packet=pts", "-of", "csv=p=0", file.path])
+            .output.split(separator: "\n").compactMap { Int($0) }
+        try #require(pts.count == 60)
+        // The second part starts about 2 s after the first (1 s of share, 1 s without), not on top of it.
+        #expect(abs(pts[30] - pts[0] - 2020) <= 60, "part 2 at \(pts[30] - pts[0]) ms")
+        #expect(zip(pts, pts.dropFirst()).allSatisfy { $1 > $0 })
+    }
+}
+
 /// A participant that leaves during a recording gets its file closed at once (issue 19 item 10).
 @Suite("Recording: departed participants", .serialized)
 struct DepartedParticipantTests {
