@@ -12,6 +12,8 @@ against docs/RECORDING.md only.
   aiortc camera decode (ffmpeg) to 320x240 green images; the list/get/file routes, 400/404/409,
   the `snapshot_taken` webhook; `capture_image` over signaling works for a doctor and is denied to
   a patient.
+- `test_sigkill_mid_recording_reconciles_screen_and_mkv_files`: kill -9 while recording an H.264
+  camera and screen share; the restarted server finalizes both `.mkv` files with source and codec.
 
 Everything is bounded; a missing tool fails the test, it never skips.
 """
@@ -328,3 +330,59 @@ def test_snapshots_decode_to_the_publishers_colours(sfu_factory, tmp_path):
         assert len(taken) == 3, [b[:200] for _, b, _ in received]
     finally:
         hooks.close()
+
+
+def test_sigkill_mid_recording_reconciles_screen_and_mkv_files(sfu_factory, sfu_bin):
+    """SIGKILL while recording an H.264 camera and an H.264 screen share: a server restarted on the
+    same data directory finalizes both `.mkv` files with their source, format and codec, and each
+    decodes without a message."""
+    from conftest import SFUProcess
+    from echo_client import PatternVideoTrack, SineAudioTrack
+    key = "kill-src-" + secrets.token_hex(8)
+    env = {"SFU_API_KEY": key}
+    sfu = sfu_factory(env=env)
+    api = ControlAPI(sfu.base_url, key)
+    rid = api.create_room(name="killed-sources")["id"]
+
+    async def scenario() -> dict:
+        c = RoomClient(api.token(rid, "kill-src", role="doctor")["signaling_url"], name="kill-src", subscribe=False)
+        try:
+            await c.connect()
+            await c.send("screen_share", {"enabled": True})
+            await c.wait_event("screen_share_toggled", timeout=5)
+            await publish_tracks(c, [SineAudioTrack(), SolidVideoTrack(640, 360, RED_YUV), PatternVideoTrack(320, 240)],
+                                 video_codec="video/h264")
+            assert await until(lambda: c.pub_pc.connectionState == "connected", 20), diag(sfu, c)
+            status, rec = await api.acall("POST", f"/v1/rooms/{rid}/recordings", {"mode": "tracks"})
+            assert status == 201, rec
+            await asyncio.sleep(5.0)
+            sfu.proc.kill()
+            sfu.proc.wait(10)
+            return rec
+        finally:
+            await c.close()
+
+    rec = run(scenario())
+    on_disk = sorted(p.name for p in (sfu.data_dir / "recordings" / rec["id"]).iterdir())
+    assert len(on_disk) == 2 and all(n.endswith(".mkv") for n in on_disk), on_disk
+    sfu.log_path.rename(sfu.data_dir / "sfu-first.log")
+    again = SFUProcess(sfu_bin, sfu.data_dir, env)
+    try:
+        again.wait_ready()
+        api2 = ControlAPI(again.base_url, key)
+        deadline = time.monotonic() + 20
+        got: dict = {}
+        while time.monotonic() < deadline:
+            status, got = api2.call("GET", f"/v1/recordings/{rec['id']}")
+            if status == 200 and got.get("status") in ("completed", "failed"):
+                break
+            time.sleep(0.5)
+        assert got.get("status") == "completed", got
+        files = {f["source"]: f for f in got["files"]}
+        assert sorted(files) == ["camera", "screen"], got["files"]
+        for f in files.values():
+            assert f["format"] == "mkv" and f["video_codec"] == "h264" and f["user_id"] == "kill-src", f
+            assert decode_errors(f["path"]) == "", f
+        assert files["screen"]["file_name"].endswith("-screen.mkv") and files["screen"]["resolution"] == "640x360", files["screen"]
+    finally:
+        again.kill()
