@@ -33,6 +33,9 @@ let package = Package(
         .systemLibrary(name: "CVPX", pkgConfig: "vpx", providers: [.apt(["libvpx-dev"])]),
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        // Snapshot images (JPEG through TurboJPEG, PNG through libpng's simplified API).
+        .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
+        .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
         // Function wrappers for the C macros and variadic functions Swift cannot call directly.
         .target(name: "CSFUShim", dependencies: ["COpenSSL", "CSRTP", "COpus", "CVPX"]),
 
@@ -59,7 +62,7 @@ let package = Package(
         ),
         .target(
             name: "Recorder",
-            dependencies: ["RTP", "SFU", "COpus", "CVPX", "CSFUShim", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["RTP", "SFU", "COpus", "CVPX", "CSFUShim", "CTurboJPEG", "CPNG", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .target(
@@ -98,7 +101,7 @@ let package = Package(
         .testTarget(name: "RTPTests", dependencies: ["RTP", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "DTLSTests", dependencies: ["DTLS", "CSRTP", "COpenSSL", "CSFUShim", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "SFUTests", dependencies: ["SFU", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "RecorderTests", dependencies: ["Recorder", "RTP", "COpus", "CVPX", "CSFUShim", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "RecorderTests", dependencies: ["Recorder", "RTP", "COpus", "CVPX", "CSFUShim", "CTurboJPEG", "TestSupport"], swiftSettings: strict),
         .testTarget(
             name: "ControlTests",
             dependencies: [

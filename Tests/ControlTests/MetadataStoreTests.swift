@@ -73,6 +73,26 @@ struct MetadataStoreTests {
     }
 
     @Test(arguments: StoreBackend.allCases)
+    func snapshotsByRoom(backend: StoreBackend) async throws {
+        let (store, _) = try await backend.open()
+        defer { Task { await store.close() } }
+        for room in ["r1", "r2"] {
+            try await store.createRoom(RoomRecord(id: room, name: room, createdAt: 1, maxParticipants: 4, emptyTimeoutS: 1, maxDurationS: 1, autoRecord: false))
+        }
+        let a = SnapshotRecord(id: "snap_a", roomID: "r1", userID: "pt", source: "camera", takenAt: 1_000, width: 320, height: 240, format: "jpeg",
+                               sizeBytes: 4_000, path: "/data/recordings/snapshots/snap_a.jpg")
+        var b = a
+        (b.id, b.takenAt, b.source, b.format, b.path) = ("snap_b", 2_000, "screen", "png", "/data/recordings/snapshots/snap_b.png")
+        var c = a
+        (c.id, c.roomID) = ("snap_c", "r2")
+        for s in [a, b, c] { try await store.addSnapshot(s) }
+        #expect(try await store.snapshots(roomID: "r1") == [b, a])
+        #expect(try await store.snapshots(roomID: nil).map(\.id) == ["snap_b", "snap_a", "snap_c"])
+        #expect(try await store.snapshot(id: "snap_b") == b)
+        #expect(try await store.snapshot(id: "snap_x") == nil)
+    }
+
+    @Test(arguments: StoreBackend.allCases)
     func recordingsWithFiles(backend: StoreBackend) async throws {
         let (store, _) = try await backend.open()
         defer { Task { await store.close() } }
@@ -86,10 +106,15 @@ struct MetadataStoreTests {
         var updated = file
         updated.sizeBytes = 2_000_000
         try await store.addRecordingFile(updated)  // upsert: the final size lands
+        let screen = RecordingFileRecord(id: "f2", recordingID: "rec1", userID: "dr-house", trackKinds: ["video"], fileName: "dr-house-screen.mkv",
+                                         path: "/data/recordings/rec1/dr-house-screen.mkv", sizeBytes: 99, source: "screen", format: "mkv",
+                                         videoCodec: "h264", audioCodec: nil, resolution: "1280x720", durationMs: 5_000)
+        try await store.addRecordingFile(screen)
         try await store.finishRecording(id: "rec1", status: .completed, endedAt: 21_000, durationMs: 20_000, failureReason: nil)
         try await store.finishRecording(id: "rec2", status: .failed, endedAt: 3_000, durationMs: nil, failureReason: "server crashed; nothing on disk")
         let rec1 = try #require(try await store.recording(id: "rec1"))
-        #expect(rec1.status == .completed && rec1.durationMs == 20_000 && rec1.files == [updated])
+        #expect(rec1.status == .completed && rec1.durationMs == 20_000 && rec1.files == [updated, screen])
+        #expect(rec1.files.map(\.source) == ["camera", "screen"])
         #expect(try await store.recordings().map(\.id) == ["rec2", "rec1"])
         #expect(try await store.recordings(status: .failed).map(\.id) == ["rec2"])
         #expect(try await store.recordings(roomID: "r", status: .completed).map(\.id) == ["rec1"])

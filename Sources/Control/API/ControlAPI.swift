@@ -2,6 +2,7 @@ import DTLS
 import Foundation
 import Hummingbird
 import Logging
+import Recorder
 import SFU
 
 /// The control API (PROTOCOL.md "Control API") for app backends: rooms and join tokens, backed by
@@ -77,6 +78,11 @@ public struct ControlAPI: Sendable {
         recordings.get(":id/files/:file") { request, context in
             try await recordingFile(request, context, id: context.parameters.require("id"), file: context.parameters.require("file"))
         }
+        rooms.post(":id/snapshots") { request, context in try await takeSnapshot(request, context, room: context.parameters.require("id")) }
+        let snapshots = router.group("v1/snapshots").add(middleware: ErrorShapeMiddleware()).add(middleware: auth)
+        snapshots.get { request, _ in try await listSnapshots(request) }
+        snapshots.get(":id") { _, context in try await getSnapshot(context.parameters.require("id")) }
+        snapshots.get(":id/file") { _, context in try await snapshotFile(context, id: context.parameters.require("id")) }
         router.group("demo").add(middleware: ErrorShapeMiddleware()).post("join") { request, context in
             try await demoJoin(request, context)
         }
@@ -277,14 +283,14 @@ public struct ControlAPI: Sendable {
         return try json(.ok, RecordingService.json(record))
     }
 
-    /// The WebM bytes, with single-range requests (`Range: bytes=a-b`, `a-`, `-n`).
+    /// The file's bytes (WebM, or Matroska for H.264), with single-range requests (`Range: bytes=a-b`, `a-`, `-n`).
     func recordingFile<Context: RequestContext>(_ request: Request, _ context: Context, id: String, file fileID: String) async throws -> Response {
         guard Self.validID(id), Self.validID(fileID), let record = try await store.recording(id: id),
               let file = record.files.first(where: { $0.id == fileID }) else { throw APIError.notFound("recording file") }
         guard let attributes = try? FileManager.default.attributesOfItem(atPath: file.path), let size = (attributes[.size] as? NSNumber)?.intValue else {
             throw APIError(.notFound, "not_found", "the file of \(fileID) is not on disk")
         }
-        var headers: HTTPFields = [.contentType: "video/webm", .acceptRanges: "bytes"]
+        var headers: HTTPFields = [.contentType: file.format == "mkv" ? "video/x-matroska" : "video/webm", .acceptRanges: "bytes"]
         headers[.contentDisposition] = "attachment; filename=\"\(file.fileName)\""
         let io = FileIO()
         guard let rangeHeader = request.headers[.range] else {
@@ -298,6 +304,58 @@ public struct ControlAPI: Sendable {
         headers[.contentRange] = "bytes \(range.lowerBound)-\(range.upperBound)/\(size)"
         headers[.contentLength] = String(range.count)
         return Response(status: .partialContent, headers: headers, body: try await io.loadFile(path: file.path, range: range, context: context))
+    }
+
+    // MARK: snapshots
+
+    func takeSnapshot<Context: RequestContext>(_ request: Request, _ context: Context, room id: String) async throws -> Response {
+        let body = try await JSONBody(request, context, allowEmpty: false)
+        guard let userID = try body.string("user_id", maxLength: 128), !userID.isEmpty else { throw APIError.badRequest("user_id is required (a non-empty string)") }
+        let sourceName = try body.string("source", maxLength: 16) ?? "camera"
+        guard sourceName == "camera" || sourceName == "screen", let source = TrackSource(rawValue: sourceName) else {
+            throw APIError.badRequest("source must be camera or screen")
+        }
+        guard let format = SnapshotFormat(rawValue: try body.string("format", maxLength: 16) ?? "jpeg") else {
+            throw APIError.badRequest("format must be jpeg or png")
+        }
+        guard Self.validID(id) else { throw APIError.notFound("room") }
+        guard let recordings else { throw APIError(.serviceUnavailable, "unavailable", "snapshots need the media workers") }
+        do {
+            let record = try await recordings.takeSnapshot(roomID: id, userID: userID, source: source, format: format)
+            return try json(.created, RecordingService.json(record))
+        } catch let error as RecordingService.SnapshotError {
+            switch error {
+            case .roomNotFound: throw APIError.notFound("room")
+            case .participantNotFound: throw Self.participantNotFound(userID, room: id)
+            case .noVideo(let source): throw APIError(.conflict, "no_video", "\(userID.prefix(64)) publishes no \(source) video")
+            case .unsupportedCodec(let codec): throw APIError(.conflict, "unsupported_codec", "\(codec) video cannot be decoded for a snapshot (VP8 only)")
+            case .keyframeTimeout: throw APIError(.gatewayTimeout, "keyframe_timeout", "no keyframe came from the publisher within 3 s")
+            case .failed(let message): throw APIError(.internalServerError, "snapshot_failed", message)
+            }
+        }
+    }
+
+    func listSnapshots(_ request: Request) async throws -> Response {
+        let room = request.uri.queryParameters.get("room_id")
+        if let room, !Self.validID(room) { throw APIError.badRequest("room_id is not a valid id") }
+        let list = try await store.snapshots(roomID: room)
+        return try json(.ok, ["snapshots": list.map(RecordingService.json)])
+    }
+
+    func getSnapshot(_ id: String) async throws -> Response {
+        guard Self.validID(id), let record = try await store.snapshot(id: id) else { throw APIError.notFound("snapshot") }
+        return try json(.ok, RecordingService.json(record))
+    }
+
+    func snapshotFile<Context: RequestContext>(_ context: Context, id: String) async throws -> Response {
+        guard Self.validID(id), let record = try await store.snapshot(id: id) else { throw APIError.notFound("snapshot") }
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: record.path), let size = (attributes[.size] as? NSNumber)?.intValue else {
+            throw APIError(.notFound, "not_found", "the file of \(id) is not on disk")
+        }
+        let format = SnapshotFormat(rawValue: record.format) ?? .jpeg
+        var headers: HTTPFields = [.contentType: format.contentType, .contentLength: String(size)]
+        headers[.contentDisposition] = "attachment; filename=\"\(id).\(format.fileExtension)\""
+        return Response(status: .ok, headers: headers, body: try await FileIO().loadFile(path: record.path, context: context))
     }
 
     /// One `bytes=` range of a file of `size` bytes, or nil when unsatisfiable or not understood.

@@ -25,7 +25,7 @@ public struct RecordingReconciler: Sendable {
         var done: [String] = []
         for recording in try await store.recordings(status: .recording) {
             let dir = (directory as NSString).appendingPathComponent(recording.id)
-            let names = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasSuffix(".webm") }.sorted()
+            let names = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasSuffix(".webm") || $0.hasSuffix(".mkv") }.sorted()
             var duration: Int64 = 0
             var files = 0
             for name in names {
@@ -38,12 +38,14 @@ public struct RecordingReconciler: Sendable {
                     var kinds: [String] = []
                     if scan.videoFrames > 0 { kinds.append("video") }
                     if scan.audioFrames > 0 { kinds.append("audio") }
-                    // `<user_id>-<peer_id>.webm`: the peer id is the last part.
-                    let stem = String(name.dropLast(".webm".count))
+                    // `<user_id>-<peer_id>[-screen].webm`: the peer id follows the last "-pe_".
+                    let mkv = name.hasSuffix(".mkv")
+                    let stem = String(name.dropLast(mkv ? ".mkv".count : ".webm".count))
                     let user = stem.range(of: "-pe_", options: .backwards).map { String(stem[..<$0.lowerBound]) } ?? stem
                     try await store.addRecordingFile(RecordingFileRecord(
                         id: "file_" + RecordingService.randomID(), recordingID: recording.id, userID: user, trackKinds: kinds, fileName: name,
-                        path: path, sizeBytes: Int64(scan.validLength), videoCodec: scan.videoFrames > 0 ? "vp8" : nil,
+                        path: path, sizeBytes: Int64(scan.validLength), source: stem.hasSuffix("-screen") ? "screen" : "camera", format: mkv ? "mkv" : "webm",
+                        videoCodec: scan.videoFrames > 0 ? (mkv ? "h264" : "vp8") : nil,
                         audioCodec: scan.audioFrames > 0 ? "opus" : nil,
                         resolution: scan.videoFrames > 0 ? scan.width.map { "\($0)x\(scan.height ?? 0)" } : nil, durationMs: scan.durationMs))
                 }

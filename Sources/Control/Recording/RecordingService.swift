@@ -93,8 +93,7 @@ public final class RecordingService: Sendable {
             duration = max(duration, file.durationMs)
             try? await store.addRecordingFile(RecordingFileRecord(
                 id: file.id, recordingID: id, userID: file.userID, trackKinds: file.trackKinds, fileName: file.fileName, path: file.path,
-                sizeBytes: Int64(file.sizeBytes), videoCodec: file.trackKinds.contains("video") ? "vp8" : nil,
-                audioCodec: file.trackKinds.contains("audio") ? "opus" : nil,
+                sizeBytes: Int64(file.sizeBytes), source: file.source, format: file.format, videoCodec: file.videoCodec, audioCodec: file.audioCodec,
                 resolution: file.width.map { "\($0)x\(file.height ?? 0)" }, durationMs: file.durationMs))
         }
         let failure: String? = errors.first.map { "writing a file failed: \($0)" }
@@ -133,7 +132,7 @@ public final class RecordingService: Sendable {
             "storage": r.storage,
             "files": r.files.map { f -> [String: any Sendable] in
                 var file: [String: any Sendable] = ["id": f.id, "user_id": f.userID, "track_kinds": f.trackKinds, "file_name": f.fileName, "path": f.path,
-                                                    "size_bytes": f.sizeBytes, "format": f.format, "duration_ms": f.durationMs]
+                                                    "size_bytes": f.sizeBytes, "source": f.source, "format": f.format, "duration_ms": f.durationMs]
                 file["video_codec"] = f.videoCodec
                 file["audio_codec"] = f.audioCodec
                 file["resolution"] = f.resolution

@@ -59,6 +59,8 @@ public struct RecordingFileRecord: Sendable, Equatable {
     public var fileName: String
     public var path: String
     public var sizeBytes: Int64
+    /// "camera" (camera and microphone) or "screen".
+    public var source: String
     public var format: String
     public var videoCodec: String?
     public var audioCodec: String?
@@ -66,7 +68,7 @@ public struct RecordingFileRecord: Sendable, Equatable {
     public var durationMs: Int64
 
     public init(id: String, recordingID: String, userID: String, trackKinds: [String], fileName: String, path: String, sizeBytes: Int64,
-                format: String = "webm", videoCodec: String?, audioCodec: String?, resolution: String?, durationMs: Int64) {
+                source: String = "camera", format: String = "webm", videoCodec: String?, audioCodec: String?, resolution: String?, durationMs: Int64) {
         self.id = id
         self.recordingID = recordingID
         self.userID = userID
@@ -74,6 +76,7 @@ public struct RecordingFileRecord: Sendable, Equatable {
         self.fileName = fileName
         self.path = path
         self.sizeBytes = sizeBytes
+        self.source = source
         self.format = format
         self.videoCodec = videoCodec
         self.audioCodec = audioCodec
@@ -107,6 +110,34 @@ public struct RecordingRecord: Sendable, Equatable {
         self.storage = storage
         self.failureReason = failureReason
         self.files = files
+    }
+}
+
+/// A still image of a participant's video (PROTOCOL.md snapshots).
+public struct SnapshotRecord: Sendable, Equatable {
+    public var id: String
+    public var roomID: String
+    public var userID: String
+    public var source: String
+    public var takenAt: Int64
+    public var width: Int
+    public var height: Int
+    public var format: String
+    public var sizeBytes: Int64
+    public var path: String
+
+    public init(id: String, roomID: String, userID: String, source: String, takenAt: Int64, width: Int, height: Int, format: String,
+                sizeBytes: Int64, path: String) {
+        self.id = id
+        self.roomID = roomID
+        self.userID = userID
+        self.source = source
+        self.takenAt = takenAt
+        self.width = width
+        self.height = height
+        self.format = format
+        self.sizeBytes = sizeBytes
+        self.path = path
     }
 }
 
@@ -189,6 +220,16 @@ enum Migrations {
               rtt_ms DOUBLE PRECISION, loss_fraction DOUBLE PRECISION, jitter_ms DOUBLE PRECISION, bitrate_bps BIGINT,
               PRIMARY KEY (participant_session_id, at))
             """,
+        ]),
+        // Per-participant recordings keep a participant's screen share in a file of its own.
+        (2, ["ALTER TABLE recording_files ADD COLUMN source TEXT NOT NULL DEFAULT 'camera'"]),
+        (3, [
+            """
+            CREATE TABLE snapshots (id TEXT PRIMARY KEY, room_id TEXT NOT NULL REFERENCES rooms(id), user_id TEXT NOT NULL,
+              source TEXT NOT NULL, taken_at BIGINT NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL, format TEXT NOT NULL,
+              size_bytes BIGINT NOT NULL, path TEXT NOT NULL)
+            """,
+            "CREATE INDEX snapshots_room ON snapshots(room_id, taken_at)",
         ]),
     ]
 
@@ -386,12 +427,12 @@ public final class MetadataStore: Sendable {
         try await run { db throws(SQLError) in
             try db.execute("""
                 INSERT INTO recording_files (id, recording_id, user_id, track_kinds, file_name, path, size_bytes, format, video_codec,
-                  audio_codec, resolution, duration_ms)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                  audio_codec, resolution, duration_ms, source)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                 ON CONFLICT (id) DO UPDATE SET size_bytes = excluded.size_bytes, duration_ms = excluded.duration_ms, resolution = excluded.resolution
                 """, [.text(f.id), .text(f.recordingID), .text(f.userID), .text(f.trackKinds.joined(separator: ",")), .text(f.fileName),
                       .text(f.path), .int(f.sizeBytes), .text(f.format), f.videoCodec.map { .text($0) } ?? .null,
-                      f.audioCodec.map { .text($0) } ?? .null, f.resolution.map { .text($0) } ?? .null, .int(f.durationMs)])
+                      f.audioCodec.map { .text($0) } ?? .null, f.resolution.map { .text($0) } ?? .null, .int(f.durationMs), .text(f.source)])
         }
     }
 
@@ -418,7 +459,7 @@ public final class MetadataStore: Sendable {
                     RecordingFileRecord(id: f["id"].text ?? "", recordingID: id, userID: f["user_id"].text ?? "",
                                         trackKinds: (f["track_kinds"].text ?? "").split(separator: ",").map(String.init),
                                         fileName: f["file_name"].text ?? "", path: f["path"].text ?? "", sizeBytes: f["size_bytes"].int ?? 0,
-                                        format: f["format"].text ?? "webm", videoCodec: f["video_codec"].text, audioCodec: f["audio_codec"].text,
+                                        source: f["source"].text ?? "camera", format: f["format"].text ?? "webm", videoCodec: f["video_codec"].text, audioCodec: f["audio_codec"].text,
                                         resolution: f["resolution"].text, durationMs: f["duration_ms"].int ?? 0)
                 }
                 return RecordingRecord(id: id, roomID: row["room_id"].text ?? "", mode: row["mode"].text ?? "",
@@ -427,6 +468,39 @@ public final class MetadataStore: Sendable {
                                        storage: row["storage"].text ?? "local", failureReason: row["failure_reason"].text, files: files)
             }
         }
+    }
+
+    // MARK: snapshots
+
+    public func addSnapshot(_ s: SnapshotRecord) async throws {
+        try await run { db throws(SQLError) in
+            try db.execute("""
+                INSERT INTO snapshots (id, room_id, user_id, source, taken_at, width, height, format, size_bytes, path)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING
+                """, [.text(s.id), .text(s.roomID), .text(s.userID), .text(s.source), .int(s.takenAt), .int(Int64(s.width)),
+                      .int(Int64(s.height)), .text(s.format), .int(s.sizeBytes), .text(s.path)])
+        }
+    }
+
+    public func snapshot(id: String) async throws -> SnapshotRecord? {
+        try await run { db throws(SQLError) in try db.execute("SELECT * FROM snapshots WHERE id = $1", [.text(id)]).first.map(Self.snapshot) }
+    }
+
+    /// Snapshots, newest first, optionally of one room.
+    public func snapshots(roomID: String?) async throws -> [SnapshotRecord] {
+        try await run { db throws(SQLError) in
+            if let roomID {
+                return try db.execute("SELECT * FROM snapshots WHERE room_id = $1 ORDER BY taken_at DESC, id", [.text(roomID)]).map(Self.snapshot)
+            }
+            return try db.execute("SELECT * FROM snapshots ORDER BY taken_at DESC, id").map(Self.snapshot)
+        }
+    }
+
+    static func snapshot(_ row: SQLRow) -> SnapshotRecord {
+        SnapshotRecord(id: row["id"].text ?? "", roomID: row["room_id"].text ?? "", userID: row["user_id"].text ?? "",
+                       source: row["source"].text ?? "camera", takenAt: row["taken_at"].int ?? 0, width: Int(row["width"].int ?? 0),
+                       height: Int(row["height"].int ?? 0), format: row["format"].text ?? "jpeg", sizeBytes: row["size_bytes"].int ?? 0,
+                       path: row["path"].text ?? "")
     }
 
     // MARK: audit log and quality

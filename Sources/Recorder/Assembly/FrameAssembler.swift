@@ -1,12 +1,13 @@
 import RTP
 
 /// A frame out of the jitter buffer: a whole VP8 frame (payload descriptors stripped, partitions
-/// joined, RFC 7741) or one Opus packet.
+/// joined, RFC 7741), an H.264 access unit in AVC form (NAL units after 4-byte lengths, RFC 6184
+/// depacketized), or one Opus packet.
 public struct AssembledFrame: Sendable, Equatable {
     public var rtpTimestamp: UInt32
     public var keyframe: Bool
     public var data: [UInt8]
-    /// From a VP8 keyframe's header.
+    /// From a VP8 keyframe's header, or an H.264 keyframe's SPS.
     public var size: (width: Int, height: Int)?
     /// When the frame's first packet arrived (the caller's clock).
     public var arrivalNanos: Int64
@@ -21,9 +22,10 @@ public struct AssembledFrame: Sendable, Equatable {
 /// number (reordered, duplicated, missing), frames come out in order. A missing packet is waited
 /// for up to `maxWaitNanos` (NACK has time to repair it); after that the frame is given up and,
 /// for video, everything is dropped until the next keyframe (`wantsKeyframe` tells the caller to
-/// ask for one), so the file never holds a frame the decoder cannot decode.
+/// ask for one), so the file never holds a frame the decoder cannot decode. An H.264 keyframe is an
+/// access unit with an IDR slice and its SPS and PPS (what a decoder starting there needs).
 public struct FrameAssembler: Sendable {
-    public enum Codec: Sendable { case vp8, opus }
+    public enum Codec: Sendable { case vp8, h264, opus }
 
     struct Packet {
         var timestamp: UInt32
@@ -39,6 +41,9 @@ public struct FrameAssembler: Sendable {
     private var unwrapper = SequenceUnwrapper()
     private var next: Int64?
     private var needKeyframe: Bool
+    /// The RTP timestamp of the last packet consumed (emitted or given up): an H.264 packet of the
+    /// same timestamp continues an access unit whose start is gone.
+    private var lastConsumedTimestamp: UInt32?
     /// Set when a gap made video undecodable; cleared by ``keyframeRequested()``.
     public private(set) var wantsKeyframe = false
     public private(set) var framesOut = 0
@@ -47,9 +52,9 @@ public struct FrameAssembler: Sendable {
 
     public init(codec: Codec, maxWaitNanos: Int64? = nil, capacity: Int = 2048) {
         self.codec = codec
-        self.maxWaitNanos = maxWaitNanos ?? (codec == .vp8 ? 400_000_000 : 120_000_000)
+        self.maxWaitNanos = maxWaitNanos ?? (codec == .opus ? 120_000_000 : 400_000_000)
         self.capacity = capacity
-        needKeyframe = codec == .vp8
+        needKeyframe = codec != .opus
     }
 
     public mutating func keyframeRequested() { wantsKeyframe = false }
@@ -86,7 +91,7 @@ public struct FrameAssembler: Sendable {
                       nowNanos == .max || nowNanos - oldest.arrivalNanos >= maxWaitNanos else { break }
                 let firstBuffered = packets.keys.min() ?? n
                 skip(to: firstBuffered)
-                if codec == .vp8 {
+                if codec != .opus {
                     if !needKeyframe { wantsKeyframe = true }
                     needKeyframe = true
                 }
@@ -98,12 +103,13 @@ public struct FrameAssembler: Sendable {
                 next = n + 1
                 framesOut += 1
                 out.append(AssembledFrame(rtpTimestamp: p.timestamp, keyframe: true, data: p.payload, size: nil, arrivalNanos: p.arrivalNanos))
-            case .vp8:
-                guard let frame = takeVP8Frame(at: n, nowNanos: nowNanos) else {
+            case .vp8, .h264:
+                guard let frame = takeVideoFrame(at: n, nowNanos: nowNanos) else {
                     // The head frame misses a packet: give it up once it has waited too long.
                     guard let head = packets[n], nowNanos == .max || nowNanos - head.arrivalNanos >= maxWaitNanos else { return out }
                     var hole = n
-                    while packets[hole] != nil {
+                    while let p = packets[hole] {
+                        lastConsumedTimestamp = p.timestamp
                         packets[hole] = nil
                         hole += 1
                     }
@@ -120,14 +126,28 @@ public struct FrameAssembler: Sendable {
         return out
     }
 
-    /// The VP8 frame starting at `n`: nil when it is not complete yet, `.some(nil)` when packets
+    /// Whether the packet at the head can begin a frame.
+    private func startsFrame(_ p: Packet) -> Bool {
+        p.payload.withUnsafeBytes { raw in
+            switch codec {
+            case .vp8:
+                return (try? VP8Descriptor(parsing: raw)).map { $0.startOfPartition && $0.partitionIndex == 0 } ?? false
+            case .h264:
+                return H264.canStartAccessUnit(payload: raw) && lastConsumedTimestamp != p.timestamp
+            case .opus:
+                return true
+            }
+        }
+    }
+
+    /// The video frame starting at `n`: nil when it is not complete yet, `.some(nil)` when packets
     /// were consumed without a usable frame.
-    private mutating func takeVP8Frame(at n: Int64, nowNanos: Int64) -> AssembledFrame?? {
+    private mutating func takeVideoFrame(at n: Int64, nowNanos: Int64) -> AssembledFrame?? {
         guard let first = packets[n] else { return nil }
-        let starts = first.payload.withUnsafeBytes { raw in (try? VP8Descriptor(parsing: raw)).map { $0.startOfPartition && $0.partitionIndex == 0 } ?? false }
-        if !starts {
+        if !startsFrame(first) {
             // Not the beginning of a frame (its start was lost or came before we did): drop up to the next start.
             packets[n] = nil
+            lastConsumedTimestamp = first.timestamp
             next = n + 1
             if !needKeyframe { wantsKeyframe = true }
             needKeyframe = true
@@ -143,21 +163,17 @@ public struct FrameAssembler: Sendable {
             if packets[end + 1] == nil { return nil }
             end += 1
         }
-        var data: [UInt8] = []
-        var keyframe = false
-        var size: (Int, Int)?
-        for s in n...end {
-            guard let p = packets.removeValue(forKey: s) else { continue }
-            p.payload.withUnsafeBytes { raw in
-                guard let d = try? VP8Descriptor(parsing: raw) else { return }
-                if s == n {
-                    keyframe = d.isKeyframeStart(payload: raw)
-                    size = d.keyframeSize(payload: raw)
-                }
-                data.append(contentsOf: raw[d.length...])
-            }
-        }
+        let taken = (n...end).compactMap { packets.removeValue(forKey: $0) }
         next = end + 1
+        lastConsumedTimestamp = first.timestamp
+        let assembled = codec == .h264 ? Self.h264Frame(taken) : Self.vp8Frame(taken)
+        guard let (data, keyframe, size) = assembled else {
+            // Malformed (an H.264 fragment without its start): undecodable until the next keyframe.
+            if !needKeyframe { wantsKeyframe = true }
+            needKeyframe = true
+            framesDropped += 1
+            return .some(nil)
+        }
         if needKeyframe && !keyframe {
             // Still no keyframe (at the start, or since a gap): keep asking (the producer paces it).
             wantsKeyframe = true
@@ -167,5 +183,43 @@ public struct FrameAssembler: Sendable {
         needKeyframe = false
         framesOut += 1
         return .some(AssembledFrame(rtpTimestamp: first.timestamp, keyframe: keyframe, data: data, size: size, arrivalNanos: first.arrivalNanos))
+    }
+
+    private static func vp8Frame(_ packets: [Packet]) -> (data: [UInt8], keyframe: Bool, size: (width: Int, height: Int)?)? {
+        var data: [UInt8] = []
+        var keyframe = false
+        var size: (width: Int, height: Int)?
+        for (i, p) in packets.enumerated() {
+            p.payload.withUnsafeBytes { raw in
+                guard let d = try? VP8Descriptor(parsing: raw) else { return }
+                if i == 0 {
+                    keyframe = d.isKeyframeStart(payload: raw)
+                    size = d.keyframeSize(payload: raw)
+                }
+                data.append(contentsOf: raw[d.length...])
+            }
+        }
+        return (data, keyframe, size)
+    }
+
+    /// An access unit in AVC form; a keyframe when it holds an IDR slice, an SPS and a PPS.
+    private static func h264Frame(_ packets: [Packet]) -> (data: [UInt8], keyframe: Bool, size: (width: Int, height: Int)?)? {
+        var depacketizer = H264Depacketizer()
+        for p in packets {
+            let ok: Bool = p.payload.withUnsafeBytes { raw in
+                do throws(H264Depacketizer.Failure) {
+                    try depacketizer.push(raw)
+                    return true
+                } catch {
+                    return false
+                }
+            }
+            guard ok else { return nil }
+        }
+        guard let units = try? depacketizer.finish(), !units.isEmpty else { return nil }
+        let types = Set(units.compactMap { $0.first.map { $0 & 0x1f } })
+        let keyframe = types.contains(H264.nalIDR) && types.contains(H264.nalSPS) && types.contains(H264.nalPPS)
+        let size = keyframe ? units.first { $0.first.map { $0 & 0x1f } == H264.nalSPS }.flatMap { H264SPS(nal: $0) }.map { ($0.width, $0.height) } : nil
+        return (H264.avcFrame(units), keyframe, size)
     }
 }

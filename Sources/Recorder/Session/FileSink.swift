@@ -36,17 +36,26 @@ final class FileSink: @unchecked Sendable {
         }
     }
 
-    /// Closes the file after everything queued; returns the first error, if any.
+    /// Closes the file after everything queued, without waiting: a participant that left gives
+    /// its descriptor back at once, not when the recording stops. Later writes are dropped.
+    func closeSoon() {
+        queue.async { [self] in closeFile() }
+    }
+
+    /// Closes the file after everything queued (if ``closeSoon()`` did not); returns the first error, if any.
     func close() async -> String? {
         await withCheckedContinuation { (continuation: CheckedContinuation<String?, Never>) in
             queue.async { [self] in
-                if fd >= 0 {
-                    fsync(fd)
-                    Foundation.close(fd)
-                    fd = -1
-                }
+                closeFile()
                 continuation.resume(returning: error)
             }
         }
+    }
+
+    private func closeFile() {
+        guard fd >= 0 else { return }
+        fsync(fd)
+        Foundation.close(fd)
+        fd = -1
     }
 }

@@ -9,6 +9,12 @@ public struct RecordedFile: Sendable, Equatable {
     public var userID: String
     public var fileName: String
     public var path: String
+    /// What the file shows: "camera" (with the microphone) or "screen" (a screen share, video only).
+    public var source: String
+    /// "webm", or "mkv" for H.264 video (Matroska).
+    public var format: String
+    public var videoCodec: String?
+    public var audioCodec: String?
     public var trackKinds: [String]
     public var width: Int?
     public var height: Int?
@@ -18,17 +24,24 @@ public struct RecordedFile: Sendable, Equatable {
     public var audioFrames: Int
 }
 
-/// One participant's WebM file: taps its camera and microphone producers, assembles frames
+/// One participant's file of one source: its camera and microphone, or its screen share (video
+/// only). Taps those producers, assembles frames
 /// (jitter buffer per track), places them on one timeline from the publisher's RTCP sender reports
 /// (NTP), interleaves them and hands clusters to the file sink. Confined to the room's loop.
 final class ParticipantRecording: ProducerTap {
     let peer: PeerInfo
+    /// `.camera` (camera and microphone) or `.screen`.
+    let source: TrackSource
     let fileID: String
-    let path: String
-    let fileName: String
-    private let sink: FileSink
+    let directory: String
+    private(set) var path: String
+    private(set) var fileName: String
+    /// Opened at the first write: a participant that never sends leaves no empty file (nor an fd).
+    private var sink: FileSink?
     private var writer: WebMWriter?
     private var video: (producer: Producer, assembler: FrameAssembler)?
+    /// The video codec of the file: VP8 in WebM, H.264 in Matroska (fixed when the file starts).
+    private var videoCodec: FrameAssembler.Codec = .vp8
     private var audio: (producer: Producer, assembler: FrameAssembler)?
     /// Per track: RTP time -> timeline nanoseconds (publisher NTP, or our clock).
     private var videoMapping: Mapping?
@@ -60,23 +73,41 @@ final class ParticipantRecording: ProducerTap {
         func nanos(_ ts: UInt32) -> Int64 { nanos + Int64(Int32(bitPattern: ts &- rtp)) * 1_000_000_000 / Int64(clockRate) }
     }
 
-    init(peer: PeerInfo, directory: String, fileID: String) {
+    init(peer: PeerInfo, source: TrackSource, directory: String, fileID: String) {
         self.peer = peer
+        self.source = source == .screen ? .screen : .camera
         self.fileID = fileID
-        let safeUser = String(peer.userID.unicodeScalars.map { CharacterSet.alphanumerics.contains($0) || $0 == "-" || $0 == "_" ? Character($0) : "_" }.prefix(64))
-        fileName = "\(safeUser)-\(peer.peerID).webm"
+        self.directory = directory
+        fileName = Self.fileName(peer: peer, source: self.source, format: "webm")
         path = (directory as NSString).appendingPathComponent(fileName)
-        sink = FileSink(path: path)
     }
 
-    /// Records `producer` (camera or microphone; a second one of a kind is ignored).
+    /// `<user_id>-<peer_id>.webm` for the camera, `<user_id>-<peer_id>-screen.webm` for a screen share.
+    static func fileName(peer: PeerInfo, source: TrackSource, format: String) -> String {
+        let safeUser = String(peer.userID.unicodeScalars.map { CharacterSet.alphanumerics.contains($0) || $0 == "-" || $0 == "_" ? Character($0) : "_" }.prefix(64))
+        return "\(safeUser)-\(peer.peerID)\(source == .screen ? "-screen" : "").\(format)"
+    }
+
+    /// The file a producer of `source` is recorded in: the microphone goes with the camera.
+    static func fileSource(of producer: Producer) -> TrackSource { producer.source == .screen ? .screen : .camera }
+
+    /// Records `producer` if it belongs to this file's source (a second one of a kind is ignored).
     func attach(_ producer: Producer) {
-        guard !finished, producer.source != .screen else { return }
+        guard !finished, Self.fileSource(of: producer) == source else { return }
         switch producer.kind {
-        case .video where video == nil && producer.codec == .vp8:
-            video = (producer, FrameAssembler(codec: .vp8))
+        case .video where video == nil:
+            let codec: FrameAssembler.Codec
+            switch producer.codec {
+            case .vp8: codec = .vp8
+            case .h264: codec = .h264
+            case .opus: return
+            }
+            // A file already started holds one video codec (its header says which).
+            if let writer, writer.configuration.video != nil, (writer.configuration.videoCodec == .h264) != (codec == .h264) { return }
+            videoCodec = codec
+            video = (producer, FrameAssembler(codec: codec))
             producer.taps.append(self)
-        case .audio where audio == nil:
+        case .audio where audio == nil && source == .camera:
             audio = (producer, FrameAssembler(codec: .opus))
             producer.taps.append(self)
         default:
@@ -86,7 +117,13 @@ final class ParticipantRecording: ProducerTap {
 
     func detach(_ producer: Producer) {
         producer.taps.removeAll { $0 === self }
-        if video?.producer === producer { drain(.video, video?.assembler.flush() ?? [], now: nil); video = nil }
+        if video?.producer === producer {
+            drain(.video, video?.assembler.flush() ?? [], now: nil)
+            video = nil
+            // Another producer (a new screen share, a camera turned on again) has its own RTP clock.
+            videoMapping = nil
+            videoSSRC = nil
+        }
         if audio?.producer === producer { drain(.audio, audio?.assembler.flush() ?? [], now: nil); audio = nil }
     }
 
@@ -119,7 +156,7 @@ final class ParticipantRecording: ProducerTap {
     /// up to where the new stream starts (the same instant is not recorded twice).
     private func switchVideoStream(_ v: inout (producer: Producer, assembler: FrameAssembler), producer: Producer, header: RTPHeader, nowNanos: Int64) {
         let old = v.assembler.flush()
-        v.assembler = FrameAssembler(codec: .vp8)
+        v.assembler = FrameAssembler(codec: videoCodec)
         // Frames of the old stream that never got a mapping cannot be placed any more.
         unmapped.removeAll { $0.0 == .video }
         guard let previous = videoMapping else { return }
@@ -224,12 +261,26 @@ final class ParticipantRecording: ProducerTap {
             // A participant that may publish gets both tracks declared: a camera or microphone turned
             // on later still has a track to go to (an empty track decodes fine).
             let withVideo = video != nil || videoMapping != nil || peer.canPublish
-            let withAudio = audio != nil || audioMapping != nil || peer.canPublish
-            let w = WebMWriter(configuration: .init(video: withVideo ? (dims.width, dims.height) : nil, audio: withAudio ? (2, 48000) : nil))
-            sink.append(w.start())
+            let withAudio = source == .camera && (audio != nil || audioMapping != nil || peer.canPublish)
+            let w = WebMWriter(configuration: .init(video: withVideo ? (dims.width, dims.height) : nil, audio: withAudio ? (2, 48000) : nil,
+                                                    videoCodec: videoCodec == .h264 ? .h264 : .vp8))
+            if w.configuration.isMatroska {
+                fileName = Self.fileName(peer: peer, source: source, format: "mkv")
+                path = (directory as NSString).appendingPathComponent(fileName)
+            }
+            let s = FileSink(path: path)
+            s.append(w.start())
             writer = w
+            sink = s
         }
-        guard let writer else { return }
+        guard let writer, let sink else { return }
+        if item.track == .video, item.frame.keyframe, writer.configuration.isMatroska, !writer.hasCodecPrivate,
+           let units = H264.nalUnits(avcFrame: item.frame.data),
+           let sps = units.first(where: { $0.first.map { $0 & 0x1f } == H264.nalSPS }),
+           let pps = units.first(where: { $0.first.map { $0 & 0x1f } == H264.nalPPS }),
+           let avcC = H264.avcDecoderConfiguration(sps: sps, pps: pps), let patch = writer.setCodecPrivate(avcC) {
+            sink.patch(offset: patch.offset, patch.bytes)
+        }
         let bytes = item.frame.data.withUnsafeBytes { writer.add(item.track, timestampMs: item.ms, keyframe: item.frame.keyframe, data: $0) }
         sink.append(bytes)
     }
@@ -245,7 +296,7 @@ final class ParticipantRecording: ProducerTap {
             if var a = audio { drainFlushed(.audio, &a.assembler) }
             mapFrames(now: nil)
             release(all: true)
-            if let writer {
+            if let writer, let sink {
                 let (tail, patches) = writer.finish()
                 sink.append(tail)
                 for p in patches { sink.patch(offset: p.offset, p.bytes) }
@@ -256,7 +307,10 @@ final class ParticipantRecording: ProducerTap {
         if (w?.videoFrames ?? 0) > 0 { kinds.append("video") }
         if (w?.audioFrames ?? 0) > 0 { kinds.append("audio") }
         let hasVideo = (w?.videoFrames ?? 0) > 0
-        let file = RecordedFile(id: fileID, peerID: peer.peerID, userID: peer.userID, fileName: fileName, path: path, trackKinds: kinds,
+        let file = RecordedFile(id: fileID, peerID: peer.peerID, userID: peer.userID, fileName: fileName, path: path,
+                                source: source.rawValue, format: w?.configuration.isMatroska == true ? "mkv" : "webm",
+                                videoCodec: hasVideo ? (w?.configuration.videoCodec == .h264 ? "h264" : "vp8") : nil,
+                                audioCodec: (w?.audioFrames ?? 0) > 0 ? "opus" : nil, trackKinds: kinds,
                                 width: hasVideo ? (size?.width ?? 640) : nil, height: hasVideo ? (size?.height ?? 480) : nil,
                                 sizeBytes: w?.size ?? 0, durationMs: w?.durationMs ?? 0, videoFrames: w?.videoFrames ?? 0, audioFrames: w?.audioFrames ?? 0)
         return PendingFile(sink: sink, file: file)
@@ -272,12 +326,16 @@ final class ParticipantRecording: ProducerTap {
 
 /// A stopped participant file whose last writes may still be queued.
 public struct PendingFile: Sendable {
-    let sink: FileSink
+    /// nil: nothing was written (no file was made).
+    let sink: FileSink?
     public let file: RecordedFile
+
+    /// Starts closing the file (its last writes go first) without waiting.
+    func closeSoon() { sink?.closeSoon() }
 
     /// Waits until the file is on disk. - Returns: the file, and a write error if there was one.
     public func finalize() async -> (RecordedFile, String?) {
-        let error = await sink.close()
+        let error = await sink?.close()
         return (file, error)
     }
 }

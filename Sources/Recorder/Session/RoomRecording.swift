@@ -2,12 +2,17 @@ import Foundation
 import SFU
 
 /// A `tracks` recording of one room: an observer of the room that keeps one ParticipantRecording
-/// (one WebM file) per publishing participant, attaching to tracks as they are published and
-/// finishing a participant's file when it leaves. Confined to the room's loop.
+/// (one file) per publishing participant and source (camera with microphone; screen share),
+/// attaching to tracks as they are published and finishing a participant's files when it leaves.
+/// Confined to the room's loop.
 public final class RoomRecording: RoomObserver {
     public let id: String
     public let directory: String
-    private var files: [String: ParticipantRecording] = [:]
+    private struct Key: Hashable {
+        var peerID: String
+        var source: TrackSource
+    }
+    private var files: [Key: ParticipantRecording] = [:]
     private var done: [PendingFile] = []
     public private(set) var isStopped = false
 
@@ -20,7 +25,7 @@ public final class RoomRecording: RoomObserver {
     public func start(in room: Room) {
         room.addObserver(self)
         room.activeRecordingID = id
-        for (peer, producer) in room.publishedTracks() { file(for: peer).attach(producer) }
+        for (peer, producer) in room.publishedTracks() { file(for: peer, source: ParticipantRecording.fileSource(of: producer)).attach(producer) }
         room.broadcast(.recordingStarted(id: id))
     }
 
@@ -31,15 +36,16 @@ public final class RoomRecording: RoomObserver {
         room.removeObserver(self)
         if room.activeRecordingID == id { room.activeRecordingID = nil }
         room.broadcast(.recordingStopped(id: id))
-        for f in files.values { done.append(f.stop()) }
+        for f in files.values.sorted(by: { $0.fileID < $1.fileID }) { done.append(f.stop()) }
         files.removeAll()
         return done
     }
 
-    private func file(for peer: PeerInfo) -> ParticipantRecording {
-        if let f = files[peer.peerID] { return f }
-        let f = ParticipantRecording(peer: peer, directory: directory, fileID: "file_" + Self.randomID())
-        files[peer.peerID] = f
+    private func file(for peer: PeerInfo, source: TrackSource) -> ParticipantRecording {
+        let key = Key(peerID: peer.peerID, source: source)
+        if let f = files[key] { return f }
+        let f = ParticipantRecording(peer: peer, source: source, directory: directory, fileID: "file_" + Self.randomID())
+        files[key] = f
         return f
     }
 
@@ -50,14 +56,21 @@ public final class RoomRecording: RoomObserver {
 
     public func room(_ room: Room, didPublish producer: Producer, of peer: PeerInfo, nowNanos: Int64) {
         guard !isStopped else { return }
-        file(for: peer).attach(producer)
+        file(for: peer, source: ParticipantRecording.fileSource(of: producer)).attach(producer)
     }
 
     public func room(_ room: Room, didUnpublish producer: Producer, of peer: PeerInfo) {
-        files[peer.peerID]?.detach(producer)
+        files[Key(peerID: peer.peerID, source: ParticipantRecording.fileSource(of: producer))]?.detach(producer)
     }
 
     public func room(_ room: Room, didRemove peer: PeerInfo) {
-        if let f = files.removeValue(forKey: peer.peerID) { done.append(f.stop()) }
+        for key in files.keys.filter({ $0.peerID == peer.peerID }).sorted(by: { $0.source.rawValue < $1.source.rawValue }) {
+            // Finished now, closed now (the metadata is still collected at stop): a recording of a
+            // long call with many joins and leaves does not keep a descriptor per departed file.
+            guard let f = files.removeValue(forKey: key) else { continue }
+            let pending = f.stop()
+            pending.closeSoon()
+            done.append(pending)
+        }
     }
 }

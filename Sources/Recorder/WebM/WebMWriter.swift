@@ -1,5 +1,8 @@
 /// A WebM (Matroska subset) muxer for one participant's recording: VP8 video and Opus audio in
-/// SimpleBlocks, sans-IO. It hands back the bytes to append to the file as each cluster closes,
+/// SimpleBlocks, sans-IO. With H.264 video the file is Matroska (DocType "matroska",
+/// `V_MPEG4/ISO/AVC`, frames in AVC form): its CodecPrivate (avcC, from the first keyframe's SPS
+/// and PPS) is not known when the header is written, so the header reserves room for it, patched
+/// by ``setCodecPrivate(_:)``. It hands back the bytes to append to the file as each cluster closes,
 /// so a file cut off at any point is playable up to its last complete cluster; `finish()` adds the
 /// Cues and returns the two in-place patches (Segment size, Duration) that make it seekable.
 ///
@@ -8,20 +11,31 @@
 /// at each cluster that starts with a keyframe (or at every cluster of an audio-only file).
 public final class WebMWriter {
     public enum Track: Sendable, Equatable { case video, audio }
+    public enum VideoCodec: Sendable, Equatable { case vp8, h264 }
 
     public struct Configuration: Sendable, Equatable {
         public var video: (width: Int, height: Int)?
         public var audio: (channels: Int, sampleRate: Int)?
+        public var videoCodec: VideoCodec
         public var muxingApp = "sfu"
-        public init(video: (width: Int, height: Int)?, audio: (channels: Int, sampleRate: Int)?) {
+        public init(video: (width: Int, height: Int)?, audio: (channels: Int, sampleRate: Int)?, videoCodec: VideoCodec = .vp8) {
             self.video = video
             self.audio = audio
+            self.videoCodec = videoCodec
         }
         public static func == (a: Configuration, b: Configuration) -> Bool {
-            a.video?.width == b.video?.width && a.video?.height == b.video?.height
+            a.video?.width == b.video?.width && a.video?.height == b.video?.height && a.videoCodec == b.videoCodec
                 && a.audio?.channels == b.audio?.channels && a.audio?.sampleRate == b.audio?.sampleRate && a.muxingApp == b.muxingApp
         }
+        /// Matroska (H.264 video) rather than WebM.
+        public var isMatroska: Bool { video != nil && videoCodec == .h264 }
     }
+
+    /// Bytes reserved in the video TrackEntry for the CodecPrivate of H.264 (a Void until patched).
+    static let reservedCodecPrivate = 512
+    /// File offset of the reserved bytes (0: none).
+    private var codecPrivateOffset = 0
+    public private(set) var hasCodecPrivate = false
 
     public let configuration: Configuration
     /// Bytes handed out so far (the file's size once appended).
@@ -60,7 +74,7 @@ public final class WebMWriter {
             EBML.uint(MKV.ebmlReadVersion, 1, to: &e)
             EBML.uint(MKV.ebmlMaxIDLength, 4, to: &e)
             EBML.uint(MKV.ebmlMaxSizeLength, 8, to: &e)
-            EBML.string(MKV.docType, "webm", to: &e)
+            EBML.string(MKV.docType, configuration.isMatroska ? "matroska" : "webm", to: &e)
             EBML.uint(MKV.docTypeVersion, 4, to: &e)
             EBML.uint(MKV.docTypeReadVersion, 2, to: &e)
         }
@@ -79,39 +93,74 @@ public final class WebMWriter {
         EBML.appendSize(UInt64(info.count), to: &out)
         durationOffset = out.count + durationStartInInfo + 3  // id (2 bytes) + size (1 byte)
         out += info
-        EBML.master(MKV.tracks, to: &out) { t in
-            if let video = configuration.video, let number = videoTrackNumber {
-                EBML.master(MKV.trackEntry, to: &t) { e in
-                    EBML.uint(MKV.trackNumber, number, to: &e)
-                    EBML.uint(MKV.trackUID, number, to: &e)
-                    EBML.uint(MKV.trackType, 1, to: &e)
-                    EBML.uint(MKV.flagLacing, 0, to: &e)
-                    EBML.string(MKV.codecID, "V_VP8", to: &e)
-                    EBML.master(MKV.video, to: &e) { v in
-                        EBML.uint(MKV.pixelWidth, UInt64(video.width), to: &v)
-                        EBML.uint(MKV.pixelHeight, UInt64(video.height), to: &v)
-                    }
-                }
+        var tracksBody: [UInt8] = []
+        if let video = configuration.video, let number = videoTrackNumber {
+            var e: [UInt8] = []
+            EBML.uint(MKV.trackNumber, number, to: &e)
+            EBML.uint(MKV.trackUID, number, to: &e)
+            EBML.uint(MKV.trackType, 1, to: &e)
+            EBML.uint(MKV.flagLacing, 0, to: &e)
+            EBML.string(MKV.codecID, configuration.videoCodec == .h264 ? "V_MPEG4/ISO/AVC" : "V_VP8", to: &e)
+            EBML.master(MKV.video, to: &e) { v in
+                EBML.uint(MKV.pixelWidth, UInt64(video.width), to: &v)
+                EBML.uint(MKV.pixelHeight, UInt64(video.height), to: &v)
             }
-            if let audio = configuration.audio, let number = audioTrackNumber {
-                EBML.master(MKV.trackEntry, to: &t) { e in
-                    EBML.uint(MKV.trackNumber, number, to: &e)
-                    EBML.uint(MKV.trackUID, number, to: &e)
-                    EBML.uint(MKV.trackType, 2, to: &e)
-                    EBML.uint(MKV.flagLacing, 0, to: &e)
-                    EBML.string(MKV.codecID, "A_OPUS", to: &e)
-                    EBML.element(MKV.codecPrivate, Self.opusHead(channels: audio.channels, sampleRate: audio.sampleRate), to: &e)
-                    EBML.uint(MKV.codecDelay, 6_500_000, to: &e)  // the 312-sample pre-skip, ns
-                    EBML.uint(MKV.seekPreRoll, 80_000_000, to: &e)
-                    EBML.master(MKV.audio, to: &e) { a in
-                        EBML.float(MKV.samplingFrequency, Double(audio.sampleRate), to: &a)
-                        EBML.uint(MKV.channels, UInt64(audio.channels), to: &a)
-                    }
+            var reservedAt: Int?
+            if configuration.videoCodec == .h264 {
+                reservedAt = e.count
+                e += Self.void(Self.reservedCodecPrivate)
+            }
+            EBML.appendID(MKV.trackEntry, to: &tracksBody)
+            EBML.appendSize(UInt64(e.count), to: &tracksBody)
+            if let reservedAt { codecPrivateOffset = tracksBody.count + reservedAt }
+            tracksBody += e
+        }
+        if let audio = configuration.audio, let number = audioTrackNumber {
+            EBML.master(MKV.trackEntry, to: &tracksBody) { e in
+                EBML.uint(MKV.trackNumber, number, to: &e)
+                EBML.uint(MKV.trackUID, number, to: &e)
+                EBML.uint(MKV.trackType, 2, to: &e)
+                EBML.uint(MKV.flagLacing, 0, to: &e)
+                EBML.string(MKV.codecID, "A_OPUS", to: &e)
+                EBML.element(MKV.codecPrivate, Self.opusHead(channels: audio.channels, sampleRate: audio.sampleRate), to: &e)
+                EBML.uint(MKV.codecDelay, 6_500_000, to: &e)  // the 312-sample pre-skip, ns
+                EBML.uint(MKV.seekPreRoll, 80_000_000, to: &e)
+                EBML.master(MKV.audio, to: &e) { a in
+                    EBML.float(MKV.samplingFrequency, Double(audio.sampleRate), to: &a)
+                    EBML.uint(MKV.channels, UInt64(audio.channels), to: &a)
                 }
             }
         }
+        EBML.appendID(MKV.tracks, to: &out)
+        EBML.appendSize(UInt64(tracksBody.count), to: &out)
+        if codecPrivateOffset > 0 { codecPrivateOffset += out.count }
+        out += tracksBody
         size = out.count
         return out
+    }
+
+    /// A Void element of exactly `total` bytes (id, an 8-byte size, zeros).
+    static func void(_ total: Int) -> [UInt8] {
+        var out: [UInt8] = []
+        EBML.appendID(MKV.void, to: &out)
+        EBML.appendSize(UInt64(total - 9), to: &out, width: 8)
+        return out + [UInt8](repeating: 0, count: total - 9)
+    }
+
+    /// The H.264 track's CodecPrivate (an avcC record), written over the room the header reserved:
+    /// CodecPrivate, then a Void for what is left. Once only.
+    /// - Returns: the patch `(file offset, bytes)`, or nil when there is no such room or it is too small.
+    public func setCodecPrivate(_ bytes: [UInt8]) -> (offset: Int, bytes: [UInt8])? {
+        guard started, codecPrivateOffset > 0, !hasCodecPrivate else { return nil }
+        var patch: [UInt8] = []
+        EBML.appendID(MKV.codecPrivate, to: &patch)
+        EBML.appendSize(UInt64(bytes.count), to: &patch, width: 8)
+        patch += bytes
+        let left = Self.reservedCodecPrivate - patch.count
+        guard left >= 9 else { return nil }
+        patch += Self.void(left)
+        hasCodecPrivate = true
+        return (codecPrivateOffset, patch)
     }
 
     /// RFC 7845 5.1 identification header.

@@ -106,6 +106,8 @@ public enum RoomSignal: Sendable, Equatable {
     case chat(peerID: String, userID: String, message: String, timestampMillis: Int64)
     case recordingStarted(id: String)
     case recordingStopped(id: String)
+    /// The answer to a participant's snapshot request: the snapshot taken of `userID`.
+    case imageCaptured(snapshotID: String, userID: String)
     /// The subscriber's downlink cannot carry this video: forwarding stopped until it can.
     case trackPaused(peerID: String, trackID: String)
     case trackResumed(peerID: String, trackID: String)

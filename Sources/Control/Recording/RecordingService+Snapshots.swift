@@ -1,0 +1,86 @@
+import Foundation
+import NIOCore
+import Recorder
+import SFU
+
+/// Snapshots (PROTOCOL.md): a still of a participant's current video. On the room's loop a
+/// ``SnapshotTap`` asks the publisher for a keyframe and catches the first one of the stream the
+/// recorder would take (the highest simulcast layer that sends); off the loop it is decoded with
+/// libvpx, encoded as JPEG or PNG, stored under `<recordings dir>/snapshots/` with a metadata row,
+/// and announced with a `snapshot_taken` webhook.
+extension RecordingService {
+    public enum SnapshotError: Error, Equatable {
+        case roomNotFound
+        case participantNotFound
+        /// The participant publishes no (unmuted) video of that source.
+        case noVideo(source: String)
+        /// Only VP8 can be decoded (H.264 is passed through, never decoded).
+        case unsupportedCodec(String)
+        case keyframeTimeout
+        case failed(String)
+    }
+
+    /// How long a snapshot waits for the keyframe it asked for.
+    static let snapshotKeyframeTimeout = TimeAmount.seconds(3)
+
+    public func takeSnapshot(roomID: String, userID: String, source: TrackSource, format: SnapshotFormat,
+                             takenBy: String? = nil) async throws -> SnapshotRecord {
+        guard let room = try await store.room(id: roomID) else { throw SnapshotError.roomNotFound }
+        guard room.closedAt == nil, let liveRoom = live.existing(roomID) else { throw SnapshotError.participantNotFound }
+        let loop = liveRoom.worker.eventLoop
+        let promise = loop.makePromise(of: AssembledFrame.self)
+        let started: SnapshotError? = try await liveRoom.worker.submit {
+            let r = liveRoom.room.value
+            guard let peerID = r.peerID(userID: userID) else { return .participantNotFound }
+            guard let producer = r.publishedTracks().first(where: { $0.peer.peerID == peerID && $0.producer.kind == .video
+                && $0.producer.source == source && !$0.producer.muted })?.producer else { return .noVideo(source: source.rawValue) }
+            guard producer.codec == .vp8 else { return .unsupportedCodec(producer.codec.name) }
+            let tap = NIOLoopBound(SnapshotTap(producer: producer, nowNanos: MediaWorker.nowNanos) { promise.succeed($0) }, eventLoop: loop)
+            loop.scheduleTask(in: Self.snapshotKeyframeTimeout) {
+                guard !tap.value.isDone else { return }
+                tap.value.cancel()
+                promise.fail(SnapshotError.keyframeTimeout)
+            }
+            return nil
+        }
+        if let started {
+            promise.fail(started)
+            throw started
+        }
+        let frame = try await promise.futureResult.get()
+        let image: I420Image
+        do {
+            guard case .picture(let picture) = try VP8Decoder().decode(frame.data) else { throw SnapshotError.failed("the keyframe did not decode") }
+            image = picture
+        } catch let error as SnapshotError {
+            throw error
+        } catch {
+            throw SnapshotError.failed("\(error)")
+        }
+        let bytes: [UInt8]
+        do { bytes = try SnapshotImage.encode(image, as: format) } catch { throw SnapshotError.failed("\(error)") }
+        let id = "snap_" + RecordingService.randomID()
+        let dir = (directory as NSString).appendingPathComponent("snapshots")
+        let path = (dir as NSString).appendingPathComponent("\(id).\(format.fileExtension)")
+        do {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+        } catch {
+            throw SnapshotError.failed("cannot write \(path): \(error)")
+        }
+        let record = SnapshotRecord(id: id, roomID: roomID, userID: userID, source: source.rawValue, takenAt: MetadataStore.nowMillis,
+                                    width: image.width, height: image.height, format: format.rawValue, sizeBytes: Int64(bytes.count), path: path)
+        try await store.addSnapshot(record)
+        try? await store.appendEvent(RoomEvent(id: "ev_" + RecordingService.randomID(), roomID: roomID, at: record.takenAt, kind: "snapshot_taken",
+                                               userID: takenBy, detail: id))
+        await webhooks?.send(event: "snapshot_taken", data: Self.json(record))
+        logger.info("snapshot taken", metadata: ["snapshot": "\(id)", "room": "\(roomID)", "user": "\(userID)", "size": "\(image.width)x\(image.height)"])
+        return record
+    }
+
+    /// The PROTOCOL.md snapshot metadata.
+    static func json(_ s: SnapshotRecord) -> [String: any Sendable] {
+        ["id": s.id, "room_id": s.roomID, "user_id": s.userID, "source": s.source, "taken_at": ControlAPI.iso8601(s.takenAt),
+         "width": s.width, "height": s.height, "format": s.format, "size_bytes": s.sizeBytes]
+    }
+}
