@@ -41,12 +41,21 @@ vpx_codec_err_t sfu_vpx_codec_dec_init(vpx_codec_ctx_t *ctx, vpx_codec_iface_t *
 vpx_codec_err_t sfu_vpx_codec_control_int(vpx_codec_ctx_t *ctx, int control_id, int value) {
     return vpx_codec_control_(ctx, control_id, value);
 }
+vpx_codec_err_t sfu_vpx_codec_control_int_ptr(vpx_codec_ctx_t *ctx, int control_id, int *value) {
+    return vpx_codec_control_(ctx, control_id, value);
+}
 
 int sfu_opus_encoder_set_bitrate(OpusEncoder *encoder, opus_int32 bitrate) {
     return opus_encoder_ctl(encoder, OPUS_SET_BITRATE(bitrate));
 }
 int sfu_opus_encoder_get_bitrate(OpusEncoder *encoder, opus_int32 *bitrate) {
     return opus_encoder_ctl(encoder, OPUS_GET_BITRATE(bitrate));
+}
+int sfu_opus_encoder_set_complexity(OpusEncoder *encoder, opus_int32 complexity) {
+    return opus_encoder_ctl(encoder, OPUS_SET_COMPLEXITY(complexity));
+}
+int sfu_opus_encoder_get_lookahead(OpusEncoder *encoder, opus_int32 *samples) {
+    return opus_encoder_ctl(encoder, OPUS_GET_LOOKAHEAD(samples));
 }
 
 // MARK: sockets

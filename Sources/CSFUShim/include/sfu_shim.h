@@ -41,10 +41,15 @@ vpx_codec_err_t sfu_vpx_codec_enc_init(vpx_codec_ctx_t *ctx, vpx_codec_iface_t *
 vpx_codec_err_t sfu_vpx_codec_dec_init(vpx_codec_ctx_t *ctx, vpx_codec_iface_t *iface,
                                        const vpx_codec_dec_cfg_t *cfg, vpx_codec_flags_t flags);
 vpx_codec_err_t sfu_vpx_codec_control_int(vpx_codec_ctx_t *ctx, int control_id, int value);
+/// A control whose argument is an `int *` the codec writes (VP8D_GET_FRAME_CORRUPTED).
+vpx_codec_err_t sfu_vpx_codec_control_int_ptr(vpx_codec_ctx_t *ctx, int control_id, int *value);
 
 // MARK: libopus
 int sfu_opus_encoder_set_bitrate(OpusEncoder *encoder, opus_int32 bitrate);
 int sfu_opus_encoder_get_bitrate(OpusEncoder *encoder, opus_int32 *bitrate);
+int sfu_opus_encoder_set_complexity(OpusEncoder *encoder, opus_int32 complexity);
+/// The encoder's lookahead in samples (the pre-skip a file must declare).
+int sfu_opus_encoder_get_lookahead(OpusEncoder *encoder, opus_int32 *samples);
 
 // MARK: sockets (Linux batched datagram I/O; the libc declarations need _GNU_SOURCE)
 /// The layout of `struct mmsghdr` (checked against it in shim.c).
