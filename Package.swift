@@ -33,6 +33,7 @@ let package = Package(
         .systemLibrary(name: "CVPX", pkgConfig: "vpx", providers: [.apt(["libvpx-dev"])]),
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CFreeType", pkgConfig: "freetype2", providers: [.apt(["libfreetype-dev"])]),
         // Function wrappers for the C macros and variadic functions Swift cannot call directly.
         .target(name: "CSFUShim", dependencies: ["COpenSSL", "CSRTP", "COpus", "CVPX"]),
 
@@ -59,7 +60,7 @@ let package = Package(
         ),
         .target(
             name: "Recorder",
-            dependencies: ["RTP", "SFU", "COpus", "CVPX", "CSFUShim", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["RTP", "SFU", "COpus", "CVPX", "CSFUShim", "CFreeType", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .target(
