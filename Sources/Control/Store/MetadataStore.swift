@@ -64,9 +64,11 @@ public struct RecordingFileRecord: Sendable, Equatable {
     public var audioCodec: String?
     public var resolution: String?
     public var durationMs: Int64
+    /// What the file holds when it is not one participant's camera and microphone ("composite").
+    public var source: String?
 
     public init(id: String, recordingID: String, userID: String, trackKinds: [String], fileName: String, path: String, sizeBytes: Int64,
-                format: String = "webm", videoCodec: String?, audioCodec: String?, resolution: String?, durationMs: Int64) {
+                format: String = "webm", videoCodec: String?, audioCodec: String?, resolution: String?, durationMs: Int64, source: String? = nil) {
         self.id = id
         self.recordingID = recordingID
         self.userID = userID
@@ -79,6 +81,7 @@ public struct RecordingFileRecord: Sendable, Equatable {
         self.audioCodec = audioCodec
         self.resolution = resolution
         self.durationMs = durationMs
+        self.source = source
     }
 }
 
@@ -94,9 +97,11 @@ public struct RecordingRecord: Sendable, Equatable {
     public var storage: String
     public var failureReason: String?
     public var files: [RecordingFileRecord]
+    /// The composite's layout (grid or speaker); nil for `tracks`.
+    public var layout: String?
 
     public init(id: String, roomID: String, mode: String, status: Status, startedAt: Int64, endedAt: Int64? = nil, durationMs: Int64? = nil,
-                storage: String = "local", failureReason: String? = nil, files: [RecordingFileRecord] = []) {
+                storage: String = "local", failureReason: String? = nil, files: [RecordingFileRecord] = [], layout: String? = nil) {
         self.id = id
         self.roomID = roomID
         self.mode = mode
@@ -107,6 +112,7 @@ public struct RecordingRecord: Sendable, Equatable {
         self.storage = storage
         self.failureReason = failureReason
         self.files = files
+        self.layout = layout
     }
 }
 
@@ -189,6 +195,10 @@ enum Migrations {
               rtt_ms DOUBLE PRECISION, loss_fraction DOUBLE PRECISION, jitter_ms DOUBLE PRECISION, bitrate_bps BIGINT,
               PRIMARY KEY (participant_session_id, at))
             """,
+        ]),
+        (2, [
+            "ALTER TABLE recordings ADD COLUMN layout TEXT",
+            "ALTER TABLE recording_files ADD COLUMN source TEXT",
         ]),
     ]
 
@@ -367,11 +377,11 @@ public final class MetadataStore: Sendable {
     public func createRecording(_ r: RecordingRecord) async throws {
         try await run { db throws(SQLError) in
             try db.execute("""
-                INSERT INTO recordings (id, room_id, mode, status, started_at, ended_at, duration_ms, storage, failure_reason)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING
+                INSERT INTO recordings (id, room_id, mode, status, started_at, ended_at, duration_ms, storage, failure_reason, layout)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING
                 """, [.text(r.id), .text(r.roomID), .text(r.mode), .text(r.status.rawValue), .int(r.startedAt),
                       r.endedAt.map { .int($0) } ?? .null, r.durationMs.map { .int($0) } ?? .null, .text(r.storage),
-                      r.failureReason.map { .text($0) } ?? .null])
+                      r.failureReason.map { .text($0) } ?? .null, r.layout.map { .text($0) } ?? .null])
         }
     }
 
@@ -386,12 +396,13 @@ public final class MetadataStore: Sendable {
         try await run { db throws(SQLError) in
             try db.execute("""
                 INSERT INTO recording_files (id, recording_id, user_id, track_kinds, file_name, path, size_bytes, format, video_codec,
-                  audio_codec, resolution, duration_ms)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                  audio_codec, resolution, duration_ms, source)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                 ON CONFLICT (id) DO UPDATE SET size_bytes = excluded.size_bytes, duration_ms = excluded.duration_ms, resolution = excluded.resolution
                 """, [.text(f.id), .text(f.recordingID), .text(f.userID), .text(f.trackKinds.joined(separator: ",")), .text(f.fileName),
                       .text(f.path), .int(f.sizeBytes), .text(f.format), f.videoCodec.map { .text($0) } ?? .null,
-                      f.audioCodec.map { .text($0) } ?? .null, f.resolution.map { .text($0) } ?? .null, .int(f.durationMs)])
+                      f.audioCodec.map { .text($0) } ?? .null, f.resolution.map { .text($0) } ?? .null, .int(f.durationMs),
+                      f.source.map { .text($0) } ?? .null])
         }
     }
 
@@ -419,12 +430,13 @@ public final class MetadataStore: Sendable {
                                         trackKinds: (f["track_kinds"].text ?? "").split(separator: ",").map(String.init),
                                         fileName: f["file_name"].text ?? "", path: f["path"].text ?? "", sizeBytes: f["size_bytes"].int ?? 0,
                                         format: f["format"].text ?? "webm", videoCodec: f["video_codec"].text, audioCodec: f["audio_codec"].text,
-                                        resolution: f["resolution"].text, durationMs: f["duration_ms"].int ?? 0)
+                                        resolution: f["resolution"].text, durationMs: f["duration_ms"].int ?? 0, source: f["source"].text)
                 }
                 return RecordingRecord(id: id, roomID: row["room_id"].text ?? "", mode: row["mode"].text ?? "",
                                        status: RecordingRecord.Status(rawValue: row["status"].text ?? "") ?? .failed,
                                        startedAt: row["started_at"].int ?? 0, endedAt: row["ended_at"].int, durationMs: row["duration_ms"].int,
-                                       storage: row["storage"].text ?? "local", failureReason: row["failure_reason"].text, files: files)
+                                       storage: row["storage"].text ?? "local", failureReason: row["failure_reason"].text, files: files,
+                                       layout: row["layout"].text)
             }
         }
     }

@@ -1,0 +1,219 @@
+"""Composite recording (issue 18) end to end, against docs/RECORDING.md and PROTOCOL.md only.
+
+Three aiortc participants, each publishing a solid colour (VP8) and a tone of its own frequency
+(Opus), are recorded with `mode: "composite"` into one WebM; one of them leaves in the middle.
+The file is decoded by ffmpeg (no message allowed) and PyAV:
+- `test_composite_options_are_validated`: 400 for each bad option, naming it;
+- `test_composite_three_then_two`: one file (source "composite", the requested size), the output
+  frame rate within 5% of the requested one over the whole file, the grid of three tiles with each
+  participant's colour before the leave and of two after it, and each participant's tone present
+  in the mixed audio (energy at its frequency well above the energy between the tones).
+
+Everything is bounded; a missing tool fails the test, it never skips.
+"""
+from __future__ import annotations
+
+import array
+import asyncio
+import fractions
+import math
+import secrets
+import time
+
+import av
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack, VideoStreamTrack
+
+import media_analysis as ma
+from room_client import ControlAPI, RoomClient, until
+
+WIDTH, HEIGHT, FPS = 640, 360, 15
+# (name, (Y, U, V) BT.601 limited range, tone Hz): each tone is a whole number of periods per 20 ms.
+PEOPLE = [("red", (81, 90, 240), 400), ("green", (145, 54, 34), 700), ("blue", (41, 240, 110), 1100)]
+
+
+class SolidVideoTrack(VideoStreamTrack):
+    """One colour, 320x240, ~30 fps."""
+
+    def __init__(self, yuv: tuple[int, int, int], width: int = 320, height: int = 240):
+        super().__init__()
+        self.yuv, self.width, self.height = yuv, width, height
+        self.frames_sent = 0
+
+    async def recv(self) -> av.VideoFrame:
+        pts, time_base = await self.next_timestamp()
+        frame = av.VideoFrame(self.width, self.height, "yuv420p")
+        for plane, value in zip(frame.planes, self.yuv):
+            plane.update(bytes([value]) * plane.buffer_size)
+        frame.pts, frame.time_base = pts, time_base
+        self.frames_sent += 1
+        return frame
+
+
+class ToneTrack(MediaStreamTrack):
+    """A sine at `hz`, mono s16 48 kHz, 20 ms frames, paced in real time."""
+    kind = "audio"
+
+    def __init__(self, hz: int, amplitude: int = 6000):
+        super().__init__()
+        self._pcm = array.array("h", [int(amplitude * math.sin(2 * math.pi * hz * i / 48000)) for i in range(960)]).tobytes()
+        self._start: float | None = None
+        self._pts = 0
+        self.frames_sent = 0
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.time()
+        else:
+            self._pts += 960
+            await asyncio.sleep(self._start + self._pts / 48000 - time.time())
+        frame = av.AudioFrame(format="s16", layout="mono", samples=960)
+        frame.planes[0].update(self._pcm)
+        frame.pts, frame.sample_rate, frame.time_base = self._pts, 48000, fractions.Fraction(1, 48000)
+        self.frames_sent += 1
+        return frame
+
+
+def goertzel(pcm: array.array, start: int, count: int, hz: float, rate: int = 48000) -> float:
+    k = 2 * math.cos(2 * math.pi * hz / rate)
+    s1 = s2 = 0.0
+    for x in pcm[start:start + count]:
+        s1, s2 = x + k * s1 - s2, s1
+    return (s1 * s1 + s2 * s2 - k * s1 * s2) / (count * count)
+
+
+def frames_at(path, times: list[float]) -> dict[float, tuple[int, int, bytes, bytes, bytes]]:
+    """The decoded pictures nearest after each time (s): (width, height, Y, U, V) with packed planes."""
+    out = {}
+    wanted = sorted(times)
+    with av.open(str(path)) as c:
+        for frame in c.decode(c.streams.video[0]):
+            t = float(frame.pts * frame.time_base)
+            while wanted and t >= wanted[0]:
+                w, h = frame.width, frame.height
+                planes = []
+                for i, (pw, ph) in enumerate([(w, h), (w // 2, h // 2), (w // 2, h // 2)]):
+                    p = frame.planes[i]
+                    raw = bytes(p)
+                    planes.append(b"".join(raw[r * p.line_size:r * p.line_size + pw] for r in range(ph)))
+                out[wanted.pop(0)] = (w, h, *planes)
+    return out
+
+
+def colour_at(picture, x: int, y: int, r: int = 6) -> tuple[float, float, float]:
+    """Mean (Y, U, V) of a (2r)x(2r) square centred at (x, y)."""
+    w, h, Y, U, V = picture
+    ys = [Y[yy * w + xx] for yy in range(y - r, y + r) for xx in range(x - r, x + r)]
+    us = [U[(yy // 2) * (w // 2) + xx // 2] for yy in range(y - r, y + r, 2) for xx in range(x - r, x + r, 2)]
+    vs = [V[(yy // 2) * (w // 2) + xx // 2] for yy in range(y - r, y + r, 2) for xx in range(x - r, x + r, 2)]
+    return sum(ys) / len(ys), sum(us) / len(us), sum(vs) / len(vs)
+
+
+def nearest(yuv) -> tuple[str, float]:
+    """The participant whose colour is nearest, and the distance."""
+    best = min(PEOPLE, key=lambda p: sum((a - b) ** 2 for a, b in zip(yuv, p[1])))
+    return best[0], math.sqrt(sum((a - b) ** 2 for a, b in zip(yuv, best[1])))
+
+
+def test_composite_options_are_validated(sfu_factory):
+    key = "comp-" + secrets.token_hex(12)
+    sfu = sfu_factory(env={"SFU_API_KEY": key})
+    api = ControlAPI(sfu.base_url, key)
+    rid = api.create_room(name="composite-options")["id"]
+    for body, field in [({"layout": "mosaic"}, "layout"), ({"width": 641}, "width"), ({"width": 99999}, "width"),
+                        ({"height": "tall"}, "height"), ({"fps": 0}, "fps"), ({"fps": 24.5}, "fps"),
+                        ({"video_bitrate_bps": 10}, "video_bitrate_bps")]:
+        status, got = api.call("POST", f"/v1/rooms/{rid}/recordings", {"mode": "composite", **body})
+        assert status == 400, (body, status, got)
+        assert field in str(got), (body, got)
+    # Nothing was started by the refused requests.
+    status, got = api.call("GET", f"/v1/recordings?room_id={rid}")
+    assert status == 200 and got.get("recordings") == [], got
+
+
+def test_composite_three_then_two(sfu_factory, tmp_path):
+    ma.require_tools("ffmpeg", "ffprobe")
+    key = "comp-" + secrets.token_hex(12)
+    sfu = sfu_factory(env={"SFU_API_KEY": key})
+    api = ControlAPI(sfu.base_url, key)
+    rid = api.create_room(name="composite")["id"]
+    timeline: dict[str, float] = {}
+
+    async def scenario() -> tuple[dict, dict]:
+        clients = []
+        try:
+            for name, yuv, hz in PEOPLE:
+                c = RoomClient(api.token(rid, f"user-{name}", role="doctor", name=name.title())["signaling_url"], name=name, subscribe=False)
+                c.video, c.audio = SolidVideoTrack(yuv), ToneTrack(hz)
+                await c.connect()
+                await c.publish()
+                clients.append(c)
+            for c in clients:
+                assert await until(lambda c=c: c.pub_pc.connectionState == "connected", 20), c.name
+            await asyncio.sleep(2.0)   # sender reports
+            status, rec = await api.acall("POST", f"/v1/rooms/{rid}/recordings",
+                                          {"mode": "composite", "layout": "grid", "width": WIDTH, "height": HEIGHT, "fps": FPS})
+            assert status == 201, (status, rec)
+            started = time.monotonic()
+            await asyncio.sleep(5.0)
+            await clients[2].close()          # blue leaves
+            timeline["left"] = time.monotonic() - started
+            await asyncio.sleep(5.0)
+            timeline["stopped"] = time.monotonic() - started
+            status, done = await api.acall("POST", f"/v1/recordings/{rec['id']}/stop", timeout=60)
+            assert status == 200, (status, done)
+            return rec, done
+        finally:
+            for c in clients:
+                await c.close()
+
+    rec, done = asyncio.run(asyncio.wait_for(scenario(), 120))
+    log = sfu.log_path.read_text(errors="replace")[-4000:]
+    assert rec["mode"] == "composite" and rec.get("layout") == "grid", rec
+    assert done["status"] == "completed", (done, log)
+    assert done.get("layout") == "grid" and done["mode"] == "composite", done
+    assert len(done["files"]) == 1, done
+    f = done["files"][0]
+    assert f.get("source") == "composite" and f["resolution"] == f"{WIDTH}x{HEIGHT}", f
+    assert f["video_codec"] == "vp8" and f["audio_codec"] == "opus" and set(f["track_kinds"]) == {"video", "audio"}, f
+    path = f["path"]
+
+    errors = ma.decode_check(path)
+    assert errors == [], f"ffmpeg reported {len(errors)} lines: {errors[:20]}"
+    p = ma.probe(path)
+    assert p["video_sizes"] == {(WIDTH, HEIGHT)}, p
+    # The output rate: frames over the span they cover.
+    rate = p["video_frames"] / p["video_span"]
+    assert abs(rate - FPS) <= 0.05 * FPS, f"{rate:.2f} fps over {p['video_span']:.2f}s: {p}"
+    assert p["video_span"] >= timeline["stopped"] - 1.5, (p, timeline)
+
+    # Tiles: a grid of 2x2 cells with the last row centred (three), then two side by side.
+    cw, ch = WIDTH // 2, HEIGHT // 2
+    three = [(cw // 2, ch // 2), (cw + cw // 2, ch // 2), (WIDTH // 2, ch + ch // 2)]
+    two = [(cw // 2, HEIGHT // 2), (cw + cw // 2, HEIGHT // 2)]
+    before, after = timeline["left"] - 1.5, timeline["stopped"] - 1.0
+    pictures = frames_at(path, [before, after])
+    assert set(pictures) == {before, after}, (pictures.keys(), p)
+    seen = [nearest(colour_at(pictures[before], x, y)) for x, y in three]
+    assert sorted(n for n, _ in seen) == ["blue", "green", "red"] and all(d < 30 for _, d in seen), \
+        f"three tiles at {before:.1f}s: {seen}"
+    seen = [nearest(colour_at(pictures[after], x, y)) for x, y in two]
+    assert sorted(n for n, _ in seen) == ["green", "red"] and all(d < 30 for _, d in seen), f"two tiles at {after:.1f}s: {seen}"
+
+    # Audio: each tone present over the time its participant was there, mixed without clipping.
+    start, rate_hz, pcm = ma.audio_pcm(path)
+    assert rate_hz == 48000 and len(pcm) > 48000 * 6, len(pcm)
+    window = (int(1.0 * 48000), int((timeline["left"] - 2.0) * 48000))
+    count = window[1] - window[0]
+    energy = {hz: goertzel(pcm, window[0], count, hz) for hz in (400, 550, 700, 900, 1100, 1300)}
+    floor = max(energy[550], energy[900], energy[1300])
+    for name, _, hz in PEOPLE:
+        assert energy[hz] > 30 * floor, f"{name}'s {hz} Hz: {energy}"
+    late = int((timeline["left"] + 1.5) * 48000)
+    late_count = min(len(pcm) - late, 3 * 48000)
+    assert late_count > 48000, (len(pcm), late)
+    blue_late = goertzel(pcm, late, late_count, 1100)
+    red_late = goertzel(pcm, late, late_count, 400)
+    assert blue_late < red_late / 30, f"blue still heard after leaving: {blue_late} vs {red_late}"
+    assert max(abs(x) for x in pcm) < 32767
