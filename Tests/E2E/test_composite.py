@@ -8,6 +8,11 @@ The file is decoded by ffmpeg (no message allowed) and PyAV:
   frame rate within 5% of the requested one over the whole file, the grid of three tiles with each
   participant's colour before the leave and of two after it, and each participant's tone present
   in the mixed audio (energy at its frequency well above the energy between the tones).
+- `test_composite_screen_share_leave_rejoin`: green shares a (magenta) screen mid-call, blue leaves
+  and rejoins: at each phase the screen holds the main area and the strip shows the cameras present,
+  in join order; all three tones are in the audio, blue's again after its rejoin.
+- `test_composite_speaker_layout`: the one who speaks (red's tone; green publishes no audio) gets
+  the main area, green the strip.
 
 Everything is bounded; a missing tool fails the test, it never skips.
 """
@@ -24,6 +29,7 @@ import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack, VideoStreamTrack
 
 import media_analysis as ma
+from aiortc import RTCRtpSender, RTCSessionDescription
 from room_client import ControlAPI, RoomClient, until
 
 WIDTH, HEIGHT, FPS = 640, 360, 15
@@ -217,3 +223,139 @@ def test_composite_three_then_two(sfu_factory, tmp_path):
     red_late = goertzel(pcm, late, late_count, 400)
     assert blue_late < red_late / 30, f"blue still heard after leaving: {blue_late} vs {red_late}"
     assert max(abs(x) for x in pcm) < 32767
+
+
+MAGENTA = (107, 202, 222)
+
+
+async def share_screen(c: RoomClient, track: VideoStreamTrack) -> None:
+    """`screen_share {enabled: true}`, then a publisher re-offer with a new VP8 video section."""
+    await c.send("screen_share", {"enabled": True})
+    t = c.pub_pc.addTransceiver(track, direction="sendonly")
+    t.setCodecPreferences([k for k in RTCRtpSender.getCapabilities("video").codecs if k.mimeType.lower() in ("video/vp8", "video/rtx")])
+    await c.pub_pc.setLocalDescription(await c.pub_pc.createOffer())
+    since = len(c.events)
+    await c.send("webrtc_offer", {"target": "publisher", "sdp": c.pub_pc.localDescription.sdp})
+    data = await c.wait_event("webrtc_answer", lambda d: isinstance(d, dict) and d.get("target") == "publisher",
+                              after=since, timeout=10, fail_on_error=True)
+    await c.pub_pc.setRemoteDescription(RTCSessionDescription(data["sdp"], "answer"))
+
+
+def start_room(sfu_factory, name: str):
+    key = "comp-" + secrets.token_hex(12)
+    sfu = sfu_factory(env={"SFU_API_KEY": key})
+    api = ControlAPI(sfu.base_url, key)
+    return sfu, api, api.create_room(name=name)["id"]
+
+
+async def join(api: ControlAPI, rid: str, person, *, audio: bool = True) -> RoomClient:
+    name, yuv, hz = person
+    c = RoomClient(api.token(rid, f"user-{name}", role="doctor", name=name.title())["signaling_url"], name=name, subscribe=False)
+    c.video, c.audio = SolidVideoTrack(yuv), (ToneTrack(hz) if audio else None)
+    await c.connect()
+    await c.publish()
+    assert await until(lambda: c.pub_pc.connectionState == "connected", 20), name
+    return c
+
+
+def check_tiles(picture, points, want: list[str], when: str) -> None:
+    seen = [nearest_of(colour_at(picture, x, y)) for x, y in points]
+    assert [n for n, _ in seen] == want and all(d < 30 for _, d in seen), f"{when}: {seen}, want {want}"
+
+
+def nearest_of(yuv) -> tuple[str, float]:
+    """Like `nearest`, with the screen's magenta as one more colour."""
+    colours = [(n, c) for n, c, _ in PEOPLE] + [("screen", MAGENTA)]
+    best = min(colours, key=lambda p: sum((a - b) ** 2 for a, b in zip(yuv, p[1])))
+    return best[0], math.sqrt(sum((a - b) ** 2 for a, b in zip(yuv, best[1])))
+
+
+def test_composite_screen_share_leave_rejoin(sfu_factory):
+    ma.require_tools("ffmpeg", "ffprobe")
+    sfu, api, rid = start_room(sfu_factory, "composite-phases")
+    marks: dict[str, float] = {}
+
+    async def scenario() -> dict:
+        clients = []
+        try:
+            for person in PEOPLE:
+                clients.append(await join(api, rid, person))
+            await asyncio.sleep(2.0)
+            status, rec = await api.acall("POST", f"/v1/rooms/{rid}/recordings", {"mode": "composite", "width": WIDTH, "height": HEIGHT, "fps": FPS})
+            assert status == 201, (status, rec)
+            started = time.monotonic()
+            await asyncio.sleep(3.0)
+            marks["share"] = time.monotonic() - started
+            await share_screen(clients[1], SolidVideoTrack(MAGENTA, 640, 360))
+            await asyncio.sleep(4.0)
+            marks["leave"] = time.monotonic() - started
+            await clients[2].close()
+            await asyncio.sleep(3.0)
+            marks["rejoin"] = time.monotonic() - started
+            clients.append(await join(api, rid, PEOPLE[2]))
+            await asyncio.sleep(4.0)
+            marks["stop"] = time.monotonic() - started
+            status, done = await api.acall("POST", f"/v1/recordings/{rec['id']}/stop", timeout=60)
+            assert status == 200, (status, done)
+            return done
+        finally:
+            for c in clients:
+                await c.close()
+
+    done = asyncio.run(asyncio.wait_for(scenario(), 150))
+    assert done["status"] == "completed" and len(done["files"]) == 1, done
+    path = done["files"][0]["path"]
+    errors = ma.decode_check(path)
+    assert errors == [], f"ffmpeg reported {len(errors)} lines: {errors[:20]}"
+    cw, ch = WIDTH // 2, HEIGHT // 2
+    grid3 = [(cw // 2, ch // 2), (cw + cw // 2, ch // 2), (WIDTH // 2, ch + ch // 2)]
+    # Screen share: the top three quarters, the cameras in a strip of cells a quarter of the width wide.
+    strip_y = HEIGHT - HEIGHT // 8
+    strip = {n: [(WIDTH // 2 - (n * WIDTH // 4) // 2 + i * WIDTH // 4 + WIDTH // 8, strip_y) for i in range(n)] for n in (1, 2, 3)}
+    main = (WIDTH // 2, HEIGHT * 3 // 8)
+    times = {"before": marks["share"] - 1.0, "shared": marks["leave"] - 1.0, "left": marks["rejoin"] - 0.7,
+             "rejoined": marks["stop"] - 0.7}
+    pictures = frames_at(path, list(times.values()))
+    first = {t: pictures[v] for t, v in times.items()}
+    picture = first["before"]
+    seen = sorted(nearest_of(colour_at(picture, x, y))[0] for x, y in grid3)
+    assert seen == ["blue", "green", "red"], f"before the share: {seen}"
+    for when, present in [("shared", ["red", "green", "blue"]), ("left", ["red", "green"]), ("rejoined", ["red", "green", "blue"])]:
+        check_tiles(first[when], [main], ["screen"], f"{when} ({times[when]:.1f}s) main area")
+        check_tiles(first[when], strip[len(present)], present, f"{when} ({times[when]:.1f}s) strip")
+    start, _, pcm = ma.audio_pcm(path)
+    def energies(a: float, b: float) -> dict[int, float]:
+        return {hz: goertzel(pcm, int(a * 48000), int((b - a) * 48000), hz) for hz in (400, 550, 700, 900, 1100, 1300)}
+    for a, b in [(1.0, marks["leave"] - 0.5), (marks["rejoin"] + 2.0, marks["stop"] - 0.5)]:
+        e = energies(a, b)
+        floor = max(e[550], e[900], e[1300])
+        assert all(e[hz] > 30 * floor for _, _, hz in PEOPLE), f"{a:.1f}-{b:.1f}s: {e}"
+
+
+def test_composite_speaker_layout(sfu_factory):
+    sfu, api, rid = start_room(sfu_factory, "composite-speaker")
+
+    async def scenario() -> dict:
+        clients = []
+        try:
+            clients.append(await join(api, rid, PEOPLE[1], audio=False))   # green: first, silent
+            clients.append(await join(api, rid, PEOPLE[0]))                # red: speaks
+            await asyncio.sleep(2.0)
+            status, rec = await api.acall("POST", f"/v1/rooms/{rid}/recordings",
+                                          {"mode": "composite", "layout": "speaker", "width": WIDTH, "height": HEIGHT, "fps": FPS})
+            assert status == 201 and rec.get("layout") == "speaker", (status, rec)
+            await asyncio.sleep(5.0)
+            status, done = await api.acall("POST", f"/v1/recordings/{rec['id']}/stop", timeout=60)
+            assert status == 200, (status, done)
+            return done
+        finally:
+            for c in clients:
+                await c.close()
+
+    done = asyncio.run(asyncio.wait_for(scenario(), 90))
+    assert done["status"] == "completed" and done.get("layout") == "speaker", done
+    path = done["files"][0]["path"]
+    assert ma.decode_check(path) == []
+    picture = frames_at(path, [3.5])[3.5]
+    check_tiles(picture, [(WIDTH // 2, HEIGHT * 3 // 8)], ["red"], "speaker's main area")
+    check_tiles(picture, [(WIDTH // 2, HEIGHT - HEIGHT // 8)], ["green"], "the strip")
