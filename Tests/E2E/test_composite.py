@@ -13,6 +13,10 @@ The file is decoded by ffmpeg (no message allowed) and PyAV:
   in join order; all three tones are in the audio, blue's again after its rejoin.
 - `test_composite_speaker_layout`: the one who speaks (red's tone; green publishes no audio) gets
   the main area, green the strip.
+- `test_composite_chromium_lip_sync`: a Chromium participant whose fake camera and microphone play a
+  clip that flashes and beeps once a second; in the composite (30 fps) every flash has its beep
+  within 40 ms of where Chromium's own sender reports put it (measured on a direct connection just
+  before, as test_recording.py does for `tracks`), and the frame rate holds within 5%.
 
 Everything is bounded; a missing tool fails the test, it never skips.
 """
@@ -359,3 +363,66 @@ def test_composite_speaker_layout(sfu_factory):
     picture = frames_at(path, [3.5])[3.5]
     check_tiles(picture, [(WIDTH // 2, HEIGHT * 3 // 8)], ["red"], "speaker's main area")
     check_tiles(picture, [(WIDTH // 2, HEIGHT - HEIGHT // 8)], ["green"], "the strip")
+
+
+SYNC_RECORD_S = 20.0
+
+
+def test_composite_chromium_lip_sync(tmp_path):
+    from conftest import SFUProcess, _sfu_bin
+    from test_chromium_room import page_view, token_page
+    from test_recording import SYNC_TOLERANCE_MS, FileCaptureBrowser, chromium_intended_offset
+    ma.require_tools("ffmpeg", "ffprobe")
+    key = "sync-" + secrets.token_hex(12)
+    data = tmp_path / "sfu"
+    data.mkdir()
+    sfu = SFUProcess(_sfu_bin(), data, {"SFU_API_KEY": key})
+    browser = None
+    result: dict = {}
+
+    async def scenario() -> None:
+        api = ControlAPI(sfu.base_url, key)
+        rid = api.create_room(name="composite-sync")["id"]
+        tok = api.token(rid, "sync-chrome", role="doctor", name="Chromium")
+        await asyncio.to_thread(browser.open, token_page(sfu, None, tok["token"]))
+        deadline = time.monotonic() + 45
+        info: dict = {}
+        while time.monotonic() < deadline:
+            info = (await asyncio.to_thread(page_view, browser)).get("info") or {}
+            if info.get("state") == "joined" and (info.get("publisher") or {}).get("connectionState") == "connected":
+                break
+            await asyncio.sleep(0.5)
+        assert info.get("state") == "joined", info
+        result["reference"] = await chromium_intended_offset(browser, fresh=False)
+        await asyncio.sleep(1.0)
+        status, rec = await api.acall("POST", f"/v1/rooms/{rid}/recordings", {"mode": "composite", "width": WIDTH, "height": HEIGHT, "fps": 30})
+        assert status == 201, (status, rec)
+        await asyncio.sleep(SYNC_RECORD_S)
+        status, done = await api.acall("POST", f"/v1/recordings/{rec['id']}/stop", timeout=60)
+        assert status == 200 and done["status"] == "completed", (status, done)
+        result["done"] = done
+
+    try:
+        sfu.wait_ready()
+        y4m, wav = ma.make_sync_clip(tmp_path / "clip", seconds=45, fps=30, size=(320, 240))
+        (tmp_path / "browser").mkdir()
+        browser = FileCaptureBrowser(tmp_path / "browser", y4m, wav)
+        asyncio.run(asyncio.wait_for(scenario(), 150))
+    finally:
+        if browser is not None:
+            browser.close()
+        sfu.kill()
+    path = result["done"]["files"][0]["path"]
+    assert ma.decode_check(path) == []
+    p = ma.probe(path)
+    rate = p["video_frames"] / p["video_span"]
+    assert abs(rate - 30) <= 0.05 * 30, p
+    report = ma.sync_report(path)
+    ref = result["reference"]
+    context = f"composite sync {report}\nChromium's own offset (SRs, direct connection) {ref}"
+    assert ref.get("median_ms") is not None and len(ref.get("offsets_ms", [])) >= 3, f"no reference: {context}"
+    pairs = report["offsets_ms"]
+    assert len(pairs) >= (SYNC_RECORD_S - 4) * 0.6, f"too few flash/beep pairs: {context}"
+    print(f"composite lip sync: pairs {pairs}, reference {ref.get('median_ms')}")
+    bad = [o for o in pairs if abs(o - ref["median_ms"]) > SYNC_TOLERANCE_MS]
+    assert not bad, f"{len(bad)} of {len(pairs)} pairs off by more than {SYNC_TOLERANCE_MS} ms from {ref['median_ms']} ms: {context}"
