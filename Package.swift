@@ -84,6 +84,8 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The composite recorder's processing cost (docs/BENCHMARKS.md), without a network.
+        .executableTarget(name: "composite-bench", dependencies: ["Recorder"], swiftSettings: strict),
         // The load generator and the floor forwarder (docs/BENCHMARKS.md): real WebRTC peers on UDP.
         .executableTarget(
             name: "sfu-load",
