@@ -13,6 +13,13 @@ The file is decoded by ffmpeg (no message allowed) and PyAV:
   in join order; all three tones are in the audio, blue's again after its rejoin.
 - `test_composite_speaker_layout`: the one who speaks (red's tone; green publishes no audio) gets
   the main area, green the strip.
+- `test_composite_sigkill_then_restart`: the server is killed (SIGKILL) 8 s into a composite; the
+  file on disk decodes cleanly with several seconds of both kinds, and the restarted server
+  finalizes the recording (`completed`, one file with source "composite").
+- `test_composite_under_5_percent_loss`: one publisher (test_recording.py's, moving pattern) sends
+  through a network namespace whose nftables drop 5% of its datagrams to the media port; the
+  composite decodes cleanly and its tile never stays frozen longer than 2 s (a frame given up waits
+  for the next keyframe, asked for at once, paced to one request a second).
 - `test_composite_chromium_lip_sync`: a Chromium participant whose fake camera and microphone play a
   clip that flashes and beeps once a second; in the composite (30 fps) every flash has its beep
   within 40 ms of where Chromium's own sender reports put it (measured on a direct connection just
@@ -426,3 +433,152 @@ def test_composite_chromium_lip_sync(tmp_path):
     print(f"composite lip sync: pairs {pairs}, reference {ref.get('median_ms')}")
     bad = [o for o in pairs if abs(o - ref["median_ms"]) > SYNC_TOLERANCE_MS]
     assert not bad, f"{len(bad)} of {len(pairs)} pairs off by more than {SYNC_TOLERANCE_MS} ms from {ref['median_ms']} ms: {context}"
+
+
+def test_composite_sigkill_then_restart(sfu_factory, sfu_bin, tmp_path):
+    import shutil
+    from conftest import SFUProcess
+    ma.require_tools("ffmpeg", "ffprobe")
+    key = "kill-" + secrets.token_hex(12)
+    env = {"SFU_API_KEY": key}
+    sfu = sfu_factory(env=env)
+    api = ControlAPI(sfu.base_url, key)
+    rid = api.create_room(name="composite-killed")["id"]
+
+    async def scenario() -> dict:
+        clients = []
+        try:
+            for person in PEOPLE[:2]:
+                clients.append(await join(api, rid, person))
+            await asyncio.sleep(1.5)
+            status, rec = await api.acall("POST", f"/v1/rooms/{rid}/recordings", {"mode": "composite", "width": WIDTH, "height": HEIGHT, "fps": FPS})
+            assert status == 201, (status, rec)
+            await asyncio.sleep(8.0)
+            sfu.proc.kill()
+            sfu.proc.wait(10)
+            return rec
+        finally:
+            for c in clients:
+                await c.close()
+
+    rec = asyncio.run(asyncio.wait_for(scenario(), 90))
+    on_disk = sfu.data_dir / "recordings" / rec["id"] / "composite.webm"
+    assert on_disk.exists(), list((sfu.data_dir / "recordings").rglob("*"))
+    snapshot = tmp_path / "partial.webm"
+    shutil.copyfile(on_disk, snapshot)
+    errors = ma.decode_check(snapshot)
+    assert errors == [], f"the composite left by SIGKILL does not decode cleanly: {errors[:20]}"
+    p = ma.probe(snapshot)
+    # 8 s recorded, 1 s of output latency, up to a second in the last, unfinished cluster.
+    assert p["video_frames"] >= FPS * 5 and p["audio_samples"] >= 48000 * 5, p
+
+    sfu.log_path.rename(sfu.data_dir / "sfu-first.log")
+    again = SFUProcess(sfu_bin, sfu.data_dir, env)
+    try:
+        again.wait_ready()
+        api2 = ControlAPI(again.base_url, key)
+        deadline = time.monotonic() + 20
+        got: dict = {}
+        while time.monotonic() < deadline:
+            status, got = api2.call("GET", f"/v1/recordings/{rec['id']}")
+            if status == 200 and got.get("status") in ("completed", "failed"):
+                break
+            time.sleep(0.5)
+        assert got.get("status") == "completed" and got.get("mode") == "composite", got
+        assert [f.get("source") for f in got["files"]] == ["composite"], got
+        assert ma.decode_check(got["files"][0]["path"]) == []
+    finally:
+        again.kill()
+
+
+def tile_signature(picture, rect) -> list[int]:
+    """Luma samples on a coarse grid inside `rect` (x, y, w, h): equal signatures = a frozen tile."""
+    w, h, Y, _, _ = picture
+    x0, y0, rw, rh = rect
+    return [Y[(y0 + j * rh // 8) * w + x0 + i * rw // 8] for j in range(1, 8) for i in range(1, 8)]
+
+
+def test_composite_under_5_percent_loss(sfu_factory, tmp_path):
+    import subprocess
+    import sys
+    import threading
+    import urllib.request
+    from test_recording import HERE, LOSS_PERCENT, NS_HOST_IP, ROOT, add_uplink_loss, namespace, nft_counters
+    ma.require_tools("ffmpeg", "ffprobe")
+    key = "comploss-" + secrets.token_hex(12)
+    record_s = 15.0
+    with namespace() as ns:
+        sfu = sfu_factory(env={"SFU_API_KEY": key, "SFU_HTTP_HOST": NS_HOST_IP, "SFU_MEDIA_HOST": NS_HOST_IP}, wait=False)
+        base = f"http://{NS_HOST_IP}:{sfu.http_port}"
+        deadline = time.monotonic() + 20
+        while True:
+            assert sfu.proc.poll() is None
+            try:
+                with urllib.request.urlopen(base + "/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except Exception:
+                pass
+            assert time.monotonic() < deadline, f"sfu not healthy on {base}"
+            time.sleep(0.1)
+        api = ControlAPI(base, key)
+        rid = api.create_room(name="composite-loss")["id"]
+        add_uplink_loss(ns, sfu.media_port, LOSS_PERCENT)
+        url = api.token(rid, "lossy-pub", role="patient")["signaling_url"]
+        run_s = record_s + 12
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, str(HERE / "test_recording.py"), "publish", url, str(run_s)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(ROOT))
+        lines: list[str] = []
+        try:
+            def reader():
+                for line in proc.stdout:
+                    lines.append(line.rstrip())
+            threading.Thread(target=reader, daemon=True).start()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not any(l.startswith("CONNECTED") for l in lines):
+                time.sleep(0.2)
+            assert any(l.startswith("CONNECTED") for l in lines), lines
+            time.sleep(2.0)
+            status, rec = api.call("POST", f"/v1/rooms/{rid}/recordings", {"mode": "composite", "width": WIDTH, "height": HEIGHT, "fps": FPS})
+            assert status == 201, (status, rec)
+            time.sleep(record_s)
+            status, done = api.call("POST", f"/v1/recordings/{rec['id']}/stop", timeout=60)
+            assert status == 200, (status, done)
+            counters = nft_counters(ns)
+        finally:
+            try:
+                proc.wait(run_s + 30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    assert done["status"] == "completed", done
+    loss = counters[0] / max(1, counters[0] + counters[1])
+    assert 0.02 <= loss <= 0.09, (loss, counters)
+    path = done["files"][0]["path"]
+    errors = ma.decode_check(path)
+    assert errors == [], f"ffmpeg reported {len(errors)} lines: {errors[:20]}"
+    # Alone in the grid: the 320x240 pattern aspect-fit into the canvas.
+    th = HEIGHT - 4
+    tw = th * 4 // 3
+    rect = ((WIDTH - tw) // 2, 2, tw, th)
+    longest, run, last, frames = 0.0, 0.0, None, 0
+    with av.open(str(path)) as c:
+        for frame in c.decode(c.streams.video[0]):
+            t = float(frame.pts * frame.time_base)
+            p = frame.planes[0]
+            raw = bytes(p)
+            Y = b"".join(raw[r * p.line_size:r * p.line_size + frame.width] for r in range(frame.height))
+            sig = tile_signature((frame.width, frame.height, Y, b"", b""), rect)
+            frames += 1
+            if t < 2.0:      # the first keyframe may take a moment
+                last = sig
+                continue
+            if last is not None and sum(abs(a - b) for a, b in zip(sig, last)) < 2 * len(sig):
+                run += 1 / FPS
+                longest = max(longest, run)
+            else:
+                run = 0.0
+            last = sig
+    print(f"composite under {loss:.1%} loss: {frames} frames, longest frozen run {longest:.2f}s")
+    assert frames >= FPS * (record_s - 2), frames
+    assert longest <= 2.0, f"the tile froze for {longest:.2f}s"

@@ -216,7 +216,8 @@ public final class CompositeRecording: RoomObserver, ProducerTap {
                 t.assembler.keyframeRequested()
                 producer.requestKeyframe(nowNanos: nowNanos)
             }
-            if inbox.takeKeyframeRequest(producer.trackID) { producer.requestKeyframe(nowNanos: nowNanos) }
+            // Once per frame, not per packet: the inbox is behind a lock.
+            if !frames.isEmpty, inbox.takeKeyframeRequest(producer.trackID) { producer.requestKeyframe(nowNanos: nowNanos) }
         }
         place(t, frames, nowNanos: nowNanos)
     }
