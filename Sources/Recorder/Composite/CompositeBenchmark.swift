@@ -18,7 +18,7 @@ package enum CompositeBenchmark {
     }
 
     package static func run(participants: Int, sourceWidth: Int, sourceHeight: Int, sourceBitrateBps: Int, seconds: Int,
-                            width: Int, height: Int, fps: Int, layout: CompositeLayout.Kind) throws -> Report {
+                            width: Int, height: Int, fps: Int, layout: CompositeLayout.Kind, cpuUsed: Int = 12) throws -> Report {
         let frames = seconds * 30
         var video: [[(nanos: Int64, frame: AssembledFrame)]] = []
         var audio: [[(nanos: Int64, frame: AssembledFrame)]] = []
@@ -53,6 +53,7 @@ package enum CompositeBenchmark {
         options.height = height
         options.fps = fps
         options.layout = layout
+        options.cpuUsed = cpuUsed
         let engine = try CompositeEngine(options: options, originNanos: 0)
         var bytes = engine.start().count
         engine.roster((0..<participants).map { .init(peerID: "p\($0)", name: "Participant \($0)", camera: "cam\($0)", screen: nil) }, atNanos: 0)

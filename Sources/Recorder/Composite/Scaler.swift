@@ -51,15 +51,17 @@ public enum Scaler {
     static func scalePlane(_ src: [UInt8], srcWidth: Int, srcHeight: Int, into dst: inout [UInt8], dstStride: Int, target: Rect, clip: Rect) {
         guard target.width > 0, target.height > 0, clip.width > 0, clip.height > 0 else { return }
         // Source position of each output pixel centre, 16.16: (i + 0.5) * src / dst - 0.5, clamped.
-        func positions(_ n: Int, _ srcN: Int) -> (index: [Int], frac: [Int]) {
-            var index = [Int](repeating: 0, count: n), frac = [Int](repeating: 0, count: n)
+        // Per output position: the two source indices and the 8-bit weight of the second.
+        func positions(_ n: Int, _ srcN: Int) -> (index: [Int], next: [Int], frac: [Int]) {
+            var index = [Int](repeating: 0, count: n), next = index, frac = index
             let step = (srcN << 16) / n
             for i in 0..<n {
                 let p = max(0, min((srcN - 1) << 16, (i * step) + step / 2 - (1 << 15)))
                 index[i] = p >> 16
-                frac[i] = p & 0xFFFF
+                next[i] = min(index[i] + 1, srcN - 1)
+                frac[i] = (p & 0xFFFF) >> 8
             }
-            return (index, frac)
+            return (index, next, frac)
         }
         let xs = positions(target.width, srcWidth)
         let ys = positions(target.height, srcHeight)
@@ -67,19 +69,21 @@ public enum Scaler {
         let y0 = clip.y - target.y, y1 = y0 + clip.height
         src.withUnsafeBufferPointer { s in
             dst.withUnsafeMutableBufferPointer { d in
+                guard let sb = s.baseAddress, let db = d.baseAddress else { return }
                 xs.index.withUnsafeBufferPointer { xi in
-                    xs.frac.withUnsafeBufferPointer { xf in
-                        for oy in y0..<y1 {
-                            let sy = ys.index[oy], fy = ys.frac[oy] >> 8  // 8-bit weights keep products in range
-                            let row0 = sy * srcWidth
-                            let row1 = min(sy + 1, srcHeight - 1) * srcWidth
-                            let out = (target.y + oy) * dstStride + target.x
-                            for ox in x0..<x1 {
-                                let sx = xi[ox], fx = xf[ox] >> 8
-                                let sx1 = min(sx + 1, srcWidth - 1)
-                                let top = Int(s[row0 + sx]) * (256 - fx) + Int(s[row0 + sx1]) * fx
-                                let bottom = Int(s[row1 + sx]) * (256 - fx) + Int(s[row1 + sx1]) * fx
-                                d[out + ox] = UInt8(truncatingIfNeeded: (top * (256 - fy) + bottom * fy + (1 << 15)) >> 16)
+                    xs.next.withUnsafeBufferPointer { xn in
+                        xs.frac.withUnsafeBufferPointer { xf in
+                            for oy in y0..<y1 {
+                                let fy = ys.frac[oy]  // 8-bit weights keep the products in range
+                                let r0 = sb + ys.index[oy] * srcWidth
+                                let r1 = sb + ys.next[oy] * srcWidth
+                                let out = db + (target.y + oy) * dstStride + target.x
+                                for ox in x0..<x1 {
+                                    let a = xi[ox], b = xn[ox], fx = xf[ox]
+                                    let top = Int(r0[a]) &* (256 &- fx) &+ Int(r0[b]) &* fx
+                                    let bottom = Int(r1[a]) &* (256 &- fx) &+ Int(r1[b]) &* fx
+                                    out[ox] = UInt8(truncatingIfNeeded: (top &* (256 &- fy) &+ bottom &* fy &+ (1 << 15)) >> 16)
+                                }
                             }
                         }
                     }
