@@ -142,3 +142,51 @@ struct CompositeEngineTests {
         #expect(Self.close(frames[25].pixel(x: 0, y: 90), .black))  // the gap around the tile
     }
 }
+
+@Suite("Composite inbox: bounded hand-off between the room's loop and the processing queue")
+struct CompositeInboxTests {
+    static func frame(_ n: Int) -> AssembledFrame {
+        AssembledFrame(rtpTimestamp: UInt32(n), keyframe: n == 0, data: [UInt8(n & 0xFF)], size: nil, arrivalNanos: Int64(n))
+    }
+
+    @Test func refusesVideoBeyondTheBacklogButNeverAudio() {
+        let inbox = CompositeInbox(maxVideoBacklog: 3)
+        #expect((0..<3).allSatisfy { inbox.push(.video(source: "cam", nanos: Int64($0), frame: Self.frame($0))) })
+        #expect(!inbox.push(.video(source: "cam", nanos: 3, frame: Self.frame(3))))
+        #expect(!inbox.hasRoom("cam"))
+        // Another source has its own budget; audio is never refused.
+        #expect(inbox.push(.video(source: "screen", nanos: 0, frame: Self.frame(0))))
+        #expect((0..<100).allSatisfy { inbox.push(.audio(peerID: "p", nanos: Int64($0), frame: Self.frame($0))) })
+        #expect(inbox.droppedVideo == 1)
+        #expect(inbox.take().count == 104)
+        // Frames the engine still has queued count against the budget.
+        inbox.report(backlog: ["cam": 2], keyframes: ["cam"])
+        #expect(inbox.push(.video(source: "cam", nanos: 4, frame: Self.frame(4))))
+        #expect(!inbox.push(.video(source: "cam", nanos: 5, frame: Self.frame(5))))
+        #expect(inbox.takeKeyframeRequest("cam"))
+        #expect(!inbox.takeKeyframeRequest("cam"))
+    }
+
+    @Test func engineReportsItsBacklogAndKeyframeNeeds() throws {
+        var options = CompositeEngine.Options()
+        options.width = 160
+        options.height = 90
+        options.fps = 10
+        let engine = try CompositeEngine(options: options, originNanos: 0)
+        _ = engine.start()
+        engine.roster([.init(peerID: "a", name: "A", camera: "cam", screen: nil)], atNanos: 0)
+        let encoder = try VP8Encoder(.init(width: 160, height: 90, fps: 10))
+        var frames: [VP8Encoder.Frame] = []
+        for n in 0..<4 { frames += try encoder.encode(I420Image(width: 160, height: 90), pts: Int64(n)) }
+        // Joined after the keyframe: the decoder cannot start, and says so.
+        for (i, f) in frames.enumerated().dropFirst() {
+            engine.video(source: "cam", nanos: Int64(i) * 100_000_000, frame: AssembledFrame(rtpTimestamp: 0, keyframe: f.keyframe, data: f.data, size: nil, arrivalNanos: 0))
+        }
+        #expect(engine.backlog["cam"] == 3)
+        _ = engine.advance(toNanos: 1_000_000_000)
+        #expect(engine.backlog["cam"] == 0)
+        #expect(engine.takeKeyframeRequests() == ["cam"])
+        #expect(engine.stats.videoFramesUndecodable == 3)
+        #expect(engine.stats.outputVideoFrames == 10)  // the output keeps its rate meanwhile (a name tile)
+    }
+}
