@@ -13,6 +13,8 @@ The file is decoded by ffmpeg (no message allowed) and PyAV:
   in join order; all three tones are in the audio, blue's again after its rejoin.
 - `test_composite_speaker_layout`: the one who speaks (red's tone; green publishes no audio) gets
   the main area, green the strip.
+- `test_composite_h264_publisher_gets_a_name_tile`: an H.264 publisher (not decoded by the
+  recorder) shows as a name tile (dark grey with the name's glyphs) beside a VP8 publisher's colour.
 - `test_composite_sigkill_then_restart`: the server is killed (SIGKILL) 8 s into a composite; the
   file on disk decodes cleanly with several seconds of both kinds, and the restarted server
   finalizes the recording (`completed`, one file with source "composite").
@@ -582,3 +584,50 @@ def test_composite_under_5_percent_loss(sfu_factory, tmp_path):
     print(f"composite under {loss:.1%} loss: {frames} frames, longest frozen run {longest:.2f}s")
     assert frames >= FPS * (record_s - 2), frames
     assert longest <= 2.0, f"the tile froze for {longest:.2f}s"
+
+
+NAME_TILE_Y = 48
+
+
+def test_composite_h264_publisher_gets_a_name_tile(sfu_factory):
+    sfu, api, rid = start_room(sfu_factory, "composite-h264")
+
+    async def scenario() -> dict:
+        clients = []
+        try:
+            clients.append(await join(api, rid, PEOPLE[0]))
+            name, yuv, hz = PEOPLE[1]
+            c = RoomClient(api.token(rid, "user-h264", role="doctor", name="Hana")["signaling_url"], name="h264",
+                           subscribe=False, video_codec="video/h264")
+            c.video, c.audio = SolidVideoTrack(yuv), ToneTrack(hz)
+            await c.connect()
+            await c.publish()
+            clients.append(c)
+            assert await until(lambda: c.pub_pc.connectionState == "connected", 20)
+            await asyncio.sleep(1.5)
+            status, rec = await api.acall("POST", f"/v1/rooms/{rid}/recordings", {"mode": "composite", "width": WIDTH, "height": HEIGHT, "fps": FPS})
+            assert status == 201, (status, rec)
+            await asyncio.sleep(5.0)
+            status, done = await api.acall("POST", f"/v1/recordings/{rec['id']}/stop", timeout=60)
+            assert status == 200, (status, done)
+            return done
+        finally:
+            for c in clients:
+                await c.close()
+
+    done = asyncio.run(asyncio.wait_for(scenario(), 90))
+    assert done["status"] == "completed", done
+    path = done["files"][0]["path"]
+    assert ma.decode_check(path) == []
+    picture = frames_at(path, [3.5])[3.5]
+    check_tiles(picture, [(WIDTH // 4, HEIGHT // 2)], ["red"], "the VP8 publisher")
+    w, h, Y, _, _ = picture
+    # The H.264 publisher's cell (right half): mostly the name tile's grey, with bright glyph pixels in the middle.
+    cell = [Y[y * w + x] for y in range(10, h - 10) for x in range(w // 2 + 10, w - 10)]
+    grey = sum(1 for v in cell if abs(v - NAME_TILE_Y) <= 8)
+    bright = sum(1 for v in cell if v > 170)
+    assert grey > 0.8 * len(cell) and bright > 50, f"grey {grey}, bright {bright} of {len(cell)}"
+    # Its audio is mixed all the same.
+    _, _, pcm = ma.audio_pcm(path)
+    e = {hz: goertzel(pcm, 48000, 3 * 48000, hz) for hz in (400, 550, 700, 900)}
+    assert e[700] > 30 * max(e[550], e[900]) and e[400] > 30 * max(e[550], e[900]), e
