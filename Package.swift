@@ -36,6 +36,7 @@ let package = Package(
         // Snapshot images (JPEG through TurboJPEG, PNG through libpng's simplified API).
         .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
         .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "CFreeType", pkgConfig: "freetype2", providers: [.apt(["libfreetype-dev"])]),
         // Function wrappers for the C macros and variadic functions Swift cannot call directly.
         .target(name: "CSFUShim", dependencies: ["COpenSSL", "CSRTP", "COpus", "CVPX"]),
 
@@ -62,7 +63,7 @@ let package = Package(
         ),
         .target(
             name: "Recorder",
-            dependencies: ["RTP", "SFU", "COpus", "CVPX", "CSFUShim", "CTurboJPEG", "CPNG", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["RTP", "SFU", "COpus", "CVPX", "CSFUShim", "CTurboJPEG", "CPNG", "CFreeType", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .target(
@@ -86,6 +87,8 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The composite recorder's processing cost (docs/BENCHMARKS.md), without a network.
+        .executableTarget(name: "composite-bench", dependencies: ["Recorder"], swiftSettings: strict),
         // The load generator and the floor forwarder (docs/BENCHMARKS.md): real WebRTC peers on UDP.
         .executableTarget(
             name: "sfu-load",

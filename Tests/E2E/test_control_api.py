@@ -97,13 +97,16 @@ def test_room_lifecycle_and_tokens(api):
     assert status == 409 and err["error"]["code"] == "room_closed"
 
 
-def test_unbuilt_routes_answer_501(api):
+def test_composite_mode_starts_and_stops(api):
     status, room = call(api, "POST", "/v1/rooms", {})
     rid = room["id"]
-    # Rooms (issue 6) and tracks recording (issue 7, test_recording.py) are built; the composite mode is not.
-    status, body = call(api, "POST", f"/v1/rooms/{rid}/recordings", {"mode": "composite"})
-    assert status == 501, body
-    assert body["error"]["code"] == "not_implemented"
+    # The composite mode (issue 18, test_composite.py) records an empty room too: one file of the canvas.
+    status, body = call(api, "POST", f"/v1/rooms/{rid}/recordings", {"mode": "composite", "layout": "speaker", "width": 320, "height": 180})
+    assert status == 201 and body["mode"] == "composite" and body["layout"] == "speaker", body
+    time.sleep(1.5)
+    status, done = call(api, "POST", f"/v1/recordings/{body['id']}/stop")
+    assert status == 200 and done["status"] == "completed", done
+    assert [f["resolution"] for f in done["files"]] == ["320x180"], done
 
 
 def bad_requests(rid):

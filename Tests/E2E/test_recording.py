@@ -939,8 +939,8 @@ def test_recording_permissions_and_events(sfu_factory):
         return body["recordings"]
 
     # Control API edges first (no participants needed).
-    status, body = api.call("POST", f"/v1/rooms/{rid}/recordings", {"mode": "composite"})
-    assert status == 501 and error_code(body) == "not_implemented", (status, body)
+    status, body = api.call("POST", f"/v1/rooms/{rid}/recordings", {"mode": "composite", "layout": "mosaic"})
+    assert status == 400 and error_code(body), (status, body)
     status, body = api.call("POST", "/v1/rooms/room_doesnotexist/recordings", {"mode": "tracks"})
     assert status == 404 and error_code(body), (status, body)
     status, body = api.call("POST", f"/v1/rooms/{rid}/recordings", {"mode": "tracks"}, key="wrong-key")

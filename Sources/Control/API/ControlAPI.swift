@@ -239,14 +239,15 @@ public struct ControlAPI: Sendable {
         let body = try await JSONBody(request, context, allowEmpty: true)
         let mode = try body.string("mode", maxLength: 32) ?? "tracks"
         guard Self.validID(id), try await store.room(id: id) != nil else { throw APIError.notFound("room") }
+        var composite: CompositeRecording.Options?
         switch mode {
         case "tracks": break
-        case "composite": throw APIError.notImplemented("composite recording")
+        case "composite": composite = try Self.compositeOptions(body)
         default: throw APIError.badRequest("mode must be tracks or composite")
         }
         guard let recordings else { throw APIError(.serviceUnavailable, "unavailable", "recording needs the media workers") }
         do {
-            let record = try await recordings.start(roomID: id, startedBy: nil)
+            let record = try await recordings.start(roomID: id, startedBy: nil, composite: composite)
             return try json(.created, RecordingService.json(record))
         } catch RecordingService.StartError.roomClosed {
             throw APIError(.conflict, "room_closed", "room \(id) is closed")

@@ -23,7 +23,9 @@ public struct RecordingReconciler: Sendable {
     @discardableResult
     public func reconcile() async throws -> [String] {
         var done: [String] = []
-        for recording in try await store.recordings(status: .recording) {
+        // A composite still draining (`processing`) when the server died is finalized the same way.
+        let unfinished = try await store.recordings(status: .recording) + store.recordings(status: .processing)
+        for recording in unfinished {
             let dir = (directory as NSString).appendingPathComponent(recording.id)
             let names = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasSuffix(".webm") || $0.hasSuffix(".mkv") }.sorted()
             var duration: Int64 = 0
@@ -44,7 +46,7 @@ public struct RecordingReconciler: Sendable {
                     let user = stem.range(of: "-pe_", options: .backwards).map { String(stem[..<$0.lowerBound]) } ?? stem
                     try await store.addRecordingFile(RecordingFileRecord(
                         id: "file_" + RecordingService.randomID(), recordingID: recording.id, userID: user, trackKinds: kinds, fileName: name,
-                        path: path, sizeBytes: Int64(scan.validLength), source: stem.hasSuffix("-screen") ? "screen" : "camera", format: mkv ? "mkv" : "webm",
+                        path: path, sizeBytes: Int64(scan.validLength), source: recording.mode == "composite" ? "composite" : stem.hasSuffix("-screen") ? "screen" : "camera", format: mkv ? "mkv" : "webm",
                         videoCodec: scan.videoFrames > 0 ? (mkv ? "h264" : "vp8") : nil,
                         audioCodec: scan.audioFrames > 0 ? "opus" : nil,
                         resolution: scan.videoFrames > 0 ? scan.width.map { "\($0)x\(scan.height ?? 0)" } : nil, durationMs: scan.durationMs))

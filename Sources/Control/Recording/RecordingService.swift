@@ -11,7 +11,13 @@ public final class RecordingService: Sendable {
     struct Active: Sendable {
         let roomID: String
         let live: LiveRooms.Live
-        let recording: NIOLoopBound<RoomRecording>
+        let recording: Recorder
+    }
+
+    /// What records the room: one file per participant, or the composite.
+    enum Recorder: Sendable {
+        case tracks(NIOLoopBound<RoomRecording>)
+        case composite(NIOLoopBound<CompositeRecording>)
     }
 
     let store: MetadataStore
@@ -36,8 +42,9 @@ public final class RecordingService: Sendable {
         active.withLockedValue { $0.first { $0.value.roomID == roomID }?.key }
     }
 
-    /// Starts recording `roomID` (its live room is made if nobody joined yet).
-    public func start(roomID: String, startedBy: String?) async throws -> RecordingRecord {
+    /// Starts recording `roomID` (its live room is made if nobody joined yet); `composite` makes it
+    /// one composed file instead of one per participant.
+    public func start(roomID: String, startedBy: String?, composite: CompositeRecording.Options? = nil) async throws -> RecordingRecord {
         guard let room = try await store.room(id: roomID) else { throw StartError.roomNotFound }
         guard room.closedAt == nil else { throw StartError.roomClosed }
         let id = "rec_" + RecordingService.randomID()
@@ -49,12 +56,30 @@ public final class RecordingService: Sendable {
         let liveRoom = try await live.room(for: room)
         let dir = (directory as NSString).appendingPathComponent(id)
         let now = MetadataStore.nowMillis
-        let record = RecordingRecord(id: id, roomID: roomID, mode: "tracks", status: .recording, startedAt: now)
+        let record = RecordingRecord(id: id, roomID: roomID, mode: composite == nil ? "tracks" : "composite", status: .recording, startedAt: now,
+                                     layout: composite?.layout.rawValue)
         try await store.createRecording(record)
-        let bound = try await liveRoom.worker.submit {
-            let recording = RoomRecording(id: id, directory: dir)
-            recording.start(in: liveRoom.room.value)
-            return NIOLoopBound(recording, eventLoop: liveRoom.worker.eventLoop)
+        let bound: Recorder
+        if let composite {
+            let logger = self.logger
+            do {
+                bound = .composite(try await liveRoom.worker.submit {
+                    let now = MediaWorker.nowNanos
+                    let recording = try CompositeRecording(id: id, directory: dir, fileID: "file_" + RecordingService.randomID(), options: composite,
+                                                           nowNanos: now, logger: logger)
+                    recording.start(in: liveRoom.room.value, nowNanos: now)
+                    return NIOLoopBound(recording, eventLoop: liveRoom.worker.eventLoop)
+                })
+            } catch {
+                try? await store.finishRecording(id: id, status: .failed, endedAt: now, durationMs: 0, failureReason: "the composite could not start: \(error)")
+                throw error
+            }
+        } else {
+            bound = .tracks(try await liveRoom.worker.submit {
+                let recording = RoomRecording(id: id, directory: dir)
+                recording.start(in: liveRoom.room.value)
+                return NIOLoopBound(recording, eventLoop: liveRoom.worker.eventLoop)
+            })
         }
         let raced: Bool = active.withLockedValue { a in
             if a.contains(where: { $0.value.roomID == roomID }) { return true }
@@ -63,7 +88,7 @@ public final class RecordingService: Sendable {
         }
         if raced {
             // Another start won meanwhile: undo this one.
-            _ = try? await liveRoom.worker.submit { bound.value.stop(in: liveRoom.room.value).count }
+            _ = await Self.stopRecorder(bound, in: liveRoom)
             try? await store.finishRecording(id: id, status: .failed, endedAt: now, durationMs: 0, failureReason: "another recording started at the same time")
             throw StartError.alreadyRecording(activeRecording(roomID: roomID) ?? "")
         }
@@ -77,12 +102,21 @@ public final class RecordingService: Sendable {
     /// Stops a recording: finalizes every file and records the metadata. A finished one is returned as it is.
     public func stop(id: String, stoppedBy: String? = nil, reason: String? = nil) async throws -> RecordingRecord? {
         guard let entry = active.withLockedValue({ $0.removeValue(forKey: id) }) else { return try await store.recording(id: id) }
-        let pending = (try? await entry.live.worker.submit { entry.recording.value.stop(in: entry.live.room.value) }) ?? []
+        let finalizing: [PendingRecorderFile]
+        switch entry.recording {
+        case .tracks(let r):
+            finalizing = ((try? await entry.live.worker.submit { r.value.stop(in: entry.live.room.value) }) ?? []).map { .file($0) }
+        case .composite(let r):
+            let pending = try? await entry.live.worker.submit { r.value.stop(in: entry.live.room.value, nowNanos: MediaWorker.nowNanos) }
+            finalizing = pending.map { [PendingRecorderFile.composite($0)] } ?? []
+            // Encoding may still be draining: `processing` until the file is complete.
+            try? await store.finishRecording(id: id, status: .processing, endedAt: MetadataStore.nowMillis, durationMs: nil, failureReason: nil)
+        }
         let now = MetadataStore.nowMillis
         var duration: Int64 = 0
         var errors: [String] = []
         var written = 0
-        for p in pending {
+        for p in finalizing {
             let (file, error) = await p.finalize()
             if let error { errors.append(error) }
             guard file.sizeBytes > 0, file.videoFrames + file.audioFrames > 0 else {
@@ -93,7 +127,8 @@ public final class RecordingService: Sendable {
             duration = max(duration, file.durationMs)
             try? await store.addRecordingFile(RecordingFileRecord(
                 id: file.id, recordingID: id, userID: file.userID, trackKinds: file.trackKinds, fileName: file.fileName, path: file.path,
-                sizeBytes: Int64(file.sizeBytes), source: file.source, format: file.format, videoCodec: file.videoCodec, audioCodec: file.audioCodec,
+                sizeBytes: Int64(file.sizeBytes), source: entry.recording.isComposite ? "composite" : file.source, format: file.format,
+                videoCodec: file.videoCodec, audioCodec: file.audioCodec,
                 resolution: file.width.map { "\($0)x\(file.height ?? 0)" }, durationMs: file.durationMs))
         }
         let failure: String? = errors.first.map { "writing a file failed: \($0)" }
@@ -107,6 +142,17 @@ public final class RecordingService: Sendable {
         if let record { await webhooks?.send(event: "recording_finished", data: Self.json(record)) }
         logger.info("recording finished", metadata: ["recording": "\(id)", "files": "\(written)", "duration_ms": "\(duration)"])
         return record
+    }
+
+    /// Stops a recorder on its room's loop (a start that lost a race); the files are not kept.
+    static func stopRecorder(_ recorder: Recorder, in live: LiveRooms.Live) async -> Int {
+        switch recorder {
+        case .tracks(let r): return (try? await live.worker.submit { r.value.stop(in: live.room.value).count }) ?? 0
+        case .composite(let r):
+            guard let pending = try? await live.worker.submit({ r.value.stop(in: live.room.value, nowNanos: MediaWorker.nowNanos) }) else { return 0 }
+            _ = await pending.finalize()
+            return 1
+        }
     }
 
     /// Stops the recording of a room that is closing.
@@ -140,8 +186,26 @@ public final class RecordingService: Sendable {
             },
         ]
         if let e = r.endedAt { out["ended_at"] = ControlAPI.iso8601(e) }
+        if let l = r.layout { out["layout"] = l }
         if let d = r.durationMs { out["duration_ms"] = d }
         if let f = r.failureReason { out["failure_reason"] = f }
         return out
+    }
+}
+
+extension RecordingService.Recorder {
+    var isComposite: Bool { if case .composite = self { true } else { false } }
+}
+
+/// A file being finished: a participant's (its last writes queued) or the composite (still encoding).
+enum PendingRecorderFile: Sendable {
+    case file(PendingFile)
+    case composite(PendingComposite)
+
+    func finalize() async -> (RecordedFile, String?) {
+        switch self {
+        case .file(let p): await p.finalize()
+        case .composite(let p): await p.finalize()
+        }
     }
 }

@@ -4,6 +4,7 @@ import HummingbirdWebSocket
 import Logging
 import NIOConcurrencyHelpers
 import NIOWebSocket
+import Recorder
 import SFU
 
 /// What the signaling handler needs from the server.
@@ -307,6 +308,19 @@ enum RoomSignaling {
                     }
                     _ = try? await recordings.stop(id: id, stoppedBy: claims.sub)
                 }
+            case "capture_image":
+                guard claims.perms.contains(.record) else {
+                    reply("permission_denied", "this token may not take snapshots (the record permission)")
+                    continue
+                }
+                // Strings only cross into the task (a wrong type becomes "", refused there).
+                let (user, source, format) = (data["user_id"].map { $0 as? String ?? "" }, data["source"].map { $0 as? String ?? "" },
+                                              data["format"].map { $0 as? String ?? "" })
+                let roomID = claims.room, by = claims.sub, recordings = services.recordings
+                Task {
+                    enqueue(await captureImage(userID: user, source: source, format: format, roomID: roomID, takenBy: by,
+                                               recordings: recordings))
+                }
             case "set_layer":
                 guard let track = data["track_id"] as? String, !track.isEmpty, track.count <= 64 else {
                     reply("bad_request", "set_layer needs data.track_id")
@@ -337,6 +351,34 @@ enum RoomSignaling {
             default:
                 reply("unknown_event", "unknown event '\(event.prefix(64))'")
             }
+        }
+    }
+
+    /// `capture_image {user_id, source?, format?}`: a snapshot (docs/RECORDING.md), answered with
+    /// `image_captured {snapshot_id, user_id}` or an error.
+    static func captureImage(userID: String?, source: String?, format: String?, roomID: String, takenBy: String,
+                             recordings: RecordingService?) async -> RoomSignal {
+        guard let userID, !userID.isEmpty, userID.count <= 128 else {
+            return .error(code: "bad_request", message: "capture_image needs data.user_id")
+        }
+        guard let source = TrackSource(rawValue: source ?? "camera"), source != .microphone else {
+            return .error(code: "bad_request", message: "capture_image: source is camera or screen")
+        }
+        guard let format = SnapshotFormat(rawValue: format ?? "jpeg") else {
+            return .error(code: "bad_request", message: "capture_image: format is jpeg or png")
+        }
+        guard let recordings else { return .error(code: "unavailable", message: "snapshots are not available") }
+        do {
+            let snapshot = try await recordings.takeSnapshot(roomID: roomID, userID: userID, source: source, format: format, takenBy: takenBy)
+            return .imageCaptured(snapshotID: snapshot.id, userID: userID)
+        } catch RecordingService.SnapshotError.participantNotFound {
+            return .error(code: "participant_not_found", message: "\(userID.prefix(64)) is not in the room")
+        } catch RecordingService.SnapshotError.noVideo {
+            return .error(code: "no_video", message: "\(userID.prefix(64)) publishes no \(source.rawValue) video")
+        } catch RecordingService.SnapshotError.keyframeTimeout {
+            return .error(code: "keyframe_timeout", message: "no keyframe came within 3 s")
+        } catch {
+            return .error(code: "snapshot_failed", message: "\(error)")
         }
     }
 
@@ -433,6 +475,7 @@ enum RoomSignaling {
             return ("chat_message", ["peer_id": peerID, "user_id": userID, "message": message, "timestamp": ControlAPI.iso8601(timestamp)])
         case .recordingStarted(let id): return ("recording_started", ["recording_id": id])
         case .recordingStopped(let id): return ("recording_stopped", ["recording_id": id])
+        case .imageCaptured(let snapshotID, let userID): return ("image_captured", ["snapshot_id": snapshotID, "user_id": userID])
         case .error(let code, let message), .removed(let code, let message):
             return ("error", ["code": code, "message": message])
         }

@@ -59,7 +59,7 @@ public struct RecordingFileRecord: Sendable, Equatable {
     public var fileName: String
     public var path: String
     public var sizeBytes: Int64
-    /// "camera" (camera and microphone) or "screen".
+    /// "camera" (camera and microphone), "screen", or "composite" (the whole room).
     public var source: String
     public var format: String
     public var videoCodec: String?
@@ -97,9 +97,11 @@ public struct RecordingRecord: Sendable, Equatable {
     public var storage: String
     public var failureReason: String?
     public var files: [RecordingFileRecord]
+    /// The composite's layout (grid or speaker); nil for `tracks`.
+    public var layout: String?
 
     public init(id: String, roomID: String, mode: String, status: Status, startedAt: Int64, endedAt: Int64? = nil, durationMs: Int64? = nil,
-                storage: String = "local", failureReason: String? = nil, files: [RecordingFileRecord] = []) {
+                storage: String = "local", failureReason: String? = nil, files: [RecordingFileRecord] = [], layout: String? = nil) {
         self.id = id
         self.roomID = roomID
         self.mode = mode
@@ -110,6 +112,7 @@ public struct RecordingRecord: Sendable, Equatable {
         self.storage = storage
         self.failureReason = failureReason
         self.files = files
+        self.layout = layout
     }
 }
 
@@ -231,6 +234,8 @@ enum Migrations {
             """,
             "CREATE INDEX snapshots_room ON snapshots(room_id, taken_at)",
         ]),
+        // Composite recordings say how they laid out the canvas.
+        (4, ["ALTER TABLE recordings ADD COLUMN layout TEXT"]),
     ]
 
     static func apply(_ db: SQLDatabase) throws(SQLError) -> [Int] {
@@ -408,11 +413,11 @@ public final class MetadataStore: Sendable {
     public func createRecording(_ r: RecordingRecord) async throws {
         try await run { db throws(SQLError) in
             try db.execute("""
-                INSERT INTO recordings (id, room_id, mode, status, started_at, ended_at, duration_ms, storage, failure_reason)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING
+                INSERT INTO recordings (id, room_id, mode, status, started_at, ended_at, duration_ms, storage, failure_reason, layout)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING
                 """, [.text(r.id), .text(r.roomID), .text(r.mode), .text(r.status.rawValue), .int(r.startedAt),
                       r.endedAt.map { .int($0) } ?? .null, r.durationMs.map { .int($0) } ?? .null, .text(r.storage),
-                      r.failureReason.map { .text($0) } ?? .null])
+                      r.failureReason.map { .text($0) } ?? .null, r.layout.map { .text($0) } ?? .null])
         }
     }
 
@@ -465,7 +470,8 @@ public final class MetadataStore: Sendable {
                 return RecordingRecord(id: id, roomID: row["room_id"].text ?? "", mode: row["mode"].text ?? "",
                                        status: RecordingRecord.Status(rawValue: row["status"].text ?? "") ?? .failed,
                                        startedAt: row["started_at"].int ?? 0, endedAt: row["ended_at"].int, durationMs: row["duration_ms"].int,
-                                       storage: row["storage"].text ?? "local", failureReason: row["failure_reason"].text, files: files)
+                                       storage: row["storage"].text ?? "local", failureReason: row["failure_reason"].text, files: files,
+                                       layout: row["layout"].text)
             }
         }
     }

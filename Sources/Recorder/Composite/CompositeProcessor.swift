@@ -1,0 +1,113 @@
+import Foundation
+import Logging
+import SFU
+
+/// The composite's processing half: a serial dispatch queue of its own that every 20 ms takes what
+/// the room side queued, runs the ``CompositeEngine`` up to `latency` behind the room's clock, and
+/// appends the bytes to the file (``FileSink``, its own queue). All its state is touched on `queue`
+/// only, which is what makes the `@unchecked Sendable` hold.
+final class CompositeProcessor: @unchecked Sendable {
+    struct Result: Sendable {
+        var size = 0
+        var durationMs: Int64 = 0
+        var videoFrames = 0
+        var audioFrames = 0
+        var error: String?
+        var stats = CompositeEngine.Stats()
+    }
+
+    /// How far behind the room's clock the output runs: the jitter buffers' wait (400 ms for video)
+    /// plus the network's, so frames are in before their output time.
+    static let latencyNanos: Int64 = 1_000_000_000
+    static let tickNanos = 20_000_000
+
+    let id: String
+    let sink: FileSink
+    private let queue: DispatchQueue
+    private let inbox: CompositeInbox
+    private let engine: CompositeEngine
+    private let logger: Logger
+    private var timer: DispatchSourceTimer?
+    private var finished = false
+    private var outcome = Result()
+    private var lastStatsLog: Int64 = 0
+
+    init(id: String, options: CompositeEngine.Options, originNanos: Int64, path: String, inbox: CompositeInbox, logger: Logger) throws {
+        self.id = id
+        self.inbox = inbox
+        self.logger = logger
+        engine = try CompositeEngine(options: options, originNanos: originNanos)
+        sink = FileSink(path: path)
+        queue = DispatchQueue(label: "sfu.recorder.composite", qos: .utility)
+    }
+
+    func start() {
+        queue.async { [self] in
+            sink.append(engine.start())
+            let t = DispatchSource.makeTimerSource(queue: queue)
+            t.schedule(deadline: .now() + .milliseconds(20), repeating: .nanoseconds(Self.tickNanos), leeway: .milliseconds(5))
+            t.setEventHandler { [weak self] in self?.tick() }
+            timer = t
+            t.resume()
+        }
+    }
+
+    private func ingest() {
+        for event in inbox.take() {
+            switch event {
+            case .video(let source, let nanos, let frame): engine.video(source: source, nanos: nanos, frame: frame)
+            case .audio(let peer, let nanos, let frame): engine.audio(peerID: peer, nanos: nanos, frame: frame)
+            case .roster(let entries, let nanos): engine.roster(entries, atNanos: nanos)
+            case .retire(let source, let peer, let nanos): engine.retire(source: source, peerID: peer, nanos: nanos)
+            }
+        }
+    }
+
+    private func tick() {
+        guard !finished else { return }
+        ingest()
+        let now = MediaWorker.nowNanos
+        sink.append(engine.advance(toNanos: now - Self.latencyNanos))
+        inbox.report(backlog: engine.backlog, keyframes: engine.takeKeyframeRequests())
+        if now - lastStatsLog > 30_000_000_000 {
+            lastStatsLog = now
+            let s = engine.stats
+            logger.debug("composite recording", metadata: [
+                "recording": "\(id)", "out_video": "\(s.outputVideoFrames)", "out_audio": "\(s.outputAudioFrames)",
+                "decoded": "\(s.videoFramesDecoded)", "undecodable": "\(s.videoFramesUndecodable)", "dropped": "\(inbox.droppedVideo)",
+                "decode_ms": "\(s.decodeNanos / 1_000_000)", "compose_ms": "\(s.composeNanos / 1_000_000)",
+                "encode_ms": "\(s.encodeNanos / 1_000_000)", "mix_ms": "\(s.mixNanos / 1_000_000)",
+            ])
+        }
+    }
+
+    /// Writes everything up to `endNanos` and finishes the file (on the queue, after what is queued).
+    func finish(endNanos: Int64) {
+        queue.async { [self] in
+            guard !finished else { return }
+            finished = true
+            timer?.cancel()
+            timer = nil
+            ingest()
+            let (tail, patches) = engine.finish(endNanos: endNanos)
+            sink.append(tail)
+            for p in patches { sink.patch(offset: p.offset, p.bytes) }
+            outcome = Result(size: engine.fileSize, durationMs: engine.durationMs, videoFrames: engine.videoFramesWritten,
+                             audioFrames: engine.audioFramesWritten, error: nil, stats: engine.stats)
+            let s = engine.stats
+            logger.info("composite recording written", metadata: [
+                "recording": "\(id)", "video_frames": "\(s.outputVideoFrames)", "audio_frames": "\(s.outputAudioFrames)",
+                "decoded": "\(s.videoFramesDecoded)", "undecodable": "\(s.videoFramesUndecodable)", "dropped": "\(inbox.droppedVideo)",
+                "decode_ms": "\(s.decodeNanos / 1_000_000)", "compose_ms": "\(s.composeNanos / 1_000_000)",
+                "encode_ms": "\(s.encodeNanos / 1_000_000)", "mix_ms": "\(s.mixNanos / 1_000_000)",
+            ])
+        }
+    }
+
+    /// The outcome, once ``finish(endNanos:)`` ran (the queue is serial: this waits for it).
+    func result() async -> Result {
+        await withCheckedContinuation { (c: CheckedContinuation<Result, Never>) in
+            queue.async { [self] in c.resume(returning: outcome) }
+        }
+    }
+}

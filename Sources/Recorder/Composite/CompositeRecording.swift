@@ -1,0 +1,290 @@
+import Foundation
+import Logging
+import RTP
+import SFU
+
+/// A `composite` recording of one room: one WebM file with every participant's camera and screen
+/// share composed into one canvas and every microphone mixed (docs/RECORDING.md).
+///
+/// Two halves. This object is a room observer and producer tap confined to the room's loop: it
+/// assembles each track's frames (``FrameAssembler``), places them on the room's clock from each
+/// publisher's sender reports (the participant's NTP minus its offset to our clock, fixed at its
+/// first SR, so a participant's audio and video keep their sync and participants line up by
+/// arrival), and hands them to a ``CompositeInbox``. The other half, ``CompositeProcessor``, runs on
+/// its own dispatch queue: it decodes, mixes, composes, encodes and writes, `latency` behind the
+/// room's clock so late frames are still in time. The room's loop never decodes or waits for it.
+///
+/// As a virtual subscriber it asks a publisher for a keyframe when a track's jitter buffer gave a
+/// frame up or the decoder needs one, and drops a video track's frames until its next keyframe
+/// when the processing side is behind.
+public final class CompositeRecording: RoomObserver, ProducerTap {
+    public struct Options: Sendable, Equatable {
+        public var layout: CompositeLayout.Kind
+        public var width: Int
+        public var height: Int
+        public var fps: Int
+        public var videoBitrateBps: Int
+        public init(layout: CompositeLayout.Kind = .grid, width: Int = 1280, height: Int = 720, fps: Int = 30, videoBitrateBps: Int = 1_500_000) {
+            self.layout = layout
+            self.width = width
+            self.height = height
+            self.fps = fps
+            self.videoBitrateBps = videoBitrateBps
+        }
+    }
+
+    final class Track {
+        let producer: Producer
+        let peerID: String
+        var assembler: FrameAssembler
+        var ssrc: UInt32?
+        var mapping: ParticipantRecording.Mapping?
+        /// Frames waiting for the track's mapping (its first SR, or 2 s).
+        var held: [AssembledFrame] = []
+        /// The processing side refused a frame: the next ones are useless until a keyframe.
+        var dropUntilKeyframe = false
+        init(producer: Producer, peerID: String) {
+            self.producer = producer
+            self.peerID = peerID
+            assembler = FrameAssembler(codec: producer.kind == .video ? .vp8 : .opus)
+        }
+    }
+
+    struct Participant {
+        var peer: PeerInfo
+        var camera: Producer?
+        var screen: Producer?
+        var microphone: Producer?
+    }
+
+    public let id: String
+    public let fileID: String
+    public let path: String
+    public let fileName: String
+    public let options: Options
+    private let logger: Logger
+    private var tracks: [ObjectIdentifier: Track] = [:]
+    /// Publishers in order of first appearance (the grid's order).
+    private var participants: [Participant] = []
+    /// Per participant: its NTP clock minus ours, from its first sender report.
+    private var offsets: [String: Int64] = [:]
+    private let inbox: CompositeInbox
+    private let processor: CompositeProcessor
+    public private(set) var isStopped = false
+    private var droppedLogged = 0
+
+    /// - Throws: when the encoders cannot be made (bad options).
+    public init(id: String, directory: String, fileID: String, options: Options, nowNanos: Int64, logger: Logger) throws {
+        self.id = id
+        self.fileID = fileID
+        self.options = options
+        self.logger = logger
+        fileName = "composite.webm"
+        path = (directory as NSString).appendingPathComponent(fileName)
+        inbox = CompositeInbox(maxVideoBacklog: max(30, options.fps * 3))
+        var engineOptions = CompositeEngine.Options()
+        engineOptions.width = options.width
+        engineOptions.height = options.height
+        engineOptions.fps = options.fps
+        engineOptions.videoBitrateBps = options.videoBitrateBps
+        engineOptions.layout = options.layout
+        processor = try CompositeProcessor(id: id, options: engineOptions, originNanos: nowNanos, path: path, inbox: inbox, logger: logger)
+    }
+
+    /// Starts recording `room`: everything it publishes now and later; tells everyone.
+    public func start(in room: Room, nowNanos: Int64) {
+        room.addObserver(self)
+        room.activeRecordingID = id
+        for (peer, producer) in room.publishedTracks() { attach(producer, of: peer) }
+        pushRoster(nowNanos: nowNanos)
+        processor.start()
+        room.broadcast(.recordingStarted(id: id))
+    }
+
+    /// Stops taking media and tells everyone; the file is finished by the processing queue
+    /// (``PendingComposite/finalize()`` waits for it).
+    public func stop(in room: Room, nowNanos: Int64) -> PendingComposite {
+        if !isStopped {
+            isStopped = true
+            room.removeObserver(self)
+            if room.activeRecordingID == id { room.activeRecordingID = nil }
+            room.broadcast(.recordingStopped(id: id))
+            for t in tracks.values {
+                t.producer.taps.removeAll { $0 === self }
+                place(t, t.assembler.flush(), nowNanos: nil)
+            }
+            tracks.removeAll()
+            processor.finish(endNanos: nowNanos)
+            if inbox.droppedVideo > 0 {
+                logger.warning("composite recording dropped video frames (processing behind)", metadata: ["recording": "\(id)", "frames": "\(inbox.droppedVideo)"])
+            }
+        }
+        return PendingComposite(processor: processor, fileID: fileID, path: path, fileName: fileName, options: options)
+    }
+
+    private func attach(_ producer: Producer, of peer: PeerInfo) {
+        guard !isStopped, tracks[ObjectIdentifier(producer)] == nil else { return }
+        var index = participants.firstIndex { $0.peer.peerID == peer.peerID }
+        if index == nil {
+            participants.append(Participant(peer: peer))
+            index = participants.count - 1
+        }
+        guard let i = index else { return }
+        switch (producer.kind, producer.source) {
+        case (.audio, _):
+            guard participants[i].microphone == nil else { return }
+            participants[i].microphone = producer
+        case (.video, .screen):
+            guard participants[i].screen == nil else { return }
+            participants[i].screen = producer
+        case (.video, _):
+            guard participants[i].camera == nil else { return }
+            participants[i].camera = producer
+        }
+        // H.264 is not decoded: the participant shows its name tile.
+        if producer.kind == .video, producer.codec != .vp8 { return }
+        tracks[ObjectIdentifier(producer)] = Track(producer: producer, peerID: peer.peerID)
+        producer.taps.append(self)
+    }
+
+    private func detach(_ producer: Producer, nowNanos: Int64) {
+        producer.taps.removeAll { $0 === self }
+        if let t = tracks.removeValue(forKey: ObjectIdentifier(producer)) {
+            place(t, t.assembler.flush(), nowNanos: nil)
+            _ = inbox.push(.retire(source: producer.kind == .video ? producer.trackID : nil, peerID: nil, nanos: nowNanos))
+        }
+        for i in participants.indices {
+            if participants[i].camera === producer { participants[i].camera = nil }
+            if participants[i].screen === producer { participants[i].screen = nil }
+            if participants[i].microphone === producer { participants[i].microphone = nil }
+        }
+    }
+
+    private func pushRoster(nowNanos: Int64) {
+        let entries = participants.map { p in
+            CompositeEngine.RosterEntry(peerID: p.peer.peerID, name: p.peer.name.isEmpty ? p.peer.userID : p.peer.name,
+                                        camera: p.camera.flatMap { $0.codec == .vp8 ? $0.trackID : nil },
+                                        screen: p.screen.flatMap { $0.codec == .vp8 ? $0.trackID : nil })
+        }
+        _ = inbox.push(.roster(entries, nanos: nowNanos))
+    }
+
+    // MARK: RoomObserver
+
+    public func room(_ room: Room, didPublish producer: Producer, of peer: PeerInfo, nowNanos: Int64) {
+        guard !isStopped else { return }
+        attach(producer, of: peer)
+        pushRoster(nowNanos: nowNanos)
+    }
+
+    public func room(_ room: Room, didUnpublish producer: Producer, of peer: PeerInfo) {
+        let now = MediaWorker.nowNanos
+        detach(producer, nowNanos: now)
+        pushRoster(nowNanos: now)
+    }
+
+    public func room(_ room: Room, didRemove peer: PeerInfo) {
+        let now = MediaWorker.nowNanos
+        guard let i = participants.firstIndex(where: { $0.peer.peerID == peer.peerID }) else { return }
+        let p = participants[i]
+        for producer in [p.camera, p.screen, p.microphone].compactMap({ $0 }) { detach(producer, nowNanos: now) }
+        participants.remove(at: i)
+        _ = inbox.push(.retire(source: nil, peerID: peer.peerID, nanos: now))
+        offsets[peer.peerID] = nil
+        pushRoster(nowNanos: now)
+    }
+
+    // MARK: ProducerTap
+
+    public func producer(_ producer: Producer, didReceive packet: UnsafeRawBufferPointer, header: RTPHeader, nowNanos: Int64) {
+        guard !isStopped, header.payloadLength > 0, let t = tracks[ObjectIdentifier(producer)] else { return }
+        let payload = UnsafeRawBufferPointer(rebasing: packet[header.payloadRange])
+        if producer.kind == .video, let last = t.ssrc, last != header.ssrc {
+            // The producer moved its taps to another simulcast stream: other sequence numbers and
+            // RTP clock; a fresh jitter buffer (it waits for that stream's keyframe) and mapping.
+            place(t, t.assembler.flush(), nowNanos: nil)
+            t.assembler = FrameAssembler(codec: .vp8)
+            t.mapping = nil
+            t.held.removeAll()
+        }
+        t.ssrc = header.ssrc
+        let frames = t.assembler.push(sequenceNumber: header.sequenceNumber, timestamp: header.timestamp,
+                                      marker: producer.kind == .video ? header.marker : false, payload: payload, nowNanos: nowNanos)
+            + t.assembler.poll(nowNanos: nowNanos)
+        if producer.kind == .video {
+            if t.assembler.wantsKeyframe {
+                t.assembler.keyframeRequested()
+                producer.requestKeyframe(nowNanos: nowNanos)
+            }
+            // Once per frame, not per packet: the inbox is behind a lock.
+            if !frames.isEmpty, inbox.takeKeyframeRequest(producer.trackID) { producer.requestKeyframe(nowNanos: nowNanos) }
+        }
+        place(t, frames, nowNanos: nowNanos)
+    }
+
+    /// Maps frames to the room's clock and hands them over (or holds them until the mapping exists).
+    private func place(_ t: Track, _ frames: [AssembledFrame], nowNanos: Int64?) {
+        let producer = t.producer
+        if let sr = producer.senderReport {
+            let srNanos = ParticipantRecording.ntpNanos(sr.ntp)
+            let offset = offsets[t.peerID] ?? (srNanos - sr.arrivalNanos)
+            offsets[t.peerID] = offset
+            // A newer SR re-anchors the track (the publisher's own view of its clocks' relation).
+            if t.mapping?.srNTP != sr.ntp {
+                t.mapping = ParticipantRecording.Mapping(rtp: sr.rtp, nanos: srNanos - offset, clockRate: producer.clockRate, srNTP: sr.ntp)
+            }
+        }
+        t.held += frames
+        if t.mapping == nil, let first = t.held.first {
+            let waited = nowNanos.map { $0 - first.arrivalNanos >= ParticipantRecording.mappingWaitNanos } ?? true
+            guard waited else { return }
+            t.mapping = ParticipantRecording.Mapping(rtp: first.rtpTimestamp, nanos: first.arrivalNanos, clockRate: producer.clockRate, srNTP: nil)
+        }
+        guard let m = t.mapping, !t.held.isEmpty else { return }
+        for f in t.held {
+            let nanos = m.nanos(f.rtpTimestamp)
+            if producer.kind == .audio {
+                _ = inbox.push(.audio(peerID: t.peerID, nanos: nanos, frame: f))
+                continue
+            }
+            if t.dropUntilKeyframe {
+                guard f.keyframe, inbox.hasRoom(producer.trackID) else {
+                    inbox.countDropped()
+                    continue
+                }
+                t.dropUntilKeyframe = false
+            }
+            if !inbox.push(.video(source: producer.trackID, nanos: nanos, frame: f)) {
+                t.dropUntilKeyframe = true
+                if let now = nowNanos { producer.requestKeyframe(nowNanos: now) }
+                if inbox.droppedVideo >= droppedLogged * 2 + 1 {
+                    droppedLogged = inbox.droppedVideo
+                    logger.warning("composite recording behind: dropping video", metadata: ["recording": "\(id)", "dropped": "\(inbox.droppedVideo)"])
+                }
+            }
+        }
+        t.held.removeAll(keepingCapacity: true)
+    }
+}
+
+/// A stopped composite whose file the processing queue may still be finishing.
+public struct PendingComposite: Sendable {
+    let processor: CompositeProcessor
+    public let fileID: String
+    public let path: String
+    public let fileName: String
+    public let options: CompositeRecording.Options
+
+    /// Waits until the processing queue has written everything and the file is on disk.
+    /// - Returns: the file, and an error if writing failed.
+    public func finalize() async -> (RecordedFile, String?) {
+        let result = await processor.result()
+        let error = await processor.sink.close()
+        let file = RecordedFile(id: fileID, peerID: "", userID: "composite", fileName: fileName, path: path, source: "composite", format: "webm",
+                                videoCodec: result.videoFrames > 0 ? "vp8" : nil, audioCodec: result.audioFrames > 0 ? "opus" : nil,
+                                trackKinds: (result.videoFrames > 0 ? ["video"] : []) + (result.audioFrames > 0 ? ["audio"] : []),
+                                width: options.width, height: options.height, sizeBytes: result.size, durationMs: result.durationMs,
+                                videoFrames: result.videoFrames, audioFrames: result.audioFrames)
+        return (file, error ?? result.error)
+    }
+}

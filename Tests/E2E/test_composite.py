@@ -1,0 +1,633 @@
+"""Composite recording (issue 18) end to end, against docs/RECORDING.md and PROTOCOL.md only.
+
+Three aiortc participants, each publishing a solid colour (VP8) and a tone of its own frequency
+(Opus), are recorded with `mode: "composite"` into one WebM; one of them leaves in the middle.
+The file is decoded by ffmpeg (no message allowed) and PyAV:
+- `test_composite_options_are_validated`: 400 for each bad option, naming it;
+- `test_composite_three_then_two`: one file (source "composite", the requested size), the output
+  frame rate within 5% of the requested one over the whole file, the grid of three tiles with each
+  participant's colour before the leave and of two after it, and each participant's tone present
+  in the mixed audio (energy at its frequency well above the energy between the tones).
+- `test_composite_screen_share_leave_rejoin`: green shares a (magenta) screen mid-call, blue leaves
+  and rejoins: at each phase the screen holds the main area and the strip shows the cameras present,
+  in join order; all three tones are in the audio, blue's again after its rejoin.
+- `test_composite_speaker_layout`: the one who speaks (red's tone; green publishes no audio) gets
+  the main area, green the strip.
+- `test_composite_h264_publisher_gets_a_name_tile`: an H.264 publisher (not decoded by the
+  recorder) shows as a name tile (dark grey with the name's glyphs) beside a VP8 publisher's colour.
+- `test_composite_sigkill_then_restart`: the server is killed (SIGKILL) 8 s into a composite; the
+  file on disk decodes cleanly with several seconds of both kinds, and the restarted server
+  finalizes the recording (`completed`, one file with source "composite").
+- `test_composite_under_5_percent_loss`: one publisher (test_recording.py's, moving pattern) sends
+  through a network namespace whose nftables drop 5% of its datagrams to the media port; the
+  composite decodes cleanly and its tile never stays frozen longer than 2 s (a frame given up waits
+  for the next keyframe, asked for at once, paced to one request a second).
+- `test_composite_chromium_lip_sync`: a Chromium participant whose fake camera and microphone play a
+  clip that flashes and beeps once a second; in the composite (30 fps) every flash has its beep
+  within 40 ms of where Chromium's own sender reports put it (measured on a direct connection just
+  before, as test_recording.py does for `tracks`), and the frame rate holds within 5%.
+
+Everything is bounded; a missing tool fails the test, it never skips.
+"""
+from __future__ import annotations
+
+import array
+import asyncio
+import fractions
+import math
+import secrets
+import time
+
+import av
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack, VideoStreamTrack
+
+import media_analysis as ma
+from aiortc import RTCRtpSender, RTCSessionDescription
+from room_client import ControlAPI, RoomClient, until
+
+WIDTH, HEIGHT, FPS = 640, 360, 15
+# (name, (Y, U, V) BT.601 limited range, tone Hz): each tone is a whole number of periods per 20 ms.
+PEOPLE = [("red", (81, 90, 240), 400), ("green", (145, 54, 34), 700), ("blue", (41, 240, 110), 1100)]
+
+
+class SolidVideoTrack(VideoStreamTrack):
+    """One colour, 320x240, ~30 fps."""
+
+    def __init__(self, yuv: tuple[int, int, int], width: int = 320, height: int = 240):
+        super().__init__()
+        self.yuv, self.width, self.height = yuv, width, height
+        self.frames_sent = 0
+
+    async def recv(self) -> av.VideoFrame:
+        pts, time_base = await self.next_timestamp()
+        frame = av.VideoFrame(self.width, self.height, "yuv420p")
+        for plane, value in zip(frame.planes, self.yuv):
+            plane.update(bytes([value]) * plane.buffer_size)
+        frame.pts, frame.time_base = pts, time_base
+        self.frames_sent += 1
+        return frame
+
+
+class ToneTrack(MediaStreamTrack):
+    """A sine at `hz`, mono s16 48 kHz, 20 ms frames, paced in real time."""
+    kind = "audio"
+
+    def __init__(self, hz: int, amplitude: int = 6000):
+        super().__init__()
+        self._pcm = array.array("h", [int(amplitude * math.sin(2 * math.pi * hz * i / 48000)) for i in range(960)]).tobytes()
+        self._start: float | None = None
+        self._pts = 0
+        self.frames_sent = 0
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.time()
+        else:
+            self._pts += 960
+            await asyncio.sleep(self._start + self._pts / 48000 - time.time())
+        frame = av.AudioFrame(format="s16", layout="mono", samples=960)
+        frame.planes[0].update(self._pcm)
+        frame.pts, frame.sample_rate, frame.time_base = self._pts, 48000, fractions.Fraction(1, 48000)
+        self.frames_sent += 1
+        return frame
+
+
+def goertzel(pcm: array.array, start: int, count: int, hz: float, rate: int = 48000) -> float:
+    k = 2 * math.cos(2 * math.pi * hz / rate)
+    s1 = s2 = 0.0
+    for x in pcm[start:start + count]:
+        s1, s2 = x + k * s1 - s2, s1
+    return (s1 * s1 + s2 * s2 - k * s1 * s2) / (count * count)
+
+
+def frames_at(path, times: list[float]) -> dict[float, tuple[int, int, bytes, bytes, bytes]]:
+    """The decoded pictures nearest after each time (s): (width, height, Y, U, V) with packed planes."""
+    out = {}
+    wanted = sorted(times)
+    with av.open(str(path)) as c:
+        for frame in c.decode(c.streams.video[0]):
+            t = float(frame.pts * frame.time_base)
+            while wanted and t >= wanted[0]:
+                w, h = frame.width, frame.height
+                planes = []
+                for i, (pw, ph) in enumerate([(w, h), (w // 2, h // 2), (w // 2, h // 2)]):
+                    p = frame.planes[i]
+                    raw = bytes(p)
+                    planes.append(b"".join(raw[r * p.line_size:r * p.line_size + pw] for r in range(ph)))
+                out[wanted.pop(0)] = (w, h, *planes)
+    return out
+
+
+def colour_at(picture, x: int, y: int, r: int = 6) -> tuple[float, float, float]:
+    """Mean (Y, U, V) of a (2r)x(2r) square centred at (x, y)."""
+    w, h, Y, U, V = picture
+    ys = [Y[yy * w + xx] for yy in range(y - r, y + r) for xx in range(x - r, x + r)]
+    us = [U[(yy // 2) * (w // 2) + xx // 2] for yy in range(y - r, y + r, 2) for xx in range(x - r, x + r, 2)]
+    vs = [V[(yy // 2) * (w // 2) + xx // 2] for yy in range(y - r, y + r, 2) for xx in range(x - r, x + r, 2)]
+    return sum(ys) / len(ys), sum(us) / len(us), sum(vs) / len(vs)
+
+
+def nearest(yuv) -> tuple[str, float]:
+    """The participant whose colour is nearest, and the distance."""
+    best = min(PEOPLE, key=lambda p: sum((a - b) ** 2 for a, b in zip(yuv, p[1])))
+    return best[0], math.sqrt(sum((a - b) ** 2 for a, b in zip(yuv, best[1])))
+
+
+def test_composite_options_are_validated(sfu_factory):
+    key = "comp-" + secrets.token_hex(12)
+    sfu = sfu_factory(env={"SFU_API_KEY": key})
+    api = ControlAPI(sfu.base_url, key)
+    rid = api.create_room(name="composite-options")["id"]
+    for body, field in [({"layout": "mosaic"}, "layout"), ({"width": 641}, "width"), ({"width": 99999}, "width"),
+                        ({"height": "tall"}, "height"), ({"fps": 0}, "fps"), ({"fps": 24.5}, "fps"),
+                        ({"video_bitrate_bps": 10}, "video_bitrate_bps")]:
+        status, got = api.call("POST", f"/v1/rooms/{rid}/recordings", {"mode": "composite", **body})
+        assert status == 400, (body, status, got)
+        assert field in str(got), (body, got)
+    # Nothing was started by the refused requests.
+    status, got = api.call("GET", f"/v1/recordings?room_id={rid}")
+    assert status == 200 and got.get("recordings") == [], got
+
+
+def test_composite_three_then_two(sfu_factory, tmp_path):
+    ma.require_tools("ffmpeg", "ffprobe")
+    key = "comp-" + secrets.token_hex(12)
+    sfu = sfu_factory(env={"SFU_API_KEY": key})
+    api = ControlAPI(sfu.base_url, key)
+    rid = api.create_room(name="composite")["id"]
+    timeline: dict[str, float] = {}
+
+    async def scenario() -> tuple[dict, dict]:
+        clients = []
+        try:
+            for name, yuv, hz in PEOPLE:
+                c = RoomClient(api.token(rid, f"user-{name}", role="doctor", name=name.title())["signaling_url"], name=name, subscribe=False)
+                c.video, c.audio = SolidVideoTrack(yuv), ToneTrack(hz)
+                await c.connect()
+                await c.publish()
+                clients.append(c)
+            for c in clients:
+                assert await until(lambda c=c: c.pub_pc.connectionState == "connected", 20), c.name
+            await asyncio.sleep(2.0)   # sender reports
+            status, rec = await api.acall("POST", f"/v1/rooms/{rid}/recordings",
+                                          {"mode": "composite", "layout": "grid", "width": WIDTH, "height": HEIGHT, "fps": FPS})
+            assert status == 201, (status, rec)
+            started = time.monotonic()
+            await asyncio.sleep(5.0)
+            await clients[2].close()          # blue leaves
+            timeline["left"] = time.monotonic() - started
+            await asyncio.sleep(5.0)
+            timeline["stopped"] = time.monotonic() - started
+            status, done = await api.acall("POST", f"/v1/recordings/{rec['id']}/stop", timeout=60)
+            assert status == 200, (status, done)
+            return rec, done
+        finally:
+            for c in clients:
+                await c.close()
+
+    rec, done = asyncio.run(asyncio.wait_for(scenario(), 120))
+    log = sfu.log_path.read_text(errors="replace")[-4000:]
+    assert rec["mode"] == "composite" and rec.get("layout") == "grid", rec
+    assert done["status"] == "completed", (done, log)
+    assert done.get("layout") == "grid" and done["mode"] == "composite", done
+    assert len(done["files"]) == 1, done
+    f = done["files"][0]
+    assert f.get("source") == "composite" and f["resolution"] == f"{WIDTH}x{HEIGHT}", f
+    assert f["video_codec"] == "vp8" and f["audio_codec"] == "opus" and set(f["track_kinds"]) == {"video", "audio"}, f
+    path = f["path"]
+
+    errors = ma.decode_check(path)
+    assert errors == [], f"ffmpeg reported {len(errors)} lines: {errors[:20]}"
+    p = ma.probe(path)
+    assert p["video_sizes"] == {(WIDTH, HEIGHT)}, p
+    # The output rate: frames over the span they cover.
+    rate = p["video_frames"] / p["video_span"]
+    assert abs(rate - FPS) <= 0.05 * FPS, f"{rate:.2f} fps over {p['video_span']:.2f}s: {p}"
+    assert p["video_span"] >= timeline["stopped"] - 1.5, (p, timeline)
+
+    # Tiles: a grid of 2x2 cells with the last row centred (three), then two side by side.
+    cw, ch = WIDTH // 2, HEIGHT // 2
+    three = [(cw // 2, ch // 2), (cw + cw // 2, ch // 2), (WIDTH // 2, ch + ch // 2)]
+    two = [(cw // 2, HEIGHT // 2), (cw + cw // 2, HEIGHT // 2)]
+    before, after = timeline["left"] - 1.5, timeline["stopped"] - 1.0
+    pictures = frames_at(path, [before, after])
+    assert set(pictures) == {before, after}, (pictures.keys(), p)
+    seen = [nearest(colour_at(pictures[before], x, y)) for x, y in three]
+    assert sorted(n for n, _ in seen) == ["blue", "green", "red"] and all(d < 30 for _, d in seen), \
+        f"three tiles at {before:.1f}s: {seen}"
+    seen = [nearest(colour_at(pictures[after], x, y)) for x, y in two]
+    assert sorted(n for n, _ in seen) == ["green", "red"] and all(d < 30 for _, d in seen), f"two tiles at {after:.1f}s: {seen}"
+
+    # Audio: each tone present over the time its participant was there, mixed without clipping.
+    start, rate_hz, pcm = ma.audio_pcm(path)
+    assert rate_hz == 48000 and len(pcm) > 48000 * 6, len(pcm)
+    window = (int(1.0 * 48000), int((timeline["left"] - 2.0) * 48000))
+    count = window[1] - window[0]
+    energy = {hz: goertzel(pcm, window[0], count, hz) for hz in (400, 550, 700, 900, 1100, 1300)}
+    floor = max(energy[550], energy[900], energy[1300])
+    for name, _, hz in PEOPLE:
+        assert energy[hz] > 30 * floor, f"{name}'s {hz} Hz: {energy}"
+    late = int((timeline["left"] + 1.5) * 48000)
+    late_count = min(len(pcm) - late, 3 * 48000)
+    assert late_count > 48000, (len(pcm), late)
+    blue_late = goertzel(pcm, late, late_count, 1100)
+    red_late = goertzel(pcm, late, late_count, 400)
+    assert blue_late < red_late / 30, f"blue still heard after leaving: {blue_late} vs {red_late}"
+    assert max(abs(x) for x in pcm) < 32767
+
+
+MAGENTA = (107, 202, 222)
+
+
+async def share_screen(c: RoomClient, track: VideoStreamTrack) -> None:
+    """`screen_share {enabled: true}`, then a publisher re-offer with a new VP8 video section."""
+    await c.send("screen_share", {"enabled": True})
+    t = c.pub_pc.addTransceiver(track, direction="sendonly")
+    t.setCodecPreferences([k for k in RTCRtpSender.getCapabilities("video").codecs if k.mimeType.lower() in ("video/vp8", "video/rtx")])
+    await c.pub_pc.setLocalDescription(await c.pub_pc.createOffer())
+    since = len(c.events)
+    await c.send("webrtc_offer", {"target": "publisher", "sdp": c.pub_pc.localDescription.sdp})
+    data = await c.wait_event("webrtc_answer", lambda d: isinstance(d, dict) and d.get("target") == "publisher",
+                              after=since, timeout=10, fail_on_error=True)
+    await c.pub_pc.setRemoteDescription(RTCSessionDescription(data["sdp"], "answer"))
+
+
+def start_room(sfu_factory, name: str):
+    key = "comp-" + secrets.token_hex(12)
+    sfu = sfu_factory(env={"SFU_API_KEY": key})
+    api = ControlAPI(sfu.base_url, key)
+    return sfu, api, api.create_room(name=name)["id"]
+
+
+async def join(api: ControlAPI, rid: str, person, *, audio: bool = True) -> RoomClient:
+    name, yuv, hz = person
+    c = RoomClient(api.token(rid, f"user-{name}", role="doctor", name=name.title())["signaling_url"], name=name, subscribe=False)
+    c.video, c.audio = SolidVideoTrack(yuv), (ToneTrack(hz) if audio else None)
+    await c.connect()
+    await c.publish()
+    assert await until(lambda: c.pub_pc.connectionState == "connected", 20), name
+    return c
+
+
+def check_tiles(picture, points, want: list[str], when: str) -> None:
+    seen = [nearest_of(colour_at(picture, x, y)) for x, y in points]
+    assert [n for n, _ in seen] == want and all(d < 30 for _, d in seen), f"{when}: {seen}, want {want}"
+
+
+def nearest_of(yuv) -> tuple[str, float]:
+    """Like `nearest`, with the screen's magenta as one more colour."""
+    colours = [(n, c) for n, c, _ in PEOPLE] + [("screen", MAGENTA)]
+    best = min(colours, key=lambda p: sum((a - b) ** 2 for a, b in zip(yuv, p[1])))
+    return best[0], math.sqrt(sum((a - b) ** 2 for a, b in zip(yuv, best[1])))
+
+
+def test_composite_screen_share_leave_rejoin(sfu_factory):
+    ma.require_tools("ffmpeg", "ffprobe")
+    sfu, api, rid = start_room(sfu_factory, "composite-phases")
+    marks: dict[str, float] = {}
+
+    async def scenario() -> dict:
+        clients = []
+        try:
+            for person in PEOPLE:
+                clients.append(await join(api, rid, person))
+            await asyncio.sleep(2.0)
+            status, rec = await api.acall("POST", f"/v1/rooms/{rid}/recordings", {"mode": "composite", "width": WIDTH, "height": HEIGHT, "fps": FPS})
+            assert status == 201, (status, rec)
+            started = time.monotonic()
+            await asyncio.sleep(3.0)
+            marks["share"] = time.monotonic() - started
+            await share_screen(clients[1], SolidVideoTrack(MAGENTA, 640, 360))
+            await asyncio.sleep(4.0)
+            marks["leave"] = time.monotonic() - started
+            await clients[2].close()
+            await asyncio.sleep(3.0)
+            marks["rejoin"] = time.monotonic() - started
+            clients.append(await join(api, rid, PEOPLE[2]))
+            await asyncio.sleep(4.0)
+            marks["stop"] = time.monotonic() - started
+            status, done = await api.acall("POST", f"/v1/recordings/{rec['id']}/stop", timeout=60)
+            assert status == 200, (status, done)
+            return done
+        finally:
+            for c in clients:
+                await c.close()
+
+    done = asyncio.run(asyncio.wait_for(scenario(), 150))
+    assert done["status"] == "completed" and len(done["files"]) == 1, done
+    path = done["files"][0]["path"]
+    errors = ma.decode_check(path)
+    assert errors == [], f"ffmpeg reported {len(errors)} lines: {errors[:20]}"
+    cw, ch = WIDTH // 2, HEIGHT // 2
+    grid3 = [(cw // 2, ch // 2), (cw + cw // 2, ch // 2), (WIDTH // 2, ch + ch // 2)]
+    # Screen share: the top three quarters, the cameras in a strip of cells a quarter of the width wide.
+    strip_y = HEIGHT - HEIGHT // 8
+    strip = {n: [(WIDTH // 2 - (n * WIDTH // 4) // 2 + i * WIDTH // 4 + WIDTH // 8, strip_y) for i in range(n)] for n in (1, 2, 3)}
+    main = (WIDTH // 2, HEIGHT * 3 // 8)
+    times = {"before": marks["share"] - 1.0, "shared": marks["leave"] - 1.0, "left": marks["rejoin"] - 0.7,
+             "rejoined": marks["stop"] - 0.7}
+    pictures = frames_at(path, list(times.values()))
+    first = {t: pictures[v] for t, v in times.items()}
+    picture = first["before"]
+    seen = sorted(nearest_of(colour_at(picture, x, y))[0] for x, y in grid3)
+    assert seen == ["blue", "green", "red"], f"before the share: {seen}"
+    for when, present in [("shared", ["red", "green", "blue"]), ("left", ["red", "green"]), ("rejoined", ["red", "green", "blue"])]:
+        check_tiles(first[when], [main], ["screen"], f"{when} ({times[when]:.1f}s) main area")
+        check_tiles(first[when], strip[len(present)], present, f"{when} ({times[when]:.1f}s) strip")
+    start, _, pcm = ma.audio_pcm(path)
+    def energies(a: float, b: float) -> dict[int, float]:
+        return {hz: goertzel(pcm, int(a * 48000), int((b - a) * 48000), hz) for hz in (400, 550, 700, 900, 1100, 1300)}
+    for a, b in [(1.0, marks["leave"] - 0.5), (marks["rejoin"] + 2.0, marks["stop"] - 0.5)]:
+        e = energies(a, b)
+        floor = max(e[550], e[900], e[1300])
+        assert all(e[hz] > 30 * floor for _, _, hz in PEOPLE), f"{a:.1f}-{b:.1f}s: {e}"
+
+
+def test_composite_speaker_layout(sfu_factory):
+    sfu, api, rid = start_room(sfu_factory, "composite-speaker")
+
+    async def scenario() -> dict:
+        clients = []
+        try:
+            clients.append(await join(api, rid, PEOPLE[1], audio=False))   # green: first, silent
+            clients.append(await join(api, rid, PEOPLE[0]))                # red: speaks
+            await asyncio.sleep(2.0)
+            status, rec = await api.acall("POST", f"/v1/rooms/{rid}/recordings",
+                                          {"mode": "composite", "layout": "speaker", "width": WIDTH, "height": HEIGHT, "fps": FPS})
+            assert status == 201 and rec.get("layout") == "speaker", (status, rec)
+            await asyncio.sleep(5.0)
+            status, done = await api.acall("POST", f"/v1/recordings/{rec['id']}/stop", timeout=60)
+            assert status == 200, (status, done)
+            return done
+        finally:
+            for c in clients:
+                await c.close()
+
+    done = asyncio.run(asyncio.wait_for(scenario(), 90))
+    assert done["status"] == "completed" and done.get("layout") == "speaker", done
+    path = done["files"][0]["path"]
+    assert ma.decode_check(path) == []
+    picture = frames_at(path, [3.5])[3.5]
+    check_tiles(picture, [(WIDTH // 2, HEIGHT * 3 // 8)], ["red"], "speaker's main area")
+    check_tiles(picture, [(WIDTH // 2, HEIGHT - HEIGHT // 8)], ["green"], "the strip")
+
+
+SYNC_RECORD_S = 20.0
+
+
+def test_composite_chromium_lip_sync(tmp_path):
+    from conftest import SFUProcess, _sfu_bin
+    from test_chromium_room import page_view, token_page
+    from test_recording import SYNC_TOLERANCE_MS, FileCaptureBrowser, chromium_intended_offset
+    ma.require_tools("ffmpeg", "ffprobe")
+    key = "sync-" + secrets.token_hex(12)
+    data = tmp_path / "sfu"
+    data.mkdir()
+    sfu = SFUProcess(_sfu_bin(), data, {"SFU_API_KEY": key})
+    browser = None
+    result: dict = {}
+
+    async def scenario() -> None:
+        api = ControlAPI(sfu.base_url, key)
+        rid = api.create_room(name="composite-sync")["id"]
+        tok = api.token(rid, "sync-chrome", role="doctor", name="Chromium")
+        await asyncio.to_thread(browser.open, token_page(sfu, None, tok["token"]))
+        deadline = time.monotonic() + 45
+        info: dict = {}
+        while time.monotonic() < deadline:
+            info = (await asyncio.to_thread(page_view, browser)).get("info") or {}
+            if info.get("state") == "joined" and (info.get("publisher") or {}).get("connectionState") == "connected":
+                break
+            await asyncio.sleep(0.5)
+        assert info.get("state") == "joined", info
+        result["reference"] = await chromium_intended_offset(browser, fresh=False)
+        await asyncio.sleep(1.0)
+        status, rec = await api.acall("POST", f"/v1/rooms/{rid}/recordings", {"mode": "composite", "width": WIDTH, "height": HEIGHT, "fps": 30})
+        assert status == 201, (status, rec)
+        await asyncio.sleep(SYNC_RECORD_S)
+        status, done = await api.acall("POST", f"/v1/recordings/{rec['id']}/stop", timeout=60)
+        assert status == 200 and done["status"] == "completed", (status, done)
+        result["done"] = done
+
+    try:
+        sfu.wait_ready()
+        y4m, wav = ma.make_sync_clip(tmp_path / "clip", seconds=45, fps=30, size=(320, 240))
+        (tmp_path / "browser").mkdir()
+        browser = FileCaptureBrowser(tmp_path / "browser", y4m, wav)
+        asyncio.run(asyncio.wait_for(scenario(), 150))
+    finally:
+        if browser is not None:
+            browser.close()
+        sfu.kill()
+    path = result["done"]["files"][0]["path"]
+    assert ma.decode_check(path) == []
+    p = ma.probe(path)
+    rate = p["video_frames"] / p["video_span"]
+    assert abs(rate - 30) <= 0.05 * 30, p
+    report = ma.sync_report(path)
+    ref = result["reference"]
+    context = f"composite sync {report}\nChromium's own offset (SRs, direct connection) {ref}"
+    assert ref.get("median_ms") is not None and len(ref.get("offsets_ms", [])) >= 3, f"no reference: {context}"
+    pairs = report["offsets_ms"]
+    assert len(pairs) >= (SYNC_RECORD_S - 4) * 0.6, f"too few flash/beep pairs: {context}"
+    print(f"composite lip sync: pairs {pairs}, reference {ref.get('median_ms')}")
+    bad = [o for o in pairs if abs(o - ref["median_ms"]) > SYNC_TOLERANCE_MS]
+    assert not bad, f"{len(bad)} of {len(pairs)} pairs off by more than {SYNC_TOLERANCE_MS} ms from {ref['median_ms']} ms: {context}"
+
+
+def test_composite_sigkill_then_restart(sfu_factory, sfu_bin, tmp_path):
+    import shutil
+    from conftest import SFUProcess
+    ma.require_tools("ffmpeg", "ffprobe")
+    key = "kill-" + secrets.token_hex(12)
+    env = {"SFU_API_KEY": key}
+    sfu = sfu_factory(env=env)
+    api = ControlAPI(sfu.base_url, key)
+    rid = api.create_room(name="composite-killed")["id"]
+
+    async def scenario() -> dict:
+        clients = []
+        try:
+            for person in PEOPLE[:2]:
+                clients.append(await join(api, rid, person))
+            await asyncio.sleep(1.5)
+            status, rec = await api.acall("POST", f"/v1/rooms/{rid}/recordings", {"mode": "composite", "width": WIDTH, "height": HEIGHT, "fps": FPS})
+            assert status == 201, (status, rec)
+            await asyncio.sleep(8.0)
+            sfu.proc.kill()
+            sfu.proc.wait(10)
+            return rec
+        finally:
+            for c in clients:
+                await c.close()
+
+    rec = asyncio.run(asyncio.wait_for(scenario(), 90))
+    on_disk = sfu.data_dir / "recordings" / rec["id"] / "composite.webm"
+    assert on_disk.exists(), list((sfu.data_dir / "recordings").rglob("*"))
+    snapshot = tmp_path / "partial.webm"
+    shutil.copyfile(on_disk, snapshot)
+    errors = ma.decode_check(snapshot)
+    assert errors == [], f"the composite left by SIGKILL does not decode cleanly: {errors[:20]}"
+    p = ma.probe(snapshot)
+    # 8 s recorded, 1 s of output latency, up to a second in the last, unfinished cluster.
+    assert p["video_frames"] >= FPS * 5 and p["audio_samples"] >= 48000 * 5, p
+
+    sfu.log_path.rename(sfu.data_dir / "sfu-first.log")
+    again = SFUProcess(sfu_bin, sfu.data_dir, env)
+    try:
+        again.wait_ready()
+        api2 = ControlAPI(again.base_url, key)
+        deadline = time.monotonic() + 20
+        got: dict = {}
+        while time.monotonic() < deadline:
+            status, got = api2.call("GET", f"/v1/recordings/{rec['id']}")
+            if status == 200 and got.get("status") in ("completed", "failed"):
+                break
+            time.sleep(0.5)
+        assert got.get("status") == "completed" and got.get("mode") == "composite", got
+        assert [f.get("source") for f in got["files"]] == ["composite"], got
+        assert ma.decode_check(got["files"][0]["path"]) == []
+    finally:
+        again.kill()
+
+
+def tile_signature(picture, rect) -> list[int]:
+    """Luma samples on a coarse grid inside `rect` (x, y, w, h): equal signatures = a frozen tile."""
+    w, h, Y, _, _ = picture
+    x0, y0, rw, rh = rect
+    return [Y[(y0 + j * rh // 8) * w + x0 + i * rw // 8] for j in range(1, 8) for i in range(1, 8)]
+
+
+def test_composite_under_5_percent_loss(sfu_factory, tmp_path):
+    import subprocess
+    import sys
+    import threading
+    import urllib.request
+    from test_recording import HERE, LOSS_PERCENT, NS_HOST_IP, ROOT, add_uplink_loss, namespace, nft_counters
+    ma.require_tools("ffmpeg", "ffprobe")
+    key = "comploss-" + secrets.token_hex(12)
+    record_s = 15.0
+    with namespace() as ns:
+        sfu = sfu_factory(env={"SFU_API_KEY": key, "SFU_HTTP_HOST": NS_HOST_IP, "SFU_MEDIA_HOST": NS_HOST_IP}, wait=False)
+        base = f"http://{NS_HOST_IP}:{sfu.http_port}"
+        deadline = time.monotonic() + 20
+        while True:
+            assert sfu.proc.poll() is None
+            try:
+                with urllib.request.urlopen(base + "/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except Exception:
+                pass
+            assert time.monotonic() < deadline, f"sfu not healthy on {base}"
+            time.sleep(0.1)
+        api = ControlAPI(base, key)
+        rid = api.create_room(name="composite-loss")["id"]
+        add_uplink_loss(ns, sfu.media_port, LOSS_PERCENT)
+        url = api.token(rid, "lossy-pub", role="patient")["signaling_url"]
+        run_s = record_s + 12
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, str(HERE / "test_recording.py"), "publish", url, str(run_s)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(ROOT))
+        lines: list[str] = []
+        try:
+            def reader():
+                for line in proc.stdout:
+                    lines.append(line.rstrip())
+            threading.Thread(target=reader, daemon=True).start()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not any(l.startswith("CONNECTED") for l in lines):
+                time.sleep(0.2)
+            assert any(l.startswith("CONNECTED") for l in lines), lines
+            time.sleep(2.0)
+            status, rec = api.call("POST", f"/v1/rooms/{rid}/recordings", {"mode": "composite", "width": WIDTH, "height": HEIGHT, "fps": FPS})
+            assert status == 201, (status, rec)
+            time.sleep(record_s)
+            status, done = api.call("POST", f"/v1/recordings/{rec['id']}/stop", timeout=60)
+            assert status == 200, (status, done)
+            counters = nft_counters(ns)
+        finally:
+            try:
+                proc.wait(run_s + 30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    assert done["status"] == "completed", done
+    loss = counters[0] / max(1, counters[0] + counters[1])
+    assert 0.02 <= loss <= 0.09, (loss, counters)
+    path = done["files"][0]["path"]
+    errors = ma.decode_check(path)
+    assert errors == [], f"ffmpeg reported {len(errors)} lines: {errors[:20]}"
+    # Alone in the grid: the 320x240 pattern aspect-fit into the canvas.
+    th = HEIGHT - 4
+    tw = th * 4 // 3
+    rect = ((WIDTH - tw) // 2, 2, tw, th)
+    longest, run, last, frames = 0.0, 0.0, None, 0
+    with av.open(str(path)) as c:
+        for frame in c.decode(c.streams.video[0]):
+            t = float(frame.pts * frame.time_base)
+            p = frame.planes[0]
+            raw = bytes(p)
+            Y = b"".join(raw[r * p.line_size:r * p.line_size + frame.width] for r in range(frame.height))
+            sig = tile_signature((frame.width, frame.height, Y, b"", b""), rect)
+            frames += 1
+            if t < 2.0:      # the first keyframe may take a moment
+                last = sig
+                continue
+            if last is not None and sum(abs(a - b) for a, b in zip(sig, last)) < 2 * len(sig):
+                run += 1 / FPS
+                longest = max(longest, run)
+            else:
+                run = 0.0
+            last = sig
+    print(f"composite under {loss:.1%} loss: {frames} frames, longest frozen run {longest:.2f}s")
+    assert frames >= FPS * (record_s - 2), frames
+    assert longest <= 2.0, f"the tile froze for {longest:.2f}s"
+
+
+NAME_TILE_Y = 48
+
+
+def test_composite_h264_publisher_gets_a_name_tile(sfu_factory):
+    sfu, api, rid = start_room(sfu_factory, "composite-h264")
+
+    async def scenario() -> dict:
+        clients = []
+        try:
+            clients.append(await join(api, rid, PEOPLE[0]))
+            name, yuv, hz = PEOPLE[1]
+            c = RoomClient(api.token(rid, "user-h264", role="doctor", name="Hana")["signaling_url"], name="h264",
+                           subscribe=False, video_codec="video/h264")
+            c.video, c.audio = SolidVideoTrack(yuv), ToneTrack(hz)
+            await c.connect()
+            await c.publish()
+            clients.append(c)
+            assert await until(lambda: c.pub_pc.connectionState == "connected", 20)
+            await asyncio.sleep(1.5)
+            status, rec = await api.acall("POST", f"/v1/rooms/{rid}/recordings", {"mode": "composite", "width": WIDTH, "height": HEIGHT, "fps": FPS})
+            assert status == 201, (status, rec)
+            await asyncio.sleep(5.0)
+            status, done = await api.acall("POST", f"/v1/recordings/{rec['id']}/stop", timeout=60)
+            assert status == 200, (status, done)
+            return done
+        finally:
+            for c in clients:
+                await c.close()
+
+    done = asyncio.run(asyncio.wait_for(scenario(), 90))
+    assert done["status"] == "completed", done
+    path = done["files"][0]["path"]
+    assert ma.decode_check(path) == []
+    picture = frames_at(path, [3.5])[3.5]
+    check_tiles(picture, [(WIDTH // 4, HEIGHT // 2)], ["red"], "the VP8 publisher")
+    w, h, Y, _, _ = picture
+    # The H.264 publisher's cell (right half): mostly the name tile's grey, with bright glyph pixels in the middle.
+    cell = [Y[y * w + x] for y in range(10, h - 10) for x in range(w // 2 + 10, w - 10)]
+    grey = sum(1 for v in cell if abs(v - NAME_TILE_Y) <= 8)
+    bright = sum(1 for v in cell if v > 170)
+    assert grey > 0.8 * len(cell) and bright > 50, f"grey {grey}, bright {bright} of {len(cell)}"
+    # Its audio is mixed all the same.
+    _, _, pcm = ma.audio_pcm(path)
+    e = {hz: goertzel(pcm, 48000, 3 * 48000, hz) for hz in (400, 550, 700, 900)}
+    assert e[700] > 30 * max(e[550], e[900]) and e[400] > 30 * max(e[550], e[900]), e
