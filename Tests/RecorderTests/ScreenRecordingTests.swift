@@ -147,6 +147,16 @@ struct DepartedParticipantTests {
         return fds.filter { ((try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\($0)")) ?? "").hasPrefix(dir) }.count
     }
 
+    /// The count once it reaches `expected` or after 2 s: files are opened and closed on the
+    /// sink's own queue, a moment after the room's loop asked for it.
+    static func openFiles(under dir: String, settlingAt expected: Int) async -> Int {
+        for _ in 0..<200 {
+            if openFiles(under: dir) == expected { return expected }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return openFiles(under: dir)
+    }
+
     @Test func thirtyJoinLeaveCyclesLeaveNoFileOpen() async throws {
         let h = try RoomHarness(maxParticipants: 40)
         let dir = NSTemporaryDirectory() + "rec-\(UUID().uuidString)"
@@ -165,7 +175,7 @@ struct DepartedParticipantTests {
             for p in ScreenRecordingTests.packetize(f.data, ssrc: 0xE000_0000, seq: &staySeq, ts: UInt32(i) * 3000) { h.sendRTP(stay, p) }
             h.run(steps: 3)
         }
-        #expect(Self.openFiles(under: dir) == 1)
+        #expect(await Self.openFiles(under: dir, settlingAt: 1) == 1)
         for cycle in 0..<30 {
             let ssrc = 0xE000_0100 + UInt32(cycle)
             let peer = try h.join("cycle\(cycle)")
@@ -198,7 +208,7 @@ struct DepartedParticipantTests {
             frameCounts.append(file.videoFrames)
         }
         #expect(frameCounts.sorted() == [Int](repeating: 3, count: 30) + [30], "\(frameCounts)")
-        #expect(Self.openFiles(under: dir) == 0)
+        #expect(await Self.openFiles(under: dir, settlingAt: 0) == 0)
         let last = try #require(pending.first { $0.file.userID == "cycle29" })
         let decode = runTool(["ffmpeg", "-nostdin", "-v", "error", "-i", last.file.path, "-f", "null", "-"])
         #expect(decode.status == 0 && decode.output.isEmpty, "\(decode.output)")
