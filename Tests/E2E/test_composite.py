@@ -136,7 +136,7 @@ def nearest(yuv) -> tuple[str, float]:
 
 
 def test_composite_options_are_validated(sfu_factory):
-    key = "comp-" + secrets.token_hex(12)
+    key = "comp-" + secrets.token_hex(16)
     sfu = sfu_factory(env={"SFU_API_KEY": key})
     api = ControlAPI(sfu.base_url, key)
     rid = api.create_room(name="composite-options")["id"]
@@ -153,7 +153,7 @@ def test_composite_options_are_validated(sfu_factory):
 
 def test_composite_three_then_two(sfu_factory, tmp_path):
     ma.require_tools("ffmpeg", "ffprobe")
-    key = "comp-" + secrets.token_hex(12)
+    key = "comp-" + secrets.token_hex(16)
     sfu = sfu_factory(env={"SFU_API_KEY": key})
     api = ControlAPI(sfu.base_url, key)
     rid = api.create_room(name="composite")["id"]
@@ -255,7 +255,7 @@ async def share_screen(c: RoomClient, track: VideoStreamTrack) -> None:
 
 
 def start_room(sfu_factory, name: str):
-    key = "comp-" + secrets.token_hex(12)
+    key = "comp-" + secrets.token_hex(16)
     sfu = sfu_factory(env={"SFU_API_KEY": key})
     api = ControlAPI(sfu.base_url, key)
     return sfu, api, api.create_room(name=name)["id"]
@@ -382,7 +382,7 @@ def test_composite_chromium_lip_sync(tmp_path):
     from test_chromium_room import page_view, token_page
     from test_recording import SYNC_TOLERANCE_MS, FileCaptureBrowser, chromium_intended_offset
     ma.require_tools("ffmpeg", "ffprobe")
-    key = "sync-" + secrets.token_hex(12)
+    key = "sync-" + secrets.token_hex(16)
     data = tmp_path / "sfu"
     data.mkdir()
     sfu = SFUProcess(_sfu_bin(), data, {"SFU_API_KEY": key})
@@ -441,7 +441,7 @@ def test_composite_sigkill_then_restart(sfu_factory, sfu_bin, tmp_path):
     import shutil
     from conftest import SFUProcess
     ma.require_tools("ffmpeg", "ffprobe")
-    key = "kill-" + secrets.token_hex(12)
+    key = "kill-" + secrets.token_hex(16)
     env = {"SFU_API_KEY": key}
     sfu = sfu_factory(env=env)
     api = ControlAPI(sfu.base_url, key)
@@ -507,7 +507,7 @@ def test_composite_under_5_percent_loss(sfu_factory, tmp_path):
     import urllib.request
     from test_recording import HERE, LOSS_PERCENT, NS_HOST_IP, ROOT, add_uplink_loss, namespace, nft_counters
     ma.require_tools("ffmpeg", "ffprobe")
-    key = "comploss-" + secrets.token_hex(12)
+    key = "comploss-" + secrets.token_hex(16)
     record_s = 15.0
     with namespace() as ns:
         sfu = sfu_factory(env={"SFU_API_KEY": key, "SFU_HTTP_HOST": NS_HOST_IP, "SFU_MEDIA_HOST": NS_HOST_IP}, wait=False)

@@ -221,7 +221,7 @@ def test_openapi_document_matches_the_routes(api):
         # A documented route exists: never the router's 404 for an unknown path, never 405. A 404 must
         # be the handler's own, naming what it did not find (the ids here are made up for recordings).
         assert status not in (404, 405) or (isinstance(got, dict) and got.get("error", {}).get("code") == "not_found"
-                                             and any(w in got["error"]["message"] for w in ("room", "recording"))), (method, path, status, got)
+                                             and any(w in got["error"]["message"] for w in ("room", "recording", "snapshot"))), (method, path, status, got)
         documented.add((method, path))
     # And the PROTOCOL.md routes are all documented.
     for op in [("GET", "/healthz"), ("GET", "/metrics"), ("POST", "/v1/rooms"), ("GET", "/v1/rooms"),

@@ -30,11 +30,17 @@ def test_metrics_count_rooms_media_and_drops(sfu_factory):
     status, before = scrape(sfu)
     assert status == 200
     assert before["sfu_rooms"] == 0 and before["sfu_rtp_packets_in_total"] == 0 and before["sfu_transports"] == 0
+    rooms = []
     for _ in range(2):
-        assert call(sfu, "POST", "/v1/rooms", {})[0] == 201
+        status, room = call(sfu, "POST", "/v1/rooms", {})
+        assert status == 201
+        rooms.append(room)
+    # With an API key the echo endpoint takes a join token.
+    status, token = call(sfu, "POST", f"/v1/rooms/{rooms[0]['id']}/tokens", {"user_id": "echo", "role": "patient"})
+    assert status in (200, 201), token
 
     async def echo():
-        async with EchoClient(f"ws://127.0.0.1:{sfu.http_port}/v1/echo") as client:
+        async with EchoClient(f"ws://127.0.0.1:{sfu.http_port}/v1/echo?token={token['token']}") as client:
             assert await client.wait_for(video_frames=30, timeout=30)
             _, during = scrape(sfu)
             return during

@@ -249,7 +249,7 @@ def test_snapshots_decode_to_the_publishers_colours(sfu_factory, tmp_path):
     from echo_client import SineAudioTrack
     hooks = Receiver()
     key = "snap-" + secrets.token_hex(16)
-    sfu = sfu_factory(env={"SFU_API_KEY": key, "SFU_WEBHOOK_URLS": hooks.url})
+    sfu = sfu_factory(env={"SFU_API_KEY": key, "SFU_WEBHOOK_URLS": hooks.url, "SFU_WEBHOOK_SECRET": "snapshot-hooks-" + secrets.token_hex(16)})
     sfu.key = key
     api = ControlAPI(sfu.base_url, key)
 
@@ -338,7 +338,7 @@ def test_sigkill_mid_recording_reconciles_screen_and_mkv_files(sfu_factory, sfu_
     decodes without a message."""
     from conftest import SFUProcess
     from echo_client import PatternVideoTrack, SineAudioTrack
-    key = "kill-src-" + secrets.token_hex(8)
+    key = "kill-src-" + secrets.token_hex(16)
     env = {"SFU_API_KEY": key}
     sfu = sfu_factory(env=env)
     api = ControlAPI(sfu.base_url, key)
