@@ -181,6 +181,18 @@ class ControlAPI:
             raise AssertionError(f"{method} {path} -> {status} {got}")
         return got
 
+    def wait_recording_finished(self, recording_id: str, timeout: float = 20) -> tuple[int | None, dict]:
+        """Polls the recording until it is `completed` or `failed` (or `timeout`); returns the last status and body."""
+        deadline = time.monotonic() + timeout
+        status: int | None = None
+        got: dict = {}
+        while time.monotonic() < deadline:
+            status, got = self.call("GET", f"/v1/recordings/{recording_id}")
+            if status == 200 and got.get("status") in ("completed", "failed"):
+                break
+            time.sleep(0.5)
+        return status, got
+
     def create_room(self, **fields) -> dict:
         return self.ok("POST", "/v1/rooms", fields, expect=(201,))
 

@@ -481,13 +481,7 @@ def test_composite_sigkill_then_restart(sfu_factory, sfu_bin, tmp_path):
     try:
         again.wait_ready()
         api2 = ControlAPI(again.base_url, key)
-        deadline = time.monotonic() + 20
-        got: dict = {}
-        while time.monotonic() < deadline:
-            status, got = api2.call("GET", f"/v1/recordings/{rec['id']}")
-            if status == 200 and got.get("status") in ("completed", "failed"):
-                break
-            time.sleep(0.5)
+        status, got = api2.wait_recording_finished(rec['id'])
         assert got.get("status") == "completed" and got.get("mode") == "composite", got
         assert [f.get("source") for f in got["files"]] == ["composite"], got
         assert ma.decode_check(got["files"][0]["path"]) == []

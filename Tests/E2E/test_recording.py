@@ -746,13 +746,7 @@ def test_sigkill_mid_recording_leaves_a_playable_file(sfu_factory, sfu_bin, tmp_
     try:
         again.wait_ready()
         api2 = ControlAPI(again.base_url, key)
-        deadline = time.monotonic() + 20
-        got: dict = {}
-        while time.monotonic() < deadline:
-            status, got = api2.call("GET", f"/v1/recordings/{rec['id']}")
-            if status == 200 and got.get("status") in ("completed", "failed"):
-                break
-            time.sleep(0.5)
+        status, got = api2.wait_recording_finished(rec['id'])
         ctx = f"after restart: {got}\n{log_tail(again, 40)}"
         print(f"partial file: {snapshot.stat().st_size} bytes, {p['video_frames']} frames, span {p['span']:.2f}s "
               f"after {lived:.1f}s; after restart: status {got.get('status')} duration_ms {got.get('duration_ms')}")

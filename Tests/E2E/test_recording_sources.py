@@ -370,13 +370,7 @@ def test_sigkill_mid_recording_reconciles_screen_and_mkv_files(sfu_factory, sfu_
     try:
         again.wait_ready()
         api2 = ControlAPI(again.base_url, key)
-        deadline = time.monotonic() + 20
-        got: dict = {}
-        while time.monotonic() < deadline:
-            status, got = api2.call("GET", f"/v1/recordings/{rec['id']}")
-            if status == 200 and got.get("status") in ("completed", "failed"):
-                break
-            time.sleep(0.5)
+        status, got = api2.wait_recording_finished(rec['id'])
         assert got.get("status") == "completed", got
         files = {f["source"]: f for f in got["files"]}
         assert sorted(files) == ["camera", "screen"], got["files"]
