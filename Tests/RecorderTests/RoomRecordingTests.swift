@@ -95,6 +95,49 @@ struct RoomRecordingTests {
         #expect(resumed.map { abs($0 + 7 - 2000) <= 1 } == true, "audio after the mute at \(resumed ?? -1)")
     }
 
+    /// The publisher's clock steps by an hour mid-recording (NTP resync, sleep/wake, or forged SRs
+    /// that agree with each other): the sender-report filter takes the new mapping after three SRs,
+    /// and the file's timeline must not jump with it (it read 289,562,766 s once).
+    @Test func aPublisherClockStepDoesNotMoveTheTimeline() async throws {
+        let h = try RoomHarness()
+        let pub = try h.join("pub")
+        h.publish(pub, streams: [.init(kind: .audio, ssrc: Self.audioSSRC)])
+        try #require(h.connectAll(), "transports did not connect")
+        let ntp: UInt64 = 9000 << 32
+        func sr(atMs ms: Int, stepSeconds: UInt64) {
+            let ntpTime = ntp &+ (stepSeconds << 32) &+ (UInt64(ms) << 32) / 1000
+            pub.publisher?.sendRTCP([.senderReport(SenderReport(ssrc: Self.audioSSRC, ntpTime: ntpTime, rtpTime: UInt32(ms * 48),
+                                                                packetCount: 0, octetCount: 0))])
+        }
+        let dir = NSTemporaryDirectory() + "rec-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let recording = RoomRecording(id: "rec_step", directory: dir)
+        recording.start(in: h.room)
+        let audio = try TestMedia.opusPackets(count: 200)
+        for step in 0..<400 {
+            let ms = step * 10
+            if ms % 20 == 0 {
+                let i = ms / 20
+                h.sendRTP(pub, RTPPacket(payloadType: 111, sequenceNumber: UInt16(i), timestamp: UInt32(i) * 960, ssrc: Self.audioSSRC, payload: audio[i]))
+            }
+            // SRs every 500 ms on the old clock, then every 250 ms an hour ahead (taken at the third).
+            if ms < 2000, ms % 500 == 0 { sr(atMs: ms, stepSeconds: 0) }
+            if ms >= 2000, ms % 250 == 0 { sr(atMs: ms, stepSeconds: 3600) }
+            h.run()
+        }
+        let pending = recording.stop(in: h.room)
+        try #require(pending.count == 1)
+        let (file, error) = await pending[0].finalize()
+        #expect(error == nil)
+        #expect(file.audioFrames == 200)
+        #expect(file.durationMs >= 3900 && file.durationMs <= 4100, "duration \(file.durationMs) ms")
+        let times = runTool(["ffprobe", "-v", "error", "-select_streams", "a", "-show_entries", "packet=pts", "-of", "csv=p=0", file.path])
+            .output.split(separator: "\n").compactMap { Int($0) }
+        #expect(times.count == 200)
+        let gaps = zip(times, times.dropFirst()).map { $1 - $0 }
+        #expect(gaps.allSatisfy { $0 >= 19 && $0 <= 21 }, "gaps outside 20 ms: \(gaps.filter { $0 < 19 || $0 > 21 })")
+    }
+
     /// A participant that starts with audio only and turns its camera on during the recording: the
     /// file has both (the header declares a video track for anyone who may publish).
     @Test func aCameraTurnedOnLaterIsRecorded() async throws {

@@ -52,6 +52,13 @@ final class ParticipantRecording: ProducerTap {
     private var mode: Mode?
     /// Publisher NTP minus our clock, from the first SR seen (to place an SR-less track in `.sr` mode).
     private var clockOffsetNanos: Int64?
+    /// Added to every SR's NTP time after the publisher's clock stepped (NTP resync, sleep/wake, a
+    /// forged SR the filter had to accept after 3 agreeing reports): keeps the file's timeline on
+    /// the time base it started with instead of jumping with the step.
+    private var stepCorrectionNanos: Int64 = 0
+    /// An SR that disagrees with the current mapping by more than this is a clock step, not drift
+    /// (drift between two SRs a few seconds apart is microseconds).
+    static let clockStepToleranceNanos: Int64 = 100_000_000
     private var originNanos: Int64?
     /// Frames waiting for their track's mapping, and mapped frames waiting to be interleaved.
     private var unmapped: [(WebMWriter.Track, AssembledFrame)] = []
@@ -162,7 +169,7 @@ final class ParticipantRecording: ProducerTap {
         guard let previous = videoMapping else { return }
         let next: Mapping
         if mode == .sr, let sr = producer.senderReport {
-            next = Mapping(rtp: sr.rtp, nanos: Self.ntpNanos(sr.ntp), clockRate: producer.clockRate, srNTP: sr.ntp)
+            next = Mapping(rtp: sr.rtp, nanos: srNanos(sr.ntp), clockRate: producer.clockRate, srNTP: sr.ntp)
         } else {
             let offset = mode == .sr ? (clockOffsetNanos ?? 0) : 0
             next = Mapping(rtp: header.timestamp, nanos: nowNanos + offset, clockRate: producer.clockRate, srNTP: nil)
@@ -196,7 +203,18 @@ final class ParticipantRecording: ProducerTap {
             for track in [WebMWriter.Track.video, .audio] {
                 guard let m = mapping(track), let producer = track == .video ? video?.producer : audio?.producer,
                       let sr = producer.senderReport, sr.ntp != m.srNTP else { continue }
-                setMapping(track, Mapping(rtp: sr.rtp, nanos: Self.ntpNanos(sr.ntp), clockRate: producer.clockRate, srNTP: sr.ntp))
+                let predicted = m.nanos(sr.rtp)
+                var nanos = srNanos(sr.ntp)
+                let disagreement = nanos.subtractingReportingOverflow(predicted)
+                if disagreement.overflow || abs(disagreement.partialValue) > Self.clockStepToleranceNanos, let offset = clockOffsetNanos {
+                    // The publisher's clock stepped: place this SR by its arrival on the time base
+                    // of the first SR, and shift every later SR by the same step.
+                    let (anchored, overflow) = sr.arrivalNanos.addingReportingOverflow(offset)
+                    guard !overflow else { continue }
+                    stepCorrectionNanos = stepCorrectionNanos &+ (anchored &- nanos)
+                    nanos = anchored
+                }
+                setMapping(track, Mapping(rtp: sr.rtp, nanos: nanos, clockRate: producer.clockRate, srNTP: sr.ntp))
             }
         }
         for track in [WebMWriter.Track.video, .audio] where mapping(track) == nil {
@@ -204,10 +222,10 @@ final class ParticipantRecording: ProducerTap {
                   let producer = track == .video ? video?.producer : audio?.producer else { continue }
             let waited = now.map { $0 - first.arrivalNanos >= Self.mappingWaitNanos } ?? true
             if let sr = producer.senderReport, mode != .arrival {
-                let srNanos = Self.ntpNanos(sr.ntp)
-                if clockOffsetNanos == nil { clockOffsetNanos = srNanos - sr.arrivalNanos }
+                let nanos = srNanos(sr.ntp)
+                if clockOffsetNanos == nil { clockOffsetNanos = nanos &- sr.arrivalNanos }
                 mode = .sr
-                setMapping(track, Mapping(rtp: sr.rtp, nanos: srNanos, clockRate: producer.clockRate, srNTP: sr.ntp))
+                setMapping(track, Mapping(rtp: sr.rtp, nanos: nanos, clockRate: producer.clockRate, srNTP: sr.ntp))
             } else if waited {
                 // No SR in time: our arrival clock (shifted onto the publisher's NTP when another track set it).
                 if mode == nil { mode = .arrival }
@@ -230,6 +248,9 @@ final class ParticipantRecording: ProducerTap {
 
     private func mapping(_ track: WebMWriter.Track) -> Mapping? { track == .video ? videoMapping : audioMapping }
     private func setMapping(_ track: WebMWriter.Track, _ m: Mapping) { if track == .video { videoMapping = m } else { audioMapping = m } }
+
+    /// An SR's NTP time on the file's time base (after any clock step seen).
+    private func srNanos(_ ntp: UInt64) -> Int64 { Self.ntpNanos(ntp) &+ stepCorrectionNanos }
 
     static func ntpNanos(_ ntp: UInt64) -> Int64 {
         // (Shifts bind tighter than * in Swift: the parentheses matter.)
