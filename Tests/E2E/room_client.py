@@ -274,6 +274,7 @@ class RoomClient:
         self.failures: list[str] = []             # client-side problems (e.g. aiortc refused an SDP)
         self.mid_map: dict[str, tuple[str, str]] = {}   # subscriber mid -> (peer_id, track_id)
         self.tracks: dict[str, TrackStat] = {}          # subscriber mid -> stats
+        self.retired_tracks: list[TrackStat] = []       # stats of tracks whose m-line a later track took over
         self.closed = asyncio.Event()                   # the socket is closed (by either side)
         self.close_code: int | None = None
         self.close_reason: str | None = None
@@ -436,8 +437,16 @@ class RoomClient:
             raise RoomError(f"subscriber offer without sdp: {sdp!r}")
         self.last_subscriber_offer = sdp
         self.subscriber_offers.append(sdp)
+        reused: list = []
         for s in sdp_sections(sdp):
             if s.mid is not None and s.msid is not None:
+                old = self.tracks.get(s.mid)
+                if old is not None and old.peer_id is not None and (old.peer_id, old.track_id) != s.msid:
+                    reused.append(s)
+                    # The server reused an inactive m-line for another track: same receiver, new
+                    # track (no new track event in aiortc); count its media apart from the old one.
+                    self.retired_tracks.append(old)
+                    self.tracks[s.mid] = TrackStat(old.kind, s.mid, s.msid[0], s.msid[1])
                 self.mid_map[s.mid] = s.msid
         if not self.subscribe:
             return
@@ -453,24 +462,51 @@ class RoomClient:
                 await asyncio.sleep(0.05)
         pc = self.sub_pc
         await pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
+        for section in reused:
+            self._route_reused_mline(section)
         await pc.setLocalDescription(await pc.createAnswer())
         answer = pc.localDescription.sdp
         self.subscriber_answers.append(answer)
         await self.send("webrtc_answer", {"target": "subscriber", "sdp": answer})
 
+    def _route_reused_mline(self, section) -> None:
+        """aiortc registers a receiver's SSRCs once, when it starts: a re-offer that gives an m-line
+        another track (new SSRC, new RTX SSRC) is routed by payload type only, which fails with two
+        video m-lines. Register the new SSRCs the way a browser's receiver takes them from the SDP."""
+        t = next((t for t in self.sub_pc.getTransceivers() if t.mid == section.mid), None)
+        if t is None:
+            return
+        ssrc = rtx = None
+        for line in section.lines:
+            if line.startswith("a=ssrc-group:FID "):
+                bits = line.split()[1:]
+                if len(bits) == 2:
+                    ssrc, rtx = int(bits[0]), int(bits[1])
+            elif line.startswith("a=ssrc:") and ssrc is None:
+                ssrc = int(line[7:].split()[0])
+        router = t.receiver.transport._rtp_router
+        if ssrc is not None:
+            router.ssrc_table[ssrc] = t.receiver
+        if rtx is not None and ssrc is not None:
+            router.ssrc_table[rtx] = t.receiver
+            t.receiver._RTCRtpReceiver__rtx_ssrc[rtx] = ssrc
+
     def _on_track(self, track: MediaStreamTrack) -> None:
         mid = next((t.mid for t in self.sub_pc.getTransceivers() if t.receiver.track is track), None)
         peer_id, track_id = self.mid_map.get(mid, (None, None))
         stat = TrackStat(track.kind, mid, peer_id, track_id)
-        self.tracks[mid if mid is not None else f"?{len(self.tracks)}"] = stat
+        key = mid if mid is not None else f"?{len(self.tracks)}"
+        self.tracks[key] = stat
         consume = self._consume_video if track.kind == "video" else self._consume_audio
-        self._tasks.append(asyncio.create_task(consume(track, stat)))
+        self._tasks.append(asyncio.create_task(consume(track, key)))
 
-    async def _consume_video(self, track: MediaStreamTrack, stat: TrackStat) -> None:
+    async def _consume_video(self, track: MediaStreamTrack, key: str) -> None:
+        stat = self.tracks[key]
         with contextlib.suppress(MediaStreamError):
             while True:
                 frame = await track.recv()
                 now = time.monotonic()
+                stat = self.tracks.get(key, stat)   # the m-line may carry another track by now
                 stat.frames += 1
                 stat.sizes.add((frame.width, frame.height))
                 stat.first_at = stat.first_at or now
@@ -478,11 +514,13 @@ class RoomClient:
                 self._progress.set()
         stat.ended = True
 
-    async def _consume_audio(self, track: MediaStreamTrack, stat: TrackStat) -> None:
+    async def _consume_audio(self, track: MediaStreamTrack, key: str) -> None:
+        stat = self.tracks[key]
         with contextlib.suppress(MediaStreamError):
             while True:
                 frame = await track.recv()
                 now = time.monotonic()
+                stat = self.tracks.get(key, stat)   # the m-line may carry another track by now
                 channels = len(frame.layout.channels)
                 pcm = array.array("h")
                 if frame.format.name in ("s16", "s16p"):
@@ -500,7 +538,7 @@ class RoomClient:
 
     def remote_stats(self) -> dict[tuple[str | None, str | None], dict]:
         """{(peer_id, track_id): {"kind", "frames" | "samples", "energy", ...}} of every remote track."""
-        out = {}
+        out = {(s.peer_id, s.track_id): s.as_dict() for s in self.retired_tracks}
         for mid, s in self.tracks.items():
             # The msid of an m-line is known before its track event; fill in late mappings.
             if s.peer_id is None and mid in self.mid_map:

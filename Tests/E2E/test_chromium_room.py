@@ -337,6 +337,20 @@ def test_screen_share_between_pages(sfu_factory, browsers, page_base):
         time.sleep(0.5)
     after = camera_frames()
     assert after > before + 10, f"camera frames {before} -> {after} in 5 s\n{describe(sfu, pages)}"
+
+    # A second share: a new track on the m-line the first one left inactive (the subscriber SDP
+    # does not grow by one m-line per share), and page b decodes it.
+    sections_before = len(sdp_sections(page_view(b)["info"]["subscriber"]["remote"]))
+    result = a.execute_async("const done = arguments[arguments.length - 1];"
+                             "sfuDemo.client.shareScreen().then(() => done('ok'), (e) => done(String(e)));")
+    assert result == "ok", f"second shareScreen: {result}\n{describe(sfu, pages)}"
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline and screen_frames() <= FRAMES:
+        time.sleep(0.5)
+    assert screen_frames() > FRAMES, f"page b decoded {screen_frames()} frames of the second share\n{describe(sfu, pages)}"
+    remote = page_view(b)["info"]["subscriber"]["remote"]
+    sections = sdp_sections(remote)
+    assert len(sections) == sections_before == 3 and all(s.direction == "sendonly" for s in sections), remote
     assert not page_view(a)["errors"] and not page_view(b)["errors"], describe(sfu, pages)
     assert sfu.proc.poll() is None, describe(sfu, pages)
 

@@ -254,6 +254,10 @@ def test_four_participants_media_leave_and_rejoin(server):
             group = stay + [back]
             ok = await until(lambda: everyone_decodes(30, group), 40, 0.25)
             assert ok, "media does not flow again after the rejoin\n" + diag(sfu, *group)
+            # The rejoined tracks took over the leaver's inactive m-lines: the SDP did not grow.
+            for c in stay:
+                sections = sdp_sections(c.last_subscriber_offer)
+                assert len(sections) == 6 and all(s.direction == "sendonly" for s in sections), c.last_subscriber_offer
             # Every frame forwarded decoded: video starts at a keyframe for each new subscriber.
             assert DECODE_FAILURES.count == failures_before, f"{DECODE_FAILURES.count - failures_before} frames failed to decode"
 

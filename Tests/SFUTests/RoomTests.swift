@@ -180,6 +180,36 @@ struct RoomTests {
         #expect(toggles == ["video_toggled=false", "video_toggled=true"])
     }
 
+    /// Participants coming and going (rejoins, repeated screen shares) do not grow a long-lived
+    /// subscriber's SDP: a new track takes over an m-line its client answered inactive, with its
+    /// own SSRC and msid, and its media flows on it.
+    @Test func inactiveMLinesAreReusedByLaterTracks() throws {
+        let (h, pub, subs, _) = try Self.room(subscribers: 1)
+        let s = subs[0]
+        h.room.leave(peerID: pub.info.peerID)
+        h.run(steps: 3)
+        var lastSSRC: UInt32?
+        for cycle in 0..<20 {
+            let p = try h.join("pub\(cycle)")
+            h.publish(p, streams: [.init(kind: .audio, ssrc: Self.audioSSRC), .init(kind: .video, ssrc: Self.videoSSRC, rtxSSRC: Self.rtxSSRC)])
+            try #require(h.connectAll(), "cycle \(cycle): transports did not connect")
+            var tracks: [MediaKind: String] = [:]
+            for case .trackPublished(let peer, let track) in s.signals where peer == p.info.peerID { tracks[track.kind] = track.trackID }
+            let videoTrack = try #require(tracks[.video])
+            let offer = try #require(s.subscriberOffers.last)
+            #expect(offer.media.count == 2, "cycle \(cycle): \(offer.media.count) m-lines")
+            #expect(Set(offer.media.compactMap { $0.value("mid") }) == ["0", "1"])
+            #expect(offer.media.allSatisfy { $0.direction == "sendonly" })
+            let video = try #require(s.ssrc(peer: p.info.peerID, track: videoTrack))
+            #expect(video.ssrc != lastSSRC, "a reused m-line carries a new SSRC")
+            lastSSRC = video.ssrc
+            Self.stream(h, p, frames: 5)
+            #expect((s.received[video.ssrc] ?? []).count == 5, "cycle \(cycle): the new track's media reaches the subscriber")
+            h.room.leave(peerID: p.info.peerID)
+            h.run(steps: 3)
+        }
+    }
+
     @Test func leavingRenegotiatesTheOthers() throws {
         let (h, pub, subs, tracks) = try Self.room(subscribers: 2)
         Self.stream(h, pub, frames: 3)

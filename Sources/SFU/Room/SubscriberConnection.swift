@@ -19,6 +19,12 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         var mid: String
         var codec: ForwardedCodec
         var consumer: Consumer?
+        /// The last offer sent carried this m-line inactive.
+        var offeredInactive = false
+        /// The client answered an offer with this m-line inactive: a new track of the same kind
+        /// takes it over (same mid, new SSRC and msid) instead of growing the SDP by one m-line
+        /// per track ever forwarded (long sessions with repeated screen shares and rejoins).
+        var reusable = false
     }
     var slots: [Slot] = []
     var consumersBySSRC: [UInt32: Consumer] = [:]
@@ -108,10 +114,16 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     /// Adds an m-line for `producer` and renegotiates.
     func add(_ producer: Producer) {
         guard !slots.contains(where: { $0.consumer?.producer === producer }) else { return }
-        let mid = String(nextMid)
-        nextMid += 1
-        let consumer = Consumer(producer: producer, subscriber: self, mid: mid)
-        slots.append(Slot(mid: mid, codec: producer.codec, consumer: consumer))
+        let consumer: Consumer
+        if let i = slots.firstIndex(where: { $0.reusable && $0.consumer == nil && $0.codec.kind == producer.codec.kind }) {
+            consumer = Consumer(producer: producer, subscriber: self, mid: slots[i].mid)
+            slots[i] = Slot(mid: slots[i].mid, codec: producer.codec, consumer: consumer)
+        } else {
+            let mid = String(nextMid)
+            nextMid += 1
+            consumer = Consumer(producer: producer, subscriber: self, mid: mid)
+            slots.append(Slot(mid: mid, codec: producer.codec, consumer: consumer))
+        }
         consumersBySSRC[consumer.ssrc] = consumer
         producer.consumers.append(consumer)
         if !participant.receiving(producer.kind) { consumer.pause() }
@@ -137,6 +149,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         needsOffer = false
         offerOutstanding = true
         sessionVersion += 1
+        for i in slots.indices { slots[i].offeredInactive = slots[i].consumer == nil }
         let offer = RoomSDP.subscriberOffer(slots: slots.map { slot in
             RoomSDP.SubscriberSlot(mid: slot.mid, codec: slot.codec, track: slot.consumer.map {
                 RoomSDP.SubscribedTrack(peerID: $0.producer.peerID, trackID: $0.producer.trackID, ssrc: $0.ssrc, rtxSSRC: $0.rtxSSRC, cname: "sfu-" + $0.producer.peerID)
@@ -169,6 +182,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         var byMid: [String: RoomSDP.AnsweredSection] = [:]
         for a in answered { byMid[a.mid] = a }
         transportCC = answered.contains { $0.accepted && $0.transportCC }
+        for i in slots.indices where slots[i].offeredInactive && slots[i].consumer == nil { slots[i].reusable = true }
         for slot in slots {
             guard let c = slot.consumer else { continue }
             guard let a = byMid[slot.mid], a.accepted else {
