@@ -145,7 +145,8 @@ public struct SFUServer: Sendable {
         let live = LiveRooms(media: media, logger: logger)
         let recordings = RecordingService(store: store, live: live, directory: config.effectiveRecordingsDir, webhooks: webhooks, logger: logger)
         let api = ControlAPI(store: store, keys: APIKeys(keys), iceServers: config.iceServers, logger: logger, webhooks: webhooks, media: media,
-                             live: live, demoEnabled: config.isDevelopment, recordings: recordings, tokenSecret: config.jwtSecret)
+                             live: live, demoEnabled: config.isDevelopment, recordings: recordings, tokenSecret: config.jwtSecret,
+                             tokenPublicKey: try config.jwtPublicKey())
         let rooms = RoomServices(store: store, live: live, signer: api.signer, iceServers: config.iceServers, webhooks: webhooks, logger: logger,
                                  recordings: recordings)
         let app = buildApplication(echo: EchoService(media: media, logger: logger), api: api, rooms: rooms)

@@ -29,6 +29,9 @@ public struct ServerConfig: Sendable, Equatable {
     /// The HS256 join-token secret (`SFU_JWT_SECRET`); default: the first API key, so a backend that
     /// mints tokens with its API key keeps working.
     public var jwtSecret: String?
+    /// The PEM public key ES256 join tokens are verified with (`SFU_JWT_PUBLIC_KEY`: the PEM text,
+    /// or the path of a PEM file), for a backend that signs with its own P-256 key pair.
+    public var jwtPublicKeyPEM: String?
     /// The secret webhooks are signed with (`SFU_WEBHOOK_SECRET`). Required with webhook URLs and
     /// an API key: signing with the API key would hand every receiver the key to the control API.
     public var webhookSecret: String?
@@ -76,6 +79,16 @@ public struct ServerConfig: Sendable, Equatable {
             development = flag
         }
         if let v = environment["SFU_JWT_SECRET"], !v.isEmpty { jwtSecret = v }
+        if let v = environment["SFU_JWT_PUBLIC_KEY"], !v.isEmpty {
+            if v.hasPrefix("-----BEGIN") {
+                jwtPublicKeyPEM = v
+            } else {
+                guard let text = try? String(contentsOfFile: v, encoding: .utf8) else {
+                    throw ConfigError(variable: "SFU_JWT_PUBLIC_KEY", value: v, expected: "a PEM public key or the path of a readable PEM file")
+                }
+                jwtPublicKeyPEM = text
+            }
+        }
         if let v = environment["SFU_WEBHOOK_SECRET"], !v.isEmpty { webhookSecret = v }
         if let v = list("SFU_ICE_SERVERS") { iceServers = v }
         if let v = environment["SFU_LOG_LEVEL"] { logLevel = v }
@@ -118,6 +131,7 @@ public struct ServerConfig: Sendable, Equatable {
                 throw ConfigError(variable: name, value: "<\(secret.utf8.count) bytes>", expected: "a secret of at least \(short) bytes")
             }
         }
+        _ = try jwtPublicKey()
         if apiKeys.isEmpty && !development && !Self.isLoopback(httpHost) {
             throw ConfigError(variable: "SFU_API_KEY", value: "",
                               expected: "an API key when the HTTP server listens on \(httpHost), not a loopback address (development mode there only with SFU_DEV=1)")
@@ -125,6 +139,16 @@ public struct ServerConfig: Sendable, Equatable {
         if !apiKeys.isEmpty && !webhookURLs.isEmpty && webhookSecret == nil {
             throw ConfigError(variable: "SFU_WEBHOOK_SECRET", value: "",
                               expected: "a secret to sign webhooks with when SFU_WEBHOOK_URLS is set (the API key is not used: every receiver would learn it)")
+        }
+    }
+
+    /// The ES256 verification key, if one is configured.
+    public func jwtPublicKey() throws -> ECDSAPublicKey? {
+        guard let pem = jwtPublicKeyPEM else { return nil }
+        do {
+            return try ECDSAPublicKey(pem: pem)
+        } catch {
+            throw ConfigError(variable: "SFU_JWT_PUBLIC_KEY", value: "<\(pem.utf8.count) bytes>", expected: "\(error)")
         }
     }
 

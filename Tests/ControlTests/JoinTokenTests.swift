@@ -1,4 +1,5 @@
 import Foundation
+import DTLS
 import Testing
 @testable import Control
 
@@ -34,6 +35,75 @@ struct JoinTokenTests {
         for junk in ["", "a.b", "a.b.c.d", "!!!.???.***", String(repeating: "x", count: 9000)] {
             #expect(throws: JoinTokenSigner.VerificationError.self) { try signer.verify(junk, nowSeconds: 1_500) }
         }
+    }
+
+    /// A P-256 key pair made with Python's `cryptography` once; the token below was signed with its
+    /// private half (ES256, exp 2100-01-01) and is checked here against the public half only.
+    static let es256PublicKey = """
+        -----BEGIN PUBLIC KEY-----
+        MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAENtER4J2pf2x8w1KDCDkTH/cVHF2o
+        gCO+2uvj1MBogib2czwD8mnovrMMiF0uAltG2bUxmGfe8HHGNIoX8bXfBQ==
+        -----END PUBLIC KEY-----
+        """
+    static let es256Token = "eyJhbGciOiJFUzI1NiIsInR5cCI6IkpXVCJ9.eyJyb29tIjoicm1fYSIsInN1YiI6InUxIiwibmFtZSI6IlUiLCJyb2xlIjoicGF0aWVudCIsInBlcm1zIjpbInB1Ymxpc2giLCJzdWJzY3JpYmUiXSwiZXhwIjo0MTAyNDQ0ODAwLCJpYXQiOjE3MDAwMDAwMDB9.YoERi5jwwl491yK3bLRReUMx9BhN3kxulBGNDwuY7op_GsbQeyI5DwEhFm-0HyeCLMU1EwavY64HWpV7l8Ac6Q"
+    static let otherP256 = """
+        -----BEGIN PUBLIC KEY-----
+        MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAELKBKQdXkspKQx+kdwYYXxzdsVOWp
+        TT7BGleRYAHZBo0C/yCWBkSUlunAkWEM1qGl8gw4HKybJdUXx0KILJZy9A==
+        -----END PUBLIC KEY-----
+        """
+    static let p384 = """
+        -----BEGIN PUBLIC KEY-----
+        MHYwEAYHKoZIzj0CAQYFK4EEACIDYgAE8qOlBDxbZtwBsNZt9pu2B+bDsOigrfVa
+        7u76DwX8n2ekd0tzF5n5WYQWwE06d7PoZSKpZc21NrmY0e5VU3ULRDYMZilpRTlM
+        nqPjJh57FG0e1GLoSI1PnexCjvlAJh+k
+        -----END PUBLIC KEY-----
+        """
+
+    @Test func es256TokensVerifyWithTheConfiguredPublicKeyOnly() throws {
+        let key = try ECDSAPublicKey(pem: Self.es256PublicKey)
+        let withKey = JoinTokenSigner(secret: "secret-1", publicKey: key)
+        let claims = try withKey.verify(Self.es256Token, nowSeconds: 1_800_000_000, room: "rm_a")
+        #expect(claims.sub == "u1" && claims.role == .patient && claims.perms == [.publish, .subscribe])
+        // HS256 tokens of the same server still verify.
+        #expect(try withKey.verify(withKey.sign(self.claims), nowSeconds: 1_500) == self.claims)
+        // Without a configured key ES256 is refused; with another key it does not verify.
+        #expect(throws: JoinTokenSigner.VerificationError.badAlgorithm) { try signer.verify(Self.es256Token, nowSeconds: 1_800_000_000) }
+        let other = JoinTokenSigner(secret: "secret-1", publicKey: try ECDSAPublicKey(pem: Self.otherP256))
+        #expect(throws: JoinTokenSigner.VerificationError.badSignature) { try other.verify(Self.es256Token, nowSeconds: 1_800_000_000) }
+        // Any bit of the signature or the claims changed, or the signature cut: refused.
+        let parts = Self.es256Token.split(separator: ".").map(String.init)
+        var signature = try #require(JoinTokenSigner.unbase64url(Substring(parts[2])))
+        for i in [0, 31, 32, 63] {
+            var flipped = signature
+            flipped[i] ^= 0x01
+            #expect(throws: JoinTokenSigner.VerificationError.badSignature) {
+                try withKey.verify("\(parts[0]).\(parts[1]).\(JoinTokenSigner.base64url(flipped))", nowSeconds: 1_800_000_000)
+            }
+        }
+        signature.removeLast()
+        #expect(throws: JoinTokenSigner.VerificationError.badSignature) {
+            try withKey.verify("\(parts[0]).\(parts[1]).\(JoinTokenSigner.base64url(signature))", nowSeconds: 1_800_000_000)
+        }
+        let raised = JoinTokenSigner.base64url(Array(#"{"room":"rm_a","sub":"u1","name":"U","role":"doctor","perms":["publish","subscribe","record"],"exp":4102444800,"iat":1700000000}"#.utf8))
+        #expect(throws: JoinTokenSigner.VerificationError.badSignature) { try withKey.verify("\(parts[0]).\(raised).\(parts[2])", nowSeconds: 1_800_000_000) }
+        // An HS256 header on the ES256 token (algorithm confusion): the HMAC does not match.
+        let hs = JoinTokenSigner.base64url(Array(#"{"alg":"HS256","typ":"JWT"}"#.utf8))
+        #expect(throws: JoinTokenSigner.VerificationError.badSignature) { try withKey.verify("\(hs).\(parts[1]).\(parts[2])", nowSeconds: 1_800_000_000) }
+        #expect(throws: JoinTokenSigner.VerificationError.expired) { try withKey.verify(Self.es256Token, nowSeconds: 4_102_444_800) }
+    }
+
+    @Test func onlyP256PublicKeysAreAccepted() {
+        #expect(throws: ECDSAPublicKey.KeyError.notP256) { try ECDSAPublicKey(pem: Self.p384) }
+        for junk in ["", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n", String(repeating: "x", count: 70_000)] {
+            #expect(throws: ECDSAPublicKey.KeyError.unreadable) { try ECDSAPublicKey(pem: junk) }
+        }
+    }
+
+    @Test func anEmptySignatureNeverVerifies() {
+        let parts = signer.sign(claims).split(separator: ".")
+        #expect(throws: JoinTokenSigner.VerificationError.badSignature) { try signer.verify("\(parts[0]).\(parts[1]).", nowSeconds: 1_500) }
+        #expect(throws: JoinTokenSigner.VerificationError.badSignature) { try JoinTokenSigner(secret: "").verify("\(parts[0]).\(parts[1]).", nowSeconds: 1_500) }
     }
 
     @Test func apiKeysCompareWholeKeys() {

@@ -249,3 +249,61 @@ def test_a_chat_flood_is_limited_and_the_room_keeps_working(server):
 
     run(scenario())
     assert sfu.proc.poll() is None
+
+
+def es256_token(private_key, claims: dict) -> str:
+    """A JWT signed the way a backend with its own P-256 key pair signs (RFC 7518 3.4: R || S)."""
+    import base64
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, utils
+
+    def b64(b: bytes) -> str:
+        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+    signed = b64(json.dumps({"alg": "ES256", "typ": "JWT"}).encode()) + "." + b64(json.dumps(claims).encode())
+    r, s = utils.decode_dss_signature(private_key.sign(signed.encode(), ec.ECDSA(hashes.SHA256())))
+    return signed + "." + b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+
+
+def test_es256_tokens_from_the_backends_own_key(sfu_factory, tmp_path):
+    """SFU_JWT_PUBLIC_KEY (a PEM file here): tokens the backend signs with its private key join;
+    a token signed with another key, or ES256 on a server without the key, does not; the server's
+    own HS256 tokens keep working; a key that is not P-256 stops the start."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    def pem(k) -> bytes:
+        return k.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    backend, stranger = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "jwt.pem").write_bytes(pem(backend))
+    (tmp_path / "p384.pem").write_bytes(pem(ec.generate_private_key(ec.SECP384R1())))
+    key = "es256-" + secrets.token_hex(16)
+    exits_with_error(sfu_factory, {"SFU_API_KEY": key, "SFU_JWT_PUBLIC_KEY": str(tmp_path / "p384.pem")}, "P-256")
+    exits_with_error(sfu_factory, {"SFU_API_KEY": key, "SFU_JWT_PUBLIC_KEY": str(tmp_path / "missing.pem")}, "SFU_JWT_PUBLIC_KEY")
+    sfu = sfu_factory(env={"SFU_API_KEY": key, "SFU_JWT_PUBLIC_KEY": str(tmp_path / "jwt.pem")})
+    api = ControlAPI(sfu.base_url, key)
+    plain = sfu_factory(env={"SFU_API_KEY": key})
+    plain_api = ControlAPI(plain.base_url, key)
+
+    async def scenario():
+        rid = api.create_room()["id"]
+        now = int(time.time())
+        claims = {"room": rid, "sub": "pt-es", "name": "ES", "role": "patient", "perms": ["publish", "subscribe"],
+                  "iat": now, "exp": now + 600}
+        c = RoomClient(api.signal_url(es256_token(backend, claims)), name="es256", publish_audio=False, publish_video=False)
+        joined = await c.connect()
+        assert joined["user_id"] == "pt-es" and joined["role"] == "patient", joined
+        await c.close()
+        hs = RoomClient(api.signal_url(api.token(rid, "pt-hs")["token"]), name="hs256", publish_audio=False, publish_video=False)
+        assert (await hs.connect())["user_id"] == "pt-hs"
+        await hs.close()
+        for name, url in [("stranger", api.signal_url(es256_token(stranger, claims))),
+                          ("no key configured", plain_api.signal_url(es256_token(backend, {**claims, "room": plain_api.create_room()["id"]})))]:
+            bad = RoomClient(url, name=name, publish_audio=False, publish_video=False)
+            with pytest.raises(RoomError):
+                await bad.connect()
+            await until(lambda: bad.closed.is_set(), 5)
+            assert (bad.close_code, bad.close_reason) == (4401, "invalid_token"), (name, bad.close_code, bad.close_reason)
+            await bad.close()
+
+    run(scenario())
+    assert sfu.proc.poll() is None and plain.proc.poll() is None

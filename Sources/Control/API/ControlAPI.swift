@@ -34,8 +34,8 @@ public struct ControlAPI: Sendable {
 
     public init(store: MetadataStore, keys: APIKeys, iceServers: [String], logger: Logger, webhooks: WebhookDispatcher? = nil,
                 media: MediaRuntime? = nil, live: LiveRooms? = nil, demoEnabled: Bool = false, recordings: RecordingService? = nil,
-                tokenSecret: String? = nil) {
-        self.signer = JoinTokenSigner(secret: tokenSecret ?? keys.signingSecret)
+                tokenSecret: String? = nil, tokenPublicKey: ECDSAPublicKey? = nil) {
+        self.signer = JoinTokenSigner(secret: tokenSecret ?? keys.signingSecret, publicKey: tokenPublicKey)
         self.live = live
         self.recordings = recordings
         self.demoEnabled = demoEnabled

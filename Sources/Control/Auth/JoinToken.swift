@@ -43,19 +43,25 @@ public struct JoinClaims: Sendable, Equatable, Codable {
     }
 }
 
-/// Join tokens as JWTs signed with HMAC-SHA256 (HS256, RFC 7519/7518) and the API secret, so an app
-/// backend can also mint them itself. Only HS256 is accepted (never `none`).
+/// Join tokens as JWTs (RFC 7519/7518). The server signs with HMAC-SHA256 (HS256) and its token
+/// secret, which an app backend may share to mint tokens itself; a backend that keeps its own key
+/// pair signs ES256 (ECDSA P-256) tokens verified with the configured public key
+/// (`SFU_JWT_PUBLIC_KEY`). No other algorithm is accepted (never `none`), and ES256 only with a key.
 public struct JoinTokenSigner: Sendable {
     private let secret: [UInt8]
+    private let publicKey: ECDSAPublicKey?
 
-    public init(secret: String) { self.secret = Array(secret.utf8) }
+    public init(secret: String, publicKey: ECDSAPublicKey? = nil) {
+        self.secret = Array(secret.utf8)
+        self.publicKey = publicKey
+    }
 
     public enum VerificationError: Error, Equatable, CustomStringConvertible {
         case malformed, badAlgorithm, badSignature, expired, badClaims, wrongRoom
         public var description: String {
             switch self {
             case .malformed: "token is not a JWT"
-            case .badAlgorithm: "token is not HS256"
+            case .badAlgorithm: "token is not HS256 (or ES256 with a configured public key)"
             case .badSignature: "token signature does not verify"
             case .expired: "token expired"
             case .badClaims: "token claims are missing or of the wrong type"
@@ -80,12 +86,20 @@ public struct JoinTokenSigner: Sendable {
         guard parts.count == 3, token.utf8.count <= 8192 else { throw .malformed }
         guard let headerBytes = Self.unbase64url(parts[0]),
               let header = try? JSONSerialization.jsonObject(with: Data(headerBytes)) as? [String: Any] else { throw .malformed }
-        guard header["alg"] as? String == "HS256" else { throw .badAlgorithm }
         guard let signature = Self.unbase64url(parts[2]) else { throw .malformed }
-        let expected = mac(Array("\(parts[0]).\(parts[1])".utf8))
-        // Fails closed: an HMAC that could not be computed (empty) matches nothing, not an empty signature.
-        guard expected.count == 32, expected.count == signature.count, zip(expected, signature).reduce(UInt8(0), { $0 | ($1.0 ^ $1.1) }) == 0 else {
-            throw .badSignature
+        let signed = Array("\(parts[0]).\(parts[1])".utf8)
+        switch header["alg"] as? String {
+        case "HS256":
+            let expected = mac(signed)
+            // Fails closed: an HMAC that could not be computed (empty) matches nothing, not an empty signature.
+            guard expected.count == 32, expected.count == signature.count, zip(expected, signature).reduce(UInt8(0), { $0 | ($1.0 ^ $1.1) }) == 0 else {
+                throw .badSignature
+            }
+        case "ES256":
+            guard let publicKey else { throw .badAlgorithm }
+            guard publicKey.verifyES256(message: signed, signature: signature) else { throw .badSignature }
+        default:
+            throw .badAlgorithm
         }
         guard let payload = Self.unbase64url(parts[1]), let claims = try? JSONDecoder().decode(JoinClaims.self, from: Data(payload)) else {
             throw .badClaims
