@@ -1,6 +1,7 @@
 import DTLS
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import HummingbirdWebSocket
 import Logging
 import ServiceLifecycle
@@ -87,9 +88,19 @@ public struct SFUServer: Sendable {
         let logger = self.logger
         // One router answers both plain HTTP and the WebSocket upgrade requests.
         let router = buildRouter(echo: echo, api: api, rooms: rooms)
+        let webSocketResponder = router.buildResponder()
         return Application(
             router: router,
-            server: .http1WebSocketUpgrade(webSocketRouter: router, configuration: .init(ws: .init(maxFrameSize: RoomSignaling.maxMessageSize))),
+            server: HTTPServerBuilder { responder in
+                // Idle connections: the first request head within the idle time, then
+                // Hummingbird's idle timeout between requests, and for a WebSocket a ping every
+                // half of it (an unanswered ping closes the socket).
+                let idle = Int64(config.httpIdleTimeoutSeconds)
+                let upgrade = HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: webSocketResponder, configuration: .init(
+                    http1: .init(idleTimeout: .seconds(idle)),
+                    ws: .init(maxFrameSize: RoomSignaling.maxMessageSize, autoPing: .enabled(timePeriod: .milliseconds(idle * 500)))))
+                return RequestHeadDeadlineChannel(base: upgrade, deadline: .seconds(idle))
+            },
             configuration: .init(address: .hostname(config.httpHost, port: config.httpPort), serverName: "sfu"),
             onServerRunning: { channel in
                 logger.notice("HTTP listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])

@@ -46,6 +46,10 @@ public struct ServerConfig: Sendable, Equatable {
     public var srtpProfiles: [SRTPProfile] = [.aeadAes128Gcm, .aes128CmHmacSha1_80]
     /// How often live participants' quality figures are written to the store (SFU_QUALITY_SAMPLE_S).
     public var qualitySampleSeconds: Int = 10
+    /// `SFU_HTTP_IDLE_TIMEOUT_S`: an HTTP connection with no request for this long is closed (a
+    /// client that connects and sends nothing holds no descriptor for ever); a WebSocket is pinged
+    /// every half of it and closed when a ping goes unanswered (a dead or never-reading peer).
+    public var httpIdleTimeoutSeconds: Int = 60
 
     public init() {}
 
@@ -93,6 +97,7 @@ public struct ServerConfig: Sendable, Equatable {
         if let v = list("SFU_ICE_SERVERS") { iceServers = v }
         if let v = environment["SFU_LOG_LEVEL"] { logLevel = v }
         if let v = try int("SFU_QUALITY_SAMPLE_S") { qualitySampleSeconds = v }
+        if let v = try int("SFU_HTTP_IDLE_TIMEOUT_S") { httpIdleTimeoutSeconds = v }
         if let v = list("SFU_WEBHOOK_URLS") {
             for u in v where !(u.hasPrefix("http://") || u.hasPrefix("https://")) || URL(string: u) == nil {
                 throw ConfigError(variable: "SFU_WEBHOOK_URLS", value: u, expected: "http:// or https:// URLs")
@@ -118,6 +123,9 @@ public struct ServerConfig: Sendable, Equatable {
         guard (0...65535).contains(httpPort) else { throw ConfigError(variable: "http port", value: String(httpPort), expected: "0...65535") }
         guard (1...65535).contains(mediaPortBase) else { throw ConfigError(variable: "media port", value: String(mediaPortBase), expected: "1...65535") }
         guard workers >= 0 && workers <= 256 else { throw ConfigError(variable: "workers", value: String(workers), expected: "0...256") }
+        guard (2...3600).contains(httpIdleTimeoutSeconds) else {
+            throw ConfigError(variable: "SFU_HTTP_IDLE_TIMEOUT_S", value: String(httpIdleTimeoutSeconds), expected: "2...3600 seconds")
+        }
         guard (1...3600).contains(qualitySampleSeconds) else {
             throw ConfigError(variable: "SFU_QUALITY_SAMPLE_S", value: String(qualitySampleSeconds), expected: "1...3600 seconds")
         }

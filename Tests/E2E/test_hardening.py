@@ -307,3 +307,71 @@ def test_es256_tokens_from_the_backends_own_key(sfu_factory, tmp_path):
 
     run(scenario())
     assert sfu.proc.poll() is None and plain.proc.poll() is None
+
+
+def test_idle_connections_are_closed(sfu_factory):
+    """SFU_HTTP_IDLE_TIMEOUT_S=2: a TCP connection that sends nothing, one that stops in the middle
+    of its request head, a keep-alive connection after its response, and a WebSocket that never answers the server's pings are closed within a few
+    seconds; a joined client that is quiet but alive (its library answers pings) stays."""
+    import base64
+    import socket
+
+    key = "idle-" + secrets.token_hex(16)
+    sfu = sfu_factory(env={"SFU_API_KEY": key, "SFU_HTTP_IDLE_TIMEOUT_S": "2"})
+    api = ControlAPI(sfu.base_url, key)
+    host, port = sfu.base_url.split("//")[1].split(":")
+
+    def closed_within(sock: socket.socket, seconds: float) -> float | None:
+        """Seconds until the server closed `sock` (reads drained), or None."""
+        start = time.monotonic()
+        sock.settimeout(0.25)
+        while time.monotonic() - start < seconds:
+            try:
+                if sock.recv(65536) == b"":
+                    return time.monotonic() - start
+            except socket.timeout:
+                continue
+            except ConnectionResetError:
+                return time.monotonic() - start
+        return None
+
+    silent = socket.create_connection((host, int(port)))
+    stalled = socket.create_connection((host, int(port)))
+    stalled.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    after = socket.create_connection((host, int(port)))
+    after.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    rid = api.create_room()["id"]
+    token = api.token(rid, "deaf")["token"]
+    deaf = socket.create_connection((host, int(port)))
+    deaf.sendall((f"GET /v1/signal?token={token} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {base64.b64encode(secrets.token_bytes(16)).decode()}\r\n"
+                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    # The upgrade answer, then nothing from us: the pings (every 1 s) go unanswered.
+    deaf.settimeout(5)
+    head = deaf.recv(4096)
+    assert head.startswith(b"HTTP/1.1 101"), head
+
+    async def quiet_client():
+        c = RoomClient(api.signal_url(api.token(rid, "quiet")["token"]), name="quiet", publish_audio=False, publish_video=False)
+        await c.connect()
+        await asyncio.sleep(7)
+        alive = not c.closed.is_set()
+        await c.close()
+        return alive
+
+    results = {}
+    import threading
+    threads = [threading.Thread(target=lambda n=n, s=s: results.__setitem__(n, closed_within(s, 8)))
+               for n, s in [("silent", silent), ("stalled head", stalled), ("after a response", after), ("deaf websocket", deaf)]]
+    for t in threads:
+        t.start()
+    alive = run(quiet_client())
+    for t in threads:
+        t.join()
+    for name, took in results.items():
+        assert took is not None, f"{name}: still open after 8 s\n{sfu.log()}"
+        assert took >= 1.0, f"{name}: closed after {took:.1f} s, before its idle time"
+    assert alive, "a quiet client that answers pings was disconnected"
+    for s in (silent, stalled, after, deaf):
+        s.close()
+    assert sfu.proc.poll() is None

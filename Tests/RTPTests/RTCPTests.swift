@@ -96,6 +96,22 @@ struct RTCPTests {
         #expect(throws: RTPParseError.self) { try RTCPCompound.parse([UInt8](hex: "8fcd0005 00000001 00000002 00000001 00000000 00000000")) }
     }
 
+    /// A REMB's 6-bit exponent shifts an 18-bit mantissa up to 2^81: every exponent reads as the
+    /// exact value while it fits in 64 bits, and as UInt64.max beyond (it trapped, or wrapped to
+    /// a small rate, before).
+    @Test func rembBitrateSaturates() throws {
+        for exponent in UInt8(0)...63 {
+            for mantissa: UInt32 in [0, 1, 0x2_0000, 0x3_FFFF] {
+                let bytes = [UInt8](hex: "8fce0005 00000001 00000000 52454d42") + [1, exponent << 2 | UInt8(mantissa >> 16), UInt8(mantissa >> 8 & 0xFF), UInt8(mantissa & 0xFF)]
+                    + [0, 0, 0, 11]
+                guard case .remb(let remb) = try RTCPCompound.parse(bytes).first else { Issue.record("not REMB"); return }
+                let exact = UInt64(mantissa).multipliedFullWidth(by: UInt64(1) << exponent)
+                let expected = exact.high == 0 ? exact.low : UInt64.max
+                #expect(remb.bitrate == expected, "exponent \(exponent) mantissa \(mantissa)")
+            }
+        }
+    }
+
     @Test func transportCCStatusCountIsBounded() throws {
         // 65,535 "not received" statuses in eight run-length chunks of 8,191 (+7): 40 bytes that
         // would make the sender walk 65,535 entries.

@@ -118,6 +118,34 @@ struct RetransmissionLimitTests {
     }
 }
 
+extension RetransmissionLimitTests {
+    /// A publisher sending under ever new SSRCs (each one a libsrtp2 stream): at most
+    /// ``WebRTCTransport/maxInboundSSRCs`` are decrypted, the rest dropped and counted, and the
+    /// declared streams keep flowing to the subscriber.
+    @Test func newSSRCsBeyondTheCapAreDroppedUnread() throws {
+        let (h, pub, subs, tracks) = try RoomTests.room(subscribers: 1)
+        RoomTests.stream(h, pub, frames: 3)
+        let transport = try #require(h.room.participant(pub.info.peerID)?.publisher?.transport)
+        for i in 0..<200 {
+            h.sendRTP(pub, RTPPacket(payloadType: 96, sequenceNumber: 1, timestamp: 0, ssrc: 0x5000_0000 + UInt32(i), marker: true,
+                                     payload: vp8Payload(keyframe: true)))
+        }
+        h.run()
+        // The first 3 frames made 2 SSRCs known (audio, video): 62 more fit, 138 are dropped.
+        #expect(transport.statistics.ssrcLimited == 200 - (WebRTCTransport.maxInboundSSRCs - 2), "\(transport.statistics.ssrcLimited)")
+        // The same unknown SSRC again is admitted only if it was one of the 62.
+        h.sendRTP(pub, RTPPacket(payloadType: 96, sequenceNumber: 2, timestamp: 0, ssrc: 0x5000_0000, marker: true, payload: vp8Payload(keyframe: true)))
+        h.sendRTP(pub, RTPPacket(payloadType: 96, sequenceNumber: 2, timestamp: 0, ssrc: 0x5000_0000 + 199, marker: true, payload: vp8Payload(keyframe: true)))
+        h.run()
+        #expect(transport.statistics.ssrcLimited == 200 - (WebRTCTransport.maxInboundSSRCs - 2) + 1)
+        let s = subs[0]
+        let video = try #require(s.ssrc(peer: pub.info.peerID, track: tracks.video))
+        let before = (s.received[video.ssrc] ?? []).count
+        RoomTests.stream(h, pub, frames: 5, firstSeq: 103)
+        #expect((s.received[video.ssrc] ?? []).count == before + 5, "the declared video still flows")
+    }
+}
+
 @Suite("Server-side mute, in memory", .serialized)
 struct ServerMuteTests {
     @Test func theParticipantCannotUndoAServerMute() throws {
