@@ -88,6 +88,11 @@ struct SRTPCryptoTests {
             tampered[position] ^= 0x01
             let result = tampered.withUnsafeMutableBytes { fresh.unprotectRTP($0.baseAddress!, length: $0.count) }
             #expect(result == .failure(.authentication), "bit flipped at \(position)")
+            // A packet that failed authentication leaves no plaintext behind (AES-GCM decrypts
+            // before it checks the tag: our OpenSSL cipher zeroes the output on failure).
+            let payload = 20..<Self.rtp.count
+            let leaked = zip(tampered[payload], Self.rtp[payload]).filter { $0 == $1 }.count
+            #expect(leaked <= 2, "\(leaked) plaintext bytes in the buffer after a failed decryption (bit flipped at \(position))")
         }
         // The same packet again is a replay.
         var again = v.srtp
