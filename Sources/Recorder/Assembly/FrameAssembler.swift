@@ -78,7 +78,14 @@ public struct FrameAssembler: Sendable {
 
     private mutating func skip(to seq: Int64) {
         guard let n = next, seq > n else { return }
-        for s in n..<seq where packets.removeValue(forKey: s) == nil { packetsLost += 1 }
+        if seq - n > Int64(packets.count) {
+            // A jump (up to 32k numbers from one packet): walk what is buffered, not the gap.
+            let given = packets.keys.filter { $0 < seq }
+            for k in given { packets.removeValue(forKey: k) }
+            packetsLost += Int(seq - n) - given.count
+        } else {
+            for s in n..<seq where packets.removeValue(forKey: s) == nil { packetsLost += 1 }
+        }
         next = seq
     }
 
