@@ -146,6 +146,35 @@ extension RetransmissionLimitTests {
     }
 }
 
+extension RetransmissionLimitTests {
+    /// A receiver report's LSR/DLSR pair gives the round trip; one that makes it longer than
+    /// 5 s (a stale or forged report) is ignored instead of stretching every RTT-based timer.
+    @Test func anRTTBeyondFiveSecondsIsIgnored() throws {
+        let (h, pub, subs, tracks) = try RoomTests.room(subscribers: 1)
+        let s = subs[0]
+        let video = try #require(s.ssrc(peer: pub.info.peerID, track: tracks.video))
+        for i in 0..<3 { RoomTests.stream(h, pub, frames: 50, firstSeq: 100 + UInt16(i) * 50, keyframes: i == 0 ? [0] : []) }
+        let sr = try #require(s.subscriberRTCP.lazy.compactMap { if case .senderReport(let r) = $0, r.ssrc == video.ssrc { return r } else { return nil } }.first,
+                              "the server sent no SR to the subscriber")
+        let subscriber = try #require(h.room.participant(s.info.peerID)?.subscriber)
+        let middle = UInt32(truncatingIfNeeded: sr.ntpTime >> 16)
+        func report(delay: UInt32) {
+            s.subscriber?.sendRTCP([.receiverReport(ReceiverReport(ssrc: 77, reports: [ReceptionReport(ssrc: video.ssrc, lastSR: middle, delaySinceLastSR: delay)]))])
+            h.run()
+        }
+        // Answered as if held for all but ~50 ms of the time since the SR: a plausible RTT.
+        let sentAt = try #require(subscriber.sentReports.last(where: { $0.middle == middle })?.nanos)
+        let held = UInt32((h.now - sentAt - 50_000_000) * 65536 / 1_000_000_000)
+        report(delay: held)
+        let plausible = try #require(subscriber.rttNanos)
+        #expect(plausible > 30_000_000 && plausible < 80_000_000, "\(plausible)")
+        // 6 s later, the same SR answered with no hold: a 6 s round trip, ignored.
+        h.run(steps: 600)
+        report(delay: 0)
+        #expect(subscriber.rttNanos == plausible)
+    }
+}
+
 @Suite("Server-side mute, in memory", .serialized)
 struct ServerMuteTests {
     @Test func theParticipantCannotUndoAServerMute() throws {
