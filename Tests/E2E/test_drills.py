@@ -1,0 +1,145 @@
+"""Fault drills of issue 19 against the real binary (docs/RELIABILITY.md has the table).
+
+Hostile peer in a live room: two 2-party aiortc calls (room A and room B) run undisturbed for a
+baseline window; then `sfu-load hostile` joins room A with a valid token and, over a real DTLS-SRTP
+session built on the project's ClientTransport, sends crafted RTCP (sender reports with NTP times
+2^62 apart, NACK storms of 300 entries x 17 sequence numbers, transport-cc claiming 65,535 statuses,
+PLI/FIR floods, RTCP whose lengths lie), RTP on hundreds of unknown SSRCs, unprotected garbage, and
+over signaling offers with 100 m-lines and a chat flood; a second hostile participant floods chat
+and offers on a WebSocket it never reads. During the same-length attack window both calls must keep
+at least 90% of their baseline frames, the server stays up (`/healthz`), and its RSS stays bounded.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pathlib
+import secrets
+import time
+import urllib.request
+
+import pytest
+
+from conftest import ROOT
+from room_client import ControlAPI, RoomClient, until
+
+WINDOW = 10.0          # seconds: the baseline window and the attack window
+HOSTILE_SETUP = 4.0    # seconds given to the hostile client to get its session up before the attack window
+# RSS bound during the attack: baseline + 64 MiB. What the attack could grow without bounds is
+# per-SSRC state (hundreds of unknown SSRCs), NACK/retransmission work, signaling queues of a client
+# that never reads, and renegotiated m-lines; each is capped by the server (SSRC table, history
+# size, outbound queue, m-line limit) at well under a megabyte for one participant. 64 MiB leaves
+# room for the allocator's arenas on a debug build and would still catch a per-packet leak (the
+# attack sends ~40,000 packets: a leak of 2 KB each is 80 MiB).
+RSS_SLACK_BYTES = 64 << 20
+
+
+@pytest.fixture(scope="module")
+def load_bin() -> pathlib.Path:
+    path = pathlib.Path(os.environ.get("SFU_LOAD_BIN", ROOT / ".build" / "debug" / "sfu-load"))
+    if not path.exists():
+        pytest.fail(f"sfu-load not found at {path}; build it first (make test does)")
+    return path
+
+
+@pytest.fixture
+def server(sfu_factory):
+    key = "drills-" + secrets.token_hex(16)
+    sfu = sfu_factory(env={"SFU_API_KEY": key, "SFU_LOG_LEVEL": "info"})
+    sfu.api = ControlAPI(sfu.base_url, key)
+    return sfu
+
+
+def rss_bytes(pid: int) -> int:
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def healthy(sfu) -> bool:
+    try:
+        with urllib.request.urlopen(sfu.base_url + "/healthz", timeout=3) as r:
+            return r.status == 200
+    except Exception:
+        return False
+
+
+def frames(pairs) -> list[int]:
+    return [receiver.frames_from(sender.peer_id) for receiver, sender in pairs]
+
+
+def test_hostile_peer_in_a_live_room(server, load_bin):
+    sfu, api = server, server.api
+    room_a = api.create_room()["id"]
+    room_b = api.create_room()["id"]
+
+    def client(room: str, user: str) -> RoomClient:
+        return RoomClient(api.signal_url(api.token(room, user)["token"]), name=user, width=160, height=120)
+
+    a1, a2, b1, b2 = client(room_a, "a1"), client(room_a, "a2"), client(room_b, "b1"), client(room_b, "b2")
+    pairs = [(a1, a2), (a2, a1), (b1, b2), (b2, b1)]  # (receiver, sender)
+    report: dict = {}
+
+    async def scenario():
+        try:
+            for c in (a1, a2, b1, b2):
+                await c.connect()
+            for c in (a1, a2, b1, b2):
+                await c.publish()
+            assert await until(lambda: min(frames(pairs)) > 30, 30), [str(c.brief_events()[-3:]) for c in (a1, a2, b1, b2)]
+            await asyncio.sleep(2)  # past the first keyframes and the estimator's start
+
+            # Baseline: the calls alone.
+            start = frames(pairs)
+            rss_before = rss_bytes(sfu.proc.pid)
+            await asyncio.sleep(WINDOW)
+            baseline = [n - s for n, s in zip(frames(pairs), start)]
+
+            # The attack: a hostile participant and one that never reads, both in room A.
+            hostile_url = api.signal_url(api.token(room_a, "hostile")["token"])
+            idle_url = api.signal_url(api.token(room_a, "never-reads")["token"])
+            proc = await asyncio.create_subprocess_exec(
+                str(load_bin), "hostile", "--url", hostile_url, "--idle-url", idle_url,
+                "--duration", str(HOSTILE_SETUP + WINDOW + 2), "--rate", "2000",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            await asyncio.sleep(HOSTILE_SETUP)
+            start = frames(pairs)
+            rss_peak = rss_bytes(sfu.proc.pid)
+            t_end = time.monotonic() + WINDOW
+            while time.monotonic() < t_end:
+                await asyncio.sleep(0.5)
+                assert sfu.proc.poll() is None, sfu.log()[-4000:]
+                rss_peak = max(rss_peak, rss_bytes(sfu.proc.pid))
+            attacked = [n - s for n, s in zip(frames(pairs), start)]
+            out, err = await asyncio.wait_for(proc.communicate(), 60)
+            assert proc.returncode == 0, (proc.returncode, out.decode()[-2000:], err.decode()[-2000:])
+            hostile = json.loads(out.decode())
+
+            # Afterwards the calls still run.
+            after = frames(pairs)
+            assert await until(lambda: all(n > a + 30 for n, a in zip(frames(pairs), after)), 15), frames(pairs)
+            report.update(baseline=baseline, attacked=attacked, rss_before=rss_before, rss_peak=rss_peak,
+                          rss_after=rss_bytes(sfu.proc.pid), hostile=hostile)
+        finally:
+            for c in (a1, a2, b1, b2):
+                await c.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 150))
+    print("hostile drill:", json.dumps(report))
+    hostile = report["hostile"]
+    sent = hostile["sent"]
+    # The attack happened: a real SRTP session and every kind of packet went out.
+    assert hostile["publisher_connected"], hostile
+    for kind in ("sender_reports", "nacks", "transport_cc_65535", "plis", "firs", "rtp_unknown_ssrc",
+                 "rtcp_garbage", "garbage_datagrams", "offers_100_mlines", "chat_messages", "idle_chat_messages"):
+        assert sent.get(kind, 0) > 0, (kind, hostile)
+    assert sent["rtp_unknown_ssrc"] > 64, hostile
+    # The server survived and kept the calls going.
+    assert sfu.proc.poll() is None, sfu.log()[-4000:]
+    assert healthy(sfu)
+    for (receiver, sender), base, hit in zip(pairs, report["baseline"], report["attacked"]):
+        assert base > 0, report
+        assert hit >= 0.9 * base, (f"{sender.name} -> {receiver.name}: {hit} frames under attack vs {base} in the baseline", report)
+    assert report["rss_peak"] <= report["rss_before"] + RSS_SLACK_BYTES, report
