@@ -25,6 +25,8 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 
 from conftest import ROOT
+import media_analysis as ma
+from conftest import SFUProcess
 from room_client import ControlAPI, RoomClient, until
 
 WINDOW = 10.0          # seconds: the baseline window and the attack window
@@ -260,3 +262,129 @@ def test_churn_1000_join_leave_cycles(server):
     # by nothing (docs/RELIABILITY.md). Until it is found, this bound (10%) catches anything of the
     # project's own per-participant state: a participant or room kept after it left is tens of KB.
     assert figures["end_rss"] < figures["warm_rss"] * 1.10, figures
+
+
+# --- kill drill ----------------------------------------------------------------------------------------
+
+def ebml_vint(b: bytes, o: int, keep_marker: bool) -> tuple[int, int, bool]:
+    """(value, length, unknown) of the EBML variable-size integer at `o`."""
+    first = b[o]
+    length = 9 - first.bit_length()
+    value = first if keep_marker else first & (0xFF >> length)
+    for i in range(1, length):
+        value = value << 8 | b[o + i]
+    return value, length, (not keep_marker) and value == (1 << (7 * length)) - 1
+
+
+def top_level_clusters(path: pathlib.Path) -> list[tuple[int, int, int]]:
+    """(offset, header length, body size) of each complete top-level Cluster of a WebM file."""
+    b = path.read_bytes()
+    _, l1, _ = ebml_vint(b, 0, True)
+    size, l2, _ = ebml_vint(b, l1, False)
+    o = l1 + l2 + size
+    _, l1, _ = ebml_vint(b, o, True)            # Segment
+    _, l2, _ = ebml_vint(b, o + l1, False)
+    o += l1 + l2
+    out = []
+    while o + 12 < len(b):
+        eid, l1, _ = ebml_vint(b, o, True)
+        size, l2, unknown = ebml_vint(b, o + l1, False)
+        if unknown or o + l1 + l2 + size > len(b):
+            break
+        if eid == 0x1F43B675:
+            out.append((o, l1 + l2, size))
+        o += l1 + l2 + size
+    return out
+
+
+def test_kill_drill_corrupted_files_are_reconciled(sfu_factory, sfu_bin, tmp_path):
+    """SIGKILL during two recordings, then the files are damaged the way a crash or a bad disk can:
+    one truncated in the middle of a cluster, one with a cluster's EBML size overwritten with 0xFF
+    garbage (unknown size), and the only file of the second recording with its first cluster's size
+    made larger than the file. The restarted server must not trap; it cuts each file back to its last
+    good cluster (which then decodes cleanly with ffmpeg) and marks the first recording `completed`
+    with the files' duration, the second `failed` (no file holds a frame), as docs/RECORDING.md says."""
+    ma.require_tools("ffmpeg", "ffprobe")
+    key = "killdrill-" + secrets.token_hex(16)
+    env = {"SFU_API_KEY": key, "SFU_LOG_LEVEL": "info"}
+    sfu = sfu_factory(env=env)
+    api = ControlAPI(sfu.base_url, key)
+    room1, room2 = api.create_room()["id"], api.create_room()["id"]
+    rec_dir = sfu.data_dir / "recordings"
+    clients = [RoomClient(api.token(room1, "cut")["signaling_url"], name="cut", subscribe=False, width=160, height=120),
+               RoomClient(api.token(room1, "garbage")["signaling_url"], name="garbage", subscribe=False, width=160, height=120),
+               RoomClient(api.token(room2, "lost")["signaling_url"], name="lost", subscribe=False, width=160, height=120)]
+
+    async def scenario() -> tuple[dict, dict]:
+        try:
+            for c in clients:
+                await c.connect()
+                await c.publish()
+            assert await until(lambda: all(c.pub_pc.connectionState == "connected" for c in clients), 20)
+            await asyncio.sleep(1.0)
+            s1, rec1 = await api.acall("POST", f"/v1/rooms/{room1}/recordings", {"mode": "tracks"})
+            s2, rec2 = await api.acall("POST", f"/v1/rooms/{room2}/recordings", {"mode": "tracks"})
+            assert (s1, s2) == (201, 201), (rec1, rec2)
+            await asyncio.sleep(7.0)
+            sfu.proc.kill()
+            sfu.proc.wait(10)
+            return rec1, rec2
+        finally:
+            for c in clients:
+                await c.close()
+
+    rec1, rec2 = asyncio.run(asyncio.wait_for(scenario(), 90))
+
+    def file_of(rec: dict, user: str) -> pathlib.Path:
+        found = sorted((rec_dir / rec["id"]).glob(f"{user}-*.webm"))
+        assert len(found) == 1, (user, list((rec_dir / rec["id"]).iterdir()))
+        return found[0]
+
+    cut, garbage, lost = file_of(rec1, "cut"), file_of(rec1, "garbage"), file_of(rec2, "lost")
+    damage = {}
+    # Truncated in the middle of its 4th cluster: the first 3 are kept.
+    clusters = top_level_clusters(cut)
+    assert len(clusters) >= 5, clusters
+    o, h, size = clusters[3]
+    os.truncate(cut, o + h + size // 2)
+    damage["cut"] = {"clusters": len(clusters), "kept_bytes": o}
+    # The 3rd cluster's size overwritten with 0xFF bytes (an unknown size): the first 2 are kept.
+    clusters = top_level_clusters(garbage)
+    assert len(clusters) >= 5, clusters
+    o, h, size = clusters[2]
+    with open(garbage, "r+b") as f:
+        f.seek(o + 4)
+        f.write(b"\x01" + b"\xff" * 7)
+    damage["garbage"] = {"clusters": len(clusters), "kept_bytes": o}
+    # The first cluster's size made larger than the file: nothing is left.
+    o, h, size = top_level_clusters(lost)[0]
+    with open(lost, "r+b") as f:
+        f.seek(o + 4)
+        f.write(b"\x01\x00\x00\x7f\xff\xff\xff\xff")
+
+    sfu.log_path.rename(sfu.data_dir / "sfu-killed.log")
+    again = SFUProcess(sfu_bin, sfu.data_dir, env)
+    try:
+        again.wait_ready()
+        api2 = ControlAPI(again.base_url, key)
+        status, got1 = api2.wait_recording_finished(rec1["id"])
+        assert status == 200 and got1.get("status") == "completed", (got1, again.log()[-3000:])
+        status, got2 = api2.wait_recording_finished(rec2["id"])
+        assert status == 200 and got2.get("status") == "failed" and got2.get("failure_reason"), got2
+        assert again.proc.poll() is None, again.log()[-3000:]
+        assert "Fatal error" not in again.log()
+        # Each damaged file was cut back to its last good cluster and decodes cleanly.
+        for path, name in ((cut, "cut"), (garbage, "garbage")):
+            assert path.stat().st_size == damage[name]["kept_bytes"], (name, path.stat().st_size, damage)
+            assert ma.decode_check(path) == [], (name, ma.decode_check(path))
+            p = ma.probe(path)
+            assert p["video_frames"] > 0, (name, p)
+            listed = [f for f in got1["files"] if f["file_name"] == path.name]
+            assert listed and listed[0]["size_bytes"] == damage[name]["kept_bytes"], (name, got1["files"])
+            damage[name]["span_s"] = round(p["span"], 2)
+        # The recording's duration is its longest surviving file's (the cut one: 3 clusters of <= 1 s).
+        assert 0 < got1["duration_ms"] <= 3100, got1
+        assert abs(got1["duration_ms"] / 1000 - max(damage["cut"]["span_s"], damage["garbage"]["span_s"])) <= 1.0, (got1, damage)
+    finally:
+        again.kill()
+    print("kill drill:", json.dumps(damage))
