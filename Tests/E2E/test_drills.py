@@ -388,3 +388,133 @@ def test_kill_drill_corrupted_files_are_reconciled(sfu_factory, sfu_bin, tmp_pat
     finally:
         again.kill()
     print("kill drill:", json.dumps(damage))
+
+
+# --- database outage --------------------------------------------------------------------------------
+
+OUTAGE_S = 20.0
+
+
+class ThrowawayPostgres:
+    """A PostgreSQL server of its own (scripts/pg-throwaway.sh), which this test stops and starts."""
+
+    def __init__(self):
+        import glob
+        import subprocess
+        import tempfile
+        self.sp = subprocess
+        self.bindir = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
+        self.dir = pathlib.Path(tempfile.mkdtemp(prefix="sfu-pg-outage-", dir="/tmp"))
+        self.dir.chmod(0o755)
+        self.pg = self.dir / "pg"
+        done = subprocess.run([str(ROOT / "scripts" / "pg-throwaway.sh"), "start", str(self.pg)], capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            pytest.fail(f"cannot start a throwaway PostgreSQL: {done.stderr}")
+        self.url = done.stdout.strip()
+        self.port = (self.pg / "port").read_text().strip()
+
+    def _as_postgres(self) -> list[str]:
+        return ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
+
+    def stop(self) -> None:
+        self.sp.run([str(ROOT / "scripts" / "pg-throwaway.sh"), "stop", str(self.pg)], check=True, timeout=60)
+
+    def start(self) -> None:
+        self.sp.run(self._as_postgres() + [f"{self.bindir}/pg_ctl", "-D", str(self.pg / "data"), "-l", str(self.pg / "server.log"), "-w", "-t", "30",
+                                           "-o", f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.pg} -c fsync=off", "start"],
+                    check=True, capture_output=True, timeout=60)
+
+    def query(self, sql: str) -> list[list[str]]:
+        out = self.sp.run([f"{self.bindir}/psql", self.url, "-AtF", "\t", "-c", sql], check=True, capture_output=True, text=True, timeout=30).stdout
+        return [line.split("\t") for line in out.splitlines() if line]
+
+    def destroy(self) -> None:
+        import shutil
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def test_database_outage_during_a_call_and_a_recording(sfu_factory, tmp_path):
+    """PostgreSQL stopped for 20 s during a 2-party call and a recording. Meanwhile: the call keeps at
+    least 90% of its baseline frames, a third participant joins (its room is cached), publishes, is
+    received and leaves, and the recording is stopped (the request returns once the database is
+    back). Afterwards every metadata write of the outage is in the database: the third participant's
+    session (joined and left), its audit events, the recording completed with its files."""
+    ma.require_tools("ffmpeg", "ffprobe")
+    pg = ThrowawayPostgres()
+    try:
+        key = "outage-" + secrets.token_hex(16)
+        sfu = sfu_factory(env={"SFU_API_KEY": key, "SFU_DATABASE_URL": pg.url, "SFU_LOG_LEVEL": "info"})
+        api = ControlAPI(sfu.base_url, key)
+        rid = api.create_room()["id"]
+        a1 = RoomClient(api.signal_url(api.token(rid, "a1")["token"]), name="a1", width=160, height=120)
+        a2 = RoomClient(api.signal_url(api.token(rid, "a2")["token"]), name="a2", width=160, height=120)
+        late_url = api.signal_url(api.token(rid, "late")["token"])   # minted before the outage, as a backend would
+        pairs = [(a1, a2), (a2, a1)]
+        out: dict = {}
+
+        async def scenario():
+            late = RoomClient(late_url, name="late", width=160, height=120)
+            try:
+                for c in (a1, a2):
+                    await c.connect()
+                    await c.publish()
+                assert await until(lambda: min(frames(pairs)) > 30, 30)
+                status, rec = await api.acall("POST", f"/v1/rooms/{rid}/recordings", {"mode": "tracks"})
+                assert status == 201, rec
+                out["rec"] = rec["id"]
+                await asyncio.sleep(2)
+                start = frames(pairs)
+                await asyncio.sleep(8)
+                out["baseline"] = [n - s for n, s in zip(frames(pairs), start)]
+
+                await asyncio.to_thread(pg.stop)
+                t_down = time.monotonic()
+                start = frames(pairs)
+                # A join during the outage, with media both ways.
+                joined = await late.connect()
+                out["late_peer"] = joined["peer_id"]
+                await late.publish()
+                assert await until(lambda: late.frames_from(a1.peer_id) > 10 and a1.frames_from(late.peer_id) > 10, 10), late.state()
+                assert await late.leave(), "leave_room during the outage"
+                # The recording is stopped during the outage: the request waits for the database.
+                stop = asyncio.create_task(api.acall("POST", f"/v1/recordings/{rec['id']}/stop", timeout=60))
+                await asyncio.sleep(max(0.0, t_down + 10 - time.monotonic()))
+                out["outage"] = [n - s for n, s in zip(frames(pairs), start)]
+                out["window_s"] = round(time.monotonic() - t_down, 1)
+                out["stop_returned_during_outage"] = stop.done()
+                await asyncio.sleep(max(0.0, t_down + OUTAGE_S - time.monotonic()))
+                assert sfu.proc.poll() is None
+                await asyncio.to_thread(pg.start)
+                out["down_s"] = round(time.monotonic() - t_down, 1)
+                status, body = await asyncio.wait_for(stop, 60)
+                out["stop_status"] = status
+                assert status in (200, 202), body
+                # The call goes on.
+                after = frames(pairs)
+                assert await until(lambda: all(n > a + 30 for n, a in zip(frames(pairs), after)), 15)
+            finally:
+                for c in (a1, a2, late):
+                    await c.close()
+
+        asyncio.run(asyncio.wait_for(scenario(), 150))
+        status, got = api.wait_recording_finished(out["rec"], 30)
+        assert got.get("status") == "completed" and got["files"], got
+        for f in got["files"]:
+            assert ma.decode_check(f["path"]) == [], f
+        # The writes of the outage landed.
+        peer = out["late_peer"]
+        rows = pg.query(f"SELECT user_id, left_at IS NOT NULL FROM participant_sessions WHERE id = '{peer}'")
+        assert rows == [["late", "t"]], rows
+        kinds = sorted(r[0] for r in pg.query(f"SELECT kind FROM room_events WHERE room_id = '{rid}' AND user_id = 'late'"))
+        assert kinds == ["participant_joined", "participant_left"], kinds
+        rows = pg.query(f"SELECT status, ended_at IS NOT NULL FROM recordings WHERE id = '{out['rec']}'")
+        assert rows == [["completed", "t"]], rows
+        assert int(pg.query(f"SELECT count(*) FROM recording_files WHERE recording_id = '{out['rec']}'")[0][0]) == len(got["files"])
+        assert sfu.proc.poll() is None and healthy(sfu)
+        print("outage drill:", json.dumps(out))
+        for base, hit in zip(out["baseline"], out["outage"]):
+            # The outage window is ~10 s against an 8 s baseline: compare rates.
+            assert hit / out["window_s"] >= 0.9 * base / 8, out
+    finally:
+        pg.destroy()
