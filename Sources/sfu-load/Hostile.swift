@@ -62,6 +62,8 @@ final class HostileClient {
     var sequence: UInt16 = 0
     var transportSequence: UInt16 = 0
     var idleJoinSent = false
+    /// The server closed the never-reading socket (its writes fail once the close arrives).
+    var idleWriteFailed = false
     var buffer = [UInt8](repeating: 0, count: 1500)
     var step = 0
     var bursts = 0
@@ -77,7 +79,7 @@ final class HostileClient {
     var summary: [String: Any] {
         ["sent": counts, "server_errors": serverErrors, "remote_ssrcs": remoteSSRCs.count,
          "publisher_connected": publisher?.isConnected ?? false, "subscriber_connected": subscriber?.isConnected ?? false,
-         "signaling_open": socket.state == .open, "notes": notes]
+         "signaling_open": socket.state == .open, "idle_write_failed": idleWriteFailed, "notes": notes]
     }
 
     func count(_ what: String, _ n: Int = 1) { counts[what, default: 0] += n }
@@ -197,7 +199,13 @@ final class HostileClient {
     func openIdle() {
         guard let idleURL else { return }
         idleSocket = try? WebSocketClient(url: idleURL)
-        if idleSocket == nil { notes.append("idle socket failed to connect") }
+        guard let idle = idleSocket else {
+            notes.append("idle socket failed to connect")
+            return
+        }
+        // A small receive buffer: what the server sends it stays queued on the server's side.
+        var size: Int32 = 4096
+        _ = setsockopt(idle.fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
     }
 
     /// The idle participant: finishes its handshake (reading only the 101 response), joins, then
@@ -217,13 +225,16 @@ final class HostileClient {
             idleJoinSent = true
             idle.send(["event": "join_room", "data": [String: Any]()])
         }
-        idle.send(["event": "send_message", "data": ["message": String(repeating: "never reads ", count: 80)]])
-        count("idle_chat_messages")
+        // 200 a second: all but 5 refused, and each refusal is an error event queued for it.
+        for _ in 0..<2 {
+            idle.send(["event": "send_message", "data": ["message": String(repeating: "never reads ", count: 80)]])
+            count("idle_chat_messages")
+        }
         if bursts % 50 == 0 {
             idle.send(["event": "webrtc_offer", "data": ["target": "publisher", "sdp": hugeOffer()]])
             count("idle_offers")
         }
-        idle.writeReady()
+        if !idle.writeReady() { idleWriteFailed = true }
     }
 
     // MARK: Media
