@@ -11,7 +11,7 @@ struct SFULoad: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sfu-load",
         abstract: "Load generator for the SFU: real WebRTC publishers and subscribers on UDP, and the floor forwarder to compare with.",
-        subcommands: [Run.self, Floor.self],
+        subcommands: [Run.self, Floor.self, Hostile.self],
         defaultSubcommand: Run.self
     )
 }

@@ -39,6 +39,7 @@ from aiortc import (RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCRtp
                     RTCSessionDescription, MediaStreamTrack)
 from aiortc.mediastreams import MediaStreamError
 from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
 
 from echo_client import PatternVideoTrack, SineAudioTrack
 
@@ -305,7 +306,12 @@ class RoomClient:
         if self.ws is None:
             await self.open()
         since = len(self.events)
-        await self.send("join_room", {} if room_id is None else {"room_id": room_id})
+        try:
+            await self.send("join_room", {} if room_id is None else {"room_id": room_id})
+        except ConnectionClosed:
+            # Refused at the upgrade (the server sends `error` and closes at once): the socket may
+            # be closed before join_room goes out. wait_event below raises RoomError either way.
+            await self.wait_closed(5)
         data = await self.wait_event("joined_room", after=since, timeout=timeout, fail_on_error=True)
         self.joined = data
         self.peer_id, self.user_id = data.get("peer_id"), data.get("user_id")

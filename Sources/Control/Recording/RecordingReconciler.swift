@@ -32,9 +32,9 @@ public struct RecordingReconciler: Sendable {
             var files = 0
             for name in names {
                 let path = (dir as NSString).appendingPathComponent(name)
-                guard let data = FileManager.default.contents(atPath: path), let scan = WebMScan(bytes: [UInt8](data)),
-                      scan.videoFrames + scan.audioFrames > 0 else { continue }
-                if scan.validLength < data.count { truncate(path, off_t(scan.validLength)) }
+                // Scanned element by element from disk: a recording may be gigabytes.
+                guard let scan = WebMScan(path: path), scan.videoFrames + scan.audioFrames > 0 else { continue }
+                if scan.validLength < scan.scannedLength { truncate(path, off_t(scan.validLength)) }
                 let known = recording.files.contains { $0.fileName == name }
                 if !known {
                     var kinds: [String] = []

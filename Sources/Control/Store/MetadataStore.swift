@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOPosix
 
 // MARK: records (PROTOCOL.md names; times are milliseconds since the Unix epoch)
@@ -265,13 +266,21 @@ enum Migrations {
 /// PostgreSQL (a `postgres://` URL). Every call runs on the store's own thread (a one-thread pool,
 /// one connection), never on an event loop. A broken PostgreSQL connection is re-established and
 /// the operation retried with backoff for up to `retryWindow`, so a database restart does not lose
-/// writes (inserts are idempotent: `ON CONFLICT DO NOTHING` on application-made ids).
+/// writes (inserts are idempotent: `ON CONFLICT DO NOTHING` on application-made ids). Operations run
+/// in order, so writes made during an outage wait their turn and land once the database is back.
+///
+/// Room rows are cached: rooms are created and closed only through this store, so a cached row is
+/// the row, and a join (which looks its room up) never waits for the database: during an outage the
+/// store's thread is busy retrying, and a join must not queue behind it.
 public final class MetadataStore: Sendable {
     public let backend: String
     public let retryWindowSeconds: Double
     private let pool: NIOThreadPool
     private let box: DatabaseBox
     private let logger: Logger
+    private let roomCache = NIOLockedValueBox<[String: RoomRecord]>([:])
+    /// Rooms cached at most; past it closed rooms are dropped first (they are read again if asked).
+    static let roomCacheLimit = 10_000
 
     final class DatabaseBox: @unchecked Sendable {
         // Only touched on the pool's single thread.
@@ -306,6 +315,20 @@ public final class MetadataStore: Sendable {
             try? await pool.shutdownGracefully()
             throw error
         }
+    }
+
+    /// A store over an already open database (tests drive the retry logic with a failing one).
+    static func open(database: SQLDatabase, logger: Logger, retryWindowSeconds: Double) async throws -> MetadataStore {
+        let pool = NIOThreadPool(numberOfThreads: 1)
+        pool.start()
+        let box = DatabaseBox(database)
+        do {
+            _ = try await pool.runIfActive { () throws -> [Int] in try Migrations.apply(box.db) }
+        } catch {
+            try? await pool.shutdownGracefully()
+            throw error
+        }
+        return MetadataStore(pool: pool, box: box, logger: logger, retryWindowSeconds: retryWindowSeconds)
     }
 
     init(pool: NIOThreadPool, box: DatabaseBox, logger: Logger, retryWindowSeconds: Double) {
@@ -353,20 +376,46 @@ public final class MetadataStore: Sendable {
                 """, [.text(r.id), .text(r.name), .int(r.createdAt), r.closedAt.map { .int($0) } ?? .null, r.closeReason.map { .text($0) } ?? .null,
                       .int(Int64(r.maxParticipants)), .int(Int64(r.emptyTimeoutS)), .int(Int64(r.maxDurationS)), .int(r.autoRecord ? 1 : 0)])
         }
+        cache(r)
     }
 
+    /// The room, from the cache when it is there (no database round trip: joins do not wait for the
+    /// database, and keep working while it is down).
     public func room(id: String) async throws -> RoomRecord? {
-        try await run { db throws(SQLError) in try db.execute("SELECT * FROM rooms WHERE id = $1", [.text(id)]).first.map(Self.room) }
+        if let cached = roomCache.withLockedValue({ $0[id] }) { return cached }
+        let found = try await run { db throws(SQLError) in try db.execute("SELECT * FROM rooms WHERE id = $1", [.text(id)]).first.map(Self.room) }
+        if let found { cache(found) }
+        return found
     }
 
     public func rooms(includeClosed: Bool = false) async throws -> [RoomRecord] {
-        try await run { db throws(SQLError) in
+        let found = try await run { db throws(SQLError) in
             try db.execute(includeClosed ? "SELECT * FROM rooms ORDER BY created_at, id" : "SELECT * FROM rooms WHERE closed_at IS NULL ORDER BY created_at, id")
                 .map(Self.room)
         }
+        for r in found where r.closedAt == nil { cache(r) }
+        return found
     }
 
+    private func cache(_ r: RoomRecord) {
+        roomCache.withLockedValue { c in
+            if c[r.id] == nil, c.count >= Self.roomCacheLimit {
+                for (id, room) in c where room.closedAt != nil { c[id] = nil }
+                if c.count >= Self.roomCacheLimit, let any = c.keys.first { c[any] = nil }
+            }
+            c[r.id] = r
+        }
+    }
+
+    /// Closes the room (in the cache at once: a join after this sees it closed even while the write
+    /// waits for the database).
     public func closeRoom(id: String, at: Int64, reason: String) async throws {
+        roomCache.withLockedValue { c in
+            guard var r = c[id], r.closedAt == nil else { return }
+            r.closedAt = at
+            r.closeReason = reason
+            c[id] = r
+        }
         try await run { db throws(SQLError) in
             try db.execute("UPDATE rooms SET closed_at = $2, close_reason = $3 WHERE id = $1 AND closed_at IS NULL", [.text(id), .int(at), .text(reason)])
         }

@@ -126,6 +126,10 @@ public final class ClientTransport {
         RTCPCompound.serialize(packets).withUnsafeBytes { send($0, rtcp: true) }
     }
 
+    /// Protects and sends bytes as one RTCP compound, as they are (fault drills craft malformed ones).
+    @discardableResult
+    public func sendRawRTCP(_ packet: UnsafeRawBufferPointer) -> Bool { send(packet, rtcp: true) }
+
     private func send(_ packet: UnsafeRawBufferPointer, rtcp: Bool) -> Bool {
         guard state == .connected, let srtpOut, packet.count <= 1500 else { return false }
         let ok: Bool = buffer.withUnsafeMutableBytes { b in
