@@ -32,8 +32,13 @@ final class CompositeProcessor: @unchecked Sendable {
     private var outcome = Result()
     private var lastStatsLog: Int64 = 0
 
-    init(id: String, options: CompositeEngine.Options, originNanos: Int64, path: String, inbox: CompositeInbox, logger: Logger) throws {
+    /// The room's monotonic clock (a test's fake one).
+    private let clock: @Sendable () -> Int64
+
+    init(id: String, options: CompositeEngine.Options, originNanos: Int64, path: String, inbox: CompositeInbox, logger: Logger,
+         clock: @escaping @Sendable () -> Int64 = { MediaWorker.nowNanos }) throws {
         self.id = id
+        self.clock = clock
         self.inbox = inbox
         self.logger = logger
         engine = try CompositeEngine(options: options, originNanos: originNanos)
@@ -66,9 +71,9 @@ final class CompositeProcessor: @unchecked Sendable {
     private func tick() {
         guard !finished else { return }
         ingest()
-        let now = MediaWorker.nowNanos
+        let now = clock()
         sink.append(engine.advance(toNanos: now - Self.latencyNanos))
-        inbox.report(backlog: engine.backlog, keyframes: engine.takeKeyframeRequests())
+        inbox.report(backlog: engine.backlog, keyframes: engine.takeKeyframeRequests(), tileSizes: engine.tileSizes)
         if now - lastStatsLog > 30_000_000_000 {
             lastStatsLog = now
             let s = engine.stats
