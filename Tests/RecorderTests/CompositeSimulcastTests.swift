@@ -35,7 +35,11 @@ struct CompositeSimulcastTests {
         }
     }
 
-    @Test func theCompositeDecodesTheLayerThatFitsItsTileAndSwitchesWhenAJoinShrinksIt() async throws {
+    /// Alice publishing a 3-layer simulcast camera (real VP8, a keyframe a second on each layer) in a
+    /// composite recording of `seconds` on a 640x360/15 canvas; `at(ms)` runs before each 10 ms step.
+    /// - Returns: the finished file, the engine's figures and alice's video track id.
+    static func record(seconds: Int, at: (Int, RoomHarness, RoomHarness.Peer) throws -> Void) async throws
+        -> (file: RecordedFile, error: String?, stats: CompositeEngine.Stats, track: String) {
         let h = try RoomHarness()
         let alice = try h.join("alice")
         h.publishSimulcast(alice, audioSSRC: Self.audioSSRC, rids: Self.rids)
@@ -44,19 +48,16 @@ struct CompositeSimulcastTests {
         clock.set(h.now)
         let dir = NSTemporaryDirectory() + "composite-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        // A 640x360 canvas: alone, alice's tile is 636x356 (the top layer); beside bob, 316x356 (the middle one).
         let recording = try CompositeRecording(id: "rec_simulcast", directory: dir, fileID: "file_simulcast",
                                                options: .init(layout: .grid, width: 640, height: 360, fps: 15, videoBitrateBps: 300_000),
                                                nowNanos: h.now, logger: Logger(label: "test"), clock: { clock.read() })
         recording.start(in: h.room, nowNanos: h.now)
 
-        let fps = 15, seconds = 7
+        let fps = 15
         let layers = try Self.sizes.map { try TestMedia.vp8Frames(count: fps * seconds, width: $0.0, height: $0.1, keyframeEvery: fps) }
         var seqs: [UInt16] = [10, 10_000, 30_000]
         let ntpBase: UInt64 = 3_900_000_000 << 32
         var next = 0
-        var bob: RoomHarness.Peer?
         for step in 0..<(seconds * 100) {
             let ms = step * 10
             while next < layers[0].count, next * 1000 / fps <= ms {
@@ -83,28 +84,76 @@ struct CompositeSimulcastTests {
                     .senderReport(SenderReport(ssrc: Self.layerSSRCs[l], ntpTime: ntpBase, rtpTime: Self.timestampBases[l], packetCount: 0, octetCount: 0))
                 })
             }
-            if ms == 3000 { bob = try h.join("bob") }
+            try at(ms, h, alice)
             h.run()
             clock.set(h.now)
             // The processing queue ticks every 20 ms of real time: keep the fake clock near it.
             try await Task.sleep(nanoseconds: 8_000_000)
         }
-        #expect(bob != nil)
-        let producer = try #require(h.room.publishedTracks().first { $0.producer.kind == .video }?.producer)
+        let track = try #require(h.room.publishedTracks().first { $0.producer.kind == .video }?.producer.trackID)
         let pending = recording.stop(in: h.room, nowNanos: h.now)
         let (file, error) = await pending.finalize()
         let stats = await pending.processor.result().stats
-        #expect(error == nil)
         let decode = runTool(["ffmpeg", "-nostdin", "-v", "error", "-i", file.path, "-f", "null", "-"])
         #expect(decode.status == 0 && decode.output.isEmpty, "\(decode.output)")
+        return (file, error, stats, track)
+    }
+
+    @Test func theCompositeDecodesTheLayerThatFitsItsTileAndSwitchesWhenAJoinShrinksIt() async throws {
+        var bob: RoomHarness.Peer?
+        let (file, error, stats, track) = try await Self.record(seconds: 7) { ms, h, _ in
+            if ms == 3000 { bob = try h.join("bob") }
+        }
+        defer { try? FileManager.default.removeItem(atPath: (file.path as NSString).deletingLastPathComponent) }
+        #expect(bob != nil && error == nil)
         // The top layer while alice was alone (reached in the first frame: the tap starts on the first
         // layer to send and climbs at each layer's keyframe), the middle one once bob's name tile took
         // half the canvas, and no other change.
-        let widths = stats.decodedWidths[producer.trackID] ?? []
+        let widths = stats.decodedWidths[track] ?? []
         #expect(Array(widths.drop { $0 != 640 }) == [640, 320], "\(stats.decodedWidths)")
         // Each switch went through a keyframe: the decoder never got a frame it could not decode.
         #expect(stats.videoFramesUndecodable == 0, "\(stats)")
-        #expect(stats.videoFramesDecoded >= fps * (seconds - 3), "\(stats)")
+        #expect(stats.videoFramesDecoded >= 15 * 4, "\(stats)")
+    }
+
+    /// The output pictures of a composite file with their times (ms).
+    static func pictures(_ path: String) throws -> [(ms: Int64, picture: I420Image)] {
+        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        let decoder = try VP8Decoder()
+        var out: [(Int64, I420Image)] = []
+        for block in CompositeEngineTests.blocks(bytes) where block.track == 1 {
+            if case .picture(let p) = decoder.decode(block.data) { out.append((block.ms, p)) }
+        }
+        return out
+    }
+
+    /// A name tile's background at three points of the top-left of the canvas, where the moving
+    /// gradient has three different lumas.
+    static func showsNameTile(_ p: I420Image) -> Bool {
+        [(20, 20), (200, 20), (20, 100)].allSatisfy { x, y in
+            let c = p.pixel(x: x, y: y), b = NameTileRenderer.background
+            return abs(Int(c.y) - Int(b.y)) <= 6 && abs(Int(c.u) - Int(b.u)) <= 6 && abs(Int(c.v) - Int(b.v)) <= 6
+        }
+    }
+
+    @Test func aMutedCameraShowsTheNameTileAtOnceAndItsPictureAgainAfterTheUnmute() async throws {
+        let (file, error, _, _) = try await Self.record(seconds: 6) { ms, h, alice in
+            if ms == 2000 { _ = h.room.setEnabled(peerID: alice.info.peerID, kind: .video, enabled: false, nowNanos: h.now) }
+            if ms == 4000 { _ = h.room.setEnabled(peerID: alice.info.peerID, kind: .video, enabled: true, nowNanos: h.now) }
+        }
+        defer { try? FileManager.default.removeItem(atPath: (file.path as NSString).deletingLastPathComponent) }
+        #expect(error == nil)
+        let pictures = try Self.pictures(file.path)
+        try #require(pictures.count >= 80, "\(pictures.count) pictures")
+        // (From 1 s: before alice's first picture her tile shows her name too.)
+        let named = pictures.filter { $0.ms >= 1000 && Self.showsNameTile($0.picture) }.map(\.ms)
+        // The name from the mute on (not the last picture for 1.5 s), until the camera's first picture after the unmute.
+        let first = try #require(named.first, "no name tile")
+        #expect(first >= 1900 && first <= 2200, "name tile from \(first) ms: \(named)")
+        #expect(named.allSatisfy { $0 >= first && $0 < 4700 }, "\(named)")
+        #expect(pictures.filter { $0.ms > 2200 && $0.ms < 4000 }.allSatisfy { Self.showsNameTile($0.picture) })
+        #expect(pictures.filter { $0.ms >= 1000 && $0.ms < 1900 }.allSatisfy { !Self.showsNameTile($0.picture) })
+        #expect(pictures.last.map { !Self.showsNameTile($0.picture) } == true, "the camera did not come back")
     }
 }
 
