@@ -27,6 +27,12 @@ The file is decoded by ffmpeg (no message allowed) and PyAV:
   within 40 ms of where Chromium's own sender reports put it (measured on a direct connection just
   before, as test_recording.py does for `tracks`), and the frame rate holds within 5%.
 
+- `test_composite_takes_the_simulcast_layer_that_fits_the_tile`: a Chromium simulcast publisher
+  (q/h/f: 320x180, 640x360, 1280x720) alone in a 1280x720 composite, then beside a participant who
+  publishes nothing (its name tile takes half the canvas), then alone again: the composite decodes
+  a smaller layer while the tile is half the canvas and a larger one again after (the server logs
+  the widths it decoded per source), and the file decodes cleanly.
+
 Everything is bounded; a missing tool fails the test, it never skips.
 """
 from __future__ import annotations
@@ -627,3 +633,52 @@ def test_composite_h264_publisher_gets_a_name_tile(sfu_factory):
     _, _, pcm = ma.audio_pcm(path)
     e = {hz: goertzel(pcm, 48000, 3 * 48000, hz) for hz in (400, 550, 700, 900)}
     assert e[700] > 30 * max(e[550], e[900]) and e[400] > 30 * max(e[550], e[900]), e
+
+
+def test_composite_takes_the_simulcast_layer_that_fits_the_tile(sfu_factory, tmp_path):
+    import re
+    import subprocess
+    from netns_util import chromium_pool
+    from test_simulcast import Room, start_server
+    ma.require_tools("ffmpeg", "ffprobe")
+    clip = tmp_path / "testsrc2-1280x720.y4m"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30", "-t", "4",
+                    "-pix_fmt", "yuv420p", str(clip)], check=True, capture_output=True, timeout=120)
+    key = "comp-sim-" + secrets.token_hex(16)
+    sfu = start_server(sfu_factory, key)
+    with chromium_pool(tmp_path) as chromiums:
+        room = Room(sfu, key, chromiums, clip, "composite-simulcast")
+        layers = room.wait_three_layers(timeout=30)
+
+        async def scenario() -> dict:
+            api = room.api
+            status, rec = await api.acall("POST", f"/v1/rooms/{room.id}/recordings",
+                                          {"mode": "composite", "layout": "grid", "width": 1280, "height": 720, "fps": 15})
+            assert status == 201, (status, rec)
+            await asyncio.sleep(6.0)       # alone: a 1276x716 tile, the top layer
+            # A participant who publishes nothing: its name tile takes the right half (636x716 each).
+            guest = RoomClient(api.token(room.id, "guest", role="patient", name="Guest")["signaling_url"], name="guest", subscribe=False)
+            await guest.connect()
+            await asyncio.sleep(8.0)
+            await guest.close()            # alone again
+            await asyncio.sleep(8.0)
+            status, done = await api.acall("POST", f"/v1/recordings/{rec['id']}/stop", timeout=60)
+            assert status == 200 and done["status"] == "completed", (status, done)
+            return done
+
+        done = asyncio.run(asyncio.wait_for(scenario(), 90))
+    path = done["files"][0]["path"]
+    assert ma.decode_check(path) == []
+    lines = [line for line in sfu.log().splitlines() if "composite recording written" in line]
+    assert lines, sfu.log()[-3000:]
+    m = re.search(r"decoded_widths=(\S+)", lines[-1])
+    assert m, lines[-1]
+    sources = dict(part.split(":", 1) for part in m.group(1).split(","))
+    assert len(sources) == 1, sources
+    widths = [int(w) for w in next(iter(sources.values())).split("/")]
+    print(f"publisher layers {layers}\ncomposite decoded widths in order: {widths}")
+    # A drop while the tile was half the canvas, a rise once it was whole again.
+    drop = next((i for i in range(1, len(widths)) if widths[i] < widths[i - 1] and widths[i - 1] >= 960), None)
+    assert drop is not None, f"never went down from the top layer: {widths}"
+    assert widths[drop] <= 640, f"went down to {widths[drop]}, not the 640 (or smaller) layer: {widths}"
+    assert any(w > widths[drop] for w in widths[drop + 1:]), f"never went back up after the guest left: {widths}"

@@ -100,8 +100,11 @@ final class CompositeProcessor: @unchecked Sendable {
             outcome = Result(size: engine.fileSize, durationMs: engine.durationMs, videoFrames: engine.videoFramesWritten,
                              audioFrames: engine.audioFramesWritten, error: nil, stats: engine.stats)
             let s = engine.stats
+            // Per source the picture widths decoded, in order (the simulcast layers it went through).
+            let widths = s.decodedWidths.map { "\($0.key):" + $0.value.map(String.init).joined(separator: "/") }.sorted().joined(separator: ",")
             logger.info("composite recording written", metadata: [
                 "recording": "\(id)", "video_frames": "\(s.outputVideoFrames)", "audio_frames": "\(s.outputAudioFrames)",
+                "decoded_widths": "\(widths)",
                 "decoded": "\(s.videoFramesDecoded)", "undecodable": "\(s.videoFramesUndecodable)", "dropped": "\(inbox.droppedVideo)",
                 "decode_ms": "\(s.decodeNanos / 1_000_000)", "compose_ms": "\(s.composeNanos / 1_000_000)",
                 "encode_ms": "\(s.encodeNanos / 1_000_000)", "mix_ms": "\(s.mixNanos / 1_000_000)",
