@@ -15,6 +15,12 @@ The file is decoded by ffmpeg (no message allowed) and PyAV:
   the main area, green the strip.
 - `test_composite_h264_publisher_gets_a_name_tile`: an H.264 publisher (not decoded by the
   recorder) shows as a name tile (dark grey with the name's glyphs) beside a VP8 publisher's colour.
+- `test_composite_chromium_lip_sync_several_participants`: two Chromium participants, each with the
+  flashing clip and a beep of its own frequency (1000 and 2500 Hz), recorded for MULTI_SYNC_RECORD_S
+  (60 s): in each participant's tile every flash has that participant's beep (found in the mix by its
+  frequency) within 40 ms of where that browser's own sender reports put it, and the frame rate
+  holds within 5%. (Three Chromium publishers make Chromium's own offset unstable on this 2-core
+  machine: see SYNC_BEEPS_HZ.)
 - `test_composite_sigkill_then_restart`: the server is killed (SIGKILL) 8 s into a composite; the
   file on disk decodes cleanly with several seconds of both kinds, and the restarted server
   finalizes the recording (`completed`, one file with source "composite").
@@ -26,6 +32,12 @@ The file is decoded by ffmpeg (no message allowed) and PyAV:
   clip that flashes and beeps once a second; in the composite (30 fps) every flash has its beep
   within 40 ms of where Chromium's own sender reports put it (measured on a direct connection just
   before, as test_recording.py does for `tracks`), and the frame rate holds within 5%.
+
+- `test_composite_takes_the_simulcast_layer_that_fits_the_tile`: a Chromium simulcast publisher
+  (q/h/f: 320x180, 640x360, 1280x720) alone in a 1280x720 composite, then beside a participant who
+  publishes nothing (its name tile takes half the canvas), then alone again: the composite decodes
+  a smaller layer while the tile is half the canvas and a larger one again after (the server logs
+  the widths it decoded per source), and the file decodes cleanly.
 
 Everything is bounded; a missing tool fails the test, it never skips.
 """
@@ -627,3 +639,195 @@ def test_composite_h264_publisher_gets_a_name_tile(sfu_factory):
     _, _, pcm = ma.audio_pcm(path)
     e = {hz: goertzel(pcm, 48000, 3 * 48000, hz) for hz in (400, 550, 700, 900)}
     assert e[700] > 30 * max(e[550], e[900]) and e[400] > 30 * max(e[550], e[900]), e
+
+
+def test_composite_takes_the_simulcast_layer_that_fits_the_tile(sfu_factory, tmp_path):
+    import re
+    import subprocess
+    from netns_util import chromium_pool
+    from test_simulcast import Room, start_server
+    ma.require_tools("ffmpeg", "ffprobe")
+    clip = tmp_path / "testsrc2-1280x720.y4m"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30", "-t", "4",
+                    "-pix_fmt", "yuv420p", str(clip)], check=True, capture_output=True, timeout=120)
+    key = "comp-sim-" + secrets.token_hex(16)
+    sfu = start_server(sfu_factory, key)
+    with chromium_pool(tmp_path) as chromiums:
+        room = Room(sfu, key, chromiums, clip, "composite-simulcast")
+        layers = room.wait_three_layers(timeout=30)
+
+        async def scenario() -> dict:
+            api = room.api
+            status, rec = await api.acall("POST", f"/v1/rooms/{room.id}/recordings",
+                                          {"mode": "composite", "layout": "grid", "width": 1280, "height": 720, "fps": 15})
+            assert status == 201, (status, rec)
+            await asyncio.sleep(6.0)       # alone: a 1276x716 tile, the top layer
+            # A participant who publishes nothing: its name tile takes the right half (636x716 each).
+            guest = RoomClient(api.token(room.id, "guest", role="patient", name="Guest")["signaling_url"], name="guest", subscribe=False)
+            await guest.connect()
+            await asyncio.sleep(8.0)
+            await guest.close()            # alone again
+            await asyncio.sleep(8.0)
+            status, done = await api.acall("POST", f"/v1/recordings/{rec['id']}/stop", timeout=60)
+            assert status == 200 and done["status"] == "completed", (status, done)
+            return done
+
+        done = asyncio.run(asyncio.wait_for(scenario(), 90))
+    path = done["files"][0]["path"]
+    assert ma.decode_check(path) == []
+    lines = [line for line in sfu.log().splitlines() if "composite recording written" in line]
+    assert lines, sfu.log()[-3000:]
+    m = re.search(r"decoded_widths=(\S+)", lines[-1])
+    assert m, lines[-1]
+    sources = dict(part.split(":", 1) for part in m.group(1).split(","))
+    assert len(sources) == 1, sources
+    widths = [int(w) for w in next(iter(sources.values())).split("/")]
+    print(f"publisher layers {layers}\ncomposite decoded widths in order: {widths}")
+    # A drop while the tile was half the canvas, a rise once it was whole again.
+    drop = next((i for i in range(1, len(widths)) if widths[i] < widths[i - 1] and widths[i - 1] >= 960), None)
+    assert drop is not None, f"never went down from the top layer: {widths}"
+    assert widths[drop] <= 640, f"went down to {widths[drop]}, not the 640 (or smaller) layer: {widths}"
+    assert any(w > widths[drop] for w in widths[drop + 1:]), f"never went back up after the guest left: {widths}"
+
+
+MULTI_SYNC_RECORD_S = 60.0
+# Two participants: with three Chromium publishers on this 2-core machine Chromium's own A/V offset
+# is not stable (its sender reports put one 137 ms audio-early before the recording, and the offsets
+# in the composite moved by 100 ms in the middle of it in two tiles at once), so the measurement
+# says nothing about the composite. With (1000, 2500, 4000) the test runs three.
+SYNC_BEEPS_HZ = (1000, 2500)
+
+
+def beep_wav(path, seconds: int, hz: int) -> None:
+    """A beep of `hz` (media_analysis' length and level) at the start of every second, as make_sync_clip's."""
+    import wave
+    beep_len = int(ma.BEEP_S * ma.RATE)
+    beep = array.array("h", (int(ma.BEEP_AMPLITUDE * math.sin(2 * math.pi * hz * i / ma.RATE)) for i in range(beep_len)))
+    second = beep + array.array("h", bytes(2 * (ma.RATE - beep_len)))
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(ma.RATE)
+        f.writeframes(second.tobytes() * seconds)
+
+
+def tone_onsets(start: float, rate: int, pcm: array.array, hz: float, window: int = 192, min_gap_s: float = 0.3) -> list[float]:
+    """Onsets (s) of the beeps at `hz` in a mix: the energy at `hz` per `window` samples (Goertzel),
+    the first window a quarter of the way from the median to the loudest after `min_gap_s` below it."""
+    energies = [goertzel(pcm, i, window, hz) for i in range(0, len(pcm) - window, window)]
+    if not energies:
+        return []
+    peak, floor = max(energies), sorted(energies)[len(energies) // 2]
+    if peak < 16 * floor + 1:
+        return []
+    threshold = floor + (peak - floor) / 4
+    out, last_loud = [], -1e9
+    for k, e in enumerate(energies):
+        t = start + k * window / rate
+        if e >= threshold:
+            if t - last_loud >= min_gap_s:
+                out.append(t)
+            last_loud = t
+    return out
+
+
+def tile_luma_means(path, boxes: list[tuple[int, int, int, int]]) -> list[list[tuple[float, float]]]:
+    """Per box (x0, y0, x1, y1), (time s, mean luma) of every decoded frame (every 4th pixel of every 4th row)."""
+    out: list[list[tuple[float, float]]] = [[] for _ in boxes]
+    with av.open(str(path)) as c:
+        for frame in c.decode(c.streams.video[0]):
+            if frame.pts is None:
+                continue
+            t = float(frame.pts * frame.time_base)
+            y = frame.planes[0]
+            data, ls = bytes(y), y.line_size
+            for i, (x0, y0, x1, y1) in enumerate(boxes):
+                sample = b"".join(data[r * ls + x0:r * ls + x1:4] for r in range(y0, y1, 4))
+                out[i].append((t, sum(sample) / max(1, len(sample))))
+    return out
+
+
+def test_composite_chromium_lip_sync_several_participants(tmp_path):
+    from conftest import SFUProcess, _sfu_bin
+    from test_chromium_room import page_view, token_page
+    from test_recording import SYNC_TOLERANCE_MS, FileCaptureBrowser, chromium_intended_offset
+    ma.require_tools("ffmpeg", "ffprobe")
+    key = "syncn-" + secrets.token_hex(16)
+    data = tmp_path / "sfu"
+    data.mkdir()
+    sfu = SFUProcess(_sfu_bin(), data, {"SFU_API_KEY": key})
+    browsers: list = []
+    result: dict = {"references": []}
+
+    async def joined(browser) -> None:
+        deadline = time.monotonic() + 45
+        info: dict = {}
+        while time.monotonic() < deadline:
+            info = (await asyncio.to_thread(page_view, browser)).get("info") or {}
+            if info.get("state") == "joined" and (info.get("publisher") or {}).get("connectionState") == "connected":
+                return
+            await asyncio.sleep(0.5)
+        raise AssertionError(f"page did not join and publish: {info}")
+
+    async def scenario() -> None:
+        api = ControlAPI(sfu.base_url, key)
+        rid = api.create_room(name="composite-sync-n")["id"]
+        # One after the other: the first joined is the left tile.
+        for i, b in enumerate(browsers):
+            tok = api.token(rid, f"sync-chrome-{i}", role="doctor", name=f"Chromium {i}")
+            await asyncio.to_thread(b.open, token_page(sfu, None, tok["token"]))
+            await joined(b)
+        for b in browsers:
+            result["references"].append(await chromium_intended_offset(b, fresh=False))
+        await asyncio.sleep(1.0)
+        status, rec = await api.acall("POST", f"/v1/rooms/{rid}/recordings", {"mode": "composite", "width": WIDTH, "height": HEIGHT, "fps": 30})
+        assert status == 201, (status, rec)
+        await asyncio.sleep(MULTI_SYNC_RECORD_S)
+        status, done = await api.acall("POST", f"/v1/recordings/{rec['id']}/stop", timeout=90)
+        assert status == 200 and done["status"] == "completed", (status, done)
+        result["done"] = done
+
+    seconds = int(MULTI_SYNC_RECORD_S) + 60
+    try:
+        sfu.wait_ready()
+        y4m, _ = ma.make_sync_clip(tmp_path / "clip", seconds=seconds, fps=30, size=(320, 240))
+        for i, hz in enumerate(SYNC_BEEPS_HZ):
+            wav = tmp_path / "clip" / f"beep-{hz}.wav"
+            beep_wav(wav, seconds, hz)
+            (tmp_path / f"browser{i}").mkdir()
+            browsers.append(FileCaptureBrowser(tmp_path / f"browser{i}", y4m, wav))
+        asyncio.run(asyncio.wait_for(scenario(), MULTI_SYNC_RECORD_S + 150))
+    finally:
+        for b in browsers:
+            b.close()
+        sfu.kill()
+    path = result["done"]["files"][0]["path"]
+    assert ma.decode_check(path) == []
+    p = ma.probe(path)
+    rate = p["video_frames"] / p["video_span"]
+    assert abs(rate - 30) <= 0.05 * 30, p
+    # The middle of each 320x240 picture letterboxed in its grid cell on 640x360: two side by side
+    # (cells 316x356), or three in a 2x2 grid (cells 316x176, the third centred in the second row).
+    boxes = ([(60, 120, 260, 240), (380, 120, 580, 240)] if len(SYNC_BEEPS_HZ) == 2
+             else [(90, 40, 230, 140), (410, 40, 550, 140), (250, 220, 390, 320)])
+    means = tile_luma_means(path, boxes)
+    start, audio_rate, pcm = ma.audio_pcm(path)
+    lines, failures = [], []
+    for i, hz in enumerate(SYNC_BEEPS_HZ):
+        flashes = ma.flash_times(path, means[i])
+        beeps = tone_onsets(start, audio_rate, pcm, hz)
+        pairs = ma.sync_offsets(flashes, beeps)
+        ref = result["references"][i]
+        lines.append(f"participant {i} ({hz} Hz): {len(flashes)} flashes, {len(beeps)} beeps, pairs {[round(o, 1) for o in pairs]}, "
+                     f"reference {ref.get('median_ms')} ({ref.get('offsets_ms')})")
+        if ref.get("median_ms") is None:
+            failures.append(f"participant {i}: no reference")
+            continue
+        if len(pairs) < (MULTI_SYNC_RECORD_S - 4) * 0.6:
+            failures.append(f"participant {i}: only {len(pairs)} flash/beep pairs")
+        bad = [o for o in pairs if abs(o - ref["median_ms"]) > SYNC_TOLERANCE_MS]
+        if bad:
+            failures.append(f"participant {i}: {len(bad)} of {len(pairs)} pairs off by more than {SYNC_TOLERANCE_MS} ms from {ref['median_ms']} ms")
+    report = "\n".join(lines)
+    print(f"composite lip sync, {len(SYNC_BEEPS_HZ)} participants, {MULTI_SYNC_RECORD_S:.0f} s, rate {rate:.2f} fps:\n{report}")
+    assert not failures, "\n".join(failures) + "\n" + report

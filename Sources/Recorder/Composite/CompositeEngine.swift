@@ -34,6 +34,11 @@ final class CompositeEngine {
         var screen: String?
     }
 
+    struct TileSize: Sendable, Equatable {
+        var width: Int
+        var height: Int
+    }
+
     struct VideoSource {
         var queue: [(nanos: Int64, frame: AssembledFrame)] = []
         var decoder: VP8Decoder?
@@ -62,6 +67,9 @@ final class CompositeEngine {
         var composeNanos: Int64 = 0
         var encodeNanos: Int64 = 0
         var mixNanos: Int64 = 0
+        /// Per video source, the widths of the pictures decoded, each once per change (the
+        /// simulcast layers it went through).
+        var decodedWidths: [String: [Int]] = [:]
     }
 
     let options: Options
@@ -87,6 +95,10 @@ final class CompositeEngine {
     private(set) var stats = Stats()
     /// Producers whose decoder waits for a keyframe (the room side asks the publisher).
     private(set) var keyframesWanted: Set<String> = []
+    /// The size each video source is drawn at in the current layout (0 x 0: not shown), so the
+    /// room side takes the simulcast layer that fits (``Producer/setTapSize(_:width:height:nowNanos:)``).
+    private(set) var tileSizes: [String: TileSize] = [:]
+    private var lastEntries: [RosterEntry] = []
     private var started = false
 
     init(options: Options, originNanos: Int64) throws {
@@ -255,6 +267,10 @@ final class CompositeEngine {
             canvas = I420Image(width: options.width, height: options.height)
             lastTiles = tiles
         }
+        if relayout || entries != lastEntries {
+            lastEntries = entries
+            tileSizes = Self.tileSizes(entries, tiles)
+        }
         for tile in tiles {
             switch tile.content {
             case .screen(let peer):
@@ -292,6 +308,24 @@ final class CompositeEngine {
         return out
     }
 
+    /// Every camera and screen of `entries` with the size of its tile in `tiles` (0 x 0 without one).
+    static func tileSizes(_ entries: [RosterEntry], _ tiles: [CompositeLayout.Tile]) -> [String: TileSize] {
+        var sizes: [String: TileSize] = [:]
+        for e in entries {
+            if let camera = e.camera { sizes[camera] = TileSize(width: 0, height: 0) }
+            if let screen = e.screen { sizes[screen] = TileSize(width: 0, height: 0) }
+        }
+        for tile in tiles {
+            let source: String?
+            switch tile.content {
+            case .camera(let peer): source = entries.first { $0.peerID == peer }?.camera
+            case .screen(let peer): source = entries.first { $0.peerID == peer }?.screen
+            }
+            if let source { sizes[source] = TileSize(width: tile.rect.width, height: tile.rect.height) }
+        }
+        return sizes
+    }
+
     private func hasPicture(_ id: String, at t: Int64) -> Bool {
         guard let s = video[id], s.picture != nil else { return false }
         return t - s.pictureNanos <= options.staleNanos
@@ -311,6 +345,7 @@ final class CompositeEngine {
                 s.pictureNanos = nanos
                 s.drawn = nil
                 stats.videoFramesDecoded += 1
+                if stats.decodedWidths[id]?.last != p.width { stats.decodedWidths[id, default: []].append(p.width) }
             case .needsKeyframe:
                 stats.videoFramesUndecodable += 1
                 keyframesWanted.insert(id)

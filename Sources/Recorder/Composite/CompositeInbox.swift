@@ -20,6 +20,7 @@ final class CompositeInbox: @unchecked Sendable {
     private var inboxVideo: [String: Int] = [:]
     private var engineBacklog: [String: Int] = [:]
     private var keyframes: Set<String> = []
+    private var tileSizes: [String: CompositeEngine.TileSize] = [:]
     private(set) var droppedVideo = 0
     let maxVideoBacklog: Int
 
@@ -66,12 +67,21 @@ final class CompositeInbox: @unchecked Sendable {
         return out
     }
 
-    /// The processing side's own queue lengths and the decoders that want a keyframe.
-    func report(backlog: [String: Int], keyframes wanted: Set<String>) {
+    /// The processing side's own queue lengths, the decoders that want a keyframe and the size each
+    /// source is drawn at.
+    func report(backlog: [String: Int], keyframes wanted: Set<String>, tileSizes sizes: [String: CompositeEngine.TileSize] = [:]) {
         lock.lock()
         defer { lock.unlock() }
         engineBacklog = backlog
         keyframes.formUnion(wanted)
+        tileSizes = sizes
+    }
+
+    /// The size `source` is drawn at in the current layout (nil before the first layout with it).
+    func tileSize(_ source: String) -> CompositeEngine.TileSize? {
+        lock.lock()
+        defer { lock.unlock() }
+        return tileSizes[source]
     }
 
     /// Whether the processing side asked for a keyframe of `source` (cleared by the call).

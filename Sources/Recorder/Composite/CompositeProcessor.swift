@@ -32,8 +32,13 @@ final class CompositeProcessor: @unchecked Sendable {
     private var outcome = Result()
     private var lastStatsLog: Int64 = 0
 
-    init(id: String, options: CompositeEngine.Options, originNanos: Int64, path: String, inbox: CompositeInbox, logger: Logger) throws {
+    /// The room's monotonic clock (a test's fake one).
+    private let clock: @Sendable () -> Int64
+
+    init(id: String, options: CompositeEngine.Options, originNanos: Int64, path: String, inbox: CompositeInbox, logger: Logger,
+         clock: @escaping @Sendable () -> Int64 = { MediaWorker.nowNanos }) throws {
         self.id = id
+        self.clock = clock
         self.inbox = inbox
         self.logger = logger
         engine = try CompositeEngine(options: options, originNanos: originNanos)
@@ -66,9 +71,9 @@ final class CompositeProcessor: @unchecked Sendable {
     private func tick() {
         guard !finished else { return }
         ingest()
-        let now = MediaWorker.nowNanos
+        let now = clock()
         sink.append(engine.advance(toNanos: now - Self.latencyNanos))
-        inbox.report(backlog: engine.backlog, keyframes: engine.takeKeyframeRequests())
+        inbox.report(backlog: engine.backlog, keyframes: engine.takeKeyframeRequests(), tileSizes: engine.tileSizes)
         if now - lastStatsLog > 30_000_000_000 {
             lastStatsLog = now
             let s = engine.stats
@@ -95,8 +100,11 @@ final class CompositeProcessor: @unchecked Sendable {
             outcome = Result(size: engine.fileSize, durationMs: engine.durationMs, videoFrames: engine.videoFramesWritten,
                              audioFrames: engine.audioFramesWritten, error: nil, stats: engine.stats)
             let s = engine.stats
+            // Per source the picture widths decoded, in order (the simulcast layers it went through).
+            let widths = s.decodedWidths.map { "\($0.key):" + $0.value.map(String.init).joined(separator: "/") }.sorted().joined(separator: ",")
             logger.info("composite recording written", metadata: [
                 "recording": "\(id)", "video_frames": "\(s.outputVideoFrames)", "audio_frames": "\(s.outputAudioFrames)",
+                "decoded_widths": "\(widths)",
                 "decoded": "\(s.videoFramesDecoded)", "undecodable": "\(s.videoFramesUndecodable)", "dropped": "\(inbox.droppedVideo)",
                 "decode_ms": "\(s.decodeNanos / 1_000_000)", "compose_ms": "\(s.composeNanos / 1_000_000)",
                 "encode_ms": "\(s.encodeNanos / 1_000_000)", "mix_ms": "\(s.mixNanos / 1_000_000)",

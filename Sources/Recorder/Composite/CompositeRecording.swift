@@ -73,9 +73,14 @@ public final class CompositeRecording: RoomObserver, ProducerTap {
     public private(set) var isStopped = false
     private var droppedLogged = 0
 
+    private let clock: @Sendable () -> Int64
+
+    /// - Parameter clock: the room's monotonic clock (``MediaWorker/nowNanos``; a test's fake one).
     /// - Throws: when the encoders cannot be made (bad options).
-    public init(id: String, directory: String, fileID: String, options: Options, nowNanos: Int64, logger: Logger) throws {
+    public init(id: String, directory: String, fileID: String, options: Options, nowNanos: Int64, logger: Logger,
+                clock: @escaping @Sendable () -> Int64 = { MediaWorker.nowNanos }) throws {
         self.id = id
+        self.clock = clock
         self.fileID = fileID
         self.options = options
         self.logger = logger
@@ -88,13 +93,15 @@ public final class CompositeRecording: RoomObserver, ProducerTap {
         engineOptions.fps = options.fps
         engineOptions.videoBitrateBps = options.videoBitrateBps
         engineOptions.layout = options.layout
-        processor = try CompositeProcessor(id: id, options: engineOptions, originNanos: nowNanos, path: path, inbox: inbox, logger: logger)
+        processor = try CompositeProcessor(id: id, options: engineOptions, originNanos: nowNanos, path: path, inbox: inbox, logger: logger, clock: clock)
     }
 
     /// Starts recording `room`: everything it publishes now and later; tells everyone.
     public func start(in room: Room, nowNanos: Int64) {
         room.addObserver(self)
         room.activeRecordingID = id
+        // Everyone who may publish has a tile (a name tile until it sends video), in join order.
+        for summary in room.summaries() where summary.peer.canPublish { join(summary.peer) }
         for (peer, producer) in room.publishedTracks() { attach(producer, of: peer) }
         pushRoster(nowNanos: nowNanos)
         processor.start()
@@ -110,7 +117,7 @@ public final class CompositeRecording: RoomObserver, ProducerTap {
             if room.activeRecordingID == id { room.activeRecordingID = nil }
             room.broadcast(.recordingStopped(id: id))
             for t in tracks.values {
-                t.producer.taps.removeAll { $0 === self }
+                t.producer.removeTap(self)
                 place(t, t.assembler.flush(), nowNanos: nil)
             }
             tracks.removeAll()
@@ -122,14 +129,17 @@ public final class CompositeRecording: RoomObserver, ProducerTap {
         return PendingComposite(processor: processor, fileID: fileID, path: path, fileName: fileName, options: options)
     }
 
+    /// The participant's place in the roster (appended at its first appearance).
+    @discardableResult
+    private func join(_ peer: PeerInfo) -> Int {
+        if let i = participants.firstIndex(where: { $0.peer.peerID == peer.peerID }) { return i }
+        participants.append(Participant(peer: peer))
+        return participants.count - 1
+    }
+
     private func attach(_ producer: Producer, of peer: PeerInfo) {
         guard !isStopped, tracks[ObjectIdentifier(producer)] == nil else { return }
-        var index = participants.firstIndex { $0.peer.peerID == peer.peerID }
-        if index == nil {
-            participants.append(Participant(peer: peer))
-            index = participants.count - 1
-        }
-        guard let i = index else { return }
+        let i = join(peer)
         switch (producer.kind, producer.source) {
         case (.audio, _):
             guard participants[i].microphone == nil else { return }
@@ -148,7 +158,7 @@ public final class CompositeRecording: RoomObserver, ProducerTap {
     }
 
     private func detach(_ producer: Producer, nowNanos: Int64) {
-        producer.taps.removeAll { $0 === self }
+        producer.removeTap(self)
         if let t = tracks.removeValue(forKey: ObjectIdentifier(producer)) {
             place(t, t.assembler.flush(), nowNanos: nil)
             _ = inbox.push(.retire(source: producer.kind == .video ? producer.trackID : nil, peerID: nil, nanos: nowNanos))
@@ -163,7 +173,8 @@ public final class CompositeRecording: RoomObserver, ProducerTap {
     private func pushRoster(nowNanos: Int64) {
         let entries = participants.map { p in
             CompositeEngine.RosterEntry(peerID: p.peer.peerID, name: p.peer.name.isEmpty ? p.peer.userID : p.peer.name,
-                                        camera: p.camera.flatMap { $0.codec == .vp8 ? $0.trackID : nil },
+                                        // A muted camera shows the name at once (its last picture would be stale).
+                                        camera: p.camera.flatMap { $0.codec == .vp8 && !$0.muted ? $0.trackID : nil },
                                         screen: p.screen.flatMap { $0.codec == .vp8 ? $0.trackID : nil })
         }
         _ = inbox.push(.roster(entries, nanos: nowNanos))
@@ -177,14 +188,25 @@ public final class CompositeRecording: RoomObserver, ProducerTap {
         pushRoster(nowNanos: nowNanos)
     }
 
+    public func room(_ room: Room, didJoin peer: PeerInfo, nowNanos: Int64) {
+        guard !isStopped, peer.canPublish else { return }
+        join(peer)
+        pushRoster(nowNanos: nowNanos)
+    }
+
+    public func room(_ room: Room, didToggle producer: Producer, of peer: PeerInfo, nowNanos: Int64) {
+        guard !isStopped, producer.kind == .video else { return }
+        pushRoster(nowNanos: nowNanos)
+    }
+
     public func room(_ room: Room, didUnpublish producer: Producer, of peer: PeerInfo) {
-        let now = MediaWorker.nowNanos
+        let now = clock()
         detach(producer, nowNanos: now)
         pushRoster(nowNanos: now)
     }
 
     public func room(_ room: Room, didRemove peer: PeerInfo) {
-        let now = MediaWorker.nowNanos
+        let now = clock()
         guard let i = participants.firstIndex(where: { $0.peer.peerID == peer.peerID }) else { return }
         let p = participants[i]
         for producer in [p.camera, p.screen, p.microphone].compactMap({ $0 }) { detach(producer, nowNanos: now) }
@@ -214,10 +236,16 @@ public final class CompositeRecording: RoomObserver, ProducerTap {
         if producer.kind == .video {
             if t.assembler.wantsKeyframe {
                 t.assembler.keyframeRequested()
-                producer.requestKeyframe(nowNanos: nowNanos)
+                producer.requestKeyframe(for: self, nowNanos: nowNanos)
             }
             // Once per frame, not per packet: the inbox is behind a lock.
-            if !frames.isEmpty, inbox.takeKeyframeRequest(producer.trackID) { producer.requestKeyframe(nowNanos: nowNanos) }
+            if !frames.isEmpty {
+                if inbox.takeKeyframeRequest(producer.trackID) { producer.requestKeyframe(for: self, nowNanos: nowNanos) }
+                // The simulcast layer that fits the tile (the producer switches at a keyframe).
+                if producer.simulcast, let size = inbox.tileSize(producer.trackID) {
+                    producer.setTapSize(self, width: size.width, height: size.height, nowNanos: nowNanos)
+                }
+            }
         }
         place(t, frames, nowNanos: nowNanos)
     }
@@ -225,7 +253,9 @@ public final class CompositeRecording: RoomObserver, ProducerTap {
     /// Maps frames to the room's clock and hands them over (or holds them until the mapping exists).
     private func place(_ t: Track, _ frames: [AssembledFrame], nowNanos: Int64?) {
         let producer = t.producer
-        if let sr = producer.senderReport {
+        // The SR of the stream these frames came from (with simulcast the tap's stream changes).
+        let stream = t.ssrc.flatMap { ssrc in producer.streams.first { $0.ssrc == ssrc } } ?? producer.stream(for: self)
+        if let sr = stream.senderReport {
             let srNanos = ParticipantRecording.ntpNanos(sr.ntp)
             let offset = offsets[t.peerID] ?? (srNanos - sr.arrivalNanos)
             offsets[t.peerID] = offset
@@ -256,7 +286,7 @@ public final class CompositeRecording: RoomObserver, ProducerTap {
             }
             if !inbox.push(.video(source: producer.trackID, nanos: nanos, frame: f)) {
                 t.dropUntilKeyframe = true
-                if let now = nowNanos { producer.requestKeyframe(nowNanos: now) }
+                if let now = nowNanos { producer.requestKeyframe(for: self, nowNanos: now) }
                 if inbox.droppedVideo >= droppedLogged * 2 + 1 {
                     droppedLogged = inbox.droppedVideo
                     logger.warning("composite recording behind: dropping video", metadata: ["recording": "\(id)", "dropped": "\(inbox.droppedVideo)"])

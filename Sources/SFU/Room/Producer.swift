@@ -52,7 +52,7 @@ struct FrameInfo {
 public final class ProducerStream {
     public let rid: String?
     public let spatial: Int
-    var ssrc: UInt32?
+    public internal(set) var ssrc: UInt32?
     var rtxSSRC: UInt32?
     var stats: ReceiveStatistics
     var nack: NACKRegister?
@@ -160,9 +160,25 @@ public final class Producer {
     public let clockRate: Int
     var consumers: [Consumer] = []
     /// Observers of the packets (not called while muted: a muted track is not recorded either).
-    /// With simulcast they see one stream: the highest that is active when they start, until it stops.
+    /// With simulcast they see one stream: the highest that is active when they start, until it
+    /// stops; a tap that set a size (``setTapSize(_:width:height:nowNanos:)``) sees its own.
     public var taps: [ProducerTap] = []
     var tapStream = 0
+    /// Taps that choose their simulcast stream by the size they draw it at (the composite), by tap.
+    /// Empty for every other use, so the taps' loop costs what it did.
+    private var sizedTaps: [ObjectIdentifier: SizedTap] = [:]
+
+    /// A tap's wanted size and the stream it sees.
+    final class SizedTap {
+        var width: Int
+        var height: Int
+        var stream: Int
+        init(width: Int, height: Int, stream: Int) {
+            self.width = width
+            self.height = height
+            self.stream = stream
+        }
+    }
     /// Keyframe requests: at most one per `keyframeInterval` per stream; one asked for meanwhile waits.
     static let keyframeRequestIntervalNanos: Int64 = 1_000_000_000
     /// And at most one per `keyframeRequestSpacingNanos` for the whole producer: libwebrtc ignores a
@@ -257,9 +273,85 @@ public final class Producer {
             consumer.forward(raw, header: header, stream: stream, info: info, nowNanos: nowNanos)
         }
         if !muted, !taps.isEmpty {
-            if simulcast, !retransmission { followForTaps(stream, keyframe: info.keyframe, nowNanos: nowNanos) }
-            if stream.spatial == tapStream {
-                for tap in taps { tap.producer(self, didReceive: raw, header: header, nowNanos: nowNanos) }
+            if simulcast, !retransmission {
+                followForTaps(stream, keyframe: info.keyframe, nowNanos: nowNanos)
+                for sized in sizedTaps.values { follow(sized, stream, keyframe: info.keyframe, nowNanos: nowNanos) }
+            }
+            if sizedTaps.isEmpty {
+                if stream.spatial == tapStream {
+                    for tap in taps { tap.producer(self, didReceive: raw, header: header, nowNanos: nowNanos) }
+                }
+            } else {
+                for tap in taps where stream.spatial == (sizedTaps[ObjectIdentifier(tap)]?.stream ?? tapStream) {
+                    tap.producer(self, didReceive: raw, header: header, nowNanos: nowNanos)
+                }
+            }
+        }
+    }
+
+    /// Tells the producer that `tap` draws this track at most `width` x `height` pixels (0 x 0: not
+    /// shown): with simulcast it then sees the smallest stream at least that size on one side (the
+    /// picture is letterboxed into the rectangle, so one side reaching it means no upscaling), or
+    /// the highest that sends when none is. The change is made at a keyframe of the new stream,
+    /// which is asked for, so the tap's decoder never gets one stream's frames after the other's
+    /// without a keyframe between; when the tap's stream stops it moves at once (its frame
+    /// assembler waits for a keyframe). Without simulcast nothing changes.
+    public func setTapSize(_ tap: ProducerTap, width: Int, height: Int, nowNanos: Int64) {
+        guard simulcast else { return }
+        let key = ObjectIdentifier(tap)
+        if let sized = sizedTaps[key] {
+            guard sized.width != width || sized.height != height else { return }
+            sized.width = width
+            sized.height = height
+        } else {
+            sizedTaps[key] = SizedTap(width: width, height: height, stream: tapStream)
+        }
+        if let sized = sizedTaps[key] {
+            let want = fittingStream(sized, nowNanos: nowNanos)
+            if want != sized.stream { requestKeyframe(stream: streams[want], nowNanos: nowNanos) }
+        }
+    }
+
+    /// Stops `tap` (and forgets its size).
+    public func removeTap(_ tap: ProducerTap) {
+        taps.removeAll { $0 === tap }
+        sizedTaps[ObjectIdentifier(tap)] = nil
+    }
+
+    /// The stream `tap` sees now (its RTP clock and sender reports).
+    public func stream(for tap: ProducerTap) -> ProducerStream {
+        streams[sizedTaps[ObjectIdentifier(tap)]?.stream ?? tapStream]
+    }
+
+    /// Asks for a keyframe of the stream `tap` sees (paced like ``requestKeyframe(nowNanos:)``).
+    public func requestKeyframe(for tap: ProducerTap, nowNanos: Int64) {
+        requestKeyframe(stream: stream(for: tap), nowNanos: nowNanos)
+    }
+
+    /// The smallest active stream at least the tap's size on one side, else the highest active one
+    /// (streams are lowest first; a stream whose size no keyframe told yet does not count as fitting).
+    private func fittingStream(_ sized: SizedTap, nowNanos: Int64) -> Int {
+        var highest: Int?
+        for s in streams where s.isActive(nowNanos: nowNanos) {
+            if let r = s.resolution, r.width >= sized.width || r.height >= sized.height { return s.spatial }
+            highest = s.spatial
+        }
+        return highest ?? sized.stream
+    }
+
+    /// One packet of `stream` (not a retransmission) for a sized tap: move when its stream stopped,
+    /// or at the wanted stream's keyframe (asked for meanwhile).
+    private func follow(_ sized: SizedTap, _ stream: ProducerStream, keyframe: Bool, nowNanos: Int64) {
+        let want = fittingStream(sized, nowNanos: nowNanos)
+        guard want != sized.stream else { return }
+        if !streams[sized.stream].isActive(nowNanos: nowNanos) {
+            sized.stream = want
+            requestKeyframe(stream: streams[want], nowNanos: nowNanos)
+        } else if stream.spatial == want {
+            if keyframe {
+                sized.stream = want
+            } else {
+                requestKeyframe(stream: stream, nowNanos: nowNanos)
             }
         }
     }
@@ -283,6 +375,8 @@ public final class Producer {
     /// request per second.
     public func requestKeyframe(nowNanos: Int64) {
         requestKeyframe(stream: streams[tapStream], nowNanos: nowNanos)
+        // Sized taps (the composite) on another stream need theirs too (the pacing sends it later).
+        for sized in sizedTaps.values where sized.stream != tapStream { requestKeyframe(stream: streams[sized.stream], nowNanos: nowNanos) }
     }
 
     /// Asks the publisher for a keyframe on `stream`, paced to one request per second per stream.

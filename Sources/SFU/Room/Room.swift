@@ -109,6 +109,7 @@ public final class Room {
         sink(.joined(roomID: id, peer: peer, participants: others))
         if let recording = activeRecordingID { sink(.recordingStarted(id: recording)) }
         for o in participants where o !== p { o.sink(.userJoined(peer)) }
+        for observer in observers { observer.room(self, didJoin: peer, nowNanos: nowNanos) }
         if let subscriber = p.subscriber {
             for o in participants where o !== p {
                 for producer in o.producers { subscriber.add(producer) }
@@ -342,6 +343,7 @@ public final class Room {
         for producer in p.producers where producer.kind == kind && producer.source != .screen {
             let wasMuted = producer.muted
             producer.muted = !on
+            if wasMuted != producer.muted { for observer in observers { observer.room(self, didToggle: producer, of: p.peer, nowNanos: nowNanos) } }
             if wasMuted && on && kind == .video {
                 for c in producer.consumers {
                     c.waitingForKeyframe = true

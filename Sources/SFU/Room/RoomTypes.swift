@@ -122,6 +122,15 @@ public protocol RoomObserver: AnyObject {
     func room(_ room: Room, didPublish producer: Producer, of peer: PeerInfo, nowNanos: Int64)
     func room(_ room: Room, didUnpublish producer: Producer, of peer: PeerInfo)
     func room(_ room: Room, didRemove peer: PeerInfo)
+    /// A participant joined (it has published nothing yet).
+    func room(_ room: Room, didJoin peer: PeerInfo, nowNanos: Int64)
+    /// A track was muted or unmuted (`producer.muted` says which).
+    func room(_ room: Room, didToggle producer: Producer, of peer: PeerInfo, nowNanos: Int64)
+}
+
+extension RoomObserver {
+    public func room(_ room: Room, didJoin peer: PeerInfo, nowNanos: Int64) {}
+    public func room(_ room: Room, didToggle producer: Producer, of peer: PeerInfo, nowNanos: Int64) {}
 }
 
 /// Why a join fails.
