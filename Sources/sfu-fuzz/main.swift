@@ -19,10 +19,15 @@ guard let name = ProcessInfo.processInfo.environment["SFU_FUZZ_HARNESS"], let ha
 selected = harness
 var argc = CommandLine.argc
 var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = CommandLine.unsafeArgv
-exit(LLVMFuzzerRunDriver(&argc, &argv) { data, size in
+/// libFuzzer's archive brings its own `main` (which SwiftPM's `--defsym main=sfu_fuzz_main` overrides)
+/// and that `main` needs this symbol; it is also the callback handed to the driver.
+@_cdecl("LLVMFuzzerTestOneInput")
+func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     selected.run(UnsafeRawBufferPointer(start: data, count: size))
     return 0
-})
+}
+
+exit(LLVMFuzzerRunDriver(&argc, &argv, fuzzOneInput))
 #else
 let arguments = CommandLine.arguments.dropFirst()
 guard let name = arguments.first, let harness = Harness(rawValue: name), arguments.count >= 2 else {
