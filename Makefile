@@ -5,13 +5,14 @@ SHELL := /bin/bash
 SWIFT ?= swift
 VENV := .venv
 
-.PHONY: help deps deps-test build build-release run test test-swift test-e2e bench bench-micro clean
+.PHONY: help deps deps-test build build-release run test test-swift test-e2e bench bench-micro fuzz clean
 
 help:
 	@echo "make run    - install what is missing, build (release) and start the server on its defaults"
 	@echo "make test   - install what is missing and run every test (Swift + end-to-end)"
 	@echo "make bench  - release build and the forwarding benchmark (SFU vs floor, 3 scenarios) -> bench/results.md"
 	@echo "make bench-micro - the in-memory micro-benchmarks (Benchmarks/)"
+	@echo "make fuzz   - libFuzzer harnesses, FUZZ_RUNS (10 M) runs or FUZZ_TIME (900 s) each; crashes -> Fixtures/fuzz/regressions (docs/FUZZING.md)"
 
 deps:
 	@scripts/install-deps.sh run
@@ -40,6 +41,11 @@ bench: deps
 
 bench-micro: deps
 	@SWIFT="$(SWIFT)" scripts/bench.sh micro
+
+# The libFuzzer harnesses one after the other on one core (docs/FUZZING.md). A crash lands in
+# Fixtures/fuzz/regressions/<harness>/, replayed by `make test` (Tests/FuzzTests).
+fuzz: deps
+	@SWIFT="$(SWIFT)" scripts/fuzz.sh $(HARNESS)
 
 clean:
 	rm -rf .build .build-* Benchmarks/.build

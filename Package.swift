@@ -99,12 +99,19 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // The libFuzzer harnesses (docs/FUZZING.md): the harness bodies, shared by the fuzz executable
+        // and the regression test; `sfu-fuzz` runs them under libFuzzer (-DFUZZING) or replays files.
+        .target(name: "FuzzHarnesses", dependencies: ["RTP", "DTLS", "SFU", "Recorder", "Control"], swiftSettings: strict),
+        .target(name: "CLibFuzzer"),
+        .executableTarget(name: "sfu-fuzz", dependencies: ["FuzzHarnesses", "CLibFuzzer"], swiftSettings: strict),
+
         // MARK: tests
         .target(name: "TestSupport", dependencies: ["SFU", "DTLS", "RTP", .product(name: "Logging", package: "swift-log")], path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "RTPTests", dependencies: ["RTP", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "DTLSTests", dependencies: ["DTLS", "CSRTP", "COpenSSL", "CSFUShim", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "SFUTests", dependencies: ["SFU", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "RecorderTests", dependencies: ["Recorder", "RTP", "COpus", "CVPX", "CSFUShim", "CTurboJPEG", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "FuzzTests", dependencies: ["FuzzHarnesses"], swiftSettings: strict),
         .testTarget(
             name: "ControlTests",
             dependencies: [

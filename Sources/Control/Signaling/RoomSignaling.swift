@@ -21,7 +21,7 @@ public struct RoomServices: Sendable {
 /// `/v1/signal?token=`: a participant's signaling connection (PROTOCOL.md "Signaling",
 /// docs/SIGNALING.md). The token is checked before the upgrade; after it, one reader loop handles
 /// the client's events and one writer drains the room's signals, so the client sees them in order.
-enum RoomSignaling {
+package enum RoomSignaling {
     static let maxMessageSize = 256 * 1024
     static let maxChatLength = 4096
 
@@ -182,16 +182,16 @@ enum RoomSignaling {
                 reply("bad_message", "messages are JSON text frames")
                 continue
             }
-            guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
-                  let event = object["event"] as? String else {
+            let event: String, data: [String: Any]
+            switch decodeFrame(text) {
+            case .success(let frame): (event, data) = (frame.event, frame.data)
+            case .failure(.notAnEventObject):
                 reply("bad_message", "expected a JSON object {\"event\": ..., \"data\": {...}}")
                 continue
-            }
-            if object["data"] != nil, !(object["data"] is [String: Any]) {
+            case .failure(.dataNotAnObject):
                 reply("bad_message", "data must be a JSON object")
                 continue
             }
-            let data = object["data"] as? [String: Any] ?? [:]
             guard let session = joined.withLockedValue({ $0 }) else {
                 guard event == "join_room" else {
                     reply("not_joined", "send join_room first")
@@ -428,7 +428,28 @@ enum RoomSignaling {
         }
     }
 
-    static func bool(_ value: Any?) -> Bool? {
+    /// A client's text frame, `{"event": ..., "data": {...}}`, before anything looks at the event.
+    package struct ClientFrame {
+        package var event: String
+        package var data: [String: Any]
+    }
+
+    package enum FrameError: Error, Equatable {
+        case notAnEventObject, dataNotAnObject
+    }
+
+    /// Decodes a WebSocket text frame into the event name and its data (empty when absent).
+    /// The fuzz harness (Sources/FuzzHarnesses) calls this, the function the read loop uses.
+    package static func decodeFrame(_ text: String) -> Result<ClientFrame, FrameError> {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
+              let event = object["event"] as? String else {
+            return .failure(.notAnEventObject)
+        }
+        if object["data"] != nil, !(object["data"] is [String: Any]) { return .failure(.dataNotAnObject) }
+        return .success(ClientFrame(event: event, data: object["data"] as? [String: Any] ?? [:]))
+    }
+
+    package static func bool(_ value: Any?) -> Bool? {
         guard let n = value as? NSNumber, JSONBody.isBoolean(n) else { return nil }
         return n.boolValue
     }
