@@ -153,6 +153,9 @@ extension RetransmissionLimitTests {
         let (h, pub, subs, tracks) = try RoomTests.room(subscribers: 1)
         let s = subs[0]
         let video = try #require(s.ssrc(peer: pub.info.peerID, track: tracks.video))
+        // Our SRs to the subscriber map its RTP time onto the publisher's NTP: the publisher's SR first.
+        pub.publisher?.sendRTCP([.senderReport(SenderReport(ssrc: RoomTests.videoSSRC, ntpTime: 5000 << 32, rtpTime: 90_000, packetCount: 0, octetCount: 0))])
+        h.run()
         for i in 0..<3 { RoomTests.stream(h, pub, frames: 50, firstSeq: 100 + UInt16(i) * 50, keyframes: i == 0 ? [0] : []) }
         let sr = try #require(s.subscriberRTCP.lazy.compactMap { if case .senderReport(let r) = $0, r.ssrc == video.ssrc { return r } else { return nil } }.first,
                               "the server sent no SR to the subscriber")
