@@ -117,6 +117,7 @@ let package = Package(
             dependencies: [
                 "Control", "CLibPQ",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),

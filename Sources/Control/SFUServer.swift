@@ -9,7 +9,7 @@ import ServiceLifecycle
 /// The whole server: media workers (UDP), the HTTP API and WebSocket signaling. `run()` returns
 /// after a graceful shutdown (SIGINT/SIGTERM).
 public struct SFUServer: Sendable {
-    public typealias Context = BasicWebSocketRequestContext
+    public typealias Context = SFURequestContext
     public let config: ServerConfig
     public let logger: Logger
 
@@ -26,7 +26,7 @@ public struct SFUServer: Sendable {
         api?.register(on: router)
         // Every upgrade is accepted: a refused token gets an `error` event and a close code the client
         // can read (browsers never see the HTTP status of a failed WebSocket handshake).
-        router.ws("/v1/signal") { _, _ in
+        router.webSocket("/v1/signal") { _, _ in
             rooms == nil ? .dontUpgrade : .upgrade([:])
         } onUpgrade: { inbound, outbound, context in
             guard let rooms else { return }
@@ -48,7 +48,7 @@ public struct SFUServer: Sendable {
         // Outside development mode the echo endpoint takes a valid join token: it makes a DTLS
         // session on a media worker per connection, which nobody unauthenticated may ask for.
         let echoSigner = api.flatMap { $0.demoEnabled ? nil : $0.signer }
-        router.ws("/v1/echo") { _, _ in
+        router.webSocket("/v1/echo") { _, _ in
             echo == nil ? .dontUpgrade : .upgrade([:])
         } onUpgrade: { inbound, outbound, context in
             guard let echo else { return }
