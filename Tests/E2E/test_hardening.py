@@ -375,3 +375,105 @@ def test_idle_connections_are_closed(sfu_factory):
     for s in (silent, stalled, after, deaf):
         s.close()
     assert sfu.proc.poll() is None
+
+
+def test_a_client_that_never_reads_is_disconnected(server):
+    """A joined client that stops reading its socket while the room keeps talking to it (chat from
+    eight others, its own in-limit events answered with errors) is disconnected once its outgoing queue
+    is full (`slow_reader`), instead of growing the server's memory; the others stay connected and
+    see it leave. It stays within every rate limit, so only the queue bound can end it."""
+    import base64
+    import os
+    import socket
+
+    sfu, api = server, server.api
+    host, port = sfu.base_url.split("//")[1].split(":")
+    rid = api.create_room(max_participants=10)["id"]
+
+    def frame(obj: dict) -> bytes:
+        payload = json.dumps(obj).encode()
+        mask = os.urandom(4)
+        n = len(payload)
+        head = bytes([0x81]) + (bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big"))
+        return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+    # The slow client: a tiny receive buffer, the 101 read and nothing else ever.
+    slow = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.connect((host, int(port)))
+    token = api.token(rid, "never-reads")["token"]
+    slow.sendall((f"GET /v1/signal?token={token} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {base64.b64encode(secrets.token_bytes(16)).decode()}\r\n"
+                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    slow.settimeout(5)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += slow.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    slow.sendall(frame({"event": "join_room", "data": {}}))
+
+    def present() -> set[str]:
+        status, body = api.call("GET", f"/v1/rooms/{rid}/participants")
+        assert status == 200, body
+        items = body["participants"] if isinstance(body, dict) else body
+        return {p["user_id"] for p in items}
+
+    async def scenario():
+        assert await until(lambda: "never-reads" in present(), 10), present()
+        talkers = [RoomClient(api.signal_url(api.token(rid, f"talker-{i}")["token"]), name=f"talker-{i}",
+                              publish_audio=False, publish_video=False) for i in range(8)]
+        text = "x" * 4000
+        sent, refused_writes, slow_open = 0, 0, True
+        try:
+            for t in talkers:
+                await t.connect()
+            since = [len(t.events) for t in talkers]
+            t0 = time.monotonic()
+            # Within the limits: 4 chats a second per talker (chat: 5/s), and from the slow client
+            # 4 chats and 30 unknown events a second (events: 50/s), each unknown event answered.
+            while time.monotonic() - t0 < 60 and "never-reads" in present():
+                for t in talkers:
+                    await t.send("send_message", {"message": text})
+                if slow_open:
+                    try:
+                        slow.settimeout(0.5)
+                        slow.sendall(frame({"event": "send_message", "data": {"message": text}}))
+                        for _ in range(7):
+                            slow.sendall(frame({"event": "no_such_event", "data": {}}))
+                        sent += 8
+                    except OSError:
+                        refused_writes += 1
+                        slow_open = False
+                await asyncio.sleep(0.25)
+            took = time.monotonic() - t0
+            assert "never-reads" not in present(), f"still in the room after {took:.0f} s ({sent} events sent)"
+            # Everyone else is still there and saw it leave.
+            assert {f"talker-{i}" for i in range(8)} <= present()
+            for t, s in zip(talkers, since):
+                assert not t.closed.is_set()
+                await t.wait_event("user_left", lambda d: d.get("user_id") == "never-reads", after=s, timeout=5)
+            # And the room still carries chat.
+            since0 = len(talkers[1].events)
+            await talkers[0].send("send_message", {"message": "after"})
+            assert (await talkers[1].wait_event("chat_message", after=since0, timeout=5))["message"] == "after"
+            return took
+        finally:
+            for t in talkers:
+                await t.close()
+
+    took = run(scenario())
+    # The server closed the slow client's connection: draining it ends in EOF or a reset.
+    slow.settimeout(0.5)
+    ended, t0 = False, time.monotonic()
+    while time.monotonic() - t0 < 15 and not ended:
+        try:
+            ended = slow.recv(65536) == b""
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            ended = True
+    slow.close()
+    assert ended, "the server did not close the slow client's socket"
+    assert "does not read its socket" in sfu.log()
+    print(f"slow reader disconnected after {took:.1f} s")
+    assert sfu.proc.poll() is None
