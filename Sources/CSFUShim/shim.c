@@ -22,6 +22,7 @@ int sfu_SSL_CTX_set_min_proto_version(SSL_CTX *ctx, int version) { return (int)S
 int sfu_SSL_CTX_set_max_proto_version(SSL_CTX *ctx, int version) { return (int)SSL_CTX_set_max_proto_version(ctx, version); }
 uint64_t sfu_SSL_OP_NO_QUERY_MTU(void) { return SSL_OP_NO_QUERY_MTU; }
 uint64_t sfu_SSL_OP_NO_RENEGOTIATION(void) { return SSL_OP_NO_RENEGOTIATION; }
+uint64_t sfu_SSL_OP_ALLOW_CLIENT_RENEGOTIATION(void) { return SSL_OP_ALLOW_CLIENT_RENEGOTIATION; }
 unsigned long sfu_ERR_last_error_string(char *buf, size_t len) {
     unsigned long e = ERR_peek_last_error();
     if (len > 0) { buf[0] = 0; }

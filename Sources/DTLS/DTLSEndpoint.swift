@@ -83,7 +83,7 @@ public final class DTLSEndpoint {
     public private(set) var nextTimeoutNanos: Int64?
 
     private let context: DTLSContext
-    private let ssl: OpaquePointer
+    let ssl: OpaquePointer
     private let rbio: OpaquePointer
     private let wbio: OpaquePointer
     private let timerSettings: UnsafeMutablePointer<UInt32>

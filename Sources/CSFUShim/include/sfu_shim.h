@@ -25,6 +25,8 @@ int sfu_SSL_CTX_set_max_proto_version(SSL_CTX *ctx, int version);
 uint64_t sfu_SSL_OP_NO_QUERY_MTU(void);
 /// SSL_OP_NO_RENEGOTIATION (a macro in the header).
 uint64_t sfu_SSL_OP_NO_RENEGOTIATION(void);
+/// SSL_OP_ALLOW_CLIENT_RENEGOTIATION (OpenSSL 3: off by default; tests set it to show NO_RENEGOTIATION still refuses).
+uint64_t sfu_SSL_OP_ALLOW_CLIENT_RENEGOTIATION(void);
 /// The error queue's last error as text in `buf` (for diagnostics); returns the error code.
 unsigned long sfu_ERR_last_error_string(char *buf, size_t len);
 /// A new ECDSA P-256 key, or NULL.
