@@ -116,6 +116,28 @@ struct CompositeSimulcastTests {
         #expect(stats.videoFramesDecoded >= 15 * 4, "\(stats)")
     }
 
+    /// Alice's clock steps an hour ahead after 2 s (NTP resync, sleep/wake, or a forged SR): every
+    /// layer's later SRs say so. The composite keeps its timeline: the file lasts the recording's
+    /// real length and keeps decoding her picture, instead of placing her frames an hour away.
+    @Test func aPublisherClockStepDoesNotMoveItsFramesOnTheCanvas() async throws {
+        let ntpBase: UInt64 = 3_900_000_000 << 32
+        let (file, error, stats, _) = try await Self.record(seconds: 5) { ms, _, alice in
+            guard ms >= 2000, ms % 250 == 0 else { return }
+            _ = alice.publisher?.sendRTCP((0..<3).map { l in
+                .senderReport(SenderReport(ssrc: Self.layerSSRCs[l], ntpTime: ntpBase &+ (3600 << 32) &+ (UInt64(ms) << 32) / 1000,
+                                           rtpTime: Self.timestampBases[l] &+ UInt32(ms * 90), packetCount: 0, octetCount: 0))
+            })
+        }
+        defer { try? FileManager.default.removeItem(atPath: (file.path as NSString).deletingLastPathComponent) }
+        #expect(error == nil)
+        #expect(file.durationMs >= 4000 && file.durationMs <= 5500, "duration \(file.durationMs) ms")
+        // Her frames kept reaching the canvas after the step (15 fps over ~4 s of output).
+        #expect(stats.videoFramesDecoded >= 15 * 3, "\(stats)")
+        let pictures = try Self.pictures(file.path)
+        let late = pictures.filter { $0.ms >= 3000 }
+        #expect(!late.isEmpty && late.allSatisfy { !Self.showsNameTile($0.picture) }, "\(late.count) pictures after 3 s")
+    }
+
     /// The output pictures of a composite file with their times (ms).
     static func pictures(_ path: String) throws -> [(ms: Int64, picture: I420Image)] {
         let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))

@@ -39,6 +39,8 @@ public final class CompositeRecording: RoomObserver, ProducerTap {
         var assembler: FrameAssembler
         var ssrc: UInt32?
         var mapping: ParticipantRecording.Mapping?
+        /// The stream whose SR made `mapping` (simulcast layers have their own timestamp bases).
+        var mappingSSRC: UInt32?
         /// Frames waiting for the track's mapping (its first SR, or 2 s).
         var held: [AssembledFrame] = []
         /// The processing side refused a frame: the next ones are useless until a keyframe.
@@ -68,6 +70,8 @@ public final class CompositeRecording: RoomObserver, ProducerTap {
     private var participants: [Participant] = []
     /// Per participant: its NTP clock minus ours, from its first sender report.
     private var offsets: [String: Int64] = [:]
+    /// Per participant: added to its SRs' NTP times once its clock stepped (see ``place(_:_:nowNanos:)``).
+    private var stepCorrections: [String: Int64] = [:]
     private let inbox: CompositeInbox
     private let processor: CompositeProcessor
     public private(set) var isStopped = false
@@ -257,11 +261,24 @@ public final class CompositeRecording: RoomObserver, ProducerTap {
         let stream = t.ssrc.flatMap { ssrc in producer.streams.first { $0.ssrc == ssrc } } ?? producer.stream(for: self)
         if let sr = stream.senderReport {
             let srNanos = ParticipantRecording.ntpNanos(sr.ntp)
-            let offset = offsets[t.peerID] ?? (srNanos - sr.arrivalNanos)
+            let offset = offsets[t.peerID] ?? (srNanos &- sr.arrivalNanos)
             offsets[t.peerID] = offset
             // A newer SR re-anchors the track (the publisher's own view of its clocks' relation).
             if t.mapping?.srNTP != sr.ntp {
-                t.mapping = ParticipantRecording.Mapping(rtp: sr.rtp, nanos: srNanos - offset, clockRate: producer.clockRate, srNTP: sr.ntp)
+                var nanos = srNanos &+ (stepCorrections[t.peerID] ?? 0) &- offset
+                // An SR of the same stream that disagrees with the current mapping beyond the
+                // tolerance is a clock step (NTP resync, sleep/wake, a forged SR), not drift: place
+                // it by its arrival and shift the participant's later SRs by the same step, so its
+                // frames stay where they happen instead of jumping with the publisher's clock.
+                if let m = t.mapping, m.srNTP != nil, t.mappingSSRC == stream.ssrc {
+                    let disagreement = nanos.subtractingReportingOverflow(m.nanos(sr.rtp))
+                    if disagreement.overflow || disagreement.partialValue.magnitude > UInt64(ParticipantRecording.clockStepToleranceNanos) {
+                        stepCorrections[t.peerID] = (stepCorrections[t.peerID] ?? 0) &+ (sr.arrivalNanos &- nanos)
+                        nanos = sr.arrivalNanos
+                    }
+                }
+                t.mapping = ParticipantRecording.Mapping(rtp: sr.rtp, nanos: nanos, clockRate: producer.clockRate, srNTP: sr.ntp)
+                t.mappingSSRC = stream.ssrc
             }
         }
         t.held += frames

@@ -206,7 +206,7 @@ final class ParticipantRecording: ProducerTap {
                 let predicted = m.nanos(sr.rtp)
                 var nanos = srNanos(sr.ntp)
                 let disagreement = nanos.subtractingReportingOverflow(predicted)
-                if disagreement.overflow || abs(disagreement.partialValue) > Self.clockStepToleranceNanos, let offset = clockOffsetNanos {
+                if disagreement.overflow || disagreement.partialValue.magnitude > UInt64(Self.clockStepToleranceNanos), let offset = clockOffsetNanos {
                     // The publisher's clock stepped: place this SR by its arrival on the time base
                     // of the first SR, and shift every later SR by the same step.
                     let (anchored, overflow) = sr.arrivalNanos.addingReportingOverflow(offset)
