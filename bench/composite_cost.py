@@ -344,12 +344,12 @@ def main() -> int:
             if r["phase"] == "composite":
                 analyse_composite(r, log)
         lines = report(results, args, started, commit)
-        raw = ROOT / "bench" / "results" / "composite.json"
+        raw = ROOT / "bench" / "results" / (pathlib.Path(args.out).stem + ".json")
         raw.parent.mkdir(parents=True, exist_ok=True)
         raw.write_text(json.dumps(results, indent=1, default=str) + "\n")
     out = pathlib.Path(args.out)
     out.write_text("# Recording cost with Chromium publishers\n\nWritten by `scripts/bench.sh composite` "
-                   "(bench/composite_cost.py); raw figures in bench/results/composite.json.\n\n" + "\n".join(lines) + "\n")
+                   f"(bench/composite_cost.py); raw figures in bench/results/{pathlib.Path(args.out).stem}.json.\n\n" + "\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"wrote {out}")
     return 0
