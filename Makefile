@@ -5,13 +5,14 @@ SHELL := /bin/bash
 SWIFT ?= swift
 VENV := .venv
 
-.PHONY: help deps deps-test build build-release run test test-swift test-e2e bench bench-micro fuzz clean
+.PHONY: help deps deps-test build build-release run test test-swift test-e2e bench bench-micro bench-composite fuzz clean
 
 help:
 	@echo "make run    - install what is missing, build (release) and start the server on its defaults"
 	@echo "make test   - install what is missing and run every test (Swift + end-to-end)"
 	@echo "make bench  - release build and the forwarding benchmark (SFU vs floor, 3 scenarios) -> bench/results.md"
 	@echo "make bench-micro - the in-memory micro-benchmarks (Benchmarks/)"
+	@echo "make bench-composite - recording cost with 4 Chromium publishers: no recording / tracks / composite -> bench/composite-results.md"
 	@echo "make fuzz   - libFuzzer harnesses, FUZZ_RUNS (10 M) runs or FUZZ_TIME (900 s) each; crashes -> Fixtures/fuzz/regressions (docs/FUZZING.md)"
 
 deps:
@@ -34,13 +35,19 @@ build: deps-test
 test: deps-test
 	@scripts/test.sh
 
-# Release build of sfu and sfu-load, then scenarios (a) 1 -> 50, (b) 10 rooms x 4, (c) audio 1 -> 200,
+# Release build of sfu and sfu-load, then scenarios (a) 1 -> 50, (b) 10 rooms x 4 (and again with a composite
+# recording of one room running), (c) audio 1 -> 200,
 # 30 s each against the SFU and the floor, server and load tool pinned to different cores.
 bench: deps
 	@SWIFT="$(SWIFT)" scripts/bench.sh
 
 bench-micro: deps
 	@SWIFT="$(SWIFT)" scripts/bench.sh micro
+
+# Release sfu, one room of 4 headless Chromium simulcast publishers (720p fake capture), CPU and RSS
+# of the server with no recording, a tracks recording and a composite one (docs/BENCHMARKS.md).
+bench-composite: deps-test
+	@SWIFT="$(SWIFT)" scripts/bench.sh composite
 
 # The libFuzzer harnesses one after the other on one core (docs/FUZZING.md). A crash lands in
 # Fixtures/fuzz/regressions/<harness>/, replayed by `make test` (Tests/FuzzTests).

@@ -8,6 +8,12 @@ table goes to bench/results.md with a description of the machine.
 
     python3 bench/load_scenarios.py [--duration 30] [--only a,b,c] [--out bench/results.md]
 
+"b-composite" is (b) against the SFU with a composite recording (1280x720, 30 fps, grid) of one of
+its rooms running: started once that room has its four participants publishing (before the
+window opens), finalized when sfu-load closes the rooms at the end; the composite's own figures
+(frames decoded and undecodable, CPU per stage) come from the server's "composite recording
+written" log line, so that run logs at info level.
+
 Standard library only (no venv needed). Needs the release binaries `.build/release/sfu` and
 `.build/release/sfu-load` (scripts/bench.sh builds them).
 """
@@ -27,7 +33,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.error
 import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -47,6 +55,12 @@ SCENARIOS = {
     "b-tcc": {"title": "(b) with transport-cc subscribers: the server's downlink estimator and layer allocator in the loop",
               "args": ["--rooms", "10", "--publishers", "4", "--subscribers", "0", "--bitrate", "1.5M", "--setup-timeout", "20"],
               "targets": ["sfu"]},
+    # (b) again with a composite recording of its first room running through the window: does
+    # forwarding (latency, loss, CPU) stay where it was? sfu-load's VP8 is synthetic (a valid frame
+    # tag and filler), which libvpx refuses: the composite shows name tiles (see the note it prints).
+    "b-composite": {"title": "(b) with a composite recording (1280x720, 30 fps, grid) of one of its rooms running",
+                    "args": ["--rooms", "10", "--publishers", "4", "--subscribers", "0", "--bitrate", "1.5M", "--remb", "50M"],
+                    "targets": ["sfu"], "composite": True},
 }
 
 
@@ -90,17 +104,18 @@ def load_average() -> float:
 class Target:
     """A server (SFU or floor) pinned to a core, started for one run."""
 
-    def __init__(self, kind: str, core: int, bindir: pathlib.Path, workdir: pathlib.Path):
+    def __init__(self, kind: str, core: int, bindir: pathlib.Path, workdir: pathlib.Path, log_level: str | None = None):
         self.kind = kind
         self.key = secrets.token_hex(16)
-        self.log = open(workdir / f"{kind}.log", "wb")
+        self.log_path = workdir / f"{kind}.log"
+        self.log = open(self.log_path, "wb")
         if kind == "sfu":
             self.http = free_port()
             media = free_port(socket.SOCK_DGRAM)
             env = dict(os.environ, SFU_API_KEY=self.key, SFU_HTTP_HOST="127.0.0.1", SFU_HTTP_PORT=str(self.http),
                        SFU_MEDIA_HOST="127.0.0.1", SFU_MEDIA_PORT=str(media), SFU_WORKERS="1",
                        SFU_DATA_DIR=str(workdir / "data"), SFU_RECORDINGS_DIR=str(workdir / "data" / "recordings"),
-                       SFU_LOG_LEVEL=os.environ.get("SFU_LOG_LEVEL", "warning"))
+                       SFU_LOG_LEVEL=log_level or os.environ.get("SFU_LOG_LEVEL", "warning"))
             self.proc = subprocess.Popen(["taskset", "-c", str(core), str(bindir / "sfu"), "serve"], env=env,
                                          stdout=self.log, stderr=subprocess.STDOUT)
             self.wait_http()
@@ -146,18 +161,108 @@ class Target:
         self.log.close()
 
 
+class CompositeDuringLoad:
+    """Starts a composite recording of the first room sfu-load fills, and reports on it after."""
+
+    def __init__(self, target: Target, publishers: int):
+        self.target, self.publishers = target, publishers
+        self.started_at: float | None = None
+        self.recording: dict | None = None
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._t0 = time.monotonic()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def call(self, method: str, path: str, body: dict | None = None, timeout: float = 10) -> tuple[int, dict]:
+        req = urllib.request.Request(f"http://127.0.0.1:{self.target.http}{path}", method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Authorization": f"Bearer {self.target.key}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, json.loads(r.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            return e.code, {"error": e.read().decode(errors="replace")[:500]}
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                _, rooms = self.call("GET", "/v1/rooms")
+                for room in (rooms.get("rooms") or [])[:1]:
+                    _, got = self.call("GET", f"/v1/rooms/{room['id']}/participants")
+                    people = got.get("participants") or []
+                    videos = [t for p in people for t in p.get("tracks") or [] if t.get("kind") == "video"]
+                    if len(people) >= self.publishers and len(videos) >= self.publishers:
+                        status, rec = self.call("POST", f"/v1/rooms/{room['id']}/recordings",
+                                                {"mode": "composite", "layout": "grid", "width": 1280, "height": 720, "fps": 30})
+                        if status != 201:
+                            self.error = f"POST recordings -> {status} {rec}"
+                            return
+                        self.recording, self.started_at = rec, time.monotonic() - self._t0
+                        return
+            except (OSError, ValueError) as e:
+                self.error = str(e)
+            self._stop.wait(0.2)
+
+    def finish(self) -> dict:
+        """Stops the recording (sfu-load's closing the rooms may have already), waits until it is
+        finalized, and reads the composite's own figures from the server's log."""
+        self._stop.set()
+        self._thread.join()
+        out: dict = {"started_after_s": self.started_at, "error": self.error}
+        if self.recording is None:
+            out["error"] = out["error"] or "no room reached its participants"
+            return out
+        rid = self.recording["id"]
+        self.call("POST", f"/v1/recordings/{rid}/stop", timeout=90)
+        rec: dict = {}
+        for _ in range(180):
+            _, rec = self.call("GET", f"/v1/recordings/{rid}")
+            if rec.get("status") in ("completed", "failed"):
+                break
+            time.sleep(0.5)
+        out["recording"] = rec
+        self.target.log.flush()
+        for line in reversed(self.target.log_path.read_text(errors="replace").splitlines()):
+            if "composite recording written" in line and rid in line:
+                out["engine"] = dict(re.findall(r"(\w+)=(\S+)", line))
+                break
+        return out
+
+
+def composite_note(name: str, r: dict) -> list[str]:
+    c = r.get("composite") or {}
+    if c.get("error") and not c.get("recording"):
+        return [f"{name}: the composite recording did not run: {c['error']}", ""]
+    rec, e = c.get("recording") or {}, c.get("engine") or {}
+    files = rec.get("files") or []
+    secs = (files[0].get("duration_ms") or 0) / 1000 if files else 0
+    ms = {k: int(e.get(f"{k}_ms", 0)) for k in ("decode", "compose", "encode", "mix")}
+    split = (", ".join(f"{k} {v / 1000 / secs:.3f}" for k, v in ms.items()) + f" (total {sum(ms.values()) / 1000 / secs:.3f})") if secs else "-"
+    return [f"{name}: composite recording {rec.get('id')} of one room started {c.get('started_after_s') or 0:.1f} s after sfu-load "
+            f"(before the window), status {rec.get('status')}, {secs:.1f} s written; its thread's CPU per second of recording: {split}; "
+            f"{e.get('video_frames', '?')} video frames out, {e.get('decoded', '?')} pictures decoded, {e.get('undecodable', '?')} undecodable "
+            f"(sfu-load's VP8 is synthetic filler, so the tiles are name tiles unless frames decoded), {e.get('dropped', '?')} dropped.", ""]
+
+
 def run_one(name: str, kind: str, args, bindir: pathlib.Path, workdir: pathlib.Path) -> dict:
-    target = Target(kind, args.server_core, bindir, workdir)
+    composite = SCENARIOS[name].get("composite", False)
+    target = Target(kind, args.server_core, bindir, workdir, log_level="info" if composite else None)
+    watcher = None
     try:
         cmd = ["taskset", "-c", str(args.load_core), str(bindir / "sfu-load"), *target.target_args,
                *SCENARIOS[name]["args"], "--duration", str(args.duration), "--warmup", str(args.warmup),
                "--server-pid", str(target.proc.pid), "--json", *args.load_args.split()]
         load_before = load_average()
+        if composite:
+            watcher = CompositeDuringLoad(target, publishers=4)
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + 180)
         if done.returncode != 0 and not done.stdout.strip().startswith("{"):
             raise RuntimeError(f"sfu-load failed ({done.returncode}): {done.stderr[-2000:]}")
         report = json.loads(done.stdout)
         report["load_average_before"] = load_before
+        if watcher is not None:
+            report["composite"] = watcher.finish()
         return report
     finally:
         target.stop()
@@ -192,7 +297,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=30)
     ap.add_argument("--warmup", type=float, default=2)
-    ap.add_argument("--only", default="a,b,c,b-tcc", help="comma list of scenarios (a, b, c, b-tcc)")
+    ap.add_argument("--only", default="a,b,b-composite,c,b-tcc", help="comma list of scenarios (a, b, b-composite, c, b-tcc)")
     ap.add_argument("--targets", default="sfu,floor")
     ap.add_argument("--bin", default=str(ROOT / ".build" / "release"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
@@ -256,6 +361,10 @@ def main() -> int:
             if r.get("setup_incomplete"):
                 why = r["setup_incomplete"]
                 doc += [f"{n}/{k}: {len(why)} subscriptions were not flowing when the window opened, e.g. " + "; ".join(why[:3]) + ".", ""]
+    for n, d in results.items():
+        for k, r in d.items():
+            if SCENARIOS[n].get("composite"):
+                doc += composite_note(n, r)
     doc += ["Raw reports: bench/results/<scenario>-<target>.json.", ""]
     out.write_text("\n".join(doc))
     print(f"wrote {out} ({elapsed:.0f} s)")
