@@ -9,6 +9,7 @@
 #   FUZZ_ARGS   extra libFuzzer flags
 #   FUZZ_CONFIG release (default; optimized, ~10-50x the executions per second of debug) or debug
 #   SWIFT_BUILD_LOCK  a lock file to take around the build (flock), for machines that share cores
+#   FUZZ_NO_BUILD=1   reuse the last fuzz build (to resume a harness on its corpus without a rebuild)
 #
 # The fuzz build goes to .build-fuzz (-sanitize=fuzzer,address -DFUZZING). The growing corpus stays
 # in .build-fuzz/corpus/<harness> (seeded from Fixtures/fuzz/<harness>); a crash is copied to
@@ -27,9 +28,13 @@ out=.build-fuzz
 
 build=("$SWIFT" build -c "$CONFIG" --build-path "$out" --product sfu-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING -Xswiftc -use-ld=lld)
 if [ -n "${SWIFT_BUILD_LOCK:-}" ]; then build=(flock "$SWIFT_BUILD_LOCK" "${build[@]}"); fi
-echo "== ${build[*]}"
-"${build[@]}" || { echo "fuzz build failed" >&2; exit 1; }
 bin="$out/$CONFIG/sfu-fuzz"
+if [ "${FUZZ_NO_BUILD:-0}" = 1 ] && [ -x "$bin" ]; then
+  echo "== reusing $bin (FUZZ_NO_BUILD=1)"
+else
+  echo "== ${build[*]}"
+  "${build[@]}" || { echo "fuzz build failed" >&2; exit 1; }
+fi
 
 summary="$out/fuzz-summary.md"
 echo "| harness | executions | exec/s | time (s) | cov | ft | corpus | crashes |" > "$summary"

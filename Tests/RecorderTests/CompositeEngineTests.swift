@@ -189,4 +189,44 @@ struct CompositeInboxTests {
         #expect(engine.stats.videoFramesUndecodable == 3)
         #expect(engine.stats.outputVideoFrames == 10)  // the output keeps its rate meanwhile (a name tile)
     }
+
+    /// An output that lags (its queue was starved) catches up: video output frames ending before
+    /// `skipVideoBefore` are skipped, every source frame is still decoded (the references stay whole,
+    /// the first encoded frame shows the latest picture), and every audio frame is written.
+    @Test func aLaggingOutputSkipsVideoFramesButDecodesEverySourceFrameAndWritesAllAudio() throws {
+        var options = CompositeEngine.Options()
+        options.width = 160
+        options.height = 90
+        options.fps = 10
+        let engine = try CompositeEngine(options: options, originNanos: 0)
+        var file = engine.start()
+        engine.roster([.init(peerID: "a", name: "A", camera: "cam", screen: nil)], atNanos: 0)
+        let encoder = try VP8Encoder(.init(width: 160, height: 90, fps: 10))
+        // 3 s of camera: one keyframe, then deltas; the picture brightens frame by frame.
+        for n in 0..<30 {
+            for f in try encoder.encode(I420Image(width: 160, height: 90, fill: YUV(y: UInt8(40 + n * 6), u: 128, v: 128)), pts: Int64(n)) {
+                let nanos = Int64(n) * 100_000_000
+                engine.video(source: "cam", nanos: nanos, frame: AssembledFrame(rtpTimestamp: UInt32(n * 9000), keyframe: f.keyframe, data: f.data, size: nil, arrivalNanos: nanos))
+            }
+        }
+        file += engine.advance(toNanos: 3_000_000_000, skipVideoBefore: 2_700_000_000)
+        #expect(engine.stats.videoFramesDecoded == 30)
+        #expect(engine.stats.videoFramesUndecodable == 0)
+        #expect(engine.stats.outputVideoFramesSkipped == 27)
+        #expect(engine.stats.outputVideoFrames == 3)
+        #expect(engine.stats.outputAudioFrames == 150)
+        // Without skipping (the same call as before) every frame is written.
+        file += engine.advance(toNanos: 4_000_000_000)
+        #expect(engine.stats.outputVideoFramesSkipped == 27)
+        #expect(engine.stats.outputVideoFrames == 13)
+        let video = CompositeEngineTests.blocks(file).filter { $0.track == 1 }
+        #expect(video.map(\.ms).first == 2700, "\(video.map(\.ms))")
+        // The first frame written (the encoder's first, a keyframe) shows the latest source picture.
+        let decoder = try VP8Decoder()
+        guard case .picture(let p) = decoder.decode(video[0].data) else {
+            Issue.record("the first written frame does not decode on its own")
+            return
+        }
+        #expect(abs(Int(p.pixel(x: 80, y: 45).y) - (40 + 27 * 6)) <= 12, "\(p.pixel(x: 80, y: 45))")
+    }
 }

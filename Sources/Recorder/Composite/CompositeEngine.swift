@@ -63,6 +63,8 @@ final class CompositeEngine {
         var audioFramesConcealed = 0
         var outputVideoFrames = 0
         var outputAudioFrames = 0
+        /// Output video frames not composed or encoded because the output lagged (catching up).
+        var outputVideoFramesSkipped = 0
         /// CPU time of the engine's thread per stage (not wall time: on a busy machine the
         /// queue's thread is preempted, and the split should say what the work costs).
         var decodeNanos: Int64 = 0
@@ -193,9 +195,11 @@ final class CompositeEngine {
 
     var videoPeriodNanos: Int64 { 1_000_000_000 / Int64(options.fps) }
 
-    /// Writes every output frame whose time is before `toNanos` (timeline).
+    /// Writes every output frame whose time is before `toNanos` (timeline). Video output frames that
+    /// end before `skipVideoBefore` are not composed or encoded (the sources are still decoded up to
+    /// them): the output is behind and catches up; audio is always written.
     /// - Returns: bytes to append to the file.
-    func advance(toNanos: Int64) -> [UInt8] {
+    func advance(toNanos: Int64, skipVideoBefore: Int64 = .min) -> [UInt8] {
         precondition(started)
         var out: [UInt8] = []
         while true {
@@ -207,7 +211,7 @@ final class CompositeEngine {
                 out += emitAudio()
             } else {
                 guard videoAt + videoPeriodNanos <= toNanos else { break }
-                out += emitVideo(atNanos: videoAt)
+                out += emitVideo(atNanos: videoAt, encode: videoAt + videoPeriodNanos > skipVideoBefore)
             }
         }
         return out
@@ -256,7 +260,7 @@ final class CompositeEngine {
         rosters.last(where: { $0.nanos <= atNanos })?.entries ?? []
     }
 
-    private func emitVideo(atNanos t: Int64) -> [UInt8] {
+    private func emitVideo(atNanos t: Int64, encode: Bool = true) -> [UInt8] {
         // Older rosters are no longer needed once a newer one applies.
         if let index = rosters.lastIndex(where: { $0.nanos <= t }), index > 0 { rosters.removeFirst(index) }
         let entries = roster(atNanos: t)
@@ -268,6 +272,12 @@ final class CompositeEngine {
             retiredVideo[id] = nil
         }
         let t1 = Self.threadCPUNanos()
+        guard encode else {
+            stats.decodeNanos += Int64(t1 - t0)
+            stats.outputVideoFramesSkipped += 1
+            nextVideoIndex += 1
+            return []
+        }
         let participants = entries.map { e in
             CompositeLayout.Participant(id: e.peerID, isSpeaking: e.peerID == speaker, sharesScreen: e.screen.map { hasPicture($0, at: t) } ?? false)
         }

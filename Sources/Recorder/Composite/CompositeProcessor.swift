@@ -20,6 +20,11 @@ final class CompositeProcessor: @unchecked Sendable {
     /// plus the network's, so frames are in before their output time.
     static let latencyNanos: Int64 = 1_000_000_000
     static let tickNanos = 20_000_000
+    /// How far the output may lag behind its horizon (`now - latencyNanos`) before video output
+    /// frames are skipped to catch up: a starved queue (a busy machine) that comes back composes and
+    /// encodes only the last of what it missed, instead of encoding every missed frame and falling
+    /// further behind. Sources are still decoded (references stay whole) and audio is never skipped.
+    static let maxOutputLagNanos: Int64 = 300_000_000
 
     let id: String
     let sink: FileSink
@@ -31,6 +36,7 @@ final class CompositeProcessor: @unchecked Sendable {
     private var finished = false
     private var outcome = Result()
     private var lastStatsLog: Int64 = 0
+    private var skippedLogged = 0
 
     /// The room's monotonic clock (a test's fake one).
     private let clock: @Sendable () -> Int64
@@ -72,7 +78,14 @@ final class CompositeProcessor: @unchecked Sendable {
         guard !finished else { return }
         ingest()
         let now = clock()
-        sink.append(engine.advance(toNanos: now - Self.latencyNanos))
+        let horizon = now - Self.latencyNanos
+        let skipped = engine.stats.outputVideoFramesSkipped
+        sink.append(engine.advance(toNanos: horizon, skipVideoBefore: horizon - Self.maxOutputLagNanos))
+        if engine.stats.outputVideoFramesSkipped > skipped, engine.stats.outputVideoFramesSkipped >= skippedLogged * 2 + 1 {
+            skippedLogged = engine.stats.outputVideoFramesSkipped
+            logger.warning("composite recording behind: skipping output video frames", metadata: [
+                "recording": "\(id)", "skipped": "\(engine.stats.outputVideoFramesSkipped)"])
+        }
         inbox.report(backlog: engine.backlog, keyframes: engine.takeKeyframeRequests(), tileSizes: engine.tileSizes)
         if now - lastStatsLog > 30_000_000_000 {
             lastStatsLog = now
@@ -80,6 +93,7 @@ final class CompositeProcessor: @unchecked Sendable {
             logger.debug("composite recording", metadata: [
                 "recording": "\(id)", "out_video": "\(s.outputVideoFrames)", "out_audio": "\(s.outputAudioFrames)",
                 "decoded": "\(s.videoFramesDecoded)", "undecodable": "\(s.videoFramesUndecodable)", "dropped": "\(inbox.droppedVideo)",
+                "skipped_output": "\(s.outputVideoFramesSkipped)",
                 "decode_ms": "\(s.decodeNanos / 1_000_000)", "compose_ms": "\(s.composeNanos / 1_000_000)",
                 "encode_ms": "\(s.encodeNanos / 1_000_000)", "mix_ms": "\(s.mixNanos / 1_000_000)",
             ])
@@ -106,11 +120,17 @@ final class CompositeProcessor: @unchecked Sendable {
                 "recording": "\(id)", "video_frames": "\(s.outputVideoFrames)", "audio_frames": "\(s.outputAudioFrames)",
                 "decoded_widths": "\(widths)",
                 "decoded": "\(s.videoFramesDecoded)", "undecodable": "\(s.videoFramesUndecodable)", "dropped": "\(inbox.droppedVideo)",
+                "skipped_output": "\(s.outputVideoFramesSkipped)",
                 "decode_ms": "\(s.decodeNanos / 1_000_000)", "compose_ms": "\(s.composeNanos / 1_000_000)",
                 "encode_ms": "\(s.encodeNanos / 1_000_000)", "mix_ms": "\(s.mixNanos / 1_000_000)",
             ])
         }
     }
+
+    /// Holds the processing queue (a test's starved CPU): the timer's ticks wait, the room side
+    /// keeps queueing until its bounds refuse video.
+    func suspendForTesting() { queue.suspend() }
+    func resumeForTesting() { queue.resume() }
 
     /// The outcome, once ``finish(endNanos:)`` ran (the queue is serial: this waits for it).
     func result() async -> Result {

@@ -73,7 +73,7 @@ public final class CompositeRecording: RoomObserver, ProducerTap {
     /// Per participant: added to its SRs' NTP times once its clock stepped (see ``place(_:_:nowNanos:)``).
     private var stepCorrections: [String: Int64] = [:]
     private let inbox: CompositeInbox
-    private let processor: CompositeProcessor
+    let processor: CompositeProcessor
     public private(set) var isStopped = false
     private var droppedLogged = 0
 
@@ -295,8 +295,14 @@ public final class CompositeRecording: RoomObserver, ProducerTap {
                 continue
             }
             if t.dropUntilKeyframe {
-                guard f.keyframe, inbox.hasRoom(producer.trackID) else {
+                let room = inbox.hasRoom(producer.trackID)
+                guard f.keyframe, room else {
                     inbox.countDropped()
+                    // The processing side has room again but the keyframe asked for at the refusal
+                    // came (and went) while it was full: ask again (the producer paces requests to one
+                    // a second per stream). Publishers send keyframes only when asked, so without this
+                    // the composite would show the name tile for the rest of the recording.
+                    if room, let now = nowNanos { producer.requestKeyframe(for: self, nowNanos: now) }
                     continue
                 }
                 t.dropUntilKeyframe = false
