@@ -142,6 +142,21 @@ struct WebMWriterTests {
         #expect(writer.videoFrames == 90 && writer.audioFrames == 150)
     }
 
+    /// One track far behind the other (audio 40 s older than the open cluster): the frame keeps its
+    /// own time in a cluster of its own instead of a clamped relative timecode (32.8 s off).
+    @Test func aFrameFarOlderThanItsClusterKeepsItsTime() throws {
+        let writer = WebMWriter(configuration: .init(video: (160, 120), audio: (2, 48000)))
+        var file = writer.start()
+        let video = try TestMedia.vp8Frames(count: 2, keyframeEvery: 1)
+        video[0].data.withUnsafeBytes { file += writer.add(.video, timestampMs: 40_000, keyframe: true, data: $0) }
+        [UInt8](repeating: 0xF8, count: 3).withUnsafeBytes { file += writer.add(.audio, timestampMs: 1_000, keyframe: true, data: $0) }
+        video[1].data.withUnsafeBytes { file += writer.add(.video, timestampMs: 40_033, keyframe: true, data: $0) }
+        let (tail, patches) = writer.finish()
+        file = CompositeEngineTests.applying(patches, to: file + tail)
+        let blocks = CompositeEngineTests.blocks(file).map { [$0.track, Int($0.ms)] }
+        #expect(blocks == [[1, 40_000], [2, 1_000], [1, 40_033]], "\(blocks)")
+    }
+
     /// A file cut at a cluster boundary (the server died after an append) is a valid WebM up to there.
     @Test func aFileCutAfterAnyClusterIsPlayable() throws {
         let (path, chunks, _) = try Self.mux(seconds: 6)

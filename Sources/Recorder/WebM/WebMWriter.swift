@@ -184,7 +184,11 @@ public final class WebMWriter {
         let timestampMs = max(timestampMs, track == .video ? lastVideoMs : lastAudioMs)
         if track == .video { lastVideoMs = timestampMs } else { lastAudioMs = timestampMs }
         var out: [UInt8] = []
-        let startNew = !clusterOpen || (track == .video && keyframe) || timestampMs - clusterTimecode >= Self.maxClusterMs
+        // A frame whose time does not fit the cluster's signed 16-bit relative timecode (one track
+        // more than 32 s behind the other) starts a cluster of its own rather than being written
+        // at a clamped, wrong time.
+        let fits = timestampMs - clusterTimecode >= Int64(Int16.min)
+        let startNew = !clusterOpen || !fits || (track == .video && keyframe) || timestampMs - clusterTimecode >= Self.maxClusterMs
         if startNew, clusterOpen, !(cluster.isEmpty) { out = closeCluster() }
         if !clusterOpen {
             clusterOpen = true
@@ -193,7 +197,7 @@ public final class WebMWriter {
         }
         // Relative to the cluster: signed, so a frame of the other track a little older than the
         // cluster's first frame keeps its own time.
-        let relative = Int16(clamping: timestampMs - clusterTimecode)
+        let relative = Int16(truncatingIfNeeded: timestampMs - clusterTimecode)  // in range: see `fits`
         // SimpleBlock: track number (vint), relative timecode (int16), flags, frame.
         EBML.appendID(MKV.simpleBlock, to: &cluster)
         EBML.appendSize(UInt64(1 + 2 + 1 + data.count), to: &cluster)
