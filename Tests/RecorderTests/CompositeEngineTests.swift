@@ -201,7 +201,7 @@ struct CompositeInboxTests {
         let engine = try CompositeEngine(options: options, originNanos: 0)
         var file = engine.start()
         engine.roster([.init(peerID: "a", name: "A", camera: "cam", screen: nil)], atNanos: 0)
-        let encoder = try VP8Encoder(.init(width: 160, height: 90, fps: 10))
+        let encoder = try VP8Encoder(.init(width: 160, height: 90, fps: 10, keyframeInterval: 1000))
         // 3 s of camera: one keyframe, then deltas; the picture brightens frame by frame.
         for n in 0..<30 {
             for f in try encoder.encode(I420Image(width: 160, height: 90, fill: YUV(y: UInt8(40 + n * 6), u: 128, v: 128)), pts: Int64(n)) {
@@ -225,6 +225,38 @@ struct CompositeInboxTests {
         let decoder = try VP8Decoder()
         guard case .picture(let p) = decoder.decode(video[0].data) else {
             Issue.record("the first written frame does not decode on its own")
+            return
+        }
+        #expect(abs(Int(p.pixel(x: 80, y: 45).y) - (40 + 27 * 6)) <= 12, "\(p.pixel(x: 80, y: 45))")
+    }
+
+    /// Catching up past a source's keyframe: the frames before it are not decoded at all.
+    @Test func catchingUpPastAKeyframeSkipsDecodingTheFramesBeforeIt() throws {
+        var options = CompositeEngine.Options()
+        options.width = 160
+        options.height = 90
+        options.fps = 10
+        let engine = try CompositeEngine(options: options, originNanos: 0)
+        var file = engine.start()
+        engine.roster([.init(peerID: "a", name: "A", camera: "cam", screen: nil)], atNanos: 0)
+        let encoder = try VP8Encoder(.init(width: 160, height: 90, fps: 10, keyframeInterval: 1000))
+        for n in 0..<30 {  // keyframes at 0 and 2.0 s (a keyframe request answered)
+            for f in try encoder.encode(I420Image(width: 160, height: 90, fill: YUV(y: UInt8(40 + n * 6), u: 128, v: 128)), pts: Int64(n), forceKeyframe: n == 20) {
+                let nanos = Int64(n) * 100_000_000
+                engine.video(source: "cam", nanos: nanos, frame: AssembledFrame(rtpTimestamp: UInt32(n * 9000), keyframe: f.keyframe, data: f.data, size: nil, arrivalNanos: nanos))
+            }
+        }
+        file += engine.advance(toNanos: 3_000_000_000, skipVideoBefore: 2_700_000_000)
+        #expect(engine.stats.videoFramesSkipped == 20)
+        #expect(engine.stats.videoFramesDecoded == 10)
+        #expect(engine.stats.videoFramesUndecodable == 0)
+        #expect(engine.stats.outputVideoFrames == 3)
+        let (tail, patches) = engine.finish(endNanos: 3_000_000_000)
+        file = CompositeEngineTests.applying(patches, to: file + tail)
+        let video = CompositeEngineTests.blocks(file).filter { $0.track == 1 }
+        let decoder = try VP8Decoder()
+        guard let first = video.first, case .picture(let p) = decoder.decode(first.data) else {
+            Issue.record("no picture written")
             return
         }
         #expect(abs(Int(p.pixel(x: 80, y: 45).y) - (40 + 27 * 6)) <= 12, "\(p.pixel(x: 80, y: 45))")

@@ -65,6 +65,9 @@ final class CompositeEngine {
         var outputAudioFrames = 0
         /// Output video frames not composed or encoded because the output lagged (catching up).
         var outputVideoFramesSkipped = 0
+        /// Source frames not decoded while catching up: they came before a keyframe that was
+        /// itself before the catch-up point, so no picture shown and no reference needed them.
+        var videoFramesSkipped = 0
         /// CPU time of the engine's thread per stage (not wall time: on a busy machine the
         /// queue's thread is preempted, and the split should say what the work costs).
         var decodeNanos: Int64 = 0
@@ -202,6 +205,9 @@ final class CompositeEngine {
     func advance(toNanos: Int64, skipVideoBefore: Int64 = .min) -> [UInt8] {
         precondition(started)
         var out: [UInt8] = []
+        if skipVideoBefore > originNanos + nextVideoIndex * videoPeriodNanos {
+            for id in Array(video.keys) { skipToKeyframe(id, before: skipVideoBefore) }
+        }
         while true {
             let videoAt = originNanos + nextVideoIndex * 1_000_000_000 / Int64(options.fps)
             let audioAt = originNanos + nextAudioIndex * 20_000_000
@@ -349,6 +355,16 @@ final class CompositeEngine {
     private func hasPicture(_ id: String, at t: Int64) -> Bool {
         guard let s = video[id], s.picture != nil else { return false }
         return t - s.pictureNanos <= options.staleNanos
+    }
+
+    /// Catching up: a source's queued frames before its latest keyframe at or before `limit` are
+    /// dropped undecoded (their output frames are skipped, and nothing after the keyframe refers to them).
+    private func skipToKeyframe(_ id: String, before limit: Int64) {
+        guard var s = video[id],
+              let k = s.queue.lastIndex(where: { $0.nanos <= limit && $0.frame.keyframe }), k > 0 else { return }
+        s.queue.removeFirst(k)
+        stats.videoFramesSkipped += k
+        video[id] = s
     }
 
     private func decode(_ id: String, upTo t: Int64) {
