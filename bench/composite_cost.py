@@ -222,7 +222,37 @@ def analyse_composite(result: dict, log: str) -> None:
     result["file"] = {"path": path, "size": int(p["format"].get("size") or 0), "duration_s": duration,
                       "video_frames": frames, "fps": frames / duration if duration else None,
                       "width": video.get("width"), "height": video.get("height"),
-                      "decode_errors": ma.decode_check(path, timeout=300)[:10]}
+                      "decode_errors": ma.decode_check(path, timeout=300)[:10],
+                      "name_tiles": name_tile_seconds(path, video.get("width") or 0, video.get("height") or 0)}
+
+
+def name_tile_seconds(path: str, width: int, height: int) -> list[str] | None:
+    """One sample a second of a 2x2 grid composite (4 publishers): per tile `p` (a picture) or `N`
+    (its name tile: at least 80% of a grid of points in the tile on the name tile's background,
+    Y 48 U 128 V 128). A camera whose last picture is older than 1.5 s shows its name, so `N` under
+    load means that source's pictures stopped reaching the canvas."""
+    if width <= 0 or height <= 0 or width % 2 or height % 2:
+        return None
+    raw = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", path, "-vf", "fps=1", "-f", "rawvideo",
+                          "-pix_fmt", "yuv420p", "-"], capture_output=True, timeout=300).stdout
+    size = width * height * 3 // 2
+    tw, th = width // 2, height // 2
+    out = []
+    for i in range(len(raw) // size):
+        f = raw[i * size:(i + 1) * size]
+        y, u, v = f[:width * height], f[width * height:width * height * 5 // 4], f[width * height * 5 // 4:]
+        sample = ""
+        for ty in range(2):
+            for tx in range(2):
+                n = hit = 0
+                for yy in range(ty * th + th // 9, (ty + 1) * th - th // 9, 16):
+                    for xx in range(tx * tw + tw // 16, (tx + 1) * tw - tw // 16, 16):
+                        c = (yy // 2) * (width // 2) + xx // 2
+                        n += 1
+                        hit += abs(y[yy * width + xx] - 48) <= 6 and abs(u[c] - 128) <= 6 and abs(v[c] - 128) <= 6
+                sample += "N" if n and hit > 0.8 * n else "p"
+        out.append(sample)
+    return out
 
 
 def report(results: list[dict], args, started: str, commit: str) -> list[str]:
@@ -258,6 +288,12 @@ def report(results: list[dict], args, started: str, commit: str) -> list[str]:
                   f"Output file: {f.get('width')}x{f.get('height')}, {f.get('video_frames')} frames over {f.get('duration_s', 0):.2f} s "
                   f"= {f.get('fps') or 0:.2f} fps (ffprobe), {f.get('size', 0) / 1e6:.1f} MB; "
                   f"ffmpeg full decode: {'clean' if not f.get('decode_errors') else f.get('decode_errors')}; status {rec.get('status')}"]
+        if args.publishers == 4 and args.layout == "grid" and f.get("name_tiles") is not None:
+            samples = f["name_tiles"]
+            named = sum(s.count("N") for s in samples[2:])
+            lines += [f"Tiles showing a name instead of a picture, one sample a second from 2 s on: {named} of "
+                      f"{4 * max(0, len(samples) - 2)} (`{' '.join(samples)}`); skipped while catching up: "
+                      f"{e.get('skipped_output', '?')} output frames, {e.get('skipped_input', '?')} source frames"]
     lines += ["", "What the publishers sent (their own outbound-rtp at mid-window; server's publish_bitrate_bps):"]
     for r in results:
         kbps = ", ".join(f"{(b or 0) / 1000:.0f}" for b in r.get("publish_bitrate_bps") or [])

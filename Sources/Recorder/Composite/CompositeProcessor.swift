@@ -93,7 +93,7 @@ final class CompositeProcessor: @unchecked Sendable {
             logger.debug("composite recording", metadata: [
                 "recording": "\(id)", "out_video": "\(s.outputVideoFrames)", "out_audio": "\(s.outputAudioFrames)",
                 "decoded": "\(s.videoFramesDecoded)", "undecodable": "\(s.videoFramesUndecodable)", "dropped": "\(inbox.droppedVideo)",
-                "skipped_output": "\(s.outputVideoFramesSkipped)",
+                "skipped_output": "\(s.outputVideoFramesSkipped)", "skipped_input": "\(s.videoFramesSkipped)",
                 "decode_ms": "\(s.decodeNanos / 1_000_000)", "compose_ms": "\(s.composeNanos / 1_000_000)",
                 "encode_ms": "\(s.encodeNanos / 1_000_000)", "mix_ms": "\(s.mixNanos / 1_000_000)",
             ])
@@ -120,7 +120,7 @@ final class CompositeProcessor: @unchecked Sendable {
                 "recording": "\(id)", "video_frames": "\(s.outputVideoFrames)", "audio_frames": "\(s.outputAudioFrames)",
                 "decoded_widths": "\(widths)",
                 "decoded": "\(s.videoFramesDecoded)", "undecodable": "\(s.videoFramesUndecodable)", "dropped": "\(inbox.droppedVideo)",
-                "skipped_output": "\(s.outputVideoFramesSkipped)",
+                "skipped_output": "\(s.outputVideoFramesSkipped)", "skipped_input": "\(s.videoFramesSkipped)",
                 "decode_ms": "\(s.decodeNanos / 1_000_000)", "compose_ms": "\(s.composeNanos / 1_000_000)",
                 "encode_ms": "\(s.encodeNanos / 1_000_000)", "mix_ms": "\(s.mixNanos / 1_000_000)",
             ])
