@@ -16,6 +16,7 @@ No numpy here (the test venv has none): planes are read as bytes, PCM through `a
 from __future__ import annotations
 
 import array
+import bisect
 import json
 import math
 import pathlib
@@ -349,6 +350,11 @@ class SenderReportReceiver:
         self.pc = RTCPeerConnection()
         self.video: list[tuple[int, float]] = []         # (pts, luma mean)
         self.audio: list[tuple[int, array.array]] = []   # (pts, mono pcm)
+        # Per frame, how many SRs of its stream had arrived when it was received: the SR a live
+        # recorder following the SRs places it with (the sender's RTP-to-NTP relation can move
+        # mid-call, and a new SR only says so once it arrives; Chromium sends audio SRs every ~5 s).
+        self.video_srs: list[int] = []
+        self.audio_srs: list[int] = []
         self.offer: str | None = None
         self._tasks: list = []
         self.pc.on("track", lambda t: self._tasks.append(asyncio.ensure_future(self._consume(t))))
@@ -381,13 +387,16 @@ class SenderReportReceiver:
         try:
             while True:
                 f = await track.recv()
+                srs = len(self._srs.get(self.media_ssrc(track.kind) or -1, []))
                 if track.kind == "video":
                     self.video.append((f.pts, luma_mean(f)))
+                    self.video_srs.append(srs)
                 else:
                     ch = len(f.layout.channels)
                     pcm = array.array("h")
                     pcm.frombytes(bytes(f.planes[0])[: f.samples * 2 * ch])
                     self.audio.append((f.pts, pcm[::ch]))
+                    self.audio_srs.append(srs)
         except MediaStreamError:
             pass
 
@@ -416,14 +425,17 @@ class SenderReportReceiver:
             out["error"] = "no SR or no media for one of the kinds"
             return out
 
-        def to_ntp(ssrc: int, rate: int, rtp: int) -> float:
-            ntp, sr_rtp = self._srs[ssrc][-1]
+        def to_ntp(ssrc: int, rate: int, rtp: int, received: int | None = None) -> float:
+            # With `received`, the last SR that had arrived when the frame did (the first before
+            # any): what a recorder following the SRs live can know. Without, the last SR.
+            srs = self._srs[ssrc]
+            ntp, sr_rtp = srs[-1] if received is None else srs[max(0, min(received, len(srs)) - 1)]
             diff = (rtp - sr_rtp) % 2 ** 32
             if diff >= 2 ** 31:
                 diff -= 2 ** 32
             return ntp + diff / rate
 
-        means = [(to_ntp(vs, 90000, (p + origins["video"]) % 2 ** 32), m) for p, m in self.video]
+        means = [(to_ntp(vs, 90000, (p + origins["video"]) % 2 ** 32, n), m) for (p, m), n in zip(self.video, self.video_srs)]
         flashes = flash_times(None, means=means)
         first = self.audio[0][0]
         pcm = array.array("h")
@@ -432,12 +444,23 @@ class SenderReportReceiver:
             if idx > len(pcm):
                 pcm.extend(array.array("h", bytes(2 * (idx - len(pcm)))))
             pcm[idx:idx + len(chunk)] = chunk
-        beeps = beep_onsets(to_ntp(as_, 48000, (first + origins["audio"]) % 2 ** 32), RATE, pcm)
+        # Onsets found on the RTP timeline (the PCM is laid out by timestamp), each then placed with
+        # the SR its frame was received under.
+        received = sorted(zip((p for p, _ in self.audio), self.audio_srs))
+        starts = [p for p, _ in received]
+
+        def beep_ntp(onset: float) -> float:
+            rtp = first + round(onset * RATE)
+            n = received[max(0, bisect.bisect_right(starts, rtp) - 1)][1]
+            return to_ntp(as_, 48000, (rtp + origins["audio"]) % 2 ** 32, n)
+        beeps = [beep_ntp(o) for o in beep_onsets(0.0, RATE, pcm)]
         offsets = sync_offsets(flashes, beeps)
         t0 = min(flashes + beeps) if flashes or beeps else 0.0
         out.update(flashes=[round(f - t0, 3) for f in flashes], beeps=[round(b - t0, 3) for b in beeps],
                    offsets_ms=[round(o, 1) for o in offsets],
-                   median_ms=round(statistics.median(offsets), 1) if offsets else None)
+                   median_ms=round(statistics.median(offsets), 1) if offsets else None,
+                   # Per flash its time (the sender's NTP clock, s) and offset, to compare flash by flash.
+                   flash_offsets=[(f, round(o, 1)) for f in flashes for o in sync_offsets([f], beeps)])
         return out
 
     async def close(self) -> None:

@@ -261,4 +261,44 @@ struct CompositeInboxTests {
         }
         #expect(abs(Int(p.pixel(x: 80, y: 45).y) - (40 + 27 * 6)) <= 12, "\(p.pixel(x: 80, y: 45))")
     }
+
+    /// A sender whose SRs move its audio 40 ms later against its RTP clock (its capture stalled for
+    /// 40 ms; the RTP timestamps stay continuous): the mix follows, so a beep after the move is
+    /// 40 ms later in the file, where the sender captured it. (Before: kept sample-continuous up to
+    /// 60 ms, so the participant's lip sync was off by 40 ms for the rest of the recording.)
+    @Test func audioFollowsItsSendersClockWhenItMovesMoreThan20ms() throws {
+        func onset(shiftNanos: Int64, from shiftFrame: Int) throws -> Double? {
+            var options = CompositeEngine.Options()
+            options.width = 160
+            options.height = 90
+            options.fps = 10
+            let engine = try CompositeEngine(options: options, originNanos: 0)
+            var file = engine.start()
+            engine.roster([.init(peerID: "a", name: "A", camera: nil, screen: nil)], atNanos: 0)
+            let voice = try OpusEncoder(channels: 2)
+            let tone = CodecTests.tone(1000, frames: 100, channels: 2)
+            let silence = [Int16](repeating: 0, count: 1920)
+            for k in 0..<100 {  // 2 s, a beep in frames 60-64 (1.2 s on the RTP clock)
+                let nanos = Int64(k) * 20_000_000 + (k >= shiftFrame ? shiftNanos : 0)
+                let data = try voice.encode(k >= 60 && k < 65 ? tone[k] : silence)
+                engine.audio(peerID: "a", nanos: nanos, frame: AssembledFrame(rtpTimestamp: UInt32(k * 960), keyframe: true, data: data, size: nil, arrivalNanos: nanos))
+            }
+            let (tail, patches) = engine.finish(endNanos: 2_200_000_000)
+            file = CompositeEngineTests.applying(patches, to: file + tail)
+            let opus = try OpusDecoder(channels: 2)
+            var pcm: [Int16] = []
+            for b in CompositeEngineTests.blocks(file) where b.track == 2 {
+                let s = try opus.decode(b.data)
+                pcm += stride(from: 0, to: s.count, by: 2).map { s[$0] }
+            }
+            // Opus' own delay (pre-skip 312 samples) is the same in both runs; compare the two.
+            return pcm.firstIndex { abs(Int($0)) > 2000 }.map { Double($0) / 48 }
+        }
+        let steady = try #require(try onset(shiftNanos: 0, from: 0))
+        let moved = try #require(try onset(shiftNanos: 40_000_000, from: 50))
+        #expect(abs(moved - steady - 40) <= 3, "beep at \(steady) ms, \(moved) ms after the sender's 40 ms move")
+        // A move under 20 ms (SR re-anchoring noise) keeps the stream sample-exact.
+        let small = try #require(try onset(shiftNanos: 8_000_000, from: 50))
+        #expect(abs(small - steady) <= 1, "beep at \(steady) ms, \(small) ms after an 8 ms move")
+    }
 }

@@ -53,6 +53,8 @@ final class CompositeEngine {
         var decoder: OpusDecoder?
         var nextSample: Int64?
         var lastRTP: UInt32?
+        /// How long the last packet lasted (samples at 48 kHz), to tell a lost packet from a longer frame.
+        var lastSamples: Int64 = 960
     }
 
     struct Stats: Sendable, Equatable {
@@ -154,12 +156,16 @@ final class CompositeEngine {
         var position = at
         if let expected = s.nextSample, let lastRTP = s.lastRTP {
             let rtpGap = Int64(Int32(bitPattern: frame.rtpTimestamp &- lastRTP))
-            // Continuous stream: keep it sample-exact (a re-anchored SR moves a track by a few samples, which would click).
-            if abs(at - expected) < 960 || (rtpGap > 0 && rtpGap <= 960 * 4 && abs(at - expected) < 2880) {
+            // Packets lost in between: the RTP clock moved further than the last packet lasted (up to 60 ms, concealed).
+            let lostSamples = rtpGap > s.lastSamples && rtpGap - s.lastSamples <= 2880 ? rtpGap - s.lastSamples : 0
+            // Continuous stream: keep it sample-exact where the sender's clock puts this packet
+            // within 20 ms of the end of the last one plus what was lost (a re-anchored SR moves a
+            // track by a few samples, which would click). Further than that the sender's SR moved
+            // its audio against its clock (its capture stalled, say, and the video did not): follow
+            // it, or the composite's lip sync would be off by that much for the rest of the call.
+            if (at - (expected + lostSamples)).magnitude < 960 {
                 position = expected
-                // Lost packets in between (the RTP clock jumped further than one packet): conceal, up to 60 ms.
-                let lostSamples = rtpGap - Int64(960)
-                if lostSamples >= 960, lostSamples <= 2880 {
+                if lostSamples >= 960 {
                     var filled: Int64 = 0
                     while filled < lostSamples {
                         let pcm = decoder.conceal(samples: 960)
@@ -174,6 +180,7 @@ final class CompositeEngine {
         let pcm = (try? decoder.decode(frame.data)) ?? decoder.conceal()
         mixer.add(source: peerID, at: position, pcm: pcm, channels: 2)
         s.nextSample = position + Int64(pcm.count / 2)
+        s.lastSamples = Int64(pcm.count / 2)
         s.lastRTP = frame.rtpTimestamp
         audio[peerID] = s
         stats.decodeNanos += Int64(Self.threadCPUNanos() - t0)
