@@ -301,4 +301,34 @@ struct CompositeInboxTests {
         let small = try #require(try onset(shiftNanos: 8_000_000, from: 50))
         #expect(abs(small - steady) <= 1, "beep at \(steady) ms, \(small) ms after an 8 ms move")
     }
+
+    /// A source frame shows on the output frame nearest its time: at 10 fps, a frame captured at
+    /// 140 ms is on the output frame of 100 ms (40 ms early at most half a period), not the one of
+    /// 200 ms (60 ms late; on average half a period late against the audio).
+    @Test func aSourceFrameGoesToTheNearestOutputFrame() throws {
+        var options = CompositeEngine.Options()
+        options.width = 160
+        options.height = 90
+        options.fps = 10
+        let engine = try CompositeEngine(options: options, originNanos: 0)
+        var file = engine.start()
+        engine.roster([.init(peerID: "a", name: "A", camera: "cam", screen: nil)], atNanos: 0)
+        let encoder = try VP8Encoder(.init(width: 160, height: 90, fps: 10, keyframeInterval: 1000))
+        let dark = YUV(y: 40, u: 128, v: 128), light = YUV(y: 200, u: 128, v: 128)
+        for (n, (nanos, colour)) in [(Int64(0), dark), (140_000_000, light), (300_000_000, light)].enumerated() {
+            for f in try encoder.encode(I420Image(width: 160, height: 90, fill: colour), pts: Int64(n)) {
+                engine.video(source: "cam", nanos: nanos, frame: AssembledFrame(rtpTimestamp: UInt32(nanos / 11_111), keyframe: f.keyframe, data: f.data, size: nil, arrivalNanos: nanos))
+            }
+        }
+        file += engine.advance(toNanos: 400_000_000)
+        let (tail, patches) = engine.finish(endNanos: 400_000_000)
+        file = CompositeEngineTests.applying(patches, to: file + tail)
+        let decoder = try VP8Decoder()
+        var lumas: [Int64: Int] = [:]
+        for b in CompositeEngineTests.blocks(file) where b.track == 1 {
+            if case .picture(let p) = decoder.decode(b.data) { lumas[b.ms] = Int(p.pixel(x: 80, y: 45).y) }
+        }
+        #expect(abs((lumas[0] ?? 0) - 40) <= 12, "\(lumas)")
+        #expect(abs((lumas[100] ?? 0) - 200) <= 12, "\(lumas)")
+    }
 }

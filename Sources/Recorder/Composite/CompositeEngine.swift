@@ -279,7 +279,10 @@ final class CompositeEngine {
         let entries = roster(atNanos: t)
         let t0 = Self.threadCPUNanos()
         // Decode every source up to t (all sources, shown or not: references must stay whole).
-        for id in Array(video.keys) { decode(id, upTo: t) }
+        // Each source frame goes to the output frame nearest its time, not the next one: the output
+        // frame at t shows what was captured up to half a period after t (otherwise every picture
+        // is on average half an output period late against the audio, 17 ms at 30 fps).
+        for id in Array(video.keys) { decode(id, upTo: t + videoPeriodNanos / 2) }
         for (id, nanos) in retiredVideo where nanos < t {
             video[id] = nil
             retiredVideo[id] = nil
