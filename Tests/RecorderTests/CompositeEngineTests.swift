@@ -30,6 +30,19 @@ struct CompositeEngineTests {
         return b
     }
 
+    /// A 160x90, 10 fps engine at time 0 whose roster is participant "a" with camera `camera`, and
+    /// the file's first bytes.
+    static func oneParticipantEngine(camera: String? = "cam") throws -> (engine: CompositeEngine, file: [UInt8]) {
+        var options = CompositeEngine.Options()
+        options.width = 160
+        options.height = 90
+        options.fps = 10
+        let engine = try CompositeEngine(options: options, originNanos: 0)
+        let file = engine.start()
+        engine.roster([.init(peerID: "a", name: "A", camera: camera, screen: nil)], atNanos: 0)
+        return (engine, file)
+    }
+
     static func close(_ a: YUV, _ b: YUV, tolerance: Int = 14) -> Bool {
         abs(Int(a.y) - Int(b.y)) <= tolerance && abs(Int(a.u) - Int(b.u)) <= tolerance && abs(Int(a.v) - Int(b.v)) <= tolerance
     }
@@ -168,13 +181,7 @@ struct CompositeInboxTests {
     }
 
     @Test func engineReportsItsBacklogAndKeyframeNeeds() throws {
-        var options = CompositeEngine.Options()
-        options.width = 160
-        options.height = 90
-        options.fps = 10
-        let engine = try CompositeEngine(options: options, originNanos: 0)
-        _ = engine.start()
-        engine.roster([.init(peerID: "a", name: "A", camera: "cam", screen: nil)], atNanos: 0)
+        let (engine, _) = try CompositeEngineTests.oneParticipantEngine()
         let encoder = try VP8Encoder(.init(width: 160, height: 90, fps: 10))
         var frames: [VP8Encoder.Frame] = []
         for n in 0..<4 { frames += try encoder.encode(I420Image(width: 160, height: 90), pts: Int64(n)) }
@@ -194,13 +201,7 @@ struct CompositeInboxTests {
     /// `skipVideoBefore` are skipped, every source frame is still decoded (the references stay whole,
     /// the first encoded frame shows the latest picture), and every audio frame is written.
     @Test func aLaggingOutputSkipsVideoFramesButDecodesEverySourceFrameAndWritesAllAudio() throws {
-        var options = CompositeEngine.Options()
-        options.width = 160
-        options.height = 90
-        options.fps = 10
-        let engine = try CompositeEngine(options: options, originNanos: 0)
-        var file = engine.start()
-        engine.roster([.init(peerID: "a", name: "A", camera: "cam", screen: nil)], atNanos: 0)
+        var (engine, file) = try CompositeEngineTests.oneParticipantEngine()
         let encoder = try VP8Encoder(.init(width: 160, height: 90, fps: 10, keyframeInterval: 1000))
         // 3 s of camera: one keyframe, then deltas; the picture brightens frame by frame.
         for n in 0..<30 {
@@ -232,13 +233,7 @@ struct CompositeInboxTests {
 
     /// Catching up past a source's keyframe: the frames before it are not decoded at all.
     @Test func catchingUpPastAKeyframeSkipsDecodingTheFramesBeforeIt() throws {
-        var options = CompositeEngine.Options()
-        options.width = 160
-        options.height = 90
-        options.fps = 10
-        let engine = try CompositeEngine(options: options, originNanos: 0)
-        var file = engine.start()
-        engine.roster([.init(peerID: "a", name: "A", camera: "cam", screen: nil)], atNanos: 0)
+        var (engine, file) = try CompositeEngineTests.oneParticipantEngine()
         let encoder = try VP8Encoder(.init(width: 160, height: 90, fps: 10, keyframeInterval: 1000))
         for n in 0..<30 {  // keyframes at 0 and 2.0 s (a keyframe request answered)
             for f in try encoder.encode(I420Image(width: 160, height: 90, fill: YUV(y: UInt8(40 + n * 6), u: 128, v: 128)), pts: Int64(n), forceKeyframe: n == 20) {
@@ -268,13 +263,7 @@ struct CompositeInboxTests {
     /// 60 ms, so the participant's lip sync was off by 40 ms for the rest of the recording.)
     @Test func audioFollowsItsSendersClockWhenItMovesMoreThan20ms() throws {
         func onset(shiftNanos: Int64, from shiftFrame: Int) throws -> Double? {
-            var options = CompositeEngine.Options()
-            options.width = 160
-            options.height = 90
-            options.fps = 10
-            let engine = try CompositeEngine(options: options, originNanos: 0)
-            var file = engine.start()
-            engine.roster([.init(peerID: "a", name: "A", camera: nil, screen: nil)], atNanos: 0)
+            var (engine, file) = try CompositeEngineTests.oneParticipantEngine(camera: nil)
             let voice = try OpusEncoder(channels: 2)
             let tone = CodecTests.tone(1000, frames: 100, channels: 2)
             let silence = [Int16](repeating: 0, count: 1920)
@@ -306,13 +295,7 @@ struct CompositeInboxTests {
     /// 140 ms is on the output frame of 100 ms (40 ms early at most half a period), not the one of
     /// 200 ms (60 ms late; on average half a period late against the audio).
     @Test func aSourceFrameGoesToTheNearestOutputFrame() throws {
-        var options = CompositeEngine.Options()
-        options.width = 160
-        options.height = 90
-        options.fps = 10
-        let engine = try CompositeEngine(options: options, originNanos: 0)
-        var file = engine.start()
-        engine.roster([.init(peerID: "a", name: "A", camera: "cam", screen: nil)], atNanos: 0)
+        var (engine, file) = try CompositeEngineTests.oneParticipantEngine()
         let encoder = try VP8Encoder(.init(width: 160, height: 90, fps: 10, keyframeInterval: 1000))
         let dark = YUV(y: 40, u: 128, v: 128), light = YUV(y: 200, u: 128, v: 128)
         for (n, (nanos, colour)) in [(Int64(0), dark), (140_000_000, light), (300_000_000, light)].enumerated() {

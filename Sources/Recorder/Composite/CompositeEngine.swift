@@ -204,6 +204,8 @@ final class CompositeEngine {
     }
 
     var videoPeriodNanos: Int64 { 1_000_000_000 / Int64(options.fps) }
+    /// The time (timeline) of the next output video frame.
+    private var nextVideoNanos: Int64 { originNanos + nextVideoIndex * 1_000_000_000 / Int64(options.fps) }
 
     /// Writes every output frame whose time is before `toNanos` (timeline). Video output frames that
     /// end before `skipVideoBefore` are not composed or encoded (the sources are still decoded up to
@@ -212,11 +214,11 @@ final class CompositeEngine {
     func advance(toNanos: Int64, skipVideoBefore: Int64 = .min) -> [UInt8] {
         precondition(started)
         var out: [UInt8] = []
-        if skipVideoBefore > originNanos + nextVideoIndex * videoPeriodNanos {
+        if skipVideoBefore > nextVideoNanos {
             for id in Array(video.keys) { skipToKeyframe(id, before: skipVideoBefore) }
         }
         while true {
-            let videoAt = originNanos + nextVideoIndex * 1_000_000_000 / Int64(options.fps)
+            let videoAt = nextVideoNanos
             let audioAt = originNanos + nextAudioIndex * 20_000_000
             // A frame goes out once its whole duration is behind the horizon.
             if audioAt <= videoAt {

@@ -270,12 +270,9 @@ public final class CompositeRecording: RoomObserver, ProducerTap {
                 // tolerance is a clock step (NTP resync, sleep/wake, a forged SR), not drift: place
                 // it by its arrival and shift the participant's later SRs by the same step, so its
                 // frames stay where they happen instead of jumping with the publisher's clock.
-                if let m = t.mapping, m.srNTP != nil, t.mappingSSRC == stream.ssrc {
-                    let disagreement = nanos.subtractingReportingOverflow(m.nanos(sr.rtp))
-                    if disagreement.overflow || disagreement.partialValue.magnitude > UInt64(ParticipantRecording.clockStepToleranceNanos) {
-                        stepCorrections[t.peerID] = (stepCorrections[t.peerID] ?? 0) &+ (sr.arrivalNanos &- nanos)
-                        nanos = sr.arrivalNanos
-                    }
+                if let m = t.mapping, m.srNTP != nil, t.mappingSSRC == stream.ssrc, m.isClockStep(sr.rtp, at: nanos) {
+                    stepCorrections[t.peerID] = (stepCorrections[t.peerID] ?? 0) &+ (sr.arrivalNanos &- nanos)
+                    nanos = sr.arrivalNanos
                 }
                 t.mapping = ParticipantRecording.Mapping(rtp: sr.rtp, nanos: nanos, clockRate: producer.clockRate, srNTP: sr.ntp)
                 t.mappingSSRC = stream.ssrc

@@ -78,6 +78,13 @@ final class ParticipantRecording: ProducerTap {
         /// The SR it came from (nil: arrival-based).
         var srNTP: UInt64?
         func nanos(_ ts: UInt32) -> Int64 { nanos + Int64(Int32(bitPattern: ts &- rtp)) * 1_000_000_000 / Int64(clockRate) }
+        /// Whether an SR that puts `ts` at `srNanos` disagrees with this mapping by more than
+        /// ``ParticipantRecording/clockStepToleranceNanos``: a clock step (NTP resync, sleep/wake, a
+        /// forged SR), not drift.
+        func isClockStep(_ ts: UInt32, at srNanos: Int64) -> Bool {
+            let disagreement = srNanos.subtractingReportingOverflow(nanos(ts))
+            return disagreement.overflow || disagreement.partialValue.magnitude > UInt64(ParticipantRecording.clockStepToleranceNanos)
+        }
     }
 
     init(peer: PeerInfo, source: TrackSource, directory: String, fileID: String) {
@@ -203,10 +210,8 @@ final class ParticipantRecording: ProducerTap {
             for track in [WebMWriter.Track.video, .audio] {
                 guard let m = mapping(track), let producer = track == .video ? video?.producer : audio?.producer,
                       let sr = producer.senderReport, sr.ntp != m.srNTP else { continue }
-                let predicted = m.nanos(sr.rtp)
                 var nanos = srNanos(sr.ntp)
-                let disagreement = nanos.subtractingReportingOverflow(predicted)
-                if disagreement.overflow || disagreement.partialValue.magnitude > UInt64(Self.clockStepToleranceNanos), let offset = clockOffsetNanos {
+                if m.isClockStep(sr.rtp, at: nanos), let offset = clockOffsetNanos {
                     // The publisher's clock stepped: place this SR by its arrival on the time base
                     // of the first SR, and shift every later SR by the same step.
                     let (anchored, overflow) = sr.arrivalNanos.addingReportingOverflow(offset)
