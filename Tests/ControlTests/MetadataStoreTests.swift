@@ -52,6 +52,25 @@ struct MetadataStoreTests {
     }
 
     @Test(arguments: StoreBackend.allCases)
+    func openRoomOccupancyCountsWhoIsInAndWhenTheLastOneLeft(backend: StoreBackend) async throws {
+        let (store, _) = try await backend.open()
+        defer { Task { await store.close() } }
+        for (id, at) in [("busy", 1), ("empty", 2), ("left", 3), ("closed", 4)] {
+            try await store.createRoom(RoomRecord(id: id, name: id, createdAt: Int64(at), maxParticipants: 9, emptyTimeoutS: 60, maxDurationS: 600, autoRecord: false))
+        }
+        // busy: two in, one left (at 70) and came back; left: everyone gone, the last at 80.
+        for (i, (room, leftAt)) in [("busy", nil), ("busy", 70), ("busy", nil), ("left", 50), ("left", 80), ("closed", nil)].enumerated() {
+            try await store.recordJoin(ParticipantSessionRecord(id: "s\(i)", roomID: room, userID: "u\(i)", name: "n", role: "patient", joinedAt: 10))
+            if let leftAt { try await store.recordLeave(sessionID: "s\(i)", at: Int64(leftAt), reason: "left") }
+        }
+        try await store.closeRoom(id: "closed", at: 99, reason: "closed by API")
+        let occupancy = try await store.openRoomOccupancy()
+        #expect(occupancy.map(\.room.id) == ["busy", "empty", "left"])
+        #expect(occupancy.map(\.present) == [2, 0, 0])
+        #expect(occupancy.map(\.lastLeftAt) == [70, nil, 80])
+    }
+
+    @Test(arguments: StoreBackend.allCases)
     func participantsEventsAndQuality(backend: StoreBackend) async throws {
         let (store, _) = try await backend.open()
         defer { Task { await store.close() } }

@@ -12,11 +12,9 @@ struct MetricsEndpoint: Sendable {
 
     func render() async throws -> String {
         var out = PrometheusText()
-        let rooms = try await store.rooms()
+        let rooms = try await store.openRoomOccupancy()
         out.gauge("sfu_rooms", "Open rooms.", Double(rooms.count))
-        var participants = 0
-        for room in rooms { participants += try await store.participantSessions(roomID: room.id).filter { $0.leftAt == nil }.count }
-        out.gauge("sfu_participants", "Participants in open rooms.", Double(participants))
+        out.gauge("sfu_participants", "Participants in open rooms.", Double(rooms.reduce(0) { $0 + $1.present }))
         out.gauge("sfu_recordings_active", "Recordings in progress.", Double(try await store.recordings(status: .recording).count))
         var total = TransportStatistics()
         var sessions = 0, received = 0, unmatched = 0, oversize = 0, sendOverflow = 0

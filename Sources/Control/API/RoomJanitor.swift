@@ -24,10 +24,10 @@ public struct RoomJanitor: Sendable {
     @discardableResult
     public func sweep(nowMillis: Int64) async throws -> [String] {
         var closed: [String] = []
-        for room in try await store.rooms() {
-            let sessions = try await store.participantSessions(roomID: room.id)
-            let present = sessions.contains { $0.leftAt == nil }
-            let emptySince = sessions.compactMap(\.leftAt).max().map { max($0, room.createdAt) } ?? room.createdAt
+        for occupancy in try await store.openRoomOccupancy() {
+            let room = occupancy.room
+            let present = occupancy.present > 0
+            let emptySince = occupancy.lastLeftAt.map { max($0, room.createdAt) } ?? room.createdAt
             let reason: String?
             if nowMillis - room.createdAt >= Int64(room.maxDurationS) * 1000 {
                 reason = "max duration reached"

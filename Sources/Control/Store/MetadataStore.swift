@@ -30,6 +30,13 @@ public struct RoomRecord: Sendable, Equatable {
     }
 }
 
+/// An open room, how many participants are in it, and when the last one left (nil: nobody has yet).
+public struct RoomOccupancy: Sendable, Equatable {
+    public var room: RoomRecord
+    public var present: Int
+    public var lastLeftAt: Int64?
+}
+
 public struct ParticipantSessionRecord: Sendable, Equatable {
     public var id: String
     public var roomID: String
@@ -237,6 +244,9 @@ enum Migrations {
         ]),
         // Composite recordings say how they laid out the canvas.
         (4, ["ALTER TABLE recordings ADD COLUMN layout TEXT"]),
+        // Who is in a room and when its last participant left, read from the index alone
+        // (``MetadataStore/openRoomOccupancy()``: the janitor's pass every second, /metrics).
+        (5, ["CREATE INDEX participant_sessions_room_left ON participant_sessions(room_id, left_at)"]),
     ]
 
     static func apply(_ db: SQLDatabase) throws(SQLError) -> [Int] {
@@ -455,6 +465,24 @@ public final class MetadataStore: Sendable {
                                          leftAt: row["left_at"].int, leaveReason: row["leave_reason"].text)
             }
         }
+    }
+
+    /// Every open room with how many participants are in it and when the last one left: two
+    /// aggregates per room over the (room_id, left_at) index, not the room's whole session history
+    /// (the janitor reads this every second; a room open for a day can have thousands of sessions).
+    public func openRoomOccupancy() async throws -> [RoomOccupancy] {
+        let found = try await run { db throws(SQLError) in
+            try db.execute("""
+                SELECT r.*,
+                  (SELECT COUNT(*) FROM participant_sessions s WHERE s.room_id = r.id AND s.left_at IS NULL) AS present,
+                  (SELECT MAX(s.left_at) FROM participant_sessions s WHERE s.room_id = r.id) AS last_left_at
+                FROM rooms r WHERE r.closed_at IS NULL ORDER BY r.created_at, r.id
+                """).map { row in
+                RoomOccupancy(room: Self.room(row), present: Int(row["present"].int ?? 0), lastLeftAt: row["last_left_at"].int)
+            }
+        }
+        for o in found { cache(o.room) }
+        return found
     }
 
     // MARK: recordings

@@ -274,10 +274,27 @@ final class Consumer {
             case .missed:
                 retransmissionMisses += 1
                 missed = true
+                logMiss(s, nowNanos: nowNanos)
             }
         }
         // A packet we cannot resend leaves the subscriber's decoder stuck until the next keyframe: ask for one.
         if missed { requestKeyframe(nowNanos: nowNanos) }
+    }
+
+    /// Why a NACKed packet could not be resent (debug log: a receiver whose jitter buffer waits for
+    /// it stalls until the next keyframe, or, in aiortc, until 512 later packets have arrived).
+    private func logMiss(_ sequenceNumber: UInt16, nowNanos: Int64) {
+        let record = sentPackets[Int(sequenceNumber) & (Self.sentCapacity - 1)]
+        let why: String
+        if record.nanos == .min || record.sequence != sequenceNumber {
+            why = "never sent under this number, or overwritten"
+        } else if nowNanos - record.nanos > Self.maxRetransmissionAgeNanos {
+            why = "sent \((nowNanos - record.nanos) / 1_000_000) ms ago"
+        } else {
+            why = "no longer stored, or the send failed"
+        }
+        subscriber.room.logger.debug("retransmission missed", metadata: [
+            "peer": "\(subscriber.participant.peer.peerID)", "seq": "\(sequenceNumber)", "why": "\(why)", "t_ms": "\(nowNanos / 1_000_000)"])
     }
 
     /// Rebuilds and sends the packet sent as `sequenceNumber`, if it is recent and still stored.

@@ -143,7 +143,7 @@ public final class Room {
         guard !p.removed else { return }
         p.removed = true
         let pub = p.publisher?.transport.statistics ?? TransportStatistics()
-        let sub = p.subscriber?.statistics ?? (TransportStatistics(), 0, 0)
+        let sub = p.subscriber?.statistics ?? SubscriberConnection.Statistics()
         participants.removeAll { $0 === p }
         for producer in p.producers { unpublish(producer, of: p, negotiate: false) }
         if let publisher = p.publisher {
@@ -164,8 +164,9 @@ public final class Room {
         if let code { p.sink(.removed(code: code, message: message)) }
         logger.info("participant left", metadata: [
             "room": "\(id)", "peer": "\(p.peer.peerID)", "reason": "\(code ?? "left")",
-            "rtp_in": "\(pub.rtpPacketsIn)", "rtp_out": "\(sub.0.rtpPacketsOut)", "retransmitted": "\(sub.1)", "retransmission_misses": "\(sub.2)",
-            "unknown_ssrc": "\(p.publisher?.unknownSSRCPackets ?? 0)", "srtp_auth_failures": "\(pub.authenticationFailures + sub.0.authenticationFailures)",
+            "rtp_in": "\(pub.rtpPacketsIn)", "rtp_out": "\(sub.transport.rtpPacketsOut)", "retransmitted": "\(sub.retransmitted)", "retransmission_misses": "\(sub.missed)",
+            "retransmissions_throttled": "\(sub.throttled)", "retransmissions_skipped": "\(sub.skipped)",
+            "unknown_ssrc": "\(p.publisher?.unknownSSRCPackets ?? 0)", "srtp_auth_failures": "\(pub.authenticationFailures + sub.transport.authenticationFailures)",
         ])
     }
 

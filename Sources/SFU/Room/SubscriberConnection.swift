@@ -98,13 +98,21 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     var isConnected: Bool { hasTransport && transport.state == .connected }
 
     /// Transport counters, and retransmissions answered and missed (gone from the buffer).
-    var statistics: (TransportStatistics, Int, Int) {
-        var sent = 0, missed = 0
+    /// What its transport counted, and what became of the NACKed packets of its live consumers.
+    struct Statistics {
+        var transport = TransportStatistics()
+        var retransmitted = 0, missed = 0, throttled = 0, skipped = 0
+    }
+    var statistics: Statistics {
+        var s = Statistics(transport: hasTransport ? transport.statistics : TransportStatistics(), retransmitted: retransmittedGone)
         for slot in slots {
-            sent += slot.consumer?.retransmitted ?? 0
-            missed += slot.consumer?.retransmissionMisses ?? 0
+            guard let c = slot.consumer else { continue }
+            s.retransmitted += c.retransmitted
+            s.missed += c.retransmissionMisses
+            s.throttled += c.retransmissionsThrottled
+            s.skipped += c.retransmissionsSkipped
         }
-        return (hasTransport ? transport.statistics : TransportStatistics(), sent + retransmittedGone, missed)
+        return s
     }
     /// Retransmissions of consumers already removed.
     var retransmittedGone = 0
