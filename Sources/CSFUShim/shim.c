@@ -4,6 +4,11 @@
 #include <vpx/vp8cx.h>
 #include <pthread.h>
 #include <string.h>
+#include <errno.h>
+#include <stdint.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 long sfu_DTLSv1_handle_timeout(SSL *ssl) { return DTLSv1_handle_timeout(ssl); }
 
@@ -98,4 +103,43 @@ void sfu_set_thread_name(const char *name) {
     strncpy(short_name, name, sizeof short_name - 1);
     short_name[sizeof short_name - 1] = 0;
     pthread_setname_np(pthread_self(), short_name);
+}
+
+int sfu_set_thread_nice(int nice) { return setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice); }
+
+int sfu_thread_nice(void) { return getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid)); }
+
+/// struct sched_attr (include/uapi/linux/sched/types.h), SCHED_ATTR_SIZE_VER1; glibc before 2.41 has neither it nor a wrapper.
+struct sfu_sched_attr {
+    uint32_t size;
+    uint32_t sched_policy;
+    uint64_t sched_flags;
+    int32_t sched_nice;
+    uint32_t sched_priority;
+    uint64_t sched_runtime;
+    uint64_t sched_deadline;
+    uint64_t sched_period;
+    uint32_t sched_util_min;
+    uint32_t sched_util_max;
+};
+
+static int sfu_get_sched_attr(struct sfu_sched_attr *attr) {
+    memset(attr, 0, sizeof *attr);
+    return (int)syscall(SYS_sched_getattr, 0, attr, (unsigned int)sizeof *attr, 0u);
+}
+
+int sfu_set_thread_slice_nanos(uint64_t nanos) {
+    struct sfu_sched_attr attr;
+    if (sfu_get_sched_attr(&attr) != 0) return -1;
+    if (attr.sched_policy != 0 /* SCHED_OTHER */) { errno = EINVAL; return -1; }
+    attr.size = sizeof attr;
+    attr.sched_runtime = nanos;
+    attr.sched_flags = 0;
+    return (int)syscall(SYS_sched_setattr, 0, &attr, 0u);
+}
+
+uint64_t sfu_thread_slice_nanos(void) {
+    struct sfu_sched_attr attr;
+    if (sfu_get_sched_attr(&attr) != 0) return 0;
+    return attr.sched_runtime;
 }

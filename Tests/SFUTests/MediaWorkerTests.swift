@@ -26,6 +26,17 @@ struct MediaWorkerTests {
         try await loop.shutdownGracefully()
     }
 
+    /// The loop's thread asks for a short scheduler slice, so that it preempts a thread with a long
+    /// one (a composite recording's encode) when a datagram wakes it; the caller's thread keeps its own.
+    @Test func theLoopThreadRunsWithAShortSchedulerSlice() async throws {
+        let loop = try MediaEventLoop(name: "test-slice")
+        let slice = try await loop.submit { MediaEventLoop.currentThreadSliceNanos() }.get()
+        #expect(loop.sliceApplied == true)
+        #expect(slice == MediaEventLoop.sliceNanos)
+        #expect(MediaEventLoop.currentThreadSliceNanos() != MediaEventLoop.sliceNanos)
+        try await loop.shutdownGracefully()
+    }
+
     @Test func scheduledTasksRunByDeadlineAndCancelledOnesNever() async throws {
         let loop = try MediaEventLoop(name: "test-timers")
         let fired = NIOLockedValueBox<[String]>([])

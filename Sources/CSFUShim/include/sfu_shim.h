@@ -74,3 +74,15 @@ int64_t sfu_rx_timestamp_nanos(const struct msghdr *msg);
 size_t sfu_rx_timestamp_control_size(void);
 /// Names the calling thread (15 bytes at most are kept), for top, perf and gdb.
 void sfu_set_thread_name(const char *name);
+/// Sets the calling thread's nice value (Linux: a per-thread attribute; setpriority on its tid).
+/// Returns 0, or -1 with errno (raising priority, a negative value, needs CAP_SYS_NICE).
+int sfu_set_thread_nice(int nice);
+/// The calling thread's nice value.
+int sfu_thread_nice(void);
+/// Asks the scheduler for a shorter time slice for the calling thread (Linux 6.12+ EEVDF:
+/// `sched_attr.sched_runtime` of a SCHED_OTHER thread is its slice, and a waking thread with a
+/// shorter slice than the running one preempts it). Policy and nice are kept.
+/// Returns 0, or -1 with errno (ENOSYS/EINVAL on kernels without it).
+int sfu_set_thread_slice_nanos(uint64_t nanos);
+/// The calling thread's slice as the kernel reports it (0: the default, or unknown).
+uint64_t sfu_thread_slice_nanos(void);

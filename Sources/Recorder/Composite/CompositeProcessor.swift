@@ -2,10 +2,11 @@ import Foundation
 import Logging
 import SFU
 
-/// The composite's processing half: a serial dispatch queue of its own that every 20 ms takes what
-/// the room side queued, runs the ``CompositeEngine`` up to `latency` behind the room's clock, and
-/// appends the bytes to the file (``FileSink``, its own queue). All its state is touched on `queue`
-/// only, which is what makes the `@unchecked Sendable` hold.
+/// The composite's processing half: a thread of its own at a lower priority than the media workers
+/// (``ProcessingThread``, ``threadNiceIncrement`` nicer) that every 20 ms takes what the room side queued, runs
+/// the ``CompositeEngine`` up to `latency` behind the room's clock, and appends the bytes to the file
+/// (``FileSink``, its own queue). All its state is touched on `thread` only, which is what makes
+/// the `@unchecked Sendable` hold.
 final class CompositeProcessor: @unchecked Sendable {
     struct Result: Sendable {
         var size = 0
@@ -21,18 +22,21 @@ final class CompositeProcessor: @unchecked Sendable {
     static let latencyNanos: Int64 = 1_000_000_000
     static let tickNanos = 20_000_000
     /// How far the output may lag behind its horizon (`now - latencyNanos`) before video output
-    /// frames are skipped to catch up: a starved queue (a busy machine) that comes back composes and
+    /// frames are skipped to catch up: a starved thread (a busy machine) that comes back composes and
     /// encodes only the last of what it missed, instead of encoding every missed frame and falling
     /// further behind. Sources are still decoded (references stay whole) and audio is never skipped.
     static let maxOutputLagNanos: Int64 = 300_000_000
+    /// How much nicer than the server the processing thread runs: forwarding gets a contended core
+    /// first (make bench, scenario b-composite, measures forwarding with a composite recording on
+    /// the same core).
+    static let threadNiceIncrement: Int32 = 10
 
     let id: String
     let sink: FileSink
-    private let queue: DispatchQueue
+    private let thread: ProcessingThread
     private let inbox: CompositeInbox
     private let engine: CompositeEngine
     private let logger: Logger
-    private var timer: DispatchSourceTimer?
     private var finished = false
     private var outcome = Result()
     private var lastStatsLog: Int64 = 0
@@ -49,17 +53,18 @@ final class CompositeProcessor: @unchecked Sendable {
         self.logger = logger
         engine = try CompositeEngine(options: options, originNanos: originNanos)
         sink = FileSink(path: path)
-        queue = DispatchQueue(label: "sfu.recorder.composite", qos: .utility)
+        thread = ProcessingThread(name: "sfu-composite", niceIncrement: Self.threadNiceIncrement)
     }
 
+    deinit { thread.stop() }
+
     func start() {
-        queue.async { [self] in
+        thread.async { [self] in
+            if thread.niceApplied == false {
+                logger.warning("composite recording thread runs at the process's priority: nice refused", metadata: ["recording": "\(id)"])
+            }
             sink.append(engine.start())
-            let t = DispatchSource.makeTimerSource(queue: queue)
-            t.schedule(deadline: .now() + .milliseconds(20), repeating: .nanoseconds(Self.tickNanos), leeway: .milliseconds(5))
-            t.setEventHandler { [weak self] in self?.tick() }
-            timer = t
-            t.resume()
+            thread.startTicking(everyNanos: Int64(Self.tickNanos)) { [weak self] in self?.tick() }
         }
     }
 
@@ -100,13 +105,12 @@ final class CompositeProcessor: @unchecked Sendable {
         }
     }
 
-    /// Writes everything up to `endNanos` and finishes the file (on the queue, after what is queued).
+    /// Writes everything up to `endNanos` and finishes the file (on the thread, after what is queued).
     func finish(endNanos: Int64) {
-        queue.async { [self] in
+        thread.async { [self] in
             guard !finished else { return }
             finished = true
-            timer?.cancel()
-            timer = nil
+            thread.stopTicking()
             ingest()
             let (tail, patches) = engine.finish(endNanos: endNanos)
             sink.append(tail)
@@ -127,15 +131,22 @@ final class CompositeProcessor: @unchecked Sendable {
         }
     }
 
-    /// Holds the processing queue (a test's starved CPU): the timer's ticks wait, the room side
-    /// keeps queueing until its bounds refuse video.
-    func suspendForTesting() { queue.suspend() }
-    func resumeForTesting() { queue.resume() }
+    /// Holds the processing thread (a test's starved CPU): the ticks wait, the room side keeps
+    /// queueing until its bounds refuse video.
+    func suspendForTesting() { thread.suspend() }
+    func resumeForTesting() { thread.resume() }
 
-    /// The outcome, once ``finish(endNanos:)`` ran (the queue is serial: this waits for it).
+    /// The processing thread's nice value, read on it (nil: not applied).
+    func threadNiceForTesting() async -> Int32? {
+        await withCheckedContinuation { (c: CheckedContinuation<Int32?, Never>) in
+            thread.async { [self] in c.resume(returning: thread.niceApplied == true ? ProcessingThread.currentThreadNice() : nil) }
+        }
+    }
+
+    /// The outcome, once ``finish(endNanos:)`` ran (the thread is serial: this waits for it).
     func result() async -> Result {
         await withCheckedContinuation { (c: CheckedContinuation<Result, Never>) in
-            queue.async { [self] in c.resume(returning: outcome) }
+            thread.async { [self] in c.resume(returning: outcome) }
         }
     }
 }

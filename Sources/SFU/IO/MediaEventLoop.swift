@@ -38,6 +38,21 @@ public final class MediaEventLoop: EventLoop, @unchecked Sendable, CustomStringC
     /// Where tasks run once the thread has stopped; counts as the loop (``inEventLoop``).
     private let afterShutdown: DispatchQueue
     private static let queueKey = DispatchSpecificKey<ObjectIdentifier>()
+    /// The loop thread's scheduler slice. Its work comes in short bursts (a batch of datagrams is
+    /// tens of microseconds) that must not wait behind another thread's long one on the same core
+    /// (a composite recording's encode): with Linux's EEVDF scheduler (6.12+) a waking thread with
+    /// a shorter slice than the running one preempts it. Its share of a contended core is set by
+    /// nice values, not by this. On kernels without per-thread slices the call fails and the
+    /// default applies (``sliceApplied``).
+    public static let sliceNanos: UInt64 = 300_000
+    /// Whether the kernel took ``sliceNanos`` for this loop's thread (nil until it started).
+    public private(set) var sliceApplied: Bool? {
+        get { lock.withLock { _sliceApplied } }
+        set { lock.withLock { _sliceApplied = newValue } }
+    }
+    private var _sliceApplied: Bool?
+    /// The calling thread's scheduler slice as the kernel reports it (0: default or unknown).
+    public static func currentThreadSliceNanos() -> UInt64 { sfu_thread_slice_nanos() }
 
     // Confined to the loop.
     private var handlers: [Int32: (_ readable: Bool, _ writable: Bool) -> Void] = [:]
@@ -72,6 +87,7 @@ public final class MediaEventLoop: EventLoop, @unchecked Sendable, CustomStringC
         let box = Unmanaged.passRetained(ThreadBody { [self] in
             lock.withLock { owner = pthread_self() }
             sfu_set_thread_name(name)
+            sliceApplied = sfu_set_thread_slice_nanos(Self.sliceNanos) == 0
             started.signal()
             run()
         })

@@ -1,0 +1,123 @@
+import CSFUShim
+import Foundation
+
+/// A serial executor on a thread of its own, at a lower scheduling priority (a higher nice value)
+/// than the rest of the process: work that must never take CPU from the media workers (a composite
+/// recording's decoding, composing and encoding) runs here. When both want a core the kernel gives
+/// the media worker the core at once and this thread what is left (nice 10 weighs 110 against 1024
+/// for nice 0 in Linux's scheduler), so a busy composite delays forwarding by no more than a
+/// context switch; when it gets too little, the composite falls behind and drops video frames,
+/// which it is built to do (``CompositeProcessor``).
+///
+/// Jobs run in order; a repeating tick runs between them when due (a late tick is not repeated:
+/// the next one is an interval after it). All state is guarded by `condition`, which is what makes
+/// the `@unchecked Sendable` hold. The thread ends after ``stop()`` once the queued jobs have run.
+final class ProcessingThread: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var jobs: [@Sendable () -> Void] = []
+    private var suspensions = 0
+    private var tick: (interval: Int64, next: Int64, handler: @Sendable () -> Void)?
+    private var stopping = false
+    /// How much nicer than the thread that made it this thread runs (the value is capped at 19).
+    let niceIncrement: Int32
+    private let baseNice: Int32
+    private var niceResult: Bool?
+
+    init(name: String, niceIncrement: Int32) {
+        self.niceIncrement = niceIncrement
+        baseNice = sfu_thread_nice()
+        let thread = Thread { [self] in run(name: name) }
+        thread.start()
+    }
+
+    static func nowNanos() -> Int64 { Int64(DispatchTime.now().uptimeNanoseconds) }
+
+    /// The calling thread's nice value.
+    static func currentThreadNice() -> Int32 { sfu_thread_nice() }
+
+    /// Runs `job` after the jobs queued before it.
+    func async(_ job: @escaping @Sendable () -> Void) {
+        condition.lock()
+        jobs.append(job)
+        condition.signal()
+        condition.unlock()
+    }
+
+    /// Runs `handler` every `intervalNanos`, the first time `intervalNanos` from now (replaces any tick).
+    func startTicking(everyNanos intervalNanos: Int64, _ handler: @escaping @Sendable () -> Void) {
+        condition.lock()
+        tick = (intervalNanos, Self.nowNanos() + intervalNanos, handler)
+        condition.signal()
+        condition.unlock()
+    }
+
+    func stopTicking() {
+        condition.lock()
+        tick = nil
+        condition.unlock()
+    }
+
+    /// Holds jobs and ticks (a running one finishes) until as many ``resume()`` calls.
+    func suspend() {
+        condition.lock()
+        suspensions += 1
+        condition.unlock()
+    }
+
+    func resume() {
+        condition.lock()
+        suspensions = max(0, suspensions - 1)
+        condition.signal()
+        condition.unlock()
+    }
+
+    /// Ends the thread once the jobs queued so far have run; ticks stop at once.
+    func stop() {
+        condition.lock()
+        stopping = true
+        tick = nil
+        condition.signal()
+        condition.unlock()
+    }
+
+    /// Whether the nice value was applied (nil until the thread has started; false: the thread
+    /// runs at the priority of the thread that made it, logged by the owner).
+    var niceApplied: Bool? {
+        condition.lock()
+        defer { condition.unlock() }
+        return niceResult
+    }
+
+    private func run(name: String) {
+        sfu_set_thread_name(name)
+        let applied = sfu_set_thread_nice(min(19, baseNice + niceIncrement)) == 0
+        condition.lock()
+        niceResult = applied
+        while true {
+            if suspensions == 0, !jobs.isEmpty {
+                let batch = jobs
+                jobs.removeAll(keepingCapacity: true)
+                condition.unlock()
+                for job in batch { job() }
+                condition.lock()
+                continue
+            }
+            if stopping, jobs.isEmpty { break }
+            let now = Self.nowNanos()
+            if suspensions == 0, let t = tick, now >= t.next {
+                let next = t.next + t.interval
+                tick?.next = next > now ? next : now + t.interval
+                condition.unlock()
+                t.handler()
+                condition.lock()
+                continue
+            }
+            if suspensions == 0, let t = tick {
+                _ = condition.wait(until: Date(timeIntervalSinceNow: Double(t.next - now) / 1e9))
+            } else {
+                condition.wait()
+            }
+        }
+        condition.unlock()
+    }
+}
