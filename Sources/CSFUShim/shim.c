@@ -109,6 +109,8 @@ int sfu_set_thread_nice(int nice) { return setpriority(PRIO_PROCESS, (id_t)sysca
 
 int sfu_thread_nice(void) { return getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid)); }
 
+int sfu_process_nice(void) { return getpriority(PRIO_PROCESS, (id_t)getpid()); }
+
 /// struct sched_attr (include/uapi/linux/sched/types.h), SCHED_ATTR_SIZE_VER1; glibc before 2.41 has neither it nor a wrapper.
 struct sfu_sched_attr {
     uint32_t size;

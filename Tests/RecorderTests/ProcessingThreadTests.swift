@@ -60,8 +60,9 @@ struct ProcessingThreadTests {
         #expect(try await Self.until(10) { ran.current && ticks.current > 0 })
     }
 
-    @Test func itRunsNicerThanTheThreadThatMadeIt() async throws {
-        let base = ProcessingThread.currentThreadNice()
+    @Test func itRunsNicerThanTheProcess() async throws {
+        let base = ProcessingThread.processNice()
+        let caller = ProcessingThread.currentThreadNice()
         let thread = ProcessingThread(name: "test-proc", niceIncrement: 10)
         defer { thread.stop() }
         let nice = Box<Int32?>(nil)
@@ -70,7 +71,31 @@ struct ProcessingThreadTests {
         #expect(thread.niceApplied == true)
         #expect(nice.current == min(19, base + 10))
         // The test's own thread is untouched (nice is per thread on Linux).
-        #expect(ProcessingThread.currentThreadNice() == base)
+        #expect(ProcessingThread.currentThreadNice() == caller)
+    }
+
+    /// Made from a thread that is itself nicer (a dispatch or Swift concurrency thread can carry a
+    /// QoS nice), it still runs at the process's nice + its increment, not at the maker's + it.
+    @Test func itsNiceDoesNotDependOnTheThreadThatMadeIt() async throws {
+        let outer = ProcessingThread(name: "test-outer", niceIncrement: 5)
+        defer { outer.stop() }
+        let seen = Box<(maker: Int32, inner: Int32?)?>(nil)
+        outer.async {
+            let inner = ProcessingThread(name: "test-inner", niceIncrement: 10)
+            let nice = Box<Int32?>(nil)
+            let done = DispatchSemaphore(value: 0)
+            inner.async {
+                nice.with { $0 = ProcessingThread.currentThreadNice() }
+                done.signal()
+            }
+            done.wait()
+            inner.stop()
+            seen.with { $0 = (ProcessingThread.currentThreadNice(), nice.current) }
+        }
+        await Self.drain(outer)
+        let base = ProcessingThread.processNice()
+        #expect(seen.current?.maker == min(19, base + 5))
+        #expect(seen.current?.inner == min(19, base + 10))
     }
 
     @Test func stopEndsTheThreadAfterTheQueuedJobs() async throws {
@@ -102,8 +127,7 @@ struct CompositeProcessingPriorityTests {
         let processor = try CompositeProcessor(id: "rec_nice", options: options, originNanos: 0, path: dir + "/c.webm",
                                                inbox: CompositeInbox(maxVideoBacklog: 8), logger: Logger(label: "test"), clock: { 0 })
         processor.start()
-        let base = ProcessingThread.currentThreadNice()
-        #expect(await processor.threadNiceForTesting() == min(19, base + CompositeProcessor.threadNiceIncrement))
+        #expect(await processor.threadNiceForTesting() == min(19, ProcessingThread.processNice() + CompositeProcessor.threadNiceIncrement))
         processor.finish(endNanos: 0)
         _ = await processor.result()
     }

@@ -79,6 +79,8 @@ void sfu_set_thread_name(const char *name);
 int sfu_set_thread_nice(int nice);
 /// The calling thread's nice value.
 int sfu_thread_nice(void);
+/// The process's nice value (its main thread's: what it was started with).
+int sfu_process_nice(void);
 /// Asks the scheduler for a shorter time slice for the calling thread (Linux 6.12+ EEVDF:
 /// `sched_attr.sched_runtime` of a SCHED_OTHER thread is its slice, and a waking thread with a
 /// shorter slice than the running one preempts it). Policy and nice are kept.

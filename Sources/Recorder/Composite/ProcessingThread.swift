@@ -18,14 +18,16 @@ final class ProcessingThread: @unchecked Sendable {
     private var suspensions = 0
     private var tick: (interval: Int64, next: Int64, handler: @Sendable () -> Void)?
     private var stopping = false
-    /// How much nicer than the thread that made it this thread runs (the value is capped at 19).
+    /// How much nicer than the process (its main thread: the nice it was started with) this thread
+    /// runs, capped at 19. Not relative to the thread that made it: a Swift concurrency or dispatch
+    /// thread can carry a nice of its own from its QoS.
     let niceIncrement: Int32
     private let baseNice: Int32
     private var niceResult: Bool?
 
     init(name: String, niceIncrement: Int32) {
         self.niceIncrement = niceIncrement
-        baseNice = sfu_thread_nice()
+        baseNice = sfu_process_nice()
         let thread = Thread { [self] in run(name: name) }
         thread.start()
     }
@@ -34,6 +36,8 @@ final class ProcessingThread: @unchecked Sendable {
 
     /// The calling thread's nice value.
     static func currentThreadNice() -> Int32 { sfu_thread_nice() }
+    /// The process's nice value (its main thread's).
+    static func processNice() -> Int32 { sfu_process_nice() }
 
     /// Runs `job` after the jobs queued before it.
     func async(_ job: @escaping @Sendable () -> Void) {
