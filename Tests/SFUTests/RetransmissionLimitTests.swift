@@ -35,6 +35,30 @@ struct RetransmissionLimitTests {
         #expect((s.received[rtxSSRC] ?? []).count == 2)
     }
 
+    /// A receiver that asks late (aiortc NACKs a lost resend again only at its next new gap, and its
+    /// jitter buffer waits for the packet until 512 later ones have come) gets a packet sent 3 s
+    /// before, as long as it is stored; one older than the limit is a miss.
+    @Test func aLateNACKIsAnsweredUpToFiveSeconds() throws {
+        let (h, pub, subs, tracks) = try RoomTests.room(subscribers: 1)
+        RoomTests.stream(h, pub, frames: 10)
+        let s = subs[0]
+        let video = try #require(s.ssrc(peer: pub.info.peerID, track: tracks.video))
+        let rtxSSRC = try #require(video.rtx)
+        let packets = try (s.received[video.ssrc] ?? []).map { try RTPPacket(parsing: $0) }
+        try #require(packets.count == 10)
+        h.run(steps: 300)  // 3 s
+        s.subscriber?.sendRTCP([.nack(GenericNACK(senderSSRC: 1, mediaSSRC: video.ssrc, lost: [packets[3].sequenceNumber]))])
+        h.run(steps: 2)
+        let c = try Self.videoConsumer(h, s, track: tracks.video)
+        #expect((s.received[rtxSSRC] ?? []).count == 1)
+        #expect(c.retransmitted == 1 && c.retransmissionMisses == 0)
+        h.run(steps: 250)  // 5.5 s after it was sent
+        s.subscriber?.sendRTCP([.nack(GenericNACK(senderSSRC: 1, mediaSSRC: video.ssrc, lost: [packets[4].sequenceNumber]))])
+        h.run(steps: 2)
+        #expect((s.received[rtxSSRC] ?? []).count == 1)
+        #expect(c.retransmissionMisses == 1)
+    }
+
     @Test func retransmissionsStayWithinAShareOfTheDownlink() throws {
         let (h, pub, subs, tracks) = try RoomTests.room(subscribers: 1)
         // 300 large packets, then NACKs for all of them every 10 ms for a second.
