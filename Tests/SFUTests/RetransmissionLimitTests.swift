@@ -12,7 +12,9 @@ struct RetransmissionLimitTests {
         return try #require(participant.subscriber?.slots.compactMap(\.consumer).first { $0.producer.trackID == track })
     }
 
-    @Test func aNACKStormResendsEachPacketOncePerRoundTrip() throws {
+    /// One subscriber that received 10 video packets (RTX negotiated): the room, the subscriber,
+    /// the video and RTX SSRCs it sees, those packets and its video consumer.
+    static func tenVideoPackets() throws -> (h: RoomHarness, s: RoomHarness.Peer, video: UInt32, rtx: UInt32, packets: [RTPPacket], consumer: Consumer) {
         let (h, pub, subs, tracks) = try RoomTests.room(subscribers: 1)
         RoomTests.stream(h, pub, frames: 10)
         let s = subs[0]
@@ -20,17 +22,21 @@ struct RetransmissionLimitTests {
         let rtxSSRC = try #require(video.rtx)
         let packets = try (s.received[video.ssrc] ?? []).map { try RTPPacket(parsing: $0) }
         try #require(packets.count == 10)
+        return (h, s, video.ssrc, rtxSSRC, packets, try videoConsumer(h, s, track: tracks.video))
+    }
+
+    @Test func aNACKStormResendsEachPacketOncePerRoundTrip() throws {
+        let (h, s, video, rtxSSRC, packets, c) = try Self.tenVideoPackets()
         // 20 NACK datagrams at once, each naming packet 3 forty times.
         let lost = [UInt16](repeating: packets[3].sequenceNumber, count: 40)
-        for _ in 0..<20 { s.subscriber?.sendRTCP([.nack(GenericNACK(senderSSRC: 1, mediaSSRC: video.ssrc, lost: lost))]) }
+        for _ in 0..<20 { s.subscriber?.sendRTCP([.nack(GenericNACK(senderSSRC: 1, mediaSSRC: video, lost: lost))]) }
         h.run(steps: 2)
         #expect((s.received[rtxSSRC] ?? []).count == 1)
-        let c = try Self.videoConsumer(h, s, track: tracks.video)
         #expect(c.retransmitted == 1)
         #expect(c.retransmissionsThrottled >= 19)
         // A round trip later (no RTT measured yet: 100 ms), it may go once more.
         h.run(steps: 11)
-        s.subscriber?.sendRTCP([.nack(GenericNACK(senderSSRC: 1, mediaSSRC: video.ssrc, lost: lost))])
+        s.subscriber?.sendRTCP([.nack(GenericNACK(senderSSRC: 1, mediaSSRC: video, lost: lost))])
         h.run(steps: 2)
         #expect((s.received[rtxSSRC] ?? []).count == 2)
     }
@@ -39,21 +45,14 @@ struct RetransmissionLimitTests {
     /// jitter buffer waits for the packet until 512 later ones have come) gets a packet sent 3 s
     /// before, as long as it is stored; one older than the limit is a miss.
     @Test func aLateNACKIsAnsweredUpToFiveSeconds() throws {
-        let (h, pub, subs, tracks) = try RoomTests.room(subscribers: 1)
-        RoomTests.stream(h, pub, frames: 10)
-        let s = subs[0]
-        let video = try #require(s.ssrc(peer: pub.info.peerID, track: tracks.video))
-        let rtxSSRC = try #require(video.rtx)
-        let packets = try (s.received[video.ssrc] ?? []).map { try RTPPacket(parsing: $0) }
-        try #require(packets.count == 10)
+        let (h, s, video, rtxSSRC, packets, c) = try Self.tenVideoPackets()
         h.run(steps: 300)  // 3 s
-        s.subscriber?.sendRTCP([.nack(GenericNACK(senderSSRC: 1, mediaSSRC: video.ssrc, lost: [packets[3].sequenceNumber]))])
+        s.subscriber?.sendRTCP([.nack(GenericNACK(senderSSRC: 1, mediaSSRC: video, lost: [packets[3].sequenceNumber]))])
         h.run(steps: 2)
-        let c = try Self.videoConsumer(h, s, track: tracks.video)
         #expect((s.received[rtxSSRC] ?? []).count == 1)
         #expect(c.retransmitted == 1 && c.retransmissionMisses == 0)
         h.run(steps: 250)  // 5.5 s after it was sent
-        s.subscriber?.sendRTCP([.nack(GenericNACK(senderSSRC: 1, mediaSSRC: video.ssrc, lost: [packets[4].sequenceNumber]))])
+        s.subscriber?.sendRTCP([.nack(GenericNACK(senderSSRC: 1, mediaSSRC: video, lost: [packets[4].sequenceNumber]))])
         h.run(steps: 2)
         #expect((s.received[rtxSSRC] ?? []).count == 1)
         #expect(c.retransmissionMisses == 1)

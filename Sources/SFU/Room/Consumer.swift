@@ -280,36 +280,32 @@ final class Consumer {
             case .missed:
                 retransmissionMisses += 1
                 missed = true
-                logMiss(s, nowNanos: nowNanos)
             }
         }
         // A packet we cannot resend leaves the subscriber's decoder stuck until the next keyframe: ask for one.
         if missed { requestKeyframe(nowNanos: nowNanos) }
     }
 
-    /// Why a NACKed packet could not be resent (debug log: a receiver whose jitter buffer waits for
+    /// Logs why a NACKed packet could not be resent (debug: a receiver whose jitter buffer waits for
     /// it stalls until the next keyframe, or, in aiortc, until 512 later packets have arrived).
-    private func logMiss(_ sequenceNumber: UInt16, nowNanos: Int64) {
-        let record = sentPackets[Int(sequenceNumber) & (Self.sentCapacity - 1)]
-        let why: String
-        if record.nanos == .min || record.sequence != sequenceNumber {
-            why = "never sent under this number, or overwritten"
-        } else if nowNanos - record.nanos > Self.maxRetransmissionAgeNanos {
-            why = "sent \((nowNanos - record.nanos) / 1_000_000) ms ago"
-        } else {
-            why = "no longer stored, or the send failed"
-        }
+    private func miss(_ sequenceNumber: UInt16, _ why: @autoclosure () -> String, nowNanos: Int64) -> SubscriberConnection.RetransmissionOutcome {
         subscriber.room.logger.debug("retransmission missed", metadata: [
-            "peer": "\(subscriber.participant.peer.peerID)", "seq": "\(sequenceNumber)", "why": "\(why)", "t_ms": "\(nowNanos / 1_000_000)"])
+            "peer": "\(subscriber.participant.peer.peerID)", "seq": "\(sequenceNumber)", "why": "\(why())", "t_ms": "\(nowNanos / 1_000_000)"])
+        return .missed
     }
 
     /// Rebuilds and sends the packet sent as `sequenceNumber`, if it is recent and still stored.
     private func resend(_ sequenceNumber: UInt16, nowNanos: Int64) -> SubscriberConnection.RetransmissionOutcome {
         let slot = Int(sequenceNumber) & (Self.sentCapacity - 1)
         let record = sentPackets[slot]
-        guard record.nanos != .min, record.sequence == sequenceNumber, nowNanos - record.nanos <= Self.maxRetransmissionAgeNanos,
-              Int(record.spatial) < producer.streams.count,
-              let store = producer.streams[Int(record.spatial)].retransmissions else { return .missed }
+        guard record.nanos != .min, record.sequence == sequenceNumber else {
+            return miss(sequenceNumber, "never sent under this number, or overwritten", nowNanos: nowNanos)
+        }
+        let age = nowNanos - record.nanos
+        guard age <= Self.maxRetransmissionAgeNanos else { return miss(sequenceNumber, "sent \(age / 1_000_000) ms ago", nowNanos: nowNanos) }
+        guard Int(record.spatial) < producer.streams.count, let store = producer.streams[Int(record.spatial)].retransmissions else {
+            return miss(sequenceNumber, "its stream keeps no copies", nowNanos: nowNanos)
+        }
         let interval = min(max(subscriber.rttNanos ?? Self.defaultResendIntervalNanos, Self.resendIntervalRange.lowerBound),
                            Self.resendIntervalRange.upperBound)
         if record.resentNanos != .min, nowNanos - record.resentNanos < interval { return .throttled }
@@ -321,7 +317,11 @@ final class Consumer {
             if producer.codec == .vp8, let d = try? VP8Descriptor(parsing: payload) { vp8 = (d, record.pictureID, record.tl0PicIdx) }
             return subscriber.sendRetransmission(consumer: self, record: record, payload: payload, vp8: vp8, nowNanos: nowNanos)
         } ?? .missed
-        if outcome == .sent { sentPackets[slot].resentNanos = nowNanos }
+        switch outcome {
+        case .sent: sentPackets[slot].resentNanos = nowNanos
+        case .missed: return miss(sequenceNumber, "no longer stored, or the send failed", nowNanos: nowNanos)
+        case .throttled: break
+        }
         return outcome
     }
 

@@ -97,7 +97,6 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
 
     var isConnected: Bool { hasTransport && transport.state == .connected }
 
-    /// Transport counters, and retransmissions answered and missed (gone from the buffer).
     /// What its transport counted, and what became of the NACKed packets of its live consumers.
     struct Statistics {
         var transport = TransportStatistics()
