@@ -137,6 +137,10 @@ final class OutgoingStream {
     var retransmitted = 0
     var history: RetransmissionBuffer?
     var rng: SplitMix
+    /// Real VP8 to send in a loop (`--encoded-video`); nil: a frame tag and filler.
+    var clip: VP8Clip?
+    /// With a clip only a frame's last packet carries the stamp: when each packet left, for the others.
+    var sendTimes: SendTimes?
 
     init(id: UInt32, kind: Kind, ssrc: UInt32, rtxSSRC: UInt32?, mid: String, rid: String?, bitrate: Int, fps: Int,
          keyframeIntervalSeconds: Double, width: Int, height: Int, temporalLayers: Int) {
@@ -179,18 +183,15 @@ final class OutgoingStream {
 /// Largest plaintext RTP packet a publisher sends (the browsers' ~1200-byte budget).
 let maxPacketSize = 1200
 
-/// Writes a VP8 RTP payload: the payload descriptor (RFC 7741: X, S, PID 0, 15-bit picture id,
-/// and with temporal layers TL0PICIDX and TID), on a frame's first packet the VP8 frame tag (P bit 0
-/// on keyframes, with the start code and the size), filler, and the stamp at the end.
-/// - Returns: the payload length.
-func writeVP8Payload(_ p: UnsafeMutableRawBufferPointer, dataSize: Int, first: Bool, keyframe: Bool, pictureID: UInt16,
-                     tl0PicIdx: UInt8?, temporalLayer: UInt8?, width: Int, height: Int, stamp: Stamp.Value) -> Int {
-    var o = 0
+/// Writes the VP8 payload descriptor (RFC 7741: X, S on a frame's first packet, PID 0, 15-bit
+/// picture id, and with temporal layers TL0PICIDX and TID, Y on keyframes). - Returns: its length.
+func writeVP8Descriptor(_ p: UnsafeMutableRawBufferPointer, first: Bool, keyframe: Bool, pictureID: UInt16, tl0PicIdx: UInt8?,
+                        temporalLayer: UInt8?) -> Int {
     p[0] = 0x80 | (first ? 0x10 : 0)
     p[1] = 0x80 | (tl0PicIdx != nil ? 0x40 : 0) | (temporalLayer != nil ? 0x20 : 0)
     p[2] = 0x80 | UInt8(pictureID >> 8 & 0x7f)
     p[3] = UInt8(truncatingIfNeeded: pictureID)
-    o = 4
+    var o = 4
     if let tl0PicIdx {
         p[o] = tl0PicIdx
         o += 1
@@ -199,6 +200,15 @@ func writeVP8Payload(_ p: UnsafeMutableRawBufferPointer, dataSize: Int, first: B
         p[o] = temporalLayer << 6 | (keyframe ? 0x20 : 0)
         o += 1
     }
+    return o
+}
+
+/// Writes a synthetic VP8 RTP payload: the descriptor, on a frame's first packet the VP8 frame tag
+/// (P bit 0 on keyframes, with the start code and the size), filler, and the stamp at the end.
+/// - Returns: the payload length.
+func writeVP8Payload(_ p: UnsafeMutableRawBufferPointer, dataSize: Int, first: Bool, keyframe: Bool, pictureID: UInt16,
+                     tl0PicIdx: UInt8?, temporalLayer: UInt8?, width: Int, height: Int, stamp: Stamp.Value) -> Int {
+    let o = writeVP8Descriptor(p, first: first, keyframe: keyframe, pictureID: pictureID, tl0PicIdx: tl0PicIdx, temporalLayer: temporalLayer)
     let length = o + max(dataSize, Stamp.size + 10)
     if first {
         // Frame tag: P (bit 0), version 0, show_frame (bit 4), first partition size (19 bits).

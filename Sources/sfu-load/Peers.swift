@@ -87,7 +87,8 @@ final class LoadPublisher {
         var length: Int
         var payloadBytes: Int
         var transportCCOffset: Int
-        var stampOffset: Int
+        /// Where the stamp is (nil: a packet without one, inside an encoded frame).
+        var stampOffset: Int?
         var counter: UInt32
         /// First and last packet of a frame, and whether the frame is a keyframe.
         var frameStart: Bool
@@ -163,7 +164,9 @@ final class LoadPublisher {
                 let b = UnsafeMutableRawBufferPointer(rebasing: all[(slot * Self.slotSize)..<((slot + 1) * Self.slotSize)])
                 b[p.transportCCOffset] = UInt8(transportSequence >> 8)
                 b[p.transportCCOffset + 1] = UInt8(truncatingIfNeeded: transportSequence)
-                b.storeBytes(of: Clock.realtimeNanos.bigEndian, toByteOffset: p.stampOffset + 16, as: Int64.self)
+                let sentNanos = Clock.realtimeNanos
+                if let stampOffset = p.stampOffset { b.storeBytes(of: sentNanos.bigEndian, toByteOffset: stampOffset + 16, as: Int64.self) }
+                p.stream.sendTimes?.record(counter: p.counter, realtimeNanos: sentNanos)
                 let packet = UnsafeRawBufferPointer(rebasing: b[0..<p.length])
                 let sequence = UInt16(b[2]) << 8 | UInt16(b[3])
                 p.stream.history?.store(packet, sequenceNumber: sequence, nowNanos: nowNanos)
@@ -199,7 +202,10 @@ final class LoadPublisher {
         }
         let temporal = s.temporalLayer(s.frameIndex)
         if s.temporalLayers > 1, temporal == 0 { s.tl0PicIdx &+= 1 }
-        let size = s.nextFrameSize(keyframe: keyframe)
+        let encoded = s.clip.map { $0.frames[s.frameIndex % $0.frames.count] }
+        // An encoded frame's last packet also carries the stamp after the frame (a VP8 decoder does
+        // not read past the last partition's data).
+        let size = encoded.map { $0.count + Stamp.size } ?? s.nextFrameSize(keyframe: keyframe)
         let descriptor = s.temporalLayers > 1 ? 6 : 4
         let header = 24
         let room = maxPacketSize - header - descriptor
@@ -218,12 +224,27 @@ final class LoadPublisher {
                 let h = writer.write(b, marker: i == count - 1, payloadType: s.payloadType, sequence: s.sequence, timestamp: s.timestamp,
                                      ssrc: s.ssrc, transportSequence: 0, mid: s.mid, rid: s.rid)
                 let stamp = Stamp.Value(stream: s.id, counter: s.counter, flags: keyframe ? Stamp.keyframeFlag : 0, sendNanos: 0)
-                let n = writeVP8Payload(UnsafeMutableRawBufferPointer(rebasing: b[h..<Self.slotSize]), dataSize: dataSize, first: i == 0,
-                                        keyframe: keyframe, pictureID: s.pictureID, tl0PicIdx: s.temporalLayers > 1 ? s.tl0PicIdx : nil,
-                                        temporalLayer: s.temporalLayers > 1 ? temporal : nil, width: s.width, height: s.height, stamp: stamp)
+                let out = UnsafeMutableRawBufferPointer(rebasing: b[h..<Self.slotSize])
+                let tl0PicIdx = s.temporalLayers > 1 ? s.tl0PicIdx : nil, layer = s.temporalLayers > 1 ? temporal : nil
+                let n: Int
+                var stamped = true
+                if let encoded {
+                    let d = writeVP8Descriptor(out, first: i == 0, keyframe: keyframe, pictureID: s.pictureID, tl0PicIdx: tl0PicIdx, temporalLayer: layer)
+                    let last = i == count - 1
+                    let start = per * i, end = last ? encoded.count : min(encoded.count, per * (i + 1))
+                    encoded.withUnsafeBytes { src in
+                        UnsafeMutableRawBufferPointer(rebasing: out[d..<(d + end - start)]).copyMemory(from: UnsafeRawBufferPointer(rebasing: src[start..<end]))
+                    }
+                    n = d + end - start + (last ? Stamp.size : 0)
+                    if last { Stamp.write(stamp, atEndOf: UnsafeMutableRawBufferPointer(rebasing: out[0..<n])) }
+                    stamped = last
+                } else {
+                    n = writeVP8Payload(out, dataSize: dataSize, first: i == 0, keyframe: keyframe, pictureID: s.pictureID, tl0PicIdx: tl0PicIdx,
+                                        temporalLayer: layer, width: s.width, height: s.height, stamp: stamp)
+                }
                 paced[slot] = Paced(stream: s, length: h + n, payloadBytes: n, transportCCOffset: 16 + 1 + s.mid.count + 1,
-                                    stampOffset: h + n - Stamp.size, counter: s.counter, frameStart: i == 0, frameEnd: i == count - 1,
-                                    keyframe: keyframe)
+                                    stampOffset: stamped ? h + n - Stamp.size : nil, counter: s.counter, frameStart: i == 0,
+                                    frameEnd: i == count - 1, keyframe: keyframe)
             }
             tail = next
             s.sequence &+= 1
@@ -330,6 +351,10 @@ final class LoadSubscriber {
         var stats: ReceiveStatistics
         var nack: NACKRegister?
         var lastSR: (middle: UInt32, arrivalNanos: Int64)?
+        /// Encoded video (`--encoded-video`): only a frame's last packet carries a stamp. The last
+        /// stamped packet, and the unstamped ones waiting for the next stamp to place them.
+        var anchor: (sequence: UInt16, stream: UInt32, counter: UInt32)?
+        var unplaced: [Unplaced] = []
         init(video: Bool) {
             stats = ReceiveStatistics(clockRate: video ? 90000 : 48000)
             nack = video ? NACKRegister() : nil
@@ -410,20 +435,77 @@ final class LoadSubscriber {
         entry.stats.record(sequenceNumber: sequence, rtpTimestamp: header.timestamp, arrivalNanos: now, payloadBytes: payload.count,
                            retransmission: retransmission)
         entry.nack?.received(sequenceNumber: sequence, nowNanos: now)
+        let arrival = context.kernelRealtimeNanos != 0 ? context.kernelRealtimeNanos : Clock.realtimeNanos
+        let unplaced = Unplaced(sequence: sequence, arrivalNanos: arrival, fromKernel: context.kernelRealtimeNanos != 0, bytes: packet.count,
+                                retransmission: retransmission)
         guard let stamp = Stamp.read(payload) else {
+            if entry.nack != nil { hold(unplaced, in: entry) } else { tally.unstamped += 1 }
+            return
+        }
+        account(stamp, unplaced)
+        if entry.nack != nil { anchor(entry, at: sequence, stamp) }
+    }
+
+    /// A packet of an encoded frame without a stamp (every packet but a frame's last).
+    struct Unplaced {
+        var sequence: UInt16
+        var arrivalNanos: Int64
+        var fromKernel: Bool
+        var bytes: Int
+        var retransmission: Bool
+    }
+
+    /// Holds an unstamped packet until the next stamped one of its SSRC (normally the last packet of
+    /// the same frame) places it; a late one (a retransmission, reordering) is placed from the
+    /// last stamp at once. The SFU forwards a frame's packets with consecutive sequence numbers, as
+    /// the publisher numbered them with its counters, so the distance in sequence numbers to a
+    /// stamped packet is the distance in counters.
+    private func hold(_ p: Unplaced, in entry: Inbound) {
+        if let a = entry.anchor, Int16(bitPattern: a.sequence &- p.sequence) > 0 {
+            place(p, from: a)
+            return
+        }
+        entry.unplaced.append(p)
+        if entry.unplaced.count > 1024 {
+            // No stamp for a thousand packets: not encoded frames of ours.
+            tally.unstamped += entry.unplaced.count
+            entry.unplaced.removeAll()
+        }
+    }
+
+    private func anchor(_ entry: Inbound, at sequence: UInt16, _ stamp: Stamp.Value) {
+        let a = (sequence: sequence, stream: stamp.stream, counter: stamp.counter)
+        if let last = entry.anchor, Int16(bitPattern: sequence &- last.sequence) < 0 { return }  // an older stamp (a retransmission)
+        entry.anchor = a
+        guard !entry.unplaced.isEmpty else { return }
+        var kept: [Unplaced] = []
+        for p in entry.unplaced {
+            let distance = Int16(bitPattern: sequence &- p.sequence)
+            if distance > 0 {
+                place(p, from: a)
+            } else {
+                kept.append(p)  // after the stamp (reordered): the next stamp places it
+            }
+        }
+        entry.unplaced = kept
+    }
+
+    private func place(_ p: Unplaced, from a: (sequence: UInt16, stream: UInt32, counter: UInt32)) {
+        let counter = a.counter &- UInt32(a.sequence &- p.sequence)
+        guard let sent = tally.sendTimes(a.stream)?.sent(counter: counter) else {
             tally.unstamped += 1
             return
         }
-        var latency: Int64?
-        if context.kernelRealtimeNanos != 0 {
-            latency = context.kernelRealtimeNanos - stamp.sendNanos
-            tally.latencyFromKernel += 1
-        } else {
-            latency = Clock.realtimeNanos - stamp.sendNanos
-            tally.latencyFromUserspace += 1
-        }
-        if tally.record(stamp, bytes: packet.count, into: &received[stamp.stream, default: Tally.Received()], latencyNanos: latency,
-                        retransmission: retransmission), let latency, !retransmission {
+        account(Stamp.Value(stream: a.stream, counter: counter, flags: 0, sendNanos: sent), p)
+        tally.placedBySequence += 1
+    }
+
+    /// Counts one packet of `stamp.stream` (window, duplicates, one-way latency).
+    private func account(_ stamp: Stamp.Value, _ p: Unplaced) {
+        let latency = p.arrivalNanos - stamp.sendNanos
+        if p.fromKernel { tally.latencyFromKernel += 1 } else { tally.latencyFromUserspace += 1 }
+        if tally.record(stamp, bytes: p.bytes, into: &received[stamp.stream, default: Tally.Received()], latencyNanos: latency,
+                        retransmission: p.retransmission), !p.retransmission {
             latencies.append(latency)
         }
     }

@@ -47,6 +47,9 @@ struct Report {
     var errors: [String] = []
     var log: [String] = []
     var unstamped = 0
+    var placedBySequence = 0
+    /// `--encoded-video`: per clip its size, bitrate asked and reached, keyframe size.
+    var encodedVideo: [[String: Any]] = []
     /// Simulcast: packets received inside the window per layer (RID), all subscribers together.
     var receivedByLayer: [String: Int] = [:]
     /// Frames the publishers skipped because the load tool ran late, and packets the pacer dropped.
@@ -81,13 +84,14 @@ struct Report {
             "setup_s": round3(setupSeconds),
             "window_s": round3(windowSeconds),
             "sent": ["packets": packetsSent, "bytes": bytesSent, "video_packets": videoPacketsSent, "audio_packets": audioPacketsSent,
-                     "keyframes": keyframesSent, "retransmissions": retransmissionsSent,
+                     "keyframes": keyframesSent, "retransmissions": retransmissionsSent, "encoded_video": encodedVideo,
                      "keyframe_send_ms": keyframeSendNanos.isEmpty ? [String: Any]() : [
                          "min": round3(Double(keyframeSendNanos.min() ?? 0) / 1e6), "max": round3(Double(keyframeSendNanos.max() ?? 0) / 1e6),
                          "mean": round3(keyframeSendMeanMillis),
                          "count": keyframeSendNanos.count]],
             "received": ["packets": packetsReceived, "bytes": bytesReceived, "expected": packetsExpected, "lost": lost,
                          "loss_percent": round3(lossPercent), "duplicates": duplicates, "unstamped": unstamped,
+                         "placed_by_sequence": placedBySequence,
                          "paused_by_server": pausedPairs, "track_paused_events": pauseEvents],
             "forwarded_per_s": round3(forwardedPerSecond),
             "feedback": ["keyframe_requests_received": keyframeRequests, "nacks_received": nacksReceivedByPublishers,
@@ -177,7 +181,7 @@ extension LoadRunner {
         var report = Report(target: s.targetName, scenario: [
             "rooms": s.rooms, "publishers": s.publishers, "subscribers": s.subscribers, "duration_s": s.durationSeconds,
             "video_bitrate": s.video ? s.bitrate : 0, "fps": s.fps, "keyframe_interval_s": s.keyframeIntervalSeconds,
-            "audio": s.audio, "video": s.video, "simulcast": s.simulcast,
+            "audio": s.audio, "video": s.video, "simulcast": s.simulcast, "encoded_video": s.encodedVideo,
             "subscriber_feedback": s.rembBitrate.map { "remb \($0)" } ?? "transport-cc", "busy_poll": s.busyPoll,
         ], setupSeconds: Double(windowStartNanos - setupStart) / 1e9 - s.warmupSeconds,
            windowSeconds: Double(windowEndNanos - windowStartNanos) / 1e9)
@@ -246,6 +250,11 @@ extension LoadRunner {
             report.latencyClock = "receive time in the load tool minus send stamp, CLOCK_REALTIME (no kernel timestamps)"
         }
         report.unstamped = tally.unstamped
+        report.placedBySequence = tally.placedBySequence
+        report.encodedVideo = clips.map { c -> [String: Any] in
+            ["width": c.key.width, "height": c.key.height, "frames": c.frames.count, "bitrate_asked": c.key.bitrate,
+             "bitrate": c.averageBitrate, "keyframe_bytes": c.frames.first?.count ?? 0]
+        }
         report.serverPID = s.serverPID
         if let a = serverCPU.start, let b = serverCPU.end { report.serverCPUSeconds = b - a }
         if let pid = s.serverPID { report.serverPeakRSSBytes = ProcessUsage(pid: pid).peakRSSBytes }

@@ -37,6 +37,8 @@ struct Scenario {
     /// Never sleep in epoll_wait: the server's sends then never have to wake the load tool (on
     /// loopback the sender pays for the receiver's wake-up; over a NIC it does not).
     var busyPoll = false
+    /// Real VP8 encoded with libvpx at start-up instead of a frame tag and filler (``VP8Clip``).
+    var encodedVideo = false
 
     var targetName: String {
         if case .floor = target { return "floor" }
@@ -47,6 +49,8 @@ struct Scenario {
 /// Drives a scenario on one thread: an epoll loop over the participants' UDP sockets and WebSockets,
 /// the publishers' frame timers and a 10 ms tick for ICE consent, DTLS timers and RTCP.
 final class LoadRunner {
+    /// The VP8 clips the publishers loop (`--encoded-video`), one per size and bitrate.
+    private(set) var clips: [VP8Clip] = []
     enum Phase: Equatable {
         case connecting(deadline: Int64)
         case warmup(until: Int64)
@@ -101,8 +105,25 @@ final class LoadRunner {
     // MARK: Setup
 
     /// Makes the participants and their streams; publishers first in each room.
-    func makeParticipants() {
+    func makeParticipants() throws {
         var index = 0
+        var clips: [VP8Clip.Key: VP8Clip] = [:]
+        /// With `--encoded-video`: the stream's clip (one per size and bitrate, shared), and its send log.
+        func encode(_ s: OutgoingStream) throws {
+            guard scenario.encodedVideo, s.kind == .video else { return }
+            let key = VP8Clip.Key(width: s.width, height: s.height, bitrate: s.bitrate, fps: s.fps, frames: s.gop, temporalLayers: s.temporalLayers)
+            if clips[key] == nil {
+                let clip = try VP8Clip(key)
+                clips[key] = clip
+                self.clips.append(clip)
+                note("encoded \(key.frames) VP8 frames of \(key.width)x\(key.height): \(clip.averageBitrate / 1000) kbit/s for \(key.bitrate / 1000) asked, "
+                     + "keyframe \(clip.frames.first?.count ?? 0) bytes")
+            }
+            s.clip = clips[key]
+            let times = SendTimes()
+            s.sendTimes = times
+            tally.attach(times, to: s.id)
+        }
         for r in 0..<scenario.rooms {
             for p in 0..<(scenario.publishers + scenario.subscribers) {
                 let publishes = p < scenario.publishers
@@ -131,6 +152,7 @@ final class LoadRunner {
                         }
                     }
                 }
+                for s in streams { try encode(s) }
                 let name = publishes ? "r\(r)-pub\(p)" : "r\(r)-sub\(p - scenario.publishers)"
                 participants.append(Participant(room: r, index: index, userID: name, publishes: publishes, streams: streams))
                 index += 1
@@ -144,7 +166,7 @@ final class LoadRunner {
     }
 
     func setup() throws {
-        makeParticipants()
+        try makeParticipants()
         switch scenario.target {
         case .sfu(let url, let apiKey):
             let client = ControlClient(base: url, apiKey: apiKey)

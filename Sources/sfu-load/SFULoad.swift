@@ -49,6 +49,8 @@ struct Run: ParsableCommand {
     @Flag(help: "Audio only.") var audioOnly = false
     @Flag(help: "Video only.") var noAudio = false
     @Flag(help: "Publish video as three simulcast layers (q, h, f) by RID.") var simulcast = false
+    @Flag(help: ArgumentHelp("Send real VP8, encoded with libvpx at start-up and looped, instead of a frame tag and filler.",
+                             discussion: "A server that decodes (a composite recording) then sees pictures. Only a frame's last packet carries the stamp; the others are placed by sequence number. The report gives each clip's real bitrate: libvpx gets within ~10% of 1.5 Mbit/s at 1280x720, but cannot go much below ~1 Mbit/s at that size.")) var encodedVideo = false
     @Option(help: ArgumentHelp("Subscribers report a fixed downlink estimate with REMB (e.g. 50M) instead of transport-cc feedback.",
                                discussion: "The server's estimator and its probing are then out of the loop: every track is forwarded whole.")) var remb: String?
     @Flag(help: ArgumentHelp("Poll without sleeping (the load tool takes its whole core).",
@@ -94,6 +96,7 @@ struct Run: ParsableCommand {
         scenario.audio = !noAudio
         scenario.video = !audioOnly
         scenario.simulcast = simulcast && !audioOnly
+        scenario.encodedVideo = encodedVideo && !audioOnly
         scenario.serverPID = serverPid
         scenario.busyPoll = busyPoll
         scenario.rembBitrate = remb.flatMap(parseBitrate).map { UInt64($0) }

@@ -38,8 +38,15 @@ final class Tally {
     var latencies: [Int64] = []
     var latencyFromKernel = 0
     var latencyFromUserspace = 0
-    /// Stamps that did not parse (a payload without our stamp).
+    /// Packets without a stamp that could not be placed (a payload not of ours).
     var unstamped = 0
+    /// Packets of encoded frames (no stamp) placed by their sequence number from the frame's stamped last packet.
+    var placedBySequence = 0
+    /// Per stream id, when each packet left (streams of encoded video only).
+    private var sendLog: [UInt32: SendTimes] = [:]
+
+    func attach(_ times: SendTimes, to stream: UInt32) { sendLog[stream] = times }
+    func sendTimes(_ stream: UInt32) -> SendTimes? { sendLog[stream] }
     let debugLatency = getenv("SFU_LOAD_DEBUG_LATENCY") != nil
 
     init() { latencies.reserveCapacity(1 << 20) }

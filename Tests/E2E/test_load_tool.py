@@ -16,6 +16,8 @@ import pathlib
 import re
 import secrets
 import subprocess
+import time
+import urllib.request
 
 import pytest
 
@@ -110,3 +112,78 @@ def test_load_tool_refuses_a_wrong_api_key(sfu_factory, load_bin):
                           capture_output=True, text=True, timeout=30)
     assert done.returncode != 0
     assert "401" in done.stderr + done.stdout
+
+
+def api(sfu, key: str, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    req = urllib.request.Request(sfu.base_url + path, method=method, data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, {"error": e.read().decode(errors="replace")}
+
+
+def test_encoded_video_is_counted_whole_and_decodes_in_a_composite(sfu_factory, load_bin):
+    """`--encoded-video` sends real VP8 (libvpx at start-up): a composite recording of the room
+    decodes the publishers' pictures (with the synthetic filler it decodes none), and the report
+    still accounts for every packet although only a frame's last packet carries a stamp."""
+    key = secrets.token_hex(16)
+    sfu = sfu_factory(env={"SFU_API_KEY": key, "SFU_LOG_LEVEL": "info"})
+    duration = 6.0
+    cmd = [str(load_bin), "--url", sfu.base_url, "--api-key", key, "--rooms", "1", "--publishers", "2", "--subscribers", "1",
+           "--bitrate", "1.5M", "--duration", str(duration), "--warmup", "1", "--remb", "20M", "--server-pid", str(sfu.proc.pid),
+           "--json", "--encoded-video"]
+    load = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    recording = None
+    try:
+        deadline = time.monotonic() + 60
+        while recording is None and time.monotonic() < deadline and load.poll() is None:
+            _, rooms = api(sfu, key, "GET", "/v1/rooms")
+            for room in rooms.get("rooms") or []:
+                _, got = api(sfu, key, "GET", f"/v1/rooms/{room['id']}/participants")
+                videos = [t for p in got.get("participants") or [] for t in p.get("tracks") or [] if t.get("kind") == "video"]
+                if len(videos) >= 2:
+                    status, recording = api(sfu, key, "POST", f"/v1/rooms/{room['id']}/recordings",
+                                            {"mode": "composite", "layout": "grid", "width": 640, "height": 360, "fps": 15})
+                    assert status == 201, recording
+            time.sleep(0.2)
+        assert recording is not None, "the room never had both publishers' video"
+        out, err = load.communicate(timeout=120)
+    finally:
+        if load.poll() is None:
+            load.kill()
+            load.wait()
+    assert load.returncode == 0, f"sfu-load exited with {load.returncode}:\n{err}\n{out}"
+    r = json.loads(out)
+    assert r["scenario"]["encoded_video"] is True
+    # One clip: a keyframe interval (3 s at 30 fps) at 1280x720, its rate within 15% of what was asked.
+    [clip] = r["sent"]["encoded_video"]
+    assert (clip["width"], clip["height"], clip["frames"]) == (1280, 720, 90), clip
+    assert clip["bitrate"] == pytest.approx(1_500_000, rel=0.15), clip
+    received = r["received"]
+    assert received["lost"] == 0 and received["packets"] == received["expected"] > 0, received
+    assert received["unstamped"] == 0 and received["duplicates"] == 0, received
+    # Video frames of 1.5 Mbit/s (~6 KB) take several packets: all but the last are placed by sequence number.
+    assert received["placed_by_sequence"] > 0, received
+    assert r["latency_ms"]["samples"] == received["packets"]
+
+    rid = recording["id"]
+    api(sfu, key, "POST", f"/v1/recordings/{rid}/stop")
+    rec: dict = {}
+    for _ in range(120):
+        _, rec = api(sfu, key, "GET", f"/v1/recordings/{rid}")
+        if rec.get("status") in ("completed", "failed"):
+            break
+        time.sleep(0.5)
+    assert rec.get("status") == "completed", rec
+    line = next((l for l in reversed(sfu.log().splitlines()) if "composite recording written" in l and rid in l), None)
+    assert line, sfu.log()[-3000:]
+    figures = dict(re.findall(r"(\w+)=(\S+)", line))
+    # Both publishers' pictures decoded by libvpx in the server, none refused.
+    assert int(figures["decoded"]) >= 2 * 15 * 3, line
+    assert int(figures["undecodable"]) == 0, line
+    files = list((sfu.data_dir / "recordings").rglob("composite.webm"))
+    assert len(files) == 1, files
+    probe = subprocess.run(["ffmpeg", "-v", "error", "-i", str(files[0]), "-f", "null", "-"], capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0 and not probe.stderr.strip(), probe.stderr[-2000:]

@@ -66,6 +66,56 @@ struct CodecTests {
         #expect(decoder.framesRejected >= 3)
     }
 
+    /// A picture that changes every frame: diagonal bands moving `n` pixels right.
+    static func moving(width: Int, height: Int, frame n: Int) -> I420Image {
+        var img = I420Image(width: width, height: height)
+        for y in 0..<height {
+            for x in 0..<width { img.y[y * width + x] = UInt8(truncatingIfNeeded: ((x + y + 3 * n) / 4) * 37) }
+        }
+        return img
+    }
+
+    /// With the temporal-layer flags a receiver that gets layer 0 only, or layers 0 and 1, decodes the
+    /// same pictures for those frames as one that gets everything (without them frame 4 would predict
+    /// from frame 3, which the layer-0 receiver never saw, and differ).
+    @Test func vp8TemporalLayersDecodeWithoutTheHigherLayers() throws {
+        let encoder = try VP8Encoder(.init(width: 160, height: 96, fps: 30, bitrateBps: 400_000, keyframeInterval: 1000))
+        let layers: [UInt8] = [0, 2, 1, 2]
+        var frames: [(layer: UInt8, data: [UInt8])] = []
+        for n in 0..<12 {
+            for f in try encoder.encode(Self.moving(width: 160, height: 96, frame: n), pts: Int64(n), forceKeyframe: n == 0,
+                                        temporalLayer: layers[n % 4]) {
+                frames.append((layers[n % 4], f.data))
+            }
+        }
+        #expect(frames.count == 12)
+        func decode(upTo maxLayer: UInt8) throws -> [Int: I420Image] {
+            let decoder = try VP8Decoder()
+            var out: [Int: I420Image] = [:]
+            for (n, f) in frames.enumerated() where f.layer <= maxLayer {
+                guard case .picture(let p) = decoder.decode(f.data) else {
+                    Issue.record("frame \(n) (layer \(f.layer)) not decoded with layers up to \(maxLayer)")
+                    continue
+                }
+                out[n] = p
+            }
+            return out
+        }
+        let all = try decode(upTo: 2)
+        #expect(all.count == 12)
+        for maxLayer: UInt8 in [0, 1] {
+            let some = try decode(upTo: maxLayer)
+            #expect(some.count == (maxLayer == 0 ? 3 : 6))
+            for (n, picture) in some {
+                let same = picture == all[n]  // (not inside #expect: a failure would print both pictures)
+                #expect(same, "frame \(n) differs with layers up to \(maxLayer)")
+            }
+        }
+        // The layers share the content: frame 4 is not a copy of frame 0.
+        let moved = all[4] != all[0]
+        #expect(moved)
+    }
+
     @Test func vp8EncoderRejectsAWrongSize() throws {
         let encoder = try VP8Encoder(.init(width: 160, height: 120))
         #expect(throws: VP8Encoder.EncoderError.self) { try encoder.encode(I420Image(width: 320, height: 240), pts: 0) }

@@ -100,12 +100,33 @@ public final class VP8Encoder {
         image.deallocate()
     }
 
+    /// Reference flags for a frame of temporal layer `layer` in the three-layer pattern of Chromium's
+    /// VP8 simulcast (layers 0, 2, 1, 2 repeating after a keyframe), so that a receiver given only
+    /// layer 0, or layers 0 and 1, still decodes what it gets:
+    /// - layer 0 predicts from LAST and updates LAST;
+    /// - layer 1 predicts from LAST (layer 0) and updates GOLDEN only;
+    /// - layer 2 predicts from LAST and GOLDEN and updates nothing.
+    /// No frame uses ALTREF, and frames above layer 0 leave the entropy context alone (a dropped frame
+    /// would otherwise change how the next one is read).
+    public static func temporalLayerFlags(_ layer: UInt8) -> vpx_enc_frame_flags_t {
+        let noRefGolden = vpx_enc_frame_flags_t(VP8_EFLAG_NO_REF_GF), noRefAlt = vpx_enc_frame_flags_t(VP8_EFLAG_NO_REF_ARF)
+        let noUpdLast = vpx_enc_frame_flags_t(VP8_EFLAG_NO_UPD_LAST), noUpdGolden = vpx_enc_frame_flags_t(VP8_EFLAG_NO_UPD_GF)
+        let noUpdAlt = vpx_enc_frame_flags_t(VP8_EFLAG_NO_UPD_ARF), noUpdEntropy = vpx_enc_frame_flags_t(VP8_EFLAG_NO_UPD_ENTROPY)
+        switch layer {
+        case 0: return noRefGolden | noRefAlt | noUpdGolden | noUpdAlt
+        case 1: return noRefGolden | noRefAlt | noUpdLast | noUpdAlt | noUpdEntropy
+        default: return noRefAlt | noUpdLast | noUpdGolden | noUpdAlt | noUpdEntropy
+        }
+    }
+
     /// Encodes one picture of the configured size.
     /// - Parameters:
     ///   - pts: its time in frame periods (1/fps), increasing.
     ///   - forceKeyframe: makes this frame a keyframe.
+    ///   - temporalLayer: the frame's layer in the three-layer pattern (``temporalLayerFlags(_:)``);
+    ///     nil without temporal layers.
     /// - Returns: the frames produced (one in real-time mode).
-    public func encode(_ picture: I420Image, pts: Int64, forceKeyframe: Bool = false) throws -> [Frame] {
+    public func encode(_ picture: I420Image, pts: Int64, forceKeyframe: Bool = false, temporalLayer: UInt8? = nil) throws -> [Frame] {
         guard picture.width == configuration.width, picture.height == configuration.height else {
             throw EncoderError(description: "picture \(picture.width)x\(picture.height) is not \(configuration.width)x\(configuration.height)")
         }
@@ -120,7 +141,8 @@ public final class VP8Encoder {
         fill(py, stride: img.stride.0, from: picture.y, width: picture.width, height: picture.height)
         fill(pu, stride: img.stride.1, from: picture.u, width: picture.chromaWidth, height: picture.chromaHeight)
         fill(pv, stride: img.stride.2, from: picture.v, width: picture.chromaWidth, height: picture.chromaHeight)
-        let flags: vpx_enc_frame_flags_t = forceKeyframe ? 1 : 0  // VPX_EFLAG_FORCE_KF
+        var flags: vpx_enc_frame_flags_t = forceKeyframe ? 1 : 0  // VPX_EFLAG_FORCE_KF
+        if let temporalLayer, !forceKeyframe { flags |= Self.temporalLayerFlags(temporalLayer) }
         let err = vpx_codec_encode(context, image, pts, 1, flags, UInt(VPX_DL_REALTIME))
         guard err == VPX_CODEC_OK else { throw EncoderError(description: "vpx_codec_encode: \(String(cString: vpx_codec_err_to_string(err)))") }
         framesEncoded += 1
