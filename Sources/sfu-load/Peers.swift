@@ -490,8 +490,21 @@ final class LoadSubscriber {
         entry.unplaced = kept
     }
 
+    /// Places what is still held from each SSRC's last stamp, forward (at the end of the run: a
+    /// frame whose last packet did not leave the publisher before it stopped sending).
+    func placeHeld() {
+        for entry in inbound.values where !entry.unplaced.isEmpty {
+            if let a = entry.anchor {
+                for p in entry.unplaced { place(p, from: a) }
+            } else {
+                tally.unstamped += entry.unplaced.count
+            }
+            entry.unplaced.removeAll()
+        }
+    }
+
     private func place(_ p: Unplaced, from a: (sequence: UInt16, stream: UInt32, counter: UInt32)) {
-        let counter = a.counter &- UInt32(a.sequence &- p.sequence)
+        let counter = a.counter &+ UInt32(bitPattern: Int32(Int16(bitPattern: p.sequence &- a.sequence)))
         guard let sent = tally.sendTimes(a.stream)?.sent(counter: counter) else {
             tally.unstamped += 1
             return

@@ -383,7 +383,10 @@ final class LoadRunner {
             closeWindow(now)
             phase = .draining(until: now + Int64(scenario.drainSeconds * 1e9))
         case .draining(let until):
-            if now >= until { phase = .done }
+            guard now >= until else { return }
+            // Frames cut off at the close (their stamped last packet never left the pacer).
+            for p in participants { p.subscriber?.placeHeld() }
+            phase = .done
         case .done:
             break
         }
