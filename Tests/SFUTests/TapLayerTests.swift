@@ -36,6 +36,8 @@ struct TapLayerTests {
         var seqs: [UInt16] = [100, 20000, 40000]
         var pictureIDs: [UInt16] = [10, 5000, 32000]
         var sending: Set<Int> = [0, 1, 2]
+        /// Each layer's size in its keyframes (a publisher's CPU adaptation scales them down).
+        var sizes = TapLayerTests.sizes
 
         init(h: RoomHarness, peer: RoomHarness.Peer) {
             self.h = h
@@ -49,7 +51,7 @@ struct TapLayerTests {
                 var payload = layeredVP8(keyframe: key, pictureID: pictureIDs[layer], tl0: UInt8(truncatingIfNeeded: frame), tid: 0, sync: false,
                                          fill: UInt8(0xA0 + layer))
                 if key {
-                    let (w, hgt) = TapLayerTests.sizes[layer]
+                    let (w, hgt) = sizes[layer]
                     payload[12] = UInt8(w & 0xFF)
                     payload[13] = UInt8(w >> 8)
                     payload[14] = UInt8(hgt & 0xFF)
@@ -131,5 +133,54 @@ struct TapLayerTests {
         for _ in 0..<110 { pub.step() }
         #expect(producer.stream(for: sized).spatial == 1)
         #expect(sized.runs.map(\.layer) == [0, 1], "\(sized.runs)")
+    }
+
+    /// A publisher short of CPU drops its top layer for a while and brings it back: the tap moves
+    /// down at once, but back up only once the layer has been sending again for 2 s
+    /// (`Producer.tapSettleNanos`), not at its first keyframe: a layer that comes and goes would
+    /// otherwise cost the composite's decoder a keyframe each way every time.
+    @Test func aSizedTapWaitsForAResumedLayerToSettle() throws {
+        let (h, pub, producer) = try Self.setUp()
+        let sized = Tap()
+        producer.taps.append(sized)
+        for _ in 0..<250 { pub.step(keyframes: pub.frame % 100 == 0 ? [0, 1, 2] : []) }  // every layer sending for 2.5 s
+        producer.setTapSize(sized, width: 1276, height: 716, nowNanos: h.now)
+        pub.step(keyframes: [0, 1, 2])
+        #expect(producer.stream(for: sized).spatial == 2)
+        // The top layer stops for 1.2 s: the tap moves to the middle one at once.
+        pub.sending = [0, 1]
+        for _ in 0..<120 { pub.step(keyframes: pub.frame % 50 == 0 ? [0, 1] : []) }
+        #expect(producer.stream(for: sized).spatial == 1)
+        // It comes back, with a keyframe every half second.
+        pub.sending = [0, 1, 2]
+        var backAfter: Int?
+        for i in 0..<300 {
+            pub.step(keyframes: i % 50 == 0 ? [0, 1, 2] : [])
+            if backAfter == nil, producer.stream(for: sized).spatial == 2 { backAfter = i }
+        }
+        let after = try #require(backAfter, "never back on the top layer")
+        #expect(after >= 200, "back on the top layer \(after * 10) ms after it resumed")
+        #expect(sized.runs.map(\.layer) == [2, 1, 2], "\(sized.runs)")
+        #expect(sized.runs.last?.startsAtKeyframe == true, "back up not at a keyframe")
+    }
+
+    /// The publisher scales its middle layer to 3/4 (480x270) for a while: a 640x360 tile keeps it
+    /// (no switch to the top layer and back); at half size (320x180) it takes the top layer.
+    @Test func aSizedTapKeepsItsLayerWhenThePublisherScalesItByAQuarter() throws {
+        let (h, pub, producer) = try Self.setUp()
+        let sized = Tap()
+        producer.taps.append(sized)
+        for _ in 0..<250 { pub.step(keyframes: pub.frame % 100 == 0 ? [0, 1, 2] : []) }
+        producer.setTapSize(sized, width: 636, height: 356, nowNanos: h.now)
+        pub.step(keyframes: [0, 1, 2])
+        for _ in 0..<5 { pub.step() }
+        #expect(producer.stream(for: sized).spatial == 1)
+        pub.sizes[1] = (480, 270)
+        for i in 0..<200 { pub.step(keyframes: i % 50 == 0 ? [0, 1, 2] : []) }
+        #expect(producer.stream(for: sized).spatial == 1)
+        pub.sizes[1] = (320, 180)
+        for i in 0..<200 { pub.step(keyframes: i % 50 == 0 ? [0, 1, 2] : []) }
+        #expect(producer.stream(for: sized).spatial == 2)
+        #expect(sized.runs.map(\.layer) == [2, 1, 2], "\(sized.runs)")
     }
 }

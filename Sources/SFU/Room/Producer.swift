@@ -73,6 +73,8 @@ public final class ProducerStream {
     var maxTemporal = 0
     var maxTemporalSeenNanos: Int64 = 0
     var lastPacketNanos: Int64?
+    /// Since when the stream has been sending without a pause of ``inactiveAfterNanos``.
+    var activeSinceNanos: Int64?
     var lastKeyframeNanos: Int64?
     /// Our last receiver report for this stream (uplink loss and jitter for the quality figures).
     var lastReport: ReceptionReport?
@@ -237,6 +239,7 @@ public final class Producer {
         stream.rate.add(packet.count, nowNanos: nowNanos)
         if !retransmission {
             stream.lastArrival = (header.timestamp, nowNanos)
+            if !stream.isActive(nowNanos: nowNanos) { stream.activeSinceNanos = nowNanos }
             stream.lastPacketNanos = nowNanos
         }
         let raw = UnsafeRawBufferPointer(packet)
@@ -328,12 +331,28 @@ public final class Producer {
         requestKeyframe(stream: stream(for: tap), nowNanos: nowNanos)
     }
 
+    /// A stream that started sending again less than this ago is not yet one a sized tap moves to
+    /// (its own stream excepted): a publisher short of CPU or uplink drops a layer and brings it back
+    /// within seconds, and each move costs the tap's decoder a keyframe.
+    static let tapSettleNanos: Int64 = 2_000_000_000
+    /// The tap's own stream still fits while it is this much of the tile on one side: a publisher's
+    /// CPU adaptation scales a layer by 3/4 for a while, which is not worth two switches.
+    static let tapKeepFraction = 0.75
+
     /// The smallest active stream at least the tap's size on one side, else the highest active one
     /// (streams are lowest first; a stream whose size no keyframe told yet does not count as fitting).
+    /// Streams that resumed within ``tapSettleNanos`` count only when no other stream has been
+    /// sending longer (at start-up every stream is new).
     private func fittingStream(_ sized: SizedTap, nowNanos: Int64) -> Int {
+        let active = streams.filter { $0.isActive(nowNanos: nowNanos) }
+        let settled = { (s: ProducerStream) in s.activeSinceNanos.map { nowNanos - $0 >= Self.tapSettleNanos } ?? false }
+        let candidates = active.contains(where: settled) ? active.filter { $0.spatial == sized.stream || settled($0) } : active
         var highest: Int?
-        for s in streams where s.isActive(nowNanos: nowNanos) {
-            if let r = s.resolution, r.width >= sized.width || r.height >= sized.height { return s.spatial }
+        for s in candidates {
+            let keep = s.spatial == sized.stream ? Self.tapKeepFraction : 1
+            if let r = s.resolution, Double(r.width) >= keep * Double(sized.width) || Double(r.height) >= keep * Double(sized.height) {
+                return s.spatial
+            }
             highest = s.spatial
         }
         return highest ?? sized.stream
