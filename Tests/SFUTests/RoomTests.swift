@@ -289,7 +289,9 @@ struct RoomTests {
         for (bytes, at) in padding {
             if let last = clusters.last?.last, at - last.at < 100_000_000 { clusters[clusters.count - 1].append((bytes.count, at)) } else { clusters.append([(bytes.count, at)]) }
         }
-        #expect(clusters.count >= 3, "\(clusters.count) probe clusters")
+        // (At least 3 until issue 20: the estimate then fell back between probes and took a third
+        // one to pass 3 Mbit/s; it now keeps what the path carried, and two do.)
+        #expect(clusters.count >= 2, "\(clusters.count) probe clusters")
         for c in clusters {
             let span = (c.last?.at ?? 0) - (c.first?.at ?? 0)
             #expect(span >= 10_000_000, "a cluster of \(c.count) packets went out within \(span / 1_000_000) ms")

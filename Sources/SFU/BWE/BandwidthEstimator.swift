@@ -95,6 +95,14 @@ public struct BandwidthEstimator: Sendable {
     }
     /// When a probe last raised the estimate.
     private var lastProbeRaise: Int64?
+    /// What the path delivered without a congestion signal: the acked rate, sampled every 500 ms
+    /// while the delay signal is normal, for ``provenWindowNanos``. An application-limited estimate
+    /// does not decay below the highest of them (a subscriber that sends less for a while keeps
+    /// what it learned about its path); congestion removes the samples above the new estimate.
+    private var provenSamples: [(nanos: Int64, bitrate: Double)] = []
+    static let provenWindowNanos: Int64 = 30_000_000_000
+    /// The highest rate the path carried without congestion in the last ``provenWindowNanos`` (nil: none).
+    public var provenBitrate: Double? { provenSamples.map(\.bitrate).max() }
     /// When the last probe came back at 80% of its rate or more: the next may follow at once.
     private var probeCarried: Int64?
 
@@ -276,11 +284,16 @@ public struct BandwidthEstimator: Sendable {
                 delayBased = max(configuration.minBitrate, min(delayBased, 0.9 * base))
                 bitrateAtOveruse = base
                 lastDecreaseNanos = nowNanos
+                forgetProven(above: base)
             }
         case .underusing:
             stableSinceNanos = nil  // queues draining: hold
         case .normal:
             if stableSinceNanos == nil { stableSinceNanos = nowNanos }
+            if let acked = ackedBitrate, provenSamples.last.map({ nowNanos - $0.nanos >= 500_000_000 }) ?? true {
+                provenSamples.append((nowNanos, acked))
+            }
+            provenSamples.removeAll { nowNanos - $0.nanos > Self.provenWindowNanos }
             let before = delayBased
             if nearLastOveruse {
                 // Near the last known limit: about one packet per RTT.
@@ -290,19 +303,29 @@ public struct BandwidthEstimator: Sendable {
             }
             // Do not grow far beyond what is actually sent: an application-limited sender learns
             // nothing about the path.
-            // A stale estimate decays to 1.5x what is sent (acked, or allocated when more; at least
-            // the start rate): one far above a shared link's fair share would make every probe
-            // overshoot it. It does not fall while video is paused for bandwidth (what we chose not
-            // to send says nothing about the path, libwebrtc's AIMD rule, or the paused track could
-            // never afford to resume), nor for 2 s after a probe raised it, so the sender has time to use it.
+            // A stale estimate decays to 1.5x what is sent (acked, or allocated when more), but not
+            // below what the path carried without congestion in the last 30 s (at least the start
+            // rate): one far above a shared link's fair share (a probe measures the bottleneck, cross
+            // traffic and all) would make every probe overshoot it, while a subscriber that sends
+            // less for a while (a lower layer, audio only) must not lose what it learned about its
+            // path (issue 20: it fell to exactly the 300 kbit/s start rate on a 500 kbit/s link).
+            // It does not fall while video is paused for bandwidth (what we chose not to send says
+            // nothing about the path, libwebrtc's AIMD rule, or the paused track could never afford
+            // to resume), nor for 2 s after a probe raised it, so the sender has time to use it.
             if let acked = ackedBitrate, case let sending = max(acked, allocatedBitrate), delayBased > 1.5 * sending + 10_000 {
-                let cap = max(1.5 * sending + 10_000, min(before, configuration.startBitrate))
+                let learned = max(provenBitrate ?? 0, configuration.startBitrate)
+                let cap = max(1.5 * sending + 10_000, min(before, learned))
                 let probedRecently = lastProbeRaise.map { nowNanos - $0 < 2_000_000_000 } ?? false
                 delayBased = holdWhileApplicationLimited || probedRecently ? max(before, cap) : cap
             }
         }
         delayBased = min(max(delayBased, configuration.minBitrate), configuration.maxBitrate)
         estimate = max(configuration.minBitrate, min(delayBased, lossBased))
+    }
+
+    /// Congestion at `bitrate`: what was carried above it is no longer proven.
+    private mutating func forgetProven(above bitrate: Double) {
+        provenSamples.removeAll { $0.bitrate > bitrate }
     }
 
     /// Within 15% of the rate the path delivered at the last overuse: the delay signal found our limit here.
@@ -330,6 +353,7 @@ public struct BandwidthEstimator: Sendable {
                 lastLossDecreaseNanos = nowNanos
                 let floor = max(configuration.minBitrate, 0.85 * (ackedBitrate ?? 0))
                 lossBased = max(floor, min(lossBased, estimate) * (1 - 0.5 * lossFraction))
+                forgetProven(above: lossBased)
             }
         } else if lossFraction < 0.02 {
             lossBased = min(configuration.maxBitrate, max(lossBased, estimate) * pow1_08(dt))

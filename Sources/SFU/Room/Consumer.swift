@@ -44,6 +44,8 @@ final class Consumer {
     /// The allocator has chosen a layer for this consumer at least once.
     var allocated = false
     var lastDowngradeNanos: Int64?
+    /// When the allocator last paused this track for bandwidth (its resume hold).
+    var pausedForBandwidthNanos: Int64?
     /// Switching down because the current layer no longer fits the downlink: its packets are
     /// dropped until the target's keyframe (a short freeze instead of flooding the bottleneck).
     var dropCurrentWhileSwitching = false

@@ -70,6 +70,14 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     var lastAllocationNanos: Int64 = 0
     static let allocationIntervalNanos: Int64 = 250_000_000
     static let upgradeHoldNanos: Int64 = 4_000_000_000
+    /// A track paused for bandwidth may resume this long after the pause (with the allocator's
+    /// resume headroom): pausing is the last resort, and coming back must be quick (it was held by
+    /// the 4 s upgrade hold: 4.2 s without video in issue 20's runs).
+    static let resumeHoldNanos: Int64 = 1_000_000_000
+    /// With transport-cc, video is paused only while the estimator has cut for congestion (delay or
+    /// loss) within this long: a low estimate without that evidence (application-limited, start-up)
+    /// keeps the lowest layer.
+    static let pauseEvidenceNanos: Int64 = 2_000_000_000
     /// While the estimator has cut nothing for congestion for this long, the current layers are kept
     /// as long as `uncongestedKeepFactor` of their cost fits: a layer's measured bitrate jumps with
     /// each keyframe (and with a publisher's encoder starting a layer), and a path that carries it
@@ -334,10 +342,23 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
 
     // MARK: Allocation
 
-    /// Nominal bitrates for a layer that is sending but not measured yet (first second).
-    static func nominalBitrate(spatial: Int, of count: Int) -> Int64 {
+    /// Nominal bitrates for a layer that is sending but not measured yet (first second), and what
+    /// probing aims at for a simulcast track's top layer: libwebrtc's maximum bitrate for the
+    /// layer's size when a keyframe told it (``nominalBitrate(width:height:)``), else by position.
+    static func nominalBitrate(spatial: Int, of count: Int, resolution: (width: Int, height: Int)? = nil) -> Int64 {
+        if let r = resolution, r.width > 0, r.height > 0 { return nominalBitrate(width: r.width, height: r.height) }
         let top = [1_500_000, 500_000, 150_000] as [Int64]
         return top[min(max(count - 1 - spatial, 0), 2)]
+    }
+
+    /// libwebrtc's maximum simulcast bitrate for a layer of this size (its kSimulcastFormats table,
+    /// the row with the most pixels not above the layer's): 1920x1080 5 Mbit/s, 1280x720 2.5 Mbit/s,
+    /// 960x540 1.2 Mbit/s, 640x360 700 kbit/s, 480x270 450 kbit/s, 320x180 200 kbit/s.
+    static func nominalBitrate(width: Int, height: Int) -> Int64 {
+        let rows: [(pixels: Int, bitrate: Int64)] = [(1920 * 1080, 5_000_000), (1280 * 720, 2_500_000), (960 * 540, 1_200_000),
+                                                     (640 * 360, 700_000), (480 * 270, 450_000), (320 * 180, 200_000)]
+        let pixels = width * height
+        return rows.first { pixels >= $0.pixels }?.bitrate ?? 200_000
     }
 
     /// The bitrates the allocator sees for `c`: per active stream up to the subscriber's cap, per
@@ -351,9 +372,16 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
             return (0...top).map { t -> Int64? in
                 let measured = stream.bitrate(upToTemporal: t)
                 if measured > 0 { return measured }
-                return Self.nominalBitrate(spatial: s, of: streams.count) * Int64(t + 1) / Int64(stream.maxTemporal + 1)
+                return Self.nominalBitrate(spatial: s, of: streams.count, resolution: stream.resolution) * Int64(t + 1) / Int64(stream.maxTemporal + 1)
             }
         }
+    }
+
+    /// Whether the downlink shows congestion: for a REMB subscriber its REMB is the receiver's own
+    /// verdict; with transport-cc, a cut for delay or loss within ``pauseEvidenceNanos``.
+    func congestionSeen(nowNanos: Int64) -> Bool {
+        guard transportCC else { return true }
+        return estimator.lastCongestionNanos.map { nowNanos - $0 < Self.pauseEvidenceNanos } ?? false
     }
 
     /// Spends the downlink estimate on the video consumers (LayerAllocator) and applies the
@@ -379,14 +407,16 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
             // it will need (its nominal rate) from the start, or the estimate lags one probe a second
             // behind it and the subscriber falls off the top layer the first time it costs its due.
             if bitrates.count > 1, bitrates.last?.contains(where: { $0 != nil }) == true {
-                top = max(top, Self.nominalBitrate(spatial: bitrates.count - 1, of: bitrates.count))
+                top = max(top, Self.nominalBitrate(spatial: bitrates.count - 1, of: bitrates.count,
+                                                   resolution: c.producer.streams.last?.resolution))
             }
             // Probing aims past the top layer by the upgrade headroom, or the allocator could never take it.
             desired += Int64(Double(top) * allocator.upgradeHeadroom)
             let priority = c.producer.source == .screen ? 3 : (c.producer.peerID == speaker ? 2 : 1)
             let current: LayerAllocator.Choice? = c.allocationPaused ? .paused
                 : (c.allocated ? .layer(.init(spatial: c.targetSpatial, temporal: c.targetTemporal)) : nil)
-            let held = c.lastDowngradeNanos.map { nowNanos - $0 < Self.upgradeHoldNanos } ?? false
+            let held = c.allocationPaused ? c.pausedForBandwidthNanos.map { nowNanos - $0 < Self.resumeHoldNanos } ?? false
+                : c.lastDowngradeNanos.map { nowNanos - $0 < Self.upgradeHoldNanos } ?? false
             tracks.append(.init(priority: priority, bitrates: bitrates, current: current, upgradesAllowed: !held))
         }
         estimator.desiredBitrate = Double(desired)
@@ -400,15 +430,18 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
             // A track that sends nothing yet keeps what it has; the next round decides.
             guard tracks[i].bitrates.contains(where: { $0.contains { $0 != nil } }) else { continue }
             var choice = choices[i]
-            if choice == .paused, !c.allocationPaused, warmingUp(nowNanos: nowNanos), let lowest = tracks[i].lowestLayer {
-                // The first seconds' estimate is the start value, not a measurement: start on the lowest layer.
+            if choice == .paused, !c.allocationPaused, warmingUp(nowNanos: nowNanos) || !congestionSeen(nowNanos: nowNanos),
+               let lowest = tracks[i].lowestLayer {
+                // The first seconds' estimate is the start value, not a measurement, and without a
+                // congestion signal a low estimate is no evidence that the path cannot carry video:
+                // keep (or start on) the lowest layer.
                 choice = .layer(lowest)
             }
             switch choice {
             case .paused:
                 if !c.allocationPaused {
                     c.setAllocationPaused(true, nowNanos: nowNanos)
-                    c.lastDowngradeNanos = nowNanos
+                    c.pausedForBandwidthNanos = nowNanos
                     pausedTotal += 1
                     room.logger.info("video paused for bandwidth", metadata: ["room": "\(room.id)", "peer": "\(participant.peer.peerID)",
                                                                            "track": "\(c.producer.trackID)", "estimate": "\(Int(estimate))"])
