@@ -206,6 +206,24 @@ struct BandwidthEstimatorTests {
         #expect(lowest >= 1.5 * 500_000, "fell to \(Int(lowest)) bit/s under a 500 kbit/s allocation")
     }
 
+    /// Issue 20: under a `tc tbf` limit (500 kbit/s, ~80 ms of queue) on a LAN (a few ms of RTT)
+    /// the estimate used 25-75% of the link. At steady state its mean must be within 15% of the
+    /// link's rate: near the last overuse it grows by about one packet per response time (RTT +
+    /// 100 ms, libwebrtc's near-max increase), not one packet per RTT (0.96 Mbit/s per second at a
+    /// 10 ms RTT, which overshoots a small link every second and cuts it back each time).
+    @Test(arguments: [500_000.0, 1_200_000.0, 2_500_000.0])
+    func aLimitedLinkIsUsedWithinFifteenPercentAtSteadyState(_ capacity: Double) {
+        var sim = EstimatorSimulation(capacity: capacity)
+        sim.link.maxQueueNanos = 80_000_000
+        sim.link.propagationNanos = 2_000_000
+        sim.estimator.setRTT(nanos: 5_000_000)
+        sim.desired = 5_000_000
+        sim.run(seconds: 40)
+        let steady = sim.trace.filter { $0.t > 10 }.map(\.estimate)
+        let mean = steady.reduce(0, +) / Double(max(steady.count, 1))
+        #expect(abs(mean - capacity) <= 0.15 * capacity, "mean estimate \(Int(mean)) on a \(Int(capacity)) bit/s link")
+    }
+
     @Test func followsAStepDownAndAStepUp() {
         var sim = EstimatorSimulation(capacity: 2_500_000)
         sim.run(seconds: 10)
