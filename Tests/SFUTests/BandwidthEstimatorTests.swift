@@ -218,6 +218,8 @@ struct BandwidthEstimatorTests {
         sim.link.propagationNanos = 2_000_000
         sim.estimator.setRTT(nanos: 5_000_000)
         sim.desired = 5_000_000
+        // Frames, as the SFU forwards them (no pacer): each 33 ms frame's packets in one 5 ms step.
+        sim.rateToSend = { estimate, now in now % 33_333_333 < 5_000_000 ? estimate * 33.3 / 5 : 0 }
         sim.run(seconds: 40)
         let steady = sim.trace.filter { $0.t > 10 }.map(\.estimate)
         let mean = steady.reduce(0, +) / Double(max(steady.count, 1))
