@@ -103,7 +103,8 @@ final class AllocatingSender {
     let allocator = LayerAllocator()
     var current: LayerAllocator.Choice?
     var lastAllocation: Int64 = -1_000_000_000
-    var lastDowngrade: Int64?
+    /// As SubscriberConnection holds upgrades after downgrades.
+    var hold = UpgradeHold(baseNanos: 4_000_000_000)
     var spend = audioRate
     /// The capacity available to us right now (the test keeps it in step with the link).
     var available: Double
@@ -114,10 +115,10 @@ final class AllocatingSender {
     func rate(estimate: Double, nowNanos: Int64) -> Double {
         if nowNanos - lastAllocation >= 250_000_000 {
             lastAllocation = nowNanos
-            let held = lastDowngrade.map { nowNanos - $0 < 4_000_000_000 } ?? false
+            let held = hold.holds(at: nowNanos)
             let choice = allocator.allocate(budget: max(0, estimate - audioRate),
                                             tracks: [.init(priority: 1, bitrates: camera, current: current, upgradesAllowed: !held)])[0]
-            if let old = current?.layer, choice.layer.map({ $0 < old }) ?? true { lastDowngrade = nowNanos }
+            if let old = current?.layer, choice.layer.map({ $0 < old }) ?? true { hold.downgraded(at: nowNanos) }
             current = choice
             spend = audioRate + Double(choice.layer.flatMap { camera[$0.spatial][$0.temporal] } ?? 0)
         }

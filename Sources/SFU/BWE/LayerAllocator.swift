@@ -132,3 +132,38 @@ public struct LayerAllocator: Sendable {
         }
     }
 }
+
+/// How long upgrades wait after a downgrade (pure): the base hold after a downgrade, doubled for
+/// each further downgrade that comes within a minute of the previous hold's end (4, 8, 16, 32, then
+/// 64 s with a 4 s base); a minute without one after the hold ends starts again from the base. A
+/// subscription whose estimate hovers around a layer's threshold then settles to one try up (and
+/// back down) a minute instead of switching every few seconds, each switch costing a keyframe
+/// (issue 20: at most 2 spatial switches a minute at a steady constraint).
+public struct UpgradeHold: Sendable, Equatable {
+    public var baseNanos: Int64
+    public static let memoryNanos: Int64 = 60_000_000_000
+    public static let maxDoublings = 4
+    public private(set) var lastDowngradeNanos: Int64?
+    /// Doublings of the base for the current hold.
+    public private(set) var level = 0
+
+    public init(baseNanos: Int64) { self.baseNanos = baseNanos }
+
+    public mutating func downgraded(at nanos: Int64) {
+        if let last = lastDowngradeNanos, nanos - last < holdNanos + Self.memoryNanos {
+            level = min(level + 1, Self.maxDoublings)
+        } else {
+            level = 0
+        }
+        lastDowngradeNanos = nanos
+    }
+
+    /// How long upgrades wait after the last downgrade.
+    public var holdNanos: Int64 { baseNanos << Int64(level) }
+
+    /// Whether upgrades are held at `nanos`.
+    public func holds(at nanos: Int64) -> Bool {
+        guard let last = lastDowngradeNanos else { return false }
+        return nanos - last < holdNanos
+    }
+}

@@ -43,7 +43,8 @@ final class Consumer {
     public private(set) var layerSwitches = 0
     /// The allocator has chosen a layer for this consumer at least once.
     var allocated = false
-    var lastDowngradeNanos: Int64?
+    /// Upgrades wait after a downgrade, longer after several in a minute.
+    var upgradeHold = UpgradeHold(baseNanos: SubscriberConnection.upgradeHoldNanos)
     /// When the allocator last paused this track for bandwidth (its resume hold).
     var pausedForBandwidthNanos: Int64?
     /// Switching down because the current layer no longer fits the downlink: its packets are

@@ -69,6 +69,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     var allocator = LayerAllocator()
     var lastAllocationNanos: Int64 = 0
     static let allocationIntervalNanos: Int64 = 250_000_000
+    /// The upgrade hold after one downgrade (``UpgradeHold`` doubles it for each further one in a minute).
     static let upgradeHoldNanos: Int64 = 4_000_000_000
     /// A track paused for bandwidth may resume this long after the pause (with the allocator's
     /// resume headroom): pausing is the last resort, and coming back must be quick (it was held by
@@ -416,7 +417,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
             let current: LayerAllocator.Choice? = c.allocationPaused ? .paused
                 : (c.allocated ? .layer(.init(spatial: c.targetSpatial, temporal: c.targetTemporal)) : nil)
             let held = c.allocationPaused ? c.pausedForBandwidthNanos.map { nowNanos - $0 < Self.resumeHoldNanos } ?? false
-                : c.lastDowngradeNanos.map { nowNanos - $0 < Self.upgradeHoldNanos } ?? false
+                : c.upgradeHold.holds(at: nowNanos)
             tracks.append(.init(priority: priority, bitrates: bitrates, current: current, upgradesAllowed: !held))
         }
         estimator.desiredBitrate = Double(desired)
@@ -457,7 +458,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
                                                                  "track": "\(c.producer.trackID)", "estimate": "\(Int(estimate))"])
                     participant.sink(.trackResumed(peerID: c.producer.peerID, trackID: c.producer.trackID))
                 }
-                if c.allocated, !resuming, l < LayerAllocator.Layer(spatial: c.targetSpatial, temporal: c.targetTemporal) { c.lastDowngradeNanos = nowNanos }
+                if c.allocated, !resuming, l < LayerAllocator.Layer(spatial: c.targetSpatial, temporal: c.targetTemporal) { c.upgradeHold.downgraded(at: nowNanos) }
                 if !c.allocated || l != LayerAllocator.Layer(spatial: c.targetSpatial, temporal: c.targetTemporal) {
                     room.logger.debug("layer target", metadata: ["peer": "\(participant.peer.peerID)", "t_ms": "\(nowNanos / 1_000_000)",
                                                                  "from": "\(c.targetSpatial)/\(c.targetTemporal)", "to": "\(l.spatial)/\(l.temporal)",

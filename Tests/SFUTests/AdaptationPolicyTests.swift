@@ -99,3 +99,50 @@ struct PausePolicyTests {
         #expect(subscriber.estimator.desiredBitrate >= 2_500_000 * 1.15, "desired \(subscriber.estimator.desiredBitrate)")
     }
 }
+
+@Suite("Upgrade hold after downgrades")
+struct UpgradeHoldTests {
+    static let s: Int64 = 1_000_000_000
+
+    @Test func oneDowngradeHoldsForTheBase() {
+        var hold = UpgradeHold(baseNanos: 4 * Self.s)
+        #expect(!hold.holds(at: 0))
+        hold.downgraded(at: 10 * Self.s)
+        #expect(hold.holds(at: 13 * Self.s))
+        #expect(!hold.holds(at: 14 * Self.s))
+    }
+
+    /// Down, up, down, up... with an estimate hovering at a threshold: each further downgrade within
+    /// a minute of the last hold's end doubles the hold (4, 8, 16, 32, 64 s), so once it has settled a minute has at
+    /// most one switch down and one up (a fixed 4 s hold: a dozen of each).
+    @Test func repeatedDowngradesDoubleTheHoldUpToAMinute() {
+        var hold = UpgradeHold(baseNanos: 4 * Self.s)
+        var t: Int64 = 0
+        var switches: [Int64] = []
+        // The allocator goes up as soon as allowed and comes down 1 s later, for five minutes.
+        while t < 300 * Self.s {
+            hold.downgraded(at: t)
+            switches.append(t)
+            var up = t
+            while hold.holds(at: up) { up += Self.s / 4 }
+            switches.append(up)
+            t = up + Self.s
+        }
+        #expect(hold.holdNanos == 64 * Self.s)
+        let lastTwoMinutes = switches.filter { $0 >= 180 * Self.s && $0 < 300 * Self.s }.count
+        #expect(lastTwoMinutes <= 4, "\(lastTwoMinutes) switches in the last two minutes: \(switches.map { $0 / Self.s })")
+    }
+
+    /// A minute without a downgrade after the hold ended forgets the earlier ones: the base again.
+    @Test func aQuietMinuteResetsTheHold() {
+        var hold = UpgradeHold(baseNanos: 4 * Self.s)
+        hold.downgraded(at: 0)
+        hold.downgraded(at: 5 * Self.s)
+        #expect(hold.holdNanos == 8 * Self.s)
+        hold.downgraded(at: 50 * Self.s)  // within a minute of the 8 s hold's end (13 s)
+        #expect(hold.holdNanos == 16 * Self.s)
+        hold.downgraded(at: 127 * Self.s)  // 61 s after that hold ended (66 s)
+        #expect(hold.holdNanos == 4 * Self.s)
+        #expect(!hold.holds(at: 131 * Self.s))
+    }
+}
