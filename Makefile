@@ -5,7 +5,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 VENV := .venv
 
-.PHONY: help deps deps-test build build-release run test test-swift test-e2e bench bench-micro bench-composite fuzz clean
+.PHONY: help deps deps-test build build-release run test test-swift test-e2e bench bench-micro bench-composite bench-adaptation fuzz clean
 
 help:
 	@echo "make run    - install what is missing, build (release) and start the server on its defaults"
@@ -13,6 +13,7 @@ help:
 	@echo "make bench  - release build and the forwarding benchmark (SFU vs floor, 3 scenarios) -> bench/results.md"
 	@echo "make bench-micro - the in-memory micro-benchmarks (Benchmarks/)"
 	@echo "make bench-composite - recording cost with 4 Chromium publishers: no recording / tracks / composite -> bench/composite-results.md"
+	@echo "make bench-adaptation - issue 20's HD adaptation scenario with Chromium and tc tbf, RUNS (3) times: figures per phase"
 	@echo "make fuzz   - libFuzzer harnesses, FUZZ_RUNS (10 M) runs or FUZZ_TIME (900 s) each; crashes -> Fixtures/fuzz/regressions (docs/FUZZING.md)"
 
 deps:
@@ -48,6 +49,13 @@ bench-micro: deps
 # of the server with no recording, a tracks recording and a composite one (docs/BENCHMARKS.md).
 bench-composite: deps-test
 	@SWIFT="$(SWIFT)" scripts/bench.sh composite
+
+# Issue 20's acceptance scenario, RUNS times (default 3): a 1280x720 Chromium publisher with real
+# texture, an open subscriber and one behind tc tbf (none, 500 kbit/s, 1.2 Mbit/s, none); prints the
+# figures per phase and what failed. Not part of `make test` while issue 20 is open (it does not pass yet).
+bench-adaptation: build
+	@for i in $$(seq $${RUNS:-3}); do echo "== run $$i"; SFU_BIN=$$PWD/.build/debug/sfu $(VENV)/bin/python -m pytest -q -s -p no:cacheprovider \
+		Tests/E2E/adaptation_hd.py 2>&1 | grep -E "^(open|500k|1.2M|open again):|^sfu_layer_switches|passed|failed|^E   +[a-z0-9. ]+: " | sort -u; done
 
 # The libFuzzer harnesses one after the other on one core (docs/FUZZING.md). A crash lands in
 # Fixtures/fuzz/regressions/<harness>/, replayed by `make test` (Tests/FuzzTests).

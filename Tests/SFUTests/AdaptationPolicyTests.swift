@@ -145,4 +145,17 @@ struct UpgradeHoldTests {
         #expect(hold.holdNanos == 4 * Self.s)
         #expect(!hold.holds(at: 131 * Self.s))
     }
+
+    /// The path changed (the estimate is 1.5x what it was at the downgrade: a limit was lifted): the
+    /// climb back does not wait for a doubled hold.
+    @Test func aMuchHigherEstimateLiftsTheHold() {
+        var hold = UpgradeHold(baseNanos: 4 * Self.s)
+        hold.downgraded(at: 0, estimate: 900_000)
+        hold.downgraded(at: 5 * Self.s, estimate: 900_000)
+        hold.downgraded(at: 14 * Self.s, estimate: 850_000)
+        #expect(hold.holdNanos == 16 * Self.s)
+        #expect(hold.holds(at: 20 * Self.s, estimate: 1_000_000))
+        #expect(!hold.holds(at: 20 * Self.s, estimate: 2_000_000))
+        #expect(hold.holds(at: 20 * Self.s))
+    }
 }

@@ -138,32 +138,39 @@ public struct LayerAllocator: Sendable {
 /// 64 s with a 4 s base); a minute without one after the hold ends starts again from the base. A
 /// subscription whose estimate hovers around a layer's threshold then settles to one try up (and
 /// back down) a minute instead of switching every few seconds, each switch costing a keyframe
-/// (issue 20: at most 2 spatial switches a minute at a steady constraint).
+/// (issue 20: at most 2 spatial switches a minute at a steady constraint). The hold does not apply
+/// once the estimate is 1.5x what it was at the downgrade: the path changed (a limit was lifted),
+/// and the climb back must not wait a minute.
 public struct UpgradeHold: Sendable, Equatable {
     public var baseNanos: Int64
     public static let memoryNanos: Int64 = 60_000_000_000
     public static let maxDoublings = 4
+    public static let pathChangeFactor = 1.5
     public private(set) var lastDowngradeNanos: Int64?
+    /// The downlink estimate at the last downgrade (nil: not known).
+    public private(set) var estimateAtDowngrade: Double?
     /// Doublings of the base for the current hold.
     public private(set) var level = 0
 
     public init(baseNanos: Int64) { self.baseNanos = baseNanos }
 
-    public mutating func downgraded(at nanos: Int64) {
+    public mutating func downgraded(at nanos: Int64, estimate: Double? = nil) {
         if let last = lastDowngradeNanos, nanos - last < holdNanos + Self.memoryNanos {
             level = min(level + 1, Self.maxDoublings)
         } else {
             level = 0
         }
         lastDowngradeNanos = nanos
+        estimateAtDowngrade = estimate
     }
 
     /// How long upgrades wait after the last downgrade.
     public var holdNanos: Int64 { baseNanos << Int64(level) }
 
-    /// Whether upgrades are held at `nanos`.
-    public func holds(at nanos: Int64) -> Bool {
+    /// Whether upgrades are held at `nanos` (with the downlink estimate then, when known).
+    public func holds(at nanos: Int64, estimate: Double? = nil) -> Bool {
         guard let last = lastDowngradeNanos else { return false }
+        if let now = estimate, let then = estimateAtDowngrade, now >= Self.pathChangeFactor * then { return false }
         return nanos - last < holdNanos
     }
 }

@@ -417,7 +417,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
             let current: LayerAllocator.Choice? = c.allocationPaused ? .paused
                 : (c.allocated ? .layer(.init(spatial: c.targetSpatial, temporal: c.targetTemporal)) : nil)
             let held = c.allocationPaused ? c.pausedForBandwidthNanos.map { nowNanos - $0 < Self.resumeHoldNanos } ?? false
-                : c.upgradeHold.holds(at: nowNanos)
+                : c.upgradeHold.holds(at: nowNanos, estimate: downlinkEstimate)
             tracks.append(.init(priority: priority, bitrates: bitrates, current: current, upgradesAllowed: !held))
         }
         estimator.desiredBitrate = Double(desired)
@@ -458,7 +458,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
                                                                  "track": "\(c.producer.trackID)", "estimate": "\(Int(estimate))"])
                     participant.sink(.trackResumed(peerID: c.producer.peerID, trackID: c.producer.trackID))
                 }
-                if c.allocated, !resuming, l < LayerAllocator.Layer(spatial: c.targetSpatial, temporal: c.targetTemporal) { c.upgradeHold.downgraded(at: nowNanos) }
+                if c.allocated, !resuming, l < LayerAllocator.Layer(spatial: c.targetSpatial, temporal: c.targetTemporal) { c.upgradeHold.downgraded(at: nowNanos, estimate: estimate) }
                 if !c.allocated || l != LayerAllocator.Layer(spatial: c.targetSpatial, temporal: c.targetTemporal) {
                     room.logger.debug("layer target", metadata: ["peer": "\(participant.peer.peerID)", "t_ms": "\(nowNanos / 1_000_000)",
                                                                  "from": "\(c.targetSpatial)/\(c.targetTemporal)", "to": "\(l.spatial)/\(l.temporal)",
