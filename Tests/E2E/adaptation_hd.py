@@ -10,7 +10,11 @@ limit again. What the issue asks, checked together and reported with the timelin
 - under each limit, after its first 5 s, no freeze over 1 s;
 - at 1.2 Mbit/s the constrained subscriber ends on the 640-wide layer (the highest that fits), the
   open one on the 1280-wide layer throughout the end of each phase;
+- under each limit, after its first 5 s: the mean downlink estimate within 15% of the link's rate, and
+  at most one layer switch in the remaining 20 s (2 a minute);
 - figures per phase (printed): mean downlink estimate against the link rate, layer switches.
+Not yet here: the issue's 1920x1080 publisher case. Run by `make bench-adaptation` (RUNS times), not by
+`make test`: it does not pass yet (docs/BENCHMARKS.md has the figures).
 
 The test clip and fixtures come from test_simulcast.py (same Room/Timeline helpers).
 """
@@ -92,6 +96,14 @@ def test_hd_publisher_constrained_and_open_subscribers(sfu_factory, chromiums, t
         settled = [s for s in tl_weak.samples if t0 + 5 <= s["t"] < t1]
         if len(settled) > 1 and settled[-1]["freeze_s"] - settled[0]["freeze_s"] > 1.0:
             problems.append(f"{name}: {settled[-1]['freeze_s'] - settled[0]['freeze_s']:.2f} s of freezes after the first 5 s")
+        if kbit is not None:
+            # The estimate tracks the link: its mean after the first 5 s within 15% of the rate.
+            late = phase_figures(tl_weak.samples, t0 + 5, t1, kbit)
+            if late["mean_estimate_kbit"] is None or abs(late["mean_estimate_kbit"] - kbit) > 0.15 * kbit:
+                problems.append(f"{name}: mean estimate {late['mean_estimate_kbit']} kbit/s after the first 5 s on a {kbit} kbit/s link")
+            # Stability: at most 2 spatial switches a minute at a steady constraint (1 in these 20 s).
+            if late["switches"] > 1:
+                problems.append(f"{name}: {late['switches']} layer switches after the first 5 s (at most 2 a minute)")
         last_weak = [s for s in tl_weak.samples if t1 - 4 <= s["t"] < t1]
         last_open = [s for s in tl_open.samples if t1 - 4 <= s["t"] < t1]
         if kbit == 1200 and not all(MID_MIN_WIDTH <= (s.get("w") or 0) <= MID_MAX_WIDTH for s in last_weak):
