@@ -137,8 +137,9 @@ final class LoadRunner {
                     if scenario.video {
                         let mid = scenario.audio ? "1" : "0"
                         if scenario.simulcast {
-                            // Chromium's three layers, lowest first; the top one at the given bitrate.
-                            for (rid, share, w, h) in [("q", 0.1, 320, 180), ("h", 0.3, 640, 360), ("f", 1.0, 1280, 720)] {
+                            // Chromium's three layers, lowest first; the top one at the given bitrate, the
+                            // others in libwebrtc's proportions (200 k / 700 k / 2.5 M at 720p, its maximums).
+                            for (rid, share, w, h) in [("q", 0.08, 320, 180), ("h", 0.28, 640, 360), ("f", 1.0, 1280, 720)] {
                                 let id = tally.addStream(room: r, publisher: index, kind: .video, rid: rid)
                                 streams.append(OutgoingStream(id: id, kind: .video, ssrc: .random(in: 1...UInt32.max), rtxSSRC: nil, mid: mid, rid: rid,
                                                               bitrate: Int(Double(scenario.bitrate) * share), fps: scenario.fps,

@@ -22,12 +22,14 @@ const SUBSCRIBER = "subscriber";
 /**
  * The camera's simulcast encodings, lowest first (rid q/h/f = spatial layer 0/1/2 in `set_layer`).
  * From a 1280x720 camera: 320x180, 640x360 and 1280x720, each with three VP8 temporal layers.
- * The bitrates are caps; Chromium spends less on simple content.
+ * The bitrates are libwebrtc's maximums for those sizes (its kSimulcastFormats table: 200 kbit/s,
+ * 700 kbit/s, 2.5 Mbit/s; the server probes for the same, SubscriberConnection.nominalBitrate).
+ * They are caps; Chromium spends less on simple content.
  */
 export const DEFAULT_SIMULCAST = [
-  { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150_000, scalabilityMode: "L1T3" },
-  { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500_000, scalabilityMode: "L1T3" },
-  { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 1_500_000, scalabilityMode: "L1T3" },
+  { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 200_000, scalabilityMode: "L1T3" },
+  { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 700_000, scalabilityMode: "L1T3" },
+  { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 2_500_000, scalabilityMode: "L1T3" },
 ];
 
 /** What the camera is asked for when publishing with simulcast and no explicit video constraints. */
