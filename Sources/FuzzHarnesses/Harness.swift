@@ -166,14 +166,17 @@ public enum Harness: String, CaseIterable, Sendable {
         _ = scan.durationMs
     }
 
-    // MARK: signaling (RoomSignaling's read loop: a WebSocket text frame to an event)
+    // MARK: signaling (the signaling session: a WebSocket text frame to a client event)
 
     static func signaling(_ raw: UnsafeRawBufferPointer) {
         let text = String(decoding: raw, as: UTF8.self)
-        guard case .success(let frame) = RoomSignaling.decodeFrame(text) else { return }
-        _ = RoomSignaling.bool(frame.data["enabled"])
-        if let sdp = frame.data["sdp"] as? String { _ = try? SessionDescription(parsing: sdp) }
-        if let message = frame.data["message"] as? String { _ = message.count }
+        switch ClientEvent.decode(text) {
+        case .success(.publisherOffer(let sdp)), .success(.subscriberAnswer(let sdp)): _ = try? SessionDescription(parsing: sdp)
+        case .success(.sendMessage(let message)): check(!message.isEmpty && message.count <= 4096, "chat length outside 1...4096")
+        case .success(.setLayer(_, let s, let t)): check([s, t].allSatisfy { $0.map { (0...3).contains($0) } ?? true }, "layer cap outside 0...3")
+        case .success: break
+        case .failure(let error): check(!error.code.isEmpty && !error.message.isEmpty, "an error without code or message")
+        }
     }
 
     // MARK: JWT (JoinTokenSigner.verify on every join token)

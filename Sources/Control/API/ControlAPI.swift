@@ -6,8 +6,7 @@ import Recorder
 import SFU
 
 /// The control API (PROTOCOL.md "Control API") for app backends: rooms and join tokens, backed by
-/// the metadata store. Routes whose feature is not built yet answer 501 `not_implemented`
-/// (participants, mute, recordings: they come with rooms and recording).
+/// the metadata store, live rooms, recordings and snapshots.
 public struct ControlAPI: Sendable {
     public let store: MetadataStore
     public let keys: APIKeys
@@ -49,6 +48,9 @@ public struct ControlAPI: Sendable {
 
     /// Signs and verifies join tokens (`SFU_JWT_SECRET`, else the first API key).
     public let signer: JoinTokenSigner
+
+    /// Opening and closing rooms (shared with the janitor).
+    var lifecycle: RoomLifecycle { RoomLifecycle(store: store, webhooks: webhooks, live: live, recordings: recordings, logger: logger) }
 
     func register<Context: RequestContext>(on router: Router<Context>) {
         let auth = APIKeyMiddleware<Context>(keys: keys)
@@ -92,16 +94,12 @@ public struct ControlAPI: Sendable {
 
     func createRoom<Context: RequestContext>(_ request: Request, _ context: Context) async throws -> Response {
         let body = try await JSONBody(request, context, allowEmpty: true)
-        let id = "rm_" + randomID()
-        let room = RoomRecord(
-            id: id, name: try body.string("name", maxLength: 200) ?? id, createdAt: MetadataStore.nowMillis,
-            maxParticipants: try body.int("max_participants", in: 1...100) ?? Defaults.maxParticipants,
-            emptyTimeoutS: try body.int("empty_timeout_s", in: 0...86_400) ?? Defaults.emptyTimeoutS,
-            maxDurationS: try body.int("max_duration_s", in: 1...(7 * 86_400)) ?? Defaults.maxDurationS,
-            autoRecord: try body.bool("auto_record") ?? false)
-        try await store.createRoom(room)
-        try await store.appendEvent(RoomEvent(id: "ev_" + randomID(), roomID: id, at: room.createdAt, kind: "room_created"))
-        await webhooks?.send(event: "room_started", data: ["room_id": id, "name": room.name, "created_at": Self.iso8601(room.createdAt)])
+        var options = RoomLifecycle.Options(name: try body.string("name", maxLength: 200))
+        options.maxParticipants = try body.int("max_participants", in: 1...100) ?? Defaults.maxParticipants
+        options.emptyTimeoutS = try body.int("empty_timeout_s", in: 0...86_400) ?? Defaults.emptyTimeoutS
+        options.maxDurationS = try body.int("max_duration_s", in: 1...(7 * 86_400)) ?? Defaults.maxDurationS
+        options.autoRecord = try body.bool("auto_record") ?? false
+        let room = try await lifecycle.open(options)
         return try json(.created, Self.roomJSON(room, participants: []))
     }
 
@@ -123,15 +121,7 @@ public struct ControlAPI: Sendable {
 
     func closeRoom(_ id: String) async throws -> Response {
         guard Self.validID(id), let room = try await store.room(id: id) else { throw APIError.notFound("room") }
-        if room.closedAt == nil {
-            let now = MetadataStore.nowMillis
-            try await store.closeRoom(id: id, at: now, reason: "closed by API")
-            try await store.appendEvent(RoomEvent(id: "ev_" + randomID(), roomID: id, at: now, kind: "room_closed", detail: "closed by API"))
-            await webhooks?.send(event: "room_finished", data: ["room_id": id, "name": room.name, "closed_at": Self.iso8601(now), "reason": "closed by API"])
-        }
-        await recordings?.stopAll(roomID: id, reason: "room closed")
-        await live?.close(id, message: "the room was closed through the API")
-        guard let closed = try await store.room(id: id) else { throw APIError.notFound("room") }
+        let closed = try await lifecycle.close(room, reason: .api)
         return try json(.ok, Self.roomJSON(closed, participants: []))
     }
 
@@ -394,15 +384,10 @@ public struct ControlAPI: Sendable {
         if let existing = try await store.rooms().first(where: { $0.name == name }) {
             room = existing
         } else {
-            let id = "rm_" + randomID()
-            room = RoomRecord(id: id, name: name, createdAt: MetadataStore.nowMillis, maxParticipants: Defaults.maxParticipants,
-                              emptyTimeoutS: Defaults.emptyTimeoutS, maxDurationS: Defaults.maxDurationS, autoRecord: false)
-            try await store.createRoom(room)
-            try await store.appendEvent(RoomEvent(id: "ev_" + randomID(), roomID: id, at: room.createdAt, kind: "room_created", detail: "demo"))
-            await webhooks?.send(event: "room_started", data: ["room_id": id, "name": room.name, "created_at": Self.iso8601(room.createdAt)])
+            room = try await lifecycle.open(RoomLifecycle.Options(name: name), origin: "demo")
         }
         let now = Int64(Date().timeIntervalSince1970)
-        let claims = JoinClaims(room: room.id, sub: "demo-" + randomID().prefix(8), name: display, role: role, perms: role.defaultPermissions,
+        let claims = JoinClaims(room: room.id, sub: "demo-" + ResourceID.randomString(count: 8), name: display, role: role, perms: role.defaultPermissions,
                                 exp: now + Int64(Defaults.tokenTTLS), iat: now)
         let token = signer.sign(claims)
         let host = request.head.authority ?? "127.0.0.1:8080"
@@ -444,11 +429,6 @@ public struct ControlAPI: Sendable {
         id.utf8.count <= 64 && !id.isEmpty && id.utf8.allSatisfy { $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") || (48...57).contains($0) || (97...122).contains($0) || (65...90).contains($0) }
     }
 
-    func randomID() -> String {
-        let alphabet = Array("0123456789abcdefghijklmnopqrstuvwxyz")
-        return String(secureRandomBytes(14).map { alphabet[Int($0) % 36] })
-    }
-
     func json(_ status: HTTPResponse.Status, _ object: Any) throws -> Response {
         let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
         return Response(status: status, headers: [.contentType: "application/json; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
@@ -466,8 +446,10 @@ struct APIKeyMiddleware<Context: RequestContext>: RouterMiddleware {
 
 /// A request's JSON object body with typed, validated accessors: wrong types and out-of-range values
 /// are 400 with the field named; unknown fields are ignored.
+/// A request's JSON object body, read with JSONDecoder into a ``JSONValue`` and then field by
+/// field: a wrong type or range is a 400 that names the field.
 struct JSONBody {
-    let object: [String: Any]
+    let object: [String: JSONValue]
 
     init<Context: RequestContext>(_ request: Request, _ context: Context, allowEmpty: Bool) async throws {
         let buffer = try await request.body.collect(upTo: ControlAPI.maxBodyBytes)
@@ -476,46 +458,44 @@ struct JSONBody {
             object = [:]
             return
         }
-        guard let parsed = try? JSONSerialization.jsonObject(with: Data(buffer: buffer)), let dictionary = parsed as? [String: Any] else {
+        guard case .object(let dictionary)? = try? JSONDecoder().decode(JSONValue.self, from: Data(buffer: buffer)) else {
             throw APIError.badRequest("body must be a JSON object")
         }
         object = dictionary
     }
 
-    func present(_ key: String) -> Any? {
-        guard let v = object[key], !(v is NSNull) else { return nil }
+    /// The field, nil when absent or null.
+    func present(_ key: String) -> JSONValue? {
+        guard let v = object[key], v != .null else { return nil }
         return v
     }
 
     func string(_ key: String, maxLength: Int) throws -> String? {
         guard let v = present(key) else { return nil }
-        guard let s = v as? String else { throw APIError.badRequest("\(key) must be a string") }
+        guard let s = v.string else { throw APIError.badRequest("\(key) must be a string") }
         guard s.count <= maxLength else { throw APIError.badRequest("\(key) is longer than \(maxLength) characters") }
         return s
     }
 
     func int(_ key: String, in range: ClosedRange<Int>) throws -> Int? {
         guard let v = present(key) else { return nil }
-        // JSONSerialization gives NSNumber for numbers and booleans alike: refuse booleans and fractions.
-        guard let n = v as? NSNumber, !Self.isBoolean(n), let i = Int(exactly: n.doubleValue) else {
-            throw APIError.badRequest("\(key) must be an integer")
-        }
+        // Booleans and fractions are refused; 5 and 5.0 are the same integer.
+        guard let i = v.integer else { throw APIError.badRequest("\(key) must be an integer") }
         guard range.contains(i) else { throw APIError.badRequest("\(key) must be in \(range.lowerBound)...\(range.upperBound)") }
         return i
     }
 
     func bool(_ key: String) throws -> Bool? {
         guard let v = present(key) else { return nil }
-        guard let n = v as? NSNumber, Self.isBoolean(n) else { throw APIError.badRequest("\(key) must be true or false") }
-        return n.boolValue
+        guard let b = v.bool else { throw APIError.badRequest("\(key) must be true or false") }
+        return b
     }
-
-    /// JSONSerialization returns booleans as NSNumber too; they are the ones of Objective-C type "c".
-    static func isBoolean(_ n: NSNumber) -> Bool { n.objCType.pointee == CChar(UInt8(ascii: "c")) }
 
     func stringArray(_ key: String) throws -> [String]? {
         guard let v = present(key) else { return nil }
-        guard let a = v as? [Any], a.count <= 16, let strings = a as? [String] else { throw APIError.badRequest("\(key) must be an array of strings") }
+        guard case .array(let a) = v, a.count <= 16 else { throw APIError.badRequest("\(key) must be an array of strings") }
+        let strings = a.compactMap(\.string)
+        guard strings.count == a.count else { throw APIError.badRequest("\(key) must be an array of strings") }
         return strings
     }
 }

@@ -2,8 +2,8 @@ import Foundation
 import Logging
 
 /// Closes rooms whose time is up (PROTOCOL.md room options): empty for `empty_timeout_s` (since
-/// creation or since the last participant left), or open for `max_duration_s`. Closing is recorded
-/// in the audit log and announced by the `room_finished` webhook, as a close through the API is.
+/// creation or since the last participant left), or open for `max_duration_s`. Closing goes through
+/// ``RoomLifecycle``, as a close through the API does.
 /// Runs as a background task, once a second; the store is the source of truth.
 public struct RoomJanitor: Sendable {
     public let store: MetadataStore
@@ -20,6 +20,8 @@ public struct RoomJanitor: Sendable {
         self.logger = logger
     }
 
+    var lifecycle: RoomLifecycle { RoomLifecycle(store: store, webhooks: webhooks, live: live, recordings: recordings, logger: logger) }
+
     /// One pass; returns the ids closed.
     @discardableResult
     public func sweep(nowMillis: Int64) async throws -> [String] {
@@ -28,23 +30,16 @@ public struct RoomJanitor: Sendable {
             let room = occupancy.room
             let present = occupancy.present > 0
             let emptySince = occupancy.lastLeftAt.map { max($0, room.createdAt) } ?? room.createdAt
-            let reason: String?
+            let reason: RoomLifecycle.CloseReason?
             if nowMillis - room.createdAt >= Int64(room.maxDurationS) * 1000 {
-                reason = "max duration reached"
+                reason = .maxDuration
             } else if !present, nowMillis - emptySince >= Int64(room.emptyTimeoutS) * 1000 {
-                reason = "empty timeout"
+                reason = .emptyTimeout
             } else {
                 reason = nil
             }
             guard let reason else { continue }
-            try await store.closeRoom(id: room.id, at: nowMillis, reason: reason)
-            try await store.appendEvent(RoomEvent(id: "ev_" + UUID().uuidString.lowercased(), roomID: room.id, at: nowMillis,
-                                                  kind: "room_closed", detail: reason))
-            await webhooks?.send(event: "room_finished", data: ["room_id": room.id, "name": room.name,
-                                                                "closed_at": ControlAPI.iso8601(nowMillis), "reason": reason])
-            await recordings?.stopAll(roomID: room.id, reason: "room closed (\(reason))")
-            await live?.close(room.id, message: "the room closed (\(reason))")
-            logger.info("room closed", metadata: ["room": "\(room.id)", "reason": "\(reason)"])
+            try await lifecycle.close(room, reason: reason, nowMillis: nowMillis)
             closed.append(room.id)
         }
         return closed

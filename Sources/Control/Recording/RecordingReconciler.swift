@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Recorder
+import SFU
 
 /// At start: recordings a crash left `recording` are finalized from what is on disk. Each file is
 /// scanned (WebMScan), cut back to its last complete cluster so it decodes to its end, and recorded
@@ -45,7 +46,7 @@ public struct RecordingReconciler: Sendable {
                     let stem = String(name.dropLast(mkv ? ".mkv".count : ".webm".count))
                     let user = stem.range(of: "-pe_", options: .backwards).map { String(stem[..<$0.lowerBound]) } ?? stem
                     try await store.addRecordingFile(RecordingFileRecord(
-                        id: "file_" + RecordingService.randomID(), recordingID: recording.id, userID: user, trackKinds: kinds, fileName: name,
+                        id: ResourceID.file.make(), recordingID: recording.id, userID: user, trackKinds: kinds, fileName: name,
                         path: path, sizeBytes: Int64(scan.validLength), source: recording.mode == "composite" ? "composite" : stem.hasSuffix("-screen") ? "screen" : "camera", format: mkv ? "mkv" : "webm",
                         videoCodec: scan.videoFrames > 0 ? (mkv ? "h264" : "vp8") : nil,
                         audioCodec: scan.audioFrames > 0 ? "opus" : nil,
@@ -57,7 +58,7 @@ public struct RecordingReconciler: Sendable {
             let failure: String? = files == 0 ? "the server stopped during the recording and no file on disk holds a frame" : nil
             try await store.finishRecording(id: recording.id, status: failure == nil ? .completed : .failed,
                                             endedAt: recording.startedAt + duration, durationMs: duration, failureReason: failure)
-            try? await store.appendEvent(RoomEvent(id: "ev_" + RecordingService.randomID(), roomID: recording.roomID, at: MetadataStore.nowMillis,
+            try? await store.appendEvent(RoomEvent(id: ResourceID.event.make(), roomID: recording.roomID, at: MetadataStore.nowMillis,
                                                    kind: "recording_stopped", detail: "reconciled after a restart"))
             if let record = try await store.recording(id: recording.id) {
                 await webhooks?.send(event: "recording_finished", data: RecordingService.json(record))

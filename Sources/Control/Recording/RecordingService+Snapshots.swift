@@ -59,7 +59,7 @@ extension RecordingService {
         }
         let bytes: [UInt8]
         do { bytes = try SnapshotImage.encode(image, as: format) } catch { throw SnapshotError.failed("\(error)") }
-        let id = "snap_" + RecordingService.randomID()
+        let id = ResourceID.snapshot.make()
         let dir = (directory as NSString).appendingPathComponent("snapshots")
         let path = (dir as NSString).appendingPathComponent("\(id).\(format.fileExtension)")
         do {
@@ -71,7 +71,7 @@ extension RecordingService {
         let record = SnapshotRecord(id: id, roomID: roomID, userID: userID, source: source.rawValue, takenAt: MetadataStore.nowMillis,
                                     width: image.width, height: image.height, format: format.rawValue, sizeBytes: Int64(bytes.count), path: path)
         try await store.addSnapshot(record)
-        try? await store.appendEvent(RoomEvent(id: "ev_" + RecordingService.randomID(), roomID: roomID, at: record.takenAt, kind: "snapshot_taken",
+        try? await store.appendEvent(RoomEvent(id: ResourceID.event.make(), roomID: roomID, at: record.takenAt, kind: "snapshot_taken",
                                                userID: takenBy, detail: id))
         await webhooks?.send(event: "snapshot_taken", data: Self.json(record))
         logger.info("snapshot taken", metadata: ["snapshot": "\(id)", "room": "\(roomID)", "user": "\(userID)", "size": "\(image.width)x\(image.height)"])

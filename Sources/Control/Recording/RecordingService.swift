@@ -47,7 +47,7 @@ public final class RecordingService: Sendable {
     public func start(roomID: String, startedBy: String?, composite: CompositeRecording.Options? = nil) async throws -> RecordingRecord {
         guard let room = try await store.room(id: roomID) else { throw StartError.roomNotFound }
         guard room.closedAt == nil else { throw StartError.roomClosed }
-        let id = "rec_" + RecordingService.randomID()
+        let id = ResourceID.recording.make()
         let claimed: String? = active.withLockedValue { a in
             if let existing = a.first(where: { $0.value.roomID == roomID })?.key { return existing }
             return nil
@@ -65,7 +65,7 @@ public final class RecordingService: Sendable {
             do {
                 bound = .composite(try await liveRoom.worker.submit {
                     let now = MediaWorker.nowNanos
-                    let recording = try CompositeRecording(id: id, directory: dir, fileID: "file_" + RecordingService.randomID(), options: composite,
+                    let recording = try CompositeRecording(id: id, directory: dir, fileID: ResourceID.file.make(), options: composite,
                                                            nowNanos: now, logger: logger)
                     recording.start(in: liveRoom.room.value, nowNanos: now)
                     return NIOLoopBound(recording, eventLoop: liveRoom.worker.eventLoop)
@@ -92,7 +92,7 @@ public final class RecordingService: Sendable {
             try? await store.finishRecording(id: id, status: .failed, endedAt: now, durationMs: 0, failureReason: "another recording started at the same time")
             throw StartError.alreadyRecording(activeRecording(roomID: roomID) ?? "")
         }
-        try? await store.appendEvent(RoomEvent(id: "ev_" + RecordingService.randomID(), roomID: roomID, at: now, kind: "recording_started",
+        try? await store.appendEvent(RoomEvent(id: ResourceID.event.make(), roomID: roomID, at: now, kind: "recording_started",
                                                userID: startedBy, detail: id))
         await webhooks?.send(event: "recording_started", data: ["recording_id": id, "room_id": roomID, "started_at": ControlAPI.iso8601(now)])
         logger.info("recording started", metadata: ["recording": "\(id)", "room": "\(roomID)"])
@@ -136,7 +136,7 @@ public final class RecordingService: Sendable {
         let startedAt = (try? await store.recording(id: id))?.startedAt ?? now
         try await store.finishRecording(id: id, status: failure == nil ? .completed : .failed, endedAt: now, durationMs: max(now - startedAt, 0),
                                         failureReason: failure)
-        try? await store.appendEvent(RoomEvent(id: "ev_" + RecordingService.randomID(), roomID: entry.roomID, at: now, kind: "recording_stopped",
+        try? await store.appendEvent(RoomEvent(id: ResourceID.event.make(), roomID: entry.roomID, at: now, kind: "recording_stopped",
                                                userID: stoppedBy, detail: reason ?? id))
         let record = try await store.recording(id: id)
         if let record { await webhooks?.send(event: "recording_finished", data: Self.json(record)) }
@@ -166,10 +166,6 @@ public final class RecordingService: Sendable {
         for id in ids { _ = try? await stop(id: id, reason: reason) }
     }
 
-    static func randomID() -> String {
-        let alphabet = Array("0123456789abcdefghijklmnopqrstuvwxyz")
-        return String((0..<14).map { _ in alphabet[Int.random(in: 0..<alphabet.count)] })
-    }
 
     /// The PROTOCOL.md recording metadata.
     static func json(_ r: RecordingRecord) -> [String: any Sendable] {

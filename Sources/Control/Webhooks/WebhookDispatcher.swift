@@ -5,6 +5,7 @@ import FoundationNetworking
 #endif
 import Logging
 import RTP
+import SFU
 
 /// Delivers webhook events (room_started, room_finished, participant_joined, participant_left,
 /// recording_started, recording_finished) to the configured URLs: JSON body
@@ -50,7 +51,7 @@ public actor WebhookDispatcher {
     /// Queues `event` for every URL and returns at once.
     public func send(event: String, data: [String: any Sendable]) {
         guard !configuration.urls.isEmpty else { return }
-        let id = "wh_" + hexString(secureRandomBytes(10))
+        let id = ResourceID.webhook.make()
         let object: [String: Any] = ["id": id, "event": event, "created_at": ControlAPI.iso8601(MetadataStore.nowMillis), "data": data]
         guard let body = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else {
             logger.error("webhook body is not JSON", metadata: ["event": "\(event)"])

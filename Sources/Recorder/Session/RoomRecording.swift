@@ -44,15 +44,11 @@ public final class RoomRecording: RoomObserver {
     private func file(for peer: PeerInfo, source: TrackSource) -> ParticipantRecording {
         let key = Key(peerID: peer.peerID, source: source)
         if let f = files[key] { return f }
-        let f = ParticipantRecording(peer: peer, source: source, directory: directory, fileID: "file_" + Self.randomID())
+        let f = ParticipantRecording(peer: peer, source: source, directory: directory, fileID: ResourceID.file.make())
         files[key] = f
         return f
     }
 
-    static func randomID() -> String {
-        let alphabet = Array("0123456789abcdefghijklmnopqrstuvwxyz")
-        return String((0..<14).map { _ in alphabet[Int.random(in: 0..<alphabet.count)] })
-    }
 
     public func room(_ room: Room, didPublish producer: Producer, of peer: PeerInfo, nowNanos: Int64) {
         guard !isStopped else { return }

@@ -1,0 +1,80 @@
+import Foundation
+import Logging
+import SFU
+
+/// Opening and closing rooms, one service for the control API, the janitor and the demo route:
+/// opening writes the room, its `room_created` audit event and the `room_started` webhook; closing
+/// writes the close (the first one wins: time and reason stay), its `room_closed` event and the
+/// `room_finished` webhook once, then stops the room's recordings and disconnects its participants
+/// (`room_closed`) every time, so a close retried after a failure finishes the job.
+struct RoomLifecycle: Sendable {
+let store: MetadataStore
+let webhooks: WebhookDispatcher?
+    /// Live rooms (nil in tests without media).
+let live: LiveRooms?
+let recordings: RecordingService?
+let logger: Logger
+
+init(store: MetadataStore, webhooks: WebhookDispatcher?, live: LiveRooms?, recordings: RecordingService?, logger: Logger) {
+        self.store = store
+        self.webhooks = webhooks
+        self.live = live
+        self.recordings = recordings
+        self.logger = logger
+    }
+
+    /// What a new room is made with (docs/API.md, `POST /v1/rooms`).
+struct Options: Sendable {
+        var name: String?
+        var maxParticipants = ControlAPI.Defaults.maxParticipants
+        var emptyTimeoutS = ControlAPI.Defaults.emptyTimeoutS
+        var maxDurationS = ControlAPI.Defaults.maxDurationS
+        var autoRecord = false
+
+        init(name: String? = nil) { self.name = name }
+    }
+
+    /// Opens a room with a new `rm_` id (named by it when `options.name` is nil). `origin` goes into
+    /// the audit event's detail (`"demo"` for the demo page's rooms).
+func open(_ options: Options, origin: String? = nil, nowMillis: Int64 = MetadataStore.nowMillis) async throws -> RoomRecord {
+        let id = ResourceID.room.make()
+        let room = RoomRecord(id: id, name: options.name ?? id, createdAt: nowMillis, maxParticipants: options.maxParticipants,
+                              emptyTimeoutS: options.emptyTimeoutS, maxDurationS: options.maxDurationS, autoRecord: options.autoRecord)
+        try await store.createRoom(room)
+        try await store.appendEvent(RoomEvent(id: ResourceID.event.make(), roomID: id, at: nowMillis, kind: "room_created", detail: origin))
+        await webhooks?.send(event: "room_started", data: ["room_id": id, "name": room.name, "created_at": ControlAPI.iso8601(nowMillis)])
+        logger.info("room opened", metadata: ["room": "\(id)", "origin": "\(origin ?? "api")"])
+        return room
+    }
+
+    /// Why a room closed: the contract's `close_reason` (and the `room_finished` webhook's `reason`).
+enum CloseReason: Sendable, Equatable {
+        case api
+        case emptyTimeout
+        case maxDuration
+
+        var text: String {
+            switch self {
+            case .api: "closed by API"
+            case .emptyTimeout: "empty timeout"
+            case .maxDuration: "max duration reached"
+            }
+        }
+    }
+
+    /// Closes `room` for `reason`.
+    /// - Returns: the room as stored after the close (its first close's time and reason).
+    @discardableResult
+func close(_ room: RoomRecord, reason: CloseReason, nowMillis: Int64 = MetadataStore.nowMillis) async throws -> RoomRecord {
+        if room.closedAt == nil {
+            try await store.closeRoom(id: room.id, at: nowMillis, reason: reason.text)
+            try await store.appendEvent(RoomEvent(id: ResourceID.event.make(), roomID: room.id, at: nowMillis, kind: "room_closed", detail: reason.text))
+            await webhooks?.send(event: "room_finished", data: ["room_id": room.id, "name": room.name,
+                                                                "closed_at": ControlAPI.iso8601(nowMillis), "reason": reason.text])
+            logger.info("room closed", metadata: ["room": "\(room.id)", "reason": "\(reason.text)"])
+        }
+        await recordings?.stopAll(roomID: room.id, reason: "room closed (\(reason.text))")
+        await live?.close(room.id, message: "the room closed (\(reason.text))")
+        return try await store.room(id: room.id) ?? room
+    }
+}

@@ -1,0 +1,339 @@
+import Foundation
+import SFU
+
+/// A JSON document as read from a client: what ``ClientEvent`` is decoded from (JSONDecoder, then
+/// typed accessors), so a wrong type is an answer (`bad_request`), never a cast that crashes.
+package enum JSONValue: Sendable, Equatable, Codable {
+    case null
+    case bool(Bool)
+    case number(Double)
+    case string(String)
+    case array([JSONValue])
+    case object([String: JSONValue])
+
+    package init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() {
+            self = .null
+        } else if let b = try? c.decode(Bool.self) {
+            self = .bool(b)
+        } else if let n = try? c.decode(Double.self) {
+            self = .number(n)
+        } else if let s = try? c.decode(String.self) {
+            self = .string(s)
+        } else if let a = try? c.decode([JSONValue].self) {
+            self = .array(a)
+        } else {
+            self = .object(try c.decode([String: JSONValue].self))
+        }
+    }
+
+    package func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self {
+        case .null: try c.encodeNil()
+        case .bool(let b): try c.encode(b)
+        case .number(let n): try c.encode(n)
+        case .string(let s): try c.encode(s)
+        case .array(let a): try c.encode(a)
+        case .object(let o): try c.encode(o)
+        }
+    }
+
+    package var string: String? { if case .string(let s) = self { s } else { nil } }
+    package var bool: Bool? { if case .bool(let b) = self { b } else { nil } }
+    package var object: [String: JSONValue]? { if case .object(let o) = self { o } else { nil } }
+    /// A whole number (1 and 1.0 alike), nil for anything else.
+    package var integer: Int? {
+        guard case .number(let n) = self, n == n.rounded(), n.magnitude < 1e15 else { return nil }
+        return Int(n)
+    }
+}
+
+/// A client's event (PROTOCOL.md "Signaling", docs/SIGNALING.md), decoded in one place:
+/// ``decode(_:)`` turns a text frame into one of these or into the error the client is told.
+package enum ClientEvent: Sendable, Equatable {
+    case joinRoom(roomID: JSONValue?)
+    case publisherOffer(sdp: String)
+    case subscriberAnswer(sdp: String)
+    case iceCandidate
+    case toggle(MediaKind, enabled: Bool)
+    case screenShare(enabled: Bool)
+    case sendMessage(String)
+    case startRecording
+    case stopRecording
+    /// Strings as given (nil: absent; a wrong type is "", refused by the snapshot code).
+    case captureImage(userID: String?, source: String?, format: String?)
+    case setLayer(trackID: String, maxSpatial: Int?, maxTemporal: Int?)
+    case leaveRoom
+
+    /// Why a frame is not an event the session can act on: each maps to the `error` event's code.
+    package enum DecodeError: Error, Equatable {
+        /// Not a JSON object with a string `event` (`bad_message`).
+        case notAnEventObject
+        /// `data` present but not an object (`bad_message`).
+        case dataNotAnObject
+        /// An event name the contract does not have (`unknown_event`).
+        case unknownEvent(String)
+        /// A known event whose data is missing a field or has a wrong type (`bad_request`).
+        case badRequest(String)
+        /// A `webrtc_offer`/`webrtc_answer` to the wrong connection (`bad_request`, said apart so
+        /// that a frame that is well-formed but misdirected is told so).
+        case wrongTarget(String)
+
+        package var code: String {
+            switch self {
+            case .notAnEventObject, .dataNotAnObject: "bad_message"
+            case .unknownEvent: "unknown_event"
+            case .badRequest, .wrongTarget: "bad_request"
+            }
+        }
+
+        package var message: String {
+            switch self {
+            case .notAnEventObject: "expected a JSON object {\"event\": ..., \"data\": {...}}"
+            case .dataNotAnObject: "data must be a JSON object"
+            case .unknownEvent(let name): "unknown event '\(name.prefix(64))'"
+            case .badRequest(let m), .wrongTarget(let m): m
+            }
+        }
+    }
+
+    static let maxChatLength = 4096
+    static let maxTrackIDLength = 64
+
+    /// The envelope, `{"event": ..., "data": {...}}`, before anything looks at the event.
+    package struct Frame: Sendable, Equatable {
+        package var event: String
+        package var data: [String: JSONValue]
+    }
+
+    /// Reads the envelope of a text frame (data empty when absent).
+    package static func frame(_ text: String) -> Result<Frame, DecodeError> {
+        guard case .object(let object)? = try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)),
+              let event = object["event"]?.string else {
+            return .failure(.notAnEventObject)
+        }
+        switch object["data"] {
+        case nil: return .success(Frame(event: event, data: [:]))
+        case .object(let data)?: return .success(Frame(event: event, data: data))
+        default: return .failure(.dataNotAnObject)
+        }
+    }
+
+    /// Decodes a client's text frame. The fuzz harness (Sources/FuzzHarnesses) calls this, the
+    /// function the signaling session uses.
+    package static func decode(_ text: String) -> Result<ClientEvent, DecodeError> {
+        frame(text).flatMap(decode)
+    }
+
+    package static func decode(_ frame: Frame) -> Result<ClientEvent, DecodeError> {
+        let data = frame.data
+        switch frame.event {
+        case "join_room":
+            return .success(.joinRoom(roomID: data["room_id"]))
+        case "webrtc_offer", "webrtc_answer":
+            guard let sdp = data["sdp"]?.string else { return .failure(.badRequest("\(frame.event) needs data.sdp (a string)")) }
+            let target = data["target"]?.string
+            if frame.event == "webrtc_offer" {
+                guard target == nil || target == "publisher" else {
+                    return .failure(.wrongTarget("webrtc_offer goes to target \"publisher\" (the server offers the subscriber connection)"))
+                }
+                return .success(.publisherOffer(sdp: sdp))
+            }
+            guard target == nil || target == "subscriber" else {
+                return .failure(.wrongTarget("webrtc_answer goes to target \"subscriber\" (the server answers the publisher connection)"))
+            }
+            return .success(.subscriberAnswer(sdp: sdp))
+        case "ice_candidate":
+            return .success(.iceCandidate)
+        case "toggle_audio", "toggle_video":
+            guard let enabled = data["enabled"]?.bool else { return .failure(.badRequest("\(frame.event) needs data.enabled (true or false)")) }
+            return .success(.toggle(frame.event == "toggle_audio" ? .audio : .video, enabled: enabled))
+        case "screen_share":
+            guard let enabled = data["enabled"]?.bool else { return .failure(.badRequest("screen_share needs data.enabled (true or false)")) }
+            return .success(.screenShare(enabled: enabled))
+        case "send_message":
+            guard let text = data["message"]?.string, !text.isEmpty, text.count <= maxChatLength else {
+                return .failure(.badRequest("send_message needs data.message (1 to \(maxChatLength) characters)"))
+            }
+            return .success(.sendMessage(text))
+        case "start_recording":
+            return .success(.startRecording)
+        case "stop_recording":
+            return .success(.stopRecording)
+        case "capture_image":
+            func text(_ key: String) -> String? { data[key].map { $0.string ?? "" } }
+            return .success(.captureImage(userID: text("user_id"), source: text("source"), format: text("format")))
+        case "set_layer":
+            guard let track = data["track_id"]?.string, !track.isEmpty, track.count <= maxTrackIDLength else {
+                return .failure(.badRequest("set_layer needs data.track_id"))
+            }
+            var caps: [Int?] = []
+            for key in ["max_spatial", "max_temporal"] {
+                switch data[key] {
+                case nil, .null?: caps.append(nil)
+                case let value?:
+                    guard let n = value.integer, (0...3).contains(n) else {
+                        return .failure(.badRequest("set_layer: max_spatial and max_temporal are integers 0 to 3 (0 = lowest) or null"))
+                    }
+                    caps.append(n)
+                }
+            }
+            return .success(.setLayer(trackID: track, maxSpatial: caps[0], maxTemporal: caps[1]))
+        case "leave_room":
+            return .success(.leaveRoom)
+        default:
+            return .failure(.unknownEvent(frame.event))
+        }
+    }
+}
+
+/// An event the server sends (PROTOCOL.md "Signaling"): a case per event, each with its data as a
+/// `Codable` payload, encoded in one place (``encoded()``).
+package enum ServerEvent: Sendable, Equatable, Encodable {
+    case joinedRoom(JoinedRoom)
+    case webrtcAnswer(SDP)
+    case webrtcOffer(SDP)
+    case userJoined(Peer)
+    case userLeft(PeerRef)
+    case trackPublished(Track)
+    case trackUnpublished(TrackRef)
+    case trackPaused(TrackPaused)
+    case trackResumed(TrackRef)
+    case audioToggled(Toggled)
+    case videoToggled(Toggled)
+    case screenShareToggled(Toggled)
+    case chatMessage(Chat)
+    case recordingStarted(Recording)
+    case recordingStopped(Recording)
+    case imageCaptured(ImageCaptured)
+    case error(ErrorData)
+
+    package struct JoinedRoom: Codable, Sendable, Equatable {
+        package var roomID, peerID, userID, role, name: String
+        package var participants: [Participant]
+        package var iceServers: [ICEServer]
+    }
+    package struct Participant: Codable, Sendable, Equatable {
+        package var peerID, userID, name, role: String
+        package var tracks: [TrackInfoData]
+    }
+    package struct ICEServer: Codable, Sendable, Equatable { package var urls: [String] }
+    package struct SDP: Codable, Sendable, Equatable { package var target, sdp: String }
+    package struct Peer: Codable, Sendable, Equatable { package var peerID, userID, name, role: String }
+    package struct PeerRef: Codable, Sendable, Equatable { package var peerID, userID: String }
+    package struct TrackInfoData: Codable, Sendable, Equatable {
+        package var trackID, kind, source: String
+        package var muted, simulcast: Bool
+    }
+    package struct Track: Codable, Sendable, Equatable {
+        package var peerID, trackID, kind, source: String
+        package var muted, simulcast: Bool
+    }
+    package struct TrackRef: Codable, Sendable, Equatable { package var peerID, trackID: String }
+    package struct TrackPaused: Codable, Sendable, Equatable { package var peerID, trackID, reason: String }
+    package struct Toggled: Codable, Sendable, Equatable {
+        package var peerID, userID: String
+        package var enabled: Bool
+    }
+    package struct Chat: Codable, Sendable, Equatable { package var peerID, userID, message, timestamp: String }
+    package struct Recording: Codable, Sendable, Equatable { package var recordingID: String }
+    package struct ImageCaptured: Codable, Sendable, Equatable { package var snapshotID, userID: String }
+    package struct ErrorData: Codable, Sendable, Equatable { package var code, message: String }
+
+    /// The contract's event name.
+    package var name: String {
+        switch self {
+        case .joinedRoom: "joined_room"
+        case .webrtcAnswer: "webrtc_answer"
+        case .webrtcOffer: "webrtc_offer"
+        case .userJoined: "user_joined"
+        case .userLeft: "user_left"
+        case .trackPublished: "track_published"
+        case .trackUnpublished: "track_unpublished"
+        case .trackPaused: "track_paused"
+        case .trackResumed: "track_resumed"
+        case .audioToggled: "audio_toggled"
+        case .videoToggled: "video_toggled"
+        case .screenShareToggled: "screen_share_toggled"
+        case .chatMessage: "chat_message"
+        case .recordingStarted: "recording_started"
+        case .recordingStopped: "recording_stopped"
+        case .imageCaptured: "image_captured"
+        case .error: "error"
+        }
+    }
+
+    enum Keys: String, CodingKey { case event, data }
+
+    package func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: Keys.self)
+        try c.encode(name, forKey: .event)
+        switch self {
+        case .joinedRoom(let d): try c.encode(d, forKey: .data)
+        case .webrtcAnswer(let d), .webrtcOffer(let d): try c.encode(d, forKey: .data)
+        case .userJoined(let d): try c.encode(d, forKey: .data)
+        case .userLeft(let d): try c.encode(d, forKey: .data)
+        case .trackPublished(let d): try c.encode(d, forKey: .data)
+        case .trackUnpublished(let d), .trackResumed(let d): try c.encode(d, forKey: .data)
+        case .trackPaused(let d): try c.encode(d, forKey: .data)
+        case .audioToggled(let d), .videoToggled(let d), .screenShareToggled(let d): try c.encode(d, forKey: .data)
+        case .chatMessage(let d): try c.encode(d, forKey: .data)
+        case .recordingStarted(let d), .recordingStopped(let d): try c.encode(d, forKey: .data)
+        case .imageCaptured(let d): try c.encode(d, forKey: .data)
+        case .error(let d): try c.encode(d, forKey: .data)
+        }
+    }
+
+    /// The text frame: `{"event": ..., "data": {...}}`, keys in snake_case.
+    package func encoded() throws -> String {
+        String(decoding: try Self.encoder.encode(self), as: UTF8.self)
+    }
+
+    private static let encoder: JSONEncoder = {
+        let e = JSONEncoder()
+        e.keyEncodingStrategy = .convertToSnakeCase
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return e
+    }()
+
+    /// A room signal as the event the client is sent.
+    package init(_ signal: RoomSignal, iceServers: [String]) {
+        func peer(_ p: PeerInfo) -> Peer { Peer(peerID: p.peerID, userID: p.userID, name: p.name, role: p.role) }
+        func track(_ t: TrackInfo) -> TrackInfoData {
+            TrackInfoData(trackID: t.trackID, kind: t.kind.rawValue, source: t.source.rawValue, muted: t.muted, simulcast: t.simulcast)
+        }
+        switch signal {
+        case .joined(let roomID, let p, let participants):
+            self = .joinedRoom(JoinedRoom(
+                roomID: roomID, peerID: p.peerID, userID: p.userID, role: p.role, name: p.name,
+                participants: participants.map { Participant(peerID: $0.peer.peerID, userID: $0.peer.userID, name: $0.peer.name,
+                                                             role: $0.peer.role, tracks: $0.tracks.map(track)) },
+                iceServers: iceServers.isEmpty ? [] : [ICEServer(urls: iceServers)]))
+        case .publisherAnswer(let sdp): self = .webrtcAnswer(SDP(target: "publisher", sdp: sdp))
+        case .subscriberOffer(let sdp): self = .webrtcOffer(SDP(target: "subscriber", sdp: sdp))
+        case .userJoined(let p): self = .userJoined(peer(p))
+        case .userLeft(let peerID, let userID): self = .userLeft(PeerRef(peerID: peerID, userID: userID))
+        case .trackPublished(let peerID, let t):
+            self = .trackPublished(Track(peerID: peerID, trackID: t.trackID, kind: t.kind.rawValue, source: t.source.rawValue,
+                                         muted: t.muted, simulcast: t.simulcast))
+        case .trackUnpublished(let peerID, let trackID): self = .trackUnpublished(TrackRef(peerID: peerID, trackID: trackID))
+        case .trackPaused(let peerID, let trackID): self = .trackPaused(TrackPaused(peerID: peerID, trackID: trackID, reason: "bandwidth"))
+        case .trackResumed(let peerID, let trackID): self = .trackResumed(TrackRef(peerID: peerID, trackID: trackID))
+        case .toggled(let event, let peerID, let userID, let enabled):
+            let data = Toggled(peerID: peerID, userID: userID, enabled: enabled)
+            self = switch event {
+            case "audio_toggled": .audioToggled(data)
+            case "video_toggled": .videoToggled(data)
+            default: .screenShareToggled(data)
+            }
+        case .chat(let peerID, let userID, let message, let timestamp):
+            self = .chatMessage(Chat(peerID: peerID, userID: userID, message: message, timestamp: ControlAPI.iso8601(timestamp)))
+        case .recordingStarted(let id): self = .recordingStarted(Recording(recordingID: id))
+        case .recordingStopped(let id): self = .recordingStopped(Recording(recordingID: id))
+        case .imageCaptured(let snapshotID, let userID): self = .imageCaptured(ImageCaptured(snapshotID: snapshotID, userID: userID))
+        case .error(let code, let message), .removed(let code, let message): self = .error(ErrorData(code: code, message: message))
+        }
+    }
+}

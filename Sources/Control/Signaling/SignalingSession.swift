@@ -1,0 +1,230 @@
+import Foundation
+import Logging
+import Recorder
+import SFU
+
+/// One participant's signaling, without the socket: a state machine (awaiting join -> joined ->
+/// left) that the WebSocket handler (``RoomSignaling``) feeds frame by frame and whose answers and
+/// room signals go out through `enqueue`, in order. Tests drive it in-process.
+package actor SignalingSession {
+    package enum State: Sendable, Equatable {
+        case awaitingJoin
+        case joined(peerID: String)
+        /// Left, removed or refused: nothing more is read.
+        case left
+    }
+
+    /// A frame from the socket.
+    package enum Frame: Sendable {
+        case text(String)
+        /// Binary, ping or anything that is not a text frame.
+        case other
+    }
+
+    package private(set) var state: State = .awaitingJoin
+    private var joined: RoomSignaling.Joined?
+    private var limits = EventRateLimits()
+    private var finished = false
+    let claims: JoinClaims
+    let record: RoomRecord
+    let services: RoomServices
+    let enqueue: @Sendable (RoomSignal) -> Void
+
+    package init(claims: JoinClaims, record: RoomRecord, services: RoomServices, enqueue: @escaping @Sendable (RoomSignal) -> Void) {
+        self.claims = claims
+        self.record = record
+        self.services = services
+        self.enqueue = enqueue
+    }
+
+    /// The peer id once joined.
+    package var peerID: String? { joined?.peerID }
+
+    /// Handles one frame.
+    /// - Returns: false once the session is over (it left or was removed): the handler stops reading.
+    @discardableResult
+    package func receive(_ frame: Frame, nowNanos: Int64 = MediaWorker.nowNanos) async -> Bool {
+        guard state != .left else { return false }
+        let isChat: Bool
+        if case .text(let text) = frame { isChat = text.contains("\"send_message\"") } else { isChat = false }
+        switch limits.admit(chat: isChat, nowNanos: nowNanos) {
+        case .admit: break
+        case .refuse:
+            reply("rate_limited", "too many events: at most \(Int(EventRateLimits.events.rate)) a second (chat \(Int(EventRateLimits.chat.rate)))")
+            return true
+        case .disconnect:
+            return end(.removed(code: "rate_limited", message: "too many events after being told to slow down"))
+        }
+        guard case .text(let text) = frame else {
+            reply("bad_message", "messages are JSON text frames")
+            return true
+        }
+        let event: ClientEvent
+        let decoded = ClientEvent.frame(text)
+        switch decoded.flatMap(ClientEvent.decode) {
+        case .success(let e): event = e
+        case .failure(let error):
+            // Before the join only join_room is expected, whatever else came and however well-formed.
+            if state == .awaitingJoin, case .success(let f) = decoded, f.event != "join_room" {
+                reply("not_joined", "send join_room first")
+            } else {
+                reply(error.code, error.message)
+            }
+            return true
+        }
+        guard let session = joined else { return await join(event) }
+        return await handle(event, session: session)
+    }
+
+    /// The socket could not deliver a frame (too large, not UTF-8, broken): the session ends.
+    package func socketFailed(_ error: any Error) {
+        guard state != .left else { return }
+        _ = end(.removed(code: "bad_message", message: "\(error)"))
+    }
+
+    /// Ends the session: a joined participant leaves the room, its session and `participant_left`
+    /// audit event are written, and the webhook sent (in the background: a database outage must
+    /// not hold up the close). Idempotent.
+    package func finish(reason: String) async {
+        guard !finished else { return }
+        finished = true
+        state = .left
+        guard let session = joined else { return }
+        let peerID = session.peerID
+        _ = try? await session.live.run { $0.leave(peerID: peerID) }
+        let now = MetadataStore.nowMillis
+        let (store, webhooks, logger, claims) = (services.store, services.webhooks, services.logger, claims)
+        Task {
+            do {
+                try await store.recordLeave(sessionID: peerID, at: now, reason: reason)
+                try await store.appendEvent(RoomEvent(id: ResourceID.event.make(), roomID: claims.room, at: now, kind: "participant_left",
+                                                      userID: claims.sub, detail: reason))
+            } catch {
+                logger.warning("could not record a leave", metadata: ["peer": "\(peerID)", "error": "\(error)"])
+            }
+            await webhooks?.send(event: "participant_left", data: ["room_id": claims.room, "user_id": claims.sub, "peer_id": peerID,
+                                                                   "reason": reason, "left_at": ControlAPI.iso8601(now)])
+        }
+    }
+
+    // MARK: awaiting join
+
+    private func join(_ event: ClientEvent) async -> Bool {
+        guard case .joinRoom(let roomID) = event else {
+            reply("not_joined", "send join_room first")
+            return true
+        }
+        if let roomID, roomID.string != claims.room {
+            return end(.removed(code: "token_room_mismatch", message: "the join token is for another room"))
+        }
+        if let refusal = RoomSignaling.recheck(claims, services: services) {
+            return end(.removed(code: refusal.code, message: refusal.message))
+        }
+        do {
+            let session = try await RoomSignaling.join(claims: claims, record: record, services: services, enqueue: enqueue)
+            joined = session
+            state = .joined(peerID: session.peerID)
+            return true
+        } catch RoomJoinError.full(let max) {
+            return end(.removed(code: "room_full", message: "the room is full (max_participants \(max))"))
+        } catch RoomJoinError.closed {
+            return end(.removed(code: "room_closed", message: "the room is closed"))
+        } catch {
+            services.logger.warning("join failed", metadata: ["room": "\(claims.room)", "error": "\(error)"])
+            return end(.removed(code: "internal_error", message: "could not join the room"))
+        }
+    }
+
+    // MARK: joined
+
+    private func handle(_ event: ClientEvent, session: RoomSignaling.Joined) async -> Bool {
+        let peerID = session.peerID
+        let live = session.live
+        switch event {
+        case .joinRoom:
+            reply("already_joined", "this connection has joined the room already")
+        case .publisherOffer(let sdp):
+            // Parsed here, on the signaling task: never on the media worker's loop.
+            guard let offer = parse(sdp, code: "bad_offer") else { return true }
+            _ = try? await live.run { $0.publisherOffer(peerID: peerID, offer: offer, nowNanos: MediaWorker.nowNanos) }
+        case .subscriberAnswer(let sdp):
+            guard let answer = parse(sdp, code: "bad_answer") else { return true }
+            _ = try? await live.run { $0.subscriberAnswer(peerID: peerID, answer: answer, nowNanos: MediaWorker.nowNanos) }
+        case .iceCandidate:
+            // ICE-lite: the client's address is learned from its checks.
+            break
+        case .toggle(let kind, let enabled):
+            _ = try? await live.run { $0.setEnabled(peerID: peerID, kind: kind, enabled: enabled, nowNanos: MediaWorker.nowNanos) }
+        case .screenShare(let enabled):
+            _ = try? await live.run { $0.screenShare(peerID: peerID, enabled: enabled) }
+        case .sendMessage(let text):
+            let now = MetadataStore.nowMillis
+            _ = try? await live.run { $0.chat(peerID: peerID, message: text, timestampMillis: now) }
+        case .startRecording, .stopRecording:
+            await recording(start: event == .startRecording)
+        case .captureImage(let user, let source, let format):
+            guard claims.perms.contains(.record) else {
+                reply("permission_denied", "this token may not take snapshots (the record permission)")
+                return true
+            }
+            let (roomID, by, recordings, enqueue) = (claims.room, claims.sub, services.recordings, enqueue)
+            Task {
+                enqueue(await RoomSignaling.captureImage(userID: user, source: source, format: format, roomID: roomID, takenBy: by,
+                                                         recordings: recordings))
+            }
+        case .setLayer(let track, let maxSpatial, let maxTemporal):
+            let found = try? await live.run {
+                $0.setLayer(peerID: peerID, trackID: track, maxSpatial: maxSpatial, maxTemporal: maxTemporal, nowNanos: MediaWorker.nowNanos)
+            }
+            if found != true { reply("track_not_found", "no subscription to track \(track.prefix(64))") }
+        case .leaveRoom:
+            state = .left
+            return false
+        }
+        return true
+    }
+
+    private func recording(start: Bool) async {
+        guard claims.perms.contains(.record) else {
+            reply("permission_denied", "this token may not start or stop recordings (the record permission)")
+            return
+        }
+        guard let recordings = services.recordings else {
+            reply("unavailable", "recording is not available")
+            return
+        }
+        if start {
+            do {
+                _ = try await recordings.start(roomID: claims.room, startedBy: claims.sub)
+            } catch RecordingService.StartError.alreadyRecording(let id) {
+                reply("recording_active", "the room is already being recorded (\(id))")
+            } catch {
+                reply("recording_failed", "could not start the recording: \(error)")
+            }
+        } else {
+            guard let id = recordings.activeRecording(roomID: claims.room) else {
+                reply("not_recording", "the room is not being recorded")
+                return
+            }
+            _ = try? await recordings.stop(id: id, stoppedBy: claims.sub)
+        }
+    }
+
+    private func parse(_ sdp: String, code: String) -> SessionDescription? {
+        do {
+            return try SessionDescription(parsing: sdp)
+        } catch {
+            reply(code, "SDP does not parse: \(error)")
+            return nil
+        }
+    }
+
+    private func reply(_ code: String, _ message: String) { enqueue(.error(code: code, message: message)) }
+
+    /// Sends `signal` (a `removed`) and ends the session.
+    private func end(_ signal: RoomSignal) -> Bool {
+        enqueue(signal)
+        state = .left
+        return false
+    }
+}

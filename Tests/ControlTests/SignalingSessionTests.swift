@@ -1,0 +1,225 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+@testable import SFU
+import Testing
+@testable import Control
+
+@Suite("Signaling events: one decoder for the client's, one encoder for the server's")
+struct SignalingEventTests {
+    func decode(_ text: String) -> Result<ClientEvent, ClientEvent.DecodeError> { ClientEvent.decode(text) }
+
+    @Test func everyClientEventDecodes() throws {
+        #expect(try decode(#"{"event":"join_room","data":{"room_id":"rm_a"}}"#).get() == .joinRoom(roomID: .string("rm_a")))
+        #expect(try decode(#"{"event":"join_room"}"#).get() == .joinRoom(roomID: nil))
+        #expect(try decode(#"{"event":"webrtc_offer","data":{"sdp":"v=0","target":"publisher"}}"#).get() == .publisherOffer(sdp: "v=0"))
+        #expect(try decode(#"{"event":"webrtc_answer","data":{"sdp":"v=0"}}"#).get() == .subscriberAnswer(sdp: "v=0"))
+        #expect(try decode(#"{"event":"ice_candidate","data":{"candidate":"x"}}"#).get() == .iceCandidate)
+        #expect(try decode(#"{"event":"toggle_audio","data":{"enabled":false}}"#).get() == .toggle(.audio, enabled: false))
+        #expect(try decode(#"{"event":"toggle_video","data":{"enabled":true,"extra":[1,{}]}}"#).get() == .toggle(.video, enabled: true))
+        #expect(try decode(#"{"event":"screen_share","data":{"enabled":true}}"#).get() == .screenShare(enabled: true))
+        #expect(try decode(#"{"event":"send_message","data":{"message":"héllo"}}"#).get() == .sendMessage("héllo"))
+        #expect(try decode(#"{"event":"start_recording"}"#).get() == .startRecording)
+        #expect(try decode(#"{"event":"stop_recording","data":{}}"#).get() == .stopRecording)
+        #expect(try decode(#"{"event":"capture_image","data":{"user_id":"u","format":7}}"#).get()
+                == .captureImage(userID: "u", source: nil, format: ""))
+        #expect(try decode(#"{"event":"set_layer","data":{"track_id":"tr_1","max_spatial":1.0,"max_temporal":null}}"#).get()
+                == .setLayer(trackID: "tr_1", maxSpatial: 1, maxTemporal: nil))
+        #expect(try decode(#"{"event":"leave_room"}"#).get() == .leaveRoom)
+    }
+
+    @Test func wrongInputIsTheContractsError() {
+        func code(_ text: String) -> String? { if case .failure(let e) = decode(text) { e.code } else { nil } }
+        for text in ["", "null", "[]", "\"join_room\"", "{}", #"{"event":3}"#, "{\"event\":\"join_room\"", String(repeating: "[", count: 100_000)] {
+            #expect(code(text) == "bad_message", "\(text.prefix(40))")
+        }
+        #expect(code(#"{"event":"join_room","data":[]}"#) == "bad_message")
+        #expect(code(#"{"event":"join_room","data":null}"#) == "bad_message")
+        #expect(decode(#"{"event":"dance"}"#) == .failure(.unknownEvent("dance")))
+        for text in [#"{"event":"toggle_audio","data":{"enabled":1}}"#, #"{"event":"toggle_audio","data":{"enabled":"true"}}"#,
+                     #"{"event":"screen_share"}"#, #"{"event":"webrtc_offer","data":{"sdp":5}}"#,
+                     #"{"event":"webrtc_offer","data":{"sdp":"v=0","target":"subscriber"}}"#,
+                     #"{"event":"webrtc_answer","data":{"sdp":"v=0","target":"publisher"}}"#,
+                     #"{"event":"send_message","data":{"message":""}}"#,
+                     "{\"event\":\"send_message\",\"data\":{\"message\":\"\(String(repeating: "a", count: 4097))\"}}",
+                     #"{"event":"set_layer","data":{"track_id":"t","max_spatial":1.5}}"#,
+                     #"{"event":"set_layer","data":{"track_id":"t","max_spatial":4}}"#,
+                     #"{"event":"set_layer","data":{"track_id":"t","max_temporal":true}}"#,
+                     #"{"event":"set_layer","data":{"max_spatial":1}}"#] {
+            #expect(code(text) == "bad_request", "\(text.prefix(80))")
+        }
+    }
+
+    /// The server's events as the contract writes them: snake_case keys, `{"event", "data"}`.
+    @Test func serverEventsEncodeToTheContract() throws {
+        func object(_ e: ServerEvent) throws -> [String: Any] {
+            try #require(JSONSerialization.jsonObject(with: Data(try e.encoded().utf8)) as? [String: Any])
+        }
+        let peer = PeerInfo(peerID: "pe_a", userID: "u1", name: "Dr A", role: "doctor", canPublish: true, canSubscribe: true)
+        let track = TrackInfo(trackID: "tr_1", kind: .video, source: .screen, muted: false, simulcast: true)
+        let joined = try object(ServerEvent(.joined(roomID: "rm_1", peer: peer, participants: [ParticipantSummary(peer: peer, tracks: [track])]),
+                                            iceServers: ["stun:x:3478"]))
+        #expect(joined["event"] as? String == "joined_room")
+        let data = try #require(joined["data"] as? [String: Any])
+        #expect(Set(data.keys) == ["room_id", "peer_id", "user_id", "role", "name", "participants", "ice_servers"])
+        #expect((data["ice_servers"] as? [[String: Any]])?.first?["urls"] as? [String] == ["stun:x:3478"])
+        let p = try #require((data["participants"] as? [[String: Any]])?.first)
+        #expect(p["peer_id"] as? String == "pe_a" && p["role"] as? String == "doctor")
+        let t = try #require((p["tracks"] as? [[String: Any]])?.first)
+        #expect(t["track_id"] as? String == "tr_1" && t["source"] as? String == "screen" && t["simulcast"] as? Bool == true)
+        let noICE = try object(ServerEvent(.joined(roomID: "rm_1", peer: peer, participants: []), iceServers: []))
+        #expect(((noICE["data"] as? [String: Any])?["ice_servers"] as? [Any])?.isEmpty == true)
+
+        let cases: [(RoomSignal, String, [String: String])] = [
+            (.publisherAnswer(sdp: "v=0/x"), "webrtc_answer", ["target": "publisher", "sdp": "v=0/x"]),
+            (.subscriberOffer(sdp: "v=0"), "webrtc_offer", ["target": "subscriber", "sdp": "v=0"]),
+            (.userLeft(peerID: "pe_a", userID: "u1"), "user_left", ["peer_id": "pe_a", "user_id": "u1"]),
+            (.trackUnpublished(peerID: "pe_a", trackID: "tr_1"), "track_unpublished", ["peer_id": "pe_a", "track_id": "tr_1"]),
+            (.trackPaused(peerID: "pe_a", trackID: "tr_1"), "track_paused", ["peer_id": "pe_a", "track_id": "tr_1", "reason": "bandwidth"]),
+            (.recordingStarted(id: "rec_1"), "recording_started", ["recording_id": "rec_1"]),
+            (.imageCaptured(snapshotID: "snap_1", userID: "u1"), "image_captured", ["snapshot_id": "snap_1", "user_id": "u1"]),
+            (.error(code: "bad_request", message: "m"), "error", ["code": "bad_request", "message": "m"]),
+            (.removed(code: "room_closed", message: "bye"), "error", ["code": "room_closed", "message": "bye"]),
+        ]
+        for (signal, name, fields) in cases {
+            let o = try object(ServerEvent(signal, iceServers: []))
+            #expect(o["event"] as? String == name)
+            #expect((o["data"] as? [String: Any])?.compactMapValues { $0 as? String } == fields, "\(name)")
+        }
+        for (event, name) in [("audio_toggled", "audio_toggled"), ("video_toggled", "video_toggled"), ("screen_share_toggled", "screen_share_toggled")] {
+            let o = try object(ServerEvent(.toggled(event: event, peerID: "pe_a", userID: "u1", enabled: true), iceServers: []))
+            #expect(o["event"] as? String == name && (o["data"] as? [String: Any])?["enabled"] as? Bool == true)
+        }
+        let chat = try object(ServerEvent(.chat(peerID: "pe_a", userID: "u1", message: "hi", timestampMillis: 1_764_000_000_000), iceServers: []))
+        #expect((chat["data"] as? [String: Any])?["timestamp"] as? String == "2025-11-24T16:00:00.000Z")
+    }
+}
+
+/// A session against a real live room (a media worker on loopback) and a SQLite store; no socket.
+private struct Harness {
+    let store: MetadataStore
+    let live: LiveRooms
+    let media: MediaRuntime
+    let room: RoomRecord
+    let services: RoomServices
+
+    static func make() async throws -> Harness {
+        let (store, _) = try await StoreBackend.sqlite.open()
+        var config = ServerConfig()
+        config.workers = 1
+        config.mediaPortBase = 0
+        let logger = Logger(label: "signaling-test")
+        let media = try await MediaRuntime.start(config: config, logger: logger)
+        let live = LiveRooms(media: media, logger: logger)
+        let rooms = RoomLifecycle(store: store, webhooks: nil, live: live, recordings: nil, logger: logger)
+        let room = try await rooms.open(RoomLifecycle.Options(name: "s"))
+        let services = RoomServices(store: store, live: live, signer: JoinTokenSigner(secret: "s"), iceServers: [], webhooks: nil,
+                                    logger: logger, recordings: nil)
+        return Harness(store: store, live: live, media: media, room: room, services: services)
+    }
+
+    func session(user: String, role: Role = .patient, expiresIn: Int64 = 3600) -> (SignalingSession, NIOLockedValueBox<[RoomSignal]>) {
+        let now = Int64(Date().timeIntervalSince1970)
+        let claims = JoinClaims(room: room.id, sub: user, name: user, role: role, perms: role.defaultPermissions, exp: now + expiresIn, iat: now)
+        let out = NIOLockedValueBox<[RoomSignal]>([])
+        return (SignalingSession(claims: claims, record: room, services: services, enqueue: { s in out.withLockedValue { $0.append(s) } }), out)
+    }
+
+    func stop() async {
+        for w in media.workers { await w.stop() }
+        await store.close()
+    }
+}
+
+private func errors(_ box: NIOLockedValueBox<[RoomSignal]>) -> [String] {
+    box.withLockedValue { $0 }.compactMap { if case .error(let code, _) = $0 { code } else { nil } }
+}
+
+private func removals(_ box: NIOLockedValueBox<[RoomSignal]>) -> [String] {
+    box.withLockedValue { $0 }.compactMap { if case .removed(let code, _) = $0 { code } else { nil } }
+}
+
+@Suite("Signaling session: awaiting join -> joined -> left, in-process", .serialized)
+struct SignalingSessionTests {
+    @Test func awaitingJoinOnlyTakesJoinRoom() async throws {
+        let h = try await Harness.make()
+        let (session, out) = h.session(user: "p")
+        #expect(await session.receive(.text(#"{"event":"toggle_audio","data":{"enabled":"x"}}"#)))
+        #expect(await session.receive(.text(#"{"event":"dance"}"#)))
+        #expect(await session.receive(.text("not json")))
+        #expect(await session.receive(.other))
+        #expect(errors(out) == ["not_joined", "not_joined", "bad_message", "bad_message"])
+        #expect(await session.state == .awaitingJoin)
+        // A join for another room ends the session.
+        #expect(await !session.receive(.text(#"{"event":"join_room","data":{"room_id":"rm_other"}}"#)))
+        #expect(removals(out) == ["token_room_mismatch"])
+        #expect(await session.state == .left)
+        #expect(await !session.receive(.text(#"{"event":"join_room"}"#)))
+        await h.stop()
+    }
+
+    @Test func joinedSessionAnswersEveryEventAndLeaves() async throws {
+        let h = try await Harness.make()
+        let (session, out) = h.session(user: "p")
+        #expect(await session.receive(.text("{\"event\":\"join_room\",\"data\":{\"room_id\":\"\(h.room.id)\"}}")))
+        let peerID = try #require(await session.peerID)
+        #expect(await session.state == .joined(peerID: peerID))
+        #expect(out.withLockedValue { $0 }.contains { if case .joined(let room, let peer, _) = $0 { room == h.room.id && peer.peerID == peerID } else { false } })
+        let snapshot = try await #require(h.live.existing(h.room.id)).run { $0.snapshot(nowNanos: 0).map(\.peer.userID) }
+        #expect(snapshot == ["p"])
+
+        for text in [#"{"event":"join_room"}"#, #"{"event":"toggle_video","data":{"enabled":"no"}}"#, #"{"event":"dance"}"#,
+                     #"{"event":"start_recording"}"#, #"{"event":"capture_image","data":{"user_id":"p"}}"#,
+                     #"{"event":"set_layer","data":{"track_id":"tr_none"}}"#, #"{"event":"webrtc_offer","data":{"sdp":"garbage"}}"#,
+                     #"{"event":"webrtc_answer","data":{"sdp":"garbage"}}"#, #"{"event":"ice_candidate","data":{}}"#,
+                     #"{"event":"toggle_audio","data":{"enabled":false}}"#] {
+            #expect(await session.receive(.text(text)), "\(text)")
+        }
+        #expect(errors(out) == ["already_joined", "bad_request", "unknown_event", "permission_denied", "permission_denied",
+                                "track_not_found", "bad_offer", "bad_answer"])
+        #expect(await !session.receive(.text(#"{"event":"leave_room"}"#)))
+        #expect(await session.state == .left)
+        await session.finish(reason: "left")
+        let after = try await #require(h.live.existing(h.room.id)).run { $0.snapshot(nowNanos: 0).count }
+        #expect(after == 0)
+        // The leave is written in the background.
+        var left: ParticipantSessionRecord?
+        for _ in 0..<100 {
+            left = try await h.store.participantSessions(roomID: h.room.id).first { $0.id == peerID && $0.leftAt != nil }
+            if left != nil { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(left?.userID == "p")
+        await h.stop()
+    }
+
+    @Test func refusalsAtJoin() async throws {
+        let h = try await Harness.make()
+        let (expired, out) = h.session(user: "late", expiresIn: -1)
+        #expect(await !expired.receive(.text(#"{"event":"join_room"}"#)))
+        #expect(removals(out) == ["token_expired"])
+        let (first, _) = h.session(user: "a")
+        #expect(await first.receive(.text(#"{"event":"join_room"}"#)))
+        try await RoomLifecycle(store: h.store, webhooks: nil, live: h.live, recordings: nil, logger: Logger(label: "t"))
+            .close(h.room, reason: .api)
+        let (second, out2) = h.session(user: "b")
+        #expect(await !second.receive(.text(#"{"event":"join_room"}"#)))
+        #expect(removals(out2) == ["room_closed"])
+        await h.stop()
+    }
+
+    /// The limits on the session's own clock: 100 events at once pass, then each is refused, and
+    /// a client that keeps going after 200 refusals is disconnected.
+    @Test func floodIsRefusedThenDisconnected() async throws {
+        let h = try await Harness.make()
+        let (session, out) = h.session(user: "flood")
+        #expect(await session.receive(.text(#"{"event":"join_room"}"#), nowNanos: 0))
+        for _ in 0..<99 { #expect(await session.receive(.text(#"{"event":"ice_candidate"}"#), nowNanos: 0)) }
+        #expect(errors(out).isEmpty)
+        for _ in 0..<EventRateLimits.disconnectAfterRefusals { #expect(await session.receive(.text(#"{"event":"ice_candidate"}"#), nowNanos: 0)) }
+        #expect(errors(out).count == EventRateLimits.disconnectAfterRefusals && Set(errors(out)) == ["rate_limited"])
+        #expect(await !session.receive(.text(#"{"event":"ice_candidate"}"#), nowNanos: 0))
+        #expect(removals(out) == ["rate_limited"])
+        await h.stop()
+    }
+}
