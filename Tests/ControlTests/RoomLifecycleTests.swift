@@ -91,7 +91,7 @@ struct RoomLifecycleTests {
         #expect(closed.closedAt == 5_000 && closed.closeReason == "closed by API")
         for signals in [doctor, patient] {
             let removed = signals.withLockedValue { $0 }.compactMap { s -> (String, String)? in
-                if case .removed(let code, let message) = s { return (code, message) } else { return nil }
+                if case .removed(let reason, let message) = s { return (reason.code, message) } else { return nil }
             }
             #expect(removed.count == 1 && removed.first?.0 == "room_closed" && removed.first?.1.contains("closed by API") == true, "\(removed)")
         }
@@ -119,7 +119,7 @@ struct RoomLifecycleTests {
         #expect(try await janitor.sweep(nowMillis: 60_999).isEmpty)
         #expect(try await janitor.sweep(nowMillis: 61_000) == [room.id])
         #expect(try await store.room(id: room.id)?.closeReason == "max duration reached")
-        let removed = patient.withLockedValue { $0 }.contains { if case .removed("room_closed", let m) = $0 { m.contains("max duration reached") } else { false } }
+        let removed = patient.withLockedValue { $0 }.contains { if case .removed(.roomClosed, let m) = $0 { m.contains("max duration reached") } else { false } }
         #expect(removed)
         #expect(live.isClosed(room.id))
         #expect(try await store.events(roomID: room.id).map(\.kind) == ["room_created", "room_closed"])

@@ -78,17 +78,22 @@ struct SignalingEventTests {
             (.trackPaused(peerID: "pe_a", trackID: "tr_1"), "track_paused", ["peer_id": "pe_a", "track_id": "tr_1", "reason": "bandwidth"]),
             (.recordingStarted(id: "rec_1"), "recording_started", ["recording_id": "rec_1"]),
             (.imageCaptured(snapshotID: "snap_1", userID: "u1"), "image_captured", ["snapshot_id": "snap_1", "user_id": "u1"]),
-            (.error(code: "bad_request", message: "m"), "error", ["code": "bad_request", "message": "m"]),
-            (.removed(code: "room_closed", message: "bye"), "error", ["code": "room_closed", "message": "bye"]),
+            (.refused(.mutedByServer, message: "m"), "error", ["code": "muted_by_server", "message": "m"]),
+            (.removed(.roomClosed, message: "bye"), "error", ["code": "room_closed", "message": "bye"]),
+            (.removed(.removedByApplication, message: "out"), "error", ["code": "removed", "message": "out"]),
         ]
         for (signal, name, fields) in cases {
             let o = try object(ServerEvent(signal, iceServers: []))
             #expect(o["event"] as? String == name)
             #expect((o["data"] as? [String: Any])?.compactMapValues { $0 as? String } == fields, "\(name)")
         }
-        for (event, name) in [("audio_toggled", "audio_toggled"), ("video_toggled", "video_toggled"), ("screen_share_toggled", "screen_share_toggled")] {
-            let o = try object(ServerEvent(.toggled(event: event, peerID: "pe_a", userID: "u1", enabled: true), iceServers: []))
+        for (kind, name) in [(ToggleKind.audio, "audio_toggled"), (.video, "video_toggled"), (.screenShare, "screen_share_toggled")] {
+            let o = try object(ServerEvent(.toggled(kind, peerID: "pe_a", userID: "u1", enabled: true), iceServers: []))
             #expect(o["event"] as? String == name && (o["data"] as? [String: Any])?["enabled"] as? Bool == true)
+        }
+        for (signal, code) in [(SessionSignal.error(code: "bad_request", message: "m"), "bad_request"), (.removed(code: "rate_limited", message: "m"), "rate_limited")] {
+            let o = try object(ServerEvent(signal, iceServers: []))
+            #expect(o["event"] as? String == "error" && (o["data"] as? [String: Any])?["code"] as? String == code)
         }
         let chat = try object(ServerEvent(.chat(peerID: "pe_a", userID: "u1", message: "hi", timestampMillis: 1_764_000_000_000), iceServers: []))
         #expect((chat["data"] as? [String: Any])?["timestamp"] as? String == "2025-11-24T16:00:00.000Z")
@@ -118,10 +123,10 @@ private struct Harness {
         return Harness(store: store, live: live, media: media, room: room, services: services)
     }
 
-    func session(user: String, role: Role = .patient, expiresIn: Int64 = 3600) -> (SignalingSession, NIOLockedValueBox<[RoomSignal]>) {
+    func session(user: String, role: Role = .patient, expiresIn: Int64 = 3600) -> (SignalingSession, NIOLockedValueBox<[SessionSignal]>) {
         let now = Int64(Date().timeIntervalSince1970)
         let claims = JoinClaims(room: room.id, sub: user, name: user, role: role, perms: role.defaultPermissions, exp: now + expiresIn, iat: now)
-        let out = NIOLockedValueBox<[RoomSignal]>([])
+        let out = NIOLockedValueBox<[SessionSignal]>([])
         return (SignalingSession(claims: claims, record: room, services: services, enqueue: { s in out.withLockedValue { $0.append(s) } }), out)
     }
 
@@ -131,13 +136,18 @@ private struct Harness {
     }
 }
 
-private func errors(_ box: NIOLockedValueBox<[RoomSignal]>) -> [String] {
-    box.withLockedValue { $0 }.compactMap { if case .error(let code, _) = $0 { code } else { nil } }
+/// The `error` codes the client was sent without being removed, the session's and the room's.
+private func errors(_ box: NIOLockedValueBox<[SessionSignal]>) -> [String] {
+    box.withLockedValue { $0 }.compactMap { s -> String? in
+        switch s {
+        case .error(let code, _): code
+        case .room(.refused(let refusal, _)): refusal.code
+        default: nil
+        }
+    }
 }
 
-private func removals(_ box: NIOLockedValueBox<[RoomSignal]>) -> [String] {
-    box.withLockedValue { $0 }.compactMap { if case .removed(let code, _) = $0 { code } else { nil } }
-}
+private func removals(_ box: NIOLockedValueBox<[SessionSignal]>) -> [String] { box.withLockedValue { $0 }.compactMap(\.removalCode) }
 
 @Suite("Signaling session: awaiting join -> joined -> left, in-process", .serialized)
 struct SignalingSessionTests {
@@ -164,7 +174,7 @@ struct SignalingSessionTests {
         #expect(await session.receive(.text("{\"event\":\"join_room\",\"data\":{\"room_id\":\"\(h.room.id)\"}}")))
         let peerID = try #require(await session.peerID)
         #expect(await session.state == .joined(peerID: peerID))
-        #expect(out.withLockedValue { $0 }.contains { if case .joined(let room, let peer, _) = $0 { room == h.room.id && peer.peerID == peerID } else { false } })
+        #expect(out.withLockedValue { $0 }.contains { if case .room(.joined(let room, let peer, _)) = $0 { room == h.room.id && peer.peerID == peerID } else { false } })
         let snapshot = try await #require(h.live.existing(h.room.id)).run { $0.snapshot(nowNanos: 0).map(\.peer.userID) }
         #expect(snapshot == ["p"])
 

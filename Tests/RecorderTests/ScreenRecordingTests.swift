@@ -186,7 +186,7 @@ struct DepartedParticipantTests {
                 for p in ScreenRecordingTests.packetize(f.data, ssrc: ssrc, seq: &seq, ts: UInt32(i) * 3000) { h.sendRTP(peer, p) }
             }
             h.run(steps: 5)
-            #expect(h.room.remove(userID: "cycle\(cycle)", code: "removed", message: "cycle"))
+            #expect(h.room.remove(userID: "cycle\(cycle)", reason: .removedByApplication, message: "cycle"))
             h.silent.insert(peer.info.peerID)
             h.run(steps: 2)
         }

@@ -223,11 +223,11 @@ struct ServerMuteTests {
         #expect(h.room.setEnabled(peerID: pub.info.peerID, kind: .audio, enabled: false, origin: .server, nowNanos: h.now) == .applied)
         // The muted participant turns its microphone back on itself: refused, told why, still muted.
         #expect(h.room.setEnabled(peerID: pub.info.peerID, kind: .audio, enabled: true, nowNanos: h.now) == .mutedByServer)
-        #expect(pub.signals.contains { if case .error(let code, _) = $0 { code == "muted_by_server" } else { false } })
+        #expect(pub.signals.contains { if case .refused(.mutedByServer, _) = $0 { true } else { false } })
         sendAudio(5)
         #expect(count() == before)
         // Everyone saw it muted, and no "enabled: true" after the server mute.
-        let toggles = s.signals.compactMap { if case .toggled(let event, _, _, let enabled) = $0, event == "audio_toggled" { enabled } else { nil } }
+        let toggles = s.signals.compactMap { if case .toggled(.audio, _, _, let enabled) = $0 { enabled } else { nil } }
         #expect(toggles == [false])
         // The server unmutes: the participant's own wish (on) holds again.
         #expect(h.room.setEnabled(peerID: pub.info.peerID, kind: .audio, enabled: true, origin: .server, nowNanos: h.now) == .applied)

@@ -177,7 +177,7 @@ struct RoomTests {
         #expect(zip(packets, packets.dropFirst()).allSatisfy { $1.sequenceNumber == $0.sequenceNumber &+ 1 })
         #expect(packets.count > 10 && packets[10].payload == vp8Payload(keyframe: true, fill: 3))
         let toggles = s.signals.compactMap { if case .toggled(let e, _, _, let on) = $0 { return "\(e)=\(on)" } else { return nil } }
-        #expect(toggles == ["video_toggled=false", "video_toggled=true"])
+        #expect(toggles == ["video=false", "video=true"])
     }
 
     /// Participants coming and going (rejoins, repeated screen shares) do not grow a long-lived
@@ -304,7 +304,7 @@ struct RoomTests {
         let h = try RoomHarness()
         let obs = try h.join("obs", canPublish: false)
         h.publish(obs, streams: [.init(kind: .audio, ssrc: 1)])
-        #expect(obs.signals.contains { if case .error("permission_denied", _) = $0 { true } else { false } })
+        #expect(obs.signals.contains { if case .refused(.permissionDenied, _) = $0 { true } else { false } })
         #expect(!obs.signals.contains { if case .publisherAnswer = $0 { true } else { false } })
     }
 
@@ -316,7 +316,7 @@ struct RoomTests {
         // The same user again replaces its old connection instead of counting twice.
         let again = try h.join("a")
         #expect(h.room.participantCount == 2)
-        #expect(h.peers[0].signals.last == .removed(code: "replaced", message: "the same user joined the room from another connection"))
+        #expect(h.peers[0].signals.last == .removed(.replaced, message: "the same user joined the room from another connection"))
         _ = again
     }
 }
@@ -336,7 +336,7 @@ struct RoomConsentTests {
             #expect(s.signals.contains(.userLeft(peerID: pub.info.peerID, userID: "pub")))
             #expect(s.subscriberOffers.last?.media.allSatisfy { $0.direction == "inactive" } == true)
         }
-        #expect(pub.signals.last.map { if case .removed("connection_lost", _) = $0 { true } else { false } } == true)
+        #expect(pub.signals.last.map { if case .removed(.connectionLost, _) = $0 { true } else { false } } == true)
         let counters = h.room.counters()
         #expect(counters.keyframeRequestsSent >= 1)
     }

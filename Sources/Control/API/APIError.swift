@@ -14,7 +14,7 @@ public struct APIError: HTTPResponseError, Equatable {
     }
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        let body = (try? JSONSerialization.data(withJSONObject: ["error": ["code": code, "message": message]])) ?? Data()
+        let body = (try? APIJSON.data(ErrorBody(error: .init(code: code, message: message)))) ?? Data()
         var headers: HTTPFields = [.contentType: "application/json; charset=utf-8"]
         if status == .unauthorized { headers[.wwwAuthenticate] = "Bearer" }
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
@@ -23,9 +23,6 @@ public struct APIError: HTTPResponseError, Equatable {
     public static func badRequest(_ message: String) -> APIError { APIError(.badRequest, "bad_request", message) }
     public static func notFound(_ what: String) -> APIError { APIError(.notFound, "not_found", "\(what) not found") }
     public static let unauthorized = APIError(.unauthorized, "unauthorized", "missing or invalid API key (Authorization: Bearer <key>)")
-    public static func notImplemented(_ what: String) -> APIError {
-        APIError(.notImplemented, "not_implemented", "\(what) is not implemented yet")
-    }
 }
 
 /// Turns any error a handler throws into the PROTOCOL.md error shape (Hummingbird's own errors,

@@ -100,29 +100,29 @@ public struct ControlAPI: Sendable {
         options.maxDurationS = try body.int("max_duration_s", in: 1...(7 * 86_400)) ?? Defaults.maxDurationS
         options.autoRecord = try body.bool("auto_record") ?? false
         let room = try await lifecycle.open(options)
-        return try json(.created, Self.roomJSON(room, participants: []))
+        return try json(.created, RoomBody(room, participants: .sessions([])))
     }
 
     func listRooms() async throws -> Response {
         let rooms = try await store.rooms()
-        return try json(.ok, ["rooms": rooms.map { Self.roomJSON($0, participants: nil) }])
+        return try json(.ok, RoomListBody(rooms: rooms.map { RoomBody($0, participants: nil) }))
     }
 
     func getRoom(_ id: String) async throws -> Response {
         guard Self.validID(id), let room = try await store.room(id: id) else { throw APIError.notFound("room") }
         let sessions = try await store.participantSessions(roomID: id).filter { $0.leftAt == nil }
-        var out = Self.roomJSON(room, participants: sessions)
+        var participants = RoomBody.sessions(sessions)
         if let liveRoom = live?.existing(id) {
             let snapshot = try await liveRoom.run { $0.snapshot(nowNanos: MediaWorker.nowNanos) }
-            out["participants"] = snapshot.map { Self.participantJSON($0) }
+            participants = .live(snapshot.map(Self.participantBody))
         }
-        return try json(.ok, out)
+        return try json(.ok, RoomBody(room, participants: participants))
     }
 
     func closeRoom(_ id: String) async throws -> Response {
         guard Self.validID(id), let room = try await store.room(id: id) else { throw APIError.notFound("room") }
         let closed = try await lifecycle.close(room, reason: .api)
-        return try json(.ok, Self.roomJSON(closed, participants: []))
+        return try json(.ok, RoomBody(closed, participants: .sessions([])))
     }
 
     func mintToken<Context: RequestContext>(_ request: Request, _ context: Context, room id: String) async throws -> Response {
@@ -148,12 +148,8 @@ public struct ControlAPI: Sendable {
                                 perms: perms, exp: now + Int64(ttl), iat: now)
         let token = signer.sign(claims)
         let host = request.head.authority ?? "127.0.0.1:8080"
-        return try json(.ok, [
-            "token": token,
-            "signaling_url": "ws://\(host)/v1/signal?token=\(token)",
-            "ice_servers": iceServers.isEmpty ? [] : [["urls": iceServers]],
-            "expires_at": Self.iso8601(claims.exp * 1000),
-        ] as [String: Any])
+        return try json(.ok, TokenBody(token: token, signalingURL: "ws://\(host)/v1/signal?token=\(token)",
+                                       iceServers: ICEServersBody.list(iceServers), expiresAt: Self.iso8601(claims.exp * 1000)))
     }
 
     // MARK: live participants
@@ -165,14 +161,14 @@ public struct ControlAPI: Sendable {
     }
 
     func listParticipants(_ id: String) async throws -> Response {
-        guard let room = try await liveRoom(id) else { return try json(.ok, ["participants": [Any]()]) }
+        guard let room = try await liveRoom(id) else { return try json(.ok, ParticipantListBody(participants: [])) }
         let snapshot = try await room.run { $0.snapshot(nowNanos: MediaWorker.nowNanos) }
-        return try json(.ok, ["participants": snapshot.map { Self.participantJSON($0) }])
+        return try json(.ok, ParticipantListBody(participants: snapshot.map(Self.participantBody)))
     }
 
     func removeParticipant(room id: String, user: String) async throws -> Response {
         guard let room = try await liveRoom(id),
-              try await room.run({ $0.remove(userID: user, code: "removed", message: "removed from the room through the API") })
+              try await room.run({ $0.remove(userID: user, reason: .removedByApplication, message: "removed from the room through the API") })
         else { throw Self.participantNotFound(user, room: id) }
         // The token it joined with (and any other issued so far) no longer gets it back in.
         live?.revocations.revoke(room: id, user: user, atSeconds: Int64(Date().timeIntervalSince1970))
@@ -191,36 +187,15 @@ public struct ControlAPI: Sendable {
             return room.snapshot(nowNanos: MediaWorker.nowNanos).first { $0.peer.peerID == peerID }
         }
         guard let snapshot else { throw Self.participantNotFound(user, room: id) }
-        return try json(.ok, Self.participantJSON(snapshot))
+        return try json(.ok, Self.participantBody(snapshot))
     }
 
     static func participantNotFound(_ user: String, room: String) -> APIError {
         APIError(.notFound, "not_found", "participant \(user.prefix(64)) is not connected to room \(room)")
     }
 
-    static func participantJSON(_ s: ParticipantSnapshot) -> [String: Any] {
-        let q = s.quality
-        let joinedMillis = MetadataStore.nowMillis - (MediaWorker.nowNanos - s.joinedNanos) / 1_000_000
-        var quality: [String: Any] = ["publish_bitrate_bps": q.publishBitrate, "subscribe_bitrate_bps": q.subscribeBitrate]
-        if let v = q.rttMs { quality["rtt_ms"] = (v * 10).rounded() / 10 }
-        if let v = q.uplinkLoss { quality["uplink_loss"] = (v * 1000).rounded() / 1000 }
-        if let v = q.downlinkLoss { quality["downlink_loss"] = (v * 1000).rounded() / 1000 }
-        if let v = q.jitterMs { quality["jitter_ms"] = (v * 10).rounded() / 10 }
-        if let v = q.downlinkEstimate { quality["downlink_estimate_bps"] = v }
-        return [
-            "peer_id": s.peer.peerID, "user_id": s.peer.userID, "name": s.peer.name, "role": s.peer.role,
-            "joined_at": iso8601(joinedMillis),
-            "tracks": s.tracks.map { ["track_id": $0.trackID, "kind": $0.kind.rawValue, "source": $0.source.rawValue, "muted": $0.muted, "simulcast": $0.simulcast] },
-            "quality": quality,
-            "subscriptions": s.subscriptions.map { sub -> [String: Any] in
-                func value(_ v: Int?) -> Any { v.map { $0 as Any } ?? NSNull() }
-                return ["peer_id": sub.peerID, "track_id": sub.trackID, "kind": sub.kind.rawValue, "source": sub.source.rawValue,
-                        "paused": sub.paused, "spatial_layer": value(sub.spatialLayer), "target_spatial_layer": value(sub.targetSpatialLayer),
-                        "temporal_layer": value(sub.temporalLayer), "target_temporal_layer": value(sub.targetTemporalLayer),
-                        "max_spatial": value(sub.maxSpatial), "max_temporal": value(sub.maxTemporal),
-                        "layer_switches": sub.layerSwitches, "bitrate_bps": sub.bitrate]
-            },
-        ]
+    static func participantBody(_ s: ParticipantSnapshot) -> ParticipantBody {
+        ParticipantBody(s, nowMillis: MetadataStore.nowMillis, nowNanos: MediaWorker.nowNanos)
     }
 
     // MARK: recordings
@@ -238,7 +213,7 @@ public struct ControlAPI: Sendable {
         guard let recordings else { throw APIError(.serviceUnavailable, "unavailable", "recording needs the media workers") }
         do {
             let record = try await recordings.start(roomID: id, startedBy: nil, composite: composite)
-            return try json(.created, RecordingService.json(record))
+            return try json(.created, RecordingBody(record))
         } catch RecordingService.StartError.roomClosed {
             throw APIError(.conflict, "room_closed", "room \(id) is closed")
         } catch RecordingService.StartError.alreadyRecording(let other) {
@@ -258,12 +233,12 @@ public struct ControlAPI: Sendable {
         }
         if let room, !Self.validID(room) { throw APIError.badRequest("room_id is not a valid id") }
         let list = try await store.recordings(roomID: room, status: status)
-        return try json(.ok, ["recordings": list.map(RecordingService.json)])
+        return try json(.ok, RecordingListBody(recordings: list.map(RecordingBody.init)))
     }
 
     func getRecording(_ id: String) async throws -> Response {
         guard Self.validID(id), let record = try await store.recording(id: id) else { throw APIError.notFound("recording") }
-        return try json(.ok, RecordingService.json(record))
+        return try json(.ok, RecordingBody(record))
     }
 
     func stopRecording(_ id: String) async throws -> Response {
@@ -271,7 +246,7 @@ public struct ControlAPI: Sendable {
         let stopped: RecordingRecord?
         if let recordings { stopped = try await recordings.stop(id: id) } else { stopped = try await store.recording(id: id) }
         guard let record = stopped else { throw APIError.notFound("recording") }
-        return try json(.ok, RecordingService.json(record))
+        return try json(.ok, RecordingBody(record))
     }
 
     /// The file's bytes (WebM, or Matroska for H.264), with single-range requests (`Range: bytes=a-b`, `a-`, `-n`).
@@ -313,7 +288,7 @@ public struct ControlAPI: Sendable {
         guard let recordings else { throw APIError(.serviceUnavailable, "unavailable", "snapshots need the media workers") }
         do {
             let record = try await recordings.takeSnapshot(roomID: id, userID: userID, source: source, format: format)
-            return try json(.created, RecordingService.json(record))
+            return try json(.created, SnapshotBody(record))
         } catch let error as RecordingService.SnapshotError {
             switch error {
             case .roomNotFound: throw APIError.notFound("room")
@@ -330,12 +305,12 @@ public struct ControlAPI: Sendable {
         let room = request.uri.queryParameters.get("room_id")
         if let room, !Self.validID(room) { throw APIError.badRequest("room_id is not a valid id") }
         let list = try await store.snapshots(roomID: room)
-        return try json(.ok, ["snapshots": list.map(RecordingService.json)])
+        return try json(.ok, SnapshotListBody(snapshots: list.map(SnapshotBody.init)))
     }
 
     func getSnapshot(_ id: String) async throws -> Response {
         guard Self.validID(id), let record = try await store.snapshot(id: id) else { throw APIError.notFound("snapshot") }
-        return try json(.ok, RecordingService.json(record))
+        return try json(.ok, SnapshotBody(record))
     }
 
     func snapshotFile<Context: RequestContext>(_ context: Context, id: String) async throws -> Response {
@@ -391,25 +366,11 @@ public struct ControlAPI: Sendable {
                                 exp: now + Int64(Defaults.tokenTTLS), iat: now)
         let token = signer.sign(claims)
         let host = request.head.authority ?? "127.0.0.1:8080"
-        return try json(.ok, ["room_id": room.id, "token": token, "signaling_url": "ws://\(host)/v1/signal?token=\(token)",
-                              "ice_servers": iceServers.isEmpty ? [] : [["urls": iceServers]]] as [String: Any])
+        return try json(.ok, TokenBody(roomID: room.id, token: token, signalingURL: "ws://\(host)/v1/signal?token=\(token)",
+                                       iceServers: ICEServersBody.list(iceServers)))
     }
 
     // MARK: helpers
-
-    static func roomJSON(_ r: RoomRecord, participants: [ParticipantSessionRecord]?) -> [String: Any] {
-        var out: [String: Any] = [
-            "id": r.id, "name": r.name, "created_at": iso8601(r.createdAt), "status": r.closedAt == nil ? "open" : "closed",
-            "max_participants": r.maxParticipants, "empty_timeout_s": r.emptyTimeoutS, "max_duration_s": r.maxDurationS,
-            "auto_record": r.autoRecord,
-        ]
-        if let closed = r.closedAt { out["closed_at"] = iso8601(closed) }
-        if let reason = r.closeReason { out["close_reason"] = reason }
-        if let participants {
-            out["participants"] = participants.map { ["user_id": $0.userID, "name": $0.name, "role": $0.role, "joined_at": iso8601($0.joinedAt)] }
-        }
-        return out
-    }
 
     /// `2026-11-23T10:31:28.123Z`, made with gmtime_r (a formatter object per call was the largest
     /// cost of listing rooms).
@@ -429,8 +390,8 @@ public struct ControlAPI: Sendable {
         id.utf8.count <= 64 && !id.isEmpty && id.utf8.allSatisfy { $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-") || (48...57).contains($0) || (97...122).contains($0) || (65...90).contains($0) }
     }
 
-    func json(_ status: HTTPResponse.Status, _ object: Any) throws -> Response {
-        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+    func json(_ status: HTTPResponse.Status, _ body: some Encodable) throws -> Response {
+        let data = try APIJSON.data(body)
         return Response(status: status, headers: [.contentType: "application/json; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 }

@@ -85,10 +85,10 @@ public struct JoinTokenSigner: Sendable {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3, token.utf8.count <= 8192 else { throw .malformed }
         guard let headerBytes = Self.unbase64url(parts[0]),
-              let header = try? JSONSerialization.jsonObject(with: Data(headerBytes)) as? [String: Any] else { throw .malformed }
+              case .object(let header)? = try? JSONDecoder().decode(JSONValue.self, from: Data(headerBytes)) else { throw .malformed }
         guard let signature = Self.unbase64url(parts[2]) else { throw .malformed }
         let signed = Array("\(parts[0]).\(parts[1])".utf8)
-        switch header["alg"] as? String {
+        switch header["alg"]?.string {
         case "HS256":
             let expected = mac(signed)
             // Fails closed: an HMAC that could not be computed (empty) matches nothing, not an empty signature.

@@ -61,7 +61,7 @@ public struct RecordingReconciler: Sendable {
             try? await store.appendEvent(RoomEvent(id: ResourceID.event.make(), roomID: recording.roomID, at: MetadataStore.nowMillis,
                                                    kind: "recording_stopped", detail: "reconciled after a restart"))
             if let record = try await store.recording(id: recording.id) {
-                await webhooks?.send(event: "recording_finished", data: RecordingService.json(record))
+                await webhooks?.send(.recordingFinished(record))
             }
             logger.notice("recording reconciled after a restart", metadata: ["recording": "\(recording.id)", "files": "\(files)",
                                                                              "duration_ms": "\(duration)", "status": "\(failure == nil ? "completed" : "failed")"])

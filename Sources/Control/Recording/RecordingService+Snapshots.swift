@@ -73,14 +73,8 @@ extension RecordingService {
         try await store.addSnapshot(record)
         try? await store.appendEvent(RoomEvent(id: ResourceID.event.make(), roomID: roomID, at: record.takenAt, kind: "snapshot_taken",
                                                userID: takenBy, detail: id))
-        await webhooks?.send(event: "snapshot_taken", data: Self.json(record))
+        await webhooks?.send(.snapshotTaken(record))
         logger.info("snapshot taken", metadata: ["snapshot": "\(id)", "room": "\(roomID)", "user": "\(userID)", "size": "\(image.width)x\(image.height)"])
         return record
-    }
-
-    /// The PROTOCOL.md snapshot metadata.
-    static func json(_ s: SnapshotRecord) -> [String: any Sendable] {
-        ["id": s.id, "room_id": s.roomID, "user_id": s.userID, "source": s.source, "taken_at": ControlAPI.iso8601(s.takenAt),
-         "width": s.width, "height": s.height, "format": s.format, "size_bytes": s.sizeBytes]
     }
 }

@@ -94,7 +94,7 @@ public final class RecordingService: Sendable {
         }
         try? await store.appendEvent(RoomEvent(id: ResourceID.event.make(), roomID: roomID, at: now, kind: "recording_started",
                                                userID: startedBy, detail: id))
-        await webhooks?.send(event: "recording_started", data: ["recording_id": id, "room_id": roomID, "started_at": ControlAPI.iso8601(now)])
+        await webhooks?.send(.recordingStarted(recordingID: id, roomID: roomID, startedAtMillis: now))
         logger.info("recording started", metadata: ["recording": "\(id)", "room": "\(roomID)"])
         return record
     }
@@ -139,7 +139,7 @@ public final class RecordingService: Sendable {
         try? await store.appendEvent(RoomEvent(id: ResourceID.event.make(), roomID: entry.roomID, at: now, kind: "recording_stopped",
                                                userID: stoppedBy, detail: reason ?? id))
         let record = try await store.recording(id: id)
-        if let record { await webhooks?.send(event: "recording_finished", data: Self.json(record)) }
+        if let record { await webhooks?.send(.recordingFinished(record)) }
         logger.info("recording finished", metadata: ["recording": "\(id)", "files": "\(written)", "duration_ms": "\(duration)"])
         return record
     }
@@ -164,28 +164,6 @@ public final class RecordingService: Sendable {
     public func stopEverything(reason: String) async {
         let ids = active.withLockedValue { Array($0.keys) }
         for id in ids { _ = try? await stop(id: id, reason: reason) }
-    }
-
-
-    /// The PROTOCOL.md recording metadata.
-    static func json(_ r: RecordingRecord) -> [String: any Sendable] {
-        var out: [String: any Sendable] = [
-            "id": r.id, "room_id": r.roomID, "mode": r.mode, "status": r.status.rawValue, "started_at": ControlAPI.iso8601(r.startedAt),
-            "storage": r.storage,
-            "files": r.files.map { f -> [String: any Sendable] in
-                var file: [String: any Sendable] = ["id": f.id, "user_id": f.userID, "track_kinds": f.trackKinds, "file_name": f.fileName, "path": f.path,
-                                                    "size_bytes": f.sizeBytes, "source": f.source, "format": f.format, "duration_ms": f.durationMs]
-                file["video_codec"] = f.videoCodec
-                file["audio_codec"] = f.audioCodec
-                file["resolution"] = f.resolution
-                return file
-            },
-        ]
-        if let e = r.endedAt { out["ended_at"] = ControlAPI.iso8601(e) }
-        if let l = r.layout { out["layout"] = l }
-        if let d = r.durationMs { out["duration_ms"] = d }
-        if let f = r.failureReason { out["failure_reason"] = f }
-        return out
     }
 }
 

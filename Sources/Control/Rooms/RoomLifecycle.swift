@@ -42,7 +42,7 @@ func open(_ options: Options, origin: String? = nil, nowMillis: Int64 = Metadata
                               emptyTimeoutS: options.emptyTimeoutS, maxDurationS: options.maxDurationS, autoRecord: options.autoRecord)
         try await store.createRoom(room)
         try await store.appendEvent(RoomEvent(id: ResourceID.event.make(), roomID: id, at: nowMillis, kind: "room_created", detail: origin))
-        await webhooks?.send(event: "room_started", data: ["room_id": id, "name": room.name, "created_at": ControlAPI.iso8601(nowMillis)])
+        await webhooks?.send(.roomStarted(roomID: id, name: room.name, createdAtMillis: nowMillis))
         logger.info("room opened", metadata: ["room": "\(id)", "origin": "\(origin ?? "api")"])
         return room
     }
@@ -69,8 +69,7 @@ func close(_ room: RoomRecord, reason: CloseReason, nowMillis: Int64 = MetadataS
         if room.closedAt == nil {
             try await store.closeRoom(id: room.id, at: nowMillis, reason: reason.text)
             try await store.appendEvent(RoomEvent(id: ResourceID.event.make(), roomID: room.id, at: nowMillis, kind: "room_closed", detail: reason.text))
-            await webhooks?.send(event: "room_finished", data: ["room_id": room.id, "name": room.name,
-                                                                "closed_at": ControlAPI.iso8601(nowMillis), "reason": reason.text])
+            await webhooks?.send(.roomFinished(roomID: room.id, name: room.name, closedAtMillis: nowMillis, reason: reason.text))
             logger.info("room closed", metadata: ["room": "\(room.id)", "reason": "\(reason.text)"])
         }
         await recordings?.stopAll(roomID: room.id, reason: "room closed (\(reason.text))")

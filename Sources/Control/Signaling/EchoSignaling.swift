@@ -29,20 +29,20 @@ enum EchoSignaling {
                 try await send(outbound, error: "bad_message", "messages are JSON text frames")
                 continue
             }
-            guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
-                  let event = object["event"] as? String
+            guard case .object(let object)? = try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)),
+                  let event = object["event"]?.string
             else {
                 try await send(outbound, error: "bad_message", "expected a JSON object {\"event\": ..., \"data\": {...}}")
                 continue
             }
-            let data = object["data"] as? [String: Any] ?? [:]
+            let data = object["data"]?.object ?? [:]
             switch event {
             case "webrtc_offer":
-                guard let sdp = data["sdp"] as? String else {
+                guard let sdp = data["sdp"]?.string else {
                     try await send(outbound, error: "bad_request", "webrtc_offer needs data.sdp (a string)")
                     continue
                 }
-                if let target = data["target"] as? String, target != "publisher" {
+                if let target = data["target"]?.string, target != "publisher" {
                     try await send(outbound, error: "bad_request", "the echo endpoint only takes a publisher offer")
                     continue
                 }
@@ -53,7 +53,7 @@ enum EchoSignaling {
                 do {
                     let opened = try await echo.open(offer: sdp)
                     handle = opened
-                    try await send(outbound, event: "webrtc_answer", data: ["target": "publisher", "sdp": opened.answer])
+                    try await send(outbound, .webrtcAnswer(.init(target: "publisher", sdp: opened.answer)))
                 } catch let error as EchoSession.Error {
                     try await send(outbound, error: "bad_offer", error.description)
                 } catch {
@@ -70,12 +70,11 @@ enum EchoSignaling {
         }
     }
 
-    static func send(_ outbound: WebSocketOutboundWriter, event: String, data: [String: Any]) async throws {
-        let body = try JSONSerialization.data(withJSONObject: ["event": event, "data": data])
-        try await outbound.write(.text(String(decoding: body, as: UTF8.self)))
+    static func send(_ outbound: WebSocketOutboundWriter, _ event: ServerEvent) async throws {
+        try await outbound.write(.text(try event.encoded()))
     }
 
     static func send(_ outbound: WebSocketOutboundWriter, error code: String, _ message: String) async throws {
-        try await send(outbound, event: "error", data: ["code": code, "message": message])
+        try await send(outbound, .error(.init(code: code, message: message)))
     }
 }

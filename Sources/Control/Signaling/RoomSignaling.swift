@@ -81,9 +81,9 @@ package enum RoomSignaling {
         }
         // The client's queue of events: bounded. A client that does not read its socket (while the
         // room or its own flood fills the queue) is disconnected instead of growing our memory.
-        let (signals, continuation) = AsyncStream.makeStream(of: RoomSignal.self, bufferingPolicy: .bufferingOldest(maxQueuedSignals))
+        let (signals, continuation) = AsyncStream.makeStream(of: SessionSignal.self, bufferingPolicy: .bufferingOldest(maxQueuedSignals))
         let slowReader = NIOLockedValueBox(false)
-        let enqueue: @Sendable (RoomSignal) -> Void = { signal in
+        let enqueue: @Sendable (SessionSignal) -> Void = { signal in
             if case .dropped = continuation.yield(signal) { slowReader.withLockedValue { $0 = true } }
         }
         let removedCode = NIOLockedValueBox<String?>(nil)
@@ -94,7 +94,7 @@ package enum RoomSignaling {
             group.addTask {
                 for await signal in signals {
                     try await write(outbound, ServerEvent(signal, iceServers: services.iceServers))
-                    if case .removed(let code, _) = signal {
+                    if let code = signal.removalCode {
                         removedCode.withLockedValue { $0 = code }
                         try? await outbound.close(closeCode(for: code, joined: await session.peerID != nil), reason: code)
                         return
@@ -147,7 +147,7 @@ package enum RoomSignaling {
     /// `capture_image {user_id, source?, format?}`: a snapshot (docs/RECORDING.md), answered with
     /// `image_captured {snapshot_id, user_id}` or an error.
     static func captureImage(userID: String?, source: String?, format: String?, roomID: String, takenBy: String,
-                             recordings: RecordingService?) async -> RoomSignal {
+                             recordings: RecordingService?) async -> SessionSignal {
         guard let userID, !userID.isEmpty, userID.count <= 128 else {
             return .error(code: "bad_request", message: "capture_image needs data.user_id")
         }
@@ -160,7 +160,7 @@ package enum RoomSignaling {
         guard let recordings else { return .error(code: "unavailable", message: "snapshots are not available") }
         do {
             let snapshot = try await recordings.takeSnapshot(roomID: roomID, userID: userID, source: source, format: format, takenBy: takenBy)
-            return .imageCaptured(snapshotID: snapshot.id, userID: userID)
+            return .room(.imageCaptured(snapshotID: snapshot.id, userID: userID))
         } catch RecordingService.SnapshotError.participantNotFound {
             return .error(code: "participant_not_found", message: "\(userID.prefix(64)) is not in the room")
         } catch RecordingService.SnapshotError.noVideo {
@@ -173,12 +173,12 @@ package enum RoomSignaling {
     }
 
     static func join(claims: JoinClaims, record: RoomRecord, services: RoomServices,
-                     enqueue: @escaping @Sendable (RoomSignal) -> Void) async throws -> Joined {
+                     enqueue: @escaping @Sendable (SessionSignal) -> Void) async throws -> Joined {
         let live = try await services.live.room(for: record)
         let peer = PeerInfo(peerID: ResourceID.peer.make(), userID: claims.sub, name: claims.name, role: claims.role.rawValue,
                             canPublish: claims.perms.contains(.publish), canSubscribe: claims.perms.contains(.subscribe))
         try await live.run { room in
-            try room.join(peer, nowNanos: MediaWorker.nowNanos, sink: enqueue)
+            try room.join(peer, nowNanos: MediaWorker.nowNanos) { enqueue(.room($0)) }
         }
         if record.autoRecord, let recordings = services.recordings, recordings.activeRecording(roomID: claims.room) == nil {
             _ = try? await recordings.start(roomID: claims.room, startedBy: nil)
@@ -197,9 +197,8 @@ package enum RoomSignaling {
             } catch {
                 logger.warning("could not record a join", metadata: ["peer": "\(peer.peerID)", "error": "\(error)"])
             }
-            await webhooks?.send(event: "participant_joined", data: ["room_id": claims.room, "user_id": claims.sub, "peer_id": peer.peerID,
-                                                                     "name": claims.name, "role": claims.role.rawValue,
-                                                                     "joined_at": ControlAPI.iso8601(now)])
+            await webhooks?.send(.participantJoined(roomID: claims.room, userID: claims.sub, peerID: peer.peerID, name: claims.name,
+                                                    role: claims.role.rawValue, joinedAtMillis: now))
         }
         return Joined(live: live, peerID: peer.peerID, record: record)
     }

@@ -189,6 +189,48 @@ package enum ClientEvent: Sendable, Equatable {
     }
 }
 
+/// What goes out to one client, in order: the room's signals and the session's own answers.
+package enum SessionSignal: Sendable, Equatable {
+    case room(RoomSignal)
+    /// The session refused an event (`bad_request`, `not_joined`, `rate_limited`...): the connection stays.
+    case error(code: String, message: String)
+    /// The session ends with this code (`token_room_mismatch`, `rate_limited`, `bad_message`...).
+    case removed(code: String, message: String)
+
+    /// The contract's code of a signal that ends the session, nil for any other.
+    package var removalCode: String? {
+        switch self {
+        case .removed(let code, _): code
+        case .room(.removed(let reason, _)): reason.code
+        default: nil
+        }
+    }
+}
+
+extension RoomRefusal {
+    /// The `error` event's code (docs/SIGNALING.md).
+    package var code: String {
+        switch self {
+        case .permissionDenied: "permission_denied"
+        case .badOffer: "bad_offer"
+        case .badAnswer: "bad_answer"
+        case .mutedByServer: "muted_by_server"
+        }
+    }
+}
+
+extension RemovalReason {
+    /// The `error` event's code before the close, and the leave reason stored for the session.
+    package var code: String {
+        switch self {
+        case .replaced: "replaced"
+        case .roomClosed: "room_closed"
+        case .connectionLost: "connection_lost"
+        case .removedByApplication: "removed"
+        }
+    }
+}
+
 /// An event the server sends (PROTOCOL.md "Signaling"): a case per event, each with its data as a
 /// `Codable` payload, encoded in one place (``encoded()``).
 package enum ServerEvent: Sendable, Equatable, Encodable {
@@ -298,6 +340,14 @@ package enum ServerEvent: Sendable, Equatable, Encodable {
         return e
     }()
 
+    /// What the session sends as the event the client gets.
+    package init(_ signal: SessionSignal, iceServers: [String]) {
+        switch signal {
+        case .room(let s): self.init(s, iceServers: iceServers)
+        case .error(let code, let message), .removed(let code, let message): self = .error(ErrorData(code: code, message: message))
+        }
+    }
+
     /// A room signal as the event the client is sent.
     package init(_ signal: RoomSignal, iceServers: [String]) {
         func peer(_ p: PeerInfo) -> Peer { Peer(peerID: p.peerID, userID: p.userID, name: p.name, role: p.role) }
@@ -321,19 +371,20 @@ package enum ServerEvent: Sendable, Equatable, Encodable {
         case .trackUnpublished(let peerID, let trackID): self = .trackUnpublished(TrackRef(peerID: peerID, trackID: trackID))
         case .trackPaused(let peerID, let trackID): self = .trackPaused(TrackPaused(peerID: peerID, trackID: trackID, reason: "bandwidth"))
         case .trackResumed(let peerID, let trackID): self = .trackResumed(TrackRef(peerID: peerID, trackID: trackID))
-        case .toggled(let event, let peerID, let userID, let enabled):
+        case .toggled(let kind, let peerID, let userID, let enabled):
             let data = Toggled(peerID: peerID, userID: userID, enabled: enabled)
-            self = switch event {
-            case "audio_toggled": .audioToggled(data)
-            case "video_toggled": .videoToggled(data)
-            default: .screenShareToggled(data)
+            self = switch kind {
+            case .audio: .audioToggled(data)
+            case .video: .videoToggled(data)
+            case .screenShare: .screenShareToggled(data)
             }
         case .chat(let peerID, let userID, let message, let timestamp):
             self = .chatMessage(Chat(peerID: peerID, userID: userID, message: message, timestamp: ControlAPI.iso8601(timestamp)))
         case .recordingStarted(let id): self = .recordingStarted(Recording(recordingID: id))
         case .recordingStopped(let id): self = .recordingStopped(Recording(recordingID: id))
         case .imageCaptured(let snapshotID, let userID): self = .imageCaptured(ImageCaptured(snapshotID: snapshotID, userID: userID))
-        case .error(let code, let message), .removed(let code, let message): self = .error(ErrorData(code: code, message: message))
+        case .refused(let refusal, let message): self = .error(ErrorData(code: refusal.code, message: message))
+        case .removed(let reason, let message): self = .error(ErrorData(code: reason.code, message: message))
         }
     }
 }

@@ -28,9 +28,9 @@ package actor SignalingSession {
     let claims: JoinClaims
     let record: RoomRecord
     let services: RoomServices
-    let enqueue: @Sendable (RoomSignal) -> Void
+    let enqueue: @Sendable (SessionSignal) -> Void
 
-    package init(claims: JoinClaims, record: RoomRecord, services: RoomServices, enqueue: @escaping @Sendable (RoomSignal) -> Void) {
+    package init(claims: JoinClaims, record: RoomRecord, services: RoomServices, enqueue: @escaping @Sendable (SessionSignal) -> Void) {
         self.claims = claims
         self.record = record
         self.services = services
@@ -102,8 +102,7 @@ package actor SignalingSession {
             } catch {
                 logger.warning("could not record a leave", metadata: ["peer": "\(peerID)", "error": "\(error)"])
             }
-            await webhooks?.send(event: "participant_left", data: ["room_id": claims.room, "user_id": claims.sub, "peer_id": peerID,
-                                                                   "reason": reason, "left_at": ControlAPI.iso8601(now)])
+            await webhooks?.send(.participantLeft(roomID: claims.room, userID: claims.sub, peerID: peerID, reason: reason, leftAtMillis: now))
         }
     }
 
@@ -222,7 +221,7 @@ package actor SignalingSession {
     private func reply(_ code: String, _ message: String) { enqueue(.error(code: code, message: message)) }
 
     /// Sends `signal` (a `removed`) and ends the session.
-    private func end(_ signal: RoomSignal) -> Bool {
+    private func end(_ signal: SessionSignal) -> Bool {
         enqueue(signal)
         state = .left
         return false

@@ -49,11 +49,11 @@ public actor WebhookDispatcher {
     }
 
     /// Queues `event` for every URL and returns at once.
-    public func send(event: String, data: [String: any Sendable]) {
+    public func send(_ webhook: WebhookEvent) {
         guard !configuration.urls.isEmpty else { return }
         let id = ResourceID.webhook.make()
-        let object: [String: Any] = ["id": id, "event": event, "created_at": ControlAPI.iso8601(MetadataStore.nowMillis), "data": data]
-        guard let body = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else {
+        let event = webhook.name
+        guard let body = try? webhook.body(id: id, createdAtMillis: MetadataStore.nowMillis) else {
             logger.error("webhook body is not JSON", metadata: ["event": "\(event)"])
             return
         }

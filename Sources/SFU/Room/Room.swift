@@ -92,11 +92,11 @@ public final class Room {
     // MARK: Joining and leaving
 
     /// Adds a participant. The sink gets `joined` first, then everything that concerns it.
-    /// A participant with the same user id is replaced (it gets `removed` with code `replaced`).
+    /// A participant with the same user id is replaced (it gets `removed`, `.replaced`).
     public func join(_ peer: PeerInfo, nowNanos: Int64, sink: @escaping (RoomSignal) -> Void) throws(RoomJoinError) {
         guard !isClosed else { throw .closed }
         if let old = participants.first(where: { $0.peer.userID == peer.userID }) {
-            remove(old, code: "replaced", message: "the same user joined the room from another connection")
+            remove(old, reason: .replaced, message: "the same user joined the room from another connection")
         }
         guard participants.count < maxParticipants else { throw .full(max: maxParticipants) }
         let p = Participant(peer: peer, joinedNanos: nowNanos, sink: sink)
@@ -121,25 +121,25 @@ public final class Room {
     /// The participant left (its signaling closed, or it said `leave_room`).
     public func leave(peerID: String) {
         guard let p = participant(peerID) else { return }
-        remove(p, code: nil, message: "")
+        remove(p, reason: nil, message: "")
     }
 
-    /// Removes a participant through the API: it gets `removed` with `code` first.
+    /// Removes a participant through the API: it gets `removed` with `reason` first.
     /// - Returns: false when no participant has that user id.
     @discardableResult
-    public func remove(userID: String, code: String, message: String) -> Bool {
+    public func remove(userID: String, reason: RemovalReason, message: String) -> Bool {
         guard let p = participants.first(where: { $0.peer.userID == userID }) else { return false }
-        remove(p, code: code, message: message)
+        remove(p, reason: reason, message: message)
         return true
     }
 
-    /// Closes the room: everyone is removed with code `room_closed`.
+    /// Closes the room: everyone is removed, `.roomClosed`.
     public func close(message: String) {
         isClosed = true
-        for p in participants { remove(p, code: "room_closed", message: message) }
+        for p in participants { remove(p, reason: .roomClosed, message: message) }
     }
 
-    func remove(_ p: Participant, code: String?, message: String) {
+    func remove(_ p: Participant, reason: RemovalReason?, message: String) {
         guard !p.removed else { return }
         p.removed = true
         let pub = p.publisher?.transport.statistics ?? TransportStatistics()
@@ -148,22 +148,22 @@ public final class Room {
         for producer in p.producers { unpublish(producer, of: p, negotiate: false) }
         if let publisher = p.publisher {
             publisher.transport.delegate = nil
-            publisher.transport.close(reason: code ?? "left")
+            publisher.transport.close(reason: reason?.logName ?? "left")
             host.remove(publisher)
         }
         if let subscriber = p.subscriber {
             for slot in subscriber.slots { if let c = slot.consumer { finished.add(c) } }
             finished.probePaddingBytes += subscriber.paddingBytesSent
-            subscriber.close(reason: code ?? "left")
+            subscriber.close(reason: reason?.logName ?? "left")
         }
         for observer in observers { observer.room(self, didRemove: p.peer) }
         for o in participants {
             o.sink(.userLeft(peerID: p.peer.peerID, userID: p.peer.userID))
             o.subscriber?.negotiateIfNeeded()
         }
-        if let code { p.sink(.removed(code: code, message: message)) }
+        if let reason { p.sink(.removed(reason, message: message)) }
         logger.info("participant left", metadata: [
-            "room": "\(id)", "peer": "\(p.peer.peerID)", "reason": "\(code ?? "left")",
+            "room": "\(id)", "peer": "\(p.peer.peerID)", "reason": "\(reason?.logName ?? "left")",
             "rtp_in": "\(pub.rtpPacketsIn)", "rtp_out": "\(sub.transport.rtpPacketsOut)", "retransmitted": "\(sub.retransmitted)", "retransmission_misses": "\(sub.missed)",
             "retransmissions_throttled": "\(sub.throttled)", "retransmissions_skipped": "\(sub.skipped)",
             "unknown_ssrc": "\(p.publisher?.unknownSSRCPackets ?? 0)", "srtp_auth_failures": "\(pub.authenticationFailures + sub.transport.authenticationFailures)",
@@ -173,7 +173,7 @@ public final class Room {
     /// One of a participant's transports ended (ICE consent lost, DTLS failure or close).
     func connectionClosed(_ p: Participant, reason: String) {
         guard !p.removed else { return }
-        remove(p, code: "connection_lost", message: reason)
+        remove(p, reason: .connectionLost, message: reason)
     }
 
     // MARK: Negotiation
@@ -197,13 +197,13 @@ public final class Room {
         guard let p = participant(peerID) else { return }
         let sending = offer.media.filter { ($0.port != 0 || $0.has("bundle-only")) && ($0.direction == "sendonly" || $0.direction == "sendrecv") }
         if !sending.isEmpty && !p.peer.canPublish {
-            p.sink(.error(code: "permission_denied", message: "this token may not publish (role \(p.peer.role))"))
+            p.sink(.refused(.permissionDenied, message: "this token may not publish (role \(p.peer.role))"))
             return
         }
         let audio = sending.filter { $0.kind == "audio" }.count
         let video = sending.filter { $0.kind == "video" }.count
         guard audio <= trackLimits.audio, video <= trackLimits.video else {
-            p.sink(.error(code: "bad_offer", message: "too many tracks: at most \(trackLimits.audio) audio and \(trackLimits.video) video (camera and screen share) at once"))
+            p.sink(.refused(.badOffer, message: "too many tracks: at most \(trackLimits.audio) audio and \(trackLimits.video) video (camera and screen share) at once"))
             return
         }
         do {
@@ -259,9 +259,9 @@ public final class Room {
             }
             for o in participants where o !== p { o.subscriber?.negotiateIfNeeded() }
         } catch let error as RoomSDPError {
-            p.sink(.error(code: "bad_offer", message: error.description))
+            p.sink(.refused(.badOffer, message: error.description))
         } catch {
-            p.sink(.error(code: "bad_offer", message: "\(error)"))
+            p.sink(.refused(.badOffer, message: "\(error)"))
         }
     }
 
@@ -299,13 +299,13 @@ public final class Room {
     public func subscriberAnswer(peerID: String, answer: SessionDescription, nowNanos: Int64) {
         guard let p = participant(peerID) else { return }
         guard let subscriber = p.subscriber else {
-            p.sink(.error(code: "permission_denied", message: "this token may not subscribe"))
+            p.sink(.refused(.permissionDenied, message: "this token may not subscribe"))
             return
         }
         do {
             try subscriber.applyAnswer(answer, nowNanos: nowNanos)
         } catch {
-            p.sink(.error(code: "bad_answer", message: error.description))
+            p.sink(.refused(.badAnswer, message: error.description))
         }
     }
 
@@ -334,7 +334,7 @@ public final class Room {
         case .participant:
             if kind == .audio { p.audioEnabled = enabled } else { p.videoEnabled = enabled }
             if enabled && p.serverMuted.contains(kind) {
-                p.sink(.error(code: "muted_by_server", message: "the \(kind.rawValue) was muted by the room's owner and stays muted"))
+                p.sink(.refused(.mutedByServer, message: "the \(kind.rawValue) was muted by the room's owner and stays muted"))
                 return .mutedByServer
             }
         case .server:
@@ -353,7 +353,7 @@ public final class Room {
                 if !producer.taps.isEmpty { producer.requestKeyframe(nowNanos: nowNanos) }
             }
         }
-        broadcast(.toggled(event: kind == .audio ? "audio_toggled" : "video_toggled", peerID: p.peer.peerID, userID: p.peer.userID, enabled: on))
+        broadcast(.toggled(kind == .audio ? .audio : .video, peerID: p.peer.peerID, userID: p.peer.userID, enabled: on))
         return .applied
     }
 
@@ -363,11 +363,11 @@ public final class Room {
     public func screenShare(peerID: String, enabled: Bool) {
         guard let p = participant(peerID) else { return }
         if enabled && !p.peer.canPublish {
-            p.sink(.error(code: "permission_denied", message: "this token may not publish"))
+            p.sink(.refused(.permissionDenied, message: "this token may not publish"))
             return
         }
         p.screenSharePending = enabled
-        broadcast(.toggled(event: "screen_share_toggled", peerID: p.peer.peerID, userID: p.peer.userID, enabled: enabled))
+        broadcast(.toggled(.screenShare, peerID: p.peer.peerID, userID: p.peer.userID, enabled: enabled))
     }
 
     public func chat(peerID: String, message: String, timestampMillis: Int64) {

@@ -101,8 +101,8 @@ public enum RoomSignal: Sendable, Equatable {
     case userLeft(peerID: String, userID: String)
     case trackPublished(peerID: String, track: TrackInfo)
     case trackUnpublished(peerID: String, trackID: String)
-    /// `audio_toggled`, `video_toggled` or `screen_share_toggled`.
-    case toggled(event: String, peerID: String, userID: String, enabled: Bool)
+    /// A participant switched its microphone, camera or screen share on or off.
+    case toggled(ToggleKind, peerID: String, userID: String, enabled: Bool)
     case chat(peerID: String, userID: String, message: String, timestampMillis: Int64)
     case recordingStarted(id: String)
     case recordingStopped(id: String)
@@ -111,10 +111,49 @@ public enum RoomSignal: Sendable, Equatable {
     /// The subscriber's downlink cannot carry this video: forwarding stopped until it can.
     case trackPaused(peerID: String, trackID: String)
     case trackResumed(peerID: String, trackID: String)
-    /// A recoverable error: the connection stays.
-    case error(code: String, message: String)
+    /// Something the participant asked was refused: the connection stays.
+    case refused(RoomRefusal, message: String)
     /// The participant is out of the room; the connection must close after telling the client.
-    case removed(code: String, message: String)
+    case removed(RemovalReason, message: String)
+}
+
+/// What a participant switched on or off (``RoomSignal/toggled(_:peerID:userID:enabled:)``).
+public enum ToggleKind: Sendable, Equatable {
+    case audio, video, screenShare
+}
+
+/// Why the room refused what a participant asked (the Control layer names them for the client).
+public enum RoomRefusal: Sendable, Equatable {
+    /// Its token's permissions do not allow it (publish, subscribe).
+    case permissionDenied
+    /// Its publisher offer could not be answered (does not apply, too many tracks).
+    case badOffer
+    /// Its answer to the subscriber offer could not be applied.
+    case badAnswer
+    /// It tried to unmute what the room's owner muted.
+    case mutedByServer
+}
+
+/// Why a participant is no longer in the room.
+public enum RemovalReason: Sendable, Equatable {
+    /// The same user joined from another connection.
+    case replaced
+    /// The room was closed.
+    case roomClosed
+    /// One of its transports ended (ICE consent lost, DTLS failure or close).
+    case connectionLost
+    /// The application removed it (the control API).
+    case removedByApplication
+
+    /// How logs and transport close reasons name it.
+    public var logName: String {
+        switch self {
+        case .replaced: "replaced"
+        case .roomClosed: "room_closed"
+        case .connectionLost: "connection_lost"
+        case .removedByApplication: "removed"
+        }
+    }
 }
 
 /// Sees a room's tracks come and go (the recorder).

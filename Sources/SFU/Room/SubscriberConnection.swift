@@ -45,7 +45,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     static let maxREMBBitsPerSecond: UInt64 = 10_000_000_000
     /// A round trip beyond this is not a measurement (the peer's LSR/DLSR are its own to choose).
     static let maxRTTNanos: Int64 = 5_000_000_000
-    /// Downlink estimation (issue 8): what we sent with transport-wide numbers, and the estimator
+    /// Downlink estimation: what we sent with transport-wide numbers, and the estimator
     /// fed by the subscriber's transport-cc feedback. Not used for layer choice yet.
     var sendHistory = SendHistory()
     var estimator = BandwidthEstimator()
@@ -65,7 +65,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     }
     private var connectedNanos: Int64?
     static let reportIntervalNanos: Int64 = 1_000_000_000
-    /// Layer allocation (issue 8): how often, and how long upgrades wait after a downgrade.
+    /// Layer allocation: how often, and how long upgrades wait after a downgrade.
     var allocator = LayerAllocator()
     var lastAllocationNanos: Int64 = 0
     static let allocationIntervalNanos: Int64 = 250_000_000

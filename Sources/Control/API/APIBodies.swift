@@ -1,0 +1,291 @@
+import Foundation
+import SFU
+
+/// The control API's responses and the webhooks' payloads (docs/API.md, docs/openapi.yaml), one
+/// `Encodable` type each, written by one encoder: snake_case keys from the Swift names, sorted.
+/// An optional field is left out when nil unless the contract shows it as `null` (the layer fields
+/// of a subscription).
+enum APIJSON {
+    static let encoder: JSONEncoder = {
+        let e = JSONEncoder()
+        e.keyEncodingStrategy = .convertToSnakeCase
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return e
+    }()
+
+    static func data(_ value: some Encodable) throws -> Data { try encoder.encode(value) }
+}
+
+/// `{"urls": [...]}`: one entry of `ice_servers`.
+struct ICEServersBody: Encodable, Sendable, Equatable {
+    var urls: [String]
+
+    /// The configured servers as the contract lists them: one entry with every URL, none when empty.
+    static func list(_ urls: [String]) -> [ICEServersBody] { urls.isEmpty ? [] : [ICEServersBody(urls: urls)] }
+}
+
+struct RoomBody: Encodable, Sendable {
+    var id: String
+    var name: String
+    var createdAt: String
+    var status: String
+    var maxParticipants: Int
+    var emptyTimeoutS: Int
+    var maxDurationS: Int
+    var autoRecord: Bool
+    var closedAt: String?
+    var closeReason: String?
+    var participants: Participants?
+
+    /// A room's participants: its open sessions from the store, or the live room's view.
+    enum Participants: Encodable, Sendable {
+        case sessions([SessionBody])
+        case live([ParticipantBody])
+
+        func encode(to encoder: any Encoder) throws {
+            var c = encoder.singleValueContainer()
+            switch self {
+            case .sessions(let s): try c.encode(s)
+            case .live(let p): try c.encode(p)
+            }
+        }
+    }
+
+    struct SessionBody: Encodable, Sendable {
+        var userID, name, role, joinedAt: String
+    }
+
+    init(_ r: RoomRecord, participants: Participants?) {
+        id = r.id
+        name = r.name
+        createdAt = ControlAPI.iso8601(r.createdAt)
+        status = r.closedAt == nil ? "open" : "closed"
+        maxParticipants = r.maxParticipants
+        emptyTimeoutS = r.emptyTimeoutS
+        maxDurationS = r.maxDurationS
+        autoRecord = r.autoRecord
+        closedAt = r.closedAt.map(ControlAPI.iso8601)
+        closeReason = r.closeReason
+        self.participants = participants
+    }
+
+    static func sessions(_ records: [ParticipantSessionRecord]) -> Participants {
+        .sessions(records.map { SessionBody(userID: $0.userID, name: $0.name, role: $0.role, joinedAt: ControlAPI.iso8601($0.joinedAt)) })
+    }
+}
+
+struct RoomListBody: Encodable, Sendable { var rooms: [RoomBody] }
+
+/// `POST /v1/rooms/{id}/tokens` and `POST /demo/join`.
+struct TokenBody: Encodable, Sendable {
+    /// Set for the demo page only (it asked for a room by name).
+    var roomID: String?
+    var token: String
+    var signalingURL: String
+    var iceServers: [ICEServersBody]
+    var expiresAt: String?
+}
+
+struct TrackBody: Encodable, Sendable {
+    var trackID, kind, source: String
+    var muted, simulcast: Bool
+
+    init(_ t: TrackInfo) {
+        trackID = t.trackID
+        kind = t.kind.rawValue
+        source = t.source.rawValue
+        muted = t.muted
+        simulcast = t.simulcast
+    }
+}
+
+/// A live participant (the participants routes, a room's live view, the mute answer).
+struct ParticipantBody: Encodable, Sendable {
+    var peerID, userID, name, role, joinedAt: String
+    var tracks: [TrackBody]
+    var quality: Quality
+    var subscriptions: [Subscription]
+
+    struct Quality: Encodable, Sendable {
+        var publishBitrateBps: Int64
+        var subscribeBitrateBps: Int64
+        var rttMs: Double?
+        var uplinkLoss: Double?
+        var downlinkLoss: Double?
+        var jitterMs: Double?
+        var downlinkEstimateBps: Int64?
+    }
+
+    struct Subscription: Encodable, Sendable {
+        var peerID, trackID, kind, source: String
+        var paused: Bool
+        var spatialLayer, targetSpatialLayer, temporalLayer, targetTemporalLayer, maxSpatial, maxTemporal: Int?
+        var layerSwitches: Int
+        var bitrateBps: Int64
+
+        enum CodingKeys: String, CodingKey {
+            case peerID = "peer_id", trackID = "track_id", kind, source, paused
+            case spatialLayer = "spatial_layer", targetSpatialLayer = "target_spatial_layer"
+            case temporalLayer = "temporal_layer", targetTemporalLayer = "target_temporal_layer"
+            case maxSpatial = "max_spatial", maxTemporal = "max_temporal", layerSwitches = "layer_switches", bitrateBps = "bitrate_bps"
+        }
+
+        /// The layer fields are always present, `null` when unknown or uncapped (docs/API.md).
+        func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(peerID, forKey: .peerID)
+            try c.encode(trackID, forKey: .trackID)
+            try c.encode(kind, forKey: .kind)
+            try c.encode(source, forKey: .source)
+            try c.encode(paused, forKey: .paused)
+            try c.encode(spatialLayer, forKey: .spatialLayer)
+            try c.encode(targetSpatialLayer, forKey: .targetSpatialLayer)
+            try c.encode(temporalLayer, forKey: .temporalLayer)
+            try c.encode(targetTemporalLayer, forKey: .targetTemporalLayer)
+            try c.encode(maxSpatial, forKey: .maxSpatial)
+            try c.encode(maxTemporal, forKey: .maxTemporal)
+            try c.encode(layerSwitches, forKey: .layerSwitches)
+            try c.encode(bitrateBps, forKey: .bitrateBps)
+        }
+    }
+
+    init(_ s: ParticipantSnapshot, nowMillis: Int64, nowNanos: Int64) {
+        let q = s.quality
+        peerID = s.peer.peerID
+        userID = s.peer.userID
+        name = s.peer.name
+        role = s.peer.role
+        joinedAt = ControlAPI.iso8601(nowMillis - (nowNanos - s.joinedNanos) / 1_000_000)
+        tracks = s.tracks.map(TrackBody.init)
+        quality = Quality(publishBitrateBps: q.publishBitrate, subscribeBitrateBps: q.subscribeBitrate,
+                          rttMs: q.rttMs.map { ($0 * 10).rounded() / 10 }, uplinkLoss: q.uplinkLoss.map { ($0 * 1000).rounded() / 1000 },
+                          downlinkLoss: q.downlinkLoss.map { ($0 * 1000).rounded() / 1000 }, jitterMs: q.jitterMs.map { ($0 * 10).rounded() / 10 },
+                          downlinkEstimateBps: q.downlinkEstimate)
+        subscriptions = s.subscriptions.map {
+            Subscription(peerID: $0.peerID, trackID: $0.trackID, kind: $0.kind.rawValue, source: $0.source.rawValue, paused: $0.paused,
+                         spatialLayer: $0.spatialLayer, targetSpatialLayer: $0.targetSpatialLayer, temporalLayer: $0.temporalLayer,
+                         targetTemporalLayer: $0.targetTemporalLayer, maxSpatial: $0.maxSpatial, maxTemporal: $0.maxTemporal,
+                         layerSwitches: $0.layerSwitches, bitrateBps: $0.bitrate)
+        }
+    }
+}
+
+struct ParticipantListBody: Encodable, Sendable { var participants: [ParticipantBody] }
+
+/// A recording's metadata (PROTOCOL.md), also the `recording_finished` webhook's data.
+struct RecordingBody: Encodable, Sendable, Equatable {
+    var id, roomID, mode, status, startedAt, storage: String
+    var endedAt: String?
+    var durationMs: Int64?
+    var layout: String?
+    var failureReason: String?
+    var files: [File]
+
+    struct File: Encodable, Sendable, Equatable {
+        var id, userID, fileName, path, source, format: String
+        var trackKinds: [String]
+        var sizeBytes, durationMs: Int64
+        var videoCodec, audioCodec, resolution: String?
+    }
+
+    init(_ r: RecordingRecord) {
+        id = r.id
+        roomID = r.roomID
+        mode = r.mode
+        status = r.status.rawValue
+        startedAt = ControlAPI.iso8601(r.startedAt)
+        storage = r.storage
+        endedAt = r.endedAt.map(ControlAPI.iso8601)
+        durationMs = r.durationMs
+        layout = r.layout
+        failureReason = r.failureReason
+        files = r.files.map {
+            File(id: $0.id, userID: $0.userID, fileName: $0.fileName, path: $0.path, source: $0.source, format: $0.format,
+                 trackKinds: $0.trackKinds, sizeBytes: $0.sizeBytes, durationMs: $0.durationMs, videoCodec: $0.videoCodec,
+                 audioCodec: $0.audioCodec, resolution: $0.resolution)
+        }
+    }
+}
+
+struct RecordingListBody: Encodable, Sendable { var recordings: [RecordingBody] }
+
+/// A snapshot's metadata, also the `snapshot_taken` webhook's data.
+struct SnapshotBody: Encodable, Sendable, Equatable {
+    var id, roomID, userID, source, takenAt, format: String
+    var width, height: Int
+    var sizeBytes: Int64
+
+    init(_ s: SnapshotRecord) {
+        id = s.id
+        roomID = s.roomID
+        userID = s.userID
+        source = s.source
+        takenAt = ControlAPI.iso8601(s.takenAt)
+        format = s.format
+        width = s.width
+        height = s.height
+        sizeBytes = s.sizeBytes
+    }
+}
+
+struct SnapshotListBody: Encodable, Sendable { var snapshots: [SnapshotBody] }
+
+/// The PROTOCOL.md error shape: `{"error": {"code", "message"}}`.
+struct ErrorBody: Encodable, Sendable {
+    struct Detail: Encodable, Sendable { var code, message: String }
+    var error: Detail
+}
+
+/// A webhook event (docs/API.md "Webhooks"): its name and its data, one case each.
+public enum WebhookEvent: Sendable {
+    case roomStarted(roomID: String, name: String, createdAtMillis: Int64)
+    case roomFinished(roomID: String, name: String, closedAtMillis: Int64, reason: String)
+    case participantJoined(roomID: String, userID: String, peerID: String, name: String, role: String, joinedAtMillis: Int64)
+    case participantLeft(roomID: String, userID: String, peerID: String, reason: String, leftAtMillis: Int64)
+    case recordingStarted(recordingID: String, roomID: String, startedAtMillis: Int64)
+    case recordingFinished(RecordingRecord)
+    case snapshotTaken(SnapshotRecord)
+
+    public var name: String {
+        switch self {
+        case .roomStarted: "room_started"
+        case .roomFinished: "room_finished"
+        case .participantJoined: "participant_joined"
+        case .participantLeft: "participant_left"
+        case .recordingStarted: "recording_started"
+        case .recordingFinished: "recording_finished"
+        case .snapshotTaken: "snapshot_taken"
+        }
+    }
+
+    struct Room: Encodable { var roomID, name, createdAt: String }
+    struct RoomFinished: Encodable { var roomID, name, closedAt, reason: String }
+    struct Joined: Encodable { var roomID, userID, peerID, name, role, joinedAt: String }
+    struct Left: Encodable { var roomID, userID, peerID, reason, leftAt: String }
+    struct RecordingStarted: Encodable { var recordingID, roomID, startedAt: String }
+
+    struct Envelope<Data: Encodable>: Encodable {
+        var id, event, createdAt: String
+        var data: Data
+    }
+
+    /// The delivery body: `{"id", "event", "created_at", "data"}`.
+    func body(id: String, createdAtMillis: Int64) throws -> Foundation.Data {
+        func envelope(_ data: some Encodable) throws -> Foundation.Data {
+            try APIJSON.data(Envelope(id: id, event: name, createdAt: ControlAPI.iso8601(createdAtMillis), data: data))
+        }
+        let iso = ControlAPI.iso8601
+        switch self {
+        case .roomStarted(let room, let name, let at): return try envelope(Room(roomID: room, name: name, createdAt: iso(at)))
+        case .roomFinished(let room, let name, let at, let reason):
+            return try envelope(RoomFinished(roomID: room, name: name, closedAt: iso(at), reason: reason))
+        case .participantJoined(let room, let user, let peer, let name, let role, let at):
+            return try envelope(Joined(roomID: room, userID: user, peerID: peer, name: name, role: role, joinedAt: iso(at)))
+        case .participantLeft(let room, let user, let peer, let reason, let at):
+            return try envelope(Left(roomID: room, userID: user, peerID: peer, reason: reason, leftAt: iso(at)))
+        case .recordingStarted(let id, let room, let at): return try envelope(RecordingStarted(recordingID: id, roomID: room, startedAt: iso(at)))
+        case .recordingFinished(let r): return try envelope(RecordingBody(r))
+        case .snapshotTaken(let s): return try envelope(SnapshotBody(s))
+        }
+    }
+}

@@ -1,0 +1,56 @@
+import Foundation
+import Testing
+@testable import Control
+@testable import SFU
+
+@Suite("Control API bodies: the contract's JSON from Encodable types")
+struct APIBodiesTests {
+    func object(_ value: some Encodable) throws -> [String: Any] {
+        try #require(JSONSerialization.jsonObject(with: try APIJSON.data(value)) as? [String: Any])
+    }
+
+    @Test func roomsLeaveOutWhatTheyDoNotHave() throws {
+        let open = RoomRecord(id: "rm_a", name: "A", createdAt: 1_764_000_000_000, maxParticipants: 2, emptyTimeoutS: 60, maxDurationS: 600, autoRecord: true)
+        let o = try object(RoomBody(open, participants: nil))
+        #expect(Set(o.keys) == ["id", "name", "created_at", "status", "max_participants", "empty_timeout_s", "max_duration_s", "auto_record"])
+        #expect(o["status"] as? String == "open" && o["created_at"] as? String == "2025-11-24T16:00:00.000Z" && o["auto_record"] as? Bool == true)
+        var closed = open
+        closed.closedAt = 1_764_000_001_500
+        closed.closeReason = "empty timeout"
+        let c = try object(RoomBody(closed, participants: .sessions([])))
+        #expect(c["status"] as? String == "closed" && c["closed_at"] as? String == "2025-11-24T16:00:01.500Z")
+        #expect(c["close_reason"] as? String == "empty timeout" && (c["participants"] as? [Any])?.isEmpty == true)
+    }
+
+    /// A subscription's layer fields are always there, null when unknown (docs/API.md).
+    @Test func subscriptionLayersAreNullNotMissing() throws {
+        let peer = PeerInfo(peerID: "pe_a", userID: "u", name: "U", role: "patient", canPublish: true, canSubscribe: true)
+        var snapshot = ParticipantSnapshot(peer: peer, tracks: [], quality: QualityFigures(rttMs: 12.345, uplinkLoss: nil, downlinkLoss: 0.01234,
+                                                                                           jitterMs: nil, publishBitrate: 1000, subscribeBitrate: 2000,
+                                                                                           downlinkEstimate: nil), joinedNanos: 0)
+        snapshot.subscriptions = [SubscriptionSnapshot(peerID: "pe_b", trackID: "tr_1", kind: .video, source: .camera, paused: false,
+                                                       spatialLayer: 1, targetSpatialLayer: nil, temporalLayer: nil, targetTemporalLayer: nil,
+                                                       maxSpatial: nil, maxTemporal: nil, layerSwitches: 3, bitrate: 500_000)]
+        let o = try object(ParticipantBody(snapshot, nowMillis: 10_000, nowNanos: 2_000_000_000))
+        #expect(o["joined_at"] as? String == "1970-01-01T00:00:08.000Z")
+        let q = try #require(o["quality"] as? [String: Any])
+        #expect(Set(q.keys) == ["publish_bitrate_bps", "subscribe_bitrate_bps", "rtt_ms", "downlink_loss"])
+        #expect(q["rtt_ms"] as? Double == 12.3 && q["downlink_loss"] as? Double == 0.012)
+        let sub = try #require((o["subscriptions"] as? [[String: Any]])?.first)
+        for key in ["target_spatial_layer", "temporal_layer", "target_temporal_layer", "max_spatial", "max_temporal"] {
+            #expect(sub[key] is NSNull, "\(key)")
+        }
+        #expect(sub["spatial_layer"] as? Int == 1 && sub["layer_switches"] as? Int == 3 && sub["bitrate_bps"] as? Int == 500_000)
+    }
+
+    @Test func webhookBodiesCarryTheEnvelope() throws {
+        let body = try WebhookEvent.participantLeft(roomID: "rm_a", userID: "u", peerID: "pe_a", reason: "left", leftAtMillis: 0)
+            .body(id: "wh_1", createdAtMillis: 1000)
+        let o = try #require(JSONSerialization.jsonObject(with: body) as? [String: Any])
+        #expect(o["id"] as? String == "wh_1" && o["event"] as? String == "participant_left" && o["created_at"] as? String == "1970-01-01T00:00:01.000Z")
+        #expect((o["data"] as? [String: String]) == ["room_id": "rm_a", "user_id": "u", "peer_id": "pe_a", "reason": "left",
+                                                    "left_at": "1970-01-01T00:00:00.000Z"])
+        let error = try object(ErrorBody(error: .init(code: "bad_request", message: "m")))
+        #expect((error["error"] as? [String: String]) == ["code": "bad_request", "message": "m"])
+    }
+}
