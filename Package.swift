@@ -93,7 +93,7 @@ let package = Package(
         .executableTarget(
             name: "sfu-load",
             dependencies: [
-                "SFU", "DTLS", "RTP", "Recorder", "COpenSSL", "CSFUShim",
+                "SFU", "DTLS", "RTP", "Recorder", "Control", "COpenSSL", "CSFUShim",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

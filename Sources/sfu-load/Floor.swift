@@ -198,19 +198,19 @@ final class FloorServer {
         controls[fd] = buffer
     }
 
-    private func handle(_ line: [UInt8]) -> [String: Any] {
-        guard let request = JSON.decode(line), let roomName = request["room"] as? String, let peer = request["peer"] as? String,
-              let role = request["role"] as? String, let ufrag = request["ufrag"] as? String, let pwd = request["pwd"] as? String,
-              let fingerprintText = request["fingerprint"] as? String, let fingerprint = CertificateFingerprint(sdpValue: fingerprintText) else {
-            return ["error": "bad request"]
+    private func handle(_ line: [UInt8]) -> FloorControl.Reply {
+        guard let request = JSON.decode(FloorControl.Request.self, line),
+              let fingerprint = CertificateFingerprint(sdpValue: request.fingerprint) else {
+            return .init(error: "bad request")
         }
+        let (roomName, peer, role, ufrag, pwd) = (request.room, request.peer, request.role, request.ufrag, request.pwd)
         let local = ICELiteAgent.Credentials.random()
         let transport: WebRTCTransport
         do {
             transport = try WebRTCTransport(id: "\(peer)/\(role)", iceCredentials: local, remoteICE: .init(ufrag: ufrag, password: pwd),
                                             dtlsContext: context, dtlsRole: .server, remoteFingerprint: fingerprint, nowNanos: Clock.monotonicNanos)
         } catch {
-            return ["error": "\(error)"]
+            return .init(error: "\(error)")
         }
         let room = rooms[roomName] ?? Room()
         rooms[roomName] = room
@@ -218,8 +218,22 @@ final class FloorServer {
         transport.delegate = session
         demux.add(session)
         if role == "subscriber" { room.subscribers.append(session) }
-        return ["ufrag": local.ufrag, "pwd": local.password, "fingerprint": "sha-256 " + context.certificate.sha256Fingerprint,
-                "host": mediaAddress.host, "port": Int(mediaAddress.port)]
+        return .init(ufrag: local.ufrag, pwd: local.password, fingerprint: "sha-256 " + context.certificate.sha256Fingerprint,
+                     host: mediaAddress.host, port: Int(mediaAddress.port))
+    }
+}
+
+/// The floor's control line: one JSON object a line each way.
+enum FloorControl {
+    struct Request: Codable {
+        var room, peer, role, ufrag, pwd, fingerprint: String
+    }
+
+    /// The server's ICE and DTLS parameters and its media address, or an error.
+    struct Reply: Codable {
+        var ufrag, pwd, fingerprint, host: String?
+        var port: Int?
+        var error: String?
     }
 }
 
@@ -235,8 +249,8 @@ final class FloorControlClient {
     deinit { close(fd) }
 
     func connect(room: String, peer: String, role: String, ice: ICELiteAgent.Credentials, fingerprint: String) throws -> ServerEndpoint {
-        try Sockets.writeAll(fd, JSON.encode(["room": room, "peer": peer, "role": role, "ufrag": ice.ufrag, "pwd": ice.password,
-                                              "fingerprint": "sha-256 " + fingerprint]) + [10])
+        try Sockets.writeAll(fd, JSON.encode(FloorControl.Request(room: room, peer: peer, role: role, ufrag: ice.ufrag, pwd: ice.password,
+                                                                  fingerprint: "sha-256 " + fingerprint)) + [10])
         var chunk = [UInt8](repeating: 0, count: 4096)
         while !buffer.contains(10) {
             let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
@@ -247,9 +261,9 @@ final class FloorControlClient {
         guard let newline = buffer.firstIndex(of: 10) else { throw SystemError("floor control: no reply", 0) }
         let line = Array(buffer[..<newline])
         buffer.removeFirst(newline + 1)
-        guard let reply = JSON.decode(line), let ufrag = reply["ufrag"] as? String, let pwd = reply["pwd"] as? String,
-              let fp = (reply["fingerprint"] as? String).flatMap(CertificateFingerprint.init(sdpValue:)),
-              let host = reply["host"] as? String, let port = reply["port"] as? Int,
+        guard let reply = JSON.decode(FloorControl.Reply.self, line), let ufrag = reply.ufrag, let pwd = reply.pwd,
+              let fp = reply.fingerprint.flatMap(CertificateFingerprint.init(sdpValue:)),
+              let host = reply.host, let port = reply.port,
               let address = TransportAddress(host: host, port: UInt16(clamping: port)) else {
             throw SystemError("floor control: bad reply \(String(decoding: line, as: UTF8.self))", 0)
         }

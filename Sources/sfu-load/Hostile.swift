@@ -4,6 +4,7 @@ import Glibc
 import Musl
 #endif
 import ArgumentParser
+import Control
 import DTLS
 import Foundation
 import RTP
@@ -76,10 +77,19 @@ final class HostileClient {
         socket.onMessage = { [unowned self] message in self.handle(message) }
     }
 
-    var summary: [String: Any] {
-        ["sent": counts, "server_errors": serverErrors, "remote_ssrcs": remoteSSRCs.count,
-         "publisher_connected": publisher?.isConnected ?? false, "subscriber_connected": subscriber?.isConnected ?? false,
-         "signaling_open": socket.state == .open, "idle_write_failed": idleWriteFailed, "notes": notes]
+    /// What the drill prints (Tests/E2E/test_drills.py reads it).
+    struct Summary: Encodable {
+        var sent: [String: Int]
+        var serverErrors: [String: Int]
+        var remoteSsrcs: Int
+        var publisherConnected, subscriberConnected, signalingOpen, idleWriteFailed: Bool
+        var notes: [String]
+    }
+
+    var summary: Summary {
+        Summary(sent: counts, serverErrors: serverErrors, remoteSsrcs: remoteSSRCs.count,
+                publisherConnected: publisher?.isConnected ?? false, subscriberConnected: subscriber?.isConnected ?? false,
+                signalingOpen: socket.state == .open, idleWriteFailed: idleWriteFailed, notes: notes)
     }
 
     func count(_ what: String, _ n: Int = 1) { counts[what, default: 0] += n }
@@ -108,7 +118,7 @@ final class HostileClient {
                 if fds[0].revents & Int16(POLLIN) != 0 { socket.readReady() }
                 if socket.state == .open, !joinSent {
                     joinSent = true
-                    socket.send(["event": "join_room", "data": [String: Any]()])
+                    socket.send(.joinRoom(roomID: nil))
                 }
                 socket.writeReady()
             }
@@ -142,32 +152,29 @@ final class HostileClient {
 
     // MARK: Signaling
 
-    func handle(_ message: [String: Any]) {
-        guard let event = message["event"] as? String else { return }
-        let data = message["data"] as? [String: Any] ?? [:]
+    func handle(_ event: ServerEvent) {
         switch event {
-        case "joined_room":
+        case .joinedRoom:
             joined = true
             let offer = ClientSDP.publisherOffer(streams: [ClientSDP.Stream(kind: .audio, ssrc: audioSSRC), ClientSDP.Stream(kind: .video, ssrc: videoSSRC)],
                                                  ice: publisherICE, fingerprint: context.certificate.sha256Fingerprint)
-            socket.send(["event": "webrtc_offer", "data": ["target": "publisher", "sdp": offer]])
-        case "webrtc_answer":
-            guard data["target"] as? String == "publisher", publisher == nil, let text = data["sdp"] as? String,
-                  let answer = try? SessionDescription(parsing: text), let server = ServerEndpoint(answer) else { return }
+            socket.send(.publisherOffer(sdp: offer))
+        case .webrtcAnswer(let answerSDP):
+            guard answerSDP.target == "publisher", publisher == nil,
+                  let answer = try? SessionDescription(parsing: answerSDP.sdp), let server = ServerEndpoint(answer) else { return }
             publisher = try? PeerConnection(server: server.address, local: publisherICE, remote: server.ice, fingerprint: server.fingerprint, context: context)
             if publisher == nil { notes.append("publisher connection failed") }
-        case "webrtc_offer":
-            guard data["target"] as? String == "subscriber", let text = data["sdp"] as? String,
-                  let offer = try? SessionDescription(parsing: text) else { return }
+        case .webrtcOffer(let offerSDP):
+            guard offerSDP.target == "subscriber", let offer = try? SessionDescription(parsing: offerSDP.sdp) else { return }
             for m in offer.media { for s in m.ssrcs where !remoteSSRCs.contains(s) { remoteSSRCs.append(s) } }
             if subscriber == nil, let server = ServerEndpoint(offer) {
                 subscriber = try? PeerConnection(server: server.address, local: .random(), remote: server.ice, fingerprint: server.fingerprint, context: context)
             }
             guard let subscriber else { return }
             let answer = ClientSDP.subscriberAnswer(offer: offer, ice: subscriber.transport.local, fingerprint: context.certificate.sha256Fingerprint)
-            socket.send(["event": "webrtc_answer", "data": ["target": "subscriber", "sdp": answer]])
-        case "error":
-            serverErrors[data["code"] as? String ?? "?", default: 0] += 1
+            socket.send(.subscriberAnswer(sdp: answer))
+        case .error(let error):
+            serverErrors[error.code, default: 0] += 1
         default:
             break
         }
@@ -186,11 +193,11 @@ final class HostileClient {
         bursts += 1
         guard socket.state == .open else { return }
         if bursts % 5 == 0 {
-            socket.send(["event": "send_message", "data": ["message": String(repeating: "flood ", count: 50)]])
+            socket.send(.sendMessage(String(repeating: "flood ", count: 50)))
             count("chat_messages")
         }
         if bursts % 100 == 0 {
-            socket.send(["event": "webrtc_offer", "data": ["target": "publisher", "sdp": hugeOffer()]])
+            socket.send(.publisherOffer(sdp: hugeOffer()))
             count("offers_100_mlines")
         }
         socket.writeReady()
@@ -223,15 +230,15 @@ final class HostileClient {
         guard idle.state == .open else { return }
         if !idleJoinSent {
             idleJoinSent = true
-            idle.send(["event": "join_room", "data": [String: Any]()])
+            idle.send(.joinRoom(roomID: nil))
         }
         // 200 a second: all but 5 refused, and each refusal is an error event queued for it.
         for _ in 0..<2 {
-            idle.send(["event": "send_message", "data": ["message": String(repeating: "never reads ", count: 80)]])
+            idle.send(.sendMessage(String(repeating: "never reads ", count: 80)))
             count("idle_chat_messages")
         }
         if bursts % 50 == 0 {
-            idle.send(["event": "webrtc_offer", "data": ["target": "publisher", "sdp": hugeOffer()]])
+            idle.send(.publisherOffer(sdp: hugeOffer()))
             count("idle_offers")
         }
         if !idle.writeReady() { idleWriteFailed = true }

@@ -1,3 +1,4 @@
+import Control
 import Foundation
 
 /// The figures of one run (printed as text, or as JSON with `--json`).
@@ -19,8 +20,24 @@ struct Report {
         var lost: Int { max(0, expected - received) }
     }
 
+    /// What was run, as the report prints it.
+    struct Scenario: Encodable {
+        var rooms, publishers, subscribers: Int
+        var durationS: Double
+        var videoBitrate, fps: Int
+        var keyframeIntervalS: Double
+        var audio, video, simulcast, encodedVideo: Bool
+        var subscriberFeedback: String
+        var busyPoll: Bool
+    }
+
+    /// One `--encoded-video` clip: its size, the bitrate asked and reached, its keyframe's size.
+    struct EncodedClip: Encodable {
+        var width, height, frames, bitrateAsked, bitrate, keyframeBytes: Int
+    }
+
     var target: String
-    var scenario: [String: Any]
+    var scenario: Scenario
     var setupSeconds: Double
     var windowSeconds: Double
     var packetsSent = 0
@@ -49,7 +66,7 @@ struct Report {
     var unstamped = 0
     var placedBySequence = 0
     /// `--encoded-video`: per clip its size, bitrate asked and reached, keyframe size.
-    var encodedVideo: [[String: Any]] = []
+    var encodedVideo: [EncodedClip] = []
     /// Simulcast: packets received inside the window per layer (RID), all subscribers together.
     var receivedByLayer: [String: Int] = [:]
     /// Frames the publishers skipped because the load tool ran late, and packets the pacer dropped.
@@ -77,61 +94,12 @@ struct Report {
         return Double(packetsReceived) / cpu
     }
 
-    var json: [String: Any] {
-        var out: [String: Any] = [
-            "target": target,
-            "scenario": scenario,
-            "setup_s": round3(setupSeconds),
-            "window_s": round3(windowSeconds),
-            "sent": ["packets": packetsSent, "bytes": bytesSent, "video_packets": videoPacketsSent, "audio_packets": audioPacketsSent,
-                     "keyframes": keyframesSent, "retransmissions": retransmissionsSent, "encoded_video": encodedVideo,
-                     "keyframe_send_ms": keyframeSendNanos.isEmpty ? [String: Any]() : [
-                         "min": round3(Double(keyframeSendNanos.min() ?? 0) / 1e6), "max": round3(Double(keyframeSendNanos.max() ?? 0) / 1e6),
-                         "mean": round3(keyframeSendMeanMillis),
-                         "count": keyframeSendNanos.count]],
-            "received": ["packets": packetsReceived, "bytes": bytesReceived, "expected": packetsExpected, "lost": lost,
-                         "loss_percent": round3(lossPercent), "duplicates": duplicates, "unstamped": unstamped,
-                         "placed_by_sequence": placedBySequence,
-                         "paused_by_server": pausedPairs, "track_paused_events": pauseEvents],
-            "forwarded_per_s": round3(forwardedPerSecond),
-            "feedback": ["keyframe_requests_received": keyframeRequests, "nacks_received": nacksReceivedByPublishers,
-                         "transport_cc_received": feedbackReceivedByPublishers,
-                         "nacks_sent": subscribers.reduce(0) { $0 + $1.nacksSent }],
-            "subscribers": subscribers.map { s -> [String: Any] in
-                ["name": s.name, "room": s.room, "expected": s.expected, "received": s.received, "lost": s.lost,
-                 "loss_percent": s.expected > 0 ? round3(Double(s.lost) * 100 / Double(s.expected)) : 0,
-                 "duplicates": s.duplicates, "nacks_sent": s.nacksSent, "rtx_received": s.rtxReceived, "sequence_lost": s.sequenceLost,
-                 "paused_tracks": s.pausedTracks, "track_paused_events": s.pauseEvents,
-                 "received_whole_run": s.totalByKind,
-                 "latency_ms": s.latency.map { ["p50": round3($0.p50), "p99": round3($0.p99), "max": round3($0.max)] } ?? [:]]
-            },
-            "received_by_layer": receivedByLayer,
-            "setup_incomplete": setupIncomplete,
-            "errors": errors,
-        ]
-        if let latency {
-            out["latency_ms"] = ["p50": round3(latency.p50), "p90": round3(latency.p90), "p99": round3(latency.p99),
-                                 "max": round3(latency.max), "mean": round3(latency.mean), "samples": latency.count, "clock": latencyClock]
-        }
-        var server: [String: Any] = [:]
-        if let serverPID { server["pid"] = Int(serverPID) }
-        if let serverCPUSeconds { server["cpu_s"] = round6(serverCPUSeconds) }  // to the microsecond: a short run uses tens of ms
-        if let serverPeakRSSBytes { server["peak_rss_mb"] = round3(Double(serverPeakRSSBytes) / 1_048_576) }
-        if let v = cpuMicrosPerPacket { server["cpu_us_per_packet"] = round3(v) }
-        if let v = packetsPerSecondPerCore { server["packets_per_s_per_core"] = Int(v.rounded()) }
-        if let serverCPUSeconds, windowSeconds > 0 { server["cpu_percent"] = round3(serverCPUSeconds * 100 / windowSeconds) }
-        out["server"] = server
-        if let loadCPUSeconds {
-            out["load_tool"] = ["cpu_s": round6(loadCPUSeconds), "cpu_percent": round3(windowSeconds > 0 ? loadCPUSeconds * 100 / windowSeconds : 0),
-                                "frames_skipped_late": framesSkipped, "pacer_overflows": pacerOverflows]
-        }
-        return out
-    }
+    var json: JSONReport { JSONReport(self) }
 
     var text: String {
         var lines: [String] = []
         func f(_ v: Double, _ digits: Int = 2) -> String { String(format: "%.\(digits)f", v) }
-        lines.append("target \(target): \(scenario["rooms"] ?? 0) room(s) x (\(scenario["publishers"] ?? 0) publishers + \(scenario["subscribers"] ?? 0) subscribers), "
+        lines.append("target \(target): \(scenario.rooms) room(s) x (\(scenario.publishers) publishers + \(scenario.subscribers) subscribers), "
                      + "window \(f(windowSeconds, 1)) s, setup \(f(setupSeconds, 1)) s")
         lines.append("sent      \(packetsSent) packets (\(videoPacketsSent) video, \(audioPacketsSent) audio), \(bytesSent) bytes, "
                      + "\(keyframesSent) keyframes, \(retransmissionsSent) retransmissions")
@@ -172,18 +140,126 @@ struct Report {
     }
 }
 
+/// The report as `--json` prints it (bench/load_scenarios.py and Tests/E2E/test_load_tool.py read
+/// it): keys in snake_case from these names; an absent figure is an empty object where the report
+/// always had that key, left out where it was optional.
+struct JSONReport: Encodable {
+    /// Encodes as `{}` when nil.
+    struct OrEmpty<Value: Encodable>: Encodable {
+        var value: Value?
+        func encode(to encoder: any Encoder) throws {
+            if let value { try value.encode(to: encoder) } else { _ = encoder.container(keyedBy: SignalingJSON.EnvelopeKeys.self) }
+        }
+    }
+    struct KeyframeSend: Encodable { var min, max, mean: Double; var count: Int }
+    struct Sent: Encodable {
+        var packets, bytes, videoPackets, audioPackets, keyframes, retransmissions: Int
+        var encodedVideo: [Report.EncodedClip]
+        var keyframeSendMs: OrEmpty<KeyframeSend>
+    }
+    struct Received: Encodable {
+        var packets, bytes, expected, lost: Int
+        var lossPercent: Double
+        var duplicates, unstamped, placedBySequence, pausedByServer, trackPausedEvents: Int
+    }
+    struct Feedback: Encodable { var keyframeRequestsReceived, nacksReceived, transportCcReceived, nacksSent: Int }
+    struct SubscriberLatency: Encodable { var p50, p99, max: Double }
+    struct Subscriber: Encodable {
+        var name: String
+        var room, expected, received, lost: Int
+        var lossPercent: Double
+        var duplicates, nacksSent, rtxReceived: Int
+        var sequenceLost: Int64
+        var pausedTracks, trackPausedEvents: Int
+        var receivedWholeRun: [String: Int]
+        var latencyMs: OrEmpty<SubscriberLatency>
+    }
+    struct Latency: Encodable {
+        var p50, p90, p99, max, mean: Double
+        var samples: Int
+        var clock: String
+    }
+    struct Server: Encodable {
+        var pid: Int?
+        var cpuS, peakRssMb, cpuUsPerPacket: Double?
+        var packetsPerSPerCore: Int?
+        var cpuPercent: Double?
+    }
+    struct LoadTool: Encodable {
+        var cpuS, cpuPercent: Double
+        var framesSkippedLate, pacerOverflows: Int
+    }
+
+    var target: String
+    var scenario: Report.Scenario
+    var setupS, windowS: Double
+    var sent: Sent
+    var received: Received
+    var forwardedPerS: Double
+    var feedback: Feedback
+    var subscribers: [Subscriber]
+    var receivedByLayer: [String: Int]
+    var setupIncomplete, errors: [String]
+    var latencyMs: Latency?
+    var server: Server
+    var loadTool: LoadTool?
+
+    init(_ r: Report) {
+        target = r.target
+        scenario = r.scenario
+        setupS = round3(r.setupSeconds)
+        windowS = round3(r.windowSeconds)
+        let k = r.keyframeSendNanos
+        sent = Sent(packets: r.packetsSent, bytes: r.bytesSent, videoPackets: r.videoPacketsSent, audioPackets: r.audioPacketsSent,
+                    keyframes: r.keyframesSent, retransmissions: r.retransmissionsSent, encodedVideo: r.encodedVideo,
+                    keyframeSendMs: OrEmpty(value: k.isEmpty ? nil : KeyframeSend(
+                        min: round3(Double(k.min() ?? 0) / 1e6), max: round3(Double(k.max() ?? 0) / 1e6),
+                        mean: round3(r.keyframeSendMeanMillis), count: k.count)))
+        received = Received(packets: r.packetsReceived, bytes: r.bytesReceived, expected: r.packetsExpected, lost: r.lost,
+                            lossPercent: round3(r.lossPercent), duplicates: r.duplicates, unstamped: r.unstamped,
+                            placedBySequence: r.placedBySequence, pausedByServer: r.pausedPairs, trackPausedEvents: r.pauseEvents)
+        forwardedPerS = round3(r.forwardedPerSecond)
+        feedback = Feedback(keyframeRequestsReceived: r.keyframeRequests, nacksReceived: r.nacksReceivedByPublishers,
+                            transportCcReceived: r.feedbackReceivedByPublishers, nacksSent: r.subscribers.reduce(0) { $0 + $1.nacksSent })
+        subscribers = r.subscribers.map { s in
+            Subscriber(name: s.name, room: s.room, expected: s.expected, received: s.received, lost: s.lost,
+                       lossPercent: s.expected > 0 ? round3(Double(s.lost) * 100 / Double(s.expected)) : 0,
+                       duplicates: s.duplicates, nacksSent: s.nacksSent, rtxReceived: s.rtxReceived, sequenceLost: s.sequenceLost,
+                       pausedTracks: s.pausedTracks, trackPausedEvents: s.pauseEvents, receivedWholeRun: s.totalByKind,
+                       latencyMs: OrEmpty(value: s.latency.map { SubscriberLatency(p50: round3($0.p50), p99: round3($0.p99), max: round3($0.max)) }))
+        }
+        receivedByLayer = r.receivedByLayer
+        setupIncomplete = r.setupIncomplete
+        errors = r.errors
+        latencyMs = r.latency.map {
+            Latency(p50: round3($0.p50), p90: round3($0.p90), p99: round3($0.p99), max: round3($0.max), mean: round3($0.mean),
+                    samples: $0.count, clock: r.latencyClock)
+        }
+        server = Server(pid: r.serverPID.map(Int.init),
+                        cpuS: r.serverCPUSeconds.map(round6),  // to the microsecond: a short run uses tens of ms
+                        peakRssMb: r.serverPeakRSSBytes.map { round3(Double($0) / 1_048_576) },
+                        cpuUsPerPacket: r.cpuMicrosPerPacket.map(round3),
+                        packetsPerSPerCore: r.packetsPerSecondPerCore.map { Int($0.rounded()) },
+                        cpuPercent: r.serverCPUSeconds.flatMap { r.windowSeconds > 0 ? round3($0 * 100 / r.windowSeconds) : nil })
+        loadTool = r.loadCPUSeconds.map {
+            LoadTool(cpuS: round6($0), cpuPercent: round3(r.windowSeconds > 0 ? $0 * 100 / r.windowSeconds : 0),
+                     framesSkippedLate: r.framesSkipped, pacerOverflows: r.pacerOverflows)
+        }
+    }
+}
+
 func round3(_ v: Double) -> Double { (v * 1000).rounded() / 1000 }
 func round6(_ v: Double) -> Double { (v * 1_000_000).rounded() / 1_000_000 }
 
 extension LoadRunner {
     func makeReport(setupStart: Int64) -> Report {
         let s = scenario
-        var report = Report(target: s.targetName, scenario: [
-            "rooms": s.rooms, "publishers": s.publishers, "subscribers": s.subscribers, "duration_s": s.durationSeconds,
-            "video_bitrate": s.video ? s.bitrate : 0, "fps": s.fps, "keyframe_interval_s": s.keyframeIntervalSeconds,
-            "audio": s.audio, "video": s.video, "simulcast": s.simulcast, "encoded_video": s.encodedVideo,
-            "subscriber_feedback": s.rembBitrate.map { "remb \($0)" } ?? "transport-cc", "busy_poll": s.busyPoll,
-        ], setupSeconds: Double(windowStartNanos - setupStart) / 1e9 - s.warmupSeconds,
+        var report = Report(target: s.targetName, scenario: Report.Scenario(
+            rooms: s.rooms, publishers: s.publishers, subscribers: s.subscribers, durationS: s.durationSeconds,
+            videoBitrate: s.video ? s.bitrate : 0, fps: s.fps, keyframeIntervalS: s.keyframeIntervalSeconds,
+            audio: s.audio, video: s.video, simulcast: s.simulcast, encodedVideo: s.encodedVideo,
+            subscriberFeedback: s.rembBitrate.map { "remb \($0)" } ?? "transport-cc", busyPoll: s.busyPoll
+        ), setupSeconds: Double(windowStartNanos - setupStart) / 1e9 - s.warmupSeconds,
            windowSeconds: Double(windowEndNanos - windowStartNanos) / 1e9)
         for p in participants {
             for st in p.streams {
@@ -251,9 +327,9 @@ extension LoadRunner {
         }
         report.unstamped = tally.unstamped
         report.placedBySequence = tally.placedBySequence
-        report.encodedVideo = clips.map { c -> [String: Any] in
-            ["width": c.key.width, "height": c.key.height, "frames": c.frames.count, "bitrate_asked": c.key.bitrate,
-             "bitrate": c.averageBitrate, "keyframe_bytes": c.frames.first?.count ?? 0]
+        report.encodedVideo = clips.map { c in
+            Report.EncodedClip(width: c.key.width, height: c.key.height, frames: c.frames.count, bitrateAsked: c.key.bitrate,
+                               bitrate: c.averageBitrate, keyframeBytes: c.frames.first?.count ?? 0)
         }
         report.serverPID = s.serverPID
         if let a = serverCPU.start, let b = serverCPU.end { report.serverCPUSeconds = b - a }

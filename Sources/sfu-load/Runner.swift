@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import Control
 import DTLS
 import RTP
 import SFU
@@ -233,20 +234,18 @@ final class LoadRunner {
 
     // MARK: Signaling (SFU)
 
-    func signal(_ message: [String: Any], for p: Participant) {
-        guard let event = message["event"] as? String else { return }
-        let data = message["data"] as? [String: Any] ?? [:]
+    func signal(_ event: ServerEvent, for p: Participant) {
         switch event {
-        case "joined_room":
-            p.peerID = data["peer_id"] as? String
+        case .joinedRoom(let joined):
+            p.peerID = joined.peerID
             if p.publishes, !p.offerSent {
                 p.offerSent = true
-                p.socket?.send(["event": "webrtc_offer", "data": ["target": "publisher", "sdp": p.publisherOffer(fingerprint: context.certificate.sha256Fingerprint)]])
+                p.socket?.send(.publisherOffer(sdp: p.publisherOffer(fingerprint: context.certificate.sha256Fingerprint)))
             }
-        case "webrtc_answer":
-            guard data["target"] as? String == "publisher", p.publisher == nil, let text = data["sdp"] as? String else { return }
+        case .webrtcAnswer(let answerSDP):
+            guard answerSDP.target == "publisher", p.publisher == nil else { return }
             do {
-                let answer = try SessionDescription(parsing: text)
+                let answer = try SessionDescription(parsing: answerSDP.sdp)
                 guard let server = ServerEndpoint(answer) else { throw ControlClient.Failure(description: "no usable candidate or ICE/DTLS parameters in the answer") }
                 if scenario.simulcast, !answer.media.contains(where: { $0.has("simulcast") }) {
                     note("\(p.userID): the publisher answer has no a=simulcast (the server does not take simulcast)")
@@ -256,10 +255,10 @@ final class LoadRunner {
                 p.errors.append("publisher answer: \(error)")
                 note("\(p.userID): publisher answer: \(error)")
             }
-        case "webrtc_offer":
-            guard data["target"] as? String == "subscriber", let text = data["sdp"] as? String else { return }
+        case .webrtcOffer(let offerSDP):
+            guard offerSDP.target == "subscriber" else { return }
             do {
-                let offer = try SessionDescription(parsing: text)
+                let offer = try SessionDescription(parsing: offerSDP.sdp)
                 p.subscriberOffers += 1
                 if p.subscriber == nil {
                     guard let server = ServerEndpoint(offer) else { throw ControlClient.Failure(description: "no usable candidate or ICE/DTLS parameters in the offer") }
@@ -269,22 +268,20 @@ final class LoadRunner {
                 subscriber.apply(offer: offer)
                 let answer = ClientSDP.subscriberAnswer(offer: offer, ice: subscriber.connection.transport.local,
                                                         fingerprint: context.certificate.sha256Fingerprint, transportCC: scenario.rembBitrate == nil)
-                p.socket?.send(["event": "webrtc_answer", "data": ["target": "subscriber", "sdp": answer]])
+                p.socket?.send(.subscriberAnswer(sdp: answer))
             } catch {
                 p.errors.append("subscriber offer: \(error)")
                 note("\(p.userID): subscriber offer: \(error)")
             }
-        case "track_paused", "track_resumed":
-            guard let track = data["track_id"] as? String, let sub = p.subscriber else { return }
-            if event == "track_paused" {
-                sub.pausedTracks.insert(track)
-                sub.pauseEvents += 1
-                if tally.windowOpen, !tally.windowClosed { sub.pausedInWindow.insert(track) }
-            } else {
-                sub.pausedTracks.remove(track)
-            }
-        case "error":
-            let text = "\(data["code"] ?? "?"): \(data["message"] ?? "")"
+        case .trackPaused(let paused):
+            guard let sub = p.subscriber else { return }
+            sub.pausedTracks.insert(paused.trackID)
+            sub.pauseEvents += 1
+            if tally.windowOpen, !tally.windowClosed { sub.pausedInWindow.insert(paused.trackID) }
+        case .trackResumed(let resumed):
+            p.subscriber?.pausedTracks.remove(resumed.trackID)
+        case .error(let error):
+            let text = "\(error.code): \(error.message)"
             p.errors.append(text)
             note("\(p.userID): error \(text)")
         default:
@@ -339,7 +336,7 @@ final class LoadRunner {
             if readable { socket.readReady() }
             if socket.state == .open, !p.joinSent {
                 p.joinSent = true
-                socket.send(["event": "join_room", "data": [String: Any]()])
+                socket.send(.joinRoom(roomID: nil))
             }
             socket.writeReady()
             if case .closed(let why) = socket.state {

@@ -4,6 +4,7 @@ import Glibc
 import Musl
 #endif
 import COpenSSL
+import Control
 import Foundation
 import SFU
 
@@ -27,19 +28,35 @@ struct PlainURL {
     }
 }
 
+/// The load tool's own JSON (its report, the floor's control line, the control API's bodies):
+/// `Codable` types, keys in snake_case. Signaling frames are the server's own types
+/// (``ClientEvent``, ``ServerEvent``), encoded and decoded by their code in Control.
 enum JSON {
-    static func encode(_ object: [String: Any]) -> [UInt8] {
-        (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])).map { [UInt8]($0) } ?? Array("{}".utf8)
+    static let encoder: JSONEncoder = {
+        let e = JSONEncoder()
+        e.keyEncodingStrategy = .convertToSnakeCase
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return e
+    }()
+
+    static let prettyEncoder: JSONEncoder = {
+        let e = JSONEncoder()
+        e.keyEncodingStrategy = .convertToSnakeCase
+        e.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        return e
+    }()
+
+    static func encode(_ value: some Encodable) -> [UInt8] {
+        (try? encoder.encode(value)).map { [UInt8]($0) } ?? Array("{}".utf8)
     }
 
-    static func decode(_ bytes: [UInt8]) -> [String: Any]? {
-        (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any]
+    static func decode<T: Decodable>(_ type: T.Type, _ bytes: [UInt8]) -> T? {
+        try? SignalingJSON.decoder.decode(T.self, from: Data(bytes))
     }
 
-    static func string(_ object: Any) -> String {
-        guard JSONSerialization.isValidJSONObject(object),
-              let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted]) else { return "{}" }
-        return String(decoding: data, as: UTF8.self)
+    /// Pretty-printed, for what the tool prints.
+    static func string(_ value: some Encodable) -> String {
+        (try? prettyEncoder.encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
     }
 }
 
@@ -52,27 +69,48 @@ struct ControlClient {
         var description: String
     }
 
+    /// `POST /v1/rooms`'s body (docs/API.md), as much of it as the tool sets.
+    struct CreateRoom: Encodable {
+        var name: String
+        var maxParticipants: Int
+        var emptyTimeoutS: Int
+    }
+
+    /// `POST /v1/rooms/{id}/tokens`'s body.
+    struct MintToken: Encodable {
+        var userID: String
+        var role: String
+        var ttlS: Int
+    }
+
+    /// What the tool reads of a room and of a token.
+    struct Room: Decodable { var id: String }
+    struct Token: Decodable { var signalingURL: String }
+
     func createRoom(name: String, maxParticipants: Int) throws -> String {
-        let room = try call("POST", "/v1/rooms", ["name": name, "max_participants": maxParticipants, "empty_timeout_s": 600], expect: 201)
-        guard let id = room["id"] as? String else { throw Failure(description: "room without id: \(room)") }
+        let room = try call("POST", "/v1/rooms", CreateRoom(name: name, maxParticipants: maxParticipants, emptyTimeoutS: 600), expect: 201)
+        guard let id = JSON.decode(Room.self, room)?.id else { throw Failure(description: "room without id: \(String(decoding: room, as: UTF8.self))") }
         return id
     }
 
     /// The signaling URL (token included) for `userID` in `room`.
     func signalingURL(room: String, userID: String, role: String) throws -> String {
-        let token = try call("POST", "/v1/rooms/\(room)/tokens", ["user_id": userID, "role": role, "ttl_s": 3600], expect: nil)
-        guard let url = token["signaling_url"] as? String else { throw Failure(description: "token without signaling_url: \(token)") }
+        let token = try call("POST", "/v1/rooms/\(room)/tokens", MintToken(userID: userID, role: role, ttlS: 3600), expect: nil)
+        guard let url = JSON.decode(Token.self, token)?.signalingURL else {
+            throw Failure(description: "token without signaling_url: \(String(decoding: token, as: UTF8.self))")
+        }
         return url
     }
 
     func deleteRoom(_ id: String) {
-        _ = try? call("DELETE", "/v1/rooms/\(id)", nil, expect: nil)
+        _ = try? call("DELETE", "/v1/rooms/\(id)", nil as CreateRoom?, expect: nil)
     }
 
-    func call(_ method: String, _ path: String, _ body: [String: Any]?, expect: Int?) throws -> [String: Any] {
+    /// One request; the response body's bytes.
+    func call(_ method: String, _ path: String, _ body: (some Encodable)?, expect: Int?) throws -> [UInt8] {
         let fd = try Sockets.connectedTCP(to: base.address, nonBlocking: false)
         defer { close(fd) }
-        let payload = body.map(JSON.encode) ?? []
+        let payload = body.map { JSON.encode($0) } ?? []
         var head = "\(method) \(path) HTTP/1.1\r\nHost: \(base.hostHeader)\r\nAuthorization: Bearer \(apiKey)\r\nConnection: close\r\n"
         if body != nil { head += "Content-Type: application/json\r\n" }
         head += "Content-Length: \(payload.count)\r\n\r\n"
@@ -93,7 +131,7 @@ struct ControlClient {
         if headText.lowercased().contains("transfer-encoding: chunked") { bodyBytes = Self.dechunk(bodyBytes) }
         let ok = expect.map { status == $0 } ?? (200..<300).contains(status)
         guard ok else { throw Failure(description: "\(method) \(path) -> \(status) \(String(decoding: bodyBytes, as: UTF8.self))") }
-        return JSON.decode(bodyBytes) ?? [:]
+        return bodyBytes
     }
 
     static func headerEnd(_ bytes: [UInt8]) -> Int? {
@@ -128,8 +166,9 @@ final class WebSocketClient {
     private var output: [UInt8] = []
     private var fragments: [UInt8] = []
     private let expectedAccept: String
-    /// Messages received (text frames, decoded as JSON objects).
-    var onMessage: (([String: Any]) -> Void)?
+    /// Events received (text frames that are events of the contract; others are counted).
+    var onMessage: ((ServerEvent) -> Void)?
+    private(set) var undecoded = 0
     static let maxMessage = 1 << 20
 
     init(url: PlainURL) throws {
@@ -154,9 +193,10 @@ final class WebSocketClient {
 
     var wantsWrite: Bool { !output.isEmpty }
 
-    func send(_ object: [String: Any]) {
+    func send(_ event: ClientEvent) {
         if case .closed = state { return }
-        frame(opcode: 0x1, payload: JSON.encode(object))
+        guard let text = try? event.encoded() else { return }
+        frame(opcode: 0x1, payload: Array(text.utf8))
     }
 
     private func frame(opcode: UInt8, payload: [UInt8]) {
@@ -236,7 +276,11 @@ final class WebSocketClient {
                 if fin {
                     let message = fragments
                     fragments.removeAll()
-                    if let object = JSON.decode(message) { onMessage?(object) }
+                    if let event = ServerEvent.decode(String(decoding: message, as: UTF8.self)) {
+                        onMessage?(event)
+                    } else {
+                        undecoded += 1
+                    }
                 }
             case 0x8:
                 let code = payload.count >= 2 ? Int(payload[0]) << 8 | Int(payload[1]) : 1005

@@ -98,6 +98,58 @@ struct SignalingEventTests {
         let chat = try object(ServerEvent(.chat(peerID: "pe_a", userID: "u1", message: "hi", timestampMillis: 1_764_000_000_000), iceServers: []))
         #expect((chat["data"] as? [String: Any])?["timestamp"] as? String == "2025-11-24T16:00:00.000Z")
     }
+
+    /// The client's direction as `sfu-load` uses it: every event it can send is read back by the
+    /// server's decoder as the same event.
+    @Test func clientEventsEncodeToWhatTheServerDecodes() throws {
+        let events: [ClientEvent] = [
+            .joinRoom(roomID: nil), .joinRoom(roomID: .string("rm_a")), .joinRoom(roomID: .null),
+            .publisherOffer(sdp: "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"), .subscriberAnswer(sdp: "v=0"), .iceCandidate,
+            .toggle(.audio, enabled: false), .toggle(.video, enabled: true), .screenShare(enabled: true),
+            .sendMessage("héllo \"quoted\" / ✓"), .startRecording, .stopRecording,
+            .captureImage(userID: "u1", source: "screen", format: "png"), .captureImage(userID: nil, source: nil, format: nil),
+            .setLayer(trackID: "tr_1", maxSpatial: 0, maxTemporal: nil), .setLayer(trackID: "tr_2", maxSpatial: nil, maxTemporal: 3),
+            .leaveRoom,
+        ]
+        for event in events {
+            let text = try event.encoded()
+            #expect(try decode(text).get() == event, "\(text)")
+            #expect(try ClientEvent.frame(text).get().event == event.name)
+        }
+    }
+
+    /// The server's events as `sfu-load` reads them: each decodes back to itself; a frame that is
+    /// not one of the contract's events is nil, not a crash.
+    @Test func serverEventsDecodeBackToThemselves() throws {
+        let peer = PeerInfo(peerID: "pe_a", userID: "u1", name: "Dr A", role: "doctor", canPublish: true, canSubscribe: true)
+        let track = TrackInfo(trackID: "tr_1", kind: .video, source: .camera, muted: true, simulcast: false)
+        let signals: [RoomSignal] = [
+            .joined(roomID: "rm_1", peer: peer, participants: [ParticipantSummary(peer: peer, tracks: [track])]),
+            .publisherAnswer(sdp: "v=0"), .subscriberOffer(sdp: "v=0"), .userJoined(peer), .userLeft(peerID: "pe_a", userID: "u1"),
+            .trackPublished(peerID: "pe_a", track: track), .trackUnpublished(peerID: "pe_a", trackID: "tr_1"),
+            .trackPaused(peerID: "pe_a", trackID: "tr_1"), .trackResumed(peerID: "pe_a", trackID: "tr_1"),
+            .toggled(.audio, peerID: "pe_a", userID: "u1", enabled: false), .toggled(.video, peerID: "pe_a", userID: "u1", enabled: true),
+            .toggled(.screenShare, peerID: "pe_a", userID: "u1", enabled: true),
+            .chat(peerID: "pe_a", userID: "u1", message: "hi", timestampMillis: 1_764_000_000_000),
+            .recordingStarted(id: "rec_1"), .recordingStopped(id: "rec_1"), .imageCaptured(snapshotID: "snap_1", userID: "u1"),
+            .refused(.badOffer, message: "no"), .removed(.replaced, message: "again"),
+        ]
+        var names: Set<String> = []
+        for signal in signals {
+            let event = ServerEvent(signal, iceServers: ["stun:x:3478", "turn:y:3478"])
+            let text = try event.encoded()
+            #expect(ServerEvent.decode(text) == event, "\(text)")
+            names.insert(event.name)
+        }
+        #expect(names.count == 17)
+        for text in ["", "{}", #"{"event":"dance","data":{}}"#, #"{"event":"user_left","data":{"peer_id":"p"}}"#,
+                     #"{"event":"track_paused","data":{"peer_id":1,"track_id":"t","reason":"bandwidth"}}"#, #"{"event":"error"}"#] {
+            #expect(ServerEvent.decode(text) == nil, "\(text)")
+        }
+        #expect(SignalingJSON.camelCase("signaling_url") == "signalingURL")
+        #expect(SignalingJSON.camelCase("ice_servers") == "iceServers")
+        #expect(SignalingJSON.camelCase("urls") == "urls")
+    }
 }
 
 /// A session against a real live room (a media worker on loopback) and a SQLite store; no socket.

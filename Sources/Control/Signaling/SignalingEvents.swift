@@ -307,10 +307,8 @@ package enum ServerEvent: Sendable, Equatable, Encodable {
         }
     }
 
-    enum Keys: String, CodingKey { case event, data }
-
     package func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: Keys.self)
+        var c = encoder.container(keyedBy: SignalingJSON.EnvelopeKeys.self)
         try c.encode(name, forKey: .event)
         switch self {
         case .joinedRoom(let d): try c.encode(d, forKey: .data)
@@ -330,15 +328,8 @@ package enum ServerEvent: Sendable, Equatable, Encodable {
 
     /// The text frame: `{"event": ..., "data": {...}}`, keys in snake_case.
     package func encoded() throws -> String {
-        String(decoding: try Self.encoder.encode(self), as: UTF8.self)
+        String(decoding: try SignalingJSON.encoder.encode(self), as: UTF8.self)
     }
-
-    private static let encoder: JSONEncoder = {
-        let e = JSONEncoder()
-        e.keyEncodingStrategy = .convertToSnakeCase
-        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return e
-    }()
 
     /// What the session sends as the event the client gets.
     package init(_ signal: SessionSignal, iceServers: [String]) {
@@ -385,6 +376,140 @@ package enum ServerEvent: Sendable, Equatable, Encodable {
         case .imageCaptured(let snapshotID, let userID): self = .imageCaptured(ImageCaptured(snapshotID: snapshotID, userID: userID))
         case .refused(let refusal, let message): self = .error(ErrorData(code: refusal.code, message: message))
         case .removed(let reason, let message): self = .error(ErrorData(code: reason.code, message: message))
+        }
+    }
+}
+
+/// The signaling wire's JSON, one encoder and one decoder for both directions and both ends (the
+/// server and `sfu-load`): keys in snake_case from the Swift names, `peerID` <-> `peer_id`.
+package enum SignalingJSON {
+    package enum EnvelopeKeys: String, CodingKey { case event, data }
+
+    /// A key named at run time (the data of a client event).
+    struct Key: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(_ name: String) { stringValue = name }
+        init?(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    package static let encoder: JSONEncoder = {
+        let e = JSONEncoder()
+        e.keyEncodingStrategy = .convertToSnakeCase
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return e
+    }()
+
+    /// The reverse of `convertToSnakeCase` for our names: Foundation's `convertFromSnakeCase` makes
+    /// `peer_id` `peerId`, which no Swift name here is; an `id` or `url` word is upper-cased.
+    package static let decoder: JSONDecoder = {
+        let d = JSONDecoder()
+        d.keyDecodingStrategy = .custom { path in
+            guard let last = path.last else { return Key("") }
+            return Key(camelCase(last.stringValue))
+        }
+        return d
+    }()
+
+    static let acronyms: Set<Substring> = ["id", "url"]
+
+    static func camelCase(_ snake: String) -> String {
+        let words = snake.split(separator: "_", omittingEmptySubsequences: false)
+        guard let first = words.first, words.count > 1 else { return snake }
+        return words.dropFirst().reduce(String(first)) { name, word in
+            name + (acronyms.contains(word) ? word.uppercased() : word.prefix(1).uppercased() + word.dropFirst())
+        }
+    }
+}
+
+extension ClientEvent: Encodable {
+    /// The contract's event name.
+    package var name: String {
+        switch self {
+        case .joinRoom: "join_room"
+        case .publisherOffer: "webrtc_offer"
+        case .subscriberAnswer: "webrtc_answer"
+        case .iceCandidate: "ice_candidate"
+        case .toggle(.audio, _): "toggle_audio"
+        case .toggle(.video, _): "toggle_video"
+        case .screenShare: "screen_share"
+        case .sendMessage: "send_message"
+        case .startRecording: "start_recording"
+        case .stopRecording: "stop_recording"
+        case .captureImage: "capture_image"
+        case .setLayer: "set_layer"
+        case .leaveRoom: "leave_room"
+        }
+    }
+
+    /// What a client sends (`sfu-load`, the tests): the frame ``decode(_:)`` reads back as this event.
+    package func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: SignalingJSON.EnvelopeKeys.self)
+        try c.encode(name, forKey: .event)
+        var data = c.nestedContainer(keyedBy: SignalingJSON.Key.self, forKey: .data)
+        func put(_ key: String, _ value: (some Encodable)?) throws {
+            if let value { try data.encode(value, forKey: SignalingJSON.Key(key)) }
+        }
+        switch self {
+        case .joinRoom(let roomID): try put("room_id", roomID)
+        case .publisherOffer(let sdp):
+            try put("target", "publisher")
+            try put("sdp", sdp)
+        case .subscriberAnswer(let sdp):
+            try put("target", "subscriber")
+            try put("sdp", sdp)
+        case .toggle(_, let enabled), .screenShare(let enabled): try put("enabled", enabled)
+        case .sendMessage(let text): try put("message", text)
+        case .captureImage(let userID, let source, let format):
+            try put("user_id", userID)
+            try put("source", source)
+            try put("format", format)
+        case .setLayer(let trackID, let maxSpatial, let maxTemporal):
+            try put("track_id", trackID)
+            try data.encode(maxSpatial, forKey: SignalingJSON.Key("max_spatial"))
+            try data.encode(maxTemporal, forKey: SignalingJSON.Key("max_temporal"))
+        case .iceCandidate, .startRecording, .stopRecording, .leaveRoom: break
+        }
+    }
+
+    /// The text frame a client sends.
+    package func encoded() throws -> String {
+        String(decoding: try SignalingJSON.encoder.encode(self), as: UTF8.self)
+    }
+}
+
+extension ServerEvent: Decodable {
+    /// What a client reads (`sfu-load`, the tests): an event of the contract, or nil for a frame
+    /// that is not one (an unknown event name, a missing or mistyped field).
+    package static func decode(_ text: String) -> ServerEvent? {
+        try? SignalingJSON.decoder.decode(ServerEvent.self, from: Data(text.utf8))
+    }
+
+    package init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: SignalingJSON.EnvelopeKeys.self)
+        let name = try c.decode(String.self, forKey: .event)
+        func data<T: Decodable>(_ type: T.Type = T.self) throws -> T { try c.decode(T.self, forKey: .data) }
+        switch name {
+        case "joined_room": self = .joinedRoom(try data())
+        case "webrtc_answer": self = .webrtcAnswer(try data())
+        case "webrtc_offer": self = .webrtcOffer(try data())
+        case "user_joined": self = .userJoined(try data())
+        case "user_left": self = .userLeft(try data())
+        case "track_published": self = .trackPublished(try data())
+        case "track_unpublished": self = .trackUnpublished(try data())
+        case "track_paused": self = .trackPaused(try data())
+        case "track_resumed": self = .trackResumed(try data())
+        case "audio_toggled": self = .audioToggled(try data())
+        case "video_toggled": self = .videoToggled(try data())
+        case "screen_share_toggled": self = .screenShareToggled(try data())
+        case "chat_message": self = .chatMessage(try data())
+        case "recording_started": self = .recordingStarted(try data())
+        case "recording_stopped": self = .recordingStopped(try data())
+        case "image_captured": self = .imageCaptured(try data())
+        case "error": self = .error(try data())
+        default:
+            throw DecodingError.dataCorruptedError(forKey: .event, in: c, debugDescription: "unknown event '\(name.prefix(64))'")
         }
     }
 }
