@@ -189,7 +189,7 @@ extension RetransmissionLimitTests {
             h.run()
         }
         // Answered as if held for all but ~50 ms of the time since the SR: a plausible RTT.
-        let sentAt = try #require(subscriber.sentReports.last(where: { $0.middle == middle })?.nanos)
+        let sentAt = try #require(subscriber.reports.sent.last(where: { $0.middle == middle })?.nanos)
         let held = UInt32((h.now - sentAt - 50_000_000) * 65536 / 1_000_000_000)
         report(delay: held)
         let plausible = try #require(subscriber.rttNanos)

@@ -179,8 +179,8 @@ struct RoomSDPTests {
     @Test func consumerHeaderParsesBackWithTheTransportSequence() throws {
         var bytes = [UInt8](repeating: 0, count: 24)
         bytes.withUnsafeMutableBytes {
-            SubscriberConnection.writeHeader($0, marker: true, payloadType: 96, sequenceNumber: 0xFFFE, timestamp: 0xDEAD_BEEF,
-                                             ssrc: 0x0102_0304, transportSequence: 0x1234)
+            RTPWriter.writeHeader($0, marker: true, payloadType: 96, sequenceNumber: 0xFFFE, timestamp: 0xDEAD_BEEF,
+                                  ssrc: 0x0102_0304, transportCC: .init(id: RoomSDP.subscriberTransportCCID, sequence: 0x1234))
         }
         bytes[20...] = [1, 2, 3, 4]
         let header = try RTPHeader(parsing: bytes)

@@ -34,17 +34,13 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     /// transport-cc on what we send (when the client's answer kept the extension).
     var transportCC = false
     var transportSequence = UInt16.random(in: 0...0x7FFF)
-    let rtcpSSRC = UInt32.random(in: 1...UInt32.max)
-    var lastReportNanos: Int64 = 0
-    /// Our SR times by their NTP middle 32 bits, for RTT from the client's receiver reports.
-    var sentReports: [(middle: UInt32, nanos: Int64)] = []
+    /// Sender reports: when, in which compounds, and the round trip they give back.
+    var reports = SenderReportSchedule()
     var rate = RateMeter()
     private(set) var rttNanos: Int64?
     private(set) var downlinkLoss: Double?
     private(set) var remb: UInt64?
     static let maxREMBBitsPerSecond: UInt64 = 10_000_000_000
-    /// A round trip beyond this is not a measurement (the peer's LSR/DLSR are its own to choose).
-    static let maxRTTNanos: Int64 = 5_000_000_000
     /// Downlink estimation: what we sent with transport-wide numbers, and the estimator
     /// fed by the subscriber's transport-cc feedback. Not used for layer choice yet.
     var sendHistory = SendHistory()
@@ -64,7 +60,6 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         return since.map { nowNanos - $0 < 3_000_000_000 } ?? true
     }
     private var connectedNanos: Int64?
-    static let reportIntervalNanos: Int64 = 1_000_000_000
     /// Layer allocation: how often, and how long upgrades wait after a downgrade.
     var allocator = LayerAllocator()
     var lastAllocationNanos: Int64 = 0
@@ -223,16 +218,22 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
 
     /// A VP8 payload descriptor and the picture id and TL0PICIDX this subscriber's copy takes
     /// (continuous across layer switches).
-    typealias VP8Rewrite = (descriptor: VP8Descriptor, pictureID: UInt16?, tl0PicIdx: UInt8?)
+    typealias VP8Rewrite = RTPWriter.VP8Rewrite
+
+    /// The transport-cc extension for the next packet, nil when the client's answer dropped it.
+    private var nextTransportCC: RTPWriter.TransportCC? {
+        transportCC ? RTPWriter.TransportCC(id: RoomSDP.subscriberTransportCCID, sequence: transportSequence) : nil
+    }
 
     func sendMedia(consumer: Consumer, marker: Bool, payloadType: UInt8, sequenceNumber: UInt16, timestamp: UInt32, ssrc: UInt32,
                    payload: UnsafeRawBufferPointer, vp8: VP8Rewrite? = nil, nowNanos: Int64) -> Bool {
         guard isConnected else { return false }
         let twcc = transportCC
         let seq = transportSequence
+        let extensionValue = nextTransportCC
         let sent = transport.sendRTP { buffer in
-            Self.writePacket(buffer, marker: marker, payloadType: payloadType, sequenceNumber: sequenceNumber, timestamp: timestamp, ssrc: ssrc,
-                             transportSequence: twcc ? seq : nil, originalSequence: nil, payload: payload, vp8: vp8)
+            RTPWriter.writePacket(buffer, marker: marker, payloadType: payloadType, sequenceNumber: sequenceNumber, timestamp: timestamp, ssrc: ssrc,
+                                  transportCC: extensionValue, originalSequence: nil, payload: payload, vp8: vp8)
         }
         if sent {
             if twcc {
@@ -280,10 +281,11 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         if let rtxPT = consumer.rtxPayloadType, let rtxSSRC = consumer.rtxSSRC {
             let twcc = transportCC
             let seq = transportSequence
+            let extensionValue = nextTransportCC
             let rtxSeq = consumer.rtxSequence
             let sent = transport.sendRTP { buffer in
-                Self.writePacket(buffer, marker: record.marker, payloadType: rtxPT, sequenceNumber: rtxSeq, timestamp: record.timestamp, ssrc: rtxSSRC,
-                                 transportSequence: twcc ? seq : nil, originalSequence: record.sequence, payload: payload, vp8: vp8)
+                RTPWriter.writePacket(buffer, marker: record.marker, payloadType: rtxPT, sequenceNumber: rtxSeq, timestamp: record.timestamp, ssrc: rtxSSRC,
+                                      transportCC: extensionValue, originalSequence: record.sequence, payload: payload, vp8: vp8)
             }
             guard sent else { return .missed }
             consumer.rtxSequence &+= 1
@@ -293,52 +295,12 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
             }
             return .sent
         }
+        let original = record.transportSequence.map { RTPWriter.TransportCC(id: RoomSDP.subscriberTransportCCID, sequence: $0) }
         let sent = transport.sendRTP { buffer in
-            Self.writePacket(buffer, marker: record.marker, payloadType: record.payloadType, sequenceNumber: record.sequence, timestamp: record.timestamp,
-                             ssrc: consumer.ssrc, transportSequence: record.transportSequence, originalSequence: nil, payload: payload, vp8: vp8)
+            RTPWriter.writePacket(buffer, marker: record.marker, payloadType: record.payloadType, sequenceNumber: record.sequence, timestamp: record.timestamp,
+                                  ssrc: consumer.ssrc, transportCC: original, originalSequence: nil, payload: payload, vp8: vp8)
         }
         return sent ? .sent : .missed
-    }
-
-    /// Writes our header (with transport-cc when `transportSequence` is set), the RTX original
-    /// sequence number when given, and the payload with its VP8 descriptor rewritten.
-    /// - Returns: the packet's length, 0 when it does not fit.
-    static func writePacket(_ buffer: UnsafeMutableRawBufferPointer, marker: Bool, payloadType: UInt8, sequenceNumber: UInt16, timestamp: UInt32,
-                            ssrc: UInt32, transportSequence: UInt16?, originalSequence: UInt16?, payload: UnsafeRawBufferPointer,
-                            vp8: VP8Rewrite?) -> Int {
-        let headerSize = transportSequence == nil ? 12 : 20
-        let start = headerSize + (originalSequence == nil ? 0 : 2)
-        let length = start + payload.count
-        guard length <= buffer.count, let base = buffer.baseAddress else { return 0 }
-        writeHeader(buffer, marker: marker, payloadType: payloadType, sequenceNumber: sequenceNumber, timestamp: timestamp,
-                    ssrc: ssrc, transportSequence: transportSequence)
-        if let original = originalSequence {
-            buffer[headerSize] = UInt8(original >> 8)
-            buffer[headerSize + 1] = UInt8(truncatingIfNeeded: original)
-        }
-        if let source = payload.baseAddress { (base + start).copyMemory(from: source, byteCount: payload.count) }
-        if let vp8 {
-            vp8.descriptor.rewrite(pictureID: vp8.pictureID, tl0PicIdx: vp8.tl0PicIdx, in: UnsafeMutableRawBufferPointer(rebasing: buffer[start..<length]))
-        }
-        return length
-    }
-
-    static func writeHeader(_ b: UnsafeMutableRawBufferPointer, marker: Bool, payloadType: UInt8, sequenceNumber: UInt16, timestamp: UInt32,
-                            ssrc: UInt32, transportSequence: UInt16?) {
-        b[0] = transportSequence == nil ? 0x80 : 0x90
-        b[1] = (marker ? 0x80 : 0) | (payloadType & 0x7F)
-        b[2] = UInt8(sequenceNumber >> 8)
-        b[3] = UInt8(truncatingIfNeeded: sequenceNumber)
-        b.storeBytes(of: timestamp.bigEndian, toByteOffset: 4, as: UInt32.self)
-        b.storeBytes(of: ssrc.bigEndian, toByteOffset: 8, as: UInt32.self)
-        if let t = transportSequence {
-            // One-byte-header extension block (RFC 8285) with one element: transport-cc, 2 bytes.
-            b[12] = 0xBE; b[13] = 0xDE; b[14] = 0; b[15] = 1
-            b[16] = RoomSDP.subscriberTransportCCID << 4 | 1
-            b[17] = UInt8(t >> 8)
-            b[18] = UInt8(truncatingIfNeeded: t)
-            b[19] = 0
-        }
     }
 
     // MARK: Allocation
@@ -520,21 +482,16 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     }
 
     /// One padding packet: RTP header with the P bit, transport-cc, 255 bytes of padding.
-    static let paddingPacketSize = 20 + 255
+    static let paddingPacketSize = RTPWriter.paddingPacketSize
 
     func sendPadding(consumer: Consumer, cluster: Int, nowNanos: Int64) -> Bool {
         guard isConnected, let rtxSSRC = consumer.rtxSSRC, let rtxPT = consumer.rtxPayloadType else { return false }
         let seq = transportSequence
         let rtxSeq = consumer.rtxSequence
         let timestamp = consumer.lastOutTimestamp
+        let extensionValue = RTPWriter.TransportCC(id: RoomSDP.subscriberTransportCCID, sequence: seq)
         let sent = transport.sendRTP { buffer in
-            let size = Self.paddingPacketSize
-            guard size <= buffer.count else { return 0 }
-            Self.writeHeader(buffer, marker: false, payloadType: rtxPT, sequenceNumber: rtxSeq, timestamp: timestamp, ssrc: rtxSSRC, transportSequence: seq)
-            buffer[0] |= 0x20
-            for i in 20..<(size - 1) { buffer[i] = 0 }
-            buffer[size - 1] = UInt8(size - 20)
-            return size
+            RTPWriter.writePadding(buffer, payloadType: rtxPT, sequenceNumber: rtxSeq, timestamp: timestamp, ssrc: rtxSSRC, transportCC: extensionValue)
         }
         guard sent else { return false }
         consumer.rtxSequence &+= 1
@@ -553,7 +510,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     /// packets, a reallocation when the estimate drops) asks the host for a wake-up.
     func nextTickNanos(after nowNanos: Int64) -> Int64 {
         guard isConnected else { return nowNanos }
-        return min(lastAllocationNanos + Self.allocationIntervalNanos, lastReportNanos + Self.reportIntervalNanos)
+        return min(lastAllocationNanos + Self.allocationIntervalNanos, reports.nextNanos)
     }
 
     func wake(nowNanos: Int64) {
@@ -576,33 +533,14 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         guard isConnected else { return }
         rate.roll(nowNanos: nowNanos)
         allocateAndProbeIfDue(nowNanos: nowNanos)
-        guard nowNanos - lastReportNanos >= Self.reportIntervalNanos else { return }
-        lastReportNanos = nowNanos
-        var packets: [RTCPPacket] = []
-        var sdes: [SourceDescription.Chunk] = []
-        for slot in slots {
-            guard let c = slot.consumer, c.active, let sr = c.senderReport(nowNanos: nowNanos) else { continue }
-            packets.append(.senderReport(sr))
+        guard nowNanos >= reports.nextNanos else { return }
+        let streams = slots.compactMap { slot -> SenderReportSchedule.Stream? in
+            guard let c = slot.consumer, c.active, let sr = c.senderReport(nowNanos: nowNanos) else { return nil }
             // The publisher's CNAME: its audio and video are synchronised together (a=ssrc cname in the offer).
-            sdes.append(.init(ssrc: c.ssrc, items: [.init(type: 1, text: "sfu-" + c.producer.peerID)]))
-            sentReports.append((UInt32(truncatingIfNeeded: sr.ntpTime >> 16), nowNanos))
+            return .init(report: sr, cname: "sfu-" + c.producer.peerID)
         }
-        if sentReports.count > 64 { sentReports.removeFirst(sentReports.count - 64) }
-        if packets.isEmpty {
-            packets.append(.receiverReport(ReceiverReport(ssrc: rtcpSSRC)))
-        }
-        // SRs in batches of 10 with their CNAMEs, so a compound stays under the MTU.
-        var index = 0
-        while index < packets.count {
-            let end = min(index + 10, packets.count)
-            var batch = Array(packets[index..<end])
-            let names = sdes.dropFirst(index).prefix(end - index)
-            // One SDES packet per chunk: aiortc's parser does not skip a chunk's padding, so a
-            // multi-chunk SDES makes it drop the whole compound (SRs included).
-            for chunk in names { batch.append(.sourceDescription(SourceDescription(chunks: [chunk]))) }
-            transport.sendRTCP(batch)
-            index = end
-        }
+        guard let compounds = reports.compounds(streams, nowNanos: nowNanos) else { return }
+        for compound in compounds { transport.sendRTCP(compound) }
     }
 
     // MARK: WebRTCTransportDelegate
@@ -687,11 +625,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         for r in reports where consumersBySSRC[r.ssrc] != nil {
             let loss = Double(r.fractionLost) / 256
             worstLoss = max(worstLoss ?? 0, loss)
-            if r.lastSR != 0, let sent = sentReports.last(where: { $0.middle == r.lastSR }) {
-                let delay = Int64(r.delaySinceLastSR) * 1_000_000_000 / 65536
-                let rtt = nowNanos - sent.nanos - delay
-                if rtt >= 0, rtt <= Self.maxRTTNanos { rttNanos = rtt }
-            }
+            if let rtt = self.reports.roundTrip(r, nowNanos: nowNanos) { rttNanos = rtt }
         }
         if let worstLoss { downlinkLoss = worstLoss }
     }
