@@ -64,11 +64,11 @@ struct PausePolicyTests {
         var configuration = BandwidthEstimator.Configuration()
         configuration.maxBitrate = 100_000
         configuration.startBitrate = 100_000
-        subscriber.estimator = BandwidthEstimator(configuration: configuration)
+        subscriber.downlink.estimator = BandwidthEstimator(configuration: configuration)
         var seq: UInt16 = 1
         Self.frames(h, pub, &seq, 600, keyframeEvery: 100)  // 6 s: past the 3 s warm-up
         #expect(subscriber.downlinkEstimate.map { $0 <= 100_000 } == true)
-        #expect(subscriber.estimator.lastCongestionNanos == nil)
+        #expect(subscriber.downlink.estimator.lastCongestionNanos == nil)
         #expect(!subs[0].signals.contains(.trackPaused(peerID: pub.info.peerID, trackID: tracks.video)))
         let ssrcs = try #require(subs[0].ssrc(peer: pub.info.peerID, track: tracks.video))
         let before = subs[0].received[ssrcs.ssrc]?.count ?? 0
@@ -78,14 +78,14 @@ struct PausePolicyTests {
 
     /// libwebrtc's maximum bitrates by layer size (what a browser's top layer may use).
     @Test func nominalBitratesFollowTheLayerSize() {
-        #expect(SubscriberConnection.nominalBitrate(width: 1920, height: 1080) == 5_000_000)
-        #expect(SubscriberConnection.nominalBitrate(width: 1280, height: 720) == 2_500_000)
-        #expect(SubscriberConnection.nominalBitrate(width: 960, height: 540) == 1_200_000)
-        #expect(SubscriberConnection.nominalBitrate(width: 640, height: 480) == 700_000)
-        #expect(SubscriberConnection.nominalBitrate(width: 320, height: 180) == 200_000)
-        #expect(SubscriberConnection.nominalBitrate(width: 160, height: 90) == 200_000)
+        #expect(DownlinkController.nominalBitrate(width: 1920, height: 1080) == 5_000_000)
+        #expect(DownlinkController.nominalBitrate(width: 1280, height: 720) == 2_500_000)
+        #expect(DownlinkController.nominalBitrate(width: 960, height: 540) == 1_200_000)
+        #expect(DownlinkController.nominalBitrate(width: 640, height: 480) == 700_000)
+        #expect(DownlinkController.nominalBitrate(width: 320, height: 180) == 200_000)
+        #expect(DownlinkController.nominalBitrate(width: 160, height: 90) == 200_000)
         // Without a keyframe's size: by position, as before.
-        #expect(SubscriberConnection.nominalBitrate(spatial: 2, of: 3) == 1_500_000)
+        #expect(DownlinkController.nominalBitrate(spatial: 2, of: 3) == 1_500_000)
     }
 
     /// A subscriber probes for what a 1280x720 top layer may need (2.5 Mbit/s with the upgrade
@@ -96,7 +96,7 @@ struct PausePolicyTests {
         let pub = TapLayerTests.Publisher(h: h, peer: pub0.peer)
         for i in 0..<150 { pub.step(keyframes: i % 50 == 0 ? [0, 1, 2] : []) }
         let subscriber = try #require(h.room.participant(sub.info.peerID)?.subscriber)
-        #expect(subscriber.estimator.desiredBitrate >= 2_500_000 * 1.15, "desired \(subscriber.estimator.desiredBitrate)")
+        #expect(subscriber.downlink.estimator.desiredBitrate >= 2_500_000 * 1.15, "desired \(subscriber.downlink.estimator.desiredBitrate)")
     }
 }
 

@@ -80,7 +80,7 @@ struct RetransmissionLimitTests {
         let seconds = Double(h.now - start) / 1e9
         let bytes = (s.received[rtxSSRC] ?? []).reduce(0) { $0 + $1.count }
         let c = try Self.videoConsumer(h, s, track: tracks.video)
-        let estimate = try #require(h.room.participant(s.info.peerID)?.subscriber?.estimator.estimate)
+        let estimate = try #require(h.room.participant(s.info.peerID)?.subscriber?.downlink.estimator.estimate)
         let rate = max(estimate * SubscriberConnection.RetransmissionBudget.share, SubscriberConnection.RetransmissionBudget.floorBitsPerSecond) / 8
         let allowed = rate * (seconds + SubscriberConnection.RetransmissionBudget.burstSeconds)
         // Unlimited, this was every packet every 100 ms: 300 x 10 x ~1.1 kB = 3.4 MB.

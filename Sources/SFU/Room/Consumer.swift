@@ -41,15 +41,9 @@ final class Consumer {
     var lastOutTimestamp: UInt32 = 0
     var lastSentNanos: Int64 = 0
     public private(set) var layerSwitches = 0
-    /// The allocator has chosen a layer for this consumer at least once.
-    var allocated = false
-    /// Upgrades wait after a downgrade, longer after several in a minute.
-    var upgradeHold = UpgradeHold(baseNanos: SubscriberConnection.upgradeHoldNanos)
-    /// When the allocator last paused this track for bandwidth (its resume hold).
-    var pausedForBandwidthNanos: Int64?
     /// Switching down because the current layer no longer fits the downlink: its packets are
     /// dropped until the target's keyframe (a short freeze instead of flooding the bottleneck).
-    var dropCurrentWhileSwitching = false
+    private(set) var dropCurrentWhileSwitching = false
     /// What this consumer forwards, bits/s.
     var rate = RateMeter()
     /// Video waits for a keyframe at start and after a pause, so the decoder never starts mid-stream.
@@ -243,10 +237,13 @@ final class Consumer {
     var spatialCeiling: Int { min(producer.streams.count - 1, maxSpatial ?? Int.max) }
 
     /// The allocator's choice. A new spatial target asks the publisher for a keyframe on it.
-    func setTarget(spatial: Int, temporal: Int, nowNanos: Int64) {
+    /// `dropCurrent`: going down from a layer far over the budget, stop forwarding it now rather
+    /// than at the target's keyframe.
+    func setTarget(spatial: Int, temporal: Int, dropCurrent: Bool = false, nowNanos: Int64) {
         let spatial = min(max(spatial, 0), producer.streams.count - 1)
         targetTemporal = min(max(temporal, 0), 3)
         if spatial == currentSpatial { dropCurrentWhileSwitching = false }
+        if dropCurrent, let current = currentSpatial, spatial < current { dropCurrentWhileSwitching = true }
         guard spatial != targetSpatial else { return }
         targetSpatial = spatial
         if forwarding, producer.kind == .video, spatial != currentSpatial {

@@ -414,7 +414,7 @@ public final class Room {
             let spatial = min(c.targetSpatial, c.spatialCeiling)
             let temporal = min(c.targetTemporal, c.maxTemporal ?? 3)
             c.setTarget(spatial: spatial, temporal: temporal, nowNanos: nowNanos)
-            subscriber.lastAllocationNanos = 0
+            subscriber.downlink.reallocateSoon()
         }
         return true
     }

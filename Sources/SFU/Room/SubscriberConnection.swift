@@ -32,61 +32,24 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     var needsOffer = false
     var nextMid = 0
     /// transport-cc on what we send (when the client's answer kept the extension).
-    var transportCC = false
+    var transportCC: Bool { downlink.transportCC }
     var transportSequence = UInt16.random(in: 0...0x7FFF)
     /// Sender reports: when, in which compounds, and the round trip they give back.
     var reports = SenderReportSchedule()
     var rate = RateMeter()
     private(set) var rttNanos: Int64?
     private(set) var downlinkLoss: Double?
-    private(set) var remb: UInt64?
-    static let maxREMBBitsPerSecond: UInt64 = 10_000_000_000
-    /// Downlink estimation: what we sent with transport-wide numbers, and the estimator
-    /// fed by the subscriber's transport-cc feedback. Not used for layer choice yet.
+    /// Downlink estimation: what we sent with transport-wide numbers (its send times for the
+    /// estimator), and the decisions made from the subscriber's feedback (``DownlinkController``).
     var sendHistory = SendHistory()
-    var estimator = BandwidthEstimator()
+    var downlink = DownlinkController()
     /// The downlink estimate: GCC from transport-cc, or the subscriber's REMB without it.
-    var downlinkEstimate: Double? {
-        if transportCC { return estimatorFed ? estimator.estimate : nil }
-        return remb.map { Double($0) }  // (not Double.init: that picks init(bitPattern:) for UInt64)
-    }
-    private var estimatorFed = false
+    var downlinkEstimate: Double? { downlink.estimate }
     private var loggedEstimate = 0.0
-    private var firstFeedbackNanos: Int64?
-    /// Until 3 s of transport-cc feedback (or 3 s after a REMB-only subscriber connected) the
-    /// estimate is mostly the start value: nothing is paused on it.
-    func warmingUp(nowNanos: Int64) -> Bool {
-        let since = transportCC ? firstFeedbackNanos : connectedNanos
-        return since.map { nowNanos - $0 < 3_000_000_000 } ?? true
-    }
-    private var connectedNanos: Int64?
-    /// Layer allocation: how often, and how long upgrades wait after a downgrade.
-    var allocator = LayerAllocator()
-    var lastAllocationNanos: Int64 = 0
-    static let allocationIntervalNanos: Int64 = 250_000_000
-    /// The upgrade hold after one downgrade (``UpgradeHold`` doubles it for each further one in a minute).
-    static let upgradeHoldNanos: Int64 = 4_000_000_000
-    /// A track paused for bandwidth may resume this long after the pause (with the allocator's
-    /// resume headroom): pausing is the last resort, and coming back must be quick (it was held by
-    /// the 4 s upgrade hold: 4.2 s without video in issue 20's runs).
-    static let resumeHoldNanos: Int64 = 1_000_000_000
-    /// With transport-cc, video is paused only while the estimator has cut for congestion (delay or
-    /// loss) within this long: a low estimate without that evidence (application-limited, start-up)
-    /// keeps the lowest layer.
-    static let pauseEvidenceNanos: Int64 = 2_000_000_000
-    /// While the estimator has cut nothing for congestion for this long, the current layers are kept
-    /// as long as `uncongestedKeepFactor` of their cost fits: a layer's measured bitrate jumps with
-    /// each keyframe (and with a publisher's encoder starting a layer), and a path that carries it
-    /// without a congestion signal is no reason to leave it. A congested path keeps the strict rule.
-    static let quietBeforeKeepToleranceNanos: Int64 = 5_000_000_000
-    static let uncongestedKeepFactor = 0.8
-    /// A probe cluster going out as padding at its rate: `sent` of `bytes` since `started`.
-    var probe: (cluster: Int, bitrate: Double, bytes: Int, sent: Int, started: Int64)?
     /// A wake-up asked of the host (a probe's next packets, a reallocation) is outstanding.
     private var wakePending = false
-    private(set) var paddingBytesSent = 0
-    /// What the allocator last spent, bits/s (video chosen + audio).
-    private(set) var allocatedBitrate: Int64 = 0
+    var paddingBytesSent: Int { downlink.paddingBytesSent }
+    var pausedTotal: Int { downlink.pausedTotal }
 
     init(participant: Participant, room: Room, local: LocalTransportParameters, nowNanos: Int64) throws {
         self.participant = participant
@@ -146,6 +109,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         for i in slots.indices where slots[i].consumer?.producer === producer {
             if let c = slots[i].consumer {
                 consumersBySSRC[c.ssrc] = nil
+                downlink.forget(c.ssrc)
                 c.active = false
             }
             slots[i].consumer = nil
@@ -192,7 +156,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         let answered = RoomSDP.readSubscriberAnswer(sdp)
         var byMid: [String: RoomSDP.AnsweredSection] = [:]
         for a in answered { byMid[a.mid] = a }
-        transportCC = answered.contains { $0.accepted && $0.transportCC }
+        downlink.transportCC = answered.contains { $0.accepted && $0.transportCC }
         for i in slots.indices where slots[i].offeredInactive && slots[i].consumer == nil { slots[i].reusable = true }
         for slot in slots {
             guard let c = slot.consumer else { continue }
@@ -277,7 +241,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     func sendRetransmission(consumer: Consumer, record: Consumer.SentPacket, payload: UnsafeRawBufferPointer, vp8: VP8Rewrite?,
                             nowNanos: Int64) -> RetransmissionOutcome {
         guard isConnected else { return .missed }
-        guard retransmissionBudget.take(payload.count + 22, estimateBitsPerSecond: estimator.estimate, nowNanos: nowNanos) else { return .throttled }
+        guard retransmissionBudget.take(payload.count + 22, estimateBitsPerSecond: downlink.estimator.estimate, nowNanos: nowNanos) else { return .throttled }
         if let rtxPT = consumer.rtxPayloadType, let rtxSSRC = consumer.rtxSSRC {
             let twcc = transportCC
             let seq = transportSequence
@@ -305,25 +269,6 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
 
     // MARK: Allocation
 
-    /// Nominal bitrates for a layer that is sending but not measured yet (first second), and what
-    /// probing aims at for a simulcast track's top layer: libwebrtc's maximum bitrate for the
-    /// layer's size when a keyframe told it (``nominalBitrate(width:height:)``), else by position.
-    static func nominalBitrate(spatial: Int, of count: Int, resolution: (width: Int, height: Int)? = nil) -> Int64 {
-        if let r = resolution, r.width > 0, r.height > 0 { return nominalBitrate(width: r.width, height: r.height) }
-        let top = [1_500_000, 500_000, 150_000] as [Int64]
-        return top[min(max(count - 1 - spatial, 0), 2)]
-    }
-
-    /// libwebrtc's maximum simulcast bitrate for a layer of this size (its kSimulcastFormats table,
-    /// the row with the most pixels not above the layer's): 1920x1080 5 Mbit/s, 1280x720 2.5 Mbit/s,
-    /// 960x540 1.2 Mbit/s, 640x360 700 kbit/s, 480x270 450 kbit/s, 320x180 200 kbit/s.
-    static func nominalBitrate(width: Int, height: Int) -> Int64 {
-        let rows: [(pixels: Int, bitrate: Int64)] = [(1920 * 1080, 5_000_000), (1280 * 720, 2_500_000), (960 * 540, 1_200_000),
-                                                     (640 * 360, 700_000), (480 * 270, 450_000), (320 * 180, 200_000)]
-        let pixels = width * height
-        return rows.first { pixels >= $0.pixels }?.bitrate ?? 200_000
-    }
-
     /// The bitrates the allocator sees for `c`: per active stream up to the subscriber's cap, per
     /// temporal layer up to the highest sent (and capped); nil where nothing is sent.
     func layerBitrates(_ c: Consumer, nowNanos: Int64) -> [[Int64?]] {
@@ -335,150 +280,76 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
             return (0...top).map { t -> Int64? in
                 let measured = stream.bitrate(upToTemporal: t)
                 if measured > 0 { return measured }
-                return Self.nominalBitrate(spatial: s, of: streams.count, resolution: stream.resolution) * Int64(t + 1) / Int64(stream.maxTemporal + 1)
+                return DownlinkController.nominalBitrate(spatial: s, of: streams.count, resolution: stream.resolution)
+                    * Int64(t + 1) / Int64(stream.maxTemporal + 1)
             }
         }
     }
 
-    /// Whether the downlink shows congestion: for a REMB subscriber its REMB is the receiver's own
-    /// verdict; with transport-cc, a cut for delay or loss within ``pauseEvidenceNanos``.
-    func congestionSeen(nowNanos: Int64) -> Bool {
-        guard transportCC else { return true }
-        return estimator.lastCongestionNanos.map { nowNanos - $0 < Self.pauseEvidenceNanos } ?? false
-    }
-
-    /// Spends the downlink estimate on the video consumers (LayerAllocator) and applies the
-    /// choice: targets, pauses (`track_paused`) and resumes (`track_resumed`).
+    /// Runs the downlink controller's allocation over the live consumers and applies its decisions:
+    /// targets, pauses (`track_paused`) and resumes (`track_resumed`).
     func allocate(nowNanos: Int64) {
         var audio: Int64 = 0
-        var video: [Consumer] = []
+        var video: [DownlinkController.VideoTrack] = []
+        let speaker = room.activeSpeaker(nowNanos: nowNanos)
         for slot in slots {
             guard let c = slot.consumer, c.active, !c.paused, !c.producer.muted else { continue }
             if c.producer.kind == .audio {
                 audio += c.producer.bitsPerSecond
-            } else {
-                video.append(c)
+                continue
             }
+            let priority = c.producer.source == .screen ? DownlinkController.Priority.screen
+                : (c.producer.peerID == speaker ? DownlinkController.Priority.activeSpeaker : DownlinkController.Priority.camera)
+            video.append(.init(key: c.ssrc, priority: priority, bitrates: layerBitrates(c, nowNanos: nowNanos),
+                               topResolution: c.producer.streams.last?.resolution,
+                               target: .init(spatial: c.targetSpatial, temporal: c.targetTemporal),
+                               currentSpatial: c.currentSpatial, currentTemporal: c.currentTemporal, paused: c.allocationPaused))
         }
-        let speaker = room.activeSpeaker(nowNanos: nowNanos)
-        var tracks: [LayerAllocator.Track] = []
-        var desired = audio
-        for c in video {
-            let bitrates = layerBitrates(c, nowNanos: nowNanos)
-            var top = bitrates.last { $0.contains { $0 != nil } }?.compactMap { $0 }.last ?? 0
-            // A simulcast publisher's top layer starts small while its encoder ramps up: probe for what
-            // it will need (its nominal rate) from the start, or the estimate lags one probe a second
-            // behind it and the subscriber falls off the top layer the first time it costs its due.
-            if bitrates.count > 1, bitrates.last?.contains(where: { $0 != nil }) == true {
-                top = max(top, Self.nominalBitrate(spatial: bitrates.count - 1, of: bitrates.count,
-                                                   resolution: c.producer.streams.last?.resolution))
-            }
-            // Probing aims past the top layer by the upgrade headroom, or the allocator could never take it.
-            desired += Int64(Double(top) * allocator.upgradeHeadroom)
-            let priority = c.producer.source == .screen ? 3 : (c.producer.peerID == speaker ? 2 : 1)
-            let current: LayerAllocator.Choice? = c.allocationPaused ? .paused
-                : (c.allocated ? .layer(.init(spatial: c.targetSpatial, temporal: c.targetTemporal)) : nil)
-            let held = c.allocationPaused ? c.pausedForBandwidthNanos.map { nowNanos - $0 < Self.resumeHoldNanos } ?? false
-                : c.upgradeHold.holds(at: nowNanos, estimate: downlinkEstimate)
-            tracks.append(.init(priority: priority, bitrates: bitrates, current: current, upgradesAllowed: !held))
+        for decision in downlink.allocate(audio: audio, video: video, nowNanos: nowNanos) {
+            apply(decision, nowNanos: nowNanos)
         }
-        estimator.desiredBitrate = Double(desired)
-        estimator.holdWhileApplicationLimited = video.contains { $0.allocationPaused }
-        guard let estimate = downlinkEstimate else { return }
-        let congested = estimator.lastCongestionNanos.map { nowNanos - $0 < Self.quietBeforeKeepToleranceNanos } ?? false
-        allocator.keepFactor = congested ? 1 : Self.uncongestedKeepFactor
-        let choices = allocator.allocate(budget: max(0, estimate - Double(audio)), tracks: tracks)
-        var spent = audio
-        for (i, c) in video.enumerated() {
-            // A track that sends nothing yet keeps what it has; the next round decides.
-            guard tracks[i].bitrates.contains(where: { $0.contains { $0 != nil } }) else { continue }
-            var choice = choices[i]
-            if choice == .paused, !c.allocationPaused, warmingUp(nowNanos: nowNanos) || !congestionSeen(nowNanos: nowNanos),
-               let lowest = tracks[i].lowestLayer {
-                // The first seconds' estimate is the start value, not a measurement, and without a
-                // congestion signal a low estimate is no evidence that the path cannot carry video:
-                // keep (or start on) the lowest layer.
-                choice = .layer(lowest)
-            }
-            switch choice {
-            case .paused:
-                if !c.allocationPaused {
-                    c.setAllocationPaused(true, nowNanos: nowNanos)
-                    c.pausedForBandwidthNanos = nowNanos
-                    pausedTotal += 1
-                    room.logger.info("video paused for bandwidth", metadata: ["room": "\(room.id)", "peer": "\(participant.peer.peerID)",
-                                                                           "track": "\(c.producer.trackID)", "estimate": "\(Int(estimate))"])
-                    participant.sink(.trackPaused(peerID: c.producer.peerID, trackID: c.producer.trackID))
-                }
-            case .layer(let l):
-                // Coming out of a pause starts from the lowest layers: that is not a downgrade, and must
-                // not hold the climb back for 4 s.
-                let resuming = c.allocationPaused
-                if c.allocationPaused {
-                    c.setAllocationPaused(false, nowNanos: nowNanos)
-                    room.logger.info("video resumed", metadata: ["room": "\(room.id)", "peer": "\(participant.peer.peerID)",
-                                                                 "track": "\(c.producer.trackID)", "estimate": "\(Int(estimate))"])
-                    participant.sink(.trackResumed(peerID: c.producer.peerID, trackID: c.producer.trackID))
-                }
-                if c.allocated, !resuming, l < LayerAllocator.Layer(spatial: c.targetSpatial, temporal: c.targetTemporal) { c.upgradeHold.downgraded(at: nowNanos, estimate: estimate) }
-                if !c.allocated || l != LayerAllocator.Layer(spatial: c.targetSpatial, temporal: c.targetTemporal) {
-                    room.logger.debug("layer target", metadata: ["peer": "\(participant.peer.peerID)", "t_ms": "\(nowNanos / 1_000_000)",
-                                                                 "from": "\(c.targetSpatial)/\(c.targetTemporal)", "to": "\(l.spatial)/\(l.temporal)",
-                                                                 "current": "\(c.currentSpatial ?? -1)", "estimate": "\(Int(estimate))"])
-                }
-                c.allocated = true
-                c.setTarget(spatial: l.spatial, temporal: l.temporal, nowNanos: nowNanos)
-                // Going down from a layer far beyond the budget: stop it now rather than at the new keyframe.
-                if let current = c.currentSpatial, l.spatial < current,
-                   let cost = tracks[i].cost(.init(spatial: current, temporal: min(c.currentTemporal, tracks[i].bitrates[current].count - 1))),
-                   Double(cost) > 1.2 * max(0, estimate - Double(audio)) {
-                    c.dropCurrentWhileSwitching = true
-                }
-                spent += tracks[i].cost(l) ?? 0
-            }
-        }
-        allocatedBitrate = spent
-        estimator.allocatedBitrate = Double(spent)
     }
-    /// Video pauses for bandwidth so far.
-    private(set) var pausedTotal = 0
 
-    /// Sends the due part of a probe cluster as padding-only packets on a video consumer's RTX
-    /// stream (as libwebrtc does): the subscriber drops them, its transport-cc feedback still
-    /// reports their arrival, and the estimator sees whether the path carries the probe rate.
-    ///
-    /// The cluster is paced at its rate over its ~15 ms: the estimator measures the rate it was sent
-    /// at from the packets' send times, so a cluster sent in one burst (one send time) says nothing.
-    /// Between the 20 ms ticks the host wakes the session (``SessionHost/wake(_:atNanos:)``).
+    private func apply(_ decision: DownlinkController.Decision, nowNanos: Int64) {
+        switch decision {
+        case .pause(let key, let estimate):
+            guard let c = consumersBySSRC[key] else { return }
+            c.setAllocationPaused(true, nowNanos: nowNanos)
+            room.logger.info("video paused for bandwidth", metadata: ["room": "\(room.id)", "peer": "\(participant.peer.peerID)",
+                                                                   "track": "\(c.producer.trackID)", "estimate": "\(Int(estimate))"])
+            participant.sink(.trackPaused(peerID: c.producer.peerID, trackID: c.producer.trackID))
+        case .resume(let key, let estimate):
+            guard let c = consumersBySSRC[key] else { return }
+            c.setAllocationPaused(false, nowNanos: nowNanos)
+            room.logger.info("video resumed", metadata: ["room": "\(room.id)", "peer": "\(participant.peer.peerID)",
+                                                         "track": "\(c.producer.trackID)", "estimate": "\(Int(estimate))"])
+            participant.sink(.trackResumed(peerID: c.producer.peerID, trackID: c.producer.trackID))
+        case .target(let key, let l, let dropCurrent, let changed):
+            guard let c = consumersBySSRC[key] else { return }
+            if changed {
+                room.logger.debug("layer target", metadata: ["peer": "\(participant.peer.peerID)", "t_ms": "\(nowNanos / 1_000_000)",
+                                                             "from": "\(c.targetSpatial)/\(c.targetTemporal)", "to": "\(l.spatial)/\(l.temporal)",
+                                                             "current": "\(c.currentSpatial ?? -1)", "estimate": "\(Int(downlinkEstimate ?? 0))"])
+            }
+            c.setTarget(spatial: l.spatial, temporal: l.temporal, dropCurrent: dropCurrent, nowNanos: nowNanos)
+        }
+    }
+
+    /// Sends the due part of a probe cluster (``DownlinkController/probeDue(nowNanos:hasCarrier:packetSize:)``)
+    /// as padding-only packets on a video consumer's RTX stream (as libwebrtc does): the subscriber
+    /// drops them, its transport-cc feedback still reports their arrival, and the estimator sees
+    /// whether the path carries the probe rate. Between the 20 ms ticks the host wakes the session
+    /// (``SessionHost/wake(_:atNanos:)``) when the cluster's next packet is due.
     func sendProbe(nowNanos: Int64) {
-        guard transportCC else { return }
-        if probe == nil, let p = estimator.probeToSend(nowNanos: nowNanos, packetSize: Self.paddingPacketSize) {
-            probe = (p.cluster, p.bitrate, p.bytes, 0, nowNanos)
-        }
-        guard var current = probe else { return }
         // Any video consumer with RTX carries the padding, a paused one too (how a paused track learns it can resume).
-        guard let carrier = slots.lazy.compactMap(\.consumer).first(where: { $0.active && $0.rtxSSRC != nil && $0.rtxPayloadType != nil }) else {
-            probe = nil
-            return
-        }
-        // Due: what the rate allows since the start, plus the packet that opens the next interval.
-        let elapsed = Double(nowNanos - current.started) / 1e9
-        let due = min(current.bytes, Int(current.bitrate * elapsed / 8) + Self.paddingPacketSize)
-        while current.sent < due {
-            guard sendPadding(consumer: carrier, cluster: current.cluster, nowNanos: nowNanos) else { break }
-            current.sent += Self.paddingPacketSize
-        }
-        guard current.sent < current.bytes else {
-            probe = nil
-            return
-        }
-        probe = current
-        if !wakePending {
-            wakePending = true
-            // When the next packet is due, at least a millisecond on (the loop's timer resolution).
-            let next = current.started + Int64(Double(current.sent) * 8 / current.bitrate * 1e9)
-            room.host.wake(self, atNanos: max(next, nowNanos + 1_000_000))
-        }
+        let carrier = slots.lazy.compactMap(\.consumer).first { $0.active && $0.rtxSSRC != nil && $0.rtxPayloadType != nil }
+        guard let due = downlink.probeDue(nowNanos: nowNanos, hasCarrier: carrier != nil, packetSize: Self.paddingPacketSize),
+              let carrier else { return }
+        var sent = 0
+        while sent < due.packets, sendPadding(consumer: carrier, cluster: due.cluster, nowNanos: nowNanos) { sent += 1 }
+        guard let next = downlink.probeSent(packets: sent, packetSize: Self.paddingPacketSize, nowNanos: nowNanos), !wakePending else { return }
+        wakePending = true
+        room.host.wake(self, atNanos: next)
     }
 
     /// One padding packet: RTP header with the P bit, transport-cc, 255 bytes of padding.
@@ -497,7 +368,6 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         consumer.rtxSequence &+= 1
         sendHistory.onSent(sequence: seq, sendNanos: nowNanos, size: Self.paddingPacketSize, probeCluster: cluster, batch: room.host.writeBatch)
         transportSequence &+= 1
-        paddingBytesSent += Self.paddingPacketSize
         return true
     }
 
@@ -510,7 +380,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     /// packets, a reallocation when the estimate drops) asks the host for a wake-up.
     func nextTickNanos(after nowNanos: Int64) -> Int64 {
         guard isConnected else { return nowNanos }
-        return min(lastAllocationNanos + Self.allocationIntervalNanos, reports.nextNanos)
+        return min(downlink.lastAllocationNanos + DownlinkController.allocationIntervalNanos, reports.nextNanos)
     }
 
     func wake(nowNanos: Int64) {
@@ -522,10 +392,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     /// Allocation when its interval is over (or a drop of the estimate asked for it), then the due
     /// part of a probe: what both the tick and a wake-up do.
     private func allocateAndProbeIfDue(nowNanos: Int64) {
-        if nowNanos - lastAllocationNanos >= Self.allocationIntervalNanos {
-            lastAllocationNanos = nowNanos
-            allocate(nowNanos: nowNanos)
-        }
+        if downlink.allocationDue(nowNanos: nowNanos) { allocate(nowNanos: nowNanos) }
         sendProbe(nowNanos: nowNanos)
     }
 
@@ -551,7 +418,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
 
     func transportDidConnect(_ transport: WebRTCTransport) {
         room.logger.info("subscriber connected", metadata: ["room": "\(room.id)", "peer": "\(participant.peer.peerID)"])
-        connectedNanos = transport.ice.lastValidRequestNanos ?? transport.createdNanos
+        downlink.connected(atNanos: transport.ice.lastValidRequestNanos ?? transport.createdNanos)
         // Video starts at a keyframe: ask for one now that packets can reach the subscriber.
         let now = transport.ice.lastValidRequestNanos ?? transport.createdNanos
         for slot in slots {
@@ -581,22 +448,13 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
             case .senderReport(let sr):
                 absorb(sr.reports, nowNanos: nowNanos)
             case .remb(let r):
-                // A REMB beyond any real link (the field reaches 2^81) is taken as "no limit we could use".
-                remb = min(r.bitrate, Self.maxREMBBitsPerSecond)
+                downlink.received(remb: r.bitrate)
             case .transportCC(let fb):
                 // Send times: when the worker wrote each packet's batch, not when it was queued.
                 let host = room.host
                 let results = sendHistory.onFeedback(fb) { host.writtenNanos(batch: $0) }
-                let before = estimator.estimate
-                if let rttNanos { estimator.setRTT(nanos: rttNanos) }
-                estimator.onFeedback(results, nowNanos: nowNanos)
-                if !results.isEmpty, !estimatorFed {
-                    estimatorFed = true
-                    firstFeedbackNanos = nowNanos
-                }
                 // The downlink just shrank below what we send: reallocate now, not in up to 250 ms.
-                if estimator.estimate < before, estimator.estimate < Double(allocatedBitrate) {
-                    lastAllocationNanos = 0
+                if downlink.received(feedback: results, rttNanos: rttNanos, nowNanos: nowNanos) {
                     if !wakePending {
                         wakePending = true
                         room.host.wake(self, atNanos: nowNanos)
@@ -606,13 +464,14 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
                     sendProbe(nowNanos: nowNanos)
                 }
                 let lost = results.reduce(0) { $0 + ($1.arrivalNanos == nil ? 1 : 0) }
+                let estimator = downlink.estimator
                 if lost > 0 || estimator.usage != .normal || abs(estimator.estimate - loggedEstimate) > 0.1 * loggedEstimate {
                     loggedEstimate = estimator.estimate
                     room.logger.debug("feedback", metadata: ["peer": "\(participant.peer.peerID)", "t_ms": "\(nowNanos / 1_000_000)",
                                                              "lost": "\(lost)/\(results.count)", "usage": "\(estimator.usage)",
                                                              "loss": "\(Int(estimator.lossFraction * 100))%",
                                                              "estimate": "\(Int(estimator.estimate))", "acked": "\(Int(estimator.ackedBitrate ?? 0))",
-                                                             "allocated": "\(allocatedBitrate)"])
+                                                             "allocated": "\(downlink.allocatedBitrate)"])
                 }
             default:
                 break

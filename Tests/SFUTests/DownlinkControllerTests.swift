@@ -1,0 +1,206 @@
+import RTP
+import Testing
+@testable import SFU
+
+/// The downlink controller alone: no room, no consumers, no socket; a REMB (or transport-cc
+/// feedback) in, decisions out, on a clock the test chooses.
+@Suite("Downlink controller: estimate, warm-up, allocation holds and pauses, probes")
+struct DownlinkControllerTests {
+    static let second: Int64 = 1_000_000_000
+    /// Three simulcast layers of 100 k / 300 k / 1 M, one temporal layer each.
+    static let layers: [[Int64?]] = [[100_000], [300_000], [1_000_000]]
+
+    static func track(_ key: UInt32 = 7, target: LayerAllocator.Layer = .init(spatial: 0, temporal: 0), current: Int? = nil,
+                      paused: Bool = false, bitrates: [[Int64?]] = layers) -> DownlinkController.VideoTrack {
+        .init(key: key, priority: DownlinkController.Priority.camera, bitrates: bitrates, topResolution: nil, target: target,
+              currentSpatial: current, currentTemporal: 0, paused: paused)
+    }
+
+    static func remb(_ bps: UInt64) -> DownlinkController {
+        var d = DownlinkController()
+        d.connected(atNanos: 0)
+        d.received(remb: bps)
+        d.allocator.upgradeHeadroom = 1.0
+        return d
+    }
+
+    @Test func noEstimateNoDecision() {
+        var d = DownlinkController()
+        d.connected(atNanos: 0)
+        #expect(d.estimate == nil)
+        let r1 = d.allocate(audio: 40_000, video: [Self.track()], nowNanos: 5 * Self.second)
+        #expect(r1.isEmpty)
+        // Without transport-cc the estimate is the REMB, capped where no link is.
+        d.received(remb: UInt64(1) << 60)
+        #expect(d.estimate == Double(DownlinkController.maxREMBBitsPerSecond))
+    }
+
+    @Test func warmingUpKeepsTheLowestLayerInsteadOfPausing() {
+        var d = Self.remb(50_000)
+        #expect(d.warmingUp(nowNanos: Self.second))
+        let first = d.allocate(audio: 0, video: [Self.track()], nowNanos: Self.second)
+        #expect(first == [.target(7, .init(spatial: 0, temporal: 0), dropCurrent: false, changed: true)])
+        #expect(!d.warmingUp(nowNanos: DownlinkController.warmUpNanos))
+        let after = d.allocate(audio: 0, video: [Self.track()], nowNanos: 4 * Self.second)
+        #expect(after == [.pause(7, estimate: 50_000)])
+        #expect(d.pausedTotal == 1)
+    }
+
+    @Test func aPausedTrackWaitsItsResumeHoldThenResumes() {
+        var d = Self.remb(50_000)
+        let r2 = d.allocate(audio: 0, video: [Self.track()], nowNanos: 4 * Self.second)
+        #expect(r2 == [.pause(7, estimate: 50_000)])
+        d.received(remb: 3_000_000)
+        let paused = Self.track(paused: true)
+        let r3 = d.allocate(audio: 0, video: [paused], nowNanos: 4 * Self.second + DownlinkController.resumeHoldNanos / 2)
+        #expect(r3.isEmpty)
+        let back = d.allocate(audio: 0, video: [paused], nowNanos: 4 * Self.second + DownlinkController.resumeHoldNanos)
+        #expect(back.first == .resume(7, estimate: 3_000_000))
+        guard case .target(7, let layer, _, _)? = back.last, back.count == 2 else {
+            Issue.record("no target after the resume: \(back)")
+            return
+        }
+        #expect(layer.spatial >= 0)
+    }
+
+    @Test func aDowngradeHoldsUpgradesUntilTheHoldEndsOrThePathGrows() {
+        var d = Self.remb(2_000_000)
+        let t0 = 4 * Self.second
+        let r4 = d.allocate(audio: 0, video: [Self.track()], nowNanos: t0)
+        #expect(r4 == [.target(7, .init(spatial: 2, temporal: 0), dropCurrent: false, changed: true)])
+        // 700 k: the top layer (1 M) no longer fits even at the keep factor: down to the middle one,
+        // and the top stops at once (it costs more than 1.2x the budget).
+        d.received(remb: 700_000)
+        let top = Self.track(target: .init(spatial: 2, temporal: 0), current: 2)
+        let r5 = d.allocate(audio: 0, video: [top], nowNanos: t0 + Self.second)
+        #expect(r5
+                == [.target(7, .init(spatial: 1, temporal: 0), dropCurrent: true, changed: true)])
+        // 1.04 M would carry the top layer again, but less than 1.5x the estimate at the downgrade: held.
+        d.received(remb: 1_040_000)
+        let middle = Self.track(target: .init(spatial: 1, temporal: 0), current: 1)
+        let r6 = d.allocate(audio: 0, video: [middle], nowNanos: t0 + 2 * Self.second)
+        #expect(r6
+                == [.target(7, .init(spatial: 1, temporal: 0), dropCurrent: false, changed: false)])
+        let r7 = d.allocate(audio: 0, video: [middle], nowNanos: t0 + Self.second + DownlinkController.upgradeHoldNanos)
+        #expect(r7
+                == [.target(7, .init(spatial: 2, temporal: 0), dropCurrent: false, changed: true)])
+        // A path that grew 1.5x lifts the hold at once.
+        var grown = Self.remb(2_000_000)
+        _ = grown.allocate(audio: 0, video: [Self.track()], nowNanos: t0)
+        grown.received(remb: 700_000)
+        _ = grown.allocate(audio: 0, video: [top], nowNanos: t0 + Self.second)
+        grown.received(remb: 1_050_000)
+        let r8 = grown.allocate(audio: 0, video: [middle], nowNanos: t0 + 2 * Self.second)
+        #expect(r8
+                == [.target(7, .init(spatial: 2, temporal: 0), dropCurrent: false, changed: true)])
+    }
+
+    @Test func aLayerFarOverTheBudgetIsDroppedAtOnce() {
+        var d = Self.remb(2_000_000)
+        _ = d.allocate(audio: 0, video: [Self.track()], nowNanos: 4 * Self.second)
+        d.received(remb: 400_000)
+        let top = Self.track(target: .init(spatial: 2, temporal: 0), current: 2)
+        let r9 = d.allocate(audio: 0, video: [top], nowNanos: 5 * Self.second)
+        #expect(r9
+                == [.target(7, .init(spatial: 1, temporal: 0), dropCurrent: true, changed: true)])
+        #expect(d.allocatedBitrate == 300_000)
+    }
+
+    @Test func audioIsPaidFirstAndWhatIsWantedReachesTheEstimator() {
+        var d = Self.remb(1_100_000)
+        let decisions = d.allocate(audio: 200_000, video: [Self.track()], nowNanos: 4 * Self.second)
+        // 1.1 M - 200 k of audio leaves 900 k: the middle layer, not the top.
+        #expect(decisions == [.target(7, .init(spatial: 1, temporal: 0), dropCurrent: false, changed: true)])
+        #expect(d.allocatedBitrate == 500_000)
+        #expect(d.estimator.allocatedBitrate == 500_000)
+        // Probing aims at the top layer's nominal rate (1.5 M for the top of three without a size).
+        #expect(d.estimator.desiredBitrate == 200_000 + 1_500_000)
+    }
+
+    @Test func aForgottenTrackStartsAfresh() {
+        var d = Self.remb(2_000_000)
+        _ = d.allocate(audio: 0, video: [Self.track()], nowNanos: 4 * Self.second)
+        #expect(d.memory[7]?.allocated == true)
+        d.forget(7)
+        #expect(d.memory[7] == nil)
+        let r10 = d.allocate(audio: 0, video: [Self.track(target: .init(spatial: 2, temporal: 0))], nowNanos: 5 * Self.second)
+        #expect(r10
+                == [.target(7, .init(spatial: 2, temporal: 0), dropCurrent: false, changed: true)])
+    }
+
+    @Test func allocationRunsOnItsIntervalOrWhenAsked() {
+        var d = Self.remb(2_000_000)
+        _ = d.allocate(audio: 0, video: [], nowNanos: 10 * Self.second)
+        #expect(!d.allocationDue(nowNanos: 10 * Self.second + DownlinkController.allocationIntervalNanos - 1))
+        #expect(d.allocationDue(nowNanos: 10 * Self.second + DownlinkController.allocationIntervalNanos))
+        d.reallocateSoon()
+        #expect(d.allocationDue(nowNanos: 10 * Self.second + 1))
+    }
+
+    /// transport-cc: the estimate exists once feedback arrived; losing half the packets while the
+    /// allocation spends near the estimate asks for a reallocation at once.
+    @Test func feedbackThatCutsBelowTheSpendAsksForAReallocation() {
+        var d = DownlinkController()
+        d.transportCC = true
+        #expect(d.estimate == nil)
+        var sequence: Int64 = 0
+        // A second of 50 packets of 600 bytes (240 kbit/s), each 20 ms in flight.
+        func feedback(at now: Int64, lossEvery: Int) -> [PacketResult] {
+            (0..<50).map { i in
+                defer { sequence += 1 }
+                let sent = now - Self.second + Int64(i) * 20_000_000
+                return PacketResult(sequence: sequence, sendNanos: sent, size: 600,
+                                    arrivalNanos: lossEvery > 0 && i % lossEvery == 0 ? nil : sent + 20_000_000, probeCluster: nil)
+            }
+        }
+        let steady = feedback(at: Self.second, lossEvery: 0)
+        let firstAsked = d.received(feedback: steady, rttNanos: 40_000_000, nowNanos: Self.second)
+        #expect(!firstAsked)
+        let estimate = d.estimate ?? 0
+        #expect(estimate > 0)
+        _ = d.allocate(audio: 0, video: [Self.track(bitrates: [[Int64(estimate * 0.95)]])], nowNanos: Self.second)
+        #expect(!d.allocationDue(nowNanos: Self.second + 1))
+        // Each lossy second the allocation has just run (not due), so only the feedback can make it due.
+        var asked = false
+        var dueAfter = false
+        for step in 1...20 where !asked {
+            let now = Self.second + Int64(step) * Self.second
+            _ = d.allocate(audio: 0, video: [Self.track(bitrates: [[Int64(estimate * 0.95)]])], nowNanos: now - 1)
+            asked = d.received(feedback: feedback(at: now, lossEvery: 2), rttNanos: 40_000_000, nowNanos: now)
+            dueAfter = d.allocationDue(nowNanos: now)
+        }
+        #expect(asked, "estimate \(d.estimate ?? 0) against \(d.allocatedBitrate) spent")
+        #expect(dueAfter)
+        #expect((d.estimate ?? .infinity) < Double(d.allocatedBitrate))
+    }
+
+    /// Probe clusters go out paced at their rate, and are dropped without a carrier.
+    @Test func probesArePacedAndNeedACarrier() throws {
+        var d = DownlinkController()
+        d.transportCC = true
+        let size = RTPWriter.paddingPacketSize
+        // Probes go out while the tracks want more than the estimate, after 500 ms without overuse.
+        d.estimator.desiredBitrate = 3_000_000
+        let steady = (0..<25).map { i in
+            PacketResult(sequence: Int64(i), sendNanos: Int64(i) * 20_000_000, size: 600, arrivalNanos: Int64(i) * 20_000_000 + 20_000_000, probeCluster: nil)
+        }
+        _ = d.received(feedback: steady, rttNanos: 40_000_000, nowNanos: Self.second / 2)
+        let now = Self.second + Self.second / 2
+        let r11 = d.probeDue(nowNanos: now, hasCarrier: true, packetSize: size)
+        let first = try #require(r11, "no start-up probe")
+        #expect(first.packets == 1, "only the packet that opens the cluster is due at its start")
+        let r12 = d.probeSent(packets: first.packets, packetSize: size, nowNanos: now)
+        let next = try #require(r12)
+        #expect(next > now)
+        #expect(d.paddingBytesSent == size)
+        let r13 = d.probeDue(nowNanos: next, hasCarrier: true, packetSize: size)
+        let later = try #require(r13)
+        #expect(later.cluster == first.cluster && later.packets >= 1)
+        let r14 = d.probeDue(nowNanos: next, hasCarrier: false, packetSize: size)
+        #expect(r14 == nil)
+        #expect(d.probe == nil)
+        var noCC = DownlinkController()
+        let r15 = noCC.probeDue(nowNanos: now, hasCarrier: true, packetSize: size)
+        #expect(r15 == nil)
+    }
+}
