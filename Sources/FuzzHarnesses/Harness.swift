@@ -139,7 +139,7 @@ public enum Harness: String, CaseIterable, Sendable {
         guard let sdp = try? SessionDescription(parsing: text) else { return }
         _ = try? SessionDescription(parsing: sdp.text)
         _ = try? RemoteTransportParameters(sdp)
-        if let answer = try? RoomSDP.answerPublisher(offer: sdp, local: local, setup: "passive", sessionVersion: 1, sessionID: 1) {
+        if let answer = try? RoomSDP.answerPublisher(offer: sdp, local: local, setup: .passive, sessionVersion: 1, sessionID: 1) {
             _ = try? SessionDescription(parsing: answer.answer.text)
         }
         _ = RoomSDP.readSubscriberAnswer(sdp)

@@ -16,7 +16,7 @@ struct RoomSDPTests {
     @Test(arguments: ["aiortc-offer.sdp", "chromium-offer.sdp", "firefox-offer.sdp", "chromium-simulcast-offer.sdp"])
     func answersARealPublisherOffer(_ name: String) throws {
         let offer = try SessionDescription(parsing: try fixture("sdp/" + name))
-        let (answer, sections, ids) = try RoomSDP.answerPublisher(offer: offer, local: Self.local, setup: "passive", sessionVersion: 1, sessionID: 7)
+        let (answer, sections, ids) = try RoomSDP.answerPublisher(offer: offer, local: Self.local, setup: .passive, sessionVersion: 1, sessionID: 7)
         // The answer is valid SDP with one m-line per offered one, in order, and the same mids.
         let reparsed = try SessionDescription(parsing: answer.text)
         #expect(reparsed.media.map(\.mid) == offer.media.enumerated().map { $0.element.mid ?? String($0.offset) })
@@ -33,7 +33,7 @@ struct RoomSDPTests {
         let offeredRTX = offer.media.first { $0.mid == video.mid }?.codecs.first { $0.name == "rtx" && $0.fmtp == "apt=\(vp8.payloadType)" }
         #expect(video.rtxPayloadType == offeredRTX?.payloadType)
         for (m, section) in zip(reparsed.media, answer.media) where section.port != 0 {
-            #expect(m.direction == "recvonly")
+            #expect(m.direction == .recvonly)
             #expect(m.value("setup") == "passive" && m.value("ice-ufrag") == "srvufrag" && m.has("rtcp-mux"))
             #expect(m.value("fingerprint")?.hasPrefix("sha-256 00:01:02") == true)
             #expect(m.values("candidate") == ["1 1 udp 2130706431 127.0.0.1 40000 typ host"])
@@ -75,7 +75,7 @@ struct RoomSDPTests {
             var offer = base
             let i = try #require(offer.media.firstIndex { $0.kind == "video" })
             edit(&offer.media[i])
-            let (a, sections, _) = try RoomSDP.answerPublisher(offer: offer, local: Self.local, setup: "passive", sessionVersion: 1, sessionID: 7)
+            let (a, sections, _) = try RoomSDP.answerPublisher(offer: offer, local: Self.local, setup: .passive, sessionVersion: 1, sessionID: 7)
             return (try #require(sections.first { $0.kind == .video }), try #require(a.media.first { $0.kind == "video" }))
         }
         func setSimulcast(_ m: inout SessionDescription.Media, _ value: String) {
@@ -107,14 +107,14 @@ struct RoomSDPTests {
         // Only G722 audio, and a data channel section.
         offer.media[0].formats = ["9"]
         offer.media.append(.init(kind: "application", port: 9, proto: "UDP/DTLS/SCTP", formats: ["webrtc-datachannel"]))
-        let (answer, sections, _) = try RoomSDP.answerPublisher(offer: offer, local: Self.local, setup: "passive", sessionVersion: 1, sessionID: 1)
+        let (answer, sections, _) = try RoomSDP.answerPublisher(offer: offer, local: Self.local, setup: .passive, sessionVersion: 1, sessionID: 1)
         #expect(answer.media.map(\.port) == [0, 9, 0])
         #expect(sections.map(\.kind) == [.video])
         // Nothing usable at all is an error, not an empty answer.
         var nothing = offer
         nothing.media = [offer.media[0]]
         #expect(throws: RoomSDPError.self) {
-            _ = try RoomSDP.answerPublisher(offer: nothing, local: Self.local, setup: "passive", sessionVersion: 1, sessionID: 1)
+            _ = try RoomSDP.answerPublisher(offer: nothing, local: Self.local, setup: .passive, sessionVersion: 1, sessionID: 1)
         }
     }
 
@@ -124,11 +124,11 @@ struct RoomSDPTests {
         var offer = try SessionDescription(parsing: try fixture("sdp/chromium-offer.sdp"))
         let videoIndex = try #require(offer.media.firstIndex { $0.kind == "video" })
         let vp8 = try #require(offer.media[videoIndex].codecs.first { $0.name == "VP8" })
-        let (_, withVP8, _) = try RoomSDP.answerPublisher(offer: offer, local: Self.local, setup: "passive", sessionVersion: 1, sessionID: 1)
+        let (_, withVP8, _) = try RoomSDP.answerPublisher(offer: offer, local: Self.local, setup: .passive, sessionVersion: 1, sessionID: 1)
         #expect(withVP8.first { $0.kind == .video }?.codec == .vp8)
         // Chromium without VP8: its H.264 with packetization-mode=1 and constrained baseline.
         offer.media[videoIndex].formats.removeAll { $0 == String(vp8.payloadType) }
-        let (answer, sections, _) = try RoomSDP.answerPublisher(offer: offer, local: Self.local, setup: "passive", sessionVersion: 1, sessionID: 1)
+        let (answer, sections, _) = try RoomSDP.answerPublisher(offer: offer, local: Self.local, setup: .passive, sessionVersion: 1, sessionID: 1)
         let video = try #require(sections.first { $0.kind == .video })
         guard case .h264(let fmtp) = video.codec else { Issue.record("not H264: \(video.codec)"); return }
         #expect(fmtp.contains("packetization-mode=1") && fmtp.contains("profile-level-id=42e0"))
@@ -144,9 +144,9 @@ struct RoomSDPTests {
     @Test func receiveOnlySectionsPublishNothing() throws {
         let text = try fixture("sdp/aiortc-offer.sdp").replacingOccurrences(of: "a=sendrecv", with: "a=recvonly")
         let offer = try SessionDescription(parsing: text)
-        let (answer, sections, _) = try RoomSDP.answerPublisher(offer: offer, local: Self.local, setup: "passive", sessionVersion: 1, sessionID: 1)
+        let (answer, sections, _) = try RoomSDP.answerPublisher(offer: offer, local: Self.local, setup: .passive, sessionVersion: 1, sessionID: 1)
         #expect(sections.allSatisfy { !$0.sending })
-        #expect(answer.media.allSatisfy { $0.direction == "inactive" })
+        #expect(answer.media.allSatisfy { $0.direction == .inactive })
     }
 
     @Test func subscriberOfferHasAnMLinePerSlotAndKeepsGoneOnesInactive() throws {
@@ -157,7 +157,7 @@ struct RoomSDPTests {
         ]
         let offer = try SessionDescription(parsing: RoomSDP.subscriberOffer(slots: slots, local: Self.local, sessionVersion: 3, sessionID: 9).text)
         #expect(offer.bundleGroup == ["0", "1", "2"])
-        #expect(offer.media.map(\.direction) == ["sendonly", "sendonly", "inactive"])
+        #expect(offer.media.map(\.direction) == [.sendonly, .sendonly, .inactive])
         #expect(offer.media.map { $0.value("msid") } == ["pe_a tr_1", "pe_a tr_2", nil])
         #expect(offer.media[1].values("ssrc-group") == ["FID 222 333"])
         #expect(offer.media[1].ssrcs == [222, 333] && offer.media[2].ssrcs.isEmpty)

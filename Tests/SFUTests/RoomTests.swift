@@ -199,7 +199,7 @@ struct RoomTests {
             let offer = try #require(s.subscriberOffers.last)
             #expect(offer.media.count == 2, "cycle \(cycle): \(offer.media.count) m-lines")
             #expect(Set(offer.media.compactMap { $0.value("mid") }) == ["0", "1"])
-            #expect(offer.media.allSatisfy { $0.direction == "sendonly" })
+            #expect(offer.media.allSatisfy { $0.direction == .sendonly })
             let video = try #require(s.ssrc(peer: p.info.peerID, track: videoTrack))
             #expect(video.ssrc != lastSSRC, "a reused m-line carries a new SSRC")
             lastSSRC = video.ssrc
@@ -219,7 +219,7 @@ struct RoomTests {
         for (s, before) in zip(subs, offers) {
             #expect(s.subscriberOffers.count == before + 1)
             let last = try #require(s.subscriberOffers.last)
-            #expect(last.media.count == 2 && last.media.allSatisfy { $0.direction == "inactive" && $0.value("msid") == nil })
+            #expect(last.media.count == 2 && last.media.allSatisfy { $0.direction == .inactive && $0.value("msid") == nil })
             let gone = s.signals.compactMap { if case .trackUnpublished(_, let t) = $0 { return t } else { return nil } }
             #expect(Set(gone) == [tracks.audio, tracks.video])
             #expect(s.signals.contains(.userLeft(peerID: pub.info.peerID, userID: "pub")))
@@ -334,7 +334,7 @@ struct RoomConsentTests {
         #expect(h.room.participantCount == 2)
         for s in subs {
             #expect(s.signals.contains(.userLeft(peerID: pub.info.peerID, userID: "pub")))
-            #expect(s.subscriberOffers.last?.media.allSatisfy { $0.direction == "inactive" } == true)
+            #expect(s.subscriberOffers.last?.media.allSatisfy { $0.direction == .inactive } == true)
         }
         #expect(pub.signals.last.map { if case .removed(.connectionLost, _) = $0 { true } else { false } } == true)
         let counters = h.room.counters()

@@ -28,7 +28,7 @@ struct SDPTests {
         #expect(sdp.value("ice-ufrag", in: audio) != nil && sdp.value("ice-pwd", in: audio) != nil)
         #expect(CertificateFingerprint(sdpValue: try #require(sdp.value("fingerprint", in: audio)))?.algorithm == .sha256)
         #expect(sdp.value("setup", in: audio) == "actpass")
-        #expect(video.ssrcs.count == 2 && audio.direction == "sendrecv")
+        #expect(video.ssrcs.count == 2 && audio.direction == .sendrecv)
         // Serializing keeps every line.
         let again = try SessionDescription(parsing: sdp.text)
         #expect(again == sdp)

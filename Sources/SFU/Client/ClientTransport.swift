@@ -175,9 +175,9 @@ public enum ClientSDP {
     public static let ridExtensionID: UInt8 = 4
     public static let repairedRIDExtensionID: UInt8 = 5
 
-    static func transportLines(ice: ICELiteAgent.Credentials, fingerprint: String, setup: String) -> [String] {
+    static func transportLines(ice: ICELiteAgent.Credentials, fingerprint: String, setup: DTLSSetup) -> [String] {
         ["c=IN IP4 0.0.0.0", "a=ice-ufrag:\(ice.ufrag)", "a=ice-pwd:\(ice.password)", "a=fingerprint:sha-256 \(fingerprint)",
-         "a=setup:\(setup)", "a=rtcp-mux", "a=rtcp-rsize"]
+         "a=setup:\(setup.rawValue)", "a=rtcp-mux", "a=rtcp-rsize"]
     }
 
     static func codecLines(_ codec: ForwardedCodec) -> (formats: String, lines: [String]) {
@@ -202,7 +202,7 @@ public enum ClientSDP {
         for (i, s) in streams.enumerated() {
             let codecs = codecLines(s.codec)
             lines.append("m=\(s.kind.rawValue) 9 UDP/TLS/RTP/SAVPF \(codecs.formats)")
-            lines += transportLines(ice: ice, fingerprint: fingerprint, setup: "actpass")
+            lines += transportLines(ice: ice, fingerprint: fingerprint, setup: .actpass)
             lines += ["a=mid:\(i)", "a=sendonly", "a=msid:client track\(i)",
                       "a=extmap:\(midExtensionID) \(RTPExtensionURI.sdesMid)", "a=extmap:\(transportCCExtensionID) \(RTPExtensionURI.transportWideCC)"]
             if !s.rids.isEmpty {
@@ -234,8 +234,8 @@ public enum ClientSDP {
             let codec = RoomSDP.acceptedCodec(m).map(RoomSDP.forwarded) ?? (m.kind == "audio" ? .opus : .vp8)
             let codecs = codecLines(codec)
             lines.append("m=\(m.kind) 9 UDP/TLS/RTP/SAVPF \(codecs.formats)")
-            lines += transportLines(ice: ice, fingerprint: fingerprint, setup: "active")
-            lines += ["a=mid:\(m.mid ?? String(i))", m.direction == "inactive" ? "a=inactive" : "a=recvonly"]
+            lines += transportLines(ice: ice, fingerprint: fingerprint, setup: .active)
+            lines += ["a=mid:\(m.mid ?? String(i))", "a=" + (m.direction == .inactive ? MediaDirection.inactive : .recvonly).rawValue]
             if transportCC {
                 lines.append("a=extmap:\(RoomSDP.subscriberTransportCCID) \(RTPExtensionURI.transportWideCC)")
                 lines += codecs.lines

@@ -64,20 +64,20 @@ public final class EchoSession: WebRTCTransportDelegate {
         guard let fpValue = sdp.value("fingerprint", in: first), let fingerprint = CertificateFingerprint(sdpValue: fpValue) else {
             throw Error.badOffer("no usable a=fingerprint")
         }
-        let setup = sdp.value("setup", in: first) ?? "actpass"
         // We take the role the offer leaves us: passive (DTLS server) for actpass/active offers.
-        let role: DTLSEndpoint.Role = setup == "passive" ? .client : .server
+        let setup = DTLSSetup(sdpValue: sdp.value("setup", in: first)).answer
+        let role = setup.role
         let local = ICELiteAgent.Credentials.random()
         transport = try WebRTCTransport(id: id, iceCredentials: local, remoteICE: .init(ufrag: ufrag, password: pwd),
                                         dtlsContext: dtlsContext, dtlsRole: role, remoteFingerprint: fingerprint, nowNanos: nowNanos)
         var streams: [UInt8: Stream] = [:]
         answer = try Self.makeAnswer(offer: sdp, ice: local, fingerprint: dtlsContext.certificate.sha256Fingerprint,
-                                     setup: role == .server ? "passive" : "active", candidates: candidates, streams: &streams)
+                                     setup: setup, candidates: candidates, streams: &streams)
         self.streams = streams
         transport.delegate = self
     }
 
-    static func makeAnswer(offer: SessionDescription, ice: ICELiteAgent.Credentials, fingerprint: String, setup: String,
+    static func makeAnswer(offer: SessionDescription, ice: ICELiteAgent.Credentials, fingerprint: String, setup: DTLSSetup,
                            candidates: [HostCandidate], streams: inout [UInt8: Stream]) throws -> SessionDescription {
         var answer = SessionDescription()
         answer.sessionLines = ["v=0", "o=- \(UInt64.random(in: 1...UInt64(Int64.max))) 2 IN IP4 127.0.0.1", "s=sfu-echo", "t=0 0"]
@@ -97,7 +97,7 @@ public final class EchoSession: WebRTCTransportDelegate {
                 // Rejected: port 0, echoing the formats (RFC 8829 5.3.1).
                 section.port = 0
                 section.formats = m.formats
-                section.attributes = [.init("mid", mid), .init("inactive")]
+                section.attributes = [.init("mid", mid), MediaDirection.inactive.attribute]
                 answer.media.append(section)
                 continue
             }
@@ -108,17 +108,10 @@ public final class EchoSession: WebRTCTransportDelegate {
             section.otherLines = ["c=IN IP4 0.0.0.0"]
             var a: [SessionDescription.Attribute] = [
                 .init("mid", mid), .init("ice-ufrag", ice.ufrag), .init("ice-pwd", ice.password),
-                .init("fingerprint", "sha-256 " + fingerprint), .init("setup", setup), .init("rtcp-mux"),
+                .init("fingerprint", "sha-256 " + fingerprint), .init("setup", setup.rawValue), .init("rtcp-mux"),
             ]
             if m.has("rtcp-rsize") { a.append(.init("rtcp-rsize")) }
-            let direction: String
-            switch m.direction {
-            case "sendonly": direction = "recvonly"
-            case "recvonly": direction = "sendonly"
-            case "inactive": direction = "inactive"
-            default: direction = "sendrecv"
-            }
-            a.append(.init(direction))
+            a.append(m.direction.answered.attribute)
             for ext in m.extensions where ext.uri == RTPExtensionURI.sdesMid {
                 a.append(.init("extmap", "\(ext.id) \(ext.uri)"))
             }

@@ -11,7 +11,7 @@ final class PublisherConnection: WorkerSession, WebRTCTransportDelegate {
     let transport: WebRTCTransport
     let remote: RemoteTransportParameters
     let local: LocalTransportParameters
-    let setup: String
+    let setup: DTLSSetup
     let sessionID: UInt64
     var sessionVersion = 1
     var extensions = ExtensionIDs()
@@ -42,8 +42,8 @@ final class PublisherConnection: WorkerSession, WebRTCTransportDelegate {
         self.remote = remote
         self.local = local
         // We take the role the offer leaves us: passive (DTLS server) unless the client insists on passive.
-        let role: DTLSEndpoint.Role = remote.setup == "passive" ? .client : .server
-        self.setup = role == .server ? "passive" : "active"
+        self.setup = remote.setup.answer
+        let role = setup.role
         transport = try WebRTCTransport(id: participant.peer.peerID + "/pub", iceCredentials: local.ice, remoteICE: remote.ice,
                                         dtlsContext: room.dtlsContext, dtlsRole: role, remoteFingerprint: remote.fingerprint, nowNanos: nowNanos)
         transport.delegate = self

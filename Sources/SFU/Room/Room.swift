@@ -195,7 +195,7 @@ public final class Room {
     /// offer): answered through the sink, then tracks published or unpublished.
     public func publisherOffer(peerID: String, offer: SessionDescription, nowNanos: Int64) {
         guard let p = participant(peerID) else { return }
-        let sending = offer.media.filter { ($0.port != 0 || $0.has("bundle-only")) && ($0.direction == "sendonly" || $0.direction == "sendrecv") }
+        let sending = offer.media.filter { ($0.port != 0 || $0.has("bundle-only")) && $0.direction.sends }
         if !sending.isEmpty && !p.peer.canPublish {
             p.sink(.refused(.permissionDenied, message: "this token may not publish (role \(p.peer.role))"))
             return
@@ -209,7 +209,7 @@ public final class Room {
         do {
             let remote = try RemoteTransportParameters(offer)
             let local: LocalTransportParameters
-            let setup: String
+            let setup: DTLSSetup
             if let existing = p.publisher {
                 guard remote.ice == existing.remote.ice else {
                     throw RoomSDPError.bad("ICE restart is not supported on the publisher connection; reconnect instead")
@@ -218,7 +218,7 @@ public final class Room {
                 setup = existing.setup
             } else {
                 local = localParameters()
-                setup = remote.setup == "passive" ? "active" : "passive"
+                setup = remote.setup.answer
             }
             let version = (p.publisher?.sessionVersion ?? 0) + 1
             let sessionID = p.publisher?.sessionID ?? UInt64.random(in: 1...UInt64(Int64.max))

@@ -138,7 +138,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         guard offerOutstanding else { throw .bad("no subscriber offer is outstanding") }
         let params = try RemoteTransportParameters(sdp)
         if !hasTransport {
-            let role: DTLSEndpoint.Role = params.setup == "passive" ? .client : .server
+            let role = params.setup.answer.role
             do {
                 transport = try WebRTCTransport(id: participant.peer.peerID + "/sub", iceCredentials: local.ice, remoteICE: params.ice,
                                                 dtlsContext: room.dtlsContext, dtlsRole: role, remoteFingerprint: params.fingerprint, nowNanos: nowNanos)

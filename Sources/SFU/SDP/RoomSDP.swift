@@ -13,10 +13,10 @@ public struct LocalTransportParameters: Sendable, Equatable {
         self.candidates = candidates
     }
 
-    func attributes(setup: String) -> [SessionDescription.Attribute] {
+    func attributes(setup: DTLSSetup) -> [SessionDescription.Attribute] {
         var a: [SessionDescription.Attribute] = [
             .init("ice-ufrag", ice.ufrag), .init("ice-pwd", ice.password),
-            .init("fingerprint", "sha-256 " + fingerprint), .init("setup", setup),
+            .init("fingerprint", "sha-256 " + fingerprint), .init("setup", setup.rawValue),
         ]
         for (i, c) in candidates.enumerated() {
             let host = c.announcedHost ?? c.address.host
@@ -32,7 +32,7 @@ public struct RemoteTransportParameters: Sendable, Equatable {
     public var ice: ICELiteAgent.Credentials
     public var fingerprint: CertificateFingerprint
     /// actpass, active or passive.
-    public var setup: String
+    public var setup: DTLSSetup
 
     /// Reads the first bundled section's (or the session's) ICE and DTLS attributes.
     public init(_ sdp: SessionDescription) throws(RoomSDPError) {
@@ -45,7 +45,7 @@ public struct RemoteTransportParameters: Sendable, Equatable {
         }
         ice = .init(ufrag: ufrag, password: pwd)
         fingerprint = fp
-        setup = sdp.value("setup", in: first) ?? "actpass"
+        setup = DTLSSetup(sdpValue: sdp.value("setup", in: first))
     }
 }
 
@@ -212,7 +212,7 @@ public enum RoomSDP {
 
     /// Answers a publisher offer. `canPublish` false refuses sections that send.
     /// - Returns: the answer, the sections and the extension ids.
-    public static func answerPublisher(offer: SessionDescription, local: LocalTransportParameters, setup: String,
+    public static func answerPublisher(offer: SessionDescription, local: LocalTransportParameters, setup: DTLSSetup,
                                        sessionVersion: Int, sessionID: UInt64) throws(RoomSDPError)
         -> (answer: SessionDescription, sections: [PublishedSection], extensions: ExtensionIDs) {
         var answer = SessionDescription()
@@ -229,7 +229,7 @@ public enum RoomSDP {
             guard let codec = acceptedCodec(m), live, m.proto.contains("SAVPF"), m.has("rtcp-mux") || m.has("bundle-only") else {
                 section.port = 0
                 section.formats = m.formats
-                section.attributes = [.init("mid", mid), .init("inactive")]
+                section.attributes = [.init("mid", mid), MediaDirection.inactive.attribute]
                 answer.media.append(section)
                 continue
             }
@@ -241,8 +241,9 @@ public enum RoomSDP {
             a += local.attributes(setup: setup)
             a.append(.init("rtcp-mux"))
             if m.has("rtcp-rsize") { a.append(.init("rtcp-rsize")) }
-            let sending = m.direction == "sendonly" || m.direction == "sendrecv"
-            a.append(.init(sending ? "recvonly" : "inactive"))
+            // We only receive on a publisher's connection.
+            let sending = m.direction.sends
+            a.append((sending ? MediaDirection.recvonly : .inactive).attribute)
             var twcc = false
             for ext in m.extensions where keptExtensions.contains(ext.uri) {
                 if ext.uri == RTPExtensionURI.audioLevel && m.kind != "audio" { continue }
@@ -328,7 +329,7 @@ public enum RoomSDP {
             var m = SessionDescription.Media(kind: slot.kind.rawValue, port: 9, proto: "UDP/TLS/RTP/SAVPF", formats: formats)
             m.otherLines = ["c=IN IP4 0.0.0.0"]
             var a: [SessionDescription.Attribute] = [.init("mid", slot.mid)]
-            a += local.attributes(setup: "actpass")
+            a += local.attributes(setup: .actpass)
             a += [.init("rtcp-mux"), .init("rtcp-rsize"),
                   .init("extmap", "\(subscriberTransportCCID) \(RTPExtensionURI.transportWideCC)")]
             let channels = codec == .opus ? "/2" : ""
@@ -340,7 +341,7 @@ public enum RoomSDP {
                 a += [.init("rtpmap", "\(rtx) rtx/90000"), .init("fmtp", "\(rtx) apt=\(pt)")]
             }
             if let t = slot.track {
-                a.append(.init("sendonly"))
+                a.append(MediaDirection.sendonly.attribute)
                 a.append(.init("msid", "\(t.peerID) \(t.trackID)"))
                 if let rtx = t.rtxSSRC { a.append(.init("ssrc-group", "FID \(t.ssrc) \(rtx)")) }
                 a.append(.init("ssrc", "\(t.ssrc) cname:\(t.cname)"))
@@ -350,7 +351,7 @@ public enum RoomSDP {
                     a.append(.init("ssrc", "\(rtx) msid:\(t.peerID) \(t.trackID)"))
                 }
             } else {
-                a.append(.init("inactive"))
+                a.append(MediaDirection.inactive.attribute)
             }
             m.attributes = a
             offer.media.append(m)
@@ -372,7 +373,7 @@ public enum RoomSDP {
             let codec = acceptedCodec(m)
             let rtx = codec.flatMap { c in m.codecs.first { $0.name.lowercased() == "rtx" && $0.fmtp?.contains("apt=\(c.payloadType)") == true } }
             let twcc = m.extensions.contains { $0.uri == RTPExtensionURI.transportWideCC && $0.id == subscriberTransportCCID }
-            return AnsweredSection(mid: m.mid ?? String(index), accepted: m.port != 0 && codec != nil && m.direction != "inactive",
+            return AnsweredSection(mid: m.mid ?? String(index), accepted: m.port != 0 && codec != nil && m.direction != .inactive,
                                    payloadType: codec?.payloadType, rtxPayloadType: rtx?.payloadType, transportCC: twcc)
         }
     }

@@ -37,9 +37,9 @@ public struct SessionDescription: Sendable, Equatable {
         public var mid: String? { value("mid") }
 
         /// sendrecv, sendonly, recvonly or inactive (sendrecv when absent).
-        public var direction: String {
-            for d in ["sendrecv", "sendonly", "recvonly", "inactive"] where has(d) { return d }
-            return "sendrecv"
+        public var direction: MediaDirection {
+            for d in MediaDirection.allCases where has(d.rawValue) { return d }
+            return .sendrecv
         }
 
         /// The codecs of the section in m-line order: payload type, name, clock rate, channels, fmtp, rtcp-fb.
