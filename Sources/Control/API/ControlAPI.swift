@@ -52,7 +52,24 @@ public struct ControlAPI: Sendable {
     /// Opening and closing rooms (shared with the janitor).
     var lifecycle: RoomLifecycle { RoomLifecycle(store: store, webhooks: webhooks, live: live, recordings: recordings, logger: logger) }
 
+    /// Every path the API serves with its methods, and SFUServer's `/healthz`: for 405 and `Allow`
+    /// when one is asked with another method (``UnroutedRequestMiddleware``). Kept beside `register`;
+    /// ControlRoutingTests checks that each of these is routed.
+    static let routes: [APIRoute] = [
+        .init("/healthz", [.get]), .init("/metrics", [.get]),
+        .init("/v1/rooms", [.get, .post]), .init("/v1/rooms/:id", [.get, .delete]), .init("/v1/rooms/:id/tokens", [.post]),
+        .init("/v1/rooms/:id/participants", [.get]), .init("/v1/rooms/:id/participants/:user", [.delete]),
+        .init("/v1/rooms/:id/participants/:user/mute", [.post]), .init("/v1/rooms/:id/recordings", [.post]),
+        .init("/v1/rooms/:id/snapshots", [.post]),
+        .init("/v1/recordings", [.get]), .init("/v1/recordings/:id", [.get]), .init("/v1/recordings/:id/stop", [.post]),
+        .init("/v1/recordings/:id/files/:file", [.get]),
+        .init("/v1/snapshots", [.get]), .init("/v1/snapshots/:id", [.get]), .init("/v1/snapshots/:id/file", [.get]),
+        .init("/demo/join", [.post]),
+    ]
+
     func register<Context: RequestContext>(on router: Router<Context>) {
+        // First: it wraps every route registered after it and the router's answer for unmatched requests.
+        router.add(middleware: UnroutedRequestMiddleware<Context>(routes: Self.routes))
         let auth = APIKeyMiddleware<Context>(keys: keys)
         let metrics = MetricsEndpoint(store: store, media: media, webhooks: webhooks, live: live)
         router.group("metrics").add(middleware: ErrorShapeMiddleware()).add(middleware: auth).get { _, _ -> Response in
@@ -204,10 +221,13 @@ public struct ControlAPI: Sendable {
         let body = try await JSONBody(request, context, allowEmpty: true)
         let mode = try body.string("mode", maxLength: 32) ?? "tracks"
         guard Self.validID(id), try await store.room(id: id) != nil else { throw APIError.notFound("room") }
+        // The composite's options are checked whatever the mode (a wrong type or range is a 400 even
+        // where the mode does not use it), and used by a composite only.
+        let options = try Self.compositeOptions(body)
         var composite: CompositeRecording.Options?
         switch mode {
         case "tracks": break
-        case "composite": composite = try Self.compositeOptions(body)
+        case "composite": composite = options
         default: throw APIError.badRequest("mode must be tracks or composite")
         }
         guard let recordings else { throw APIError(.serviceUnavailable, "unavailable", "recording needs the media workers") }
@@ -259,17 +279,27 @@ public struct ControlAPI: Sendable {
         var headers: HTTPFields = [.contentType: file.format == "mkv" ? "video/x-matroska" : "video/webm", .acceptRanges: "bytes"]
         headers[.contentDisposition] = "attachment; filename=\"\(file.fileName)\""
         let io = FileIO()
-        guard let rangeHeader = request.headers[.range] else {
+        switch Self.byteRange(request.headers[.range], size: size) {
+        case .whole:
             headers[.contentLength] = String(size)
             return Response(status: .ok, headers: headers, body: try await io.loadFile(path: file.path, context: context))
+        case .unsatisfiable:
+            throw APIError(.rangeNotSatisfiable, "range_not_satisfiable", "the range is outside the file or malformed", headers: [.contentRange: "bytes */\(size)"])
+        case .part(let range):
+            headers[.contentRange] = "bytes \(range.lowerBound)-\(range.upperBound)/\(size)"
+            headers[.contentLength] = String(range.count)
+            return Response(status: .partialContent, headers: headers, body: try await io.loadFile(path: file.path, range: range, context: context))
         }
-        guard let range = Self.byteRange(rangeHeader, size: size) else {
-            return Response(status: .rangeNotSatisfiable, headers: [.contentRange: "bytes */\(size)", .contentType: "application/json; charset=utf-8"],
-                            body: .init(byteBuffer: ByteBuffer(string: #"{"error":{"code":"range_not_satisfiable","message":"the range is outside the file"}}"#)))
-        }
-        headers[.contentRange] = "bytes \(range.lowerBound)-\(range.upperBound)/\(size)"
-        headers[.contentLength] = String(range.count)
-        return Response(status: .partialContent, headers: headers, body: try await io.loadFile(path: file.path, range: range, context: context))
+    }
+
+    /// What a `Range` header asks of a file.
+    enum ByteRangeRequest: Equatable {
+        /// No range, or one the server ignores: the whole file (200).
+        case whole
+        /// One satisfiable range (206).
+        case part(ClosedRange<Int>)
+        /// A `bytes` range outside the file or malformed (416).
+        case unsatisfiable
     }
 
     // MARK: snapshots
@@ -324,20 +354,25 @@ public struct ControlAPI: Sendable {
         return Response(status: .ok, headers: headers, body: try await FileIO().loadFile(path: record.path, context: context))
     }
 
-    /// One `bytes=` range of a file of `size` bytes, or nil when unsatisfiable or not understood.
-    static func byteRange(_ header: String, size: Int) -> ClosedRange<Int>? {
-        guard header.hasPrefix("bytes="), size > 0 else { return nil }
-        let spec = header.dropFirst("bytes=".count)
-        guard !spec.contains(","), let dash = spec.firstIndex(of: "-") else { return nil }
+    /// What the `Range` header asks of a file of `size` bytes: one `bytes=a-b`, `bytes=a-` or
+    /// `bytes=-n` range is served. RFC 9110 14.2: a range unit the server does not know must be
+    /// ignored, and several ranges may be; both get the whole file.
+    static func byteRange(_ header: String?, size: Int) -> ByteRangeRequest {
+        guard let header else { return .whole }
+        let unit = "bytes="
+        guard header.prefix(unit.count).lowercased() == unit else { return .whole }
+        let spec = header.dropFirst(unit.count)
+        guard !spec.contains(",") else { return .whole }
+        guard size > 0, let dash = spec.firstIndex(of: "-") else { return .unsatisfiable }
         let first = spec[..<dash].trimmingCharacters(in: .whitespaces), last = spec[spec.index(after: dash)...].trimmingCharacters(in: .whitespaces)
         if first.isEmpty {
-            guard let n = Int(last), n > 0 else { return nil }
-            return max(0, size - n)...(size - 1)
+            guard let n = Int(last), n > 0 else { return .unsatisfiable }
+            return .part(max(0, size - n)...(size - 1))
         }
-        guard let a = Int(first), a >= 0, a < size else { return nil }
-        if last.isEmpty { return a...(size - 1) }
-        guard let b = Int(last), b >= a else { return nil }
-        return a...min(b, size - 1)
+        guard let a = Int(first), a >= 0, a < size else { return .unsatisfiable }
+        if last.isEmpty { return .part(a...(size - 1)) }
+        guard let b = Int(last), b >= a else { return .unsatisfiable }
+        return .part(a...min(b, size - 1))
     }
 
     // MARK: demo page
@@ -405,10 +440,9 @@ struct APIKeyMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 }
 
-/// A request's JSON object body with typed, validated accessors: wrong types and out-of-range values
-/// are 400 with the field named; unknown fields are ignored.
 /// A request's JSON object body, read with JSONDecoder into a ``JSONValue`` and then field by
-/// field: a wrong type or range is a 400 that names the field.
+/// field: a wrong type or range is a 400 that names the field; unknown fields are ignored, and a
+/// field set to null is one left out.
 struct JSONBody {
     let object: [String: JSONValue]
 
@@ -434,7 +468,8 @@ struct JSONBody {
     func string(_ key: String, maxLength: Int) throws -> String? {
         guard let v = present(key) else { return nil }
         guard let s = v.string else { throw APIError.badRequest("\(key) must be a string") }
-        guard s.count <= maxLength else { throw APIError.badRequest("\(key) is longer than \(maxLength) characters") }
+        // Characters as JSON Schema counts them (docs/openapi.yaml `maxLength`): Unicode scalars.
+        guard s.unicodeScalars.count <= maxLength else { throw APIError.badRequest("\(key) is longer than \(maxLength) characters") }
         return s
     }
 
