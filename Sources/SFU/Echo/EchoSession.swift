@@ -1,21 +1,6 @@
 import DTLS
 import RTP
 
-/// Where a session's datagrams go: the media worker's socket.
-public protocol DatagramSink: AnyObject {
-    func send(_ datagram: UnsafeRawBufferPointer, to address: TransportAddress)
-}
-
-/// A host candidate we put in SDP answers: one per worker port (and the announced address).
-public struct HostCandidate: Sendable, Equatable {
-    public var address: TransportAddress
-    public var announcedHost: String?
-    public init(address: TransportAddress, announcedHost: String? = nil) {
-        self.address = address
-        self.announcedHost = announcedHost
-    }
-}
-
 /// The echo endpoint (Janus' EchoTest): what a peer sends comes back to it, so a client can check
 /// ICE, DTLS-SRTP and media end to end without a room. Audio and video are sent back on SSRCs the
 /// answer declares; RTCP is translated so that keyframe requests, NACKs and sender reports reach
@@ -204,4 +189,8 @@ public final class EchoSession: WebRTCTransportDelegate {
     public func transportDidClose(_ transport: WebRTCTransport, reason: String) {
         onClose?(reason)
     }
+}
+
+extension EchoSession: WorkerSession {
+    public func workerDidRemove() {}
 }

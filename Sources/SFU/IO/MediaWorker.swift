@@ -7,38 +7,6 @@ import Logging
 import NIOCore
 import RTP
 
-/// Something a worker drives: it owns one ``WebRTCTransport`` and gets the worker's timer ticks.
-public protocol WorkerSession: AnyObject {
-    var transport: WebRTCTransport { get }
-    /// Called on the worker's loop when the session is removed (closed by either side).
-    func workerDidRemove()
-    /// Called on the worker's 20 ms tick, when due (``nextTickNanos(after:)``), for periodic work:
-    /// RTCP reports, feedback, allocation.
-    func tick(nowNanos: Int64)
-    /// When the session next needs ``tick(nowNanos:)``, asked after each tick: the worker ticks it
-    /// at the first tick at or after that time, or at its transport's next timeout if earlier.
-    /// The default, `nowNanos`: every tick.
-    func nextTickNanos(after nowNanos: Int64) -> Int64
-    /// Called at the time the session asked for with ``SessionHost/wake(_:atNanos:)``.
-    func wake(nowNanos: Int64)
-}
-
-extension WorkerSession {
-    public func tick(nowNanos: Int64) {}
-    public func nextTickNanos(after nowNanos: Int64) -> Int64 { nowNanos }
-    public func wake(nowNanos: Int64) {}
-
-    /// When a host ticks the session next, asked after a tick: its own next tick or its
-    /// transport's next timeout, whichever comes first.
-    public func tickDueNanos(after nowNanos: Int64) -> Int64 {
-        min(nextTickNanos(after: nowNanos), transport.nextTimeoutNanos ?? .max)
-    }
-}
-
-extension EchoSession: WorkerSession {
-    public func workerDidRemove() {}
-}
-
 /// One media worker: a thread (``MediaEventLoop``) with its own UDP port (DESIGN.md principle 3).
 /// Datagrams are demultiplexed to transports by STUN USERNAME (the local ufrag) for STUN, and by
 /// remote address for everything else; the address map learns from authenticated STUN checks.

@@ -5,19 +5,6 @@ import Musl
 #endif
 import CSFUShim
 
-/// The two clocks the media path reads: monotonic for timers and the transports, real time to
-/// convert the kernel's SO_TIMESTAMPNS receive times (CLOCK_REALTIME) into monotonic ones.
-public enum SystemClock {
-    public static var monotonicNanos: Int64 { read(CLOCK_MONOTONIC) }
-    public static var realtimeNanos: Int64 { read(CLOCK_REALTIME) }
-
-    static func read(_ clock: clockid_t) -> Int64 {
-        var ts = timespec()
-        clock_gettime(clock, &ts)
-        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
-    }
-}
-
 /// A level-triggered epoll set: descriptors with an integer token each. Not thread-safe.
 public final class Poller {
     public let fd: Int32
