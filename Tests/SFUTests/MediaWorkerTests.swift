@@ -220,48 +220,6 @@ struct MediaWorkerTests {
         await worker.stop()
     }
 
-    /// A session that is due for a tick every `interval` (nil: the default, every tick).
-    final class TickSession: WorkerSession, @unchecked Sendable {
-        let transport: WebRTCTransport
-        let interval: Int64?
-        var ticks: [Int64] = []
-        init(interval: Int64?) throws {
-            transport = try WebRTCTransport(
-                id: "t", iceCredentials: .random(), remoteICE: .random(), dtlsContext: DTLSContext(certificate: try DTLSCertificate(commonName: "server")),
-                dtlsRole: .server, remoteFingerprint: CertificateFingerprint(algorithm: .sha256, digest: []), nowNanos: MediaWorker.nowNanos)
-            self.interval = interval
-        }
-        func workerDidRemove() {}
-        func tick(nowNanos: Int64) { ticks.append(nowNanos) }
-        func nextTickNanos(after nowNanos: Int64) -> Int64 { interval.map { nowNanos + $0 } ?? nowNanos }
-    }
-
-    /// The worker ticks a session when it is due, not every 20 ms: one due every 200 ms is ticked
-    /// about 5 times a second, one with the default every tick; a removed one no more.
-    @Test func sessionsAreTickedWhenDue() async throws {
-        let worker = try await MediaWorker.start(index: 3, host: "127.0.0.1", port: 0, logger: Logger(label: "test"))
-        let every = try TickSession(interval: nil)
-        let sparse = try TickSession(interval: 200_000_000)
-        let removed = try TickSession(interval: nil)
-        try await worker.submit {
-            worker.add(every)
-            worker.add(sparse)
-            worker.add(removed)
-        }
-        try await Task.sleep(for: .milliseconds(200))
-        let removedTicks = try await worker.submit { () -> Int in
-            worker.remove(removed)
-            return removed.ticks.count
-        }
-        try await Task.sleep(for: .milliseconds(900))
-        let (e, s, r) = try await worker.submit { (every.ticks, sparse.ticks, removed.ticks.count) }
-        await worker.stop()
-        #expect(e.count >= 20, "\(e.count) ticks in 1.1 s")
-        #expect(s.count >= 3 && s.count <= 7, "\(s.count) ticks in 1.1 s at one per 200 ms")
-        for (a, b) in zip(s, s.dropFirst()) { #expect(b - a >= 200_000_000) }
-        #expect(r == removedTicks)
-    }
-
     /// Datagrams that belong to no session, or are too long, are read in batches, counted and dropped.
     @Test func unmatchedDatagramsAreCounted() async throws {
         let worker = try await MediaWorker.start(index: 1, host: "127.0.0.1", port: 0, logger: Logger(label: "test"))

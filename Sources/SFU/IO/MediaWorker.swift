@@ -33,9 +33,8 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
     /// The socket was full at the last flush: the batch holds datagrams waiting for it to drain.
     private var waitingForWritable = false
     private var demux = SessionDemux()
-    /// Every session and when it is next due for a tick: a contiguous array, so that the 20 ms scan
-    /// touches only the sessions that are due (most subscriber connections every 250 ms).
-    private var schedule: [(due: Int64, session: WorkerSession)] = []
+    /// Every session and when it is next due for a tick.
+    private var schedule = TickSchedule<WorkerSession>()
     private var dueScratch: [WorkerSession] = []
     /// The send batch being filled is number `writeBatch`; when each of the last
     /// `writeTimes.count` batches was written (``SessionHost/writtenNanos(batch:)``).
@@ -159,14 +158,14 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
     public func add(_ session: WorkerSession) {
         loop.preconditionInEventLoop()
         demux.add(session)
-        schedule.append((0, session))
+        schedule.add(session)
     }
 
     /// Removes a session and forgets its addresses (on the worker's loop).
     public func remove(_ session: WorkerSession) {
         loop.preconditionInEventLoop()
         guard demux.remove(session) != nil else { return }
-        schedule.removeAll { $0.session === session }
+        schedule.remove(session)
         finishedTotals.add(session.transport.statistics)
         session.workerDidRemove()
     }
@@ -278,15 +277,12 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
     public var datagramsSent: Int { sendBatch.sent }
     public var datagramSendFailures: Int { sendBatch.failed }
 
-    /// Ticks the sessions that are due, then asks each when it is due next. The scan is over
-    /// `schedule` (due times side by side); only due sessions are touched.
+    /// Ticks the sessions that are due (``TickSchedule``), then asks each when it is due next: its
+    /// own next tick or its transport's next timeout, whichever comes first.
     func tick() {
         let now = Self.nowNanos
         dueScratch.removeAll(keepingCapacity: true)
-        for i in schedule.indices where schedule[i].due <= now {
-            schedule[i].due = .max  // rescheduled below
-            dueScratch.append(schedule[i].session)
-        }
+        schedule.takeDue(nowNanos: now, into: &dueScratch)
         for session in dueScratch {
             // Gone meanwhile (a participant leaving takes both of its connections).
             guard demux.contains(session) else { continue }
@@ -298,9 +294,7 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
             }
             session.tick(nowNanos: now)
         }
-        for i in schedule.indices where schedule[i].due == .max {
-            schedule[i].due = schedule[i].session.tickDueNanos(after: now)
-        }
+        schedule.reschedule(nowNanos: now) { session, now in session.tickDueNanos(after: now) }
         dueScratch.removeAll(keepingCapacity: true)
         flush()
     }
