@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "SFU", targets: ["SFU"]),
         .library(name: "Recorder", targets: ["Recorder"]),
         .library(name: "Control", targets: ["Control"]),
+        .library(name: "WebRTCClient", targets: ["WebRTCClient"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -61,6 +62,9 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The client side of WebRTC against our ICE-lite server (what sfu-load and the tests connect
+        // with): not part of the server.
+        .target(name: "WebRTCClient", dependencies: ["SFU", "DTLS", "RTP"], swiftSettings: strict),
         .target(
             name: "Recorder",
             dependencies: ["RTP", "SFU", "COpus", "CVPX", "CSFUShim", "CTurboJPEG", "CPNG", "CFreeType", .product(name: "Logging", package: "swift-log")],
@@ -93,7 +97,7 @@ let package = Package(
         .executableTarget(
             name: "sfu-load",
             dependencies: [
-                "SFU", "DTLS", "RTP", "Recorder", "Control", "COpenSSL", "CSFUShim",
+                "SFU", "DTLS", "RTP", "Recorder", "Control", "WebRTCClient", "COpenSSL", "CSFUShim",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -106,11 +110,11 @@ let package = Package(
         .executableTarget(name: "sfu-fuzz", dependencies: ["FuzzHarnesses", "CLibFuzzer"], swiftSettings: strict),
 
         // MARK: tests
-        .target(name: "TestSupport", dependencies: ["SFU", "DTLS", "RTP", .product(name: "Logging", package: "swift-log")], path: "Tests/TestSupport", swiftSettings: strict),
+        .target(name: "TestSupport", dependencies: ["SFU", "DTLS", "RTP", "WebRTCClient", .product(name: "Logging", package: "swift-log")], path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "RTPTests", dependencies: ["RTP", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "DTLSTests", dependencies: ["DTLS", "CSRTP", "COpenSSL", "CSFUShim", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "SFUTests", dependencies: ["SFU", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "RecorderTests", dependencies: ["Recorder", "RTP", "COpus", "CVPX", "CSFUShim", "CTurboJPEG", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "SFUTests", dependencies: ["SFU", "WebRTCClient", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "RecorderTests", dependencies: ["Recorder", "RTP", "WebRTCClient", "COpus", "CVPX", "CSFUShim", "CTurboJPEG", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "FuzzTests", dependencies: ["FuzzHarnesses"], swiftSettings: strict),
         .testTarget(
             name: "ControlTests",

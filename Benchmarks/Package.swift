@@ -40,6 +40,7 @@ let package = Package(
                 .product(name: "DTLS", package: "main"),
                 .product(name: "RTP", package: "main"),
                 .product(name: "SFU", package: "main"),
+                .product(name: "WebRTCClient", package: "main"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Benchmarks/RoomBenchmarks",

@@ -9,6 +9,7 @@ import DTLS
 import Foundation
 import RTP
 import SFU
+import WebRTCClient
 
 /// `sfu-load hostile`: one participant that joins with a valid token, sets up its publisher and
 /// subscriber connections like a browser, and then abuses them: crafted SRTP-protected RTCP (sender

@@ -1,5 +1,6 @@
 import RTP
 import SFU
+import WebRTCClient
 
 /// What a publisher stamps at the end of every RTP payload, so that a subscriber can tell which
 /// stream and which packet it got, and when it was sent (one host, one clock): 24 bytes,

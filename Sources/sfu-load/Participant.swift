@@ -1,5 +1,6 @@
 import DTLS
 import SFU
+import WebRTCClient
 
 /// One simulated participant: its signaling (a WebSocket to the SFU, or the floor's control line),
 /// its publisher connection and media streams when it publishes, its subscriber connection.

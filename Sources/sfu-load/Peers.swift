@@ -6,6 +6,7 @@ import Musl
 import DTLS
 import RTP
 import SFU
+import WebRTCClient
 
 /// What the receive path needs to know about the datagram being handled (set by the loop).
 final class ReceiveContext {

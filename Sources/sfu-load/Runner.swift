@@ -7,6 +7,7 @@ import Control
 import DTLS
 import RTP
 import SFU
+import WebRTCClient
 
 /// The scenario and where to run it.
 struct Scenario {

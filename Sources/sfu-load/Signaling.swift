@@ -32,12 +32,8 @@ struct PlainURL {
 /// `Codable` types, keys in snake_case. Signaling frames are the server's own types
 /// (``ClientEvent``, ``ServerEvent``), encoded and decoded by their code in Control.
 enum JSON {
-    static let encoder: JSONEncoder = {
-        let e = JSONEncoder()
-        e.keyEncodingStrategy = .convertToSnakeCase
-        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return e
-    }()
+    /// The signaling wire's encoder (snake_case, sorted keys): the same JSON everywhere.
+    static var encoder: JSONEncoder { SignalingJSON.encoder }
 
     static let prettyEncoder: JSONEncoder = {
         let e = JSONEncoder()

@@ -13,12 +13,7 @@ struct ControlAuthAndErrorTests {
     static let key = "auth-test-key-0123456789-abcdefghijklmnop"
 
     func withAPI(_ body: @escaping @Sendable (any TestClientProtocol) async throws -> Void) async throws {
-        let store = try await MetadataStore.open(databaseURL: nil, dataDir: NSTemporaryDirectory() + "sfu-auth-\(UUID().uuidString)",
-                                                 logger: Logger(label: "auth-test"))
-        defer { Task { await store.close() } }
-        let api = ControlAPI(store: store, keys: APIKeys([Self.key]), iceServers: [], logger: Logger(label: "auth-test"))
-        let server = SFUServer(config: ServerConfig(), logger: Logger(label: "auth-test"))
-        try await Application(router: server.buildRouter(api: api)).test(.router, body)
+        try await InProcessAPI.with(key: Self.key, body)
     }
 
     static func errorCode(_ response: TestResponse) -> String? {

@@ -12,13 +12,7 @@ struct ControlRoutingTests {
     static let key = "routing-test-key-0123456789-abcdefghijkl"
 
     func withAPI(_ body: @escaping @Sendable (any TestClientProtocol) async throws -> Void) async throws {
-        let store = try await MetadataStore.open(databaseURL: nil, dataDir: NSTemporaryDirectory() + "sfu-routing-\(UUID().uuidString)",
-                                                 logger: Logger(label: "routing-test"))
-        defer { Task { await store.close() } }
-        let api = ControlAPI(store: store, keys: APIKeys([Self.key]), iceServers: [], logger: Logger(label: "routing-test"))
-        let server = SFUServer(config: ServerConfig(), logger: Logger(label: "routing-test"))
-        let app = Application(router: server.buildRouter(api: api))
-        try await app.test(.router, body)
+        try await InProcessAPI.with(key: Self.key, body)
     }
 
     static func error(_ buffer: ByteBuffer) throws -> (code: String, message: String) {

@@ -6,6 +6,7 @@ import SFU
 import Testing
 import TestSupport
 @testable import Recorder
+import WebRTCClient
 
 /// The composite as a virtual subscriber of a simulcast publisher, in memory with real VP8: it
 /// decodes the layer that fits the tile, and moves to another layer (through a keyframe) when a

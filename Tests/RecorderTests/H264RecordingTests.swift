@@ -5,6 +5,7 @@ import SFU
 import Testing
 import TestSupport
 @testable import Recorder
+import WebRTCClient
 
 /// H.264 recorded without transcoding: RTP (STAP-A, FU-A, single NAL units) from an x264 stream
 /// made by ffmpeg, through a real in-memory room, into Matroska that ffmpeg decodes.

@@ -5,6 +5,7 @@ import SFU
 import Testing
 import TestSupport
 @testable import Recorder
+import WebRTCClient
 
 /// A recording of a real in-memory room (RoomHarness: real transports, fake clock): what the file
 /// holds, and where it places audio and video from the publisher's sender reports.

@@ -5,6 +5,7 @@ import SFU
 import Testing
 import TestSupport
 @testable import Recorder
+import WebRTCClient
 
 /// A participant who shares its screen during a `tracks` recording: the screen share goes to a file
 /// of its own (video only, `source: "screen"`), beside its camera and microphone file.

@@ -4,6 +4,7 @@ import RTP
 import Testing
 import TestSupport
 @testable import SFU
+import WebRTCClient
 
 /// The room's forwarding, end to end but in memory: real transports (ICE-lite, DTLS, SRTP) on both
 /// sides, a fake clock, and RTP built by the test.

@@ -4,6 +4,7 @@ import RTP
 import Testing
 import TestSupport
 @testable import SFU
+import WebRTCClient
 
 /// A VP8 payload with the full descriptor Chromium sends with temporal layers: X, I (15-bit
 /// picture id), L (TL0PICIDX), T (TID, Y); then the VP8 payload header and filler that names the

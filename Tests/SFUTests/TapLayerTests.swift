@@ -3,6 +3,7 @@ import RTP
 import Testing
 import TestSupport
 @testable import SFU
+import WebRTCClient
 
 /// A tap that sets a size (the composite recording) sees the simulcast stream that fits it, and
 /// moves between streams only at a keyframe; other taps (per-participant recordings) keep the top.

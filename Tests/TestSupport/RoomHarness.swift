@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import RTP
 import SFU
+import WebRTCClient
 
 /// A room with in-memory peers (str0m-style): the server side is the real Room with its
 /// transports; each peer is a ClientTransport pair (publisher, subscriber) exchanging datagrams

@@ -10,6 +10,7 @@ import Foundation
 import Logging
 import RTP
 import SFU
+import WebRTCClient
 
 /// A room wired to in-memory clients: datagrams to the server are routed like the media worker
 /// does (SessionDemux); datagrams from the server reach the clients only while `deliver` is on.
@@ -75,8 +76,9 @@ final class InMemoryRoom: SessionHost {
             [unowned self] signal in
             if case .publisherAnswer(let sdp) = signal { publisher = try? client(for: sdp, local: pubICE, address: pubAddress) }
         }
-        room.publisherOffer(peerID: "pe_pub", sdp: ClientSDP.publisherOffer(streams: [.init(kind: .video, ssrc: videoSSRC)], ice: pubICE,
-                                                                            fingerprint: clientContext.certificate.sha256Fingerprint), nowNanos: now)
+        let offer = ClientSDP.publisherOffer(streams: [.init(kind: .video, ssrc: videoSSRC)], ice: pubICE,
+                                             fingerprint: clientContext.certificate.sha256Fingerprint)
+        if let parsed = try? SessionDescription(parsing: offer) { room.publisherOffer(peerID: "pe_pub", offer: parsed, nowNanos: now) }
         for _ in 0..<3000 {
             step()
             if clients.values.allSatisfy({ $0.state == .connected }) && clients.count == subscribers + 1 && pendingAnswers.isEmpty { break }
@@ -87,7 +89,9 @@ final class InMemoryRoom: SessionHost {
     }
 
     func step() {
-        for (peer, answer) in pendingAnswers { room.subscriberAnswer(peerID: peer, sdp: answer, nowNanos: now) }
+        for (peer, answer) in pendingAnswers {
+            if let parsed = try? SessionDescription(parsing: answer) { room.subscriberAnswer(peerID: peer, answer: parsed, nowNanos: now) }
+        }
         pendingAnswers.removeAll()
         while !toServer.isEmpty || !toClients.isEmpty {
             let up = toServer

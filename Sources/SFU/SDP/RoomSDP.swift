@@ -87,7 +87,7 @@ public enum ForwardedCodec: Sendable, Equatable {
         case .h264: 103
         }
     }
-    var fmtp: String? {
+    package var fmtp: String? {
         switch self {
         case .opus: "minptime=10;useinbandfec=1"
         case .vp8: nil
@@ -143,7 +143,7 @@ public struct SimulcastEncoding: Sendable, Equatable {
 public enum RoomSDP {
     /// The codecs we forward: Opus for audio; VP8 for video, else H.264 (packetization mode 1,
     /// constrained baseline preferred), passed through.
-    static func acceptedCodec(_ m: SessionDescription.Media) -> SessionDescription.Codec? {
+    package static func acceptedCodec(_ m: SessionDescription.Media) -> SessionDescription.Codec? {
         switch m.kind {
         case "audio":
             return m.codecs.first { $0.name.lowercased() == "opus" && $0.clockRate == 48000 }
@@ -156,7 +156,7 @@ public enum RoomSDP {
         }
     }
 
-    static func forwarded(_ codec: SessionDescription.Codec) -> ForwardedCodec {
+    package static func forwarded(_ codec: SessionDescription.Codec) -> ForwardedCodec {
         switch codec.name.lowercased() {
         case "opus": .opus
         case "h264": .h264(fmtp: codec.fmtp ?? "packetization-mode=1")

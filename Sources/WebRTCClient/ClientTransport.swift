@@ -1,5 +1,6 @@
 import DTLS
 import RTP
+import SFU
 
 /// The client side of a WebRTC transport against an ICE-lite server, sans-IO: a controlling ICE
 /// agent reduced to what a browser does with one server candidate (checks every 50 ms until answered,
