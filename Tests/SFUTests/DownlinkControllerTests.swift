@@ -186,21 +186,27 @@ struct DownlinkControllerTests {
         }
         _ = d.received(feedback: steady, rttNanos: 40_000_000, nowNanos: Self.second / 2)
         let now = Self.second + Self.second / 2
-        let r11 = d.probeDue(nowNanos: now, hasCarrier: true, packetSize: size)
+        let r11 = d.probeDue(nowNanos: now, packetSize: size, carrier: { 1 })
         let first = try #require(r11, "no start-up probe")
         #expect(first.packets == 1, "only the packet that opens the cluster is due at its start")
         let r12 = d.probeSent(packets: first.packets, packetSize: size, nowNanos: now)
         let next = try #require(r12)
         #expect(next > now)
         #expect(d.paddingBytesSent == size)
-        let r13 = d.probeDue(nowNanos: next, hasCarrier: true, packetSize: size)
+        let r13 = d.probeDue(nowNanos: next, packetSize: size, carrier: { 1 })
         let later = try #require(r13)
         #expect(later.cluster == first.cluster && later.packets >= 1)
-        let r14 = d.probeDue(nowNanos: next, hasCarrier: false, packetSize: size)
+        let r14 = d.probeDue(nowNanos: next, packetSize: size, carrier: { nil as Int? })
         #expect(r14 == nil)
         #expect(d.probe == nil)
         var noCC = DownlinkController()
-        let r15 = noCC.probeDue(nowNanos: now, hasCarrier: true, packetSize: size)
+        let r15 = noCC.probeDue(nowNanos: now, packetSize: size, carrier: { 1 })
         #expect(r15 == nil)
+        // The carrier is looked for only while a cluster goes out (the caller scans its consumers).
+        var idle = DownlinkController()
+        idle.transportCC = true
+        var asked = 0
+        let r16 = idle.probeDue(nowNanos: now, packetSize: size, carrier: { () -> Int? in asked += 1; return 1 })
+        #expect(r16 == nil && asked == 0, "nothing wanted beyond the estimate: no probe, no carrier search")
     }
 }

@@ -111,7 +111,7 @@ struct DownlinkController {
     // MARK: Allocation
 
     /// A video track as the allocation sees it.
-    struct VideoTrack: Equatable {
+    struct VideoTrack {
         /// The consumer's SSRC: the key of the decisions and of the track's memory.
         var key: UInt32
         var priority: Int
@@ -125,12 +125,6 @@ struct DownlinkController {
         var currentTemporal: Int
         /// Paused for bandwidth now.
         var paused: Bool
-
-        static func == (a: VideoTrack, b: VideoTrack) -> Bool {
-            a.key == b.key && a.priority == b.priority && a.bitrates == b.bitrates && a.topResolution?.width == b.topResolution?.width
-                && a.topResolution?.height == b.topResolution?.height && a.target == b.target && a.currentSpatial == b.currentSpatial
-                && a.currentTemporal == b.currentTemporal && a.paused == b.paused
-        }
     }
 
     enum Decision: Equatable {
@@ -245,15 +239,16 @@ struct DownlinkController {
 
     /// The padding packets of a probe cluster due now (nil: none). The cluster is paced at its rate
     /// over its ~15 ms: the estimator measures the rate it was sent at from the packets' send
-    /// times, so a cluster sent in one burst (one send time) says nothing. `hasCarrier`: a video
-    /// consumer with RTX can carry padding (without one the cluster is dropped).
-    mutating func probeDue(nowNanos: Int64, hasCarrier: Bool, packetSize: Int) -> (cluster: Int, packets: Int)? {
+    /// times, so a cluster sent in one burst (one send time) says nothing. `carrier` finds what
+    /// carries the padding (a video consumer with RTX), asked only while a cluster is going out;
+    /// without one the cluster is dropped.
+    mutating func probeDue<Carrier>(nowNanos: Int64, packetSize: Int, carrier: () -> Carrier?) -> (cluster: Int, packets: Int, carrier: Carrier)? {
         guard transportCC else { return nil }
         if probe == nil, let p = estimator.probeToSend(nowNanos: nowNanos, packetSize: packetSize) {
             probe = (p.cluster, p.bitrate, p.bytes, 0, nowNanos)
         }
         guard let current = probe else { return nil }
-        guard hasCarrier else {
+        guard let found = carrier() else {
             probe = nil
             return nil
         }
@@ -261,7 +256,7 @@ struct DownlinkController {
         let elapsed = Double(nowNanos - current.started) / 1e9
         let due = min(current.bytes, Int(current.bitrate * elapsed / 8) + packetSize)
         let packets = due > current.sent ? (due - current.sent + packetSize - 1) / packetSize : 0
-        return (current.cluster, packets)
+        return (current.cluster, packets, found)
     }
 
     /// `packets` of the due padding went out. - Returns: when the cluster's next packet is due (at

@@ -335,18 +335,18 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         }
     }
 
-    /// Sends the due part of a probe cluster (``DownlinkController/probeDue(nowNanos:hasCarrier:packetSize:)``)
+    /// Sends the due part of a probe cluster (``DownlinkController/probeDue(nowNanos:packetSize:carrier:)``)
     /// as padding-only packets on a video consumer's RTX stream (as libwebrtc does): the subscriber
     /// drops them, its transport-cc feedback still reports their arrival, and the estimator sees
     /// whether the path carries the probe rate. Between the 20 ms ticks the host wakes the session
     /// (``SessionHost/wake(_:atNanos:)``) when the cluster's next packet is due.
     func sendProbe(nowNanos: Int64) {
         // Any video consumer with RTX carries the padding, a paused one too (how a paused track learns it can resume).
-        let carrier = slots.lazy.compactMap(\.consumer).first { $0.active && $0.rtxSSRC != nil && $0.rtxPayloadType != nil }
-        guard let due = downlink.probeDue(nowNanos: nowNanos, hasCarrier: carrier != nil, packetSize: Self.paddingPacketSize),
-              let carrier else { return }
+        guard let due = downlink.probeDue(nowNanos: nowNanos, packetSize: Self.paddingPacketSize, carrier: {
+            slots.lazy.compactMap(\.consumer).first { $0.active && $0.rtxSSRC != nil && $0.rtxPayloadType != nil }
+        }) else { return }
         var sent = 0
-        while sent < due.packets, sendPadding(consumer: carrier, cluster: due.cluster, nowNanos: nowNanos) { sent += 1 }
+        while sent < due.packets, sendPadding(consumer: due.carrier, cluster: due.cluster, nowNanos: nowNanos) { sent += 1 }
         guard let next = downlink.probeSent(packets: sent, packetSize: Self.paddingPacketSize, nowNanos: nowNanos), !wakePending else { return }
         wakePending = true
         room.host.wake(self, atNanos: next)
