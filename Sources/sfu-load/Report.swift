@@ -148,8 +148,9 @@ struct JSONReport: Encodable {
     struct OrEmpty<Value: Encodable>: Encodable {
         var value: Value?
         func encode(to encoder: any Encoder) throws {
-            if let value { try value.encode(to: encoder) } else { _ = encoder.container(keyedBy: SignalingJSON.EnvelopeKeys.self) }
+            if let value { try value.encode(to: encoder) } else { _ = encoder.container(keyedBy: NoKeys.self) }
         }
+        private enum NoKeys: String, CodingKey { case unused }
     }
     struct KeyframeSend: Encodable { var min, max, mean: Double; var count: Int }
     struct Sent: Encodable {
