@@ -55,7 +55,7 @@ public struct SFUServer: Sendable {
             if let echoSigner {
                 let token = context.request.uri.queryParameters.get("token") ?? ""
                 do {
-                    _ = try echoSigner.verify(token, nowSeconds: Int64(Date().timeIntervalSince1970))
+                    _ = try await echoSigner.verify(token, nowSeconds: Int64(Date().timeIntervalSince1970))
                 } catch {
                     try? await EchoSignaling.send(outbound, error: "invalid_token", "the echo endpoint needs a valid join token: /v1/echo?token=<join token>")
                     try? await outbound.close(.unknown(4401), reason: "invalid_token")

@@ -151,10 +151,10 @@ public struct ServerConfig: Sendable, Equatable {
     }
 
     /// The ES256 verification key, if one is configured.
-    public func jwtPublicKey() throws -> ECDSAPublicKey? {
+    public func jwtPublicKey() throws -> ES256VerificationKey? {
         guard let pem = jwtPublicKeyPEM else { return nil }
         do {
-            return try ECDSAPublicKey(pem: pem)
+            return try ES256VerificationKey(pem: pem)
         } catch {
             throw ConfigError(variable: "SFU_JWT_PUBLIC_KEY", value: "<\(pem.utf8.count) bytes>", expected: "\(error)")
         }

@@ -191,7 +191,8 @@ public enum Harness: String, CaseIterable, Sendable {
         guard let mode = raw.first else { return }
         let rest = [UInt8](raw.dropFirst())
         if mode & 1 == 0 {
-            _ = try? signer.verify(String(decoding: rest, as: UTF8.self), nowSeconds: 1_700_000_000, room: "room")
+            let token = String(decoding: rest, as: UTF8.self)
+            waitFor { _ = try? await signer.verify(token, nowSeconds: 1_700_000_000, room: "room") }
             return
         }
         var header = Array(#"{"alg":"HS256","typ":"JWT"}"#.utf8)
@@ -203,7 +204,18 @@ public enum Harness: String, CaseIterable, Sendable {
         let input = base64url(header) + "." + base64url(payload)
         guard let mac = HMAC(digest: .sha256, key: Array(secret.utf8))?.authenticate(Array(input.utf8)) else { return }
         let token = input + "." + base64url(mac)
-        _ = try? signer.verify(token, nowSeconds: 1_700_000_000, room: mode & 4 != 0 ? "room" : nil)
+        waitFor { _ = try? await signer.verify(token, nowSeconds: 1_700_000_000, room: mode & 4 != 0 ? "room" : nil) }
+    }
+
+    /// Runs `body` (the verifier is async: jwt-kit's keys live in actors) and blocks until it ends:
+    /// libFuzzer calls the harness synchronously on its own thread.
+    static func waitFor(_ body: @escaping @Sendable () async -> Void) {
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            await body()
+            done.signal()
+        }
+        done.wait()
     }
 
     static func base64url(_ bytes: [UInt8]) -> String {

@@ -4,6 +4,7 @@ import Glibc
 import Musl
 #endif
 import ArgumentParser
+import COpenSSL
 import Control
 import DTLS
 import Foundation
@@ -30,12 +31,12 @@ struct Hostile: ParsableCommand {
     @Option(help: "Crafted packets per second (all kinds together).") var rate = 2000
 
     func run() throws {
-        guard let main = PlainURL(url) else { throw ValidationError("--url: a ws:// URL") }
+        guard PlainURL(url) != nil else { throw ValidationError("--url: a ws:// URL") }
         let idle = try idleURL.map { text -> PlainURL in
             guard let u = PlainURL(text) else { throw ValidationError("--idle-url: a ws:// URL") }
             return u
         }
-        let attacker = try HostileClient(url: main, idleURL: idle, rate: rate)
+        let attacker = try HostileClient(url: url, idleURL: idle, rate: rate)
         let ok = try attacker.run(setupTimeout: setupTimeout, duration: duration)
         print(JSON.string(attacker.summary))
         fflush(nil)
@@ -45,8 +46,8 @@ struct Hostile: ParsableCommand {
 
 final class HostileClient {
     let context: DTLSContext
-    let socket: WebSocketClient
-    var idleSocket: WebSocketClient?
+    let socket: SignalingSocket
+    var idleSocket: NeverReadingWebSocket?
     let idleURL: PlainURL?
     let rate: Int
     let audioSSRC = UInt32.random(in: 1...UInt32.max)
@@ -70,9 +71,9 @@ final class HostileClient {
     var step = 0
     var bursts = 0
 
-    init(url: PlainURL, idleURL: PlainURL?, rate: Int) throws {
+    init(url: String, idleURL: PlainURL?, rate: Int) throws {
         context = try DTLSContext(certificate: DTLSCertificate(commonName: "sfu-hostile"))
-        socket = try WebSocketClient(url: url)
+        socket = try SignalingSocket(url: url)
         self.idleURL = idleURL
         self.rate = max(1, rate)
         socket.onMessage = { [unowned self] message in self.handle(message) }
@@ -206,14 +207,8 @@ final class HostileClient {
 
     func openIdle() {
         guard let idleURL else { return }
-        idleSocket = try? WebSocketClient(url: idleURL)
-        guard let idle = idleSocket else {
-            notes.append("idle socket failed to connect")
-            return
-        }
-        // A small receive buffer: what the server sends it stays queued on the server's side.
-        var size: Int32 = 4096
-        _ = setsockopt(idle.fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        idleSocket = try? NeverReadingWebSocket(url: idleURL)
+        if idleSocket == nil { notes.append("idle socket failed to connect") }
     }
 
     /// The idle participant: finishes its handshake (reading only the 101 response), joins, then
@@ -366,5 +361,104 @@ enum HostilePackets {
         case 2: return header(count: 0, type: 200, words: 6) + be32(3) + [1, 2, 3] + [0] // SR shorter than it says (padded to a word)
         default: return header(count: 2, type: 202, words: 200) + (0..<40).map { _ in UInt8.random(in: 0...255) }  // SDES overrunning
         }
+    }
+}
+
+/// The drill's never-reading participant: a WebSocket (RFC 6455) on a raw non-blocking TCP socket
+/// with a 4 KiB receive buffer, which reads the server's 101 response and nothing after it, and
+/// writes masked text frames. A library client cannot play this part: it reads whatever arrives
+/// into its own buffers, so what the server sends would not pile up on the server's side. There is
+/// no frame parser: after the handshake nothing is read.
+final class NeverReadingWebSocket {
+    enum State: Equatable { case handshaking, open, closed(String) }
+    let fd: Int32
+    private(set) var state = State.handshaking
+    private var response: [UInt8] = []
+    private var output: [UInt8] = []
+    private let expectedAccept: String
+    /// The receive buffer asked for: what the server sends stays queued on the server's side.
+    static let receiveBufferBytes: Int32 = 4096
+
+    init(url: PlainURL) throws {
+        fd = try Sockets.connectedTCP(to: url.address, nonBlocking: true)
+        var size = Self.receiveBufferBytes
+        _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        let key = Data((0..<16).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
+        expectedAccept = Self.accept(for: key)
+        let request = "GET \(url.target) HTTP/1.1\r\nHost: \(url.hostHeader)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + "Sec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        output = Array(request.utf8)
+    }
+
+    deinit { close(fd) }
+
+    /// Sec-WebSocket-Accept for `key` (RFC 6455 section 4.2.2).
+    static func accept(for key: String) -> String {
+        let text = Array((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").utf8)
+        var digest = [UInt8](repeating: 0, count: 20)
+        _ = text.withUnsafeBufferPointer { t in digest.withUnsafeMutableBufferPointer { d in SHA1(t.baseAddress, t.count, d.baseAddress) } }
+        return Data(digest).base64EncodedString()
+    }
+
+    func send(_ event: ClientEvent) {
+        guard state == .open, let text = try? event.encoded() else { return }
+        let payload = Array(text.utf8)
+        output.append(0x81)
+        let n = payload.count
+        if n < 126 {
+            output.append(0x80 | UInt8(n))
+        } else if n < 65536 {
+            output += [0x80 | 126, UInt8(n >> 8), UInt8(n & 0xff)]
+        } else {
+            output.append(0x80 | 127)
+            for shift in stride(from: 56, through: 0, by: -8) { output.append(UInt8(truncatingIfNeeded: n >> shift)) }
+        }
+        let mask = (0..<4).map { _ in UInt8.random(in: 0...255) }
+        output += mask
+        for (i, b) in payload.enumerated() { output.append(b ^ mask[i & 3]) }
+    }
+
+    /// Writes what it can. - Returns: false when the connection failed (the server closed it).
+    @discardableResult
+    func writeReady() -> Bool {
+        while !output.isEmpty {
+            let n = output.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n > 0 {
+                output.removeFirst(n)
+                continue
+            }
+            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { return true }
+            if n < 0 && errno == EINTR { continue }
+            state = .closed("write failed: \(SystemError("send"))")
+            return false
+        }
+        return true
+    }
+
+    /// Reads the handshake response (only while handshaking; never a byte after it).
+    func readReady() {
+        guard state == .handshaking else { return }
+        var byte: UInt8 = 0
+        // One byte at a time, so that not a byte past the response's blank line is taken.
+        while true {
+            let n = recv(fd, &byte, 1, 0)
+            if n == 1 {
+                response.append(byte)
+                if response.count > 8192 {
+                    state = .closed("WebSocket handshake response too long")
+                    return
+                }
+                if response.suffix(4) == [13, 10, 13, 10] { break }
+                continue
+            }
+            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { return }
+            if n < 0 && errno == EINTR { continue }
+            state = .closed(n == 0 ? "connection closed by the server" : "\(SystemError("recv"))")
+            return
+        }
+        let lines = String(decoding: response, as: UTF8.self).split(separator: "\r\n")
+        let accept = lines.first { $0.lowercased().hasPrefix("sec-websocket-accept:") }
+            .map { $0.split(separator: ":", maxSplits: 1)[1].trimmingCharacters(in: .whitespaces) }
+        state = lines.first?.contains(" 101 ") == true && accept == expectedAccept ? .open : .closed("WebSocket handshake refused: \(lines.first ?? "")")
     }
 }

@@ -11,7 +11,7 @@ final class Participant {
     let publishes: Bool
     /// The streams it publishes (empty for subscribe-only participants).
     let streams: [OutgoingStream]
-    var socket: WebSocketClient?
+    var socket: SignalingSocket?
     var joinSent = false
     var peerID: String?
     let publisherICE = ICELiteAgent.Credentials.random()

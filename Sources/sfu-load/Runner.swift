@@ -179,13 +179,12 @@ final class LoadRunner {
                 roomIDs.append(try client.createRoom(name: "load-\(r)", maxParticipants: min(100, scenario.publishers + scenario.subscribers)))
             }
             for p in participants {
-                let signaling = try client.signalingURL(room: roomIDs[p.room], userID: p.userID, role: p.publishes ? "patient" : "observer")
-                guard let wsURL = PlainURL(signaling) else { throw ControlClient.Failure(description: "unusable signaling URL \(signaling)") }
-                let socket = try WebSocketClient(url: wsURL)
+                let signaling = try client.signalingURL(room: roomIDs[p.room], userID: p.userID, role: p.publishes ? .patient : .observer)
+                let socket = try SignalingSocket(url: signaling)
                 socket.onMessage = { [unowned self, unowned p] message in self.signal(message, for: p) }
                 p.socket = socket
                 owners[socket.fd] = .signaling(p)
-                try poller.add(socket.fd, token: Int(socket.fd), writable: true)
+                try poller.add(socket.fd, token: Int(socket.fd), writable: false)
             }
         case .floor(let address):
             let client = try FloorControlClient(address: address)

@@ -3,10 +3,15 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import COpenSSL
+import AsyncHTTPClient
 import Control
 import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
 import SFU
+import Synchronization
+import WSClient
 
 /// An http:// or ws:// URL split into what a socket needs.
 struct PlainURL {
@@ -56,7 +61,8 @@ enum JSON {
     }
 }
 
-/// The control API over blocking HTTP/1.1 (setup only: a few requests per participant).
+/// The control API through async-http-client (setup only: a few requests per participant, made
+/// from the runner's thread, which waits for each answer).
 struct ControlClient {
     let base: PlainURL
     let apiKey: String
@@ -65,33 +71,23 @@ struct ControlClient {
         var description: String
     }
 
-    /// `POST /v1/rooms`'s body (docs/API.md), as much of it as the tool sets.
-    struct CreateRoom: Encodable {
-        var name: String
-        var maxParticipants: Int
-        var emptyTimeoutS: Int
-    }
-
-    /// `POST /v1/rooms/{id}/tokens`'s body.
-    struct MintToken: Encodable {
-        var userID: String
-        var role: String
-        var ttlS: Int
-    }
-
+    // The bodies sent are the server's own request types (Control/API/APIRequests.swift).
     /// What the tool reads of a room and of a token.
     struct Room: Decodable { var id: String }
     struct Token: Decodable { var signalingURL: String }
 
+    /// Answers larger than this are refused (ours are a few hundred bytes).
+    static let maxResponseBytes = 1 << 20
+
     func createRoom(name: String, maxParticipants: Int) throws -> String {
-        let room = try call("POST", "/v1/rooms", CreateRoom(name: name, maxParticipants: maxParticipants, emptyTimeoutS: 600), expect: 201)
+        let room = try call(.POST, "/v1/rooms", CreateRoomRequest(name: name, maxParticipants: maxParticipants, emptyTimeoutS: 600), expect: 201)
         guard let id = JSON.decode(Room.self, room)?.id else { throw Failure(description: "room without id: \(String(decoding: room, as: UTF8.self))") }
         return id
     }
 
     /// The signaling URL (token included) for `userID` in `room`.
-    func signalingURL(room: String, userID: String, role: String) throws -> String {
-        let token = try call("POST", "/v1/rooms/\(room)/tokens", MintToken(userID: userID, role: role, ttlS: 3600), expect: nil)
+    func signalingURL(room: String, userID: String, role: Role) throws -> String {
+        let token = try call(.POST, "/v1/rooms/\(room)/tokens", MintTokenRequest(userID: userID, role: role, ttlS: 3600), expect: nil)
         guard let url = JSON.decode(Token.self, token)?.signalingURL else {
             throw Failure(description: "token without signaling_url: \(String(decoding: token, as: UTF8.self))")
         }
@@ -99,225 +95,162 @@ struct ControlClient {
     }
 
     func deleteRoom(_ id: String) {
-        _ = try? call("DELETE", "/v1/rooms/\(id)", nil as CreateRoom?, expect: nil)
+        _ = try? call(.DELETE, "/v1/rooms/\(id)", nil as CreateRoomRequest?, expect: nil)
     }
 
-    /// One request; the response body's bytes.
-    func call(_ method: String, _ path: String, _ body: (some Encodable)?, expect: Int?) throws -> [UInt8] {
-        let fd = try Sockets.connectedTCP(to: base.address, nonBlocking: false)
-        defer { close(fd) }
-        let payload = body.map { JSON.encode($0) } ?? []
-        var head = "\(method) \(path) HTTP/1.1\r\nHost: \(base.hostHeader)\r\nAuthorization: Bearer \(apiKey)\r\nConnection: close\r\n"
-        if body != nil { head += "Content-Type: application/json\r\n" }
-        head += "Content-Length: \(payload.count)\r\n\r\n"
-        try Sockets.writeAll(fd, Array(head.utf8) + payload)
-        var response: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 16384)
-        while response.count < 1 << 20 {
-            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n < 0, errno == EINTR { continue }
-            if n <= 0 { break }
-            response += chunk[0..<n]
+    /// One request; the response body's bytes. Blocks the calling thread (never an event loop's).
+    func call(_ method: HTTPMethod, _ path: String, _ body: (some Encodable)?, expect: Int?) throws -> [UInt8] {
+        var headers = HTTPHeaders([("Authorization", "Bearer \(apiKey)")])
+        if body != nil { headers.add(name: "Content-Type", value: "application/json") }
+        let request = try HTTPClient.Request(url: "http://\(base.hostHeader)\(path)", method: method, headers: headers,
+                                             body: body.map { .bytes(JSON.encode($0)) })
+        let response: HTTPClient.Response
+        do {
+            response = try HTTPClient.shared.execute(request: request, deadline: .now() + .seconds(30)).wait()
+        } catch {
+            throw Failure(description: "\(method) \(path): \(error)")
         }
-        guard let split = Self.headerEnd(response) else { throw Failure(description: "\(method) \(path): no HTTP response") }
-        let headText = String(decoding: response[0..<split], as: UTF8.self)
-        let statusLine = headText.split(separator: "\r\n").first ?? ""
-        let status = statusLine.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
-        var bodyBytes = Array(response[(split + 4)...])
-        if headText.lowercased().contains("transfer-encoding: chunked") { bodyBytes = Self.dechunk(bodyBytes) }
+        let bytes = response.body.map { Array($0.readableBytesView.prefix(Self.maxResponseBytes)) } ?? []
+        let status = Int(response.status.code)
         let ok = expect.map { status == $0 } ?? (200..<300).contains(status)
-        guard ok else { throw Failure(description: "\(method) \(path) -> \(status) \(String(decoding: bodyBytes, as: UTF8.self))") }
-        return bodyBytes
-    }
-
-    static func headerEnd(_ bytes: [UInt8]) -> Int? {
-        guard bytes.count >= 4 else { return nil }
-        for i in 0...(bytes.count - 4) where bytes[i] == 13 && bytes[i + 1] == 10 && bytes[i + 2] == 13 && bytes[i + 3] == 10 { return i }
-        return nil
-    }
-
-    static func dechunk(_ bytes: [UInt8]) -> [UInt8] {
-        var out: [UInt8] = []
-        var i = 0
-        while i < bytes.count {
-            guard let lineEnd = (i..<bytes.count - 1).first(where: { bytes[$0] == 13 && bytes[$0 + 1] == 10 }),
-                  let size = Int(String(decoding: bytes[i..<lineEnd], as: UTF8.self).split(separator: ";")[0], radix: 16), size > 0 else { break }
-            let start = lineEnd + 2
-            guard start + size <= bytes.count else { break }
-            out += bytes[start..<(start + size)]
-            i = start + size + 2
-        }
-        return out
+        guard ok else { throw Failure(description: "\(method) \(path) -> \(status) \(String(decoding: bytes, as: UTF8.self))") }
+        return bytes
     }
 }
 
-/// A WebSocket client (RFC 6455) on a non-blocking TCP socket driven by the load tool's poller:
-/// the opening handshake (Sec-WebSocket-Accept checked), masked text frames out, text frames in
-/// (fragments joined), ping answered, close noted.
-final class WebSocketClient {
-    enum State: Equatable { case handshaking, open, closed(String) }
-    let fd: Int32
-    private(set) var state: State = .handshaking
-    private var input: [UInt8] = []
-    private var output: [UInt8] = []
-    private var fragments: [UInt8] = []
-    private let expectedAccept: String
+/// The signaling WebSocket of one simulated participant, through the WebSocket client of
+/// hummingbird-project/swift-websocket, bridged into the load tool's single-threaded poller: the
+/// client runs on NIO's event loops, queues what it receives and announces it on an eventfd the
+/// poller watches (``fd``); what the tool sends goes to the connection's writer through a stream.
+/// Everything but the shared ``Mailbox`` is used on the runner's thread only.
+final class SignalingSocket {
+    enum State: Equatable, Sendable { case handshaking, open, closed(String) }
+
+    /// What the connection's task and the runner's thread share.
+    final class Mailbox: Sendable {
+        struct Contents {
+            var state = State.handshaking
+            var messages: [String] = []
+        }
+        let contents = Mutex(Contents())
+        /// A pipe's read end, readable when something arrived or the state changed (a byte per
+        /// change; a full pipe is readable anyway, so a write that would block is dropped).
+        let eventFD: Int32
+        private let signalFD: Int32
+
+        init() throws {
+            var ends: [Int32] = [0, 0]
+            guard pipe(&ends) == 0 else { throw SystemError("pipe") }
+            for fd in ends {
+                _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+                _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            }
+            eventFD = ends[0]
+            signalFD = ends[1]
+        }
+
+        deinit {
+            close(eventFD)
+            close(signalFD)
+        }
+
+        func update(_ change: (inout Contents) -> Void) {
+            contents.withLock { change(&$0) }
+            var one: UInt8 = 1
+            _ = write(signalFD, &one, 1)
+        }
+    }
+
+    /// The poller watches this: readable when ``readReady()`` has something to deliver.
+    var fd: Int32 { mailbox.eventFD }
+    private(set) var state = State.handshaking
     /// Events received (text frames that are events of the contract; others are counted).
     var onMessage: ((ServerEvent) -> Void)?
     private(set) var undecoded = 0
+    /// The largest message accepted from the server (the server's own limit is 256 KiB).
     static let maxMessage = 1 << 20
 
-    init(url: PlainURL) throws {
-        fd = try Sockets.connectedTCP(to: url.address, nonBlocking: true)
-        var keyBytes = [UInt8](repeating: 0, count: 16)
-        for i in keyBytes.indices { keyBytes[i] = UInt8.random(in: 0...255) }
-        let key = Data(keyBytes).base64EncodedString()
-        expectedAccept = Self.accept(for: key)
-        let request = "GET \(url.target) HTTP/1.1\r\nHost: \(url.hostHeader)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            + "Sec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        output = Array(request.utf8)
+    private let mailbox: Mailbox
+    private let outgoing: AsyncStream<String>.Continuation
+    private let connection: Task<Void, Never>
+
+    init(url: String) throws {
+        let mailbox = try Mailbox()
+        let pipe = AsyncStream<String>.makeStream()
+        let stream = pipe.stream
+        self.mailbox = mailbox
+        self.outgoing = pipe.continuation
+        let logger = Logger(label: "sfu-load.signaling")
+        connection = Task.detached { await SignalingSocket.run(url: url, mailbox: mailbox, outgoing: stream, logger: logger) }
     }
 
-    deinit { close(fd) }
-
-    static func accept(for key: String) -> String {
-        let text = Array((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").utf8)
-        var digest = [UInt8](repeating: 0, count: 20)
-        _ = text.withUnsafeBufferPointer { t in digest.withUnsafeMutableBufferPointer { d in SHA1(t.baseAddress, t.count, d.baseAddress) } }
-        return Data(digest).base64EncodedString()
+    /// The connection's life, on NIO's event loops: opens, relays both ways, notes how it ended.
+    private static func run(url: String, mailbox: Mailbox, outgoing: AsyncStream<String>, logger: Logger) async {
+        do {
+            let close = try await WebSocketClient.connect(url: url, configuration: .init(maxFrameSize: maxMessage), logger: logger) { inbound, outbound, _ in
+                mailbox.update { $0.state = .open }
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        for await text in outgoing { try await outbound.write(.text(text)) }
+                    }
+                    for try await message in inbound.messages(maxSize: maxMessage) {
+                        let text = SignalingSocket.text(of: message)
+                        mailbox.update { $0.messages.append(text) }
+                    }
+                    group.cancelAll()
+                }
+            }
+            let reason = close.map { "closed by the server (\($0.closeCode) \($0.reason ?? ""))" } ?? "connection closed by the server"
+            mailbox.update { $0.state = .closed(reason) }
+        } catch {
+            let reason = "\(error)"
+            mailbox.update { $0.state = .closed(reason) }
+        }
     }
 
-    var wantsWrite: Bool { !output.isEmpty }
+    /// A text message's text; "" for a binary one (not an event: counted as undecoded).
+    private static func text(of message: WebSocketMessage) -> String {
+        switch message {
+        case .text(let text): text
+        case .binary: ""
+        }
+    }
+
+    deinit {
+        outgoing.finish()
+        connection.cancel()
+    }
+
+    /// Nothing to write from the poller: the connection's task writes.
+    var wantsWrite: Bool { false }
 
     func send(_ event: ClientEvent) {
         if case .closed = state { return }
         guard let text = try? event.encoded() else { return }
-        frame(opcode: 0x1, payload: Array(text.utf8))
+        outgoing.yield(text)
     }
 
-    private func frame(opcode: UInt8, payload: [UInt8]) {
-        output.append(0x80 | opcode)
-        let n = payload.count
-        if n < 126 {
-            output.append(0x80 | UInt8(n))
-        } else if n < 65536 {
-            output += [0x80 | 126, UInt8(n >> 8), UInt8(n & 0xff)]
-        } else {
-            output.append(0x80 | 127)
-            for shift in stride(from: 56, through: 0, by: -8) { output.append(UInt8(truncatingIfNeeded: n >> shift)) }
-        }
-        let mask = (0..<4).map { _ in UInt8.random(in: 0...255) }
-        output += mask
-        for (i, b) in payload.enumerated() { output.append(b ^ mask[i & 3]) }
-    }
-
-    /// Writes what it can. - Returns: false when the connection failed.
     @discardableResult
     func writeReady() -> Bool {
-        while !output.isEmpty {
-            let n = output.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if n > 0 {
-                output.removeFirst(n)
-                continue
-            }
-            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { return true }
-            if n < 0 && errno == EINTR { continue }
-            state = .closed("write failed: \(SystemError("send"))")
-            return false
-        }
+        if case .closed = state { return false }
         return true
     }
 
-    /// Reads what is waiting and delivers whole messages.
+    /// Delivers what arrived (in order) and takes up the connection's state.
     func readReady() {
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n > 0 {
-                input += chunk[0..<n]
-                if n < chunk.count { break }
-                continue
-            }
-            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { break }
-            if n < 0 && errno == EINTR { continue }
-            if case .closed = state {} else { state = .closed(n == 0 ? "connection closed by the server" : "\(SystemError("recv"))") }
-            break
+        var drain = [UInt8](repeating: 0, count: 256)
+        while drain.withUnsafeMutableBytes({ read(mailbox.eventFD, $0.baseAddress, $0.count) }) == drain.count {}
+        let (newState, messages) = mailbox.contents.withLock { contents -> (State, [String]) in
+            defer { contents.messages.removeAll(keepingCapacity: true) }
+            return (contents.state, contents.messages)
         }
-        process()
-    }
-
-    private func process() {
-        if state == .handshaking {
-            guard let end = ControlClient.headerEnd(input) else { return }
-            let head = String(decoding: input[0..<end], as: UTF8.self)
-            input.removeFirst(end + 4)
-            let lines = head.split(separator: "\r\n")
-            let accept = lines.first { $0.lowercased().hasPrefix("sec-websocket-accept:") }
-                .map { $0.split(separator: ":", maxSplits: 1)[1].trimmingCharacters(in: .whitespaces) }
-            guard lines.first?.contains(" 101 ") == true, accept == expectedAccept else {
-                state = .closed("WebSocket handshake refused: \(lines.first ?? "")")
-                return
-            }
-            state = .open
-        }
-        while case .open = state, let (fin, opcode, payload, used) = Self.parseFrame(input) {
-            input.removeFirst(used)
-            switch opcode {
-            case 0x0, 0x1, 0x2:
-                fragments += payload
-                guard fragments.count <= Self.maxMessage else {
-                    state = .closed("message too large")
-                    return
-                }
-                if fin {
-                    let message = fragments
-                    fragments.removeAll()
-                    if let event = ServerEvent.decode(String(decoding: message, as: UTF8.self)) {
-                        onMessage?(event)
-                    } else {
-                        undecoded += 1
-                    }
-                }
-            case 0x8:
-                let code = payload.count >= 2 ? Int(payload[0]) << 8 | Int(payload[1]) : 1005
-                let reason = payload.count > 2 ? String(decoding: payload[2...], as: UTF8.self) : ""
-                state = .closed("closed by the server (\(code) \(reason))")
-            case 0x9:
-                frame(opcode: 0xA, payload: payload)
-            default:
-                break
+        for text in messages {
+            if let event = ServerEvent.decode(text) {
+                onMessage?(event)
+            } else {
+                undecoded += 1
             }
         }
-    }
-
-    /// One server frame (unmasked) from the start of `bytes`: (fin, opcode, payload, bytes used).
-    static func parseFrame(_ bytes: [UInt8]) -> (Bool, UInt8, [UInt8], Int)? {
-        guard bytes.count >= 2 else { return nil }
-        let fin = bytes[0] & 0x80 != 0
-        let opcode = bytes[0] & 0x0f
-        let masked = bytes[1] & 0x80 != 0
-        var length = Int(bytes[1] & 0x7f)
-        var offset = 2
-        if length == 126 {
-            guard bytes.count >= 4 else { return nil }
-            length = Int(bytes[2]) << 8 | Int(bytes[3])
-            offset = 4
-        } else if length == 127 {
-            guard bytes.count >= 10 else { return nil }
-            length = 0
-            for i in 2..<10 { length = length << 8 | Int(bytes[i]) }
-            offset = 10
-            guard length <= maxMessage else { return (true, 0x8, [], bytes.count) }
-        }
-        var mask: [UInt8] = []
-        if masked {
-            guard bytes.count >= offset + 4 else { return nil }
-            mask = Array(bytes[offset..<(offset + 4)])
-            offset += 4
-        }
-        guard bytes.count >= offset + length else { return nil }
-        var payload = Array(bytes[offset..<(offset + length)])
-        if masked { for i in payload.indices { payload[i] ^= mask[i & 3] } }
-        return (fin, opcode, payload, offset + length)
+        state = newState
     }
 }

@@ -170,7 +170,7 @@ private struct Harness {
         let live = LiveRooms(media: media, logger: logger)
         let rooms = RoomLifecycle(store: store, webhooks: nil, live: live, recordings: nil, logger: logger)
         let room = try await rooms.open(RoomLifecycle.Options(name: "s"))
-        let services = RoomServices(store: store, live: live, signer: JoinTokenSigner(secret: "s"), iceServers: [], webhooks: nil,
+        let services = RoomServices(store: store, live: live, signer: JoinTokenSigner(secret: "signaling-session-tests-0123456789"), iceServers: [], webhooks: nil,
                                     logger: logger, recordings: nil)
         return Harness(store: store, live: live, media: media, room: room, services: services)
     }

@@ -33,7 +33,7 @@ public struct ControlAPI: Sendable {
 
     public init(store: MetadataStore, keys: APIKeys, iceServers: [String], logger: Logger, webhooks: WebhookDispatcher? = nil,
                 media: MediaRuntime? = nil, live: LiveRooms? = nil, demoEnabled: Bool = false, recordings: RecordingService? = nil,
-                tokenSecret: String? = nil, tokenPublicKey: ECDSAPublicKey? = nil) {
+                tokenSecret: String? = nil, tokenPublicKey: ES256VerificationKey? = nil) {
         self.signer = JoinTokenSigner(secret: tokenSecret ?? keys.signingSecret, publicKey: tokenPublicKey)
         self.live = live
         self.recordings = recordings
@@ -110,12 +110,12 @@ public struct ControlAPI: Sendable {
     // MARK: handlers
 
     func createRoom<Context: RequestContext>(_ request: Request, _ context: Context) async throws -> Response {
-        let body = try await JSONBody(request, context, allowEmpty: true)
-        var options = RoomLifecycle.Options(name: try body.string("name", maxLength: 200))
-        options.maxParticipants = try body.int("max_participants", in: 1...100) ?? Defaults.maxParticipants
-        options.emptyTimeoutS = try body.int("empty_timeout_s", in: 0...86_400) ?? Defaults.emptyTimeoutS
-        options.maxDurationS = try body.int("max_duration_s", in: 1...(7 * 86_400)) ?? Defaults.maxDurationS
-        options.autoRecord = try body.bool("auto_record") ?? false
+        let body = try await decodeBody(CreateRoomRequest.self, request, context, allowEmpty: true)
+        var options = RoomLifecycle.Options(name: body.name)
+        options.maxParticipants = body.maxParticipants ?? Defaults.maxParticipants
+        options.emptyTimeoutS = body.emptyTimeoutS ?? Defaults.emptyTimeoutS
+        options.maxDurationS = body.maxDurationS ?? Defaults.maxDurationS
+        options.autoRecord = body.autoRecord ?? false
         let room = try await lifecycle.open(options)
         return try json(.created, RoomBody(room, participants: .sessions([])))
     }
@@ -143,27 +143,23 @@ public struct ControlAPI: Sendable {
     }
 
     func mintToken<Context: RequestContext>(_ request: Request, _ context: Context, room id: String) async throws -> Response {
-        let body = try await JSONBody(request, context, allowEmpty: false)
+        let body = try await decodeBody(MintTokenRequest.self, request, context, allowEmpty: false)
         guard Self.validID(id), let room = try await store.room(id: id) else { throw APIError.notFound("room") }
         guard room.closedAt == nil else { throw APIError(.conflict, "room_closed", "room \(id) is closed") }
-        guard let userID = try body.string("user_id", maxLength: 128), !userID.isEmpty else { throw APIError.badRequest("user_id is required (a non-empty string)") }
-        guard let roleName = try body.string("role", maxLength: 32) else { throw APIError.badRequest("role is required: doctor, patient or observer") }
-        guard let role = Role(rawValue: roleName) else { throw APIError.badRequest("role must be doctor, patient or observer") }
-        var perms = role.defaultPermissions
-        if let requested = try body.stringArray("permissions") {
+        var perms = body.role.defaultPermissions
+        if let requested = body.permissions {
             var narrowed: [Permission] = []
-            for name in requested {
-                guard let p = Permission(rawValue: name) else { throw APIError.badRequest("unknown permission '\(name.prefix(32))'") }
-                guard perms.contains(p) else { throw APIError.badRequest("permission '\(name)' is not allowed for role \(role.rawValue)") }
+            for p in requested {
+                guard perms.contains(p) else { throw APIError.badRequest("permission '\(p.rawValue)' is not allowed for role \(body.role.rawValue)") }
                 if !narrowed.contains(p) { narrowed.append(p) }
             }
             perms = narrowed
         }
-        let ttl = try body.int("ttl_s", in: 1...Defaults.maxTokenTTLS) ?? Defaults.tokenTTLS
+        let ttl = body.ttlS ?? Defaults.tokenTTLS
         let now = Int64(Date().timeIntervalSince1970)
-        let claims = JoinClaims(room: id, sub: userID, name: try body.string("name", maxLength: 200) ?? userID, role: role,
+        let claims = JoinClaims(room: id, sub: body.userID, name: body.name ?? body.userID, role: body.role,
                                 perms: perms, exp: now + Int64(ttl), iat: now)
-        let token = signer.sign(claims)
+        let token = try await signer.sign(claims)
         let host = request.head.authority ?? "127.0.0.1:8080"
         return try json(.ok, TokenBody(token: token, signalingURL: "ws://\(host)/v1/signal?token=\(token)",
                                        iceServers: ICEServersBody.list(iceServers), expiresAt: Self.iso8601(claims.exp * 1000)))
@@ -193,10 +189,8 @@ public struct ControlAPI: Sendable {
     }
 
     func muteParticipant<Context: RequestContext>(_ request: Request, _ context: Context, room id: String, user: String) async throws -> Response {
-        let body = try await JSONBody(request, context, allowEmpty: false)
-        guard let kindName = try body.string("kind", maxLength: 16) else { throw APIError.badRequest("kind is required: audio or video") }
-        guard let kind = MediaKind(rawValue: kindName) else { throw APIError.badRequest("kind must be audio or video") }
-        guard let muted = try body.bool("muted") else { throw APIError.badRequest("muted is required (true or false)") }
+        let body = try await decodeBody(MuteRequest.self, request, context, allowEmpty: false)
+        let (kind, muted) = (body.kind, body.muted)
         guard let room = try await liveRoom(id) else { throw Self.participantNotFound(user, room: id) }
         let snapshot: ParticipantSnapshot? = try await room.run { room in
             guard let peerID = room.peerID(userID: user) else { return nil }
@@ -218,18 +212,9 @@ public struct ControlAPI: Sendable {
     // MARK: recordings
 
     func startRecording<Context: RequestContext>(_ request: Request, _ context: Context, room id: String) async throws -> Response {
-        let body = try await JSONBody(request, context, allowEmpty: true)
-        let mode = try body.string("mode", maxLength: 32) ?? "tracks"
+        let body = try await decodeBody(StartRecordingRequest.self, request, context, allowEmpty: true)
         guard Self.validID(id), try await store.room(id: id) != nil else { throw APIError.notFound("room") }
-        // The composite's options are checked whatever the mode (a wrong type or range is a 400 even
-        // where the mode does not use it), and used by a composite only.
-        let options = try Self.compositeOptions(body)
-        var composite: CompositeRecording.Options?
-        switch mode {
-        case "tracks": break
-        case "composite": composite = options
-        default: throw APIError.badRequest("mode must be tracks or composite")
-        }
+        let composite: CompositeRecording.Options? = body.mode == .composite ? body.compositeOptions : nil
         guard let recordings else { throw APIError(.serviceUnavailable, "unavailable", "recording needs the media workers") }
         do {
             let record = try await recordings.start(roomID: id, startedBy: nil, composite: composite)
@@ -305,15 +290,8 @@ public struct ControlAPI: Sendable {
     // MARK: snapshots
 
     func takeSnapshot<Context: RequestContext>(_ request: Request, _ context: Context, room id: String) async throws -> Response {
-        let body = try await JSONBody(request, context, allowEmpty: false)
-        guard let userID = try body.string("user_id", maxLength: 128), !userID.isEmpty else { throw APIError.badRequest("user_id is required (a non-empty string)") }
-        let sourceName = try body.string("source", maxLength: 16) ?? "camera"
-        guard sourceName == "camera" || sourceName == "screen", let source = TrackSource(rawValue: sourceName) else {
-            throw APIError.badRequest("source must be camera or screen")
-        }
-        guard let format = SnapshotFormat(rawValue: try body.string("format", maxLength: 16) ?? "jpeg") else {
-            throw APIError.badRequest("format must be jpeg or png")
-        }
+        let body = try await decodeBody(SnapshotRequest.self, request, context, allowEmpty: false)
+        let (userID, source, format) = (body.userID, body.source, body.format)
         guard Self.validID(id) else { throw APIError.notFound("room") }
         guard let recordings else { throw APIError(.serviceUnavailable, "unavailable", "snapshots need the media workers") }
         do {
@@ -381,15 +359,8 @@ public struct ControlAPI: Sendable {
     /// API key configured): finds the open room with that name or makes one, and mints a token.
     func demoJoin<Context: RequestContext>(_ request: Request, _ context: Context) async throws -> Response {
         guard demoEnabled else { throw APIError(.notFound, "not_found", "the demo is only served in development mode (no SFU_API_KEY)") }
-        let body = try await JSONBody(request, context, allowEmpty: false)
-        guard let name = try body.string("room", maxLength: 100), !name.trimmingCharacters(in: .whitespaces).isEmpty else {
-            throw APIError.badRequest("room is required (a name)")
-        }
-        let display = try body.string("name", maxLength: 100) ?? "guest"
-        // A patient unless the page asks for another role: whoever reaches the demo gets no more than that by default.
-        guard let role = Role(rawValue: try body.string("role", maxLength: 32) ?? Role.patient.rawValue) else {
-            throw APIError.badRequest("role must be doctor, patient or observer")
-        }
+        let body = try await decodeBody(DemoJoinRequest.self, request, context, allowEmpty: false)
+        let (name, display, role) = (body.room, body.name, body.role)
         let room: RoomRecord
         if let existing = try await store.rooms().first(where: { $0.name == name }) {
             room = existing
@@ -399,7 +370,7 @@ public struct ControlAPI: Sendable {
         let now = Int64(Date().timeIntervalSince1970)
         let claims = JoinClaims(room: room.id, sub: "demo-" + ResourceID.randomString(count: 8), name: display, role: role, perms: role.defaultPermissions,
                                 exp: now + Int64(Defaults.tokenTTLS), iat: now)
-        let token = signer.sign(claims)
+        let token = try await signer.sign(claims)
         let host = request.head.authority ?? "127.0.0.1:8080"
         return try json(.ok, TokenBody(roomID: room.id, token: token, signalingURL: "ws://\(host)/v1/signal?token=\(token)",
                                        iceServers: ICEServersBody.list(iceServers)))
@@ -437,61 +408,5 @@ struct APIKeyMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard keys.accepts(authorization: request.headers[.authorization]) else { throw APIError.unauthorized }
         return try await next(request, context)
-    }
-}
-
-/// A request's JSON object body, read with JSONDecoder into a ``JSONValue`` and then field by
-/// field: a wrong type or range is a 400 that names the field; unknown fields are ignored, and a
-/// field set to null is one left out.
-struct JSONBody {
-    let object: [String: JSONValue]
-
-    init<Context: RequestContext>(_ request: Request, _ context: Context, allowEmpty: Bool) async throws {
-        let buffer = try await request.body.collect(upTo: ControlAPI.maxBodyBytes)
-        if buffer.readableBytes == 0 {
-            guard allowEmpty else { throw APIError.badRequest("a JSON object body is required") }
-            object = [:]
-            return
-        }
-        guard case .object(let dictionary)? = try? JSONDecoder().decode(JSONValue.self, from: Data(buffer: buffer)) else {
-            throw APIError.badRequest("body must be a JSON object")
-        }
-        object = dictionary
-    }
-
-    /// The field, nil when absent or null.
-    func present(_ key: String) -> JSONValue? {
-        guard let v = object[key], v != .null else { return nil }
-        return v
-    }
-
-    func string(_ key: String, maxLength: Int) throws -> String? {
-        guard let v = present(key) else { return nil }
-        guard let s = v.string else { throw APIError.badRequest("\(key) must be a string") }
-        // Characters as JSON Schema counts them (docs/openapi.yaml `maxLength`): Unicode scalars.
-        guard s.unicodeScalars.count <= maxLength else { throw APIError.badRequest("\(key) is longer than \(maxLength) characters") }
-        return s
-    }
-
-    func int(_ key: String, in range: ClosedRange<Int>) throws -> Int? {
-        guard let v = present(key) else { return nil }
-        // Booleans and fractions are refused; 5 and 5.0 are the same integer.
-        guard let i = v.integer else { throw APIError.badRequest("\(key) must be an integer") }
-        guard range.contains(i) else { throw APIError.badRequest("\(key) must be in \(range.lowerBound)...\(range.upperBound)") }
-        return i
-    }
-
-    func bool(_ key: String) throws -> Bool? {
-        guard let v = present(key) else { return nil }
-        guard let b = v.bool else { throw APIError.badRequest("\(key) must be true or false") }
-        return b
-    }
-
-    func stringArray(_ key: String) throws -> [String]? {
-        guard let v = present(key) else { return nil }
-        guard case .array(let a) = v, a.count <= 16 else { throw APIError.badRequest("\(key) must be an array of strings") }
-        let strings = a.compactMap(\.string)
-        guard strings.count == a.count else { throw APIError.badRequest("\(key) must be an array of strings") }
-        return strings
     }
 }

@@ -1,5 +1,6 @@
 import DTLS
 import Foundation
+import JWTKit
 import RTP
 
 /// What a participant may do in a room.
@@ -43,18 +44,44 @@ public struct JoinClaims: Sendable, Equatable, Codable {
     }
 }
 
-/// Join tokens as JWTs (RFC 7519/7518). The server signs with HMAC-SHA256 (HS256) and its token
-/// secret, which an app backend may share to mint tokens itself; a backend that keeps its own key
-/// pair signs ES256 (ECDSA P-256) tokens verified with the configured public key
-/// (`SFU_JWT_PUBLIC_KEY`). No other algorithm is accepted (never `none`), and ES256 only with a key.
+/// Join tokens as JWTs (RFC 7519/7518), signed and verified by vapor/jwt-kit. The server signs with
+/// HMAC-SHA256 (HS256) and its token secret, which an app backend may share to mint tokens itself; a
+/// backend that keeps its own key pair signs ES256 (ECDSA P-256) tokens verified with the configured
+/// public key (`SFU_JWT_PUBLIC_KEY`). No other algorithm is accepted (never `none`), and ES256 only
+/// with a key.
+///
+/// Each algorithm has a key collection of its own, chosen by the token header's `alg` before any
+/// verification: jwt-kit picks a key by `kid` (our tokens carry none) and does not compare the
+/// header's `alg` with the key's, so one collection holding both keys would let an HS256 header be
+/// checked against the ES256 key and the other way round.
 public struct JoinTokenSigner: Sendable {
-    private let secret: [UInt8]
-    private let publicKey: ECDSAPublicKey?
+    private let hs256: JWTKeyCollection
+    private let es256: JWTKeyCollection?
+    /// Whether HS256 is on: a secret at least ``minimumSecretBytes`` long (ServerConfig refuses a
+    /// shorter one at start; here a shorter one signs nothing and every HS256 token is refused).
+    private let hasSecret: Bool
+    /// As long as the hash (RFC 7518 section 3.2); jwt-kit asserts it too.
+    public static let minimumSecretBytes = 32
+    /// Longer tokens are refused before any parsing (ours are ~300 bytes).
+    static let maxTokenBytes = 8192
 
-    public init(secret: String, publicKey: ECDSAPublicKey? = nil) {
-        self.secret = Array(secret.utf8)
-        self.publicKey = publicKey
+    public init(secret: String, publicKey: ES256VerificationKey? = nil) {
+        let hs256 = JWTKeyCollection()
+        let es256 = publicKey.map { _ in JWTKeyCollection() }
+        let key = HMACKey(from: Array(secret.utf8))
+        self.hs256 = hs256
+        self.es256 = es256
+        let hasSecret = secret.utf8.count >= Self.minimumSecretBytes
+        self.hasSecret = hasSecret
+        // The collections are actors, so adding their keys is asynchronous; sign and verify wait for it.
+        ready = Task {
+            if hasSecret { await hs256.add(hmac: key, digestAlgorithm: .sha256) }
+            if let es256, let publicKey { await es256.add(ecdsa: publicKey.key) }
+        }
     }
+
+    /// Adds the keys (see init).
+    private let ready: Task<Void, Never>
 
     public enum VerificationError: Error, Equatable, CustomStringConvertible {
         case malformed, badAlgorithm, badSignature, expired, badClaims, wrongRoom
@@ -70,47 +97,50 @@ public struct JoinTokenSigner: Sendable {
         }
     }
 
-    static let header = base64url(Array(#"{"alg":"HS256","typ":"JWT"}"#.utf8))
-
-    public func sign(_ claims: JoinClaims) -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = .sortedKeys
-        let payload = Self.base64url(Array((try? encoder.encode(claims)) ?? Data()))
-        let input = Self.header + "." + payload
-        return input + "." + Self.base64url(mac(Array(input.utf8)))
+    public enum SigningError: Error, Equatable {
+        /// The secret is shorter than ``JoinTokenSigner/minimumSecretBytes``.
+        case secretTooShort
     }
 
-    /// Verifies signature and expiry (and the room, when given).
-    public func verify(_ token: String, nowSeconds: Int64, room: String? = nil) throws(VerificationError) -> JoinClaims {
+    /// An HS256 token for `claims`.
+    public func sign(_ claims: JoinClaims) async throws -> String {
+        guard hasSecret else { throw SigningError.secretTooShort }
+        await ready.value
+        return try await hs256.sign(claims)
+    }
+
+    /// Verifies signature and expiry (and the room, when given). Expiry is checked against
+    /// `nowSeconds`, not by jwt-kit's clock, so that tests choose the time.
+    public func verify(_ token: String, nowSeconds: Int64, room: String? = nil) async throws(VerificationError) -> JoinClaims {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 3, token.utf8.count <= 8192 else { throw .malformed }
+        guard parts.count == 3, token.utf8.count <= Self.maxTokenBytes else { throw .malformed }
         guard let headerBytes = Self.unbase64url(parts[0]),
               case .object(let header)? = try? JSONDecoder().decode(JSONValue.self, from: Data(headerBytes)) else { throw .malformed }
-        guard let signature = Self.unbase64url(parts[2]) else { throw .malformed }
-        let signed = Array("\(parts[0]).\(parts[1])".utf8)
+        guard Self.unbase64url(parts[2]) != nil else { throw .malformed }
+        let keys: JWTKeyCollection
         switch header["alg"]?.string {
         case "HS256":
-            let expected = mac(signed)
-            // Fails closed: an HMAC that could not be computed (empty) matches nothing, not an empty signature.
-            guard expected.count == 32, expected.count == signature.count, zip(expected, signature).reduce(UInt8(0), { $0 | ($1.0 ^ $1.1) }) == 0 else {
-                throw .badSignature
-            }
+            guard hasSecret else { throw .badSignature }
+            keys = hs256
         case "ES256":
-            guard let publicKey else { throw .badAlgorithm }
-            guard publicKey.verifyES256(message: signed, signature: signature) else { throw .badSignature }
+            guard let es256 else { throw .badAlgorithm }
+            keys = es256
         default:
             throw .badAlgorithm
         }
-        guard let payload = Self.unbase64url(parts[1]), let claims = try? JSONDecoder().decode(JoinClaims.self, from: Data(payload)) else {
+        await ready.value
+        let claims: JoinClaims
+        do {
+            claims = try await keys.verify(token, as: JoinClaims.self)
+        } catch let error as JWTError where error.errorType == .malformedToken {
+            // The structure and header were checked above: what jwt-kit cannot read here is the payload.
             throw .badClaims
+        } catch {
+            throw .badSignature
         }
         guard claims.exp > nowSeconds else { throw .expired }
         if let room, claims.room != room { throw .wrongRoom }
         return claims
-    }
-
-    private func mac(_ data: [UInt8]) -> [UInt8] {
-        HMAC(digest: .sha256, key: secret)?.authenticate(data) ?? []
     }
 
     static func base64url(_ bytes: [UInt8]) -> String {
@@ -122,6 +152,38 @@ public struct JoinTokenSigner: Sendable {
         var s = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
         while s.count % 4 != 0 { s += "=" }
         return Data(base64Encoded: s).map { [UInt8]($0) }
+    }
+}
+
+extension JoinClaims: JWTPayload {
+    /// Nothing to check inside jwt-kit: expiry and room are checked by ``JoinTokenSigner/verify``
+    /// against the time it is given.
+    public func verify(using algorithm: some JWTAlgorithm) async throws {}
+}
+
+/// The public key ES256 join tokens are verified with: a PEM `PUBLIC KEY` on the P-256 curve.
+public struct ES256VerificationKey: Sendable {
+    let key: ES256PublicKey
+
+    public enum KeyError: Error, Equatable, CustomStringConvertible {
+        case unreadable, notP256
+        public var description: String {
+            switch self {
+            case .unreadable: "not a PEM EC public key"
+            case .notP256: "the key is not on the P-256 curve (ES256)"
+            }
+        }
+    }
+
+    public init(pem: String) throws(KeyError) {
+        guard pem.utf8.count <= 65536 else { throw .unreadable }
+        if let key = try? ES256PublicKey(pem: pem) {
+            self.key = key
+            return
+        }
+        // Readable on another curve: say so rather than "unreadable".
+        if (try? ES384PublicKey(pem: pem)) != nil || (try? ES512PublicKey(pem: pem)) != nil { throw .notP256 }
+        throw .unreadable
     }
 }
 

@@ -32,7 +32,7 @@ package enum RoomSignaling {
         }
         let claims: JoinClaims
         do {
-            claims = try services.signer.verify(token, nowSeconds: Int64(Date().timeIntervalSince1970))
+            claims = try await services.signer.verify(token, nowSeconds: Int64(Date().timeIntervalSince1970))
         } catch .expired {
             throw APIError(.unauthorized, "token_expired", "the join token has expired")
         } catch {

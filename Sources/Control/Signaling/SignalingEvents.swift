@@ -129,13 +129,14 @@ package enum ClientEvent: Sendable, Equatable {
 
     package static func decode(_ frame: Frame) -> Result<ClientEvent, DecodeError> {
         let data = frame.data
-        switch frame.event {
-        case "join_room":
+        guard let name = Name(rawValue: frame.event) else { return .failure(.unknownEvent(frame.event)) }
+        switch name {
+        case .joinRoom:
             return .success(.joinRoom(roomID: data["room_id"]))
-        case "webrtc_offer", "webrtc_answer":
+        case .webrtcOffer, .webrtcAnswer:
             guard let sdp = data["sdp"]?.string else { return .failure(.badRequest("\(frame.event) needs data.sdp (a string)")) }
             let target = data["target"]?.string
-            if frame.event == "webrtc_offer" {
+            if name == .webrtcOffer {
                 guard target == nil || target == "publisher" else {
                     return .failure(.wrongTarget("webrtc_offer goes to target \"publisher\" (the server offers the subscriber connection)"))
                 }
@@ -145,27 +146,27 @@ package enum ClientEvent: Sendable, Equatable {
                 return .failure(.wrongTarget("webrtc_answer goes to target \"subscriber\" (the server answers the publisher connection)"))
             }
             return .success(.subscriberAnswer(sdp: sdp))
-        case "ice_candidate":
+        case .iceCandidate:
             return .success(.iceCandidate)
-        case "toggle_audio", "toggle_video":
+        case .toggleAudio, .toggleVideo:
             guard let enabled = data["enabled"]?.bool else { return .failure(.badRequest("\(frame.event) needs data.enabled (true or false)")) }
-            return .success(.toggle(frame.event == "toggle_audio" ? .audio : .video, enabled: enabled))
-        case "screen_share":
+            return .success(.toggle(name == .toggleAudio ? .audio : .video, enabled: enabled))
+        case .screenShare:
             guard let enabled = data["enabled"]?.bool else { return .failure(.badRequest("screen_share needs data.enabled (true or false)")) }
             return .success(.screenShare(enabled: enabled))
-        case "send_message":
+        case .sendMessage:
             guard let text = data["message"]?.string, !text.isEmpty, text.count <= maxChatLength else {
                 return .failure(.badRequest("send_message needs data.message (1 to \(maxChatLength) characters)"))
             }
             return .success(.sendMessage(text))
-        case "start_recording":
+        case .startRecording:
             return .success(.startRecording)
-        case "stop_recording":
+        case .stopRecording:
             return .success(.stopRecording)
-        case "capture_image":
+        case .captureImage:
             func text(_ key: String) -> String? { data[key].map { $0.string ?? "" } }
             return .success(.captureImage(userID: text("user_id"), source: text("source"), format: text("format")))
-        case "set_layer":
+        case .setLayer:
             guard let track = data["track_id"]?.string, !track.isEmpty, track.count <= maxTrackIDLength else {
                 return .failure(.badRequest("set_layer needs data.track_id"))
             }
@@ -181,10 +182,8 @@ package enum ClientEvent: Sendable, Equatable {
                 }
             }
             return .success(.setLayer(trackID: track, maxSpatial: caps[0], maxTemporal: caps[1]))
-        case "leave_room":
+        case .leaveRoom:
             return .success(.leaveRoom)
-        default:
-            return .failure(.unknownEvent(frame.event))
         }
     }
 }
@@ -284,28 +283,53 @@ package enum ServerEvent: Sendable, Equatable, Encodable {
     package struct ImageCaptured: Codable, Sendable, Equatable { package var snapshotID, userID: String }
     package struct ErrorData: Codable, Sendable, Equatable { package var code, message: String }
 
-    /// The contract's event name.
-    package var name: String {
+    /// The contract's server event names (PROTOCOL.md, docs/SIGNALING.md): the only place they are
+    /// spelled; encoding maps each case to one, decoding switches over them.
+    package enum Name: String, CaseIterable, Sendable {
+        case joinedRoom = "joined_room"
+        case webrtcAnswer = "webrtc_answer"
+        case webrtcOffer = "webrtc_offer"
+        case userJoined = "user_joined"
+        case userLeft = "user_left"
+        case trackPublished = "track_published"
+        case trackUnpublished = "track_unpublished"
+        case trackPaused = "track_paused"
+        case trackResumed = "track_resumed"
+        case audioToggled = "audio_toggled"
+        case videoToggled = "video_toggled"
+        case screenShareToggled = "screen_share_toggled"
+        case chatMessage = "chat_message"
+        case recordingStarted = "recording_started"
+        case recordingStopped = "recording_stopped"
+        case imageCaptured = "image_captured"
+        case error = "error"
+    }
+
+    /// This event's name.
+    package var kind: Name {
         switch self {
-        case .joinedRoom: "joined_room"
-        case .webrtcAnswer: "webrtc_answer"
-        case .webrtcOffer: "webrtc_offer"
-        case .userJoined: "user_joined"
-        case .userLeft: "user_left"
-        case .trackPublished: "track_published"
-        case .trackUnpublished: "track_unpublished"
-        case .trackPaused: "track_paused"
-        case .trackResumed: "track_resumed"
-        case .audioToggled: "audio_toggled"
-        case .videoToggled: "video_toggled"
-        case .screenShareToggled: "screen_share_toggled"
-        case .chatMessage: "chat_message"
-        case .recordingStarted: "recording_started"
-        case .recordingStopped: "recording_stopped"
-        case .imageCaptured: "image_captured"
-        case .error: "error"
+        case .joinedRoom: .joinedRoom
+        case .webrtcAnswer: .webrtcAnswer
+        case .webrtcOffer: .webrtcOffer
+        case .userJoined: .userJoined
+        case .userLeft: .userLeft
+        case .trackPublished: .trackPublished
+        case .trackUnpublished: .trackUnpublished
+        case .trackPaused: .trackPaused
+        case .trackResumed: .trackResumed
+        case .audioToggled: .audioToggled
+        case .videoToggled: .videoToggled
+        case .screenShareToggled: .screenShareToggled
+        case .chatMessage: .chatMessage
+        case .recordingStarted: .recordingStarted
+        case .recordingStopped: .recordingStopped
+        case .imageCaptured: .imageCaptured
+        case .error: .error
         }
     }
+
+    /// The contract's event name.
+    package var name: String { kind.rawValue }
 
     package func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: SignalingJSON.EnvelopeKeys.self)
@@ -424,24 +448,46 @@ package enum SignalingJSON {
 }
 
 extension ClientEvent: Encodable {
-    /// The contract's event name.
-    package var name: String {
+    /// The contract's client event names (PROTOCOL.md, docs/SIGNALING.md): the only place they are
+    /// spelled. Decoding switches over these, encoding maps each case to one, so a new event is
+    /// added here and the compiler asks for it in both directions.
+    package enum Name: String, CaseIterable, Sendable {
+        case joinRoom = "join_room"
+        case webrtcOffer = "webrtc_offer"
+        case webrtcAnswer = "webrtc_answer"
+        case iceCandidate = "ice_candidate"
+        case toggleAudio = "toggle_audio"
+        case toggleVideo = "toggle_video"
+        case screenShare = "screen_share"
+        case sendMessage = "send_message"
+        case startRecording = "start_recording"
+        case stopRecording = "stop_recording"
+        case captureImage = "capture_image"
+        case setLayer = "set_layer"
+        case leaveRoom = "leave_room"
+    }
+
+    /// This event's name.
+    package var kind: Name {
         switch self {
-        case .joinRoom: "join_room"
-        case .publisherOffer: "webrtc_offer"
-        case .subscriberAnswer: "webrtc_answer"
-        case .iceCandidate: "ice_candidate"
-        case .toggle(.audio, _): "toggle_audio"
-        case .toggle(.video, _): "toggle_video"
-        case .screenShare: "screen_share"
-        case .sendMessage: "send_message"
-        case .startRecording: "start_recording"
-        case .stopRecording: "stop_recording"
-        case .captureImage: "capture_image"
-        case .setLayer: "set_layer"
-        case .leaveRoom: "leave_room"
+        case .joinRoom: .joinRoom
+        case .publisherOffer: .webrtcOffer
+        case .subscriberAnswer: .webrtcAnswer
+        case .iceCandidate: .iceCandidate
+        case .toggle(.audio, _): .toggleAudio
+        case .toggle(.video, _): .toggleVideo
+        case .screenShare: .screenShare
+        case .sendMessage: .sendMessage
+        case .startRecording: .startRecording
+        case .stopRecording: .stopRecording
+        case .captureImage: .captureImage
+        case .setLayer: .setLayer
+        case .leaveRoom: .leaveRoom
         }
     }
+
+    /// The contract's event name.
+    package var name: String { kind.rawValue }
 
     /// What a client sends (`sfu-load`, the tests): the frame ``decode(_:)`` reads back as this event.
     package func encode(to encoder: any Encoder) throws {
@@ -488,28 +534,29 @@ extension ServerEvent: Decodable {
 
     package init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: SignalingJSON.EnvelopeKeys.self)
-        let name = try c.decode(String.self, forKey: .event)
+        let raw = try c.decode(String.self, forKey: .event)
+        guard let name = Name(rawValue: raw) else {
+            throw DecodingError.dataCorruptedError(forKey: .event, in: c, debugDescription: "unknown event '\(raw.prefix(64))'")
+        }
         func data<T: Decodable>(_ type: T.Type = T.self) throws -> T { try c.decode(T.self, forKey: .data) }
         switch name {
-        case "joined_room": self = .joinedRoom(try data())
-        case "webrtc_answer": self = .webrtcAnswer(try data())
-        case "webrtc_offer": self = .webrtcOffer(try data())
-        case "user_joined": self = .userJoined(try data())
-        case "user_left": self = .userLeft(try data())
-        case "track_published": self = .trackPublished(try data())
-        case "track_unpublished": self = .trackUnpublished(try data())
-        case "track_paused": self = .trackPaused(try data())
-        case "track_resumed": self = .trackResumed(try data())
-        case "audio_toggled": self = .audioToggled(try data())
-        case "video_toggled": self = .videoToggled(try data())
-        case "screen_share_toggled": self = .screenShareToggled(try data())
-        case "chat_message": self = .chatMessage(try data())
-        case "recording_started": self = .recordingStarted(try data())
-        case "recording_stopped": self = .recordingStopped(try data())
-        case "image_captured": self = .imageCaptured(try data())
-        case "error": self = .error(try data())
-        default:
-            throw DecodingError.dataCorruptedError(forKey: .event, in: c, debugDescription: "unknown event '\(name.prefix(64))'")
+        case .joinedRoom: self = .joinedRoom(try data())
+        case .webrtcAnswer: self = .webrtcAnswer(try data())
+        case .webrtcOffer: self = .webrtcOffer(try data())
+        case .userJoined: self = .userJoined(try data())
+        case .userLeft: self = .userLeft(try data())
+        case .trackPublished: self = .trackPublished(try data())
+        case .trackUnpublished: self = .trackUnpublished(try data())
+        case .trackPaused: self = .trackPaused(try data())
+        case .trackResumed: self = .trackResumed(try data())
+        case .audioToggled: self = .audioToggled(try data())
+        case .videoToggled: self = .videoToggled(try data())
+        case .screenShareToggled: self = .screenShareToggled(try data())
+        case .chatMessage: self = .chatMessage(try data())
+        case .recordingStarted: self = .recordingStarted(try data())
+        case .recordingStopped: self = .recordingStopped(try data())
+        case .imageCaptured: self = .imageCaptured(try data())
+        case .error: self = .error(try data())
         }
     }
 }

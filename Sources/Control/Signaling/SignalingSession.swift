@@ -65,7 +65,7 @@ package actor SignalingSession {
         case .success(let e): event = e
         case .failure(let error):
             // Before the join only join_room is expected, whatever else came and however well-formed.
-            if state == .awaitingJoin, case .success(let f) = decoded, f.event != "join_room" {
+            if state == .awaitingJoin, case .success(let f) = decoded, f.event != ClientEvent.Name.joinRoom.rawValue {
                 reply("not_joined", "send join_room first")
             } else {
                 reply(error.code, error.message)

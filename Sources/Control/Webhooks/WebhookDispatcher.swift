@@ -1,9 +1,8 @@
+import AsyncHTTPClient
 import DTLS
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import Logging
+import NIOCore
 import RTP
 import SFU
 
@@ -12,7 +11,8 @@ import SFU
 /// `{"id", "event", "created_at", "data"}`, signed with HMAC-SHA256 of the API secret in
 /// `X-SFU-Signature: sha256=<hex>`, retried with exponential backoff on a network error or a
 /// non-2xx answer. Enqueueing never waits for delivery: a bounded queue, drained by one task per
-/// URL, so a slow or dead receiver never blocks the caller (or media).
+/// URL, so a slow or dead receiver never blocks the caller (or media). Requests go out through
+/// async-http-client's shared client (connection pooling, redirects followed, as URLSession did).
 public actor WebhookDispatcher {
     public struct Configuration: Sendable {
         public var urls: [URL]
@@ -42,6 +42,9 @@ public actor WebhookDispatcher {
     public private(set) var delivered = 0
     public private(set) var failed = 0
     public private(set) var dropped = 0
+
+    /// What is read of a receiver's answer.
+    static let maxResponseBytes = 64 * 1024
 
     public init(configuration: Configuration, logger: Logger) {
         self.configuration = configuration
@@ -98,16 +101,18 @@ public actor WebhookDispatcher {
     private func deliver(_ d: Delivery) async -> Bool {
         var delay = configuration.initialBackoffSeconds
         for attempt in 1...configuration.maxAttempts {
-            var request = URLRequest(url: d.url, timeoutInterval: configuration.timeoutSeconds)
-            request.httpMethod = "POST"
-            request.httpBody = d.body
-            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-            request.setValue(d.signature, forHTTPHeaderField: "X-SFU-Signature")
-            request.setValue(d.event, forHTTPHeaderField: "X-SFU-Event")
-            request.setValue(d.id, forHTTPHeaderField: "X-SFU-Delivery")
+            var request = HTTPClientRequest(url: d.url.absoluteString)
+            request.method = .POST
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.headers.add(name: "X-SFU-Signature", value: d.signature)
+            request.headers.add(name: "X-SFU-Event", value: d.event)
+            request.headers.add(name: "X-SFU-Delivery", value: d.id)
+            request.body = .bytes(ByteBuffer(bytes: d.body))
             do {
-                let (_, response) = try await URLSession.shared.data(for: request)
-                let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+                let response = try await HTTPClient.shared.execute(request, timeout: .milliseconds(Int64(configuration.timeoutSeconds * 1000)))
+                // The receiver's answer is not used; read (a bounded part of) it so the connection can be reused.
+                _ = try? await response.body.collect(upTo: Self.maxResponseBytes)
+                let status = Int(response.status.code)
                 if (200..<300).contains(status) { return true }
                 logger.warning("webhook answered \(status)", metadata: ["url": "\(d.url)", "event": "\(d.event)", "attempt": "\(attempt)"])
             } catch {

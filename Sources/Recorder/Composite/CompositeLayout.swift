@@ -10,7 +10,7 @@
 /// Cells are rectangles on even coordinates with a small gap; the picture inside keeps its aspect
 /// ratio (``Scaler/draw(_:into:rect:background:)`` letterboxes it).
 public enum CompositeLayout {
-    public enum Kind: String, Sendable, CaseIterable { case grid, speaker }
+    public enum Kind: String, Sendable, CaseIterable, Codable { case grid, speaker }
 
     public struct Participant: Sendable, Equatable {
         public var id: String

@@ -2,7 +2,7 @@ import CPNG
 import CTurboJPEG
 
 /// A snapshot's image file format.
-public enum SnapshotFormat: String, Sendable, CaseIterable {
+public enum SnapshotFormat: String, Sendable, CaseIterable, Codable {
     case jpeg, png
 
     public var fileExtension: String { self == .jpeg ? "jpg" : "png" }

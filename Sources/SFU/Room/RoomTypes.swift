@@ -1,12 +1,12 @@
 import Foundation
 
 /// audio or video.
-public enum MediaKind: String, Sendable, Equatable {
+public enum MediaKind: String, Sendable, Equatable, Codable {
     case audio, video
 }
 
 /// Where a track comes from (PROTOCOL.md `source`).
-public enum TrackSource: String, Sendable, Equatable {
+public enum TrackSource: String, Sendable, Equatable, Codable {
     case microphone, camera, screen
 }
 
