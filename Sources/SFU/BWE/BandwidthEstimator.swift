@@ -101,6 +101,9 @@ public struct BandwidthEstimator: Sendable {
     /// what it learned about its path); congestion removes the samples above the new estimate.
     private var provenSamples: [(nanos: Int64, bitrate: Double)] = []
     static let provenWindowNanos: Int64 = 30_000_000_000
+    /// A full video packet (bytes): the step of additive increase near a known limit (one packet
+    /// per RTT, libwebrtc's AIMD) and the size probe clusters are counted in.
+    public static let typicalPacketBytes = 1200
     /// The highest rate the path carried without congestion in the last ``provenWindowNanos`` (nil: none).
     public var provenBitrate: Double? { provenSamples.map(\.bitrate).max() }
     /// When the last probe came back at 80% of its rate or more: the next may follow at once.
@@ -117,7 +120,7 @@ public struct BandwidthEstimator: Sendable {
 
     /// A probe cluster to send now, if one is due: its id (stamp it on the packets' send-history
     /// entries), the rate to send at and how many bytes.
-    public mutating func probeToSend(nowNanos: Int64, packetSize: Int = 1200) -> (cluster: Int, bitrate: Double, bytes: Int)? {
+    public mutating func probeToSend(nowNanos: Int64, packetSize: Int = BandwidthEstimator.typicalPacketBytes) -> (cluster: Int, bitrate: Double, bytes: Int)? {
         // Anything short of the desired rate is worth a probe: an application-limited estimate no
         // longer grows by itself, so the last 10% before an upgrade's headroom come from probes too.
         guard desiredBitrate > estimate, usage == .normal, let stable = stableSinceNanos else { return nil }
@@ -297,7 +300,7 @@ public struct BandwidthEstimator: Sendable {
             let before = delayBased
             if nearLastOveruse {
                 // Near the last known limit: about one packet per RTT.
-                delayBased += 1200 * 8 * dt / (Double(rttNanos) / 1e9)
+                delayBased += Double(Self.typicalPacketBytes * 8) * dt / (Double(rttNanos) / 1e9)
             } else {
                 delayBased *= pow1_08(dt)
             }

@@ -152,13 +152,17 @@ public final class ICELiteAgent {
 
     /// A binding request to `address` with the peer's credentials (USERNAME remote:local,
     /// MESSAGE-INTEGRITY with the peer's password), or nil when we do not know the peer's password.
+    /// The PRIORITY of our own checks (RFC 8445 7.1.1: what a peer-reflexive candidate of ours would
+    /// have): type preference 110, local preference 1 (our one address), component 1.
+    static let consentCheckPriority: UInt32 = (110 << 24) + (1 << 8) + (256 - 1)
+
     private func makeCheck(to address: TransportAddress, nowNanos: Int64) -> (bytes: [UInt8], to: TransportAddress)? {
         guard let remote, let key = remoteIntegrityKey(remote) else { return nil }
         let tid = secureRandomBytes(12)
         pending = (address, tid, nowNanos)
         let request = STUNMessage(messageClass: .request, transactionID: tid, attributes: [
             STUNMessage.usernameAttribute("\(remote.ufrag):\(local.ufrag)"),
-            STUNMessage.u32Attribute(STUNAttributeType.priority, 0x6E00_01FF),
+            STUNMessage.u32Attribute(STUNAttributeType.priority, Self.consentCheckPriority),
             STUNMessage.u64Attribute(STUNAttributeType.iceControlled, 0),
         ])
         return (request.serialized(integrity: key), address)

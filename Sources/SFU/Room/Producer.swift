@@ -431,9 +431,15 @@ public final class Producer {
         }
     }
 
-    /// One packet's audio level (RFC 6464): smoothed over about 20 packets (400 ms).
+    /// RFC 6464's level of silence, -127 dBov: the extension carries 0 (loudest) to 127.
+    static let silentLevel: UInt8 = 127
+    /// Each packet's weight in the smoothed loudness: about 20 packets (400 ms of 20 ms frames).
+    static let loudnessSmoothing = 0.05
+
+    /// One packet's audio level (RFC 6464), smoothed: ``loudness`` is how far above silence it is.
     func noteAudioLevel(_ level: UInt8, nowNanos: Int64) {
-        loudness += (Double(127 - min(level, 127)) - loudness) * 0.05
+        let aboveSilence = Double(Self.silentLevel - min(level, Self.silentLevel))
+        loudness += (aboveSilence - loudness) * Self.loudnessSmoothing
         loudnessNanos = nowNanos
     }
 

@@ -390,13 +390,18 @@ public final class Room {
         }
     }
 
+    /// The quietest smoothed level that counts as speaking: -50 dBov, 77 above RFC 6464's silence.
+    static let speakingLoudness = Double(Producer.silentLevel) - 50
+    /// How recent a microphone's last level must be to count.
+    static let speakingRecencyNanos: Int64 = 1_000_000_000
+
     /// The active speaker: the participant whose microphone is loudest (smoothed audio level above
     /// -50 dBov, heard in the last second), or nil. Its video goes before other cameras.
     func activeSpeaker(nowNanos: Int64) -> String? {
         var best: (peer: String, loudness: Double)?
         for p in participants {
             for producer in p.producers where producer.kind == .audio && !producer.muted {
-                guard nowNanos - producer.loudnessNanos < 1_000_000_000, producer.loudness > 77 else { continue }
+                guard nowNanos - producer.loudnessNanos < Self.speakingRecencyNanos, producer.loudness > Self.speakingLoudness else { continue }
                 if producer.loudness > (best?.loudness ?? 0) { best = (p.peer.peerID, producer.loudness) }
             }
         }

@@ -20,7 +20,7 @@ public struct LocalTransportParameters: Sendable, Equatable {
         ]
         for (i, c) in candidates.enumerated() {
             let host = c.announcedHost ?? c.address.host
-            a.append(.init("candidate", "\(i + 1) 1 udp \(2_130_706_431 - i) \(host) \(c.address.port) typ host"))
+            a.append(.init("candidate", "\(i + 1) 1 udp \(HostCandidate.priority(index: i)) \(host) \(c.address.port) typ host"))
         }
         a.append(.init("end-of-candidates"))
         return a

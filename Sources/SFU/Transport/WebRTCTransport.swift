@@ -99,7 +99,7 @@ public final class WebRTCTransport {
 
     private var srtpIn: SRTPSession?
     private var srtpOut: SRTPSession?
-    private var sendBuffer = [UInt8](repeating: 0, count: 1500 + SRTPProfile.maxOverhead)
+    private var sendBuffer = [UInt8](repeating: 0, count: WebRTCTransport.maxPlaintextSize + SRTPProfile.maxOverhead)
 
     /// - Parameters:
     ///   - remoteFingerprint: the peer's `a=fingerprint` (required: a peer that does not match fails).
