@@ -155,10 +155,10 @@ public struct SFUServer: Sendable {
         }
         let live = LiveRooms(media: media, logger: logger)
         let recordings = RecordingService(store: store, live: live, directory: config.effectiveRecordingsDir, webhooks: webhooks, logger: logger)
-        let api = ControlAPI(store: store, keys: APIKeys(keys), iceServers: config.iceServers, logger: logger, webhooks: webhooks, media: media,
+        let api = ControlAPI(store: store, keys: APIKeys(keys), iceServers: config.iceServerDirectory, logger: logger, webhooks: webhooks, media: media,
                              live: live, demoEnabled: config.isDevelopment, recordings: recordings, tokenSecret: config.jwtSecret,
-                             tokenPublicKey: try config.jwtPublicKey())
-        let rooms = RoomServices(store: store, live: live, signer: api.signer, iceServers: config.iceServers, webhooks: webhooks, logger: logger,
+                             tokenPublicKey: try config.jwtPublicKey(), publicURL: config.publicURL.flatMap(PublicURL.init))
+        let rooms = RoomServices(store: store, live: live, signer: api.signer, iceServers: config.iceServerDirectory, webhooks: webhooks, logger: logger,
                                  recordings: recordings)
         let app = buildApplication(echo: EchoService(media: media, logger: logger), api: api, rooms: rooms)
         let janitor = Task { await RoomJanitor(store: store, webhooks: webhooks, logger: logger, live: live, recordings: recordings).run() }

@@ -39,6 +39,13 @@ public struct ServerConfig: Sendable, Equatable {
     public static let minimumSecretBytes = 32
     /// STUN/TURN URLs handed to clients.
     public var iceServers: [String] = []
+    /// TURN URLs (`turn:`/`turns:`) handed out with per-user credentials (`SFU_TURN_URLS`), made
+    /// with `SFU_TURN_SECRET` (coturn's `static-auth-secret`), valid `SFU_TURN_TTL_S` seconds.
+    public var turnURLs: [String] = []
+    public var turnSecret: String?
+    public var turnTTLSeconds = 86_400
+    /// The base URL clients reach the server at (`SFU_PUBLIC_URL`), for the `signaling_url` handed out.
+    public var publicURL: String?
     public var logLevel: String = "info"
     /// Where webhook events are POSTed (SFU_WEBHOOK_URLS, comma list).
     public var webhookURLs: [String] = []
@@ -95,6 +102,10 @@ public struct ServerConfig: Sendable, Equatable {
         }
         if let v = environment["SFU_WEBHOOK_SECRET"], !v.isEmpty { webhookSecret = v }
         if let v = list("SFU_ICE_SERVERS") { iceServers = v }
+        if let v = list("SFU_TURN_URLS") { turnURLs = v }
+        if let v = environment["SFU_TURN_SECRET"], !v.isEmpty { turnSecret = v }
+        if let v = try int("SFU_TURN_TTL_S") { turnTTLSeconds = v }
+        if let v = environment["SFU_PUBLIC_URL"], !v.isEmpty { publicURL = v }
         if let v = environment["SFU_LOG_LEVEL"] { logLevel = v }
         if let v = try int("SFU_QUALITY_SAMPLE_S") { qualitySampleSeconds = v }
         if let v = try int("SFU_HTTP_IDLE_TIMEOUT_S") { httpIdleTimeoutSeconds = v }
@@ -134,7 +145,22 @@ public struct ServerConfig: Sendable, Equatable {
         for key in apiKeys where key.utf8.count < short {
             throw ConfigError(variable: "SFU_API_KEY", value: "<\(key.utf8.count) bytes>", expected: "keys of at least \(short) bytes")
         }
-        for (name, secret) in [("SFU_JWT_SECRET", jwtSecret), ("SFU_WEBHOOK_SECRET", webhookSecret)] {
+        for url in turnURLs where !(url.hasPrefix("turn:") || url.hasPrefix("turns:")) {
+            throw ConfigError(variable: "SFU_TURN_URLS", value: url, expected: "turn: or turns: URLs (STUN servers go in SFU_ICE_SERVERS)")
+        }
+        if !turnURLs.isEmpty && turnSecret == nil {
+            throw ConfigError(variable: "SFU_TURN_SECRET", value: "", expected: "the TURN server's shared secret (coturn static-auth-secret) when SFU_TURN_URLS is set")
+        }
+        if turnURLs.isEmpty && turnSecret != nil {
+            throw ConfigError(variable: "SFU_TURN_URLS", value: "", expected: "the TURN URLs the credentials are for, when SFU_TURN_SECRET is set")
+        }
+        if let publicURL, PublicURL(publicURL) == nil {
+            throw ConfigError(variable: "SFU_PUBLIC_URL", value: publicURL, expected: "an http(s):// or ws(s):// URL with a host, e.g. https://sfu.example.org (no query)")
+        }
+        guard (60...604_800).contains(turnTTLSeconds) else {
+            throw ConfigError(variable: "SFU_TURN_TTL_S", value: String(turnTTLSeconds), expected: "60...604800 seconds")
+        }
+        for (name, secret) in [("SFU_JWT_SECRET", jwtSecret), ("SFU_WEBHOOK_SECRET", webhookSecret), ("SFU_TURN_SECRET", turnSecret)] {
             if let secret, secret.utf8.count < short {
                 throw ConfigError(variable: name, value: "<\(secret.utf8.count) bytes>", expected: "a secret of at least \(short) bytes")
             }
@@ -158,6 +184,11 @@ public struct ServerConfig: Sendable, Equatable {
         } catch {
             throw ConfigError(variable: "SFU_JWT_PUBLIC_KEY", value: "<\(pem.utf8.count) bytes>", expected: "\(error)")
         }
+    }
+
+    /// What clients are told to use for ICE (`ice_servers`).
+    package var iceServerDirectory: ICEServerDirectory {
+        ICEServerDirectory(urls: iceServers, turn: turnSecret.map { ICEServerDirectory.TURN(urls: turnURLs, secret: $0, ttlSeconds: turnTTLSeconds) })
     }
 
     /// Development mode: no API key configured (a random one per run, `/demo/join` served).

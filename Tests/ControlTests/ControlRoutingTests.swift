@@ -52,6 +52,26 @@ struct ControlRoutingTests {
         }
     }
 
+    /// The other direction: every (path, method) the server's router serves, but its static pages
+    /// and the WebSocket endpoints (signaling, docs/SIGNALING.md, not the control API), is in
+    /// `ControlAPI.routes`, so a route added to `register` without the table fails here.
+    @Test func everyServedRouteIsListed() async throws {
+        let logger = Logger(label: "routing")
+        let store = try await MetadataStore.open(databaseURL: nil, dataDir: NSTemporaryDirectory() + "sfu-routes-\(UUID().uuidString)", logger: logger)
+        let api = ControlAPI(store: store, keys: APIKeys([Self.key]), iceServers: [], logger: logger)
+        let router = SFUServer(config: ServerConfig(), logger: logger).buildRouter(echo: nil, api: api, rooms: nil)
+        let pages: Set<String> = ["/", "/{file}", "/echo", "/v1/signal", "/v1/echo"]
+        let served = router.routes.filter { !pages.contains($0.path.description) }
+        #expect(served.count >= ControlAPI.routes.reduce(0) { $0 + $1.methods.count })
+        for route in served {
+            // `{id}` in the router's notation is `:id` in the table's.
+            let segments = route.path.description.split(separator: "/").map { $0.hasPrefix("{") ? "x" : $0 }
+            let listed = ControlAPI.routes.first { $0.matches(segments) }
+            #expect(listed?.methods.contains(route.method) == true, "\(route.method) \(route.path) is served but not in ControlAPI.routes")
+        }
+        await store.close()
+    }
+
     /// Every (path, method) of `ControlAPI.routes` reaches a handler: the table the 405s come from
     /// does not list what the router does not serve.
     @Test func everyListedRouteIsServed() async throws {

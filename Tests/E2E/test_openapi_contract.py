@@ -72,7 +72,10 @@ def documented_statuses(spec: dict) -> set[tuple[str, str, str]]:
 
 @pytest.fixture
 def server(sfu_factory):
-    sfu = sfu_factory(env={"SFU_API_KEY": KEY, "SFU_ICE_SERVERS": "stun:stun.example.org:3478"})
+    # With TURN credentials, so token responses carry every field the spec allows.
+    sfu = sfu_factory(env={"SFU_API_KEY": KEY, "SFU_ICE_SERVERS": "stun:stun.example.org:3478",
+                           "SFU_TURN_URLS": "turn:turn.example.org:3478?transport=udp,turns:turn.example.org:5349",
+                           "SFU_TURN_SECRET": "contract-turn-secret-0123456789-abcdef"})
     sfu.api = ControlAPI(sfu.base_url, KEY)
     return sfu
 
@@ -199,7 +202,11 @@ def test_every_documented_status_of_real_resources(server):
     call("GET", "/v1/rooms/{id}", 404, params={"id": "not an id!"})
     tokens = "/v1/rooms/{id}/tokens"
     got = call("POST", tokens, 200, params={"id": other["id"]}, body={"user_id": "u-1", "role": "observer", "permissions": ["subscribe"]}).json()
-    assert got["ice_servers"] == [{"urls": ["stun:stun.example.org:3478"]}], got
+    # The fixture's SFU_ICE_SERVERS entry, then its TURN URLs with u-1's credentials.
+    stun, turn = got["ice_servers"]
+    assert stun == {"urls": ["stun:stun.example.org:3478"]}, got
+    assert turn["urls"] == ["turn:turn.example.org:3478?transport=udp", "turns:turn.example.org:5349"], got
+    assert turn["username"].endswith(":u-1") and set(turn) == {"urls", "username", "credential"}, got
     call("POST", tokens, 400, params={"id": other["id"]}, body={"user_id": "u-1"})
     call("POST", tokens, 400, params={"id": other["id"]}, body={"user_id": "u-1", "role": "observer", "permissions": ["publish"]})
     call("POST", tokens, 404, params={"id": "rm_nope"}, body={"user_id": "u-1", "role": "patient"})

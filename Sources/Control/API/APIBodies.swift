@@ -16,13 +16,6 @@ enum APIJSON {
     static func data(_ value: some Encodable) throws -> Data { try encoder.encode(value) }
 }
 
-/// `{"urls": [...]}`: one entry of `ice_servers`.
-struct ICEServersBody: Encodable, Sendable, Equatable {
-    var urls: [String]
-
-    /// The configured servers as the contract lists them: one entry with every URL, none when empty.
-    static func list(_ urls: [String]) -> [ICEServersBody] { urls.isEmpty ? [] : [ICEServersBody(urls: urls)] }
-}
 
 struct RoomBody: Encodable, Sendable {
     var id: String
@@ -82,7 +75,7 @@ struct TokenBody: Encodable, Sendable {
     var roomID: String?
     var token: String
     var signalingURL: String
-    var iceServers: [ICEServersBody]
+    var iceServers: [ICEServerEntry]
     var expiresAt: String?
 }
 

@@ -10,7 +10,7 @@ import SFU
 public struct ControlAPI: Sendable {
     public let store: MetadataStore
     public let keys: APIKeys
-    public let iceServers: [String]
+    package let iceServers: ICEServerDirectory
     public let logger: Logger
     public let webhooks: WebhookDispatcher?
     public let media: MediaRuntime?
@@ -31,9 +31,10 @@ public struct ControlAPI: Sendable {
 
     public static let maxBodyBytes = 64 * 1024
 
-    public init(store: MetadataStore, keys: APIKeys, iceServers: [String], logger: Logger, webhooks: WebhookDispatcher? = nil,
+    package init(store: MetadataStore, keys: APIKeys, iceServers: ICEServerDirectory, logger: Logger, webhooks: WebhookDispatcher? = nil,
                 media: MediaRuntime? = nil, live: LiveRooms? = nil, demoEnabled: Bool = false, recordings: RecordingService? = nil,
-                tokenSecret: String? = nil, tokenPublicKey: ES256VerificationKey? = nil) {
+                tokenSecret: String? = nil, tokenPublicKey: ES256VerificationKey? = nil, publicURL: PublicURL? = nil) {
+        self.publicURL = publicURL
         self.signer = JoinTokenSigner(secret: tokenSecret ?? keys.signingSecret, publicKey: tokenPublicKey)
         self.live = live
         self.recordings = recordings
@@ -46,6 +47,16 @@ public struct ControlAPI: Sendable {
         self.logger = logger
     }
 
+    /// Where clients reach this server (`SFU_PUBLIC_URL`), for the `signaling_url` handed out; nil:
+    /// `ws://` and the request's Host.
+    package let publicURL: PublicURL?
+
+    /// The `signaling_url` for `token`.
+    func signalingURL(token: String, request: Request) -> String {
+        let base = publicURL?.webSocketBase ?? "ws://" + (request.head.authority ?? "127.0.0.1:8080")
+        return base + "/v1/signal?token=" + token
+    }
+
     /// Signs and verifies join tokens (`SFU_JWT_SECRET`, else the first API key).
     public let signer: JoinTokenSigner
 
@@ -53,8 +64,9 @@ public struct ControlAPI: Sendable {
     var lifecycle: RoomLifecycle { RoomLifecycle(store: store, webhooks: webhooks, live: live, recordings: recordings, logger: logger) }
 
     /// Every path the API serves with its methods, and SFUServer's `/healthz`: for 405 and `Allow`
-    /// when one is asked with another method (``UnroutedRequestMiddleware``). Kept beside `register`;
-    /// ControlRoutingTests checks that each of these is routed.
+    /// when one is asked with another method (``UnroutedRequestMiddleware``). ControlRoutingTests
+    /// checks it against the router both ways (each of these is routed; each route but the static
+    /// pages and the WebSocket endpoints is here).
     static let routes: [APIRoute] = [
         .init("/healthz", [.get]), .init("/metrics", [.get]),
         .init("/v1/rooms", [.get, .post]), .init("/v1/rooms/:id", [.get, .delete]), .init("/v1/rooms/:id/tokens", [.post]),
@@ -160,9 +172,8 @@ public struct ControlAPI: Sendable {
         let claims = JoinClaims(room: id, sub: body.userID, name: body.name ?? body.userID, role: body.role,
                                 perms: perms, exp: now + Int64(ttl), iat: now)
         let token = try await signer.sign(claims)
-        let host = request.head.authority ?? "127.0.0.1:8080"
-        return try json(.ok, TokenBody(token: token, signalingURL: "ws://\(host)/v1/signal?token=\(token)",
-                                       iceServers: ICEServersBody.list(iceServers), expiresAt: Self.iso8601(claims.exp * 1000)))
+        return try json(.ok, TokenBody(token: token, signalingURL: signalingURL(token: token, request: request),
+                                       iceServers: iceServers.servers(userID: body.userID, nowSeconds: now), expiresAt: Self.iso8601(claims.exp * 1000)))
     }
 
     // MARK: live participants
@@ -371,9 +382,8 @@ public struct ControlAPI: Sendable {
         let claims = JoinClaims(room: room.id, sub: "demo-" + ResourceID.randomString(count: 8), name: display, role: role, perms: role.defaultPermissions,
                                 exp: now + Int64(Defaults.tokenTTLS), iat: now)
         let token = try await signer.sign(claims)
-        let host = request.head.authority ?? "127.0.0.1:8080"
-        return try json(.ok, TokenBody(roomID: room.id, token: token, signalingURL: "ws://\(host)/v1/signal?token=\(token)",
-                                       iceServers: ICEServersBody.list(iceServers)))
+        return try json(.ok, TokenBody(roomID: room.id, token: token, signalingURL: signalingURL(token: token, request: request),
+                                       iceServers: iceServers.servers(userID: claims.sub, nowSeconds: now)))
     }
 
     // MARK: helpers

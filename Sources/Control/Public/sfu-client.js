@@ -63,6 +63,7 @@ function iceServersFrom(list) {
 export class SFUClient extends EventTarget {
   /**
    * options.iceServers: extra RTCIceServer entries (the server's `ice_servers` are always used);
+   * options.iceTransportPolicy: "all" (default) or "relay" (only TURN relays: to check a TURN set-up);
    * options.answerTimeoutMs: how long to wait for the publisher answer (default 15000);
    * options.simulcast: the camera's simulcast: true (default, DEFAULT_SIMULCAST), false (one
    *   encoding), or an array of RTCRtpEncodingParameters with rids (lowest layer first);
@@ -494,7 +495,8 @@ export class SFUClient extends EventTarget {
   // --- peer connections ------------------------------------------------------------------------
 
   _config() {
-    return { iceServers: this.iceServers, bundlePolicy: "max-bundle", rtcpMuxPolicy: "require" };
+    return { iceServers: this.iceServers, iceTransportPolicy: this.options.iceTransportPolicy || "all",
+             bundlePolicy: "max-bundle", rtcpMuxPolicy: "require" };
   }
 
   _watch(pc, target) {

@@ -12,7 +12,7 @@ public struct RoomServices: Sendable {
     public let store: MetadataStore
     public let live: LiveRooms
     public let signer: JoinTokenSigner
-    public let iceServers: [String]
+    package let iceServers: ICEServerDirectory
     public let webhooks: WebhookDispatcher?
     public let logger: Logger
     public let recordings: RecordingService?
@@ -93,7 +93,7 @@ package enum RoomSignaling {
             // The writer: the room's signals and our own replies, in order. A `removed` closes the socket.
             group.addTask {
                 for await signal in signals {
-                    try await write(outbound, ServerEvent(signal, iceServers: services.iceServers))
+                    try await write(outbound, ServerEvent(signal, iceServers: services.iceServers, nowSeconds: Int64(Date().timeIntervalSince1970)))
                     if let code = signal.removalCode {
                         removedCode.withLockedValue { $0 = code }
                         try? await outbound.close(closeCode(for: code, joined: await session.peerID != nil), reason: code)

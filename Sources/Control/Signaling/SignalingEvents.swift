@@ -254,13 +254,12 @@ package enum ServerEvent: Sendable, Equatable, Encodable {
     package struct JoinedRoom: Codable, Sendable, Equatable {
         package var roomID, peerID, userID, role, name: String
         package var participants: [Participant]
-        package var iceServers: [ICEServer]
+        package var iceServers: [ICEServerEntry]
     }
     package struct Participant: Codable, Sendable, Equatable {
         package var peerID, userID, name, role: String
         package var tracks: [TrackInfoData]
     }
-    package struct ICEServer: Codable, Sendable, Equatable { package var urls: [String] }
     package struct SDP: Codable, Sendable, Equatable { package var target, sdp: String }
     package struct Peer: Codable, Sendable, Equatable { package var peerID, userID, name, role: String }
     package struct PeerRef: Codable, Sendable, Equatable { package var peerID, userID: String }
@@ -355,16 +354,27 @@ package enum ServerEvent: Sendable, Equatable, Encodable {
         String(decoding: try SignalingJSON.encoder.encode(self), as: UTF8.self)
     }
 
-    /// What the session sends as the event the client gets.
-    package init(_ signal: SessionSignal, iceServers: [String]) {
+    /// What the session sends as the event the client gets; `joined_room` carries `iceServers` for
+    /// the joining user (with TURN credentials of their own, made at `nowSeconds`).
+    package init(_ signal: SessionSignal, iceServers: ICEServerDirectory, nowSeconds: Int64) {
         switch signal {
-        case .room(let s): self.init(s, iceServers: iceServers)
+        case .room(let s): self.init(s, iceServers: iceServers, nowSeconds: nowSeconds)
         case .error(let code, let message), .removed(let code, let message): self = .error(ErrorData(code: code, message: message))
         }
     }
 
-    /// A room signal as the event the client is sent.
+    /// With plain STUN/TURN URLs only.
+    package init(_ signal: SessionSignal, iceServers: [String]) {
+        self.init(signal, iceServers: ICEServerDirectory(urls: iceServers), nowSeconds: 0)
+    }
+
+    /// With plain STUN/TURN URLs only.
     package init(_ signal: RoomSignal, iceServers: [String]) {
+        self.init(signal, iceServers: ICEServerDirectory(urls: iceServers), nowSeconds: 0)
+    }
+
+    /// A room signal as the event the client is sent.
+    package init(_ signal: RoomSignal, iceServers: ICEServerDirectory, nowSeconds: Int64) {
         func peer(_ p: PeerInfo) -> Peer { Peer(peerID: p.peerID, userID: p.userID, name: p.name, role: p.role) }
         func track(_ t: TrackInfo) -> TrackInfoData {
             TrackInfoData(trackID: t.trackID, kind: t.kind.rawValue, source: t.source.rawValue, muted: t.muted, simulcast: t.simulcast)
@@ -375,7 +385,7 @@ package enum ServerEvent: Sendable, Equatable, Encodable {
                 roomID: roomID, peerID: p.peerID, userID: p.userID, role: p.role, name: p.name,
                 participants: participants.map { Participant(peerID: $0.peer.peerID, userID: $0.peer.userID, name: $0.peer.name,
                                                              role: $0.peer.role, tracks: $0.tracks.map(track)) },
-                iceServers: iceServers.isEmpty ? [] : [ICEServer(urls: iceServers)]))
+                iceServers: iceServers.servers(userID: p.userID, nowSeconds: nowSeconds)))
         case .publisherAnswer(let sdp): self = .webrtcAnswer(SDP(target: "publisher", sdp: sdp))
         case .subscriberOffer(let sdp): self = .webrtcOffer(SDP(target: "subscriber", sdp: sdp))
         case .userJoined(let p): self = .userJoined(peer(p))
