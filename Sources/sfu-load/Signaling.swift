@@ -72,11 +72,12 @@ struct ControlClient {
     }
 
     // The bodies sent are the server's own request types (Control/API/APIRequests.swift).
+
     /// What the tool reads of a room and of a token.
     struct Room: Decodable { var id: String }
     struct Token: Decodable { var signalingURL: String }
 
-    /// Answers larger than this are refused (ours are a few hundred bytes).
+    /// At most this much of an answer is read (ours are a few hundred bytes).
     static let maxResponseBytes = 1 << 20
 
     func createRoom(name: String, maxParticipants: Int) throws -> String {
@@ -120,7 +121,7 @@ struct ControlClient {
 
 /// The signaling WebSocket of one simulated participant, through the WebSocket client of
 /// hummingbird-project/swift-websocket, bridged into the load tool's single-threaded poller: the
-/// client runs on NIO's event loops, queues what it receives and announces it on an eventfd the
+/// client runs on NIO's event loops, queues what it receives and announces it on a pipe the
 /// poller watches (``fd``); what the tool sends goes to the connection's writer through a stream.
 /// Everything but the shared ``Mailbox`` is used on the runner's thread only.
 final class SignalingSocket {

@@ -9,6 +9,25 @@ struct APIBodiesTests {
         try #require(JSONSerialization.jsonObject(with: try APIJSON.data(value)) as? [String: Any])
     }
 
+    @Test func sessionsSayWhenAndWhyInTheContractsWords() throws {
+        let open = ParticipantSessionRecord(id: "pe_a", roomID: "rm_a", userID: "u", name: "U", role: "doctor", joinedAt: 1_764_000_000_000)
+        let o = try object(ParticipantSessionBody(open, nowMillis: 1_764_000_002_500))
+        // Every key present; an open session's leave fields are explicit nulls.
+        #expect(Set(o.keys) == ["peer_id", "user_id", "name", "role", "joined_at", "left_at", "duration_ms", "leave_reason"])
+        #expect(o["left_at"] is NSNull && o["leave_reason"] is NSNull && o["duration_ms"] as? Int == 2_500)
+        let reasons: [(String?, String)] = [("left", "left"), ("connection_lost", "connection_lost"), ("replaced", "replaced"),
+                                            ("room_closed", "room_closed"), ("removed", "removed"), ("rate_limited", "removed"),
+                                            ("slow_reader", "removed"), ("bad_message", "removed"), (nil, "left")]
+        for (stored, contract) in reasons {
+            var closed = open
+            closed.leftAt = 1_764_000_001_000
+            closed.leaveReason = stored
+            let c = try object(ParticipantSessionBody(closed, nowMillis: 1_764_000_009_000))
+            #expect(c["leave_reason"] as? String == contract, "\(String(describing: stored))")
+            #expect(c["left_at"] as? String == "2025-11-24T16:00:01.000Z" && c["duration_ms"] as? Int == 1_000)
+        }
+    }
+
     @Test func roomsLeaveOutWhatTheyDoNotHave() throws {
         let open = RoomRecord(id: "rm_a", name: "A", createdAt: 1_764_000_000_000, maxParticipants: 2, emptyTimeoutS: 60, maxDurationS: 600, autoRecord: true)
         let o = try object(RoomBody(open, participants: nil))

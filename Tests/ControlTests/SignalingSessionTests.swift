@@ -239,8 +239,11 @@ struct SignalingSessionTests {
         }
         #expect(errors(out) == ["already_joined", "bad_request", "unknown_event", "permission_denied", "permission_denied",
                                 "track_not_found", "bad_offer", "bad_answer"])
+        #expect(await !session.leaveRequested)
         #expect(await !session.receive(.text(#"{"event":"leave_room"}"#)))
         #expect(await session.state == .left)
+        // What tells a leave from a lost connection when the socket ends (RoomSignaling.handle).
+        #expect(await session.leaveRequested)
         await session.finish(reason: "left")
         let after = try await #require(h.live.existing(h.room.id)).run { $0.snapshot(nowNanos: 0).count }
         #expect(after == 0)
@@ -282,6 +285,7 @@ struct SignalingSessionTests {
         #expect(errors(out).count == EventRateLimits.disconnectAfterRefusals && Set(errors(out)) == ["rate_limited"])
         #expect(await !session.receive(.text(#"{"event":"ice_candidate"}"#), nowNanos: 0))
         #expect(removals(out) == ["rate_limited"])
+        #expect(await !session.leaveRequested)
         await h.stop()
     }
 }

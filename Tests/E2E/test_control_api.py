@@ -231,3 +231,63 @@ def test_openapi_document_matches_the_routes(api):
                ("GET", "/v1/recordings"), ("GET", "/v1/recordings/{id}"), ("POST", "/v1/recordings/{id}/stop"),
                ("GET", "/v1/recordings/{id}/files/{file_id}")]:
         assert op in documented, op
+
+
+def test_sessions_tell_who_was_there_and_why_each_left(api):
+    """`GET /v1/rooms/{id}/sessions` (issue 23): every session of a room, the closed room included,
+    with a leave reason for each way a session ends: `leave_room` (left), a socket closed without it
+    (connection_lost), the API's removal (removed), the same user joining again (replaced), the room's
+    close (room_closed). SQLite and PostgreSQL."""
+    import asyncio
+    from room_client import ControlAPI, RoomClient
+
+    control = ControlAPI(f"http://127.0.0.1:{api.http_port}", KEY)
+    rid = control.create_room(name="history")["id"]
+    url = lambda user: control.token(rid, user, role="patient", name=user.upper())["signaling_url"]  # noqa: E731
+
+    async def sessions_until(pred, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            status, got = await asyncio.to_thread(call, api, "GET", f"/v1/rooms/{rid}/sessions")
+            assert status == 200, (status, got)
+            if pred(got["sessions"]) or time.monotonic() > deadline:
+                return got["sessions"]
+            await asyncio.sleep(0.2)
+
+    async def scenario():
+        peers = {}
+        clients = {u: RoomClient(url(u), name=u, publish_audio=False, publish_video=False) for u in ("a", "b", "c", "d", "e")}
+        for u, c in clients.items():
+            peers[u] = (await c.connect())["peer_id"]
+        # While everyone is in: five open sessions, no leave time or reason yet.
+        open_ = await sessions_until(lambda s: len(s) == 5)
+        assert [(s["user_id"], s["peer_id"], s["left_at"], s["leave_reason"]) for s in open_] == [
+            (u, peers[u], None, None) for u in "abcde"], open_
+        assert all(s["duration_ms"] >= 0 and s["role"] == "patient" and s["name"] == s["user_id"].upper() for s in open_), open_
+        assert await clients["a"].leave()
+        await clients["b"].close()                       # no leave_room: the socket just goes
+        status, _ = await asyncio.to_thread(call, api, "DELETE", f"/v1/rooms/{rid}/participants/c")
+        assert status == 204
+        d2 = RoomClient(url("d"), name="d2", publish_audio=False, publish_video=False)
+        peers["d2"] = (await d2.connect())["peer_id"]    # replaces d's first connection
+        await sessions_until(lambda s: sum(x["left_at"] is not None for x in s) == 4)
+        status, _ = await asyncio.to_thread(call, api, "DELETE", f"/v1/rooms/{rid}")
+        assert status == 200
+        final = await sessions_until(lambda s: all(x["left_at"] is not None for x in s))
+        for c in [*clients.values(), d2]:
+            await c.close()
+        return peers, final
+
+    peers, final = asyncio.run(asyncio.wait_for(scenario(), 60))
+    got = [(s["user_id"], s["peer_id"], s["leave_reason"]) for s in final]
+    assert got == [("a", peers["a"], "left"), ("b", peers["b"], "connection_lost"), ("c", peers["c"], "removed"),
+                   ("d", peers["d"], "replaced"), ("e", peers["e"], "room_closed"), ("d", peers["d2"], "room_closed")], final
+    for s in final:
+        joined = time.mktime(time.strptime(s["joined_at"][:19], "%Y-%m-%dT%H:%M:%S"))
+        left = time.mktime(time.strptime(s["left_at"][:19], "%Y-%m-%dT%H:%M:%S"))
+        # Whole seconds from the timestamps, milliseconds in duration_ms: within a second.
+        assert abs((left - joined) * 1000 - s["duration_ms"]) <= 1000 and s["duration_ms"] >= 0, s
+    # The closed room keeps its history; an unknown room is a 404.
+    assert call(api, "GET", f"/v1/rooms/{rid}")[1]["status"] == "closed"
+    status, got = call(api, "GET", "/v1/rooms/rm_00000000000000/sessions")
+    assert status == 404 and got["error"]["code"] == "not_found", got

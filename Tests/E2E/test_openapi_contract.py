@@ -142,6 +142,10 @@ async def seed(sfu, contract: Contract | None = None) -> dict:
             got = (await call("GET", "/v1/rooms/{id}", 200, params={"id": rid})).json()
             assert {p["user_id"] for p in got["participants"]} == {"pt-1", "dr-1"}, got
             await call("GET", "/v1/rooms/{id}/participants", 404, params={"id": "rm_nope"})
+            got = (await call("GET", "/v1/rooms/{id}/sessions", 200, params={"id": rid})).json()
+            assert {(x["user_id"], x["left_at"], x["leave_reason"]) for x in got["sessions"]} == {
+                ("pt-1", None, None), ("dr-1", None, None)}, got
+            await call("GET", "/v1/rooms/{id}/sessions", 404, params={"id": "rm_nope"})
             mute = "/v1/rooms/{id}/participants/{user_id}/mute"
             got = (await call("POST", mute, 200, params={"id": rid, "user_id": "pt-1"}, body={"kind": "audio", "muted": True})).json()
             assert [t["muted"] for t in got["tracks"] if t["kind"] == "audio"] == [True], got

@@ -69,6 +69,69 @@ struct RoomBody: Encodable, Sendable {
 
 struct RoomListBody: Encodable, Sendable { var rooms: [RoomBody] }
 
+/// One participant session of `GET /v1/rooms/{id}/sessions` (docs/API.md): a connection from
+/// `join_room` to its end, `peer_id` its id.
+struct ParticipantSessionBody: Encodable, Sendable, Equatable {
+    /// Why a session ended, in the contract's words.
+    enum LeaveReason: String, Encodable, Sendable {
+        case left, removed, replaced
+        case connectionLost = "connection_lost"
+        case roomClosed = "room_closed"
+
+        /// The contract's reason for a stored leave code: the participant's `leave_room` (`left`),
+        /// its connection gone (socket closed without a leave, or ICE consent lost:
+        /// `connection_lost`), another connection of the same user (`replaced`), the room's close
+        /// (`room_closed`); the API's removal and the server's (a limit it broke: `rate_limited`,
+        /// `slow_reader`, `bad_message`...) are `removed`.
+        init(code: String) {
+            switch code {
+            case "left": self = .left
+            case RemovalReason.connectionLost.code: self = .connectionLost
+            case RemovalReason.replaced.code: self = .replaced
+            case RemovalReason.roomClosed.code: self = .roomClosed
+            default: self = .removed
+            }
+        }
+    }
+
+    var peerID, userID, name, role, joinedAt: String
+    /// Absent (null) while the session is open.
+    var leftAt: String?
+    /// To `left_at`, or to now for an open session.
+    var durationMs: Int64
+    var leaveReason: LeaveReason?
+
+    init(_ r: ParticipantSessionRecord, nowMillis: Int64) {
+        peerID = r.id
+        userID = r.userID
+        name = r.name
+        role = r.role
+        joinedAt = ControlAPI.iso8601(r.joinedAt)
+        leftAt = r.leftAt.map(ControlAPI.iso8601)
+        durationMs = max(0, (r.leftAt ?? nowMillis) - r.joinedAt)
+        leaveReason = r.leftAt == nil ? nil : LeaveReason(code: r.leaveReason ?? "left")
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(peerID, forKey: .peerID)
+        try c.encode(userID, forKey: .userID)
+        try c.encode(name, forKey: .name)
+        try c.encode(role, forKey: .role)
+        try c.encode(joinedAt, forKey: .joinedAt)
+        // Explicit nulls: an open session says so.
+        try c.encode(leftAt, forKey: .leftAt)
+        try c.encode(durationMs, forKey: .durationMs)
+        try c.encode(leaveReason, forKey: .leaveReason)
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case peerID, userID, name, role, joinedAt, leftAt, durationMs, leaveReason
+    }
+}
+
+struct ParticipantSessionListBody: Encodable, Sendable { var sessions: [ParticipantSessionBody] }
+
 /// `POST /v1/rooms/{id}/tokens` and `POST /demo/join`.
 struct TokenBody: Encodable, Sendable {
     /// Set for the demo page only (it asked for a room by name).

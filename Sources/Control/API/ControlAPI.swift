@@ -70,7 +70,7 @@ public struct ControlAPI: Sendable {
     static let routes: [APIRoute] = [
         .init("/healthz", [.get]), .init("/metrics", [.get]),
         .init("/v1/rooms", [.get, .post]), .init("/v1/rooms/:id", [.get, .delete]), .init("/v1/rooms/:id/tokens", [.post]),
-        .init("/v1/rooms/:id/participants", [.get]), .init("/v1/rooms/:id/participants/:user", [.delete]),
+        .init("/v1/rooms/:id/participants", [.get]), .init("/v1/rooms/:id/sessions", [.get]), .init("/v1/rooms/:id/participants/:user", [.delete]),
         .init("/v1/rooms/:id/participants/:user/mute", [.post]), .init("/v1/rooms/:id/recordings", [.post]),
         .init("/v1/rooms/:id/snapshots", [.post]),
         .init("/v1/recordings", [.get]), .init("/v1/recordings/:id", [.get]), .init("/v1/recordings/:id/stop", [.post]),
@@ -95,6 +95,7 @@ public struct ControlAPI: Sendable {
         rooms.delete(":id") { _, context in try await closeRoom(context.parameters.require("id")) }
         rooms.post(":id/tokens") { request, context in try await mintToken(request, context, room: context.parameters.require("id")) }
         rooms.get(":id/participants") { _, context in try await listParticipants(context.parameters.require("id")) }
+        rooms.get(":id/sessions") { _, context in try await listSessions(context.parameters.require("id")) }
         rooms.delete(":id/participants/:user") { _, context in
             try await removeParticipant(room: context.parameters.require("id"), user: context.parameters.require("user"))
         }
@@ -188,6 +189,14 @@ public struct ControlAPI: Sendable {
         guard let room = try await liveRoom(id) else { return try json(.ok, ParticipantListBody(participants: [])) }
         let snapshot = try await room.run { $0.snapshot(nowNanos: MediaWorker.nowNanos) }
         return try json(.ok, ParticipantListBody(participants: snapshot.map(Self.participantBody)))
+    }
+
+    /// Every participant session of a room, open or closed, in join order (the room may be closed).
+    func listSessions(_ id: String) async throws -> Response {
+        guard Self.validID(id), try await store.room(id: id) != nil else { throw APIError.notFound("room") }
+        let now = MetadataStore.nowMillis
+        let sessions = try await store.participantSessions(roomID: id).map { ParticipantSessionBody($0, nowMillis: now) }
+        return try json(.ok, ParticipantSessionListBody(sessions: sessions))
     }
 
     func removeParticipant(room id: String, user: String) async throws -> Response {

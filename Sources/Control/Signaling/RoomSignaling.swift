@@ -136,7 +136,10 @@ package enum RoomSignaling {
             }
             group.cancelAll()
         }
-        await session.finish(reason: removedCode.withLockedValue { $0 } ?? "left")
+        // Removed (by the room, the API or a limit): that code; else it left, or its socket went away.
+        let removal = removedCode.withLockedValue { $0 }
+        let leaveRequested = await session.leaveRequested
+        await session.finish(reason: removal ?? (leaveRequested ? "left" : RemovalReason.connectionLost.code))
     }
 
     /// Queued events per client at most (``handle``): a few seconds of a busy room's signaling.

@@ -22,6 +22,8 @@ package actor SignalingSession {
     }
 
     package private(set) var state: State = .awaitingJoin
+    /// The client said `leave_room` (a session that ends otherwise, without a removal, lost its connection).
+    package private(set) var leaveRequested = false
     private var joined: RoomSignaling.Joined?
     private var limits = EventRateLimits()
     private var finished = false
@@ -177,6 +179,7 @@ package actor SignalingSession {
             }
             if found != true { reply("track_not_found", "no subscription to track \(track.prefix(64))") }
         case .leaveRoom:
+            leaveRequested = true
             state = .left
             return false
         }
