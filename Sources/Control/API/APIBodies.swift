@@ -85,7 +85,7 @@ struct ParticipantSessionBody: Encodable, Sendable, Equatable {
         /// `slow_reader`, `bad_message`...) are `removed`.
         init(code: String) {
             switch code {
-            case "left": self = .left
+            case SignalingSession.leftCode: self = .left
             case RemovalReason.connectionLost.code: self = .connectionLost
             case RemovalReason.replaced.code: self = .replaced
             case RemovalReason.roomClosed.code: self = .roomClosed
@@ -109,7 +109,7 @@ struct ParticipantSessionBody: Encodable, Sendable, Equatable {
         joinedAt = ControlAPI.iso8601(r.joinedAt)
         leftAt = r.leftAt.map(ControlAPI.iso8601)
         durationMs = max(0, (r.leftAt ?? nowMillis) - r.joinedAt)
-        leaveReason = r.leftAt == nil ? nil : LeaveReason(code: r.leaveReason ?? "left")
+        leaveReason = r.leftAt == nil ? nil : LeaveReason(code: r.leaveReason ?? SignalingSession.leftCode)
     }
 
     func encode(to encoder: any Encoder) throws {

@@ -139,7 +139,7 @@ package enum RoomSignaling {
         // Removed (by the room, the API or a limit): that code; else it left, or its socket went away.
         let removal = removedCode.withLockedValue { $0 }
         let leaveRequested = await session.leaveRequested
-        await session.finish(reason: removal ?? (leaveRequested ? "left" : RemovalReason.connectionLost.code))
+        await session.finish(reason: removal ?? (leaveRequested ? SignalingSession.leftCode : RemovalReason.connectionLost.code))
     }
 
     /// Queued events per client at most (``handle``): a few seconds of a busy room's signaling.

@@ -24,6 +24,9 @@ package actor SignalingSession {
     package private(set) var state: State = .awaitingJoin
     /// The client said `leave_room` (a session that ends otherwise, without a removal, lost its connection).
     package private(set) var leaveRequested = false
+    /// The leave code of a session that ended with `leave_room` (stored, and the webhook's `reason`);
+    /// the other codes are the removals' (``RemovalReason/code``, the limits' codes).
+    package static let leftCode = "left"
     private var joined: RoomSignaling.Joined?
     private var limits = EventRateLimits()
     private var finished = false
