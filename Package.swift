@@ -11,12 +11,10 @@ let package = Package(
     products: [
         .executable(name: "sfu", targets: ["sfu"]),
         .executable(name: "sfu-load", targets: ["sfu-load"]),
+        // The protocol libraries are public API (RTP and RTCP packets, DTLS-SRTP); SFU, Recorder,
+        // Control and WebRTCClient are the server's own parts and share only `package` declarations.
         .library(name: "RTP", targets: ["RTP"]),
         .library(name: "DTLS", targets: ["DTLS"]),
-        .library(name: "SFU", targets: ["SFU"]),
-        .library(name: "Recorder", targets: ["Recorder"]),
-        .library(name: "Control", targets: ["Control"]),
-        .library(name: "WebRTCClient", targets: ["WebRTCClient"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),

@@ -8,13 +8,13 @@ import SFU
 
 /// The media side of the server: the DTLS certificate and context, and the ``MediaWorker``s, each a
 /// thread with its own UDP port.
-public final class MediaRuntime: Sendable {
-    public let workers: [MediaWorker]
-    public let dtlsContext: DTLSContext
-    public let announcedIP: String?
+package final class MediaRuntime: Sendable {
+    package let workers: [MediaWorker]
+    package let dtlsContext: DTLSContext
+    package let announcedIP: String?
     private let next = NIOLockedValueBox(0)
 
-    public static func start(config: ServerConfig, logger: Logger) async throws -> MediaRuntime {
+    package static func start(config: ServerConfig, logger: Logger) async throws -> MediaRuntime {
         let count = config.workers == 0 ? System.coreCount : config.workers
         let certificate = try DTLSCertificate(commonName: "sfu")
         let context = try DTLSContext(certificate: certificate, profiles: config.srtpProfiles)
@@ -40,7 +40,7 @@ public final class MediaRuntime: Sendable {
     }
 
     /// The worker for a new session: round robin (rooms will pin all their peers to one worker).
-    public func pickWorker() -> MediaWorker {
+    package func pickWorker() -> MediaWorker {
         let i = next.withLockedValue { n in
             defer { n += 1 }
             return n
@@ -50,7 +50,7 @@ public final class MediaRuntime: Sendable {
 
     /// The host candidates of a worker's port: the announced address when configured, and the bound
     /// address (or, for a wildcard bind, every up interface's address).
-    public func candidates(for worker: MediaWorker) -> [HostCandidate] {
+    package func candidates(for worker: MediaWorker) -> [HostCandidate] {
         var out: [HostCandidate] = []
         if let announcedIP { out.append(HostCandidate(address: worker.localAddress, announcedHost: announcedIP)) }
         let bound = worker.localAddress
@@ -77,7 +77,7 @@ public final class MediaRuntime: Sendable {
         return seen
     }()
 
-    public func stop() async {
+    package func stop() async {
         for w in workers { await w.stop() }
     }
 }

@@ -8,12 +8,12 @@ import ServiceLifecycle
 
 /// The whole server: media workers (UDP), the HTTP API and WebSocket signaling. `run()` returns
 /// after a graceful shutdown (SIGINT/SIGTERM).
-public struct SFUServer: Sendable {
-    public typealias Context = SFURequestContext
-    public let config: ServerConfig
-    public let logger: Logger
+package struct SFUServer: Sendable {
+    package typealias Context = SFURequestContext
+    package let config: ServerConfig
+    package let logger: Logger
 
-    public init(config: ServerConfig, logger: Logger) {
+    package init(config: ServerConfig, logger: Logger) {
         self.config = config
         self.logger = logger
     }
@@ -21,7 +21,7 @@ public struct SFUServer: Sendable {
     /// The HTTP and WebSocket routes. Separate from `run()` so tests can drive them through
     /// HummingbirdTesting as well as through the real socket. Without `echo` (no media runtime),
     /// `/v1/echo` answers 503.
-    public func buildRouter(echo: EchoService? = nil, api: ControlAPI? = nil, rooms: RoomServices? = nil) -> Router<Context> {
+    package func buildRouter(echo: EchoService? = nil, api: ControlAPI? = nil, rooms: RoomServices? = nil) -> Router<Context> {
         let router = Router(context: Context.self)
         api?.register(on: router)
         // Every upgrade is accepted: a refused token gets an `error` event and a close code the client
@@ -84,7 +84,7 @@ public struct SFUServer: Sendable {
         return [UInt8](data)
     }
 
-    public func buildApplication(echo: EchoService?, api: ControlAPI?, rooms: RoomServices?) -> some ApplicationProtocol {
+    package func buildApplication(echo: EchoService?, api: ControlAPI?, rooms: RoomServices?) -> some ApplicationProtocol {
         let logger = self.logger
         // One router answers both plain HTTP and the WebSocket upgrade requests.
         let router = buildRouter(echo: echo, api: api, rooms: rooms)
@@ -110,7 +110,7 @@ public struct SFUServer: Sendable {
     }
 
     /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
-    public func run() async throws {
+    package func run() async throws {
         // The metadata store first: a bad SFU_DATABASE_URL stops the server before it listens.
         let store = try await MetadataStore.open(databaseURL: config.databaseURL, dataDir: config.dataDir, logger: logger)
         logger.notice("metadata store open", metadata: ["backend": "\(store.backend)"])
@@ -192,8 +192,8 @@ public struct SFUServer: Sendable {
     }
 }
 
-public struct HealthResponse: ResponseCodable, Equatable {
-    public var status: String
+package struct HealthResponse: ResponseCodable, Equatable {
+    package var status: String
 
-    public init(status: String) { self.status = status }
+    package init(status: String) { self.status = status }
 }

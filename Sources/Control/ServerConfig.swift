@@ -4,67 +4,67 @@ import Foundation
 /// Everything `sfu serve` can be told, with the embedded defaults of PROTOCOL.md ("Processes and defaults").
 ///
 /// Values come from, in increasing priority: the defaults below, `SFU_*` environment variables, command-line flags.
-public struct ServerConfig: Sendable, Equatable {
+package struct ServerConfig: Sendable, Equatable {
     /// Address the HTTP control API and signaling listen on.
-    public var httpHost: String = "127.0.0.1"
-    public var httpPort: Int = 8080
+    package var httpHost: String = "127.0.0.1"
+    package var httpPort: Int = 8080
     /// Address the media workers bind their UDP ports on.
-    public var mediaHost: String = "127.0.0.1"
+    package var mediaHost: String = "127.0.0.1"
     /// First UDP port; worker `i` uses `mediaPortBase + i`.
-    public var mediaPortBase: Int = 40000
+    package var mediaPortBase: Int = 40000
     /// Number of media workers (event loops); 0 means one per core.
-    public var workers: Int = 0
+    package var workers: Int = 0
     /// Address put in ICE candidates instead of `mediaHost` (for NAT / public deployments).
-    public var announcedIP: String?
-    public var dataDir: String = "./data"
+    package var announcedIP: String?
+    package var dataDir: String = "./data"
     /// Defaults to `<dataDir>/recordings`.
-    public var recordingsDir: String?
+    package var recordingsDir: String?
     /// `nil` = SQLite under `dataDir`; a `postgres://` URL selects PostgreSQL.
-    public var databaseURL: String?
+    package var databaseURL: String?
     /// API keys accepted on the control API. Empty = development mode (a random key is made at
     /// start), allowed only on a loopback HTTP address unless ``development`` is set.
-    public var apiKeys: [String] = []
+    package var apiKeys: [String] = []
     /// `SFU_DEV=1`: development mode (no API key, `/demo/join`) even on a non-loopback address.
-    public var development = false
+    package var development = false
     /// The HS256 join-token secret (`SFU_JWT_SECRET`); default: the first API key, so a backend that
     /// mints tokens with its API key keeps working.
-    public var jwtSecret: String?
+    package var jwtSecret: String?
     /// The PEM public key ES256 join tokens are verified with (`SFU_JWT_PUBLIC_KEY`: the PEM text,
     /// or the path of a PEM file), for a backend that signs with its own P-256 key pair.
-    public var jwtPublicKeyPEM: String?
+    package var jwtPublicKeyPEM: String?
     /// The secret webhooks are signed with (`SFU_WEBHOOK_SECRET`). Required with webhook URLs and
     /// an API key: signing with the API key would hand every receiver the key to the control API.
-    public var webhookSecret: String?
+    package var webhookSecret: String?
     /// API keys and secrets are at least this long (bytes).
-    public static let minimumSecretBytes = 32
+    package static let minimumSecretBytes = 32
     /// STUN/TURN URLs handed to clients.
-    public var iceServers: [String] = []
+    package var iceServers: [String] = []
     /// TURN URLs (`turn:`/`turns:`) handed out with per-user credentials (`SFU_TURN_URLS`), made
     /// with `SFU_TURN_SECRET` (coturn's `static-auth-secret`), valid `SFU_TURN_TTL_S` seconds.
-    public var turnURLs: [String] = []
-    public var turnSecret: String?
-    public var turnTTLSeconds = 86_400
+    package var turnURLs: [String] = []
+    package var turnSecret: String?
+    package var turnTTLSeconds = 86_400
     /// The base URL clients reach the server at (`SFU_PUBLIC_URL`), for the `signaling_url` handed out.
-    public var publicURL: String?
-    public var logLevel: String = "info"
+    package var publicURL: String?
+    package var logLevel: String = "info"
     /// Where webhook events are POSTed (SFU_WEBHOOK_URLS, comma list).
-    public var webhookURLs: [String] = []
+    package var webhookURLs: [String] = []
     /// DTLS-SRTP profiles accepted, in order of preference.
-    public var srtpProfiles: [SRTPProfile] = [.aeadAes128Gcm, .aes128CmHmacSha1_80]
+    package var srtpProfiles: [SRTPProfile] = [.aeadAes128Gcm, .aes128CmHmacSha1_80]
     /// How often live participants' quality figures are written to the store (SFU_QUALITY_SAMPLE_S).
-    public var qualitySampleSeconds: Int = 10
+    package var qualitySampleSeconds: Int = 10
     /// `SFU_HTTP_IDLE_TIMEOUT_S`: an HTTP connection with no request for this long is closed (a
     /// client that connects and sends nothing holds no descriptor for ever); a WebSocket is pinged
     /// every half of it and closed when a ping goes unanswered (a dead or never-reading peer).
-    public var httpIdleTimeoutSeconds: Int = 60
+    package var httpIdleTimeoutSeconds: Int = 60
 
-    public init() {}
+    package init() {}
 
-    public var effectiveRecordingsDir: String { recordingsDir ?? (dataDir as NSString).appendingPathComponent("recordings") }
+    package var effectiveRecordingsDir: String { recordingsDir ?? (dataDir as NSString).appendingPathComponent("recordings") }
 
     /// Overlays `SFU_*` variables from `environment` on `self`.
     /// - Throws: ``ConfigError`` when a variable holds a value of the wrong form.
-    public mutating func apply(environment: [String: String]) throws {
+    package mutating func apply(environment: [String: String]) throws {
         func int(_ name: String) throws -> Int? {
             guard let raw = environment[name] else { return nil }
             guard let value = Int(raw) else { throw ConfigError(variable: name, value: raw, expected: "an integer") }
@@ -130,7 +130,7 @@ public struct ServerConfig: Sendable, Equatable {
     }
 
     /// Checks ranges that would otherwise fail later with a less clear error.
-    public func validate() throws {
+    package func validate() throws {
         guard (0...65535).contains(httpPort) else { throw ConfigError(variable: "http port", value: String(httpPort), expected: "0...65535") }
         guard (1...65535).contains(mediaPortBase) else { throw ConfigError(variable: "media port", value: String(mediaPortBase), expected: "1...65535") }
         guard workers >= 0 && workers <= 256 else { throw ConfigError(variable: "workers", value: String(workers), expected: "0...256") }
@@ -177,7 +177,7 @@ public struct ServerConfig: Sendable, Equatable {
     }
 
     /// The ES256 verification key, if one is configured.
-    public func jwtPublicKey() throws -> ES256VerificationKey? {
+    package func jwtPublicKey() throws -> ES256VerificationKey? {
         guard let pem = jwtPublicKeyPEM else { return nil }
         do {
             return try ES256VerificationKey(pem: pem)
@@ -192,10 +192,10 @@ public struct ServerConfig: Sendable, Equatable {
     }
 
     /// Development mode: no API key configured (a random one per run, `/demo/join` served).
-    public var isDevelopment: Bool { apiKeys.isEmpty }
+    package var isDevelopment: Bool { apiKeys.isEmpty }
 
     /// Whether `host` is a loopback address or name (only this machine can reach it).
-    public static func isLoopback(_ host: String) -> Bool {
+    package static func isLoopback(_ host: String) -> Bool {
         let h = host.lowercased().trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
         if h == "localhost" || h == "::1" || h == "0:0:0:0:0:0:0:1" { return true }
         let parts = h.split(separator: ".", omittingEmptySubsequences: false)
@@ -203,16 +203,16 @@ public struct ServerConfig: Sendable, Equatable {
     }
 }
 
-public struct ConfigError: Error, CustomStringConvertible, Equatable {
-    public var variable: String
-    public var value: String
-    public var expected: String
+package struct ConfigError: Error, CustomStringConvertible, Equatable {
+    package var variable: String
+    package var value: String
+    package var expected: String
 
-    public init(variable: String, value: String, expected: String) {
+    package init(variable: String, value: String, expected: String) {
         self.variable = variable
         self.value = value
         self.expected = expected
     }
 
-    public var description: String { "invalid \(variable) '\(value)': expected \(expected)" }
+    package var description: String { "invalid \(variable) '\(value)': expected \(expected)" }
 }

@@ -4,19 +4,19 @@ import COpenSSL
 /// 15.4), SHA-256 for join tokens (JWT HS256) and webhook signatures. The key is set once; each
 /// ``authenticate(_:into:)`` reuses the keyed context, so a MAC costs one HMAC and no algorithm
 /// lookup. Not thread-safe: one instance per owner.
-public final class HMAC {
-    public enum Digest: String, Sendable {
+package final class HMAC {
+    package enum Digest: String, Sendable {
         case sha1 = "SHA1", sha256 = "SHA256"
-        public var size: Int { self == .sha1 ? 20 : 32 }
+        package var size: Int { self == .sha1 ? 20 : 32 }
     }
 
-    public static let sha1Size = 20
-    public let digest: Digest
-    public var size: Int { digest.size }
+    package static let sha1Size = 20
+    package let digest: Digest
+    package var size: Int { digest.size }
     private let ctx: OpaquePointer
 
     /// - Returns: nil if OpenSSL cannot provide the MAC (it always can on a working install).
-    public init?(digest: Digest, key: [UInt8]) {
+    package init?(digest: Digest, key: [UInt8]) {
         self.digest = digest
         guard let mac = EVP_MAC_fetch(nil, "HMAC", nil) else { return nil }
         defer { EVP_MAC_free(mac) }
@@ -42,7 +42,7 @@ public final class HMAC {
     /// The MAC of `data` (``size`` bytes), written to `out`.
     /// - Returns: false on an OpenSSL failure.
     @discardableResult
-    public func authenticate(_ data: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) -> Bool {
+    package func authenticate(_ data: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) -> Bool {
         precondition(out.count >= size)
         guard EVP_MAC_init(ctx, nil, 0, nil) == 1 else { return false }
         guard EVP_MAC_update(ctx, data.baseAddress?.assumingMemoryBound(to: UInt8.self), data.count) == 1 else { return false }
@@ -50,7 +50,7 @@ public final class HMAC {
         return EVP_MAC_final(ctx, out.baseAddress?.assumingMemoryBound(to: UInt8.self), &written, out.count) == 1 && written == size
     }
 
-    public func authenticate(_ data: [UInt8]) -> [UInt8] {
+    package func authenticate(_ data: [UInt8]) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: size)
         let ok = data.withUnsafeBytes { d in out.withUnsafeMutableBytes { o in authenticate(d, into: o) } }
         return ok ? out : []
@@ -58,7 +58,7 @@ public final class HMAC {
 }
 
 /// Cryptographically secure random bytes (OpenSSL RAND_bytes).
-public func secureRandomBytes(_ count: Int) -> [UInt8] {
+package func secureRandomBytes(_ count: Int) -> [UInt8] {
     var out = [UInt8](repeating: 0, count: count)
     let ok = out.withUnsafeMutableBufferPointer { RAND_bytes($0.baseAddress, Int32($0.count)) }
     if ok != 1 {

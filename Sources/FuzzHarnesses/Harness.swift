@@ -9,11 +9,11 @@ import SFU
 /// uses for that kind of untrusted data, then exercises what the server does next with the result,
 /// so a trap anywhere on that path is found. The fuzz executable (`sfu-fuzz`) and the regression
 /// test (Tests/FuzzTests) call these same functions.
-public enum Harness: String, CaseIterable, Sendable {
+package enum Harness: String, CaseIterable, Sendable {
     case rtp, rtcp, stun, sdp, vp8, webm, signaling, jwt
 
     /// Runs the harness on one input. Never throws: a crash, trap or sanitizer report is the finding.
-    public func run(_ data: UnsafeRawBufferPointer) {
+    package func run(_ data: UnsafeRawBufferPointer) {
         switch self {
         case .rtp: Self.rtp(data)
         case .rtcp: Self.rtcp(data)
@@ -26,7 +26,7 @@ public enum Harness: String, CaseIterable, Sendable {
         }
     }
 
-    public func run(_ bytes: [UInt8]) {
+    package func run(_ bytes: [UInt8]) {
         bytes.withUnsafeBytes { run($0) }
     }
 

@@ -6,21 +6,21 @@ import SFU
 /// agent reduced to what a browser does with one server candidate (checks every 50 ms until answered,
 /// nominating with USE-CANDIDATE, then a consent check every 5 s), the DTLS client role and SRTP.
 /// In-memory tests and load tools drive it with `(datagram, now)` and collect what it sends.
-public final class ClientTransport {
-    public enum State: Equatable, Sendable { case checking, handshaking, connected, failed(String) }
+package final class ClientTransport {
+    package enum State: Equatable, Sendable { case checking, handshaking, connected, failed(String) }
 
-    public let local: ICELiteAgent.Credentials
-    public let remote: ICELiteAgent.Credentials
-    public let serverAddress: TransportAddress
-    public let dtls: DTLSEndpoint
-    public private(set) var state: State = .checking
+    package let local: ICELiteAgent.Credentials
+    package let remote: ICELiteAgent.Credentials
+    package let serverAddress: TransportAddress
+    package let dtls: DTLSEndpoint
+    package private(set) var state: State = .checking
     /// Where datagrams go (to `serverAddress`).
-    public var onSend: ((UnsafeRawBufferPointer) -> Void)?
+    package var onSend: ((UnsafeRawBufferPointer) -> Void)?
     /// Decrypted RTP (valid during the call).
-    public var onRTP: ((UnsafeMutableRawBufferPointer, RTPHeader) -> Void)?
-    public var onRTCP: (([RTCPPacket]) -> Void)?
-    public private(set) var rtpPacketsIn = 0
-    public private(set) var rtpPacketsOut = 0
+    package var onRTP: ((UnsafeMutableRawBufferPointer, RTPHeader) -> Void)?
+    package var onRTCP: (([RTCPPacket]) -> Void)?
+    package private(set) var rtpPacketsIn = 0
+    package private(set) var rtpPacketsOut = 0
     private let key: HMAC
     private let tieBreaker = UInt64.random(in: 0...UInt64.max)
     private var lastCheckNanos: Int64?
@@ -33,7 +33,7 @@ public final class ClientTransport {
     /// - Parameters:
     ///   - remote: the server's ICE credentials (from its SDP).
     ///   - serverFingerprint: the server's `a=fingerprint`.
-    public init(local: ICELiteAgent.Credentials = .random(), remote: ICELiteAgent.Credentials, serverAddress: TransportAddress,
+    package init(local: ICELiteAgent.Credentials = .random(), remote: ICELiteAgent.Credentials, serverAddress: TransportAddress,
                 context: DTLSContext, serverFingerprint: CertificateFingerprint) throws {
         guard let key = HMAC(digest: .sha1, key: Array(remote.password.utf8)) else { throw WebRTCTransport.TransportError.crypto("HMAC unavailable") }
         self.key = key
@@ -44,7 +44,7 @@ public final class ClientTransport {
     }
 
     /// Timer work: ICE checks, consent, DTLS retransmissions. Call every 10-20 ms.
-    public func tick(nowNanos: Int64) {
+    package func tick(nowNanos: Int64) {
         if case .failed = state { return }
         let interval = state == .checking ? Self.checkIntervalNanos : Self.consentIntervalNanos
         if lastCheckNanos.map({ nowNanos - $0 >= interval }) ?? true {
@@ -64,7 +64,7 @@ public final class ClientTransport {
     }
 
     /// One datagram from the server (`datagram` may be decrypted in place).
-    public func handleDatagram(_ datagram: UnsafeMutableRawBufferPointer, nowNanos: Int64) {
+    package func handleDatagram(_ datagram: UnsafeMutableRawBufferPointer, nowNanos: Int64) {
         let raw = UnsafeRawBufferPointer(datagram)
         switch PacketClass(classifying: raw) {
         case .stun:
@@ -120,16 +120,16 @@ public final class ClientTransport {
 
     /// Protects and sends one RTP packet. - Returns: false when not connected.
     @discardableResult
-    public func sendRTP(_ packet: UnsafeRawBufferPointer) -> Bool { send(packet, rtcp: false) }
+    package func sendRTP(_ packet: UnsafeRawBufferPointer) -> Bool { send(packet, rtcp: false) }
 
     @discardableResult
-    public func sendRTCP(_ packets: [RTCPPacket]) -> Bool {
+    package func sendRTCP(_ packets: [RTCPPacket]) -> Bool {
         RTCPCompound.serialize(packets).withUnsafeBytes { send($0, rtcp: true) }
     }
 
     /// Protects and sends bytes as one RTCP compound, as they are (fault drills craft malformed ones).
     @discardableResult
-    public func sendRawRTCP(_ packet: UnsafeRawBufferPointer) -> Bool { send(packet, rtcp: true) }
+    package func sendRawRTCP(_ packet: UnsafeRawBufferPointer) -> Bool { send(packet, rtcp: true) }
 
     private func send(_ packet: UnsafeRawBufferPointer, rtcp: Bool) -> Bool {
         guard state == .connected, let srtpOut, packet.count <= 1500 else { return false }
@@ -148,17 +148,17 @@ public final class ClientTransport {
 
 /// SDP a client writes: a publisher offer and answers to subscriber offers, with the codecs and
 /// header extensions browsers use (Opus 111, VP8 96 + RTX 97, mid and transport-cc).
-public enum ClientSDP {
-    public struct Stream: Sendable {
-        public var kind: MediaKind
-        public var ssrc: UInt32
-        public var rtxSSRC: UInt32?
+package enum ClientSDP {
+    package struct Stream: Sendable {
+        package var kind: MediaKind
+        package var ssrc: UInt32
+        package var rtxSSRC: UInt32?
         /// For video: VP8 (default) or H.264.
-        public var codec: ForwardedCodec
+        package var codec: ForwardedCodec
         /// Simulcast layers by RID, lowest first (Chromium's `q`, `h`, `f`); empty: one stream. With
         /// RIDs the m-line carries no SSRCs (the server learns them from the RID header extension).
-        public var rids: [String]
-        public init(kind: MediaKind, ssrc: UInt32, rtxSSRC: UInt32? = nil, codec: ForwardedCodec? = nil, rids: [String] = []) {
+        package var rids: [String]
+        package init(kind: MediaKind, ssrc: UInt32, rtxSSRC: UInt32? = nil, codec: ForwardedCodec? = nil, rids: [String] = []) {
             self.kind = kind
             self.ssrc = ssrc
             self.rtxSSRC = rtxSSRC
@@ -168,13 +168,13 @@ public enum ClientSDP {
     }
 
     /// The constrained-baseline H.264 a browser offers first.
-    public static let h264 = ForwardedCodec.h264(fmtp: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f")
+    package static let h264 = ForwardedCodec.h264(fmtp: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f")
 
-    public static let midExtensionID: UInt8 = 1
-    public static let transportCCExtensionID: UInt8 = 3
+    package static let midExtensionID: UInt8 = 1
+    package static let transportCCExtensionID: UInt8 = 3
     /// Simulcast: `sdes:rtp-stream-id` and `sdes:repaired-rtp-stream-id` (on RTX).
-    public static let ridExtensionID: UInt8 = 4
-    public static let repairedRIDExtensionID: UInt8 = 5
+    package static let ridExtensionID: UInt8 = 4
+    package static let repairedRIDExtensionID: UInt8 = 5
 
     static func transportLines(ice: ICELiteAgent.Credentials, fingerprint: String, setup: DTLSSetup) -> [String] {
         ["c=IN IP4 0.0.0.0", "a=ice-ufrag:\(ice.ufrag)", "a=ice-pwd:\(ice.password)", "a=fingerprint:sha-256 \(fingerprint)",
@@ -197,7 +197,7 @@ public enum ClientSDP {
     }
 
     /// A publisher offer sending `streams`, one m-line each (mids 0, 1, ...).
-    public static func publisherOffer(streams: [Stream], ice: ICELiteAgent.Credentials, fingerprint: String) -> String {
+    package static func publisherOffer(streams: [Stream], ice: ICELiteAgent.Credentials, fingerprint: String) -> String {
         var lines = ["v=0", "o=- 1 1 IN IP4 127.0.0.1", "s=-", "t=0 0",
                      "a=group:BUNDLE " + streams.indices.map(String.init).joined(separator: " "), "a=msid-semantic: WMS client"]
         for (i, s) in streams.enumerated() {
@@ -227,7 +227,7 @@ public enum ClientSDP {
     /// An answer accepting every active m-line of a subscriber offer (receive only).
     /// - Parameter transportCC: negotiate transport-cc (a browser does); without it the answer
     ///   offers `goog-remb` instead, for a receiver that reports its estimate with REMB.
-    public static func subscriberAnswer(offer: SessionDescription, ice: ICELiteAgent.Credentials, fingerprint: String,
+    package static func subscriberAnswer(offer: SessionDescription, ice: ICELiteAgent.Credentials, fingerprint: String,
                                         transportCC: Bool = true) -> String {
         var lines = ["v=0", "o=- 2 1 IN IP4 127.0.0.1", "s=-", "t=0 0", "a=group:BUNDLE " + offer.bundleGroup.joined(separator: " ")]
         for (i, m) in offer.media.enumerated() {

@@ -8,61 +8,61 @@ import WebRTCClient
 /// A room with in-memory peers (str0m-style): the server side is the real Room with its
 /// transports; each peer is a ClientTransport pair (publisher, subscriber) exchanging datagrams
 /// through queues on a fake clock. `loss` drops datagrams server -> subscriber clients.
-public final class RoomHarness {
-    public final class Peer {
-        public let info: PeerInfo
-        public let index: Int
-        public var signals: [RoomSignal] = []
-        public var publisher: ClientTransport?
-        public var subscriber: ClientTransport?
-        public var subscriberOffers: [SessionDescription] = []
+package final class RoomHarness {
+    package final class Peer {
+        package let info: PeerInfo
+        package let index: Int
+        package var signals: [RoomSignal] = []
+        package var publisher: ClientTransport?
+        package var subscriber: ClientTransport?
+        package var subscriberOffers: [SessionDescription] = []
         /// Plain RTP received on the subscriber connection, by SSRC.
-        public var received: [UInt32: [[UInt8]]] = [:]
+        package var received: [UInt32: [[UInt8]]] = [:]
         /// The harness clock when each of `received` arrived.
-        public var receivedTimes: [UInt32: [Int64]] = [:]
+        package var receivedTimes: [UInt32: [Int64]] = [:]
         /// RTCP received on the publisher connection (feedback from the server).
-        public var publisherRTCP: [RTCPPacket] = []
-        public var subscriberRTCP: [RTCPPacket] = []
-        public var publisherICE = ICELiteAgent.Credentials.random()
+        package var publisherRTCP: [RTCPPacket] = []
+        package var subscriberRTCP: [RTCPPacket] = []
+        package var publisherICE = ICELiteAgent.Credentials.random()
         /// The subscriber client answers with transport-cc feedback every 100 ms, like a browser.
-        public var twcc = TWCCRecorder(senderSSRC: 0x7777, mediaSSRC: 0)
-        public var sendsTransportCC = false
+        package var twcc = TWCCRecorder(senderSSRC: 0x7777, mediaSSRC: 0)
+        package var sendsTransportCC = false
         /// The subscriber's answers drop the transport-cc extension (the server then uses REMB).
-        public var omitsTransportCC = false
-        public var publisherAddress: TransportAddress { TransportAddress(ipv4: 10, 9, 0, UInt8(index), port: 5000) }
-        public var subscriberAddress: TransportAddress { TransportAddress(ipv4: 10, 9, 0, UInt8(index), port: 6000) }
-        public init(info: PeerInfo, index: Int) {
+        package var omitsTransportCC = false
+        package var publisherAddress: TransportAddress { TransportAddress(ipv4: 10, 9, 0, UInt8(index), port: 5000) }
+        package var subscriberAddress: TransportAddress { TransportAddress(ipv4: 10, 9, 0, UInt8(index), port: 6000) }
+        package init(info: PeerInfo, index: Int) {
             self.info = info
             self.index = index
         }
         /// The SSRC of the subscriber m-line for a remote (peer, track) from the last offer.
-        public func ssrc(peer: String, track: String) -> (ssrc: UInt32, rtx: UInt32?)? {
+        package func ssrc(peer: String, track: String) -> (ssrc: UInt32, rtx: UInt32?)? {
             guard let offer = subscriberOffers.last, let m = offer.media.first(where: { $0.value("msid") == "\(peer) \(track)" }) else { return nil }
             let ssrcs = m.ssrcs
             return ssrcs.isEmpty ? nil : (ssrcs[0], ssrcs.count > 1 ? ssrcs[1] : nil)
         }
     }
 
-    public let room: Room
+    package let room: Room
     /// The room's host (datagrams to the clients, wake-ups).
-    public let proxy: HostProxy
-    public let serverContext: DTLSContext
-    public let clientContext: DTLSContext
-    public var demux = SessionDemux()
-    public var toClients: [([UInt8], TransportAddress)] = []
-    public var toServer: [([UInt8], TransportAddress)] = []
-    public var peers: [Peer] = []
-    public var now: Int64 = 1_000_000_000
-    public var lastTick: Int64 = 0
+    package let proxy: HostProxy
+    package let serverContext: DTLSContext
+    package let clientContext: DTLSContext
+    package var demux = SessionDemux()
+    package var toClients: [([UInt8], TransportAddress)] = []
+    package var toServer: [([UInt8], TransportAddress)] = []
+    package var peers: [Peer] = []
+    package var now: Int64 = 1_000_000_000
+    package var lastTick: Int64 = 0
     /// When each session (by local ufrag) is next due for a tick.
-    public var tickDue: [String: Int64] = [:]
-    public var loss = 0
+    package var tickDue: [String: Int64] = [:]
+    package var loss = 0
     /// Peers whose clients are gone: no ticks, nothing they send arrives.
-    public var silent: Set<String> = []
-    public var rng = SystemRandomNumberGenerator()
-    public let serverAddress = TransportAddress(ipv4: 10, 0, 0, 1, port: 40000)
+    package var silent: Set<String> = []
+    package var rng = SystemRandomNumberGenerator()
+    package let serverAddress = TransportAddress(ipv4: 10, 0, 0, 1, port: 40000)
 
-    public init(maxParticipants: Int = 10) throws {
+    package init(maxParticipants: Int = 10) throws {
         serverContext = try DTLSContext(certificate: DTLSCertificate(commonName: "server"))
         clientContext = try DTLSContext(certificate: DTLSCertificate(commonName: "client"))
         var logger = Logger(label: "test")
@@ -76,7 +76,7 @@ public final class RoomHarness {
     // MARK: Peers
 
     @discardableResult
-    public func join(_ userID: String, canPublish: Bool = true) throws -> Peer {
+    package func join(_ userID: String, canPublish: Bool = true) throws -> Peer {
         let info = PeerInfo(peerID: "pe_" + userID, userID: userID, name: userID, role: "patient", canPublish: canPublish, canSubscribe: true)
         let peer = Peer(info: info, index: peers.count + 1)
         peers.append(peer)
@@ -84,7 +84,7 @@ public final class RoomHarness {
         return peer
     }
 
-    public func deliver(_ signal: RoomSignal, to peer: Peer) {
+    package func deliver(_ signal: RoomSignal, to peer: Peer) {
         peer.signals.append(signal)
         switch signal {
         case .publisherAnswer(let sdp):
@@ -125,21 +125,21 @@ public final class RoomHarness {
             break
         }
     }
-    public var pendingAnswers: [(Peer, String)] = []
+    package var pendingAnswers: [(Peer, String)] = []
 
     /// Publishes the given streams (audio/video SSRCs) from `peer`.
-    public func publish(_ peer: Peer, streams: [ClientSDP.Stream]) {
+    package func publish(_ peer: Peer, streams: [ClientSDP.Stream]) {
         let offer = ClientSDP.publisherOffer(streams: streams, ice: peer.publisherICE, fingerprint: clientContext.certificate.sha256Fingerprint)
         if let parsed = try? SessionDescription(parsing: offer) { room.publisherOffer(peerID: peer.info.peerID, offer: parsed, nowNanos: now) }
     }
 
     /// The rid header extension ids in ``publishSimulcast(_:audioSSRC:rids:)`` offers.
-    public static let ridExtensionID: UInt8 = 10
-    public static let repairedRidExtensionID: UInt8 = 11
+    package static let ridExtensionID: UInt8 = 10
+    package static let repairedRidExtensionID: UInt8 = 11
 
     /// Publishes audio and a simulcast VP8 video as Chromium does: `a=rid:<id> send` lines and
     /// `a=simulcast:send q;h;f`, no video SSRCs (the server learns them from the rid extension).
-    public func publishSimulcast(_ peer: Peer, audioSSRC: UInt32, rids: [String]) {
+    package func publishSimulcast(_ peer: Peer, audioSSRC: UInt32, rids: [String]) {
         let base = ClientSDP.publisherOffer(streams: [.init(kind: .audio, ssrc: audioSSRC), .init(kind: .video, ssrc: 1, rtxSSRC: 2)],
                                             ice: peer.publisherICE, fingerprint: clientContext.certificate.sha256Fingerprint)
         var lines: [String] = []
@@ -161,7 +161,7 @@ public final class RoomHarness {
     }
 
     /// Advances the clock by `steps` x 10 ms, moving every queued datagram and running timers.
-    public func run(steps: Int = 1) {
+    package func run(steps: Int = 1) {
         for _ in 0..<steps {
             for (peer, answer) in pendingAnswers {
                 if let parsed = try? SessionDescription(parsing: answer) { room.subscriberAnswer(peerID: peer.info.peerID, answer: parsed, nowNanos: now) }
@@ -209,7 +209,7 @@ public final class RoomHarness {
     }
 
     /// One datagram to the server, read at `now`; `arrivalNanos`: when the kernel got it (default: now).
-    public func serverReceive(_ bytes: [UInt8], from: TransportAddress, arrivalNanos: Int64? = nil) {
+    package func serverReceive(_ bytes: [UInt8], from: TransportAddress, arrivalNanos: Int64? = nil) {
         var bytes = bytes
         bytes.withUnsafeMutableBytes { b in
             guard let session = demux.route(UnsafeRawBufferPointer(b), from: from) else { return }
@@ -219,9 +219,9 @@ public final class RoomHarness {
     }
 
     /// Sees every datagram the server sends to a client, as it is on the wire (encrypted).
-    public var onClientDatagram: (([UInt8], TransportAddress) -> Void)?
+    package var onClientDatagram: (([UInt8], TransportAddress) -> Void)?
 
-    public func clientReceive(_ bytes: [UInt8], to: TransportAddress) {
+    package func clientReceive(_ bytes: [UInt8], to: TransportAddress) {
         onClientDatagram?(bytes, to)
         var bytes = bytes
         for p in peers {
@@ -235,7 +235,7 @@ public final class RoomHarness {
     }
 
     /// Runs until every transport of every peer is connected (or `maxSteps`).
-    public func connectAll(maxSteps: Int = 500) -> Bool {
+    package func connectAll(maxSteps: Int = 500) -> Bool {
         for _ in 0..<maxSteps {
             run()
             let ready = peers.allSatisfy { p in
@@ -248,25 +248,25 @@ public final class RoomHarness {
     }
 
     /// Sends one RTP packet from `peer`'s publisher.
-    public func sendRTP(_ peer: Peer, _ packet: RTPPacket) {
+    package func sendRTP(_ peer: Peer, _ packet: RTPPacket) {
         packet.serialized().withUnsafeBytes { _ = peer.publisher?.sendRTP($0) }
     }
 }
 
 /// The room's host: the harness's demux and its queue to the clients.
-public final class HostProxy: SessionHost {
-    public weak var harness: RoomHarness?
-    public func add(_ session: WorkerSession) { harness?.demux.add(session) }
-    public func remove(_ session: WorkerSession) { harness?.demux.remove(session) }
-    public func send(_ datagram: UnsafeRawBufferPointer, to address: TransportAddress) { harness?.toClients.append((Array(datagram), address)) }
+package final class HostProxy: SessionHost {
+    package weak var harness: RoomHarness?
+    package func add(_ session: WorkerSession) { harness?.demux.add(session) }
+    package func remove(_ session: WorkerSession) { harness?.demux.remove(session) }
+    package func send(_ datagram: UnsafeRawBufferPointer, to address: TransportAddress) { harness?.toClients.append((Array(datagram), address)) }
     /// Wake-ups asked for, run by ``RoomHarness/run(steps:)`` at the first step at or after their time.
-    public var wakes: [(session: WorkerSession, atNanos: Int64)] = []
-    public func wake(_ session: WorkerSession, atNanos: Int64) { wakes.append((session, atNanos)) }
+    package var wakes: [(session: WorkerSession, atNanos: Int64)] = []
+    package func wake(_ session: WorkerSession, atNanos: Int64) { wakes.append((session, atNanos)) }
 }
 
 /// A VP8 RTP payload: descriptor (S=1, partition 0, no extensions) and a payload header whose
 /// P bit says keyframe or not, then filler.
-public func vp8Payload(keyframe: Bool, size: Int = 200, fill: UInt8 = 0xAB) -> [UInt8] {
+package func vp8Payload(keyframe: Bool, size: Int = 200, fill: UInt8 = 0xAB) -> [UInt8] {
     var p: [UInt8] = [0x10, keyframe ? 0x00 : 0x01, 0x00, 0x00]
     if keyframe { p += [0x9D, 0x01, 0x2A, 0x40, 0x01, 0xF0, 0x00] }  // 320x240
     p += [UInt8](repeating: fill, count: max(0, size - p.count))

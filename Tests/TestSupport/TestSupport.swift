@@ -1,10 +1,10 @@
 // Helpers shared by the test targets (fakes and generators for tests only).
 
 /// SplitMix64: a small seeded generator so randomized tests replay exactly.
-public struct SeededGenerator: RandomNumberGenerator, Sendable {
-    public var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
+package struct SeededGenerator: RandomNumberGenerator, Sendable {
+    package var state: UInt64
+    package init(seed: UInt64) { state = seed }
+    package mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
@@ -15,7 +15,7 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
 
 extension Array where Element == UInt8 {
     /// Bytes from hex digits; whitespace and other non-hex characters are skipped.
-    public init(hex: String) {
+    package init(hex: String) {
         var out: [UInt8] = []
         var it = hex.filter { $0.isHexDigit }.makeIterator()
         while let a = it.next(), let b = it.next() {
@@ -25,6 +25,6 @@ extension Array where Element == UInt8 {
     }
 }
 
-public func randomBytes(_ count: Int, using rng: inout SeededGenerator) -> [UInt8] {
+package func randomBytes(_ count: Int, using rng: inout SeededGenerator) -> [UInt8] {
     (0..<count).map { _ in UInt8.random(in: 0...255, using: &rng) }
 }

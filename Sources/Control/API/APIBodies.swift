@@ -293,7 +293,7 @@ struct ErrorBody: Encodable, Sendable {
 }
 
 /// A webhook event (docs/API.md "Webhooks"): its name and its data, one case each.
-public enum WebhookEvent: Sendable {
+package enum WebhookEvent: Sendable {
     case roomStarted(roomID: String, name: String, createdAtMillis: Int64)
     case roomFinished(roomID: String, name: String, closedAtMillis: Int64, reason: String)
     case participantJoined(roomID: String, userID: String, peerID: String, name: String, role: String, joinedAtMillis: Int64)
@@ -302,7 +302,7 @@ public enum WebhookEvent: Sendable {
     case recordingFinished(RecordingRecord)
     case snapshotTaken(SnapshotRecord)
 
-    public var name: String {
+    package var name: String {
         switch self {
         case .roomStarted: "room_started"
         case .roomFinished: "room_finished"

@@ -2,21 +2,21 @@ import Foundation
 import Hummingbird
 
 /// An error answered with the PROTOCOL.md shape: `{"error": {"code": "<snake_case>", "message": "..."}}`.
-public struct APIError: HTTPResponseError, Equatable {
-    public var status: HTTPResponse.Status
-    public var code: String
-    public var message: String
+package struct APIError: HTTPResponseError, Equatable {
+    package var status: HTTPResponse.Status
+    package var code: String
+    package var message: String
     /// Sent with the error besides `Content-Type` (`Allow` of a 405).
-    public var headers: HTTPFields
+    package var headers: HTTPFields
 
-    public init(_ status: HTTPResponse.Status, _ code: String, _ message: String, headers: HTTPFields = [:]) {
+    package init(_ status: HTTPResponse.Status, _ code: String, _ message: String, headers: HTTPFields = [:]) {
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers
     }
 
-    public func response(from request: Request, context: some RequestContext) throws -> Response {
+    package func response(from request: Request, context: some RequestContext) throws -> Response {
         let body = (try? APIJSON.data(ErrorBody(error: .init(code: code, message: message)))) ?? Data()
         var headers = self.headers
         headers[.contentType] = "application/json; charset=utf-8"
@@ -24,9 +24,9 @@ public struct APIError: HTTPResponseError, Equatable {
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
 
-    public static func badRequest(_ message: String) -> APIError { APIError(.badRequest, "bad_request", message) }
-    public static func notFound(_ what: String) -> APIError { APIError(.notFound, "not_found", "\(what) not found") }
-    public static let unauthorized = APIError(.unauthorized, "unauthorized", "missing or invalid API key (Authorization: Bearer <key>)")
+    package static func badRequest(_ message: String) -> APIError { APIError(.badRequest, "bad_request", message) }
+    package static func notFound(_ what: String) -> APIError { APIError(.notFound, "not_found", "\(what) not found") }
+    package static let unauthorized = APIError(.unauthorized, "unauthorized", "missing or invalid API key (Authorization: Bearer <key>)")
 }
 
 /// Turns any error a handler throws into the PROTOCOL.md error shape (Hummingbird's own errors,

@@ -7,29 +7,29 @@ import SFU
 
 /// The control API (PROTOCOL.md "Control API") for app backends: rooms and join tokens, backed by
 /// the metadata store, live rooms, recordings and snapshots.
-public struct ControlAPI: Sendable {
-    public let store: MetadataStore
-    public let keys: APIKeys
+package struct ControlAPI: Sendable {
+    package let store: MetadataStore
+    package let keys: APIKeys
     package let iceServers: ICEServerDirectory
-    public let logger: Logger
-    public let webhooks: WebhookDispatcher?
-    public let media: MediaRuntime?
+    package let logger: Logger
+    package let webhooks: WebhookDispatcher?
+    package let media: MediaRuntime?
     /// Live rooms (nil in tests without media): participants, mute, removal, closing.
-    public let live: LiveRooms?
+    package let live: LiveRooms?
     /// `POST /demo/join` (the demo page's token minting) is served: development mode only.
-    public let demoEnabled: Bool
-    public let recordings: RecordingService?
+    package let demoEnabled: Bool
+    package let recordings: RecordingService?
 
     /// Defaults for what a create-room request leaves out (docs/API.md).
-    public enum Defaults {
-        public static let maxParticipants = 6
-        public static let emptyTimeoutS = 300
-        public static let maxDurationS = 4 * 3600
-        public static let tokenTTLS = 3600
-        public static let maxTokenTTLS = 86_400
+    package enum Defaults {
+        package static let maxParticipants = 6
+        package static let emptyTimeoutS = 300
+        package static let maxDurationS = 4 * 3600
+        package static let tokenTTLS = 3600
+        package static let maxTokenTTLS = 86_400
     }
 
-    public static let maxBodyBytes = 64 * 1024
+    package static let maxBodyBytes = 64 * 1024
 
     package init(store: MetadataStore, keys: APIKeys, iceServers: ICEServerDirectory, logger: Logger, webhooks: WebhookDispatcher? = nil,
                 media: MediaRuntime? = nil, live: LiveRooms? = nil, demoEnabled: Bool = false, recordings: RecordingService? = nil,
@@ -58,7 +58,7 @@ public struct ControlAPI: Sendable {
     }
 
     /// Signs and verifies join tokens (`SFU_JWT_SECRET`, else the first API key).
-    public let signer: JoinTokenSigner
+    package let signer: JoinTokenSigner
 
     /// Opening and closing rooms (shared with the janitor).
     var lifecycle: RoomLifecycle { RoomLifecycle(store: store, webhooks: webhooks, live: live, recordings: recordings, logger: logger) }

@@ -5,14 +5,14 @@ import Logging
 /// creation or since the last participant left), or open for `max_duration_s`. Closing goes through
 /// ``RoomLifecycle``, as a close through the API does.
 /// Runs as a background task, once a second; the store is the source of truth.
-public struct RoomJanitor: Sendable {
-    public let store: MetadataStore
-    public let webhooks: WebhookDispatcher?
-    public let logger: Logger
-    public let live: LiveRooms?
-    public let recordings: RecordingService?
+package struct RoomJanitor: Sendable {
+    package let store: MetadataStore
+    package let webhooks: WebhookDispatcher?
+    package let logger: Logger
+    package let live: LiveRooms?
+    package let recordings: RecordingService?
 
-    public init(store: MetadataStore, webhooks: WebhookDispatcher?, logger: Logger, live: LiveRooms? = nil, recordings: RecordingService? = nil) {
+    package init(store: MetadataStore, webhooks: WebhookDispatcher?, logger: Logger, live: LiveRooms? = nil, recordings: RecordingService? = nil) {
         self.live = live
         self.recordings = recordings
         self.store = store
@@ -24,7 +24,7 @@ public struct RoomJanitor: Sendable {
 
     /// One pass; returns the ids closed.
     @discardableResult
-    public func sweep(nowMillis: Int64) async throws -> [String] {
+    package func sweep(nowMillis: Int64) async throws -> [String] {
         var closed: [String] = []
         for occupancy in try await store.openRoomOccupancy() {
             let room = occupancy.room
@@ -46,7 +46,7 @@ public struct RoomJanitor: Sendable {
     }
 
     /// Sweeps every `interval` until the task is cancelled; a failed pass (database down) is logged and retried.
-    public func run(interval: Duration = .seconds(1)) async {
+    package func run(interval: Duration = .seconds(1)) async {
         while !Task.isCancelled {
             do {
                 try await sweep(nowMillis: MetadataStore.nowMillis)

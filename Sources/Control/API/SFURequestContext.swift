@@ -11,13 +11,13 @@ import NIOConcurrencyHelpers
 /// Here the reference lives in a ``WebSocketHandlerSlot`` that ``Router/webSocket(_:shouldUpgrade:onUpgrade:)``
 /// empties as soon as the upgraded handler starts (Hummingbird has read it by then), which frees the box
 /// and with it the context copy it held.
-public struct SFURequestContext: RequestContext, WebSocketRequestContext {
-    public var coreContext: CoreRequestContextStorage
+package struct SFURequestContext: RequestContext, WebSocketRequestContext {
+    package var coreContext: CoreRequestContextStorage
     let webSocketSlot: WebSocketHandlerSlot
 
-    public var webSocket: WebSocketHandlerReference<SFURequestContext> { webSocketSlot.reference }
+    package var webSocket: WebSocketHandlerReference<SFURequestContext> { webSocketSlot.reference }
 
-    public init(source: Source) {
+    package init(source: Source) {
         coreContext = .init(source: source)
         webSocketSlot = WebSocketHandlerSlot()
     }

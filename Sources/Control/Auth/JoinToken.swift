@@ -4,16 +4,16 @@ import JWTKit
 import RTP
 
 /// What a participant may do in a room.
-public enum Permission: String, Sendable, CaseIterable, Codable {
+package enum Permission: String, Sendable, CaseIterable, Codable {
     case publish, subscribe, record
 }
 
 /// Roles with their default permissions (PROTOCOL.md): doctors publish, subscribe and may start or
 /// stop recordings; patients publish and subscribe; observers only subscribe.
-public enum Role: String, Sendable, CaseIterable, Codable {
+package enum Role: String, Sendable, CaseIterable, Codable {
     case doctor, patient, observer
 
-    public var defaultPermissions: [Permission] {
+    package var defaultPermissions: [Permission] {
         switch self {
         case .doctor: [.publish, .subscribe, .record]
         case .patient: [.publish, .subscribe]
@@ -24,16 +24,16 @@ public enum Role: String, Sendable, CaseIterable, Codable {
 
 /// The claims of a join token (PROTOCOL.md): `room`, `sub` (user id), `name`, `role`, `perms`, `exp`
 /// (seconds since the epoch), plus `iat`.
-public struct JoinClaims: Sendable, Equatable, Codable {
-    public var room: String
-    public var sub: String
-    public var name: String
-    public var role: Role
-    public var perms: [Permission]
-    public var exp: Int64
-    public var iat: Int64
+package struct JoinClaims: Sendable, Equatable, Codable {
+    package var room: String
+    package var sub: String
+    package var name: String
+    package var role: Role
+    package var perms: [Permission]
+    package var exp: Int64
+    package var iat: Int64
 
-    public init(room: String, sub: String, name: String, role: Role, perms: [Permission], exp: Int64, iat: Int64) {
+    package init(room: String, sub: String, name: String, role: Role, perms: [Permission], exp: Int64, iat: Int64) {
         self.room = room
         self.sub = sub
         self.name = name
@@ -54,18 +54,18 @@ public struct JoinClaims: Sendable, Equatable, Codable {
 /// verification: jwt-kit picks a key by `kid` (our tokens carry none) and does not compare the
 /// header's `alg` with the key's, so one collection holding both keys would let an HS256 header be
 /// checked against the ES256 key and the other way round.
-public struct JoinTokenSigner: Sendable {
+package struct JoinTokenSigner: Sendable {
     private let hs256: JWTKeyCollection
     private let es256: JWTKeyCollection?
     /// Whether HS256 is on: a secret at least ``minimumSecretBytes`` long (ServerConfig refuses a
     /// shorter one at start; here a shorter one signs nothing and every HS256 token is refused).
     private let hasSecret: Bool
     /// As long as the hash (RFC 7518 section 3.2); jwt-kit asserts it too.
-    public static let minimumSecretBytes = 32
+    package static let minimumSecretBytes = 32
     /// Longer tokens are refused before any parsing (ours are ~300 bytes).
     static let maxTokenBytes = 8192
 
-    public init(secret: String, publicKey: ES256VerificationKey? = nil) {
+    package init(secret: String, publicKey: ES256VerificationKey? = nil) {
         let hs256 = JWTKeyCollection()
         let es256 = publicKey.map { _ in JWTKeyCollection() }
         let key = HMACKey(from: Array(secret.utf8))
@@ -83,9 +83,9 @@ public struct JoinTokenSigner: Sendable {
     /// Adds the keys (see init).
     private let ready: Task<Void, Never>
 
-    public enum VerificationError: Error, Equatable, CustomStringConvertible {
+    package enum VerificationError: Error, Equatable, CustomStringConvertible {
         case malformed, badAlgorithm, badSignature, expired, badClaims, wrongRoom
-        public var description: String {
+        package var description: String {
             switch self {
             case .malformed: "token is not a JWT"
             case .badAlgorithm: "token is not HS256 (or ES256 with a configured public key)"
@@ -97,13 +97,13 @@ public struct JoinTokenSigner: Sendable {
         }
     }
 
-    public enum SigningError: Error, Equatable {
+    package enum SigningError: Error, Equatable {
         /// The secret is shorter than ``JoinTokenSigner/minimumSecretBytes``.
         case secretTooShort
     }
 
     /// An HS256 token for `claims`.
-    public func sign(_ claims: JoinClaims) async throws -> String {
+    package func sign(_ claims: JoinClaims) async throws -> String {
         guard hasSecret else { throw SigningError.secretTooShort }
         await ready.value
         return try await hs256.sign(claims)
@@ -111,7 +111,7 @@ public struct JoinTokenSigner: Sendable {
 
     /// Verifies signature and expiry (and the room, when given). Expiry is checked against
     /// `nowSeconds`, not by jwt-kit's clock, so that tests choose the time.
-    public func verify(_ token: String, nowSeconds: Int64, room: String? = nil) async throws(VerificationError) -> JoinClaims {
+    package func verify(_ token: String, nowSeconds: Int64, room: String? = nil) async throws(VerificationError) -> JoinClaims {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3, token.utf8.count <= Self.maxTokenBytes else { throw .malformed }
         guard let headerBytes = Self.unbase64url(parts[0]),
@@ -158,16 +158,16 @@ public struct JoinTokenSigner: Sendable {
 extension JoinClaims: JWTPayload {
     /// Nothing to check inside jwt-kit: expiry and room are checked by ``JoinTokenSigner/verify``
     /// against the time it is given.
-    public func verify(using algorithm: some JWTAlgorithm) async throws {}
+    package func verify(using algorithm: some JWTAlgorithm) async throws {}
 }
 
 /// The public key ES256 join tokens are verified with: a PEM `PUBLIC KEY` on the P-256 curve.
-public struct ES256VerificationKey: Sendable {
+package struct ES256VerificationKey: Sendable {
     let key: ES256PublicKey
 
-    public enum KeyError: Error, Equatable, CustomStringConvertible {
+    package enum KeyError: Error, Equatable, CustomStringConvertible {
         case unreadable, notP256
-        public var description: String {
+        package var description: String {
             switch self {
             case .unreadable: "not a PEM EC public key"
             case .notP256: "the key is not on the P-256 curve (ES256)"
@@ -175,7 +175,7 @@ public struct ES256VerificationKey: Sendable {
         }
     }
 
-    public init(pem: String) throws(KeyError) {
+    package init(pem: String) throws(KeyError) {
         guard pem.utf8.count <= 65536 else { throw .unreadable }
         if let key = try? ES256PublicKey(pem: pem) {
             self.key = key
@@ -188,15 +188,15 @@ public struct ES256VerificationKey: Sendable {
 }
 
 /// Bearer API keys, compared in constant time.
-public struct APIKeys: Sendable {
-    public let keys: [[UInt8]]
+package struct APIKeys: Sendable {
+    package let keys: [[UInt8]]
 
-    public init(_ keys: [String]) { self.keys = keys.map { Array($0.utf8) } }
+    package init(_ keys: [String]) { self.keys = keys.map { Array($0.utf8) } }
 
     /// The secret join tokens are signed with: the first key.
-    public var signingSecret: String { String(decoding: keys.first ?? [], as: UTF8.self) }
+    package var signingSecret: String { String(decoding: keys.first ?? [], as: UTF8.self) }
 
-    public func accepts(authorization: String?) -> Bool {
+    package func accepts(authorization: String?) -> Bool {
         guard let authorization, authorization.hasPrefix("Bearer ") else { return false }
         let presented = Array(authorization.dropFirst("Bearer ".count).utf8)
         var ok = false
@@ -212,7 +212,7 @@ public struct APIKeys: Sendable {
     }
 
     /// A random development key (printed at start when none is configured).
-    public static func generateDevelopmentKey() -> String {
+    package static func generateDevelopmentKey() -> String {
         "dev_" + hexString(secureRandomBytes(24))
     }
 }

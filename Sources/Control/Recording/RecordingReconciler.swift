@@ -7,13 +7,13 @@ import SFU
 /// scanned (WebMScan), cut back to its last complete cluster so it decodes to its end, and recorded
 /// with its recovered duration; the recording becomes `completed`, or `failed` when no file holds a
 /// frame.
-public struct RecordingReconciler: Sendable {
-    public let store: MetadataStore
-    public let directory: String
-    public let webhooks: WebhookDispatcher?
-    public let logger: Logger
+package struct RecordingReconciler: Sendable {
+    package let store: MetadataStore
+    package let directory: String
+    package let webhooks: WebhookDispatcher?
+    package let logger: Logger
 
-    public init(store: MetadataStore, directory: String, webhooks: WebhookDispatcher?, logger: Logger) {
+    package init(store: MetadataStore, directory: String, webhooks: WebhookDispatcher?, logger: Logger) {
         self.store = store
         self.directory = directory
         self.webhooks = webhooks
@@ -22,7 +22,7 @@ public struct RecordingReconciler: Sendable {
 
     /// - Returns: the ids reconciled.
     @discardableResult
-    public func reconcile() async throws -> [String] {
+    package func reconcile() async throws -> [String] {
         var done: [String] = []
         // A composite still draining (`processing`) when the server died is finalized the same way.
         let unfinished = try await store.recordings(status: .recording) + store.recordings(status: .processing)

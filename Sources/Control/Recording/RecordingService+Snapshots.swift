@@ -9,7 +9,7 @@ import SFU
 /// libvpx, encoded as JPEG or PNG, stored under `<recordings dir>/snapshots/` with a metadata row,
 /// and announced with a `snapshot_taken` webhook.
 extension RecordingService {
-    public enum SnapshotError: Error, Equatable {
+    package enum SnapshotError: Error, Equatable {
         case roomNotFound
         case participantNotFound
         /// The participant publishes no (unmuted) video of that source.
@@ -23,7 +23,7 @@ extension RecordingService {
     /// How long a snapshot waits for the keyframe it asked for.
     static let snapshotKeyframeTimeout = TimeAmount.seconds(3)
 
-    public func takeSnapshot(roomID: String, userID: String, source: TrackSource, format: SnapshotFormat,
+    package func takeSnapshot(roomID: String, userID: String, source: TrackSource, format: SnapshotFormat,
                              takenBy: String? = nil) async throws -> SnapshotRecord {
         guard let room = try await store.room(id: roomID) else { throw SnapshotError.roomNotFound }
         guard room.closedAt == nil, let liveRoom = live.existing(roomID) else { throw SnapshotError.participantNotFound }

@@ -7,7 +7,7 @@ import SFU
 
 /// Starts and stops `tracks` recordings of live rooms (docs/RECORDING.md) and keeps their metadata
 /// in the store: one row per recording, one per participant file, the audit log and webhooks.
-public final class RecordingService: Sendable {
+package final class RecordingService: Sendable {
     struct Active: Sendable {
         let roomID: String
         let live: LiveRooms.Live
@@ -27,7 +27,7 @@ public final class RecordingService: Sendable {
     let logger: Logger
     private let active = NIOLockedValueBox<[String: Active]>([:])
 
-    public init(store: MetadataStore, live: LiveRooms, directory: String, webhooks: WebhookDispatcher?, logger: Logger) {
+    package init(store: MetadataStore, live: LiveRooms, directory: String, webhooks: WebhookDispatcher?, logger: Logger) {
         self.store = store
         self.live = live
         self.directory = directory
@@ -35,16 +35,16 @@ public final class RecordingService: Sendable {
         self.logger = logger
     }
 
-    public enum StartError: Error { case roomNotFound, roomClosed, alreadyRecording(String) }
+    package enum StartError: Error { case roomNotFound, roomClosed, alreadyRecording(String) }
 
     /// The recording in progress in a room, if any.
-    public func activeRecording(roomID: String) -> String? {
+    package func activeRecording(roomID: String) -> String? {
         active.withLockedValue { $0.first { $0.value.roomID == roomID }?.key }
     }
 
     /// Starts recording `roomID` (its live room is made if nobody joined yet); `composite` makes it
     /// one composed file instead of one per participant.
-    public func start(roomID: String, startedBy: String?, composite: CompositeRecording.Options? = nil) async throws -> RecordingRecord {
+    package func start(roomID: String, startedBy: String?, composite: CompositeRecording.Options? = nil) async throws -> RecordingRecord {
         guard let room = try await store.room(id: roomID) else { throw StartError.roomNotFound }
         guard room.closedAt == nil else { throw StartError.roomClosed }
         let id = ResourceID.recording.make()
@@ -100,7 +100,7 @@ public final class RecordingService: Sendable {
     }
 
     /// Stops a recording: finalizes every file and records the metadata. A finished one is returned as it is.
-    public func stop(id: String, stoppedBy: String? = nil, reason: String? = nil) async throws -> RecordingRecord? {
+    package func stop(id: String, stoppedBy: String? = nil, reason: String? = nil) async throws -> RecordingRecord? {
         guard let entry = active.withLockedValue({ $0.removeValue(forKey: id) }) else { return try await store.recording(id: id) }
         let finalizing: [PendingRecorderFile]
         switch entry.recording {
@@ -156,12 +156,12 @@ public final class RecordingService: Sendable {
     }
 
     /// Stops the recording of a room that is closing.
-    public func stopAll(roomID: String, reason: String) async {
+    package func stopAll(roomID: String, reason: String) async {
         let ids = active.withLockedValue { $0.filter { $0.value.roomID == roomID }.map(\.key) }
         for id in ids { _ = try? await stop(id: id, reason: reason) }
     }
 
-    public func stopEverything(reason: String) async {
+    package func stopEverything(reason: String) async {
         let ids = active.withLockedValue { Array($0.keys) }
         for id in ids { _ = try? await stop(id: id, reason: reason) }
     }

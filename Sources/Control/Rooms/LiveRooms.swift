@@ -6,13 +6,13 @@ import SFU
 
 /// The rooms that have a live ``Room`` on a media worker. A room is made on its first join, pinned
 /// to one worker (round robin), and lives until it is closed (API, empty timeout, max duration).
-public final class LiveRooms: Sendable {
-    public struct Live: Sendable {
-        public let worker: MediaWorker
-        public let room: NIOLoopBound<Room>
+package final class LiveRooms: Sendable {
+    package struct Live: Sendable {
+        package let worker: MediaWorker
+        package let room: NIOLoopBound<Room>
 
         /// Runs `body` with the room on its worker's loop.
-        public func run<T: Sendable>(_ body: @escaping @Sendable (Room) throws -> T) async throws -> T {
+        package func run<T: Sendable>(_ body: @escaping @Sendable (Room) throws -> T) async throws -> T {
             let room = self.room
             return try await worker.submit { try body(room.value) }
         }
@@ -25,16 +25,16 @@ public final class LiveRooms: Sendable {
     /// before it) must not make the room live again.
     private let closed = NIOLockedValueBox<Set<String>>([])
     /// Tokens refused after their user was removed (``TokenRevocations``).
-    public let revocations = TokenRevocations()
+    package let revocations = TokenRevocations()
 
-    public init(media: MediaRuntime, logger: Logger) {
+    package init(media: MediaRuntime, logger: Logger) {
         self.media = media
         self.logger = logger
     }
 
     /// The live room for `record`, made on a worker if it has none yet.
     /// - Throws: ``RoomJoinError/closed`` when the room was closed (whatever `record` says).
-    public func room(for record: RoomRecord) async throws -> Live {
+    package func room(for record: RoomRecord) async throws -> Live {
         if let live = existing(record.id) { return live }
         guard record.closedAt == nil, !isClosed(record.id) else { throw RoomJoinError.closed }
         let worker = media.pickWorker()
@@ -60,14 +60,14 @@ public final class LiveRooms: Sendable {
     }
 
     /// Whether `id` was closed while this server ran.
-    public func isClosed(_ id: String) -> Bool { closed.withLockedValue { $0.contains(id) } }
+    package func isClosed(_ id: String) -> Bool { closed.withLockedValue { $0.contains(id) } }
 
-    public func existing(_ id: String) -> Live? { rooms.withLockedValue { $0[id] } }
+    package func existing(_ id: String) -> Live? { rooms.withLockedValue { $0[id] } }
 
-    public var all: [(id: String, live: Live)] { rooms.withLockedValue { $0.map { ($0.key, $0.value) } } }
+    package var all: [(id: String, live: Live)] { rooms.withLockedValue { $0.map { ($0.key, $0.value) } } }
 
     /// Closes a live room: everyone is told `room_closed` and disconnected.
-    public func close(_ id: String, message: String) async {
+    package func close(_ id: String, message: String) async {
         guard let live = rooms.withLockedValue({ rooms -> Live? in
             closed.withLockedValue { _ = $0.insert(id) }
             return rooms.removeValue(forKey: id)
@@ -76,7 +76,7 @@ public final class LiveRooms: Sendable {
     }
 
     /// Closes every live room (server shutdown).
-    public func closeAll(message: String) async {
+    package func closeAll(message: String) async {
         for (id, _) in all { await close(id, message: message) }
     }
 }

@@ -7,24 +7,24 @@ import NIOPosix
 import SFU
 
 /// The echo endpoint's sessions (`/v1/echo`): one ``EchoSession`` per signaling connection.
-public struct EchoService: Sendable {
-    public let media: MediaRuntime
-    public let logger: Logger
+package struct EchoService: Sendable {
+    package let media: MediaRuntime
+    package let logger: Logger
 
-    public struct Handle: Sendable {
-        public let worker: MediaWorker
-        public let ufrag: String
-        public let answer: String
+    package struct Handle: Sendable {
+        package let worker: MediaWorker
+        package let ufrag: String
+        package let answer: String
     }
 
-    public init(media: MediaRuntime, logger: Logger) {
+    package init(media: MediaRuntime, logger: Logger) {
         self.media = media
         self.logger = logger
     }
 
     /// Creates a session for `offer` on a worker and returns the answer.
     /// - Throws: ``EchoSession/Error`` for an offer we cannot answer.
-    public func open(offer text: String) async throws -> Handle {
+    package func open(offer text: String) async throws -> Handle {
         // Parsed here, not on the worker's loop.
         let offer: SessionDescription
         do {
@@ -58,7 +58,7 @@ public struct EchoService: Sendable {
     }
 
     /// Ends a session (its signaling connection closed).
-    public func close(_ handle: Handle) {
+    package func close(_ handle: Handle) {
         let worker = handle.worker
         let ufrag = handle.ufrag
         worker.execute {

@@ -8,14 +8,14 @@ import Recorder
 import SFU
 
 /// What the signaling handler needs from the server.
-public struct RoomServices: Sendable {
-    public let store: MetadataStore
-    public let live: LiveRooms
-    public let signer: JoinTokenSigner
+package struct RoomServices: Sendable {
+    package let store: MetadataStore
+    package let live: LiveRooms
+    package let signer: JoinTokenSigner
     package let iceServers: ICEServerDirectory
-    public let webhooks: WebhookDispatcher?
-    public let logger: Logger
-    public let recordings: RecordingService?
+    package let webhooks: WebhookDispatcher?
+    package let logger: Logger
+    package let recordings: RecordingService?
 }
 
 /// `/v1/signal?token=`: a participant's signaling connection (PROTOCOL.md "Signaling",

@@ -5,18 +5,18 @@ import NIOPosix
 
 // MARK: records (PROTOCOL.md names; times are milliseconds since the Unix epoch)
 
-public struct RoomRecord: Sendable, Equatable {
-    public var id: String
-    public var name: String
-    public var createdAt: Int64
-    public var closedAt: Int64?
-    public var closeReason: String?
-    public var maxParticipants: Int
-    public var emptyTimeoutS: Int
-    public var maxDurationS: Int
-    public var autoRecord: Bool
+package struct RoomRecord: Sendable, Equatable {
+    package var id: String
+    package var name: String
+    package var createdAt: Int64
+    package var closedAt: Int64?
+    package var closeReason: String?
+    package var maxParticipants: Int
+    package var emptyTimeoutS: Int
+    package var maxDurationS: Int
+    package var autoRecord: Bool
 
-    public init(id: String, name: String, createdAt: Int64, closedAt: Int64? = nil, closeReason: String? = nil,
+    package init(id: String, name: String, createdAt: Int64, closedAt: Int64? = nil, closeReason: String? = nil,
                 maxParticipants: Int, emptyTimeoutS: Int, maxDurationS: Int, autoRecord: Bool) {
         self.id = id
         self.name = name
@@ -31,23 +31,23 @@ public struct RoomRecord: Sendable, Equatable {
 }
 
 /// An open room, how many participants are in it, and when the last one left (nil: nobody has yet).
-public struct RoomOccupancy: Sendable, Equatable {
-    public var room: RoomRecord
-    public var present: Int
-    public var lastLeftAt: Int64?
+package struct RoomOccupancy: Sendable, Equatable {
+    package var room: RoomRecord
+    package var present: Int
+    package var lastLeftAt: Int64?
 }
 
-public struct ParticipantSessionRecord: Sendable, Equatable {
-    public var id: String
-    public var roomID: String
-    public var userID: String
-    public var name: String
-    public var role: String
-    public var joinedAt: Int64
-    public var leftAt: Int64?
-    public var leaveReason: String?
+package struct ParticipantSessionRecord: Sendable, Equatable {
+    package var id: String
+    package var roomID: String
+    package var userID: String
+    package var name: String
+    package var role: String
+    package var joinedAt: Int64
+    package var leftAt: Int64?
+    package var leaveReason: String?
 
-    public init(id: String, roomID: String, userID: String, name: String, role: String, joinedAt: Int64, leftAt: Int64? = nil, leaveReason: String? = nil) {
+    package init(id: String, roomID: String, userID: String, name: String, role: String, joinedAt: Int64, leftAt: Int64? = nil, leaveReason: String? = nil) {
         self.id = id
         self.roomID = roomID
         self.userID = userID
@@ -59,23 +59,23 @@ public struct ParticipantSessionRecord: Sendable, Equatable {
     }
 }
 
-public struct RecordingFileRecord: Sendable, Equatable {
-    public var id: String
-    public var recordingID: String
-    public var userID: String
-    public var trackKinds: [String]
-    public var fileName: String
-    public var path: String
-    public var sizeBytes: Int64
+package struct RecordingFileRecord: Sendable, Equatable {
+    package var id: String
+    package var recordingID: String
+    package var userID: String
+    package var trackKinds: [String]
+    package var fileName: String
+    package var path: String
+    package var sizeBytes: Int64
     /// "camera" (camera and microphone), "screen", or "composite" (the whole room).
-    public var source: String
-    public var format: String
-    public var videoCodec: String?
-    public var audioCodec: String?
-    public var resolution: String?
-    public var durationMs: Int64
+    package var source: String
+    package var format: String
+    package var videoCodec: String?
+    package var audioCodec: String?
+    package var resolution: String?
+    package var durationMs: Int64
 
-    public init(id: String, recordingID: String, userID: String, trackKinds: [String], fileName: String, path: String, sizeBytes: Int64,
+    package init(id: String, recordingID: String, userID: String, trackKinds: [String], fileName: String, path: String, sizeBytes: Int64,
                 source: String = "camera", format: String = "webm", videoCodec: String?, audioCodec: String?, resolution: String?, durationMs: Int64) {
         self.id = id
         self.recordingID = recordingID
@@ -93,22 +93,22 @@ public struct RecordingFileRecord: Sendable, Equatable {
     }
 }
 
-public struct RecordingRecord: Sendable, Equatable {
-    public enum Status: String, Sendable { case recording, processing, completed, failed }
-    public var id: String
-    public var roomID: String
-    public var mode: String
-    public var status: Status
-    public var startedAt: Int64
-    public var endedAt: Int64?
-    public var durationMs: Int64?
-    public var storage: String
-    public var failureReason: String?
-    public var files: [RecordingFileRecord]
+package struct RecordingRecord: Sendable, Equatable {
+    package enum Status: String, Sendable { case recording, processing, completed, failed }
+    package var id: String
+    package var roomID: String
+    package var mode: String
+    package var status: Status
+    package var startedAt: Int64
+    package var endedAt: Int64?
+    package var durationMs: Int64?
+    package var storage: String
+    package var failureReason: String?
+    package var files: [RecordingFileRecord]
     /// The composite's layout (grid or speaker); nil for `tracks`.
-    public var layout: String?
+    package var layout: String?
 
-    public init(id: String, roomID: String, mode: String, status: Status, startedAt: Int64, endedAt: Int64? = nil, durationMs: Int64? = nil,
+    package init(id: String, roomID: String, mode: String, status: Status, startedAt: Int64, endedAt: Int64? = nil, durationMs: Int64? = nil,
                 storage: String = "local", failureReason: String? = nil, files: [RecordingFileRecord] = [], layout: String? = nil) {
         self.id = id
         self.roomID = roomID
@@ -125,19 +125,19 @@ public struct RecordingRecord: Sendable, Equatable {
 }
 
 /// A still image of a participant's video (PROTOCOL.md snapshots).
-public struct SnapshotRecord: Sendable, Equatable {
-    public var id: String
-    public var roomID: String
-    public var userID: String
-    public var source: String
-    public var takenAt: Int64
-    public var width: Int
-    public var height: Int
-    public var format: String
-    public var sizeBytes: Int64
-    public var path: String
+package struct SnapshotRecord: Sendable, Equatable {
+    package var id: String
+    package var roomID: String
+    package var userID: String
+    package var source: String
+    package var takenAt: Int64
+    package var width: Int
+    package var height: Int
+    package var format: String
+    package var sizeBytes: Int64
+    package var path: String
 
-    public init(id: String, roomID: String, userID: String, source: String, takenAt: Int64, width: Int, height: Int, format: String,
+    package init(id: String, roomID: String, userID: String, source: String, takenAt: Int64, width: Int, height: Int, format: String,
                 sizeBytes: Int64, path: String) {
         self.id = id
         self.roomID = roomID
@@ -153,15 +153,15 @@ public struct SnapshotRecord: Sendable, Equatable {
 }
 
 /// The audit log: who joined, left, published, started or stopped a recording, and when.
-public struct RoomEvent: Sendable, Equatable {
-    public var id: String
-    public var roomID: String
-    public var at: Int64
-    public var kind: String
-    public var userID: String?
-    public var detail: String?
+package struct RoomEvent: Sendable, Equatable {
+    package var id: String
+    package var roomID: String
+    package var at: Int64
+    package var kind: String
+    package var userID: String?
+    package var detail: String?
 
-    public init(id: String, roomID: String, at: Int64, kind: String, userID: String? = nil, detail: String? = nil) {
+    package init(id: String, roomID: String, at: Int64, kind: String, userID: String? = nil, detail: String? = nil) {
         self.id = id
         self.roomID = roomID
         self.at = at
@@ -171,16 +171,16 @@ public struct RoomEvent: Sendable, Equatable {
     }
 }
 
-public struct QualitySample: Sendable, Equatable {
-    public var roomID: String
-    public var participantSessionID: String
-    public var at: Int64
-    public var rttMs: Double?
-    public var lossFraction: Double?
-    public var jitterMs: Double?
-    public var bitrateBps: Int64?
+package struct QualitySample: Sendable, Equatable {
+    package var roomID: String
+    package var participantSessionID: String
+    package var at: Int64
+    package var rttMs: Double?
+    package var lossFraction: Double?
+    package var jitterMs: Double?
+    package var bitrateBps: Int64?
 
-    public init(roomID: String, participantSessionID: String, at: Int64, rttMs: Double?, lossFraction: Double?, jitterMs: Double?, bitrateBps: Int64?) {
+    package init(roomID: String, participantSessionID: String, at: Int64, rttMs: Double?, lossFraction: Double?, jitterMs: Double?, bitrateBps: Int64?) {
         self.roomID = roomID
         self.participantSessionID = participantSessionID
         self.at = at
@@ -282,9 +282,9 @@ enum Migrations {
 /// Room rows are cached: rooms are created and closed only through this store, so a cached row is
 /// the row, and a join (which looks its room up) never waits for the database: during an outage the
 /// store's thread is busy retrying, and a join must not queue behind it.
-public final class MetadataStore: Sendable {
-    public let backend: String
-    public let retryWindowSeconds: Double
+package final class MetadataStore: Sendable {
+    package let backend: String
+    package let retryWindowSeconds: Double
     private let pool: NIOThreadPool
     private let box: DatabaseBox
     private let logger: Logger
@@ -301,7 +301,7 @@ public final class MetadataStore: Sendable {
     static var nowMillis: Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 
     /// Opens (and migrates) the store for `databaseURL` (nil: SQLite in `dataDir`).
-    public static func open(databaseURL: String?, dataDir: String, logger: Logger, retryWindowSeconds: Double = 30) async throws -> MetadataStore {
+    package static func open(databaseURL: String?, dataDir: String, logger: Logger, retryWindowSeconds: Double = 30) async throws -> MetadataStore {
         let pool = NIOThreadPool(numberOfThreads: 1)
         pool.start()
         do {
@@ -349,7 +349,7 @@ public final class MetadataStore: Sendable {
         self.backend = box.db.backend
     }
 
-    public func close() async {
+    package func close() async {
         try? await pool.shutdownGracefully()
     }
 
@@ -378,7 +378,7 @@ public final class MetadataStore: Sendable {
 
     // MARK: rooms
 
-    public func createRoom(_ r: RoomRecord) async throws {
+    package func createRoom(_ r: RoomRecord) async throws {
         try await run { db throws(SQLError) in
             try db.execute("""
                 INSERT INTO rooms (id, name, created_at, closed_at, close_reason, max_participants, empty_timeout_s, max_duration_s, auto_record)
@@ -391,14 +391,14 @@ public final class MetadataStore: Sendable {
 
     /// The room, from the cache when it is there (no database round trip: joins do not wait for the
     /// database, and keep working while it is down).
-    public func room(id: String) async throws -> RoomRecord? {
+    package func room(id: String) async throws -> RoomRecord? {
         if let cached = roomCache.withLockedValue({ $0[id] }) { return cached }
         let found = try await run { db throws(SQLError) in try db.execute("SELECT * FROM rooms WHERE id = $1", [.text(id)]).first.map(Self.room) }
         if let found { cache(found) }
         return found
     }
 
-    public func rooms(includeClosed: Bool = false) async throws -> [RoomRecord] {
+    package func rooms(includeClosed: Bool = false) async throws -> [RoomRecord] {
         let found = try await run { db throws(SQLError) in
             try db.execute(includeClosed ? "SELECT * FROM rooms ORDER BY created_at, id" : "SELECT * FROM rooms WHERE closed_at IS NULL ORDER BY created_at, id")
                 .map(Self.room)
@@ -419,7 +419,7 @@ public final class MetadataStore: Sendable {
 
     /// Closes the room (in the cache at once: a join after this sees it closed even while the write
     /// waits for the database).
-    public func closeRoom(id: String, at: Int64, reason: String) async throws {
+    package func closeRoom(id: String, at: Int64, reason: String) async throws {
         roomCache.withLockedValue { c in
             guard var r = c[id], r.closedAt == nil else { return }
             r.closedAt = at
@@ -440,7 +440,7 @@ public final class MetadataStore: Sendable {
 
     // MARK: participant sessions
 
-    public func recordJoin(_ p: ParticipantSessionRecord) async throws {
+    package func recordJoin(_ p: ParticipantSessionRecord) async throws {
         try await run { db throws(SQLError) in
             try db.execute("""
                 INSERT INTO participant_sessions (id, room_id, user_id, name, role, joined_at, left_at, leave_reason)
@@ -450,14 +450,14 @@ public final class MetadataStore: Sendable {
         }
     }
 
-    public func recordLeave(sessionID: String, at: Int64, reason: String) async throws {
+    package func recordLeave(sessionID: String, at: Int64, reason: String) async throws {
         try await run { db throws(SQLError) in
             try db.execute("UPDATE participant_sessions SET left_at = $2, leave_reason = $3 WHERE id = $1 AND left_at IS NULL",
                            [.text(sessionID), .int(at), .text(reason)])
         }
     }
 
-    public func participantSessions(roomID: String) async throws -> [ParticipantSessionRecord] {
+    package func participantSessions(roomID: String) async throws -> [ParticipantSessionRecord] {
         try await run { db throws(SQLError) in
             try db.execute("SELECT * FROM participant_sessions WHERE room_id = $1 ORDER BY joined_at, id", [.text(roomID)]).map { row in
                 ParticipantSessionRecord(id: row["id"].text ?? "", roomID: row["room_id"].text ?? "", userID: row["user_id"].text ?? "",
@@ -470,7 +470,7 @@ public final class MetadataStore: Sendable {
     /// Every open room with how many participants are in it and when the last one left: two
     /// aggregates per room over the (room_id, left_at) index, not the room's whole session history
     /// (the janitor reads this every second; a room open for a day can have thousands of sessions).
-    public func openRoomOccupancy() async throws -> [RoomOccupancy] {
+    package func openRoomOccupancy() async throws -> [RoomOccupancy] {
         let found = try await run { db throws(SQLError) in
             try db.execute("""
                 SELECT r.*,
@@ -487,7 +487,7 @@ public final class MetadataStore: Sendable {
 
     // MARK: recordings
 
-    public func createRecording(_ r: RecordingRecord) async throws {
+    package func createRecording(_ r: RecordingRecord) async throws {
         try await run { db throws(SQLError) in
             try db.execute("""
                 INSERT INTO recordings (id, room_id, mode, status, started_at, ended_at, duration_ms, storage, failure_reason, layout)
@@ -498,14 +498,14 @@ public final class MetadataStore: Sendable {
         }
     }
 
-    public func finishRecording(id: String, status: RecordingRecord.Status, endedAt: Int64, durationMs: Int64?, failureReason: String?) async throws {
+    package func finishRecording(id: String, status: RecordingRecord.Status, endedAt: Int64, durationMs: Int64?, failureReason: String?) async throws {
         try await run { db throws(SQLError) in
             try db.execute("UPDATE recordings SET status = $2, ended_at = $3, duration_ms = $4, failure_reason = $5 WHERE id = $1",
                            [.text(id), .text(status.rawValue), .int(endedAt), durationMs.map { .int($0) } ?? .null, failureReason.map { .text($0) } ?? .null])
         }
     }
 
-    public func addRecordingFile(_ f: RecordingFileRecord) async throws {
+    package func addRecordingFile(_ f: RecordingFileRecord) async throws {
         try await run { db throws(SQLError) in
             try db.execute("""
                 INSERT INTO recording_files (id, recording_id, user_id, track_kinds, file_name, path, size_bytes, format, video_codec,
@@ -518,12 +518,12 @@ public final class MetadataStore: Sendable {
         }
     }
 
-    public func recording(id: String) async throws -> RecordingRecord? {
+    package func recording(id: String) async throws -> RecordingRecord? {
         try await recordings(where: "id = $1", [.text(id)]).first
     }
 
     /// Recordings, newest first, optionally of one room and/or in one status.
-    public func recordings(roomID: String? = nil, status: RecordingRecord.Status? = nil) async throws -> [RecordingRecord] {
+    package func recordings(roomID: String? = nil, status: RecordingRecord.Status? = nil) async throws -> [RecordingRecord] {
         switch (roomID, status) {
         case (nil, nil): try await recordings(where: "1 = 1", [])
         case (let r?, nil): try await recordings(where: "room_id = $1", [.text(r)])
@@ -555,7 +555,7 @@ public final class MetadataStore: Sendable {
 
     // MARK: snapshots
 
-    public func addSnapshot(_ s: SnapshotRecord) async throws {
+    package func addSnapshot(_ s: SnapshotRecord) async throws {
         try await run { db throws(SQLError) in
             try db.execute("""
                 INSERT INTO snapshots (id, room_id, user_id, source, taken_at, width, height, format, size_bytes, path)
@@ -565,12 +565,12 @@ public final class MetadataStore: Sendable {
         }
     }
 
-    public func snapshot(id: String) async throws -> SnapshotRecord? {
+    package func snapshot(id: String) async throws -> SnapshotRecord? {
         try await run { db throws(SQLError) in try db.execute("SELECT * FROM snapshots WHERE id = $1", [.text(id)]).first.map(Self.snapshot) }
     }
 
     /// Snapshots, newest first, optionally of one room.
-    public func snapshots(roomID: String?) async throws -> [SnapshotRecord] {
+    package func snapshots(roomID: String?) async throws -> [SnapshotRecord] {
         try await run { db throws(SQLError) in
             if let roomID {
                 return try db.execute("SELECT * FROM snapshots WHERE room_id = $1 ORDER BY taken_at DESC, id", [.text(roomID)]).map(Self.snapshot)
@@ -588,14 +588,14 @@ public final class MetadataStore: Sendable {
 
     // MARK: audit log and quality
 
-    public func appendEvent(_ e: RoomEvent) async throws {
+    package func appendEvent(_ e: RoomEvent) async throws {
         try await run { db throws(SQLError) in
             try db.execute("INSERT INTO room_events (id, room_id, at, kind, user_id, detail) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
                            [.text(e.id), .text(e.roomID), .int(e.at), .text(e.kind), e.userID.map { .text($0) } ?? .null, e.detail.map { .text($0) } ?? .null])
         }
     }
 
-    public func events(roomID: String) async throws -> [RoomEvent] {
+    package func events(roomID: String) async throws -> [RoomEvent] {
         try await run { db throws(SQLError) in
             try db.execute("SELECT * FROM room_events WHERE room_id = $1 ORDER BY at, id", [.text(roomID)]).map { row in
                 RoomEvent(id: row["id"].text ?? "", roomID: row["room_id"].text ?? "", at: row["at"].int ?? 0, kind: row["kind"].text ?? "",
@@ -604,7 +604,7 @@ public final class MetadataStore: Sendable {
         }
     }
 
-    public func addQualitySample(_ q: QualitySample) async throws {
+    package func addQualitySample(_ q: QualitySample) async throws {
         try await run { db throws(SQLError) in
             try db.execute("""
                 INSERT INTO quality_samples (room_id, participant_session_id, at, rtt_ms, loss_fraction, jitter_ms, bitrate_bps)
@@ -614,7 +614,7 @@ public final class MetadataStore: Sendable {
         }
     }
 
-    public func qualitySamples(roomID: String) async throws -> [QualitySample] {
+    package func qualitySamples(roomID: String) async throws -> [QualitySample] {
         try await run { db throws(SQLError) in
             try db.execute("SELECT * FROM quality_samples WHERE room_id = $1 ORDER BY at, participant_session_id", [.text(roomID)]).map { row in
                 QualitySample(roomID: row["room_id"].text ?? "", participantSessionID: row["participant_session_id"].text ?? "", at: row["at"].int ?? 0,

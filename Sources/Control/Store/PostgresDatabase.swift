@@ -3,12 +3,12 @@ import Foundation
 
 /// A PostgreSQL connection through libpq (`SFU_DATABASE_URL=postgres://...`). Blocking calls: the
 /// store runs them on its own thread pool, never on an event loop.
-public final class PostgresDatabase: SQLDatabase {
-    public let backend = "postgresql"
+package final class PostgresDatabase: SQLDatabase {
+    package let backend = "postgresql"
     private let url: String
     private var conn: OpaquePointer?
 
-    public init(url: String) throws(SQLError) {
+    package init(url: String) throws(SQLError) {
         self.url = url
         conn = PQconnectdb(url)
         guard PQstatus(conn) == CONNECTION_OK else {
@@ -27,7 +27,7 @@ public final class PostgresDatabase: SQLDatabase {
         return String(cString: m).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    public func reconnect() throws(SQLError) {
+    package func reconnect() throws(SQLError) {
         if let conn {
             PQreset(conn)
         } else {
@@ -37,7 +37,7 @@ public final class PostgresDatabase: SQLDatabase {
     }
 
     @discardableResult
-    public func execute(_ sql: String, _ parameters: [SQLValue]) throws(SQLError) -> [SQLRow] {
+    package func execute(_ sql: String, _ parameters: [SQLValue]) throws(SQLError) -> [SQLRow] {
         guard let conn, PQstatus(conn) == CONNECTION_OK else { throw .connection("not connected") }
         let texts: [String?] = parameters.map { $0.text }
         // Keep C strings alive for the call.

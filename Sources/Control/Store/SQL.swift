@@ -1,12 +1,12 @@
 /// A value bound to or read from a SQL statement. The store uses only these types so that the same
 /// statements run on SQLite and PostgreSQL: text, 64-bit integers, doubles, NULL.
-public enum SQLValue: Sendable, Equatable {
+package enum SQLValue: Sendable, Equatable {
     case null
     case int(Int64)
     case double(Double)
     case text(String)
 
-    public var int: Int64? {
+    package var int: Int64? {
         switch self {
         case .int(let v): v
         case .text(let s): Int64(s)
@@ -15,7 +15,7 @@ public enum SQLValue: Sendable, Equatable {
         }
     }
 
-    public var double: Double? {
+    package var double: Double? {
         switch self {
         case .double(let v): v
         case .int(let v): Double(v)
@@ -24,7 +24,7 @@ public enum SQLValue: Sendable, Equatable {
         }
     }
 
-    public var text: String? {
+    package var text: String? {
         switch self {
         case .text(let s): s
         case .int(let v): String(v)
@@ -35,18 +35,18 @@ public enum SQLValue: Sendable, Equatable {
 }
 
 /// One result row, columns by name.
-public struct SQLRow: Sendable {
-    public var columns: [String: SQLValue]
-    public subscript(_ name: String) -> SQLValue { columns[name] ?? .null }
+package struct SQLRow: Sendable {
+    package var columns: [String: SQLValue]
+    package subscript(_ name: String) -> SQLValue { columns[name] ?? .null }
 }
 
-public enum SQLError: Error, CustomStringConvertible, Sendable {
+package enum SQLError: Error, CustomStringConvertible, Sendable {
     /// The statement failed (constraint, syntax...): retrying will not help.
     case statement(String)
     /// The connection is broken (server restarted, network): the operation may be retried.
     case connection(String)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .statement(let m): "SQL error: \(m)"
         case .connection(let m): "database connection error: \(m)"
@@ -56,7 +56,7 @@ public enum SQLError: Error, CustomStringConvertible, Sendable {
 
 /// A connection to one database, used from one thread at a time (the store serializes access on
 /// its own thread pool). Statements use `$1, $2, ...` placeholders on both backends.
-public protocol SQLDatabase: AnyObject {
+package protocol SQLDatabase: AnyObject {
     /// "sqlite" or "postgresql".
     var backend: String { get }
     @discardableResult
@@ -67,5 +67,5 @@ public protocol SQLDatabase: AnyObject {
 
 extension SQLDatabase {
     @discardableResult
-    public func execute(_ sql: String) throws(SQLError) -> [SQLRow] { try execute(sql, []) }
+    package func execute(_ sql: String) throws(SQLError) -> [SQLRow] { try execute(sql, []) }
 }

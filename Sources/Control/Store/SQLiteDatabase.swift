@@ -2,15 +2,15 @@ import CSQLite
 import Foundation
 
 /// The embedded metadata database: one SQLite file (WAL mode) under the data directory.
-public final class SQLiteDatabase: SQLDatabase {
-    public let backend = "sqlite"
-    public let path: String
+package final class SQLiteDatabase: SQLDatabase {
+    package let backend = "sqlite"
+    package let path: String
     private var db: OpaquePointer?
 
     /// SQLITE_TRANSIENT: SQLite copies bound text before the call returns.
     private static let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
 
-    public init(path: String) throws(SQLError) {
+    package init(path: String) throws(SQLError) {
         self.path = path
         if path != ":memory:" {
             try? FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
@@ -31,10 +31,10 @@ public final class SQLiteDatabase: SQLDatabase {
 
     deinit { sqlite3_close(db) }
 
-    public func reconnect() throws(SQLError) {}
+    package func reconnect() throws(SQLError) {}
 
     @discardableResult
-    public func execute(_ sql: String, _ parameters: [SQLValue]) throws(SQLError) -> [SQLRow] {
+    package func execute(_ sql: String, _ parameters: [SQLValue]) throws(SQLError) -> [SQLRow] {
         var statement: OpaquePointer?
         // `$n` placeholders are SQLite's `?n`.
         let text = Self.numberedPlaceholders(sql)

@@ -13,15 +13,15 @@ import SFU
 /// non-2xx answer. Enqueueing never waits for delivery: a bounded queue, drained by one task per
 /// URL, so a slow or dead receiver never blocks the caller (or media). Requests go out through
 /// async-http-client's shared client (connection pooling, redirects followed, as URLSession did).
-public actor WebhookDispatcher {
-    public struct Configuration: Sendable {
-        public var urls: [URL]
-        public var secret: String
-        public var maxAttempts = 6
-        public var initialBackoffSeconds = 0.5
-        public var maxQueued = 1000
-        public var timeoutSeconds = 5.0
-        public init(urls: [URL], secret: String) {
+package actor WebhookDispatcher {
+    package struct Configuration: Sendable {
+        package var urls: [URL]
+        package var secret: String
+        package var maxAttempts = 6
+        package var initialBackoffSeconds = 0.5
+        package var maxQueued = 1000
+        package var timeoutSeconds = 5.0
+        package init(urls: [URL], secret: String) {
             self.urls = urls
             self.secret = secret
         }
@@ -35,24 +35,24 @@ public actor WebhookDispatcher {
         var id: String
     }
 
-    public let configuration: Configuration
+    package let configuration: Configuration
     let logger: Logger
     private var queues: [URL: [Delivery]] = [:]
     private var running: Set<URL> = []
-    public private(set) var delivered = 0
-    public private(set) var failed = 0
-    public private(set) var dropped = 0
+    package private(set) var delivered = 0
+    package private(set) var failed = 0
+    package private(set) var dropped = 0
 
     /// What is read of a receiver's answer.
     static let maxResponseBytes = 64 * 1024
 
-    public init(configuration: Configuration, logger: Logger) {
+    package init(configuration: Configuration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
     }
 
     /// Queues `event` for every URL and returns at once.
-    public func send(_ webhook: WebhookEvent) {
+    package func send(_ webhook: WebhookEvent) {
         guard !configuration.urls.isEmpty else { return }
         let id = ResourceID.webhook.make()
         let event = webhook.name
@@ -96,7 +96,7 @@ public actor WebhookDispatcher {
     }
 
     /// Pending deliveries (all URLs).
-    public var pending: Int { queues.values.reduce(0) { $0 + $1.count } }
+    package var pending: Int { queues.values.reduce(0) { $0 + $1.count } }
 
     private func deliver(_ d: Delivery) async -> Bool {
         var delay = configuration.initialBackoffSeconds

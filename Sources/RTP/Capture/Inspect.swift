@@ -1,8 +1,8 @@
 /// Renders datagrams as the JSON lines `sfu inspect pcap` prints (docs/INSPECT.md): what the
 /// library's parsers make of each packet, in a stable key order so output can be diffed.
-public enum PacketInspector {
+package enum PacketInspector {
     /// The JSON object for one UDP payload taken from frame `frame`.
-    public static func describe<C: Collection>(_ payload: C, frame: Int) -> String where C.Element == UInt8 {
+    package static func describe<C: Collection>(_ payload: C, frame: Int) -> String where C.Element == UInt8 {
         let bytes = Array(payload)
         return bytes.withUnsafeBytes { raw in describe(raw, frame: frame).rendered }
     }

@@ -4,8 +4,8 @@
 /// Supported: both byte orders, microsecond and nanosecond magic; link types Null/loopback (0),
 /// Ethernet (1, with 802.1Q/802.1ad tags), raw IP (101, 228, 229), Linux cooked SLL (113) and
 /// SLL2 (276); IPv4 and IPv6 (skipping the common extension headers).
-public struct PcapFile: Sendable {
-    public enum LinkType: UInt32, Sendable {
+package struct PcapFile: Sendable {
+    package enum LinkType: UInt32, Sendable {
         case null = 0
         case ethernet = 1
         case raw = 101
@@ -15,13 +15,13 @@ public struct PcapFile: Sendable {
         case linuxSLL2 = 276
     }
 
-    public enum Error: Swift.Error, Equatable, Sendable, CustomStringConvertible {
+    package enum Error: Swift.Error, Equatable, Sendable, CustomStringConvertible {
         case notPcap
         case truncatedHeader
         case unsupportedLinkType(UInt32)
         case unsupportedVersion(UInt16, UInt16)
 
-        public var description: String {
+        package var description: String {
             switch self {
             case .notPcap: "not a classic pcap file (bad magic number; pcapng is not supported, convert with `tshark -F pcap`)"
             case .truncatedHeader: "file shorter than the pcap global header"
@@ -32,31 +32,31 @@ public struct PcapFile: Sendable {
     }
 
     /// One captured frame. `index` is 1-based, as Wireshark numbers frames.
-    public struct Frame: Sendable {
-        public var index: Int
-        public var seconds: UInt32
+    package struct Frame: Sendable {
+        package var index: Int
+        package var seconds: UInt32
         /// Fraction of the second in nanoseconds (converted from microseconds when needed).
-        public var nanoseconds: UInt32
+        package var nanoseconds: UInt32
         /// The captured bytes (possibly fewer than were on the wire).
-        public var data: ArraySlice<UInt8>
-        public var originalLength: Int
+        package var data: ArraySlice<UInt8>
+        package var originalLength: Int
     }
 
     /// A UDP datagram taken out of a frame.
-    public struct Datagram: Sendable {
-        public var frame: Int
-        public var sourcePort: UInt16
-        public var destinationPort: UInt16
-        public var payload: ArraySlice<UInt8>
+    package struct Datagram: Sendable {
+        package var frame: Int
+        package var sourcePort: UInt16
+        package var destinationPort: UInt16
+        package var payload: ArraySlice<UInt8>
     }
 
-    public let bytes: [UInt8]
-    public let linkType: LinkType
-    public let nanosecondResolution: Bool
-    public let bigEndian: Bool
-    public let snapLength: UInt32
+    package let bytes: [UInt8]
+    package let linkType: LinkType
+    package let nanosecondResolution: Bool
+    package let bigEndian: Bool
+    package let snapLength: UInt32
 
-    public init(bytes: [UInt8]) throws(Error) {
+    package init(bytes: [UInt8]) throws(Error) {
         guard bytes.count >= 24 else { throw bytes.count >= 4 ? .truncatedHeader : .notPcap }
         let magicLE = UInt32(bytes[0]) | UInt32(bytes[1]) << 8 | UInt32(bytes[2]) << 16 | UInt32(bytes[3]) << 24
         switch magicLE {
@@ -79,19 +79,19 @@ public struct PcapFile: Sendable {
 
     /// Every frame, in file order. A final record cut short (a capture killed mid-write) ends
     /// the sequence.
-    public var frames: Frames { Frames(file: self) }
+    package var frames: Frames { Frames(file: self) }
 
-    public struct Frames: Sequence, IteratorProtocol {
+    package struct Frames: Sequence, IteratorProtocol {
         let file: PcapFile
         var offset = 24
         var index = 0
 
         /// Frames read so far.
-        public var count: Int { index }
+        package var count: Int { index }
         /// True once the sequence ended on a record cut short (the file ends inside it).
-        public private(set) var truncated = false
+        package private(set) var truncated = false
 
-        public mutating func next() -> Frame? {
+        package mutating func next() -> Frame? {
             let b = file.bytes
             guard offset + 16 <= b.count else {
                 if offset < b.count { truncated = true }
@@ -116,7 +116,7 @@ public struct PcapFile: Sendable {
 
     /// The UDP datagram carried by `frame`, or nil when it is not UDP over IPv4/IPv6, is an IPv4
     /// fragment, or is truncated.
-    public func udpDatagram(in frame: Frame) -> Datagram? {
+    package func udpDatagram(in frame: Frame) -> Datagram? {
         let d = frame.data
         var i = d.startIndex
         let end = d.endIndex

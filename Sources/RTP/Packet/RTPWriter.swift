@@ -2,39 +2,39 @@
 /// transport-wide sequence number as a one-byte-header extension when negotiated), an RTX packet's
 /// original sequence number, the payload with its VP8 descriptor rewritten, and padding-only
 /// probe packets. Pure: no state, the caller keeps its sequence numbers.
-public enum RTPWriter {
+package enum RTPWriter {
     /// The fixed RTP header (RFC 3550 5.1), no CSRCs.
-    public static let fixedHeaderSize = 12
+    package static let fixedHeaderSize = 12
     /// The extension block we write: 4 bytes of block header (0xBEDE, length 1 word) and one
     /// element (1 byte id/length, 2 bytes transport-wide sequence, 1 byte padding).
-    public static let transportCCExtensionSize = 8
+    package static let transportCCExtensionSize = 8
     /// An RTX payload's first two bytes: the original sequence number (RFC 4588 4).
-    public static let rtxOriginalSequenceSize = 2
+    package static let rtxOriginalSequenceSize = 2
     /// The most padding one packet carries: its last byte counts the padding, itself included.
-    public static let maxPaddingSize = 255
+    package static let maxPaddingSize = 255
 
     /// The transport-wide sequence number's extension: its negotiated id and the value.
-    public struct TransportCC: Sendable, Equatable {
-        public var id: UInt8
-        public var sequence: UInt16
-        public init(id: UInt8, sequence: UInt16) {
+    package struct TransportCC: Sendable, Equatable {
+        package var id: UInt8
+        package var sequence: UInt16
+        package init(id: UInt8, sequence: UInt16) {
             self.id = id
             self.sequence = sequence
         }
     }
 
     /// A VP8 payload descriptor and the picture id and TL0PICIDX the copy being sent takes.
-    public typealias VP8Rewrite = (descriptor: VP8Descriptor, pictureID: UInt16?, tl0PicIdx: UInt8?)
+    package typealias VP8Rewrite = (descriptor: VP8Descriptor, pictureID: UInt16?, tl0PicIdx: UInt8?)
 
     /// The header's size with or without the transport-cc extension.
-    public static func headerSize(transportCC: Bool) -> Int {
+    package static func headerSize(transportCC: Bool) -> Int {
         fixedHeaderSize + (transportCC ? transportCCExtensionSize : 0)
     }
 
     /// Writes the header, the RTX original sequence number when given, and the payload with its
     /// VP8 descriptor rewritten.
     /// - Returns: the packet's length, 0 when it does not fit.
-    public static func writePacket(_ buffer: UnsafeMutableRawBufferPointer, marker: Bool, payloadType: UInt8, sequenceNumber: UInt16,
+    package static func writePacket(_ buffer: UnsafeMutableRawBufferPointer, marker: Bool, payloadType: UInt8, sequenceNumber: UInt16,
                                    timestamp: UInt32, ssrc: UInt32, transportCC: TransportCC?, originalSequence: UInt16?,
                                    payload: UnsafeRawBufferPointer, vp8: VP8Rewrite?) -> Int {
         let headerSize = headerSize(transportCC: transportCC != nil)
@@ -56,7 +56,7 @@ public enum RTPWriter {
 
     /// Writes the fixed header and, with `transportCC`, the one-byte-header extension block
     /// (RFC 8285) carrying it. The buffer must hold ``headerSize(transportCC:)`` bytes.
-    public static func writeHeader(_ b: UnsafeMutableRawBufferPointer, marker: Bool, payloadType: UInt8, sequenceNumber: UInt16,
+    package static func writeHeader(_ b: UnsafeMutableRawBufferPointer, marker: Bool, payloadType: UInt8, sequenceNumber: UInt16,
                                    timestamp: UInt32, ssrc: UInt32, transportCC: TransportCC?) {
         b[0] = transportCC == nil ? 0x80 : 0x90
         b[1] = (marker ? 0x80 : 0) | (payloadType & 0x7F)
@@ -74,11 +74,11 @@ public enum RTPWriter {
     }
 
     /// The size of a padding-only probe packet with the transport-cc extension and the most padding.
-    public static let paddingPacketSize = fixedHeaderSize + transportCCExtensionSize + maxPaddingSize
+    package static let paddingPacketSize = fixedHeaderSize + transportCCExtensionSize + maxPaddingSize
 
     /// A padding-only packet (P bit, no payload) with the transport-cc extension: what probes are
     /// made of. - Returns: its length, 0 when it does not fit.
-    public static func writePadding(_ buffer: UnsafeMutableRawBufferPointer, payloadType: UInt8, sequenceNumber: UInt16, timestamp: UInt32,
+    package static func writePadding(_ buffer: UnsafeMutableRawBufferPointer, payloadType: UInt8, sequenceNumber: UInt16, timestamp: UInt32,
                                     ssrc: UInt32, transportCC: TransportCC) -> Int {
         let size = paddingPacketSize
         guard size <= buffer.count else { return 0 }

@@ -1,11 +1,11 @@
 /// RFC 7983 / RFC 5761 demultiplexing of a datagram on a shared port.
-public enum PacketClass: Sendable, Equatable {
+package enum PacketClass: Sendable, Equatable {
     case stun, dtls, rtp, rtcp, other
 
     /// Classifies by the first byte (RFC 7983) and, for RTP/RTCP, the payload type (RFC 5761:
     /// 64-95 with the marker bit masked out is RTCP).
     @inlinable
-    public init(classifying bytes: UnsafeRawBufferPointer) {
+    package init(classifying bytes: UnsafeRawBufferPointer) {
         guard let first = bytes.first else { self = .other; return }
         switch first {
         case 0...3: self = .stun

@@ -4,8 +4,8 @@
 /// be spliced on with ``sync(input:output:)``. The model is mediasoup's `SeqManager<T, N>`.
 ///
 /// `output = input + base - (dropped inputs older than input)` modulo 2^bits.
-public struct SeqRewriter<T: FixedWidthInteger & UnsignedInteger & Sendable>: Sendable {
-    public let bits: Int
+package struct SeqRewriter<T: FixedWidthInteger & UnsignedInteger & Sendable>: Sendable {
+    package let bits: Int
     @usableFromInline let mask: T
     @usableFromInline let window: T
     /// Half the range: `a` is newer than `b` when `(a - b) mod 2^bits` is in 1..<half.
@@ -23,7 +23,7 @@ public struct SeqRewriter<T: FixedWidthInteger & UnsignedInteger & Sendable>: Se
     ///     picture ids, 8 for TL0PICIDX.
     ///   - window: how far behind the newest input an input may be and still be placed; older
     ///     inputs are refused. Defaults to (and is at most) 1/4 of the range.
-    public init(bits: Int, window: Int? = nil) {
+    package init(bits: Int, window: Int? = nil) {
         precondition(bits >= 2 && bits <= T.bitWidth)
         self.bits = bits
         mask = bits == T.bitWidth ? T.max : (T(1) << T(bits)) &- 1
@@ -34,8 +34,8 @@ public struct SeqRewriter<T: FixedWidthInteger & UnsignedInteger & Sendable>: Se
     }
 
     /// The highest output produced so far (meaningful once ``hasStarted``).
-    public var maxOutput: T { maxOutputValue }
-    public var hasStarted: Bool { started }
+    package var maxOutput: T { maxOutputValue }
+    package var hasStarted: Bool { started }
 
     @inlinable @inline(__always)
     func newer(_ a: T, _ b: T) -> Bool {
@@ -44,7 +44,7 @@ public struct SeqRewriter<T: FixedWidthInteger & UnsignedInteger & Sendable>: Se
     }
 
     /// Maps `input` to `output` from now on: the next inputs continue from there.
-    public mutating func sync(input: T, output: T) {
+    package mutating func sync(input: T, output: T) {
         base = (output &- input) & mask
         maxInput = input
         maxOutputValue = output & mask
@@ -55,13 +55,13 @@ public struct SeqRewriter<T: FixedWidthInteger & UnsignedInteger & Sendable>: Se
 
     /// Splices a new input stream on so that `input` comes out as the last output + `gap`
     /// (1 for sequence numbers; for timestamps, the elapsed time in clock units).
-    public mutating func sync(nextInput input: T, gap: T = 1) {
+    package mutating func sync(nextInput input: T, gap: T = 1) {
         sync(input: input, output: started ? (maxOutputValue &+ gap) & mask : input)
     }
 
     /// Marks `input` as dropped: it produces no output and later inputs close the gap.
     /// Only an input newer than every input so far can be dropped (older ones were already placed).
-    public mutating func drop(_ input: T) {
+    package mutating func drop(_ input: T) {
         guard started, newer(input, maxInput) else { return }
         maxInput = input
         dropped.append(input)
@@ -70,7 +70,7 @@ public struct SeqRewriter<T: FixedWidthInteger & UnsignedInteger & Sendable>: Se
 
     /// The output for `input`, or nil when it was dropped or is too old to place.
     @inlinable
-    public mutating func input(_ input: T) -> T? {
+    package mutating func input(_ input: T) -> T? {
         if !started { sync(input: input, output: input) }
         if newer(input, maxInput) {
             maxInput = input

@@ -4,15 +4,15 @@
 /// again every round-trip time until it arrives, it has been asked for `maxRetries` times or it is
 /// older than `maxAge`. The list is bounded: when more than `maxMissing` are outstanding, the
 /// oldest are given up (a keyframe request is the better remedy then; ``needsKeyframe`` says so).
-public struct NACKRegister: Sendable {
-    public struct Configuration: Sendable {
-        public var maxRetries: Int = 10
+package struct NACKRegister: Sendable {
+    package struct Configuration: Sendable {
+        package var maxRetries: Int = 10
         /// Nanoseconds after which a missing packet is given up.
-        public var maxAgeNanos: Int64 = 1_000_000_000
-        public var maxMissing: Int = 512
+        package var maxAgeNanos: Int64 = 1_000_000_000
+        package var maxMissing: Int = 512
         /// Lower bound for the resend interval, in nanoseconds.
-        public var minResendIntervalNanos: Int64 = 20_000_000
-        public init() {}
+        package var minResendIntervalNanos: Int64 = 20_000_000
+        package init() {}
     }
 
     @usableFromInline struct Entry: Sendable {
@@ -22,26 +22,26 @@ public struct NACKRegister: Sendable {
         var retries: Int
     }
 
-    public let configuration: Configuration
+    package let configuration: Configuration
     @usableFromInline var unwrapper = SequenceUnwrapper()
     @usableFromInline var highest: Int64?
     /// Missing packets in increasing sequence order.
     @usableFromInline var missing: [Entry] = []
     /// Set when packets were given up because the list overflowed or a gap was too large.
-    public private(set) var needsKeyframe = false
+    package private(set) var needsKeyframe = false
     /// Packets that arrived after having been requested.
-    public private(set) var recovered: Int = 0
-    public private(set) var givenUp: Int = 0
+    package private(set) var recovered: Int = 0
+    package private(set) var givenUp: Int = 0
 
-    public init(configuration: Configuration = Configuration()) {
+    package init(configuration: Configuration = Configuration()) {
         self.configuration = configuration
         missing.reserveCapacity(configuration.maxMissing)
     }
 
-    public var missingCount: Int { missing.count }
+    package var missingCount: Int { missing.count }
 
     /// Records an arrival (original or retransmitted).
-    public mutating func received(sequenceNumber: UInt16, nowNanos: Int64) {
+    package mutating func received(sequenceNumber: UInt16, nowNanos: Int64) {
         let ext = unwrapper.unwrap(sequenceNumber)
         guard let high = highest else {
             highest = ext
@@ -72,18 +72,18 @@ public struct NACKRegister: Sendable {
     }
 
     /// Clears the keyframe flag once a keyframe was requested or arrived.
-    public mutating func keyframeHandled() { needsKeyframe = false }
+    package mutating func keyframeHandled() { needsKeyframe = false }
 
     /// The packets to request now, oldest first; marks them requested.
     /// - Parameter rttNanos: current round-trip estimate; the resend interval.
-    public mutating func due(nowNanos: Int64, rttNanos: Int64) -> [UInt16] {
+    package mutating func due(nowNanos: Int64, rttNanos: Int64) -> [UInt16] {
         var out: [UInt16] = []
         dueInto(&out, nowNanos: nowNanos, rttNanos: rttNanos)
         return out
     }
 
     /// As ``due(nowNanos:rttNanos:)``, appending to a caller-owned array (no allocation once it has capacity).
-    public mutating func dueInto(_ out: inout [UInt16], nowNanos: Int64, rttNanos: Int64) {
+    package mutating func dueInto(_ out: inout [UInt16], nowNanos: Int64, rttNanos: Int64) {
         let interval = max(rttNanos, configuration.minResendIntervalNanos)
         var kept = 0
         for i in missing.indices {
@@ -104,7 +104,7 @@ public struct NACKRegister: Sendable {
     }
 
     /// When ``due(nowNanos:rttNanos:)`` should next be called, or nil with nothing missing.
-    public func nextDeadline(rttNanos: Int64) -> Int64? {
+    package func nextDeadline(rttNanos: Int64) -> Int64? {
         let interval = max(rttNanos, configuration.minResendIntervalNanos)
         return missing.map { ($0.lastRequestNanos.map { $0 + interval }) ?? $0.firstMissingNanos }.min()
     }

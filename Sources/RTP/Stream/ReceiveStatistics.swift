@@ -1,22 +1,22 @@
 /// Reception statistics of one incoming RTP stream (RFC 3550 appendix A.3 and A.8): what a
 /// receiver report block says about it.
-public struct ReceiveStatistics: Sendable {
-    public let clockRate: Int
+package struct ReceiveStatistics: Sendable {
+    package let clockRate: Int
     @usableFromInline var unwrapper = SequenceUnwrapper()
     @usableFromInline var baseSequence: Int64 = 0
     @usableFromInline var maxSequence: Int64 = -1
     /// Packets received, duplicates and retransmissions included (as RFC 3550 counts them).
-    public private(set) var received: Int64 = 0
+    package private(set) var received: Int64 = 0
     @usableFromInline var expectedPrior: Int64 = 0
     @usableFromInline var receivedPrior: Int64 = 0
     /// Interarrival jitter in RTP timestamp units, x16 (RFC 3550 A.8 keeps it scaled this way).
     @usableFromInline var jitterQ4: Int64 = 0
     @usableFromInline var lastTransit: Int64?
     @usableFromInline var started = false
-    public private(set) var bytesReceived: Int64 = 0
+    package private(set) var bytesReceived: Int64 = 0
 
     /// - Parameter clockRate: the stream's RTP clock (90000 for video, 48000 for Opus).
-    public init(clockRate: Int) {
+    package init(clockRate: Int) {
         precondition(clockRate > 0)
         self.clockRate = clockRate
     }
@@ -25,7 +25,7 @@ public struct ReceiveStatistics: Sendable {
     /// - Parameters:
     ///   - arrivalNanos: arrival time on any monotonic clock, in nanoseconds.
     ///   - retransmission: packets recovered by RTX count as received but do not feed the jitter.
-    public mutating func record(sequenceNumber: UInt16, rtpTimestamp: UInt32, arrivalNanos: Int64, payloadBytes: Int = 0, retransmission: Bool = false) {
+    package mutating func record(sequenceNumber: UInt16, rtpTimestamp: UInt32, arrivalNanos: Int64, payloadBytes: Int = 0, retransmission: Bool = false) {
         let ext = unwrapper.unwrap(sequenceNumber)
         received += 1
         bytesReceived += Int64(payloadBytes)
@@ -53,18 +53,18 @@ public struct ReceiveStatistics: Sendable {
     }
 
     /// Interarrival jitter in RTP timestamp units.
-    public var jitter: UInt32 { UInt32(clamping: jitterQ4 >> 4) }
+    package var jitter: UInt32 { UInt32(clamping: jitterQ4 >> 4) }
     /// Extended highest sequence number received (cycles << 16 | seq).
-    public var extendedHighestSequence: UInt32 { UInt32(truncatingIfNeeded: max(maxSequence, 0)) }
-    public var expected: Int64 { started ? maxSequence - baseSequence + 1 : 0 }
+    package var extendedHighestSequence: UInt32 { UInt32(truncatingIfNeeded: max(maxSequence, 0)) }
+    package var expected: Int64 { started ? maxSequence - baseSequence + 1 : 0 }
     /// Cumulative packets lost: expected - received (negative with duplicates).
-    public var cumulativeLost: Int64 { expected - received }
+    package var cumulativeLost: Int64 { expected - received }
 
     /// The report block for this stream, and the interval counters reset for the next one.
     /// - Parameters:
     ///   - lastSR: middle 32 bits of the NTP time of the last SR received for this stream (0 if none).
     ///   - delaySinceLastSR: time since that SR arrived, in 1/65536 s.
-    public mutating func makeReport(ssrc: UInt32, lastSR: UInt32 = 0, delaySinceLastSR: UInt32 = 0) -> ReceptionReport {
+    package mutating func makeReport(ssrc: UInt32, lastSR: UInt32 = 0, delaySinceLastSR: UInt32 = 0) -> ReceptionReport {
         let expectedInterval = expected - expectedPrior
         let receivedInterval = received - receivedPrior
         expectedPrior = expected

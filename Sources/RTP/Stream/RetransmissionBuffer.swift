@@ -3,9 +3,9 @@
 /// All memory is allocated up front: `capacity` slots of `slotSize` bytes in one array. Storing
 /// copies the packet into its slot (seq mod capacity), overwriting whatever was there; nothing
 /// allocates per packet.
-public struct RetransmissionBuffer: Sendable {
-    public let capacity: Int
-    public let slotSize: Int
+package struct RetransmissionBuffer: Sendable {
+    package let capacity: Int
+    package let slotSize: Int
     @usableFromInline var storage: [UInt8]
     @usableFromInline var lengths: [Int]
     @usableFromInline var sequences: [UInt16]
@@ -14,7 +14,7 @@ public struct RetransmissionBuffer: Sendable {
     /// - Parameters:
     ///   - capacity: number of packets kept (rounded up to a power of two).
     ///   - slotSize: largest packet stored; larger ones are refused.
-    public init(capacity: Int = 1024, slotSize: Int = 1500) {
+    package init(capacity: Int = 1024, slotSize: Int = 1500) {
         let c = capacity.roundedUpToPowerOfTwo
         self.capacity = c
         self.slotSize = slotSize
@@ -28,7 +28,7 @@ public struct RetransmissionBuffer: Sendable {
     /// - Returns: false when the packet is larger than `slotSize` (it is not stored).
     @inlinable
     @discardableResult
-    public mutating func store(_ packet: UnsafeRawBufferPointer, sequenceNumber: UInt16, nowNanos: Int64) -> Bool {
+    package mutating func store(_ packet: UnsafeRawBufferPointer, sequenceNumber: UInt16, nowNanos: Int64) -> Bool {
         guard packet.count <= slotSize, !packet.isEmpty else { return false }
         let slot = Int(sequenceNumber) & (capacity - 1)
         let size = slotSize
@@ -43,7 +43,7 @@ public struct RetransmissionBuffer: Sendable {
 
     /// Calls `body` with the stored packet for `sequenceNumber`, if it is still there and not older than `maxAgeNanos`.
     @inlinable
-    public func withPacket<R>(sequenceNumber: UInt16, nowNanos: Int64, maxAgeNanos: Int64 = 2_000_000_000, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R? {
+    package func withPacket<R>(sequenceNumber: UInt16, nowNanos: Int64, maxAgeNanos: Int64 = 2_000_000_000, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R? {
         let slot = Int(sequenceNumber) & (capacity - 1)
         guard lengths[slot] > 0, sequences[slot] == sequenceNumber, nowNanos - times[slot] <= maxAgeNanos else { return nil }
         let start = slot * slotSize
@@ -52,7 +52,7 @@ public struct RetransmissionBuffer: Sendable {
     }
 
     /// A copy of the stored packet (convenience for tests and tools).
-    public func packet(sequenceNumber: UInt16, nowNanos: Int64, maxAgeNanos: Int64 = 2_000_000_000) -> [UInt8]? {
+    package func packet(sequenceNumber: UInt16, nowNanos: Int64, maxAgeNanos: Int64 = 2_000_000_000) -> [UInt8]? {
         withPacket(sequenceNumber: sequenceNumber, nowNanos: nowNanos, maxAgeNanos: maxAgeNanos) { Array($0) }
     }
 }

@@ -4,14 +4,14 @@
 /// Each feedback covers the sequence numbers from just after the previous feedback's last one to
 /// the highest received; packets that arrive after their number was reported as lost are ignored
 /// (the sender has already judged them).
-public struct TWCCRecorder: Sendable {
-    public var senderSSRC: UInt32
-    public var mediaSSRC: UInt32
+package struct TWCCRecorder: Sendable {
+    package var senderSSRC: UInt32
+    package var mediaSSRC: UInt32
     /// Most statuses one feedback packet carries; a longer range is split.
-    public var maxStatusesPerPacket = 1000
+    package var maxStatusesPerPacket = 1000
     /// Missing sequence numbers reported in a row at most; a larger jump restarts the report at
     /// the next arrival.
-    public static let maxReportedGap: Int64 = 1000
+    package static let maxReportedGap: Int64 = 1000
 
     @usableFromInline var unwrapper = SequenceUnwrapper()
     /// (unwrapped sequence, arrival micros), unsorted.
@@ -19,17 +19,17 @@ public struct TWCCRecorder: Sendable {
     @usableFromInline var nextSequence: Int64?
     @usableFromInline var feedbackCount: UInt8 = 0
 
-    public init(senderSSRC: UInt32, mediaSSRC: UInt32) {
+    package init(senderSSRC: UInt32, mediaSSRC: UInt32) {
         self.senderSSRC = senderSSRC
         self.mediaSSRC = mediaSSRC
         arrivals.reserveCapacity(256)
     }
 
     /// Number of arrivals not yet reported.
-    public var pendingCount: Int { arrivals.count }
+    package var pendingCount: Int { arrivals.count }
 
     /// Records that the packet with transport-wide sequence `sequenceNumber` arrived at `arrivalMicros`.
-    public mutating func record(sequenceNumber: UInt16, arrivalMicros: Int64) {
+    package mutating func record(sequenceNumber: UInt16, arrivalMicros: Int64) {
         let ext = unwrapper.unwrap(sequenceNumber)
         if let next = nextSequence, ext < next { return }  // already reported
         guard arrivals.count < 16384 else { return }  // bounded if feedback is never built
@@ -37,7 +37,7 @@ public struct TWCCRecorder: Sendable {
     }
 
     /// Builds feedback for everything recorded since the last call (none if nothing new).
-    public mutating func buildFeedback() -> [TransportLayerCC] {
+    package mutating func buildFeedback() -> [TransportLayerCC] {
         guard !arrivals.isEmpty else { return [] }
         arrivals.sort { $0.seq < $1.seq }
         // Drop duplicates (keep the first arrival).
@@ -110,7 +110,7 @@ public struct TWCCRecorder: Sendable {
 
     /// Encodes statuses as chunks: run-length where a run covers the rest or at least 14
     /// statuses, otherwise a 14 x 1-bit vector when the next 14 are all 0/1, else 7 x 2-bit.
-    public static func encodeChunks(_ statuses: [UInt8]) -> [TransportLayerCC.Chunk] {
+    package static func encodeChunks(_ statuses: [UInt8]) -> [TransportLayerCC.Chunk] {
         var chunks: [TransportLayerCC.Chunk] = []
         var i = 0
         while i < statuses.count {

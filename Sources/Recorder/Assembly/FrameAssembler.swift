@@ -3,16 +3,16 @@ import RTP
 /// A frame out of the jitter buffer: a whole VP8 frame (payload descriptors stripped, partitions
 /// joined, RFC 7741), an H.264 access unit in AVC form (NAL units after 4-byte lengths, RFC 6184
 /// depacketized), or one Opus packet.
-public struct AssembledFrame: Sendable, Equatable {
-    public var rtpTimestamp: UInt32
-    public var keyframe: Bool
-    public var data: [UInt8]
+package struct AssembledFrame: Sendable, Equatable {
+    package var rtpTimestamp: UInt32
+    package var keyframe: Bool
+    package var data: [UInt8]
     /// From a VP8 keyframe's header, or an H.264 keyframe's SPS.
-    public var size: (width: Int, height: Int)?
+    package var size: (width: Int, height: Int)?
     /// When the frame's first packet arrived (the caller's clock).
-    public var arrivalNanos: Int64
+    package var arrivalNanos: Int64
 
-    public static func == (a: AssembledFrame, b: AssembledFrame) -> Bool {
+    package static func == (a: AssembledFrame, b: AssembledFrame) -> Bool {
         a.rtpTimestamp == b.rtpTimestamp && a.keyframe == b.keyframe && a.data == b.data
             && a.size?.width == b.size?.width && a.size?.height == b.size?.height && a.arrivalNanos == b.arrivalNanos
     }
@@ -24,8 +24,8 @@ public struct AssembledFrame: Sendable, Equatable {
 /// for video, everything is dropped until the next keyframe (`wantsKeyframe` tells the caller to
 /// ask for one), so the file never holds a frame the decoder cannot decode. An H.264 keyframe is an
 /// access unit with an IDR slice and its SPS and PPS (what a decoder starting there needs).
-public struct FrameAssembler: Sendable {
-    public enum Codec: Sendable { case vp8, h264, opus }
+package struct FrameAssembler: Sendable {
+    package enum Codec: Sendable { case vp8, h264, opus }
 
     struct Packet {
         var timestamp: UInt32
@@ -34,9 +34,9 @@ public struct FrameAssembler: Sendable {
         var arrivalNanos: Int64
     }
 
-    public let codec: Codec
-    public let maxWaitNanos: Int64
-    public let capacity: Int
+    package let codec: Codec
+    package let maxWaitNanos: Int64
+    package let capacity: Int
     private var packets: [Int64: Packet] = [:]
     private var unwrapper = SequenceUnwrapper()
     private var next: Int64?
@@ -45,22 +45,22 @@ public struct FrameAssembler: Sendable {
     /// same timestamp continues an access unit whose start is gone.
     private var lastConsumedTimestamp: UInt32?
     /// Set when a gap made video undecodable; cleared by ``keyframeRequested()``.
-    public private(set) var wantsKeyframe = false
-    public private(set) var framesOut = 0
-    public private(set) var framesDropped = 0
-    public private(set) var packetsLost = 0
+    package private(set) var wantsKeyframe = false
+    package private(set) var framesOut = 0
+    package private(set) var framesDropped = 0
+    package private(set) var packetsLost = 0
 
-    public init(codec: Codec, maxWaitNanos: Int64? = nil, capacity: Int = 2048) {
+    package init(codec: Codec, maxWaitNanos: Int64? = nil, capacity: Int = 2048) {
         self.codec = codec
         self.maxWaitNanos = maxWaitNanos ?? (codec == .opus ? 120_000_000 : 400_000_000)
         self.capacity = capacity
         needKeyframe = codec != .opus
     }
 
-    public mutating func keyframeRequested() { wantsKeyframe = false }
+    package mutating func keyframeRequested() { wantsKeyframe = false }
 
     /// Adds one RTP packet (`payload` is the RTP payload, padding excluded) and returns the frames it completes.
-    public mutating func push(sequenceNumber: UInt16, timestamp: UInt32, marker: Bool, payload: UnsafeRawBufferPointer, nowNanos: Int64) -> [AssembledFrame] {
+    package mutating func push(sequenceNumber: UInt16, timestamp: UInt32, marker: Bool, payload: UnsafeRawBufferPointer, nowNanos: Int64) -> [AssembledFrame] {
         let seq = unwrapper.unwrap(sequenceNumber)
         if let next, seq < next { return [] }  // late or duplicate of something emitted or given up
         guard packets[seq] == nil, !payload.isEmpty else { return [] }
@@ -71,10 +71,10 @@ public struct FrameAssembler: Sendable {
     }
 
     /// Timer work: gives up on packets waited for too long. Returns frames that follow.
-    public mutating func poll(nowNanos: Int64) -> [AssembledFrame] { drain(nowNanos: nowNanos) }
+    package mutating func poll(nowNanos: Int64) -> [AssembledFrame] { drain(nowNanos: nowNanos) }
 
     /// Emits everything still buffered that forms whole frames (end of the recording).
-    public mutating func flush() -> [AssembledFrame] { drain(nowNanos: .max) }
+    package mutating func flush() -> [AssembledFrame] { drain(nowNanos: .max) }
 
     private mutating func skip(to seq: Int64) {
         guard let n = next, seq > n else { return }

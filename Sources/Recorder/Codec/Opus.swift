@@ -3,19 +3,19 @@ import CSFUShim
 
 /// A libopus decoder at 48 kHz: one Opus packet in, interleaved 16-bit PCM out; a lost packet is
 /// concealed (PLC) so a gap does not click. Not thread-safe: one owner at a time.
-public final class OpusDecoder {
-    public struct CodecError: Error, CustomStringConvertible {
-        public let description: String
+package final class OpusDecoder {
+    package struct CodecError: Error, CustomStringConvertible {
+        package let description: String
     }
 
-    public static let sampleRate = 48000
+    package static let sampleRate = 48000
     /// 120 ms: the longest Opus packet, per channel.
     static let maxSamples = 5760
-    public let channels: Int
+    package let channels: Int
     private let decoder: OpaquePointer
     private var lastPacketSamples = 960
 
-    public init(channels: Int = 2) throws {
+    package init(channels: Int = 2) throws {
         guard channels == 1 || channels == 2 else { throw CodecError(description: "channels must be 1 or 2") }
         self.channels = channels
         var error: Int32 = 0
@@ -28,7 +28,7 @@ public final class OpusDecoder {
     deinit { opus_decoder_destroy(decoder) }
 
     /// Decodes one packet. - Returns: `samples per channel * channels` interleaved samples.
-    public func decode(_ packet: [UInt8]) throws -> [Int16] {
+    package func decode(_ packet: [UInt8]) throws -> [Int16] {
         guard !packet.isEmpty else { return conceal() }
         var pcm = [Int16](repeating: 0, count: Self.maxSamples * channels)
         let n = packet.withUnsafeBufferPointer { p in opus_decode(decoder, p.baseAddress, Int32(p.count), &pcm, Int32(Self.maxSamples), 0) }
@@ -40,7 +40,7 @@ public final class OpusDecoder {
 
     /// Packet loss concealment for one lost packet.
     /// - Parameter samples: samples per channel to make up (the lost packet's duration; the last one's by default).
-    public func conceal(samples: Int? = nil) -> [Int16] {
+    package func conceal(samples: Int? = nil) -> [Int16] {
         // libopus wants a multiple of 2.5 ms.
         let want = min(Self.maxSamples, max(120, (samples ?? lastPacketSamples) / 120 * 120))
         var pcm = [Int16](repeating: 0, count: want * channels)
@@ -53,15 +53,15 @@ public final class OpusDecoder {
 
 /// A libopus encoder at 48 kHz with 20 ms frames (960 samples per channel), full-band music/speech
 /// mode. Not thread-safe: one owner at a time.
-public final class OpusEncoder {
-    public static let sampleRate = 48000
-    public static let frameSamples = 960
-    public let channels: Int
+package final class OpusEncoder {
+    package static let sampleRate = 48000
+    package static let frameSamples = 960
+    package let channels: Int
     /// Samples per channel the encoder delays its output by (the file's pre-skip).
-    public let lookahead: Int
+    package let lookahead: Int
     private let encoder: OpaquePointer
 
-    public init(channels: Int = 2, bitrateBps: Int = 64000, complexity: Int = 5) throws {
+    package init(channels: Int = 2, bitrateBps: Int = 64000, complexity: Int = 5) throws {
         guard channels == 1 || channels == 2 else { throw OpusDecoder.CodecError(description: "channels must be 1 or 2") }
         self.channels = channels
         var error: Int32 = 0
@@ -79,7 +79,7 @@ public final class OpusEncoder {
     deinit { opus_encoder_destroy(encoder) }
 
     /// Encodes one 20 ms frame (`frameSamples * channels` interleaved samples).
-    public func encode(_ pcm: [Int16]) throws -> [UInt8] {
+    package func encode(_ pcm: [Int16]) throws -> [UInt8] {
         guard pcm.count == Self.frameSamples * channels else {
             throw OpusDecoder.CodecError(description: "an Opus frame is \(Self.frameSamples * channels) samples, got \(pcm.count)")
         }

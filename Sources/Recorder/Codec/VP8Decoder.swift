@@ -7,25 +7,25 @@ import CVPX
 /// It tracks whether it can decode what comes next: before the first keyframe, and after a frame
 /// libvpx rejects or reports corrupt (a reference frame was lost), it refuses inter frames and says
 /// `needsKeyframe`, so the caller asks the sender for one instead of showing smeared pictures.
-public final class VP8Decoder {
-    public enum Output: Equatable {
+package final class VP8Decoder {
+    package enum Output: Equatable {
         /// A decoded picture.
         case picture(I420Image)
         /// The frame was not decoded: the decoder waits for a keyframe (ask the sender for one).
         case needsKeyframe
     }
 
-    public struct InitError: Error, CustomStringConvertible {
-        public let description: String
+    package struct InitError: Error, CustomStringConvertible {
+        package let description: String
     }
 
     private let context: UnsafeMutablePointer<vpx_codec_ctx_t>
-    public private(set) var needsKeyframe = true
-    public private(set) var framesDecoded = 0
-    public private(set) var framesRejected = 0
+    package private(set) var needsKeyframe = true
+    package private(set) var framesDecoded = 0
+    package private(set) var framesRejected = 0
 
     /// - Parameter threads: decoder threads (1 keeps the composite's CPU use predictable).
-    public init(threads: Int = 1) throws {
+    package init(threads: Int = 1) throws {
         context = .allocate(capacity: 1)
         context.initialize(to: vpx_codec_ctx_t())
         var cfg = vpx_codec_dec_cfg_t(threads: UInt32(max(1, threads)), w: 0, h: 0)
@@ -42,13 +42,13 @@ public final class VP8Decoder {
     }
 
     /// Whether a VP8 frame is a keyframe (RFC 6386 9.1: bit 0 of the frame tag is 0).
-    public static func isKeyframe(_ frame: some Collection<UInt8>) -> Bool {
+    package static func isKeyframe(_ frame: some Collection<UInt8>) -> Bool {
         guard let first = frame.first, frame.count >= 10 else { return false }
         return first & 0x01 == 0
     }
 
     /// Decodes one frame.
-    public func decode(_ frame: [UInt8]) -> Output {
+    package func decode(_ frame: [UInt8]) -> Output {
         let key = Self.isKeyframe(frame)
         if needsKeyframe && !key {
             framesRejected += 1

@@ -3,19 +3,19 @@ import CVPX
 
 /// A libvpx VP8 encoder in real-time mode (the composite's output): I420 pictures in, VP8 frames
 /// out, one per picture (no lag), constant bitrate. Not thread-safe: one owner at a time.
-public final class VP8Encoder {
-    public struct Configuration: Sendable, Equatable {
-        public var width: Int
-        public var height: Int
-        public var fps: Int
-        public var bitrateBps: Int
+package final class VP8Encoder {
+    package struct Configuration: Sendable, Equatable {
+        package var width: Int
+        package var height: Int
+        package var fps: Int
+        package var bitrateBps: Int
         /// At most this many frames between keyframes (players seek to keyframes).
-        public var keyframeInterval: Int
+        package var keyframeInterval: Int
         /// libvpx speed/quality trade-off, 0...16 in real-time mode; 8 is fast enough for 720p30 on one core.
-        public var cpuUsed: Int
-        public var threads: Int
+        package var cpuUsed: Int
+        package var threads: Int
 
-        public init(width: Int, height: Int, fps: Int = 30, bitrateBps: Int = 1_500_000, keyframeInterval: Int? = nil,
+        package init(width: Int, height: Int, fps: Int = 30, bitrateBps: Int = 1_500_000, keyframeInterval: Int? = nil,
                     cpuUsed: Int = 8, threads: Int = 1) {
             self.width = width
             self.height = height
@@ -27,23 +27,23 @@ public final class VP8Encoder {
         }
     }
 
-    public struct Frame: Sendable, Equatable {
-        public var data: [UInt8]
-        public var keyframe: Bool
+    package struct Frame: Sendable, Equatable {
+        package var data: [UInt8]
+        package var keyframe: Bool
         /// The presentation time given to ``encode(_:pts:forceKeyframe:)``, in frame periods.
-        public var pts: Int64
+        package var pts: Int64
     }
 
-    public struct EncoderError: Error, CustomStringConvertible {
-        public let description: String
+    package struct EncoderError: Error, CustomStringConvertible {
+        package let description: String
     }
 
-    public let configuration: Configuration
+    package let configuration: Configuration
     private let context: UnsafeMutablePointer<vpx_codec_ctx_t>
     private let image: UnsafeMutablePointer<vpx_image_t>
-    public private(set) var framesEncoded = 0
+    package private(set) var framesEncoded = 0
 
-    public init(_ configuration: Configuration) throws {
+    package init(_ configuration: Configuration) throws {
         guard configuration.width > 0, configuration.height > 0, configuration.width % 2 == 0, configuration.height % 2 == 0,
               configuration.fps > 0, configuration.bitrateBps >= 1000 else {
             throw EncoderError(description: "bad encoder configuration \(configuration)")
@@ -108,7 +108,7 @@ public final class VP8Encoder {
     /// - layer 2 predicts from LAST and GOLDEN and updates nothing.
     /// No frame uses ALTREF, and frames above layer 0 leave the entropy context alone (a dropped frame
     /// would otherwise change how the next one is read).
-    public static func temporalLayerFlags(_ layer: UInt8) -> vpx_enc_frame_flags_t {
+    package static func temporalLayerFlags(_ layer: UInt8) -> vpx_enc_frame_flags_t {
         let noRefGolden = vpx_enc_frame_flags_t(VP8_EFLAG_NO_REF_GF), noRefAlt = vpx_enc_frame_flags_t(VP8_EFLAG_NO_REF_ARF)
         let noUpdLast = vpx_enc_frame_flags_t(VP8_EFLAG_NO_UPD_LAST), noUpdGolden = vpx_enc_frame_flags_t(VP8_EFLAG_NO_UPD_GF)
         let noUpdAlt = vpx_enc_frame_flags_t(VP8_EFLAG_NO_UPD_ARF), noUpdEntropy = vpx_enc_frame_flags_t(VP8_EFLAG_NO_UPD_ENTROPY)
@@ -126,7 +126,7 @@ public final class VP8Encoder {
     ///   - temporalLayer: the frame's layer in the three-layer pattern (``temporalLayerFlags(_:)``);
     ///     nil without temporal layers.
     /// - Returns: the frames produced (one in real-time mode).
-    public func encode(_ picture: I420Image, pts: Int64, forceKeyframe: Bool = false, temporalLayer: UInt8? = nil) throws -> [Frame] {
+    package func encode(_ picture: I420Image, pts: Int64, forceKeyframe: Bool = false, temporalLayer: UInt8? = nil) throws -> [Frame] {
         guard picture.width == configuration.width, picture.height == configuration.height else {
             throw EncoderError(description: "picture \(picture.width)x\(picture.height) is not \(configuration.width)x\(configuration.height)")
         }
@@ -150,7 +150,7 @@ public final class VP8Encoder {
     }
 
     /// Frames still inside the encoder (none in real-time mode with no lag, but libvpx asks for the call).
-    public func flush() -> [Frame] {
+    package func flush() -> [Frame] {
         guard vpx_codec_encode(context, nil, -1, 1, 0, UInt(VPX_DL_REALTIME)) == VPX_CODEC_OK else { return [] }
         return collect()
     }

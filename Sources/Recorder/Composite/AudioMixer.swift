@@ -4,8 +4,8 @@ import Foundation
 /// its sample position (48 kHz, from the publisher's sender reports), and ``mix(from:count:)`` sums
 /// a window of every source into stereo with a soft limiter. Missing samples (gaps, muted or absent
 /// sources) are silence. Samples for a window already mixed are dropped (counted).
-public struct AudioMixer: Sendable {
-    public static let sampleRate = 48000
+package struct AudioMixer: Sendable {
+    package static let sampleRate = 48000
 
     struct Source {
         /// Sample index of `data[0]` (stereo frames).
@@ -17,17 +17,17 @@ public struct AudioMixer: Sendable {
 
     private var sources: [String: Source] = [:]
     /// Everything before this sample index has been mixed.
-    public private(set) var mixedUpTo: Int64?
+    package private(set) var mixedUpTo: Int64?
     /// Stereo frames that came after their window was mixed.
-    public private(set) var lateSamples = 0
+    package private(set) var lateSamples = 0
     /// Each source's RMS (full scale 1) over the last window mixed (0 for silence).
-    public private(set) var levels: [String: Float] = [:]
+    package private(set) var levels: [String: Float] = [:]
 
-    public init() {}
+    package init() {}
 
     /// Adds `pcm` (interleaved, `channels` 1 or 2, Int16) of `source` starting at sample `at`.
     /// Overlapping its own earlier samples, the newer ones win.
-    public mutating func add(source id: String, at: Int64, pcm: [Int16], channels: Int) {
+    package mutating func add(source id: String, at: Int64, pcm: [Int16], channels: Int) {
         guard channels == 1 || channels == 2, !pcm.isEmpty else { return }
         var frames = pcm.count / channels
         var at = at
@@ -65,20 +65,20 @@ public struct AudioMixer: Sendable {
     }
 
     /// Forgets a source (its participant left); what it had not mixed yet is dropped.
-    public mutating func remove(source id: String) {
+    package mutating func remove(source id: String) {
         sources[id] = nil
         levels[id] = nil
     }
 
     /// The samples buffered for `source` after the mixed point (stereo frames).
-    public func buffered(_ id: String) -> Int { sources[id].map { Int(max(0, $0.end - max($0.start, mixedUpTo ?? $0.start))) } ?? 0 }
+    package func buffered(_ id: String) -> Int { sources[id].map { Int(max(0, $0.end - max($0.start, mixedUpTo ?? $0.start))) } ?? 0 }
 
     /// The latest sample any source reaches (nil with nothing buffered).
-    public var bufferedEnd: Int64? { sources.values.filter { !$0.data.isEmpty }.map(\.end).max() }
+    package var bufferedEnd: Int64? { sources.values.filter { !$0.data.isEmpty }.map(\.end).max() }
 
     /// Mixes `count` stereo frames starting at sample `from` (normally where the last mix ended).
     /// - Returns: interleaved stereo Int16, `count * 2` samples.
-    public mutating func mix(from: Int64, count: Int) -> [Int16] {
+    package mutating func mix(from: Int64, count: Int) -> [Int16] {
         var sum = [Float](repeating: 0, count: count * 2)
         var newLevels: [String: Float] = [:]
         sum.withUnsafeMutableBufferPointer { out in
@@ -116,9 +116,9 @@ public struct AudioMixer: Sendable {
     /// Soft limiter: linear up to `knee` (of full scale), then a tanh curve that approaches
     /// `ceiling` without reaching it, continuous in value and slope at the knee. No wrap-around and
     /// no hard clipping when several loud sources add up.
-    public static let knee: Float = 0.75
-    public static let ceiling: Float = 0.98
-    public static func limit(_ x: Float) -> Float {
+    package static let knee: Float = 0.75
+    package static let ceiling: Float = 0.98
+    package static func limit(_ x: Float) -> Float {
         let a = abs(x)
         guard a > knee else { return x }
         let y = knee + (ceiling - knee) * tanh((a - knee) / (ceiling - knee))

@@ -9,29 +9,29 @@
 ///
 /// Cells are rectangles on even coordinates with a small gap; the picture inside keeps its aspect
 /// ratio (``Scaler/draw(_:into:rect:background:)`` letterboxes it).
-public enum CompositeLayout {
-    public enum Kind: String, Sendable, CaseIterable, Codable { case grid, speaker }
+package enum CompositeLayout {
+    package enum Kind: String, Sendable, CaseIterable, Codable { case grid, speaker }
 
-    public struct Participant: Sendable, Equatable {
-        public var id: String
-        public var isSpeaking: Bool
-        public var sharesScreen: Bool
-        public init(id: String, isSpeaking: Bool = false, sharesScreen: Bool = false) {
+    package struct Participant: Sendable, Equatable {
+        package var id: String
+        package var isSpeaking: Bool
+        package var sharesScreen: Bool
+        package init(id: String, isSpeaking: Bool = false, sharesScreen: Bool = false) {
             self.id = id
             self.isSpeaking = isSpeaking
             self.sharesScreen = sharesScreen
         }
     }
 
-    public enum Content: Sendable, Equatable, Hashable {
+    package enum Content: Sendable, Equatable, Hashable {
         case camera(String)
         case screen(String)
     }
 
-    public struct Tile: Sendable, Equatable {
-        public var content: Content
-        public var rect: Rect
-        public init(_ content: Content, _ rect: Rect) {
+    package struct Tile: Sendable, Equatable {
+        package var content: Content
+        package var rect: Rect
+        package init(_ content: Content, _ rect: Rect) {
             self.content = content
             self.rect = rect
         }
@@ -44,7 +44,7 @@ public enum CompositeLayout {
     /// - Parameters:
     ///   - participants: in join order (the order of the grid).
     ///   - width, height: the canvas.
-    public static func tiles(_ participants: [Participant], kind: Kind, width: Int, height: Int) -> [Tile] {
+    package static func tiles(_ participants: [Participant], kind: Kind, width: Int, height: Int) -> [Tile] {
         guard !participants.isEmpty else { return [] }
         let canvas = Rect(x: 0, y: 0, width: width, height: height)
         // The first participant sharing (a second share waits its turn: one main area).

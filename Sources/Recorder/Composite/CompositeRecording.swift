@@ -17,14 +17,14 @@ import SFU
 /// As a virtual subscriber it asks a publisher for a keyframe when a track's jitter buffer gave a
 /// frame up or the decoder needs one, and drops a video track's frames until its next keyframe
 /// when the processing side is behind.
-public final class CompositeRecording: RoomObserver, ProducerTap {
-    public struct Options: Sendable, Equatable {
-        public var layout: CompositeLayout.Kind
-        public var width: Int
-        public var height: Int
-        public var fps: Int
-        public var videoBitrateBps: Int
-        public init(layout: CompositeLayout.Kind = .grid, width: Int = 1280, height: Int = 720, fps: Int = 30, videoBitrateBps: Int = 1_500_000) {
+package final class CompositeRecording: RoomObserver, ProducerTap {
+    package struct Options: Sendable, Equatable {
+        package var layout: CompositeLayout.Kind
+        package var width: Int
+        package var height: Int
+        package var fps: Int
+        package var videoBitrateBps: Int
+        package init(layout: CompositeLayout.Kind = .grid, width: Int = 1280, height: Int = 720, fps: Int = 30, videoBitrateBps: Int = 1_500_000) {
             self.layout = layout
             self.width = width
             self.height = height
@@ -59,11 +59,11 @@ public final class CompositeRecording: RoomObserver, ProducerTap {
         var microphone: Producer?
     }
 
-    public let id: String
-    public let fileID: String
-    public let path: String
-    public let fileName: String
-    public let options: Options
+    package let id: String
+    package let fileID: String
+    package let path: String
+    package let fileName: String
+    package let options: Options
     private let logger: Logger
     private var tracks: [ObjectIdentifier: Track] = [:]
     /// Publishers in order of first appearance (the grid's order).
@@ -74,14 +74,14 @@ public final class CompositeRecording: RoomObserver, ProducerTap {
     private var stepCorrections: [String: Int64] = [:]
     private let inbox: CompositeInbox
     let processor: CompositeProcessor
-    public private(set) var isStopped = false
+    package private(set) var isStopped = false
     private var droppedLogged = 0
 
     private let clock: @Sendable () -> Int64
 
     /// - Parameter clock: the room's monotonic clock (``MediaWorker/nowNanos``; a test's fake one).
     /// - Throws: when the encoders cannot be made (bad options).
-    public init(id: String, directory: String, fileID: String, options: Options, nowNanos: Int64, logger: Logger,
+    package init(id: String, directory: String, fileID: String, options: Options, nowNanos: Int64, logger: Logger,
                 clock: @escaping @Sendable () -> Int64 = { MediaWorker.nowNanos }) throws {
         self.id = id
         self.clock = clock
@@ -101,7 +101,7 @@ public final class CompositeRecording: RoomObserver, ProducerTap {
     }
 
     /// Starts recording `room`: everything it publishes now and later; tells everyone.
-    public func start(in room: Room, nowNanos: Int64) {
+    package func start(in room: Room, nowNanos: Int64) {
         room.addObserver(self)
         room.activeRecordingID = id
         // Everyone who may publish has a tile (a name tile until it sends video), in join order.
@@ -114,7 +114,7 @@ public final class CompositeRecording: RoomObserver, ProducerTap {
 
     /// Stops taking media and tells everyone; the file is finished by the processing queue
     /// (``PendingComposite/finalize()`` waits for it).
-    public func stop(in room: Room, nowNanos: Int64) -> PendingComposite {
+    package func stop(in room: Room, nowNanos: Int64) -> PendingComposite {
         if !isStopped {
             isStopped = true
             room.removeObserver(self)
@@ -186,30 +186,30 @@ public final class CompositeRecording: RoomObserver, ProducerTap {
 
     // MARK: RoomObserver
 
-    public func room(_ room: Room, didPublish producer: Producer, of peer: PeerInfo, nowNanos: Int64) {
+    package func room(_ room: Room, didPublish producer: Producer, of peer: PeerInfo, nowNanos: Int64) {
         guard !isStopped else { return }
         attach(producer, of: peer)
         pushRoster(nowNanos: nowNanos)
     }
 
-    public func room(_ room: Room, didJoin peer: PeerInfo, nowNanos: Int64) {
+    package func room(_ room: Room, didJoin peer: PeerInfo, nowNanos: Int64) {
         guard !isStopped, peer.canPublish else { return }
         join(peer)
         pushRoster(nowNanos: nowNanos)
     }
 
-    public func room(_ room: Room, didToggle producer: Producer, of peer: PeerInfo, nowNanos: Int64) {
+    package func room(_ room: Room, didToggle producer: Producer, of peer: PeerInfo, nowNanos: Int64) {
         guard !isStopped, producer.kind == .video else { return }
         pushRoster(nowNanos: nowNanos)
     }
 
-    public func room(_ room: Room, didUnpublish producer: Producer, of peer: PeerInfo) {
+    package func room(_ room: Room, didUnpublish producer: Producer, of peer: PeerInfo) {
         let now = clock()
         detach(producer, nowNanos: now)
         pushRoster(nowNanos: now)
     }
 
-    public func room(_ room: Room, didRemove peer: PeerInfo) {
+    package func room(_ room: Room, didRemove peer: PeerInfo) {
         let now = clock()
         guard let i = participants.firstIndex(where: { $0.peer.peerID == peer.peerID }) else { return }
         let p = participants[i]
@@ -222,7 +222,7 @@ public final class CompositeRecording: RoomObserver, ProducerTap {
 
     // MARK: ProducerTap
 
-    public func producer(_ producer: Producer, didReceive packet: UnsafeRawBufferPointer, header: RTPHeader, nowNanos: Int64) {
+    package func producer(_ producer: Producer, didReceive packet: UnsafeRawBufferPointer, header: RTPHeader, nowNanos: Int64) {
         guard !isStopped, header.payloadLength > 0, let t = tracks[ObjectIdentifier(producer)] else { return }
         let payload = UnsafeRawBufferPointer(rebasing: packet[header.payloadRange])
         if producer.kind == .video, let last = t.ssrc, last != header.ssrc {
@@ -318,16 +318,16 @@ public final class CompositeRecording: RoomObserver, ProducerTap {
 }
 
 /// A stopped composite whose file the processing queue may still be finishing.
-public struct PendingComposite: Sendable {
+package struct PendingComposite: Sendable {
     let processor: CompositeProcessor
-    public let fileID: String
-    public let path: String
-    public let fileName: String
-    public let options: CompositeRecording.Options
+    package let fileID: String
+    package let path: String
+    package let fileName: String
+    package let options: CompositeRecording.Options
 
     /// Waits until the processing queue has written everything and the file is on disk.
     /// - Returns: the file, and an error if writing failed.
-    public func finalize() async -> (RecordedFile, String?) {
+    package func finalize() async -> (RecordedFile, String?) {
         let result = await processor.result()
         let error = await processor.sink.close()
         let file = RecordedFile(id: fileID, peerID: "", userID: "composite", fileName: fileName, path: path, source: "composite", format: "webm",

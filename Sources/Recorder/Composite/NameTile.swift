@@ -3,21 +3,21 @@ import CFreeType
 /// Draws a participant's name with FreeType (anti-aliased glyphs from a TrueType font, DejaVu Sans
 /// from Debian's fonts-dejavu-core by default) for the tiles of participants without video.
 /// Not thread-safe: one owner at a time (FreeType's library object is not).
-public final class NameTileRenderer {
-    public static let defaultFontPath = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
-    public static let background = YUV(y: 48, u: 128, v: 128)
-    public static let textLuma: UInt8 = 235
+package final class NameTileRenderer {
+    package static let defaultFontPath = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+    package static let background = YUV(y: 48, u: 128, v: 128)
+    package static let textLuma: UInt8 = 235
 
     private var library: FT_Library?
     private var face: FT_Face?
     /// Tiles already drawn, by name and size (a tile is redrawn only when its layout changes).
     private var cache: [String: I420Image] = [:]
 
-    public struct FontError: Error, CustomStringConvertible {
-        public let description: String
+    package struct FontError: Error, CustomStringConvertible {
+        package let description: String
     }
 
-    public init(fontPath: String = NameTileRenderer.defaultFontPath) throws {
+    package init(fontPath: String = NameTileRenderer.defaultFontPath) throws {
         var lib: FT_Library?
         guard FT_Init_FreeType(&lib) == 0, let lib else { throw FontError(description: "FT_Init_FreeType failed") }
         library = lib
@@ -37,7 +37,7 @@ public final class NameTileRenderer {
     }
 
     /// A `width` x `height` tile with `name` centred in white on dark grey, shrunk to fit.
-    public func tile(name: String, width: Int, height: Int) -> I420Image {
+    package func tile(name: String, width: Int, height: Int) -> I420Image {
         let key = "\(width)x\(height):\(name)"
         if let cached = cache[key] { return cached }
         var img = I420Image(width: max(2, width), height: max(2, height), fill: Self.background)

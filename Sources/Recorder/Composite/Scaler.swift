@@ -1,10 +1,10 @@
 /// Draws one picture into a rectangle of another, aspect-fit (letterboxed): bilinear filtering in
 /// 16.16 fixed point, with the source coordinates of each output column and row computed once per
 /// call. The letterbox bars are filled with `background`.
-public enum Scaler {
+package enum Scaler {
     /// The largest rectangle with the aspect ratio `width:height` centred in `rect`, on even
     /// coordinates (so chroma, one sample per 2x2 block, stays inside it).
-    public static func fit(width: Int, height: Int, in rect: Rect) -> Rect {
+    package static func fit(width: Int, height: Int, in rect: Rect) -> Rect {
         guard width > 0, height > 0, rect.width > 0, rect.height > 0 else { return Rect(x: rect.x, y: rect.y, width: 0, height: 0) }
         var w = rect.width, h = rect.height
         if width * rect.height > height * rect.width {
@@ -22,7 +22,7 @@ public enum Scaler {
     /// Draws `src` aspect-fit into `rect` of `dst` (clipped to `dst`), bars in `background`.
     /// - Returns: where the picture went.
     @discardableResult
-    public static func draw(_ src: I420Image, into dst: inout I420Image, rect: Rect, background: YUV? = .black) -> Rect {
+    package static func draw(_ src: I420Image, into dst: inout I420Image, rect: Rect, background: YUV? = .black) -> Rect {
         let target = fit(width: src.width, height: src.height, in: rect)
         if let background {
             // Bars only: the picture covers the rest.
@@ -93,7 +93,7 @@ public enum Scaler {
     }
 
     /// Copies `src` unscaled to (x, y) of `dst` (clipped); both origins even.
-    public static func blit(_ src: I420Image, into dst: inout I420Image, x: Int, y: Int) {
+    package static func blit(_ src: I420Image, into dst: inout I420Image, x: Int, y: Int) {
         let clip = Rect(x: x, y: y, width: src.width, height: src.height).clipped(width: dst.width, height: dst.height)
         guard clip.width > 0, clip.height > 0 else { return }
         func copy(_ s: [UInt8], sw: Int, into d: inout [UInt8], dw: Int, sx: Int, sy: Int, dx: Int, dy: Int, w: Int, h: Int) {

@@ -3,25 +3,25 @@ import RTP
 import SFU
 
 /// What a finished participant file is, for the metadata.
-public struct RecordedFile: Sendable, Equatable {
-    public var id: String
-    public var peerID: String
-    public var userID: String
-    public var fileName: String
-    public var path: String
+package struct RecordedFile: Sendable, Equatable {
+    package var id: String
+    package var peerID: String
+    package var userID: String
+    package var fileName: String
+    package var path: String
     /// What the file shows: "camera" (with the microphone) or "screen" (a screen share, video only).
-    public var source: String
+    package var source: String
     /// "webm", or "mkv" for H.264 video (Matroska).
-    public var format: String
-    public var videoCodec: String?
-    public var audioCodec: String?
-    public var trackKinds: [String]
-    public var width: Int?
-    public var height: Int?
-    public var sizeBytes: Int
-    public var durationMs: Int64
-    public var videoFrames: Int
-    public var audioFrames: Int
+    package var format: String
+    package var videoCodec: String?
+    package var audioCodec: String?
+    package var trackKinds: [String]
+    package var width: Int?
+    package var height: Int?
+    package var sizeBytes: Int
+    package var durationMs: Int64
+    package var videoFrames: Int
+    package var audioFrames: Int
 }
 
 /// One participant's file of one source: its camera and microphone, or its screen share (video
@@ -351,16 +351,16 @@ final class ParticipantRecording: ProducerTap {
 }
 
 /// A stopped participant file whose last writes may still be queued.
-public struct PendingFile: Sendable {
+package struct PendingFile: Sendable {
     /// nil: nothing was written (no file was made).
     let sink: FileSink?
-    public let file: RecordedFile
+    package let file: RecordedFile
 
     /// Starts closing the file (its last writes go first) without waiting.
     func closeSoon() { sink?.closeSoon() }
 
     /// Waits until the file is on disk. - Returns: the file, and a write error if there was one.
-    public func finalize() async -> (RecordedFile, String?) {
+    package func finalize() async -> (RecordedFile, String?) {
         let error = await sink?.close()
         return (file, error)
     }

@@ -5,24 +5,24 @@ import SFU
 /// (one file) per publishing participant and source (camera with microphone; screen share),
 /// attaching to tracks as they are published and finishing a participant's files when it leaves.
 /// Confined to the room's loop.
-public final class RoomRecording: RoomObserver {
-    public let id: String
-    public let directory: String
+package final class RoomRecording: RoomObserver {
+    package let id: String
+    package let directory: String
     private struct Key: Hashable {
         var peerID: String
         var source: TrackSource
     }
     private var files: [Key: ParticipantRecording] = [:]
     private var done: [PendingFile] = []
-    public private(set) var isStopped = false
+    package private(set) var isStopped = false
 
-    public init(id: String, directory: String) {
+    package init(id: String, directory: String) {
         self.id = id
         self.directory = directory
     }
 
     /// Starts recording everything `room` publishes now and later, and tells everyone in the room.
-    public func start(in room: Room) {
+    package func start(in room: Room) {
         room.addObserver(self)
         room.activeRecordingID = id
         for (peer, producer) in room.publishedTracks() { file(for: peer, source: ParticipantRecording.fileSource(of: producer)).attach(producer) }
@@ -30,7 +30,7 @@ public final class RoomRecording: RoomObserver {
     }
 
     /// Stops, tells everyone, and returns the files to finalize.
-    public func stop(in room: Room) -> [PendingFile] {
+    package func stop(in room: Room) -> [PendingFile] {
         guard !isStopped else { return [] }
         isStopped = true
         room.removeObserver(self)
@@ -50,16 +50,16 @@ public final class RoomRecording: RoomObserver {
     }
 
 
-    public func room(_ room: Room, didPublish producer: Producer, of peer: PeerInfo, nowNanos: Int64) {
+    package func room(_ room: Room, didPublish producer: Producer, of peer: PeerInfo, nowNanos: Int64) {
         guard !isStopped else { return }
         file(for: peer, source: ParticipantRecording.fileSource(of: producer)).attach(producer)
     }
 
-    public func room(_ room: Room, didUnpublish producer: Producer, of peer: PeerInfo) {
+    package func room(_ room: Room, didUnpublish producer: Producer, of peer: PeerInfo) {
         files[Key(peerID: peer.peerID, source: ParticipantRecording.fileSource(of: producer))]?.detach(producer)
     }
 
-    public func room(_ room: Room, didRemove peer: PeerInfo) {
+    package func room(_ room: Room, didRemove peer: PeerInfo) {
         for key in files.keys.filter({ $0.peerID == peer.peerID }).sorted(by: { $0.source.rawValue < $1.source.rawValue }) {
             // Finished now, closed now (the metadata is still collected at stop): a recording of a
             // long call with many joins and leaves does not keep a descriptor per departed file.

@@ -2,29 +2,29 @@ import CPNG
 import CTurboJPEG
 
 /// A snapshot's image file format.
-public enum SnapshotFormat: String, Sendable, CaseIterable, Codable {
+package enum SnapshotFormat: String, Sendable, CaseIterable, Codable {
     case jpeg, png
 
-    public var fileExtension: String { self == .jpeg ? "jpg" : "png" }
-    public var contentType: String { self == .jpeg ? "image/jpeg" : "image/png" }
+    package var fileExtension: String { self == .jpeg ? "jpg" : "png" }
+    package var contentType: String { self == .jpeg ? "image/jpeg" : "image/png" }
 }
 
 /// Encodes a decoded picture as JPEG (libjpeg-turbo's TurboJPEG from the I420 planes, moved from
 /// limited to JFIF's full range, 4:2:0 like the source) or PNG (libpng's simplified API, after a BT.601
 /// conversion to RGB).
-public enum SnapshotImage {
-    public struct EncodeError: Error, CustomStringConvertible {
-        public let description: String
+package enum SnapshotImage {
+    package struct EncodeError: Error, CustomStringConvertible {
+        package let description: String
     }
 
-    public static func encode(_ image: I420Image, as format: SnapshotFormat, jpegQuality: Int = 90) throws -> [UInt8] {
+    package static func encode(_ image: I420Image, as format: SnapshotFormat, jpegQuality: Int = 90) throws -> [UInt8] {
         switch format {
         case .jpeg: try jpeg(image, quality: jpegQuality)
         case .png: try png(image)
         }
     }
 
-    public static func jpeg(_ image: I420Image, quality: Int = 90) throws -> [UInt8] {
+    package static func jpeg(_ image: I420Image, quality: Int = 90) throws -> [UInt8] {
         guard let handle = tjInitCompress() else { throw EncodeError(description: "tjInitCompress failed") }
         defer { tjDestroy(handle) }
         var output: UnsafeMutablePointer<UInt8>?
@@ -59,7 +59,7 @@ public enum SnapshotImage {
         return UInt8(max(0, min(255, scaled)))
     }
 
-    public static func png(_ image: I420Image) throws -> [UInt8] {
+    package static func png(_ image: I420Image) throws -> [UInt8] {
         let rgb = self.rgb(image)
         var info = png_image()
         info.version = UInt32(PNG_IMAGE_VERSION)
@@ -83,7 +83,7 @@ public enum SnapshotImage {
     }
 
     /// Packed RGB from I420, BT.601 limited range (what VP8 carries), in integer arithmetic.
-    public static func rgb(_ image: I420Image) -> [UInt8] {
+    package static func rgb(_ image: I420Image) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: image.width * image.height * 3)
         let cw = image.chromaWidth
         @inline(__always) func clamp(_ v: Int) -> UInt8 { UInt8(max(0, min(255, v))) }

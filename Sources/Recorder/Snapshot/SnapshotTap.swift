@@ -5,22 +5,22 @@ import SFU
 /// stream the recorder would, the highest simulcast layer that sends), asks the publisher for a
 /// keyframe, and hands the first whole keyframe to `onKeyframe`, then detaches. Confined to the
 /// room's loop; the caller times it out with ``cancel()``.
-public final class SnapshotTap: ProducerTap {
-    public let producer: Producer
+package final class SnapshotTap: ProducerTap {
+    package let producer: Producer
     private var assembler = FrameAssembler(codec: .vp8)
     private var onKeyframe: ((AssembledFrame) -> Void)?
 
     /// Starts watching `producer` (VP8 video only: the caller checks).
-    public init(producer: Producer, nowNanos: Int64, onKeyframe: @escaping (AssembledFrame) -> Void) {
+    package init(producer: Producer, nowNanos: Int64, onKeyframe: @escaping (AssembledFrame) -> Void) {
         self.producer = producer
         self.onKeyframe = onKeyframe
         producer.taps.append(self)
         producer.requestKeyframe(nowNanos: nowNanos)
     }
 
-    public var isDone: Bool { onKeyframe == nil }
+    package var isDone: Bool { onKeyframe == nil }
 
-    public func producer(_ producer: Producer, didReceive packet: UnsafeRawBufferPointer, header: RTPHeader, nowNanos: Int64) {
+    package func producer(_ producer: Producer, didReceive packet: UnsafeRawBufferPointer, header: RTPHeader, nowNanos: Int64) {
         guard onKeyframe != nil, header.payloadLength > 0 else { return }
         let payload = UnsafeRawBufferPointer(rebasing: packet[header.payloadRange])
         let frames = assembler.push(sequenceNumber: header.sequenceNumber, timestamp: header.timestamp, marker: header.marker,
@@ -36,7 +36,7 @@ public final class SnapshotTap: ProducerTap {
     }
 
     /// Detaches without a result (timeout, or the producer went away).
-    public func cancel() {
+    package func cancel() {
         onKeyframe = nil
         producer.taps.removeAll { $0 === self }
     }

@@ -3,27 +3,27 @@ import Foundation
 /// Reads back what a WebMWriter wrote, however far it got: the tracks, the frames of every complete
 /// cluster and where the last complete top-level element ends. Used to finalize recordings after a
 /// crash (the file may end in the middle of a cluster).
-public struct WebMScan: Sendable, Equatable {
-    public var videoFrames = 0
-    public var audioFrames = 0
-    public var width: Int?
-    public var height: Int?
-    public var lastTimestampMs: Int64 = 0
+package struct WebMScan: Sendable, Equatable {
+    package var videoFrames = 0
+    package var audioFrames = 0
+    package var width: Int?
+    package var height: Int?
+    package var lastTimestampMs: Int64 = 0
     /// Bytes up to the end of the last complete element (the rest is a cut-off cluster).
-    public var validLength = 0
-    public var hasVideoTrack = false
-    public var hasAudioTrack = false
+    package var validLength = 0
+    package var hasVideoTrack = false
+    package var hasAudioTrack = false
 
-    public var durationMs: Int64 { videoFrames + audioFrames == 0 ? 0 : lastTimestampMs + (hasVideoTrack ? 33 : 20) }
+    package var durationMs: Int64 { videoFrames + audioFrames == 0 ? 0 : lastTimestampMs + (hasVideoTrack ? 33 : 20) }
 
     /// Bytes of the file scanned (where `validLength` falls short of it, the file is to be cut).
-    public var scannedLength = 0
+    package var scannedLength = 0
     /// Top-level elements larger than this end the scan (a corrupt size): the scan holds one
     /// element in memory at a time, never the file.
-    public static let maxElementBytes = 256 << 20
+    package static let maxElementBytes = 256 << 20
 
     /// Scans `bytes`; nil when it does not start like a WebM file.
-    public init?(bytes: [UInt8]) {
+    package init?(bytes: [UInt8]) {
         self.init(length: bytes.count) { offset, count in
             offset >= bytes.count ? [] : Array(bytes[offset..<min(bytes.count, offset + count)])
         }
@@ -32,7 +32,7 @@ public struct WebMScan: Sendable, Equatable {
     /// Scans the file at `path` element by element (a multi-gigabyte recording is never read whole:
     /// headers, the tracks and one cluster at a time); nil when it cannot be read or does not start
     /// like a WebM file.
-    public init?(path: String) {
+    package init?(path: String) {
         guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
         defer { try? handle.close() }
         guard let end = try? handle.seekToEnd(), let length = Int(exactly: end) else { return nil }

@@ -9,41 +9,41 @@
 /// The Segment is written with the "unknown" size and the Info's Duration as a placeholder, both
 /// patched at the end. Clusters start at every video keyframe and at least every second; a cue points
 /// at each cluster that starts with a keyframe (or at every cluster of an audio-only file).
-public final class WebMWriter {
-    public enum Track: Sendable, Equatable { case video, audio }
-    public enum VideoCodec: Sendable, Equatable { case vp8, h264 }
+package final class WebMWriter {
+    package enum Track: Sendable, Equatable { case video, audio }
+    package enum VideoCodec: Sendable, Equatable { case vp8, h264 }
 
-    public struct Configuration: Sendable, Equatable {
-        public var video: (width: Int, height: Int)?
-        public var audio: (channels: Int, sampleRate: Int)?
-        public var videoCodec: VideoCodec
-        public var muxingApp = "sfu"
-        public init(video: (width: Int, height: Int)?, audio: (channels: Int, sampleRate: Int)?, videoCodec: VideoCodec = .vp8) {
+    package struct Configuration: Sendable, Equatable {
+        package var video: (width: Int, height: Int)?
+        package var audio: (channels: Int, sampleRate: Int)?
+        package var videoCodec: VideoCodec
+        package var muxingApp = "sfu"
+        package init(video: (width: Int, height: Int)?, audio: (channels: Int, sampleRate: Int)?, videoCodec: VideoCodec = .vp8) {
             self.video = video
             self.audio = audio
             self.videoCodec = videoCodec
         }
-        public static func == (a: Configuration, b: Configuration) -> Bool {
+        package static func == (a: Configuration, b: Configuration) -> Bool {
             a.video?.width == b.video?.width && a.video?.height == b.video?.height && a.videoCodec == b.videoCodec
                 && a.audio?.channels == b.audio?.channels && a.audio?.sampleRate == b.audio?.sampleRate && a.muxingApp == b.muxingApp
         }
         /// Matroska (H.264 video) rather than WebM.
-        public var isMatroska: Bool { video != nil && videoCodec == .h264 }
+        package var isMatroska: Bool { video != nil && videoCodec == .h264 }
     }
 
     /// Bytes reserved in the video TrackEntry for the CodecPrivate of H.264 (a Void until patched).
     static let reservedCodecPrivate = 512
     /// File offset of the reserved bytes (0: none).
     private var codecPrivateOffset = 0
-    public private(set) var hasCodecPrivate = false
+    package private(set) var hasCodecPrivate = false
 
-    public let configuration: Configuration
+    package let configuration: Configuration
     /// Bytes handed out so far (the file's size once appended).
-    public private(set) var size = 0
+    package private(set) var size = 0
     /// Frames written, by track.
-    public private(set) var videoFrames = 0
-    public private(set) var audioFrames = 0
-    public private(set) var lastTimestampMs: Int64 = 0
+    package private(set) var videoFrames = 0
+    package private(set) var audioFrames = 0
+    package private(set) var lastTimestampMs: Int64 = 0
     private var lastVideoMs: Int64 = 0
     private var lastAudioMs: Int64 = 0
     private var segmentDataStart = 0
@@ -57,7 +57,7 @@ public final class WebMWriter {
     private var started = false
     static let maxClusterMs: Int64 = 1000
 
-    public init(configuration: Configuration) {
+    package init(configuration: Configuration) {
         self.configuration = configuration
     }
 
@@ -65,7 +65,7 @@ public final class WebMWriter {
     var audioTrackNumber: UInt64? { configuration.audio == nil ? nil : (configuration.video == nil ? 1 : 2) }
 
     /// The EBML header, the Segment start, Info and Tracks.
-    public func start() -> [UInt8] {
+    package func start() -> [UInt8] {
         precondition(!started)
         started = true
         var out: [UInt8] = []
@@ -150,7 +150,7 @@ public final class WebMWriter {
     /// The H.264 track's CodecPrivate (an avcC record), written over the room the header reserved:
     /// CodecPrivate, then a Void for what is left. Once only.
     /// - Returns: the patch `(file offset, bytes)`, or nil when there is no such room or it is too small.
-    public func setCodecPrivate(_ bytes: [UInt8]) -> (offset: Int, bytes: [UInt8])? {
+    package func setCodecPrivate(_ bytes: [UInt8]) -> (offset: Int, bytes: [UInt8])? {
         guard started, codecPrivateOffset > 0, !hasCodecPrivate else { return nil }
         var patch: [UInt8] = []
         EBML.appendID(MKV.codecPrivate, to: &patch)
@@ -177,7 +177,7 @@ public final class WebMWriter {
 
     /// Adds one frame at `timestampMs` (non-decreasing across tracks: the caller interleaves).
     /// - Returns: the bytes of a cluster that closed, to append to the file (often empty).
-    public func add(_ track: Track, timestampMs: Int64, keyframe: Bool, data: UnsafeRawBufferPointer) -> [UInt8] {
+    package func add(_ track: Track, timestampMs: Int64, keyframe: Bool, data: UnsafeRawBufferPointer) -> [UInt8] {
         precondition(started)
         guard let number = track == .video ? videoTrackNumber : audioTrackNumber else { return [] }
         // Never back in time within a track (players require increasing timestamps per stream).
@@ -230,11 +230,11 @@ public final class WebMWriter {
     }
 
     /// The recording's duration: the last frame's time plus one frame.
-    public var durationMs: Int64 { videoFrames + audioFrames == 0 ? 0 : lastTimestampMs + (configuration.video != nil ? 33 : 20) }
+    package var durationMs: Int64 { videoFrames + audioFrames == 0 ? 0 : lastTimestampMs + (configuration.video != nil ? 33 : 20) }
 
     /// Closes the last cluster and writes the Cues.
     /// - Returns: bytes to append, then patches `(file offset, bytes)` to write over what is there.
-    public func finish() -> (append: [UInt8], patches: [(offset: Int, bytes: [UInt8])]) {
+    package func finish() -> (append: [UInt8], patches: [(offset: Int, bytes: [UInt8])]) {
         var out = closeCluster()  // counted in `size` already
         let cuesStart = out.count
         if !cues.isEmpty {

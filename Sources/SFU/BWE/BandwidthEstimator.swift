@@ -16,20 +16,20 @@ import Foundation
 ///   raises it no further than what the path delivered at that overuse: the burst saw the
 ///   bottleneck's capacity, cross traffic included.
 /// The estimate is the smaller of the two, never below `minBitrate`.
-public struct BandwidthEstimator: Sendable {
-    public struct Configuration: Sendable {
-        public var startBitrate: Double = 300_000
-        public var minBitrate: Double = 50_000
-        public var maxBitrate: Double = 20_000_000
-        public init() {}
+package struct BandwidthEstimator: Sendable {
+    package struct Configuration: Sendable {
+        package var startBitrate: Double = 300_000
+        package var minBitrate: Double = 50_000
+        package var maxBitrate: Double = 20_000_000
+        package init() {}
     }
 
-    public enum Usage: Sendable, Equatable { case normal, overusing, underusing }
+    package enum Usage: Sendable, Equatable { case normal, overusing, underusing }
 
-    public let configuration: Configuration
-    public private(set) var estimate: Double
-    public private(set) var usage: Usage = .normal
-    public private(set) var lossFraction: Double = 0
+    package let configuration: Configuration
+    package private(set) var estimate: Double
+    package private(set) var usage: Usage = .normal
+    package private(set) var lossFraction: Double = 0
     private var delayBased: Double
     private var lossBased: Double
     // Inter-arrival grouping.
@@ -52,10 +52,10 @@ public struct BandwidthEstimator: Sendable {
     private var lastDecreaseNanos: Int64?
     private var bitrateAtOveruse: Double?
     private var acked: [(arrivalNanos: Int64, size: Int)] = []
-    public private(set) var ackedBitrate: Double?
+    package private(set) var ackedBitrate: Double?
     /// What arrived over the last `recentAckedWindowNanos` only: at a step down of the path, the
     /// rate the bottleneck delivers now, where `ackedBitrate` still holds half a second of the old rate.
-    public private(set) var recentAckedBitrate: Double?
+    package private(set) var recentAckedBitrate: Double?
     static let recentAckedWindowNanos: Int64 = 150_000_000
     private var rttNanos: Int64 = 100_000_000
     // Loss window.
@@ -69,7 +69,7 @@ public struct BandwidthEstimator: Sendable {
     private var lastProbeNanos: Int64?
     private var stableSinceNanos: Int64?
     /// The rate the subscriber's layers could use: probing stops there.
-    public var desiredBitrate: Double = 0
+    package var desiredBitrate: Double = 0
     /// A probe the path did not hold (overuse soon after): later probes stay under 90% of it
     /// until `probeCapUntil`; each new failure doubles how long.
     private var probeCap: Double?
@@ -79,15 +79,15 @@ public struct BandwidthEstimator: Sendable {
     private var lastLossDecreaseNanos: Int64?
     /// Set by the subscriber while a video track is paused for bandwidth: the estimate then does not
     /// decay for being application-limited.
-    public var holdWhileApplicationLimited = false
+    package var holdWhileApplicationLimited = false
     /// Set by the subscriber: what its current layers cost (their measured bitrates, audio
     /// included). An application-limited estimate decays to 1.5x the larger of this and the acked
     /// rate: the acked rate of a keyframe-heavy stream (a temporal cap leaves mostly keyframes)
     /// swings well below its average between keyframes, and the estimate must not follow it down
     /// under what the allocation needs.
-    public var allocatedBitrate: Double = 0
+    package var allocatedBitrate: Double = 0
     /// When the estimate was last cut for congestion (delay overuse or loss), nil if never.
-    public var lastCongestionNanos: Int64? {
+    package var lastCongestionNanos: Int64? {
         switch (lastDecreaseNanos, lastLossDecreaseNanos) {
         case let (d?, l?): max(d, l)
         case let (d, l): d ?? l
@@ -103,24 +103,24 @@ public struct BandwidthEstimator: Sendable {
     static let provenWindowNanos: Int64 = 30_000_000_000
     /// A full video packet (bytes): the step of additive increase near a known limit (one packet
     /// per RTT, libwebrtc's AIMD) and the size probe clusters are counted in.
-    public static let typicalPacketBytes = 1200
+    package static let typicalPacketBytes = 1200
     /// The highest rate the path carried without congestion in the last ``provenWindowNanos`` (nil: none).
-    public var provenBitrate: Double? { provenSamples.map(\.bitrate).max() }
+    package var provenBitrate: Double? { provenSamples.map(\.bitrate).max() }
     /// When the last probe came back at 80% of its rate or more: the next may follow at once.
     private var probeCarried: Int64?
 
-    public init(configuration: Configuration = Configuration()) {
+    package init(configuration: Configuration = Configuration()) {
         self.configuration = configuration
         estimate = configuration.startBitrate
         delayBased = configuration.startBitrate
         lossBased = configuration.maxBitrate
     }
 
-    public mutating func setRTT(nanos: Int64) { rttNanos = max(10_000_000, nanos) }
+    package mutating func setRTT(nanos: Int64) { rttNanos = max(10_000_000, nanos) }
 
     /// A probe cluster to send now, if one is due: its id (stamp it on the packets' send-history
     /// entries), the rate to send at and how many bytes.
-    public mutating func probeToSend(nowNanos: Int64, packetSize: Int = BandwidthEstimator.typicalPacketBytes) -> (cluster: Int, bitrate: Double, bytes: Int)? {
+    package mutating func probeToSend(nowNanos: Int64, packetSize: Int = BandwidthEstimator.typicalPacketBytes) -> (cluster: Int, bitrate: Double, bytes: Int)? {
         // Anything short of the desired rate is worth a probe: an application-limited estimate no
         // longer grows by itself, so the last 10% before an upgrade's headroom come from probes too.
         guard desiredBitrate > estimate, usage == .normal, let stable = stableSinceNanos else { return nil }
@@ -155,7 +155,7 @@ public struct BandwidthEstimator: Sendable {
     }
 
     /// Feeds the results of one transport-cc feedback.
-    public mutating func onFeedback(_ results: [PacketResult], nowNanos: Int64) {
+    package mutating func onFeedback(_ results: [PacketResult], nowNanos: Int64) {
         guard !results.isEmpty else { return }
         for r in results {
             lossWindow.append((nowNanos, r.arrivalNanos == nil))

@@ -14,44 +14,44 @@
 ///   downgrade);
 /// - resuming a paused track needs `resumeHeadroom` times its lowest layer (a new track needs no
 ///   headroom).
-public struct LayerAllocator: Sendable {
-    public var upgradeHeadroom = 1.15
-    public var resumeHeadroom = 1.3
-    public var keepFactor = 1.0
+package struct LayerAllocator: Sendable {
+    package var upgradeHeadroom = 1.15
+    package var resumeHeadroom = 1.3
+    package var keepFactor = 1.0
 
     /// A layer: spatial index (0 lowest) and the highest temporal layer forwarded.
-    public struct Layer: Sendable, Equatable, Comparable {
-        public var spatial: Int
-        public var temporal: Int
-        public init(spatial: Int, temporal: Int) {
+    package struct Layer: Sendable, Equatable, Comparable {
+        package var spatial: Int
+        package var temporal: Int
+        package init(spatial: Int, temporal: Int) {
             self.spatial = spatial
             self.temporal = temporal
         }
-        public static func < (a: Layer, b: Layer) -> Bool { (a.spatial, a.temporal) < (b.spatial, b.temporal) }
+        package static func < (a: Layer, b: Layer) -> Bool { (a.spatial, a.temporal) < (b.spatial, b.temporal) }
     }
 
-    public enum Choice: Sendable, Equatable {
+    package enum Choice: Sendable, Equatable {
         case paused
         case layer(Layer)
 
-        public var layer: Layer? {
+        package var layer: Layer? {
             if case .layer(let l) = self { return l }
             return nil
         }
     }
 
-    public struct Track: Sendable, Equatable {
+    package struct Track: Sendable, Equatable {
         /// Higher goes first (screen 3, active speaker 2, other cameras 1).
-        public var priority: Int
+        package var priority: Int
         /// `bitrates[s][t]`: bits/s of spatial layer s with temporal layers 0...t; nil where the
         /// publisher does not send that layer.
-        public var bitrates: [[Int64?]]
+        package var bitrates: [[Int64?]]
         /// What the track has now (nil: nothing yet, treated like paused for headroom).
-        public var current: Choice?
+        package var current: Choice?
         /// The caller's hold after a recent downgrade.
-        public var upgradesAllowed: Bool
+        package var upgradesAllowed: Bool
 
-        public init(priority: Int, bitrates: [[Int64?]], current: Choice?, upgradesAllowed: Bool = true) {
+        package init(priority: Int, bitrates: [[Int64?]], current: Choice?, upgradesAllowed: Bool = true) {
             self.priority = priority
             self.bitrates = bitrates
             self.current = current
@@ -59,9 +59,9 @@ public struct LayerAllocator: Sendable {
         }
 
         /// The cheapest layer the publisher sends.
-        public var lowestLayer: Layer? { layers.first }
+        package var lowestLayer: Layer? { layers.first }
 
-        public func cost(_ l: Layer) -> Int64? {
+        package func cost(_ l: Layer) -> Int64? {
             guard l.spatial >= 0, l.spatial < bitrates.count, l.temporal >= 0, l.temporal < bitrates[l.spatial].count else { return nil }
             return bitrates[l.spatial][l.temporal]
         }
@@ -76,10 +76,10 @@ public struct LayerAllocator: Sendable {
         }
     }
 
-    public init() {}
+    package init() {}
 
     /// The choice per track (same order as `tracks`) for `budget` bits/s of video.
-    public func allocate(budget: Double, tracks: [Track]) -> [Choice] {
+    package func allocate(budget: Double, tracks: [Track]) -> [Choice] {
         var choices = [Choice](repeating: .paused, count: tracks.count)
         var remaining = budget
         let order = tracks.indices.sorted { tracks[$0].priority > tracks[$1].priority || (tracks[$0].priority == tracks[$1].priority && $0 < $1) }
@@ -141,20 +141,20 @@ public struct LayerAllocator: Sendable {
 /// (issue 20: at most 2 spatial switches a minute at a steady constraint). The hold does not apply
 /// once the estimate is 1.5x what it was at the downgrade: the path changed (a limit was lifted),
 /// and the climb back must not wait a minute.
-public struct UpgradeHold: Sendable, Equatable {
-    public var baseNanos: Int64
-    public static let memoryNanos: Int64 = 60_000_000_000
-    public static let maxDoublings = 4
-    public static let pathChangeFactor = 1.5
-    public private(set) var lastDowngradeNanos: Int64?
+package struct UpgradeHold: Sendable, Equatable {
+    package var baseNanos: Int64
+    package static let memoryNanos: Int64 = 60_000_000_000
+    package static let maxDoublings = 4
+    package static let pathChangeFactor = 1.5
+    package private(set) var lastDowngradeNanos: Int64?
     /// The downlink estimate at the last downgrade (nil: not known).
-    public private(set) var estimateAtDowngrade: Double?
+    package private(set) var estimateAtDowngrade: Double?
     /// Doublings of the base for the current hold.
-    public private(set) var level = 0
+    package private(set) var level = 0
 
-    public init(baseNanos: Int64) { self.baseNanos = baseNanos }
+    package init(baseNanos: Int64) { self.baseNanos = baseNanos }
 
-    public mutating func downgraded(at nanos: Int64, estimate: Double? = nil) {
+    package mutating func downgraded(at nanos: Int64, estimate: Double? = nil) {
         if let last = lastDowngradeNanos, nanos - last < holdNanos + Self.memoryNanos {
             level = min(level + 1, Self.maxDoublings)
         } else {
@@ -165,10 +165,10 @@ public struct UpgradeHold: Sendable, Equatable {
     }
 
     /// How long upgrades wait after the last downgrade.
-    public var holdNanos: Int64 { baseNanos << Int64(level) }
+    package var holdNanos: Int64 { baseNanos << Int64(level) }
 
     /// Whether upgrades are held at `nanos` (with the downlink estimate then, when known).
-    public func holds(at nanos: Int64, estimate: Double? = nil) -> Bool {
+    package func holds(at nanos: Int64, estimate: Double? = nil) -> Bool {
         guard let last = lastDowngradeNanos else { return false }
         if let now = estimate, let then = estimateAtDowngrade, now >= Self.pathChangeFactor * then { return false }
         return nanos - last < holdNanos

@@ -1,19 +1,19 @@
 import RTP
 
 /// One packet's fate, from transport-cc feedback.
-public struct PacketResult: Sendable, Equatable {
-    public var sequence: Int64
-    public var sendNanos: Int64
-    public var size: Int
+package struct PacketResult: Sendable, Equatable {
+    package var sequence: Int64
+    package var sendNanos: Int64
+    package var size: Int
     /// nil: reported lost.
-    public var arrivalNanos: Int64?
+    package var arrivalNanos: Int64?
     /// Part of a probe cluster.
-    public var probeCluster: Int?
+    package var probeCluster: Int?
 }
 
 /// What we sent with a transport-wide sequence number, matched against transport-cc feedback
 /// (the send side of GCC, as libwebrtc's TransportFeedbackAdapter). Sans-IO; bounded.
-public struct SendHistory: Sendable {
+package struct SendHistory: Sendable {
     /// 32 bytes: the ring is touched once per packet sent and once per packet reported.
     struct Sent {
         var sequence: Int64 = -1
@@ -29,7 +29,7 @@ public struct SendHistory: Sendable {
     private var sent: [Sent]
     private var unwrapper = SequenceUnwrapper()
     private var feedbackUnwrapper = SequenceUnwrapper()
-    public let capacity: Int
+    package let capacity: Int
     /// The receiver's clock offset is unknown: arrival times are relative to the first feedback's reference.
     private var referenceBaseMicros: Int64?
     private var lastReferenceMicros: Int64 = 0
@@ -37,7 +37,7 @@ public struct SendHistory: Sendable {
     /// Feedback comes every 50-250 ms; its reference time moves by about that much.
     static let maxReferenceStepMicros: Int64 = 60_000_000
 
-    public init(capacity: Int = 4096) {
+    package init(capacity: Int = 4096) {
         let c = capacity.roundedUpToPowerOfTwo
         self.capacity = c
         sent = [Sent](repeating: Sent(), count: c)
@@ -45,7 +45,7 @@ public struct SendHistory: Sendable {
 
     /// Records a packet given a transport-wide sequence number, queued at `sendNanos` into the
     /// host's write batch `batch` (``SessionHost/writeBatch``).
-    public mutating func onSent(sequence: UInt16, sendNanos: Int64, size: Int, probeCluster: Int? = nil, batch: UInt64 = 0) {
+    package mutating func onSent(sequence: UInt16, sendNanos: Int64, size: Int, probeCluster: Int? = nil, batch: UInt64 = 0) {
         let s = unwrapper.unwrap(sequence)
         sent[Int(s & Int64(capacity - 1))] = Sent(sequence: s, sendNanos: sendNanos, batch: batch, size: Int32(clamping: size),
                                                    probeCluster: probeCluster.map { Int32(clamping: $0) } ?? -1)
@@ -57,7 +57,7 @@ public struct SendHistory: Sendable {
     ///   packet's send time is that of its batch, else when it was queued. The worker writes a
     ///   batch when a read batch or a tick ends: a packet stamped when it was queued would count
     ///   the rest of the batch's processing as path delay.
-    public mutating func onFeedback(_ fb: TransportLayerCC, writtenNanos: (UInt64) -> Int64? = { _ in nil }) -> [PacketResult] {
+    package mutating func onFeedback(_ fb: TransportLayerCC, writtenNanos: (UInt64) -> Int64? = { _ in nil }) -> [PacketResult] {
         let statuses = fb.statuses
         // The 24-bit reference time in 64 ms units, unwrapped: the step from the last one folded
         // into ±half the wrap. A step of more than a minute is no feedback of a live stream (the

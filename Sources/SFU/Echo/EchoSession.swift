@@ -5,10 +5,10 @@ import RTP
 /// ICE, DTLS-SRTP and media end to end without a room. Audio and video are sent back on SSRCs the
 /// answer declares; RTCP is translated so that keyframe requests, NACKs and sender reports reach
 /// the right streams. Sans-IO: driven by its transport and the caller's clock.
-public final class EchoSession: WebRTCTransportDelegate {
-    public enum Error: Swift.Error, Equatable, CustomStringConvertible {
+package final class EchoSession: WebRTCTransportDelegate {
+    package enum Error: Swift.Error, Equatable, CustomStringConvertible {
         case badOffer(String)
-        public var description: String {
+        package var description: String {
             switch self { case .badOffer(let why): "bad offer: \(why)" }
         }
     }
@@ -20,17 +20,17 @@ public final class EchoSession: WebRTCTransportDelegate {
         var remoteSSRC: UInt32?
     }
 
-    public let transport: WebRTCTransport
-    public let answer: SessionDescription
-    public weak var sink: DatagramSink?
-    public var onClose: ((String) -> Void)?
-    public var onConnect: (() -> Void)?
+    package let transport: WebRTCTransport
+    package let answer: SessionDescription
+    package weak var sink: DatagramSink?
+    package var onClose: ((String) -> Void)?
+    package var onConnect: (() -> Void)?
     /// Echo streams by payload type (the offer's PTs are kept in the answer).
     var streams: [UInt8: Stream] = [:]
     var pliSent = false
 
     /// Parses `offer`, then as ``init(offer:dtlsContext:candidates:nowNanos:id:)-(SessionDescription,_,_,_,_)``.
-    public convenience init(offer text: String, dtlsContext: DTLSContext, candidates: [HostCandidate], nowNanos: Int64, id: String) throws {
+    package convenience init(offer text: String, dtlsContext: DTLSContext, candidates: [HostCandidate], nowNanos: Int64, id: String) throws {
         let sdp: SessionDescription
         do {
             sdp = try SessionDescription(parsing: text)
@@ -41,7 +41,7 @@ public final class EchoSession: WebRTCTransportDelegate {
     }
 
     /// Builds the transport and the answer for `offer` (parsed by the caller, off the worker's loop).
-    public init(offer sdp: SessionDescription, dtlsContext: DTLSContext, candidates: [HostCandidate], nowNanos: Int64, id: String) throws {
+    package init(offer sdp: SessionDescription, dtlsContext: DTLSContext, candidates: [HostCandidate], nowNanos: Int64, id: String) throws {
         let first = sdp.media.first
         guard let ufrag = sdp.value("ice-ufrag", in: first), let pwd = sdp.value("ice-pwd", in: first) else {
             throw Error.badOffer("no ICE credentials")
@@ -134,13 +134,13 @@ public final class EchoSession: WebRTCTransportDelegate {
 
     // MARK: WebRTCTransportDelegate
 
-    public func transport(_ transport: WebRTCTransport, send datagram: UnsafeRawBufferPointer, to address: TransportAddress) {
+    package func transport(_ transport: WebRTCTransport, send datagram: UnsafeRawBufferPointer, to address: TransportAddress) {
         sink?.send(datagram, to: address)
     }
 
-    public func transportDidConnect(_ transport: WebRTCTransport) { onConnect?() }
+    package func transportDidConnect(_ transport: WebRTCTransport) { onConnect?() }
 
-    public func transport(_ transport: WebRTCTransport, didReceiveRTP packet: UnsafeMutableRawBufferPointer, header: RTPHeader, nowNanos: Int64) {
+    package func transport(_ transport: WebRTCTransport, didReceiveRTP packet: UnsafeMutableRawBufferPointer, header: RTPHeader, nowNanos: Int64) {
         guard var stream = streams[header.payloadType] else { return }
         if stream.remoteSSRC != header.ssrc {
             stream.remoteSSRC = header.ssrc
@@ -154,7 +154,7 @@ public final class EchoSession: WebRTCTransportDelegate {
         transport.sendRTP(UnsafeRawBufferPointer(packet))
     }
 
-    public func transport(_ transport: WebRTCTransport, didReceiveRTCP packets: [RTCPPacket], nowNanos: Int64) {
+    package func transport(_ transport: WebRTCTransport, didReceiveRTCP packets: [RTCPPacket], nowNanos: Int64) {
         var out: [RTCPPacket] = []
         func remote(forLocal ssrc: UInt32) -> (UInt32, UInt32)? {
             streams.values.first { $0.localSSRC == ssrc }.flatMap { s in s.remoteSSRC.map { (s.localSSRC, $0) } }
@@ -186,11 +186,11 @@ public final class EchoSession: WebRTCTransportDelegate {
         if !out.isEmpty { transport.sendRTCP(out) }
     }
 
-    public func transportDidClose(_ transport: WebRTCTransport, reason: String) {
+    package func transportDidClose(_ transport: WebRTCTransport, reason: String) {
         onClose?(reason)
     }
 }
 
 extension EchoSession: WorkerSession {
-    public func workerDidRemove() {}
+    package func workerDidRemove() {}
 }

@@ -7,50 +7,50 @@ import DTLS
 /// address (it changed networks), we follow only after that address answered a check of our own
 /// (RFC 7675's consent check): the request's source address can be forged, and following it
 /// unverified would aim the media at whoever the sender chose. Sans-IO: every call takes `now`.
-public final class ICELiteAgent {
-    public struct Credentials: Sendable, Equatable {
-        public var ufrag: String
-        public var password: String
-        public init(ufrag: String, password: String) {
+package final class ICELiteAgent {
+    package struct Credentials: Sendable, Equatable {
+        package var ufrag: String
+        package var password: String
+        package init(ufrag: String, password: String) {
             self.ufrag = ufrag
             self.password = password
         }
 
         /// Random credentials: 8 characters of ufrag (RFC 8839 asks >= 4) and 24 of password (>= 22).
-        public static func random() -> Credentials {
+        package static func random() -> Credentials {
             Credentials(ufrag: randomICEString(8), password: randomICEString(24))
         }
     }
 
     /// What handling one STUN datagram produced.
-    public struct Outcome {
+    package struct Outcome {
         /// The response to send back to the sender (success or error), if any.
-        public var response: [UInt8]?
+        package var response: [UInt8]?
         /// True when the request was authenticated (the sender is our peer).
-        public var authenticated = false
+        package var authenticated = false
         /// Set when this request changed the selected address.
-        public var newSelectedAddress: TransportAddress?
+        package var newSelectedAddress: TransportAddress?
         /// A binding request of ours to send, to verify an address the peer nominated.
-        public var check: (bytes: [UInt8], to: TransportAddress)?
+        package var check: (bytes: [UInt8], to: TransportAddress)?
     }
 
-    public let local: Credentials
-    public var remote: Credentials?
-    public let consentTimeoutNanos: Int64
+    package let local: Credentials
+    package var remote: Credentials?
+    package let consentTimeoutNanos: Int64
     private let integrityKey: HMAC
     /// The address the peer nominated (or, before any nomination, the last one that passed a check).
-    public private(set) var selectedAddress: TransportAddress?
-    public private(set) var nominated = false
-    public private(set) var lastValidRequestNanos: Int64?
+    package private(set) var selectedAddress: TransportAddress?
+    package private(set) var nominated = false
+    package private(set) var lastValidRequestNanos: Int64?
     /// Requests rejected (bad integrity, unknown user, malformed), for metrics.
-    public private(set) var rejected = 0
+    package private(set) var rejected = 0
     /// A nominated address being verified: our check's transaction id and when it was sent.
-    public private(set) var pending: (address: TransportAddress, transactionID: [UInt8], sentNanos: Int64)?
+    package private(set) var pending: (address: TransportAddress, transactionID: [UInt8], sentNanos: Int64)?
     /// A check not answered within this is sent again at the peer's next nomination from there.
     static let recheckIntervalNanos: Int64 = 500_000_000
     private var remoteKey: (password: String, key: HMAC)?
 
-    public init?(local: Credentials, remote: Credentials? = nil, consentTimeoutNanos: Int64 = 30_000_000_000) {
+    package init?(local: Credentials, remote: Credentials? = nil, consentTimeoutNanos: Int64 = 30_000_000_000) {
         guard let key = HMAC(digest: .sha1, key: Array(local.password.utf8)) else { return nil }
         self.local = local
         self.remote = remote
@@ -60,17 +60,17 @@ public final class ICELiteAgent {
 
     /// Whether consent expired: no authenticated request for `consentTimeout` since the first one
     /// (or since `startNanos` when none ever came).
-    public func consentExpired(nowNanos: Int64, startNanos: Int64) -> Bool {
+    package func consentExpired(nowNanos: Int64, startNanos: Int64) -> Bool {
         nowNanos - (lastValidRequestNanos ?? startNanos) > consentTimeoutNanos
     }
 
     /// When consent expires if nothing more arrives.
-    public func consentDeadline(startNanos: Int64) -> Int64 {
+    package func consentDeadline(startNanos: Int64) -> Int64 {
         (lastValidRequestNanos ?? startNanos) + consentTimeoutNanos
     }
 
     /// Handles a STUN datagram from `source`.
-    public func handle(_ raw: UnsafeRawBufferPointer, from source: TransportAddress, nowNanos: Int64) -> Outcome {
+    package func handle(_ raw: UnsafeRawBufferPointer, from source: TransportAddress, nowNanos: Int64) -> Outcome {
         var outcome = Outcome()
         let message: STUNMessage
         do {

@@ -4,38 +4,38 @@ import RTP
 /// STUN messages (RFC 5389/8489) as ICE uses them: binding requests, success and error responses,
 /// with USERNAME, MESSAGE-INTEGRITY (HMAC-SHA1), FINGERPRINT (CRC-32), XOR-MAPPED-ADDRESS and the
 /// ICE attributes (RFC 8445: PRIORITY, USE-CANDIDATE, ICE-CONTROLLING, ICE-CONTROLLED).
-public struct STUNMessage: Sendable, Equatable {
-    public enum MessageClass: UInt16, Sendable {
+package struct STUNMessage: Sendable, Equatable {
+    package enum MessageClass: UInt16, Sendable {
         case request = 0, indication = 1, successResponse = 2, errorResponse = 3
     }
 
-    public struct Attribute: Sendable, Equatable {
-        public var type: UInt16
-        public var value: [UInt8]
-        public init(type: UInt16, value: [UInt8]) {
+    package struct Attribute: Sendable, Equatable {
+        package var type: UInt16
+        package var value: [UInt8]
+        package init(type: UInt16, value: [UInt8]) {
             self.type = type
             self.value = value
         }
     }
 
-    public static let magicCookie: UInt32 = 0x2112_A442
-    public static let headerSize = 20
-    public static let bindingMethod: UInt16 = 0x001
+    package static let magicCookie: UInt32 = 0x2112_A442
+    package static let headerSize = 20
+    package static let bindingMethod: UInt16 = 0x001
     /// Largest message accepted: a STUN message fits a datagram; nothing legitimate comes close.
-    public static let maxSize = 1500
+    package static let maxSize = 1500
 
-    public var messageClass: MessageClass
-    public var method: UInt16
+    package var messageClass: MessageClass
+    package var method: UInt16
     /// 96-bit transaction id.
-    public var transactionID: [UInt8]
+    package var transactionID: [UInt8]
     /// Attributes in order, MESSAGE-INTEGRITY and FINGERPRINT excluded (they are computed on output
     /// and checked on input).
-    public var attributes: [Attribute]
+    package var attributes: [Attribute]
     /// Where the MESSAGE-INTEGRITY attribute starts in the parsed datagram, if it had one.
-    public private(set) var integrityOffset: Int?
-    public private(set) var hadFingerprint = false
+    package private(set) var integrityOffset: Int?
+    package private(set) var hadFingerprint = false
 
-    public init(messageClass: MessageClass, method: UInt16 = bindingMethod, transactionID: [UInt8], attributes: [Attribute] = []) {
+    package init(messageClass: MessageClass, method: UInt16 = bindingMethod, transactionID: [UInt8], attributes: [Attribute] = []) {
         self.messageClass = messageClass
         self.method = method & 0x0FFF
         self.transactionID = transactionID.count == 12 ? transactionID : Array((transactionID + [UInt8](repeating: 0, count: 12)).prefix(12))
@@ -43,14 +43,14 @@ public struct STUNMessage: Sendable, Equatable {
     }
 
     /// Whether a datagram looks like STUN: top two bits zero, magic cookie, length a multiple of 4 that matches.
-    public static func isSTUN(_ raw: UnsafeRawBufferPointer) -> Bool {
+    package static func isSTUN(_ raw: UnsafeRawBufferPointer) -> Bool {
         raw.count >= headerSize && raw[0] & 0xC0 == 0 && raw.u32(4) == magicCookie
             && Int(raw.u16(2)) + headerSize == raw.count && raw.u16(2) % 4 == 0
     }
 
     /// Parses a STUN message and checks its FINGERPRINT when present.
     /// - Throws: ``STUNError`` for anything malformed; never traps.
-    public init(parsing raw: UnsafeRawBufferPointer) throws(STUNError) {
+    package init(parsing raw: UnsafeRawBufferPointer) throws(STUNError) {
         guard raw.count >= Self.headerSize else { throw .truncated }
         guard raw.count <= Self.maxSize else { throw .tooLarge }
         guard raw[0] & 0xC0 == 0, raw.u32(4) == Self.magicCookie else { throw .notSTUN }
@@ -91,7 +91,7 @@ public struct STUNMessage: Sendable, Equatable {
         }
     }
 
-    public init(parsing bytes: [UInt8]) throws(STUNError) {
+    package init(parsing bytes: [UInt8]) throws(STUNError) {
         let result: Result<STUNMessage, STUNError> = bytes.withUnsafeBytes { raw in
             Result { () throws(STUNError) -> STUNMessage in try STUNMessage(parsing: raw) }
         }
@@ -100,7 +100,7 @@ public struct STUNMessage: Sendable, Equatable {
 
     /// Checks MESSAGE-INTEGRITY of the datagram this message was parsed from (RFC 5389 15.4: HMAC over
     /// the message up to the attribute, with the length field covering the attribute).
-    public func checkIntegrity(_ raw: UnsafeRawBufferPointer, key: HMAC) -> Bool {
+    package func checkIntegrity(_ raw: UnsafeRawBufferPointer, key: HMAC) -> Bool {
         guard let mi = integrityOffset, mi + 24 <= raw.count else { return false }
         var prefix = [UInt8](UnsafeRawBufferPointer(rebasing: raw[0..<mi]))
         let adjusted = UInt16(mi + 24 - Self.headerSize)
@@ -116,7 +116,7 @@ public struct STUNMessage: Sendable, Equatable {
     }
 
     /// The message's bytes, with MESSAGE-INTEGRITY keyed by `integrity` and a FINGERPRINT when asked.
-    public func serialized(integrity: HMAC? = nil, fingerprint: Bool = true) -> [UInt8] {
+    package func serialized(integrity: HMAC? = nil, fingerprint: Bool = true) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(128)
         let c = messageClass.rawValue
@@ -156,21 +156,21 @@ public struct STUNMessage: Sendable, Equatable {
 
     // MARK: typed attributes
 
-    public func attribute(_ type: UInt16) -> [UInt8]? { attributes.first { $0.type == type }?.value }
+    package func attribute(_ type: UInt16) -> [UInt8]? { attributes.first { $0.type == type }?.value }
 
-    public var username: String? {
+    package var username: String? {
         attribute(STUNAttributeType.username).map { String(decoding: $0, as: UTF8.self) }
     }
 
-    public var priority: UInt32? {
+    package var priority: UInt32? {
         guard let v = attribute(STUNAttributeType.priority), v.count == 4 else { return nil }
         return UInt32(v[0]) << 24 | UInt32(v[1]) << 16 | UInt32(v[2]) << 8 | UInt32(v[3])
     }
 
-    public var useCandidate: Bool { attribute(STUNAttributeType.useCandidate) != nil }
+    package var useCandidate: Bool { attribute(STUNAttributeType.useCandidate) != nil }
 
-    public var iceControlling: UInt64? { Self.u64(attribute(STUNAttributeType.iceControlling)) }
-    public var iceControlled: UInt64? { Self.u64(attribute(STUNAttributeType.iceControlled)) }
+    package var iceControlling: UInt64? { Self.u64(attribute(STUNAttributeType.iceControlling)) }
+    package var iceControlled: UInt64? { Self.u64(attribute(STUNAttributeType.iceControlled)) }
 
     static func u64(_ v: [UInt8]?) -> UInt64? {
         guard let v, v.count == 8 else { return nil }
@@ -178,13 +178,13 @@ public struct STUNMessage: Sendable, Equatable {
     }
 
     /// ERROR-CODE as (code, reason).
-    public var errorCode: (code: Int, reason: String)? {
+    package var errorCode: (code: Int, reason: String)? {
         guard let v = attribute(STUNAttributeType.errorCode), v.count >= 4 else { return nil }
         return (Int(v[2] & 0x7) * 100 + Int(v[3]), String(decoding: v[4...], as: UTF8.self))
     }
 
     /// XOR-MAPPED-ADDRESS decoded with this message's transaction id.
-    public var xorMappedAddress: TransportAddress? {
+    package var xorMappedAddress: TransportAddress? {
         guard let v = attribute(STUNAttributeType.xorMappedAddress), v.count >= 8 else { return nil }
         let port = (UInt16(v[2]) << 8 | UInt16(v[3])) ^ UInt16(Self.magicCookie >> 16)
         let key: [UInt8] = [0x21, 0x12, 0xA4, 0x42] + transactionID
@@ -205,7 +205,7 @@ public struct STUNMessage: Sendable, Equatable {
 
     // MARK: attribute builders
 
-    public static func xorMappedAddressAttribute(_ address: TransportAddress, transactionID: [UInt8]) -> Attribute {
+    package static func xorMappedAddressAttribute(_ address: TransportAddress, transactionID: [UInt8]) -> Attribute {
         let key: [UInt8] = [0x21, 0x12, 0xA4, 0x42] + transactionID
         let port = address.port ^ UInt16(magicCookie >> 16)
         let bytes = address.addressBytes
@@ -214,41 +214,41 @@ public struct STUNMessage: Sendable, Equatable {
         return Attribute(type: STUNAttributeType.xorMappedAddress, value: v)
     }
 
-    public static func errorCodeAttribute(_ code: Int, reason: String) -> Attribute {
+    package static func errorCodeAttribute(_ code: Int, reason: String) -> Attribute {
         var v: [UInt8] = [0, 0, UInt8(code / 100), UInt8(code % 100)]
         v.append(contentsOf: reason.utf8.prefix(128))
         return Attribute(type: STUNAttributeType.errorCode, value: v)
     }
 
-    public static func usernameAttribute(_ username: String) -> Attribute {
+    package static func usernameAttribute(_ username: String) -> Attribute {
         Attribute(type: STUNAttributeType.username, value: Array(username.utf8))
     }
 
-    public static func u32Attribute(_ type: UInt16, _ v: UInt32) -> Attribute {
+    package static func u32Attribute(_ type: UInt16, _ v: UInt32) -> Attribute {
         Attribute(type: type, value: [UInt8(v >> 24), UInt8(v >> 16 & 0xff), UInt8(v >> 8 & 0xff), UInt8(v & 0xff)])
     }
 
-    public static func u64Attribute(_ type: UInt16, _ v: UInt64) -> Attribute {
+    package static func u64Attribute(_ type: UInt16, _ v: UInt64) -> Attribute {
         Attribute(type: type, value: (0..<8).map { UInt8(truncatingIfNeeded: v >> (56 - 8 * UInt64($0))) })
     }
 }
 
-public enum STUNAttributeType {
-    public static let mappedAddress: UInt16 = 0x0001
-    public static let username: UInt16 = 0x0006
-    public static let messageIntegrity: UInt16 = 0x0008
-    public static let errorCode: UInt16 = 0x0009
-    public static let unknownAttributes: UInt16 = 0x000A
-    public static let xorMappedAddress: UInt16 = 0x0020
-    public static let priority: UInt16 = 0x0024
-    public static let useCandidate: UInt16 = 0x0025
-    public static let software: UInt16 = 0x8022
-    public static let fingerprint: UInt16 = 0x8028
-    public static let iceControlled: UInt16 = 0x8029
-    public static let iceControlling: UInt16 = 0x802A
+package enum STUNAttributeType {
+    package static let mappedAddress: UInt16 = 0x0001
+    package static let username: UInt16 = 0x0006
+    package static let messageIntegrity: UInt16 = 0x0008
+    package static let errorCode: UInt16 = 0x0009
+    package static let unknownAttributes: UInt16 = 0x000A
+    package static let xorMappedAddress: UInt16 = 0x0020
+    package static let priority: UInt16 = 0x0024
+    package static let useCandidate: UInt16 = 0x0025
+    package static let software: UInt16 = 0x8022
+    package static let fingerprint: UInt16 = 0x8028
+    package static let iceControlled: UInt16 = 0x8029
+    package static let iceControlling: UInt16 = 0x802A
 }
 
-public enum STUNError: Error, Equatable, Sendable {
+package enum STUNError: Error, Equatable, Sendable {
     case truncated
     case tooLarge
     case notSTUN

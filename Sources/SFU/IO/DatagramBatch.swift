@@ -8,18 +8,18 @@ import CSFUShim
 /// Outgoing datagrams collected in preallocated slots and written with one `sendmmsg(2)` per
 /// batch: no allocation per datagram, one system call per batch instead of one per datagram.
 /// Not thread-safe: owned by one event loop.
-public final class DatagramSendBatch {
-    public let capacity: Int
-    public let slotSize: Int
+package final class DatagramSendBatch {
+    package let capacity: Int
+    package let slotSize: Int
     /// Datagrams queued and not yet sent.
-    public var count: Int { end - start }
-    public var isEmpty: Bool { end == start }
-    public var isFull: Bool { end == capacity }
+    package var count: Int { end - start }
+    package var isEmpty: Bool { end == start }
+    package var isFull: Bool { end == capacity }
     /// Datagrams handed to the kernel, and datagrams dropped on a send error other than "would block".
-    public private(set) var sent = 0
-    public private(set) var failed = 0
+    package private(set) var sent = 0
+    package private(set) var failed = 0
     /// The errno of the last failed send.
-    public private(set) var lastError: Int32 = 0
+    package private(set) var lastError: Int32 = 0
 
     private var start = 0
     private var end = 0
@@ -28,7 +28,7 @@ public final class DatagramSendBatch {
     /// - Parameters:
     ///   - capacity: datagrams per `sendmmsg` call.
     ///   - slotSize: the largest datagram.
-    public init(capacity: Int = 64, slotSize: Int = 1536) {
+    package init(capacity: Int = 64, slotSize: Int = 1536) {
         precondition(capacity > 0 && slotSize > 0)
         self.capacity = capacity
         self.slotSize = slotSize
@@ -42,7 +42,7 @@ public final class DatagramSendBatch {
     /// Copies `datagram` into the next slot, addressed to `address` (nil: the socket's connected peer).
     /// - Returns: false when the batch is full or the datagram is larger than a slot (nothing queued).
     @discardableResult
-    public func append(_ datagram: UnsafeRawBufferPointer, to address: TransportAddress?) -> Bool {
+    package func append(_ datagram: UnsafeRawBufferPointer, to address: TransportAddress?) -> Bool {
         guard datagram.count <= slotSize else { return false }
         return append(to: address) { slot in
             if let source = datagram.baseAddress, datagram.count > 0 {
@@ -55,7 +55,7 @@ public final class DatagramSendBatch {
     /// Builds the next datagram in place: `build` writes into the slot and returns the length (0: nothing queued).
     /// - Returns: false when the batch is full or nothing was written.
     @discardableResult
-    public func append(to address: TransportAddress?, building build: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
+    package func append(to address: TransportAddress?, building build: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
         guard end < capacity else { return false }
         let slot = slots.storage + end * slotSize
         let length = build(UnsafeMutableRawBufferPointer(start: slot, count: slotSize))
@@ -78,7 +78,7 @@ public final class DatagramSendBatch {
     /// - Returns: true when the batch is empty afterwards; false when the socket would block, in
     ///   which case the unsent datagrams stay queued (``drainPending(_:)`` hands them elsewhere).
     @discardableResult
-    public func flush(fd: Int32) -> Bool {
+    package func flush(fd: Int32) -> Bool {
         while start < end {
             let n = sfu_sendmmsg(fd, slots.messages + start, UInt32(end - start), 0)
             if n > 0 {
@@ -100,7 +100,7 @@ public final class DatagramSendBatch {
     }
 
     /// Calls `body` with each queued datagram and its address (nil: connected), then empties the batch.
-    public func drainPending(_ body: (UnsafeRawBufferPointer, TransportAddress?) -> Void) {
+    package func drainPending(_ body: (UnsafeRawBufferPointer, TransportAddress?) -> Void) {
         for i in start..<end {
             let m = slots.messages[i].msg_hdr
             let bytes = UnsafeRawBufferPointer(start: slots.iovecs[i].iov_base, count: slots.iovecs[i].iov_len)
@@ -112,7 +112,7 @@ public final class DatagramSendBatch {
     }
 
     /// Drops whatever is queued.
-    public func removeAll() {
+    package func removeAll() {
         start = 0
         end = 0
     }
@@ -120,14 +120,14 @@ public final class DatagramSendBatch {
 
 /// Incoming datagrams read with one `recvmmsg(2)` into preallocated slots, with their source
 /// addresses and, optionally, the kernel's receive time (SO_TIMESTAMPNS). Not thread-safe.
-public final class DatagramReceiveBatch {
-    public let capacity: Int
-    public let slotSize: Int
-    public let timestamps: Bool
+package final class DatagramReceiveBatch {
+    package let capacity: Int
+    package let slotSize: Int
+    package let timestamps: Bool
     /// Datagrams of the last ``receive(fd:)``.
-    public private(set) var count = 0
+    package private(set) var count = 0
     /// Datagrams longer than a slot (cut; callers should drop them).
-    public private(set) var truncated = 0
+    package private(set) var truncated = 0
 
     private let slots: MessageSlots
     private let controlSize: Int
@@ -135,7 +135,7 @@ public final class DatagramReceiveBatch {
 
     /// - Parameter timestamps: read the SO_TIMESTAMPNS control message (the socket must have it on:
     ///   ``enableReceiveTimestamps(fd:)``).
-    public init(capacity: Int = 32, slotSize: Int = 2048, timestamps: Bool = false) {
+    package init(capacity: Int = 32, slotSize: Int = 2048, timestamps: Bool = false) {
         precondition(capacity > 0 && slotSize > 0)
         self.capacity = capacity
         self.slotSize = slotSize
@@ -152,11 +152,11 @@ public final class DatagramReceiveBatch {
 
     /// Sets SO_TIMESTAMPNS on `fd`. - Returns: false when the kernel refused.
     @discardableResult
-    public static func enableReceiveTimestamps(fd: Int32) -> Bool { sfu_enable_rx_timestamps(fd) == 0 }
+    package static func enableReceiveTimestamps(fd: Int32) -> Bool { sfu_enable_rx_timestamps(fd) == 0 }
 
     /// Reads what is waiting on `fd`, up to ``capacity`` datagrams, without blocking.
     /// - Returns: the number read (0 when nothing is waiting), or -1 on an error other than "would block".
-    public func receive(fd: Int32) -> Int {
+    package func receive(fd: Int32) -> Int {
         for i in 0..<capacity {
             var header = msghdr()
             slots.iovecs[i].iov_len = slotSize
@@ -185,20 +185,20 @@ public final class DatagramReceiveBatch {
     }
 
     /// The bytes of datagram `i` (valid until the next ``receive(fd:)``; may be modified in place).
-    public func datagram(_ i: Int) -> UnsafeMutableRawBufferPointer {
+    package func datagram(_ i: Int) -> UnsafeMutableRawBufferPointer {
         UnsafeMutableRawBufferPointer(start: slots.storage + i * slotSize, count: min(Int(slots.messages[i].msg_len), slotSize))
     }
 
     /// Whether datagram `i` was longer than a slot.
-    public func isTruncated(_ i: Int) -> Bool { slots.messages[i].msg_hdr.msg_flags & Int32(MSG_TRUNC) != 0 }
+    package func isTruncated(_ i: Int) -> Bool { slots.messages[i].msg_hdr.msg_flags & Int32(MSG_TRUNC) != 0 }
 
-    public func source(_ i: Int) -> TransportAddress? {
+    package func source(_ i: Int) -> TransportAddress? {
         guard slots.messages[i].msg_hdr.msg_namelen > 0 else { return nil }
         return TransportAddress(sockaddr: UnsafeRawPointer(slots.names + i))
     }
 
     /// The kernel receive time of datagram `i` (CLOCK_REALTIME nanoseconds), or 0 without timestamps.
-    public func timestampNanos(_ i: Int) -> Int64 {
+    package func timestampNanos(_ i: Int) -> Int64 {
         guard timestamps else { return 0 }
         return withUnsafePointer(to: &slots.messages[i].msg_hdr) { sfu_rx_timestamp_nanos($0) }
     }
@@ -234,7 +234,7 @@ struct MessageSlots {
 
 extension TransportAddress {
     /// The address socket `fd` is bound to (getsockname), nil when it cannot be read.
-    public init?(localOf fd: Int32) {
+    package init?(localOf fd: Int32) {
         var storage = sockaddr_in6()
         var length = socklen_t(MemoryLayout<sockaddr_in6>.size)
         let ok = withUnsafeMutablePointer(to: &storage) {
@@ -247,7 +247,7 @@ extension TransportAddress {
     }
 
     /// Reads a `sockaddr_in` or `sockaddr_in6`.
-    public init?(sockaddr raw: UnsafeRawPointer) {
+    package init?(sockaddr raw: UnsafeRawPointer) {
         let family = raw.load(as: sa_family_t.self)
         switch Int32(family) {
         case AF_INET:
@@ -269,7 +269,7 @@ extension TransportAddress {
     /// Writes this address as a `sockaddr_in`/`sockaddr_in6` at `raw` (room for a `sockaddr_in6`).
     /// - Returns: its length.
     @discardableResult
-    public func write(to raw: UnsafeMutableRawPointer) -> socklen_t {
+    package func write(to raw: UnsafeMutableRawPointer) -> socklen_t {
         switch ip {
         case .v4(let a):
             var s = sockaddr_in()

@@ -1,4 +1,4 @@
 /// Where a session's datagrams go: the media worker's socket.
-public protocol DatagramSink: AnyObject {
+package protocol DatagramSink: AnyObject {
     func send(_ datagram: UnsafeRawBufferPointer, to address: TransportAddress)
 }

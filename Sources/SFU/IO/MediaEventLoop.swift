@@ -21,8 +21,8 @@ import NIOCore
 ///
 /// Descriptor handlers are registered and called on the loop. Tasks and timers may come from any
 /// thread; an eventfd wakes the loop for them.
-public final class MediaEventLoop: EventLoop, @unchecked Sendable, CustomStringConvertible {
-    public let name: String
+package final class MediaEventLoop: EventLoop, @unchecked Sendable, CustomStringConvertible {
+    package let name: String
     private let poller: Poller
     private let wakeFD: Int32
     private static let wakeToken = -1
@@ -44,15 +44,15 @@ public final class MediaEventLoop: EventLoop, @unchecked Sendable, CustomStringC
     /// a shorter slice than the running one preempts it. Its share of a contended core is set by
     /// nice values, not by this. On kernels without per-thread slices the call fails and the
     /// default applies (``sliceApplied``).
-    public static let sliceNanos: UInt64 = 300_000
+    package static let sliceNanos: UInt64 = 300_000
     /// Whether the kernel took ``sliceNanos`` for this loop's thread (nil until it started).
-    public private(set) var sliceApplied: Bool? {
+    package private(set) var sliceApplied: Bool? {
         get { lock.withLock { _sliceApplied } }
         set { lock.withLock { _sliceApplied = newValue } }
     }
     private var _sliceApplied: Bool?
     /// The calling thread's scheduler slice as the kernel reports it (0: default or unknown).
-    public static func currentThreadSliceNanos() -> UInt64 { sfu_thread_slice_nanos() }
+    package static func currentThreadSliceNanos() -> UInt64 { sfu_thread_slice_nanos() }
 
     // Confined to the loop.
     private var handlers: [Int32: (_ readable: Bool, _ writable: Bool) -> Void] = [:]
@@ -68,10 +68,10 @@ public final class MediaEventLoop: EventLoop, @unchecked Sendable, CustomStringC
         func before(_ other: Timer) -> Bool { deadline < other.deadline || (deadline == other.deadline && id < other.id) }
     }
 
-    public var description: String { "MediaEventLoop(\(name))" }
+    package var description: String { "MediaEventLoop(\(name))" }
 
     /// Starts the loop's thread.
-    public init(name: String) throws {
+    package init(name: String) throws {
         self.name = name
         afterShutdown = DispatchQueue(label: "\(name).stopped")
         poller = try Poller(maxEvents: 64)
@@ -117,19 +117,19 @@ public final class MediaEventLoop: EventLoop, @unchecked Sendable, CustomStringC
     // MARK: descriptors (on the loop)
 
     /// Calls `handler(readable, writable)` on the loop whenever `fd` is ready (level-triggered).
-    public func register(_ fd: Int32, writable: Bool = false, handler: @escaping (_ readable: Bool, _ writable: Bool) -> Void) throws {
+    package func register(_ fd: Int32, writable: Bool = false, handler: @escaping (_ readable: Bool, _ writable: Bool) -> Void) throws {
         preconditionInEventLoop()
         try poller.add(fd, token: Int(fd), writable: writable)
         handlers[fd] = handler
     }
 
     /// Watches `fd` for writability too, or stops doing so.
-    public func watchWritable(_ fd: Int32, _ on: Bool) {
+    package func watchWritable(_ fd: Int32, _ on: Bool) {
         preconditionInEventLoop()
         poller.modify(fd, token: Int(fd), writable: on)
     }
 
-    public func deregister(_ fd: Int32) {
+    package func deregister(_ fd: Int32) {
         preconditionInEventLoop()
         guard handlers.removeValue(forKey: fd) != nil else { return }
         poller.remove(fd)
@@ -137,13 +137,13 @@ public final class MediaEventLoop: EventLoop, @unchecked Sendable, CustomStringC
 
     // MARK: EventLoop
 
-    public var inEventLoop: Bool {
+    package var inEventLoop: Bool {
         let me = pthread_self()
         if lock.withLock({ owner.map { pthread_equal($0, me) != 0 } ?? false }) { return true }
         return DispatchQueue.getSpecific(key: Self.queueKey) == ObjectIdentifier(self)
     }
 
-    public func execute(_ task: @escaping @Sendable () -> Void) {
+    package func execute(_ task: @escaping @Sendable () -> Void) {
         let accepted = lock.withLock { () -> Bool in
             guard state != .stopped else { return false }
             tasks.append(task)
@@ -158,7 +158,7 @@ public final class MediaEventLoop: EventLoop, @unchecked Sendable, CustomStringC
         if !inEventLoop { wake() }
     }
 
-    public func scheduleTask<T>(deadline: NIODeadline, _ task: @escaping @Sendable () throws -> T) -> Scheduled<T> {
+    package func scheduleTask<T>(deadline: NIODeadline, _ task: @escaping @Sendable () throws -> T) -> Scheduled<T> {
         let promise: EventLoopPromise<T> = makePromise()
         let run: @Sendable () -> Void = {
             // On the loop: the result need not be Sendable.
@@ -188,21 +188,21 @@ public final class MediaEventLoop: EventLoop, @unchecked Sendable, CustomStringC
         }
     }
 
-    public func scheduleTask<T>(in delay: TimeAmount, _ task: @escaping @Sendable () throws -> T) -> Scheduled<T> {
+    package func scheduleTask<T>(in delay: TimeAmount, _ task: @escaping @Sendable () throws -> T) -> Scheduled<T> {
         scheduleTask(deadline: .now() + delay, task)
     }
 
-    public func preconditionInEventLoop(file: StaticString = #file, line: UInt = #line) {
+    package func preconditionInEventLoop(file: StaticString = #file, line: UInt = #line) {
         precondition(inEventLoop, "not on \(name)", file: file, line: line)
     }
 
-    public func preconditionNotInEventLoop(file: StaticString = #file, line: UInt = #line) {
+    package func preconditionNotInEventLoop(file: StaticString = #file, line: UInt = #line) {
         precondition(!inEventLoop, "on \(name)", file: file, line: line)
     }
 
     /// Stops the loop once the tasks already queued have run; timers not yet due fail with
     /// `EventLoopError.shutdown`. Tasks queued afterwards run on a serial queue.
-    public func shutdownGracefully(queue: DispatchQueue, _ callback: @escaping @Sendable (Error?) -> Void) {
+    package func shutdownGracefully(queue: DispatchQueue, _ callback: @escaping @Sendable (Error?) -> Void) {
         let done = lock.withLock { () -> Bool in
             if state == .stopped { return true }
             state = .stopping

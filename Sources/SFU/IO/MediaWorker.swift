@@ -20,12 +20,12 @@ import RTP
 /// are dropped and counted, as the kernel drops what overflows a full buffer.
 ///
 /// All mutable state is confined to `eventLoop`; other threads go through ``execute(_:)``/``submit(_:)``.
-public final class MediaWorker: SessionHost, @unchecked Sendable {
-    public let index: Int
-    public let loop: MediaEventLoop
-    public var eventLoop: EventLoop { loop }
-    public let logger: Logger
-    public private(set) var localAddress: TransportAddress
+package final class MediaWorker: SessionHost, @unchecked Sendable {
+    package let index: Int
+    package let loop: MediaEventLoop
+    package var eventLoop: EventLoop { loop }
+    package let logger: Logger
+    package private(set) var localAddress: TransportAddress
     /// The worker's socket (-1 once stopped).
     private var descriptor: Int32 = -1
     private let receiveBatch = DatagramReceiveBatch(capacity: 32, slotSize: 2048, timestamps: true)
@@ -38,32 +38,32 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
     private var dueScratch: [WorkerSession] = []
     /// The send batch being filled is number `writeBatch`; when each of the last
     /// `writeTimes.count` batches was written (``SessionHost/writtenNanos(batch:)``).
-    public private(set) var writeBatch: UInt64 = 1
+    package private(set) var writeBatch: UInt64 = 1
     private var writeTimes = [(batch: UInt64, nanos: Int64)](repeating: (0, 0), count: 4096)
     private var timer: RepeatedTask?
     /// Datagrams that matched no transport, for metrics.
-    public private(set) var unmatched = 0
-    public private(set) var received = 0
+    package private(set) var unmatched = 0
+    package private(set) var received = 0
     /// Datagrams longer than a receive slot (dropped), and failed reads.
-    public private(set) var receiveDropped = 0
+    package private(set) var receiveDropped = 0
     /// Datagrams dropped because the socket's send buffer was full.
-    public private(set) var sendOverflow = 0
+    package private(set) var sendOverflow = 0
     /// Counters of sessions already removed (live sessions are added at read time).
     private var finishedTotals = TransportStatistics()
 
     /// A snapshot of the worker's counters (call on the worker's loop).
-    public struct Snapshot: Sendable {
-        public var transports: TransportStatistics
-        public var sessions: Int
-        public var datagramsReceived: Int
-        public var datagramsUnmatched: Int
+    package struct Snapshot: Sendable {
+        package var transports: TransportStatistics
+        package var sessions: Int
+        package var datagramsReceived: Int
+        package var datagramsUnmatched: Int
         /// Datagrams longer than a receive slot, and failed reads.
-        public var datagramsReceiveDropped: Int
+        package var datagramsReceiveDropped: Int
         /// Datagrams dropped because the socket's send buffer was full.
-        public var datagramsSendOverflow: Int
+        package var datagramsSendOverflow: Int
     }
 
-    public func snapshot() -> Snapshot {
+    package func snapshot() -> Snapshot {
         loop.preconditionInEventLoop()
         var total = finishedTotals
         for s in demux.sessions { total.add(s.transport.statistics) }
@@ -79,7 +79,7 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
     }
 
     /// Starts a worker thread and binds its UDP socket on `host:port` (0: any free port).
-    public static func start(index: Int, host: String, port: Int, logger: Logger) async throws -> MediaWorker {
+    package static func start(index: Int, host: String, port: Int, logger: Logger) async throws -> MediaWorker {
         guard let address = TransportAddress(host: host, port: UInt16(clamping: port)) else {
             throw MediaWorkerError.badAddress(host)
         }
@@ -107,7 +107,7 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
     }
 
     /// Whether the kernel stamps received datagrams (SO_TIMESTAMPNS); without, arrival is read time.
-    public private(set) var kernelTimestamps = false
+    package private(set) var kernelTimestamps = false
 
     private func attach(_ fd: Int32) throws {
         kernelTimestamps = DatagramReceiveBatch.enableReceiveTimestamps(fd: fd)
@@ -124,7 +124,7 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
 
     /// A non-blocking UDP socket bound to `address` (SO_REUSEADDR), with 4 MiB of socket buffers
     /// asked for (the kernel caps them at net.core.[rw]mem_max).
-    public static func bindSocket(_ address: TransportAddress) throws -> Int32 {
+    package static func bindSocket(_ address: TransportAddress) throws -> Int32 {
         let family = address.isIPv4 ? AF_INET : AF_INET6
         let fd = socket(family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw MediaWorkerError.socket("socket", errno) }
@@ -146,23 +146,23 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
         return fd
     }
 
-    public func execute(_ body: @escaping @Sendable () -> Void) { loop.execute(body) }
+    package func execute(_ body: @escaping @Sendable () -> Void) { loop.execute(body) }
 
-    public func submit<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    package func submit<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         try await loop.submit(body).get()
     }
 
-    public static var nowNanos: Int64 { SystemClock.monotonicNanos }
+    package static var nowNanos: Int64 { SystemClock.monotonicNanos }
 
     /// Registers a session (on the worker's loop).
-    public func add(_ session: WorkerSession) {
+    package func add(_ session: WorkerSession) {
         loop.preconditionInEventLoop()
         demux.add(session)
         schedule.add(session)
     }
 
     /// Removes a session and forgets its addresses (on the worker's loop).
-    public func remove(_ session: WorkerSession) {
+    package func remove(_ session: WorkerSession) {
         loop.preconditionInEventLoop()
         guard demux.remove(session) != nil else { return }
         schedule.remove(session)
@@ -170,11 +170,11 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
         session.workerDidRemove()
     }
 
-    public func session(ufrag: String) -> WorkerSession? { demux.session(ufrag: ufrag) }
+    package func session(ufrag: String) -> WorkerSession? { demux.session(ufrag: ufrag) }
 
     /// Calls `session.wake(nowNanos:)` on the loop at `atNanos` (the loop's timers have millisecond
     /// resolution), then writes what it queued; nothing if the session is gone by then.
-    public func wake(_ session: WorkerSession, atNanos: Int64) {
+    package func wake(_ session: WorkerSession, atNanos: Int64) {
         loop.preconditionInEventLoop()
         let bound = NIOLoopBound(session, eventLoop: loop)
         let delay = max(0, atNanos - Self.nowNanos)
@@ -185,7 +185,7 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
             flush()
         }
     }
-    public var sessionCount: Int { demux.count }
+    package var sessionCount: Int { demux.count }
 
     /// Batches read per readiness before timers and tasks get their turn.
     static let batchesPerWakeup = 16
@@ -229,7 +229,7 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
     }
 
     /// Queues a datagram; it is written when the current read batch or tick ends (``flush()``).
-    public func send(_ datagram: UnsafeRawBufferPointer, to address: TransportAddress) {
+    package func send(_ datagram: UnsafeRawBufferPointer, to address: TransportAddress) {
         guard descriptor >= 0 else { return }
         if sendBatch.append(datagram, to: address) { return }
         guard datagram.count <= sendBatch.slotSize else {
@@ -268,14 +268,14 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
         writeBatch += 1
     }
 
-    public func writtenNanos(batch: UInt64) -> Int64? {
+    package func writtenNanos(batch: UInt64) -> Int64? {
         let entry = writeTimes[Int(batch % UInt64(writeTimes.count))]
         return entry.batch == batch ? entry.nanos : nil
     }
 
     /// Datagrams written with `sendmmsg`, and those the kernel refused (other than "would block").
-    public var datagramsSent: Int { sendBatch.sent }
-    public var datagramSendFailures: Int { sendBatch.failed }
+    package var datagramsSent: Int { sendBatch.sent }
+    package var datagramSendFailures: Int { sendBatch.failed }
 
     /// Ticks the sessions that are due (``TickSchedule``), then asks each when it is due next: its
     /// own next tick or its transport's next timeout, whichever comes first.
@@ -300,7 +300,7 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
     }
 
     /// Closes every session, writes what they said, closes the socket and stops the thread.
-    public func stop() async {
+    package func stop() async {
         _ = try? await loop.submit {
             self.timer?.cancel()
             for session in Array(self.demux.sessions) {
@@ -322,10 +322,10 @@ public final class MediaWorker: SessionHost, @unchecked Sendable {
     }
 }
 
-public enum MediaWorkerError: Error, CustomStringConvertible {
+package enum MediaWorkerError: Error, CustomStringConvertible {
     case badAddress(String)
     case socket(String, Int32)
-    public var description: String {
+    package var description: String {
         switch self {
         case .badAddress(let a): "media host '\(a)' is not an IP address"
         case .socket(let what, let e): "\(what) failed: \(String(cString: strerror(e)))"
@@ -334,7 +334,7 @@ public enum MediaWorkerError: Error, CustomStringConvertible {
 }
 
 extension TransportAddress {
-    public init?(_ address: SocketAddress) {
+    package init?(_ address: SocketAddress) {
         switch address {
         case .v4(let v4):
             let a = UInt32(bigEndian: v4.address.sin_addr.s_addr)

@@ -1,25 +1,25 @@
 /// Which session a datagram belongs to: STUN requests by the local ufrag in USERNAME, everything
 /// else by the remote address, learned from authenticated checks (the address a transport selected).
 /// Sans-IO; the media worker and in-memory tests share it.
-public struct SessionDemux {
+package struct SessionDemux {
     private(set) var byUfrag: [String: WorkerSession] = [:]
     private var byAddress: [TransportAddress: WorkerSession] = [:]
     /// Addresses a session is verifying (``ICELiteAgent/pending``): the answer to our check carries
     /// no USERNAME, so it is routed by where it comes from. One per session.
     private var byPendingCheck: [TransportAddress: WorkerSession] = [:]
 
-    public init() {}
+    package init() {}
 
-    public var sessions: Dictionary<String, WorkerSession>.Values { byUfrag.values }
-    public var count: Int { byUfrag.count }
+    package var sessions: Dictionary<String, WorkerSession>.Values { byUfrag.values }
+    package var count: Int { byUfrag.count }
 
-    public mutating func add(_ session: WorkerSession) {
+    package mutating func add(_ session: WorkerSession) {
         byUfrag[session.transport.ice.local.ufrag] = session
     }
 
     /// Forgets a session and its addresses. Returns the addresses it had, or nil if it was not there.
     @discardableResult
-    public mutating func remove(_ session: WorkerSession) -> [TransportAddress]? {
+    package mutating func remove(_ session: WorkerSession) -> [TransportAddress]? {
         let ufrag = session.transport.ice.local.ufrag
         guard byUfrag[ufrag] === session else { return nil }
         byUfrag[ufrag] = nil
@@ -32,13 +32,13 @@ public struct SessionDemux {
         return addresses
     }
 
-    public func session(ufrag: String) -> WorkerSession? { byUfrag[ufrag] }
+    package func session(ufrag: String) -> WorkerSession? { byUfrag[ufrag] }
 
     /// Whether `session` is registered (and not replaced by another with its ufrag).
-    public func contains(_ session: WorkerSession) -> Bool { byUfrag[session.transport.ice.local.ufrag] === session }
+    package func contains(_ session: WorkerSession) -> Bool { byUfrag[session.transport.ice.local.ufrag] === session }
 
     /// The session for a datagram from `source`, or nil.
-    public func route(_ raw: UnsafeRawBufferPointer, from source: TransportAddress) -> WorkerSession? {
+    package func route(_ raw: UnsafeRawBufferPointer, from source: TransportAddress) -> WorkerSession? {
         if STUNMessage.isSTUN(raw) {
             if let ufrag = Self.username(raw) { return byUfrag[ufrag] }
             return byPendingCheck[source] ?? byAddress[source]
@@ -51,7 +51,7 @@ public struct SessionDemux {
     /// the address it is verifying.
     /// - Returns: true when the address is new for the session.
     @discardableResult
-    public mutating func learn(_ session: WorkerSession, from source: TransportAddress) -> Bool {
+    package mutating func learn(_ session: WorkerSession, from source: TransportAddress) -> Bool {
         if let pending = session.transport.ice.pending?.address, byPendingCheck[pending] !== session {
             for (address, s) in byPendingCheck where s === session { byPendingCheck[address] = nil }
             byPendingCheck[pending] = session

@@ -7,9 +7,9 @@ import CSFUShim
 
 /// The two clocks the media path reads: monotonic for timers and the transports, real time to
 /// convert the kernel's SO_TIMESTAMPNS receive times (CLOCK_REALTIME) into monotonic ones.
-public enum SystemClock {
-    public static var monotonicNanos: Int64 { read(CLOCK_MONOTONIC) }
-    public static var realtimeNanos: Int64 { read(CLOCK_REALTIME) }
+package enum SystemClock {
+    package static var monotonicNanos: Int64 { read(CLOCK_MONOTONIC) }
+    package static var realtimeNanos: Int64 { read(CLOCK_REALTIME) }
 
     static func read(_ clock: clockid_t) -> Int64 {
         var ts = timespec()

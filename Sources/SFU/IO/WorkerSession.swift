@@ -1,5 +1,5 @@
 /// Something a worker drives: it owns one ``WebRTCTransport`` and gets the worker's timer ticks.
-public protocol WorkerSession: AnyObject {
+package protocol WorkerSession: AnyObject {
     var transport: WebRTCTransport { get }
     /// Called on the worker's loop when the session is removed (closed by either side).
     func workerDidRemove()
@@ -15,13 +15,13 @@ public protocol WorkerSession: AnyObject {
 }
 
 extension WorkerSession {
-    public func tick(nowNanos: Int64) {}
-    public func nextTickNanos(after nowNanos: Int64) -> Int64 { nowNanos }
-    public func wake(nowNanos: Int64) {}
+    package func tick(nowNanos: Int64) {}
+    package func nextTickNanos(after nowNanos: Int64) -> Int64 { nowNanos }
+    package func wake(nowNanos: Int64) {}
 
     /// When a host ticks the session next, asked after a tick: its own next tick or its
     /// transport's next timeout, whichever comes first.
-    public func tickDueNanos(after nowNanos: Int64) -> Int64 {
+    package func tickDueNanos(after nowNanos: Int64) -> Int64 {
         min(nextTickNanos(after: nowNanos), transport.nextTimeoutNanos ?? .max)
     }
 }

@@ -40,7 +40,7 @@ final class Consumer {
     var tl0PicIdx = SeqRewriter<UInt8>(bits: 8)
     var lastOutTimestamp: UInt32 = 0
     var lastSentNanos: Int64 = 0
-    public private(set) var layerSwitches = 0
+    package private(set) var layerSwitches = 0
     /// Switching down because the current layer no longer fits the downlink: its packets are
     /// dropped until the target's keyframe (a short freeze instead of flooding the bottleneck).
     private(set) var dropCurrentWhileSwitching = false
@@ -85,18 +85,18 @@ final class Consumer {
     static let maxRetransmissionAgeNanos: Int64 = 5_000_000_000
     var packetsSent: UInt32 = 0
     var octetsSent: UInt32 = 0
-    public private(set) var retransmitted = 0
-    public private(set) var retransmissionMisses = 0
+    package private(set) var retransmitted = 0
+    package private(set) var retransmissionMisses = 0
     /// The output sequence number of the keyframe the forwarded stream started at (last splice).
     /// Packets before it belong to a stream the subscriber's decoder has left behind: a NACK for one
     /// is not answered (at a switch down the resends would crowd the bottleneck that forced it, and
     /// the new layer's keyframe with them).
     var spliceSequence: UInt16?
     /// NACKed packets not resent because they belong to a stream left behind (or being left).
-    public private(set) var retransmissionsSkipped = 0
+    package private(set) var retransmissionsSkipped = 0
     /// NACKed packets not resent because they were resent less than an RTT ago, or because the
     /// subscriber's retransmission budget was spent (``SubscriberConnection/retransmissionBudget``).
-    public private(set) var retransmissionsThrottled = 0
+    package private(set) var retransmissionsThrottled = 0
     /// A packet is resent at most once per round trip (this when the RTT is not known yet), so
     /// repeated NACKs for it (one datagram can name the same number hundreds of times) cost nothing.
     static let defaultResendIntervalNanos: Int64 = 100_000_000

@@ -1,7 +1,7 @@
 /// One person in a room: who they are, their signaling sink, their two peer connections and the
 /// tracks they publish. Confined to the room's event loop.
-public final class Participant {
-    public let peer: PeerInfo
+package final class Participant {
+    package let peer: PeerInfo
     let sink: (RoomSignal) -> Void
     var publisher: PublisherConnection?
     var subscriber: SubscriberConnection?

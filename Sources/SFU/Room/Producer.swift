@@ -27,7 +27,7 @@ struct RateMeter {
 
 /// Something that sees a producer's packets besides its consumers (the recorder).
 /// Called on the room's loop with the decrypted packet, valid during the call only.
-public protocol ProducerTap: AnyObject {
+package protocol ProducerTap: AnyObject {
     func producer(_ producer: Producer, didReceive packet: UnsafeRawBufferPointer, header: RTPHeader, nowNanos: Int64)
 }
 
@@ -49,10 +49,10 @@ struct FrameInfo {
 /// One RTP stream of a producer: the only one without simulcast, one per encoding with it
 /// (spatial layer `spatial`, 0 lowest). Receive statistics, the NACK register, the publisher's
 /// sender-report mapping, the bitrate per temporal layer and keyframe-request pacing are per stream.
-public final class ProducerStream {
-    public let rid: String?
-    public let spatial: Int
-    public internal(set) var ssrc: UInt32?
+package final class ProducerStream {
+    package let rid: String?
+    package let spatial: Int
+    package internal(set) var ssrc: UInt32?
     var rtxSSRC: UInt32?
     var stats: ReceiveStatistics
     var nack: NACKRegister?
@@ -61,7 +61,7 @@ public final class ProducerStream {
     var retransmissions: RetransmissionBuffer?
     /// The publisher's last SR for this stream taken as its RTP <-> NTP mapping (``SenderReportFilter``):
     /// its NTP time and RTP time, and when it arrived (our clock).
-    public internal(set) var senderReport: (ntp: UInt64, rtp: UInt32, arrivalNanos: Int64)?
+    package internal(set) var senderReport: (ntp: UInt64, rtp: UInt32, arrivalNanos: Int64)?
     /// The last SR received, taken or not: our receiver reports echo it (LSR/DLSR) for the publisher's RTT.
     var lastReceivedSR: (ntp: UInt64, arrivalNanos: Int64)?
     var senderReportFilter = SenderReportFilter()
@@ -81,7 +81,7 @@ public final class ProducerStream {
     var lastKeyframeRequestNanos: Int64?
     var keyframeWanted = false
     /// Frame width and height from the last keyframe.
-    public internal(set) var resolution: (width: Int, height: Int)?
+    package internal(set) var resolution: (width: Int, height: Int)?
 
     init(rid: String?, spatial: Int, ssrc: UInt32?, rtxSSRC: UInt32?, kind: MediaKind, clockRate: Int) {
         self.rid = rid
@@ -147,24 +147,24 @@ public final class ProducerStream {
 /// An incoming track of a publisher (mediasoup's Producer): its streams (one, or one per
 /// simulcast encoding), keyframe-request pacing and the consumers it fans out to. Confined to the
 /// room's event loop.
-public final class Producer {
-    public let trackID: String
-    public let peerID: String
-    public let kind: MediaKind
-    public let codec: ForwardedCodec
-    public internal(set) var source: TrackSource
-    public internal(set) var muted = false
-    public let mid: String
+package final class Producer {
+    package let trackID: String
+    package let peerID: String
+    package let kind: MediaKind
+    package let codec: ForwardedCodec
+    package internal(set) var source: TrackSource
+    package internal(set) var muted = false
+    package let mid: String
     /// Lowest spatial layer first; one stream without simulcast.
-    public let streams: [ProducerStream]
+    package let streams: [ProducerStream]
     let payloadType: UInt8
     let rtxPayloadType: UInt8?
-    public let clockRate: Int
+    package let clockRate: Int
     var consumers: [Consumer] = []
     /// Observers of the packets (not called while muted: a muted track is not recorded either).
     /// With simulcast they see one stream: the highest that is active when they start, until it
     /// stops; a tap that set a size (``setTapSize(_:width:height:nowNanos:)``) sees its own.
-    public var taps: [ProducerTap] = []
+    package var taps: [ProducerTap] = []
     var tapStream = 0
     /// Taps that choose their simulcast stream by the size they draw it at (the composite), by tap.
     /// Empty for every other use, so the taps' loop costs what it did.
@@ -189,8 +189,8 @@ public final class Producer {
     /// lost and its switch waits for the next one (a second later). It waits here instead.
     static let keyframeRequestSpacingNanos: Int64 = 350_000_000
     var lastKeyframeRequestNanos: Int64?
-    public private(set) var keyframeRequestsSent = 0
-    public private(set) var keyframeRequestsThrottled = 0
+    package private(set) var keyframeRequestsSent = 0
+    package private(set) var keyframeRequestsThrottled = 0
     /// Audio: loudness from the audio-level extension (127 - level in -dBov, smoothed), and when it was last heard.
     var loudness: Double = 0
     var loudnessNanos: Int64 = 0
@@ -219,14 +219,14 @@ public final class Producer {
         tapStream = streams.count - 1
     }
 
-    public var simulcast: Bool { streams.count > 1 }
+    package var simulcast: Bool { streams.count > 1 }
 
-    public var info: TrackInfo {
+    package var info: TrackInfo {
         TrackInfo(trackID: trackID, kind: kind, source: source, muted: muted, simulcast: simulcast)
     }
 
     /// The sender report of the stream the taps see (the recorder's timeline).
-    public var senderReport: (ntp: UInt64, rtp: UInt32, arrivalNanos: Int64)? { streams[tapStream].senderReport }
+    package var senderReport: (ntp: UInt64, rtp: UInt32, arrivalNanos: Int64)? { streams[tapStream].senderReport }
 
     /// One decrypted packet of stream `stream`: statistics, then fan-out to every consumer.
     /// `arrivalNanos` (when the packet reached the host, ``WebRTCTransport/arrivalNanos``) times the
@@ -299,7 +299,7 @@ public final class Producer {
     /// which is asked for, so the tap's decoder never gets one stream's frames after the other's
     /// without a keyframe between; when the tap's stream stops it moves at once (its frame
     /// assembler waits for a keyframe). Without simulcast nothing changes.
-    public func setTapSize(_ tap: ProducerTap, width: Int, height: Int, nowNanos: Int64) {
+    package func setTapSize(_ tap: ProducerTap, width: Int, height: Int, nowNanos: Int64) {
         guard simulcast else { return }
         let key = ObjectIdentifier(tap)
         if let sized = sizedTaps[key] {
@@ -316,18 +316,18 @@ public final class Producer {
     }
 
     /// Stops `tap` (and forgets its size).
-    public func removeTap(_ tap: ProducerTap) {
+    package func removeTap(_ tap: ProducerTap) {
         taps.removeAll { $0 === tap }
         sizedTaps[ObjectIdentifier(tap)] = nil
     }
 
     /// The stream `tap` sees now (its RTP clock and sender reports).
-    public func stream(for tap: ProducerTap) -> ProducerStream {
+    package func stream(for tap: ProducerTap) -> ProducerStream {
         streams[sizedTaps[ObjectIdentifier(tap)]?.stream ?? tapStream]
     }
 
     /// Asks for a keyframe of the stream `tap` sees (paced like ``requestKeyframe(nowNanos:)``).
-    public func requestKeyframe(for tap: ProducerTap, nowNanos: Int64) {
+    package func requestKeyframe(for tap: ProducerTap, nowNanos: Int64) {
         requestKeyframe(stream: stream(for: tap), nowNanos: nowNanos)
     }
 
@@ -392,7 +392,7 @@ public final class Producer {
 
     /// Asks the publisher for a keyframe of the stream the taps see (the recorder), paced to one
     /// request per second.
-    public func requestKeyframe(nowNanos: Int64) {
+    package func requestKeyframe(nowNanos: Int64) {
         requestKeyframe(stream: streams[tapStream], nowNanos: nowNanos)
         // Sized taps (the composite) on another stream need theirs too (the pacing sends it later).
         for sized in sizedTaps.values where sized.stream != tapStream { requestKeyframe(stream: streams[sized.stream], nowNanos: nowNanos) }

@@ -4,7 +4,7 @@ import DTLS
 /// the id names (`rm_` a room, `pe_` a participant's session, `rec_` a recording...) and 14
 /// characters of [0-9a-z] from OpenSSL's generator, about 72 bits: ids appear in URLs and logs and
 /// must not be guessable from one another.
-public enum ResourceID: String, Sendable, CaseIterable {
+package enum ResourceID: String, Sendable, CaseIterable {
     case room = "rm"
     case peer = "pe"
     case recording = "rec"
@@ -13,13 +13,13 @@ public enum ResourceID: String, Sendable, CaseIterable {
     case snapshot = "snap"
     case webhook = "wh"
 
-    public static let randomLength = 14
+    package static let randomLength = 14
 
     /// A new id of this kind: `<prefix>_<14 random characters>`.
-    public func make() -> String { rawValue + "_" + Self.randomString(count: Self.randomLength) }
+    package func make() -> String { rawValue + "_" + Self.randomString(count: Self.randomLength) }
 
     /// Whether `id` has this kind's prefix and a well-formed random part.
-    public func matches(_ id: String) -> Bool {
+    package func matches(_ id: String) -> Bool {
         let prefix = rawValue + "_"
         guard id.hasPrefix(prefix) else { return false }
         let rest = id.utf8.dropFirst(prefix.utf8.count)
@@ -30,7 +30,7 @@ public enum ResourceID: String, Sendable, CaseIterable {
 
     /// `count` characters of [0-9a-z], each equally likely: random bytes at or above 252 (7 x 36)
     /// are drawn again, so `byte % 36` has no bias.
-    public static func randomString(count: Int) -> String {
+    package static func randomString(count: Int) -> String {
         var out: [UInt8] = []
         out.reserveCapacity(count)
         while out.count < count {

@@ -3,22 +3,22 @@ import Logging
 import RTP
 
 /// Keyframe requests and retransmissions of a room.
-public struct RoomCounters: Sendable, Equatable {
+package struct RoomCounters: Sendable, Equatable {
     /// PLIs sent to publishers, and requests absorbed by the one-per-second pacing.
-    public var keyframeRequestsSent = 0
-    public var keyframeRequestsThrottled = 0
+    package var keyframeRequestsSent = 0
+    package var keyframeRequestsThrottled = 0
     /// Packets resent to subscribers after a NACK, and NACKed packets no longer in the buffer.
-    public var retransmissions = 0
-    public var retransmissionMisses = 0
+    package var retransmissions = 0
+    package var retransmissionMisses = 0
     /// NACKed packets not resent: resent less than an RTT before, or over the subscriber's budget.
-    public var retransmissionsThrottled = 0
+    package var retransmissionsThrottled = 0
     /// Simulcast layer switches made by consumers.
-    public var layerSwitches = 0
+    package var layerSwitches = 0
     /// Video consumers paused by the allocator now (live rooms only).
-    public var tracksPaused = 0
+    package var tracksPaused = 0
     /// Padding bytes sent to probe subscribers' downlinks.
-    public var probePaddingBytes = 0
-    public init() {}
+    package var probePaddingBytes = 0
+    package init() {}
 
     mutating func add(_ producer: Producer) {
         keyframeRequestsSent += producer.keyframeRequestsSent
@@ -33,7 +33,7 @@ public struct RoomCounters: Sendable, Equatable {
         layerSwitches += consumer.layerSwitches
     }
 
-    public mutating func add(_ other: RoomCounters) {
+    package mutating func add(_ other: RoomCounters) {
         keyframeRequestsSent += other.keyframeRequestsSent
         keyframeRequestsThrottled += other.keyframeRequestsThrottled
         retransmissions += other.retransmissions
@@ -49,30 +49,30 @@ public struct RoomCounters: Sendable, Equatable {
 /// consumers that connect every producer to every other participant's subscriber connection.
 /// The room and all its transports live on one worker event loop (DESIGN.md principle 3); the
 /// control plane calls it there. Signaling output goes to each participant's sink.
-public final class Room {
-    public let id: String
-    public let maxParticipants: Int
+package final class Room {
+    package let id: String
+    package let maxParticipants: Int
     let host: SessionHost
     let dtlsContext: DTLSContext
     let candidates: [HostCandidate]
     let logger: Logger
     private(set) var participants: [Participant] = []
-    public private(set) var isClosed = false
+    package private(set) var isClosed = false
     /// Counters of producers and consumers already gone.
     private var finished = RoomCounters()
     private var observers: [RoomObserver] = []
     /// The recording in progress: joiners are told (`recording_started`).
-    public var activeRecordingID: String?
+    package var activeRecordingID: String?
 
-    public func addObserver(_ observer: RoomObserver) { observers.append(observer) }
-    public func removeObserver(_ observer: RoomObserver) { observers.removeAll { $0 === observer } }
+    package func addObserver(_ observer: RoomObserver) { observers.append(observer) }
+    package func removeObserver(_ observer: RoomObserver) { observers.removeAll { $0 === observer } }
 
     /// Every published track with its publisher.
-    public func publishedTracks() -> [(peer: PeerInfo, producer: Producer)] {
+    package func publishedTracks() -> [(peer: PeerInfo, producer: Producer)] {
         participants.flatMap { p in p.producers.map { (p.peer, $0) } }
     }
 
-    public init(id: String, maxParticipants: Int, host: SessionHost, dtlsContext: DTLSContext, candidates: [HostCandidate], logger: Logger) {
+    package init(id: String, maxParticipants: Int, host: SessionHost, dtlsContext: DTLSContext, candidates: [HostCandidate], logger: Logger) {
         self.id = id
         self.maxParticipants = maxParticipants
         self.host = host
@@ -81,7 +81,7 @@ public final class Room {
         self.logger = logger
     }
 
-    public var participantCount: Int { participants.count }
+    package var participantCount: Int { participants.count }
 
     func participant(_ peerID: String) -> Participant? { participants.first { $0.peer.peerID == peerID } }
 
@@ -93,7 +93,7 @@ public final class Room {
 
     /// Adds a participant. The sink gets `joined` first, then everything that concerns it.
     /// A participant with the same user id is replaced (it gets `removed`, `.replaced`).
-    public func join(_ peer: PeerInfo, nowNanos: Int64, sink: @escaping (RoomSignal) -> Void) throws(RoomJoinError) {
+    package func join(_ peer: PeerInfo, nowNanos: Int64, sink: @escaping (RoomSignal) -> Void) throws(RoomJoinError) {
         guard !isClosed else { throw .closed }
         if let old = participants.first(where: { $0.peer.userID == peer.userID }) {
             remove(old, reason: .replaced, message: "the same user joined the room from another connection")
@@ -119,7 +119,7 @@ public final class Room {
     }
 
     /// The participant left (its signaling closed, or it said `leave_room`).
-    public func leave(peerID: String) {
+    package func leave(peerID: String) {
         guard let p = participant(peerID) else { return }
         remove(p, reason: nil, message: "")
     }
@@ -127,14 +127,14 @@ public final class Room {
     /// Removes a participant through the API: it gets `removed` with `reason` first.
     /// - Returns: false when no participant has that user id.
     @discardableResult
-    public func remove(userID: String, reason: RemovalReason, message: String) -> Bool {
+    package func remove(userID: String, reason: RemovalReason, message: String) -> Bool {
         guard let p = participants.first(where: { $0.peer.userID == userID }) else { return false }
         remove(p, reason: reason, message: message)
         return true
     }
 
     /// Closes the room: everyone is removed, `.roomClosed`.
-    public func close(message: String) {
+    package func close(message: String) {
         isClosed = true
         for p in participants { remove(p, reason: .roomClosed, message: message) }
     }
@@ -181,19 +181,19 @@ public final class Room {
     /// Tracks one participant may publish at once, by kind: a microphone, and a camera plus a
     /// screen share. More sending m-lines in an offer are refused (`bad_offer`): each track costs a
     /// producer here and a consumer and an m-line at every other participant.
-    public struct TrackLimits: Sendable, Equatable {
-        public var audio: Int
-        public var video: Int
-        public init(audio: Int = 1, video: Int = 2) {
+    package struct TrackLimits: Sendable, Equatable {
+        package var audio: Int
+        package var video: Int
+        package init(audio: Int = 1, video: Int = 2) {
             self.audio = audio
             self.video = video
         }
     }
-    public var trackLimits = TrackLimits()
+    package var trackLimits = TrackLimits()
 
     /// A publisher offer (parsed by the caller, off this loop: parsing is the costly part of an
     /// offer): answered through the sink, then tracks published or unpublished.
-    public func publisherOffer(peerID: String, offer: SessionDescription, nowNanos: Int64) {
+    package func publisherOffer(peerID: String, offer: SessionDescription, nowNanos: Int64) {
         guard let p = participant(peerID) else { return }
         let sending = offer.media.filter { ($0.port != 0 || $0.has("bundle-only")) && $0.direction.sends }
         if !sending.isEmpty && !p.peer.canPublish {
@@ -296,7 +296,7 @@ public final class Room {
     }
 
     /// The client's answer to our last subscriber offer (parsed by the caller, off this loop).
-    public func subscriberAnswer(peerID: String, answer: SessionDescription, nowNanos: Int64) {
+    package func subscriberAnswer(peerID: String, answer: SessionDescription, nowNanos: Int64) {
         guard let p = participant(peerID) else { return }
         guard let subscriber = p.subscriber else {
             p.sink(.refused(.permissionDenied, message: "this token may not subscribe"))
@@ -312,10 +312,10 @@ public final class Room {
     // MARK: Room events
 
     /// Who turns a participant's microphone or camera on or off.
-    public enum ToggleOrigin: Sendable { case participant, server }
+    package enum ToggleOrigin: Sendable { case participant, server }
 
     /// What a toggle did.
-    public enum ToggleResult: Sendable, Equatable {
+    package enum ToggleResult: Sendable, Equatable {
         case applied
         /// The participant asked to turn on what the server muted: nothing changed.
         case mutedByServer
@@ -328,7 +328,7 @@ public final class Room {
     /// Forwarding stops or resumes (video resumes at a keyframe) and everyone gets the `*_toggled`
     /// event with the resulting state.
     @discardableResult
-    public func setEnabled(peerID: String, kind: MediaKind, enabled: Bool, origin: ToggleOrigin = .participant, nowNanos: Int64) -> ToggleResult {
+    package func setEnabled(peerID: String, kind: MediaKind, enabled: Bool, origin: ToggleOrigin = .participant, nowNanos: Int64) -> ToggleResult {
         guard let p = participant(peerID) else { return .notInRoom }
         switch origin {
         case .participant:
@@ -358,9 +358,9 @@ public final class Room {
     }
 
     /// The peer id of a user in the room.
-    public func peerID(userID: String) -> String? { participants.first { $0.peer.userID == userID }?.peer.peerID }
+    package func peerID(userID: String) -> String? { participants.first { $0.peer.userID == userID }?.peer.peerID }
 
-    public func screenShare(peerID: String, enabled: Bool) {
+    package func screenShare(peerID: String, enabled: Bool) {
         guard let p = participant(peerID) else { return }
         if enabled && !p.peer.canPublish {
             p.sink(.refused(.permissionDenied, message: "this token may not publish"))
@@ -370,20 +370,20 @@ public final class Room {
         broadcast(.toggled(.screenShare, peerID: p.peer.peerID, userID: p.peer.userID, enabled: enabled))
     }
 
-    public func chat(peerID: String, message: String, timestampMillis: Int64) {
+    package func chat(peerID: String, message: String, timestampMillis: Int64) {
         guard let p = participant(peerID) else { return }
         broadcast(.chat(peerID: p.peer.peerID, userID: p.peer.userID, message: message, timestampMillis: timestampMillis))
     }
 
-    public func broadcast(_ signal: RoomSignal) {
+    package func broadcast(_ signal: RoomSignal) {
         for p in participants { p.sink(signal) }
     }
 
     // MARK: State
 
-    public func summaries() -> [ParticipantSummary] { participants.map(\.summary) }
+    package func summaries() -> [ParticipantSummary] { participants.map(\.summary) }
 
-    public func snapshot(nowNanos: Int64) -> [ParticipantSnapshot] {
+    package func snapshot(nowNanos: Int64) -> [ParticipantSnapshot] {
         participants.map {
             ParticipantSnapshot(peer: $0.peer, tracks: $0.producers.map(\.info), quality: $0.quality(nowNanos: nowNanos), joinedNanos: $0.joinedNanos,
                                 subscriptions: $0.subscriptions(nowNanos: nowNanos))
@@ -409,7 +409,7 @@ public final class Room {
     }
 
     /// `set_layer`: the subscriber caps what it receives of `trackID` (nil: no cap).
-    public func setLayer(peerID: String, trackID: String, maxSpatial: Int?, maxTemporal: Int?, nowNanos: Int64) -> Bool {
+    package func setLayer(peerID: String, trackID: String, maxSpatial: Int?, maxTemporal: Int?, nowNanos: Int64) -> Bool {
         guard let subscriber = participant(peerID)?.subscriber,
               let c = subscriber.slots.lazy.compactMap(\.consumer).first(where: { $0.producer.trackID == trackID }) else { return false }
         c.maxSpatial = maxSpatial.map { max(0, $0) }
@@ -425,7 +425,7 @@ public final class Room {
     }
 
     /// Counters of the room's lifetime (live producers and consumers plus those gone), for /metrics.
-    public func counters() -> RoomCounters {
+    package func counters() -> RoomCounters {
         var total = finished
         for p in participants {
             for producer in p.producers { total.add(producer) }

@@ -1,25 +1,25 @@
 import Foundation
 
 /// audio or video.
-public enum MediaKind: String, Sendable, Equatable, Codable {
+package enum MediaKind: String, Sendable, Equatable, Codable {
     case audio, video
 }
 
 /// Where a track comes from (PROTOCOL.md `source`).
-public enum TrackSource: String, Sendable, Equatable, Codable {
+package enum TrackSource: String, Sendable, Equatable, Codable {
     case microphone, camera, screen
 }
 
 /// Who a participant is, from its join token.
-public struct PeerInfo: Sendable, Equatable {
-    public var peerID: String
-    public var userID: String
-    public var name: String
-    public var role: String
-    public var canPublish: Bool
-    public var canSubscribe: Bool
+package struct PeerInfo: Sendable, Equatable {
+    package var peerID: String
+    package var userID: String
+    package var name: String
+    package var role: String
+    package var canPublish: Bool
+    package var canSubscribe: Bool
 
-    public init(peerID: String, userID: String, name: String, role: String, canPublish: Bool, canSubscribe: Bool) {
+    package init(peerID: String, userID: String, name: String, role: String, canPublish: Bool, canSubscribe: Bool) {
         self.peerID = peerID
         self.userID = userID
         self.name = name
@@ -30,70 +30,70 @@ public struct PeerInfo: Sendable, Equatable {
 }
 
 /// A published track as the signaling and the API show it.
-public struct TrackInfo: Sendable, Equatable {
-    public var trackID: String
-    public var kind: MediaKind
-    public var source: TrackSource
-    public var muted: Bool
-    public var simulcast: Bool
+package struct TrackInfo: Sendable, Equatable {
+    package var trackID: String
+    package var kind: MediaKind
+    package var source: TrackSource
+    package var muted: Bool
+    package var simulcast: Bool
 }
 
 /// A participant and its tracks (joined_room, the participants route).
-public struct ParticipantSummary: Sendable, Equatable {
-    public var peer: PeerInfo
-    public var tracks: [TrackInfo]
+package struct ParticipantSummary: Sendable, Equatable {
+    package var peer: PeerInfo
+    package var tracks: [TrackInfo]
 }
 
 /// Live quality figures of one participant, from RTCP and our receive statistics.
-public struct QualityFigures: Sendable, Equatable {
+package struct QualityFigures: Sendable, Equatable {
     /// Round-trip time to the participant (from its receiver reports on our sender reports), ms.
-    public var rttMs: Double?
+    package var rttMs: Double?
     /// Uplink loss: fraction of the participant's packets we did not receive (last interval, 0...1).
-    public var uplinkLoss: Double?
+    package var uplinkLoss: Double?
     /// Downlink loss the participant reports for what we send it (0...1).
-    public var downlinkLoss: Double?
+    package var downlinkLoss: Double?
     /// Interarrival jitter of what the participant sends us, ms (largest of its tracks).
-    public var jitterMs: Double?
+    package var jitterMs: Double?
     /// Bitrate the participant publishes, bits/s (last second).
-    public var publishBitrate: Int64
+    package var publishBitrate: Int64
     /// Bitrate we send the participant, bits/s (last second).
-    public var subscribeBitrate: Int64
+    package var subscribeBitrate: Int64
     /// The estimated downlink to the participant, bits/s (transport-cc GCC, or its REMB).
-    public var downlinkEstimate: Int64?
+    package var downlinkEstimate: Int64?
 }
 
 /// What one participant receives of one remote track (the participants route).
-public struct SubscriptionSnapshot: Sendable, Equatable {
-    public var peerID: String
-    public var trackID: String
-    public var kind: MediaKind
-    public var source: TrackSource
+package struct SubscriptionSnapshot: Sendable, Equatable {
+    package var peerID: String
+    package var trackID: String
+    package var kind: MediaKind
+    package var source: TrackSource
     /// Paused by the allocator (the downlink cannot carry it).
-    public var paused: Bool
+    package var paused: Bool
     /// Layers for simulcast video (spatial 0 = lowest); nil otherwise or before the first keyframe.
-    public var spatialLayer: Int?
-    public var targetSpatialLayer: Int?
-    public var temporalLayer: Int?
-    public var targetTemporalLayer: Int?
-    public var maxSpatial: Int?
-    public var maxTemporal: Int?
-    public var layerSwitches: Int
+    package var spatialLayer: Int?
+    package var targetSpatialLayer: Int?
+    package var temporalLayer: Int?
+    package var targetTemporalLayer: Int?
+    package var maxSpatial: Int?
+    package var maxTemporal: Int?
+    package var layerSwitches: Int
     /// Bitrate forwarded, bits/s (last second).
-    public var bitrate: Int64
+    package var bitrate: Int64
 }
 
 /// A live participant for the Control API.
-public struct ParticipantSnapshot: Sendable, Equatable {
-    public var peer: PeerInfo
-    public var tracks: [TrackInfo]
-    public var quality: QualityFigures
-    public var joinedNanos: Int64
-    public var subscriptions: [SubscriptionSnapshot] = []
+package struct ParticipantSnapshot: Sendable, Equatable {
+    package var peer: PeerInfo
+    package var tracks: [TrackInfo]
+    package var quality: QualityFigures
+    package var joinedNanos: Int64
+    package var subscriptions: [SubscriptionSnapshot] = []
 }
 
 /// What the room tells one participant's signaling connection. The Control layer turns these into
 /// PROTOCOL.md events.
-public enum RoomSignal: Sendable, Equatable {
+package enum RoomSignal: Sendable, Equatable {
     case joined(roomID: String, peer: PeerInfo, participants: [ParticipantSummary])
     case publisherAnswer(sdp: String)
     case subscriberOffer(sdp: String)
@@ -118,12 +118,12 @@ public enum RoomSignal: Sendable, Equatable {
 }
 
 /// What a participant switched on or off (``RoomSignal/toggled(_:peerID:userID:enabled:)``).
-public enum ToggleKind: Sendable, Equatable {
+package enum ToggleKind: Sendable, Equatable {
     case audio, video, screenShare
 }
 
 /// Why the room refused what a participant asked (the Control layer names them for the client).
-public enum RoomRefusal: Sendable, Equatable {
+package enum RoomRefusal: Sendable, Equatable {
     /// Its token's permissions do not allow it (publish, subscribe).
     case permissionDenied
     /// Its publisher offer could not be answered (does not apply, too many tracks).
@@ -135,7 +135,7 @@ public enum RoomRefusal: Sendable, Equatable {
 }
 
 /// Why a participant is no longer in the room.
-public enum RemovalReason: Sendable, Equatable {
+package enum RemovalReason: Sendable, Equatable {
     /// The same user joined from another connection.
     case replaced
     /// The room was closed.
@@ -146,7 +146,7 @@ public enum RemovalReason: Sendable, Equatable {
     case removedByApplication
 
     /// How logs and transport close reasons name it.
-    public var logName: String {
+    package var logName: String {
         switch self {
         case .replaced: "replaced"
         case .roomClosed: "room_closed"
@@ -157,7 +157,7 @@ public enum RemovalReason: Sendable, Equatable {
 }
 
 /// Sees a room's tracks come and go (the recorder).
-public protocol RoomObserver: AnyObject {
+package protocol RoomObserver: AnyObject {
     func room(_ room: Room, didPublish producer: Producer, of peer: PeerInfo, nowNanos: Int64)
     func room(_ room: Room, didUnpublish producer: Producer, of peer: PeerInfo)
     func room(_ room: Room, didRemove peer: PeerInfo)
@@ -168,18 +168,18 @@ public protocol RoomObserver: AnyObject {
 }
 
 extension RoomObserver {
-    public func room(_ room: Room, didJoin peer: PeerInfo, nowNanos: Int64) {}
-    public func room(_ room: Room, didToggle producer: Producer, of peer: PeerInfo, nowNanos: Int64) {}
+    package func room(_ room: Room, didJoin peer: PeerInfo, nowNanos: Int64) {}
+    package func room(_ room: Room, didToggle producer: Producer, of peer: PeerInfo, nowNanos: Int64) {}
 }
 
 /// Why a join fails.
-public enum RoomJoinError: Error, Equatable, Sendable {
+package enum RoomJoinError: Error, Equatable, Sendable {
     case full(max: Int)
     case closed
 }
 
 /// Where a room's transports are registered and its datagrams go (the media worker).
-public protocol SessionHost: DatagramSink {
+package protocol SessionHost: DatagramSink {
     func add(_ session: WorkerSession)
     func remove(_ session: WorkerSession)
     /// Calls `session.wake(nowNanos:)` at `atNanos` (or as soon after as the host's timers allow),
@@ -194,10 +194,10 @@ public protocol SessionHost: DatagramSink {
 
 extension SessionHost {
     /// A host without timers: the session's next tick comes instead.
-    public func wake(_ session: WorkerSession, atNanos: Int64) {}
+    package func wake(_ session: WorkerSession, atNanos: Int64) {}
     /// A host that sends at once: the time a datagram was queued is its send time.
-    public var writeBatch: UInt64 { 0 }
-    public func writtenNanos(batch: UInt64) -> Int64? { nil }
+    package var writeBatch: UInt64 { 0 }
+    package func writtenNanos(batch: UInt64) -> Int64? { nil }
 }
 
 enum RandomID {

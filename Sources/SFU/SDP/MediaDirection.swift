@@ -1,15 +1,15 @@
 /// A media section's direction attribute (RFC 8866 6.7; sendrecv when absent).
-public enum MediaDirection: String, Sendable, CaseIterable {
+package enum MediaDirection: String, Sendable, CaseIterable {
     case sendrecv, sendonly, recvonly, inactive
 
     /// The side that wrote it sends media on the section.
-    public var sends: Bool { self == .sendrecv || self == .sendonly }
+    package var sends: Bool { self == .sendrecv || self == .sendonly }
     /// The side that wrote it receives media on the section.
-    public var receives: Bool { self == .sendrecv || self == .recvonly }
+    package var receives: Bool { self == .sendrecv || self == .recvonly }
 
     /// An answer that does what it is offered (RFC 3264 6.1): what the offerer sends, the answerer
     /// receives, and the other way round.
-    public var answered: MediaDirection {
+    package var answered: MediaDirection {
         switch self {
         case .sendonly: .recvonly
         case .recvonly: .sendonly
@@ -18,5 +18,5 @@ public enum MediaDirection: String, Sendable, CaseIterable {
     }
 
     /// The SDP attribute (`a=sendonly`...).
-    public var attribute: SessionDescription.Attribute { .init(rawValue) }
+    package var attribute: SessionDescription.Attribute { .init(rawValue) }
 }

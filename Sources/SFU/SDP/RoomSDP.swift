@@ -2,12 +2,12 @@ import DTLS
 import RTP
 
 /// Our side of ICE and DTLS as it goes into every SDP we write.
-public struct LocalTransportParameters: Sendable, Equatable {
-    public var ice: ICELiteAgent.Credentials
-    public var fingerprint: String
-    public var candidates: [HostCandidate]
+package struct LocalTransportParameters: Sendable, Equatable {
+    package var ice: ICELiteAgent.Credentials
+    package var fingerprint: String
+    package var candidates: [HostCandidate]
 
-    public init(ice: ICELiteAgent.Credentials, fingerprint: String, candidates: [HostCandidate]) {
+    package init(ice: ICELiteAgent.Credentials, fingerprint: String, candidates: [HostCandidate]) {
         self.ice = ice
         self.fingerprint = fingerprint
         self.candidates = candidates
@@ -28,14 +28,14 @@ public struct LocalTransportParameters: Sendable, Equatable {
 }
 
 /// The remote side of ICE and DTLS, read from an offer or answer.
-public struct RemoteTransportParameters: Sendable, Equatable {
-    public var ice: ICELiteAgent.Credentials
-    public var fingerprint: CertificateFingerprint
+package struct RemoteTransportParameters: Sendable, Equatable {
+    package var ice: ICELiteAgent.Credentials
+    package var fingerprint: CertificateFingerprint
     /// actpass, active or passive.
-    public var setup: DTLSSetup
+    package var setup: DTLSSetup
 
     /// Reads the first bundled section's (or the session's) ICE and DTLS attributes.
-    public init(_ sdp: SessionDescription) throws(RoomSDPError) {
+    package init(_ sdp: SessionDescription) throws(RoomSDPError) {
         let first = sdp.media.first { $0.port != 0 } ?? sdp.media.first
         guard let ufrag = sdp.value("ice-ufrag", in: first), let pwd = sdp.value("ice-pwd", in: first), !ufrag.isEmpty, !pwd.isEmpty else {
             throw .bad("no ICE credentials (a=ice-ufrag/a=ice-pwd)")
@@ -49,38 +49,38 @@ public struct RemoteTransportParameters: Sendable, Equatable {
     }
 }
 
-public enum RoomSDPError: Error, Equatable, Sendable, CustomStringConvertible {
+package enum RoomSDPError: Error, Equatable, Sendable, CustomStringConvertible {
     case bad(String)
-    public var description: String {
+    package var description: String {
         switch self { case .bad(let why): why }
     }
 }
 
 /// A codec the SFU forwards, with what our SDP says about it.
-public enum ForwardedCodec: Sendable, Equatable {
+package enum ForwardedCodec: Sendable, Equatable {
     case opus
     case vp8
     /// H.264 passed through as the publisher sends it; `fmtp` is the publisher's (profile, packetization mode).
     case h264(fmtp: String)
 
-    public var kind: MediaKind { self == .opus ? .audio : .video }
-    public var name: String {
+    package var kind: MediaKind { self == .opus ? .audio : .video }
+    package var name: String {
         switch self {
         case .opus: "opus"
         case .vp8: "VP8"
         case .h264: "H264"
         }
     }
-    public var clockRate: Int { self == .opus ? 48000 : 90000 }
+    package var clockRate: Int { self == .opus ? 48000 : 90000 }
     /// The payload types of our subscriber offers.
-    public var offerPayloadType: UInt8 {
+    package var offerPayloadType: UInt8 {
         switch self {
         case .opus: 111
         case .vp8: 96
         case .h264: 102
         }
     }
-    public var offerRTXPayloadType: UInt8? {
+    package var offerRTXPayloadType: UInt8? {
         switch self {
         case .opus: nil
         case .vp8: 97
@@ -97,42 +97,42 @@ public enum ForwardedCodec: Sendable, Equatable {
 }
 
 /// Header extension ids negotiated on a publisher transport (one set: BUNDLE shares them).
-public struct ExtensionIDs: Sendable, Equatable {
-    public var mid: UInt8?
-    public var transportCC: UInt8?
-    public var absSendTime: UInt8?
-    public var audioLevel: UInt8?
+package struct ExtensionIDs: Sendable, Equatable {
+    package var mid: UInt8?
+    package var transportCC: UInt8?
+    package var absSendTime: UInt8?
+    package var audioLevel: UInt8?
     /// rtp-stream-id and repaired-rtp-stream-id (RFC 8852): which simulcast encoding a packet is.
-    public var rid: UInt8?
-    public var repairedRid: UInt8?
-    public init() {}
+    package var rid: UInt8?
+    package var repairedRid: UInt8?
+    package init() {}
 }
 
 /// One media section of a publisher offer, as accepted in our answer.
-public struct PublishedSection: Sendable, Equatable {
-    public var mid: String
-    public var kind: MediaKind
-    public var codec: ForwardedCodec
-    public var payloadType: UInt8
-    public var clockRate: Int
-    public var rtxPayloadType: UInt8?
-    public var ssrc: UInt32?
-    public var rtxSSRC: UInt32?
+package struct PublishedSection: Sendable, Equatable {
+    package var mid: String
+    package var kind: MediaKind
+    package var codec: ForwardedCodec
+    package var payloadType: UInt8
+    package var clockRate: Int
+    package var rtxPayloadType: UInt8?
+    package var ssrc: UInt32?
+    package var rtxSSRC: UInt32?
     /// Simulcast encodings, lowest first: by rid (RFC 8853, SSRCs learned from the rid header
     /// extensions) or by `a=ssrc-group:SIM` (SSRCs given, rid nil). Empty without simulcast.
-    public var encodings: [SimulcastEncoding] = []
+    package var encodings: [SimulcastEncoding] = []
     /// The section sends media to us (sendonly/sendrecv, not rejected).
-    public var sending: Bool
+    package var sending: Bool
     /// The transport-cc feedback was negotiated for this section.
-    public var transportCC: Bool
+    package var transportCC: Bool
 }
 
 /// One simulcast encoding of a published section.
-public struct SimulcastEncoding: Sendable, Equatable {
-    public var rid: String?
-    public var ssrc: UInt32?
-    public var rtxSSRC: UInt32?
-    public init(rid: String?, ssrc: UInt32? = nil, rtxSSRC: UInt32? = nil) {
+package struct SimulcastEncoding: Sendable, Equatable {
+    package var rid: String?
+    package var ssrc: UInt32?
+    package var rtxSSRC: UInt32?
+    package init(rid: String?, ssrc: UInt32? = nil, rtxSSRC: UInt32? = nil) {
         self.rid = rid
         self.ssrc = ssrc
         self.rtxSSRC = rtxSSRC
@@ -140,7 +140,7 @@ public struct SimulcastEncoding: Sendable, Equatable {
 }
 
 /// Offer/answer for the two peer connections of a room participant (docs/SIGNALING.md).
-public enum RoomSDP {
+package enum RoomSDP {
     /// The codecs we forward: Opus for audio; VP8 for video, else H.264 (packetization mode 1,
     /// constrained baseline preferred), passed through.
     package static func acceptedCodec(_ m: SessionDescription.Media) -> SessionDescription.Codec? {
@@ -169,7 +169,7 @@ public enum RoomSDP {
                                               RTPExtensionURI.rtpStreamID, RTPExtensionURI.repairedRTPStreamID]
 
     /// At most this many simulcast encodings are received (q, h, f).
-    public static let maxEncodings = 3
+    package static let maxEncodings = 3
 
     /// The simulcast encodings a video section offers, lowest resolution first, and the answer's
     /// `a=rid`/`a=simulcast` lines. Chromium lists rids in the order of its `sendEncodings`
@@ -212,7 +212,7 @@ public enum RoomSDP {
 
     /// Answers a publisher offer. `canPublish` false refuses sections that send.
     /// - Returns: the answer, the sections and the extension ids.
-    public static func answerPublisher(offer: SessionDescription, local: LocalTransportParameters, setup: DTLSSetup,
+    package static func answerPublisher(offer: SessionDescription, local: LocalTransportParameters, setup: DTLSSetup,
                                        sessionVersion: Int, sessionID: UInt64) throws(RoomSDPError)
         -> (answer: SessionDescription, sections: [PublishedSection], extensions: ExtensionIDs) {
         var answer = SessionDescription()
@@ -297,27 +297,27 @@ public enum RoomSDP {
     }
 
     /// One m-line of a subscriber offer.
-    public struct SubscriberSlot: Sendable, Equatable {
-        public var mid: String
-        public var codec: ForwardedCodec
+    package struct SubscriberSlot: Sendable, Equatable {
+        package var mid: String
+        package var codec: ForwardedCodec
         /// nil: the slot's track went away (inactive m-line).
-        public var track: SubscribedTrack?
-        public var kind: MediaKind { codec.kind }
+        package var track: SubscribedTrack?
+        package var kind: MediaKind { codec.kind }
     }
 
-    public struct SubscribedTrack: Sendable, Equatable {
-        public var peerID: String
-        public var trackID: String
-        public var ssrc: UInt32
-        public var rtxSSRC: UInt32?
-        public var cname: String
+    package struct SubscribedTrack: Sendable, Equatable {
+        package var peerID: String
+        package var trackID: String
+        package var ssrc: UInt32
+        package var rtxSSRC: UInt32?
+        package var cname: String
     }
 
     /// The transport-cc extension id in our subscriber offers.
-    public static let subscriberTransportCCID: UInt8 = 3
+    package static let subscriberTransportCCID: UInt8 = 3
 
     /// A subscriber offer with one m-line per slot.
-    public static func subscriberOffer(slots: [SubscriberSlot], local: LocalTransportParameters, sessionVersion: Int, sessionID: UInt64) -> SessionDescription {
+    package static func subscriberOffer(slots: [SubscriberSlot], local: LocalTransportParameters, sessionVersion: Int, sessionID: UInt64) -> SessionDescription {
         var offer = SessionDescription()
         offer.sessionLines = ["v=0", "o=- \(sessionID) \(sessionVersion) IN IP4 127.0.0.1", "s=sfu", "t=0 0"]
         offer.sessionAttributes = [.init("ice-lite"), .init("group", "BUNDLE " + slots.map(\.mid).joined(separator: " ")),
@@ -360,15 +360,15 @@ public enum RoomSDP {
     }
 
     /// What a subscriber's answer accepted, per mid: the payload types it will receive.
-    public struct AnsweredSection: Sendable, Equatable {
-        public var mid: String
-        public var accepted: Bool
-        public var payloadType: UInt8?
-        public var rtxPayloadType: UInt8?
-        public var transportCC: Bool
+    package struct AnsweredSection: Sendable, Equatable {
+        package var mid: String
+        package var accepted: Bool
+        package var payloadType: UInt8?
+        package var rtxPayloadType: UInt8?
+        package var transportCC: Bool
     }
 
-    public static func readSubscriberAnswer(_ answer: SessionDescription) -> [AnsweredSection] {
+    package static func readSubscriberAnswer(_ answer: SessionDescription) -> [AnsweredSection] {
         answer.media.enumerated().map { index, m in
             let codec = acceptedCodec(m)
             let rtx = codec.flatMap { c in m.codecs.first { $0.name.lowercased() == "rtx" && $0.fmtp?.contains("apt=\(c.payloadType)") == true } }

@@ -1,50 +1,50 @@
 /// An SDP (RFC 8866) parsed into its session part and media sections, keeping every line so an
 /// answer can be built from what the offer said. JSEP (RFC 8829) shapes: unified plan, BUNDLE,
 /// rtcp-mux. Parsing is lenient about unknown lines and strict about structure.
-public struct SessionDescription: Sendable, Equatable {
-    public struct Attribute: Sendable, Equatable {
-        public var name: String
-        public var value: String?
-        public init(_ name: String, _ value: String? = nil) {
+package struct SessionDescription: Sendable, Equatable {
+    package struct Attribute: Sendable, Equatable {
+        package var name: String
+        package var value: String?
+        package init(_ name: String, _ value: String? = nil) {
             self.name = name
             self.value = value
         }
         var line: String { value.map { "a=\(name):\($0)" } ?? "a=\(name)" }
     }
 
-    public struct Media: Sendable, Equatable {
+    package struct Media: Sendable, Equatable {
         /// audio, video, application.
-        public var kind: String
-        public var port: Int
-        public var proto: String
+        package var kind: String
+        package var port: Int
+        package var proto: String
         /// Payload types (or `webrtc-datachannel`), as in the m-line.
-        public var formats: [String]
+        package var formats: [String]
         /// c=, b= and other non-attribute lines of the section, verbatim.
-        public var otherLines: [String] = []
-        public var attributes: [Attribute] = []
+        package var otherLines: [String] = []
+        package var attributes: [Attribute] = []
 
-        public init(kind: String, port: Int, proto: String, formats: [String]) {
+        package init(kind: String, port: Int, proto: String, formats: [String]) {
             self.kind = kind
             self.port = port
             self.proto = proto
             self.formats = formats
         }
 
-        public func values(_ name: String) -> [String] { attributes.filter { $0.name == name }.compactMap(\.value) }
-        public func value(_ name: String) -> String? { attributes.first { $0.name == name }?.value }
-        public func has(_ name: String) -> Bool { attributes.contains { $0.name == name } }
+        package func values(_ name: String) -> [String] { attributes.filter { $0.name == name }.compactMap(\.value) }
+        package func value(_ name: String) -> String? { attributes.first { $0.name == name }?.value }
+        package func has(_ name: String) -> Bool { attributes.contains { $0.name == name } }
 
-        public var mid: String? { value("mid") }
+        package var mid: String? { value("mid") }
 
         /// sendrecv, sendonly, recvonly or inactive (sendrecv when absent).
-        public var direction: MediaDirection {
+        package var direction: MediaDirection {
             for d in MediaDirection.allCases where has(d.rawValue) { return d }
             return .sendrecv
         }
 
         /// The codecs of the section in m-line order: payload type, name, clock rate, channels, fmtp, rtcp-fb.
         /// One pass over the attributes (indexed by payload type), then one over the formats.
-        public var codecs: [Codec] {
+        package var codecs: [Codec] {
             var byPT: [UInt8: Codec] = [:]
             func split(_ value: String) -> (UInt8, Substring)? {
                 guard let space = value.firstIndex(of: " "), let pt = UInt8(value[..<space]), pt < 128 else { return nil }
@@ -76,7 +76,7 @@ public struct SessionDescription: Sendable, Equatable {
         }
 
         /// `a=extmap` entries: id -> URI.
-        public var extensions: [(id: UInt8, uri: String)] {
+        package var extensions: [(id: UInt8, uri: String)] {
             values("extmap").compactMap { v in
                 let parts = v.split(separator: " ")
                 guard parts.count >= 2 else { return nil }
@@ -86,7 +86,7 @@ public struct SessionDescription: Sendable, Equatable {
         }
 
         /// SSRCs declared with `a=ssrc:<ssrc> ...`, in order, without duplicates.
-        public var ssrcs: [UInt32] {
+        package var ssrcs: [UInt32] {
             var seen = Set<UInt32>()
             var out: [UInt32] = []
             for v in values("ssrc") {
@@ -96,15 +96,15 @@ public struct SessionDescription: Sendable, Equatable {
         }
     }
 
-    public struct Codec: Sendable, Equatable {
-        public var payloadType: UInt8
-        public var name: String
-        public var clockRate: Int
-        public var channels = 1
-        public var fmtp: String?
-        public var feedback: [String] = []
+    package struct Codec: Sendable, Equatable {
+        package var payloadType: UInt8
+        package var name: String
+        package var clockRate: Int
+        package var channels = 1
+        package var fmtp: String?
+        package var feedback: [String] = []
 
-        public init(payloadType: UInt8, name: String, clockRate: Int, channels: Int = 1, fmtp: String? = nil, feedback: [String] = []) {
+        package init(payloadType: UInt8, name: String, clockRate: Int, channels: Int = 1, fmtp: String? = nil, feedback: [String] = []) {
             self.payloadType = payloadType
             self.name = name
             self.clockRate = clockRate
@@ -114,7 +114,7 @@ public struct SessionDescription: Sendable, Equatable {
         }
     }
 
-    public enum ParseError: Error, Equatable, Sendable {
+    package enum ParseError: Error, Equatable, Sendable {
         case tooLarge
         case badLine(Int, String)
         case missingVersion
@@ -123,27 +123,27 @@ public struct SessionDescription: Sendable, Equatable {
     }
 
     /// Largest SDP accepted (a browser offer with simulcast is a few KB).
-    public static let maxSize = 64 * 1024
+    package static let maxSize = 64 * 1024
 
     /// Counts an SDP may not exceed, so that what is done per m-line, format or attribute (here
     /// and in the room: one producer and a consumer per subscriber for each m-line) stays bounded.
     /// A consultation room's subscriber offer has 3 m-lines per participant; a browser offers
     /// about 20 payload types per video section and ~60 attributes.
-    public enum Limits {
-        public static let mediaSections = 64
-        public static let formatsPerSection = 64
-        public static let attributesPerSection = 256
-        public static let sessionAttributes = 64
-        public static let lineLength = 4096
+    package enum Limits {
+        package static let mediaSections = 64
+        package static let formatsPerSection = 64
+        package static let attributesPerSection = 256
+        package static let sessionAttributes = 64
+        package static let lineLength = 4096
     }
 
-    public var sessionLines: [String] = []
-    public var sessionAttributes: [Attribute] = []
-    public var media: [Media] = []
+    package var sessionLines: [String] = []
+    package var sessionAttributes: [Attribute] = []
+    package var media: [Media] = []
 
-    public init() {}
+    package init() {}
 
-    public init(parsing text: String) throws(ParseError) {
+    package init(parsing text: String) throws(ParseError) {
         guard text.utf8.count <= Self.maxSize else { throw .tooLarge }
         var sawVersion = false
         var number = 0
@@ -203,11 +203,11 @@ public struct SessionDescription: Sendable, Equatable {
 
     /// An attribute from the media section, falling back to the session level (ICE and DTLS
     /// attributes may sit at either).
-    public func value(_ name: String, in section: Media?) -> String? {
+    package func value(_ name: String, in section: Media?) -> String? {
         section?.value(name) ?? sessionAttributes.first { $0.name == name }?.value
     }
 
-    public var bundleGroup: [String] {
+    package var bundleGroup: [String] {
         for a in sessionAttributes where a.name == "group" {
             let parts = (a.value ?? "").split(separator: " ")
             if parts.first == "BUNDLE" { return parts.dropFirst().map(String.init) }
@@ -215,7 +215,7 @@ public struct SessionDescription: Sendable, Equatable {
         return []
     }
 
-    public var text: String {
+    package var text: String {
         var lines = sessionLines
         lines.append(contentsOf: sessionAttributes.map(\.line))
         for m in media {

@@ -1,27 +1,27 @@
 /// An IP address and UDP port, independent of any socket library, for the sans-IO cores.
-public struct TransportAddress: Hashable, Sendable, CustomStringConvertible {
-    public enum IP: Hashable, Sendable {
+package struct TransportAddress: Hashable, Sendable, CustomStringConvertible {
+    package enum IP: Hashable, Sendable {
         /// Host-order IPv4 address.
         case v4(UInt32)
         /// 16 bytes in network order, as two big-endian halves.
         case v6(UInt64, UInt64)
     }
 
-    public var ip: IP
-    public var port: UInt16
+    package var ip: IP
+    package var port: UInt16
 
-    public init(ip: IP, port: UInt16) {
+    package init(ip: IP, port: UInt16) {
         self.ip = ip
         self.port = port
     }
 
-    public init(ipv4 a: UInt8, _ b: UInt8, _ c: UInt8, _ d: UInt8, port: UInt16) {
+    package init(ipv4 a: UInt8, _ b: UInt8, _ c: UInt8, _ d: UInt8, port: UInt16) {
         ip = .v4(UInt32(a) << 24 | UInt32(b) << 16 | UInt32(c) << 8 | UInt32(d))
         self.port = port
     }
 
     /// Parses a dotted IPv4 or a (possibly compressed) IPv6 literal.
-    public init?(host: String, port: UInt16) {
+    package init?(host: String, port: UInt16) {
         if let v4 = Self.parseIPv4(host) {
             ip = .v4(v4)
         } else if let v6 = Self.parseIPv6(host) {
@@ -32,10 +32,10 @@ public struct TransportAddress: Hashable, Sendable, CustomStringConvertible {
         self.port = port
     }
 
-    public var isIPv4: Bool { if case .v4 = ip { true } else { false } }
+    package var isIPv4: Bool { if case .v4 = ip { true } else { false } }
 
     /// The address bytes in network order (4 or 16).
-    public var addressBytes: [UInt8] {
+    package var addressBytes: [UInt8] {
         switch ip {
         case .v4(let a): return [UInt8(a >> 24), UInt8(a >> 16 & 0xff), UInt8(a >> 8 & 0xff), UInt8(a & 0xff)]
         case .v6(let hi, let lo):
@@ -44,7 +44,7 @@ public struct TransportAddress: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
-    public var host: String {
+    package var host: String {
         switch ip {
         case .v4(let a): return "\(a >> 24).\(a >> 16 & 0xff).\(a >> 8 & 0xff).\(a & 0xff)"
         case .v6:
@@ -53,7 +53,7 @@ public struct TransportAddress: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
-    public var description: String { isIPv4 ? "\(host):\(port)" : "[\(host)]:\(port)" }
+    package var description: String { isIPv4 ? "\(host):\(port)" : "[\(host)]:\(port)" }
 
     static func parseIPv4(_ s: String) -> UInt32? {
         let parts = s.split(separator: ".", omittingEmptySubsequences: false)

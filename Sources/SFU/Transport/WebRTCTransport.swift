@@ -2,27 +2,27 @@ import DTLS
 import RTP
 
 /// Counters of one transport, for logs and metrics.
-public struct TransportStatistics: Sendable, Equatable {
-    public var rtpPacketsIn = 0
-    public var rtpBytesIn = 0
-    public var rtcpPacketsIn = 0
-    public var rtpPacketsOut = 0
-    public var rtpBytesOut = 0
-    public var rtcpPacketsOut = 0
+package struct TransportStatistics: Sendable, Equatable {
+    package var rtpPacketsIn = 0
+    package var rtpBytesIn = 0
+    package var rtcpPacketsIn = 0
+    package var rtpPacketsOut = 0
+    package var rtpBytesOut = 0
+    package var rtcpPacketsOut = 0
     /// SRTP/SRTCP packets dropped by replay protection.
-    public var replayed = 0
+    package var replayed = 0
     /// SRTP/SRTCP packets that failed authentication (tampered or wrong keys).
-    public var authenticationFailures = 0
+    package var authenticationFailures = 0
     /// Datagrams that were not STUN, DTLS, RTP or RTCP, or did not parse.
-    public var malformed = 0
-    public var stunRejected = 0
+    package var malformed = 0
+    package var stunRejected = 0
     /// RTCP datagrams dropped unread because the peer sent more than ``WebRTCTransport/rtcpBudget``.
-    public var rtcpRateLimited = 0
+    package var rtcpRateLimited = 0
     /// SRTP/SRTCP packets dropped unread: a new SSRC beyond ``WebRTCTransport/maxInboundSSRCs``.
-    public var ssrcLimited = 0
-    public init() {}
+    package var ssrcLimited = 0
+    package init() {}
 
-    public mutating func add(_ o: TransportStatistics) {
+    package mutating func add(_ o: TransportStatistics) {
         rtpPacketsIn += o.rtpPacketsIn
         rtpBytesIn += o.rtpBytesIn
         rtcpPacketsIn += o.rtcpPacketsIn
@@ -39,7 +39,7 @@ public struct TransportStatistics: Sendable, Equatable {
 }
 
 /// What a transport tells its owner. Media arrives decrypted, in the caller's buffer.
-public protocol WebRTCTransportDelegate: AnyObject {
+package protocol WebRTCTransportDelegate: AnyObject {
     /// Send `datagram` to `address` (the IO shell writes it to the worker's socket).
     func transport(_ transport: WebRTCTransport, send datagram: UnsafeRawBufferPointer, to address: TransportAddress)
     /// ICE and DTLS are up; media can flow.
@@ -55,32 +55,32 @@ public protocol WebRTCTransportDelegate: AnyObject {
 /// One peer's WebRTC transport: ICE-lite + DTLS-SRTP over one UDP 5-tuple (BUNDLE, rtcp-mux),
 /// sans-IO. The IO shell feeds it datagrams and timeouts; it calls its delegate to send and to
 /// deliver media. Lives on one event loop; never thread-safe.
-public final class WebRTCTransport {
-    public enum State: Equatable, Sendable { case new, connecting, connected, closed(String) }
+package final class WebRTCTransport {
+    package enum State: Equatable, Sendable { case new, connecting, connected, closed(String) }
 
-    public let id: String
-    public let ice: ICELiteAgent
-    public let dtls: DTLSEndpoint
+    package let id: String
+    package let ice: ICELiteAgent
+    package let dtls: DTLSEndpoint
     /// Unowned, not weak: the delegate owns the transport and outlives it (it sets this to nil when
     /// it lets the transport go on). A weak reference would give every delegate a side table and
     /// make each retain and release of it (per forwarded packet) the runtime's slow path.
-    public unowned(safe) var delegate: WebRTCTransportDelegate?
-    public private(set) var state: State = .new
-    public private(set) var statistics = TransportStatistics()
-    public let createdNanos: Int64
+    package unowned(safe) var delegate: WebRTCTransportDelegate?
+    package private(set) var state: State = .new
+    package private(set) var statistics = TransportStatistics()
+    package let createdNanos: Int64
     /// Where media and DTLS go: the ICE-selected address.
-    public var remoteAddress: TransportAddress? { ice.selectedAddress }
+    package var remoteAddress: TransportAddress? { ice.selectedAddress }
 
     /// RTCP datagrams a second one peer may send, and how many may come at once. A browser sends
     /// a few dozen a second (transport-cc feedback, NACKs, reports); beyond this the datagrams are
     /// dropped before decryption, so one peer's flood costs its room's loop little.
-    public static let rtcpBudget = (perSecond: 300.0, burst: 100.0)
+    package static let rtcpBudget = (perSecond: 300.0, burst: 100.0)
     private var rtcpBucket = TokenBucket(burst: rtcpBudget.burst)
     /// libsrtp2 makes a stream (key schedule, replay window) for every SSRC it authenticates; a
     /// peer sending under ever new SSRCs would grow that without bound. The SSRCs already seen
     /// here (a browser uses a handful: simulcast layers, RTX, its RTCP sender) are kept, and a
     /// packet under a new one is decrypted only while there are fewer than this.
-    public static let maxInboundSSRCs = 64
+    package static let maxInboundSSRCs = 64
     private var inboundSSRCs: [UInt32] = []
 
     /// Whether a packet under `ssrc` may be decrypted (known, or room for one more).
@@ -103,7 +103,7 @@ public final class WebRTCTransport {
 
     /// - Parameters:
     ///   - remoteFingerprint: the peer's `a=fingerprint` (required: a peer that does not match fails).
-    public init(id: String, iceCredentials: ICELiteAgent.Credentials, remoteICE: ICELiteAgent.Credentials?,
+    package init(id: String, iceCredentials: ICELiteAgent.Credentials, remoteICE: ICELiteAgent.Credentials?,
                 dtlsContext: DTLSContext, dtlsRole: DTLSEndpoint.Role, remoteFingerprint: CertificateFingerprint,
                 nowNanos: Int64) throws {
         guard let ice = ICELiteAgent(local: iceCredentials, remote: remoteICE) else { throw TransportError.crypto("HMAC unavailable") }
@@ -113,10 +113,10 @@ public final class WebRTCTransport {
         self.createdNanos = nowNanos
     }
 
-    public enum TransportError: Error, Equatable { case crypto(String) }
+    package enum TransportError: Error, Equatable { case crypto(String) }
 
     /// The earliest time ``handleTimeout(nowNanos:)`` must run.
-    public var nextTimeoutNanos: Int64? {
+    package var nextTimeoutNanos: Int64? {
         if case .closed = state { return nil }
         let consent = ice.consentDeadline(startNanos: createdNanos)
         return dtls.nextTimeoutNanos.map { min($0, consent) } ?? consent
@@ -126,11 +126,11 @@ public final class WebRTCTransport {
     /// has it, else `nowNanos`), on the monotonic clock. Valid during a delegate call for that
     /// datagram: transport-wide congestion control feedback reports it as the packet's arrival,
     /// so that time the datagram spent waiting for this thread is not mistaken for network queueing.
-    public private(set) var arrivalNanos: Int64 = 0
+    package private(set) var arrivalNanos: Int64 = 0
 
     /// Handles one datagram from `source`. `datagram` may be modified (SRTP decrypts in place).
     /// - Parameter arrivalNanos: when it reached the host (nil: `nowNanos`); see ``arrivalNanos``.
-    public func handleDatagram(_ datagram: UnsafeMutableRawBufferPointer, from source: TransportAddress, nowNanos: Int64,
+    package func handleDatagram(_ datagram: UnsafeMutableRawBufferPointer, from source: TransportAddress, nowNanos: Int64,
                                arrivalNanos: Int64? = nil) {
         if case .closed = state { return }
         self.arrivalNanos = arrivalNanos ?? nowNanos
@@ -220,7 +220,7 @@ public final class WebRTCTransport {
         }
     }
 
-    public func handleTimeout(nowNanos: Int64) {
+    package func handleTimeout(nowNanos: Int64) {
         if case .closed = state { return }
         if ice.consentExpired(nowNanos: nowNanos, startNanos: createdNanos) {
             close(reason: ice.lastValidRequestNanos == nil ? "ICE never connected" : "ICE consent expired")
@@ -235,7 +235,7 @@ public final class WebRTCTransport {
     /// Protects and sends an RTP packet to the peer. `packet` is copied into the transport's send buffer.
     /// - Returns: false when not connected or the packet is too large.
     @discardableResult
-    public func sendRTP(_ packet: UnsafeRawBufferPointer) -> Bool {
+    package func sendRTP(_ packet: UnsafeRawBufferPointer) -> Bool {
         send(packet, rtcp: false)
     }
 
@@ -246,7 +246,7 @@ public final class WebRTCTransport {
     ///     returns its length, or 0 to send nothing.
     /// - Returns: false when not connected or nothing was sent.
     @discardableResult
-    public func sendRTP(building build: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
+    package func sendRTP(building build: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
         guard state == .connected, let srtpOut, let address = ice.selectedAddress else { return false }
         let length: Int? = sendBuffer.withUnsafeMutableBytes { buffer in
             guard let base = buffer.baseAddress else { return nil }
@@ -263,10 +263,10 @@ public final class WebRTCTransport {
     }
 
     /// The largest plaintext RTP packet ``sendRTP(building:)`` takes.
-    public static let maxPlaintextSize = 1500
+    package static let maxPlaintextSize = 1500
 
     @discardableResult
-    public func sendRTCP(_ packets: [RTCPPacket]) -> Bool {
+    package func sendRTCP(_ packets: [RTCPPacket]) -> Bool {
         let bytes = RTCPCompound.serialize(packets)
         return bytes.withUnsafeBytes { send($0, rtcp: true) }
     }
@@ -296,7 +296,7 @@ public final class WebRTCTransport {
         return sent
     }
 
-    public func close(reason: String) {
+    package func close(reason: String) {
         if case .closed = state { return }
         dtls.close()
         flushDTLS(nowNanos: 0, events: false)
