@@ -159,7 +159,7 @@ package struct SFUServer: Sendable {
                              live: live, demoEnabled: config.isDevelopment, recordings: recordings, tokenSecret: config.jwtSecret,
                              tokenPublicKey: try config.jwtPublicKey(), publicURL: config.publicURL.flatMap(PublicURL.init))
         let rooms = RoomServices(store: store, live: live, signer: api.signer, iceServers: config.iceServerDirectory, webhooks: webhooks, logger: logger,
-                                 recordings: recordings)
+                                 recordings: recordings, resumption: SessionResumption(windowSeconds: config.resumeWindowSeconds))
         let app = buildApplication(echo: EchoService(media: media, logger: logger), api: api, rooms: rooms)
         let janitor = Task { await RoomJanitor(store: store, webhooks: webhooks, logger: logger, live: live, recordings: recordings).run() }
         let sampleInterval = Duration.seconds(config.qualitySampleSeconds)

@@ -44,6 +44,10 @@ package struct ServerConfig: Sendable, Equatable {
     package var turnURLs: [String] = []
     package var turnSecret: String?
     package var turnTTLSeconds = 86_400
+    /// `SFU_RESUME_WINDOW_S`: how long a joined participant whose signaling socket dropped is kept
+    /// (media flowing, nobody told) for the same token to come back with `join_room {resume: true}`;
+    /// 0 removes it at once, as before resumption existed.
+    package var resumeWindowSeconds = 30
     /// The base URL clients reach the server at (`SFU_PUBLIC_URL`), for the `signaling_url` handed out.
     package var publicURL: String?
     package var logLevel: String = "info"
@@ -105,6 +109,7 @@ package struct ServerConfig: Sendable, Equatable {
         if let v = list("SFU_TURN_URLS") { turnURLs = v }
         if let v = environment["SFU_TURN_SECRET"], !v.isEmpty { turnSecret = v }
         if let v = try int("SFU_TURN_TTL_S") { turnTTLSeconds = v }
+        if let v = try int("SFU_RESUME_WINDOW_S") { resumeWindowSeconds = v }
         if let v = environment["SFU_PUBLIC_URL"], !v.isEmpty { publicURL = v }
         if let v = environment["SFU_LOG_LEVEL"] { logLevel = v }
         if let v = try int("SFU_QUALITY_SAMPLE_S") { qualitySampleSeconds = v }
@@ -156,6 +161,9 @@ package struct ServerConfig: Sendable, Equatable {
         }
         if let publicURL, PublicURL(publicURL) == nil {
             throw ConfigError(variable: "SFU_PUBLIC_URL", value: publicURL, expected: "an http(s):// or ws(s):// URL with a host, e.g. https://sfu.example.org (no query)")
+        }
+        guard (0...600).contains(resumeWindowSeconds) else {
+            throw ConfigError(variable: "SFU_RESUME_WINDOW_S", value: String(resumeWindowSeconds), expected: "0...600 seconds")
         }
         guard (60...604_800).contains(turnTTLSeconds) else {
             throw ConfigError(variable: "SFU_TURN_TTL_S", value: String(turnTTLSeconds), expected: "60...604800 seconds")

@@ -61,7 +61,8 @@ struct SignalingEventTests {
                                             iceServers: ["stun:x:3478"]))
         #expect(joined["event"] as? String == "joined_room")
         let data = try #require(joined["data"] as? [String: Any])
-        #expect(Set(data.keys) == ["room_id", "peer_id", "user_id", "role", "name", "participants", "ice_servers"])
+        #expect(Set(data.keys) == ["room_id", "peer_id", "user_id", "role", "name", "participants", "ice_servers", "resumed"])
+        #expect(data["resumed"] as? Bool == false)
         #expect((data["ice_servers"] as? [[String: Any]])?.first?["urls"] as? [String] == ["stun:x:3478"])
         let p = try #require((data["participants"] as? [[String: Any]])?.first)
         #expect(p["peer_id"] as? String == "pe_a" && p["role"] as? String == "doctor")
@@ -160,7 +161,7 @@ private struct Harness {
     let room: RoomRecord
     let services: RoomServices
 
-    static func make() async throws -> Harness {
+    static func make(resumeWindowSeconds: Int = 0) async throws -> Harness {
         let (store, _) = try await StoreBackend.sqlite.open()
         var config = ServerConfig()
         config.workers = 1
@@ -171,13 +172,21 @@ private struct Harness {
         let rooms = RoomLifecycle(store: store, webhooks: nil, live: live, recordings: nil, logger: logger)
         let room = try await rooms.open(RoomLifecycle.Options(name: "s"))
         let services = RoomServices(store: store, live: live, signer: JoinTokenSigner(secret: "signaling-session-tests-0123456789"), iceServers: [], webhooks: nil,
-                                    logger: logger, recordings: nil)
+                                    logger: logger, recordings: nil, resumption: SessionResumption(windowSeconds: resumeWindowSeconds))
         return Harness(store: store, live: live, media: media, room: room, services: services)
     }
 
     func session(user: String, role: Role = .patient, expiresIn: Int64 = 3600) -> (SignalingSession, NIOLockedValueBox<[SessionSignal]>) {
+        session(claims: claims(user: user, role: role, expiresIn: expiresIn))
+    }
+
+    func claims(user: String, role: Role = .patient, expiresIn: Int64 = 3600) -> JoinClaims {
         let now = Int64(Date().timeIntervalSince1970)
-        let claims = JoinClaims(room: room.id, sub: user, name: user, role: role, perms: role.defaultPermissions, exp: now + expiresIn, iat: now)
+        return JoinClaims(room: room.id, sub: user, name: user, role: role, perms: role.defaultPermissions, exp: now + expiresIn, iat: now)
+    }
+
+    /// A session with these claims: a second socket of the same token.
+    func session(claims: JoinClaims) -> (SignalingSession, NIOLockedValueBox<[SessionSignal]>) {
         let out = NIOLockedValueBox<[SessionSignal]>([])
         return (SignalingSession(claims: claims, record: room, services: services, enqueue: { s in out.withLockedValue { $0.append(s) } }), out)
     }
@@ -286,6 +295,174 @@ struct SignalingSessionTests {
         #expect(await !session.receive(.text(#"{"event":"ice_candidate"}"#), nowNanos: 0))
         #expect(removals(out) == ["rate_limited"])
         #expect(await !session.leaveRequested)
+        await h.stop()
+    }
+}
+
+/// The room signals a session's client was sent (not its own errors), in order.
+private func roomSignals(_ box: NIOLockedValueBox<[SessionSignal]>) -> [RoomSignal] {
+    box.withLockedValue { $0 }.compactMap { if case .room(let r) = $0 { r } else { nil } }
+}
+
+private func userEvents(_ box: NIOLockedValueBox<[SessionSignal]>, user: String) -> [String] {
+    roomSignals(box).compactMap { s -> String? in
+        switch s {
+        case .userJoined(let p) where p.userID == user: "joined"
+        case .userLeft(_, let u) where u == user: "left"
+        default: nil
+        }
+    }
+}
+
+private let resumeJoin = #"{"event":"join_room","data":{"resume":true}}"#
+
+@Suite("Signaling session: resuming a dropped socket within the window, in-process", .serialized)
+struct SignalingResumeTests {
+    @Test func resumeDecodes() throws {
+        #expect(try ClientEvent.decode(resumeJoin).get() == .joinRoom(roomID: nil, resume: true))
+        #expect(try ClientEvent.decode(#"{"event":"join_room","data":{"resume":false}}"#).get() == .joinRoom(roomID: nil, resume: false))
+        #expect(try ClientEvent.decode(#"{"event":"join_room","data":{"resume":null}}"#).get() == .joinRoom(roomID: nil))
+        guard case .failure(let e) = ClientEvent.decode(#"{"event":"join_room","data":{"resume":"yes"}}"#) else {
+            Issue.record("a resume that is not a boolean decoded")
+            return
+        }
+        #expect(e.code == "bad_request")
+        // What sfu-load sends reads back as itself.
+        let sent = String(decoding: try JSONEncoder().encode(ClientEvent.joinRoom(roomID: nil, resume: true)), as: UTF8.self)
+        #expect(try ClientEvent.decode(sent).get() == .joinRoom(roomID: nil, resume: true))
+        // joined_room says whether it resumed.
+        let peer = PeerInfo(peerID: "pe_1", userID: "u", name: "U", role: "patient", canPublish: true, canSubscribe: true)
+        let fresh = ServerEvent(SessionSignal.room(.joined(roomID: "rm_1", peer: peer, participants: [])), iceServers: [])
+        let resumed = ServerEvent(SessionSignal.resumed(.joined(roomID: "rm_1", peer: peer, participants: [])), iceServers: [])
+        #expect(try fresh.encoded().contains(#""resumed":false"#))
+        #expect(try resumed.encoded().contains(#""resumed":true"#))
+    }
+
+    @Test func aDroppedSocketResumesTheSamePeerAndTheOthersSeeNothing() async throws {
+        let h = try await Harness.make(resumeWindowSeconds: 30)
+        let claims = h.claims(user: "p")
+        let (first, firstOut) = h.session(claims: claims)
+        let (other, otherOut) = h.session(user: "d", role: .doctor)
+        #expect(await other.receive(.text(#"{"event":"join_room"}"#)))
+        #expect(await first.receive(.text(#"{"event":"join_room"}"#)))
+        let peerID = try #require(await first.peerID)
+        #expect(userEvents(otherOut, user: "p") == ["joined"])
+
+        // The socket drops without leave_room: the participant is kept.
+        #expect(await first.park())
+        #expect(h.services.resumption.parkedCount == 1)
+        // What happens meanwhile is kept for it.
+        #expect(await other.receive(.text(#"{"event":"toggle_audio","data":{"enabled":false}}"#)))
+        let live = try #require(h.live.existing(h.room.id))
+        #expect(try await live.run { $0.snapshot(nowNanos: 0).map(\.peer.userID).sorted() } == ["d", "p"])
+
+        let (second, secondOut) = h.session(claims: claims)
+        #expect(await second.receive(.text(resumeJoin)))
+        #expect(await second.peerID == peerID)
+        #expect(await second.state == .joined(peerID: peerID))
+        #expect(h.services.resumption.parkedCount == 0)
+        let sent = secondOut.withLockedValue { $0 }
+        guard case .resumed(.joined(_, let peer, let participants))? = sent.first else {
+            Issue.record("the first signal of a resumed session is not its joined_room: \(sent)")
+            await h.stop()
+            return
+        }
+        #expect(peer.peerID == peerID)
+        #expect(participants.map(\.peer.userID) == ["d"])
+        // Then the toggle that came while it was away.
+        #expect(roomSignals(secondOut).contains { if case .toggled(.audio, _, "d", false) = $0 { true } else { false } })
+        // Nothing was sent to the dropped socket's queue after the drop, and the others saw no leave or join.
+        #expect(!roomSignals(firstOut).contains { if case .toggled = $0 { true } else { false } })
+        #expect(userEvents(otherOut, user: "p") == ["joined"])
+        // The first session's handler ending (it already parked) changes nothing.
+        await first.finish(reason: "connection_lost")
+        #expect(try await live.run { $0.snapshot(nowNanos: 0).count } == 2)
+
+        // From now on the room's signals reach the new socket.
+        #expect(await other.receive(.text(#"{"event":"toggle_audio","data":{"enabled":true}}"#)))
+        #expect(roomSignals(secondOut).contains { if case .toggled(.audio, _, "d", true) = $0 { true } else { false } })
+        // A leave on the resumed socket ends the participant, once.
+        #expect(await !second.receive(.text(#"{"event":"leave_room"}"#)))
+        await second.finish(reason: SignalingSession.leftCode)
+        #expect(userEvents(otherOut, user: "p") == ["joined", "left"])
+        await h.stop()
+    }
+
+    @Test func theWindowEndsAsALostConnection() async throws {
+        let h = try await Harness.make(resumeWindowSeconds: 1)
+        let claims = h.claims(user: "p")
+        let (first, _) = h.session(claims: claims)
+        let (other, otherOut) = h.session(user: "d", role: .doctor)
+        #expect(await other.receive(.text(#"{"event":"join_room"}"#)))
+        #expect(await first.receive(.text(#"{"event":"join_room"}"#)))
+        let peerID = try #require(await first.peerID)
+        #expect(await first.park())
+        var leftEvents: [String] = []
+        for _ in 0..<100 where leftEvents.isEmpty {
+            try await Task.sleep(for: .milliseconds(50))
+            leftEvents = userEvents(otherOut, user: "p").filter { $0 == "left" }
+        }
+        #expect(leftEvents == ["left"])
+        var stored: ParticipantSessionRecord?
+        for _ in 0..<100 where stored?.leftAt == nil {
+            stored = try await h.store.participantSessions(roomID: h.room.id).first { $0.id == peerID }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(stored?.leaveReason == RemovalReason.connectionLost.code)
+        // Too late: a resume joins afresh, as a new peer.
+        let (late, lateOut) = h.session(claims: claims)
+        #expect(await late.receive(.text(resumeJoin)))
+        let newPeer = try #require(await late.peerID)
+        #expect(newPeer != peerID)
+        #expect(lateOut.withLockedValue { $0 }.contains { if case .room(.joined) = $0 { true } else { false } })
+        #expect(userEvents(otherOut, user: "p") == ["joined", "left", "joined"])
+        await h.stop()
+    }
+
+    @Test func aResumeTakesOverASocketThatHasNotNoticedItIsDead() async throws {
+        let h = try await Harness.make(resumeWindowSeconds: 30)
+        let claims = h.claims(user: "p")
+        let (first, firstOut) = h.session(claims: claims)
+        let (other, otherOut) = h.session(user: "d", role: .doctor)
+        #expect(await other.receive(.text(#"{"event":"join_room"}"#)))
+        #expect(await first.receive(.text(#"{"event":"join_room"}"#)))
+        let peerID = try #require(await first.peerID)
+        let (second, _) = h.session(claims: claims)
+        #expect(await second.receive(.text(resumeJoin)))
+        #expect(await second.peerID == peerID)
+        // The old socket is told and closed; its end does not take the participant with it.
+        #expect(removals(firstOut) == [RemovalReason.replaced.code])
+        #expect(await first.state == .left)
+        await first.finish(reason: RemovalReason.replaced.code)
+        let live = try #require(h.live.existing(h.room.id))
+        #expect(try await live.run { $0.snapshot(nowNanos: 0).map(\.peer.peerID).contains(peerID) })
+        #expect(userEvents(otherOut, user: "p") == ["joined"])
+        // Another token of the same user (not a resume) replaces the peer as before.
+        let (fresh, _) = h.session(user: "p", expiresIn: 7200)
+        #expect(await fresh.receive(.text(resumeJoin)))
+        #expect(try await #require(fresh.peerID) != peerID)
+        await h.stop()
+    }
+
+    @Test func aParkedParticipantRemovedMeanwhileIsNotResumed() async throws {
+        let h = try await Harness.make(resumeWindowSeconds: 30)
+        let claims = h.claims(user: "p")
+        let (first, _) = h.session(claims: claims)
+        #expect(await first.receive(.text(#"{"event":"join_room"}"#)))
+        let peerID = try #require(await first.peerID)
+        #expect(await first.park())
+        let live = try #require(h.live.existing(h.room.id))
+        #expect(try await live.run { $0.remove(userID: "p", reason: .removedByApplication, message: "bye") })
+        var stored: ParticipantSessionRecord?
+        for _ in 0..<100 where stored?.leftAt == nil {
+            stored = try await h.store.participantSessions(roomID: h.room.id).first { $0.id == peerID }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(stored?.leaveReason == RemovalReason.removedByApplication.code)
+        #expect(h.services.resumption.parkedCount == 0)
+        let (second, _) = h.session(claims: claims)
+        #expect(await second.receive(.text(resumeJoin)))
+        #expect(try await #require(second.peerID) != peerID)
         await h.stop()
     }
 }

@@ -58,6 +58,10 @@ class SFUProcess:
             "SFU_DATA_DIR": str(data_dir),
             "SFU_RECORDINGS_DIR": str(data_dir / "recordings"),
             "SFU_LOG_LEVEL": "debug",
+            # The scenarios leave a room by closing the socket and expect the others to see it at
+            # once (a socket that ends without leave_room is a lost connection): no resume window
+            # unless a test asks for one (test_resume.py).
+            "SFU_RESUME_WINDOW_S": "0",
         })
         full_env.update(env or {})
         self._log = open(self.log_path, "wb")

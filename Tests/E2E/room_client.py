@@ -298,8 +298,8 @@ class RoomClient:
     async def open(self) -> None:
         """Opens the WebSocket only (refused upgrades raise websockets' InvalidStatus)."""
         self.ws = await ws_connect(self.url, open_timeout=self.open_timeout, max_size=8 * 1024 * 1024)
-        self._tasks.append(asyncio.create_task(self._read()))
-        self._tasks.append(asyncio.create_task(self._offer_loop()))
+        self._signaling_tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._offer_loop())]
+        self._tasks.extend(self._signaling_tasks)
 
     async def connect(self, room_id: str | None = None, timeout: float = 10.0) -> dict:
         """Opens the socket, sends `join_room` and returns the `joined_room` data (RoomError on `error`)."""
@@ -312,6 +312,30 @@ class RoomClient:
             # Refused at the upgrade (the server sends `error` and closes at once): the socket may
             # be closed before join_room goes out. wait_event below raises RoomError either way.
             await self.wait_closed(5)
+        data = await self.wait_event("joined_room", after=since, timeout=timeout, fail_on_error=True)
+        self.joined = data
+        self.peer_id, self.user_id = data.get("peer_id"), data.get("user_id")
+        return data
+
+    async def drop_signaling(self) -> None:
+        """Cuts the signaling socket the way a dead network does: no close frame, no leave_room
+        (the TCP connection is aborted). The peer connections are left alone."""
+        ws = self.ws
+        ws.transport.abort()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.closed.wait(), 5)
+
+    async def resume_signaling(self, timeout: float = 10.0) -> dict:
+        """A new socket with the same token: `join_room {resume: true}`; returns `joined_room`.
+        The peer connections are kept, whatever the answer."""
+        for t in self._signaling_tasks:       # the media consumers go on
+            t.cancel()
+            self._tasks.remove(t)
+        self.closed = asyncio.Event()
+        self.close_code = self.close_reason = None
+        await self.open()
+        since = len(self.events)
+        await self.send("join_room", {"resume": True})
         data = await self.wait_event("joined_room", after=since, timeout=timeout, fail_on_error=True)
         self.joined = data
         self.peer_id, self.user_id = data.get("peer_id"), data.get("user_id")

@@ -69,11 +69,16 @@ export class SFUClient extends EventTarget {
    *   encoding), or an array of RTCRtpEncodingParameters with rids (lowest layer first);
    * options.onTrackPaused / options.onTrackResumed: functions called with the same detail as the
    *   `trackpaused` / `trackresumed` events;
+   * options.reconnect: reopen the signaling socket when it drops (default true): `join_room
+   *   {resume: true}` with backoff (0.5 s doubling to 4 s) for options.resumeWindowMs (default
+   *   30000, the server's SFU_RESUME_WINDOW_S); events `reconnecting` {attempt} and `reconnected`
+   *   {resumed} (resumed false: the window had passed, we joined as a new peer and published again);
    * options.log: a function(string) for debug lines (default: none).
    */
   constructor(options = {}) {
     super();
-    this.options = { answerTimeoutMs: 15000, iceServers: [], simulcast: true, ...options };
+    this.options = { answerTimeoutMs: 15000, iceServers: [], simulcast: true, reconnect: true, resumeWindowMs: 30000,
+                     ...options };
     this.ws = null;
     this.roomId = null;
     this.peerId = null;
@@ -92,13 +97,15 @@ export class SFUClient extends EventTarget {
     this.videoEnabled = true;
     this.publisher = null;
     this.subscriber = null;
-    this.state = "new";           // new | connecting | joined | closed
+    this.state = "new";           // new | connecting | joined | reconnecting | closed
     this._queue = Promise.resolve();            // incoming messages, handled one at a time
     this._publisherChain = Promise.resolve();   // publisher offers, one at a time
     this._pendingAnswer = null;                 // {resolve, reject} for the publisher offer in flight
     this._joinWaiter = null;
     this._mids = {};                            // subscriber mid -> {peerId, trackId, kind, direction}
     this._screenTransceiver = null;
+    this._signalingUrl = null;
+    this._reconnect = null;                     // {since, attempt, timer} while the socket is down
   }
 
   // --- connection ------------------------------------------------------------------------------
@@ -107,35 +114,47 @@ export class SFUClient extends EventTarget {
   connect(signalingUrl) {
     if (this.ws) throw new Error("already connected");
     this.state = "connecting";
+    this._signalingUrl = signalingUrl;
+    // A page going away for good leaves the room (else the server keeps us for its resume window).
+    if (typeof window !== "undefined" && !this._pagehide) {
+      this._pagehide = (e) => { if (!e.persisted && this.state !== "closed" && this.state !== "new") this.leave(); };
+      window.addEventListener("pagehide", this._pagehide);
+    }
     return new Promise((resolve, reject) => {
-      let ws;
+      this._joinWaiter = { resolve, reject };
       try {
-        ws = new WebSocket(signalingUrl);
+        this._openSocket(false);
       } catch (e) {
         this.state = "closed";
-        return reject(e);
+        this._joinWaiter = null;
+        reject(e);
       }
-      this.ws = ws;
-      this._joinWaiter = { resolve, reject };
-      ws.onopen = () => this._send("join_room", {});
-      ws.onerror = () => {
-        if (this._joinWaiter) {
-          this._joinWaiter.reject(new Error("could not open the signaling WebSocket (bad or expired token, unknown room?)"));
-          this._joinWaiter = null;
-        }
-      };
-      ws.onclose = (e) => this._onClose(e);
-      ws.onmessage = (e) => {
-        let msg;
-        try {
-          msg = JSON.parse(e.data);
-        } catch {
-          return this._emitError("bad_message", "the server sent something that is not JSON");
-        }
-        this._queue = this._queue.then(() => this._onMessage(msg)).catch((err) =>
-          this._emitError("client_error", `handling ${msg && msg.event}: ${err && err.message || err}`));
-      };
     });
+  }
+
+  /** Opens the signaling socket; `resume`: ask for our peer back (after a drop). */
+  _openSocket(resume) {
+    const ws = new WebSocket(this._signalingUrl);
+    this.ws = ws;
+    ws.onopen = () => this._send("join_room", resume ? { resume: true } : {});
+    ws.onerror = () => {
+      if (this._joinWaiter) {
+        this._joinWaiter.reject(new Error("could not open the signaling WebSocket (bad or expired token, unknown room?)"));
+        this._joinWaiter = null;
+      }
+    };
+    ws.onclose = (e) => { if (this.ws === ws) this._onClose(e); };
+    ws.onmessage = (e) => {
+      if (this.ws !== ws) return;
+      let msg;
+      try {
+        msg = JSON.parse(e.data);
+      } catch {
+        return this._emitError("bad_message", "the server sent something that is not JSON");
+      }
+      this._queue = this._queue.then(() => this._onMessage(msg)).catch((err) =>
+        this._emitError("client_error", `handling ${msg && msg.event}: ${err && err.message || err}`));
+    };
   }
 
   /**
@@ -366,6 +385,7 @@ export class SFUClient extends EventTarget {
   }
 
   _onJoined(data) {
+    if (this._reconnect) return this._onRejoined(data);
     this.state = "joined";
     this.roomId = data.room_id;
     this.peerId = data.peer_id;
@@ -420,11 +440,75 @@ export class SFUClient extends EventTarget {
       this._joinWaiter.reject(new Error(`signaling closed before joining (code ${e.code}${e.reason ? ": " + e.reason : ""})`));
       this._joinWaiter = null;
     }
-    if (this.state !== "closed") this._close(`signaling closed (code ${e.code}${e.reason ? ": " + e.reason : ""})`, e.code);
+    if (this.state === "closed") return;
+    // The server ends a joined session with 1000 (after telling why) or a 4xxx code; anything else
+    // (1006: the connection vanished) is a drop we come back from.
+    const dropped = e.code !== 1000 && e.code < 4000;
+    if (this.options.reconnect && dropped && (this.state === "joined" || this.state === "reconnecting")) {
+      return this._scheduleReconnect();
+    }
+    this._close(`signaling closed (code ${e.code}${e.reason ? ": " + e.reason : ""})`, e.code);
+  }
+
+  _scheduleReconnect() {
+    const now = Date.now();
+    if (!this._reconnect) this._reconnect = { since: now, attempt: 0, timer: null };
+    const r = this._reconnect;
+    if (now - r.since > this.options.resumeWindowMs + 5000) {
+      this._reconnect = null;
+      return this._close("signaling lost: could not reconnect");
+    }
+    r.attempt += 1;
+    this.state = "reconnecting";
+    this._emit("reconnecting", { attempt: r.attempt });
+    const delay = Math.min(4000, 500 * 2 ** (r.attempt - 1));
+    r.timer = setTimeout(() => {
+      r.timer = null;
+      if (this.state !== "reconnecting") return;
+      try {
+        this._openSocket(true);
+      } catch {
+        this._scheduleReconnect();
+      }
+    }, delay);
+  }
+
+  /** joined_room on a reopened socket: the same peer (resumed), or a new one after the window. */
+  _onRejoined(data) {
+    this._reconnect = null;
+    if (data.resumed) {
+      this.state = "joined";
+      this.iceServers = [...iceServersFrom(data.ice_servers), ...this.options.iceServers];
+      // Reconcile who is here; the events that came meanwhile follow this one.
+      const present = new Set((data.participants || []).map((p) => p.peer_id));
+      for (const peerId of [...this.participants.keys()]) if (!present.has(peerId)) this._removeParticipant(peerId);
+      for (const p of data.participants || []) {
+        const known = this.participants.has(p.peer_id);
+        const rec = this._participant(p.peer_id, p);
+        if (!known) this._emit("participantjoined", { participant: rec });
+      }
+      this._emit("reconnected", { resumed: true });
+      return;
+    }
+    // A new peer: our connections belonged to the old one. Start again and publish what we had.
+    const stream = this.localStream;
+    for (const pc of [this.publisher, this.subscriber]) if (pc) pc.close();
+    this.publisher = null;
+    this.subscriber = null;
+    this._mids = {};
+    this._screenTransceiver = null;
+    for (const peerId of [...this.participants.keys()]) this._removeParticipant(peerId);
+    this._onJoined(data);
+    this._emit("reconnected", { resumed: false });
+    if (stream) {
+      this.publish({ stream }).catch((e) => this._emitError("republish_failed", e && e.message || String(e)));
+    }
   }
 
   _close(reason, code = null) {
     this.state = "closed";
+    if (this._reconnect && this._reconnect.timer) clearTimeout(this._reconnect.timer);
+    this._reconnect = null;
     if (this._pendingAnswer) {
       this._pendingAnswer.reject(new Error(reason));
       this._pendingAnswer = null;

@@ -3,6 +3,7 @@ import Hummingbird
 import HummingbirdWebSocket
 import Logging
 import NIOConcurrencyHelpers
+import NIOCore
 import NIOWebSocket
 import Recorder
 import SFU
@@ -16,6 +17,8 @@ package struct RoomServices: Sendable {
     package let webhooks: WebhookDispatcher?
     package let logger: Logger
     package let recordings: RecordingService?
+    /// Participants whose signaling dropped, kept for `SFU_RESUME_WINDOW_S`.
+    package var resumption = SessionResumption(windowSeconds: 0)
 }
 
 /// `/v1/signal?token=`: a participant's signaling connection (PROTOCOL.md "Signaling",
@@ -64,6 +67,8 @@ package enum RoomSignaling {
         let live: LiveRooms.Live
         let peerID: String
         let record: RoomRecord
+        /// Where the room's signals for this participant go (the socket it is on now).
+        let relay: SignalRelay
     }
 
     /// The thin loop around a ``SignalingSession``: frames in, signals out. One writer drains the
@@ -83,8 +88,14 @@ package enum RoomSignaling {
         // room or its own flood fills the queue) is disconnected instead of growing our memory.
         let (signals, continuation) = AsyncStream.makeStream(of: SessionSignal.self, bufferingPolicy: .bufferingOldest(maxQueuedSignals))
         let slowReader = NIOLockedValueBox(false)
+        // Signals that came after the queue closed (the socket is gone): a parked participant gets them later.
+        let refused = NIOLockedValueBox<[SessionSignal]>([])
         let enqueue: @Sendable (SessionSignal) -> Void = { signal in
-            if case .dropped = continuation.yield(signal) { slowReader.withLockedValue { $0 = true } }
+            switch continuation.yield(signal) {
+            case .dropped: slowReader.withLockedValue { $0 = true }
+            case .terminated: refused.withLockedValue { $0.append(signal) }
+            default: break
+            }
         }
         let removedCode = NIOLockedValueBox<String?>(nil)
         let session = SignalingSession(claims: claims, record: record, services: services, enqueue: enqueue)
@@ -109,6 +120,10 @@ package enum RoomSignaling {
                     let message: WebSocketMessage?
                     do {
                         message = try await messages.next()
+                    } catch is CancellationError {
+                        return      // the writer failed first: the connection is gone
+                    } catch let error where error is ChannelError || error is IOError {
+                        return      // the connection went away, not a bad frame
                     } catch {
                         await session.socketFailed(error)
                         return
@@ -136,9 +151,17 @@ package enum RoomSignaling {
             }
             group.cancelAll()
         }
-        // Removed (by the room, the API or a limit): that code; else it left, or its socket went away.
+        // Removed (by the room, the API or a limit): that code; else it left, or its socket went away
+        // (then the participant is kept for the resume window, if there is one).
         let removal = removedCode.withLockedValue { $0 }
         let leaveRequested = await session.leaveRequested
+        if removal == nil, !leaveRequested {
+            // What the writer did not get to write (the queue is finished: this ends).
+            var unwritten: [SessionSignal] = []
+            for await signal in signals { unwritten.append(signal) }
+            let queued = unwritten
+            if await session.park(unsent: { queued + refused.withLockedValue { $0 } }) { return }
+        }
         await session.finish(reason: removal ?? (leaveRequested ? SignalingSession.leftCode : RemovalReason.connectionLost.code))
     }
 
@@ -180,8 +203,9 @@ package enum RoomSignaling {
         let live = try await services.live.room(for: record)
         let peer = PeerInfo(peerID: ResourceID.peer.make(), userID: claims.sub, name: claims.name, role: claims.role.rawValue,
                             canPublish: claims.perms.contains(.publish), canSubscribe: claims.perms.contains(.subscribe))
+        let relay = SignalRelay(enqueue: enqueue)
         try await live.run { room in
-            try room.join(peer, nowNanos: MediaWorker.nowNanos) { enqueue(.room($0)) }
+            try room.join(peer, nowNanos: MediaWorker.nowNanos) { relay.send(.room($0)) }
         }
         if record.autoRecord, let recordings = services.recordings, recordings.activeRecording(roomID: claims.room) == nil {
             _ = try? await recordings.start(roomID: claims.room, startedBy: nil)
@@ -203,7 +227,7 @@ package enum RoomSignaling {
             await webhooks?.send(.participantJoined(roomID: claims.room, userID: claims.sub, peerID: peer.peerID, name: claims.name,
                                                     role: claims.role.rawValue, joinedAtMillis: now))
         }
-        return Joined(live: live, peerID: peer.peerID, record: record)
+        return Joined(live: live, peerID: peer.peerID, record: record, relay: relay)
     }
 
     /// The WebSocket close code for why the server ends a connection (docs/SIGNALING.md): a refused

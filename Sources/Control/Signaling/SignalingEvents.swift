@@ -53,7 +53,8 @@ package enum JSONValue: Sendable, Equatable, Codable {
 /// A client's event (PROTOCOL.md "Signaling", docs/SIGNALING.md), decoded in one place:
 /// ``decode(_:)`` turns a text frame into one of these or into the error the client is told.
 package enum ClientEvent: Sendable, Equatable {
-    case joinRoom(roomID: JSONValue?)
+    /// `resume`: the same token's participant back, if its signaling dropped within the resume window.
+    case joinRoom(roomID: JSONValue?, resume: Bool = false)
     case publisherOffer(sdp: String)
     case subscriberAnswer(sdp: String)
     case iceCandidate
@@ -132,7 +133,11 @@ package enum ClientEvent: Sendable, Equatable {
         guard let name = Name(rawValue: frame.event) else { return .failure(.unknownEvent(frame.event)) }
         switch name {
         case .joinRoom:
-            return .success(.joinRoom(roomID: data["room_id"]))
+            switch data["resume"] {
+            case nil, .null?: return .success(.joinRoom(roomID: data["room_id"]))
+            case .bool(let resume)?: return .success(.joinRoom(roomID: data["room_id"], resume: resume))
+            default: return .failure(.badRequest("join_room: resume is true or false"))
+            }
         case .webrtcOffer, .webrtcAnswer:
             guard let sdp = data["sdp"]?.string else { return .failure(.badRequest("\(frame.event) needs data.sdp (a string)")) }
             let target = data["target"]?.string
@@ -191,6 +196,8 @@ package enum ClientEvent: Sendable, Equatable {
 /// What goes out to one client, in order: the room's signals and the session's own answers.
 package enum SessionSignal: Sendable, Equatable {
     case room(RoomSignal)
+    /// A resumed participant's `joined_room` (the room's `.joined` as it is now, `resumed: true`).
+    case resumed(RoomSignal)
     /// The session refused an event (`bad_request`, `not_joined`, `rate_limited`...): the connection stays.
     case error(code: String, message: String)
     /// The session ends with this code (`token_room_mismatch`, `rate_limited`, `bad_message`...).
@@ -255,6 +262,8 @@ package enum ServerEvent: Sendable, Equatable, Encodable {
         package var roomID, peerID, userID, role, name: String
         package var participants: [Participant]
         package var iceServers: [ICEServerEntry]
+        /// True when this is a resumed participant (the same peer, its connections kept).
+        package var resumed = false
     }
     package struct Participant: Codable, Sendable, Equatable {
         package var peerID, userID, name, role: String
@@ -359,6 +368,12 @@ package enum ServerEvent: Sendable, Equatable, Encodable {
     package init(_ signal: SessionSignal, iceServers: ICEServerDirectory, nowSeconds: Int64) {
         switch signal {
         case .room(let s): self.init(s, iceServers: iceServers, nowSeconds: nowSeconds)
+        case .resumed(let s):
+            self.init(s, iceServers: iceServers, nowSeconds: nowSeconds)
+            if case .joinedRoom(var data) = self {
+                data.resumed = true
+                self = .joinedRoom(data)
+            }
         case .error(let code, let message), .removed(let code, let message): self = .error(ErrorData(code: code, message: message))
         }
     }
@@ -508,7 +523,9 @@ extension ClientEvent: Encodable {
             if let value { try data.encode(value, forKey: SignalingJSON.Key(key)) }
         }
         switch self {
-        case .joinRoom(let roomID): try put("room_id", roomID)
+        case .joinRoom(let roomID, let resume):
+            try put("room_id", roomID)
+            if resume { try put("resume", true) }
         case .publisherOffer(let sdp):
             try put("target", "publisher")
             try put("sdp", sdp)

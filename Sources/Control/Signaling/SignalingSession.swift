@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Logging
 import Recorder
 import SFU
@@ -30,6 +31,10 @@ package actor SignalingSession {
     private var joined: RoomSignaling.Joined?
     private var limits = EventRateLimits()
     private var finished = false
+    private var leaveDone = false
+    /// Set (by ``SessionResumption/takeOver(_:newOwner:)``, synchronously) when another connection
+    /// resumed this participant: this session must not leave the room.
+    nonisolated let handedOver = Mutex(false)
     let claims: JoinClaims
     let record: RoomRecord
     let services: RoomServices
@@ -94,7 +99,16 @@ package actor SignalingSession {
         guard !finished else { return }
         finished = true
         state = .left
-        guard let session = joined else { return }
+        guard joined != nil else { return }
+        // Resumed on another connection: the participant lives on there.
+        guard services.resumption.release(claims, owner: self) != .handedOver else { return }
+        await leave(reason: reason)
+    }
+
+    /// The participant leaves the room; its session end, `participant_left` and webhook are written. Once.
+    private func leave(reason: String) async {
+        guard let session = joined, !leaveDone else { return }
+        leaveDone = true
         let peerID = session.peerID
         _ = try? await session.live.run { $0.leave(peerID: peerID) }
         let now = MetadataStore.nowMillis
@@ -111,10 +125,33 @@ package actor SignalingSession {
         }
     }
 
+    /// The socket dropped without `leave_room` or a removal: keeps the participant for the resume
+    /// window. - Returns: false when it is not kept (not joined, no window): finish now.
+    /// `unsent`: what the dead socket's queue still held or refused (kept for the next socket).
+    package func park(unsent: () -> [SessionSignal] = { [] }) -> Bool {
+        guard joined != nil, !finished else { return false }
+        return services.resumption.park(claims, owner: self, unsent: unsent)
+    }
+
+    /// The resume window of a parked participant ended, or it was removed while parked, or a
+    /// resume found it gone: it leaves (whatever a hand-over said), with the removal's code if any.
+    func finishParked() async {
+        finished = true
+        state = .left
+        await leave(reason: joined?.relay.parkedRemoval ?? RemovalReason.connectionLost.code)
+    }
+
+    /// Another connection resumed this participant: this one is closed (`replaced`) and leaves nothing.
+    func handOver() {
+        guard state != .left else { return }
+        enqueue(.removed(code: RemovalReason.replaced.code, message: "the session was resumed on another connection"))
+        state = .left
+    }
+
     // MARK: awaiting join
 
     private func join(_ event: ClientEvent) async -> Bool {
-        guard case .joinRoom(let roomID) = event else {
+        guard case .joinRoom(let roomID, let resume) = event else {
             reply("not_joined", "send join_room first")
             return true
         }
@@ -124,10 +161,12 @@ package actor SignalingSession {
         if let refusal = RoomSignaling.recheck(claims, services: services) {
             return end(.removed(code: refusal.code, message: refusal.message))
         }
+        if resume, await self.resume() { return true }
         do {
             let session = try await RoomSignaling.join(claims: claims, record: record, services: services, enqueue: enqueue)
             joined = session
             state = .joined(peerID: session.peerID)
+            services.resumption.register(claims, owner: self, joined: session)
             return true
         } catch RoomJoinError.full(let max) {
             return end(.removed(code: "room_full", message: "the room is full (max_participants \(max))"))
@@ -137,6 +176,27 @@ package actor SignalingSession {
             services.logger.warning("join failed", metadata: ["room": "\(claims.room)", "error": "\(error)"])
             return end(.removed(code: "internal_error", message: "could not join the room"))
         }
+    }
+
+    /// `join_room {resume: true}`: the participant this token left within the resume window, back
+    /// on this connection (`joined_room {resumed: true}` with the room as it is now, then the signals
+    /// kept meanwhile). - Returns: false when there is nothing to resume (a fresh join follows).
+    private func resume() async -> Bool {
+        guard let taken = services.resumption.takeOver(claims, newOwner: self) else { return false }
+        if taken.wasAttached { await taken.previous.handOver() }
+        let session = taken.joined
+        let peerID = session.peerID
+        let snapshot = try? await session.live.run { $0.joinedSignal(peerID: peerID) }
+        guard let signal = snapshot, session.relay.attach(enqueue, first: .resumed(signal)) else {
+            // Removed meanwhile: that participant is over (its leave is written); this connection joins afresh.
+            _ = services.resumption.release(claims, owner: self)
+            await taken.previous.finishParked()
+            return false
+        }
+        joined = session
+        state = .joined(peerID: peerID)
+        services.logger.info("participant resumed", metadata: ["room": "\(claims.room)", "peer": "\(peerID)"])
+        return true
     }
 
     // MARK: joined

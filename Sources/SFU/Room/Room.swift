@@ -118,6 +118,13 @@ package final class Room {
         }
     }
 
+    /// What a participant resuming its signaling is told: `joined` with the room as it is now, or
+    /// nil when it is no longer in the room.
+    package func joinedSignal(peerID: String) -> RoomSignal? {
+        guard let p = participant(peerID) else { return nil }
+        return .joined(roomID: id, peer: p.peer, participants: participants.filter { $0 !== p }.map(\.summary))
+    }
+
     /// The participant left (its signaling closed, or it said `leave_room`).
     package func leave(peerID: String) {
         guard let p = participant(peerID) else { return }
