@@ -9,8 +9,8 @@ import SFU
 package final class ClientTransport {
     package enum State: Equatable, Sendable { case checking, handshaking, connected, failed(String) }
 
-    package let local: ICELiteAgent.Credentials
-    package let remote: ICELiteAgent.Credentials
+    package private(set) var local: ICELiteAgent.Credentials
+    package private(set) var remote: ICELiteAgent.Credentials
     package let serverAddress: TransportAddress
     package let dtls: DTLSEndpoint
     package private(set) var state: State = .checking
@@ -21,7 +21,7 @@ package final class ClientTransport {
     package var onRTCP: (([RTCPPacket]) -> Void)?
     package private(set) var rtpPacketsIn = 0
     package private(set) var rtpPacketsOut = 0
-    private let key: HMAC
+    private var key: HMAC
     private let tieBreaker = UInt64.random(in: 0...UInt64.max)
     private var lastCheckNanos: Int64?
     private var srtpIn: SRTPSession?
@@ -41,6 +41,16 @@ package final class ClientTransport {
         self.remote = remote
         self.serverAddress = serverAddress
         dtls = try DTLSEndpoint(role: .client, context: context, expectedRemoteFingerprint: serverFingerprint)
+    }
+
+    /// ICE restart: new credentials both ways (from the new offer and answer); DTLS and SRTP go on.
+    /// The next tick checks with them at once.
+    package func restartICE(local: ICELiteAgent.Credentials, remote: ICELiteAgent.Credentials) {
+        guard let key = HMAC(digest: .sha1, key: Array(remote.password.utf8)) else { return }
+        self.local = local
+        self.remote = remote
+        self.key = key
+        lastCheckNanos = nil
     }
 
     /// Timer work: ICE checks, consent, DTLS retransmissions. Call every 10-20 ms.

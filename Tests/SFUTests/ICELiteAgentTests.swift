@@ -175,3 +175,50 @@ struct ICELiteAgentTests {
         #expect(ICELiteAgent.Credentials.random() != c)
     }
 }
+
+@Suite("ICE-lite agent: restart")
+struct ICELiteAgentRestartTests {
+    let local = ICELiteAgent.Credentials(ufrag: "srvU", password: "server-password-0123456789")
+    let remote = ICELiteAgent.Credentials(ufrag: "cliU", password: "client-password-0123456789")
+    let renewedLocal = ICELiteAgent.Credentials(ufrag: "srv2", password: "server-password-renewed-012")
+    let renewedRemote = ICELiteAgent.Credentials(ufrag: "cli2", password: "client-password-renewed-012")
+    let a = TransportAddress(ipv4: 10, 0, 0, 1, port: 50000)
+    let b = TransportAddress(ipv4: 192, 168, 1, 7, port: 60000)
+
+    func handle(_ agent: ICELiteAgent, _ bytes: [UInt8], from: TransportAddress, now: Int64 = 0) -> ICELiteAgent.Outcome {
+        bytes.withUnsafeBytes { agent.handle($0, from: from, nowNanos: now) }
+    }
+
+    @Test func newCredentialsAreTakenTheOldRefusedAndTheAddressKept() throws {
+        let agent = try #require(ICELiteAgent(local: local, remote: remote))
+        #expect(handle(agent, bindingRequest(username: "srvU:cliU", password: local.password, useCandidate: true), from: a, now: 1).authenticated)
+        #expect(agent.selectedAddress == a && agent.nominated)
+
+        #expect(agent.restart(local: renewedLocal, remote: nil))
+        #expect(agent.local == renewedLocal && agent.remote == nil)
+        // Media keeps its address until the peer nominates with the new credentials.
+        #expect(agent.selectedAddress == a && agent.lastValidRequestNanos == 1)
+        // The old credentials are refused (401), both the old ufrag and the old password.
+        let stale = handle(agent, bindingRequest(username: "srvU:cliU", password: local.password, useCandidate: true), from: a, now: 2)
+        #expect(!stale.authenticated)
+        #expect(try STUNMessage(parsing: try #require(stale.response)).errorCode?.code == 401)
+        let oldPassword = handle(agent, bindingRequest(username: "srv2:cli2", password: local.password, useCandidate: true), from: a, now: 2)
+        #expect(!oldPassword.authenticated)
+        #expect(agent.lastValidRequestNanos == 1)
+
+        // Before the peer's answer is known any of its ufrags is taken; then only its own.
+        #expect(handle(agent, bindingRequest(username: "srv2:cli2", password: renewedLocal.password, useCandidate: true), from: a, now: 3).authenticated)
+        agent.remote = renewedRemote
+        #expect(!handle(agent, bindingRequest(username: "srv2:cliU", password: renewedLocal.password), from: a, now: 4).authenticated)
+
+        // From a new network: verified with a check signed with the peer's new password, then followed.
+        let moved = handle(agent, bindingRequest(username: "srv2:cli2", password: renewedLocal.password, useCandidate: true), from: b, now: 5)
+        #expect(moved.authenticated && moved.newSelectedAddress == nil)
+        let check = try #require(moved.check)
+        #expect(check.to == b)
+        let request = try STUNMessage(parsing: check.bytes)
+        #expect(request.username == "cli2:srv2")
+        let answered = handle(agent, checkResponse(to: request, password: renewedRemote.password), from: b, now: 6)
+        #expect(answered.newSelectedAddress == b && agent.selectedAddress == b)
+    }
+}

@@ -29,8 +29,11 @@ package final class RoomHarness {
         package var sendsTransportCC = false
         /// The subscriber's answers drop the transport-cc extension (the server then uses REMB).
         package var omitsTransportCC = false
-        package var publisherAddress: TransportAddress { TransportAddress(ipv4: 10, 9, 0, UInt8(index), port: 5000) }
-        package var subscriberAddress: TransportAddress { TransportAddress(ipv4: 10, 9, 0, UInt8(index), port: 6000) }
+        /// The client's network (the second byte of its addresses): changing it moves the client,
+        /// as a phone switching from Wi-Fi to mobile data; what is sent to its old address is lost.
+        package var network: UInt8 = 9
+        package var publisherAddress: TransportAddress { TransportAddress(ipv4: 10, network, 0, UInt8(index), port: 5000) }
+        package var subscriberAddress: TransportAddress { TransportAddress(ipv4: 10, network, 0, UInt8(index), port: 6000) }
         package init(info: PeerInfo, index: Int) {
             self.info = info
             self.index = index
@@ -88,6 +91,12 @@ package final class RoomHarness {
         peer.signals.append(signal)
         switch signal {
         case .publisherAnswer(let sdp):
+            // An answer to an offer that restarted ICE: the client takes the server's new credentials.
+            if let client = peer.publisher, let answer = try? SessionDescription(parsing: sdp),
+               let remote = try? RemoteTransportParameters(answer), remote.ice != client.remote {
+                client.restartICE(local: peer.publisherICE, remote: remote.ice)
+                return
+            }
             guard peer.publisher == nil, let answer = try? SessionDescription(parsing: sdp), let remote = try? RemoteTransportParameters(answer),
                   let client = try? ClientTransport(local: peer.publisherICE, remote: remote.ice, serverAddress: serverAddress, context: clientContext,
                                                     serverFingerprint: CertificateFingerprint(sdpValue: "sha-256 " + serverContext.certificate.sha256Fingerprint)!)
@@ -115,6 +124,10 @@ package final class RoomHarness {
                 peer.subscriber = client
             }
             guard let client = peer.subscriber else { return }
+            // An offer that restarted ICE: new credentials of ours too (JSEP: the answerer's change).
+            if let remote = try? RemoteTransportParameters(offer), remote.ice != client.remote {
+                client.restartICE(local: .random(), remote: remote.ice)
+            }
             var answer = ClientSDP.subscriberAnswer(offer: offer, ice: client.local, fingerprint: clientContext.certificate.sha256Fingerprint)
             if peer.omitsTransportCC {
                 answer = answer.split(separator: "\r\n").filter { !$0.contains(RTPExtensionURI.transportWideCC) }.joined(separator: "\r\n") + "\r\n"
@@ -258,6 +271,7 @@ package final class HostProxy: SessionHost {
     package weak var harness: RoomHarness?
     package func add(_ session: WorkerSession) { harness?.demux.add(session) }
     package func remove(_ session: WorkerSession) { harness?.demux.remove(session) }
+    package func rekey(_ session: WorkerSession, from oldUfrag: String) { harness?.demux.rekey(session, from: oldUfrag) }
     package func send(_ datagram: UnsafeRawBufferPointer, to address: TransportAddress) { harness?.toClients.append((Array(datagram), address)) }
     /// Wake-ups asked for, run by ``RoomHarness/run(steps:)`` at the first step at or after their time.
     package var wakes: [(session: WorkerSession, atNanos: Int64)] = []

@@ -379,6 +379,9 @@ export class SFUClient extends EventTarget {
       case "recording_stopped":
         this._emit("recording", { active: msg.event === "recording_started", recordingId: data.recording_id });
         return;
+      case "ice_restarted":
+        this._emit("icerestarted", { target: data.target });
+        return;
       case "error": return this._onError(data);
       default: return; // unknown events are ignored
     }
@@ -593,6 +596,34 @@ export class SFUClient extends EventTarget {
       this._emit("connectionstate", { target, state: pc.connectionState });
       if (pc.connectionState === "failed") this._emitError("ice_failed", `${target} connection failed`);
     };
+    // A path that broke (network change, Wi-Fi to mobile): restart ICE on "failed", or on
+    // "disconnected" that lasts 2 s. The publisher restarts with a new offer (iceRestart); the
+    // subscriber asks the server, which offers new credentials (`restart_ice`).
+    let disconnectedTimer = null;
+    pc.oniceconnectionstatechange = () => {
+      const state = pc.iceConnectionState;
+      clearTimeout(disconnectedTimer);
+      if (state === "failed") this._restartIce(pc, target);
+      else if (state === "disconnected") disconnectedTimer = setTimeout(() => {
+        if (pc.iceConnectionState === "disconnected") this._restartIce(pc, target);
+      }, 2000);
+    };
+  }
+
+  /** Restarts ICE on one connection, at most once every 5 s. */
+  _restartIce(pc, target) {
+    if (this.state !== "joined" || pc.signalingState === "closed") return;
+    const now = Date.now();
+    this._lastRestart = this._lastRestart || {};
+    if (now - (this._lastRestart[target] || 0) < 5000) return;
+    this._lastRestart[target] = now;
+    this._emit("icerestart", { target });
+    if (target === PUBLISHER) {
+      pc.restartIce();
+      this._negotiatePublisher().catch((e) => this._emitError("ice_restart_failed", e && e.message || String(e)));
+    } else {
+      this._send("restart_ice", { target: SUBSCRIBER });
+    }
   }
 
   /** The sendEncodings for the camera, or null for a single encoding. */

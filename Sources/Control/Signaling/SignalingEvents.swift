@@ -66,6 +66,8 @@ package enum ClientEvent: Sendable, Equatable {
     /// Strings as given (nil: absent; a wrong type is "", refused by the snapshot code).
     case captureImage(userID: String?, source: String?, format: String?)
     case setLayer(trackID: String, maxSpatial: Int?, maxTemporal: Int?)
+    /// `restart_ice {target: "subscriber"}` (the publisher connection restarts with a new offer).
+    case restartICE
     case leaveRoom
 
     /// Why a frame is not an event the session can act on: each maps to the `error` event's code.
@@ -187,6 +189,11 @@ package enum ClientEvent: Sendable, Equatable {
                 }
             }
             return .success(.setLayer(trackID: track, maxSpatial: caps[0], maxTemporal: caps[1]))
+        case .restartICE:
+            guard data["target"]?.string == ConnectionTarget.subscriber.rawValue else {
+                return .failure(.badRequest("restart_ice needs data.target \"subscriber\" (the publisher connection restarts ICE with a new webrtc_offer)"))
+            }
+            return .success(.restartICE)
         case .leaveRoom:
             return .success(.leaveRoom)
         }
@@ -256,6 +263,7 @@ package enum ServerEvent: Sendable, Equatable, Encodable {
     case recordingStarted(Recording)
     case recordingStopped(Recording)
     case imageCaptured(ImageCaptured)
+    case iceRestarted(Target)
     case error(ErrorData)
 
     package struct JoinedRoom: Codable, Sendable, Equatable {
@@ -289,6 +297,7 @@ package enum ServerEvent: Sendable, Equatable, Encodable {
     package struct Chat: Codable, Sendable, Equatable { package var peerID, userID, message, timestamp: String }
     package struct Recording: Codable, Sendable, Equatable { package var recordingID: String }
     package struct ImageCaptured: Codable, Sendable, Equatable { package var snapshotID, userID: String }
+    package struct Target: Codable, Sendable, Equatable { package var target: String }
     package struct ErrorData: Codable, Sendable, Equatable { package var code, message: String }
 
     /// The contract's server event names (PROTOCOL.md, docs/SIGNALING.md): the only place they are
@@ -310,6 +319,7 @@ package enum ServerEvent: Sendable, Equatable, Encodable {
         case recordingStarted = "recording_started"
         case recordingStopped = "recording_stopped"
         case imageCaptured = "image_captured"
+        case iceRestarted = "ice_restarted"
         case error = "error"
     }
 
@@ -332,6 +342,7 @@ package enum ServerEvent: Sendable, Equatable, Encodable {
         case .recordingStarted: .recordingStarted
         case .recordingStopped: .recordingStopped
         case .imageCaptured: .imageCaptured
+        case .iceRestarted: .iceRestarted
         case .error: .error
         }
     }
@@ -354,6 +365,7 @@ package enum ServerEvent: Sendable, Equatable, Encodable {
         case .chatMessage(let d): try c.encode(d, forKey: .data)
         case .recordingStarted(let d), .recordingStopped(let d): try c.encode(d, forKey: .data)
         case .imageCaptured(let d): try c.encode(d, forKey: .data)
+        case .iceRestarted(let d): try c.encode(d, forKey: .data)
         case .error(let d): try c.encode(d, forKey: .data)
         }
     }
@@ -423,6 +435,7 @@ package enum ServerEvent: Sendable, Equatable, Encodable {
         case .recordingStarted(let id): self = .recordingStarted(Recording(recordingID: id))
         case .recordingStopped(let id): self = .recordingStopped(Recording(recordingID: id))
         case .imageCaptured(let snapshotID, let userID): self = .imageCaptured(ImageCaptured(snapshotID: snapshotID, userID: userID))
+        case .iceRestarted(let target): self = .iceRestarted(Target(target: target.rawValue))
         case .refused(let refusal, let message): self = .error(ErrorData(code: refusal.code, message: message))
         case .removed(let reason, let message): self = .error(ErrorData(code: reason.code, message: message))
         }
@@ -489,6 +502,7 @@ extension ClientEvent: Encodable {
         case stopRecording = "stop_recording"
         case captureImage = "capture_image"
         case setLayer = "set_layer"
+        case restartICE = "restart_ice"
         case leaveRoom = "leave_room"
     }
 
@@ -507,6 +521,7 @@ extension ClientEvent: Encodable {
         case .stopRecording: .stopRecording
         case .captureImage: .captureImage
         case .setLayer: .setLayer
+        case .restartICE: .restartICE
         case .leaveRoom: .leaveRoom
         }
     }
@@ -542,6 +557,7 @@ extension ClientEvent: Encodable {
             try put("track_id", trackID)
             try data.encode(maxSpatial, forKey: SignalingJSON.Key("max_spatial"))
             try data.encode(maxTemporal, forKey: SignalingJSON.Key("max_temporal"))
+        case .restartICE: try put("target", ConnectionTarget.subscriber.rawValue)
         case .iceCandidate, .startRecording, .stopRecording, .leaveRoom: break
         }
     }
@@ -583,6 +599,7 @@ extension ServerEvent: Decodable {
         case .recordingStarted: self = .recordingStarted(try data())
         case .recordingStopped: self = .recordingStopped(try data())
         case .imageCaptured: self = .imageCaptured(try data())
+        case .iceRestarted: self = .iceRestarted(try data())
         case .error: self = .error(try data())
         }
     }

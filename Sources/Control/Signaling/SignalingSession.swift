@@ -241,6 +241,9 @@ package actor SignalingSession {
                 $0.setLayer(peerID: peerID, trackID: track, maxSpatial: maxSpatial, maxTemporal: maxTemporal, nowNanos: MediaWorker.nowNanos)
             }
             if found != true { reply("track_not_found", "no subscription to track \(track.prefix(64))") }
+        case .restartICE:
+            let restarted = try? await live.run { $0.restartSubscriberICE(peerID: peerID) }
+            if restarted != true { reply("not_connected", "the subscriber connection has no transport to restart yet") }
         case .leaveRoom:
             leaveRequested = true
             state = .left

@@ -34,10 +34,10 @@ package final class ICELiteAgent {
         package var check: (bytes: [UInt8], to: TransportAddress)?
     }
 
-    package let local: Credentials
+    package private(set) var local: Credentials
     package var remote: Credentials?
     package let consentTimeoutNanos: Int64
-    private let integrityKey: HMAC
+    private var integrityKey: HMAC
     /// The address the peer nominated (or, before any nomination, the last one that passed a check).
     package private(set) var selectedAddress: TransportAddress?
     package private(set) var nominated = false
@@ -56,6 +56,22 @@ package final class ICELiteAgent {
         self.remote = remote
         self.consentTimeoutNanos = consentTimeoutNanos
         integrityKey = key
+    }
+
+    /// ICE restart (RFC 8445 section 9): new credentials on our side and, once the peer's answer or
+    /// offer says so, on its side (`remote` nil: any peer ufrag until then). Checks with the old
+    /// credentials are refused from now on. The selected address stays (media keeps flowing there
+    /// until the peer nominates with the new credentials; a new address is verified first, as
+    /// always), and so does consent: the restart does not extend a dead peer's life.
+    /// - Returns: false (nothing changed) when no HMAC key can be made.
+    package func restart(local: Credentials, remote: Credentials?) -> Bool {
+        guard let key = HMAC(digest: .sha1, key: Array(local.password.utf8)) else { return false }
+        self.local = local
+        self.remote = remote
+        integrityKey = key
+        remoteKey = nil
+        pending = nil
+        return true
     }
 
     /// Whether consent expired: no authenticated request for `consentTimeout` since the first one

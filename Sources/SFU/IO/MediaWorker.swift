@@ -172,6 +172,12 @@ package final class MediaWorker: SessionHost, @unchecked Sendable {
 
     package func session(ufrag: String) -> WorkerSession? { demux.session(ufrag: ufrag) }
 
+    /// After an ICE restart of `session` (on the worker's loop).
+    package func rekey(_ session: WorkerSession, from oldUfrag: String) {
+        loop.preconditionInEventLoop()
+        demux.rekey(session, from: oldUfrag)
+    }
+
     /// Calls `session.wake(nowNanos:)` on the loop at `atNanos` (the loop's timers have millisecond
     /// resolution), then writes what it queued; nothing if the session is gone by then.
     package func wake(_ session: WorkerSession, atNanos: Int64) {

@@ -34,6 +34,15 @@ package struct SessionDemux {
 
     package func session(ufrag: String) -> WorkerSession? { byUfrag[ufrag] }
 
+    /// After an ICE restart: `session` is found by its new local ufrag, no longer by `oldUfrag`,
+    /// and the check it was verifying is forgotten (the agent dropped it).
+    package mutating func rekey(_ session: WorkerSession, from oldUfrag: String) {
+        guard byUfrag[oldUfrag] === session else { return }
+        byUfrag[oldUfrag] = nil
+        byUfrag[session.transport.ice.local.ufrag] = session
+        for (address, s) in byPendingCheck where s === session { byPendingCheck[address] = nil }
+    }
+
     /// Whether `session` is registered (and not replaced by another with its ufrag).
     package func contains(_ session: WorkerSession) -> Bool { byUfrag[session.transport.ice.local.ufrag] === session }
 

@@ -9,8 +9,8 @@ final class PublisherConnection: WorkerSession, WebRTCTransportDelegate {
     unowned let participant: Participant
     unowned let room: Room
     let transport: WebRTCTransport
-    let remote: RemoteTransportParameters
-    let local: LocalTransportParameters
+    private(set) var remote: RemoteTransportParameters
+    private(set) var local: LocalTransportParameters
     let setup: DTLSSetup
     let sessionID: UInt64
     var sessionVersion = 1
@@ -47,6 +47,19 @@ final class PublisherConnection: WorkerSession, WebRTCTransportDelegate {
         transport = try WebRTCTransport(id: participant.peer.peerID + "/pub", iceCredentials: local.ice, remoteICE: remote.ice,
                                         dtlsContext: room.dtlsContext, dtlsRole: role, remoteFingerprint: remote.fingerprint, nowNanos: nowNanos)
         transport.delegate = self
+    }
+
+    /// An offer with new ICE credentials (the client restarted ICE, e.g. after a network change):
+    /// new credentials of ours too, everything else (DTLS, SRTP, producers, SSRCs) kept.
+    /// - Returns: the new local parameters, or nil when the agent could not take them.
+    func restartICE(remote newRemote: RemoteTransportParameters) -> LocalTransportParameters? {
+        let oldUfrag = local.ice.ufrag
+        let newLocal = LocalTransportParameters(ice: .random(), fingerprint: local.fingerprint, candidates: local.candidates)
+        guard transport.ice.restart(local: newLocal.ice, remote: newRemote.ice) else { return nil }
+        local = newLocal
+        remote = newRemote
+        room.host.rekey(self, from: oldUfrag)
+        return newLocal
     }
 
     func bind(_ producer: Producer) {

@@ -217,11 +217,20 @@ package final class Room {
             let remote = try RemoteTransportParameters(offer)
             let local: LocalTransportParameters
             let setup: DTLSSetup
+            var restarted = false
             if let existing = p.publisher {
-                guard remote.ice == existing.remote.ice else {
-                    throw RoomSDPError.bad("ICE restart is not supported on the publisher connection; reconnect instead")
+                if remote.ice != existing.remote.ice {
+                    // The client restarted ICE (RFC 8445 section 9, JSEP's iceRestart): new credentials both ways.
+                    guard remote.fingerprint == existing.remote.fingerprint else {
+                        throw RoomSDPError.bad("the DTLS fingerprint changed: a new connection needs a new join")
+                    }
+                    guard let renewed = existing.restartICE(remote: remote) else { throw RoomSDPError.bad("cannot restart ICE") }
+                    local = renewed
+                    restarted = true
+                    logger.info("publisher ICE restart", metadata: ["room": "\(id)", "peer": "\(peerID)"])
+                } else {
+                    local = existing.local
                 }
-                local = existing.local
                 setup = existing.setup
             } else {
                 local = localParameters()
@@ -245,6 +254,7 @@ package final class Room {
             }
             publisher.sessionVersion = version
             publisher.extensions = ids
+            if restarted { p.sink(.iceRestarted(.publisher)) }
             p.sink(.publisherAnswer(sdp: answer.text))
             var sendingMids: Set<String> = []
             for section in sections where section.sending {
@@ -303,6 +313,16 @@ package final class Room {
     }
 
     /// The client's answer to our last subscriber offer (parsed by the caller, off this loop).
+    /// `restart_ice {target: "subscriber"}`: new ICE credentials on the subscriber connection, in a
+    /// new offer (``SubscriberConnection/requestICERestart()``).
+    /// - Returns: false when the participant has no subscriber transport yet (nothing to restart).
+    @discardableResult
+    package func restartSubscriberICE(peerID: String) -> Bool {
+        guard let subscriber = participant(peerID)?.subscriber, subscriber.hasTransport else { return false }
+        subscriber.requestICERestart()
+        return true
+    }
+
     package func subscriberAnswer(peerID: String, answer: SessionDescription, nowNanos: Int64) {
         guard let p = participant(peerID) else { return }
         guard let subscriber = p.subscriber else {

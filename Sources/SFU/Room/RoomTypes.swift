@@ -97,6 +97,9 @@ package enum RoomSignal: Sendable, Equatable {
     case joined(roomID: String, peer: PeerInfo, participants: [ParticipantSummary])
     case publisherAnswer(sdp: String)
     case subscriberOffer(sdp: String)
+    /// The server gave this connection new ICE credentials (the answer or offer that carries them
+    /// comes with or right after this): an ICE restart.
+    case iceRestarted(ConnectionTarget)
     case userJoined(PeerInfo)
     case userLeft(peerID: String, userID: String)
     case trackPublished(peerID: String, track: TrackInfo)
@@ -132,6 +135,11 @@ package enum RoomRefusal: Sendable, Equatable {
     case badAnswer
     /// It tried to unmute what the room's owner muted.
     case mutedByServer
+}
+
+/// Which of a participant's two peer connections.
+package enum ConnectionTarget: String, Sendable {
+    case publisher, subscriber
 }
 
 /// Why a participant is no longer in the room.
@@ -182,6 +190,8 @@ package enum RoomJoinError: Error, Equatable, Sendable {
 package protocol SessionHost: DatagramSink {
     func add(_ session: WorkerSession)
     func remove(_ session: WorkerSession)
+    /// The session's local ICE ufrag changed from `oldUfrag` (an ICE restart): route by the new one.
+    func rekey(_ session: WorkerSession, from oldUfrag: String)
     /// Calls `session.wake(nowNanos:)` at `atNanos` (or as soon after as the host's timers allow),
     /// for pacing finer than the 20 ms tick.
     func wake(_ session: WorkerSession, atNanos: Int64)

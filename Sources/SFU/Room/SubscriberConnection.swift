@@ -8,12 +8,12 @@ import RTP
 final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     unowned let participant: Participant
     unowned let room: Room
-    let local: LocalTransportParameters
+    private(set) var local: LocalTransportParameters
     let sessionID = UInt64.random(in: 1...UInt64(Int64.max))
     var sessionVersion = 0
     /// Created when the first answer arrives (it carries the client's ICE and DTLS parameters).
     private(set) var transport: WebRTCTransport
-    private var hasTransport = false
+    private(set) var hasTransport = false
     var remote: RemoteTransportParameters?
     struct Slot {
         var mid: String
@@ -118,12 +118,41 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         producer.consumers.removeAll { $0.subscriber === self }
     }
 
-    /// Sends a new offer if the slots changed and none is outstanding.
+    /// An ICE restart asked for (by the client, or by us when its checks stopped): done with the
+    /// next offer, so that the client never checks with credentials it has not been given.
+    private(set) var iceRestartPending = false
+    /// When we last restarted ICE by ourselves (once per silence: reset by the next valid check).
+    private var selfRestartedAfterCheckNanos: Int64?
+    /// Without a valid check from the client for this long while connected, we restart ICE
+    /// ourselves: browsers check consent every few seconds (RFC 7675: 4-6 s), so two missed checks
+    /// mean its path is gone (a network change), and the client can reconnect with the new offer
+    /// before consent runs out (``ICELiteAgent/consentTimeoutNanos``, from the last valid check).
+    static let selfRestartSilenceNanos: Int64 = 12_000_000_000
+
+    func requestICERestart() {
+        iceRestartPending = true
+        needsOffer = true
+        negotiateIfNeeded()
+    }
+
+    /// Sends a new offer if the slots changed (or an ICE restart is pending) and none is outstanding.
     func negotiateIfNeeded() {
         guard needsOffer, !offerOutstanding, !slots.isEmpty else { return }
         needsOffer = false
         offerOutstanding = true
         sessionVersion += 1
+        if iceRestartPending, hasTransport {
+            iceRestartPending = false
+            let oldUfrag = local.ice.ufrag
+            let renewed = LocalTransportParameters(ice: .random(), fingerprint: local.fingerprint, candidates: local.candidates)
+            // The client's new credentials come in its answer; until then any of its ufrags is taken.
+            if transport.ice.restart(local: renewed.ice, remote: nil) {
+                local = renewed
+                room.host.rekey(self, from: oldUfrag)
+                room.logger.info("subscriber ICE restart", metadata: ["room": "\(room.id)", "peer": "\(participant.peer.peerID)"])
+                participant.sink(.iceRestarted(.subscriber))
+            }
+        }
         for i in slots.indices { slots[i].offeredInactive = slots[i].consumer == nil }
         let offer = RoomSDP.subscriberOffer(slots: slots.map { slot in
             RoomSDP.SubscriberSlot(mid: slot.mid, codec: slot.codec, track: slot.consumer.map {
@@ -150,7 +179,13 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
             remote = params
             room.host.add(self)
         } else if params.ice != remote?.ice {
-            throw .bad("ICE restart is not supported on the subscriber connection")
+            // The answer to an offer that restarted ICE carries the client's new credentials.
+            guard transport.ice.remote == nil else {
+                throw .bad("the answer changed the ICE credentials without an ICE restart (send restart_ice)")
+            }
+            guard params.fingerprint == remote?.fingerprint else { throw .bad("the DTLS fingerprint changed") }
+            transport.ice.remote = params.ice
+            remote = params
         }
         offerOutstanding = false
         let answered = RoomSDP.readSubscriberAnswer(sdp)
@@ -398,6 +433,13 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
 
     func tick(nowNanos: Int64) {
         guard isConnected else { return }
+        if let last = transport.ice.lastValidRequestNanos, nowNanos - last > Self.selfRestartSilenceNanos,
+           selfRestartedAfterCheckNanos != last, !iceRestartPending {
+            selfRestartedAfterCheckNanos = last
+            room.logger.info("subscriber checks stopped: restarting ICE",
+                             metadata: ["room": "\(room.id)", "peer": "\(participant.peer.peerID)", "silent_ms": "\((nowNanos - last) / 1_000_000)"])
+            requestICERestart()
+        }
         rate.roll(nowNanos: nowNanos)
         allocateAndProbeIfDue(nowNanos: nowNanos)
         guard nowNanos >= reports.nextNanos else { return }

@@ -1,0 +1,141 @@
+import DTLS
+import Foundation
+import RTP
+import Testing
+import TestSupport
+@testable import SFU
+import WebRTCClient
+
+/// ICE restarts in a room, in memory (docs/SIGNALING.md "ICE restart"): the client's new credentials
+/// on the publisher connection (a re-offer), the subscriber's on request and by the server itself
+/// when the client's checks stop; tracks, SSRCs and forwarding kept across, a changed address followed.
+@Suite("ICE restart, in memory", .serialized)
+struct ICERestartTests {
+    typealias R = RoomTests
+
+    static func signals(_ peer: RoomHarness.Peer, after: Int) -> [RoomSignal] { Array(peer.signals[after...]) }
+
+    static func trackChurn(_ signals: [RoomSignal]) -> Int {
+        signals.filter { if case .trackPublished = $0 { true } else if case .trackUnpublished = $0 { true } else { false } }.count
+    }
+
+    @Test func aPublisherReofferWithNewCredentialsRestartsAndFollowsTheNewNetwork() throws {
+        let (h, pub, subs, tracks) = try R.room(subscribers: 1)
+        let sub = subs[0]
+        R.stream(h, pub, frames: 10)
+        let video = try #require(sub.ssrc(peer: pub.info.peerID, track: tracks.video))
+        #expect(sub.received[video.ssrc]?.count == 10)
+        let client = try #require(pub.publisher)
+        let oldServerUfrag = client.remote.ufrag
+        let subSignals = sub.signals.count
+        let pubSignals = pub.signals.count
+        let offersBefore = sub.subscriberOffers.count
+
+        // The phone changes networks and restarts ICE: a new offer with new credentials, same tracks.
+        pub.network = 8
+        pub.publisherICE = .random()
+        h.publish(pub, streams: [.init(kind: .audio, ssrc: R.audioSSRC), .init(kind: .video, ssrc: R.videoSSRC, rtxSSRC: R.rtxSSRC)])
+        let told = Self.signals(pub, after: pubSignals)
+        guard told.count == 2, case .iceRestarted(.publisher) = told[0], case .publisherAnswer = told[1] else {
+            Issue.record("the publisher was not told ice_restarted then answered: \(told)")
+            return
+        }
+        #expect(client.remote.ufrag != oldServerUfrag, "the answer kept the server's credentials")
+        #expect(client.local == pub.publisherICE)
+        // The worker finds the session by its new ufrag only.
+        #expect(h.demux.session(ufrag: oldServerUfrag) == nil)
+        let session = try #require(h.demux.session(ufrag: client.remote.ufrag))
+        // Checks from the new network are verified, then media goes there.
+        for _ in 0..<100 { h.run() }
+        #expect(session.transport.remoteAddress == pub.publisherAddress)
+        #expect(client.state == .connected)
+
+        R.stream(h, pub, frames: 10, firstSeq: 110, keyframes: [])
+        let packets = try (sub.received[video.ssrc] ?? []).map { try RTPPacket(parsing: $0) }
+        #expect(packets.count == 20, "forwarding did not go on after the restart")
+        for (a, b) in zip(packets, packets.dropFirst()) { #expect(b.sequenceNumber == a.sequenceNumber &+ 1) }
+        // The others saw nothing: no track left or came, no new subscriber offer.
+        #expect(Self.trackChurn(Self.signals(sub, after: subSignals)) == 0)
+        #expect(sub.subscriberOffers.count == offersBefore)
+        // The server's RTCP (receiver reports, feedback) reaches the publisher at its new address.
+        let rtcpBefore = pub.publisherRTCP.count
+        for _ in 0..<150 { h.run() }
+        #expect(pub.publisherRTCP.count > rtcpBefore)
+    }
+
+    @Test func aReofferWithAnotherFingerprintIsRefused() throws {
+        let (h, pub, _, _) = try R.room(subscribers: 1)
+        pub.publisherICE = .random()
+        let offer = ClientSDP.publisherOffer(streams: [.init(kind: .audio, ssrc: R.audioSSRC), .init(kind: .video, ssrc: R.videoSSRC, rtxSSRC: R.rtxSSRC)],
+                                             ice: pub.publisherICE, fingerprint: h.serverContext.certificate.sha256Fingerprint)
+        let before = pub.signals.count
+        h.room.publisherOffer(peerID: pub.info.peerID, offer: try SessionDescription(parsing: offer), nowNanos: h.now)
+        let told = Self.signals(pub, after: before)
+        guard case .refused(.badOffer, _)? = told.first else {
+            Issue.record("a new fingerprint was not refused: \(told)")
+            return
+        }
+        #expect(told.count == 1)
+    }
+
+    @Test func theSubscriberRestartsOnRequestAndKeepsItsTracks() throws {
+        let (h, pub, subs, tracks) = try R.room(subscribers: 1)
+        let sub = subs[0]
+        R.stream(h, pub, frames: 10)
+        let client = try #require(sub.subscriber)
+        let oldServerUfrag = client.remote.ufrag
+        let oldClientUfrag = client.local.ufrag
+        let before = sub.signals.count
+        let video = try #require(sub.ssrc(peer: pub.info.peerID, track: tracks.video))
+
+        #expect(h.room.restartSubscriberICE(peerID: sub.info.peerID))
+        let told = Self.signals(sub, after: before)
+        guard told.count == 2, case .iceRestarted(.subscriber) = told[0], case .subscriberOffer = told[1] else {
+            Issue.record("the subscriber was not told ice_restarted then offered: \(told)")
+            return
+        }
+        #expect(client.remote.ufrag != oldServerUfrag && client.local.ufrag != oldClientUfrag)
+        #expect(h.demux.session(ufrag: oldServerUfrag) == nil)
+        // The same m-lines and SSRCs in the new offer.
+        #expect(sub.ssrc(peer: pub.info.peerID, track: tracks.video)?.ssrc == video.ssrc)
+        sub.network = 7
+        for _ in 0..<100 { h.run() }
+        let session = try #require(h.demux.session(ufrag: client.remote.ufrag))
+        #expect(session.transport.remoteAddress == sub.subscriberAddress)
+        R.stream(h, pub, frames: 10, firstSeq: 110, keyframes: [])
+        #expect(sub.received[video.ssrc]?.count == 20)
+        // A subscriber answer that changes credentials without a restart is refused.
+        #expect(Self.trackChurn(Self.signals(sub, after: before)) == 0)
+    }
+
+    @Test func theServerRestartsASubscriberWhoseChecksStopped() throws {
+        let (h, pub, subs, tracks) = try R.room(subscribers: 1)
+        let sub = subs[0]
+        R.stream(h, pub, frames: 10)
+        let video = try #require(sub.ssrc(peer: pub.info.peerID, track: tracks.video))
+        let client = try #require(sub.subscriber)
+        let oldServerUfrag = client.remote.ufrag
+        let before = sub.signals.count
+        // The client's path is gone: nothing it sends arrives (its signaling still works).
+        h.silent.insert(sub.info.peerID)
+        let silentSteps = Int(SubscriberConnection.selfRestartSilenceNanos / 10_000_000) + 100
+        for _ in 0..<silentSteps { h.run() }
+        let restarts = Self.signals(sub, after: before).filter { if case .iceRestarted(.subscriber) = $0 { true } else { false } }
+        #expect(restarts.count == 1, "the server did not restart the silent subscriber once: \(Self.signals(sub, after: before))")
+        #expect(client.remote.ufrag != oldServerUfrag)
+        // Back on another network before consent runs out: the new credentials work, media flows.
+        sub.network = 6
+        h.silent.remove(sub.info.peerID)
+        for _ in 0..<100 { h.run() }
+        #expect(h.room.participant(sub.info.peerID) != nil)
+        let session = try #require(h.demux.session(ufrag: client.remote.ufrag))
+        #expect(session.transport.remoteAddress == sub.subscriberAddress)
+        let received = sub.received[video.ssrc]?.count ?? 0
+        R.stream(h, pub, frames: 10, firstSeq: 110, keyframes: [])
+        #expect((sub.received[video.ssrc]?.count ?? 0) == received + 10)
+        // And past the 30 s consent of the first silence it is still there: consent came back.
+        for _ in 0..<2000 { h.run() }
+        #expect(h.room.participant(sub.info.peerID) != nil)
+        #expect(Self.signals(sub, after: before).filter { if case .iceRestarted = $0 { true } else { false } }.count == 1)
+    }
+}
