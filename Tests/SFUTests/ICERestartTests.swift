@@ -50,10 +50,15 @@ struct ICERestartTests {
         #expect(session.transport.remoteAddress == pub.publisherAddress)
         #expect(client.state == .connected)
 
-        R.stream(h, pub, frames: 10, firstSeq: 110, keyframes: [])
+        // What the old path lost will not come: the subscriber's video restarts at a keyframe (the
+        // server asked for one), without a hole.
+        let consumer = try #require(h.room.participant(pub.info.peerID)?.producers.first { $0.kind == .video }?.consumers.first)
+        #expect(consumer.resyncs == 1 && consumer.waitingForKeyframe)
+        R.stream(h, pub, frames: 10, firstSeq: 112, keyframes: [1])
         let packets = try (sub.received[video.ssrc] ?? []).map { try RTPPacket(parsing: $0) }
-        #expect(packets.count == 20, "forwarding did not go on after the restart")
+        #expect(packets.count == 19, "forwarding did not go on from the keyframe after the restart")
         for (a, b) in zip(packets, packets.dropFirst()) { #expect(b.sequenceNumber == a.sequenceNumber &+ 1) }
+        #expect(packets.dropFirst(10).first?.payload == vp8Payload(keyframe: true, fill: 1))
         // The others saw nothing: no track left or came, no new subscriber offer.
         #expect(Self.trackChurn(Self.signals(sub, after: subSignals)) == 0)
         #expect(sub.subscriberOffers.count == offersBefore)
@@ -137,5 +142,35 @@ struct ICERestartTests {
         for _ in 0..<2000 { h.run() }
         #expect(h.room.participant(sub.info.peerID) != nil)
         #expect(Self.signals(sub, after: before).filter { if case .iceRestarted = $0 { true } else { false } }.count == 1)
+    }
+
+    @Test func aHoleOfMoreThanASecondIsClosedAtTheNextKeyframe() throws {
+        let (h, pub, subs, tracks) = try R.room(subscribers: 1)
+        let sub = subs[0]
+        R.stream(h, pub, frames: 10)
+        let video = try #require(sub.ssrc(peer: pub.info.peerID, track: tracks.video))
+        // The publisher's path was down for 5 s: 150 packets (sequence numbers and 5 s of
+        // timestamps) never arrived. Two delta frames come first, then a keyframe.
+        func frame(_ i: Int, keyframe: Bool) {
+            h.sendRTP(pub, RTPPacket(payloadType: 96, sequenceNumber: UInt16(100 + i), timestamp: 90_000 &+ UInt32(i) * 3000, ssrc: R.videoSSRC,
+                                     marker: true, payload: vp8Payload(keyframe: keyframe, fill: UInt8(truncatingIfNeeded: i))))
+            h.run()
+        }
+        frame(160, keyframe: false)
+        frame(161, keyframe: false)
+        frame(162, keyframe: true)
+        frame(163, keyframe: false)
+        let packets = try (sub.received[video.ssrc] ?? []).map { try RTPPacket(parsing: $0) }
+        #expect(packets.count == 12, "the delta frames after the hole were forwarded (or the keyframe was not)")
+        // No hole in what the subscriber got: nothing it could wait for or NACK in vain.
+        for (a, b) in zip(packets, packets.dropFirst()) { #expect(b.sequenceNumber == a.sequenceNumber &+ 1) }
+        #expect(packets.dropFirst(10).first?.payload == vp8Payload(keyframe: true, fill: UInt8(162)))
+        let consumer = try #require(h.room.participant(pub.info.peerID)?.producers.first { $0.kind == .video }?.consumers.first)
+        #expect(consumer.resyncs == 1)
+        // A few lost packets (under a second) keep their hole: the publisher may still resend them.
+        frame(166, keyframe: false)
+        let after = try (sub.received[video.ssrc] ?? []).map { try RTPPacket(parsing: $0) }
+        #expect(after.count == 13 && after[12].sequenceNumber == after[11].sequenceNumber &+ 3)
+        #expect(consumer.resyncs == 1)
     }
 }

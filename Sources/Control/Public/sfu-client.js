@@ -491,6 +491,7 @@ export class SFUClient extends EventTarget {
         if (!known) this._emit("participantjoined", { participant: rec });
       }
       this._emit("reconnected", { resumed: true });
+      this._runIceRestarts();
       return;
     }
     // A new peer: our connections belonged to the old one. Start again and publish what we had.
@@ -501,6 +502,7 @@ export class SFUClient extends EventTarget {
     this._mids = {};
     this._screenTransceiver = null;
     for (const peerId of [...this.participants.keys()]) this._removeParticipant(peerId);
+    this._pendingIceRestarts = new Set();   // new connections: nothing to restart
     this._onJoined(data);
     this._emit("reconnected", { resumed: false });
     if (stream) {
@@ -510,6 +512,8 @@ export class SFUClient extends EventTarget {
 
   _close(reason, code = null) {
     this.state = "closed";
+    if (this._livenessTimer) clearInterval(this._livenessTimer);
+    this._livenessTimer = null;
     if (this._reconnect && this._reconnect.timer) clearTimeout(this._reconnect.timer);
     this._reconnect = null;
     if (this._pendingAnswer) {
@@ -589,6 +593,7 @@ export class SFUClient extends EventTarget {
   _watch(pc, target) {
     pc.onicecandidate = (e) => {
       if (!e.candidate || !e.candidate.candidate) return;
+      this._emit("localcandidate", { target, candidate: e.candidate.candidate, iceState: pc.iceConnectionState });
       this._send("ice_candidate", { target, candidate: e.candidate.candidate, sdpMid: e.candidate.sdpMid,
                                     sdpMLineIndex: e.candidate.sdpMLineIndex });
     };
@@ -599,30 +604,91 @@ export class SFUClient extends EventTarget {
     // A path that broke (network change, Wi-Fi to mobile): restart ICE on "failed", or on
     // "disconnected" that lasts 2 s. The publisher restarts with a new offer (iceRestart); the
     // subscriber asks the server, which offers new credentials (`restart_ice`).
-    let disconnectedTimer = null;
     pc.oniceconnectionstatechange = () => {
       const state = pc.iceConnectionState;
-      clearTimeout(disconnectedTimer);
-      if (state === "failed") this._restartIce(pc, target);
-      else if (state === "disconnected") disconnectedTimer = setTimeout(() => {
-        if (pc.iceConnectionState === "disconnected") this._restartIce(pc, target);
-      }, 2000);
+      this._emit("iceconnectionstate", { target, state });
+      // The browser says so after ~5 s without answers to its checks; the watch below is faster.
+      if (state === "failed" || state === "disconnected") this._restartIce(pc, target);
     };
+    this._watchLiveness();
   }
 
-  /** Restarts ICE on one connection, at most once every 5 s. */
+  /**
+   * A broken path is noticed sooner than the browser's ICE says "disconnected" (~5 s): the server
+   * sends a publishing client something all the time (transport-cc feedback every 100 ms, receiver
+   * reports every second), so a connected publisher transport that received no byte for
+   * `options.livenessMs` (default 2000) has lost its path: ICE is restarted on both connections
+   * (they share the network). A subscribe-only client relies on the browser's "disconnected" (the
+   * server may rightly send it nothing while its video is paused for bandwidth).
+   */
+  _watchLiveness() {
+    if (this._livenessTimer || typeof setInterval !== "function") return;
+    const seen = {};   // target -> {bytes, changed}
+    this._livenessTimer = setInterval(async () => {
+      if (this.state !== "joined") return;
+      for (const [target, pc] of [[PUBLISHER, this.publisher]]) {
+        if (!pc || !["connected", "completed"].includes(pc.iceConnectionState)) { delete seen[target]; continue; }
+        let bytes = 0;
+        try {
+          (await pc.getStats()).forEach((r) => { if (r.type === "transport") bytes += r.bytesReceived || 0; });
+        } catch { continue; }
+        const now = Date.now(), last = seen[target];
+        if (!last || bytes !== last.bytes) { seen[target] = { bytes, changed: now }; continue; }
+        if (bytes > 0 && now - last.changed > (this.options.livenessMs || 2000)) {
+          delete seen[target];
+          for (const [t, p] of [[PUBLISHER, this.publisher], [SUBSCRIBER, this.subscriber]]) if (p) this._restartIce(p, t);
+        }
+      }
+    }, 500);
+  }
+
+  /**
+   * Restarts ICE on one connection, at most once every 5 s. A path that broke usually took the
+   * signaling socket with it (a browser notices a dead WebSocket only after minutes), so the
+   * socket is reopened first (`join_room {resume: true}`: the same peer; the server closes the old
+   * socket) and the restart is made on the new one.
+   */
   _restartIce(pc, target) {
-    if (this.state !== "joined" || pc.signalingState === "closed") return;
+    if ((this.state !== "joined" && this.state !== "reconnecting") || pc.signalingState === "closed") return;
     const now = Date.now();
     this._lastRestart = this._lastRestart || {};
     if (now - (this._lastRestart[target] || 0) < 5000) return;
     this._lastRestart[target] = now;
-    this._emit("icerestart", { target });
-    if (target === PUBLISHER) {
-      pc.restartIce();
-      this._negotiatePublisher().catch((e) => this._emitError("ice_restart_failed", e && e.message || String(e)));
-    } else {
-      this._send("restart_ice", { target: SUBSCRIBER });
+    this._pendingIceRestarts = this._pendingIceRestarts || new Set();
+    this._pendingIceRestarts.add(target);
+    if (this.state === "joined") this._reopenSignaling();
+  }
+
+  /** Replaces a signaling socket that may be dead by a resumed one. */
+  _reopenSignaling() {
+    const old = this.ws;
+    if (old) {
+      old.onclose = null;
+      old.onmessage = null;
+      old.onerror = null;
+      try { old.close(); } catch {}
+    }
+    this._reconnect = { since: Date.now(), attempt: 1, timer: null };
+    this.state = "reconnecting";
+    this._emit("reconnecting", { attempt: 1 });
+    try {
+      this._openSocket(true);
+    } catch {
+      this._scheduleReconnect();
+    }
+  }
+
+  _runIceRestarts() {
+    const targets = this._pendingIceRestarts || new Set();
+    this._pendingIceRestarts = new Set();
+    for (const target of targets) {
+      this._emit("icerestart", { target });
+      if (target === PUBLISHER && this.publisher) {
+        this.publisher.restartIce();
+        this._negotiatePublisher().catch((e) => this._emitError("ice_restart_failed", e && e.message || String(e)));
+      } else if (target === SUBSCRIBER && this.subscriber) {
+        this._send("restart_ice", { target: SUBSCRIBER });
+      }
     }
   }
 

@@ -41,6 +41,15 @@ final class Consumer {
     var lastOutTimestamp: UInt32 = 0
     var lastSentNanos: Int64 = 0
     package private(set) var layerSwitches = 0
+    /// The last packet seen of the current stream (forwarded or not): a jump of more than a second
+    /// of media is a discontinuity (``resyncs``).
+    private var lastInput: (sequence: UInt16, timestamp: UInt32)?
+    /// Times the current stream jumped over more than a second of packets that never came (the
+    /// publisher's path was down: a network change, an ICE restart): instead of forwarding the hole,
+    /// which no retransmission can fill and which a receiver's jitter buffer may wait on for hundreds
+    /// of packets (aiortc: 512), the consumer waits for a keyframe and continues the output sequence
+    /// from there without a gap, as at a layer switch.
+    package private(set) var resyncs = 0
     /// Switching down because the current layer no longer fits the downlink: its packets are
     /// dropped until the target's keyframe (a short freeze instead of flooding the bottleneck).
     private(set) var dropCurrentWhileSwitching = false
@@ -127,6 +136,20 @@ final class Consumer {
         guard forwarding, header.payloadLength > 0 else {
             if current { skip(header.sequenceNumber) }
             return
+        }
+        if current, producer.kind == .video {
+            if !waitingForKeyframe, let last = lastInput,
+               Int16(bitPattern: header.sequenceNumber &- last.sequence) > 1,
+               Int64(Int32(bitPattern: header.timestamp &- last.timestamp)) > Int64(producer.clockRate) {
+                waitingForKeyframe = true
+                resyncs += 1
+                subscriber.room.logger.debug("stream discontinuity: waiting for a keyframe", metadata: [
+                    "peer": "\(subscriber.participant.peer.peerID)", "track": "\(producer.trackID)",
+                    "missing": "\(Int16(bitPattern: header.sequenceNumber &- last.sequence) - 1)", "t_ms": "\(nowNanos / 1_000_000)"])
+            }
+            if lastInput.map({ Int16(bitPattern: header.sequenceNumber &- $0.sequence) > 0 }) ?? true {
+                lastInput = (header.sequenceNumber, header.timestamp)
+            }
         }
         var spliced = false
         if spatial == targetSpatial && (!current || waitingForKeyframe) {
@@ -224,8 +247,18 @@ final class Consumer {
         }
         currentSpatial = stream.spatial
         currentTemporal = targetTemporal
+        lastInput = (header.sequenceNumber, header.timestamp)
         waitingForKeyframe = false
         dropCurrentWhileSwitching = false
+    }
+
+    /// The producer's path was down (its publisher moved to a new address): what it lost will not
+    /// come, so the output continues from the next keyframe without the hole (``resyncs``).
+    func resync(nowNanos: Int64) {
+        guard producer.kind == .video, forwarding, currentSpatial != nil, !waitingForKeyframe else { return }
+        waitingForKeyframe = true
+        resyncs += 1
+        requestKeyframe(nowNanos: nowNanos)
     }
 
     /// An input that produces no output (paused, padding, waiting for a keyframe): later packets close the gap.

@@ -419,7 +419,12 @@ package final class Producer {
         return true
     }
 
-    /// Timer work: keyframe requests that waited for the pacing interval; layer activity.
+    /// A consumer still waiting for the keyframe it asked for this long asks again: the request or
+    /// the keyframe was lost (the publisher's path moving, an ICE restart, loss).
+    static let keyframeRetryNanos: Int64 = 1_500_000_000
+
+    /// Timer work: keyframe requests that waited for the pacing interval, and again for consumers
+    /// whose keyframe did not come; layer activity.
     func tick(nowNanos: Int64) {
         for stream in streams {
             stream.roll(nowNanos: nowNanos)
@@ -428,6 +433,13 @@ package final class Producer {
                 stream.keyframeWanted = true
                 requestKeyframe(stream: stream, nowNanos: nowNanos)
             }
+        }
+        guard kind == .video else { return }
+        for c in consumers where c.forwarding && (c.waitingForKeyframe || c.currentSpatial != c.targetSpatial) {
+            let stream = streams[min(c.targetSpatial, streams.count - 1)]
+            guard let last = stream.lastKeyframeRequestNanos, nowNanos - last >= Self.keyframeRetryNanos,
+                  stream.lastKeyframeNanos.map({ $0 < last }) ?? true else { continue }
+            requestKeyframe(stream: stream, nowNanos: nowNanos)
         }
     }
 

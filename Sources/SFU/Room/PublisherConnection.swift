@@ -155,6 +155,16 @@ final class PublisherConnection: WorkerSession, WebRTCTransportDelegate {
         room.host.send(datagram, to: address)
     }
 
+    func transport(_ transport: WebRTCTransport, didMoveTo address: TransportAddress) {
+        room.logger.info("publisher moved to a new address", metadata: ["room": "\(room.id)", "peer": "\(participant.peer.peerID)", "address": "\(address)"])
+        // What was sent on the old path is lost: every receiver restarts its video at a keyframe,
+        // without a hole it would wait on.
+        let now = transport.arrivalNanos
+        for producer in producersByMid.values where producer.kind == .video {
+            for consumer in producer.consumers { consumer.resync(nowNanos: now) }
+        }
+    }
+
     func transportDidConnect(_ transport: WebRTCTransport) {
         room.logger.info("publisher connected", metadata: ["room": "\(room.id)", "peer": "\(participant.peer.peerID)"])
         // Keyframes for consumers that were waiting since before the connection.

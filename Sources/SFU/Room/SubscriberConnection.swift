@@ -458,6 +458,10 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         room.host.send(datagram, to: address)
     }
 
+    func transport(_ transport: WebRTCTransport, didMoveTo address: TransportAddress) {
+        room.logger.info("subscriber moved to a new address", metadata: ["room": "\(room.id)", "peer": "\(participant.peer.peerID)", "address": "\(address)"])
+    }
+
     func transportDidConnect(_ transport: WebRTCTransport) {
         room.logger.info("subscriber connected", metadata: ["room": "\(room.id)", "peer": "\(participant.peer.peerID)"])
         downlink.connected(atNanos: transport.ice.lastValidRequestNanos ?? transport.createdNanos)

@@ -50,6 +50,12 @@ package protocol WebRTCTransportDelegate: AnyObject {
     func transport(_ transport: WebRTCTransport, didReceiveRTCP packets: [RTCPPacket], nowNanos: Int64)
     /// The transport is finished (DTLS failure or close, ICE consent lost, closed by us).
     func transportDidClose(_ transport: WebRTCTransport, reason: String)
+    /// Once connected, the peer's address changed (it nominated a new one, which answered our check).
+    func transport(_ transport: WebRTCTransport, didMoveTo address: TransportAddress)
+}
+
+extension WebRTCTransportDelegate {
+    package func transport(_ transport: WebRTCTransport, didMoveTo address: TransportAddress) {}
 }
 
 /// One peer's WebRTC transport: ICE-lite + DTLS-SRTP over one UDP 5-tuple (BUNDLE, rtcp-mux),
@@ -146,6 +152,7 @@ package final class WebRTCTransport {
             if let check = outcome.check {
                 check.bytes.withUnsafeBytes { delegate?.transport(self, send: $0, to: check.to) }
             }
+            if let moved = outcome.newSelectedAddress, state == .connected { delegate?.transport(self, didMoveTo: moved) }
             if outcome.authenticated, state == .new {
                 state = .connecting
                 if dtls.role == .client { dtls.start(nowNanos: nowNanos) }
