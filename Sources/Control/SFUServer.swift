@@ -2,6 +2,7 @@ import DTLS
 import Foundation
 import Hummingbird
 import HummingbirdCore
+import HummingbirdTLS
 import HummingbirdWebSocket
 import Logging
 import ServiceLifecycle
@@ -99,7 +100,10 @@ package struct SFUServer: Sendable {
                 let upgrade = HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: webSocketResponder, configuration: .init(
                     http1: .init(idleTimeout: .seconds(idle)),
                     ws: .init(maxFrameSize: RoomSignaling.maxMessageSize, autoPing: .enabled(timePeriod: .milliseconds(idle * 500)))))
-                return RequestHeadDeadlineChannel(base: upgrade, deadline: .seconds(idle))
+                let plain = RequestHeadDeadlineChannel(base: upgrade, deadline: .seconds(idle))
+                // SFU_TLS_CERT/KEY: TLS first, then the same HTTP, WebSocket and deadline handling.
+                guard let tls = try config.tlsConfiguration() else { return plain }
+                return try TLSChannel(plain, tlsConfiguration: tls)
             },
             configuration: .init(address: .hostname(config.httpHost, port: config.httpPort), serverName: "sfu"),
             onServerRunning: { channel in
@@ -157,7 +161,8 @@ package struct SFUServer: Sendable {
         let recordings = RecordingService(store: store, live: live, directory: config.effectiveRecordingsDir, webhooks: webhooks, logger: logger)
         let api = ControlAPI(store: store, keys: APIKeys(keys), iceServers: config.iceServerDirectory, logger: logger, webhooks: webhooks, media: media,
                              live: live, demoEnabled: config.isDevelopment, recordings: recordings, tokenSecret: config.jwtSecret,
-                             tokenPublicKey: try config.jwtPublicKey(), publicURL: config.publicURL.flatMap(PublicURL.init))
+                             tokenPublicKey: try config.jwtPublicKey(), publicURL: config.publicURL.flatMap(PublicURL.init),
+                             servesTLS: config.tlsCertificatePath != nil)
         let rooms = RoomServices(store: store, live: live, signer: api.signer, iceServers: config.iceServerDirectory, webhooks: webhooks, logger: logger,
                                  recordings: recordings, resumption: SessionResumption(windowSeconds: config.resumeWindowSeconds))
         let app = buildApplication(echo: EchoService(media: media, logger: logger), api: api, rooms: rooms)

@@ -1,5 +1,6 @@
 import DTLS
 import Foundation
+import HummingbirdTLS
 
 /// Everything `sfu serve` can be told, with the embedded defaults of PROTOCOL.md ("Processes and defaults").
 ///
@@ -50,6 +51,11 @@ package struct ServerConfig: Sendable, Equatable {
     package var resumeWindowSeconds = 30
     /// The base URL clients reach the server at (`SFU_PUBLIC_URL`), for the `signaling_url` handed out.
     package var publicURL: String?
+    /// `SFU_TLS_CERT` and `SFU_TLS_KEY`: PEM files (the certificate chain, the private key). With
+    /// both, the HTTP port serves HTTPS and WSS only (a browser on another host gets a secure
+    /// context without a proxy) and the `signaling_url` handed out is `wss://`.
+    package var tlsCertificatePath: String?
+    package var tlsKeyPath: String?
     package var logLevel: String = "info"
     /// Where webhook events are POSTed (SFU_WEBHOOK_URLS, comma list).
     package var webhookURLs: [String] = []
@@ -111,6 +117,8 @@ package struct ServerConfig: Sendable, Equatable {
         if let v = try int("SFU_TURN_TTL_S") { turnTTLSeconds = v }
         if let v = try int("SFU_RESUME_WINDOW_S") { resumeWindowSeconds = v }
         if let v = environment["SFU_PUBLIC_URL"], !v.isEmpty { publicURL = v }
+        if let v = environment["SFU_TLS_CERT"], !v.isEmpty { tlsCertificatePath = v }
+        if let v = environment["SFU_TLS_KEY"], !v.isEmpty { tlsKeyPath = v }
         if let v = environment["SFU_LOG_LEVEL"] { logLevel = v }
         if let v = try int("SFU_QUALITY_SAMPLE_S") { qualitySampleSeconds = v }
         if let v = try int("SFU_HTTP_IDLE_TIMEOUT_S") { httpIdleTimeoutSeconds = v }
@@ -174,6 +182,7 @@ package struct ServerConfig: Sendable, Equatable {
             }
         }
         _ = try jwtPublicKey()
+        _ = try tlsConfiguration()
         if apiKeys.isEmpty && !development && !Self.isLoopback(httpHost) {
             throw ConfigError(variable: "SFU_API_KEY", value: "",
                               expected: "an API key when the HTTP server listens on \(httpHost), not a loopback address (development mode there only with SFU_DEV=1)")
@@ -185,6 +194,33 @@ package struct ServerConfig: Sendable, Equatable {
     }
 
     /// The ES256 verification key, if one is configured.
+    /// The HTTPS configuration from `SFU_TLS_CERT`/`SFU_TLS_KEY`, nil without them.
+    /// - Throws: ``ConfigError`` when only one is set or a file does not read as PEM.
+    package func tlsConfiguration() throws -> TLSConfiguration? {
+        switch (tlsCertificatePath, tlsKeyPath) {
+        case (nil, nil): return nil
+        case (nil, _): throw ConfigError(variable: "SFU_TLS_CERT", value: "", expected: "the certificate chain (PEM file) for SFU_TLS_KEY")
+        case (_, nil): throw ConfigError(variable: "SFU_TLS_KEY", value: "", expected: "the private key (PEM file) for SFU_TLS_CERT")
+        case (let cert?, let key?):
+            let chain: [NIOSSLCertificate]
+            do {
+                chain = try NIOSSLCertificate.fromPEMFile(cert)
+            } catch {
+                throw ConfigError(variable: "SFU_TLS_CERT", value: cert, expected: "a readable PEM file with the certificate chain")
+            }
+            guard !chain.isEmpty else {
+                throw ConfigError(variable: "SFU_TLS_CERT", value: cert, expected: "a readable PEM file with the certificate chain")
+            }
+            let privateKey: NIOSSLPrivateKey
+            do {
+                privateKey = try NIOSSLPrivateKey(file: key, format: .pem)
+            } catch {
+                throw ConfigError(variable: "SFU_TLS_KEY", value: key, expected: "a readable PEM file with the private key")
+            }
+            return TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(privateKey))
+        }
+    }
+
     package func jwtPublicKey() throws -> ES256VerificationKey? {
         guard let pem = jwtPublicKeyPEM else { return nil }
         do {

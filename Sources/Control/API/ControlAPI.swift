@@ -33,8 +33,9 @@ package struct ControlAPI: Sendable {
 
     package init(store: MetadataStore, keys: APIKeys, iceServers: ICEServerDirectory, logger: Logger, webhooks: WebhookDispatcher? = nil,
                 media: MediaRuntime? = nil, live: LiveRooms? = nil, demoEnabled: Bool = false, recordings: RecordingService? = nil,
-                tokenSecret: String? = nil, tokenPublicKey: ES256VerificationKey? = nil, publicURL: PublicURL? = nil) {
+                tokenSecret: String? = nil, tokenPublicKey: ES256VerificationKey? = nil, publicURL: PublicURL? = nil, servesTLS: Bool = false) {
         self.publicURL = publicURL
+        self.servesTLS = servesTLS
         self.signer = JoinTokenSigner(secret: tokenSecret ?? keys.signingSecret, publicKey: tokenPublicKey)
         self.live = live
         self.recordings = recordings
@@ -51,9 +52,12 @@ package struct ControlAPI: Sendable {
     /// `ws://` and the request's Host.
     package let publicURL: PublicURL?
 
+    /// This server speaks HTTPS itself (`SFU_TLS_CERT`): without a public URL, `wss://` and the Host.
+    package let servesTLS: Bool
+
     /// The `signaling_url` for `token`.
     func signalingURL(token: String, request: Request) -> String {
-        let base = publicURL?.webSocketBase ?? "ws://" + (request.head.authority ?? "127.0.0.1:8080")
+        let base = publicURL?.webSocketBase ?? (servesTLS ? "wss://" : "ws://") + (request.head.authority ?? "127.0.0.1:8080")
         return base + "/v1/signal?token=" + token
     }
 
