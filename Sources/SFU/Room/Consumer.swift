@@ -50,6 +50,10 @@ final class Consumer {
     /// of packets (aiortc: 512), the consumer waits for a keyframe and continues the output sequence
     /// from there without a gap, as at a layer switch.
     package private(set) var resyncs = 0
+    /// The input sequence number of the keyframe the current segment started at (``splice``): an
+    /// older packet of the stream (a late retransmission of what was lost before a resync or a
+    /// switch) would map onto output numbers already used, and is not forwarded.
+    private var segmentStart: UInt16?
     /// Switching down because the current layer no longer fits the downlink: its packets are
     /// dropped until the target's keyframe (a short freeze instead of flooding the bottleneck).
     private(set) var dropCurrentWhileSwitching = false
@@ -138,6 +142,7 @@ final class Consumer {
             return
         }
         if current, producer.kind == .video {
+            if !waitingForKeyframe, let start = segmentStart, Int16(bitPattern: header.sequenceNumber &- start) < 0 { return }
             if !waitingForKeyframe, let last = lastInput,
                Int16(bitPattern: header.sequenceNumber &- last.sequence) > 1,
                Int64(Int32(bitPattern: header.timestamp &- last.timestamp)) > Int64(producer.clockRate) {
@@ -248,6 +253,7 @@ final class Consumer {
         currentSpatial = stream.spatial
         currentTemporal = targetTemporal
         lastInput = (header.sequenceNumber, header.timestamp)
+        segmentStart = header.sequenceNumber
         waitingForKeyframe = false
         dropCurrentWhileSwitching = false
     }
