@@ -318,6 +318,17 @@ private let resumeJoin = #"{"event":"join_room","data":{"resume":true}}"#
 
 @Suite("Signaling session: resuming a dropped socket within the window, in-process", .serialized)
 struct SignalingResumeTests {
+    /// A doctor and a patient joined; the patient's claims (its token) and peer id.
+    private static func patientAndDoctor(_ h: Harness) async throws
+        -> (JoinClaims, SignalingSession, NIOLockedValueBox<[SessionSignal]>, SignalingSession, NIOLockedValueBox<[SessionSignal]>, String) {
+        let claims = h.claims(user: "p")
+        let (first, firstOut) = h.session(claims: claims)
+        let (other, otherOut) = h.session(user: "d", role: .doctor)
+        #expect(await other.receive(.text(#"{"event":"join_room"}"#)))
+        #expect(await first.receive(.text(#"{"event":"join_room"}"#)))
+        return (claims, first, firstOut, other, otherOut, try #require(await first.peerID))
+    }
+
     @Test func resumeDecodes() throws {
         #expect(try ClientEvent.decode(resumeJoin).get() == .joinRoom(roomID: nil, resume: true))
         #expect(try ClientEvent.decode(#"{"event":"join_room","data":{"resume":false}}"#).get() == .joinRoom(roomID: nil, resume: false))
@@ -340,12 +351,7 @@ struct SignalingResumeTests {
 
     @Test func aDroppedSocketResumesTheSamePeerAndTheOthersSeeNothing() async throws {
         let h = try await Harness.make(resumeWindowSeconds: 30)
-        let claims = h.claims(user: "p")
-        let (first, firstOut) = h.session(claims: claims)
-        let (other, otherOut) = h.session(user: "d", role: .doctor)
-        #expect(await other.receive(.text(#"{"event":"join_room"}"#)))
-        #expect(await first.receive(.text(#"{"event":"join_room"}"#)))
-        let peerID = try #require(await first.peerID)
+        let (claims, first, firstOut, other, otherOut, peerID) = try await Self.patientAndDoctor(h)
         #expect(userEvents(otherOut, user: "p") == ["joined"])
 
         // The socket drops without leave_room: the participant is kept.
@@ -390,12 +396,7 @@ struct SignalingResumeTests {
 
     @Test func theWindowEndsAsALostConnection() async throws {
         let h = try await Harness.make(resumeWindowSeconds: 1)
-        let claims = h.claims(user: "p")
-        let (first, _) = h.session(claims: claims)
-        let (other, otherOut) = h.session(user: "d", role: .doctor)
-        #expect(await other.receive(.text(#"{"event":"join_room"}"#)))
-        #expect(await first.receive(.text(#"{"event":"join_room"}"#)))
-        let peerID = try #require(await first.peerID)
+        let (claims, first, _, _, otherOut, peerID) = try await Self.patientAndDoctor(h)
         #expect(await first.park())
         var leftEvents: [String] = []
         for _ in 0..<100 where leftEvents.isEmpty {
@@ -421,12 +422,7 @@ struct SignalingResumeTests {
 
     @Test func aResumeTakesOverASocketThatHasNotNoticedItIsDead() async throws {
         let h = try await Harness.make(resumeWindowSeconds: 30)
-        let claims = h.claims(user: "p")
-        let (first, firstOut) = h.session(claims: claims)
-        let (other, otherOut) = h.session(user: "d", role: .doctor)
-        #expect(await other.receive(.text(#"{"event":"join_room"}"#)))
-        #expect(await first.receive(.text(#"{"event":"join_room"}"#)))
-        let peerID = try #require(await first.peerID)
+        let (claims, first, firstOut, _, otherOut, peerID) = try await Self.patientAndDoctor(h)
         let (second, _) = h.session(claims: claims)
         #expect(await second.receive(.text(resumeJoin)))
         #expect(await second.peerID == peerID)

@@ -84,11 +84,7 @@ def test_a_changed_address_mid_call_resumes_within_5_s_in_one_recording(sfu_fact
                     await asyncio.sleep(2)
                     status, stopped = await api.acall("POST", f"/v1/recordings/{rec['id']}/stop", timeout=30)
                     assert status == 200, (status, stopped)
-                    for _ in range(100):
-                        _, stopped = await api.acall("GET", f"/v1/recordings/{rec['id']}")
-                        if stopped.get("status") in ("completed", "failed"):
-                            break
-                        await asyncio.sleep(0.2)
+                    _, stopped = await asyncio.to_thread(api.wait_recording_finished, rec["id"])
                     timeline = [dict(e, after_ms=int(e["at"] - moved_page_ms)) for e in page_events(page) if "at" in e]
                     print("page timeline after the move:", timeline)
                     return took, pairs, restarts, stopped, new_ip

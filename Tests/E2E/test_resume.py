@@ -111,11 +111,7 @@ def test_a_cut_signaling_socket_resumes_the_same_peer_and_the_window_ends_it(ser
 
             status, stopped = await api.acall("POST", f"/v1/recordings/{rec['id']}/stop", timeout=30)
             assert status == 200, (status, stopped)
-            for _ in range(100):
-                _, stopped = await api.acall("GET", f"/v1/recordings/{rec['id']}")
-                if stopped.get("status") in ("completed", "failed"):
-                    break
-                await asyncio.sleep(0.2)
+            _, stopped = await asyncio.to_thread(api.wait_recording_finished, rec["id"])
             assert stopped.get("status") == "completed", stopped
             files_a = [f for f in stopped.get("files", []) if f.get("user_id") == "patient-a"]
             assert len(files_a) == 1, f"A's recording is not one file: {stopped.get('files')}"

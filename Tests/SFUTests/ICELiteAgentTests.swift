@@ -176,20 +176,11 @@ struct ICELiteAgentTests {
     }
 }
 
-@Suite("ICE-lite agent: restart")
-struct ICELiteAgentRestartTests {
-    let local = ICELiteAgent.Credentials(ufrag: "srvU", password: "server-password-0123456789")
-    let remote = ICELiteAgent.Credentials(ufrag: "cliU", password: "client-password-0123456789")
-    let renewedLocal = ICELiteAgent.Credentials(ufrag: "srv2", password: "server-password-renewed-012")
-    let renewedRemote = ICELiteAgent.Credentials(ufrag: "cli2", password: "client-password-renewed-012")
-    let a = TransportAddress(ipv4: 10, 0, 0, 1, port: 50000)
-    let b = TransportAddress(ipv4: 192, 168, 1, 7, port: 60000)
-
-    func handle(_ agent: ICELiteAgent, _ bytes: [UInt8], from: TransportAddress, now: Int64 = 0) -> ICELiteAgent.Outcome {
-        bytes.withUnsafeBytes { agent.handle($0, from: from, nowNanos: now) }
-    }
-
-    @Test func newCredentialsAreTakenTheOldRefusedAndTheAddressKept() throws {
+/// ICE restart (RFC 8445 section 9), with the suite's credentials and addresses.
+extension ICELiteAgentTests {
+    @Test func restartTakesNewCredentialsRefusesTheOldAndKeepsTheAddress() throws {
+        let renewedLocal = ICELiteAgent.Credentials(ufrag: "srv2", password: "server-password-renewed-012")
+        let renewedRemote = ICELiteAgent.Credentials(ufrag: "cli2", password: "client-password-renewed-012")
         let agent = try #require(ICELiteAgent(local: local, remote: remote))
         #expect(handle(agent, bindingRequest(username: "srvU:cliU", password: local.password, useCandidate: true), from: a, now: 1).authenticated)
         #expect(agent.selectedAddress == a && agent.nominated)
