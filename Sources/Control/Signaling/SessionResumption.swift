@@ -77,7 +77,6 @@ package final class SignalRelay: Sendable {
 
     /// The code of a removal that came while parked, if any.
     var parkedRemoval: String? { state.withLock { $0.removal } }
-    var parkedOverflow: Bool { state.withLock { $0.overflowed } }
 }
 
 /// The joined participants whose signaling may come back: one entry per join token (room, user,

@@ -19,6 +19,17 @@ extension WorkerSession {
     package func nextTickNanos(after nowNanos: Int64) -> Int64 { nowNanos }
     package func wake(nowNanos: Int64) {}
 
+    /// ICE restart (RFC 8445 section 9) of this session's transport: `local` with new credentials,
+    /// the agent restarted with them and `remote` (nil until the peer's are known), the host
+    /// routing by the new ufrag. DTLS and SRTP go on.
+    /// - Returns: the new local parameters; nil (nothing changed) when the agent could not take them.
+    func restartICE(from local: LocalTransportParameters, remote: ICELiteAgent.Credentials?, host: SessionHost) -> LocalTransportParameters? {
+        let renewed = LocalTransportParameters(ice: .random(), fingerprint: local.fingerprint, candidates: local.candidates)
+        guard transport.ice.restart(local: renewed.ice, remote: remote) else { return nil }
+        host.rekey(self, from: local.ice.ufrag)
+        return renewed
+    }
+
     /// When a host ticks the session next, asked after a tick: its own next tick or its
     /// transport's next timeout, whichever comes first.
     package func tickDueNanos(after nowNanos: Int64) -> Int64 {

@@ -142,19 +142,19 @@ final class Consumer {
             return
         }
         if current, producer.kind == .video {
-            if !waitingForKeyframe, let start = segmentStart, Int16(bitPattern: header.sequenceNumber &- start) < 0 { return }
-            if !waitingForKeyframe, let last = lastInput,
-               Int16(bitPattern: header.sequenceNumber &- last.sequence) > 1,
-               Int64(Int32(bitPattern: header.timestamp &- last.timestamp)) > Int64(producer.clockRate) {
-                waitingForKeyframe = true
-                resyncs += 1
-                subscriber.room.logger.debug("stream discontinuity: waiting for a keyframe", metadata: [
-                    "peer": "\(subscriber.participant.peer.peerID)", "track": "\(producer.trackID)",
-                    "missing": "\(Int16(bitPattern: header.sequenceNumber &- last.sequence) - 1)", "t_ms": "\(nowNanos / 1_000_000)"])
+            let ahead = lastInput.map { Int16(bitPattern: header.sequenceNumber &- $0.sequence) }
+            if !waitingForKeyframe {
+                if let start = segmentStart, Int16(bitPattern: header.sequenceNumber &- start) < 0 { return }
+                if let ahead, ahead > 1, let last = lastInput,
+                   Int64(Int32(bitPattern: header.timestamp &- last.timestamp)) > Int64(producer.clockRate) {
+                    waitingForKeyframe = true
+                    resyncs += 1
+                    subscriber.room.logger.debug("stream discontinuity: waiting for a keyframe", metadata: [
+                        "peer": "\(subscriber.participant.peer.peerID)", "track": "\(producer.trackID)",
+                        "missing": "\(ahead - 1)", "t_ms": "\(nowNanos / 1_000_000)"])
+                }
             }
-            if lastInput.map({ Int16(bitPattern: header.sequenceNumber &- $0.sequence) > 0 }) ?? true {
-                lastInput = (header.sequenceNumber, header.timestamp)
-            }
+            if (ahead ?? 1) > 0 { lastInput = (header.sequenceNumber, header.timestamp) }
         }
         var spliced = false
         if spatial == targetSpatial && (!current || waitingForKeyframe) {

@@ -53,13 +53,10 @@ final class PublisherConnection: WorkerSession, WebRTCTransportDelegate {
     /// new credentials of ours too, everything else (DTLS, SRTP, producers, SSRCs) kept.
     /// - Returns: the new local parameters, or nil when the agent could not take them.
     func restartICE(remote newRemote: RemoteTransportParameters) -> LocalTransportParameters? {
-        let oldUfrag = local.ice.ufrag
-        let newLocal = LocalTransportParameters(ice: .random(), fingerprint: local.fingerprint, candidates: local.candidates)
-        guard transport.ice.restart(local: newLocal.ice, remote: newRemote.ice) else { return nil }
-        local = newLocal
+        guard let renewed = restartICE(from: local, remote: newRemote.ice, host: room.host) else { return nil }
+        local = renewed
         remote = newRemote
-        room.host.rekey(self, from: oldUfrag)
-        return newLocal
+        return renewed
     }
 
     func bind(_ producer: Producer) {

@@ -312,7 +312,6 @@ package final class Room {
         producer.consumers.removeAll()
     }
 
-    /// The client's answer to our last subscriber offer (parsed by the caller, off this loop).
     /// `restart_ice {target: "subscriber"}`: new ICE credentials on the subscriber connection, in a
     /// new offer (``SubscriberConnection/requestICERestart()``).
     /// - Returns: false when the participant has no subscriber transport yet (nothing to restart).
@@ -323,6 +322,7 @@ package final class Room {
         return true
     }
 
+    /// The client's answer to our last subscriber offer (parsed by the caller, off this loop).
     package func subscriberAnswer(peerID: String, answer: SessionDescription, nowNanos: Int64) {
         guard let p = participant(peerID) else { return }
         guard let subscriber = p.subscriber else {

@@ -143,12 +143,9 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         sessionVersion += 1
         if iceRestartPending, hasTransport {
             iceRestartPending = false
-            let oldUfrag = local.ice.ufrag
-            let renewed = LocalTransportParameters(ice: .random(), fingerprint: local.fingerprint, candidates: local.candidates)
             // The client's new credentials come in its answer; until then any of its ufrags is taken.
-            if transport.ice.restart(local: renewed.ice, remote: nil) {
+            if let renewed = restartICE(from: local, remote: nil, host: room.host) {
                 local = renewed
-                room.host.rekey(self, from: oldUfrag)
                 room.logger.info("subscriber ICE restart", metadata: ["room": "\(room.id)", "peer": "\(participant.peer.peerID)"])
                 participant.sink(.iceRestarted(.subscriber))
             }
