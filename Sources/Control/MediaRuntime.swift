@@ -21,8 +21,8 @@ package final class MediaRuntime: Sendable {
         var workers: [MediaWorker] = []
         do {
             for i in 0..<count {
-                workers.append(try await MediaWorker.start(index: i, host: config.mediaHost,
-                                                           port: config.mediaPortBase + i, logger: logger))
+                workers.append(try await MediaWorker.start(index: i, host: config.mediaHost, port: config.mediaPortBase + i,
+                                                           tcp: config.tcpListen(worker: i), logger: logger))
             }
         } catch {
             for w in workers { await w.stop() }
@@ -49,8 +49,19 @@ package final class MediaRuntime: Sendable {
     }
 
     /// The host candidates of a worker's port: the announced address when configured, and the bound
-    /// address (or, for a wildcard bind, every up interface's address).
+    /// address (or, for a wildcard bind, every up interface's address); with ICE-TCP, the same
+    /// addresses again on the worker's TCP port, after all the UDP ones.
     package func candidates(for worker: MediaWorker) -> [HostCandidate] {
+        let udp = udpCandidates(for: worker)
+        guard let tcp = worker.localTCPAddress else { return udp }
+        return udp + udp.map { c in
+            var t = c
+            t.address = TransportAddress(ip: c.address.ip, port: tcp.port, tcp: true)
+            return t
+        }
+    }
+
+    private func udpCandidates(for worker: MediaWorker) -> [HostCandidate] {
         var out: [HostCandidate] = []
         if let announcedIP { out.append(HostCandidate(address: worker.localAddress, announcedHost: announcedIP)) }
         let bound = worker.localAddress

@@ -1,6 +1,7 @@
 import DTLS
 import Foundation
 import HummingbirdTLS
+import SFU
 
 /// Everything `sfu serve` can be told, with the embedded defaults of PROTOCOL.md ("Processes and defaults").
 ///
@@ -13,11 +14,23 @@ package struct ServerConfig: Sendable, Equatable {
     package var mediaHost: String = "127.0.0.1"
     /// First UDP port; worker `i` uses `mediaPortBase + i`.
     package var mediaPortBase: Int = 40000
+    /// `SFU_MEDIA_TCP_PORT`: the first ICE-TCP port (passive, RFC 6544); worker `i` listens on
+    /// it + `i`. nil (the default): each worker's UDP port number, on TCP; 0: no ICE-TCP.
+    package var mediaTCPPortBase: Int?
     /// Number of media workers (event loops); 0 means one per core.
     package var workers: Int = 0
     /// Address put in ICE candidates instead of `mediaHost` (for NAT / public deployments).
     package var announcedIP: String?
     package var dataDir: String = "./data"
+    /// How worker `index` listens for ICE-TCP.
+    package func tcpListen(worker index: Int) -> MediaWorker.TCPListen {
+        switch mediaTCPPortBase {
+        case nil: mediaPortBase == 0 ? .port(0) : .sameAsUDP  // (port 0: tests, any free port)
+        case 0?: .off
+        case let base?: .port(base + index)
+        }
+    }
+
     /// Defaults to `<dataDir>/recordings`.
     package var recordingsDir: String?
     /// `nil` = SQLite under `dataDir`; a `postgres://` URL selects PostgreSQL.
@@ -87,6 +100,7 @@ package struct ServerConfig: Sendable, Equatable {
         if let v = try int("SFU_HTTP_PORT") { httpPort = v }
         if let v = environment["SFU_MEDIA_HOST"] { mediaHost = v }
         if let v = try int("SFU_MEDIA_PORT") { mediaPortBase = v }
+        if let v = try int("SFU_MEDIA_TCP_PORT") { mediaTCPPortBase = v }
         if let v = try int("SFU_WORKERS") { workers = v }
         if let v = environment["SFU_ANNOUNCED_IP"], !v.isEmpty { announcedIP = v }
         if let v = environment["SFU_DATA_DIR"] { dataDir = v }
@@ -146,6 +160,9 @@ package struct ServerConfig: Sendable, Equatable {
     package func validate() throws {
         guard (0...65535).contains(httpPort) else { throw ConfigError(variable: "http port", value: String(httpPort), expected: "0...65535") }
         guard (1...65535).contains(mediaPortBase) else { throw ConfigError(variable: "media port", value: String(mediaPortBase), expected: "1...65535") }
+        if let tcp = mediaTCPPortBase, !(0...65535).contains(tcp) {
+            throw ConfigError(variable: "SFU_MEDIA_TCP_PORT", value: String(tcp), expected: "1...65535, or 0 for no ICE-TCP")
+        }
         guard workers >= 0 && workers <= 256 else { throw ConfigError(variable: "workers", value: String(workers), expected: "0...256") }
         guard (2...3600).contains(httpIdleTimeoutSeconds) else {
             throw ConfigError(variable: "SFU_HTTP_IDLE_TIMEOUT_S", value: String(httpIdleTimeoutSeconds), expected: "2...3600 seconds")

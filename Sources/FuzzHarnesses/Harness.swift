@@ -10,7 +10,7 @@ import SFU
 /// so a trap anywhere on that path is found. The fuzz executable (`sfu-fuzz`) and the regression
 /// test (Tests/FuzzTests) call these same functions.
 package enum Harness: String, CaseIterable, Sendable {
-    case rtp, rtcp, stun, sdp, vp8, webm, signaling, jwt
+    case rtp, rtcp, stun, sdp, vp8, webm, signaling, jwt, tcp
 
     /// Runs the harness on one input. Never throws: a crash, trap or sanitizer report is the finding.
     package func run(_ data: UnsafeRawBufferPointer) {
@@ -23,6 +23,7 @@ package enum Harness: String, CaseIterable, Sendable {
         case .webm: Self.webm(data)
         case .signaling: Self.signaling(data)
         case .jwt: Self.jwt(data)
+        case .tcp: Self.tcp(data)
         }
     }
 
@@ -124,6 +125,47 @@ package enum Harness: String, CaseIterable, Sendable {
             _ = agent.handle(s, from: other, nowNanos: 3_000_000_000)
         }
         _ = agent.consentExpired(nowNanos: 40_000_000_000, startNanos: 0)
+    }
+
+    // MARK: ICE-TCP stream (ICETCPServer: FrameReader on what recv returns, FrameWriteQueue on what it sends)
+
+    /// The first byte sets how the rest is cut into reads; the frames must come out the same as
+    /// from one read, and framing them again with the write queue must read back the same.
+    static func tcp(_ raw: UnsafeRawBufferPointer) {
+        guard let first = raw.first else { return }
+        let step = Int(first % 64) + 1
+        let body = Array(raw.dropFirst())
+        func read(_ stream: [UInt8], step: Int) -> (frames: [[UInt8]], oversize: [Int], reader: FrameReader) {
+            var reader = FrameReader(maxFrame: 512)
+            var frames: [[UInt8]] = []
+            var oversize: [Int] = []
+            var start = 0
+            repeat {
+                var part = Array(stream[start..<min(start + step, stream.count)])
+                part.withUnsafeMutableBytes { p in
+                    reader.consume(p) { event in
+                        switch event {
+                        case .frame(let f):
+                            check(!f.isEmpty && f.count <= 512, "a frame of \(f.count) bytes delivered")
+                            frames.append(Array(f))
+                        case .oversize(let length): oversize.append(length)
+                        }
+                        return true
+                    }
+                }
+                start += step
+            } while start < stream.count
+            return (frames, oversize, reader)
+        }
+        let whole = read(body, step: max(body.count, 1))
+        let pieces = read(body, step: step)
+        check(whole.frames == pieces.frames && whole.oversize == pieces.oversize, "the frames depend on how the stream was cut")
+        check(whole.reader.isMidFrame == pieces.reader.isMidFrame && whole.reader.empty == pieces.reader.empty, "the reader's state depends on the cuts")
+        var queue = FrameWriteQueue(capacity: 1 << 20)
+        for f in whole.frames { f.withUnsafeBytes { check(queue.append($0), "a delivered frame does not fit an empty queue") } }
+        var stream: [UInt8] = []
+        while !queue.isEmpty { queue.drain { b in stream += b.prefix(step); return min(step, b.count) } }
+        check(read(stream, step: 7).frames == whole.frames, "frames written by the queue read back differently")
     }
 
     // MARK: SDP (RoomSignaling/EchoService parse offers and answers; Room answers them)

@@ -23,6 +23,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "HTTP port, 0 for any free port (SFU_HTTP_PORT).") var httpPort: Int?
     @Option(help: "Media UDP listen address (SFU_MEDIA_HOST).") var mediaHost: String?
     @Option(help: "First media UDP port (SFU_MEDIA_PORT).") var mediaPort: Int?
+    @Option(help: "First media ICE-TCP port; default: the UDP port numbers; 0 = no ICE-TCP (SFU_MEDIA_TCP_PORT).") var mediaTcpPort: Int?
     @Option(help: "Media workers, 0 = one per core (SFU_WORKERS).") var workers: Int?
     @Option(help: "Address advertised in ICE candidates (SFU_ANNOUNCED_IP).") var announcedIP: String?
     @Option(help: "Data directory (SFU_DATA_DIR).") var dataDir: String?
@@ -46,6 +47,7 @@ struct Serve: AsyncParsableCommand {
             flags["SFU_HTTP_PORT"] = httpPort.map(String.init)
             flags["SFU_MEDIA_HOST"] = mediaHost
             flags["SFU_MEDIA_PORT"] = mediaPort.map(String.init)
+            flags["SFU_MEDIA_TCP_PORT"] = mediaTcpPort.map(String.init)
             flags["SFU_WORKERS"] = workers.map(String.init)
             flags["SFU_ANNOUNCED_IP"] = announcedIP
             flags["SFU_DATA_DIR"] = dataDir

@@ -3,6 +3,7 @@ import Foundation
 import Hummingbird
 import HummingbirdTesting
 import Logging
+import SFU
 import Testing
 
 @Suite("HTTP: health and config")
@@ -57,5 +58,23 @@ struct HealthTests {
             try config.apply(environment: ["SFU_HTTP_PORT": "eighty"])
         }
         #expect(throws: ConfigError.self) { try config.apply(environment: ["SFU_HTTP_PORT": "70000"]) }
+    }
+
+    /// `SFU_MEDIA_TCP_PORT`: by default each worker's UDP port number on TCP (any free port when
+    /// the UDP one is), 0 turns ICE-TCP off, a base gives worker i base + i.
+    @Test func iceTCPPortsFollowTheUDPPortsUnlessSet() throws {
+        var config = ServerConfig()
+        #expect(config.tcpListen(worker: 0) == .sameAsUDP && config.tcpListen(worker: 3) == .sameAsUDP)
+        config.mediaPortBase = 0
+        #expect(config.tcpListen(worker: 1) == .port(0))
+        config.mediaPortBase = 40000
+        try config.apply(environment: ["SFU_MEDIA_TCP_PORT": "0"])
+        #expect(config.tcpListen(worker: 0) == .off)
+        try config.apply(environment: ["SFU_MEDIA_PORT": "40000", "SFU_MEDIA_TCP_PORT": "443"])
+        #expect(config.tcpListen(worker: 0) == .port(443) && config.tcpListen(worker: 2) == .port(445))
+        #expect(throws: ConfigError.self) { try config.apply(environment: ["SFU_MEDIA_TCP_PORT": "70000"]) }
+        #expect(throws: ConfigError(variable: "SFU_MEDIA_TCP_PORT", value: "tcp", expected: "an integer")) {
+            try config.apply(environment: ["SFU_MEDIA_TCP_PORT": "tcp"])
+        }
     }
 }

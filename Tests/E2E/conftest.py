@@ -39,12 +39,25 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return s.getsockname()[1]
 
 
+def free_media_port() -> int:
+    """A port free on UDP and on TCP: a worker listens for ICE-TCP on its UDP port number."""
+    for _ in range(50):
+        port = free_port(socket.SOCK_DGRAM)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no port free on both UDP and TCP")
+
+
 class SFUProcess:
     """A running `sfu serve` with its own ports and data directory."""
 
     def __init__(self, binary: pathlib.Path, data_dir: pathlib.Path, env: dict[str, str] | None = None):
         self.http_port = free_port()
-        self.media_port = free_port(socket.SOCK_DGRAM)
+        self.media_port = free_media_port()
         self.data_dir = data_dir
         self.log_path = data_dir / "sfu.log"
         full_env = dict(os.environ)

@@ -18,6 +18,7 @@ struct MetricsEndpoint: Sendable {
         out.gauge("sfu_recordings_active", "Recordings in progress.", Double(try await store.recordings(status: .recording).count))
         var total = TransportStatistics()
         var sessions = 0, received = 0, unmatched = 0, oversize = 0, sendOverflow = 0
+        var tcp = TCPStatistics()
         for worker in media?.workers ?? [] {
             let s = try await worker.submit { worker.snapshot() }
             total.add(s.transports)
@@ -26,6 +27,7 @@ struct MetricsEndpoint: Sendable {
             unmatched += s.datagramsUnmatched
             oversize += s.datagramsReceiveDropped
             sendOverflow += s.datagramsSendOverflow
+            tcp.add(s.tcp)
         }
         out.gauge("sfu_transports", "WebRTC transports (sessions) on the media workers.", Double(sessions))
         out.counter("sfu_rtp_packets_in_total", "RTP packets received and decrypted.", total.rtpPacketsIn)
@@ -38,8 +40,17 @@ struct MetricsEndpoint: Sendable {
         out.header("sfu_dropped_packets_total", "Datagrams dropped, by reason.", type: "counter")
         for (reason, value) in [("malformed", total.malformed), ("srtp_replay", total.replayed), ("srtp_auth", total.authenticationFailures),
                                 ("stun_rejected", total.stunRejected), ("no_transport", unmatched),
-                                ("receive_error", oversize), ("send_buffer_full", sendOverflow)] {
+                                ("receive_error", oversize), ("send_buffer_full", sendOverflow),
+                                ("tcp_oversize_frame", tcp.oversizeFrames), ("tcp_send_queue_full", tcp.sendQueueFull),
+                                ("tcp_no_connection", tcp.noConnection)] {
             out.sample("sfu_dropped_packets_total", labels: "reason=\"\(reason)\"", Double(value))
+        }
+        out.gauge("sfu_ice_tcp_connections", "ICE-TCP connections open on the media workers.", Double(tcp.open))
+        out.counter("sfu_ice_tcp_connections_accepted_total", "ICE-TCP connections accepted (including those closed at once by a limit).",
+                    tcp.accepted)
+        out.header("sfu_ice_tcp_connections_closed_total", "ICE-TCP connections closed, by reason.", type: "counter")
+        for reason in TCPCloseReason.allCases {
+            out.sample("sfu_ice_tcp_connections_closed_total", labels: "reason=\"\(reason.rawValue)\"", Double(tcp.closed[reason] ?? 0))
         }
         var counters = RoomCounters()
         var liveRooms = 0

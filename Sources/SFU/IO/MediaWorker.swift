@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import CSFUShim
 import Logging
 import NIOCore
 import RTP
@@ -19,8 +20,12 @@ import RTP
 /// wait for it to drain (the loop watches for writability); datagrams that do not fit behind them
 /// are dropped and counted, as the kernel drops what overflows a full buffer.
 ///
+/// With ICE-TCP the worker also listens on a TCP port (``ICETCPServer``): frames from its
+/// connections take the same demultiplexing and transports as datagrams, and what is sent to a
+/// TCP address goes onto its connection.
+///
 /// All mutable state is confined to `eventLoop`; other threads go through ``execute(_:)``/``submit(_:)``.
-package final class MediaWorker: SessionHost, @unchecked Sendable {
+package final class MediaWorker: SessionHost, TCPFrameReceiver, @unchecked Sendable {
     package let index: Int
     package let loop: MediaEventLoop
     package var eventLoop: EventLoop { loop }
@@ -50,6 +55,10 @@ package final class MediaWorker: SessionHost, @unchecked Sendable {
     package private(set) var sendOverflow = 0
     /// Counters of sessions already removed (live sessions are added at read time).
     private var finishedTotals = TransportStatistics()
+    /// The passive ICE-TCP side, when enabled.
+    private var tcp: ICETCPServer?
+    /// Where the ICE-TCP side listens (nil: no ICE-TCP).
+    package var localTCPAddress: TransportAddress? { tcp?.localAddress }
 
     /// A snapshot of the worker's counters (call on the worker's loop).
     package struct Snapshot: Sendable {
@@ -61,6 +70,8 @@ package final class MediaWorker: SessionHost, @unchecked Sendable {
         package var datagramsReceiveDropped: Int
         /// Datagrams dropped because the socket's send buffer was full.
         package var datagramsSendOverflow: Int
+        /// The ICE-TCP side (zeros without it).
+        package var tcp: TCPStatistics
     }
 
     package func snapshot() -> Snapshot {
@@ -68,7 +79,8 @@ package final class MediaWorker: SessionHost, @unchecked Sendable {
         var total = finishedTotals
         for s in demux.sessions { total.add(s.transport.statistics) }
         return Snapshot(transports: total, sessions: demux.count, datagramsReceived: received, datagramsUnmatched: unmatched,
-                        datagramsReceiveDropped: receiveDropped, datagramsSendOverflow: sendOverflow)
+                        datagramsReceiveDropped: receiveDropped, datagramsSendOverflow: sendOverflow,
+                        tcp: tcp?.statistics ?? TCPStatistics())
     }
 
     init(index: Int, loop: MediaEventLoop, localAddress: TransportAddress, logger: Logger) {
@@ -78,30 +90,64 @@ package final class MediaWorker: SessionHost, @unchecked Sendable {
         self.logger = logger
     }
 
-    /// Starts a worker thread and binds its UDP socket on `host:port` (0: any free port).
-    package static func start(index: Int, host: String, port: Int, logger: Logger) async throws -> MediaWorker {
+    /// Where a worker listens for ICE-TCP.
+    package enum TCPListen: Sendable, Equatable {
+        case off
+        /// The UDP socket's port number, on TCP.
+        case sameAsUDP
+        /// This port (0: any free one).
+        case port(Int)
+    }
+
+    /// Starts a worker thread and binds its UDP socket on `host:port` (0: any free port) and, unless
+    /// `tcp` is off, its ICE-TCP listener on the same host.
+    package static func start(index: Int, host: String, port: Int, tcp: TCPListen = .off, tcpLimits: TCPAdmission.Limits = .init(),
+                              logger: Logger) async throws -> MediaWorker {
         guard let address = TransportAddress(host: host, port: UInt16(clamping: port)) else {
             throw MediaWorkerError.badAddress(host)
         }
         let fd = try Self.bindSocket(address)
+        var tcpFD: Int32 = -1
+        switch tcp {
+        case .off: break
+        case .sameAsUDP, .port:
+            var tcpAddress = address
+            if case .port(let p) = tcp { tcpAddress.port = UInt16(clamping: p) } else { tcpAddress.port = TransportAddress(localOf: fd)?.port ?? address.port }
+            do {
+                tcpFD = try ICETCPServer.listen(on: tcpAddress)
+            } catch {
+                close(fd)
+                throw error
+            }
+        }
         let loop: MediaEventLoop
         do {
             loop = try MediaEventLoop(name: "sfu-media-\(index)")
         } catch {
             close(fd)
+            if tcpFD >= 0 { close(tcpFD) }
             throw error
         }
         let worker = MediaWorker(index: index, loop: loop, localAddress: address, logger: logger)
         do {
             try await loop.submit {
                 try worker.attach(fd)
+                if tcpFD >= 0 {
+                    let server = ICETCPServer(listener: tcpFD, localAddress: address, loop: loop, receiver: worker, limits: tcpLimits, logger: logger)
+                    worker.tcp = server
+                    try server.attach()
+                }
             }.get()
         } catch {
-            close(fd)
-            try? await loop.shutdownGracefully()
+            // What attached is closed by stop(); what did not, here.
+            let (udpAttached, tcpAttached) = (worker.descriptor >= 0, worker.tcp != nil)
+            await worker.stop()
+            if !udpAttached { close(fd) }
+            if !tcpAttached, tcpFD >= 0 { close(tcpFD) }
             throw error
         }
         logger.notice("media worker listening", metadata: ["worker": "\(index)", "address": "\(worker.localAddress)",
+                                                          "ice_tcp": "\(worker.localTCPAddress.map { "\($0)" } ?? "off")",
                                                           "receive_timestamps": "\(worker.kernelTimestamps)"])
         return worker
     }
@@ -164,7 +210,8 @@ package final class MediaWorker: SessionHost, @unchecked Sendable {
     /// Removes a session and forgets its addresses (on the worker's loop).
     package func remove(_ session: WorkerSession) {
         loop.preconditionInEventLoop()
-        guard demux.remove(session) != nil else { return }
+        guard let addresses = demux.remove(session) else { return }
+        if let tcp { for address in addresses where address.isTCP { tcp.closeConnection(at: address, .sessionClosed) } }
         schedule.remove(session)
         finishedTotals.add(session.transport.statistics)
         session.workerDidRemove()
@@ -223,19 +270,36 @@ package final class MediaWorker: SessionHost, @unchecked Sendable {
         }
     }
 
-    func receive(_ bytes: UnsafeMutableRawBufferPointer, from source: TransportAddress, nowNanos: Int64, arrivalNanos: Int64) {
+    /// Hands a datagram (or an ICE-TCP frame) to its session's transport.
+    /// - Returns: the transport, nil when none matched.
+    @discardableResult
+    func receive(_ bytes: UnsafeMutableRawBufferPointer, from source: TransportAddress, nowNanos: Int64, arrivalNanos: Int64) -> WebRTCTransport? {
         guard let session = demux.route(UnsafeRawBufferPointer(bytes), from: source) else {
             unmatched += 1
-            return
+            return nil
         }
         let transport = session.transport
         transport.handleDatagram(bytes, from: source, nowNanos: nowNanos, arrivalNanos: arrivalNanos)
         demux.learn(session, from: source)
         if case .closed = transport.state { remove(session) }
+        return transport
+    }
+
+    /// A frame from an ICE-TCP connection: the same path as a datagram, then the writes it caused.
+    package func receiveFrame(_ frame: UnsafeMutableRawBufferPointer, from source: TransportAddress, nowNanos: Int64) -> Bool {
+        received += 1
+        let isSTUN = STUNMessage.isSTUN(UnsafeRawBufferPointer(frame))
+        let transport = receive(frame, from: source, nowNanos: nowNanos, arrivalNanos: nowNanos)
+        flush()
+        return isSTUN && transport?.lastCheckPassed == true
     }
 
     /// Queues a datagram; it is written when the current read batch or tick ends (``flush()``).
     package func send(_ datagram: UnsafeRawBufferPointer, to address: TransportAddress) {
+        if address.isTCP {
+            tcp?.send(datagram, to: address)
+            return
+        }
         guard descriptor >= 0 else { return }
         if sendBatch.append(datagram, to: address) { return }
         guard datagram.count <= sendBatch.slotSize else {
@@ -249,6 +313,11 @@ package final class MediaWorker: SessionHost, @unchecked Sendable {
     /// Writes the queued datagrams with `sendmmsg`. When the socket is full they stay queued and
     /// the loop watches for it to drain.
     func flush() {
+        if let tcp, tcp.hasQueued {
+            let now = Self.nowNanos
+            // A batch of ICE-TCP frames alone is a write batch too (its frames' send time).
+            if tcp.flush(nowNanos: now), sendBatch.isEmpty { batchWritten(nowNanos: now) }
+        }
         guard descriptor >= 0, !sendBatch.isEmpty, !waitingForWritable else { return }
         let now = Self.nowNanos
         if sendBatch.flush(fd: descriptor) {
@@ -302,6 +371,7 @@ package final class MediaWorker: SessionHost, @unchecked Sendable {
         }
         schedule.reschedule(nowNanos: now) { session, now in session.tickDueNanos(after: now) }
         dueScratch.removeAll(keepingCapacity: true)
+        tcp?.sweep(nowNanos: now)
         flush()
     }
 
@@ -318,6 +388,7 @@ package final class MediaWorker: SessionHost, @unchecked Sendable {
                 self.loop.watchWritable(self.descriptor, false)
             }
             self.flush()
+            self.tcp?.stop()
             if self.descriptor >= 0 {
                 self.loop.deregister(self.descriptor)
                 close(self.descriptor)

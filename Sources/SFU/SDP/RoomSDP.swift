@@ -18,10 +18,7 @@ package struct LocalTransportParameters: Sendable, Equatable {
             .init("ice-ufrag", ice.ufrag), .init("ice-pwd", ice.password),
             .init("fingerprint", "sha-256 " + fingerprint), .init("setup", setup.rawValue),
         ]
-        for (i, c) in candidates.enumerated() {
-            let host = c.announcedHost ?? c.address.host
-            a.append(.init("candidate", "\(i + 1) 1 udp \(HostCandidate.priority(index: i)) \(host) \(c.address.port) typ host"))
-        }
+        for value in HostCandidate.attributeValues(candidates) { a.append(.init("candidate", value)) }
         a.append(.init("end-of-candidates"))
         return a
     }

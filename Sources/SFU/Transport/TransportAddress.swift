@@ -1,4 +1,6 @@
-/// An IP address and UDP port, independent of any socket library, for the sans-IO cores.
+/// An IP address and port, independent of any socket library, for the sans-IO cores. A UDP
+/// address, or with ``isTCP`` the remote end of an ICE-TCP connection (RFC 6544): the media worker
+/// writes what is sent there onto that connection, framed (RFC 4571). The two are distinct keys.
 package struct TransportAddress: Hashable, Sendable, CustomStringConvertible {
     package enum IP: Hashable, Sendable {
         /// Host-order IPv4 address.
@@ -9,15 +11,19 @@ package struct TransportAddress: Hashable, Sendable, CustomStringConvertible {
 
     package var ip: IP
     package var port: UInt16
+    /// The remote end of a TCP connection rather than a UDP address.
+    package var isTCP: Bool
 
-    package init(ip: IP, port: UInt16) {
+    package init(ip: IP, port: UInt16, tcp: Bool = false) {
         self.ip = ip
         self.port = port
+        isTCP = tcp
     }
 
     package init(ipv4 a: UInt8, _ b: UInt8, _ c: UInt8, _ d: UInt8, port: UInt16) {
         ip = .v4(UInt32(a) << 24 | UInt32(b) << 16 | UInt32(c) << 8 | UInt32(d))
         self.port = port
+        isTCP = false
     }
 
     /// Parses a dotted IPv4 or a (possibly compressed) IPv6 literal.
@@ -30,6 +36,7 @@ package struct TransportAddress: Hashable, Sendable, CustomStringConvertible {
             return nil
         }
         self.port = port
+        isTCP = false
     }
 
     package var isIPv4: Bool { if case .v4 = ip { true } else { false } }
@@ -53,7 +60,10 @@ package struct TransportAddress: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
-    package var description: String { isIPv4 ? "\(host):\(port)" : "[\(host)]:\(port)" }
+    package var description: String { (isIPv4 ? "\(host):\(port)" : "[\(host)]:\(port)") + (isTCP ? "/tcp" : "") }
+
+    /// The same address and port, as a TCP (`true`) or UDP endpoint.
+    package func over(tcp: Bool) -> TransportAddress { TransportAddress(ip: ip, port: port, tcp: tcp) }
 
     static func parseIPv4(_ s: String) -> UInt32? {
         let parts = s.split(separator: ".", omittingEmptySubsequences: false)

@@ -134,6 +134,9 @@ package final class WebRTCTransport {
     /// so that time the datagram spent waiting for this thread is not mistaken for network queueing.
     package private(set) var arrivalNanos: Int64 = 0
 
+    /// Whether the last STUN datagram handled was a request that passed the ICE check (our peer).
+    package private(set) var lastCheckPassed = false
+
     /// Handles one datagram from `source`. `datagram` may be modified (SRTP decrypts in place).
     /// - Parameter arrivalNanos: when it reached the host (nil: `nowNanos`); see ``arrivalNanos``.
     package func handleDatagram(_ datagram: UnsafeMutableRawBufferPointer, from source: TransportAddress, nowNanos: Int64,
@@ -146,6 +149,7 @@ package final class WebRTCTransport {
             let before = ice.rejected
             let outcome = ice.handle(raw, from: source, nowNanos: nowNanos)
             statistics.stunRejected += ice.rejected - before
+            lastCheckPassed = outcome.authenticated
             if let response = outcome.response {
                 response.withUnsafeBytes { delegate?.transport(self, send: $0, to: source) }
             }
