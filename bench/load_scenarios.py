@@ -8,6 +8,10 @@ table goes to bench/results.md with a description of the machine.
 
     python3 bench/load_scenarios.py [--duration 30] [--only a,b,c] [--out bench/results.md]
 
+"sfu-tcp" is the SFU again with every peer connection over ICE-TCP (`sfu-load --tcp`: RFC 4571 frames on
+a TCP connection to the server's passive candidate); its row gives CPU per forwarded packet over TCP
+beside UDP (the floor has no TCP side).
+
 "b-composite" is (b) against the SFU with a composite recording (1280x720, 30 fps, grid) of one of
 its rooms running: started once that room has its four participants publishing (before the
 window opens), finalized when sfu-load closes the rooms at the end; the composite's own figures
@@ -67,6 +71,19 @@ SCENARIOS = {
 }
 
 
+def free_media_port() -> int:
+    """A port free on UDP and TCP (the SFU's worker listens for ICE-TCP on its UDP port number)."""
+    for _ in range(50):
+        port = free_port(socket.SOCK_DGRAM)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no port free on both UDP and TCP")
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
@@ -112,9 +129,9 @@ class Target:
         self.key = secrets.token_hex(16)
         self.log_path = workdir / f"{kind}.log"
         self.log = open(self.log_path, "wb")
-        if kind == "sfu":
+        if kind in ("sfu", "sfu-tcp"):
             self.http = free_port()
-            media = free_port(socket.SOCK_DGRAM)
+            media = free_media_port()
             env = dict(os.environ, SFU_API_KEY=self.key, SFU_HTTP_HOST="127.0.0.1", SFU_HTTP_PORT=str(self.http),
                        SFU_MEDIA_HOST="127.0.0.1", SFU_MEDIA_PORT=str(media), SFU_WORKERS="1",
                        SFU_DATA_DIR=str(workdir / "data"), SFU_RECORDINGS_DIR=str(workdir / "data" / "recordings"),
@@ -123,6 +140,8 @@ class Target:
                                          stdout=self.log, stderr=subprocess.STDOUT)
             self.wait_http()
             self.target_args = ["--url", f"http://127.0.0.1:{self.http}", "--api-key", self.key]
+            if kind == "sfu-tcp":
+                self.target_args.append("--tcp")
         else:
             self.control = free_port()
             self.proc = subprocess.Popen(["taskset", "-c", str(core), str(bindir / "sfu-load"), "floor",
@@ -281,13 +300,16 @@ def table(results: dict[str, dict[str, dict]], scenario_names: list[str]) -> lis
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in scenario_names:
         floor_us = results.get(name, {}).get("floor", {}).get("server", {}).get("cpu_us_per_packet")
-        for kind in ("sfu", "floor"):
+        udp_us = results.get(name, {}).get("sfu", {}).get("server", {}).get("cpu_us_per_packet")
+        for kind in ("sfu", "sfu-tcp", "floor"):
             r = results.get(name, {}).get(kind)
             if r is None:
                 continue
             s, lat, rec = r.get("server", {}), r.get("latency_ms", {}), r["received"]
             us = s.get("cpu_us_per_packet")
-            ratio = f"{us / floor_us:.2f}x" if (us and floor_us and kind == "sfu") else ("1x" if kind == "floor" and us else "-")
+            ratio = f"{us / floor_us:.2f}x" if (us and floor_us and kind != "floor") else ("1x" if kind == "floor" and us else "-")
+            if kind == "sfu-tcp" and us and udp_us:
+                ratio += f" ({us / udp_us:.2f}x the SFU over UDP)"
             loss = f"{rec['lost']} / {rec['expected']:,} ({rec['loss_percent']:.3f} %)"
             if rec.get("paused_by_server"):
                 loss += f"; {rec['paused_by_server']} video subscriptions (of {len(r['subscribers'])} subscribers) paused by the server, not counted"
@@ -302,7 +324,7 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=30)
     ap.add_argument("--warmup", type=float, default=2)
     ap.add_argument("--only", default="a,b,b-composite,c,b-tcc", help="comma list of scenarios (a, b, b-composite, c, b-tcc)")
-    ap.add_argument("--targets", default="sfu,floor")
+    ap.add_argument("--targets", default="sfu,sfu-tcp,floor", help="sfu, sfu-tcp (the SFU with media over ICE-TCP), floor")
     ap.add_argument("--bin", default=str(ROOT / ".build" / "release"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
     ap.add_argument("--logs", help="keep each run's server log (and data) under this folder instead of a temporary one; "
@@ -320,7 +342,7 @@ def main() -> int:
         print("taskset is needed (util-linux)", file=sys.stderr)
         return 1
     names = [n for n in args.only.split(",") if n in SCENARIOS]
-    kinds = [k for k in args.targets.split(",") if k in ("sfu", "floor")]
+    kinds = [k for k in args.targets.split(",") if k in ("sfu", "sfu-tcp", "floor")]
     out = pathlib.Path(args.out)
     raw_dir = out.parent / "results"
     raw_dir.mkdir(parents=True, exist_ok=True)
@@ -329,7 +351,7 @@ def main() -> int:
     failures = 0
     with tempfile.TemporaryDirectory(prefix="sfu-bench-") as tmp:
         for name in names:
-            for kind in [k for k in kinds if k in SCENARIOS[name].get("targets", ["sfu", "floor"])]:
+            for kind in [k for k in kinds if k in SCENARIOS[name].get("targets", ["sfu", "sfu-tcp", "floor"])]:
                 print(f"== {SCENARIOS[name]['title']}: {kind} ({args.duration:.0f} s)", flush=True)
                 workdir = pathlib.Path(args.logs or tmp) / f"{name}-{kind}"
                 workdir.mkdir(parents=True, exist_ok=bool(args.logs))

@@ -47,22 +47,24 @@ final class Participant {
     }
 }
 
-/// The server's ICE and DTLS parameters and its first UDP host candidate, from an SDP.
+/// The server's ICE and DTLS parameters and its first UDP host candidate (or, for ICE-TCP, its first
+/// passive TCP one), from an SDP.
 struct ServerEndpoint {
     var ice: ICELiteAgent.Credentials
     var fingerprint: CertificateFingerprint
     var address: TransportAddress
 
-    init?(_ sdp: SessionDescription) {
+    init?(_ sdp: SessionDescription, tcp: Bool = false) {
         guard let remote = try? RemoteTransportParameters(sdp) else { return nil }
         var found: TransportAddress?
         for m in sdp.media where found == nil {
             for c in m.values("candidate") {
                 // foundation component transport priority address port typ host
                 let f = c.split(separator: " ")
-                guard f.count >= 6, f[2].lowercased() == "udp", let port = UInt16(f[5]),
+                guard f.count >= 6, f[2].lowercased() == (tcp ? "tcp" : "udp"), let port = UInt16(f[5]),
                       let address = TransportAddress(host: String(f[4]), port: port) else { continue }
-                found = address
+                if tcp, !c.contains("tcptype passive") { continue }
+                found = address.over(tcp: tcp)
                 break
             }
         }

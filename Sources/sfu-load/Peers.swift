@@ -16,20 +16,33 @@ final class ReceiveContext {
 
 /// One client peer connection: a ``ClientTransport`` (ICE controlling, DTLS client, SRTP) on its own
 /// UDP socket connected to the server's candidate. Sends go out at once (one `send` per datagram, as
-/// a browser does).
+/// a browser does). With ICE-TCP, a TCP connection to the server's passive candidate instead: each
+/// datagram goes as an RFC 4571 frame (what the socket does not take waits, whole frames only, and
+/// goes at the next send or tick), and what arrives is cut into frames.
 final class PeerConnection {
     let fd: Int32
     let transport: ClientTransport
     let server: TransportAddress
+    let isTCP: Bool
+    private var frames = FrameReader()
+    private var outgoing = FrameWriteQueue(capacity: 1 << 20)
+    private var streamBuffer: [UInt8] = []
     private(set) var datagramsOut = 0
     private(set) var bytesOut = 0
     private(set) var sendErrors = 0
     private(set) var datagramsIn = 0
 
     init(server: TransportAddress, local: ICELiteAgent.Credentials, remote: ICELiteAgent.Credentials,
-         fingerprint: CertificateFingerprint, context: DTLSContext) throws {
+         fingerprint: CertificateFingerprint, context: DTLSContext, tcp: Bool = false) throws {
         self.server = server
-        fd = try Sockets.connectedUDP(to: server)
+        isTCP = tcp
+        if tcp {
+            fd = try Sockets.connectedTCP(to: server.over(tcp: false), nonBlocking: true)
+            Sockets.setBuffers(fd, bytes: 1 << 20)
+            streamBuffer = [UInt8](repeating: 0, count: 64 * 1024)
+        } else {
+            fd = try Sockets.connectedUDP(to: server)
+        }
         do {
             transport = try ClientTransport(local: local, remote: remote, serverAddress: server, context: context, serverFingerprint: fingerprint)
         } catch {
@@ -42,6 +55,16 @@ final class PeerConnection {
     deinit { close(fd) }
 
     private func write(_ bytes: UnsafeRawBufferPointer) {
+        if isTCP {
+            if outgoing.append(bytes) {
+                datagramsOut += 1
+                bytesOut += bytes.count
+            } else {
+                sendErrors += 1
+            }
+            flushStream()
+            return
+        }
         while true {
             let n = Glibc.send(fd, bytes.baseAddress, bytes.count, Int32(MSG_DONTWAIT))
             if n >= 0 {
@@ -56,6 +79,35 @@ final class PeerConnection {
     }
 
     func received() { datagramsIn += 1 }
+
+    /// Writes what waits on the TCP connection, as much as the socket takes.
+    func flushStream() {
+        while !outgoing.isEmpty {
+            let n = outgoing.drain { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL)) }
+            if n > 0 { continue }
+            if n < 0, errno == EINTR { continue }
+            if n < 0, errno != EAGAIN, errno != EWOULDBLOCK { sendErrors += 1 }
+            return
+        }
+    }
+
+    /// Reads the TCP connection and hands each frame to the transport.
+    func readStream(nowNanos: Int64) {
+        for _ in 0..<8 {
+            let n = streamBuffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            guard n > 0 else { return }
+            streamBuffer.withUnsafeMutableBytes { raw in
+                frames.consume(UnsafeMutableRawBufferPointer(rebasing: raw[0..<n])) { event in
+                    if case .frame(let frame) = event {
+                        datagramsIn += 1
+                        transport.handleDatagram(frame, nowNanos: nowNanos)
+                    }
+                    return true
+                }
+            }
+            if n < streamBuffer.count { return }
+        }
+    }
 
     var isConnected: Bool { transport.state == .connected }
 }

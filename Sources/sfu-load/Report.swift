@@ -29,6 +29,8 @@ struct Report {
         var audio, video, simulcast, encodedVideo: Bool
         var subscriberFeedback: String
         var busyPoll: Bool
+        /// "udp", or "tcp" (ICE-TCP, `--tcp`).
+        var mediaTransport: String
     }
 
     /// One `--encoded-video` clip: its size, the bitrate asked and reached, its keyframe's size.
@@ -259,7 +261,8 @@ extension LoadRunner {
             rooms: s.rooms, publishers: s.publishers, subscribers: s.subscribers, durationS: s.durationSeconds,
             videoBitrate: s.video ? s.bitrate : 0, fps: s.fps, keyframeIntervalS: s.keyframeIntervalSeconds,
             audio: s.audio, video: s.video, simulcast: s.simulcast, encodedVideo: s.encodedVideo,
-            subscriberFeedback: s.rembBitrate.map { "remb \($0)" } ?? "transport-cc", busyPoll: s.busyPoll
+            subscriberFeedback: s.rembBitrate.map { "remb \($0)" } ?? "transport-cc", busyPoll: s.busyPoll,
+            mediaTransport: s.iceTCP ? "tcp" : "udp"
         ), setupSeconds: Double(windowStartNanos - setupStart) / 1e9 - s.warmupSeconds,
            windowSeconds: Double(windowEndNanos - windowStartNanos) / 1e9)
         for p in participants {

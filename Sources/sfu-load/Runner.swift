@@ -39,6 +39,8 @@ struct Scenario {
     /// Never sleep in epoll_wait: the server's sends then never have to wake the load tool (on
     /// loopback the sender pays for the receiver's wake-up; over a NIC it does not).
     var busyPoll = false
+    /// Media over ICE-TCP instead of UDP.
+    var iceTCP = false
     /// Real VP8 encoded with libvpx at start-up instead of a frame tag and filler (``VP8Clip``).
     var encodedVideo = false
 
@@ -206,7 +208,8 @@ final class LoadRunner {
     }
 
     func makePublisher(_ p: Participant, server: ServerEndpoint) throws {
-        let connection = try PeerConnection(server: server.address, local: p.publisherICE, remote: server.ice, fingerprint: server.fingerprint, context: context)
+        let connection = try PeerConnection(server: server.address, local: p.publisherICE, remote: server.ice, fingerprint: server.fingerprint, context: context,
+                                            tcp: scenario.iceTCP)
         try register(connection)
         let publisher = LoadPublisher(connection: connection, streams: p.streams, tally: tally)
         let start = Clock.monotonicNanos
@@ -215,7 +218,8 @@ final class LoadRunner {
     }
 
     func makeSubscriber(_ p: Participant, server: ServerEndpoint, local: ICELiteAgent.Credentials) throws {
-        let connection = try PeerConnection(server: server.address, local: local, remote: server.ice, fingerprint: server.fingerprint, context: context)
+        let connection = try PeerConnection(server: server.address, local: local, remote: server.ice, fingerprint: server.fingerprint, context: context,
+                                            tcp: scenario.iceTCP)
         try register(connection)
         let subscriber = LoadSubscriber(connection: connection, tally: tally, context: receiveContext)
         subscriber.rembBitrate = scenario.rembBitrate
@@ -229,7 +233,7 @@ final class LoadRunner {
         connections.append(connection)
         owners[connection.fd] = .media(connection)
         try poller.add(connection.fd, token: Int(connection.fd))
-        _ = DatagramReceiveBatch.enableReceiveTimestamps(fd: connection.fd)
+        if !connection.isTCP { _ = DatagramReceiveBatch.enableReceiveTimestamps(fd: connection.fd) }
     }
 
     // MARK: Signaling (SFU)
@@ -246,7 +250,7 @@ final class LoadRunner {
             guard answerSDP.target == "publisher", p.publisher == nil else { return }
             do {
                 let answer = try SessionDescription(parsing: answerSDP.sdp)
-                guard let server = ServerEndpoint(answer) else { throw ControlClient.Failure(description: "no usable candidate or ICE/DTLS parameters in the answer") }
+                guard let server = ServerEndpoint(answer, tcp: scenario.iceTCP) else { throw ControlClient.Failure(description: "no usable candidate or ICE/DTLS parameters in the answer") }
                 if scenario.simulcast, !answer.media.contains(where: { $0.has("simulcast") }) {
                     note("\(p.userID): the publisher answer has no a=simulcast (the server does not take simulcast)")
                 }
@@ -261,7 +265,7 @@ final class LoadRunner {
                 let offer = try SessionDescription(parsing: offerSDP.sdp)
                 p.subscriberOffers += 1
                 if p.subscriber == nil {
-                    guard let server = ServerEndpoint(offer) else { throw ControlClient.Failure(description: "no usable candidate or ICE/DTLS parameters in the offer") }
+                    guard let server = ServerEndpoint(offer, tcp: scenario.iceTCP) else { throw ControlClient.Failure(description: "no usable candidate or ICE/DTLS parameters in the offer") }
                     try makeSubscriber(p, server: server, local: .random())
                 }
                 guard let subscriber = p.subscriber else { return }
@@ -316,6 +320,11 @@ final class LoadRunner {
 
     func handle(fd: Int32, readable: Bool, writable: Bool) {
         switch owners[fd] {
+        case .media(let connection) where connection.isTCP:
+            guard readable else { return }
+            let now = Clock.monotonicNanos
+            receiveContext.kernelRealtimeNanos = 0  // (no kernel receive stamps on a stream)
+            connection.readStream(nowNanos: now)
         case .media(let connection):
             guard readable else { return }
             // A few batches per wakeup, so that one busy socket does not starve the others.
@@ -356,7 +365,10 @@ final class LoadRunner {
     }
 
     func tick(nowNanos now: Int64) {
-        for c in connections { c.transport.tick(nowNanos: now) }
+        for c in connections {
+            c.transport.tick(nowNanos: now)
+            if c.isTCP { c.flushStream() }
+        }
         for p in participants {
             p.publisher?.tick(nowNanos: now)
             p.subscriber?.tick(nowNanos: now)

@@ -58,6 +58,8 @@ struct Run: ParsableCommand {
     @Option(help: "PID of the server (or floor) process, for CPU and memory figures.") var serverPid: Int32?
     @Flag(help: "Print the report as JSON.") var json = false
     @Flag(help: "Log setup progress to stderr.") var verbose = false
+    @Flag(help: ArgumentHelp("Media over ICE-TCP: each peer connection connects to the server's passive TCP candidate (RFC 6544, RFC 4571 framing) instead of UDP.",
+                             discussion: "For CPU per forwarded packet over TCP beside UDP. Not with --floor (it has no TCP side).")) var tcp = false
 
     func validate() throws {
         guard rooms >= 1, publishers >= 1, subscribers >= 0, duration > 0, fps >= 1, fps <= 120, keyframeInterval > 0 else {
@@ -65,6 +67,7 @@ struct Run: ParsableCommand {
         }
         guard parseBitrate(bitrate).map({ $0 >= 10_000 }) == true else { throw ValidationError("bitrate: a number of bits/s >= 10k, e.g. 1.5M") }
         if let remb { guard parseBitrate(remb).map({ $0 >= 10_000 }) == true else { throw ValidationError("--remb: bits/s >= 10k, e.g. 50M") } }
+        guard !(tcp && floor != nil) else { throw ValidationError("--tcp: the floor forwarder has no ICE-TCP side") }
         guard !(audioOnly && noAudio) else { throw ValidationError("--audio-only and --no-audio exclude each other") }
         guard publishers + subscribers <= (floor == nil ? 100 : 1000) else {
             throw ValidationError("at most 100 participants per room (the control API's max_participants; 1000 with --floor): use more rooms")
@@ -99,6 +102,7 @@ struct Run: ParsableCommand {
         scenario.encodedVideo = encodedVideo && !audioOnly
         scenario.serverPID = serverPid
         scenario.busyPoll = busyPoll
+        scenario.iceTCP = tcp
         scenario.rembBitrate = remb.flatMap(parseBitrate).map { UInt64($0) }
         scenario.verbose = verbose
         // More descriptors than the default 1024 for big rooms (two sockets per participant).

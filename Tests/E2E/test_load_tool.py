@@ -91,6 +91,28 @@ def test_load_tool_against_the_sfu(sfu_factory, load_bin):
     assert not re.search(r"\b(error|critical)\b", sfu.log(), re.I), sfu.log()[-3000:]
 
 
+def test_load_tool_over_ice_tcp(sfu_factory, load_bin):
+    """`--tcp`: every peer connection reaches the server's passive TCP candidate; the same report
+    holds (nothing lost: TCP retransmits what loopback would drop), and the server counts the
+    connections (one per publisher and subscriber connection) and nothing dropped on them."""
+    key = secrets.token_hex(16)
+    sfu = sfu_factory(env={"SFU_API_KEY": key, "SFU_LOG_LEVEL": "info"})
+    r = run_load(load_bin, ["--url", sfu.base_url, "--api-key", key], sfu.proc.pid, "--remb", "10M", "--tcp")
+    assert r["scenario"]["media_transport"] == "tcp", r["scenario"]
+    check_report(r, "sfu")
+    req = urllib.request.Request(f"{sfu.base_url}/metrics", headers={"Authorization": f"Bearer {key}"})
+    text = urllib.request.urlopen(req, timeout=10).read().decode()
+    def metric(name: str) -> float:
+        m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+        assert m, f"{name} not in /metrics"
+        return float(m.group(1))
+    # The publisher (one connection: it receives nobody) and each subscriber's subscribe connection.
+    assert metric("sfu_ice_tcp_connections_accepted_total") == 1 + SUBSCRIBERS
+    for reason in ("tcp_send_queue_full", "tcp_oversize_frame", "tcp_no_connection"):
+        assert metric(f'sfu_dropped_packets_total{{reason="{reason}"}}') == 0, reason
+    assert metric('sfu_ice_tcp_connections_closed_total{reason="limit"}') == 0
+
+
 def test_load_tool_against_the_floor(load_bin, tmp_path):
     log = open(tmp_path / "floor.log", "w+")
     floor = subprocess.Popen([str(load_bin), "floor"], stdout=subprocess.PIPE, stderr=log, text=True)
