@@ -135,7 +135,10 @@ class Target:
             env = dict(os.environ, SFU_API_KEY=self.key, SFU_HTTP_HOST="127.0.0.1", SFU_HTTP_PORT=str(self.http),
                        SFU_MEDIA_HOST="127.0.0.1", SFU_MEDIA_PORT=str(media), SFU_WORKERS="1",
                        SFU_DATA_DIR=str(workdir / "data"), SFU_RECORDINGS_DIR=str(workdir / "data" / "recordings"),
-                       SFU_LOG_LEVEL=log_level or os.environ.get("SFU_LOG_LEVEL", "warning"))
+                       SFU_LOG_LEVEL=log_level or os.environ.get("SFU_LOG_LEVEL", "warning"),
+                       # Every peer of the load tool connects from 127.0.0.1 at once: over ICE-TCP
+                       # that is far above the per-address limits meant for one NAT's clients.
+                       SFU_ICE_TCP_MAX_PER_IP="1000", SFU_ICE_TCP_MAX_PENDING_PER_IP="1000", SFU_ICE_TCP_MAX_PENDING="1000")
             self.proc = subprocess.Popen(["taskset", "-c", str(core), str(bindir / "sfu"), "serve"], env=env,
                                          stdout=self.log, stderr=subprocess.STDOUT)
             self.wait_http()

@@ -22,7 +22,7 @@ package final class MediaRuntime: Sendable {
         do {
             for i in 0..<count {
                 workers.append(try await MediaWorker.start(index: i, host: config.mediaHost, port: config.mediaPortBase + i,
-                                                           tcp: config.tcpListen(worker: i), logger: logger))
+                                                           tcp: config.tcpListen(worker: i), tcpLimits: config.iceTCPLimits, logger: logger))
             }
         } catch {
             for w in workers { await w.stop() }

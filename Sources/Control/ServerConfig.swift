@@ -17,6 +17,10 @@ package struct ServerConfig: Sendable, Equatable {
     /// `SFU_MEDIA_TCP_PORT`: the first ICE-TCP port (passive, RFC 6544); worker `i` listens on
     /// it + `i`. nil (the default): each worker's UDP port number, on TCP; 0: no ICE-TCP.
     package var mediaTCPPortBase: Int?
+    /// ICE-TCP connection limits per worker: `SFU_ICE_TCP_MAX_PER_IP` (64) connections from one IP
+    /// address, `SFU_ICE_TCP_MAX_PENDING_PER_IP` (8) of them not yet authenticated by an ICE check,
+    /// `SFU_ICE_TCP_MAX_PENDING` (256) unauthenticated in all (docs/DEPLOY.md, "ICE-TCP").
+    package var iceTCPLimits = TCPAdmission.Limits()
     /// Number of media workers (event loops); 0 means one per core.
     package var workers: Int = 0
     /// Address put in ICE candidates instead of `mediaHost` (for NAT / public deployments).
@@ -101,6 +105,9 @@ package struct ServerConfig: Sendable, Equatable {
         if let v = environment["SFU_MEDIA_HOST"] { mediaHost = v }
         if let v = try int("SFU_MEDIA_PORT") { mediaPortBase = v }
         if let v = try int("SFU_MEDIA_TCP_PORT") { mediaTCPPortBase = v }
+        if let v = try int("SFU_ICE_TCP_MAX_PER_IP") { iceTCPLimits.perAddress = v }
+        if let v = try int("SFU_ICE_TCP_MAX_PENDING_PER_IP") { iceTCPLimits.unauthenticatedPerAddress = v }
+        if let v = try int("SFU_ICE_TCP_MAX_PENDING") { iceTCPLimits.unauthenticated = v }
         if let v = try int("SFU_WORKERS") { workers = v }
         if let v = environment["SFU_ANNOUNCED_IP"], !v.isEmpty { announcedIP = v }
         if let v = environment["SFU_DATA_DIR"] { dataDir = v }
@@ -162,6 +169,10 @@ package struct ServerConfig: Sendable, Equatable {
         guard (1...65535).contains(mediaPortBase) else { throw ConfigError(variable: "media port", value: String(mediaPortBase), expected: "1...65535") }
         if let tcp = mediaTCPPortBase, !(0...65535).contains(tcp) {
             throw ConfigError(variable: "SFU_MEDIA_TCP_PORT", value: String(tcp), expected: "1...65535, or 0 for no ICE-TCP")
+        }
+        for (name, value) in [("SFU_ICE_TCP_MAX_PER_IP", iceTCPLimits.perAddress), ("SFU_ICE_TCP_MAX_PENDING_PER_IP", iceTCPLimits.unauthenticatedPerAddress),
+                              ("SFU_ICE_TCP_MAX_PENDING", iceTCPLimits.unauthenticated)] where !(1...100_000).contains(value) {
+            throw ConfigError(variable: name, value: String(value), expected: "1...100000 connections")
         }
         guard workers >= 0 && workers <= 256 else { throw ConfigError(variable: "workers", value: String(workers), expected: "0...256") }
         guard (2...3600).contains(httpIdleTimeoutSeconds) else {

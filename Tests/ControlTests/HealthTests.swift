@@ -73,6 +73,12 @@ struct HealthTests {
         try config.apply(environment: ["SFU_MEDIA_PORT": "40000", "SFU_MEDIA_TCP_PORT": "443"])
         #expect(config.tcpListen(worker: 0) == .port(443) && config.tcpListen(worker: 2) == .port(445))
         #expect(throws: ConfigError.self) { try config.apply(environment: ["SFU_MEDIA_TCP_PORT": "70000"]) }
+        // Connection limits (a failed apply leaves the config half-changed: a fresh one).
+        config = ServerConfig()
+        #expect(config.iceTCPLimits == TCPAdmission.Limits())
+        try config.apply(environment: ["SFU_ICE_TCP_MAX_PER_IP": "500", "SFU_ICE_TCP_MAX_PENDING_PER_IP": "300", "SFU_ICE_TCP_MAX_PENDING": "400"])
+        #expect(config.iceTCPLimits.perAddress == 500 && config.iceTCPLimits.unauthenticatedPerAddress == 300 && config.iceTCPLimits.unauthenticated == 400)
+        #expect(throws: ConfigError.self) { try config.apply(environment: ["SFU_ICE_TCP_MAX_PER_IP": "0"]) }
         #expect(throws: ConfigError(variable: "SFU_MEDIA_TCP_PORT", value: "tcp", expected: "an integer")) {
             try config.apply(environment: ["SFU_MEDIA_TCP_PORT": "tcp"])
         }
