@@ -73,11 +73,13 @@ export class SFUClient extends EventTarget {
    *   {resume: true}` with backoff (0.5 s doubling to 4 s) for options.resumeWindowMs (default
    *   30000, the server's SFU_RESUME_WINDOW_S); events `reconnecting` {attempt} and `reconnected`
    *   {resumed} (resumed false: the window had passed, we joined as a new peer and published again);
+   *   a reconnect attempt not open within options.connectTimeoutMs (default 4000: a network that
+   *   drops the connection's packets leaves it hanging for minutes) is given up for the next one;
    * options.log: a function(string) for debug lines (default: none).
    */
   constructor(options = {}) {
     super();
-    this.options = { answerTimeoutMs: 15000, iceServers: [], simulcast: true, reconnect: true, resumeWindowMs: 30000,
+    this.options = { answerTimeoutMs: 15000, iceServers: [], simulcast: true, reconnect: true, resumeWindowMs: 30000, connectTimeoutMs: 4000,
                      ...options };
     this.ws = null;
     this.roomId = null;
@@ -144,6 +146,18 @@ export class SFUClient extends EventTarget {
       }
     };
     ws.onclose = (e) => { if (this.ws === ws) this._onClose(e); };
+    if (resume) {
+      // A reconnect whose connection hangs (SYN unanswered) is replaced by the next attempt.
+      const timer = setTimeout(() => {
+        if (this.ws !== ws || ws.readyState !== WebSocket.CONNECTING) return;
+        ws.onopen = ws.onclose = ws.onerror = ws.onmessage = null;
+        try { ws.close(); } catch {}
+        this.ws = null;
+        if (this.state === "reconnecting") this._scheduleReconnect();
+      }, this.options.connectTimeoutMs);
+      ws.addEventListener("open", () => clearTimeout(timer));
+      ws.addEventListener("close", () => clearTimeout(timer));
+    }
     ws.onmessage = (e) => {
       if (this.ws !== ws) return;
       let msg;
