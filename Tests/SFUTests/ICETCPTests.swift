@@ -188,9 +188,11 @@ struct ICETCPWorkerTests {
         func transportDidClose(_ transport: WebRTCTransport, reason: String) {}
     }
 
-    static func connectTCP(_ address: TransportAddress) throws -> Int32 {
+    /// - Parameter receiveBuffer: SO_RCVBUF set before connecting (a small window), if given.
+    static func connectTCP(_ address: TransportAddress, receiveBuffer: Int32? = nil) throws -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         try #require(fd >= 0)
+        if var size = receiveBuffer { setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size)) }
         var storage = sockaddr_in6()
         let length = withUnsafeMutableBytes(of: &storage) { address.write(to: $0.baseAddress!) }
         let ok = withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, length) } }
@@ -288,6 +290,56 @@ struct ICETCPWorkerTests {
         try await worker.submit { worker.remove(session) }
         #expect(Self.closedByServer(fd, within: 2))
         #expect(try await worker.submit { worker.snapshot().tcp.closed[.sessionClosed] } == 1)
+        await worker.stop()
+    }
+
+    /// A peer that stops reading: what the socket does not take waits in the connection's queue up
+    /// to its capacity, frames beyond it are dropped whole and counted, and once the queue has not
+    /// emptied for the stalled timeout the connection is closed; a connection that receives nothing for the
+    /// idle timeout is closed too.
+    @Test func aPeerThatStopsReadingLosesFramesThenTheConnection() async throws {
+        var limits = TCPAdmission.Limits()
+        limits.stalledTimeoutNanos = 600_000_000
+        limits.idleTimeoutNanos = 2_500_000_000
+        let worker = try await Self.startWorker(limits)
+        let address = try #require(worker.localTCPAddress).over(tcp: false)
+        let serverICE = ICELiteAgent.Credentials.random(), clientICE = ICELiteAgent.Credentials.random()
+        let transport = try WebRTCTransport(
+            id: "slow", iceCredentials: serverICE, remoteICE: clientICE, dtlsContext: DTLSContext(certificate: try DTLSCertificate(commonName: "s")),
+            dtlsRole: .server, remoteFingerprint: CertificateFingerprint(algorithm: .sha256, digest: []), nowNanos: MediaWorker.nowNanos)
+        let session = Session(transport: transport, worker: worker)
+        try await worker.submit { worker.add(session) }
+        let request = bindingRequest(username: "\(serverICE.ufrag):\(clientICE.ufrag)", password: serverICE.password, useCandidate: true)
+
+        // Never reads (a small window), while ~20 Mbit/s are sent its way, as media would be.
+        let slow = try Self.connectTCP(address, receiveBuffer: 4096)
+        defer { close(slow) }
+        request.withUnsafeBytes { Self.writeFramed($0, to: slow) }
+        try await Task.sleep(for: .milliseconds(100))
+        let peer = try #require(try await worker.submit { session.transport.remoteAddress })
+        #expect(peer.isTCP)
+        // (Watched from the worker's side: reading the socket here would let the queue drain.)
+        var stats = try await worker.submit { worker.snapshot().tcp }
+        let deadline = MediaWorker.nowNanos + 2_400_000_000
+        while stats.open > 0, MediaWorker.nowNanos < deadline {
+            stats = try await worker.submit {
+                let frame = [UInt8](repeating: 0x90, count: 1200)
+                for _ in 0..<200 { frame.withUnsafeBytes { worker.send($0, to: peer) } }
+                worker.flush()
+                return worker.snapshot().tcp
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(stats.sendQueueFull > 0, "frames beyond the queue's capacity are dropped and counted")
+        #expect(stats.closed[.stalled] == 1 && stats.open == 0, "\(stats)")
+
+        // Reads, checks once, then says nothing: closed after the idle timeout, not before.
+        let quiet = try Self.connectTCP(address)
+        defer { close(quiet) }
+        request.withUnsafeBytes { Self.writeFramed($0, to: quiet) }
+        #expect(!Self.closedByServer(quiet, within: 1.5))
+        #expect(Self.closedByServer(quiet, within: 3))
+        #expect(try await worker.submit { worker.snapshot().tcp.closed[.idle] } == 1)
         await worker.stop()
     }
 

@@ -20,7 +20,7 @@ package enum TCPCloseReason: String, CaseIterable, Sendable {
     case oversizeFrame = "oversize_frame"
     /// Authenticated, then nothing received for the idle timeout.
     case idle
-    /// Bytes waiting to be written made no progress for the stalled timeout.
+    /// Bytes waited to be written, without the queue ever emptying, for the stalled timeout.
     case stalled
     /// The peer closed or reset it.
     case peerClosed = "peer_closed"
@@ -77,7 +77,7 @@ package final class ICETCPServer {
         var authenticated = false
         let openedNanos: Int64
         var lastReceiveNanos: Int64
-        /// Since when bytes have waited without the socket taking any (nil: none waiting).
+        /// Since when the queue has not been empty after a write (nil: all written).
         var waitingSinceNanos: Int64?
         var watchingWritable = false
         var dirty = false
@@ -307,7 +307,6 @@ package final class ICETCPServer {
             let n = c.writer.drain { bytes in Glibc.send(c.fd, bytes.baseAddress, bytes.count, Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL)) }
             if n > 0 {
                 wrote = true
-                c.waitingSinceNanos = nil
                 continue
             }
             if n < 0, errno != EAGAIN, errno != EWOULDBLOCK, errno != EINTR {
@@ -345,12 +344,13 @@ package final class ICETCPServer {
         nextSweepNanos = now + 1_000_000_000
         let limits = admission.limits
         for c in Array(connections.values) {
+            // (Stalled first: a peer that stopped reading has usually stopped sending too.)
             if !c.authenticated, now - c.openedNanos > limits.authenticationTimeoutNanos {
                 close(c, .unauthenticatedTimeout)
-            } else if c.authenticated, now - c.lastReceiveNanos > limits.idleTimeoutNanos {
-                close(c, .idle)
             } else if let since = c.waitingSinceNanos, now - since > limits.stalledTimeoutNanos {
                 close(c, .stalled)
+            } else if c.authenticated, now - c.lastReceiveNanos > limits.idleTimeoutNanos {
+                close(c, .idle)
             }
         }
     }

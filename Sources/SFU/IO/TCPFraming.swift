@@ -177,8 +177,10 @@ package struct TCPAdmission {
         /// An authenticated connection that received nothing for this long is closed (a browser
         /// sends a consent check every ~5 s; the transport gives up after 30 s of none).
         package var idleTimeoutNanos: Int64 = 30_000_000_000
-        /// A connection whose waiting bytes made no progress for this long is closed (a peer that
-        /// stopped reading, or is gone without a FIN).
+        /// A connection whose write queue has not emptied for this long is closed: a peer that
+        /// stopped reading, is gone without a FIN, or has taken less than was sent to it for all
+        /// that time (the queue, 256 KiB, drops frames meanwhile; a peer that far behind gets
+        /// nothing useful and is better off restarting ICE).
         package var stalledTimeoutNanos: Int64 = 10_000_000_000
         package init() {}
     }
