@@ -69,6 +69,13 @@ struct APIBodiesTests {
         #expect(o["id"] as? String == "wh_1" && o["event"] as? String == "participant_left" && o["created_at"] as? String == "1970-01-01T00:00:01.000Z")
         #expect((o["data"] as? [String: String]) == ["room_id": "rm_a", "user_id": "u", "peer_id": "pe_a", "reason": "left",
                                                     "left_at": "1970-01-01T00:00:00.000Z"])
+        let chat = try WebhookEvent.chatMessage(roomID: "rm_a", message: ChatMessageRecord(id: "msg_1", roomID: "rm_a", peerID: "pe_a", userID: "u",
+                                                                                          message: "hi “there”", at: 2000))
+            .body(id: "wh_2", createdAtMillis: 2000)
+        let c = try #require(JSONSerialization.jsonObject(with: chat) as? [String: Any])
+        #expect(c["event"] as? String == "chat_message")
+        #expect((c["data"] as? [String: String]) == ["room_id": "rm_a", "message_id": "msg_1", "peer_id": "pe_a", "user_id": "u",
+                                                    "message": "hi “there”", "timestamp": "1970-01-01T00:00:02.000Z"])
         let error = try object(ErrorBody(error: .init(code: "bad_request", message: "m")))
         #expect((error["error"] as? [String: String]) == ["code": "bad_request", "message": "m"])
     }

@@ -61,8 +61,14 @@ struct SignalingEventTests {
                                             iceServers: ["stun:x:3478"]))
         #expect(joined["event"] as? String == "joined_room")
         let data = try #require(joined["data"] as? [String: Any])
-        #expect(Set(data.keys) == ["room_id", "peer_id", "user_id", "role", "name", "participants", "ice_servers", "resumed"])
+        #expect(Set(data.keys) == ["room_id", "peer_id", "user_id", "role", "name", "participants", "ice_servers", "resumed", "messages"])
         #expect(data["resumed"] as? Bool == false)
+        #expect((data["messages"] as? [Any])?.isEmpty == true)
+        let withChat = try object(ServerEvent(.joined(roomID: "rm_1", peer: peer, participants: [],
+                                                      messages: [ChatLine(peerID: "pe_a", userID: "u1", message: "hi", timestampMillis: 1_764_000_000_000)]),
+                                              iceServers: []))
+        #expect(((withChat["data"] as? [String: Any])?["messages"] as? [[String: String]]) ==
+                [["peer_id": "pe_a", "user_id": "u1", "message": "hi", "timestamp": "2025-11-24T16:00:00.000Z"]])
         #expect((data["ice_servers"] as? [[String: Any]])?.first?["urls"] as? [String] == ["stun:x:3478"])
         let p = try #require((data["participants"] as? [[String: Any]])?.first)
         #expect(p["peer_id"] as? String == "pe_a" && p["role"] as? String == "doctor")
@@ -235,7 +241,7 @@ struct SignalingSessionTests {
         #expect(await session.receive(.text("{\"event\":\"join_room\",\"data\":{\"room_id\":\"\(h.room.id)\"}}")))
         let peerID = try #require(await session.peerID)
         #expect(await session.state == .joined(peerID: peerID))
-        #expect(out.withLockedValue { $0 }.contains { if case .room(.joined(let room, let peer, _)) = $0 { room == h.room.id && peer.peerID == peerID } else { false } })
+        #expect(out.withLockedValue { $0 }.contains { if case .room(.joined(let room, let peer, _, _)) = $0 { room == h.room.id && peer.peerID == peerID } else { false } })
         let snapshot = try await #require(h.live.existing(h.room.id)).run { $0.snapshot(nowNanos: 0).map(\.peer.userID) }
         #expect(snapshot == ["p"])
 
@@ -368,7 +374,7 @@ struct SignalingResumeTests {
         #expect(await second.state == .joined(peerID: peerID))
         #expect(h.services.resumption.parkedCount == 0)
         let sent = secondOut.withLockedValue { $0 }
-        guard case .resumed(.joined(_, let peer, let participants))? = sent.first else {
+        guard case .resumed(.joined(_, let peer, let participants, _))? = sent.first else {
             Issue.record("the first signal of a resumed session is not its joined_room: \(sent)")
             await h.stop()
             return

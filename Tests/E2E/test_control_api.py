@@ -176,7 +176,7 @@ def test_development_key_is_generated_and_printed(sfu):
     assert "development API key" in log
     key = log.split("api_key=")[1].split()[0]
     status, body = call(sfu, "GET", "/v1/rooms", key=key)
-    assert status == 200 and body == {"rooms": []}
+    assert status == 200 and body == {"rooms": [], "next_cursor": None}
     status, body = call(sfu, "GET", "/v1/rooms", key="guess")
     assert status == 401
 

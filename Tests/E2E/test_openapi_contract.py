@@ -272,6 +272,25 @@ def test_every_documented_status_of_real_resources(server):
     call("POST", recordings, 409, params={"id": rid}, body={})
     call("DELETE", "/v1/rooms/{id}/participants/{user_id}", 404, params={"id": rid, "user_id": "pt-1"})
 
+    # The read side: call history, chat, audit trail and its export.
+    history = call("GET", "/v1/rooms", 200, query={"status": "closed", "limit": "1"}).json()
+    assert history["rooms"][0]["id"] == rid and history["next_cursor"], history
+    call("GET", "/v1/rooms", 200, query={"status": "all", "cursor": history["next_cursor"]})
+    call("GET", "/v1/rooms", 400, query={"status": "gone"})
+    call("GET", "/v1/rooms", 400, query={"cursor": "not-a-cursor"})
+    call("GET", "/v1/rooms/{id}/messages", 200, params={"id": rid})
+    call("GET", "/v1/rooms/{id}/messages", 400, params={"id": rid}, query={"limit": "0"})
+    call("GET", "/v1/rooms/{id}/messages", 404, params={"id": "rm_nope"})
+    trail = call("GET", "/v1/rooms/{id}/events", 200, params={"id": rid}).json()["events"]
+    assert trail[0]["type"] == "room_created" and trail[-1]["type"] == "room_closed", trail
+    call("GET", "/v1/rooms/{id}/events", 200, params={"id": rid}, query={"type": "participant_joined", "limit": "1"})
+    call("GET", "/v1/rooms/{id}/events", 400, params={"id": rid}, query={"type": "Not A Type"})
+    call("GET", "/v1/rooms/{id}/events", 404, params={"id": "rm_nope"})
+    exported = call("GET", "/v1/events", 200).text.splitlines()
+    assert len(exported) >= len(trail), (len(exported), len(trail))
+    assert call("GET", "/v1/events", 200, query={"format": "csv"}).text.startswith("id,at,room_id,type,actor,subject,data")
+    call("GET", "/v1/events", 400, query={"format": "xml"})
+
     missing = sorted(s for s in documented - call.reached if s[2] != "500" and s not in UNREACHABLE)
     assert not missing, f"documented statuses no call reached (add a call, or list them in UNREACHABLE): {missing}"
     print(f"contract calls reached {len(call.reached)} of the {len(documented)} documented (operation, status) pairs; not reached: "

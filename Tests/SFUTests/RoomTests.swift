@@ -72,6 +72,32 @@ struct RoomTests {
         #expect(pub.received.isEmpty)
     }
 
+    /// Chat goes to everyone, its sender included; the room keeps the last 50 lines for whoever joins
+    /// (or resumes) later, oldest first; a peer not in the room says nothing.
+    @Test func chatReachesEveryoneAndLateJoinersGetTheRecentHistory() throws {
+        let h = try RoomHarness()
+        let a = try h.join("a"), b = try h.join("b")
+        for i in 0..<60 { _ = h.room.chat(peerID: i % 2 == 0 ? a.info.peerID : b.info.peerID, message: "line \(i)", timestampMillis: Int64(i)) }
+        #expect(h.room.chat(peerID: "pe_nobody", message: "x", timestampMillis: 99) == nil)
+        for peer in [a, b] {
+            let lines = peer.signals.compactMap { if case .chat(_, _, let m, _) = $0 { m } else { nil } }
+            #expect(lines == (0..<60).map { "line \($0)" })
+        }
+        let late = try h.join("late")
+        guard case .joined(_, _, let others, let messages)? = late.signals.first else {
+            Issue.record("the late joiner's first signal is not joined: \(late.signals.prefix(1))")
+            return
+        }
+        #expect(others.count == 2)
+        #expect(messages.map(\.message) == (10..<60).map { "line \($0)" } && messages.count == Room.chatHistoryLimit)
+        #expect(messages.first?.userID == "a" && messages.first?.timestampMillis == 10)
+        guard case .joined(_, _, _, let resumed)? = h.room.joinedSignal(peerID: a.info.peerID) else {
+            Issue.record("no joined signal for a resume")
+            return
+        }
+        #expect(resumed == messages)
+    }
+
     @Test func videoStartsAtAKeyframe() throws {
         let (h, pub, subs, tracks) = try Self.room(subscribers: 1)
         Self.stream(h, pub, frames: 12, keyframes: [5])

@@ -29,6 +29,12 @@ struct RoomBody: Encodable, Sendable {
     var closedAt: String?
     var closeReason: String?
     var participants: Participants?
+    /// The call history's figures (`GET /v1/rooms`): from creation to close (or now), distinct
+    /// users that joined, most participants at once, the room's recordings in start order.
+    var durationMs: Int64?
+    var totalParticipants: Int?
+    var peakParticipants: Int?
+    var recordingIds: [String]?
 
     /// A room's participants: its open sessions from the store, or the live room's view.
     enum Participants: Encodable, Sendable {
@@ -67,7 +73,85 @@ struct RoomBody: Encodable, Sendable {
     }
 }
 
-struct RoomListBody: Encodable, Sendable { var rooms: [RoomBody] }
+extension RoomBody {
+    init(history e: RoomHistoryEntry, nowMillis: Int64) {
+        self.init(e.room, participants: nil)
+        durationMs = max(0, (e.room.closedAt ?? nowMillis) - e.room.createdAt)
+        totalParticipants = e.totalParticipants
+        peakParticipants = e.peakParticipants
+        recordingIds = e.recordingIDs
+    }
+}
+
+/// A page of a list: its items and where the next page starts (`null` on the last page).
+struct RoomListBody: Encodable, Sendable {
+    var rooms: [RoomBody]
+    var nextCursor: String?
+
+    enum CodingKeys: String, CodingKey { case rooms, nextCursor = "next_cursor" }
+    func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(rooms, forKey: .rooms)
+        try c.encode(nextCursor, forKey: .nextCursor)
+    }
+}
+
+/// One audit event (`GET /v1/rooms/{id}/events`, the export): `{id, at, room_id, type, actor,
+/// subject, data}`.
+struct EventBody: Encodable, Sendable {
+    var id, at, roomID, type, actor, subject: String
+    var data: [String: String]
+
+    init(_ e: RoomEvent) {
+        id = e.id
+        at = ControlAPI.iso8601(e.at)
+        roomID = e.roomID
+        type = e.kind
+        actor = e.effectiveActor
+        subject = e.effectiveSubject
+        data = e.effectiveData
+    }
+
+    static let csvHeader = "id,at,room_id,type,actor,subject,data\r\n"
+
+    /// RFC 4180: every field quoted, quotes doubled; `data` as its JSON object.
+    var csvLine: String {
+        let json = (try? APIJSON.data(data)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+        return [id, at, roomID, type, actor, subject, json].map { "\"" + $0.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
+            .joined(separator: ",") + "\r\n"
+    }
+}
+
+struct EventListBody: Encodable, Sendable {
+    var events: [EventBody]
+    var nextCursor: String?
+
+    enum CodingKeys: String, CodingKey { case events, nextCursor = "next_cursor" }
+    func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(events, forKey: .events)
+        try c.encode(nextCursor, forKey: .nextCursor)
+    }
+}
+
+/// `GET /v1/rooms/{id}/messages`: the room's chat in the order it was sent.
+struct ChatMessageListBody: Encodable, Sendable {
+    struct Message: Encodable, Sendable { var id, peerID, userID, message, timestamp: String }
+    var messages: [Message]
+    var nextCursor: String?
+
+    init(_ records: [ChatMessageRecord], nextCursor: String?) {
+        messages = records.map { Message(id: $0.id, peerID: $0.peerID, userID: $0.userID, message: $0.message, timestamp: ControlAPI.iso8601($0.at)) }
+        self.nextCursor = nextCursor
+    }
+
+    enum CodingKeys: String, CodingKey { case messages, nextCursor = "next_cursor" }
+    func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(messages, forKey: .messages)
+        try c.encode(nextCursor, forKey: .nextCursor)
+    }
+}
 
 /// One participant session of `GET /v1/rooms/{id}/sessions` (docs/API.md): a connection from
 /// `join_room` to its end, `peer_id` its id.
@@ -301,6 +385,7 @@ package enum WebhookEvent: Sendable {
     case recordingStarted(recordingID: String, roomID: String, startedAtMillis: Int64)
     case recordingFinished(RecordingRecord)
     case snapshotTaken(SnapshotRecord)
+    case chatMessage(roomID: String, message: ChatMessageRecord)
 
     package var name: String {
         switch self {
@@ -311,6 +396,7 @@ package enum WebhookEvent: Sendable {
         case .recordingStarted: "recording_started"
         case .recordingFinished: "recording_finished"
         case .snapshotTaken: "snapshot_taken"
+        case .chatMessage: "chat_message"
         }
     }
 
@@ -319,6 +405,7 @@ package enum WebhookEvent: Sendable {
     struct Joined: Encodable { var roomID, userID, peerID, name, role, joinedAt: String }
     struct Left: Encodable { var roomID, userID, peerID, reason, leftAt: String }
     struct RecordingStarted: Encodable { var recordingID, roomID, startedAt: String }
+    struct Chat: Encodable { var roomID, messageID, peerID, userID, message, timestamp: String }
 
     struct Envelope<Data: Encodable>: Encodable {
         var id, event, createdAt: String
@@ -342,6 +429,8 @@ package enum WebhookEvent: Sendable {
         case .recordingStarted(let id, let room, let at): return try envelope(RecordingStarted(recordingID: id, roomID: room, startedAt: iso(at)))
         case .recordingFinished(let r): return try envelope(RecordingBody(r))
         case .snapshotTaken(let s): return try envelope(SnapshotBody(s))
+        case .chatMessage(let room, let m):
+            return try envelope(Chat(roomID: room, messageID: m.id, peerID: m.peerID, userID: m.userID, message: m.message, timestamp: iso(m.at)))
         }
     }
 }

@@ -256,3 +256,53 @@ struct RequestFields {
         return strings
     }
 }
+
+/// The query parameters of the list routes that page (`GET /v1/rooms`, `.../messages`): times,
+/// limits and opaque cursors, each refused with a 400 that names it.
+enum ListQuery {
+    /// A cursor: base64url of "<milliseconds>.<id>", the last item of the page it follows.
+    static func cursor(_ position: ListPosition) -> String {
+        Data("\(position.at).\(position.id)".utf8).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+    }
+
+    static func position(cursor text: String) throws -> ListPosition {
+        let bad = APIError.badRequest("cursor is not one this server handed out (use next_cursor as given)")
+        guard text.utf8.count <= 200, text.utf8.allSatisfy({ $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") || (48...57).contains($0)
+                                                              || (65...90).contains($0) || (97...122).contains($0) }) else { throw bad }
+        var b64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while b64.utf8.count % 4 != 0 { b64 += "=" }
+        guard let data = Data(base64Encoded: b64), let plain = String(data: data, encoding: .utf8),
+              let dot = plain.firstIndex(of: "."), let at = Int64(plain[..<dot]), at >= 0 else { throw bad }
+        let id = String(plain[plain.index(after: dot)...])
+        guard ControlAPI.validID(id) else { throw bad }
+        return ListPosition(at: at, id: id)
+    }
+
+    /// An RFC 3339 time (`2026-12-07T10:00:00Z`, fractions and offsets allowed) or Unix milliseconds.
+    static func time(_ text: String, name: String) throws -> Int64 {
+        if let ms = Int64(text), ms >= 0 { return ms }
+        let withFraction = ISO8601DateFormatter()
+        withFraction.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        let plain = ISO8601DateFormatter()
+        guard let date = withFraction.date(from: text) ?? plain.date(from: text) else {
+            throw APIError.badRequest("\(name) must be an RFC 3339 time (2026-12-07T10:00:00Z) or Unix milliseconds")
+        }
+        return Int64((date.timeIntervalSince1970 * 1000).rounded())
+    }
+
+    /// `limit`: 1...`max`, `fallback` when absent.
+    static func limit(_ text: String?, fallback: Int, max: Int) throws -> Int {
+        guard let text else { return fallback }
+        guard let n = Int(text), (1...max).contains(n) else { throw APIError.badRequest("limit must be an integer in 1...\(max)") }
+        return n
+    }
+
+    /// `from` and `to` (to after from).
+    static func range(from: String?, to: String?) throws -> (from: Int64?, to: Int64?) {
+        let f = try from.map { try time($0, name: "from") }
+        let t = try to.map { try time($0, name: "to") }
+        if let f, let t, t <= f { throw APIError.badRequest("to must be after from") }
+        return (f, t)
+    }
+}

@@ -74,12 +74,13 @@ package struct ControlAPI: Sendable {
     static let routes: [APIRoute] = [
         .init("/healthz", [.get]), .init("/metrics", [.get]),
         .init("/v1/rooms", [.get, .post]), .init("/v1/rooms/:id", [.get, .delete]), .init("/v1/rooms/:id/tokens", [.post]),
-        .init("/v1/rooms/:id/participants", [.get]), .init("/v1/rooms/:id/sessions", [.get]), .init("/v1/rooms/:id/participants/:user", [.delete]),
+        .init("/v1/rooms/:id/participants", [.get]), .init("/v1/rooms/:id/sessions", [.get]), .init("/v1/rooms/:id/messages", [.get]), .init("/v1/rooms/:id/participants/:user", [.delete]),
         .init("/v1/rooms/:id/participants/:user/mute", [.post]), .init("/v1/rooms/:id/recordings", [.post]),
         .init("/v1/rooms/:id/snapshots", [.post]),
         .init("/v1/recordings", [.get]), .init("/v1/recordings/:id", [.get]), .init("/v1/recordings/:id/stop", [.post]),
         .init("/v1/recordings/:id/files/:file", [.get]),
         .init("/v1/snapshots", [.get]), .init("/v1/snapshots/:id", [.get]), .init("/v1/snapshots/:id/file", [.get]),
+        .init("/v1/rooms/:id/events", [.get]), .init("/v1/events", [.get]),
         .init("/demo/join", [.post]),
     ]
 
@@ -94,12 +95,15 @@ package struct ControlAPI: Sendable {
         }
         let rooms = router.group("v1/rooms").add(middleware: ErrorShapeMiddleware()).add(middleware: auth)
         rooms.post { request, context in try await createRoom(request, context) }
-        rooms.get { _, _ in try await listRooms() }
+        rooms.get { request, _ in try await listRooms(request) }
         rooms.get(":id") { _, context in try await getRoom(context.parameters.require("id")) }
         rooms.delete(":id") { _, context in try await closeRoom(context.parameters.require("id")) }
         rooms.post(":id/tokens") { request, context in try await mintToken(request, context, room: context.parameters.require("id")) }
         rooms.get(":id/participants") { _, context in try await listParticipants(context.parameters.require("id")) }
         rooms.get(":id/sessions") { _, context in try await listSessions(context.parameters.require("id")) }
+        rooms.get(":id/messages") { request, context in try await listMessages(request, room: context.parameters.require("id")) }
+        rooms.get(":id/events") { request, context in try await listEvents(request, room: context.parameters.require("id")) }
+        router.group("v1/events").add(middleware: ErrorShapeMiddleware()).add(middleware: auth).get { request, _ in try exportEvents(request) }
         rooms.delete(":id/participants/:user") { _, context in
             try await removeParticipant(room: context.parameters.require("id"), user: context.parameters.require("user"))
         }
@@ -137,9 +141,33 @@ package struct ControlAPI: Sendable {
         return try json(.created, RoomBody(room, participants: .sessions([])))
     }
 
-    func listRooms() async throws -> Response {
-        let rooms = try await store.rooms()
-        return try json(.ok, RoomListBody(rooms: rooms.map { RoomBody($0, participants: nil) }))
+    /// The call history: rooms newest first, open ones by default (`status=closed|all` for the
+    /// rest), created in [`from`, `to`), `limit` (100, at most 1000) a page, then `cursor`.
+    func listRooms(_ request: Request) async throws -> Response {
+        let query = request.uri.queryParameters
+        var q = RoomHistoryQuery()
+        if let s = query.get("status") {
+            guard let status = RoomHistoryQuery.Status(rawValue: s) else { throw APIError.badRequest("status must be open, closed or all") }
+            q.status = status
+        }
+        (q.fromMillis, q.toMillis) = try ListQuery.range(from: query.get("from"), to: query.get("to"))
+        q.limit = try ListQuery.limit(query.get("limit"), fallback: 100, max: 1000)
+        q.after = try query.get("cursor").map(ListQuery.position(cursor:))
+        let page = try await store.roomHistory(q)
+        let now = MetadataStore.nowMillis
+        let next = page.count == q.limit ? page.last.map { ListQuery.cursor(ListPosition(at: $0.room.createdAt, id: $0.room.id)) } : nil
+        return try json(.ok, RoomListBody(rooms: page.map { RoomBody(history: $0, nowMillis: now) }, nextCursor: next))
+    }
+
+    /// A room's chat, oldest first, `limit` (1000, at most 10000) a page.
+    func listMessages(_ request: Request, room id: String) async throws -> Response {
+        guard Self.validID(id), try await store.room(id: id) != nil else { throw APIError.notFound("room") }
+        let query = request.uri.queryParameters
+        let limit = try ListQuery.limit(query.get("limit"), fallback: 1000, max: 10_000)
+        let after = try query.get("cursor").map(ListQuery.position(cursor:))
+        let page = try await store.chatMessages(roomID: id, after: after, limit: limit)
+        let next = page.count == limit ? page.last.map { ListQuery.cursor(ListPosition(at: $0.at, id: $0.id)) } : nil
+        return try json(.ok, ChatMessageListBody(page, nextCursor: next))
     }
 
     func getRoom(_ id: String) async throws -> Response {
@@ -177,6 +205,8 @@ package struct ControlAPI: Sendable {
         let claims = JoinClaims(room: id, sub: body.userID, name: body.name ?? body.userID, role: body.role,
                                 perms: perms, exp: now + Int64(ttl), iat: now)
         let token = try await signer.sign(claims)
+        audit(RoomEvent(roomID: id, at: MetadataStore.nowMillis, kind: "token_issued", userID: body.userID, actor: "api", subject: "user:" + body.userID,
+                        data: ["role": body.role.rawValue, "ttl_s": String(ttl), "expires_at": Self.iso8601(claims.exp * 1000)]))
         return try json(.ok, TokenBody(token: token, signalingURL: signalingURL(token: token, request: request),
                                        iceServers: iceServers.servers(userID: body.userID, nowSeconds: now), expiresAt: Self.iso8601(claims.exp * 1000)))
     }
@@ -209,6 +239,7 @@ package struct ControlAPI: Sendable {
         else { throw Self.participantNotFound(user, room: id) }
         // The token it joined with (and any other issued so far) no longer gets it back in.
         live?.revocations.revoke(room: id, user: user, atSeconds: Int64(Date().timeIntervalSince1970))
+        audit(RoomEvent(roomID: id, at: MetadataStore.nowMillis, kind: "participant_removed", userID: user, actor: "api", subject: "user:" + user))
         return Response(status: .noContent)
     }
 
@@ -222,6 +253,8 @@ package struct ControlAPI: Sendable {
             return room.snapshot(nowNanos: MediaWorker.nowNanos).first { $0.peer.peerID == peerID }
         }
         guard let snapshot else { throw Self.participantNotFound(user, room: id) }
+        audit(RoomEvent(roomID: id, at: MetadataStore.nowMillis, kind: "participant_muted", userID: user, actor: "api", subject: "user:" + user,
+                        data: ["kind": kind.rawValue, "muted": String(muted)]))
         return try json(.ok, Self.participantBody(snapshot))
     }
 
@@ -286,6 +319,10 @@ package struct ControlAPI: Sendable {
             throw APIError(.notFound, "not_found", "the file of \(fileID) is not on disk")
         }
         var headers: HTTPFields = [.contentType: file.format == "mkv" ? "video/x-matroska" : "video/webm", .acceptRanges: "bytes"]
+        var particulars = ["file_id": file.id, "file_name": file.fileName]
+        if let range = request.headers[.range] { particulars["range"] = String(range.prefix(100)) }
+        audit(RoomEvent(roomID: record.roomID, at: MetadataStore.nowMillis, kind: "recording_downloaded", actor: "api", subject: "recording:" + id,
+                        data: particulars))
         headers[.contentDisposition] = "attachment; filename=\"\(file.fileName)\""
         let io = FileIO()
         switch Self.byteRange(request.headers[.range], size: size) {
@@ -377,6 +414,71 @@ package struct ControlAPI: Sendable {
         return .part(a...min(b, size - 1))
     }
 
+    // MARK: audit trail
+
+    /// Writes an audit event in the background: the request does not wait for the database.
+    func audit(_ event: RoomEvent) {
+        let (store, logger) = (store, logger)
+        Task {
+            do { try await store.appendEvent(event) } catch {
+                logger.warning("could not write an audit event", metadata: ["kind": "\(event.kind)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// A room's audit trail in the order it happened, of one `type` if asked, `limit` (1000, at
+    /// most 10000) a page; the room may be closed.
+    func listEvents(_ request: Request, room id: String) async throws -> Response {
+        guard Self.validID(id), try await store.room(id: id) != nil else { throw APIError.notFound("room") }
+        let query = request.uri.queryParameters
+        let type = query.get("type")
+        if let type, type.isEmpty || type.utf8.count > 64 || !type.utf8.allSatisfy({ $0 == UInt8(ascii: "_") || (97...122).contains($0) }) {
+            throw APIError.badRequest("type must be an event type such as participant_joined")
+        }
+        let limit = try ListQuery.limit(query.get("limit"), fallback: 1000, max: 10_000)
+        let after = try query.get("cursor").map(ListQuery.position(cursor:))
+        let page = try await store.events(roomID: id, type: type, after: after, limit: limit)
+        let next = page.count == limit ? page.last.map { ListQuery.cursor(ListPosition(at: $0.at, id: $0.id)) } : nil
+        return try json(.ok, EventListBody(events: page.map(EventBody.init), nextCursor: next))
+    }
+
+    /// Every room's events in [`from`, `to`) as JSON lines (default) or CSV, streamed a page of
+    /// ``exportPageSize`` at a time: a month of events never sits in memory.
+    func exportEvents(_ request: Request) throws -> Response {
+        let query = request.uri.queryParameters
+        let (from, to) = try ListQuery.range(from: query.get("from"), to: query.get("to"))
+        let format = query.get("format") ?? "jsonl"
+        guard format == "jsonl" || format == "csv" else { throw APIError.badRequest("format must be jsonl or csv") }
+        let store = store
+        let pageSize = Self.exportPageSize
+        let body = ResponseBody { writer in
+            var after: ListPosition?
+            if format == "csv" { try await writer.write(ByteBuffer(string: EventBody.csvHeader)) }
+            while true {
+                let page = try await store.events(from: from, to: to, after: after, limit: pageSize)
+                guard let last = page.last else { break }
+                var buffer = ByteBuffer()
+                for e in page {
+                    let line = EventBody(e)
+                    if format == "csv" {
+                        buffer.writeString(line.csvLine)
+                    } else {
+                        buffer.writeBytes(try APIJSON.data(line))
+                        buffer.writeString("\n")
+                    }
+                }
+                try await writer.write(buffer)
+                after = ListPosition(at: last.at, id: last.id)
+                if page.count < pageSize { break }
+            }
+            try await writer.finish(nil)
+        }
+        let type = format == "csv" ? "text/csv; charset=utf-8" : "application/x-ndjson"
+        return Response(status: .ok, headers: [.contentType: type, .contentDisposition: "attachment; filename=\"events.\(format)\""], body: body)
+    }
+
+    static let exportPageSize = 1000
+
     // MARK: demo page
 
     /// `POST /demo/join {room, name, role?}`: the demo page's way in, in development mode only (no
@@ -395,6 +497,8 @@ package struct ControlAPI: Sendable {
         let claims = JoinClaims(room: room.id, sub: "demo-" + ResourceID.randomString(count: 8), name: display, role: role, perms: role.defaultPermissions,
                                 exp: now + Int64(Defaults.tokenTTLS), iat: now)
         let token = try await signer.sign(claims)
+        audit(RoomEvent(roomID: room.id, at: MetadataStore.nowMillis, kind: "token_issued", userID: claims.sub, actor: "demo", subject: "user:" + claims.sub,
+                        data: ["role": role.rawValue, "ttl_s": String(Defaults.tokenTTLS)]))
         return try json(.ok, TokenBody(roomID: room.id, token: token, signalingURL: signalingURL(token: token, request: request),
                                        iceServers: iceServers.servers(userID: claims.sub, nowSeconds: now)))
     }

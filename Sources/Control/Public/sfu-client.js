@@ -423,6 +423,12 @@ export class SFUClient extends EventTarget {
     }
     this._emit("joined", data);
     for (const p of this.participants.values()) this._emit("participantjoined", { participant: p });
+    // The room's recent chat, said before we came (history: true).
+    for (const m of data.messages || []) {
+      const p = this.participants.get(m.peer_id);
+      this._emit("chat", { peerId: m.peer_id, userId: m.user_id, name: (p && p.name) || m.user_id, message: m.message,
+                           timestamp: m.timestamp, self: false, history: true });
+    }
   }
 
   _onPaused(data, paused) {

@@ -59,7 +59,8 @@ package struct RecordingReconciler: Sendable {
             try await store.finishRecording(id: recording.id, status: failure == nil ? .completed : .failed,
                                             endedAt: recording.startedAt + duration, durationMs: duration, failureReason: failure)
             try? await store.appendEvent(RoomEvent(id: ResourceID.event.make(), roomID: recording.roomID, at: MetadataStore.nowMillis,
-                                                   kind: "recording_stopped", detail: "reconciled after a restart"))
+                                                   kind: "recording_stopped", detail: "reconciled after a restart", actor: "server",
+                                                   subject: "recording:" + recording.id, data: ["reason": "reconciled after a restart"]))
             if let record = try await store.recording(id: recording.id) {
                 await webhooks?.send(.recordingFinished(record))
             }

@@ -41,7 +41,8 @@ func open(_ options: Options, origin: String? = nil, nowMillis: Int64 = Metadata
         let room = RoomRecord(id: id, name: options.name ?? id, createdAt: nowMillis, maxParticipants: options.maxParticipants,
                               emptyTimeoutS: options.emptyTimeoutS, maxDurationS: options.maxDurationS, autoRecord: options.autoRecord)
         try await store.createRoom(room)
-        try await store.appendEvent(RoomEvent(id: ResourceID.event.make(), roomID: id, at: nowMillis, kind: "room_created", detail: origin))
+        try await store.appendEvent(RoomEvent(roomID: id, at: nowMillis, kind: "room_created", detail: origin, actor: origin == "demo" ? "demo" : "api",
+                                              subject: "room:" + id, data: ["name": room.name]))
         await webhooks?.send(.roomStarted(roomID: id, name: room.name, createdAtMillis: nowMillis))
         logger.info("room opened", metadata: ["room": "\(id)", "origin": "\(origin ?? "api")"])
         return room
@@ -68,7 +69,8 @@ enum CloseReason: Sendable, Equatable {
 func close(_ room: RoomRecord, reason: CloseReason, nowMillis: Int64 = MetadataStore.nowMillis) async throws -> RoomRecord {
         if room.closedAt == nil {
             try await store.closeRoom(id: room.id, at: nowMillis, reason: reason.text)
-            try await store.appendEvent(RoomEvent(id: ResourceID.event.make(), roomID: room.id, at: nowMillis, kind: "room_closed", detail: reason.text))
+            try await store.appendEvent(RoomEvent(roomID: room.id, at: nowMillis, kind: "room_closed", detail: reason.text,
+                                                  actor: reason == .api ? "api" : "server", subject: "room:" + room.id, data: ["reason": reason.text]))
             await webhooks?.send(.roomFinished(roomID: room.id, name: room.name, closedAtMillis: nowMillis, reason: reason.text))
             logger.info("room closed", metadata: ["room": "\(room.id)", "reason": "\(reason.text)"])
         }

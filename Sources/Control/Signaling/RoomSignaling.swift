@@ -219,8 +219,9 @@ package enum RoomSignaling {
             do {
                 try await store.recordJoin(ParticipantSessionRecord(id: peer.peerID, roomID: claims.room, userID: claims.sub, name: claims.name,
                                                                     role: claims.role.rawValue, joinedAt: now))
-                try await store.appendEvent(RoomEvent(id: ResourceID.event.make(), roomID: claims.room, at: now, kind: "participant_joined",
-                                                      userID: claims.sub, detail: claims.role.rawValue))
+                try await store.appendEvent(RoomEvent(roomID: claims.room, at: now, kind: "participant_joined", userID: claims.sub,
+                                                      detail: claims.role.rawValue, actor: "user:" + claims.sub, subject: "user:" + claims.sub,
+                                                      data: ["peer_id": peer.peerID, "role": claims.role.rawValue, "name": claims.name]))
             } catch {
                 logger.warning("could not record a join", metadata: ["peer": "\(peer.peerID)", "error": "\(error)"])
             }

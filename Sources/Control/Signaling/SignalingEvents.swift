@@ -272,6 +272,8 @@ package enum ServerEvent: Sendable, Equatable, Encodable {
         package var iceServers: [ICEServerEntry]
         /// True when this is a resumed participant (the same peer, its connections kept).
         package var resumed = false
+        /// The room's recent chat, oldest first (a late joiner sees what was said).
+        package var messages: [Chat] = []
     }
     package struct Participant: Codable, Sendable, Equatable {
         package var peerID, userID, name, role: String
@@ -407,12 +409,13 @@ package enum ServerEvent: Sendable, Equatable, Encodable {
             TrackInfoData(trackID: t.trackID, kind: t.kind.rawValue, source: t.source.rawValue, muted: t.muted, simulcast: t.simulcast)
         }
         switch signal {
-        case .joined(let roomID, let p, let participants):
+        case .joined(let roomID, let p, let participants, let messages):
             self = .joinedRoom(JoinedRoom(
                 roomID: roomID, peerID: p.peerID, userID: p.userID, role: p.role, name: p.name,
                 participants: participants.map { Participant(peerID: $0.peer.peerID, userID: $0.peer.userID, name: $0.peer.name,
                                                              role: $0.peer.role, tracks: $0.tracks.map(track)) },
-                iceServers: iceServers.servers(userID: p.userID, nowSeconds: nowSeconds)))
+                iceServers: iceServers.servers(userID: p.userID, nowSeconds: nowSeconds),
+                messages: messages.map { Chat(peerID: $0.peerID, userID: $0.userID, message: $0.message, timestamp: ControlAPI.iso8601($0.timestampMillis)) }))
         case .publisherAnswer(let sdp): self = .webrtcAnswer(SDP(target: "publisher", sdp: sdp))
         case .subscriberOffer(let sdp): self = .webrtcOffer(SDP(target: "subscriber", sdp: sdp))
         case .userJoined(let p): self = .userJoined(peer(p))

@@ -116,8 +116,12 @@ package actor SignalingSession {
         Task {
             do {
                 try await store.recordLeave(sessionID: peerID, at: now, reason: reason)
-                try await store.appendEvent(RoomEvent(id: ResourceID.event.make(), roomID: claims.room, at: now, kind: "participant_left",
-                                                      userID: claims.sub, detail: reason))
+                // Who ended it: the participant (left), the API (removed), or the server (a lost
+                // connection, a limit, the room's close, a newer connection of the same user).
+                let actor = reason == SignalingSession.leftCode ? "user:" + claims.sub
+                    : reason == RemovalReason.removedByApplication.code ? "api" : "server"
+                try await store.appendEvent(RoomEvent(roomID: claims.room, at: now, kind: "participant_left", userID: claims.sub, detail: reason,
+                                                      actor: actor, subject: "user:" + claims.sub, data: ["peer_id": peerID, "reason": reason]))
             } catch {
                 logger.warning("could not record a leave", metadata: ["peer": "\(peerID)", "error": "\(error)"])
             }
@@ -219,11 +223,29 @@ package actor SignalingSession {
             break
         case .toggle(let kind, let enabled):
             _ = try? await live.run { $0.setEnabled(peerID: peerID, kind: kind, enabled: enabled, nowNanos: MediaWorker.nowNanos) }
+            audit(kind == .audio ? "audio_toggled" : "video_toggled", data: ["peer_id": peerID, "enabled": String(enabled)])
         case .screenShare(let enabled):
             _ = try? await live.run { $0.screenShare(peerID: peerID, enabled: enabled) }
+            audit(enabled ? "screen_share_started" : "screen_share_stopped", data: ["peer_id": peerID])
         case .sendMessage(let text):
             let now = MetadataStore.nowMillis
-            _ = try? await live.run { $0.chat(peerID: peerID, message: text, timestampMillis: now) }
+            let sent: ChatLine?? = try? await live.run { $0.chat(peerID: peerID, message: text, timestampMillis: now) }
+            guard let line = sent ?? nil else { return true }
+            // Stored, audited and announced off the signaling path (a database outage must not hold up the chat).
+            let record = ChatMessageRecord(id: ResourceID.message.make(), roomID: claims.room, peerID: line.peerID, userID: line.userID,
+                                           message: line.message, at: line.timestampMillis)
+            let (store, webhooks, logger) = (services.store, services.webhooks, services.logger)
+            Task {
+                do {
+                    try await store.addChatMessage(record)
+                    try await store.appendEvent(RoomEvent(roomID: record.roomID, at: record.at, kind: "chat_message_sent", userID: record.userID,
+                                                          actor: "user:" + record.userID, subject: "message:" + record.id,
+                                                          data: ["peer_id": record.peerID]))
+                } catch {
+                    logger.warning("could not store a chat message", metadata: ["room": "\(record.roomID)", "error": "\(error)"])
+                }
+                await webhooks?.send(.chatMessage(roomID: record.roomID, message: record))
+            }
         case .startRecording, .stopRecording:
             await recording(start: event == .startRecording)
         case .captureImage(let user, let source, let format):
@@ -250,6 +272,18 @@ package actor SignalingSession {
             return false
         }
         return true
+    }
+
+    /// Writes an audit event of this participant's own doing, in the background.
+    private func audit(_ kind: String, data: [String: String]) {
+        let event = RoomEvent(roomID: claims.room, at: MetadataStore.nowMillis, kind: kind, userID: claims.sub, actor: "user:" + claims.sub,
+                              subject: "user:" + claims.sub, data: data)
+        let (store, logger) = (services.store, services.logger)
+        Task {
+            do { try await store.appendEvent(event) } catch {
+                logger.warning("could not write an audit event", metadata: ["kind": "\(kind)", "error": "\(error)"])
+            }
+        }
     }
 
     private func recording(start: Bool) async {

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOPosix
+import SFU
 
 // MARK: records (PROTOCOL.md names; times are milliseconds since the Unix epoch)
 
@@ -153,6 +154,63 @@ package struct SnapshotRecord: Sendable, Equatable {
 }
 
 /// The audit log: who joined, left, published, started or stopped a recording, and when.
+/// A chat message as stored (`GET /v1/rooms/{id}/messages`).
+package struct ChatMessageRecord: Sendable, Equatable {
+    package var id: String
+    package var roomID: String
+    package var peerID: String
+    package var userID: String
+    package var message: String
+    package var at: Int64
+    package init(id: String, roomID: String, peerID: String, userID: String, message: String, at: Int64) {
+        self.id = id
+        self.roomID = roomID
+        self.peerID = peerID
+        self.userID = userID
+        self.message = message
+        self.at = at
+    }
+}
+
+/// A position in a list ordered by (time, id): the last item of a page, where the next one starts.
+package struct ListPosition: Sendable, Equatable, Hashable {
+    package var at: Int64
+    package var id: String
+    package init(at: Int64, id: String) {
+        self.at = at
+        self.id = id
+    }
+}
+
+/// A page of rooms for the call history (`GET /v1/rooms`), newest first.
+package struct RoomHistoryQuery: Sendable, Equatable {
+    package enum Status: String, Sendable { case open, closed, all }
+    package var status: Status = .open
+    /// Rooms created at or after `from` and before `to` (milliseconds).
+    package var fromMillis: Int64?
+    package var toMillis: Int64?
+    package var limit = 100
+    /// The last room of the previous page.
+    package var after: ListPosition?
+    package init() {}
+}
+
+/// One room of the call history with what its sessions and recordings say about it.
+package struct RoomHistoryEntry: Sendable, Equatable {
+    package var room: RoomRecord
+    /// Distinct users that joined, sessions (joins, resumes not counted), most at once.
+    package var totalParticipants: Int
+    package var sessions: Int
+    package var peakParticipants: Int
+    package var recordingIDs: [String]
+}
+
+/// One entry of the audit trail (append-only: written once, never changed or deleted by any
+/// route). `kind` is the contract's `type`; `actor` who did it and `subject` what it was done to,
+/// as `<kind>:<id>` (`user:<user_id>`, `room:`, `recording:`, `snapshot:`, `message:`) or `api`
+/// (the control API's key holder), `server` (the server itself: a timeout, a limit), `demo`;
+/// `data` the event's particulars. Rows written before actors existed (migration 7) read back
+/// with `user_id` as both actor and subject, `detail` as `data.detail`.
 package struct RoomEvent: Sendable, Equatable {
     package var id: String
     package var roomID: String
@@ -160,14 +218,43 @@ package struct RoomEvent: Sendable, Equatable {
     package var kind: String
     package var userID: String?
     package var detail: String?
+    package var actor: String?
+    package var subject: String?
+    package var data: [String: String]
 
-    package init(id: String, roomID: String, at: Int64, kind: String, userID: String? = nil, detail: String? = nil) {
+    package init(id: String = ResourceID.event.make(), roomID: String, at: Int64, kind: String, userID: String? = nil, detail: String? = nil,
+                 actor: String? = nil, subject: String? = nil, data: [String: String] = [:]) {
         self.id = id
         self.roomID = roomID
         self.at = at
         self.kind = kind
         self.userID = userID
         self.detail = detail
+        self.actor = actor
+        self.subject = subject
+        self.data = data
+    }
+
+    /// Who did it, as served: the stored actor, else the legacy user id, else `server`.
+    package var effectiveActor: String { actor ?? userID.map { "user:" + $0 } ?? "server" }
+    /// What it was done to: the stored subject, else the legacy user id, else the room.
+    package var effectiveSubject: String { subject ?? userID.map { "user:" + $0 } ?? "room:" + roomID }
+    /// The particulars, with a legacy `detail` under that name.
+    package var effectiveData: [String: String] {
+        var d = data
+        if let detail, d["detail"] == nil { d["detail"] = detail }
+        return d
+    }
+
+    /// `data` as stored: a JSON object of strings, keys sorted.
+    static func encode(_ data: [String: String]) -> String? {
+        guard !data.isEmpty, let json = try? JSONSerialization.data(withJSONObject: data, options: [.sortedKeys]) else { return nil }
+        return String(decoding: json, as: UTF8.self)
+    }
+
+    static func decode(_ text: String?) -> [String: String] {
+        guard let text, let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { return [:] }
+        return object.compactMapValues { $0 as? String }
     }
 }
 
@@ -247,6 +334,23 @@ enum Migrations {
         // Who is in a room and when its last participant left, read from the index alone
         // (``MetadataStore/openRoomOccupancy()``: the janitor's pass every second, /metrics).
         (5, ["CREATE INDEX participant_sessions_room_left ON participant_sessions(room_id, left_at)"]),
+        // Chat messages are kept; the call history pages rooms by creation time.
+        (6, [
+            """
+            CREATE TABLE chat_messages (id TEXT PRIMARY KEY, room_id TEXT NOT NULL, peer_id TEXT NOT NULL, user_id TEXT NOT NULL,
+              message TEXT NOT NULL, at BIGINT NOT NULL)
+            """,
+            "CREATE INDEX chat_messages_room ON chat_messages(room_id, at, id)",
+            "CREATE INDEX rooms_created ON rooms(created_at, id)",
+        ]),
+        // The audit trail says who did what to whom, and is exported across rooms by time.
+        (7, [
+            "ALTER TABLE room_events ADD COLUMN actor TEXT",
+            "ALTER TABLE room_events ADD COLUMN subject TEXT",
+            "ALTER TABLE room_events ADD COLUMN data TEXT",
+            "CREATE INDEX room_events_at ON room_events(at, id)",
+            "CREATE INDEX room_events_room_kind ON room_events(room_id, kind, at, id)",
+        ]),
     ]
 
     static func apply(_ db: SQLDatabase) throws(SQLError) -> [Int] {
@@ -255,7 +359,7 @@ enum Migrations {
         var applied: [Int] = []
         for migration in all where !done.contains(migration.version) {
             try db.execute("BEGIN")
-            do {
+            do throws(SQLError) {
                 for statement in migration.statements { try db.execute(statement) }
                 try db.execute("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
                                [.int(Int64(migration.version)), .int(MetadataStore.nowMillis)])
@@ -586,21 +690,178 @@ package final class MetadataStore: Sendable {
                        path: row["path"].text ?? "")
     }
 
+    // MARK: call history
+
+    /// A page of rooms, newest first (created_at, then id, descending: a stable order in which a
+    /// room created while a client pages appears before its first page, never inside it), with
+    /// each room's participant counts and recordings, read for the page's rooms only.
+    package func roomHistory(_ q: RoomHistoryQuery) async throws -> [RoomHistoryEntry] {
+        let now = Self.nowMillis
+        return try await run { db throws(SQLError) in
+            var conditions: [String] = []
+            var parameters: [SQLValue] = []
+            func bind(_ v: SQLValue) -> String {
+                parameters.append(v)
+                return "$\(parameters.count)"
+            }
+            switch q.status {
+            case .open: conditions.append("closed_at IS NULL")
+            case .closed: conditions.append("closed_at IS NOT NULL")
+            case .all: break
+            }
+            if let from = q.fromMillis { conditions.append("created_at >= \(bind(.int(from)))") }
+            if let to = q.toMillis { conditions.append("created_at < \(bind(.int(to)))") }
+            if let after = q.after {
+                let at = bind(.int(after.at)), id = bind(.text(after.id))
+                conditions.append("(created_at < \(at) OR (created_at = \(at) AND id < \(id)))")
+            }
+            let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+            let rooms = try db.execute("SELECT * FROM rooms \(whereClause) ORDER BY created_at DESC, id DESC LIMIT \(bind(.int(Int64(q.limit))))",
+                                       parameters).map(Self.room)
+            guard !rooms.isEmpty else { return [] }
+            let ids = rooms.map { SQLValue.text($0.id) }
+            let list = (1...ids.count).map { "$\($0)" }.joined(separator: ", ")
+            var sessions: [String: [(user: String, joined: Int64, left: Int64?)]] = [:]
+            for row in try db.execute("SELECT room_id, user_id, joined_at, left_at FROM participant_sessions WHERE room_id IN (\(list))", ids) {
+                sessions[row["room_id"].text ?? "", default: []].append((row["user_id"].text ?? "", row["joined_at"].int ?? 0, row["left_at"].int))
+            }
+            var recordings: [String: [String]] = [:]
+            for row in try db.execute("SELECT id, room_id FROM recordings WHERE room_id IN (\(list)) ORDER BY started_at, id", ids) {
+                recordings[row["room_id"].text ?? "", default: []].append(row["id"].text ?? "")
+            }
+            return rooms.map { room in
+                let s = sessions[room.id] ?? []
+                return RoomHistoryEntry(room: room, totalParticipants: Set(s.map(\.user)).count, sessions: s.count,
+                                        peakParticipants: Self.peak(s.map { ($0.joined, $0.left ?? room.closedAt ?? now) }),
+                                        recordingIDs: recordings[room.id] ?? [])
+            }
+        }
+    }
+
+    /// The most intervals open at once; an interval that ends when another starts does not overlap it.
+    static func peak(_ intervals: [(start: Int64, end: Int64)]) -> Int {
+        // Ends sort before starts at the same time.
+        var points: [(at: Int64, delta: Int)] = []
+        points.reserveCapacity(intervals.count * 2)
+        for i in intervals {
+            points.append((i.start, 1))
+            points.append((max(i.start, i.end), -1))
+        }
+        points.sort { a, b in a.at != b.at ? a.at < b.at : a.delta < b.delta }
+        var open = 0, most = 0
+        for (_, delta) in points {
+            open += delta
+            most = max(most, open)
+        }
+        return most
+    }
+
+    // MARK: chat
+
+    package func addChatMessage(_ m: ChatMessageRecord) async throws {
+        try await run { db throws(SQLError) in
+            try db.execute("""
+                INSERT INTO chat_messages (id, room_id, peer_id, user_id, message, at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING
+                """, [.text(m.id), .text(m.roomID), .text(m.peerID), .text(m.userID), .text(m.message), .int(m.at)])
+        }
+    }
+
+    /// A room's messages in the order they were sent, `limit` at most after `after`.
+    package func chatMessages(roomID: String, after: ListPosition? = nil, limit: Int) async throws -> [ChatMessageRecord] {
+        try await run { db throws(SQLError) in
+            var sql = "SELECT * FROM chat_messages WHERE room_id = $1"
+            var parameters: [SQLValue] = [.text(roomID)]
+            if let after {
+                sql += " AND (at > $2 OR (at = $2 AND id > $3))"
+                parameters += [.int(after.at), .text(after.id)]
+            }
+            sql += " ORDER BY at, id LIMIT $\(parameters.count + 1)"
+            parameters.append(.int(Int64(limit)))
+            return try db.execute(sql, parameters).map { row in
+                ChatMessageRecord(id: row["id"].text ?? "", roomID: row["room_id"].text ?? "", peerID: row["peer_id"].text ?? "",
+                                  userID: row["user_id"].text ?? "", message: row["message"].text ?? "", at: row["at"].int ?? 0)
+            }
+        }
+    }
+
     // MARK: audit log and quality
 
     package func appendEvent(_ e: RoomEvent) async throws {
         try await run { db throws(SQLError) in
-            try db.execute("INSERT INTO room_events (id, room_id, at, kind, user_id, detail) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                           [.text(e.id), .text(e.roomID), .int(e.at), .text(e.kind), e.userID.map { .text($0) } ?? .null, e.detail.map { .text($0) } ?? .null])
+            try db.execute("""
+                INSERT INTO room_events (id, room_id, at, kind, user_id, detail, actor, subject, data)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING
+                """, [.text(e.id), .text(e.roomID), .int(e.at), .text(e.kind), e.userID.map { .text($0) } ?? .null, e.detail.map { .text($0) } ?? .null,
+                      e.actor.map { .text($0) } ?? .null, e.subject.map { .text($0) } ?? .null, RoomEvent.encode(e.data).map { .text($0) } ?? .null])
         }
     }
 
-    package func events(roomID: String) async throws -> [RoomEvent] {
+    /// Appends events in one transaction (for tests and tools that generate many).
+    package func appendEvents(_ events: [RoomEvent]) async throws {
         try await run { db throws(SQLError) in
-            try db.execute("SELECT * FROM room_events WHERE room_id = $1 ORDER BY at, id", [.text(roomID)]).map { row in
-                RoomEvent(id: row["id"].text ?? "", roomID: row["room_id"].text ?? "", at: row["at"].int ?? 0, kind: row["kind"].text ?? "",
-                          userID: row["user_id"].text, detail: row["detail"].text)
+            try db.execute("BEGIN")
+            do throws(SQLError) {
+                for e in events {
+                    try db.execute("""
+                        INSERT INTO room_events (id, room_id, at, kind, user_id, detail, actor, subject, data)
+                        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING
+                        """, [.text(e.id), .text(e.roomID), .int(e.at), .text(e.kind), e.userID.map { .text($0) } ?? .null,
+                              e.detail.map { .text($0) } ?? .null, e.actor.map { .text($0) } ?? .null, e.subject.map { .text($0) } ?? .null,
+                              RoomEvent.encode(e.data).map { .text($0) } ?? .null])
+                }
+                try db.execute("COMMIT")
+            } catch {
+                _ = try? db.execute("ROLLBACK")
+                throw error
             }
+        }
+    }
+
+    static func event(_ row: SQLRow) -> RoomEvent {
+        RoomEvent(id: row["id"].text ?? "", roomID: row["room_id"].text ?? "", at: row["at"].int ?? 0, kind: row["kind"].text ?? "",
+                  userID: row["user_id"].text, detail: row["detail"].text, actor: row["actor"].text, subject: row["subject"].text,
+                  data: RoomEvent.decode(row["data"].text))
+    }
+
+    /// A room's events in the order they happened (at, then id), of one type if given.
+    package func events(roomID: String, type: String? = nil, after: ListPosition? = nil, limit: Int = 100_000) async throws -> [RoomEvent] {
+        try await run { db throws(SQLError) in
+            var sql = "SELECT * FROM room_events WHERE room_id = $1"
+            var parameters: [SQLValue] = [.text(roomID)]
+            if let type {
+                parameters.append(.text(type))
+                sql += " AND kind = $\(parameters.count)"
+            }
+            if let after {
+                parameters += [.int(after.at), .text(after.id)]
+                sql += " AND (at > $\(parameters.count - 1) OR (at = $\(parameters.count - 1) AND id > $\(parameters.count)))"
+            }
+            parameters.append(.int(Int64(limit)))
+            sql += " ORDER BY at, id LIMIT $\(parameters.count)"
+            return try db.execute(sql, parameters).map(Self.event)
+        }
+    }
+
+    /// Every room's events in [`from`, `to`) by time, a page of `limit` after `after` (the export).
+    package func events(from: Int64?, to: Int64?, after: ListPosition?, limit: Int) async throws -> [RoomEvent] {
+        try await run { db throws(SQLError) in
+            var conditions: [String] = []
+            var parameters: [SQLValue] = []
+            if let from {
+                parameters.append(.int(from))
+                conditions.append("at >= $\(parameters.count)")
+            }
+            if let to {
+                parameters.append(.int(to))
+                conditions.append("at < $\(parameters.count)")
+            }
+            if let after {
+                parameters += [.int(after.at), .text(after.id)]
+                conditions.append("(at > $\(parameters.count - 1) OR (at = $\(parameters.count - 1) AND id > $\(parameters.count)))")
+            }
+            parameters.append(.int(Int64(limit)))
+            let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+            return try db.execute("SELECT * FROM room_events \(whereClause) ORDER BY at, id LIMIT $\(parameters.count)", parameters).map(Self.event)
         }
     }
 

@@ -12,6 +12,7 @@ package enum ResourceID: String, Sendable, CaseIterable {
     case file = "file"
     case snapshot = "snap"
     case webhook = "wh"
+    case message = "msg"
 
     package static let randomLength = 14
 

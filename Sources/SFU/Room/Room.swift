@@ -63,6 +63,10 @@ package final class Room {
     private var observers: [RoomObserver] = []
     /// The recording in progress: joiners are told (`recording_started`).
     package var activeRecordingID: String?
+    /// The last chat messages (oldest first), handed to each participant that joins or resumes.
+    /// Kept with the live room: a join never waits for the store (which keeps every message).
+    package private(set) var recentChat: [ChatLine] = []
+    package static let chatHistoryLimit = 50
 
     package func addObserver(_ observer: RoomObserver) { observers.append(observer) }
     package func removeObserver(_ observer: RoomObserver) { observers.removeAll { $0 === observer } }
@@ -106,7 +110,7 @@ package final class Room {
         let others = participants.map(\.summary)
         participants.append(p)
         logger.info("participant joined", metadata: ["room": "\(id)", "peer": "\(peer.peerID)", "user": "\(peer.userID)"])
-        sink(.joined(roomID: id, peer: peer, participants: others))
+        sink(.joined(roomID: id, peer: peer, participants: others, messages: recentChat))
         if let recording = activeRecordingID { sink(.recordingStarted(id: recording)) }
         for o in participants where o !== p { o.sink(.userJoined(peer)) }
         for observer in observers { observer.room(self, didJoin: peer, nowNanos: nowNanos) }
@@ -122,7 +126,7 @@ package final class Room {
     /// nil when it is no longer in the room.
     package func joinedSignal(peerID: String) -> RoomSignal? {
         guard let p = participant(peerID) else { return nil }
-        return .joined(roomID: id, peer: p.peer, participants: participants.filter { $0 !== p }.map(\.summary))
+        return .joined(roomID: id, peer: p.peer, participants: participants.filter { $0 !== p }.map(\.summary), messages: recentChat)
     }
 
     /// The participant left (its signaling closed, or it said `leave_room`).
@@ -397,9 +401,16 @@ package final class Room {
         broadcast(.toggled(.screenShare, peerID: p.peer.peerID, userID: p.peer.userID, enabled: enabled))
     }
 
-    package func chat(peerID: String, message: String, timestampMillis: Int64) {
-        guard let p = participant(peerID) else { return }
-        broadcast(.chat(peerID: p.peer.peerID, userID: p.peer.userID, message: message, timestampMillis: timestampMillis))
+    /// A participant's chat message, to everyone (its sender included) and into the recent history.
+    /// - Returns: the message as passed on; nil when the peer is not in the room.
+    @discardableResult
+    package func chat(peerID: String, message: String, timestampMillis: Int64) -> ChatLine? {
+        guard let p = participant(peerID) else { return nil }
+        let line = ChatLine(peerID: p.peer.peerID, userID: p.peer.userID, message: message, timestampMillis: timestampMillis)
+        if recentChat.count >= Self.chatHistoryLimit { recentChat.removeFirst(recentChat.count - Self.chatHistoryLimit + 1) }
+        recentChat.append(line)
+        broadcast(.chat(peerID: line.peerID, userID: line.userID, message: message, timestampMillis: timestampMillis))
+        return line
     }
 
     package func broadcast(_ signal: RoomSignal) {

@@ -38,6 +38,20 @@ package struct TrackInfo: Sendable, Equatable {
     package var simulcast: Bool
 }
 
+/// A chat message as the room passed it on (`chat_message`, and the recent history in `joined_room`).
+package struct ChatLine: Sendable, Equatable {
+    package var peerID: String
+    package var userID: String
+    package var message: String
+    package var timestampMillis: Int64
+    package init(peerID: String, userID: String, message: String, timestampMillis: Int64) {
+        self.peerID = peerID
+        self.userID = userID
+        self.message = message
+        self.timestampMillis = timestampMillis
+    }
+}
+
 /// A participant and its tracks (joined_room, the participants route).
 package struct ParticipantSummary: Sendable, Equatable {
     package var peer: PeerInfo
@@ -94,7 +108,8 @@ package struct ParticipantSnapshot: Sendable, Equatable {
 /// What the room tells one participant's signaling connection. The Control layer turns these into
 /// PROTOCOL.md events.
 package enum RoomSignal: Sendable, Equatable {
-    case joined(roomID: String, peer: PeerInfo, participants: [ParticipantSummary])
+    /// `messages`: the room's recent chat (``Room/chatHistoryLimit`` at most, oldest first).
+    case joined(roomID: String, peer: PeerInfo, participants: [ParticipantSummary], messages: [ChatLine] = [])
     case publisherAnswer(sdp: String)
     case subscriberOffer(sdp: String)
     /// The server gave this connection new ICE credentials (the answer or offer that carries them

@@ -1,0 +1,154 @@
+"""The app backend's view of a call (issue 23), on SQLite and on PostgreSQL: a scripted consultation
+with aiortc peers (join, a mute by the API, a camera switched off, a screen share, chat, a late
+joiner who gets the chat history in `joined_room`, a recording, a removal, leaves, the room closed)
+and then what the routes say about it:
+- `GET /v1/rooms/{id}/sessions`: exactly the three sessions with their leave reasons;
+- `GET /v1/rooms/{id}/events`: exactly the expected audit trail (types, actors, subjects, in order);
+- `GET /v1/rooms/{id}/messages`: the two messages, in order, with who sent them;
+- `GET /v1/rooms?status=closed`: the room with its duration, 3 participants (3 at once), its recording;
+- `GET /v1/events?format=jsonl|csv`: the same events in the export.
+"""
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import time
+import urllib.request
+
+from room_client import ControlAPI, RoomClient, until
+from test_control_api import KEY, api  # noqa: F401  (the fixture: one server per backend)
+
+STEP_S = 0.25   # between steps, so that no two audit events share a millisecond
+
+
+def _get_text(sfu, path: str) -> tuple[int, str, str]:
+    req = urllib.request.Request(sfu.base_url + path, headers={"Authorization": f"Bearer {KEY}"})
+    with urllib.request.urlopen(req, timeout=20) as r:
+        return r.status, r.headers.get("Content-Type", ""), r.read().decode()
+
+
+def test_a_scripted_consultation_reads_back_exactly(api):  # noqa: F811
+    control = ControlAPI(api.base_url, KEY)
+    room = control.create_room(name="consultation 42")["id"]
+    urls = {}
+    for user, role, name in [("dr-1", "doctor", "Dr One"), ("pt-1", "patient", "Pat"), ("it-1", "patient", "Interpreter")]:
+        time.sleep(STEP_S)
+        urls[user] = control.token(room, user, role=role, name=name)["signaling_url"]
+    time.sleep(STEP_S)
+
+    async def run() -> dict:
+        dr_url, pt_url, it_url = urls["dr-1"], urls["pt-1"], urls["it-1"]
+        async with RoomClient(dr_url, name="doctor") as dr, RoomClient(pt_url, name="patient") as pt:
+            await dr.connect()
+            await asyncio.sleep(STEP_S)
+            await pt.connect()
+            await dr.publish()
+            await pt.publish()
+            assert await until(lambda: dr.frames_from(pt.peer_id) >= 5 and pt.frames_from(dr.peer_id) >= 5, 30), "media did not flow"
+            await asyncio.sleep(STEP_S)
+            status, _ = await control.acall("POST", f"/v1/rooms/{room}/participants/pt-1/mute", {"kind": "audio", "muted": True})
+            assert status == 200
+            await asyncio.sleep(STEP_S)
+            await pt.send("toggle_video", {"enabled": False})
+            await asyncio.sleep(STEP_S)
+            await dr.send("screen_share", {"enabled": True})
+            await asyncio.sleep(STEP_S)
+            await dr.send("screen_share", {"enabled": False})
+            await asyncio.sleep(STEP_S)
+            await dr.send("send_message", {"message": "Good morning, how are you feeling?"})
+            await pt.wait_event("chat_message", lambda d: d.get("user_id") == "dr-1")
+            await asyncio.sleep(STEP_S)
+            await pt.send("send_message", {"message": "Better, thank you — “much” better."})
+            await dr.wait_event("chat_message", lambda d: d.get("user_id") == "pt-1")
+            await asyncio.sleep(STEP_S)
+            status, rec = await control.acall("POST", f"/v1/rooms/{room}/recordings", {"mode": "tracks"})
+            assert status in (200, 201), rec
+            await asyncio.sleep(STEP_S)
+            # A late joiner sees the chat so far in joined_room.
+            async with RoomClient(it_url, name="interpreter") as it:
+                joined = await it.connect()
+                history = [(m["user_id"], m["message"]) for m in joined.get("messages", [])]
+                assert history == [("dr-1", "Good morning, how are you feeling?"), ("pt-1", "Better, thank you — “much” better.")], joined
+                assert all(m["peer_id"] and m["timestamp"].endswith("Z") for m in joined["messages"])
+                await asyncio.sleep(STEP_S)
+                status, _ = await control.acall("DELETE", f"/v1/rooms/{room}/participants/it-1")
+                assert status == 204
+                await it.wait_error("removed")
+            await asyncio.sleep(STEP_S)
+            status, stopped = await control.acall("POST", f"/v1/recordings/{rec['id']}/stop", timeout=30)
+            assert status == 200, stopped
+            await asyncio.sleep(STEP_S)
+            assert await pt.leave()
+            await asyncio.sleep(STEP_S)
+            assert await dr.leave()
+            return {"recording": rec["id"], "dr": dr.peer_id, "pt": pt.peer_id}
+
+    ids = asyncio.run(run())
+    status, _ = control.call("DELETE", f"/v1/rooms/{room}")
+    assert status == 200
+
+    # Background writes land within a moment.
+    def events() -> list[dict]:
+        return control.ok("GET", f"/v1/rooms/{room}/events")["events"]
+    deadline_ok = asyncio.run(until(lambda: any(e["type"] == "room_closed" for e in events())
+                                    and sum(e["type"] == "participant_left" for e in events()) == 3, 10))
+    assert deadline_ok, events()
+    trail = [(e["type"], e["actor"], e["subject"]) for e in events()]
+    print("audit trail:", json.dumps(trail))
+    rec = ids["recording"]
+    expected = [
+        ("room_created", "api", f"room:{room}"),
+        ("token_issued", "api", "user:dr-1"), ("token_issued", "api", "user:pt-1"), ("token_issued", "api", "user:it-1"),
+        ("participant_joined", "user:dr-1", "user:dr-1"),
+        ("participant_joined", "user:pt-1", "user:pt-1"),
+        ("participant_muted", "api", "user:pt-1"),
+        ("video_toggled", "user:pt-1", "user:pt-1"),
+        ("screen_share_started", "user:dr-1", "user:dr-1"),
+        ("screen_share_stopped", "user:dr-1", "user:dr-1"),
+        ("chat_message_sent", "user:dr-1", None), ("chat_message_sent", "user:pt-1", None),
+        ("recording_started", "api", f"recording:{rec}"),
+        ("participant_joined", "user:it-1", "user:it-1"),
+        ("participant_removed", "api", "user:it-1"),
+        ("participant_left", "api", "user:it-1"),
+        ("recording_stopped", "api", f"recording:{rec}"),
+        ("participant_left", "user:pt-1", "user:pt-1"),
+        ("participant_left", "user:dr-1", "user:dr-1"),
+        ("room_closed", "api", f"room:{room}"),
+    ]
+    got = [(t, a, s if not s.startswith("message:") else None) for t, a, s in trail]
+    # The removal's two events come from two writers (the API, the session's end) a moment apart: either order.
+    i = got.index(("participant_removed", "api", "user:it-1"))
+    if got[i - 1] == ("participant_left", "api", "user:it-1"):
+        got[i - 1], got[i] = got[i], got[i - 1]
+    assert got == expected, f"audit trail:\n{json.dumps(got, indent=0)}"
+    by_type = {e["type"]: e for e in events()}
+    assert by_type["participant_muted"]["data"] == {"kind": "audio", "muted": "true"}
+    assert by_type["video_toggled"]["data"]["enabled"] == "false"
+    assert [e["data"]["role"] for e in events() if e["type"] == "token_issued"] == ["doctor", "patient", "patient"]
+
+    sessions = control.ok("GET", f"/v1/rooms/{room}/sessions")["sessions"]
+    assert [(s["user_id"], s["leave_reason"]) for s in sessions] == [("dr-1", "left"), ("pt-1", "left"), ("it-1", "removed")], sessions
+    assert {s["peer_id"] for s in sessions} >= {ids["dr"], ids["pt"]}
+
+    messages = control.ok("GET", f"/v1/rooms/{room}/messages")["messages"]
+    assert [(m["user_id"], m["message"]) for m in messages] == [("dr-1", "Good morning, how are you feeling?"),
+                                                                ("pt-1", "Better, thank you — “much” better.")]
+    chat_events = [e for e in events() if e["type"] == "chat_message_sent"]
+    assert [e["subject"] for e in chat_events] == [f"message:{m['id']}" for m in messages]
+
+    history = control.ok("GET", "/v1/rooms?status=closed")
+    entry = next(r for r in history["rooms"] if r["id"] == room)
+    assert entry["total_participants"] == 3 and entry["peak_participants"] == 3, entry
+    assert entry["recording_ids"] == [rec] and entry["duration_ms"] > 0 and entry["status"] == "closed"
+    assert history["next_cursor"] is None
+
+    status, ctype, text = _get_text(api, "/v1/events?format=jsonl")
+    assert status == 200 and ctype.startswith("application/x-ndjson")
+    exported = [json.loads(line) for line in text.splitlines() if line]
+    assert [e["id"] for e in exported if e["room_id"] == room] == [e["id"] for e in events()]
+    status, ctype, text = _get_text(api, "/v1/events?format=csv")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [r["type"] for r in rows if r["room_id"] == room] == [e["type"] for e in events()]
+    assert json.loads(next(r for r in rows if r["type"] == "participant_muted")["data"]) == {"kind": "audio", "muted": "true"}
