@@ -41,6 +41,26 @@ struct APIBodiesTests {
         #expect(c["close_reason"] as? String == "empty timeout" && (c["participants"] as? [Any])?.isEmpty == true)
     }
 
+    /// The grade is the worst of what each known figure says (docs/API.md, "Quality").
+    @Test func theGradeIsTheWorstOfTheKnownFigures() {
+        func q(rtt: Double? = nil, up: Double? = nil, down: Double? = nil, jitter: Double? = nil, estimate: Int64? = nil) -> QualityFigures {
+            QualityFigures(rttMs: rtt, uplinkLoss: up, downlinkLoss: down, jitterMs: jitter, publishBitrate: 0, subscribeBitrate: 0, downlinkEstimate: estimate)
+        }
+        let video = SubscriptionSnapshot(peerID: "p", trackID: "t", kind: .video, source: .camera, paused: false, spatialLayer: nil, targetSpatialLayer: nil,
+                                         temporalLayer: nil, targetTemporalLayer: nil, maxSpatial: nil, maxTemporal: nil, layerSwitches: 0, bitrate: 0)
+        var paused = video
+        paused.paused = true
+        #expect(QualityGrade.of(q(), subscriptions: []) == .excellent)
+        #expect(QualityGrade.of(q(rtt: 40, up: 0.005, jitter: 5, estimate: 2_500_000), subscriptions: [video]) == .excellent)
+        #expect(QualityGrade.of(q(rtt: 160), subscriptions: []) == .good)
+        #expect(QualityGrade.of(q(rtt: 40, down: 0.05), subscriptions: []) == .fair)
+        #expect(QualityGrade.of(q(jitter: 90), subscriptions: []) == .poor)
+        #expect(QualityGrade.of(q(rtt: 40, estimate: 450_000), subscriptions: [video]) == .fair, "a 500 kbit/s link carries no HD video")
+        #expect(QualityGrade.of(q(rtt: 40, estimate: 450_000), subscriptions: []) == .excellent, "the downlink counts only for video")
+        #expect(QualityGrade.of(q(rtt: 40, estimate: 2_000_000), subscriptions: [video, paused]) == .poor)
+        #expect(QualityGrade.of(q(rtt: 40, estimate: 200_000), subscriptions: [video]) == .poor)
+    }
+
     /// A subscription's layer fields are always there, null when unknown (docs/API.md).
     @Test func subscriptionLayersAreNullNotMissing() throws {
         let peer = PeerInfo(peerID: "pe_a", userID: "u", name: "U", role: "patient", canPublish: true, canSubscribe: true)
@@ -53,10 +73,12 @@ struct APIBodiesTests {
         let o = try object(ParticipantBody(snapshot, nowMillis: 10_000, nowNanos: 2_000_000_000))
         #expect(o["joined_at"] as? String == "1970-01-01T00:00:08.000Z")
         let q = try #require(o["quality"] as? [String: Any])
-        #expect(Set(q.keys) == ["publish_bitrate_bps", "subscribe_bitrate_bps", "rtt_ms", "downlink_loss"])
+        #expect(Set(q.keys) == ["publish_bitrate_bps", "subscribe_bitrate_bps", "audio_bitrate_bps", "video_bitrate_bps", "rtt_ms", "downlink_loss", "grade"])
         #expect(q["rtt_ms"] as? Double == 12.3 && q["downlink_loss"] as? Double == 0.012)
+        // 1.2 % loss: good (rtt alone would be excellent; the downlink is not known yet).
+        #expect(q["grade"] as? String == "good")
         let sub = try #require((o["subscriptions"] as? [[String: Any]])?.first)
-        for key in ["target_spatial_layer", "temporal_layer", "target_temporal_layer", "max_spatial", "max_temporal"] {
+        for key in ["target_spatial_layer", "temporal_layer", "target_temporal_layer", "max_spatial", "max_temporal", "width", "height", "fps"] {
             #expect(sub[key] is NSNull, "\(key)")
         }
         #expect(sub["spatial_layer"] as? Int == 1 && sub["layer_switches"] as? Int == 3 && sub["bitrate_bps"] as? Int == 500_000)

@@ -88,7 +88,12 @@ struct MetadataStoreTests {
         let q = QualitySample(roomID: "r", participantSessionID: "s1", at: 200, rttMs: 23.5, lossFraction: 0.02, jitterMs: 4.25, bitrateBps: 1_500_000)
         try await store.addQualitySample(q)
         try await store.addQualitySample(QualitySample(roomID: "r", participantSessionID: "s1", at: 201, rttMs: nil, lossFraction: nil, jitterMs: nil, bitrateBps: nil))
-        #expect(try await store.qualitySamples(roomID: "r") == [q, QualitySample(roomID: "r", participantSessionID: "s1", at: 201, rttMs: nil, lossFraction: nil, jitterMs: nil, bitrateBps: nil)])
+        // Read back with the user of the session each sample belongs to.
+        var withUser = q
+        withUser.userID = "dr-house"
+        #expect(try await store.qualitySamples(roomID: "r") == [withUser, QualitySample(roomID: "r", participantSessionID: "s1", at: 201, rttMs: nil,
+                                                                                         lossFraction: nil, jitterMs: nil, bitrateBps: nil,
+                                                                                         userID: "dr-house")])
     }
 
     @Test(arguments: StoreBackend.allCases)

@@ -290,6 +290,9 @@ def test_every_documented_status_of_real_resources(server):
     assert len(exported) >= len(trail), (len(exported), len(trail))
     assert call("GET", "/v1/events", 200, query={"format": "csv"}).text.startswith("id,at,room_id,type,actor,subject,data")
     call("GET", "/v1/events", 400, query={"format": "xml"})
+    call("GET", "/v1/rooms/{id}/quality", 200, params={"id": rid}, query={"user_id": "pt-1"})
+    call("GET", "/v1/rooms/{id}/quality", 400, params={"id": rid}, query={"limit": "0"})
+    call("GET", "/v1/rooms/{id}/quality", 404, params={"id": "rm_nope"})
 
     missing = sorted(s for s in documented - call.reached if s[2] != "500" and s not in UNREACHABLE)
     assert not missing, f"documented statuses no call reached (add a call, or list them in UNREACHABLE): {missing}"

@@ -249,11 +249,16 @@ struct ParticipantBody: Encodable, Sendable {
     struct Quality: Encodable, Sendable {
         var publishBitrateBps: Int64
         var subscribeBitrateBps: Int64
+        var audioBitrateBps: Int64
+        var videoBitrateBps: Int64
         var rttMs: Double?
         var uplinkLoss: Double?
         var downlinkLoss: Double?
         var jitterMs: Double?
         var downlinkEstimateBps: Int64?
+        /// The same estimate under the contract's v1.1 name.
+        var availableBandwidthBps: Int64?
+        var grade: String
     }
 
     struct Subscription: Encodable, Sendable {
@@ -262,12 +267,16 @@ struct ParticipantBody: Encodable, Sendable {
         var spatialLayer, targetSpatialLayer, temporalLayer, targetTemporalLayer, maxSpatial, maxTemporal: Int?
         var layerSwitches: Int
         var bitrateBps: Int64
+        var width: Int?
+        var height: Int?
+        var fps: Double?
 
         enum CodingKeys: String, CodingKey {
             case peerID = "peer_id", trackID = "track_id", kind, source, paused
             case spatialLayer = "spatial_layer", targetSpatialLayer = "target_spatial_layer"
             case temporalLayer = "temporal_layer", targetTemporalLayer = "target_temporal_layer"
             case maxSpatial = "max_spatial", maxTemporal = "max_temporal", layerSwitches = "layer_switches", bitrateBps = "bitrate_bps"
+            case width, height, fps
         }
 
         /// The layer fields are always present, `null` when unknown or uncapped (docs/API.md).
@@ -286,6 +295,9 @@ struct ParticipantBody: Encodable, Sendable {
             try c.encode(maxTemporal, forKey: .maxTemporal)
             try c.encode(layerSwitches, forKey: .layerSwitches)
             try c.encode(bitrateBps, forKey: .bitrateBps)
+            try c.encode(width, forKey: .width)
+            try c.encode(height, forKey: .height)
+            try c.encode(fps, forKey: .fps)
         }
     }
 
@@ -297,20 +309,95 @@ struct ParticipantBody: Encodable, Sendable {
         role = s.peer.role
         joinedAt = ControlAPI.iso8601(nowMillis - (nowNanos - s.joinedNanos) / 1_000_000)
         tracks = s.tracks.map(TrackBody.init)
-        quality = Quality(publishBitrateBps: q.publishBitrate, subscribeBitrateBps: q.subscribeBitrate,
+        quality = Quality(publishBitrateBps: q.publishBitrate, subscribeBitrateBps: q.subscribeBitrate, audioBitrateBps: q.audioBitrate,
+                          videoBitrateBps: q.videoBitrate,
                           rttMs: q.rttMs.map { ($0 * 10).rounded() / 10 }, uplinkLoss: q.uplinkLoss.map { ($0 * 1000).rounded() / 1000 },
                           downlinkLoss: q.downlinkLoss.map { ($0 * 1000).rounded() / 1000 }, jitterMs: q.jitterMs.map { ($0 * 10).rounded() / 10 },
-                          downlinkEstimateBps: q.downlinkEstimate)
+                          downlinkEstimateBps: q.downlinkEstimate, availableBandwidthBps: q.downlinkEstimate,
+                          grade: QualityGrade.of(q, subscriptions: s.subscriptions).rawValue)
         subscriptions = s.subscriptions.map {
             Subscription(peerID: $0.peerID, trackID: $0.trackID, kind: $0.kind.rawValue, source: $0.source.rawValue, paused: $0.paused,
                          spatialLayer: $0.spatialLayer, targetSpatialLayer: $0.targetSpatialLayer, temporalLayer: $0.temporalLayer,
                          targetTemporalLayer: $0.targetTemporalLayer, maxSpatial: $0.maxSpatial, maxTemporal: $0.maxTemporal,
-                         layerSwitches: $0.layerSwitches, bitrateBps: $0.bitrate)
+                         layerSwitches: $0.layerSwitches, bitrateBps: $0.bitrate, width: $0.width, height: $0.height, fps: $0.fps)
         }
     }
 }
 
 struct ParticipantListBody: Encodable, Sendable { var participants: [ParticipantBody] }
+
+/// `GET /v1/rooms/{id}/quality`: the stored samples, with the live `quality` object's fields.
+struct QualitySampleListBody: Encodable, Sendable {
+    struct Sample: Encodable, Sendable {
+        var at, peerID: String
+        var userID: String?
+        var rttMs, jitterMs, uplinkLoss, downlinkLoss: Double?
+        var audioBitrateBps, videoBitrateBps, publishBitrateBps, subscribeBitrateBps, availableBandwidthBps: Int64?
+        var grade: String?
+        var subscriptions: [Received]
+
+        enum CodingKeys: String, CodingKey {
+            case at, peerID = "peer_id", userID = "user_id", rttMs = "rtt_ms", jitterMs = "jitter_ms", uplinkLoss = "uplink_loss"
+            case downlinkLoss = "downlink_loss", audioBitrateBps = "audio_bitrate_bps", videoBitrateBps = "video_bitrate_bps"
+            case publishBitrateBps = "publish_bitrate_bps", subscribeBitrateBps = "subscribe_bitrate_bps"
+            case availableBandwidthBps = "available_bandwidth_bps", grade, subscriptions
+        }
+
+        /// Every field present, `null` when the sample does not have it (an older sample, a figure not known yet).
+        func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(at, forKey: .at)
+            try c.encode(peerID, forKey: .peerID)
+            try c.encode(userID, forKey: .userID)
+            try c.encode(rttMs, forKey: .rttMs)
+            try c.encode(jitterMs, forKey: .jitterMs)
+            try c.encode(uplinkLoss, forKey: .uplinkLoss)
+            try c.encode(downlinkLoss, forKey: .downlinkLoss)
+            try c.encode(audioBitrateBps, forKey: .audioBitrateBps)
+            try c.encode(videoBitrateBps, forKey: .videoBitrateBps)
+            try c.encode(publishBitrateBps, forKey: .publishBitrateBps)
+            try c.encode(subscribeBitrateBps, forKey: .subscribeBitrateBps)
+            try c.encode(availableBandwidthBps, forKey: .availableBandwidthBps)
+            try c.encode(grade, forKey: .grade)
+            try c.encode(subscriptions, forKey: .subscriptions)
+        }
+    }
+
+    /// What a participant received of one video in a sample.
+    struct Received: Codable, Sendable, Equatable {
+        var peerID, trackID: String
+        var width, height: Int?
+        var fps: Double?
+        var bitrateBps: Int64
+        var paused: Bool
+        enum CodingKeys: String, CodingKey {
+            case peerID = "peer_id", trackID = "track_id", width, height, fps, bitrateBps = "bitrate_bps", paused
+        }
+        func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(peerID, forKey: .peerID)
+            try c.encode(trackID, forKey: .trackID)
+            try c.encode(width, forKey: .width)
+            try c.encode(height, forKey: .height)
+            try c.encode(fps, forKey: .fps)
+            try c.encode(bitrateBps, forKey: .bitrateBps)
+            try c.encode(paused, forKey: .paused)
+        }
+    }
+
+    var samples: [Sample]
+
+    init(_ records: [QualitySample]) {
+        samples = records.map { r in
+            let received = r.subscriptionsJSON.flatMap { try? JSONDecoder().decode([Received].self, from: Data($0.utf8)) } ?? []
+            return Sample(at: ControlAPI.iso8601(r.at), peerID: r.participantSessionID, userID: r.userID, rttMs: r.rttMs, jitterMs: r.jitterMs,
+                          uplinkLoss: r.uplinkLoss ?? (r.downlinkLoss == nil ? r.lossFraction : nil), downlinkLoss: r.downlinkLoss,
+                          audioBitrateBps: r.audioBitrateBps, videoBitrateBps: r.videoBitrateBps, publishBitrateBps: r.bitrateBps,
+                          subscribeBitrateBps: r.subscribeBitrateBps, availableBandwidthBps: r.availableBandwidthBps, grade: r.grade,
+                          subscriptions: received)
+        }
+    }
+}
 
 /// A recording's metadata (PROTOCOL.md), also the `recording_finished` webhook's data.
 struct RecordingBody: Encodable, Sendable, Equatable {

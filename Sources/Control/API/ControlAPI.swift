@@ -80,7 +80,7 @@ package struct ControlAPI: Sendable {
         .init("/v1/recordings", [.get]), .init("/v1/recordings/:id", [.get]), .init("/v1/recordings/:id/stop", [.post]),
         .init("/v1/recordings/:id/files/:file", [.get]),
         .init("/v1/snapshots", [.get]), .init("/v1/snapshots/:id", [.get]), .init("/v1/snapshots/:id/file", [.get]),
-        .init("/v1/rooms/:id/events", [.get]), .init("/v1/events", [.get]),
+        .init("/v1/rooms/:id/events", [.get]), .init("/v1/events", [.get]), .init("/v1/rooms/:id/quality", [.get]),
         .init("/demo/join", [.post]),
     ]
 
@@ -103,6 +103,7 @@ package struct ControlAPI: Sendable {
         rooms.get(":id/sessions") { _, context in try await listSessions(context.parameters.require("id")) }
         rooms.get(":id/messages") { request, context in try await listMessages(request, room: context.parameters.require("id")) }
         rooms.get(":id/events") { request, context in try await listEvents(request, room: context.parameters.require("id")) }
+        rooms.get(":id/quality") { request, context in try await listQuality(request, room: context.parameters.require("id")) }
         router.group("v1/events").add(middleware: ErrorShapeMiddleware()).add(middleware: auth).get { request, _ in try exportEvents(request) }
         rooms.delete(":id/participants/:user") { _, context in
             try await removeParticipant(room: context.parameters.require("id"), user: context.parameters.require("user"))
@@ -412,6 +413,21 @@ package struct ControlAPI: Sendable {
         if last.isEmpty { return .part(a...(size - 1)) }
         guard let b = Int(last), b >= a else { return .unsatisfiable }
         return .part(a...min(b, size - 1))
+    }
+
+    // MARK: quality over time
+
+    /// The room's stored quality samples in time order (every `SFU_QUALITY_SAMPLE_S` per live
+    /// participant), of one user if asked, in [`from`, `to`); `limit` 1...100000 (10000).
+    func listQuality(_ request: Request, room id: String) async throws -> Response {
+        guard Self.validID(id), try await store.room(id: id) != nil else { throw APIError.notFound("room") }
+        let query = request.uri.queryParameters
+        let user = query.get("user_id")
+        if let user, user.isEmpty || user.utf8.count > 128 { throw APIError.badRequest("user_id must be 1...128 bytes") }
+        let (from, to) = try ListQuery.range(from: query.get("from"), to: query.get("to"))
+        let limit = try ListQuery.limit(query.get("limit"), fallback: 10_000, max: 100_000)
+        let samples = try await store.qualitySamples(roomID: id, userID: user, from: from, to: to, limit: limit)
+        return try json(.ok, QualitySampleListBody(samples))
     }
 
     // MARK: audit trail

@@ -266,8 +266,23 @@ package struct QualitySample: Sendable, Equatable {
     package var lossFraction: Double?
     package var jitterMs: Double?
     package var bitrateBps: Int64?
+    /// The richer figures (migration 8; nil in samples written before it).
+    package var uplinkLoss: Double?
+    package var downlinkLoss: Double?
+    package var audioBitrateBps: Int64?
+    package var videoBitrateBps: Int64?
+    package var subscribeBitrateBps: Int64?
+    package var availableBandwidthBps: Int64?
+    package var grade: String?
+    /// What the participant received of each video: `[{peer_id, track_id, width, height, fps, bitrate_bps, paused}]` as JSON.
+    package var subscriptionsJSON: String?
+    /// The participant's user id (read back from its session; not stored with the sample).
+    package var userID: String?
 
-    package init(roomID: String, participantSessionID: String, at: Int64, rttMs: Double?, lossFraction: Double?, jitterMs: Double?, bitrateBps: Int64?) {
+    package init(roomID: String, participantSessionID: String, at: Int64, rttMs: Double?, lossFraction: Double?, jitterMs: Double?, bitrateBps: Int64?,
+                 uplinkLoss: Double? = nil, downlinkLoss: Double? = nil, audioBitrateBps: Int64? = nil, videoBitrateBps: Int64? = nil,
+                 subscribeBitrateBps: Int64? = nil, availableBandwidthBps: Int64? = nil, grade: String? = nil, subscriptionsJSON: String? = nil,
+                 userID: String? = nil) {
         self.roomID = roomID
         self.participantSessionID = participantSessionID
         self.at = at
@@ -275,6 +290,15 @@ package struct QualitySample: Sendable, Equatable {
         self.lossFraction = lossFraction
         self.jitterMs = jitterMs
         self.bitrateBps = bitrateBps
+        self.uplinkLoss = uplinkLoss
+        self.downlinkLoss = downlinkLoss
+        self.audioBitrateBps = audioBitrateBps
+        self.videoBitrateBps = videoBitrateBps
+        self.subscribeBitrateBps = subscribeBitrateBps
+        self.availableBandwidthBps = availableBandwidthBps
+        self.grade = grade
+        self.subscriptionsJSON = subscriptionsJSON
+        self.userID = userID
     }
 }
 
@@ -350,6 +374,18 @@ enum Migrations {
             "ALTER TABLE room_events ADD COLUMN data TEXT",
             "CREATE INDEX room_events_at ON room_events(at, id)",
             "CREATE INDEX room_events_room_kind ON room_events(room_id, kind, at, id)",
+        ]),
+        // Quality over time: the figures of the live participants route, per sample.
+        (8, [
+            "ALTER TABLE quality_samples ADD COLUMN uplink_loss DOUBLE PRECISION",
+            "ALTER TABLE quality_samples ADD COLUMN downlink_loss DOUBLE PRECISION",
+            "ALTER TABLE quality_samples ADD COLUMN audio_bitrate_bps BIGINT",
+            "ALTER TABLE quality_samples ADD COLUMN video_bitrate_bps BIGINT",
+            "ALTER TABLE quality_samples ADD COLUMN subscribe_bitrate_bps BIGINT",
+            "ALTER TABLE quality_samples ADD COLUMN available_bandwidth_bps BIGINT",
+            "ALTER TABLE quality_samples ADD COLUMN grade TEXT",
+            "ALTER TABLE quality_samples ADD COLUMN subscriptions TEXT",
+            "CREATE INDEX quality_samples_room ON quality_samples(room_id, at)",
         ]),
     ]
 
@@ -867,20 +903,49 @@ package final class MetadataStore: Sendable {
 
     package func addQualitySample(_ q: QualitySample) async throws {
         try await run { db throws(SQLError) in
+            func d(_ v: Double?) -> SQLValue { v.map { .double($0) } ?? .null }
+            func i(_ v: Int64?) -> SQLValue { v.map { .int($0) } ?? .null }
+            func t(_ v: String?) -> SQLValue { v.map { .text($0) } ?? .null }
             try db.execute("""
-                INSERT INTO quality_samples (room_id, participant_session_id, at, rtt_ms, loss_fraction, jitter_ms, bitrate_bps)
-                VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING
-                """, [.text(q.roomID), .text(q.participantSessionID), .int(q.at), q.rttMs.map { .double($0) } ?? .null,
-                      q.lossFraction.map { .double($0) } ?? .null, q.jitterMs.map { .double($0) } ?? .null, q.bitrateBps.map { .int($0) } ?? .null])
+                INSERT INTO quality_samples (room_id, participant_session_id, at, rtt_ms, loss_fraction, jitter_ms, bitrate_bps, uplink_loss,
+                  downlink_loss, audio_bitrate_bps, video_bitrate_bps, subscribe_bitrate_bps, available_bandwidth_bps, grade, subscriptions)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT DO NOTHING
+                """, [.text(q.roomID), .text(q.participantSessionID), .int(q.at), d(q.rttMs), d(q.lossFraction), d(q.jitterMs), i(q.bitrateBps),
+                      d(q.uplinkLoss), d(q.downlinkLoss), i(q.audioBitrateBps), i(q.videoBitrateBps), i(q.subscribeBitrateBps),
+                      i(q.availableBandwidthBps), t(q.grade), t(q.subscriptionsJSON)])
         }
     }
 
-    package func qualitySamples(roomID: String) async throws -> [QualitySample] {
+    /// A room's samples in time order, of one user's sessions if given, in [`from`, `to`).
+    package func qualitySamples(roomID: String, userID: String? = nil, from: Int64? = nil, to: Int64? = nil,
+                                limit: Int = 100_000) async throws -> [QualitySample] {
         try await run { db throws(SQLError) in
-            try db.execute("SELECT * FROM quality_samples WHERE room_id = $1 ORDER BY at, participant_session_id", [.text(roomID)]).map { row in
+            var sql = """
+                SELECT q.*, s.user_id AS session_user FROM quality_samples q
+                LEFT JOIN participant_sessions s ON s.id = q.participant_session_id WHERE q.room_id = $1
+                """
+            var parameters: [SQLValue] = [.text(roomID)]
+            if let userID {
+                parameters.append(.text(userID))
+                sql += " AND s.user_id = $\(parameters.count)"
+            }
+            if let from {
+                parameters.append(.int(from))
+                sql += " AND q.at >= $\(parameters.count)"
+            }
+            if let to {
+                parameters.append(.int(to))
+                sql += " AND q.at < $\(parameters.count)"
+            }
+            parameters.append(.int(Int64(limit)))
+            sql += " ORDER BY q.at, q.participant_session_id LIMIT $\(parameters.count)"
+            return try db.execute(sql, parameters).map { row in
                 QualitySample(roomID: row["room_id"].text ?? "", participantSessionID: row["participant_session_id"].text ?? "", at: row["at"].int ?? 0,
                               rttMs: row["rtt_ms"].double, lossFraction: row["loss_fraction"].double, jitterMs: row["jitter_ms"].double,
-                              bitrateBps: row["bitrate_bps"].int)
+                              bitrateBps: row["bitrate_bps"].int, uplinkLoss: row["uplink_loss"].double, downlinkLoss: row["downlink_loss"].double,
+                              audioBitrateBps: row["audio_bitrate_bps"].int, videoBitrateBps: row["video_bitrate_bps"].int,
+                              subscribeBitrateBps: row["subscribe_bitrate_bps"].int, availableBandwidthBps: row["available_bandwidth_bps"].int,
+                              grade: row["grade"].text, subscriptionsJSON: row["subscriptions"].text, userID: row["session_user"].text)
             }
         }
     }

@@ -57,8 +57,9 @@ final class Consumer {
     /// Switching down because the current layer no longer fits the downlink: its packets are
     /// dropped until the target's keyframe (a short freeze instead of flooding the bottleneck).
     private(set) var dropCurrentWhileSwitching = false
-    /// What this consumer forwards, bits/s.
+    /// What this consumer forwards, bits/s, and video frames a second (packets with the marker bit).
     var rate = RateMeter()
+    var frameRate = EventRate()
     /// Video waits for a keyframe at start and after a pause, so the decoder never starts mid-stream.
     var waitingForKeyframe: Bool
     var sequence = SeqRewriter<UInt16>(bits: 16)
@@ -200,6 +201,7 @@ final class Consumer {
             packetsSent &+= 1
             octetsSent &+= UInt32(truncatingIfNeeded: payload.count)
             rate.add(payload.count + 12, nowNanos: nowNanos)
+            if header.marker, vp8 != nil || producer.kind == .video { frameRate.add(nowNanos: nowNanos) }
             if Int32(bitPattern: outTimestamp &- lastOutTimestamp) > 0 || packetsSent == 1 { lastOutTimestamp = outTimestamp }
             lastSentNanos = nowNanos
             if !sentPackets.isEmpty {

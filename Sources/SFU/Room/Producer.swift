@@ -25,6 +25,27 @@ struct RateMeter {
     }
 }
 
+/// Events a second (a consumer's video frames) over the last whole second.
+struct EventRate {
+    var count = 0
+    var windowStart: Int64 = 0
+    private(set) var perSecond: Double = 0
+
+    mutating func add(nowNanos: Int64) {
+        roll(nowNanos: nowNanos)
+        count += 1
+    }
+
+    mutating func roll(nowNanos: Int64) {
+        let elapsed = nowNanos - windowStart
+        guard elapsed >= 1_000_000_000 else { return }
+        // A first window (from 0) or a long gap says nothing about the rate now.
+        perSecond = elapsed > 3_000_000_000 ? 0 : Double(count) * 1e9 / Double(elapsed)
+        count = 0
+        windowStart = nowNanos
+    }
+}
+
 /// Something that sees a producer's packets besides its consumers (the recorder).
 /// Called on the room's loop with the decrypted packet, valid during the call only.
 package protocol ProducerTap: AnyObject {

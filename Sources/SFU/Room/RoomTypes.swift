@@ -68,8 +68,10 @@ package struct QualityFigures: Sendable, Equatable {
     package var downlinkLoss: Double?
     /// Interarrival jitter of what the participant sends us, ms (largest of its tracks).
     package var jitterMs: Double?
-    /// Bitrate the participant publishes, bits/s (last second).
+    /// Bitrate the participant publishes, bits/s (last second): in all, of its audio, of its video.
     package var publishBitrate: Int64
+    package var audioBitrate: Int64 = 0
+    package var videoBitrate: Int64 = 0
     /// Bitrate we send the participant, bits/s (last second).
     package var subscribeBitrate: Int64
     /// The estimated downlink to the participant, bits/s (transport-cc GCC, or its REMB).
@@ -94,6 +96,11 @@ package struct SubscriptionSnapshot: Sendable, Equatable {
     package var layerSwitches: Int
     /// Bitrate forwarded, bits/s (last second).
     package var bitrate: Int64
+    /// Video: the size of the layer forwarded (from its last keyframe) and the frames forwarded a
+    /// second (last second); nil for audio or before anything was forwarded.
+    package var width: Int? = nil
+    package var height: Int? = nil
+    package var fps: Double? = nil
 }
 
 /// A live participant for the Control API.
