@@ -39,6 +39,20 @@ package struct SFUServer: Sendable {
         router.get("/healthz") { _, _ -> HealthResponse in
             HealthResponse(status: "ok")
         }
+        // The dashboard (docs/API.md, "Dashboard"): a page over the control API; the key is entered in
+        // it, except in development mode, where the page is handed this run's generated key.
+        let dashboardPage = Self.publicFile("dashboard.html")
+        router.get("/dashboard") { _, _ -> Response in
+            guard let dashboardPage else { return Response(status: .notFound) }
+            return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
+                            body: .init(byteBuffer: ByteBuffer(bytes: dashboardPage)))
+        }
+        let developmentKey = api.flatMap { $0.demoEnabled ? $0.keys.signingSecret : nil }
+        router.get("/dashboard/config") { _, _ -> Response in
+            let body = developmentKey.map { #"{"development":true,"api_key":"\#($0)"}"# } ?? #"{"development":false}"#
+            return Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+                            body: .init(byteBuffer: ByteBuffer(string: body)))
+        }
         let echoPage = Self.publicFile("echo.html")
         router.get("/echo") { _, _ -> Response in
             guard let echoPage else { return Response(status: .notFound) }

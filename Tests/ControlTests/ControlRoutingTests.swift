@@ -60,7 +60,7 @@ struct ControlRoutingTests {
         let store = try await MetadataStore.open(databaseURL: nil, dataDir: NSTemporaryDirectory() + "sfu-routes-\(UUID().uuidString)", logger: logger)
         let api = ControlAPI(store: store, keys: APIKeys([Self.key]), iceServers: [], logger: logger)
         let router = SFUServer(config: ServerConfig(), logger: logger).buildRouter(echo: nil, api: api, rooms: nil)
-        let pages: Set<String> = ["/", "/{file}", "/echo", "/v1/signal", "/v1/echo"]
+        let pages: Set<String> = ["/", "/{file}", "/echo", "/dashboard", "/dashboard/config", "/v1/signal", "/v1/echo"]
         let served = router.routes.filter { !pages.contains($0.path.description) }
         #expect(served.count >= ControlAPI.routes.reduce(0) { $0 + $1.methods.count })
         for route in served {
