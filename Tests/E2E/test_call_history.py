@@ -1,7 +1,9 @@
 """The app backend's view of a call (issue 23), on SQLite and on PostgreSQL: a scripted consultation
-with aiortc peers (join, a mute by the API, a camera switched off, a screen share, chat, a late
-joiner who gets the chat history in `joined_room`, a recording, a removal, leaves, the room closed)
-and then what the routes say about it:
+with an aiortc doctor, a headless Chromium patient on the demo page (sfu-client.js) and an aiortc
+interpreter (join, a mute by the API, the patient's camera switched off, a screen share from the
+page (a canvas stream published as source `screen`), chat both ways, the interpreter joining late
+and getting the chat history in `joined_room`, a recording, the interpreter removed, leaves, the
+room closed) and then what the routes say about it:
 - `GET /v1/rooms/{id}/sessions`: exactly the three sessions with their leave reasons;
 - `GET /v1/rooms/{id}/events`: exactly the expected audit trail (types, actors, subjects, in order);
 - `GET /v1/rooms/{id}/messages`: the two messages, in order, with who sent them;
@@ -15,12 +17,23 @@ import csv
 import io
 import json
 import time
+import urllib.parse
 import urllib.request
 
+from netns_util import chromium_pool
 from room_client import ControlAPI, RoomClient, until
 from test_control_api import KEY, api  # noqa: F401  (the fixture: one server per backend)
+from test_network_change import _wait, page_decoded
+from test_simulcast import wait_joined
 
 STEP_S = 0.25   # between steps, so that no two audit events share a millisecond
+# The page shares a canvas that changes colour ten times a second, as it would a screen.
+SHARE_CANVAS = """
+const c = document.createElement('canvas'); c.width = 320; c.height = 180;
+const g = c.getContext('2d'); let n = 0;
+setInterval(() => { g.fillStyle = n++ % 2 ? '#c00' : '#00c'; g.fillRect(0, 0, 320, 180); }, 100);
+return sfuDemo.client.shareScreen(c.captureStream(10)).then(() => true);
+"""
 
 
 def _get_text(sfu, path: str) -> tuple[int, str, str]:
@@ -29,63 +42,72 @@ def _get_text(sfu, path: str) -> tuple[int, str, str]:
         return r.status, r.headers.get("Content-Type", ""), r.read().decode()
 
 
-def test_a_scripted_consultation_reads_back_exactly(api):  # noqa: F811
+def test_a_scripted_consultation_reads_back_exactly(api, tmp_path):  # noqa: F811
     control = ControlAPI(api.base_url, KEY)
     room = control.create_room(name="consultation 42")["id"]
-    urls = {}
+    tokens = {}
     for user, role, name in [("dr-1", "doctor", "Dr One"), ("pt-1", "patient", "Pat"), ("it-1", "patient", "Interpreter")]:
         time.sleep(STEP_S)
-        urls[user] = control.token(room, user, role=role, name=name)["signaling_url"]
+        tokens[user] = control.token(room, user, role=role, name=name)
     time.sleep(STEP_S)
 
-    async def run() -> dict:
-        dr_url, pt_url, it_url = urls["dr-1"], urls["pt-1"], urls["it-1"]
-        async with RoomClient(dr_url, name="doctor") as dr, RoomClient(pt_url, name="patient") as pt:
-            await dr.connect()
-            await asyncio.sleep(STEP_S)
-            await pt.connect()
-            await dr.publish()
-            await pt.publish()
-            assert await until(lambda: dr.frames_from(pt.peer_id) >= 5 and pt.frames_from(dr.peer_id) >= 5, 30), "media did not flow"
-            await asyncio.sleep(STEP_S)
-            status, _ = await control.acall("POST", f"/v1/rooms/{room}/participants/pt-1/mute", {"kind": "audio", "muted": True})
-            assert status == 200
-            await asyncio.sleep(STEP_S)
-            await pt.send("toggle_video", {"enabled": False})
-            await asyncio.sleep(STEP_S)
-            await dr.send("screen_share", {"enabled": True})
-            await asyncio.sleep(STEP_S)
-            await dr.send("screen_share", {"enabled": False})
-            await asyncio.sleep(STEP_S)
-            await dr.send("send_message", {"message": "Good morning, how are you feeling?"})
-            await pt.wait_event("chat_message", lambda d: d.get("user_id") == "dr-1")
-            await asyncio.sleep(STEP_S)
-            await pt.send("send_message", {"message": "Better, thank you — “much” better."})
-            await dr.wait_event("chat_message", lambda d: d.get("user_id") == "pt-1")
-            await asyncio.sleep(STEP_S)
-            status, rec = await control.acall("POST", f"/v1/rooms/{room}/recordings", {"mode": "tracks"})
-            assert status in (200, 201), rec
-            await asyncio.sleep(STEP_S)
-            # A late joiner sees the chat so far in joined_room.
-            async with RoomClient(it_url, name="interpreter") as it:
-                joined = await it.connect()
-                history = [(m["user_id"], m["message"]) for m in joined.get("messages", [])]
-                assert history == [("dr-1", "Good morning, how are you feeling?"), ("pt-1", "Better, thank you — “much” better.")], joined
-                assert all(m["peer_id"] and m["timestamp"].endswith("Z") for m in joined["messages"])
-                await asyncio.sleep(STEP_S)
-                status, _ = await control.acall("DELETE", f"/v1/rooms/{room}/participants/it-1")
-                assert status == 204
-                await it.wait_error("removed")
-            await asyncio.sleep(STEP_S)
-            status, stopped = await control.acall("POST", f"/v1/recordings/{rec['id']}/stop", timeout=30)
-            assert status == 200, stopped
-            await asyncio.sleep(STEP_S)
-            assert await pt.leave()
-            await asyncio.sleep(STEP_S)
-            assert await dr.leave()
-            return {"recording": rec["id"], "dr": dr.peer_id, "pt": pt.peer_id}
+    with chromium_pool(tmp_path) as chromiums:
+        page = chromiums("patient")
 
-    ids = asyncio.run(run())
+        async def js(script: str):
+            return await asyncio.to_thread(page.execute, script)
+
+        async def run() -> dict:
+            async with RoomClient(tokens["dr-1"]["signaling_url"], name="doctor") as dr:
+                await dr.connect()
+                await asyncio.sleep(STEP_S)
+                await asyncio.to_thread(page.open, f"{api.base_url}/?token={urllib.parse.quote(tokens['pt-1']['token'])}")
+                pt_peer = await asyncio.to_thread(wait_joined, page)
+                await dr.publish()
+                assert await until(lambda: dr.frames_from(pt_peer) >= 5, 30), "the page's video did not reach the doctor"
+                assert await asyncio.to_thread(lambda: _wait(lambda: page_decoded(page, dr.peer_id) >= 5, 30)), "the page decodes nothing"
+                await asyncio.sleep(STEP_S)
+                status, _ = await control.acall("POST", f"/v1/rooms/{room}/participants/pt-1/mute", {"kind": "audio", "muted": True})
+                assert status == 200
+                await asyncio.sleep(STEP_S)
+                await js("sfuDemo.client.toggleVideo(false)")
+                await asyncio.sleep(STEP_S)
+                await js(SHARE_CANVAS)
+                await dr.wait_event("track_published", lambda d: d.get("peer_id") == pt_peer and d.get("source") == "screen", timeout=15)
+                await asyncio.sleep(STEP_S)
+                await js("return sfuDemo.client.stopScreenShare()")
+                await dr.wait_event("track_unpublished", lambda d: d.get("peer_id") == pt_peer, timeout=15)
+                await asyncio.sleep(STEP_S)
+                await dr.send("send_message", {"message": "Good morning, how are you feeling?"})
+                assert await asyncio.to_thread(lambda: _wait(lambda: any("Good morning" in c["message"] for c in page.execute("return sfuDemo.chat")), 10))
+                await asyncio.sleep(STEP_S)
+                await js("sfuDemo.client.sendMessage('Better, thank you — “much” better.')")
+                await dr.wait_event("chat_message", lambda d: d.get("user_id") == "pt-1")
+                await asyncio.sleep(STEP_S)
+                status, rec = await control.acall("POST", f"/v1/rooms/{room}/recordings", {"mode": "tracks"})
+                assert status in (200, 201), rec
+                await asyncio.sleep(STEP_S)
+                # A late joiner sees the chat so far in joined_room.
+                async with RoomClient(tokens["it-1"]["signaling_url"], name="interpreter") as it:
+                    joined = await it.connect()
+                    history = [(m["user_id"], m["message"]) for m in joined.get("messages", [])]
+                    assert history == [("dr-1", "Good morning, how are you feeling?"), ("pt-1", "Better, thank you — “much” better.")], joined
+                    assert all(m["peer_id"] and m["timestamp"].endswith("Z") for m in joined["messages"])
+                    await asyncio.sleep(STEP_S)
+                    status, _ = await control.acall("DELETE", f"/v1/rooms/{room}/participants/it-1")
+                    assert status == 204
+                    await it.wait_error("removed")
+                await asyncio.sleep(STEP_S)
+                status, stopped = await control.acall("POST", f"/v1/recordings/{rec['id']}/stop", timeout=30)
+                assert status == 200, stopped
+                await asyncio.sleep(STEP_S)
+                await js("sfuDemo.client.leave()")
+                await dr.wait_event("user_left", lambda d: d.get("peer_id") == pt_peer)
+                await asyncio.sleep(STEP_S)
+                assert await dr.leave()
+                return {"recording": rec["id"], "dr": dr.peer_id, "pt": pt_peer}
+
+        ids = asyncio.run(asyncio.wait_for(run(), 120))
     status, _ = control.call("DELETE", f"/v1/rooms/{room}")
     assert status == 200
 
@@ -105,8 +127,8 @@ def test_a_scripted_consultation_reads_back_exactly(api):  # noqa: F811
         ("participant_joined", "user:pt-1", "user:pt-1"),
         ("participant_muted", "api", "user:pt-1"),
         ("video_toggled", "user:pt-1", "user:pt-1"),
-        ("screen_share_started", "user:dr-1", "user:dr-1"),
-        ("screen_share_stopped", "user:dr-1", "user:dr-1"),
+        ("screen_share_started", "user:pt-1", "user:pt-1"),
+        ("screen_share_stopped", "user:pt-1", "user:pt-1"),
         ("chat_message_sent", "user:dr-1", None), ("chat_message_sent", "user:pt-1", None),
         ("recording_started", "api", f"recording:{rec}"),
         ("participant_joined", "user:it-1", "user:it-1"),

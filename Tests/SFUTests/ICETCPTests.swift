@@ -222,6 +222,21 @@ struct ICETCPWorkerTests {
         try await MediaWorker.start(index: 7, host: "127.0.0.1", port: 0, tcp: .port(0), tcpLimits: limits, logger: Logger(label: "test"))
     }
 
+    /// A worker with ICE-TCP and a session on it a client can authenticate to: the worker, the
+    /// session, the TCP port's address (as a plain address to connect to) and a valid nominating check.
+    static func server(_ limits: TCPAdmission.Limits) async throws -> (MediaWorker, Session, TransportAddress, [UInt8]) {
+        let worker = try await startWorker(limits)
+        let address = try #require(worker.localTCPAddress).over(tcp: false)
+        let serverICE = ICELiteAgent.Credentials.random(), clientICE = ICELiteAgent.Credentials.random()
+        let transport = try WebRTCTransport(
+            id: "t", iceCredentials: serverICE, remoteICE: clientICE, dtlsContext: DTLSContext(certificate: try DTLSCertificate(commonName: "s")),
+            dtlsRole: .server, remoteFingerprint: CertificateFingerprint(algorithm: .sha256, digest: []), nowNanos: MediaWorker.nowNanos)
+        let session = Session(transport: transport, worker: worker)
+        try await worker.submit { worker.add(session) }
+        return (worker, session, address, bindingRequest(username: "\(serverICE.ufrag):\(clientICE.ufrag)", password: serverICE.password,
+                                                         useCandidate: true))
+    }
+
     /// A client speaking RFC 4571 on the worker's TCP port: ICE check, DTLS handshake and SRTP both
     /// ways go through the transport as they do over UDP; the session's address is the TCP one.
     /// Removing the session closes its connection.
@@ -298,22 +313,9 @@ struct ICETCPWorkerTests {
     /// emptied for the stalled timeout the connection is closed; a connection that receives nothing for the
     /// idle timeout is closed too.
     @Test func aPeerThatStopsReadingLosesFramesThenTheConnection() async throws {
-        // A worker and a session a client can authenticate to over TCP.
-        func server(_ limits: TCPAdmission.Limits) async throws -> (MediaWorker, Session, TransportAddress, [UInt8]) {
-            let worker = try await Self.startWorker(limits)
-            let address = try #require(worker.localTCPAddress).over(tcp: false)
-            let serverICE = ICELiteAgent.Credentials.random(), clientICE = ICELiteAgent.Credentials.random()
-            let transport = try WebRTCTransport(
-                id: "slow", iceCredentials: serverICE, remoteICE: clientICE, dtlsContext: DTLSContext(certificate: try DTLSCertificate(commonName: "s")),
-                dtlsRole: .server, remoteFingerprint: CertificateFingerprint(algorithm: .sha256, digest: []), nowNanos: MediaWorker.nowNanos)
-            let session = Session(transport: transport, worker: worker)
-            try await worker.submit { worker.add(session) }
-            return (worker, session, address, bindingRequest(username: "\(serverICE.ufrag):\(clientICE.ufrag)", password: serverICE.password,
-                                                             useCandidate: true))
-        }
         var limits = TCPAdmission.Limits()
         limits.stalledTimeoutNanos = 600_000_000
-        let (worker, session, address, request) = try await server(limits)
+        let (worker, session, address, request) = try await Self.server(limits)
 
         // Never reads (a small window), while ~20 Mbit/s are sent its way, as media would be. The
         // kernel's buffers take some first (they grow), then the queue stays full.
@@ -342,7 +344,7 @@ struct ICETCPWorkerTests {
         // Reads, checks once, then says nothing: closed after the idle timeout, not before.
         var quietLimits = TCPAdmission.Limits()
         quietLimits.idleTimeoutNanos = 2_500_000_000
-        let (quietWorker, _, quietAddress, quietRequest) = try await server(quietLimits)
+        let (quietWorker, _, quietAddress, quietRequest) = try await Self.server(quietLimits)
         let quiet = try Self.connectTCP(quietAddress)
         defer { close(quiet) }
         quietRequest.withUnsafeBytes { Self.writeFramed($0, to: quiet) }
@@ -359,14 +361,7 @@ struct ICETCPWorkerTests {
         var limits = TCPAdmission.Limits()
         limits.unauthenticatedPerAddress = 2
         limits.authenticationTimeoutNanos = 1_200_000_000
-        let worker = try await Self.startWorker(limits)
-        let address = try #require(worker.localTCPAddress).over(tcp: false)
-        let serverICE = ICELiteAgent.Credentials.random(), clientICE = ICELiteAgent.Credentials.random()
-        let transport = try WebRTCTransport(
-            id: "t", iceCredentials: serverICE, remoteICE: clientICE, dtlsContext: DTLSContext(certificate: try DTLSCertificate(commonName: "s")),
-            dtlsRole: .server, remoteFingerprint: CertificateFingerprint(algorithm: .sha256, digest: []), nowNanos: MediaWorker.nowNanos)
-        let session = Session(transport: transport, worker: worker)
-        try await worker.submit { worker.add(session) }
+        let (worker, _, address, request) = try await Self.server(limits)
 
         // Not STUN: closed at once.
         let garbage = try Self.connectTCP(address)
@@ -383,7 +378,7 @@ struct ICETCPWorkerTests {
         // is one too many (two may wait) and closed at once; the other two at the timeout; the first stays.
         let good = try Self.connectTCP(address)
         defer { close(good) }
-        bindingRequest(username: "\(serverICE.ufrag):\(clientICE.ufrag)", password: serverICE.password).withUnsafeBytes { Self.writeFramed($0, to: good) }
+        request.withUnsafeBytes { Self.writeFramed($0, to: good) }
         var answer = [UInt8](repeating: 0, count: 512)
         let n = answer.withUnsafeMutableBytes { recv(good, $0.baseAddress, $0.count, 0) }
         try #require(n > 22)

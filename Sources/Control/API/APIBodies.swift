@@ -83,16 +83,25 @@ extension RoomBody {
     }
 }
 
-/// A page of a list: its items and where the next page starts (`null` on the last page).
-struct RoomListBody: Encodable, Sendable {
-    var rooms: [RoomBody]
+/// A page of a list route: `{"<name>": [items], "next_cursor": ...}`, the cursor `null` on the
+/// last page (the call history's rooms, a room's events and messages).
+struct PageBody<Item: Encodable & Sendable>: Encodable, Sendable {
+    let name: String
+    var items: [Item]
     var nextCursor: String?
 
-    enum CodingKeys: String, CodingKey { case rooms, nextCursor = "next_cursor" }
+    struct Key: CodingKey {
+        var stringValue: String
+        init(_ name: String) { stringValue = name }
+        init?(stringValue: String) { self.stringValue = stringValue }
+        var intValue: Int? { nil }
+        init?(intValue: Int) { nil }
+    }
+
     func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(rooms, forKey: .rooms)
-        try c.encode(nextCursor, forKey: .nextCursor)
+        var c = encoder.container(keyedBy: Key.self)
+        try c.encode(items, forKey: Key(name))
+        try c.encode(nextCursor, forKey: Key("next_cursor"))
     }
 }
 
@@ -122,34 +131,11 @@ struct EventBody: Encodable, Sendable {
     }
 }
 
-struct EventListBody: Encodable, Sendable {
-    var events: [EventBody]
-    var nextCursor: String?
-
-    enum CodingKeys: String, CodingKey { case events, nextCursor = "next_cursor" }
-    func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(events, forKey: .events)
-        try c.encode(nextCursor, forKey: .nextCursor)
-    }
-}
-
-/// `GET /v1/rooms/{id}/messages`: the room's chat in the order it was sent.
-struct ChatMessageListBody: Encodable, Sendable {
-    struct Message: Encodable, Sendable { var id, peerID, userID, message, timestamp: String }
-    var messages: [Message]
-    var nextCursor: String?
-
-    init(_ records: [ChatMessageRecord], nextCursor: String?) {
-        messages = records.map { Message(id: $0.id, peerID: $0.peerID, userID: $0.userID, message: $0.message, timestamp: ControlAPI.iso8601($0.at)) }
-        self.nextCursor = nextCursor
-    }
-
-    enum CodingKeys: String, CodingKey { case messages, nextCursor = "next_cursor" }
-    func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(messages, forKey: .messages)
-        try c.encode(nextCursor, forKey: .nextCursor)
+/// One chat message of `GET /v1/rooms/{id}/messages`.
+struct ChatMessageBody: Encodable, Sendable {
+    var id, peerID, userID, message, timestamp: String
+    init(_ m: ChatMessageRecord) {
+        (id, peerID, userID, message, timestamp) = (m.id, m.peerID, m.userID, m.message, ControlAPI.iso8601(m.at))
     }
 }
 

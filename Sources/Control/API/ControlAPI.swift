@@ -157,7 +157,7 @@ package struct ControlAPI: Sendable {
         let page = try await store.roomHistory(q)
         let now = MetadataStore.nowMillis
         let next = page.count == q.limit ? page.last.map { ListQuery.cursor(ListPosition(at: $0.room.createdAt, id: $0.room.id)) } : nil
-        return try json(.ok, RoomListBody(rooms: page.map { RoomBody(history: $0, nowMillis: now) }, nextCursor: next))
+        return try json(.ok, PageBody(name: "rooms", items: page.map { RoomBody(history: $0, nowMillis: now) }, nextCursor: next))
     }
 
     /// A room's chat, oldest first, `limit` (1000, at most 10000) a page.
@@ -168,7 +168,7 @@ package struct ControlAPI: Sendable {
         let after = try query.get("cursor").map(ListQuery.position(cursor:))
         let page = try await store.chatMessages(roomID: id, after: after, limit: limit)
         let next = page.count == limit ? page.last.map { ListQuery.cursor(ListPosition(at: $0.at, id: $0.id)) } : nil
-        return try json(.ok, ChatMessageListBody(page, nextCursor: next))
+        return try json(.ok, PageBody(name: "messages", items: page.map(ChatMessageBody.init), nextCursor: next))
     }
 
     func getRoom(_ id: String) async throws -> Response {
@@ -455,7 +455,7 @@ package struct ControlAPI: Sendable {
         let after = try query.get("cursor").map(ListQuery.position(cursor:))
         let page = try await store.events(roomID: id, type: type, after: after, limit: limit)
         let next = page.count == limit ? page.last.map { ListQuery.cursor(ListPosition(at: $0.at, id: $0.id)) } : nil
-        return try json(.ok, EventListBody(events: page.map(EventBody.init), nextCursor: next))
+        return try json(.ok, PageBody(name: "events", items: page.map(EventBody.init), nextCursor: next))
     }
 
     /// Every room's events in [`from`, `to`) as JSON lines (default) or CSV, streamed a page of
