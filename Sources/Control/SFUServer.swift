@@ -176,13 +176,18 @@ package struct SFUServer: Sendable {
         let api = ControlAPI(store: store, keys: APIKeys(keys), iceServers: config.iceServerDirectory, logger: logger, webhooks: webhooks, media: media,
                              live: live, demoEnabled: config.isDevelopment, recordings: recordings, tokenSecret: config.jwtSecret,
                              tokenPublicKey: try config.jwtPublicKey(), publicURL: config.publicURL.flatMap(PublicURL.init),
-                             servesTLS: config.tlsCertificatePath != nil)
+                             servesTLS: config.tlsCertificatePath != nil, linkSecret: try await store.serverSecret(name: "file_links"))
         let rooms = RoomServices(store: store, live: live, signer: api.signer, iceServers: config.iceServerDirectory, webhooks: webhooks, logger: logger,
                                  recordings: recordings, resumption: SessionResumption(windowSeconds: config.resumeWindowSeconds))
         let app = buildApplication(echo: EchoService(media: media, logger: logger), api: api, rooms: rooms)
         let janitor = Task { await RoomJanitor(store: store, webhooks: webhooks, logger: logger, live: live, recordings: recordings).run() }
         let sampleInterval = Duration.seconds(config.qualitySampleSeconds)
         let sampler = Task { await QualitySampler(store: store, live: live, logger: logger).run(interval: sampleInterval) }
+        let retentionDays = config.recordingRetentionDays
+        let retention = Task {
+            guard let retentionDays else { return }
+            await RecordingDeletion(store: store, webhooks: webhooks, logger: logger).run(days: retentionDays)
+        }
         let group = ServiceGroup(
             configuration: .init(
                 services: [.init(service: app)],
@@ -195,6 +200,7 @@ package struct SFUServer: Sendable {
         } catch {
             janitor.cancel()
             sampler.cancel()
+            retention.cancel()
             await recordings.stopEverything(reason: "server shutting down")
             await live.closeAll(message: "the server is shutting down")
             await media.stop()
@@ -203,6 +209,7 @@ package struct SFUServer: Sendable {
         }
         janitor.cancel()
         sampler.cancel()
+        retention.cancel()
         await recordings.stopEverything(reason: "server shutting down")
         await live.closeAll(message: "the server is shutting down")
         await media.stop()

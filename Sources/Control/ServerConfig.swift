@@ -84,6 +84,9 @@ package struct ServerConfig: Sendable, Equatable {
     /// client that connects and sends nothing holds no descriptor for ever); a WebSocket is pinged
     /// every half of it and closed when a ping goes unanswered (a dead or never-reading peer).
     package var httpIdleTimeoutSeconds: Int = 60
+    /// `SFU_RECORDING_RETENTION_DAYS`: finished recordings older than this are deleted (files gone,
+    /// metadata kept, audited), checked at start and every hour; nil (the default): kept for ever.
+    package var recordingRetentionDays: Int?
 
     package init() {}
 
@@ -143,6 +146,7 @@ package struct ServerConfig: Sendable, Equatable {
         if let v = environment["SFU_LOG_LEVEL"] { logLevel = v }
         if let v = try int("SFU_QUALITY_SAMPLE_S") { qualitySampleSeconds = v }
         if let v = try int("SFU_HTTP_IDLE_TIMEOUT_S") { httpIdleTimeoutSeconds = v }
+        if let v = try int("SFU_RECORDING_RETENTION_DAYS") { recordingRetentionDays = v }
         if let v = list("SFU_WEBHOOK_URLS") {
             for u in v where !(u.hasPrefix("http://") || u.hasPrefix("https://")) || URL(string: u) == nil {
                 throw ConfigError(variable: "SFU_WEBHOOK_URLS", value: u, expected: "http:// or https:// URLs")
@@ -177,6 +181,9 @@ package struct ServerConfig: Sendable, Equatable {
         guard workers >= 0 && workers <= 256 else { throw ConfigError(variable: "workers", value: String(workers), expected: "0...256") }
         guard (2...3600).contains(httpIdleTimeoutSeconds) else {
             throw ConfigError(variable: "SFU_HTTP_IDLE_TIMEOUT_S", value: String(httpIdleTimeoutSeconds), expected: "2...3600 seconds")
+        }
+        if let days = recordingRetentionDays, !(1...36_500).contains(days) {
+            throw ConfigError(variable: "SFU_RECORDING_RETENTION_DAYS", value: String(days), expected: "1...36500 days")
         }
         guard (1...3600).contains(qualitySampleSeconds) else {
             throw ConfigError(variable: "SFU_QUALITY_SAMPLE_S", value: String(qualitySampleSeconds), expected: "1...3600 seconds")

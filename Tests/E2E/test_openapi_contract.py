@@ -189,7 +189,8 @@ def test_every_documented_status_of_real_resources(server):
 
     # Without the API key, every operation but /healthz is 401 (before its ids or body are read).
     for method, path, _ in sorted(documented):
-        if path != "/healthz":
+        # (A signed link needs no key: its signature is the credential; without one it is 403, below.)
+        if path != "/healthz" and not path.startswith("/v1/links/"):
             params = {name: "x" for name in re.findall(r"{(\w+)}", path)}
             call(method, path, 401, params=params, auth=False)
     call("GET", "/healthz", 200, auth=False)
@@ -227,6 +228,7 @@ def test_every_documented_status_of_real_resources(server):
     rid, rec, snap = seeded["room"], seeded["recording"], seeded["snapshot"]
 
     # Recordings and their files.
+    call("DELETE", "/v1/recordings/{id}", 409, params={"id": composite["id"]})
     stopped = call("POST", "/v1/recordings/{id}/stop", 200, params={"id": composite["id"]}).json()
     assert stopped["status"] in ("completed", "failed"), stopped
     call("POST", "/v1/recordings/{id}/stop", 200, params={"id": rec["id"]})
@@ -250,6 +252,31 @@ def test_every_documented_status_of_real_resources(server):
     assert call("GET", file_route, 200, params=ids, headers={"Range": "items=0-5"}).content == whole.content
     assert call("GET", file_route, 200, params=ids, headers={"Range": "bytes=0-1,5-6"}).content == whole.content
     call("GET", file_route, 404, params={"id": rec["id"], "file_id": "file_nope"})
+
+    # Signed links: without the key, whole and a range; tampered or expired 403.
+    sign = "/v1/recordings/{id}/files/{file_id}/url"
+    link = call("POST", sign, 200, params=ids, body={"ttl_s": 120}).json()
+    path, query = link["url"].split("/v1/links/", 1)[1].split("?", 1)
+    q = dict(kv.split("=", 1) for kv in query.split("&"))
+    link_ids = {"id": path.split("/")[0], "file_id": path.split("/")[1]}
+    assert link_ids == ids, link
+    linked = "/v1/links/{id}/{file_id}"
+    assert call("GET", linked, 200, params=link_ids, query=q, auth=False).content == whole.content
+    assert call("GET", linked, 206, params=link_ids, query=q, auth=False, headers={"Range": "bytes=0-9"}).content == whole.content[:10]
+    call("GET", linked, 403, params=link_ids, query={**q, "expires": str(int(q["expires"]) + 1)}, auth=False)
+    call("GET", linked, 403, params=link_ids, query={"expires": "1000", "signature": q["signature"]}, auth=False)
+    call("POST", sign, 400, params=ids, body={"ttl_s": 0})
+    call("POST", sign, 404, params={"id": rec["id"], "file_id": "file_nope"}, body={})
+    call("POST", sign, 413, params=ids, body=OVERSIZE)
+    # A valid link to a file gone from disk (removed by hand): 404.
+    os.remove(f["path"])
+    call("GET", linked, 404, params=link_ids, query=q, auth=False)
+    # Deleted: the metadata stays, the file and its links are gone (410).
+    deleted = call("DELETE", "/v1/recordings/{id}", 200, params={"id": rec["id"]}).json()
+    assert deleted["status"] == "deleted" and deleted["deleted_at"], deleted
+    call("DELETE", "/v1/recordings/{id}", 404, params={"id": "rec_nope"})
+    call("GET", file_route, 410, params=ids)
+    call("GET", linked, 410, params=link_ids, query=q, auth=False)
 
     # Snapshots.
     listed = call("GET", "/v1/snapshots", 200, query={"room_id": rid}).json()

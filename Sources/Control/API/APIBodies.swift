@@ -131,6 +131,11 @@ struct EventBody: Encodable, Sendable {
     }
 }
 
+/// A signed link to a recording file: `{url, expires_at}`.
+struct SignedLinkBody: Encodable, Sendable {
+    var url, expiresAt: String
+}
+
 /// One chat message of `GET /v1/rooms/{id}/messages`.
 struct ChatMessageBody: Encodable, Sendable {
     var id, peerID, userID, message, timestamp: String
@@ -392,6 +397,7 @@ struct RecordingBody: Encodable, Sendable, Equatable {
     var durationMs: Int64?
     var layout: String?
     var failureReason: String?
+    var deletedAt: String?
     var files: [File]
 
     struct File: Encodable, Sendable, Equatable {
@@ -412,6 +418,7 @@ struct RecordingBody: Encodable, Sendable, Equatable {
         durationMs = r.durationMs
         layout = r.layout
         failureReason = r.failureReason
+        deletedAt = r.deletedAt.map(ControlAPI.iso8601)
         files = r.files.map {
             File(id: $0.id, userID: $0.userID, fileName: $0.fileName, path: $0.path, source: $0.source, format: $0.format,
                  trackKinds: $0.trackKinds, sizeBytes: $0.sizeBytes, durationMs: $0.durationMs, videoCodec: $0.videoCodec,
@@ -459,6 +466,7 @@ package enum WebhookEvent: Sendable {
     case recordingFinished(RecordingRecord)
     case snapshotTaken(SnapshotRecord)
     case chatMessage(roomID: String, message: ChatMessageRecord)
+    case recordingDeleted(RecordingRecord)
 
     package var name: String {
         switch self {
@@ -470,6 +478,7 @@ package enum WebhookEvent: Sendable {
         case .recordingFinished: "recording_finished"
         case .snapshotTaken: "snapshot_taken"
         case .chatMessage: "chat_message"
+        case .recordingDeleted: "recording_deleted"
         }
     }
 
@@ -504,6 +513,7 @@ package enum WebhookEvent: Sendable {
         case .snapshotTaken(let s): return try envelope(SnapshotBody(s))
         case .chatMessage(let room, let m):
             return try envelope(Chat(roomID: room, messageID: m.id, peerID: m.peerID, userID: m.userID, message: m.message, timestamp: iso(m.at)))
+        case .recordingDeleted(let r): return try envelope(RecordingBody(r))
         }
     }
 }

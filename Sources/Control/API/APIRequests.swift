@@ -306,3 +306,16 @@ enum ListQuery {
         return (f, t)
     }
 }
+
+/// `POST /v1/recordings/{id}/files/{file_id}/url {ttl_s?}`: how long the link works (1 s to 7 days, 1 h by default).
+package struct SignedLinkRequest: Codable, Sendable, Equatable {
+    package static let maxTTLS = 7 * 86_400
+    package var ttlS: Int
+
+    package init(ttlS: Int = 3600) { self.ttlS = ttlS }
+
+    package init(from decoder: any Decoder) throws {
+        let f = try RequestFields(decoder)
+        ttlS = try f.int("ttl_s", in: 1...Self.maxTTLS) ?? 3600
+    }
+}

@@ -33,7 +33,9 @@ package struct ControlAPI: Sendable {
 
     package init(store: MetadataStore, keys: APIKeys, iceServers: ICEServerDirectory, logger: Logger, webhooks: WebhookDispatcher? = nil,
                 media: MediaRuntime? = nil, live: LiveRooms? = nil, demoEnabled: Bool = false, recordings: RecordingService? = nil,
-                tokenSecret: String? = nil, tokenPublicKey: ES256VerificationKey? = nil, publicURL: PublicURL? = nil, servesTLS: Bool = false) {
+                tokenSecret: String? = nil, tokenPublicKey: ES256VerificationKey? = nil, publicURL: PublicURL? = nil, servesTLS: Bool = false,
+                linkSecret: String? = nil) {
+        self.links = FileLinks(secret: linkSecret ?? secureRandomBytes(32).map { String(format: "%02x", $0) }.joined())
         self.publicURL = publicURL
         self.servesTLS = servesTLS
         self.signer = JoinTokenSigner(secret: tokenSecret ?? keys.signingSecret, publicKey: tokenPublicKey)
@@ -47,6 +49,12 @@ package struct ControlAPI: Sendable {
         self.iceServers = iceServers
         self.logger = logger
     }
+
+    /// Signs and checks the recording files' links (a key of their own, kept in the store).
+    package let links: FileLinks
+
+    /// Deleting recordings (the route and the retention schedule).
+    var deletion: RecordingDeletion { RecordingDeletion(store: store, webhooks: webhooks, logger: logger) }
 
     /// Where clients reach this server (`SFU_PUBLIC_URL`), for the `signaling_url` handed out; nil:
     /// `ws://` and the request's Host.
@@ -77,8 +85,9 @@ package struct ControlAPI: Sendable {
         .init("/v1/rooms/:id/participants", [.get]), .init("/v1/rooms/:id/sessions", [.get]), .init("/v1/rooms/:id/messages", [.get]), .init("/v1/rooms/:id/participants/:user", [.delete]),
         .init("/v1/rooms/:id/participants/:user/mute", [.post]), .init("/v1/rooms/:id/recordings", [.post]),
         .init("/v1/rooms/:id/snapshots", [.post]),
-        .init("/v1/recordings", [.get]), .init("/v1/recordings/:id", [.get]), .init("/v1/recordings/:id/stop", [.post]),
-        .init("/v1/recordings/:id/files/:file", [.get]),
+        .init("/v1/recordings", [.get]), .init("/v1/recordings/:id/stop", [.post]),
+        .init("/v1/recordings/:id", [.get, .delete]), .init("/v1/recordings/:id/files/:file", [.get]),
+        .init("/v1/recordings/:id/files/:file/url", [.post]), .init("/v1/links/:id/:file", [.get]),
         .init("/v1/snapshots", [.get]), .init("/v1/snapshots/:id", [.get]), .init("/v1/snapshots/:id/file", [.get]),
         .init("/v1/rooms/:id/events", [.get]), .init("/v1/events", [.get]), .init("/v1/rooms/:id/quality", [.get]),
         .init("/demo/join", [.post]),
@@ -118,6 +127,14 @@ package struct ControlAPI: Sendable {
         recordings.post(":id/stop") { _, context in try await stopRecording(context.parameters.require("id")) }
         recordings.get(":id/files/:file") { request, context in
             try await recordingFile(request, context, id: context.parameters.require("id"), file: context.parameters.require("file"))
+        }
+        recordings.delete(":id") { _, context in try await deleteRecording(context.parameters.require("id")) }
+        recordings.post(":id/files/:file/url") { request, context in
+            try await signFileLink(request, context, id: context.parameters.require("id"), file: context.parameters.require("file"))
+        }
+        // Signed links work without the API key: the signature is the credential.
+        router.group("v1/links").add(middleware: ErrorShapeMiddleware()).get(":id/:file") { request, context in
+            try await linkedFile(request, context, id: context.parameters.require("id"), file: context.parameters.require("file"))
         }
         rooms.post(":id/snapshots") { request, context in try await takeSnapshot(request, context, room: context.parameters.require("id")) }
         let snapshots = router.group("v1/snapshots").add(middleware: ErrorShapeMiddleware()).add(middleware: auth)
@@ -291,7 +308,7 @@ package struct ControlAPI: Sendable {
         let room = query.get("room_id")
         var status: RecordingRecord.Status?
         if let s = query.get("status") {
-            guard let parsed = RecordingRecord.Status(rawValue: s) else { throw APIError.badRequest("status must be recording, processing, completed or failed") }
+            guard let parsed = RecordingRecord.Status(rawValue: s) else { throw APIError.badRequest("status must be recording, processing, completed, failed or deleted") }
             status = parsed
         }
         if let room, !Self.validID(room) { throw APIError.badRequest("room_id is not a valid id") }
@@ -312,17 +329,62 @@ package struct ControlAPI: Sendable {
         return try json(.ok, RecordingBody(record))
     }
 
+    /// `DELETE /v1/recordings/{id}`: the files removed, the metadata kept as `deleted`.
+    func deleteRecording(_ id: String) async throws -> Response {
+        guard Self.validID(id) else { throw APIError.notFound("recording") }
+        do {
+            return try json(.ok, RecordingBody(try await deletion.delete(id: id, actor: "api")))
+        } catch RecordingDeletion.Failure.notFound {
+            throw APIError.notFound("recording")
+        } catch RecordingDeletion.Failure.active(let status) {
+            throw APIError(.conflict, "recording_active", "recording \(id) is \(status.rawValue): stop it first")
+        }
+    }
+
+    /// `POST /v1/recordings/{id}/files/{file_id}/url {ttl_s}`: a link to the file that works without
+    /// the API key until it expires.
+    func signFileLink<Context: RequestContext>(_ request: Request, _ context: Context, id: String, file fileID: String) async throws -> Response {
+        let body = try await decodeBody(SignedLinkRequest.self, request, context, allowEmpty: true)
+        guard Self.validID(id), Self.validID(fileID), let record = try await store.recording(id: id), record.status != .deleted,
+              record.files.contains(where: { $0.id == fileID }) else { throw APIError.notFound("recording file") }
+        let expires = Int64(Date().timeIntervalSince1970) + Int64(body.ttlS)
+        let path = "/v1/links/\(id)/\(fileID)?expires=\(expires)&signature=\(links.signature(recording: id, file: fileID, expires: expires))"
+        return try json(.ok, SignedLinkBody(url: httpBase(request) + path, expiresAt: Self.iso8601(expires * 1000)))
+    }
+
+    /// `GET /v1/links/{id}/{file_id}?expires=&signature=`: the file, when the signature is this
+    /// server's for that file and expiry and the expiry has not passed; 403 otherwise.
+    func linkedFile<Context: RequestContext>(_ request: Request, _ context: Context, id: String, file fileID: String) async throws -> Response {
+        let query = request.uri.queryParameters
+        guard let expiresText = query.get("expires"), let expires = Int64(expiresText), let signature = query.get("signature"),
+              links.verify(signature, recording: id, file: fileID, expires: expires) else {
+            throw APIError(.forbidden, "link_invalid", "the link's signature does not match this file and expiry")
+        }
+        guard expires > Int64(Date().timeIntervalSince1970) else { throw APIError(.forbidden, "link_expired", "the link expired") }
+        return try await recordingFile(request, context, id: id, file: fileID, actor: "link")
+    }
+
+    /// `http(s)://host` as clients reach this server: `SFU_PUBLIC_URL`, else the request's Host.
+    func httpBase(_ request: Request) -> String {
+        if let base = publicURL?.webSocketBase {
+            return base.hasPrefix("wss://") ? "https://" + base.dropFirst(6) : "http://" + base.dropFirst(5)
+        }
+        return (servesTLS ? "https://" : "http://") + (request.head.authority ?? "127.0.0.1:8080")
+    }
+
     /// The file's bytes (WebM, or Matroska for H.264), with single-range requests (`Range: bytes=a-b`, `a-`, `-n`).
-    func recordingFile<Context: RequestContext>(_ request: Request, _ context: Context, id: String, file fileID: String) async throws -> Response {
+    func recordingFile<Context: RequestContext>(_ request: Request, _ context: Context, id: String, file fileID: String,
+                                                actor: String = "api") async throws -> Response {
         guard Self.validID(id), Self.validID(fileID), let record = try await store.recording(id: id),
               let file = record.files.first(where: { $0.id == fileID }) else { throw APIError.notFound("recording file") }
+        guard record.status != .deleted else { throw APIError(.gone, "deleted", "recording \(id) was deleted") }
         guard let attributes = try? FileManager.default.attributesOfItem(atPath: file.path), let size = (attributes[.size] as? NSNumber)?.intValue else {
             throw APIError(.notFound, "not_found", "the file of \(fileID) is not on disk")
         }
         var headers: HTTPFields = [.contentType: file.format == "mkv" ? "video/x-matroska" : "video/webm", .acceptRanges: "bytes"]
         var particulars = ["file_id": file.id, "file_name": file.fileName]
         if let range = request.headers[.range] { particulars["range"] = String(range.prefix(100)) }
-        audit(RoomEvent(roomID: record.roomID, at: MetadataStore.nowMillis, kind: "recording_downloaded", actor: "api", subject: "recording:" + id,
+        audit(RoomEvent(roomID: record.roomID, at: MetadataStore.nowMillis, kind: "recording_downloaded", actor: actor, subject: "recording:" + id,
                         data: particulars))
         headers[.contentDisposition] = "attachment; filename=\"\(file.fileName)\""
         let io = FileIO()

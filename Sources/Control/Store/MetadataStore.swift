@@ -1,3 +1,4 @@
+import DTLS
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
@@ -95,7 +96,8 @@ package struct RecordingFileRecord: Sendable, Equatable {
 }
 
 package struct RecordingRecord: Sendable, Equatable {
-    package enum Status: String, Sendable { case recording, processing, completed, failed }
+    /// `deleted`: its files are gone (`DELETE /v1/recordings/{id}` or retention), its metadata kept.
+    package enum Status: String, Sendable { case recording, processing, completed, failed, deleted }
     package var id: String
     package var roomID: String
     package var mode: String
@@ -108,9 +110,13 @@ package struct RecordingRecord: Sendable, Equatable {
     package var files: [RecordingFileRecord]
     /// The composite's layout (grid or speaker); nil for `tracks`.
     package var layout: String?
+    /// When its files were deleted (status `deleted`).
+    package var deletedAt: Int64?
 
     package init(id: String, roomID: String, mode: String, status: Status, startedAt: Int64, endedAt: Int64? = nil, durationMs: Int64? = nil,
-                storage: String = "local", failureReason: String? = nil, files: [RecordingFileRecord] = [], layout: String? = nil) {
+                storage: String = "local", failureReason: String? = nil, files: [RecordingFileRecord] = [], layout: String? = nil,
+                deletedAt: Int64? = nil) {
+        self.deletedAt = deletedAt
         self.id = id
         self.roomID = roomID
         self.mode = mode
@@ -386,6 +392,11 @@ enum Migrations {
             "ALTER TABLE quality_samples ADD COLUMN grade TEXT",
             "ALTER TABLE quality_samples ADD COLUMN subscriptions TEXT",
             "CREATE INDEX quality_samples_room ON quality_samples(room_id, at)",
+        ]),
+        // Deleted recordings keep their metadata; signed links have a key of their own.
+        (9, [
+            "ALTER TABLE recordings ADD COLUMN deleted_at BIGINT",
+            "CREATE TABLE server_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL, created_at BIGINT NOT NULL)",
         ]),
     ]
 
@@ -688,7 +699,7 @@ package final class MetadataStore: Sendable {
                                        status: RecordingRecord.Status(rawValue: row["status"].text ?? "") ?? .failed,
                                        startedAt: row["started_at"].int ?? 0, endedAt: row["ended_at"].int, durationMs: row["duration_ms"].int,
                                        storage: row["storage"].text ?? "local", failureReason: row["failure_reason"].text, files: files,
-                                       layout: row["layout"].text)
+                                       layout: row["layout"].text, deletedAt: row["deleted_at"].int)
             }
         }
     }
@@ -724,6 +735,36 @@ package final class MetadataStore: Sendable {
                        source: row["source"].text ?? "camera", takenAt: row["taken_at"].int ?? 0, width: Int(row["width"].int ?? 0),
                        height: Int(row["height"].int ?? 0), format: row["format"].text ?? "jpeg", sizeBytes: row["size_bytes"].int ?? 0,
                        path: row["path"].text ?? "")
+    }
+
+    // MARK: deletion, retention, secrets
+
+    /// Marks a finished recording deleted (its files are removed by the caller). - Returns: false
+    /// when it was not finished (recording, processing) or already deleted.
+    package func markRecordingDeleted(id: String, at: Int64) async throws -> Bool {
+        try await run { db throws(SQLError) in
+            let found = try db.execute("SELECT status FROM recordings WHERE id = $1", [.text(id)]).first?["status"].text
+            guard found == RecordingRecord.Status.completed.rawValue || found == RecordingRecord.Status.failed.rawValue else { return false }
+            try db.execute("UPDATE recordings SET status = 'deleted', deleted_at = $2 WHERE id = $1 AND status IN ('completed', 'failed')",
+                           [.text(id), .int(at)])
+            return true
+        }
+    }
+
+    /// Finished recordings (completed or failed) that ended before `millis`, oldest first.
+    package func recordingsEnded(before millis: Int64) async throws -> [RecordingRecord] {
+        try await recordings(where: "status IN ('completed', 'failed') AND ended_at < $1", [.int(millis)])
+    }
+
+    /// A secret of the server's own, made once and kept in the store (so that every node on the
+    /// same database, and every restart, agrees on it): 32 random bytes, hex.
+    package func serverSecret(name: String) async throws -> String {
+        let fresh = secureRandomBytes(32).map { String(format: "%02x", $0) }.joined()
+        return try await run { db throws(SQLError) in
+            try db.execute("INSERT INTO server_secrets (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                           [.text(name), .text(fresh), .int(Self.nowMillis)])
+            return try db.execute("SELECT value FROM server_secrets WHERE name = $1", [.text(name)]).first?["value"].text ?? fresh
+        }
     }
 
     // MARK: call history
