@@ -215,6 +215,39 @@ struct CallHistoryRouteTests {
         }
     }
 
+    /// `metadata` on a room: a JSON object kept and returned as given (in the answer, the room, the
+    /// history); not an object, or over 16 KiB, is a 400.
+    @Test func roomMetadataIsReturnedAsGiven() async throws {
+        try await InProcessAPI.with(key: Self.key) { client in
+            let given = #"{"consultation_id":"c-42","patient":{"record":"MRN 0042","tags":["follow-up",3,true,null]},"quoted":"a \"b\""}"#
+            var id = ""
+            try await client.execute(uri: "/v1/rooms", method: .post, headers: Self.auth, body: ByteBuffer(string: #"{"name":"m","metadata":\#(given)}"#)) { r in
+                #expect(r.status == .created)
+                let o = Self.object(r)
+                id = o["id"] as? String ?? ""
+                let want = (try? JSONSerialization.jsonObject(with: Data(given.utf8)) as? [String: Any]) ?? [:]
+                #expect(NSDictionary(dictionary: o["metadata"] as? [String: Any] ?? [:]).isEqual(to: want) && !want.isEmpty)
+            }
+            for uri in ["/v1/rooms/\(id)", "/v1/rooms?status=all"] {
+                try await client.execute(uri: uri, method: .get, headers: Self.auth) { r in
+                    let o = Self.object(r)
+                    let room = (o["rooms"] as? [[String: Any]])?.first ?? o
+                    let meta = room["metadata"] as? [String: Any]
+                    #expect(meta?["consultation_id"] as? String == "c-42" && (meta?["patient"] as? [String: Any])?["record"] as? String == "MRN 0042", "\(uri)")
+                }
+            }
+            let big = #"{"metadata":{"blob":""# + String(repeating: "x", count: 16 * 1024) + #""}}"#
+            for bad in [#"{"metadata":[1,2]}"#, #"{"metadata":"text"}"#, big] {
+                try await client.execute(uri: "/v1/rooms", method: .post, headers: Self.auth, body: ByteBuffer(string: bad)) { r in
+                    #expect(r.status == .badRequest, "\(bad.prefix(40))")
+                }
+            }
+            try await client.execute(uri: "/v1/rooms", method: .post, headers: Self.auth, body: ByteBuffer(string: #"{"name":"plain"}"#)) { r in
+                #expect(Self.object(r)["metadata"] == nil, "no metadata given, none returned")
+            }
+        }
+    }
+
     @Test func eventsMessagesAndTheExport() async throws {
         try await InProcessAPI.with(key: Self.key) { client in
             var room = ""

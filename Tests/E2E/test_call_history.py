@@ -84,8 +84,9 @@ def test_a_scripted_consultation_reads_back_exactly(api, tmp_path):  # noqa: F81
                 await js("sfuDemo.client.sendMessage('Better, thank you — “much” better.')")
                 await dr.wait_event("chat_message", lambda d: d.get("user_id") == "pt-1")
                 await asyncio.sleep(STEP_S)
-                status, rec = await control.acall("POST", f"/v1/rooms/{room}/recordings", {"mode": "tracks"})
-                assert status in (200, 201), rec
+                meta = {"consultation_id": "c-42", "consent_form": {"signed": True, "version": 3}}
+                status, rec = await control.acall("POST", f"/v1/rooms/{room}/recordings", {"mode": "tracks", "metadata": meta})
+                assert status in (200, 201) and rec["metadata"] == meta, rec
                 await asyncio.sleep(STEP_S)
                 # A late joiner sees the chat so far in joined_room.
                 async with RoomClient(tokens["it-1"]["signaling_url"], name="interpreter") as it:
@@ -160,6 +161,8 @@ def test_a_scripted_consultation_reads_back_exactly(api, tmp_path):  # noqa: F81
     chat_events = [e for e in events() if e["type"] == "chat_message_sent"]
     assert [e["subject"] for e in chat_events] == [f"message:{m['id']}" for m in messages]
 
+    got_rec = control.ok("GET", f"/v1/recordings/{rec}")
+    assert got_rec["metadata"] == {"consultation_id": "c-42", "consent_form": {"signed": True, "version": 3}}, got_rec
     history = control.ok("GET", "/v1/rooms?status=closed")
     entry = next(r for r in history["rooms"] if r["id"] == room)
     assert entry["total_participants"] == 3 and entry["peak_participants"] == 3, entry

@@ -29,6 +29,8 @@ struct RoomBody: Encodable, Sendable {
     var closedAt: String?
     var closeReason: String?
     var participants: Participants?
+    /// The app's metadata, as given at creation.
+    var metadata: JSONValue?
     /// The call history's figures (`GET /v1/rooms`): from creation to close (or now), distinct
     /// users that joined, most participants at once, the room's recordings in start order.
     var durationMs: Int64?
@@ -66,6 +68,7 @@ struct RoomBody: Encodable, Sendable {
         closedAt = r.closedAt.map(ControlAPI.iso8601)
         closeReason = r.closeReason
         self.participants = participants
+        metadata = r.metadata.flatMap(JSONValue.parse)
     }
 
     static func sessions(_ records: [ParticipantSessionRecord]) -> Participants {
@@ -398,6 +401,7 @@ struct RecordingBody: Encodable, Sendable, Equatable {
     var layout: String?
     var failureReason: String?
     var deletedAt: String?
+    var metadata: JSONValue?
     var files: [File]
 
     struct File: Encodable, Sendable, Equatable {
@@ -419,6 +423,7 @@ struct RecordingBody: Encodable, Sendable, Equatable {
         layout = r.layout
         failureReason = r.failureReason
         deletedAt = r.deletedAt.map(ControlAPI.iso8601)
+        metadata = r.metadata.flatMap(JSONValue.parse)
         files = r.files.map {
             File(id: $0.id, userID: $0.userID, fileName: $0.fileName, path: $0.path, source: $0.source, format: $0.format,
                  trackKinds: $0.trackKinds, sizeBytes: $0.sizeBytes, durationMs: $0.durationMs, videoCodec: $0.videoCodec,

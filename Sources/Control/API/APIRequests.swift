@@ -15,6 +15,8 @@ package struct CreateRoomRequest: Codable, Sendable, Equatable {
     package var emptyTimeoutS: Int?
     package var maxDurationS: Int?
     package var autoRecord: Bool?
+    /// The app's own data (a JSON object, at most ``RequestFields/maxMetadataBytes``), returned as given.
+    package var metadata: JSONValue?
 
     package init(name: String? = nil, maxParticipants: Int? = nil, emptyTimeoutS: Int? = nil, maxDurationS: Int? = nil, autoRecord: Bool? = nil) {
         self.name = name
@@ -31,6 +33,7 @@ package struct CreateRoomRequest: Codable, Sendable, Equatable {
         emptyTimeoutS = try f.int("empty_timeout_s", in: 0...86_400)
         maxDurationS = try f.int("max_duration_s", in: 1...(7 * 86_400))
         autoRecord = try f.bool("auto_record")
+        metadata = try f.metadata()
     }
 }
 
@@ -97,6 +100,8 @@ package struct StartRecordingRequest: Codable, Sendable, Equatable {
     package var height: Int?
     package var fps: Int?
     package var videoBitrateBps: Int?
+    /// The app's own data for this recording, returned as given.
+    package var metadata: JSONValue?
 
     package init(mode: Mode = .tracks, layout: CompositeLayout.Kind? = nil, width: Int? = nil, height: Int? = nil, fps: Int? = nil, videoBitrateBps: Int? = nil) {
         self.mode = mode
@@ -121,6 +126,7 @@ package struct StartRecordingRequest: Codable, Sendable, Equatable {
         height = try f.int("height", in: 120...1080)
         fps = try f.int("fps", in: 5...60)
         videoBitrateBps = try f.int("video_bitrate_bps", in: 100_000...10_000_000)
+        metadata = try f.metadata()
         let options = compositeOptions
         // VP8 works on 4:2:0 pictures: even sizes only.
         guard options.width % 2 == 0, options.height % 2 == 0 else { throw APIError.badRequest("width and height must be even") }
@@ -239,6 +245,16 @@ struct RequestFields {
         guard let i = v.integer else { throw APIError.badRequest("\(key) must be an integer") }
         guard range.contains(i) else { throw APIError.badRequest("\(key) must be in \(range.lowerBound)...\(range.upperBound)") }
         return i
+    }
+
+    /// The body's `metadata`: a JSON object of at most 16 KiB (serialized), kept and returned as given.
+    static let maxMetadataBytes = 16 * 1024
+    func metadata() throws -> JSONValue? {
+        guard let v = present("metadata") else { return nil }
+        guard case .object = v else { throw APIError.badRequest("metadata must be a JSON object") }
+        let size = (try? JSONEncoder().encode(v).count) ?? Int.max
+        guard size <= Self.maxMetadataBytes else { throw APIError.badRequest("metadata is \(size) bytes: at most \(Self.maxMetadataBytes)") }
+        return v
     }
 
     func bool(_ key: String) throws -> Bool? {

@@ -155,6 +155,7 @@ package struct ControlAPI: Sendable {
         options.emptyTimeoutS = body.emptyTimeoutS ?? Defaults.emptyTimeoutS
         options.maxDurationS = body.maxDurationS ?? Defaults.maxDurationS
         options.autoRecord = body.autoRecord ?? false
+        options.metadata = body.metadata.flatMap(JSONValue.text)
         let room = try await lifecycle.open(options)
         return try json(.created, RoomBody(room, participants: .sessions([])))
     }
@@ -292,7 +293,7 @@ package struct ControlAPI: Sendable {
         let composite: CompositeRecording.Options? = body.mode == .composite ? body.compositeOptions : nil
         guard let recordings else { throw APIError(.serviceUnavailable, "unavailable", "recording needs the media workers") }
         do {
-            let record = try await recordings.start(roomID: id, startedBy: nil, composite: composite)
+            let record = try await recordings.start(roomID: id, startedBy: nil, composite: composite, metadata: body.metadata.flatMap(JSONValue.text))
             return try json(.created, RecordingBody(record))
         } catch RecordingService.StartError.roomClosed {
             throw APIError(.conflict, "room_closed", "room \(id) is closed")

@@ -44,7 +44,7 @@ package final class RecordingService: Sendable {
 
     /// Starts recording `roomID` (its live room is made if nobody joined yet); `composite` makes it
     /// one composed file instead of one per participant.
-    package func start(roomID: String, startedBy: String?, composite: CompositeRecording.Options? = nil) async throws -> RecordingRecord {
+    package func start(roomID: String, startedBy: String?, composite: CompositeRecording.Options? = nil, metadata: String? = nil) async throws -> RecordingRecord {
         guard let room = try await store.room(id: roomID) else { throw StartError.roomNotFound }
         guard room.closedAt == nil else { throw StartError.roomClosed }
         let id = ResourceID.recording.make()
@@ -57,7 +57,7 @@ package final class RecordingService: Sendable {
         let dir = (directory as NSString).appendingPathComponent(id)
         let now = MetadataStore.nowMillis
         let record = RecordingRecord(id: id, roomID: roomID, mode: composite == nil ? "tracks" : "composite", status: .recording, startedAt: now,
-                                     layout: composite?.layout.rawValue)
+                                     layout: composite?.layout.rawValue, metadata: metadata)
         try await store.createRecording(record)
         let bound: Recorder
         if let composite {

@@ -30,6 +30,8 @@ struct Options: Sendable {
         var emptyTimeoutS = ControlAPI.Defaults.emptyTimeoutS
         var maxDurationS = ControlAPI.Defaults.maxDurationS
         var autoRecord = false
+        /// The app's metadata (a JSON object's text).
+        var metadata: String?
 
         init(name: String? = nil) { self.name = name }
     }
@@ -39,7 +41,8 @@ struct Options: Sendable {
 func open(_ options: Options, origin: String? = nil, nowMillis: Int64 = MetadataStore.nowMillis) async throws -> RoomRecord {
         let id = ResourceID.room.make()
         let room = RoomRecord(id: id, name: options.name ?? id, createdAt: nowMillis, maxParticipants: options.maxParticipants,
-                              emptyTimeoutS: options.emptyTimeoutS, maxDurationS: options.maxDurationS, autoRecord: options.autoRecord)
+                              emptyTimeoutS: options.emptyTimeoutS, maxDurationS: options.maxDurationS, autoRecord: options.autoRecord,
+                              metadata: options.metadata)
         try await store.createRoom(room)
         try await store.appendEvent(RoomEvent(roomID: id, at: nowMillis, kind: "room_created", detail: origin, actor: origin == "demo" ? "demo" : "api",
                                               subject: "room:" + id, data: ["name": room.name]))

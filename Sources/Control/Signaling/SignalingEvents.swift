@@ -4,6 +4,16 @@ import SFU
 /// A JSON document as read from a client: what ``ClientEvent`` is decoded from (JSONDecoder, then
 /// typed accessors), so a wrong type is an answer (`bad_request`), never a cast that crashes.
 package enum JSONValue: Sendable, Equatable, Codable {
+    /// The value as JSON text (keys sorted), for the store.
+    package static func text(_ v: JSONValue) -> String? {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return (try? e.encode(v)).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// A value read back from the store's text.
+    package static func parse(_ text: String) -> JSONValue? { try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)) }
+
     case null
     case bool(Bool)
     case number(Double)

@@ -17,9 +17,12 @@ package struct RoomRecord: Sendable, Equatable {
     package var emptyTimeoutS: Int
     package var maxDurationS: Int
     package var autoRecord: Bool
+    /// The app's `metadata` (a JSON object's text), as given at creation.
+    package var metadata: String?
 
     package init(id: String, name: String, createdAt: Int64, closedAt: Int64? = nil, closeReason: String? = nil,
-                maxParticipants: Int, emptyTimeoutS: Int, maxDurationS: Int, autoRecord: Bool) {
+                maxParticipants: Int, emptyTimeoutS: Int, maxDurationS: Int, autoRecord: Bool, metadata: String? = nil) {
+        self.metadata = metadata
         self.id = id
         self.name = name
         self.createdAt = createdAt
@@ -112,11 +115,14 @@ package struct RecordingRecord: Sendable, Equatable {
     package var layout: String?
     /// When its files were deleted (status `deleted`).
     package var deletedAt: Int64?
+    /// The app's `metadata` (a JSON object's text), as given at the start.
+    package var metadata: String?
 
     package init(id: String, roomID: String, mode: String, status: Status, startedAt: Int64, endedAt: Int64? = nil, durationMs: Int64? = nil,
                 storage: String = "local", failureReason: String? = nil, files: [RecordingFileRecord] = [], layout: String? = nil,
-                deletedAt: Int64? = nil) {
+                deletedAt: Int64? = nil, metadata: String? = nil) {
         self.deletedAt = deletedAt
+        self.metadata = metadata
         self.id = id
         self.roomID = roomID
         self.mode = mode
@@ -398,6 +404,8 @@ enum Migrations {
             "ALTER TABLE recordings ADD COLUMN deleted_at BIGINT",
             "CREATE TABLE server_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL, created_at BIGINT NOT NULL)",
         ]),
+        // The app's own metadata on rooms and recordings.
+        (10, ["ALTER TABLE rooms ADD COLUMN metadata TEXT", "ALTER TABLE recordings ADD COLUMN metadata TEXT"]),
     ]
 
     static func apply(_ db: SQLDatabase) throws(SQLError) -> [Int] {
@@ -532,10 +540,11 @@ package final class MetadataStore: Sendable {
     package func createRoom(_ r: RoomRecord) async throws {
         try await run { db throws(SQLError) in
             try db.execute("""
-                INSERT INTO rooms (id, name, created_at, closed_at, close_reason, max_participants, empty_timeout_s, max_duration_s, auto_record)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING
+                INSERT INTO rooms (id, name, created_at, closed_at, close_reason, max_participants, empty_timeout_s, max_duration_s, auto_record, metadata)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING
                 """, [.text(r.id), .text(r.name), .int(r.createdAt), r.closedAt.map { .int($0) } ?? .null, r.closeReason.map { .text($0) } ?? .null,
-                      .int(Int64(r.maxParticipants)), .int(Int64(r.emptyTimeoutS)), .int(Int64(r.maxDurationS)), .int(r.autoRecord ? 1 : 0)])
+                      .int(Int64(r.maxParticipants)), .int(Int64(r.emptyTimeoutS)), .int(Int64(r.maxDurationS)), .int(r.autoRecord ? 1 : 0),
+                      r.metadata.map { .text($0) } ?? .null])
         }
         cache(r)
     }
@@ -586,7 +595,7 @@ package final class MetadataStore: Sendable {
         RoomRecord(id: row["id"].text ?? "", name: row["name"].text ?? "", createdAt: row["created_at"].int ?? 0,
                    closedAt: row["closed_at"].int, closeReason: row["close_reason"].text,
                    maxParticipants: Int(row["max_participants"].int ?? 0), emptyTimeoutS: Int(row["empty_timeout_s"].int ?? 0),
-                   maxDurationS: Int(row["max_duration_s"].int ?? 0), autoRecord: (row["auto_record"].int ?? 0) != 0)
+                   maxDurationS: Int(row["max_duration_s"].int ?? 0), autoRecord: (row["auto_record"].int ?? 0) != 0, metadata: row["metadata"].text)
     }
 
     // MARK: participant sessions
@@ -641,11 +650,11 @@ package final class MetadataStore: Sendable {
     package func createRecording(_ r: RecordingRecord) async throws {
         try await run { db throws(SQLError) in
             try db.execute("""
-                INSERT INTO recordings (id, room_id, mode, status, started_at, ended_at, duration_ms, storage, failure_reason, layout)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING
+                INSERT INTO recordings (id, room_id, mode, status, started_at, ended_at, duration_ms, storage, failure_reason, layout, metadata)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING
                 """, [.text(r.id), .text(r.roomID), .text(r.mode), .text(r.status.rawValue), .int(r.startedAt),
                       r.endedAt.map { .int($0) } ?? .null, r.durationMs.map { .int($0) } ?? .null, .text(r.storage),
-                      r.failureReason.map { .text($0) } ?? .null, r.layout.map { .text($0) } ?? .null])
+                      r.failureReason.map { .text($0) } ?? .null, r.layout.map { .text($0) } ?? .null, r.metadata.map { .text($0) } ?? .null])
         }
     }
 
@@ -699,7 +708,7 @@ package final class MetadataStore: Sendable {
                                        status: RecordingRecord.Status(rawValue: row["status"].text ?? "") ?? .failed,
                                        startedAt: row["started_at"].int ?? 0, endedAt: row["ended_at"].int, durationMs: row["duration_ms"].int,
                                        storage: row["storage"].text ?? "local", failureReason: row["failure_reason"].text, files: files,
-                                       layout: row["layout"].text, deletedAt: row["deleted_at"].int)
+                                       layout: row["layout"].text, deletedAt: row["deleted_at"].int, metadata: row["metadata"].text)
             }
         }
     }
