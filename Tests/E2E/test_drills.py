@@ -511,7 +511,8 @@ def test_database_outage_during_a_call_and_a_recording(sfu_factory, tmp_path):
         rows = pg.query(f"SELECT user_id, left_at IS NOT NULL FROM participant_sessions WHERE id = '{peer}'")
         assert rows == [["late", "t"]], rows
         kinds = sorted(r[0] for r in pg.query(f"SELECT kind FROM room_events WHERE room_id = '{rid}' AND user_id = 'late'"))
-        assert kinds == ["participant_joined", "participant_left"], kinds
+        # (And its token's `token_issued`, minted before the outage.)
+        assert kinds == ["participant_joined", "participant_left", "token_issued"], kinds
         rows = pg.query(f"SELECT status, ended_at IS NOT NULL FROM recordings WHERE id = '{out['rec']}'")
         assert rows == [["completed", "t"]], rows
         assert int(pg.query(f"SELECT count(*) FROM recording_files WHERE recording_id = '{out['rec']}'")[0][0]) == len(got["files"])
