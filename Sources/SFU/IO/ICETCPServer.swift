@@ -57,6 +57,8 @@ package protocol TCPFrameReceiver: AnyObject {
     /// A frame from `source` (a TCP address). - Returns: whether it passed an ICE check of the
     /// session it was routed to (the connection is then authenticated).
     func receiveFrame(_ frame: UnsafeMutableRawBufferPointer, from source: TransportAddress, nowNanos: Int64) -> Bool
+    /// The frames of one read were all handed over (the receiver writes what they caused).
+    func framesReceived()
 }
 
 /// A media worker's passive ICE-TCP side (RFC 6544): a listening socket on the worker's loop and
@@ -129,22 +131,8 @@ package final class ICETCPServer {
 
     /// A non-blocking TCP socket listening on `address` (SO_REUSEADDR).
     package static func listen(on address: TransportAddress) throws -> Int32 {
-        let family = address.isIPv4 ? AF_INET : AF_INET6
-        let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw MediaWorkerError.socket("socket", errno) }
-        var on: Int32 = 1
-        _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<Int32>.size))
-        var storage = sockaddr_in6()
-        let length = withUnsafeMutableBytes(of: &storage) { address.write(to: $0.baseAddress!) }
-        let bound = withUnsafePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
-        }
-        guard bound == 0, Glibc.listen(fd, 512) == 0 else {
-            let e = errno
-            Glibc.close(fd)
-            throw MediaWorkerError.socket("ICE-TCP listen on \(address) (SFU_MEDIA_TCP_PORT; 0 turns ICE-TCP off)", e)
-        }
-        return fd
+        try MediaWorker.boundSocket(address, type: SOCK_STREAM, what: "ICE-TCP listen on \(address) (SFU_MEDIA_TCP_PORT; 0 turns ICE-TCP off)",
+                                    finish: { Glibc.listen($0, 512) })
     }
 
     /// Starts accepting (on the loop).
@@ -238,6 +226,7 @@ package final class ICETCPServer {
             c.reader.consume(UnsafeMutableRawBufferPointer(rebasing: scratch[0..<n])) { event in
                 handle(event, on: c, nowNanos: now)
             }
+            receiver.framesReceived()
             if n < scratch.count { return }
         }
     }

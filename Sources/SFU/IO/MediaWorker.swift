@@ -171,23 +171,33 @@ package final class MediaWorker: SessionHost, TCPFrameReceiver, @unchecked Senda
     /// A non-blocking UDP socket bound to `address` (SO_REUSEADDR), with 4 MiB of socket buffers
     /// asked for (the kernel caps them at net.core.[rw]mem_max).
     package static func bindSocket(_ address: TransportAddress) throws -> Int32 {
+        try boundSocket(address, type: SOCK_DGRAM, what: "bind \(address)") { fd in
+            var size: Int32 = 4 << 20
+            _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+            _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+            return 0
+        }
+    }
+
+    /// A non-blocking socket of `type` bound to `address` (SO_REUSEADDR), then `finish` (the
+    /// buffers of a UDP socket, `listen` for TCP: a non-zero result fails it, named by `what`).
+    /// The media worker's UDP socket and its ICE-TCP listener are both made here.
+    static func boundSocket(_ address: TransportAddress, type: __socket_type, what: @autoclosure () -> String,
+                            finish: (Int32) -> Int32) throws -> Int32 {
         let family = address.isIPv4 ? AF_INET : AF_INET6
-        let fd = socket(family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let fd = socket(family, Int32(type.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw MediaWorkerError.socket("socket", errno) }
         var on: Int32 = 1
-        var size: Int32 = 4 << 20
         _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<Int32>.size))
-        _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
-        _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
         var storage = sockaddr_in6()
         let length = withUnsafeMutableBytes(of: &storage) { address.write(to: $0.baseAddress!) }
         let bound = withUnsafePointer(to: &storage) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
         }
-        guard bound == 0 else {
+        guard bound == 0, finish(fd) == 0 else {
             let e = errno
             close(fd)
-            throw MediaWorkerError.socket("bind \(address)", e)
+            throw MediaWorkerError.socket(what(), e)
         }
         return fd
     }
@@ -290,9 +300,11 @@ package final class MediaWorker: SessionHost, TCPFrameReceiver, @unchecked Senda
         received += 1
         let isSTUN = STUNMessage.isSTUN(UnsafeRawBufferPointer(frame))
         let transport = receive(frame, from: source, nowNanos: nowNanos, arrivalNanos: nowNanos)
-        flush()
         return isSTUN && transport?.lastCheckPassed == true
     }
+
+    /// The frames of one ICE-TCP read were handed over: write what they caused, once (as a UDP read batch does).
+    package func framesReceived() { flush() }
 
     /// Queues a datagram; it is written when the current read batch or tick ends (``flush()``).
     package func send(_ datagram: UnsafeRawBufferPointer, to address: TransportAddress) {
