@@ -76,7 +76,10 @@ def test_a_changed_address_mid_call_resumes_within_5_s_in_one_recording(sfu_fact
                                 f"{json.dumps(page_events(page)[-12:])}\n{_log_tail(sfu)}")
                     down = await asyncio.to_thread(
                         lambda: _wait(lambda: page_decoded(page, doctor.peer_id) >= before_doctor + 15, RESUME_WITHIN_S))
-                    assert down, f"the page did not decode aiortc's video again within {RESUME_WITHIN_S} s of the move"
+                    assert down, (f"the page did not decode aiortc's video again within {RESUME_WITHIN_S} s of its "
+                                  f"video reaching aiortc: {before_doctor} -> {page_decoded(page, doctor.peer_id)} frames; "
+                                  f"page stats {json.dumps([s for s in page_stats(page) if s.get('kind') == 'video'])}; "
+                                  f"page events {json.dumps(page_events(page)[-16:])}\n{_log_tail(sfu, 60)}")
                     pairs = page.execute_async(SELECTED_PAIRS)
                     restarts = [e for e in page_events(page) if e.get("event") in ("icerestart", "icerestarted")]
                     _, parts = await api.acall("GET", f"/v1/rooms/{room}/participants")

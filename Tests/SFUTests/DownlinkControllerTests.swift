@@ -174,6 +174,52 @@ struct DownlinkControllerTests {
         #expect((d.estimate ?? .infinity) < Double(d.allocatedBitrate))
     }
 
+    /// A subscriber whose path broke for 3 s (a phone changing networks) and came back at another
+    /// address: the feedback that follows reports the packets sent into the gone path as lost. Those
+    /// say nothing about the new path: after `pathChanged` they are left out, the estimate is not
+    /// cut and the video keeps its layer. Without the move the same feedback is taken as congestion
+    /// and cuts the estimate (which, near the lowest layer's cost, paused the video for seconds).
+    @Test func lossFromAPathThatIsGoneIsNotCongestion() {
+        func run(moved: Bool) -> (decisions: [DownlinkController.Decision], congestion: Int64?, estimate: Double) {
+            var d = DownlinkController()
+            d.transportCC = true
+            var sequence: Int64 = 0
+            // 50 packets of 1,000 bytes a second (400 kbit/s), 20 ms in flight unless `lost`.
+            func packets(from start: Int64, seconds: Int64, lost: Bool) -> [PacketResult] {
+                (0..<(50 * seconds)).map { i in
+                    defer { sequence += 1 }
+                    let sent = start + i * 20_000_000
+                    return PacketResult(sequence: sequence, sendNanos: sent, size: 1000, arrivalNanos: lost ? nil : sent + 20_000_000, probeCluster: nil)
+                }
+            }
+            let video = [[Int64(100_000)], [Int64(250_000)]] as [[Int64?]]
+            var now: Int64 = 0
+            for s in 0..<6 as Range<Int64> {
+                now = (s + 1) * Self.second
+                _ = d.received(feedback: packets(from: s * Self.second, seconds: 1, lost: false), rttNanos: 40_000_000, nowNanos: now)
+                _ = d.allocate(audio: 40_000, video: [Self.track(target: .init(spatial: 0, temporal: 0), current: 0, bitrates: video)], nowNanos: now)
+            }
+            let before = d.estimator.lastCongestionNanos
+            // The outage: 3 s sent into the old path; then the move, and feedback on everything.
+            let outage = packets(from: now, seconds: 3, lost: true)
+            now += 3 * Self.second
+            if moved { d.pathChanged(atNanos: now) }
+            let after = packets(from: now, seconds: 1, lost: false)
+            now += Self.second
+            _ = d.received(feedback: outage + after, rttNanos: 40_000_000, nowNanos: now)
+            let decisions = d.allocate(audio: 40_000, video: [Self.track(target: .init(spatial: 0, temporal: 0), current: 0, bitrates: video)], nowNanos: now)
+            #expect(before == nil)
+            return (decisions, d.estimator.lastCongestionNanos, d.estimate ?? 0)
+        }
+        let moved = run(moved: true)
+        #expect(moved.congestion == nil)
+        #expect(!moved.decisions.contains { if case .pause = $0 { true } else { false } }, "\(moved.decisions)")
+        #expect(moved.estimate >= 300_000, "the estimate learned before the move was kept: \(moved.estimate)")
+        let stayed = run(moved: false)
+        #expect(stayed.congestion != nil)
+        #expect(stayed.estimate < 0.8 * moved.estimate, "\(stayed.estimate) against \(moved.estimate); \(stayed.decisions)")
+    }
+
     /// Probe clusters go out paced at their rate, and are dropped without a carrier.
     @Test func probesArePacedAndNeedACarrier() throws {
         var d = DownlinkController()

@@ -118,6 +118,27 @@ package struct BandwidthEstimator: Sendable {
 
     package mutating func setRTT(nanos: Int64) { rttNanos = max(10_000_000, nanos) }
 
+    /// The subscriber's path changed (it moved to another address: a network change, an ICE
+    /// restart). The delay filter's state belongs to the old path (its base delay, its groups) and
+    /// is started again, and the loss window forgets the outage; the estimate, the acked and proven
+    /// rates are kept: what was learned is discarded only by what the new path says.
+    package mutating func pathChanged() {
+        groupFirstSend = nil
+        previousGroup = nil
+        accumulatedDelayMs = 0
+        smoothedDelayMs = 0
+        samples.removeAll()
+        firstArrivalNanos = nil
+        numDeltas = 0
+        overuseStartNanos = nil
+        previousTrend = 0
+        usage = .normal
+        lossWindow.removeAll()
+        lossFraction = 0
+        probes.removeAll()
+        probeResults.removeAll()
+    }
+
     /// A probe cluster to send now, if one is due: its id (stamp it on the packets' send-history
     /// entries), the rate to send at and how many bytes.
     package mutating func probeToSend(nowNanos: Int64, packetSize: Int = BandwidthEstimator.typicalPacketBytes) -> (cluster: Int, bitrate: Double, bytes: Int)? {

@@ -85,6 +85,21 @@ struct DownlinkController {
 
     mutating func connected(atNanos nanos: Int64) { connectedNanos = nanos }
 
+    /// When the subscriber last moved to another address (nil: never). Packets sent before that
+    /// went to a path that was gone: feedback that reports them lost or late tells of the outage,
+    /// not of congestion on the new path, and is left out (a phone that changed networks kept its
+    /// video paused for the loss of the seconds it was unreachable).
+    private(set) var pathChangedNanos: Int64?
+    /// How long after a move feedback is screened for packets sent before it (feedback on them
+    /// comes within a few round trips; the screen costs a pass over each feedback).
+    static let pathChangeScreenNanos: Int64 = 10_000_000_000
+
+    mutating func pathChanged(atNanos nanos: Int64) {
+        pathChangedNanos = nanos
+        estimator.pathChanged()
+        lastAllocationNanos = 0
+    }
+
     mutating func received(remb bitrate: UInt64) { remb = min(bitrate, Self.maxREMBBitsPerSecond) }
 
     /// transport-cc feedback's packet results. - Returns: true when the estimate just fell below
@@ -92,7 +107,11 @@ struct DownlinkController {
     mutating func received(feedback results: [PacketResult], rttNanos: Int64?, nowNanos: Int64) -> Bool {
         let before = estimator.estimate
         if let rttNanos { estimator.setRTT(nanos: rttNanos) }
-        estimator.onFeedback(results, nowNanos: nowNanos)
+        if let moved = pathChangedNanos, nowNanos - moved < Self.pathChangeScreenNanos {
+            estimator.onFeedback(results.filter { $0.sendNanos >= moved }, nowNanos: nowNanos)
+        } else {
+            estimator.onFeedback(results, nowNanos: nowNanos)
+        }
         if !results.isEmpty, !estimatorFed {
             estimatorFed = true
             firstFeedbackNanos = nowNanos

@@ -457,6 +457,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
 
     func transport(_ transport: WebRTCTransport, didMoveTo address: TransportAddress) {
         room.logger.info("subscriber moved to a new address", metadata: ["room": "\(room.id)", "peer": "\(participant.peer.peerID)", "address": "\(address)"])
+        downlink.pathChanged(atNanos: transport.ice.lastValidRequestNanos ?? transport.createdNanos)
     }
 
     func transportDidConnect(_ transport: WebRTCTransport) {
