@@ -31,7 +31,12 @@ struct APIBodiesTests {
     @Test func roomsLeaveOutWhatTheyDoNotHave() throws {
         let open = RoomRecord(id: "rm_a", name: "A", createdAt: 1_764_000_000_000, maxParticipants: 2, emptyTimeoutS: 60, maxDurationS: 600, autoRecord: true)
         let o = try object(RoomBody(open, participants: nil))
-        #expect(Set(o.keys) == ["id", "name", "created_at", "status", "max_participants", "empty_timeout_s", "max_duration_s", "auto_record"])
+        #expect(Set(o.keys) == ["id", "name", "created_at", "status", "max_participants", "empty_timeout_s", "max_duration_s", "auto_record",
+                                "recording_consent"])
+        #expect(o["recording_consent"] as? String == "notice")
+        var requiring = open
+        requiring.consentRequired = true
+        #expect(try object(RoomBody(requiring, participants: nil))["recording_consent"] as? String == "required")
         #expect(o["status"] as? String == "open" && o["created_at"] as? String == "2025-11-24T16:00:00.000Z" && o["auto_record"] as? Bool == true)
         var closed = open
         closed.closedAt = 1_764_000_001_500

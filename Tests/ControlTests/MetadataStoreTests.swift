@@ -144,6 +144,20 @@ struct MetadataStoreTests {
         #expect(try await store.recordings(roomID: "r", status: .completed).map(\.id) == ["rec1"])
         #expect(try await store.recordings(roomID: "other").isEmpty)
         #expect(try await store.recording(id: "rec2")?.failureReason == "server crashed; nothing on disk")
+        // Consent lines come back in their writer's order, whatever their times.
+        try await store.addRecordingConsents(recordingID: "rec1", [(1, RecordingConsentRecord(userID: "pat", granted: true, at: 900)),
+                                                                   (2, RecordingConsentRecord(userID: "dr-house", granted: false, at: 1_000))])
+        try await store.addRecordingConsents(recordingID: "rec1", [(3, RecordingConsentRecord(userID: "pat", granted: false, at: 800))])
+        #expect(try await store.recording(id: "rec1")?.consents.map(\.userID) == ["pat", "dr-house", "pat"])
+        #expect(try await store.recording(id: "rec1")?.consents.last == RecordingConsentRecord(userID: "pat", granted: false, at: 800))
+        #expect(try await store.recording(id: "rec2")?.consents == [])
+        // A room's consent rule is kept.
+        try await store.createRoom(RoomRecord(id: "rq", name: "rq", createdAt: 2, maxParticipants: 4, emptyTimeoutS: 1, maxDurationS: 1, autoRecord: false,
+                                              consentRequired: true))
+        // (Read back from the database, not the room cache: the call history's rows.)
+        let history = try await store.roomHistory(RoomHistoryQuery()).map(\.room)
+        #expect(history.first { $0.id == "rq" }?.consentRequired == true)
+        #expect(history.first { $0.id == "r" }?.consentRequired == false)
     }
 
     @Test(arguments: StoreBackend.allCases)

@@ -26,6 +26,8 @@ struct SignalingEventTests {
         #expect(try decode(#"{"event":"set_layer","data":{"track_id":"tr_1","max_spatial":1.0,"max_temporal":null}}"#).get()
                 == .setLayer(trackID: "tr_1", maxSpatial: 1, maxTemporal: nil))
         #expect(try decode(#"{"event":"leave_room"}"#).get() == .leaveRoom)
+        #expect(try decode(#"{"event":"recording_consent","data":{"granted":true}}"#).get() == .recordingConsent(granted: true))
+        #expect(try decode(#"{"event":"recording_consent","data":{"granted":false}}"#).get() == .recordingConsent(granted: false))
     }
 
     @Test func wrongInputIsTheContractsError() {
@@ -45,7 +47,8 @@ struct SignalingEventTests {
                      #"{"event":"set_layer","data":{"track_id":"t","max_spatial":1.5}}"#,
                      #"{"event":"set_layer","data":{"track_id":"t","max_spatial":4}}"#,
                      #"{"event":"set_layer","data":{"track_id":"t","max_temporal":true}}"#,
-                     #"{"event":"set_layer","data":{"max_spatial":1}}"#] {
+                     #"{"event":"set_layer","data":{"max_spatial":1}}"#,
+                     #"{"event":"recording_consent"}"#, #"{"event":"recording_consent","data":{"granted":"yes"}}"#] {
             #expect(code(text) == "bad_request", "\(text.prefix(80))")
         }
     }
@@ -61,7 +64,24 @@ struct SignalingEventTests {
                                             iceServers: ["stun:x:3478"]))
         #expect(joined["event"] as? String == "joined_room")
         let data = try #require(joined["data"] as? [String: Any])
-        #expect(Set(data.keys) == ["room_id", "peer_id", "user_id", "role", "name", "participants", "ice_servers", "resumed", "messages"])
+        #expect(Set(data.keys) == ["room_id", "peer_id", "user_id", "role", "name", "participants", "ice_servers", "resumed", "messages",
+                                   "recording_consent"])
+        #expect(data["recording_consent"] as? String == "notice")
+        // With consent required: the rule and the answers so far, each with its time.
+        let consenting = try object(ServerEvent(.joined(roomID: "rm_1", peer: peer, participants: [],
+                                                        consents: [RecordingConsent(userID: "u2", granted: true, atMillis: 1_764_000_000_000)]),
+                                                iceServers: []))
+        let consentData = try #require(consenting["data"] as? [String: Any])
+        #expect(consentData["recording_consent"] as? String == "required")
+        let line = try #require((consentData["consents"] as? [[String: Any]])?.first)
+        #expect(Set(line.keys) == ["user_id", "granted", "at"])
+        #expect(line["user_id"] as? String == "u2" && line["granted"] as? Bool == true && line["at"] as? String == "2025-11-24T16:00:00.000Z")
+        // The event: the recording in progress, or null.
+        let consent = try object(ServerEvent(.recordingConsent(recordingID: nil, userID: "u2", granted: false), iceServers: []))
+        #expect(consent["event"] as? String == "recording_consent")
+        let consentFields = try #require(consent["data"] as? [String: Any])
+        #expect(consentFields["recording_id"] is NSNull && consentFields["user_id"] as? String == "u2" && consentFields["granted"] as? Bool == false)
+        #expect(Set(consentFields.keys) == ["recording_id", "user_id", "granted"])
         #expect(data["resumed"] as? Bool == false)
         #expect((data["messages"] as? [Any])?.isEmpty == true)
         let withChat = try object(ServerEvent(.joined(roomID: "rm_1", peer: peer, participants: [],
@@ -116,7 +136,7 @@ struct SignalingEventTests {
             .sendMessage("héllo \"quoted\" / ✓"), .startRecording, .stopRecording,
             .captureImage(userID: "u1", source: "screen", format: "png"), .captureImage(userID: nil, source: nil, format: nil),
             .setLayer(trackID: "tr_1", maxSpatial: 0, maxTemporal: nil), .setLayer(trackID: "tr_2", maxSpatial: nil, maxTemporal: 3),
-            .leaveRoom,
+            .recordingConsent(granted: true), .recordingConsent(granted: false), .leaveRoom,
         ]
         for event in events {
             let text = try event.encoded()
@@ -140,6 +160,8 @@ struct SignalingEventTests {
             .chat(peerID: "pe_a", userID: "u1", message: "hi", timestampMillis: 1_764_000_000_000),
             .recordingStarted(id: "rec_1"), .recordingStopped(id: "rec_1"), .imageCaptured(snapshotID: "snap_1", userID: "u1"),
             .refused(.badOffer, message: "no"), .removed(.replaced, message: "again"),
+            .recordingConsent(recordingID: nil, userID: "u1", granted: true), .recordingConsent(recordingID: "rec_1", userID: "u1", granted: false),
+            .joined(roomID: "rm_1", peer: peer, participants: [], consents: [RecordingConsent(userID: "u1", granted: true, atMillis: 1_764_000_000_000)]),
         ]
         var names: Set<String> = []
         for signal in signals {
@@ -148,7 +170,7 @@ struct SignalingEventTests {
             #expect(ServerEvent.decode(text) == event, "\(text)")
             names.insert(event.name)
         }
-        #expect(names.count == 17)
+        #expect(names.count == 18)
         for text in ["", "{}", #"{"event":"dance","data":{}}"#, #"{"event":"user_left","data":{"peer_id":"p"}}"#,
                      #"{"event":"track_paused","data":{"peer_id":1,"track_id":"t","reason":"bandwidth"}}"#, #"{"event":"error"}"#] {
             #expect(ServerEvent.decode(text) == nil, "\(text)")
@@ -241,7 +263,7 @@ struct SignalingSessionTests {
         #expect(await session.receive(.text("{\"event\":\"join_room\",\"data\":{\"room_id\":\"\(h.room.id)\"}}")))
         let peerID = try #require(await session.peerID)
         #expect(await session.state == .joined(peerID: peerID))
-        #expect(out.withLockedValue { $0 }.contains { if case .room(.joined(let room, let peer, _, _)) = $0 { room == h.room.id && peer.peerID == peerID } else { false } })
+        #expect(out.withLockedValue { $0 }.contains { if case .room(.joined(let room, let peer, _, _, _)) = $0 { room == h.room.id && peer.peerID == peerID } else { false } })
         let snapshot = try await #require(h.live.existing(h.room.id)).run { $0.snapshot(nowNanos: 0).map(\.peer.userID) }
         #expect(snapshot == ["p"])
 
@@ -374,7 +396,7 @@ struct SignalingResumeTests {
         #expect(await second.state == .joined(peerID: peerID))
         #expect(h.services.resumption.parkedCount == 0)
         let sent = secondOut.withLockedValue { $0 }
-        guard case .resumed(.joined(_, let peer, let participants, _))? = sent.first else {
+        guard case .resumed(.joined(_, let peer, let participants, _, _))? = sent.first else {
             Issue.record("the first signal of a resumed session is not its joined_room: \(sent)")
             await h.stop()
             return

@@ -187,6 +187,59 @@ struct RoomRecordingTests {
         #expect(first.map { abs($0 - 1500) <= 1 } == true, "the first video frame at \(first ?? -1) ms, expected 1500")
     }
 
+    /// A room that requires consent (docs/RECORDING.md "Consent"): of two audio publishers, the one
+    /// that never consented has no file; the other's first file ends where it withdrew (1 s in) and
+    /// a second one starts where it granted again (2 s in); everyone was told each answer.
+    @Test func consentRequiredRecordsOnlyWhileGranted() async throws {
+        let h = try RoomHarness()
+        h.room.recordingConsentRequired = true
+        let yes = try h.join("yes"), never = try h.join("never")
+        let ssrcs: [UInt32] = [0xA1A1_A1A1, 0xA2A2_A2A2]
+        for (peer, ssrc) in zip([yes, never], ssrcs) { h.publish(peer, streams: [.init(kind: .audio, ssrc: ssrc)]) }
+        try #require(h.connectAll(), "transports did not connect")
+        for (peer, ssrc) in zip([yes, never], ssrcs) {
+            peer.publisher?.sendRTCP([.senderReport(SenderReport(ssrc: ssrc, ntpTime: 7000 << 32, rtpTime: 0, packetCount: 0, octetCount: 0))])
+        }
+        h.run(steps: 3)
+        #expect(!h.room.mayRecord(yes.info) && !h.room.mayRecord(never.info))
+        let granted = h.room.setRecordingConsent(peerID: yes.info.peerID, granted: true, atMillis: 1_000, nowNanos: h.now)
+        #expect(granted == RecordingConsent(userID: "yes", granted: true, atMillis: 1_000))
+        #expect(h.room.setRecordingConsent(peerID: yes.info.peerID, granted: true, atMillis: 1_001, nowNanos: h.now) == nil, "a repeated answer changes nothing")
+        #expect(never.signals.contains(.recordingConsent(recordingID: nil, userID: "yes", granted: true)))
+        let dir = NSTemporaryDirectory() + "rec-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let recording = RoomRecording(id: "rec_consent", directory: dir)
+        recording.start(in: h.room)
+        let audio = try TestMedia.opusPackets(count: 150)
+        for step in 0..<300 {
+            let ms = step * 10
+            if ms == 1000 { h.room.setRecordingConsent(peerID: yes.info.peerID, granted: false, atMillis: 2_000, nowNanos: h.now) }
+            if ms == 2000 { h.room.setRecordingConsent(peerID: yes.info.peerID, granted: true, atMillis: 3_000, nowNanos: h.now) }
+            if ms % 20 == 0 {
+                let i = ms / 20
+                for (peer, ssrc) in zip([yes, never], ssrcs) {
+                    h.sendRTP(peer, RTPPacket(payloadType: 111, sequenceNumber: UInt16(i), timestamp: UInt32(i) * 960, ssrc: ssrc, payload: audio[i]))
+                }
+            }
+            h.run()
+        }
+        #expect(never.signals.contains(.recordingConsent(recordingID: "rec_consent", userID: "yes", granted: false)))
+        let pending = recording.stop(in: h.room)
+        var files: [RecordedFile] = []
+        for p in pending { files.append(await p.finalize().0) }
+        #expect(files.allSatisfy { $0.userID == "yes" }, "\(files.map(\.userID))")
+        try #require(files.count == 2, "\(files)")
+        #expect(Set(files.map(\.path)).count == 2, "two files, two names: \(files.map(\.fileName))")
+        let frames = files.map(\.audioFrames).sorted()
+        #expect(frames[0] >= 45 && frames[0] <= 52, "the file before the withdrawal: \(frames)")
+        #expect(frames[1] >= 45 && frames[1] <= 52, "the file after the new grant: \(frames)")
+        guard case .joined(_, _, _, _, let consents)? = h.room.joinedSignal(peerID: never.info.peerID) else {
+            Issue.record("no joined signal")
+            return
+        }
+        #expect(consents == [RecordingConsent(userID: "yes", granted: true, atMillis: 3_000)])
+    }
+
     /// A simulcast camera (two layers, RTP timestamps on different bases) whose top layer stops for
     /// 1.7 s and comes back mid-GOP: the recording moves to the low layer once the top one has been
     /// silent for a second (from the low layer's next keyframe), and back to the top one at its

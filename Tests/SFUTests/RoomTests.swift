@@ -84,14 +84,14 @@ struct RoomTests {
             #expect(lines == (0..<60).map { "line \($0)" })
         }
         let late = try h.join("late")
-        guard case .joined(_, _, let others, let messages)? = late.signals.first else {
+        guard case .joined(_, _, let others, let messages, _)? = late.signals.first else {
             Issue.record("the late joiner's first signal is not joined: \(late.signals.prefix(1))")
             return
         }
         #expect(others.count == 2)
         #expect(messages.map(\.message) == (10..<60).map { "line \($0)" } && messages.count == Room.chatHistoryLimit)
         #expect(messages.first?.userID == "a" && messages.first?.timestampMillis == 10)
-        guard case .joined(_, _, _, let resumed)? = h.room.joinedSignal(peerID: a.info.peerID) else {
+        guard case .joined(_, _, _, let resumed, _)? = h.room.joinedSignal(peerID: a.info.peerID) else {
             Issue.record("no joined signal for a resume")
             return
         }

@@ -31,6 +31,8 @@ struct RoomBody: Encodable, Sendable {
     var participants: Participants?
     /// The app's metadata, as given at creation.
     var metadata: JSONValue?
+    /// `notice` or `required`.
+    var recordingConsent: String
     /// The call history's figures (`GET /v1/rooms`): from creation to close (or now), distinct
     /// users that joined, most participants at once, the room's recordings in start order.
     var durationMs: Int64?
@@ -69,6 +71,7 @@ struct RoomBody: Encodable, Sendable {
         closeReason = r.closeReason
         self.participants = participants
         metadata = r.metadata.flatMap(JSONValue.parse)
+        recordingConsent = r.consentRequired ? "required" : "notice"
     }
 
     static func sessions(_ records: [ParticipantSessionRecord]) -> Participants {
@@ -403,6 +406,14 @@ struct RecordingBody: Encodable, Sendable, Equatable {
     var deletedAt: String?
     var metadata: JSONValue?
     var files: [File]
+    /// Each participant's consent, in a room that requires it (empty otherwise).
+    var consents: [Consent]
+
+    struct Consent: Encodable, Sendable, Equatable {
+        var userID: String
+        var granted: Bool
+        var at: String
+    }
 
     struct File: Encodable, Sendable, Equatable {
         var id, userID, fileName, path, source, format: String
@@ -424,6 +435,7 @@ struct RecordingBody: Encodable, Sendable, Equatable {
         failureReason = r.failureReason
         deletedAt = r.deletedAt.map(ControlAPI.iso8601)
         metadata = r.metadata.flatMap(JSONValue.parse)
+        consents = r.consents.map { Consent(userID: $0.userID, granted: $0.granted, at: ControlAPI.iso8601($0.at)) }
         files = r.files.map {
             File(id: $0.id, userID: $0.userID, fileName: $0.fileName, path: $0.path, source: $0.source, format: $0.format,
                  trackKinds: $0.trackKinds, sizeBytes: $0.sizeBytes, durationMs: $0.durationMs, videoCodec: $0.videoCodec,

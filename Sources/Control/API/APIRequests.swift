@@ -17,8 +17,12 @@ package struct CreateRoomRequest: Codable, Sendable, Equatable {
     package var autoRecord: Bool?
     /// The app's own data (a JSON object, at most ``RequestFields/maxMetadataBytes``), returned as given.
     package var metadata: JSONValue?
+    /// `notice` (the default: everyone in the room is recorded) or `required`.
+    package var recordingConsent: String?
 
-    package init(name: String? = nil, maxParticipants: Int? = nil, emptyTimeoutS: Int? = nil, maxDurationS: Int? = nil, autoRecord: Bool? = nil) {
+    package init(name: String? = nil, maxParticipants: Int? = nil, emptyTimeoutS: Int? = nil, maxDurationS: Int? = nil, autoRecord: Bool? = nil,
+                 recordingConsent: String? = nil) {
+        self.recordingConsent = recordingConsent
         self.name = name
         self.maxParticipants = maxParticipants
         self.emptyTimeoutS = emptyTimeoutS
@@ -34,6 +38,10 @@ package struct CreateRoomRequest: Codable, Sendable, Equatable {
         maxDurationS = try f.int("max_duration_s", in: 1...(7 * 86_400))
         autoRecord = try f.bool("auto_record")
         metadata = try f.metadata()
+        recordingConsent = try f.string("recording_consent", maxLength: 16)
+        if let c = recordingConsent, c != "notice", c != "required" {
+            throw APIError.badRequest("recording_consent must be notice or required")
+        }
     }
 }
 

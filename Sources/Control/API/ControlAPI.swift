@@ -156,6 +156,7 @@ package struct ControlAPI: Sendable {
         options.maxDurationS = body.maxDurationS ?? Defaults.maxDurationS
         options.autoRecord = body.autoRecord ?? false
         options.metadata = body.metadata.flatMap(JSONValue.text)
+        options.consentRequired = body.recordingConsent == "required"
         let room = try await lifecycle.open(options)
         return try json(.created, RoomBody(room, participants: .sessions([])))
     }

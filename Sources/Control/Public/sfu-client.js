@@ -11,6 +11,8 @@
 //   client.toggleAudio(false); await client.shareScreen(); client.sendMessage("hi"); client.leave();
 //   client.addEventListener("trackpaused", (e) => ...);       // the server stopped a video for bandwidth
 //   client.setLayer(trackId, { maxSpatial: 0 });              // at most the lowest simulcast layer
+//   client.setRecordingConsent(true);                         // a room with recording_consent "required"
+//   client.addEventListener("recordingconsent", (e) => ...);  // someone's answer; client.consents has them all
 //
 // Two peer connections: the publisher (we offer, the server answers) and the subscriber (the server
 // offers whenever the set of remote tracks changes, we answer). Remote tracks are mapped to
@@ -93,6 +95,9 @@ export class SFUClient extends EventTarget {
      *                                       stream, mid})}
      * `paused`: the server stopped forwarding this track to us (`track_paused`, not enough bandwidth). */
     this.participants = new Map();
+    /** `notice` or `required` (joined_room), and user id -> granted for the answers given so far. */
+    this.recordingConsent = "notice";
+    this.consents = new Map();
     this.localStream = null;      // camera + microphone
     this.screenStream = null;     // the shared screen while sharing
     this.audioEnabled = true;
@@ -274,6 +279,16 @@ export class SFUClient extends EventTarget {
     return this._send("set_layer", data);
   }
 
+  /**
+   * Answers whether we may be recorded: `recording_consent {granted}`. In a room created with
+   * `recording_consent: "required"` (`this.recordingConsent`) our media enters a recording only
+   * while we have granted; everyone gets a `recordingconsent` event. Returns false if the signaling
+   * socket is not open.
+   */
+  setRecordingConsent(granted) {
+    return this._send("recording_consent", { granted: !!granted });
+  }
+
   /** Leaves the room: leave_room, then closes both peer connections and stops local capture. */
   leave() {
     if (this.state === "closed") return;
@@ -396,9 +411,20 @@ export class SFUClient extends EventTarget {
       case "ice_restarted":
         this._emit("icerestarted", { target: data.target });
         return;
+      case "recording_consent":
+        this.consents.set(data.user_id, !!data.granted);
+        this._emit("recordingconsent", { userId: data.user_id, granted: !!data.granted, recordingId: data.recording_id,
+                                         self: data.user_id === this.userId });
+        return;
       case "error": return this._onError(data);
       default: return; // unknown events are ignored
     }
+  }
+
+  /** The room's recording rule and the answers so far, from `joined_room` (a resume's too). */
+  _takeConsents(data) {
+    this.recordingConsent = data.recording_consent || "notice";
+    this.consents = new Map((data.consents || []).map((c) => [c.user_id, !!c.granted]));
   }
 
   _onJoined(data) {
@@ -408,6 +434,7 @@ export class SFUClient extends EventTarget {
     this.peerId = data.peer_id;
     this.userId = data.user_id;
     this.role = data.role;
+    this._takeConsents(data);
     this.iceServers = [...iceServersFrom(data.ice_servers), ...this.options.iceServers];
     for (const p of data.participants || []) {
       const rec = this._participant(p.peer_id, p);
@@ -502,6 +529,7 @@ export class SFUClient extends EventTarget {
     if (data.resumed) {
       this.state = "joined";
       this.iceServers = [...iceServersFrom(data.ice_servers), ...this.options.iceServers];
+      this._takeConsents(data);
       // Reconcile who is here; the events that came meanwhile follow this one.
       const present = new Set((data.participants || []).map((p) => p.peer_id));
       for (const peerId of [...this.participants.keys()]) if (!present.has(peerId)) this._removeParticipant(peerId);

@@ -12,6 +12,40 @@ package final class RecordingService: Sendable {
         let roomID: String
         let live: LiveRooms.Live
         let recording: Recorder
+        /// The consent list's observer (a room that requires consent) and the task that stores its lines.
+        let consents: ConsentWriter
+    }
+
+    /// Stores a recording's consent lines in the order the room's loop made them.
+    struct ConsentWriter: Sendable {
+        let lines: AsyncStream<RecordingConsentRecord>.Continuation
+        let task: Task<Void, Never>
+        let ledger: NIOLoopBound<RecordingConsentLedger>
+
+        /// Stops following the room (on its loop) and waits for the lines to be stored.
+        func finish(in live: LiveRooms.Live) async {
+            _ = try? await live.worker.submit { ledger.value.stop(in: live.room.value) }
+            lines.finish()
+            await task.value
+        }
+    }
+
+    /// The writer of recording `id`'s consent lines, its ledger made and started on the room's loop
+    /// (call there, right after the recorder started: nothing is missed between the two).
+    static func consentWriter(id: String, store: MetadataStore, logger: Logger, live: LiveRooms.Live) -> ConsentWriter {
+        let (stream, lines) = AsyncStream<RecordingConsentRecord>.makeStream()
+        let task = Task {
+            var seq: Int64 = 0
+            for await line in stream {
+                seq += 1
+                do { try await store.addRecordingConsents(recordingID: id, [(seq, line)]) } catch {
+                    logger.warning("could not store a consent line", metadata: ["recording": "\(id)", "error": "\(error)"])
+                }
+            }
+        }
+        let ledger = RecordingConsentLedger { lines.yield($0) }
+        ledger.start(in: live.room.value)
+        return ConsentWriter(lines: lines, task: task, ledger: NIOLoopBound(ledger, eventLoop: live.worker.eventLoop))
     }
 
     /// What records the room: one file per participant, or the composite.
@@ -60,34 +94,38 @@ package final class RecordingService: Sendable {
                                      layout: composite?.layout.rawValue, metadata: metadata)
         try await store.createRecording(record)
         let bound: Recorder
+        let consents: ConsentWriter
+        let (store, logger) = (self.store, self.logger)
         if let composite {
-            let logger = self.logger
             do {
-                bound = .composite(try await liveRoom.worker.submit {
+                (bound, consents) = try await liveRoom.worker.submit {
                     let now = MediaWorker.nowNanos
                     let recording = try CompositeRecording(id: id, directory: dir, fileID: ResourceID.file.make(), options: composite,
                                                            nowNanos: now, logger: logger)
                     recording.start(in: liveRoom.room.value, nowNanos: now)
-                    return NIOLoopBound(recording, eventLoop: liveRoom.worker.eventLoop)
-                })
+                    return (.composite(NIOLoopBound(recording, eventLoop: liveRoom.worker.eventLoop)),
+                            Self.consentWriter(id: id, store: store, logger: logger, live: liveRoom))
+                }
             } catch {
                 try? await store.finishRecording(id: id, status: .failed, endedAt: now, durationMs: 0, failureReason: "the composite could not start: \(error)")
                 throw error
             }
         } else {
-            bound = .tracks(try await liveRoom.worker.submit {
+            (bound, consents) = try await liveRoom.worker.submit {
                 let recording = RoomRecording(id: id, directory: dir)
                 recording.start(in: liveRoom.room.value)
-                return NIOLoopBound(recording, eventLoop: liveRoom.worker.eventLoop)
-            })
+                return (.tracks(NIOLoopBound(recording, eventLoop: liveRoom.worker.eventLoop)),
+                        Self.consentWriter(id: id, store: store, logger: logger, live: liveRoom))
+            }
         }
         let raced: Bool = active.withLockedValue { a in
             if a.contains(where: { $0.value.roomID == roomID }) { return true }
-            a[id] = Active(roomID: roomID, live: liveRoom, recording: bound)
+            a[id] = Active(roomID: roomID, live: liveRoom, recording: bound, consents: consents)
             return false
         }
         if raced {
             // Another start won meanwhile: undo this one.
+            await consents.finish(in: liveRoom)
             _ = await Self.stopRecorder(bound, in: liveRoom)
             try? await store.finishRecording(id: id, status: .failed, endedAt: now, durationMs: 0, failureReason: "another recording started at the same time")
             throw StartError.alreadyRecording(activeRecording(roomID: roomID) ?? "")
@@ -103,6 +141,8 @@ package final class RecordingService: Sendable {
     /// Stops a recording: finalizes every file and records the metadata. A finished one is returned as it is.
     package func stop(id: String, stoppedBy: String? = nil, reason: String? = nil) async throws -> RecordingRecord? {
         guard let entry = active.withLockedValue({ $0.removeValue(forKey: id) }) else { return try await store.recording(id: id) }
+        // The consent list is complete before the metadata is read back (and sent in the webhook).
+        await entry.consents.finish(in: entry.live)
         let finalizing: [PendingRecorderFile]
         switch entry.recording {
         case .tracks(let r):

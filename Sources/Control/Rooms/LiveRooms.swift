@@ -42,8 +42,10 @@ package final class LiveRooms: Sendable {
         let context = media.dtlsContext
         let logger = self.logger
         let made = try await worker.submit {
-            Live(worker: worker, room: NIOLoopBound(Room(id: record.id, maxParticipants: record.maxParticipants, host: worker, dtlsContext: context,
-                                                       candidates: candidates, logger: logger), eventLoop: worker.eventLoop))
+            let room = Room(id: record.id, maxParticipants: record.maxParticipants, host: worker, dtlsContext: context,
+                            candidates: candidates, logger: logger)
+            room.recordingConsentRequired = record.consentRequired
+            return Live(worker: worker, room: NIOLoopBound(room, eventLoop: worker.eventLoop))
         }
         let (live, raced) = rooms.withLockedValue { rooms -> (Live, Bool) in
             if let other = rooms[record.id] { return (other, false) }  // a concurrent first join won

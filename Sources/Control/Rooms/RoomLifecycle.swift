@@ -32,6 +32,8 @@ struct Options: Sendable {
         var autoRecord = false
         /// The app's metadata (a JSON object's text).
         var metadata: String?
+        /// `recording_consent: "required"`.
+        var consentRequired = false
 
         init(name: String? = nil) { self.name = name }
     }
@@ -42,7 +44,7 @@ func open(_ options: Options, origin: String? = nil, nowMillis: Int64 = Metadata
         let id = ResourceID.room.make()
         let room = RoomRecord(id: id, name: options.name ?? id, createdAt: nowMillis, maxParticipants: options.maxParticipants,
                               emptyTimeoutS: options.emptyTimeoutS, maxDurationS: options.maxDurationS, autoRecord: options.autoRecord,
-                              metadata: options.metadata)
+                              metadata: options.metadata, consentRequired: options.consentRequired)
         try await store.createRoom(room)
         try await store.appendEvent(RoomEvent(roomID: id, at: nowMillis, kind: "room_created", detail: origin, actor: origin == "demo" ? "demo" : "api",
                                               subject: "room:" + id, data: ["name": room.name]))

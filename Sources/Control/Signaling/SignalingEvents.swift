@@ -78,6 +78,8 @@ package enum ClientEvent: Sendable, Equatable {
     case setLayer(trackID: String, maxSpatial: Int?, maxTemporal: Int?)
     /// `restart_ice {target: "subscriber"}` (the publisher connection restarts with a new offer).
     case restartICE
+    /// `recording_consent {granted}`: the participant's answer to being recorded.
+    case recordingConsent(granted: Bool)
     case leaveRoom
 
     /// Why a frame is not an event the session can act on: each maps to the `error` event's code.
@@ -204,6 +206,9 @@ package enum ClientEvent: Sendable, Equatable {
                 return .failure(.badRequest("restart_ice needs data.target \"subscriber\" (the publisher connection restarts ICE with a new webrtc_offer)"))
             }
             return .success(.restartICE)
+        case .recordingConsent:
+            guard let granted = data["granted"]?.bool else { return .failure(.badRequest("recording_consent needs data.granted (true or false)")) }
+            return .success(.recordingConsent(granted: granted))
         case .leaveRoom:
             return .success(.leaveRoom)
         }
@@ -274,6 +279,7 @@ package enum ServerEvent: Sendable, Equatable, Encodable {
     case recordingStopped(Recording)
     case imageCaptured(ImageCaptured)
     case iceRestarted(Target)
+    case recordingConsent(Consent)
     case error(ErrorData)
 
     package struct JoinedRoom: Codable, Sendable, Equatable {
@@ -284,6 +290,33 @@ package enum ServerEvent: Sendable, Equatable, Encodable {
         package var resumed = false
         /// The room's recent chat, oldest first (a late joiner sees what was said).
         package var messages: [Chat] = []
+        /// The room's rule, `notice` or `required`; with `required`, the answers given so far.
+        package var recordingConsent = "notice"
+        package var consents: [ConsentLine]?
+    }
+    /// One answer in `joined_room`'s `consents`, with when it was given.
+    package struct ConsentLine: Codable, Sendable, Equatable {
+        package var userID: String
+        package var granted: Bool
+        package var at: String
+    }
+    /// `recording_consent`: `recordingID` is the recording in progress (null when none).
+    package struct Consent: Codable, Sendable, Equatable {
+        package var recordingID: String?
+        package var userID: String
+        package var granted: Bool
+        package init(recordingID: String?, userID: String, granted: Bool) {
+            self.recordingID = recordingID
+            self.userID = userID
+            self.granted = granted
+        }
+        package func encode(to encoder: any Encoder) throws {
+            // `recording_id` is null, not absent, when nothing is recording.
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(recordingID, forKey: .recordingID)
+            try c.encode(userID, forKey: .userID)
+            try c.encode(granted, forKey: .granted)
+        }
     }
     package struct Participant: Codable, Sendable, Equatable {
         package var peerID, userID, name, role: String
@@ -332,6 +365,7 @@ package enum ServerEvent: Sendable, Equatable, Encodable {
         case recordingStopped = "recording_stopped"
         case imageCaptured = "image_captured"
         case iceRestarted = "ice_restarted"
+        case recordingConsent = "recording_consent"
         case error = "error"
     }
 
@@ -355,6 +389,7 @@ package enum ServerEvent: Sendable, Equatable, Encodable {
         case .recordingStopped: .recordingStopped
         case .imageCaptured: .imageCaptured
         case .iceRestarted: .iceRestarted
+        case .recordingConsent: .recordingConsent
         case .error: .error
         }
     }
@@ -378,6 +413,7 @@ package enum ServerEvent: Sendable, Equatable, Encodable {
         case .recordingStarted(let d), .recordingStopped(let d): try c.encode(d, forKey: .data)
         case .imageCaptured(let d): try c.encode(d, forKey: .data)
         case .iceRestarted(let d): try c.encode(d, forKey: .data)
+        case .recordingConsent(let d): try c.encode(d, forKey: .data)
         case .error(let d): try c.encode(d, forKey: .data)
         }
     }
@@ -419,13 +455,15 @@ package enum ServerEvent: Sendable, Equatable, Encodable {
             TrackInfoData(trackID: t.trackID, kind: t.kind.rawValue, source: t.source.rawValue, muted: t.muted, simulcast: t.simulcast)
         }
         switch signal {
-        case .joined(let roomID, let p, let participants, let messages):
+        case .joined(let roomID, let p, let participants, let messages, let consents):
             self = .joinedRoom(JoinedRoom(
                 roomID: roomID, peerID: p.peerID, userID: p.userID, role: p.role, name: p.name,
                 participants: participants.map { Participant(peerID: $0.peer.peerID, userID: $0.peer.userID, name: $0.peer.name,
                                                              role: $0.peer.role, tracks: $0.tracks.map(track)) },
                 iceServers: iceServers.servers(userID: p.userID, nowSeconds: nowSeconds),
-                messages: messages.map { Chat(peerID: $0.peerID, userID: $0.userID, message: $0.message, timestamp: ControlAPI.iso8601($0.timestampMillis)) }))
+                messages: messages.map { Chat(peerID: $0.peerID, userID: $0.userID, message: $0.message, timestamp: ControlAPI.iso8601($0.timestampMillis)) },
+                recordingConsent: consents == nil ? "notice" : "required",
+                consents: consents?.map { ConsentLine(userID: $0.userID, granted: $0.granted, at: ControlAPI.iso8601($0.atMillis)) }))
         case .publisherAnswer(let sdp): self = .webrtcAnswer(SDP(target: "publisher", sdp: sdp))
         case .subscriberOffer(let sdp): self = .webrtcOffer(SDP(target: "subscriber", sdp: sdp))
         case .userJoined(let p): self = .userJoined(peer(p))
@@ -449,6 +487,8 @@ package enum ServerEvent: Sendable, Equatable, Encodable {
         case .recordingStopped(let id): self = .recordingStopped(Recording(recordingID: id))
         case .imageCaptured(let snapshotID, let userID): self = .imageCaptured(ImageCaptured(snapshotID: snapshotID, userID: userID))
         case .iceRestarted(let target): self = .iceRestarted(Target(target: target.rawValue))
+        case .recordingConsent(let recordingID, let userID, let granted):
+            self = .recordingConsent(Consent(recordingID: recordingID, userID: userID, granted: granted))
         case .refused(let refusal, let message): self = .error(ErrorData(code: refusal.code, message: message))
         case .removed(let reason, let message): self = .error(ErrorData(code: reason.code, message: message))
         }
@@ -516,6 +556,7 @@ extension ClientEvent: Encodable {
         case captureImage = "capture_image"
         case setLayer = "set_layer"
         case restartICE = "restart_ice"
+        case recordingConsent = "recording_consent"
         case leaveRoom = "leave_room"
     }
 
@@ -535,6 +576,7 @@ extension ClientEvent: Encodable {
         case .captureImage: .captureImage
         case .setLayer: .setLayer
         case .restartICE: .restartICE
+        case .recordingConsent: .recordingConsent
         case .leaveRoom: .leaveRoom
         }
     }
@@ -571,6 +613,7 @@ extension ClientEvent: Encodable {
             try data.encode(maxSpatial, forKey: SignalingJSON.Key("max_spatial"))
             try data.encode(maxTemporal, forKey: SignalingJSON.Key("max_temporal"))
         case .restartICE: try put("target", ConnectionTarget.subscriber.rawValue)
+        case .recordingConsent(let granted): try put("granted", granted)
         case .iceCandidate, .startRecording, .stopRecording, .leaveRoom: break
         }
     }
@@ -613,6 +656,7 @@ extension ServerEvent: Decodable {
         case .recordingStopped: self = .recordingStopped(try data())
         case .imageCaptured: self = .imageCaptured(try data())
         case .iceRestarted: self = .iceRestarted(try data())
+        case .recordingConsent: self = .recordingConsent(try data())
         case .error: self = .error(try data())
         }
     }

@@ -266,6 +266,14 @@ package actor SignalingSession {
         case .restartICE:
             let restarted = try? await live.run { $0.restartSubscriberICE(peerID: peerID) }
             if restarted != true { reply("not_connected", "the subscriber connection has no transport to restart yet") }
+        case .recordingConsent(let granted):
+            let now = MetadataStore.nowMillis
+            let changed: RecordingConsent?? = try? await live.run {
+                $0.setRecordingConsent(peerID: peerID, granted: granted, atMillis: now, nowNanos: MediaWorker.nowNanos)
+            }
+            // A repeated answer changes nothing and is not audited again.
+            guard changed ?? nil != nil else { return true }
+            audit(granted ? "recording_consent_granted" : "recording_consent_withdrawn", data: ["peer_id": peerID])
         case .leaveRoom:
             leaveRequested = true
             state = .left

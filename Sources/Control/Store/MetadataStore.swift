@@ -19,10 +19,14 @@ package struct RoomRecord: Sendable, Equatable {
     package var autoRecord: Bool
     /// The app's `metadata` (a JSON object's text), as given at creation.
     package var metadata: String?
+    /// `recording_consent: "required"`: a participant is recorded only once it consented.
+    package var consentRequired: Bool
 
     package init(id: String, name: String, createdAt: Int64, closedAt: Int64? = nil, closeReason: String? = nil,
-                maxParticipants: Int, emptyTimeoutS: Int, maxDurationS: Int, autoRecord: Bool, metadata: String? = nil) {
+                maxParticipants: Int, emptyTimeoutS: Int, maxDurationS: Int, autoRecord: Bool, metadata: String? = nil,
+                consentRequired: Bool = false) {
         self.metadata = metadata
+        self.consentRequired = consentRequired
         self.id = id
         self.name = name
         self.createdAt = createdAt
@@ -117,10 +121,14 @@ package struct RecordingRecord: Sendable, Equatable {
     package var deletedAt: Int64?
     /// The app's `metadata` (a JSON object's text), as given at the start.
     package var metadata: String?
+    /// In a room with consent required: each participant's answer when the recording started or
+    /// it joined, and every change while recording, in time order.
+    package var consents: [RecordingConsentRecord] = []
 
     package init(id: String, roomID: String, mode: String, status: Status, startedAt: Int64, endedAt: Int64? = nil, durationMs: Int64? = nil,
                 storage: String = "local", failureReason: String? = nil, files: [RecordingFileRecord] = [], layout: String? = nil,
-                deletedAt: Int64? = nil, metadata: String? = nil) {
+                deletedAt: Int64? = nil, metadata: String? = nil, consents: [RecordingConsentRecord] = []) {
+        self.consents = consents
         self.deletedAt = deletedAt
         self.metadata = metadata
         self.id = id
@@ -134,6 +142,18 @@ package struct RecordingRecord: Sendable, Equatable {
         self.failureReason = failureReason
         self.files = files
         self.layout = layout
+    }
+}
+
+/// One line of a recording's consent list (PROTOCOL.md `consents: [{user_id, granted, at}]`).
+package struct RecordingConsentRecord: Sendable, Equatable {
+    package var userID: String
+    package var granted: Bool
+    package var at: Int64
+    package init(userID: String, granted: Bool, at: Int64) {
+        self.userID = userID
+        self.granted = granted
+        self.at = at
     }
 }
 
@@ -406,6 +426,15 @@ enum Migrations {
         ]),
         // The app's own metadata on rooms and recordings.
         (10, ["ALTER TABLE rooms ADD COLUMN metadata TEXT", "ALTER TABLE recordings ADD COLUMN metadata TEXT"]),
+        // Recording consent: the room's rule, and each recording's list of answers.
+        (11, [
+            "ALTER TABLE rooms ADD COLUMN recording_consent TEXT",
+            """
+            CREATE TABLE recording_consents (id TEXT PRIMARY KEY, recording_id TEXT NOT NULL, seq BIGINT NOT NULL, user_id TEXT NOT NULL,
+              granted INTEGER NOT NULL, at BIGINT NOT NULL)
+            """,
+            "CREATE INDEX recording_consents_recording ON recording_consents(recording_id, seq)",
+        ]),
     ]
 
     static func apply(_ db: SQLDatabase) throws(SQLError) -> [Int] {
@@ -540,11 +569,12 @@ package final class MetadataStore: Sendable {
     package func createRoom(_ r: RoomRecord) async throws {
         try await run { db throws(SQLError) in
             try db.execute("""
-                INSERT INTO rooms (id, name, created_at, closed_at, close_reason, max_participants, empty_timeout_s, max_duration_s, auto_record, metadata)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING
+                INSERT INTO rooms (id, name, created_at, closed_at, close_reason, max_participants, empty_timeout_s, max_duration_s, auto_record, metadata,
+                  recording_consent)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING
                 """, [.text(r.id), .text(r.name), .int(r.createdAt), r.closedAt.map { .int($0) } ?? .null, r.closeReason.map { .text($0) } ?? .null,
                       .int(Int64(r.maxParticipants)), .int(Int64(r.emptyTimeoutS)), .int(Int64(r.maxDurationS)), .int(r.autoRecord ? 1 : 0),
-                      r.metadata.map { .text($0) } ?? .null])
+                      r.metadata.map { .text($0) } ?? .null, .text(r.consentRequired ? "required" : "notice")])
         }
         cache(r)
     }
@@ -595,7 +625,8 @@ package final class MetadataStore: Sendable {
         RoomRecord(id: row["id"].text ?? "", name: row["name"].text ?? "", createdAt: row["created_at"].int ?? 0,
                    closedAt: row["closed_at"].int, closeReason: row["close_reason"].text,
                    maxParticipants: Int(row["max_participants"].int ?? 0), emptyTimeoutS: Int(row["empty_timeout_s"].int ?? 0),
-                   maxDurationS: Int(row["max_duration_s"].int ?? 0), autoRecord: (row["auto_record"].int ?? 0) != 0, metadata: row["metadata"].text)
+                   maxDurationS: Int(row["max_duration_s"].int ?? 0), autoRecord: (row["auto_record"].int ?? 0) != 0, metadata: row["metadata"].text,
+                   consentRequired: row["recording_consent"].text == "required")
     }
 
     // MARK: participant sessions
@@ -678,6 +709,19 @@ package final class MetadataStore: Sendable {
         }
     }
 
+    /// Appends lines to a recording's consent list; `seq` orders them (the writer's count).
+    package func addRecordingConsents(recordingID: String, _ lines: [(seq: Int64, consent: RecordingConsentRecord)]) async throws {
+        guard !lines.isEmpty else { return }
+        try await run { db throws(SQLError) in
+            for (seq, c) in lines {
+                try db.execute("""
+                    INSERT INTO recording_consents (id, recording_id, seq, user_id, granted, at) VALUES ($1, $2, $3, $4, $5, $6)
+                    ON CONFLICT DO NOTHING
+                    """, [.text("\(recordingID)-\(seq)"), .text(recordingID), .int(seq), .text(c.userID), .int(c.granted ? 1 : 0), .int(c.at)])
+            }
+        }
+    }
+
     package func recording(id: String) async throws -> RecordingRecord? {
         try await recordings(where: "id = $1", [.text(id)]).first
     }
@@ -708,7 +752,11 @@ package final class MetadataStore: Sendable {
                                        status: RecordingRecord.Status(rawValue: row["status"].text ?? "") ?? .failed,
                                        startedAt: row["started_at"].int ?? 0, endedAt: row["ended_at"].int, durationMs: row["duration_ms"].int,
                                        storage: row["storage"].text ?? "local", failureReason: row["failure_reason"].text, files: files,
-                                       layout: row["layout"].text, deletedAt: row["deleted_at"].int, metadata: row["metadata"].text)
+                                       layout: row["layout"].text, deletedAt: row["deleted_at"].int, metadata: row["metadata"].text,
+                                       consents: try db.execute("SELECT user_id, granted, at FROM recording_consents WHERE recording_id = $1 ORDER BY seq",
+                                                                [.text(id)]).map { c in
+                                           RecordingConsentRecord(userID: c["user_id"].text ?? "", granted: (c["granted"].int ?? 0) != 0, at: c["at"].int ?? 0)
+                                       })
             }
         }
     }

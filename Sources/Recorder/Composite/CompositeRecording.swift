@@ -106,7 +106,7 @@ package final class CompositeRecording: RoomObserver, ProducerTap {
         room.activeRecordingID = id
         // Everyone who may publish has a tile (a name tile until it sends video), in join order.
         for summary in room.summaries() where summary.peer.canPublish { join(summary.peer) }
-        for (peer, producer) in room.publishedTracks() { attach(producer, of: peer) }
+        for (peer, producer) in room.publishedTracks() { attach(producer, of: peer, in: room) }
         pushRoster(nowNanos: nowNanos)
         processor.start()
         room.broadcast(.recordingStarted(id: id))
@@ -141,9 +141,12 @@ package final class CompositeRecording: RoomObserver, ProducerTap {
         return participants.count - 1
     }
 
-    private func attach(_ producer: Producer, of peer: PeerInfo) {
+    /// Takes the producer's media in. A participant without consent (``Room/mayRecord(_:)``) keeps
+    /// its place with its name tile, and nothing of its media is decoded or mixed.
+    private func attach(_ producer: Producer, of peer: PeerInfo, in room: Room) {
         guard !isStopped, tracks[ObjectIdentifier(producer)] == nil else { return }
         let i = join(peer)
+        guard room.mayRecord(peer) else { return }
         switch (producer.kind, producer.source) {
         case (.audio, _):
             guard participants[i].microphone == nil else { return }
@@ -188,7 +191,7 @@ package final class CompositeRecording: RoomObserver, ProducerTap {
 
     package func room(_ room: Room, didPublish producer: Producer, of peer: PeerInfo, nowNanos: Int64) {
         guard !isStopped else { return }
-        attach(producer, of: peer)
+        attach(producer, of: peer, in: room)
         pushRoster(nowNanos: nowNanos)
     }
 
@@ -200,6 +203,20 @@ package final class CompositeRecording: RoomObserver, ProducerTap {
 
     package func room(_ room: Room, didToggle producer: Producer, of peer: PeerInfo, nowNanos: Int64) {
         guard !isStopped, producer.kind == .video else { return }
+        pushRoster(nowNanos: nowNanos)
+    }
+
+    package func room(_ room: Room, didChangeConsentOf peer: PeerInfo, nowNanos: Int64) {
+        guard !isStopped else { return }
+        let nowNanos = clock()   // (the composite's clock: a test's may not be the room's)
+        if room.mayRecord(peer) {
+            for (publisher, producer) in room.publishedTracks() where publisher.peerID == peer.peerID { attach(producer, of: peer, in: room) }
+        } else if let i = participants.firstIndex(where: { $0.peer.peerID == peer.peerID }) {
+            // Its tile becomes the name tile and its voice leaves the mix from now on.
+            let p = participants[i]
+            for producer in [p.camera, p.screen, p.microphone].compactMap({ $0 }) { detach(producer, nowNanos: nowNanos) }
+            _ = inbox.push(.retire(source: nil, peerID: peer.peerID, nanos: nowNanos))
+        }
         pushRoster(nowNanos: nowNanos)
     }
 

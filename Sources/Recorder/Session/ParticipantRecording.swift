@@ -87,19 +87,24 @@ final class ParticipantRecording: ProducerTap {
         }
     }
 
-    init(peer: PeerInfo, source: TrackSource, directory: String, fileID: String) {
+    /// `part`: the how-manyth file of this participant and source in the recording (a second one
+    /// after a withdrawn and renewed consent).
+    init(peer: PeerInfo, source: TrackSource, directory: String, fileID: String, part: Int = 1) {
         self.peer = peer
         self.source = source == .screen ? .screen : .camera
         self.fileID = fileID
         self.directory = directory
-        fileName = Self.fileName(peer: peer, source: self.source, format: "webm")
+        self.part = part
+        fileName = Self.fileName(peer: peer, source: self.source, format: "webm", part: part)
         path = (directory as NSString).appendingPathComponent(fileName)
     }
+    private let part: Int
 
-    /// `<user_id>-<peer_id>.webm` for the camera, `<user_id>-<peer_id>-screen.webm` for a screen share.
-    static func fileName(peer: PeerInfo, source: TrackSource, format: String) -> String {
+    /// `<user_id>-<peer_id>.webm` for the camera, `<user_id>-<peer_id>-screen.webm` for a screen
+    /// share; `-2`, `-3`... before the extension for a participant's later files of the same source.
+    static func fileName(peer: PeerInfo, source: TrackSource, format: String, part: Int = 1) -> String {
         let safeUser = String(peer.userID.unicodeScalars.map { CharacterSet.alphanumerics.contains($0) || $0 == "-" || $0 == "_" ? Character($0) : "_" }.prefix(64))
-        return "\(safeUser)-\(peer.peerID)\(source == .screen ? "-screen" : "").\(format)"
+        return "\(safeUser)-\(peer.peerID)\(source == .screen ? "-screen" : "")\(part > 1 ? "-\(part)" : "").\(format)"
     }
 
     /// The file a producer of `source` is recorded in: the microphone goes with the camera.
@@ -291,7 +296,7 @@ final class ParticipantRecording: ProducerTap {
             let w = WebMWriter(configuration: .init(video: withVideo ? (dims.width, dims.height) : nil, audio: withAudio ? (2, 48000) : nil,
                                                     videoCodec: videoCodec == .h264 ? .h264 : .vp8))
             if w.configuration.isMatroska {
-                fileName = Self.fileName(peer: peer, source: source, format: "mkv")
+                fileName = Self.fileName(peer: peer, source: source, format: "mkv", part: part)
                 path = (directory as NSString).appendingPathComponent(fileName)
             }
             let s = FileSink(path: path)

@@ -4,6 +4,8 @@ import SFU
 /// A `tracks` recording of one room: an observer of the room that keeps one ParticipantRecording
 /// (one file) per publishing participant and source (camera with microphone; screen share),
 /// attaching to tracks as they are published and finishing a participant's files when it leaves.
+/// With consent required (``Room/mayRecord(_:)``), a participant is recorded only while it has
+/// granted consent: withdrawing finishes its files as a leave does, granting again starts new ones.
 /// Confined to the room's loop.
 package final class RoomRecording: RoomObserver {
     package let id: String
@@ -13,6 +15,8 @@ package final class RoomRecording: RoomObserver {
         var source: TrackSource
     }
     private var files: [Key: ParticipantRecording] = [:]
+    /// Files made so far per participant and source (a later one gets its own name).
+    private var made: [Key: Int] = [:]
     private var done: [PendingFile] = []
     package private(set) var isStopped = false
 
@@ -25,7 +29,9 @@ package final class RoomRecording: RoomObserver {
     package func start(in room: Room) {
         room.addObserver(self)
         room.activeRecordingID = id
-        for (peer, producer) in room.publishedTracks() { file(for: peer, source: ParticipantRecording.fileSource(of: producer)).attach(producer) }
+        for (peer, producer) in room.publishedTracks() where room.mayRecord(peer) {
+            file(for: peer, source: ParticipantRecording.fileSource(of: producer)).attach(producer)
+        }
         room.broadcast(.recordingStarted(id: id))
     }
 
@@ -44,14 +50,15 @@ package final class RoomRecording: RoomObserver {
     private func file(for peer: PeerInfo, source: TrackSource) -> ParticipantRecording {
         let key = Key(peerID: peer.peerID, source: source)
         if let f = files[key] { return f }
-        let f = ParticipantRecording(peer: peer, source: source, directory: directory, fileID: ResourceID.file.make())
+        made[key, default: 0] += 1
+        let f = ParticipantRecording(peer: peer, source: source, directory: directory, fileID: ResourceID.file.make(), part: made[key] ?? 1)
         files[key] = f
         return f
     }
 
 
     package func room(_ room: Room, didPublish producer: Producer, of peer: PeerInfo, nowNanos: Int64) {
-        guard !isStopped else { return }
+        guard !isStopped, room.mayRecord(peer) else { return }
         file(for: peer, source: ParticipantRecording.fileSource(of: producer)).attach(producer)
     }
 
@@ -59,7 +66,22 @@ package final class RoomRecording: RoomObserver {
         files[Key(peerID: peer.peerID, source: ParticipantRecording.fileSource(of: producer))]?.detach(producer)
     }
 
+    package func room(_ room: Room, didChangeConsentOf peer: PeerInfo, nowNanos: Int64) {
+        guard !isStopped else { return }
+        if room.mayRecord(peer) {
+            for (publisher, producer) in room.publishedTracks() where publisher.peerID == peer.peerID {
+                file(for: peer, source: ParticipantRecording.fileSource(of: producer)).attach(producer)
+            }
+        } else {
+            finishFiles(of: peer)
+        }
+    }
+
     package func room(_ room: Room, didRemove peer: PeerInfo) {
+        finishFiles(of: peer)
+    }
+
+    private func finishFiles(of peer: PeerInfo) {
         for key in files.keys.filter({ $0.peerID == peer.peerID }).sorted(by: { $0.source.rawValue < $1.source.rawValue }) {
             // Finished now, closed now (the metadata is still collected at stop): a recording of a
             // long call with many joins and leaves does not keep a descriptor per departed file.

@@ -67,6 +67,12 @@ package final class Room {
     /// Kept with the live room: a join never waits for the store (which keeps every message).
     package private(set) var recentChat: [ChatLine] = []
     package static let chatHistoryLimit = 50
+    /// `recording_consent: "required"`: a participant's media enters a recording only while it has
+    /// granted consent (``setRecordingConsent(peerID:granted:atMillis:nowNanos:)``); otherwise
+    /// ("notice") everyone's does.
+    package var recordingConsentRequired = false
+    /// The answers given so far, by user id.
+    package private(set) var recordingConsents: [String: RecordingConsent] = [:]
 
     package func addObserver(_ observer: RoomObserver) { observers.append(observer) }
     package func removeObserver(_ observer: RoomObserver) { observers.removeAll { $0 === observer } }
@@ -110,7 +116,7 @@ package final class Room {
         let others = participants.map(\.summary)
         participants.append(p)
         logger.info("participant joined", metadata: ["room": "\(id)", "peer": "\(peer.peerID)", "user": "\(peer.userID)"])
-        sink(.joined(roomID: id, peer: peer, participants: others, messages: recentChat))
+        sink(.joined(roomID: id, peer: peer, participants: others, messages: recentChat, consents: consentList()))
         if let recording = activeRecordingID { sink(.recordingStarted(id: recording)) }
         for o in participants where o !== p { o.sink(.userJoined(peer)) }
         for observer in observers { observer.room(self, didJoin: peer, nowNanos: nowNanos) }
@@ -126,7 +132,8 @@ package final class Room {
     /// nil when it is no longer in the room.
     package func joinedSignal(peerID: String) -> RoomSignal? {
         guard let p = participant(peerID) else { return nil }
-        return .joined(roomID: id, peer: p.peer, participants: participants.filter { $0 !== p }.map(\.summary), messages: recentChat)
+        return .joined(roomID: id, peer: p.peer, participants: participants.filter { $0 !== p }.map(\.summary), messages: recentChat,
+                       consents: consentList())
     }
 
     /// The participant left (its signaling closed, or it said `leave_room`).
@@ -411,6 +418,35 @@ package final class Room {
         recentChat.append(line)
         broadcast(.chat(peerID: line.peerID, userID: line.userID, message: message, timestampMillis: timestampMillis))
         return line
+    }
+
+    // MARK: Recording consent
+
+    /// Whether `peer`'s media may enter a recording now.
+    package func mayRecord(_ peer: PeerInfo) -> Bool {
+        !recordingConsentRequired || recordingConsents[peer.userID]?.granted == true
+    }
+
+    /// The answers given so far, oldest first (nil when consent is not required).
+    package func consentList() -> [RecordingConsent]? {
+        guard recordingConsentRequired else { return nil }
+        return recordingConsents.values.sorted { ($0.atMillis, $0.userID) < ($1.atMillis, $1.userID) }
+    }
+
+    /// A participant grants or withdraws its consent to be recorded: everyone is told, and the
+    /// recorders take its media in or leave it out from now on. A repeated answer changes nothing.
+    /// - Returns: the consent as kept; nil when the peer is not in the room or nothing changed.
+    @discardableResult
+    package func setRecordingConsent(peerID: String, granted: Bool, atMillis: Int64, nowNanos: Int64) -> RecordingConsent? {
+        guard let p = participant(peerID) else { return nil }
+        if let known = recordingConsents[p.peer.userID], known.granted == granted { return nil }
+        let consent = RecordingConsent(userID: p.peer.userID, granted: granted, atMillis: atMillis)
+        recordingConsents[p.peer.userID] = consent
+        broadcast(.recordingConsent(recordingID: activeRecordingID, userID: p.peer.userID, granted: granted))
+        if recordingConsentRequired {
+            for observer in observers { observer.room(self, didChangeConsentOf: p.peer, nowNanos: nowNanos) }
+        }
+        return consent
     }
 
     package func broadcast(_ signal: RoomSignal) {

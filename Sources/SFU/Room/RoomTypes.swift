@@ -53,6 +53,19 @@ package struct ChatLine: Sendable, Equatable {
 }
 
 /// A participant and its tracks (joined_room, the participants route).
+/// A participant's answer to recording (docs/RECORDING.md "Consent"), kept by user id for the room's
+/// life: the same user leaving and coming back keeps it.
+package struct RecordingConsent: Sendable, Equatable {
+    package var userID: String
+    package var granted: Bool
+    package var atMillis: Int64
+    package init(userID: String, granted: Bool, atMillis: Int64) {
+        self.userID = userID
+        self.granted = granted
+        self.atMillis = atMillis
+    }
+}
+
 package struct ParticipantSummary: Sendable, Equatable {
     package var peer: PeerInfo
     package var tracks: [TrackInfo]
@@ -116,7 +129,8 @@ package struct ParticipantSnapshot: Sendable, Equatable {
 /// PROTOCOL.md events.
 package enum RoomSignal: Sendable, Equatable {
     /// `messages`: the room's recent chat (``Room/chatHistoryLimit`` at most, oldest first).
-    case joined(roomID: String, peer: PeerInfo, participants: [ParticipantSummary], messages: [ChatLine] = [])
+    /// `consents`: nil when the room records on notice; with `required`, the answers given so far.
+    case joined(roomID: String, peer: PeerInfo, participants: [ParticipantSummary], messages: [ChatLine] = [], consents: [RecordingConsent]? = nil)
     case publisherAnswer(sdp: String)
     case subscriberOffer(sdp: String)
     /// The server gave this connection new ICE credentials (the answer or offer that carries them
@@ -131,6 +145,8 @@ package enum RoomSignal: Sendable, Equatable {
     case chat(peerID: String, userID: String, message: String, timestampMillis: Int64)
     case recordingStarted(id: String)
     case recordingStopped(id: String)
+    /// A participant granted or withdrew its consent to be recorded (the recording in progress, if any).
+    case recordingConsent(recordingID: String?, userID: String, granted: Bool)
     /// The answer to a participant's snapshot request: the snapshot taken of `userID`.
     case imageCaptured(snapshotID: String, userID: String)
     /// The subscriber's downlink cannot carry this video: forwarding stopped until it can.
@@ -195,11 +211,15 @@ package protocol RoomObserver: AnyObject {
     func room(_ room: Room, didJoin peer: PeerInfo, nowNanos: Int64)
     /// A track was muted or unmuted (`producer.muted` says which).
     func room(_ room: Room, didToggle producer: Producer, of peer: PeerInfo, nowNanos: Int64)
+    /// With consent required, the participant granted or withdrew it (``Room/mayRecord(_:)`` says
+    /// what holds now).
+    func room(_ room: Room, didChangeConsentOf peer: PeerInfo, nowNanos: Int64)
 }
 
 extension RoomObserver {
     package func room(_ room: Room, didJoin peer: PeerInfo, nowNanos: Int64) {}
     package func room(_ room: Room, didToggle producer: Producer, of peer: PeerInfo, nowNanos: Int64) {}
+    package func room(_ room: Room, didChangeConsentOf peer: PeerInfo, nowNanos: Int64) {}
 }
 
 /// Why a join fails.
