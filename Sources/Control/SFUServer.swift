@@ -164,7 +164,9 @@ package struct SFUServer: Sendable {
             logger.notice("no SFU_WEBHOOK_SECRET configured: development webhook secret for this run", metadata: ["webhook_secret": "\(secret)"])
         }
         let webhooks = config.webhookURLs.isEmpty ? nil : WebhookDispatcher(
-            configuration: .init(urls: config.webhookURLs.compactMap(URL.init(string:)), secret: webhookSecret ?? ""), logger: logger)
+            configuration: .init(urls: config.webhookURLs.compactMap(URL.init(string:)), secret: webhookSecret ?? ""), store: store, logger: logger)
+        // What the outbox holds from before a restart goes out now.
+        await webhooks?.start()
         // Recordings a crash interrupted are finalized from their files before anything new starts.
         do {
             try await RecordingReconciler(store: store, directory: config.effectiveRecordingsDir, webhooks: webhooks, logger: logger).reconcile()
@@ -204,6 +206,7 @@ package struct SFUServer: Sendable {
             await recordings.stopEverything(reason: "server shutting down")
             await live.closeAll(message: "the server is shutting down")
             await media.stop()
+            await webhooks?.stop()
             await store.close()
             throw error
         }
@@ -213,6 +216,8 @@ package struct SFUServer: Sendable {
         await recordings.stopEverything(reason: "server shutting down")
         await live.closeAll(message: "the server is shutting down")
         await media.stop()
+        // What was not delivered yet stays in the outbox for the next start.
+        await webhooks?.stop()
         await store.close()
         logger.notice("stopped")
     }

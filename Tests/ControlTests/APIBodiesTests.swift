@@ -106,4 +106,13 @@ struct APIBodiesTests {
         let error = try object(ErrorBody(error: .init(code: "bad_request", message: "m")))
         #expect((error["error"] as? [String: String]) == ["code": "bad_request", "message": "m"])
     }
+
+    /// The webhook signature as a receiver recomputes it (Python's hmac gives the same hex).
+    @Test func webhookSignatureCoversTimeAndBody() {
+        let body = Array(#"{"id":"wh_1"}"#.utf8)
+        #expect(WebhookDispatcher.signature(secret: "whsec-test", unixTime: 1_796_640_000, body: body)
+                == "t=1796640000,v1=4df9b2cbdf29ba8a2df3f852a4a11cbf5919590f0be8dc35bdc44c0ff5cc52cb")
+        #expect(WebhookDispatcher.signature(secret: "whsec-test", unixTime: 1_796_640_001, body: body)
+                != WebhookDispatcher.signature(secret: "whsec-test", unixTime: 1_796_640_000, body: body))
+    }
 }

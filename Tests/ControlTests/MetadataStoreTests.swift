@@ -160,6 +160,40 @@ struct MetadataStoreTests {
         #expect(history.first { $0.id == "r" }?.consentRequired == false)
     }
 
+    /// The webhook outbox: an event and its deliveries land together; each URL's deliveries come
+    /// back in the order written, until delivered or given up; ended ones are purged.
+    @Test(arguments: StoreBackend.allCases)
+    func webhookOutbox(backend: StoreBackend) async throws {
+        let (store, _) = try await backend.open()
+        defer { Task { await store.close() } }
+        func deliveries(_ id: String, at: Int64) -> [OutboxDelivery] {
+            ["http://a/hook", "http://b/hook"].map { OutboxDelivery(id: id, url: $0, roomID: "rm_x", event: "room_started", body: #"{"id":"\#(id)"}"#, createdAt: at) }
+        }
+        try await store.appendEvent(RoomEvent(roomID: "rm_x", at: 1_000, kind: "room_created", actor: "api", subject: "room:rm_x"),
+                                    outbox: deliveries("wh_2", at: 1_000))
+        try await store.appendEvent(nil, outbox: deliveries("wh_1", at: 1_001))
+        try await store.appendEvent(nil, outbox: deliveries("wh_3", at: 999))
+        #expect(try await store.events(roomID: "rm_x").map(\.kind) == ["room_created"])
+        let a = try await store.pendingDeliveries(url: "http://a/hook", limit: 10)
+        #expect(a.map(\.id) == ["wh_2", "wh_1", "wh_3"], "written order, whatever the ids and times")
+        #expect(a.first?.body == #"{"id":"wh_2"}"# && a.first?.attempts == 0 && a.first?.nextAttemptAt == 1_000 && a.first?.roomID == "rm_x")
+        #expect(try await store.pendingDeliveryCount() == 6)
+        try await store.recordAttempt(id: "wh_2", url: "http://a/hook", attempts: 1, nextAttemptAt: 5_000, error: "answered 500")
+        let retried = try await store.pendingDeliveries(url: "http://a/hook", limit: 1)
+        #expect(retried.map(\.id) == ["wh_2"] && retried.first?.attempts == 1 && retried.first?.nextAttemptAt == 5_000)
+        try await store.recordAttempt(id: "wh_2", url: "http://a/hook", attempts: 2, deliveredAt: 6_000)
+        try await store.recordAttempt(id: "wh_1", url: "http://a/hook", attempts: 9, givenUpAt: 7_000, error: "too old")
+        #expect(try await store.pendingDeliveries(url: "http://a/hook", limit: 10).map(\.id) == ["wh_3"])
+        #expect(try await store.pendingDeliveries(url: "http://b/hook", limit: 10).map(\.id) == ["wh_2", "wh_1", "wh_3"], "each URL on its own")
+        #expect(try await store.pendingDeliveryCount() == 4)
+        try await store.purgeDeliveries(endedBefore: 6_500)
+        try await store.purgeDeliveries(endedBefore: 6_500)
+        // The delivered one is gone, the given-up one (ended after the bound) and the pending ones stay.
+        try await store.recordAttempt(id: "wh_2", url: "http://a/hook", attempts: 2)
+        #expect(try await store.pendingDeliveries(url: "http://a/hook", limit: 10).map(\.id) == ["wh_3"], "a purged row is not pending again")
+        #expect(try await store.pendingDeliveryCount() == 4)
+    }
+
     @Test(arguments: StoreBackend.allCases)
     func migrationsRunOnceAndReopenKeepsData(backend: StoreBackend) async throws {
         guard backend == .sqlite else {

@@ -198,3 +198,149 @@ def test_recording_events(sfu_factory):
         assert headers["x-sfu-signature"] == "sha256=" + hmac.new(HOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
     finally:
         r.close()
+
+
+DOWN_S = 60   # how long the receiver is down (issue 24's acceptance)
+
+
+class FlakyReceiver:
+    """A receiver on a fixed loopback port that can be taken down (connection refused) and back up."""
+
+    def __init__(self):
+        self.received = []  # (headers, body bytes, monotonic time)
+        self.server = None
+        probe = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+        self.port = probe.server_address[1]
+        probe.server_close()
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.up()
+
+    def wait_for(self, count, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(self.received) < count:
+            time.sleep(0.05)
+        return self.received
+
+    def up(self):
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.received.append(({k.lower(): v for k, v in self.headers.items()}, body, time.monotonic()))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def down(self):
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+
+def verify(headers: dict, body: bytes) -> int:
+    """Checks both signatures; returns the delivery's signed time."""
+    parts = dict(p.split("=", 1) for p in headers["sfu-signature"].split(","))
+    t = parts["t"]
+    expected = hmac.new(HOOK_SECRET.encode(), t.encode() + b"." + body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(parts["v1"], expected), headers
+    assert headers["x-sfu-signature"] == "sha256=" + hmac.new(HOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return int(t)
+
+
+def test_outbox_survives_a_dead_receiver_and_a_killed_server(sfu_factory, sfu_bin):
+    """The receiver is down for 60 s; meanwhile events happen (rooms opened and closed, a participant
+    joins and leaves) and the server is SIGKILLed. Once both are back every event arrives, exactly
+    once after de-duplication by id (a repeat has the same body), with valid signatures (over the
+    attempt's time and the body, the time within the documented 5-minute window), and each room's
+    events in the order they happened."""
+    import asyncio
+    from conftest import SFUProcess
+    from room_client import ControlAPI, RoomClient
+
+    r = FlakyReceiver()
+    env = {"SFU_API_KEY": KEY, "SFU_WEBHOOK_URLS": r.url, "SFU_WEBHOOK_SECRET": HOOK_SECRET}
+    again = None
+    try:
+        sfu = sfu_factory(env=env)
+        api = ControlAPI(sfu.base_url, KEY)
+        first = api.create_room(name="before")["id"]
+        assert [json.loads(b)["event"] for _, b, _ in r.wait_for(1, 10)] == ["room_started"]
+        r.down()
+        went_down = time.monotonic()
+        expected = [(first, "room_finished")]
+        api.ok("DELETE", f"/v1/rooms/{first}")
+        rooms = [api.create_room(name=f"during-{i}")["id"] for i in range(3)]
+        expected += [(rid, "room_started") for rid in rooms]
+
+        async def visit(rid):
+            async with RoomClient(api.token(rid, "pat-1", role="patient")["signaling_url"], publish_audio=False, publish_video=False) as c:
+                await c.connect()
+                await c.send("send_message", {"message": "hello"})
+                await c.wait_event("chat_message", timeout=5)
+                assert await c.leave()
+
+        asyncio.run(asyncio.wait_for(visit(rooms[1]), 30))
+        expected += [(rooms[1], "participant_joined"), (rooms[1], "chat_message"), (rooms[1], "participant_left")]
+        api.ok("DELETE", f"/v1/rooms/{rooms[1]}")
+        api.ok("DELETE", f"/v1/rooms/{rooms[0]}")
+        expected += [(rooms[1], "room_finished"), (rooms[0], "room_finished")]
+        # Everything above is written (the API answered) but not delivered: the receiver is down.
+        time.sleep(2)
+        assert len(r.received) == 1
+        sfu.proc.kill()
+        sfu.proc.wait(10)
+        sfu.log_path.rename(sfu.data_dir / "sfu-first.log")
+        time.sleep(max(0.0, DOWN_S - (time.monotonic() - went_down) - 10))
+        again = SFUProcess(sfu_bin, sfu.data_dir, env)
+        again.wait_ready()
+        time.sleep(max(0.0, DOWN_S - (time.monotonic() - went_down)))
+        r.up()
+        came_back = time.monotonic()
+
+        def complete():
+            seen = {(json.loads(b)["data"].get("room_id"), json.loads(b)["event"]) for _, b, _ in r.received}
+            return all(e in seen for e in expected)
+
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline and not complete():
+            time.sleep(0.2)
+        assert complete(), [json.loads(b)["event"] for _, b, _ in r.received]
+        took = time.monotonic() - came_back
+
+        by_id: dict[str, bytes] = {}
+        order: list[tuple[str, str]] = []
+        for headers, body, _ in r.received:
+            t = verify(headers, body)
+            assert abs(time.time() - t) < 300, t
+            event = json.loads(body)
+            assert headers["x-sfu-delivery"] == event["id"] and headers["x-sfu-event"] == event["event"]
+            if event["id"] in by_id:
+                assert by_id[event["id"]] == body, "a repeat delivery carries the same body"
+                continue
+            by_id[event["id"]] = body
+            order.append((event["data"].get("room_id"), event["event"]))
+        # Exactly once: one id per event that happened.
+        for e in expected + [(first, "room_started")]:
+            assert order.count(e) == 1, (e, order)
+        # Each room's events in the order they happened.
+        for rid in [first] + rooms:
+            mine = [kind for room_id, kind in order if room_id == rid]
+            want = [kind for room_id, kind in [(first, "room_started")] + expected if room_id == rid]
+            assert [k for k in mine if k in want] == want, (rid, mine, want)
+        print(f"{len(by_id)} events ({len(r.received)} deliveries) arrived {took:.1f} s after the receiver came back")
+        # Nothing is left in the outbox.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "sfu_webhooks_pending 0\n" not in str(call(again, "GET", "/metrics")[1]):
+            time.sleep(0.2)
+        assert "sfu_webhooks_pending 0\n" in str(call(again, "GET", "/metrics")[1])
+    finally:
+        r.down()
+        if again is not None:
+            again.kill()

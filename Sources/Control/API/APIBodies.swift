@@ -499,6 +499,17 @@ package enum WebhookEvent: Sendable {
         }
     }
 
+    /// The room the event is about (the outbox keeps it beside the delivery).
+    package var roomID: String {
+        switch self {
+        case .roomStarted(let room, _, _), .roomFinished(let room, _, _, _), .participantJoined(let room, _, _, _, _, _),
+             .participantLeft(let room, _, _, _, _), .recordingStarted(_, let room, _), .chatMessage(let room, _):
+            room
+        case .recordingFinished(let r), .recordingDeleted(let r): r.roomID
+        case .snapshotTaken(let s): s.roomID
+        }
+    }
+
     struct Room: Encodable { var roomID, name, createdAt: String }
     struct RoomFinished: Encodable { var roomID, name, closedAt, reason: String }
     struct Joined: Encodable { var roomID, userID, peerID, name, role, joinedAt: String }

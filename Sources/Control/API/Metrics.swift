@@ -97,7 +97,10 @@ struct MetricsEndpoint: Sendable {
         if let webhooks {
             out.counter("sfu_webhooks_delivered_total", "Webhook deliveries accepted by the receiver.", await webhooks.delivered)
             out.counter("sfu_webhooks_failed_total", "Webhook deliveries given up after retries.", await webhooks.failed)
-            out.gauge("sfu_webhooks_pending", "Webhook deliveries queued.", Double(await webhooks.pending))
+            if let pending = await webhooks.pending() {
+                out.gauge("sfu_webhooks_pending", "Webhook deliveries waiting in the outbox.", Double(pending))
+            }
+            out.counter("sfu_webhooks_lost_total", "Webhook events not written to the outbox (the store was down): not delivered.", await webhooks.lost)
         }
         return out.text
     }

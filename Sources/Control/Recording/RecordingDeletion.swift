@@ -52,10 +52,10 @@ package struct RecordingDeletion: Sendable {
         }
         var data = ["files": String(record.files.count)]
         if let reason { data["reason"] = reason }
-        try? await store.appendEvent(RoomEvent(roomID: record.roomID, at: nowMillis, kind: "recording_deleted", actor: actor,
-                                               subject: "recording:" + id, data: data))
         let deleted = try await store.recording(id: id) ?? record
-        await webhooks?.send(.recordingDeleted(deleted))
+        try? await EventLog.append(RoomEvent(roomID: record.roomID, at: nowMillis, kind: "recording_deleted", actor: actor,
+                                             subject: "recording:" + id, data: data),
+                                   webhook: .recordingDeleted(deleted), store: store, webhooks: webhooks)
         logger.notice("recording deleted", metadata: ["recording": "\(id)", "actor": "\(actor)", "files": "\(record.files.count)"])
         return deleted
     }

@@ -71,10 +71,10 @@ extension RecordingService {
         let record = SnapshotRecord(id: id, roomID: roomID, userID: userID, source: source.rawValue, takenAt: MetadataStore.nowMillis,
                                     width: image.width, height: image.height, format: format.rawValue, sizeBytes: Int64(bytes.count), path: path)
         try await store.addSnapshot(record)
-        try? await store.appendEvent(RoomEvent(roomID: roomID, at: record.takenAt, kind: "snapshot_taken", userID: takenBy, detail: id,
-                                               actor: takenBy.map { "user:" + $0 } ?? "api", subject: "user:" + userID,
-                                               data: ["snapshot_id": id, "source": source.rawValue]))
-        await webhooks?.send(.snapshotTaken(record))
+        try? await EventLog.append(RoomEvent(roomID: roomID, at: record.takenAt, kind: "snapshot_taken", userID: takenBy, detail: id,
+                                             actor: takenBy.map { "user:" + $0 } ?? "api", subject: "user:" + userID,
+                                             data: ["snapshot_id": id, "source": source.rawValue]),
+                                   webhook: .snapshotTaken(record), store: store, webhooks: webhooks)
         logger.info("snapshot taken", metadata: ["snapshot": "\(id)", "room": "\(roomID)", "user": "\(userID)", "size": "\(image.width)x\(image.height)"])
         return record
     }

@@ -130,10 +130,10 @@ package final class RecordingService: Sendable {
             try? await store.finishRecording(id: id, status: .failed, endedAt: now, durationMs: 0, failureReason: "another recording started at the same time")
             throw StartError.alreadyRecording(activeRecording(roomID: roomID) ?? "")
         }
-        try? await store.appendEvent(RoomEvent(roomID: roomID, at: now, kind: "recording_started", userID: startedBy, detail: id,
-                                               actor: startedBy.map { "user:" + $0 } ?? "api", subject: "recording:" + id,
-                                               data: ["mode": record.mode]))
-        await webhooks?.send(.recordingStarted(recordingID: id, roomID: roomID, startedAtMillis: now))
+        try? await EventLog.append(RoomEvent(roomID: roomID, at: now, kind: "recording_started", userID: startedBy, detail: id,
+                                             actor: startedBy.map { "user:" + $0 } ?? "api", subject: "recording:" + id,
+                                             data: ["mode": record.mode]),
+                                   webhook: .recordingStarted(recordingID: id, roomID: roomID, startedAtMillis: now), store: store, webhooks: webhooks)
         logger.info("recording started", metadata: ["recording": "\(id)", "room": "\(roomID)"])
         return record
     }
@@ -177,11 +177,11 @@ package final class RecordingService: Sendable {
         let startedAt = (try? await store.recording(id: id))?.startedAt ?? now
         try await store.finishRecording(id: id, status: failure == nil ? .completed : .failed, endedAt: now, durationMs: max(now - startedAt, 0),
                                         failureReason: failure)
-        try? await store.appendEvent(RoomEvent(roomID: entry.roomID, at: now, kind: "recording_stopped", userID: stoppedBy, detail: reason ?? id,
-                                               actor: stoppedBy.map { "user:" + $0 } ?? (reason == nil ? "api" : "server"), subject: "recording:" + id,
-                                               data: reason.map { ["reason": $0] } ?? [:]))
         let record = try await store.recording(id: id)
-        if let record { await webhooks?.send(.recordingFinished(record)) }
+        try? await EventLog.append(RoomEvent(roomID: entry.roomID, at: now, kind: "recording_stopped", userID: stoppedBy, detail: reason ?? id,
+                                             actor: stoppedBy.map { "user:" + $0 } ?? (reason == nil ? "api" : "server"), subject: "recording:" + id,
+                                             data: reason.map { ["reason": $0] } ?? [:]),
+                                   webhook: record.map { .recordingFinished($0) }, store: store, webhooks: webhooks)
         logger.info("recording finished", metadata: ["recording": "\(id)", "files": "\(written)", "duration_ms": "\(duration)"])
         return record
     }

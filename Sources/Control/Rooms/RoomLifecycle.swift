@@ -46,9 +46,9 @@ func open(_ options: Options, origin: String? = nil, nowMillis: Int64 = Metadata
                               emptyTimeoutS: options.emptyTimeoutS, maxDurationS: options.maxDurationS, autoRecord: options.autoRecord,
                               metadata: options.metadata, consentRequired: options.consentRequired)
         try await store.createRoom(room)
-        try await store.appendEvent(RoomEvent(roomID: id, at: nowMillis, kind: "room_created", detail: origin, actor: origin == "demo" ? "demo" : "api",
-                                              subject: "room:" + id, data: ["name": room.name]))
-        await webhooks?.send(.roomStarted(roomID: id, name: room.name, createdAtMillis: nowMillis))
+        try await EventLog.append(RoomEvent(roomID: id, at: nowMillis, kind: "room_created", detail: origin, actor: origin == "demo" ? "demo" : "api",
+                                            subject: "room:" + id, data: ["name": room.name]),
+                                  webhook: .roomStarted(roomID: id, name: room.name, createdAtMillis: nowMillis), store: store, webhooks: webhooks)
         logger.info("room opened", metadata: ["room": "\(id)", "origin": "\(origin ?? "api")"])
         return room
     }
@@ -74,9 +74,10 @@ enum CloseReason: Sendable, Equatable {
 func close(_ room: RoomRecord, reason: CloseReason, nowMillis: Int64 = MetadataStore.nowMillis) async throws -> RoomRecord {
         if room.closedAt == nil {
             try await store.closeRoom(id: room.id, at: nowMillis, reason: reason.text)
-            try await store.appendEvent(RoomEvent(roomID: room.id, at: nowMillis, kind: "room_closed", detail: reason.text,
-                                                  actor: reason == .api ? "api" : "server", subject: "room:" + room.id, data: ["reason": reason.text]))
-            await webhooks?.send(.roomFinished(roomID: room.id, name: room.name, closedAtMillis: nowMillis, reason: reason.text))
+            try await EventLog.append(RoomEvent(roomID: room.id, at: nowMillis, kind: "room_closed", detail: reason.text,
+                                                actor: reason == .api ? "api" : "server", subject: "room:" + room.id, data: ["reason": reason.text]),
+                                      webhook: .roomFinished(roomID: room.id, name: room.name, closedAtMillis: nowMillis, reason: reason.text),
+                                      store: store, webhooks: webhooks)
             logger.info("room closed", metadata: ["room": "\(room.id)", "reason": "\(reason.text)"])
         }
         await recordings?.stopAll(roomID: room.id, reason: "room closed (\(reason.text))")

@@ -219,14 +219,15 @@ package enum RoomSignaling {
             do {
                 try await store.recordJoin(ParticipantSessionRecord(id: peer.peerID, roomID: claims.room, userID: claims.sub, name: claims.name,
                                                                     role: claims.role.rawValue, joinedAt: now))
-                try await store.appendEvent(RoomEvent(roomID: claims.room, at: now, kind: "participant_joined", userID: claims.sub,
-                                                      detail: claims.role.rawValue, actor: "user:" + claims.sub, subject: "user:" + claims.sub,
-                                                      data: ["peer_id": peer.peerID, "role": claims.role.rawValue, "name": claims.name]))
+                try await EventLog.append(RoomEvent(roomID: claims.room, at: now, kind: "participant_joined", userID: claims.sub,
+                                                    detail: claims.role.rawValue, actor: "user:" + claims.sub, subject: "user:" + claims.sub,
+                                                    data: ["peer_id": peer.peerID, "role": claims.role.rawValue, "name": claims.name]),
+                                          webhook: .participantJoined(roomID: claims.room, userID: claims.sub, peerID: peer.peerID, name: claims.name,
+                                                                      role: claims.role.rawValue, joinedAtMillis: now),
+                                          store: store, webhooks: webhooks)
             } catch {
                 logger.warning("could not record a join", metadata: ["peer": "\(peer.peerID)", "error": "\(error)"])
             }
-            await webhooks?.send(.participantJoined(roomID: claims.room, userID: claims.sub, peerID: peer.peerID, name: claims.name,
-                                                    role: claims.role.rawValue, joinedAtMillis: now))
         }
         return Joined(live: live, peerID: peer.peerID, record: record, relay: relay)
     }

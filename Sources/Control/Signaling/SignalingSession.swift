@@ -120,12 +120,13 @@ package actor SignalingSession {
                 // connection, a limit, the room's close, a newer connection of the same user).
                 let actor = reason == SignalingSession.leftCode ? "user:" + claims.sub
                     : reason == RemovalReason.removedByApplication.code ? "api" : "server"
-                try await store.appendEvent(RoomEvent(roomID: claims.room, at: now, kind: "participant_left", userID: claims.sub, detail: reason,
-                                                      actor: actor, subject: "user:" + claims.sub, data: ["peer_id": peerID, "reason": reason]))
+                try await EventLog.append(RoomEvent(roomID: claims.room, at: now, kind: "participant_left", userID: claims.sub, detail: reason,
+                                                    actor: actor, subject: "user:" + claims.sub, data: ["peer_id": peerID, "reason": reason]),
+                                          webhook: .participantLeft(roomID: claims.room, userID: claims.sub, peerID: peerID, reason: reason, leftAtMillis: now),
+                                          store: store, webhooks: webhooks)
             } catch {
                 logger.warning("could not record a leave", metadata: ["peer": "\(peerID)", "error": "\(error)"])
             }
-            await webhooks?.send(.participantLeft(roomID: claims.room, userID: claims.sub, peerID: peerID, reason: reason, leftAtMillis: now))
         }
     }
 
@@ -238,13 +239,13 @@ package actor SignalingSession {
             Task {
                 do {
                     try await store.addChatMessage(record)
-                    try await store.appendEvent(RoomEvent(roomID: record.roomID, at: record.at, kind: "chat_message_sent", userID: record.userID,
-                                                          actor: "user:" + record.userID, subject: "message:" + record.id,
-                                                          data: ["peer_id": record.peerID]))
+                    try await EventLog.append(RoomEvent(roomID: record.roomID, at: record.at, kind: "chat_message_sent", userID: record.userID,
+                                                        actor: "user:" + record.userID, subject: "message:" + record.id,
+                                                        data: ["peer_id": record.peerID]),
+                                              webhook: .chatMessage(roomID: record.roomID, message: record), store: store, webhooks: webhooks)
                 } catch {
                     logger.warning("could not store a chat message", metadata: ["room": "\(record.roomID)", "error": "\(error)"])
                 }
-                await webhooks?.send(.chatMessage(roomID: record.roomID, message: record))
             }
         case .startRecording, .stopRecording:
             await recording(start: event == .startRecording)

@@ -145,6 +145,31 @@ package struct RecordingRecord: Sendable, Equatable {
     }
 }
 
+/// One webhook delivery in the outbox (docs/API.md "Webhooks"): an event for one URL, kept until the
+/// receiver accepted it or its retry time ran out. `seq` orders the deliveries to a URL (events in
+/// the order they were written).
+package struct OutboxDelivery: Sendable, Equatable {
+    /// The event's id (`wh_...`, the body's `id` and `X-SFU-Delivery`): the same for every URL.
+    package var id: String
+    package var url: String
+    package var seq: Int64 = 0
+    package var roomID: String?
+    package var event: String
+    package var body: String
+    package var createdAt: Int64
+    package var attempts = 0
+    package var nextAttemptAt: Int64
+    package init(id: String, url: String, roomID: String?, event: String, body: String, createdAt: Int64) {
+        self.id = id
+        self.url = url
+        self.roomID = roomID
+        self.event = event
+        self.body = body
+        self.createdAt = createdAt
+        self.nextAttemptAt = createdAt
+    }
+}
+
 /// One line of a recording's consent list (PROTOCOL.md `consents: [{user_id, granted, at}]`).
 package struct RecordingConsentRecord: Sendable, Equatable {
     package var userID: String
@@ -434,6 +459,16 @@ enum Migrations {
               granted INTEGER NOT NULL, at BIGINT NOT NULL)
             """,
             "CREATE INDEX recording_consents_recording ON recording_consents(recording_id, seq)",
+        ]),
+        // Durable webhooks: each event's deliveries, written with the audit event, kept until delivered.
+        (12, [
+            """
+            CREATE TABLE webhook_outbox (id TEXT NOT NULL, url TEXT NOT NULL, seq BIGINT NOT NULL, room_id TEXT, event TEXT NOT NULL,
+              body TEXT NOT NULL, created_at BIGINT NOT NULL, attempts INTEGER NOT NULL, next_attempt_at BIGINT NOT NULL,
+              delivered_at BIGINT, given_up_at BIGINT, last_error TEXT, PRIMARY KEY (id, url))
+            """,
+            "CREATE INDEX webhook_outbox_pending ON webhook_outbox(url, delivered_at, given_up_at, seq)",
+            "CREATE INDEX webhook_outbox_seq ON webhook_outbox(seq)",
         ]),
     ]
 
@@ -927,6 +962,82 @@ package final class MetadataStore: Sendable {
                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING
                 """, [.text(e.id), .text(e.roomID), .int(e.at), .text(e.kind), e.userID.map { .text($0) } ?? .null, e.detail.map { .text($0) } ?? .null,
                       e.actor.map { .text($0) } ?? .null, e.subject.map { .text($0) } ?? .null, RoomEvent.encode(e.data).map { .text($0) } ?? .null])
+        }
+    }
+
+    /// Appends `event` (if any) to the audit trail and `deliveries` to the webhook outbox in one
+    /// transaction: the event is in the trail if and only if its webhooks will be delivered.
+    package func appendEvent(_ e: RoomEvent?, outbox deliveries: [OutboxDelivery]) async throws {
+        try await run { db throws(SQLError) in
+            try db.execute("BEGIN")
+            do throws(SQLError) {
+                if let e {
+                    try db.execute("""
+                        INSERT INTO room_events (id, room_id, at, kind, user_id, detail, actor, subject, data)
+                        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING
+                        """, [.text(e.id), .text(e.roomID), .int(e.at), .text(e.kind), e.userID.map { .text($0) } ?? .null,
+                              e.detail.map { .text($0) } ?? .null, e.actor.map { .text($0) } ?? .null, e.subject.map { .text($0) } ?? .null,
+                              RoomEvent.encode(e.data).map { .text($0) } ?? .null])
+                }
+                // One connection, one thread: the next number cannot be taken by another writer meanwhile.
+                let seq = (try db.execute("SELECT COALESCE(MAX(seq), 0) AS m FROM webhook_outbox").first?["m"].int ?? 0) + 1
+                for d in deliveries {
+                    try db.execute("""
+                        INSERT INTO webhook_outbox (id, url, seq, room_id, event, body, created_at, attempts, next_attempt_at)
+                        VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8) ON CONFLICT DO NOTHING
+                        """, [.text(d.id), .text(d.url), .int(seq), d.roomID.map { .text($0) } ?? .null, .text(d.event), .text(d.body),
+                              .int(d.createdAt), .int(d.nextAttemptAt)])
+                }
+                try db.execute("COMMIT")
+            } catch {
+                _ = try? db.execute("ROLLBACK")
+                throw error
+            }
+        }
+    }
+
+    /// The deliveries to `url` not yet delivered or given up, in order.
+    package func pendingDeliveries(url: String, limit: Int) async throws -> [OutboxDelivery] {
+        try await run { db throws(SQLError) in
+            try db.execute("""
+                SELECT * FROM webhook_outbox WHERE url = $1 AND delivered_at IS NULL AND given_up_at IS NULL ORDER BY seq, id LIMIT $2
+                """, [.text(url), .int(Int64(limit))]).map { r in
+                var d = OutboxDelivery(id: r["id"].text ?? "", url: r["url"].text ?? "", roomID: r["room_id"].text, event: r["event"].text ?? "",
+                                       body: r["body"].text ?? "", createdAt: r["created_at"].int ?? 0)
+                d.seq = r["seq"].int ?? 0
+                d.attempts = Int(r["attempts"].int ?? 0)
+                d.nextAttemptAt = r["next_attempt_at"].int ?? 0
+                return d
+            }
+        }
+    }
+
+    /// Records an attempt's outcome: delivered (`deliveredAt`), given up (`givenUpAt`), or to be
+    /// tried again at `nextAttemptAt`.
+    package func recordAttempt(id: String, url: String, attempts: Int, nextAttemptAt: Int64? = nil, deliveredAt: Int64? = nil,
+                               givenUpAt: Int64? = nil, error: String? = nil) async throws {
+        try await run { db throws(SQLError) in
+            try db.execute("""
+                UPDATE webhook_outbox SET attempts = $3, next_attempt_at = COALESCE($4, next_attempt_at), delivered_at = $5, given_up_at = $6,
+                  last_error = $7 WHERE id = $1 AND url = $2
+                """, [.text(id), .text(url), .int(Int64(attempts)), nextAttemptAt.map { .int($0) } ?? .null, deliveredAt.map { .int($0) } ?? .null,
+                      givenUpAt.map { .int($0) } ?? .null, error.map { .text($0) } ?? .null])
+        }
+    }
+
+    /// Deliveries waiting (all URLs).
+    package func pendingDeliveryCount() async throws -> Int {
+        try await run { db throws(SQLError) in
+            Int(try db.execute("SELECT COUNT(*) AS n FROM webhook_outbox WHERE delivered_at IS NULL AND given_up_at IS NULL").first?["n"].int ?? 0)
+        }
+    }
+
+    /// Forgets deliveries that ended (delivered or given up) before `before`.
+    package func purgeDeliveries(endedBefore before: Int64) async throws {
+        try await run { db throws(SQLError) in
+            try db.execute("""
+                DELETE FROM webhook_outbox WHERE (delivered_at IS NOT NULL AND delivered_at < $1) OR (given_up_at IS NOT NULL AND given_up_at < $1)
+                """, [.int(before)])
         }
     }
 

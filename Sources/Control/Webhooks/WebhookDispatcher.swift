@@ -6,124 +6,232 @@ import NIOCore
 import RTP
 import SFU
 
-/// Delivers webhook events (room_started, room_finished, participant_joined, participant_left,
-/// recording_started, recording_finished) to the configured URLs: JSON body
-/// `{"id", "event", "created_at", "data"}`, signed with HMAC-SHA256 of the API secret in
-/// `X-SFU-Signature: sha256=<hex>`, retried with exponential backoff on a network error or a
-/// non-2xx answer. Enqueueing never waits for delivery: a bounded queue, drained by one task per
-/// URL, so a slow or dead receiver never blocks the caller (or media). Requests go out through
-/// async-http-client's shared client (connection pooling, redirects followed, as URLSession did).
+/// Delivers webhook events (docs/API.md "Webhooks") through an outbox in the metadata store, so
+/// that none is lost to a crash, a restart or a receiver that is down for hours:
+/// - ``record(_:_:)`` writes the audit event and one delivery per URL in one transaction
+///   (``MetadataStore/appendEvent(_:outbox:)``) and returns: the caller never waits for a receiver;
+/// - one worker per URL sends that URL's deliveries in the order they were written (a delivery that
+///   fails holds the ones after it, so a receiver sees each room's events in order), retrying with
+///   backoff (0.5 s doubling to 30 s) for up to 24 h after the event, across restarts (the worker
+///   starts from the outbox); then the delivery is given up (counted, logged, kept in the outbox);
+/// - each attempt is signed over its time and the body: `SFU-Signature: t=<unix>,v1=<hex
+///   HMAC-SHA256(secret, "<t>.<body>")>` (and, as before, `X-SFU-Signature: sha256=<hex HMAC of the
+///   body>`); the body's `id` (also `X-SFU-Delivery`) is the same on every attempt, for de-duplication.
+/// Requests go out through async-http-client's shared client.
 package actor WebhookDispatcher {
     package struct Configuration: Sendable {
         package var urls: [URL]
         package var secret: String
-        package var maxAttempts = 6
         package var initialBackoffSeconds = 0.5
-        package var maxQueued = 1000
+        package var maxBackoffSeconds = 30.0
+        /// How long after its event a delivery is still tried.
+        package var retryForSeconds = 86_400.0
         package var timeoutSeconds = 5.0
+        /// Deliveries read from the outbox at a time, per URL.
+        package var batch = 50
         package init(urls: [URL], secret: String) {
             self.urls = urls
             self.secret = secret
         }
     }
 
-    struct Delivery: Sendable {
-        var url: URL
-        var body: Data
-        var signature: String
-        var event: String
-        var id: String
-    }
-
     package let configuration: Configuration
+    let store: MetadataStore
     let logger: Logger
-    private var queues: [URL: [Delivery]] = [:]
-    private var running: Set<URL> = []
+    /// Milliseconds since the Unix epoch (a test's clock may be another).
+    let clock: @Sendable () -> Int64
     package private(set) var delivered = 0
     package private(set) var failed = 0
-    package private(set) var dropped = 0
+    /// Events whose outbox write failed (the store was down past its retry window): not delivered.
+    package private(set) var lost = 0
+    private var workers: [Task<Void, Never>] = []
+    private var sleepers: [String: CheckedContinuation<Void, Never>] = [:]
+    private var woken: Set<String> = []
+    private var stopped = false
 
     /// What is read of a receiver's answer.
     static let maxResponseBytes = 64 * 1024
+    /// Delivered or given-up rows are kept this long (then purged, hourly).
+    static let keepEndedMillis: Int64 = 7 * 86_400_000
 
-    package init(configuration: Configuration, logger: Logger) {
+    package init(configuration: Configuration, store: MetadataStore, logger: Logger,
+                 clock: @escaping @Sendable () -> Int64 = { MetadataStore.nowMillis }) {
         self.configuration = configuration
+        self.store = store
         self.logger = logger
+        self.clock = clock
     }
 
-    /// Queues `event` for every URL and returns at once.
-    package func send(_ webhook: WebhookEvent) {
-        guard !configuration.urls.isEmpty else { return }
+    /// Starts one worker per URL: they deliver what the outbox holds (from before a restart too).
+    package func start() {
+        guard workers.isEmpty, !stopped else { return }
+        for url in configuration.urls {
+            let key = url.absoluteString
+            workers.append(Task { await self.work(key) })
+        }
+        workers.append(Task { await self.purge() })
+    }
+
+    /// Stops the workers (what is left stays in the outbox for the next start).
+    package func stop() {
+        stopped = true
+        for w in workers { w.cancel() }
+        workers.removeAll()
+        for (_, c) in sleepers { c.resume() }
+        sleepers.removeAll()
+    }
+
+    /// Writes `event` to the audit trail and `webhook` to the outbox for every URL, in one
+    /// transaction, and wakes the workers. Throws what the store throws (the event is then in
+    /// neither).
+    package func record(_ event: RoomEvent?, _ webhook: WebhookEvent) async throws {
         let id = ResourceID.webhook.make()
-        let event = webhook.name
-        guard let body = try? webhook.body(id: id, createdAtMillis: MetadataStore.nowMillis) else {
-            logger.error("webhook body is not JSON", metadata: ["event": "\(event)"])
+        let now = clock()
+        guard let body = try? webhook.body(id: id, createdAtMillis: now) else {
+            logger.error("webhook body is not JSON", metadata: ["event": "\(webhook.name)"])
+            if let event { try await store.appendEvent(event) }
             return
         }
-        let mac = HMAC(digest: .sha256, key: Array(configuration.secret.utf8))?.authenticate([UInt8](body)) ?? []
-        let signature = "sha256=" + hexString(mac)
-        for url in configuration.urls {
-            var queue = queues[url, default: []]
-            if queue.count >= configuration.maxQueued {
-                queue.removeFirst()
-                dropped += 1
-                logger.warning("webhook queue full; oldest event dropped", metadata: ["url": "\(url)"])
-            }
-            queue.append(Delivery(url: url, body: body, signature: signature, event: event, id: id))
-            queues[url] = queue
-            if !running.contains(url) {
-                running.insert(url)
-                Task { await self.drain(url) }
-            }
+        let text = String(decoding: body, as: UTF8.self)
+        let rows = configuration.urls.map {
+            OutboxDelivery(id: id, url: $0.absoluteString, roomID: webhook.roomID, event: webhook.name, body: text, createdAt: now)
+        }
+        do {
+            try await store.appendEvent(event, outbox: rows)
+        } catch {
+            lost += 1
+            logger.error("webhook not written to the outbox: not delivered", metadata: ["event": "\(webhook.name)", "error": "\(error)"])
+            throw error
+        }
+        wake()
+    }
+
+    /// Webhook-only events (no audit event goes with them).
+    package func send(_ webhook: WebhookEvent) async {
+        try? await record(nil, webhook)
+    }
+
+    /// Deliveries waiting in the outbox (all URLs); nil when the store cannot say.
+    package func pending() async -> Int? { try? await store.pendingDeliveryCount() }
+
+    // MARK: workers
+
+    private func wake() {
+        for url in configuration.urls.map(\.absoluteString) {
+            if let c = sleepers.removeValue(forKey: url) { c.resume() } else { woken.insert(url) }
         }
     }
 
-    private func next(_ url: URL) -> Delivery? {
-        guard var queue = queues[url], !queue.isEmpty else {
-            running.remove(url)
-            return nil
+    /// Sleeps up to `millis`, or until ``wake()`` (a wake that came while the worker was busy ends
+    /// the next nap at once).
+    private func nap(_ url: String, millis: Int64) async {
+        guard !stopped, woken.remove(url) == nil else { return }
+        let timer = Task { [weak self] in
+            try? await Task.sleep(for: .milliseconds(max(millis, 1)))
+            await self?.alarm(url)
         }
-        let d = queue.removeFirst()
-        queues[url] = queue
-        return d
+        await withCheckedContinuation { sleepers[url] = $0 }
+        timer.cancel()
     }
 
-    private func drain(_ url: URL) async {
-        while let delivery = next(url) {
-            let ok = await deliver(delivery)
-            if ok { delivered += 1 } else { failed += 1 }
-        }
-    }
+    private func alarm(_ url: String) { sleepers.removeValue(forKey: url)?.resume() }
 
-    /// Pending deliveries (all URLs).
-    package var pending: Int { queues.values.reduce(0) { $0 + $1.count } }
-
-    private func deliver(_ d: Delivery) async -> Bool {
-        var delay = configuration.initialBackoffSeconds
-        for attempt in 1...configuration.maxAttempts {
-            var request = HTTPClientRequest(url: d.url.absoluteString)
-            request.method = .POST
-            request.headers.add(name: "Content-Type", value: "application/json")
-            request.headers.add(name: "X-SFU-Signature", value: d.signature)
-            request.headers.add(name: "X-SFU-Event", value: d.event)
-            request.headers.add(name: "X-SFU-Delivery", value: d.id)
-            request.body = .bytes(ByteBuffer(bytes: d.body))
+    /// Delivers `url`'s outbox in order, for as long as the dispatcher runs.
+    private func work(_ url: String) async {
+        while !stopped, !Task.isCancelled {
+            let rows: [OutboxDelivery]
             do {
-                let response = try await HTTPClient.shared.execute(request, timeout: .milliseconds(Int64(configuration.timeoutSeconds * 1000)))
-                // The receiver's answer is not used; read (a bounded part of) it so the connection can be reused.
-                _ = try? await response.body.collect(upTo: Self.maxResponseBytes)
-                let status = Int(response.status.code)
-                if (200..<300).contains(status) { return true }
-                logger.warning("webhook answered \(status)", metadata: ["url": "\(d.url)", "event": "\(d.event)", "attempt": "\(attempt)"])
+                rows = try await store.pendingDeliveries(url: url, limit: configuration.batch)
             } catch {
-                logger.warning("webhook delivery failed", metadata: ["url": "\(d.url)", "event": "\(d.event)", "attempt": "\(attempt)", "error": "\(error)"])
+                logger.warning("webhook outbox unreadable; retrying", metadata: ["url": "\(url)", "error": "\(error)"])
+                await nap(url, millis: 2_000)
+                continue
             }
-            if attempt < configuration.maxAttempts {
-                try? await Task.sleep(for: .seconds(delay))
-                delay = min(delay * 2, 30)
+            guard !rows.isEmpty else {
+                await nap(url, millis: 60_000)
+                continue
+            }
+            for var row in rows {
+                guard !stopped, !Task.isCancelled else { return }
+                let now = clock()
+                if Double(now - row.createdAt) > configuration.retryForSeconds * 1000 {
+                    failed += 1
+                    try? await store.recordAttempt(id: row.id, url: url, attempts: row.attempts, givenUpAt: now,
+                                                   error: "no delivery within \(Int(configuration.retryForSeconds)) s")
+                    logger.error("webhook given up", metadata: ["url": "\(url)", "event": "\(row.event)", "id": "\(row.id)", "attempts": "\(row.attempts)"])
+                    continue
+                }
+                if row.nextAttemptAt > now {
+                    // The head waits for its retry time; the ones behind it wait with it.
+                    await nap(url, millis: row.nextAttemptAt - now)
+                    break
+                }
+                let outcome = await attempt(row)
+                row.attempts += 1
+                if outcome == nil {
+                    delivered += 1
+                    try? await store.recordAttempt(id: row.id, url: url, attempts: row.attempts, deliveredAt: clock())
+                    continue
+                }
+                let delay = min(configuration.initialBackoffSeconds * pow(2, Double(row.attempts - 1)), configuration.maxBackoffSeconds)
+                let next = clock() + Int64(delay * 1000)
+                try? await store.recordAttempt(id: row.id, url: url, attempts: row.attempts, nextAttemptAt: next, error: outcome)
+                logger.warning("webhook delivery failed", metadata: ["url": "\(url)", "event": "\(row.event)", "attempt": "\(row.attempts)",
+                                                                     "error": "\(outcome ?? "")", "retry_in_s": "\(delay)"])
+                break
             }
         }
-        logger.error("webhook given up", metadata: ["url": "\(d.url)", "event": "\(d.event)", "id": "\(d.id)"])
-        return false
+    }
+
+    /// One POST. - Returns: nil when the receiver accepted it (2xx), else why not.
+    private func attempt(_ d: OutboxDelivery) async -> String? {
+        let body = Array(d.body.utf8)
+        let t = clock() / 1000
+        var request = HTTPClientRequest(url: d.url)
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.headers.add(name: "SFU-Signature", value: Self.signature(secret: configuration.secret, unixTime: t, body: body))
+        request.headers.add(name: "X-SFU-Signature", value: "sha256=" + Self.hmacHex(configuration.secret, body))
+        request.headers.add(name: "X-SFU-Event", value: d.event)
+        request.headers.add(name: "X-SFU-Delivery", value: d.id)
+        request.body = .bytes(ByteBuffer(bytes: body))
+        do {
+            let response = try await HTTPClient.shared.execute(request, timeout: .milliseconds(Int64(configuration.timeoutSeconds * 1000)))
+            // The receiver's answer is not used; read (a bounded part of) it so the connection can be reused.
+            _ = try? await response.body.collect(upTo: Self.maxResponseBytes)
+            let status = Int(response.status.code)
+            return (200..<300).contains(status) ? nil : "answered \(status)"
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    /// `t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`: what a receiver recomputes to verify
+    /// a delivery and the time it was sent (docs/API.md "Webhooks": replay window).
+    package static func signature(secret: String, unixTime: Int64, body: [UInt8]) -> String {
+        "t=\(unixTime),v1=" + hmacHex(secret, Array("\(unixTime).".utf8) + body)
+    }
+
+    static func hmacHex(_ secret: String, _ message: [UInt8]) -> String {
+        hexString(HMAC(digest: .sha256, key: Array(secret.utf8))?.authenticate(message) ?? [])
+    }
+
+    /// Forgets ended deliveries after a week, at start and hourly.
+    private func purge() async {
+        while !stopped, !Task.isCancelled {
+            try? await store.purgeDeliveries(endedBefore: clock() - Self.keepEndedMillis)
+            try? await Task.sleep(for: .seconds(3600))
+        }
+    }
+}
+
+/// Appends an audit event and, with webhooks configured, its webhook in the same transaction.
+package enum EventLog {
+    package static func append(_ event: RoomEvent, webhook: WebhookEvent?, store: MetadataStore, webhooks: WebhookDispatcher?) async throws {
+        if let webhook, let webhooks {
+            try await webhooks.record(event, webhook)
+        } else {
+            try await store.appendEvent(event)
+        }
     }
 }
