@@ -194,6 +194,10 @@ def test_demo_page_asks_for_consent(sfu_factory, tmp_path):
         page.open(f"{sfu.base_url}/?token={urllib.parse.quote(api.token(rid, 'pat-page', name='Page')['token'])}")
         wait_joined(page)
         button = "const b = document.getElementById('consent'); return {hidden: b.classList.contains('hidden'), text: b.textContent};"
+        # Shown once the page knows the room's rule (joined_room), before its camera is up.
+        deadline = time.monotonic() + 10
+        while page.execute(button)["hidden"] and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert page.execute(button) == {"hidden": False, "text": "Allow recording"}
 
         async def scenario():
