@@ -167,18 +167,25 @@ package struct SFUServer: Sendable {
             configuration: .init(urls: config.webhookURLs.compactMap(URL.init(string:)), secret: webhookSecret ?? ""), store: store, logger: logger)
         // What the outbox holds from before a restart goes out now.
         await webhooks?.start()
+        // S3 storage: uploads a restart interrupted go on.
+        let storage = config.storage.map { S3Client(configuration: $0) }
+        let uploader = storage.map { RecordingUploader(client: $0, store: store, webhooks: webhooks, logger: logger) }
+        await uploader?.start()
         // Recordings a crash interrupted are finalized from their files before anything new starts.
         do {
-            try await RecordingReconciler(store: store, directory: config.effectiveRecordingsDir, webhooks: webhooks, logger: logger).reconcile()
+            try await RecordingReconciler(store: store, directory: config.effectiveRecordingsDir, webhooks: webhooks, logger: logger,
+                                          uploader: uploader).reconcile()
         } catch {
             logger.warning("could not reconcile interrupted recordings", metadata: ["error": "\(error)"])
         }
         let live = LiveRooms(media: media, logger: logger)
-        let recordings = RecordingService(store: store, live: live, directory: config.effectiveRecordingsDir, webhooks: webhooks, logger: logger)
+        let recordings = RecordingService(store: store, live: live, directory: config.effectiveRecordingsDir, webhooks: webhooks, logger: logger,
+                                          uploader: uploader)
         let api = ControlAPI(store: store, keys: APIKeys(keys), iceServers: config.iceServerDirectory, logger: logger, webhooks: webhooks, media: media,
                              live: live, demoEnabled: config.isDevelopment, recordings: recordings, tokenSecret: config.jwtSecret,
                              tokenPublicKey: try config.jwtPublicKey(), publicURL: config.publicURL.flatMap(PublicURL.init),
-                             servesTLS: config.tlsCertificatePath != nil, linkSecret: try await store.serverSecret(name: "file_links"))
+                             servesTLS: config.tlsCertificatePath != nil, linkSecret: try await store.serverSecret(name: "file_links"),
+                             storage: storage)
         let rooms = RoomServices(store: store, live: live, signer: api.signer, iceServers: config.iceServerDirectory, webhooks: webhooks, logger: logger,
                                  recordings: recordings, resumption: SessionResumption(windowSeconds: config.resumeWindowSeconds))
         let app = buildApplication(echo: EchoService(media: media, logger: logger), api: api, rooms: rooms)
@@ -188,7 +195,7 @@ package struct SFUServer: Sendable {
         let retentionDays = config.recordingRetentionDays
         let retention = Task {
             guard let retentionDays else { return }
-            await RecordingDeletion(store: store, webhooks: webhooks, logger: logger).run(days: retentionDays)
+            await RecordingDeletion(store: store, webhooks: webhooks, logger: logger, storage: storage).run(days: retentionDays)
         }
         let group = ServiceGroup(
             configuration: .init(
@@ -206,6 +213,7 @@ package struct SFUServer: Sendable {
             await recordings.stopEverything(reason: "server shutting down")
             await live.closeAll(message: "the server is shutting down")
             await media.stop()
+            await uploader?.stop()
             await webhooks?.stop()
             await store.close()
             throw error
@@ -216,7 +224,8 @@ package struct SFUServer: Sendable {
         await recordings.stopEverything(reason: "server shutting down")
         await live.closeAll(message: "the server is shutting down")
         await media.stop()
-        // What was not delivered yet stays in the outbox for the next start.
+        // What was not delivered or uploaded yet stays in the store for the next start.
+        await uploader?.stop()
         await webhooks?.stop()
         await store.close()
         logger.notice("stopped")

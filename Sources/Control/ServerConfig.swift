@@ -87,6 +87,10 @@ package struct ServerConfig: Sendable, Equatable {
     /// `SFU_RECORDING_RETENTION_DAYS`: finished recordings older than this are deleted (files gone,
     /// metadata kept, audited), checked at start and every hour; nil (the default): kept for ever.
     package var recordingRetentionDays: Int?
+    /// `SFU_STORAGE_URL=s3://bucket/prefix` with `SFU_S3_ENDPOINT`, `SFU_S3_REGION`, `SFU_S3_ACCESS_KEY`,
+    /// `SFU_S3_SECRET_KEY` (and `SFU_S3_PART_SIZE_MB`, `SFU_S3_UPLOAD_ATTEMPTS`): finished recordings
+    /// go to S3-compatible storage (docs/RECORDING.md "S3 storage"); nil: they stay on local disk.
+    package var storage: S3Configuration?
 
     package init() {}
 
@@ -147,6 +151,35 @@ package struct ServerConfig: Sendable, Equatable {
         if let v = try int("SFU_QUALITY_SAMPLE_S") { qualitySampleSeconds = v }
         if let v = try int("SFU_HTTP_IDLE_TIMEOUT_S") { httpIdleTimeoutSeconds = v }
         if let v = try int("SFU_RECORDING_RETENTION_DAYS") { recordingRetentionDays = v }
+        if let v = environment["SFU_STORAGE_URL"], !v.isEmpty {
+            guard let (bucket, prefix) = S3Configuration.parse(storageURL: v) else {
+                throw ConfigError(variable: "SFU_STORAGE_URL", value: v, expected: "s3://bucket/prefix (a bucket name of letters, digits, '-' and '.')")
+            }
+            var endpoint: URL?
+            if let e = environment["SFU_S3_ENDPOINT"], !e.isEmpty {
+                guard let url = URL(string: e), ["http", "https"].contains(url.scheme ?? ""), url.host != nil, url.path.isEmpty || url.path == "/" else {
+                    throw ConfigError(variable: "SFU_S3_ENDPOINT", value: e, expected: "http(s)://host[:port] of an S3-compatible server")
+                }
+                endpoint = url
+            }
+            guard let access = environment["SFU_S3_ACCESS_KEY"], !access.isEmpty else {
+                throw ConfigError(variable: "SFU_S3_ACCESS_KEY", value: "", expected: "the access key id for SFU_STORAGE_URL")
+            }
+            guard let secret = environment["SFU_S3_SECRET_KEY"], !secret.isEmpty else {
+                throw ConfigError(variable: "SFU_S3_SECRET_KEY", value: "", expected: "the secret access key for SFU_STORAGE_URL")
+            }
+            var s3 = S3Configuration(bucket: bucket, prefix: prefix, endpoint: endpoint, region: environment["SFU_S3_REGION"].flatMap { $0.isEmpty ? nil : $0 } ?? "us-east-1",
+                                     accessKey: access, secretKey: secret)
+            if let mb = try int("SFU_S3_PART_SIZE_MB") {
+                guard (5...5120).contains(mb) else { throw ConfigError(variable: "SFU_S3_PART_SIZE_MB", value: String(mb), expected: "5...5120 MiB") }
+                s3.partSize = mb * 1024 * 1024
+            }
+            if let n = try int("SFU_S3_UPLOAD_ATTEMPTS") {
+                guard (1...100).contains(n) else { throw ConfigError(variable: "SFU_S3_UPLOAD_ATTEMPTS", value: String(n), expected: "1...100") }
+                s3.uploadAttempts = n
+            }
+            storage = s3
+        }
         if let v = list("SFU_WEBHOOK_URLS") {
             for u in v where !(u.hasPrefix("http://") || u.hasPrefix("https://")) || URL(string: u) == nil {
                 throw ConfigError(variable: "SFU_WEBHOOK_URLS", value: u, expected: "http:// or https:// URLs")

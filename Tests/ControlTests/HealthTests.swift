@@ -52,6 +52,29 @@ struct HealthTests {
         #expect(!ServerConfig.isLoopback("0.0.0.0") && !ServerConfig.isLoopback("10.0.0.1") && !ServerConfig.isLoopback("127.0.0"))
     }
 
+    /// `SFU_STORAGE_URL` and its companions: each missing or malformed one is named.
+    @Test func s3StorageConfiguration() throws {
+        let ok = ["SFU_STORAGE_URL": "s3://rec/clinic", "SFU_S3_ACCESS_KEY": "AK", "SFU_S3_SECRET_KEY": "SK"]
+        var config = ServerConfig()
+        try config.apply(environment: ok.merging(["SFU_S3_ENDPOINT": "http://127.0.0.1:9000", "SFU_S3_PART_SIZE_MB": "16",
+                                                  "SFU_S3_UPLOAD_ATTEMPTS": "4"]) { $1 })
+        let s3 = try #require(config.storage)
+        #expect(s3.bucket == "rec" && s3.prefix == "clinic" && s3.region == "us-east-1" && s3.endpoint?.port == 9000)
+        #expect(s3.partSize == 16 << 20 && s3.uploadAttempts == 4)
+        #expect(ServerConfig().storage == nil)
+        for (change, variable) in [(["SFU_STORAGE_URL": "gs://rec"], "SFU_STORAGE_URL"), (["SFU_S3_ACCESS_KEY": ""], "SFU_S3_ACCESS_KEY"),
+                                   (["SFU_S3_SECRET_KEY": ""], "SFU_S3_SECRET_KEY"), (["SFU_S3_ENDPOINT": "ftp://x"], "SFU_S3_ENDPOINT"),
+                                   (["SFU_S3_PART_SIZE_MB": "4"], "SFU_S3_PART_SIZE_MB"), (["SFU_S3_UPLOAD_ATTEMPTS": "0"], "SFU_S3_UPLOAD_ATTEMPTS")] {
+            var c = ServerConfig()
+            do {
+                try c.apply(environment: ok.merging(change) { $1 })
+                Issue.record("\(change) was accepted")
+            } catch let e as ConfigError {
+                #expect(e.variable == variable, "\(change): \(e)")
+            }
+        }
+    }
+
     @Test func badEnvironmentValuesAreRejectedWithTheVariableName() {
         var config = ServerConfig()
         #expect(throws: ConfigError(variable: "SFU_HTTP_PORT", value: "eighty", expected: "an integer")) {

@@ -420,6 +420,8 @@ struct RecordingBody: Encodable, Sendable, Equatable {
         var trackKinds: [String]
         var sizeBytes, durationMs: Int64
         var videoCodec, audioCodec, resolution: String?
+        /// The object's key in S3 storage (absent for a file on local disk).
+        var objectKey: String?
     }
 
     init(_ r: RecordingRecord) {
@@ -439,7 +441,7 @@ struct RecordingBody: Encodable, Sendable, Equatable {
         files = r.files.map {
             File(id: $0.id, userID: $0.userID, fileName: $0.fileName, path: $0.path, source: $0.source, format: $0.format,
                  trackKinds: $0.trackKinds, sizeBytes: $0.sizeBytes, durationMs: $0.durationMs, videoCodec: $0.videoCodec,
-                 audioCodec: $0.audioCodec, resolution: $0.resolution)
+                 audioCodec: $0.audioCodec, resolution: $0.resolution, objectKey: $0.objectKey)
         }
     }
 }

@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import DTLS
 import Foundation
 import Hummingbird
@@ -34,7 +35,8 @@ package struct ControlAPI: Sendable {
     package init(store: MetadataStore, keys: APIKeys, iceServers: ICEServerDirectory, logger: Logger, webhooks: WebhookDispatcher? = nil,
                 media: MediaRuntime? = nil, live: LiveRooms? = nil, demoEnabled: Bool = false, recordings: RecordingService? = nil,
                 tokenSecret: String? = nil, tokenPublicKey: ES256VerificationKey? = nil, publicURL: PublicURL? = nil, servesTLS: Bool = false,
-                linkSecret: String? = nil) {
+                linkSecret: String? = nil, storage: S3Client? = nil) {
+        self.storage = storage
         self.links = FileLinks(secret: linkSecret ?? secureRandomBytes(32).map { String(format: "%02x", $0) }.joined())
         self.publicURL = publicURL
         self.servesTLS = servesTLS
@@ -54,7 +56,9 @@ package struct ControlAPI: Sendable {
     package let links: FileLinks
 
     /// Deleting recordings (the route and the retention schedule).
-    var deletion: RecordingDeletion { RecordingDeletion(store: store, webhooks: webhooks, logger: logger) }
+    var deletion: RecordingDeletion { RecordingDeletion(store: store, webhooks: webhooks, logger: logger, storage: storage) }
+    /// S3 storage, where files with an `object_key` are read from (streamed through this server).
+    let storage: S3Client?
 
     /// Where clients reach this server (`SFU_PUBLIC_URL`), for the `signaling_url` handed out; nil:
     /// `ws://` and the request's Host.
@@ -380,6 +384,9 @@ package struct ControlAPI: Sendable {
         guard Self.validID(id), Self.validID(fileID), let record = try await store.recording(id: id),
               let file = record.files.first(where: { $0.id == fileID }) else { throw APIError.notFound("recording file") }
         guard record.status != .deleted else { throw APIError(.gone, "deleted", "recording \(id) was deleted") }
+        if let key = file.objectKey {
+            return try await s3File(request, record: record, file: file, key: key, actor: actor)
+        }
         guard let attributes = try? FileManager.default.attributesOfItem(atPath: file.path), let size = (attributes[.size] as? NSNumber)?.intValue else {
             throw APIError(.notFound, "not_found", "the file of \(fileID) is not on disk")
         }
@@ -401,6 +408,39 @@ package struct ControlAPI: Sendable {
             headers[.contentLength] = String(range.count)
             return Response(status: .partialContent, headers: headers, body: try await io.loadFile(path: file.path, range: range, context: context))
         }
+    }
+
+    /// A file in S3 storage, streamed from S3 through this server (the client needs no access to the
+    /// bucket): the `Range` header is passed on, and S3's status (200, 206, 416), length and range
+    /// come back; S3 unreachable or refusing is 502 `storage_unavailable`.
+    func s3File(_ request: Request, record: RecordingRecord, file: RecordingFileRecord, key: String, actor: String) async throws -> Response {
+        guard let storage else {
+            throw APIError(.serviceUnavailable, "storage_unavailable", "the file is in S3 storage and this server has no SFU_STORAGE_URL")
+        }
+        let answer: HTTPClientResponse
+        do {
+            answer = try await storage.get(key: key, range: request.headers[.range])
+        } catch {
+            throw APIError(.badGateway, "storage_unavailable", "S3 storage did not answer: \(error)")
+        }
+        let status = Int(answer.status.code)
+        if status == 416 {
+            let total = answer.headers.first(name: "Content-Range") ?? "bytes */\(file.sizeBytes)"
+            throw APIError(.rangeNotSatisfiable, "range_not_satisfiable", "the range is outside the file or malformed", headers: [.contentRange: total])
+        }
+        guard status == 200 || status == 206 else {
+            _ = try? await answer.body.collect(upTo: 64 * 1024)
+            throw APIError(.badGateway, "storage_unavailable", "S3 storage answered \(status) for \(file.id)")
+        }
+        var headers: HTTPFields = [.contentType: file.format == "mkv" ? "video/x-matroska" : "video/webm", .acceptRanges: "bytes"]
+        headers[.contentDisposition] = "attachment; filename=\"\(file.fileName)\""
+        if let length = answer.headers.first(name: "Content-Length") { headers[.contentLength] = length }
+        if let range = answer.headers.first(name: "Content-Range") { headers[.contentRange] = range }
+        var particulars = ["file_id": file.id, "file_name": file.fileName, "storage": "s3"]
+        if let range = request.headers[.range] { particulars["range"] = String(range.prefix(100)) }
+        audit(RoomEvent(roomID: record.roomID, at: MetadataStore.nowMillis, kind: "recording_downloaded", actor: actor, subject: "recording:" + record.id,
+                        data: particulars))
+        return Response(status: status == 206 ? .partialContent : .ok, headers: headers, body: ResponseBody(asyncSequence: answer.body))
     }
 
     /// What a `Range` header asks of a file.

@@ -10,8 +10,11 @@ package struct RecordingDeletion: Sendable {
     let store: MetadataStore
     let webhooks: WebhookDispatcher?
     let logger: Logger
+    /// Where files with an `object_key` are (their objects are deleted too).
+    let storage: S3Client?
 
-    package init(store: MetadataStore, webhooks: WebhookDispatcher?, logger: Logger) {
+    package init(store: MetadataStore, webhooks: WebhookDispatcher?, logger: Logger, storage: S3Client? = nil) {
+        self.storage = storage
         self.store = store
         self.webhooks = webhooks
         self.logger = logger
@@ -34,6 +37,14 @@ package struct RecordingDeletion: Sendable {
         case .completed, .failed: break
         }
         var failures: [String] = []
+        for file in record.files {
+            guard let key = file.objectKey else { continue }
+            guard let storage else {
+                failures.append("\(file.id): in S3 storage, and this server has no SFU_STORAGE_URL")
+                continue
+            }
+            do { try await storage.delete(key: key) } catch { failures.append("\(file.id): \(error)") }
+        }
         for file in record.files where FileManager.default.fileExists(atPath: file.path) {
             do { try FileManager.default.removeItem(atPath: file.path) } catch { failures.append("\(file.id): \(error)") }
         }

@@ -12,8 +12,11 @@ package struct RecordingReconciler: Sendable {
     package let directory: String
     package let webhooks: WebhookDispatcher?
     package let logger: Logger
+    /// With S3 storage: a reconciled recording's files are queued for upload.
+    package let uploader: RecordingUploader?
 
-    package init(store: MetadataStore, directory: String, webhooks: WebhookDispatcher?, logger: Logger) {
+    package init(store: MetadataStore, directory: String, webhooks: WebhookDispatcher?, logger: Logger, uploader: RecordingUploader? = nil) {
+        self.uploader = uploader
         self.store = store
         self.directory = directory
         self.webhooks = webhooks
@@ -27,6 +30,8 @@ package struct RecordingReconciler: Sendable {
         // A composite still draining (`processing`) when the server died is finalized the same way.
         let unfinished = try await store.recordings(status: .recording) + store.recordings(status: .processing)
         for recording in unfinished {
+            // Uploading to S3 when the server stopped: the uploader goes on with it.
+            if let uploader, await uploader.hasUploads(recordingID: recording.id) { continue }
             let dir = (directory as NSString).appendingPathComponent(recording.id)
             let names = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasSuffix(".webm") || $0.hasSuffix(".mkv") }.sorted()
             var duration: Int64 = 0
@@ -58,6 +63,14 @@ package struct RecordingReconciler: Sendable {
             let failure: String? = files == 0 ? "the server stopped during the recording and no file on disk holds a frame" : nil
             try await store.finishRecording(id: recording.id, status: failure == nil ? .completed : .failed,
                                             endedAt: recording.startedAt + duration, durationMs: duration, failureReason: failure)
+            if failure == nil, let uploader, (try? await uploader.enqueue(recordingID: recording.id)) == true {
+                try? await store.appendEvent(RoomEvent(id: ResourceID.event.make(), roomID: recording.roomID, at: MetadataStore.nowMillis,
+                                                       kind: "recording_stopped", detail: "reconciled after a restart", actor: "server",
+                                                       subject: "recording:" + recording.id, data: ["reason": "reconciled after a restart"]))
+                logger.notice("recording reconciled after a restart; uploading", metadata: ["recording": "\(recording.id)", "files": "\(files)"])
+                done.append(recording.id)
+                continue
+            }
             let record = try await store.recording(id: recording.id)
             try? await EventLog.append(RoomEvent(id: ResourceID.event.make(), roomID: recording.roomID, at: MetadataStore.nowMillis,
                                                  kind: "recording_stopped", detail: "reconciled after a restart", actor: "server",

@@ -59,9 +59,13 @@ package final class RecordingService: Sendable {
     let directory: String
     let webhooks: WebhookDispatcher?
     let logger: Logger
+    /// With S3 storage: finished recordings go there (`processing` until they are).
+    let uploader: RecordingUploader?
     private let active = NIOLockedValueBox<[String: Active]>([:])
 
-    package init(store: MetadataStore, live: LiveRooms, directory: String, webhooks: WebhookDispatcher?, logger: Logger) {
+    package init(store: MetadataStore, live: LiveRooms, directory: String, webhooks: WebhookDispatcher?, logger: Logger,
+                 uploader: RecordingUploader? = nil) {
+        self.uploader = uploader
         self.store = store
         self.live = live
         self.directory = directory
@@ -175,8 +179,23 @@ package final class RecordingService: Sendable {
         let failure: String? = errors.first.map { "writing a file failed: \($0)" }
         // The recording lasted from its start to now; each file has its own media duration.
         let startedAt = (try? await store.recording(id: id))?.startedAt ?? now
-        try await store.finishRecording(id: id, status: failure == nil ? .completed : .failed, endedAt: now, durationMs: max(now - startedAt, 0),
-                                        failureReason: failure)
+        // S3 storage: `processing` while the files go up (never `completed` before they are).
+        let uploading = failure == nil && written > 0 && uploader != nil
+        try await store.finishRecording(id: id, status: uploading ? .processing : failure == nil ? .completed : .failed, endedAt: now,
+                                        durationMs: max(now - startedAt, 0), failureReason: failure)
+        if uploading, let uploader {
+            if (try? await uploader.enqueue(recordingID: id)) != true {
+                try await store.finishRecording(id: id, status: .completed, endedAt: now, durationMs: max(now - startedAt, 0), failureReason: nil)
+            }
+        }
+        // The uploader sends `recording_finished` once the files are in S3.
+        if uploading, let record = try await store.recording(id: id), record.status == .processing {
+            try? await store.appendEvent(RoomEvent(roomID: entry.roomID, at: now, kind: "recording_stopped", userID: stoppedBy, detail: reason ?? id,
+                                                   actor: stoppedBy.map { "user:" + $0 } ?? (reason == nil ? "api" : "server"), subject: "recording:" + id,
+                                                   data: reason.map { ["reason": $0] } ?? [:]))
+            logger.info("recording finished; uploading", metadata: ["recording": "\(id)", "files": "\(written)", "duration_ms": "\(duration)"])
+            return record
+        }
         let record = try await store.recording(id: id)
         try? await EventLog.append(RoomEvent(roomID: entry.roomID, at: now, kind: "recording_stopped", userID: stoppedBy, detail: reason ?? id,
                                              actor: stoppedBy.map { "user:" + $0 } ?? (reason == nil ? "api" : "server"), subject: "recording:" + id,

@@ -83,9 +83,13 @@ package struct RecordingFileRecord: Sendable, Equatable {
     package var audioCodec: String?
     package var resolution: String?
     package var durationMs: Int64
+    /// The object's key once the file is in S3 storage (its local copy is then gone).
+    package var objectKey: String?
 
     package init(id: String, recordingID: String, userID: String, trackKinds: [String], fileName: String, path: String, sizeBytes: Int64,
-                source: String = "camera", format: String = "webm", videoCodec: String?, audioCodec: String?, resolution: String?, durationMs: Int64) {
+                source: String = "camera", format: String = "webm", videoCodec: String?, audioCodec: String?, resolution: String?, durationMs: Int64,
+                objectKey: String? = nil) {
+        self.objectKey = objectKey
         self.id = id
         self.recordingID = recordingID
         self.userID = userID
@@ -167,6 +171,37 @@ package struct OutboxDelivery: Sendable, Equatable {
         self.body = body
         self.createdAt = createdAt
         self.nextAttemptAt = createdAt
+    }
+}
+
+/// A recording file's upload to S3 storage (docs/RECORDING.md "S3 storage"): kept in the store so
+/// that an upload cut by a restart goes on (a multipart upload from the parts S3 already has).
+package struct StorageUpload: Sendable, Equatable {
+    package enum State: String, Sendable { case pending, done, failed }
+    package var fileID: String
+    package var recordingID: String
+    package var path: String
+    package var objectKey: String
+    /// The multipart upload's id once one was created.
+    package var uploadID: String?
+    package var attempts = 0
+    package var nextAttemptAt: Int64
+    package var state = State.pending
+    package var lastError: String?
+    package var createdAt: Int64
+
+    package init(fileID: String, recordingID: String, path: String, objectKey: String, uploadID: String? = nil, attempts: Int = 0,
+                 nextAttemptAt: Int64, state: State = .pending, lastError: String? = nil, createdAt: Int64) {
+        self.fileID = fileID
+        self.recordingID = recordingID
+        self.path = path
+        self.objectKey = objectKey
+        self.uploadID = uploadID
+        self.attempts = attempts
+        self.nextAttemptAt = nextAttemptAt
+        self.state = state
+        self.lastError = lastError
+        self.createdAt = createdAt
     }
 }
 
@@ -470,6 +505,17 @@ enum Migrations {
             "CREATE INDEX webhook_outbox_pending ON webhook_outbox(url, delivered_at, given_up_at, seq)",
             "CREATE INDEX webhook_outbox_seq ON webhook_outbox(seq)",
         ]),
+        // S3 storage: each file's upload (resumed after a restart) and where the file went.
+        (13, [
+            """
+            CREATE TABLE storage_uploads (file_id TEXT PRIMARY KEY, recording_id TEXT NOT NULL, path TEXT NOT NULL, object_key TEXT NOT NULL,
+              upload_id TEXT, attempts INTEGER NOT NULL, next_attempt_at BIGINT NOT NULL, state TEXT NOT NULL, last_error TEXT,
+              created_at BIGINT NOT NULL)
+            """,
+            "CREATE INDEX storage_uploads_state ON storage_uploads(state, created_at)",
+            "CREATE INDEX storage_uploads_recording ON storage_uploads(recording_id)",
+            "ALTER TABLE recording_files ADD COLUMN object_key TEXT",
+        ]),
     ]
 
     static func apply(_ db: SQLDatabase) throws(SQLError) -> [Int] {
@@ -724,6 +770,61 @@ package final class MetadataStore: Sendable {
         }
     }
 
+    // MARK: S3 uploads
+
+    /// Queues files for upload (``StorageUpload``); already queued ones are left as they are.
+    package func addUploads(_ uploads: [StorageUpload]) async throws {
+        try await run { db throws(SQLError) in
+            for u in uploads {
+                try db.execute("""
+                    INSERT INTO storage_uploads (file_id, recording_id, path, object_key, upload_id, attempts, next_attempt_at, state, last_error, created_at)
+                    VALUES ($1, $2, $3, $4, NULL, 0, $5, 'pending', NULL, $6) ON CONFLICT DO NOTHING
+                    """, [.text(u.fileID), .text(u.recordingID), .text(u.path), .text(u.objectKey), .int(u.nextAttemptAt), .int(u.createdAt)])
+            }
+        }
+    }
+
+    /// Uploads still to do (all recordings), oldest first; or every upload of one recording.
+    package func uploads(pendingOnly: Bool = true, recordingID: String? = nil) async throws -> [StorageUpload] {
+        try await run { db throws(SQLError) in
+            let rows: [SQLRow]
+            if let recordingID {
+                rows = try db.execute("SELECT * FROM storage_uploads WHERE recording_id = $1 ORDER BY created_at, file_id", [.text(recordingID)])
+            } else {
+                rows = try db.execute("SELECT * FROM storage_uploads WHERE state = 'pending' ORDER BY created_at, file_id")
+            }
+            return rows.map { r in
+                StorageUpload(fileID: r["file_id"].text ?? "", recordingID: r["recording_id"].text ?? "", path: r["path"].text ?? "",
+                              objectKey: r["object_key"].text ?? "", uploadID: r["upload_id"].text, attempts: Int(r["attempts"].int ?? 0),
+                              nextAttemptAt: r["next_attempt_at"].int ?? 0, state: StorageUpload.State(rawValue: r["state"].text ?? "") ?? .failed,
+                              lastError: r["last_error"].text, createdAt: r["created_at"].int ?? 0)
+            }.filter { !pendingOnly || recordingID == nil || $0.state == .pending }
+        }
+    }
+
+    package func updateUpload(_ u: StorageUpload) async throws {
+        try await run { db throws(SQLError) in
+            try db.execute("""
+                UPDATE storage_uploads SET upload_id = $2, attempts = $3, next_attempt_at = $4, state = $5, last_error = $6 WHERE file_id = $1
+                """, [.text(u.fileID), u.uploadID.map { .text($0) } ?? .null, .int(Int64(u.attempts)), .int(u.nextAttemptAt), .text(u.state.rawValue),
+                      u.lastError.map { .text($0) } ?? .null])
+        }
+    }
+
+    /// The file is in S3 now: its object key is recorded.
+    package func setObjectKey(fileID: String, key: String) async throws {
+        try await run { db throws(SQLError) in
+            try db.execute("UPDATE recording_files SET object_key = $2 WHERE id = $1", [.text(fileID), .text(key)])
+        }
+    }
+
+    package func setRecordingStorage(id: String, storage: String, status: RecordingRecord.Status, failureReason: String?) async throws {
+        try await run { db throws(SQLError) in
+            try db.execute("UPDATE recordings SET storage = $2, status = $3, failure_reason = $4 WHERE id = $1",
+                           [.text(id), .text(storage), .text(status.rawValue), failureReason.map { .text($0) } ?? .null])
+        }
+    }
+
     package func finishRecording(id: String, status: RecordingRecord.Status, endedAt: Int64, durationMs: Int64?, failureReason: String?) async throws {
         try await run { db throws(SQLError) in
             try db.execute("UPDATE recordings SET status = $2, ended_at = $3, duration_ms = $4, failure_reason = $5 WHERE id = $1",
@@ -781,7 +882,7 @@ package final class MetadataStore: Sendable {
                                         trackKinds: (f["track_kinds"].text ?? "").split(separator: ",").map(String.init),
                                         fileName: f["file_name"].text ?? "", path: f["path"].text ?? "", sizeBytes: f["size_bytes"].int ?? 0,
                                         source: f["source"].text ?? "camera", format: f["format"].text ?? "webm", videoCodec: f["video_codec"].text, audioCodec: f["audio_codec"].text,
-                                        resolution: f["resolution"].text, durationMs: f["duration_ms"].int ?? 0)
+                                        resolution: f["resolution"].text, durationMs: f["duration_ms"].int ?? 0, objectKey: f["object_key"].text)
                 }
                 return RecordingRecord(id: id, roomID: row["room_id"].text ?? "", mode: row["mode"].text ?? "",
                                        status: RecordingRecord.Status(rawValue: row["status"].text ?? "") ?? .failed,
