@@ -171,7 +171,8 @@ package struct ServerConfig: Sendable, Equatable {
             var s3 = S3Configuration(bucket: bucket, prefix: prefix, endpoint: endpoint, region: environment["SFU_S3_REGION"].flatMap { $0.isEmpty ? nil : $0 } ?? "us-east-1",
                                      accessKey: access, secretKey: secret)
             if let mb = try int("SFU_S3_PART_SIZE_MB") {
-                guard (5...5120).contains(mb) else { throw ConfigError(variable: "SFU_S3_PART_SIZE_MB", value: String(mb), expected: "5...5120 MiB") }
+                // A part is read into memory and sent in one request: kept to what an uplink carries in minutes.
+                guard (5...128).contains(mb) else { throw ConfigError(variable: "SFU_S3_PART_SIZE_MB", value: String(mb), expected: "5...128 MiB") }
                 s3.partSize = mb * 1024 * 1024
             }
             if let n = try int("SFU_S3_UPLOAD_ATTEMPTS") {

@@ -17,7 +17,7 @@ HOOK_SECRET = "webhook-secret-0123456789-abcdefghijklmnop"
 class Receiver:
     """An HTTP server on loopback that answers the first `fail_first` POSTs with 500."""
 
-    def __init__(self, fail_first=0):
+    def __init__(self, fail_first=0, fail_status=500):
         self.received = []  # (headers, body bytes, status answered)
         self.fail_first = fail_first
         outer = self
@@ -25,7 +25,7 @@ class Receiver:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                status = 500 if len(outer.received) < outer.fail_first else 200
+                status = fail_status if len(outer.received) < outer.fail_first else 200
                 outer.received.append(({k.lower(): v for k, v in self.headers.items()}, body, status))
                 self.send_response(status)
                 self.end_headers()
@@ -77,6 +77,26 @@ def test_signed_events_and_retry_after_500(sfu_factory, receiver):
     got = receiver.wait(4)
     finished = json.loads(got[3][1])
     assert got[3][2] == 200 and finished["event"] == "room_finished" and finished["data"]["room_id"] == room["id"]
+
+
+def test_a_refused_delivery_is_given_up_at_once(sfu_factory):
+    """A 4xx other than 408/429 is the receiver saying it will never take that delivery: it is not
+    retried (it would hold back every later event to that URL for a day); the next event arrives."""
+    r = Receiver(fail_first=1, fail_status=400)
+    try:
+        sfu = sfu_factory(env={"SFU_API_KEY": KEY, "SFU_WEBHOOK_URLS": r.url, "SFU_WEBHOOK_SECRET": HOOK_SECRET})
+        status, room = call(sfu, "POST", "/v1/rooms", {"name": "refused"})
+        assert status == 201
+        assert [s for _, _, s in r.wait(1)] == [400]
+        status, _ = call(sfu, "DELETE", f"/v1/rooms/{room['id']}")
+        got = r.wait(2)
+        assert [(json.loads(b)["event"], s) for _, b, s in got] == [("room_started", 400), ("room_finished", 200)]
+        time.sleep(1.5)
+        assert len(r.received) == 2, "the refused delivery was tried again"
+        _, metrics = call(sfu, "GET", "/metrics")
+        assert "sfu_webhooks_failed_total 1\n" in str(metrics) and "sfu_webhooks_pending 0\n" in str(metrics), metrics
+    finally:
+        r.close()
 
 
 def test_dead_receiver_does_not_block_the_api(sfu_factory):

@@ -60,8 +60,9 @@ package actor RecordingUploader {
                           objectKey: configuration.objectKey(recordingID: recordingID, fileName: $0.fileName), nextAttemptAt: now, createdAt: now)
         }
         guard !uploads.isEmpty else { return false }
-        try await store.addUploads(uploads)
+        // `processing` first: a recording is never `completed` (deletable) with uploads queued.
         try await store.setRecordingStorage(id: recordingID, storage: record.storage, status: .processing, failureReason: nil)
+        try await store.addUploads(uploads)
         logger.info("recording queued for S3", metadata: ["recording": "\(recordingID)", "files": "\(uploads.count)"])
         wake()
         return true
@@ -90,7 +91,7 @@ package actor RecordingUploader {
             return
         }
         let timer = Task { [weak self] in
-            try? await Task.sleep(for: .milliseconds(max(millis, 1)))
+            guard (try? await Task.sleep(for: .milliseconds(max(millis, 1)))) != nil else { return }
             await self?.alarm()
         }
         await withCheckedContinuation { sleeper = $0 }
@@ -102,12 +103,17 @@ package actor RecordingUploader {
         sleeper = nil
     }
 
-    private func work() async {
-        // A server stopped between a recording's last upload and its bookkeeping: finish it now.
+    /// Recordings still `processing` whose uploads have all ended (the server stopped, or the
+    /// store failed, between the last upload and its bookkeeping): finished now.
+    private func sweep() async {
         for r in (try? await store.recordings(status: .processing)) ?? [] {
             let uploads = (try? await store.uploads(pendingOnly: false, recordingID: r.id)) ?? []
             if !uploads.isEmpty, !uploads.contains(where: { $0.state == .pending }) { await finishIfDone(recordingID: r.id) }
         }
+    }
+
+    private func work() async {
+        await sweep()
         while !stopped, !Task.isCancelled {
             let pending: [StorageUpload]
             do {
@@ -119,6 +125,7 @@ package actor RecordingUploader {
             }
             let now = clock()
             guard let due = pending.first(where: { $0.nextAttemptAt <= now }) else {
+                if pending.isEmpty { await sweep() }
                 await nap(millis: pending.map { $0.nextAttemptAt - now }.min() ?? 60_000)
                 continue
             }
@@ -131,10 +138,12 @@ package actor RecordingUploader {
         u.attempts += 1
         do {
             try await send(&u)
-            u.state = .done
             u.lastError = nil
             try await store.setObjectKey(fileID: u.fileID, key: u.objectKey)
-            try await store.updateUpload(u)
+            var done = u
+            done.state = .done
+            try await store.updateUpload(done)
+            u = done
             filesUploaded += 1
             // The file is in S3 and checked: the media host keeps no copy.
             unlink(u.path)
@@ -145,6 +154,8 @@ package actor RecordingUploader {
             if u.attempts >= configuration.uploadAttempts {
                 u.state = .failed
                 filesFailed += 1
+                // Parts already up are not left in the bucket (billed, invisible).
+                if let id = u.uploadID { try? await client.abortMultipartUpload(key: u.objectKey, uploadID: id) }
                 logger.error("recording upload given up; the local file is kept",
                              metadata: ["recording": "\(u.recordingID)", "file": "\(u.fileID)", "attempts": "\(u.attempts)", "error": "\(error)"])
             } else {

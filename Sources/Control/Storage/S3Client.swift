@@ -134,8 +134,11 @@ package struct S3Client: Sendable {
     }
 
     package func put(key: String, bytes: [UInt8]) async throws {
-        _ = try await call(request(.PUT, key: key, body: bytes))
+        _ = try await call(request(.PUT, key: key, body: bytes), timeout: Self.timeout(bytes: bytes.count))
     }
+
+    /// A minute, plus the time the body takes at 2 Mbit/s (a slow uplink still gets its parts up).
+    static func timeout(bytes: Int) -> TimeAmount { .seconds(60 + Int64(bytes / 250_000)) }
 
     package func createMultipartUpload(key: String) async throws -> String {
         let (_, text) = try await call(request(.POST, key: key, query: [("uploads", "")]))
@@ -147,7 +150,8 @@ package struct S3Client: Sendable {
 
     /// - Returns: the part's ETag.
     package func uploadPart(key: String, uploadID: String, number: Int, bytes: [UInt8]) async throws -> String {
-        let (response, _) = try await call(request(.PUT, key: key, query: [("partNumber", String(number)), ("uploadId", uploadID)], body: bytes))
+        let (response, _) = try await call(request(.PUT, key: key, query: [("partNumber", String(number)), ("uploadId", uploadID)], body: bytes),
+                                           timeout: Self.timeout(bytes: bytes.count))
         guard let etag = response.headers.first(name: "ETag") else { throw S3Error(status: nil, code: nil, message: "no ETag for part \(number)") }
         return etag
     }

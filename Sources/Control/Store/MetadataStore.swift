@@ -820,7 +820,8 @@ package final class MetadataStore: Sendable {
 
     package func setRecordingStorage(id: String, storage: String, status: RecordingRecord.Status, failureReason: String?) async throws {
         try await run { db throws(SQLError) in
-            try db.execute("UPDATE recordings SET storage = $2, status = $3, failure_reason = $4 WHERE id = $1",
+            // Never over a deleted recording (its files are gone, whatever an upload says).
+            try db.execute("UPDATE recordings SET storage = $2, status = $3, failure_reason = $4 WHERE id = $1 AND status <> 'deleted'",
                            [.text(id), .text(storage), .text(status.rawValue), failureReason.map { .text($0) } ?? .null])
         }
     }

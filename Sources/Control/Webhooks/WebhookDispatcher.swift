@@ -56,6 +56,10 @@ package actor WebhookDispatcher {
 
     package init(configuration: Configuration, store: MetadataStore, logger: Logger,
                  clock: @escaping @Sendable () -> Int64 = { MetadataStore.nowMillis }) {
+        var configuration = configuration
+        // A URL listed twice is one receiver: one worker, one delivery per event.
+        var seen: Set<String> = []
+        configuration.urls = configuration.urls.filter { seen.insert($0.absoluteString).inserted }
         self.configuration = configuration
         self.store = store
         self.logger = logger
@@ -127,7 +131,8 @@ package actor WebhookDispatcher {
     private func nap(_ url: String, millis: Int64) async {
         guard !stopped, woken.remove(url) == nil else { return }
         let timer = Task { [weak self] in
-            try? await Task.sleep(for: .milliseconds(max(millis, 1)))
+            // A nap that ended otherwise cancels its timer: no alarm then.
+            guard (try? await Task.sleep(for: .milliseconds(max(millis, 1)))) != nil else { return }
             await self?.alarm(url)
         }
         await withCheckedContinuation { sleepers[url] = $0 }
@@ -168,23 +173,46 @@ package actor WebhookDispatcher {
                 }
                 let outcome = await attempt(row)
                 row.attempts += 1
-                if outcome == nil {
-                    delivered += 1
-                    try? await store.recordAttempt(id: row.id, url: url, attempts: row.attempts, deliveredAt: clock())
-                    continue
+                do {
+                    switch outcome {
+                    case .delivered:
+                        delivered += 1
+                        try await store.recordAttempt(id: row.id, url: url, attempts: row.attempts, deliveredAt: clock())
+                        continue
+                    case .refused(let why):
+                        // The receiver will never take it (a 4xx other than 408/429): retrying would only
+                        // hold every later event to this URL back.
+                        failed += 1
+                        try await store.recordAttempt(id: row.id, url: url, attempts: row.attempts, givenUpAt: clock(), error: why)
+                        logger.error("webhook refused by the receiver; given up", metadata: ["url": "\(url)", "event": "\(row.event)", "id": "\(row.id)",
+                                                                                             "error": "\(why)"])
+                        continue
+                    case .failed(let why):
+                        let delay = min(configuration.initialBackoffSeconds * pow(2, Double(row.attempts - 1)), configuration.maxBackoffSeconds)
+                        try await store.recordAttempt(id: row.id, url: url, attempts: row.attempts, nextAttemptAt: clock() + Int64(delay * 1000), error: why)
+                        logger.warning("webhook delivery failed", metadata: ["url": "\(url)", "event": "\(row.event)", "attempt": "\(row.attempts)",
+                                                                             "error": "\(why)", "retry_in_s": "\(delay)"])
+                    }
+                } catch {
+                    // The outcome could not be written: wait before reading the outbox again (never a tight loop).
+                    logger.warning("webhook outbox not updated; retrying", metadata: ["url": "\(url)", "error": "\(error)"])
+                    await nap(url, millis: 2_000)
                 }
-                let delay = min(configuration.initialBackoffSeconds * pow(2, Double(row.attempts - 1)), configuration.maxBackoffSeconds)
-                let next = clock() + Int64(delay * 1000)
-                try? await store.recordAttempt(id: row.id, url: url, attempts: row.attempts, nextAttemptAt: next, error: outcome)
-                logger.warning("webhook delivery failed", metadata: ["url": "\(url)", "event": "\(row.event)", "attempt": "\(row.attempts)",
-                                                                     "error": "\(outcome ?? "")", "retry_in_s": "\(delay)"])
                 break
             }
         }
     }
 
-    /// One POST. - Returns: nil when the receiver accepted it (2xx), else why not.
-    private func attempt(_ d: OutboxDelivery) async -> String? {
+    enum Outcome: Equatable {
+        case delivered
+        /// A 4xx other than 408 and 429: the receiver will not take this delivery.
+        case refused(String)
+        /// Anything else (5xx, 408, 429, no answer): tried again.
+        case failed(String)
+    }
+
+    /// One POST and what came of it.
+    private func attempt(_ d: OutboxDelivery) async -> Outcome {
         let body = Array(d.body.utf8)
         let t = clock() / 1000
         var request = HTTPClientRequest(url: d.url)
@@ -200,9 +228,11 @@ package actor WebhookDispatcher {
             // The receiver's answer is not used; read (a bounded part of) it so the connection can be reused.
             _ = try? await response.body.collect(upTo: Self.maxResponseBytes)
             let status = Int(response.status.code)
-            return (200..<300).contains(status) ? nil : "answered \(status)"
+            if (200..<300).contains(status) { return .delivered }
+            if (400..<500).contains(status), status != 408, status != 429 { return .refused("answered \(status)") }
+            return .failed("answered \(status)")
         } catch {
-            return "\(error)"
+            return .failed("\(error)")
         }
     }
 
