@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import SFU
 import Testing
 @testable import Control
 
@@ -145,11 +146,11 @@ struct MetadataStoreTests {
         #expect(try await store.recordings(roomID: "other").isEmpty)
         #expect(try await store.recording(id: "rec2")?.failureReason == "server crashed; nothing on disk")
         // Consent lines come back in their writer's order, whatever their times.
-        try await store.addRecordingConsents(recordingID: "rec1", [(1, RecordingConsentRecord(userID: "pat", granted: true, at: 900)),
-                                                                   (2, RecordingConsentRecord(userID: "dr-house", granted: false, at: 1_000))])
-        try await store.addRecordingConsents(recordingID: "rec1", [(3, RecordingConsentRecord(userID: "pat", granted: false, at: 800))])
+        try await store.addRecordingConsents(recordingID: "rec1", [(1, RecordingConsent(userID: "pat", granted: true, atMillis: 900)),
+                                                                   (2, RecordingConsent(userID: "dr-house", granted: false, atMillis: 1_000))])
+        try await store.addRecordingConsents(recordingID: "rec1", [(3, RecordingConsent(userID: "pat", granted: false, atMillis: 800))])
         #expect(try await store.recording(id: "rec1")?.consents.map(\.userID) == ["pat", "dr-house", "pat"])
-        #expect(try await store.recording(id: "rec1")?.consents.last == RecordingConsentRecord(userID: "pat", granted: false, at: 800))
+        #expect(try await store.recording(id: "rec1")?.consents.last == RecordingConsent(userID: "pat", granted: false, atMillis: 800))
         #expect(try await store.recording(id: "rec2")?.consents == [])
         // A room's consent rule is kept.
         try await store.createRoom(RoomRecord(id: "rq", name: "rq", createdAt: 2, maxParticipants: 4, emptyTimeoutS: 1, maxDurationS: 1, autoRecord: false,

@@ -437,7 +437,7 @@ struct RecordingBody: Encodable, Sendable, Equatable {
         failureReason = r.failureReason
         deletedAt = r.deletedAt.map(ControlAPI.iso8601)
         metadata = r.metadata.flatMap(JSONValue.parse)
-        consents = r.consents.map { Consent(userID: $0.userID, granted: $0.granted, at: ControlAPI.iso8601($0.at)) }
+        consents = r.consents.map { Consent(userID: $0.userID, granted: $0.granted, at: ControlAPI.iso8601($0.atMillis)) }
         files = r.files.map {
             File(id: $0.id, userID: $0.userID, fileName: $0.fileName, path: $0.path, source: $0.source, format: $0.format,
                  trackKinds: $0.trackKinds, sizeBytes: $0.sizeBytes, durationMs: $0.durationMs, videoCodec: $0.videoCodec,

@@ -7,10 +7,10 @@ import SFU
 /// A room observer confined to the room's loop; its lines go out in order through `add` (the
 /// recording service's writer, which stores them one after the other).
 final class RecordingConsentLedger: RoomObserver {
-    private let add: @Sendable (RecordingConsentRecord) -> Void
+    private let add: @Sendable (RecordingConsent) -> Void
     private let clock: @Sendable () -> Int64
 
-    init(clock: @escaping @Sendable () -> Int64 = { MetadataStore.nowMillis }, add: @escaping @Sendable (RecordingConsentRecord) -> Void) {
+    init(clock: @escaping @Sendable () -> Int64 = { MetadataStore.nowMillis }, add: @escaping @Sendable (RecordingConsent) -> Void) {
         self.clock = clock
         self.add = add
     }
@@ -28,9 +28,9 @@ final class RecordingConsentLedger: RoomObserver {
     /// The participant's answer: when it was given, or (none yet: not granted) now.
     private func note(_ peer: PeerInfo, in room: Room, nowMillis: Int64) {
         if let c = room.recordingConsents[peer.userID] {
-            add(RecordingConsentRecord(userID: c.userID, granted: c.granted, at: c.atMillis))
+            add(c)
         } else {
-            add(RecordingConsentRecord(userID: peer.userID, granted: false, at: nowMillis))
+            add(RecordingConsent(userID: peer.userID, granted: false, atMillis: nowMillis))
         }
     }
 

@@ -63,21 +63,17 @@ package struct RecordingReconciler: Sendable {
             let failure: String? = files == 0 ? "the server stopped during the recording and no file on disk holds a frame" : nil
             try await store.finishRecording(id: recording.id, status: failure == nil ? .completed : .failed,
                                             endedAt: recording.startedAt + duration, durationMs: duration, failureReason: failure)
-            if failure == nil, let uploader, (try? await uploader.enqueue(recordingID: recording.id)) == true {
-                try? await store.appendEvent(RoomEvent(id: ResourceID.event.make(), roomID: recording.roomID, at: MetadataStore.nowMillis,
-                                                       kind: "recording_stopped", detail: "reconciled after a restart", actor: "server",
-                                                       subject: "recording:" + recording.id, data: ["reason": "reconciled after a restart"]))
-                logger.notice("recording reconciled after a restart; uploading", metadata: ["recording": "\(recording.id)", "files": "\(files)"])
-                done.append(recording.id)
-                continue
-            }
+            // With S3 storage the files are queued (`processing`); the uploader sends `recording_finished`.
+            var uploading = false
+            if failure == nil, let uploader { uploading = (try? await uploader.enqueue(recordingID: recording.id)) == true }
             let record = try await store.recording(id: recording.id)
             try? await EventLog.append(RoomEvent(id: ResourceID.event.make(), roomID: recording.roomID, at: MetadataStore.nowMillis,
                                                  kind: "recording_stopped", detail: "reconciled after a restart", actor: "server",
                                                  subject: "recording:" + recording.id, data: ["reason": "reconciled after a restart"]),
-                                       webhook: record.map { .recordingFinished($0) }, store: store, webhooks: webhooks)
+                                       webhook: uploading ? nil : record.map { .recordingFinished($0) }, store: store, webhooks: webhooks)
             logger.notice("recording reconciled after a restart", metadata: ["recording": "\(recording.id)", "files": "\(files)",
-                                                                             "duration_ms": "\(duration)", "status": "\(failure == nil ? "completed" : "failed")"])
+                                                                             "duration_ms": "\(duration)",
+                                                                             "status": "\(uploading ? "uploading" : failure == nil ? "completed" : "failed")"])
             done.append(recording.id)
         }
         return done

@@ -18,7 +18,7 @@ package final class RecordingService: Sendable {
 
     /// Stores a recording's consent lines in the order the room's loop made them.
     struct ConsentWriter: Sendable {
-        let lines: AsyncStream<RecordingConsentRecord>.Continuation
+        let lines: AsyncStream<RecordingConsent>.Continuation
         let task: Task<Void, Never>
         let ledger: NIOLoopBound<RecordingConsentLedger>
 
@@ -33,7 +33,7 @@ package final class RecordingService: Sendable {
     /// The writer of recording `id`'s consent lines, its ledger made and started on the room's loop
     /// (call there, right after the recorder started: nothing is missed between the two).
     static func consentWriter(id: String, store: MetadataStore, logger: Logger, live: LiveRooms.Live) -> ConsentWriter {
-        let (stream, lines) = AsyncStream<RecordingConsentRecord>.makeStream()
+        let (stream, lines) = AsyncStream<RecordingConsent>.makeStream()
         let task = Task {
             var seq: Int64 = 0
             for await line in stream {
@@ -179,29 +179,23 @@ package final class RecordingService: Sendable {
         let failure: String? = errors.first.map { "writing a file failed: \($0)" }
         // The recording lasted from its start to now; each file has its own media duration.
         let startedAt = (try? await store.recording(id: id))?.startedAt ?? now
-        // S3 storage: `processing` while the files go up (never `completed` before they are).
-        let uploading = failure == nil && written > 0 && uploader != nil
+        // S3 storage: `processing` while the files go up (never `completed` before they are); when
+        // nothing could be queued, `completed` as without S3.
+        var uploading = failure == nil && written > 0 && uploader != nil
         try await store.finishRecording(id: id, status: uploading ? .processing : failure == nil ? .completed : .failed, endedAt: now,
                                         durationMs: max(now - startedAt, 0), failureReason: failure)
-        if uploading, let uploader {
-            if (try? await uploader.enqueue(recordingID: id)) != true {
-                try await store.finishRecording(id: id, status: .completed, endedAt: now, durationMs: max(now - startedAt, 0), failureReason: nil)
-            }
-        }
-        // The uploader sends `recording_finished` once the files are in S3.
-        if uploading, let record = try await store.recording(id: id), record.status == .processing {
-            try? await store.appendEvent(RoomEvent(roomID: entry.roomID, at: now, kind: "recording_stopped", userID: stoppedBy, detail: reason ?? id,
-                                                   actor: stoppedBy.map { "user:" + $0 } ?? (reason == nil ? "api" : "server"), subject: "recording:" + id,
-                                                   data: reason.map { ["reason": $0] } ?? [:]))
-            logger.info("recording finished; uploading", metadata: ["recording": "\(id)", "files": "\(written)", "duration_ms": "\(duration)"])
-            return record
+        if uploading, (try? await uploader?.enqueue(recordingID: id)) != true {
+            uploading = false
+            try await store.finishRecording(id: id, status: .completed, endedAt: now, durationMs: max(now - startedAt, 0), failureReason: nil)
         }
         let record = try await store.recording(id: id)
+        // While uploading, the uploader sends `recording_finished` once the files are in S3.
         try? await EventLog.append(RoomEvent(roomID: entry.roomID, at: now, kind: "recording_stopped", userID: stoppedBy, detail: reason ?? id,
                                              actor: stoppedBy.map { "user:" + $0 } ?? (reason == nil ? "api" : "server"), subject: "recording:" + id,
                                              data: reason.map { ["reason": $0] } ?? [:]),
-                                   webhook: record.map { .recordingFinished($0) }, store: store, webhooks: webhooks)
-        logger.info("recording finished", metadata: ["recording": "\(id)", "files": "\(written)", "duration_ms": "\(duration)"])
+                                   webhook: uploading ? nil : record.map { .recordingFinished($0) }, store: store, webhooks: webhooks)
+        logger.info(uploading ? "recording finished; uploading" : "recording finished",
+                    metadata: ["recording": "\(id)", "files": "\(written)", "duration_ms": "\(duration)"])
         return record
     }
 

@@ -18,8 +18,7 @@ package actor RecordingUploader {
     /// Milliseconds since the Unix epoch.
     let clock: @Sendable () -> Int64
     private var worker: Task<Void, Never>?
-    private var sleeper: CheckedContinuation<Void, Never>?
-    private var woken = false
+    private let signal = WakeSignal()
     private var stopped = false
     package private(set) var filesUploaded = 0
     package private(set) var filesFailed = 0
@@ -45,8 +44,7 @@ package actor RecordingUploader {
         stopped = true
         worker?.cancel()
         worker = nil
-        sleeper?.resume()
-        sleeper = nil
+        signal.wake()
     }
 
     /// Queues the recording's files (those on disk) and marks it `processing`.
@@ -70,44 +68,23 @@ package actor RecordingUploader {
 
     /// Whether the store holds uploads of this recording (the reconciler leaves those alone).
     package func hasUploads(recordingID: String) async -> Bool {
-        !((try? await store.uploads(pendingOnly: false, recordingID: recordingID)) ?? []).isEmpty
+        !((try? await store.uploads(recordingID: recordingID)) ?? []).isEmpty
     }
 
     // MARK: worker
 
-    private func wake() {
-        if let s = sleeper {
-            sleeper = nil
-            s.resume()
-        } else {
-            woken = true
-        }
-    }
+    private func wake() { signal.wake() }
 
     private func nap(millis: Int64) async {
         guard !stopped else { return }
-        if woken {
-            woken = false
-            return
-        }
-        let timer = Task { [weak self] in
-            guard (try? await Task.sleep(for: .milliseconds(max(millis, 1)))) != nil else { return }
-            await self?.alarm()
-        }
-        await withCheckedContinuation { sleeper = $0 }
-        timer.cancel()
-    }
-
-    private func alarm() {
-        sleeper?.resume()
-        sleeper = nil
+        await signal.sleep(millis: millis)
     }
 
     /// Recordings still `processing` whose uploads have all ended (the server stopped, or the
     /// store failed, between the last upload and its bookkeeping): finished now.
     private func sweep() async {
         for r in (try? await store.recordings(status: .processing)) ?? [] {
-            let uploads = (try? await store.uploads(pendingOnly: false, recordingID: r.id)) ?? []
+            let uploads = (try? await store.uploads(recordingID: r.id)) ?? []
             if !uploads.isEmpty, !uploads.contains(where: { $0.state == .pending }) { await finishIfDone(recordingID: r.id) }
         }
     }
@@ -117,7 +94,7 @@ package actor RecordingUploader {
         while !stopped, !Task.isCancelled {
             let pending: [StorageUpload]
             do {
-                pending = try await store.uploads()
+                pending = try await store.pendingUploads()
             } catch {
                 logger.warning("upload queue unreadable; retrying", metadata: ["error": "\(error)"])
                 await nap(millis: 2_000)
@@ -228,7 +205,7 @@ package actor RecordingUploader {
     /// Once none of the recording's files is pending: `completed` in S3, or `failed` with the reason
     /// (its local files kept); audited, and the `recording_finished` webhook sent.
     private func finishIfDone(recordingID: String) async {
-        guard let all = try? await store.uploads(pendingOnly: false, recordingID: recordingID), !all.contains(where: { $0.state == .pending }) else { return }
+        guard let all = try? await store.uploads(recordingID: recordingID), !all.contains(where: { $0.state == .pending }) else { return }
         let failed = all.filter { $0.state == .failed }
         let reason = failed.first.map { "uploading \(failed.count) of \(all.count) files to S3 failed after \($0.attempts) attempts: \($0.lastError ?? "")" }
         do {

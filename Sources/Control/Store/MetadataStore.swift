@@ -126,12 +126,12 @@ package struct RecordingRecord: Sendable, Equatable {
     /// The app's `metadata` (a JSON object's text), as given at the start.
     package var metadata: String?
     /// In a room with consent required: each participant's answer when the recording started or
-    /// it joined, and every change while recording, in time order.
-    package var consents: [RecordingConsentRecord] = []
+    /// it joined, and every change while recording, in time order (PROTOCOL.md `consents`).
+    package var consents: [RecordingConsent] = []
 
     package init(id: String, roomID: String, mode: String, status: Status, startedAt: Int64, endedAt: Int64? = nil, durationMs: Int64? = nil,
                 storage: String = "local", failureReason: String? = nil, files: [RecordingFileRecord] = [], layout: String? = nil,
-                deletedAt: Int64? = nil, metadata: String? = nil, consents: [RecordingConsentRecord] = []) {
+                deletedAt: Int64? = nil, metadata: String? = nil, consents: [RecordingConsent] = []) {
         self.consents = consents
         self.deletedAt = deletedAt
         self.metadata = metadata
@@ -202,18 +202,6 @@ package struct StorageUpload: Sendable, Equatable {
         self.state = state
         self.lastError = lastError
         self.createdAt = createdAt
-    }
-}
-
-/// One line of a recording's consent list (PROTOCOL.md `consents: [{user_id, granted, at}]`).
-package struct RecordingConsentRecord: Sendable, Equatable {
-    package var userID: String
-    package var granted: Bool
-    package var at: Int64
-    package init(userID: String, granted: Bool, at: Int64) {
-        self.userID = userID
-        self.granted = granted
-        self.at = at
     }
 }
 
@@ -523,15 +511,10 @@ enum Migrations {
         let done = Set(try db.execute("SELECT version FROM schema_migrations").compactMap { $0["version"].int.map(Int.init) })
         var applied: [Int] = []
         for migration in all where !done.contains(migration.version) {
-            try db.execute("BEGIN")
-            do throws(SQLError) {
+            try db.transaction { () throws(SQLError) in
                 for statement in migration.statements { try db.execute(statement) }
                 try db.execute("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
                                [.int(Int64(migration.version)), .int(MetadataStore.nowMillis)])
-                try db.execute("COMMIT")
-            } catch {
-                _ = try? db.execute("ROLLBACK")
-                throw error
             }
             applied.append(migration.version)
         }
@@ -784,22 +767,25 @@ package final class MetadataStore: Sendable {
         }
     }
 
-    /// Uploads still to do (all recordings), oldest first; or every upload of one recording.
-    package func uploads(pendingOnly: Bool = true, recordingID: String? = nil) async throws -> [StorageUpload] {
+    /// Uploads still to do (all recordings), oldest first.
+    package func pendingUploads() async throws -> [StorageUpload] {
         try await run { db throws(SQLError) in
-            let rows: [SQLRow]
-            if let recordingID {
-                rows = try db.execute("SELECT * FROM storage_uploads WHERE recording_id = $1 ORDER BY created_at, file_id", [.text(recordingID)])
-            } else {
-                rows = try db.execute("SELECT * FROM storage_uploads WHERE state = 'pending' ORDER BY created_at, file_id")
-            }
-            return rows.map { r in
-                StorageUpload(fileID: r["file_id"].text ?? "", recordingID: r["recording_id"].text ?? "", path: r["path"].text ?? "",
-                              objectKey: r["object_key"].text ?? "", uploadID: r["upload_id"].text, attempts: Int(r["attempts"].int ?? 0),
-                              nextAttemptAt: r["next_attempt_at"].int ?? 0, state: StorageUpload.State(rawValue: r["state"].text ?? "") ?? .failed,
-                              lastError: r["last_error"].text, createdAt: r["created_at"].int ?? 0)
-            }.filter { !pendingOnly || recordingID == nil || $0.state == .pending }
+            try db.execute("SELECT * FROM storage_uploads WHERE state = 'pending' ORDER BY created_at, file_id").map(Self.upload)
         }
+    }
+
+    /// Every upload of one recording, whatever its state.
+    package func uploads(recordingID: String) async throws -> [StorageUpload] {
+        try await run { db throws(SQLError) in
+            try db.execute("SELECT * FROM storage_uploads WHERE recording_id = $1 ORDER BY created_at, file_id", [.text(recordingID)]).map(Self.upload)
+        }
+    }
+
+    static func upload(_ r: SQLRow) -> StorageUpload {
+        StorageUpload(fileID: r["file_id"].text ?? "", recordingID: r["recording_id"].text ?? "", path: r["path"].text ?? "",
+                      objectKey: r["object_key"].text ?? "", uploadID: r["upload_id"].text, attempts: Int(r["attempts"].int ?? 0),
+                      nextAttemptAt: r["next_attempt_at"].int ?? 0, state: StorageUpload.State(rawValue: r["state"].text ?? "") ?? .failed,
+                      lastError: r["last_error"].text, createdAt: r["created_at"].int ?? 0)
     }
 
     package func updateUpload(_ u: StorageUpload) async throws {
@@ -847,14 +833,14 @@ package final class MetadataStore: Sendable {
     }
 
     /// Appends lines to a recording's consent list; `seq` orders them (the writer's count).
-    package func addRecordingConsents(recordingID: String, _ lines: [(seq: Int64, consent: RecordingConsentRecord)]) async throws {
+    package func addRecordingConsents(recordingID: String, _ lines: [(seq: Int64, consent: RecordingConsent)]) async throws {
         guard !lines.isEmpty else { return }
         try await run { db throws(SQLError) in
             for (seq, c) in lines {
                 try db.execute("""
                     INSERT INTO recording_consents (id, recording_id, seq, user_id, granted, at) VALUES ($1, $2, $3, $4, $5, $6)
                     ON CONFLICT DO NOTHING
-                    """, [.text("\(recordingID)-\(seq)"), .text(recordingID), .int(seq), .text(c.userID), .int(c.granted ? 1 : 0), .int(c.at)])
+                    """, [.text("\(recordingID)-\(seq)"), .text(recordingID), .int(seq), .text(c.userID), .int(c.granted ? 1 : 0), .int(c.atMillis)])
             }
         }
     }
@@ -892,7 +878,7 @@ package final class MetadataStore: Sendable {
                                        layout: row["layout"].text, deletedAt: row["deleted_at"].int, metadata: row["metadata"].text,
                                        consents: try db.execute("SELECT user_id, granted, at FROM recording_consents WHERE recording_id = $1 ORDER BY seq",
                                                                 [.text(id)]).map { c in
-                                           RecordingConsentRecord(userID: c["user_id"].text ?? "", granted: (c["granted"].int ?? 0) != 0, at: c["at"].int ?? 0)
+                                           RecordingConsent(userID: c["user_id"].text ?? "", granted: (c["granted"].int ?? 0) != 0, atMillis: c["at"].int ?? 0)
                                        })
             }
         }
@@ -1058,29 +1044,24 @@ package final class MetadataStore: Sendable {
     // MARK: audit log and quality
 
     package func appendEvent(_ e: RoomEvent) async throws {
-        try await run { db throws(SQLError) in
-            try db.execute("""
-                INSERT INTO room_events (id, room_id, at, kind, user_id, detail, actor, subject, data)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING
-                """, [.text(e.id), .text(e.roomID), .int(e.at), .text(e.kind), e.userID.map { .text($0) } ?? .null, e.detail.map { .text($0) } ?? .null,
-                      e.actor.map { .text($0) } ?? .null, e.subject.map { .text($0) } ?? .null, RoomEvent.encode(e.data).map { .text($0) } ?? .null])
-        }
+        try await run { db throws(SQLError) in try Self.insert(e, into: db) }
+    }
+
+    /// The one INSERT of an audit event (an event written twice, by id, stays one).
+    static func insert(_ e: RoomEvent, into db: SQLDatabase) throws(SQLError) {
+        try db.execute("""
+            INSERT INTO room_events (id, room_id, at, kind, user_id, detail, actor, subject, data)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING
+            """, [.text(e.id), .text(e.roomID), .int(e.at), .text(e.kind), e.userID.map { .text($0) } ?? .null, e.detail.map { .text($0) } ?? .null,
+                  e.actor.map { .text($0) } ?? .null, e.subject.map { .text($0) } ?? .null, RoomEvent.encode(e.data).map { .text($0) } ?? .null])
     }
 
     /// Appends `event` (if any) to the audit trail and `deliveries` to the webhook outbox in one
     /// transaction: the event is in the trail if and only if its webhooks will be delivered.
     package func appendEvent(_ e: RoomEvent?, outbox deliveries: [OutboxDelivery]) async throws {
         try await run { db throws(SQLError) in
-            try db.execute("BEGIN")
-            do throws(SQLError) {
-                if let e {
-                    try db.execute("""
-                        INSERT INTO room_events (id, room_id, at, kind, user_id, detail, actor, subject, data)
-                        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING
-                        """, [.text(e.id), .text(e.roomID), .int(e.at), .text(e.kind), e.userID.map { .text($0) } ?? .null,
-                              e.detail.map { .text($0) } ?? .null, e.actor.map { .text($0) } ?? .null, e.subject.map { .text($0) } ?? .null,
-                              RoomEvent.encode(e.data).map { .text($0) } ?? .null])
-                }
+            try db.transaction { () throws(SQLError) in
+                if let e { try Self.insert(e, into: db) }
                 // One connection, one thread: the next number cannot be taken by another writer meanwhile.
                 let seq = (try db.execute("SELECT COALESCE(MAX(seq), 0) AS m FROM webhook_outbox").first?["m"].int ?? 0) + 1
                 for d in deliveries {
@@ -1090,10 +1071,6 @@ package final class MetadataStore: Sendable {
                         """, [.text(d.id), .text(d.url), .int(seq), d.roomID.map { .text($0) } ?? .null, .text(d.event), .text(d.body),
                               .int(d.createdAt), .int(d.nextAttemptAt)])
                 }
-                try db.execute("COMMIT")
-            } catch {
-                _ = try? db.execute("ROLLBACK")
-                throw error
             }
         }
     }
@@ -1146,20 +1123,8 @@ package final class MetadataStore: Sendable {
     /// Appends events in one transaction (for tests and tools that generate many).
     package func appendEvents(_ events: [RoomEvent]) async throws {
         try await run { db throws(SQLError) in
-            try db.execute("BEGIN")
-            do throws(SQLError) {
-                for e in events {
-                    try db.execute("""
-                        INSERT INTO room_events (id, room_id, at, kind, user_id, detail, actor, subject, data)
-                        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING
-                        """, [.text(e.id), .text(e.roomID), .int(e.at), .text(e.kind), e.userID.map { .text($0) } ?? .null,
-                              e.detail.map { .text($0) } ?? .null, e.actor.map { .text($0) } ?? .null, e.subject.map { .text($0) } ?? .null,
-                              RoomEvent.encode(e.data).map { .text($0) } ?? .null])
-                }
-                try db.execute("COMMIT")
-            } catch {
-                _ = try? db.execute("ROLLBACK")
-                throw error
+            try db.transaction { () throws(SQLError) in
+                for e in events { try Self.insert(e, into: db) }
             }
         }
     }

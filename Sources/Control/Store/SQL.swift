@@ -68,4 +68,16 @@ package protocol SQLDatabase: AnyObject {
 extension SQLDatabase {
     @discardableResult
     package func execute(_ sql: String) throws(SQLError) -> [SQLRow] { try execute(sql, []) }
+
+    /// Runs `body` between BEGIN and COMMIT; a failure rolls back and is thrown.
+    package func transaction(_ body: () throws(SQLError) -> Void) throws(SQLError) {
+        try execute("BEGIN")
+        do throws(SQLError) {
+            try body()
+            try execute("COMMIT")
+        } catch {
+            _ = try? execute("ROLLBACK")
+            throw error
+        }
+    }
 }

@@ -45,8 +45,8 @@ package actor WebhookDispatcher {
     /// Events whose outbox write failed (the store was down past its retry window): not delivered.
     package private(set) var lost = 0
     private var workers: [Task<Void, Never>] = []
-    private var sleepers: [String: CheckedContinuation<Void, Never>] = [:]
-    private var woken: Set<String> = []
+    /// Each URL's worker waits on its own signal (new events wake them all).
+    private let signals: [String: WakeSignal]
     private var stopped = false
 
     /// What is read of a receiver's answer.
@@ -60,6 +60,7 @@ package actor WebhookDispatcher {
         // A URL listed twice is one receiver: one worker, one delivery per event.
         var seen: Set<String> = []
         configuration.urls = configuration.urls.filter { seen.insert($0.absoluteString).inserted }
+        signals = Dictionary(uniqueKeysWithValues: configuration.urls.map { ($0.absoluteString, WakeSignal()) })
         self.configuration = configuration
         self.store = store
         self.logger = logger
@@ -81,8 +82,7 @@ package actor WebhookDispatcher {
         stopped = true
         for w in workers { w.cancel() }
         workers.removeAll()
-        for (_, c) in sleepers { c.resume() }
-        sleepers.removeAll()
+        for signal in signals.values { signal.wake() }
     }
 
     /// Writes `event` to the audit trail and `webhook` to the outbox for every URL, in one
@@ -121,25 +121,15 @@ package actor WebhookDispatcher {
     // MARK: workers
 
     private func wake() {
-        for url in configuration.urls.map(\.absoluteString) {
-            if let c = sleepers.removeValue(forKey: url) { c.resume() } else { woken.insert(url) }
-        }
+        for signal in signals.values { signal.wake() }
     }
 
     /// Sleeps up to `millis`, or until ``wake()`` (a wake that came while the worker was busy ends
     /// the next nap at once).
     private func nap(_ url: String, millis: Int64) async {
-        guard !stopped, woken.remove(url) == nil else { return }
-        let timer = Task { [weak self] in
-            // A nap that ended otherwise cancels its timer: no alarm then.
-            guard (try? await Task.sleep(for: .milliseconds(max(millis, 1)))) != nil else { return }
-            await self?.alarm(url)
-        }
-        await withCheckedContinuation { sleepers[url] = $0 }
-        timer.cancel()
+        guard !stopped else { return }
+        await signals[url]?.sleep(millis: millis)
     }
-
-    private func alarm(_ url: String) { sleepers.removeValue(forKey: url)?.resume() }
 
     /// Delivers `url`'s outbox in order, for as long as the dispatcher runs.
     private func work(_ url: String) async {
