@@ -144,6 +144,35 @@ struct ICERestartTests {
         #expect(Self.signals(sub, after: before).filter { if case .iceRestarted = $0 { true } else { false } }.count == 1)
     }
 
+    /// After a publisher's move its NACKed packets of the dead path come back on RTX, an old keyframe
+    /// among them (CI saw aiortc stall 10 s on the hole a splice there left). The video restarts at
+    /// the live keyframe, without a hole.
+    @Test func anOldKeyframeRetransmittedAfterAMoveIsNotWhereVideoRestarts() throws {
+        let (h, pub, subs, tracks) = try R.room(subscribers: 1)
+        let sub = subs[0]
+        R.stream(h, pub, frames: 10)
+        let video = try #require(sub.ssrc(peer: pub.info.peerID, track: tracks.video))
+        pub.network = 8
+        pub.publisherICE = .random()
+        h.publish(pub, streams: [.init(kind: .audio, ssrc: R.audioSSRC), .init(kind: .video, ssrc: R.videoSSRC, rtxSSRC: R.rtxSSRC)])
+        for _ in 0..<100 { h.run() }
+        let consumer = try #require(h.room.participant(pub.info.peerID)?.producers.first { $0.kind == .video }?.consumers.first)
+        #expect(consumer.resyncs == 1 && consumer.waitingForKeyframe)
+
+        // Packets 110...129 went to the old address. The publisher resends 115, a keyframe, on RTX.
+        let osn: UInt16 = 115
+        h.sendRTP(pub, RTPPacket(payloadType: 97, sequenceNumber: 1, timestamp: 90_000 &+ 15 * 3000, ssrc: R.rtxSSRC, marker: true,
+                                 payload: [UInt8(osn >> 8), UInt8(osn & 0xFF)] + vp8Payload(keyframe: true, fill: 15)))
+        h.run()
+        #expect(consumer.waitingForKeyframe, "the consumer restarted at a retransmitted keyframe")
+        // Then the live stream: two delta frames, the keyframe the server asked for, a delta frame.
+        R.stream(h, pub, frames: 4, firstSeq: 130, keyframes: [2])
+        let packets = try (sub.received[video.ssrc] ?? []).map { try RTPPacket(parsing: $0) }
+        #expect(packets.count == 12, "forwarded: \(packets.count - 10) packets after the move")
+        for (a, b) in zip(packets, packets.dropFirst()) { #expect(b.sequenceNumber == a.sequenceNumber &+ 1) }
+        #expect(packets.dropFirst(10).first?.payload == vp8Payload(keyframe: true, fill: 2))
+    }
+
     @Test func aHoleOfMoreThanASecondIsClosedAtTheNextKeyframe() throws {
         let (h, pub, subs, tracks) = try R.room(subscribers: 1)
         let sub = subs[0]

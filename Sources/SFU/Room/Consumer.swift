@@ -159,8 +159,12 @@ final class Consumer {
         }
         var spliced = false
         if spatial == targetSpatial && (!current || waitingForKeyframe) {
-            // Starting, resuming or switching: only at a keyframe of the target stream.
-            guard info.keyframe || producer.kind == .audio else {
+            // Starting, resuming or switching: only at a keyframe of the target stream, and one that
+            // came in order. A retransmitted keyframe is older than packets already gone by (skipped
+            // while waiting): splicing there would leave holes the subscriber waits on in vain. After
+            // a publisher's move its NACKed packets of the dead path come back this way, an old
+            // keyframe among them; the live keyframe asked for comes next.
+            guard (info.keyframe && !info.retransmission) || producer.kind == .audio else {
                 if current { skip(header.sequenceNumber) }
                 producer.requestKeyframe(stream: stream, nowNanos: nowNanos)
                 return

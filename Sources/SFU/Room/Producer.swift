@@ -65,6 +65,8 @@ struct FrameInfo {
     var layerSync = false
     /// The parsed VP8 descriptor (for picture id / TL0PICIDX rewriting), nil for other codecs.
     var vp8: VP8Descriptor?
+    /// The packet came again on the RTX stream, after a NACK: packets newer than it went by before it.
+    var retransmission = false
 }
 
 /// One RTP stream of a producer: the only one without simulcast, one per encoding with it
@@ -266,6 +268,7 @@ package final class Producer {
         let raw = UnsafeRawBufferPointer(packet)
         if !consumers.isEmpty, header.payloadLength > 0 { stream.retransmissions?.store(raw, sequenceNumber: header.sequenceNumber, nowNanos: nowNanos) }
         var info = FrameInfo()
+        info.retransmission = retransmission
         if kind == .video, header.payloadLength > 0 {
             let payload = UnsafeRawBufferPointer(rebasing: raw[header.payloadRange])
             switch codec {
