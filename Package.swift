@@ -39,6 +39,8 @@ let package = Package(
         .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
         .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
         .systemLibrary(name: "CFreeType", pkgConfig: "freetype2", providers: [.apt(["libfreetype-dev"])]),
+        // H.264 decoding for snapshots (FFmpeg's libavcodec, the library behind Debian's ffmpeg).
+        .systemLibrary(name: "CAVCodec", pkgConfig: "libavcodec", providers: [.apt(["libavcodec-dev"])]),
         // Function wrappers for the C macros and variadic functions Swift cannot call directly.
         .target(name: "CSFUShim", dependencies: ["COpenSSL", "CSRTP", "COpus", "CVPX"]),
 
@@ -68,7 +70,7 @@ let package = Package(
         .target(name: "WebRTCClient", dependencies: ["SFU", "DTLS", "RTP"], swiftSettings: strict),
         .target(
             name: "Recorder",
-            dependencies: ["RTP", "SFU", "COpus", "CVPX", "CSFUShim", "CTurboJPEG", "CPNG", "CFreeType", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["RTP", "SFU", "COpus", "CVPX", "CSFUShim", "CTurboJPEG", "CPNG", "CFreeType", "CAVCodec", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .target(

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the libFuzzer harnesses (docs/FUZZING.md), one after the other on one core.
 #
-#   scripts/fuzz.sh [harness...]          default: all of them (rtp rtcp stun sdp vp8 webm signaling jwt tcp)
+#   scripts/fuzz.sh [harness...]          default: all of them (rtp rtcp stun sdp vp8 h264 webm signaling jwt tcp)
 #
 # Environment:
 #   FUZZ_RUNS   executions per harness (default 10000000)
@@ -21,7 +21,7 @@ SWIFT="${SWIFT:-swift}"
 RUNS="${FUZZ_RUNS:-10000000}"
 TIME="${FUZZ_TIME:-900}"
 CONFIG="${FUZZ_CONFIG:-release}"
-ALL=(rtp rtcp stun sdp vp8 webm signaling jwt tcp)
+ALL=(rtp rtcp stun sdp vp8 h264 webm signaling jwt tcp)
 harnesses=("$@")
 [ ${#harnesses[@]} -eq 0 ] && harnesses=("${ALL[@]}")
 out=.build-fuzz

@@ -7,7 +7,7 @@ set -euo pipefail
 mode="${1:-run}"
 here="$(cd "$(dirname "$0")/.." && pwd)"
 
-run_pkgs=(pkg-config libsrtp2-dev libssl-dev libopus-dev libvpx-dev libpq-dev libsqlite3-dev libturbojpeg0-dev libpng-dev libfreetype-dev fonts-dejavu-core)
+run_pkgs=(pkg-config libsrtp2-dev libssl-dev libopus-dev libvpx-dev libpq-dev libsqlite3-dev libturbojpeg0-dev libpng-dev libfreetype-dev libavcodec-dev fonts-dejavu-core)
 test_pkgs=(postgresql chromium chromium-driver ffmpeg tshark nftables iproute2 python3-venv wrk procps coturn)
 
 pkgs=("${run_pkgs[@]}")

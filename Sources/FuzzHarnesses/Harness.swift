@@ -10,7 +10,7 @@ import SFU
 /// so a trap anywhere on that path is found. The fuzz executable (`sfu-fuzz`) and the regression
 /// test (Tests/FuzzTests) call these same functions.
 package enum Harness: String, CaseIterable, Sendable {
-    case rtp, rtcp, stun, sdp, vp8, webm, signaling, jwt, tcp
+    case rtp, rtcp, stun, sdp, vp8, h264, webm, signaling, jwt, tcp
 
     /// Runs the harness on one input. Never throws: a crash, trap or sanitizer report is the finding.
     package func run(_ data: UnsafeRawBufferPointer) {
@@ -20,6 +20,7 @@ package enum Harness: String, CaseIterable, Sendable {
         case .stun: Self.stun(data)
         case .sdp: Self.sdp(data)
         case .vp8: Self.vp8(data)
+        case .h264: Self.h264(data)
         case .webm: Self.webm(data)
         case .signaling: Self.signaling(data)
         case .jwt: Self.jwt(data)
@@ -198,6 +199,42 @@ package enum Harness: String, CaseIterable, Sendable {
         copy.withUnsafeMutableBytes { descriptor.rewrite(pictureID: 0x7ABC, tl0PicIdx: 9, in: $0) }
         copy.withUnsafeMutableBytes { descriptor.rewrite(pictureID: 5, tl0PicIdx: nil, in: $0) }
         copy.withUnsafeBytes { _ = try? VP8Descriptor(parsing: $0) }
+    }
+
+    // MARK: H.264 (FrameAssembler's depacketizer, then a snapshot's libavcodec decode)
+
+    /// The input is RTP payloads of one frame, each after a 2-byte big-endian length (the last one
+    /// may run to the end). They go through the recorder's frame assembly as consecutive packets
+    /// (marker on the last); a frame that comes out as a keyframe is decoded as a snapshot would be.
+    static func h264(_ raw: UnsafeRawBufferPointer) {
+        let bytes = [UInt8](raw)
+        var payloads: [[UInt8]] = []
+        var i = 0
+        while i < bytes.count, payloads.count < 64 {
+            guard i + 2 <= bytes.count else {
+                payloads.append(Array(bytes[i...]))
+                break
+            }
+            let n = Int(bytes[i]) << 8 | Int(bytes[i + 1])
+            let end = min(bytes.count, i + 2 + n)
+            payloads.append(Array(bytes[(i + 2)..<end]))
+            i = end
+        }
+        var assembler = FrameAssembler(codec: .h264)
+        var frames: [AssembledFrame] = []
+        for (k, payload) in payloads.enumerated() {
+            frames += payload.withUnsafeBytes {
+                assembler.push(sequenceNumber: UInt16(truncatingIfNeeded: 1000 + k), timestamp: 90_000, marker: k == payloads.count - 1,
+                               payload: $0, nowNanos: Int64(k) * 1_000_000)
+            }
+        }
+        frames += assembler.poll(nowNanos: 10_000_000_000)
+        for frame in frames where frame.keyframe {
+            if let image = try? H264Decoder.decodeKeyframe(frame.data) {
+                check(image.width > 0 && image.height > 0 && image.y.count == image.width * image.height
+                      && image.u.count == image.chromaWidth * image.chromaHeight, "a decoded picture's planes do not match its size")
+            }
+        }
     }
 
     // MARK: WebM scanner (RecordingReconciler on interrupted files)

@@ -7,7 +7,9 @@ against docs/RECORDING.md only.
   screen's size, beside the camera file.
 - `test_h264_publisher_is_recorded_in_matroska`: an aiortc publisher forced to H.264 (libx264) gives
   a `.mkv` (`format: "mkv"`, `video_codec: "h264"`) that ffmpeg decodes without a message, served as
-  `video/x-matroska`; a snapshot of it is refused (409 `unsupported_codec`).
+  `video/x-matroska`.
+- `test_an_h264_snapshot_decodes_to_the_publishers_colours`: a solid green aiortc camera sent as
+  H.264 gives a JPEG snapshot (decoded with libavcodec) of 320x240 green.
 - `test_snapshots_decode_to_the_publishers_colours`: JPEG and PNG snapshots of a solid green
   aiortc camera decode (ffmpeg) to 320x240 green images; the list/get/file routes, 400/404/409,
   the `snapshot_taken` webhook; `capture_image` over signaling works for a doctor and is denied to
@@ -192,9 +194,6 @@ def test_h264_publisher_is_recorded_in_matroska(server):
             assert await until(lambda: c.video.frames_sent - sent >= 150, 30), "the camera did not run"
             status, done = sfu.api.call("POST", f"/v1/recordings/{rec['id']}/stop")
             assert status == 200 and done["status"] == "completed", done
-            # H.264 is passed through, never decoded: no snapshot of it.
-            status, body = sfu.api.call("POST", f"/v1/rooms/{rid}/snapshots", {"user_id": "dr-h264"})
-            assert (status, body.get("error", {}).get("code")) == (409, "unsupported_codec"), (status, body)
             return done
 
     done = run(scenario())
@@ -330,6 +329,37 @@ def test_snapshots_decode_to_the_publishers_colours(sfu_factory, tmp_path):
         assert len(taken) == 3, [b[:200] for _, b, _ in received]
     finally:
         hooks.close()
+
+
+def test_an_h264_snapshot_decodes_to_the_publishers_colours(server, tmp_path):
+    """H.264 is forwarded and recorded as it comes; a snapshot decodes its keyframe (libavcodec) to
+    the publisher's picture: the size of its SPS, the colour of its pixels."""
+    sfu = server
+
+    async def scenario():
+        rid = sfu.api.create_room(name="h264-snap")["id"]
+        c = RoomClient(sfu.api.token(rid, "pt-h264", role="patient")["signaling_url"], name="pt-h264", subscribe=False)
+        try:
+            await c.connect()
+            answer = await publish_tracks(c, [SolidVideoTrack(320, 240, GREEN_YUV)], video_codec="video/h264")
+            assert "H264/90000" in answer and "VP8" not in answer, answer
+            assert await until(lambda: c.pub_pc.connectionState == "connected", 20), diag(sfu, c)
+            await asyncio.sleep(1.0)
+            status, snap = await sfu.api.acall("POST", f"/v1/rooms/{rid}/snapshots", {"user_id": "pt-h264", "format": "jpeg"})
+            assert status == 201, (status, snap, diag(sfu, c))
+            return snap
+        finally:
+            await c.close()
+
+    snap = run(scenario())
+    assert (snap["width"], snap["height"], snap["format"], snap["source"]) == (320, 240, "jpeg", "camera"), snap
+    import urllib.request
+    req = urllib.request.Request(f"{sfu.base_url}/v1/snapshots/{snap['id']}/file", headers={"Authorization": f"Bearer {sfu.key}"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        data = r.read()
+    codec, w, h, mean, errors = image_info(data, tmp_path)
+    assert (codec, w, h, errors) == ("mjpeg", 320, 240, ""), (codec, w, h, errors)
+    assert close_to(mean, GREEN_RGB, 20), f"mean colour {mean}, want {GREEN_RGB}"
 
 
 def test_sigkill_mid_recording_reconciles_screen_and_mkv_files(sfu_factory, sfu_bin):

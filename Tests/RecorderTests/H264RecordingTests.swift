@@ -16,11 +16,13 @@ struct H264RecordingTests {
 
     /// Access units (NAL units without start codes, AUDs dropped) of `frames` frames of x264
     /// baseline, an IDR with SPS and PPS every 30.
-    static func accessUnits(frames: Int, width: Int, height: Int) throws -> [[[UInt8]]] {
+    /// `source`: an ffmpeg lavfi source (default its test pattern); `pixelFormat` yuvj420p makes a
+    /// full-range stream.
+    static func accessUnits(frames: Int, width: Int, height: Int, source: String = "testsrc", pixelFormat: String = "yuv420p") throws -> [[[UInt8]]] {
         let path = NSTemporaryDirectory() + "h264-\(UUID().uuidString).h264"
         defer { unlink(path) }
-        let made = runTool(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=\(width)x\(height):rate=30",
-                            "-frames:v", "\(frames)", "-pix_fmt", "yuv420p", "-c:v", "libx264", "-profile:v", "baseline",
+        let made = runTool(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "\(source)\(source.contains("=") ? ":" : "=")size=\(width)x\(height):rate=30",
+                            "-frames:v", "\(frames)", "-pix_fmt", pixelFormat, "-c:v", "libx264", "-profile:v", "baseline",
                             "-x264-params", "keyint=30:min-keyint=30:scenecut=0:aud=1:repeat-headers=1:bframes=0", "-f", "h264", path])
         try #require(made.status == 0, "\(made.output)")
         let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
@@ -142,5 +144,60 @@ struct H264RecordingTests {
         #expect(Array(header[patch.offset..<(patch.offset + 2)]) == [0xEC, 0x01], "the patch goes over the reserved Void")
         #expect(Array(patch.bytes[10..<(10 + avcC.count)]) == avcC && Array(patch.bytes.prefix(2)) == [0x63, 0xA2])
         #expect(writer.setCodecPrivate(avcC) == nil, "once only")
+    }
+}
+
+/// Snapshots of H.264 video: a keyframe decoded with libavcodec (H264Decoder).
+@Suite("H.264 snapshot decoding")
+struct H264SnapshotDecodingTests {
+    /// The mean of a plane's samples.
+    static func mean(_ plane: [UInt8]) -> Double { Double(plane.reduce(0) { $0 + Int($1) }) / Double(max(1, plane.count)) }
+
+    /// A solid (240, 200, 20) picture in limited range and in full range (yuvj420p, the VUI's full
+    /// range flag set) decodes to the same limited-range colour. (Read as limited, the full-range
+    /// one would be ~10 off in Y and ~12 in U.)
+    @Test(arguments: ["yuv420p", "yuvj420p"])
+    func aKeyframeDecodesToItsSizeAndColour(pixelFormat: String) throws {
+        let units = try H264RecordingTests.accessUnits(frames: 1, width: 320, height: 240, source: "color=c=0xF0C814", pixelFormat: pixelFormat)
+        let keyframe = try #require(units.first { au in au.contains { $0[0] & 0x1F == H264.nalIDR } })
+        let image = try H264Decoder.decodeKeyframe(H264.avcFrame(keyframe))
+        #expect((image.width, image.height) == (320, 240))
+        let want = YUV(r: 240, g: 200, b: 20)
+        #expect(abs(Self.mean(image.y) - Double(want.y)) < 4, "Y \(Self.mean(image.y)), want \(want.y)")
+        #expect(abs(Self.mean(image.u) - Double(want.u)) < 4, "U \(Self.mean(image.u)), want \(want.u)")
+        #expect(abs(Self.mean(image.v) - Double(want.v)) < 4, "V \(Self.mean(image.v)), want \(want.v)")
+    }
+
+    /// The snapshot's path: RTP payloads (STAP-A, FU-A) through the frame assembler, its keyframe decoded.
+    @Test func aKeyframeFromRTPPayloadsDecodes() throws {
+        let units = try H264RecordingTests.accessUnits(frames: 1, width: 160, height: 120)
+        let au = try #require(units.first { au in au.contains { $0[0] & 0x1F == H264.nalIDR } })
+        let payloads = H264RecordingTests.payloads(au)
+        #expect(payloads.count > 2, "the keyframe was not fragmented")
+        var assembler = FrameAssembler(codec: .h264)
+        var frames: [AssembledFrame] = []
+        for (k, p) in payloads.enumerated() {
+            frames += p.withUnsafeBytes {
+                assembler.push(sequenceNumber: UInt16(100 + k), timestamp: 3000, marker: k == payloads.count - 1, payload: $0, nowNanos: Int64(k))
+            }
+        }
+        let keyframe = try #require(frames.first { $0.keyframe })
+        let image = try H264Decoder.decodeKeyframe(keyframe.data)
+        #expect((image.width, image.height) == (160, 120))
+    }
+
+    @Test func whatIsNotAKeyframeIsAnErrorNotACrash() throws {
+        let units = try H264RecordingTests.accessUnits(frames: 2, width: 160, height: 120)
+        // The second access unit alone: a P slice without its reference or parameter sets.
+        let delta = try #require(units.dropFirst().first { au in !au.contains { $0[0] & 0x1F == H264.nalIDR } && !au.isEmpty })
+        #expect(throws: H264Decoder.DecodeError.self) { try H264Decoder.decodeKeyframe(H264.avcFrame(delta)) }
+        #expect(throws: H264Decoder.DecodeError.self) { try H264Decoder.decodeKeyframe([0, 0, 0, 9, 1, 2]) }
+        #expect(throws: H264Decoder.DecodeError.self) { try H264Decoder.decodeKeyframe([]) }
+        var garbage = SystemRandomNumberGenerator()
+        for _ in 0..<50 {
+            let body = (0..<Int.random(in: 1...400, using: &garbage)).map { _ in UInt8.random(in: 0...255, using: &garbage) }
+            let unit = [UInt8(0x65)] + body
+            _ = try? H264Decoder.decodeKeyframe(H264.avcFrame([unit]))
+        }
     }
 }

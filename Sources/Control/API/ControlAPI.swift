@@ -468,7 +468,6 @@ package struct ControlAPI: Sendable {
             case .roomNotFound: throw APIError.notFound("room")
             case .participantNotFound: throw Self.participantNotFound(userID, room: id)
             case .noVideo(let source): throw APIError(.conflict, "no_video", "\(userID.prefix(64)) publishes no \(source) video")
-            case .unsupportedCodec(let codec): throw APIError(.conflict, "unsupported_codec", "\(codec) video cannot be decoded for a snapshot (VP8 only)")
             case .keyframeTimeout: throw APIError(.gatewayTimeout, "keyframe_timeout", "no keyframe came from the publisher within 3 s")
             case .failed(let message): throw APIError(.internalServerError, "snapshot_failed", message)
             }

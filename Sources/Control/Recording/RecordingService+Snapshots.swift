@@ -6,7 +6,7 @@ import SFU
 /// Snapshots (PROTOCOL.md): a still of a participant's current video. On the room's loop a
 /// ``SnapshotTap`` asks the publisher for a keyframe and catches the first one of the stream the
 /// recorder would take (the highest simulcast layer that sends); off the loop it is decoded with
-/// libvpx, encoded as JPEG or PNG, stored under `<recordings dir>/snapshots/` with a metadata row,
+/// libvpx (VP8) or libavcodec (H.264), encoded as JPEG or PNG, stored under `<recordings dir>/snapshots/` with a metadata row,
 /// and announced with a `snapshot_taken` webhook.
 extension RecordingService {
     package enum SnapshotError: Error, Equatable {
@@ -14,8 +14,6 @@ extension RecordingService {
         case participantNotFound
         /// The participant publishes no (unmuted) video of that source.
         case noVideo(source: String)
-        /// Only VP8 can be decoded (H.264 is passed through, never decoded).
-        case unsupportedCodec(String)
         case keyframeTimeout
         case failed(String)
     }
@@ -29,29 +27,36 @@ extension RecordingService {
         guard room.closedAt == nil, let liveRoom = live.existing(roomID) else { throw SnapshotError.participantNotFound }
         let loop = liveRoom.worker.eventLoop
         let promise = loop.makePromise(of: AssembledFrame.self)
-        let started: SnapshotError? = try await liveRoom.worker.submit {
+        let started: Result<Bool, SnapshotError> = try await liveRoom.worker.submit {
             let r = liveRoom.room.value
-            guard let peerID = r.peerID(userID: userID) else { return .participantNotFound }
+            guard let peerID = r.peerID(userID: userID) else { return .failure(.participantNotFound) }
             guard let producer = r.publishedTracks().first(where: { $0.peer.peerID == peerID && $0.producer.kind == .video
-                && $0.producer.source == source && !$0.producer.muted })?.producer else { return .noVideo(source: source.rawValue) }
-            guard producer.codec == .vp8 else { return .unsupportedCodec(producer.codec.name) }
+                && $0.producer.source == source && !$0.producer.muted })?.producer else { return .failure(.noVideo(source: source.rawValue)) }
             let tap = NIOLoopBound(SnapshotTap(producer: producer, nowNanos: MediaWorker.nowNanos) { promise.succeed($0) }, eventLoop: loop)
             loop.scheduleTask(in: Self.snapshotKeyframeTimeout) {
                 guard !tap.value.isDone else { return }
                 tap.value.cancel()
                 promise.fail(SnapshotError.keyframeTimeout)
             }
-            return nil
+            if case .h264 = producer.codec { return .success(true) }
+            return .success(false)
         }
-        if let started {
-            promise.fail(started)
-            throw started
+        let h264: Bool
+        switch started {
+        case .success(let isH264): h264 = isH264
+        case .failure(let error):
+            promise.fail(error)
+            throw error
         }
         let frame = try await promise.futureResult.get()
         let image: I420Image
         do {
-            guard case .picture(let picture) = try VP8Decoder().decode(frame.data) else { throw SnapshotError.failed("the keyframe did not decode") }
-            image = picture
+            if h264 {
+                image = try H264Decoder.decodeKeyframe(frame.data)
+            } else {
+                guard case .picture(let picture) = try VP8Decoder().decode(frame.data) else { throw SnapshotError.failed("the keyframe did not decode") }
+                image = picture
+            }
         } catch let error as SnapshotError {
             throw error
         } catch {

@@ -1,18 +1,19 @@
 import RTP
 import SFU
 
-/// Catches one fresh VP8 keyframe of a producer for a snapshot: taps the producer (so it sees the
+/// Catches one fresh keyframe (VP8 or H.264) of a producer for a snapshot: taps the producer (so it sees the
 /// stream the recorder would, the highest simulcast layer that sends), asks the publisher for a
 /// keyframe, and hands the first whole keyframe to `onKeyframe`, then detaches. Confined to the
 /// room's loop; the caller times it out with ``cancel()``.
 package final class SnapshotTap: ProducerTap {
     package let producer: Producer
-    private var assembler = FrameAssembler(codec: .vp8)
+    private var assembler: FrameAssembler
     private var onKeyframe: ((AssembledFrame) -> Void)?
 
-    /// Starts watching `producer` (VP8 video only: the caller checks).
+    /// Starts watching `producer` (VP8 or H.264 video: the caller checks).
     package init(producer: Producer, nowNanos: Int64, onKeyframe: @escaping (AssembledFrame) -> Void) {
         self.producer = producer
+        if case .h264 = producer.codec { assembler = FrameAssembler(codec: .h264) } else { assembler = FrameAssembler(codec: .vp8) }
         self.onKeyframe = onKeyframe
         producer.taps.append(self)
         producer.requestKeyframe(nowNanos: nowNanos)
