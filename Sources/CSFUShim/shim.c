@@ -3,6 +3,7 @@
 #include <openssl/err.h>
 #include <vpx/vp8cx.h>
 #include <pthread.h>
+#include <sched.h>
 #include <string.h>
 #include <errno.h>
 #include <stdint.h>
@@ -110,6 +111,13 @@ int sfu_set_thread_nice(int nice) { return setpriority(PRIO_PROCESS, (id_t)sysca
 int sfu_thread_nice(void) { return getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid)); }
 
 int sfu_process_nice(void) { return getpriority(PRIO_PROCESS, (id_t)getpid()); }
+
+int sfu_set_thread_sched_idle(void) {
+    struct sched_param param = {0};
+    return sched_setscheduler(0, SCHED_IDLE, &param);  /* 0: the calling thread */
+}
+
+int sfu_thread_sched_policy(void) { return sched_getscheduler(0); }
 
 /// struct sched_attr (include/uapi/linux/sched/types.h), SCHED_ATTR_SIZE_VER1; glibc before 2.41 has neither it nor a wrapper.
 struct sfu_sched_attr {

@@ -115,9 +115,29 @@ struct ProcessingThreadTests {
     }
 }
 
+extension ProcessingThreadTests {
+    @Test func schedIdleOnlyWhenAskedFor() async throws {
+        let idle = ProcessingThread(name: "test-idle", niceIncrement: 0, schedIdle: true)
+        let plain = ProcessingThread(name: "test-plain", niceIncrement: 0)
+        defer {
+            idle.stop()
+            plain.stop()
+        }
+        let seen = Box<[Bool]>([])
+        idle.async { seen.with { $0.append(ProcessingThread.currentThreadIsSchedIdle()) } }
+        await Self.drain(idle)
+        plain.async { seen.with { $0.append(ProcessingThread.currentThreadIsSchedIdle()) } }
+        await Self.drain(plain)
+        #expect(seen.current == [true, false])
+        #expect(idle.schedIdleApplied == true && plain.schedIdleApplied == nil)
+    }
+}
+
 @Suite("Composite processing priority")
 struct CompositeProcessingPriorityTests {
-    @Test func theCompositeEncodesOnAThreadNicerThanTheServer() async throws {
+    /// SCHED_IDLE (any other thread that wakes on its core preempts it) on the composite's thread,
+    /// the nice value beside it as the fallback.
+    @Test func theCompositeEncodesOnASchedIdleThreadNicerThanTheServer() async throws {
         let dir = NSTemporaryDirectory() + "composite-nice-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -128,6 +148,9 @@ struct CompositeProcessingPriorityTests {
                                                inbox: CompositeInbox(maxVideoBacklog: 8), logger: Logger(label: "test"), clock: { 0 })
         processor.start()
         #expect(await processor.threadNiceForTesting() == min(19, ProcessingThread.processNice() + CompositeProcessor.threadNiceIncrement))
+        #expect(await processor.threadIsSchedIdleForTesting())
+        // Only that thread: the test's own keeps its policy.
+        #expect(!ProcessingThread.currentThreadIsSchedIdle())
         processor.finish(endNanos: 0)
         _ = await processor.result()
     }

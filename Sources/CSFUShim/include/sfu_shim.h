@@ -77,6 +77,11 @@ void sfu_set_thread_name(const char *name);
 /// Sets the calling thread's nice value (Linux: a per-thread attribute; setpriority on its tid).
 /// Returns 0, or -1 with errno (raising priority, a negative value, needs CAP_SYS_NICE).
 int sfu_set_thread_nice(int nice);
+/// Moves the calling thread to the SCHED_IDLE policy: any thread of another policy that wakes on
+/// its core preempts it at once. Returns 0, or -1 with errno. (Allowed without privileges.)
+int sfu_set_thread_sched_idle(void);
+/// The calling thread's scheduling policy (SCHED_OTHER 0, SCHED_IDLE 5, ...), or -1.
+int sfu_thread_sched_policy(void);
 /// The calling thread's nice value.
 int sfu_thread_nice(void);
 /// The process's nice value (its main thread's: what it was started with).

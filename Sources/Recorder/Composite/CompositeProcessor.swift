@@ -2,8 +2,8 @@ import Foundation
 import Logging
 import SFU
 
-/// The composite's processing half: a thread of its own at a lower priority than the media workers
-/// (``ProcessingThread``, ``threadNiceIncrement`` nicer) that every 20 ms takes what the room side queued, runs
+/// The composite's processing half: a thread of its own below the media workers (``ProcessingThread``
+/// under SCHED_IDLE, ``threadNiceIncrement`` nicer as the fallback) that every 20 ms takes what the room side queued, runs
 /// the ``CompositeEngine`` up to `latency` behind the room's clock, and appends the bytes to the file
 /// (``FileSink``, its own queue). All its state is touched on `thread` only, which is what makes
 /// the `@unchecked Sendable` hold.
@@ -26,9 +26,9 @@ final class CompositeProcessor: @unchecked Sendable {
     /// encodes only the last of what it missed, instead of encoding every missed frame and falling
     /// further behind. Sources are still decoded (references stay whole) and audio is never skipped.
     static let maxOutputLagNanos: Int64 = 300_000_000
-    /// How much nicer than the server the processing thread runs: forwarding gets a contended core
-    /// first (make bench, scenario b-composite, measures forwarding with a composite recording on
-    /// the same core).
+    /// How much nicer than the server the processing thread runs. Under SCHED_IDLE (the default)
+    /// the kernel ignores it; it applies when SCHED_IDLE is refused (make bench, scenario
+    /// b-composite, measures forwarding with a composite recording on the same core).
     static let threadNiceIncrement: Int32 = 10
 
     let id: String
@@ -53,13 +53,17 @@ final class CompositeProcessor: @unchecked Sendable {
         self.logger = logger
         engine = try CompositeEngine(options: options, originNanos: originNanos)
         sink = FileSink(path: path)
-        thread = ProcessingThread(name: "sfu-composite", niceIncrement: Self.threadNiceIncrement)
+        thread = ProcessingThread(name: "sfu-composite", niceIncrement: Self.threadNiceIncrement, schedIdle: true)
     }
 
     deinit { thread.stop() }
 
     func start() {
         thread.async { [self] in
+            if thread.schedIdleApplied == false {
+                logger.warning("composite recording thread not under SCHED_IDLE (refused): it competes with forwarding by its nice value",
+                               metadata: ["recording": "\(id)"])
+            }
             if thread.niceApplied == false {
                 logger.warning("composite recording thread runs at the process's priority: nice refused", metadata: ["recording": "\(id)"])
             }
@@ -135,6 +139,13 @@ final class CompositeProcessor: @unchecked Sendable {
     /// queueing until its bounds refuse video.
     func suspendForTesting() { thread.suspend() }
     func resumeForTesting() { thread.resume() }
+
+    /// Whether the processing thread runs under SCHED_IDLE, read on it.
+    func threadIsSchedIdleForTesting() async -> Bool {
+        await withCheckedContinuation { (c: CheckedContinuation<Bool, Never>) in
+            thread.async { c.resume(returning: ProcessingThread.currentThreadIsSchedIdle()) }
+        }
+    }
 
     /// The processing thread's nice value, read on it (nil: not applied).
     func threadNiceForTesting() async -> Int32? {

@@ -1,13 +1,19 @@
 import CSFUShim
 import Foundation
 
-/// A serial executor on a thread of its own, at a lower scheduling priority (a higher nice value)
-/// than the rest of the process: work that must never take CPU from the media workers (a composite
-/// recording's decoding, composing and encoding) runs here. When both want a core the kernel gives
-/// the media worker the core at once and this thread what is left (nice 10 weighs 110 against 1024
-/// for nice 0 in Linux's scheduler), so a busy composite delays forwarding by no more than a
-/// context switch; when it gets too little, the composite falls behind and drops video frames,
-/// which it is built to do (``CompositeProcessor``).
+/// A serial executor on a thread of its own, below the rest of the process in the scheduler: work
+/// that must never take CPU from the media workers (a composite recording's decoding, composing and
+/// encoding) runs here.
+///
+/// With `schedIdle` the thread runs under Linux's SCHED_IDLE policy: a media worker (or any other
+/// thread) that wakes on its core preempts it at once, whatever is left of its slice, and it runs
+/// in the time the others leave. A nice value alone was not enough: with the composite 10 nicer
+/// than the server on the server's one core, `make bench`'s (b) forwarded with a p99 latency of
+/// 1.15-1.93 ms against 0.56-1.45 ms without a recording (12 pairs); under SCHED_IDLE, 0.60-1.21 ms
+/// (8 runs, median 0.66; docs/BENCHMARKS.md). The price: on a core that other processes keep busy the thread gets
+/// almost nothing, and the composite falls behind and drops video frames, which it is built to do
+/// (``CompositeProcessor``). The nice value is still set: it is what applies if the kernel refuses
+/// SCHED_IDLE.
 ///
 /// Jobs run in order; a repeating tick runs between them when due (a late tick is not repeated:
 /// the next one is an interval after it). All state is guarded by `condition`, which is what makes
@@ -24,9 +30,13 @@ final class ProcessingThread: @unchecked Sendable {
     let niceIncrement: Int32
     private let baseNice: Int32
     private var niceResult: Bool?
+    /// Whether the thread asks for SCHED_IDLE.
+    let schedIdle: Bool
+    private var schedIdleResult: Bool?
 
-    init(name: String, niceIncrement: Int32) {
+    init(name: String, niceIncrement: Int32, schedIdle: Bool = false) {
         self.niceIncrement = niceIncrement
+        self.schedIdle = schedIdle
         baseNice = sfu_process_nice()
         let thread = Thread { [self] in run(name: name) }
         thread.start()
@@ -38,6 +48,8 @@ final class ProcessingThread: @unchecked Sendable {
     static func currentThreadNice() -> Int32 { sfu_thread_nice() }
     /// The process's nice value (its main thread's).
     static func processNice() -> Int32 { sfu_process_nice() }
+    /// Whether the calling thread runs under SCHED_IDLE.
+    static func currentThreadIsSchedIdle() -> Bool { sfu_thread_sched_policy() == 5 /* SCHED_IDLE */ }
 
     /// Runs `job` after the jobs queued before it.
     func async(_ job: @escaping @Sendable () -> Void) {
@@ -92,11 +104,20 @@ final class ProcessingThread: @unchecked Sendable {
         return niceResult
     }
 
+    /// Whether SCHED_IDLE was applied (nil until the thread has started, or when not asked for).
+    var schedIdleApplied: Bool? {
+        condition.lock()
+        defer { condition.unlock() }
+        return schedIdleResult
+    }
+
     private func run(name: String) {
         sfu_set_thread_name(name)
         let applied = sfu_set_thread_nice(min(19, baseNice + niceIncrement)) == 0
+        let idle = schedIdle ? sfu_set_thread_sched_idle() == 0 : nil
         condition.lock()
         niceResult = applied
+        schedIdleResult = idle
         while true {
             if suspensions == 0, !jobs.isEmpty {
                 let batch = jobs
