@@ -117,7 +117,7 @@ int sfu_set_thread_sched_idle(void) {
     return sched_setscheduler(0, SCHED_IDLE, &param);  /* 0: the calling thread */
 }
 
-int sfu_thread_sched_policy(void) { return sched_getscheduler(0); }
+bool sfu_thread_is_sched_idle(void) { return sched_getscheduler(0) == SCHED_IDLE; }
 
 /// struct sched_attr (include/uapi/linux/sched/types.h), SCHED_ATTR_SIZE_VER1; glibc before 2.41 has neither it nor a wrapper.
 struct sfu_sched_attr {

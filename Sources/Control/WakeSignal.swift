@@ -16,17 +16,7 @@ final class WakeSignal: Sendable {
 
     private let state = Mutex(State())
 
-    func wake() {
-        let sleeper: CheckedContinuation<Void, Never>? = state.withLock { s in
-            guard let c = s.sleeper else {
-                s.woken = true
-                return nil
-            }
-            s.sleeper = nil
-            return c
-        }
-        sleeper?.resume()
-    }
+    func wake() { release(orMark: \.woken) }
 
     func sleep(millis: Int64) async {
         let number: Int? = state.withLock { s in
@@ -57,11 +47,15 @@ final class WakeSignal: Sendable {
         timer.cancel()
     }
 
-    private func expire(_ number: Int) {
+    private func expire(_ number: Int) { release(orMark: \.expired, ifSleep: number) }
+
+    /// Ends the waiting sleep, or sets `flag` so that the coming one ends at once. With `number`,
+    /// only while that sleep is the current one.
+    private func release(orMark flag: WritableKeyPath<State, Bool>, ifSleep number: Int? = nil) {
         let sleeper: CheckedContinuation<Void, Never>? = state.withLock { s in
-            guard s.sleep == number else { return nil }
+            if let number, s.sleep != number { return nil }
             guard let c = s.sleeper else {
-                s.expired = true
+                s[keyPath: flag] = true
                 return nil
             }
             s.sleeper = nil

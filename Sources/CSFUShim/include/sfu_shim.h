@@ -11,6 +11,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <time.h>
+#include <stdbool.h>
 
 // MARK: OpenSSL
 long sfu_DTLSv1_handle_timeout(SSL *ssl);
@@ -80,8 +81,8 @@ int sfu_set_thread_nice(int nice);
 /// Moves the calling thread to the SCHED_IDLE policy: any thread of another policy that wakes on
 /// its core preempts it at once. Returns 0, or -1 with errno. (Allowed without privileges.)
 int sfu_set_thread_sched_idle(void);
-/// The calling thread's scheduling policy (SCHED_OTHER 0, SCHED_IDLE 5, ...), or -1.
-int sfu_thread_sched_policy(void);
+/// Whether the calling thread runs under SCHED_IDLE.
+bool sfu_thread_is_sched_idle(void);
 /// The calling thread's nice value.
 int sfu_thread_nice(void);
 /// The process's nice value (its main thread's: what it was started with).

@@ -27,7 +27,7 @@ extension RecordingService {
         guard room.closedAt == nil, let liveRoom = live.existing(roomID) else { throw SnapshotError.participantNotFound }
         let loop = liveRoom.worker.eventLoop
         let promise = loop.makePromise(of: AssembledFrame.self)
-        let started: Result<Bool, SnapshotError> = try await liveRoom.worker.submit {
+        let started: Result<FrameAssembler.Codec, SnapshotError> = try await liveRoom.worker.submit {
             let r = liveRoom.room.value
             guard let peerID = r.peerID(userID: userID) else { return .failure(.participantNotFound) }
             guard let producer = r.publishedTracks().first(where: { $0.peer.peerID == peerID && $0.producer.kind == .video
@@ -38,12 +38,11 @@ extension RecordingService {
                 tap.value.cancel()
                 promise.fail(SnapshotError.keyframeTimeout)
             }
-            if case .h264 = producer.codec { return .success(true) }
-            return .success(false)
+            return .success(FrameAssembler.Codec(producer.codec))
         }
-        let h264: Bool
+        let codec: FrameAssembler.Codec
         switch started {
-        case .success(let isH264): h264 = isH264
+        case .success(let c): codec = c
         case .failure(let error):
             promise.fail(error)
             throw error
@@ -51,7 +50,7 @@ extension RecordingService {
         let frame = try await promise.futureResult.get()
         let image: I420Image
         do {
-            if h264 {
+            if codec == .h264 {
                 image = try H264Decoder.decodeKeyframe(frame.data)
             } else {
                 guard case .picture(let picture) = try VP8Decoder().decode(frame.data) else { throw SnapshotError.failed("the keyframe did not decode") }

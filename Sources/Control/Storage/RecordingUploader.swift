@@ -136,7 +136,7 @@ package actor RecordingUploader {
                 logger.error("recording upload given up; the local file is kept",
                              metadata: ["recording": "\(u.recordingID)", "file": "\(u.fileID)", "attempts": "\(u.attempts)", "error": "\(error)"])
             } else {
-                let delay = min(configuration.retryBaseSeconds * pow(2, Double(u.attempts - 1)), 60)
+                let delay = Backoff.seconds(afterAttempt: u.attempts, first: configuration.retryBaseSeconds, cap: 60)
                 u.nextAttemptAt = clock() + Int64(delay * 1000)
                 logger.warning("recording upload failed; retrying", metadata: ["recording": "\(u.recordingID)", "file": "\(u.fileID)",
                                                                               "attempt": "\(u.attempts)", "retry_in_s": "\(delay)", "error": "\(error)"])

@@ -178,7 +178,7 @@ package actor WebhookDispatcher {
                                                                                              "error": "\(why)"])
                         continue
                     case .failed(let why):
-                        let delay = min(configuration.initialBackoffSeconds * pow(2, Double(row.attempts - 1)), configuration.maxBackoffSeconds)
+                        let delay = Backoff.seconds(afterAttempt: row.attempts, first: configuration.initialBackoffSeconds, cap: configuration.maxBackoffSeconds)
                         try await store.recordAttempt(id: row.id, url: url, attempts: row.attempts, nextAttemptAt: clock() + Int64(delay * 1000), error: why)
                         logger.warning("webhook delivery failed", metadata: ["url": "\(url)", "event": "\(row.event)", "attempt": "\(row.attempts)",
                                                                              "error": "\(why)", "retry_in_s": "\(delay)"])

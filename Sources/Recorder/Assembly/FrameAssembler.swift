@@ -1,4 +1,5 @@
 import RTP
+import SFU
 
 /// A frame out of the jitter buffer: a whole VP8 frame (payload descriptors stripped, partitions
 /// joined, RFC 7741), an H.264 access unit in AVC form (NAL units after 4-byte lengths, RFC 6184
@@ -25,7 +26,18 @@ package struct AssembledFrame: Sendable, Equatable {
 /// ask for one), so the file never holds a frame the decoder cannot decode. An H.264 keyframe is an
 /// access unit with an IDR slice and its SPS and PPS (what a decoder starting there needs).
 package struct FrameAssembler: Sendable {
-    package enum Codec: Sendable { case vp8, h264, opus }
+    package enum Codec: Sendable {
+        case vp8, h264, opus
+
+        /// What a producer forwarding `codec` sends.
+        package init(_ codec: ForwardedCodec) {
+            switch codec {
+            case .vp8: self = .vp8
+            case .h264: self = .h264
+            case .opus: self = .opus
+            }
+        }
+    }
 
     struct Packet {
         var timestamp: UInt32

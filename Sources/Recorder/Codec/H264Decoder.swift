@@ -29,7 +29,7 @@ package enum H264Decoder {
         let size = annexB.count
         annexB += [UInt8](repeating: 0, count: Int(AV_INPUT_BUFFER_PADDING_SIZE))
 
-        av_log_set_level(AV_LOG_QUIET)
+        _ = Self.quietLogging
         guard let codec = avcodec_find_decoder(AV_CODEC_ID_H264) else { throw DecodeError(description: "libavcodec has no H.264 decoder") }
         var allocatedContext = avcodec_alloc_context3(codec)
         var allocatedPacket = av_packet_alloc()
@@ -77,25 +77,14 @@ package enum H264Decoder {
             throw DecodeError(description: "an empty picture")
         }
         let cw = (w + 1) / 2, ch = (h + 1) / 2
-        func plane(_ src: UnsafeMutablePointer<UInt8>, stride: Int32, width: Int, height: Int, map: [UInt8]?) -> [UInt8] {
-            [UInt8](unsafeUninitializedCapacity: width * height) { buf, count in
-                guard let dst = buf.baseAddress else { return }
-                for row in 0..<height {
-                    let from = src + row * Int(stride), to = dst + row * width
-                    if let map {
-                        for x in 0..<width { to[x] = map[Int(from[x])] }
-                    } else {
-                        to.update(from: from, count: width)
-                    }
-                }
-                count = width * height
-            }
-        }
         return I420Image(width: w, height: h,
-                         y: plane(py, stride: f.linesize.0, width: w, height: h, map: full ? Self.limitedLuma : nil),
-                         u: plane(pu, stride: f.linesize.1, width: cw, height: ch, map: full ? Self.limitedChroma : nil),
-                         v: plane(pv, stride: f.linesize.2, width: cw, height: ch, map: full ? Self.limitedChroma : nil))
+                         y: I420Image.packedPlane(py, stride: Int(f.linesize.0), width: w, height: h, map: full ? Self.limitedLuma : nil),
+                         u: I420Image.packedPlane(pu, stride: Int(f.linesize.1), width: cw, height: ch, map: full ? Self.limitedChroma : nil),
+                         v: I420Image.packedPlane(pv, stride: Int(f.linesize.2), width: cw, height: ch, map: full ? Self.limitedChroma : nil))
     }
+
+    /// libavcodec's own log (stderr) off, once for the process.
+    private static let quietLogging: Void = av_log_set_level(AV_LOG_QUIET)
 
     /// Full range (0-255) to BT.601 limited range: luma 16-235, chroma 16-240.
     static let limitedLuma: [UInt8] = (0..<256).map { UInt8(16 + ($0 * 219 + 127) / 255) }

@@ -32,6 +32,23 @@ package struct I420Image: Sendable, Equatable {
         self.v = v
     }
 
+    /// A packed plane (`width` x `height`) copied from a decoder's strided one, each sample through
+    /// `map` when given.
+    static func packedPlane(_ src: UnsafePointer<UInt8>, stride: Int, width: Int, height: Int, map: [UInt8]? = nil) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: width * height) { buf, count in
+            guard let dst = buf.baseAddress else { return }
+            for row in 0..<height {
+                let from = src + row * stride, to = dst + row * width
+                if let map {
+                    for x in 0..<width { to[x] = map[Int(from[x])] }
+                } else {
+                    to.update(from: from, count: width)
+                }
+            }
+            count = width * height
+        }
+    }
+
     /// The colour at a pixel (chroma of its 2x2 block).
     package func pixel(x: Int, y py: Int) -> YUV {
         let c = (py / 2) * chromaWidth + x / 2

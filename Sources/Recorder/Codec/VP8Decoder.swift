@@ -83,18 +83,9 @@ package final class VP8Decoder {
         guard w > 0, h > 0, img.fmt == VPX_IMG_FMT_I420,
               let py = img.planes.0, let pu = img.planes.1, let pv = img.planes.2 else { return nil }
         let cw = (w + 1) / 2, ch = (h + 1) / 2
-        func plane(_ src: UnsafeMutablePointer<UInt8>, stride: Int32, width: Int, height: Int) -> [UInt8] {
-            [UInt8](unsafeUninitializedCapacity: width * height) { buf, count in
-                guard let dst = buf.baseAddress else { return }
-                for row in 0..<height {
-                    (dst + row * width).update(from: src + row * Int(stride), count: width)
-                }
-                count = width * height
-            }
-        }
         return I420Image(width: w, height: h,
-                         y: plane(py, stride: img.stride.0, width: w, height: h),
-                         u: plane(pu, stride: img.stride.1, width: cw, height: ch),
-                         v: plane(pv, stride: img.stride.2, width: cw, height: ch))
+                         y: I420Image.packedPlane(py, stride: Int(img.stride.0), width: w, height: h),
+                         u: I420Image.packedPlane(pu, stride: Int(img.stride.1), width: cw, height: ch),
+                         v: I420Image.packedPlane(pv, stride: Int(img.stride.2), width: cw, height: ch))
     }
 }

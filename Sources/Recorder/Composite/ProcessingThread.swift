@@ -49,7 +49,7 @@ final class ProcessingThread: @unchecked Sendable {
     /// The process's nice value (its main thread's).
     static func processNice() -> Int32 { sfu_process_nice() }
     /// Whether the calling thread runs under SCHED_IDLE.
-    static func currentThreadIsSchedIdle() -> Bool { sfu_thread_sched_policy() == 5 /* SCHED_IDLE */ }
+    static func currentThreadIsSchedIdle() -> Bool { sfu_thread_is_sched_idle() }
 
     /// Runs `job` after the jobs queued before it.
     func async(_ job: @escaping @Sendable () -> Void) {

@@ -115,12 +115,8 @@ final class ParticipantRecording: ProducerTap {
         guard !finished, Self.fileSource(of: producer) == source else { return }
         switch producer.kind {
         case .video where video == nil:
-            let codec: FrameAssembler.Codec
-            switch producer.codec {
-            case .vp8: codec = .vp8
-            case .h264: codec = .h264
-            case .opus: return
-            }
+            let codec = FrameAssembler.Codec(producer.codec)
+            guard codec != .opus else { return }
             // A file already started holds one video codec (its header says which).
             if let writer, writer.configuration.video != nil, (writer.configuration.videoCodec == .h264) != (codec == .h264) { return }
             videoCodec = codec

@@ -13,7 +13,7 @@ package final class SnapshotTap: ProducerTap {
     /// Starts watching `producer` (VP8 or H.264 video: the caller checks).
     package init(producer: Producer, nowNanos: Int64, onKeyframe: @escaping (AssembledFrame) -> Void) {
         self.producer = producer
-        if case .h264 = producer.codec { assembler = FrameAssembler(codec: .h264) } else { assembler = FrameAssembler(codec: .vp8) }
+        assembler = FrameAssembler(codec: .init(producer.codec))
         self.onKeyframe = onKeyframe
         producer.taps.append(self)
         producer.requestKeyframe(nowNanos: nowNanos)
