@@ -54,6 +54,8 @@ struct EstimatorSimulation {
     var trace: [(t: Double, estimate: Double)] = []
     /// What the sender sends, given the estimate (the allocator's spending); default: the estimate up to `desired`.
     var rateToSend: ((_ estimate: Double, _ nowNanos: Int64) -> Double)?
+    /// An audio packet of this many bytes every 20 ms beside the rest (0: none), as a call has.
+    var audioBytes = 0
 
     init(capacity: Double) { link = SimulatedLink(capacity: capacity) }
 
@@ -89,6 +91,7 @@ struct EstimatorSimulation {
                     slot += 1
                 }
             }
+            if audioBytes > 0, now % 20_000_000 == 0 { send(size: audioBytes, probe: nil) }
             budget += (rateToSend?(estimator.estimate, now) ?? min(estimator.estimate, desired)) * 0.005 / 8
             while budget >= 1200 {
                 send(size: 1200, probe: nil)
@@ -224,6 +227,56 @@ struct BandwidthEstimatorTests {
         let steady = sim.trace.filter { $0.t > 10 }.map(\.estimate)
         let mean = steady.reduce(0, +) / Double(max(steady.count, 1))
         #expect(abs(mean - capacity) <= 0.15 * capacity, "mean estimate \(Int(mean)) on a \(Int(capacity)) bit/s link")
+    }
+
+    /// Issue 20 with an HD publisher: under a limit the subscriber sends a layer well below the link,
+    /// because the next one does not fit (150 kbit/s of a 500 kbit/s link, 600 kbit/s of 1.2 Mbit/s),
+    /// and only probes can tell what the link carries. Each probe overfills a small queue (the
+    /// `tc tbf` of the E2E, ~80 ms) and the delay detector reports it: that is the probe's own
+    /// queue, which the media alone drain, not congestion. The estimate's mean at steady state must
+    /// still be within 15% of the link (it was 341 and 841 kbit/s in the E2E: each probe's overuse
+    /// cut it to 0.9x the media's rate, and it decayed to the 300 kbit/s start rate between probes).
+    @Test(arguments: [(500_000.0, 150_000.0), (1_200_000.0, 600_000.0)])
+    func anApplicationLimitedSubscriberKnowsItsLinkWithinFifteenPercent(_ capacity: Double, _ sending: Double) {
+        var sim = EstimatorSimulation(capacity: capacity)
+        sim.link.maxQueueNanos = 80_000_000
+        sim.link.propagationNanos = 2_000_000
+        sim.estimator.setRTT(nanos: 5_000_000)
+        // What the next layer would need, with headroom: probing goes on.
+        sim.desired = 2_500_000 * 1.15
+        sim.estimator.allocatedBitrate = sending
+        sim.audioBytes = 120
+        // The layer's frames, each in one burst (the SFU forwards a frame's packets together).
+        sim.rateToSend = { _, now in now % 33_333_333 < 5_000_000 ? sending * 33.3 / 5 : 0 }
+        sim.run(seconds: 40)
+        let steady = sim.trace.filter { $0.t > 10 }.map(\.estimate)
+        let mean = steady.reduce(0, +) / Double(max(steady.count, 1))
+        #expect(abs(mean - capacity) <= 0.15 * capacity, "mean estimate \(Int(mean)) on a \(Int(capacity)) bit/s link, \(Int(sending)) bit/s sent")
+        // Nor does it dip after each probe: a dip under what the next layer needs switches down and
+        // up again, a keyframe each time (the E2E's 320 <-> 640 flips at 1.2 Mbit/s; before, the
+        // minimum here was 232 and 665 kbit/s). Nor above the link by more than a probe's margin.
+        #expect((steady.min() ?? 0) >= 0.85 * capacity, "lowest \(Int(steady.min() ?? 0)) on a \(Int(capacity)) bit/s link")
+        #expect((steady.max() ?? 0) <= 1.1 * capacity, "peak \(Int(steady.max() ?? 0))")
+    }
+
+    /// The other side of the rule above: overuse after a probe is left alone only while the media
+    /// alone leave room on the link. When the link itself falls under what the media need (600
+    /// kbit/s sent, the link from 1.2 Mbit/s to 400 kbit/s), the estimate still falls at once.
+    @Test func aLinkThatFallsUnderTheMediaIsStillMetAfterProbes() {
+        var sim = EstimatorSimulation(capacity: 1_200_000)
+        sim.link.maxQueueNanos = 80_000_000
+        sim.link.propagationNanos = 2_000_000
+        sim.estimator.setRTT(nanos: 5_000_000)
+        sim.desired = 2_500_000 * 1.15
+        sim.estimator.allocatedBitrate = 600_000
+        sim.audioBytes = 120
+        sim.rateToSend = { _, now in now % 33_333_333 < 5_000_000 ? 600_000 * 33.3 / 5 : 0 }
+        sim.run(seconds: 20)
+        #expect(sim.estimator.estimate >= 1_000_000)
+        sim.link.capacity = 400_000
+        sim.run(seconds: 2)
+        let fell = sim.trace.first { $0.t > 20 && $0.estimate < 500_000 }?.t
+        #expect(fell.map { $0 < 21 } == true, "the estimate fell under 500 kbit/s \((fell ?? -1) - 20) s after the link went to 400 kbit/s")
     }
 
     @Test func followsAStepDownAndAStepUp() {

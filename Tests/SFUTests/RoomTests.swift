@@ -316,9 +316,11 @@ struct RoomTests {
         for (bytes, at) in padding {
             if let last = clusters.last?.last, at - last.at < 100_000_000 { clusters[clusters.count - 1].append((bytes.count, at)) } else { clusters.append([(bytes.count, at)]) }
         }
-        // (At least 3 until issue 20: the estimate then fell back between probes and took a third
-        // one to pass 3 Mbit/s; it now keeps what the path carried, and two do.)
-        #expect(clusters.count >= 2, "\(clusters.count) probe clusters")
+        // (How many groups it takes changed with the estimator: 3 until issue 20 (the estimate fell
+        // back between probes), then 2 (the chained start-up probes, one group here, and one more a
+        // second later); since probes are measured with the media sent beside them the chained
+        // start-up probes pass 3 Mbit/s alone. Each group must still be paced, below.)
+        #expect(!clusters.isEmpty, "no probe went out")
         for c in clusters {
             let span = (c.last?.at ?? 0) - (c.first?.at ?? 0)
             #expect(span >= 10_000_000, "a cluster of \(c.count) packets went out within \(span / 1_000_000) ms")

@@ -108,6 +108,18 @@ package struct BandwidthEstimator: Sendable {
     package var provenBitrate: Double? { provenSamples.map(\.bitrate).max() }
     /// When the last probe came back at 80% of its rate or more: the next may follow at once.
     private var probeCarried: Int64?
+    /// Every packet reported over the last ``recentWindowNanos`` of send time (media and probes):
+    /// a probe is measured with the media sent beside it, since both fill the path.
+    private var recent: [(send: Int64, arrival: Int64?, size: Int)] = []
+    static let recentWindowNanos: Int64 = 1_500_000_000
+    /// The last probe that saturated the path (it arrived at under 90% of what was sent with it):
+    /// when, and the rate the path delivered then.
+    private var saturatingProbe: (nanos: Int64, rate: Double)?
+    /// After a probe that saturated the path, this long, overuse is the probe's own queue when the
+    /// subscriber's media alone leave ``drainingShare`` of the measured rate free: the queue drains
+    /// by itself, and the estimate is not cut for it.
+    static let probeQueueNanos: Int64 = 1_000_000_000
+    static let drainingShare = 0.2
 
     package init(configuration: Configuration = Configuration()) {
         self.configuration = configuration
@@ -137,6 +149,8 @@ package struct BandwidthEstimator: Sendable {
         lossFraction = 0
         probes.removeAll()
         probeResults.removeAll()
+        recent.removeAll()
+        saturatingProbe = nil
     }
 
     /// A probe cluster to send now, if one is due: its id (stamp it on the packets' send-history
@@ -180,16 +194,20 @@ package struct BandwidthEstimator: Sendable {
         guard !results.isEmpty else { return }
         for r in results {
             lossWindow.append((nowNanos, r.arrivalNanos == nil))
+            recent.append((r.sendNanos, r.arrivalNanos, r.size))
             guard let arrival = r.arrivalNanos else { continue }
             if let c = r.probeCluster { probeResults[c, default: []].append(r) }
             acked.append((arrival, r.size))
             addToGroups(send: r.sendNanos, arrival: arrival, nowNanos: nowNanos)
         }
         updateAcked()
+        if let newest = recent.last?.send, let first = recent.first?.send, newest - first > Self.recentWindowNanos {
+            recent.removeAll { newest - $0.send > Self.recentWindowNanos }
+        }
         for (cluster, probe) in probes {
             let got = probeResults[cluster]?.count ?? 0
             if got * 10 >= probe.packets * 8 || nowNanos - probe.started > 1_000_000_000 {
-                evaluateProbe(cluster, probeResults.removeValue(forKey: cluster) ?? [])
+                evaluateProbe(cluster, probeResults.removeValue(forKey: cluster) ?? [], nowNanos: nowNanos)
             }
         }
         updateLoss(nowNanos: nowNanos)
@@ -301,6 +319,8 @@ package struct BandwidthEstimator: Sendable {
                 probeCapUntil = nowNanos + probeCapHoldNanos
                 lastProbeSuccess = nil
             }
+            // The probe's own queue: later probes wait (the cap above), the estimate stays.
+            if probeQueueDraining(nowNanos: nowNanos) { break }
             if lastDecreaseNanos.map({ nowNanos - $0 >= rttNanos + 100_000_000 }) ?? true {
                 // What the path delivers now: the last 150 ms when they say less than the last 500 ms
                 // (a step down is then met in one decrease, not in several RTTs of overshoot).
@@ -347,6 +367,16 @@ package struct BandwidthEstimator: Sendable {
         estimate = max(configuration.minBitrate, min(delayBased, lossBased))
     }
 
+    /// Overuse that a probe caused: one saturated the path within ``probeQueueNanos`` while the subscriber's media alone (what its allocation costs)
+    /// leave ``drainingShare`` of what the path delivered then free. That queue is the probe's own
+    /// and the media drain it: cutting the estimate to the media's rate for it (what a small
+    /// `tc tbf` queue did after every probe, issue 20) throws away what the probe just measured.
+    /// Overuse that lasts past the window, or loss, still cuts.
+    private func probeQueueDraining(nowNanos: Int64) -> Bool {
+        guard let probe = saturatingProbe, nowNanos - probe.nanos < Self.probeQueueNanos, allocatedBitrate > 0 else { return false }
+        return allocatedBitrate <= (1 - Self.drainingShare) * probe.rate
+    }
+
     /// Congestion at `bitrate`: what was carried above it is no longer proven.
     private mutating func forgetProven(above bitrate: Double) {
         provenSamples.removeAll { $0.bitrate > bitrate }
@@ -388,16 +418,27 @@ package struct BandwidthEstimator: Sendable {
 
     // MARK: probing
 
-    private mutating func evaluateProbe(_ cluster: Int, _ packets: [PacketResult]) {
+    private mutating func evaluateProbe(_ cluster: Int, _ packets: [PacketResult], nowNanos: Int64) {
         guard let probe = probes.removeValue(forKey: cluster), packets.count >= 4 else { return }
         let sorted = packets.sorted { ($0.arrivalNanos ?? 0) < ($1.arrivalNanos ?? 0) }
         guard let firstArrival = sorted.first?.arrivalNanos, let lastArrival = sorted.last?.arrivalNanos, lastArrival > firstArrival else { return }
         let sends = packets.map(\.sendNanos)
         guard let firstSend = sends.min(), let lastSend = sends.max(), lastSend > firstSend else { return }
-        let bytes = Double(sorted.dropFirst().reduce(0) { $0 + $1.size })
-        let receiveRate = bytes * 8 * 1e9 / Double(lastArrival - firstArrival)
-        let sendRate = bytes * 8 * 1e9 / Double(lastSend - firstSend)
+        // Everything sent and received over the probe's spans, the media beside it included: the
+        // path carried both (a probe sent on top of the media overfills a link the probe alone fits).
+        let sentBytes = recent.reduce(0) { $0 + ($1.send > firstSend && $1.send <= lastSend ? $1.size : 0) }
+        let receivedBytes = recent.reduce(0) { acc, r in
+            guard let a = r.arrival, a > firstArrival, a <= lastArrival else { return acc }
+            return acc + r.size
+        }
+        let receiveRate = Double(receivedBytes) * 8 * 1e9 / Double(lastArrival - firstArrival)
+        let sendRate = Double(sentBytes) * 8 * 1e9 / Double(lastSend - firstSend)
         var measured = min(receiveRate, sendRate, probe.rate)
+        if receiveRate < 0.9 * sendRate {
+            // What the path delivered at saturation: what it carries (learned, as carried media are).
+            saturatingProbe = (nowNanos, receiveRate)
+            provenSamples.append((nowNanos, receiveRate))
+        }
         // Received at under 90% of its send rate, the probe saturated the path: it measured the
         // bottleneck, not our share of it (cross traffic hardly interleaves with a 15 ms burst).
         // While the media fill the estimate near the last overuse, that share is at most what the
@@ -409,7 +450,7 @@ package struct BandwidthEstimator: Sendable {
         // The path carried the probe: the estimate may jump to what arrived.
         if measured > delayBased {
             // If overuse follows, the cap is what the probe raised the estimate to (the path held it only briefly).
-            lastProbeSuccess = (lastRateUpdateNanos ?? 0, min(probe.rate, 0.95 * measured))
+            lastProbeSuccess = (lastRateUpdateNanos ?? 0, 0.95 * measured)
             lastProbeRaise = lastRateUpdateNanos ?? 0
             if measured >= 0.8 * probe.rate { probeCarried = lastRateUpdateNanos ?? 0 }
             delayBased = min(configuration.maxBitrate, 0.95 * measured)
