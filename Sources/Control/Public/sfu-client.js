@@ -34,6 +34,32 @@ export const DEFAULT_SIMULCAST = [
   { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 2_500_000, scalabilityMode: "L1T3" },
 ];
 
+/**
+ * libwebrtc's maximum simulcast bitrate for a layer of this size (its kSimulcastFormats table, the
+ * row with the most pixels not above the layer's; the server's DownlinkController.nominalBitrate
+ * uses the same rows).
+ */
+export function simulcastMaxBitrate(width, height) {
+  const rows = [[1920 * 1080, 5_000_000], [1280 * 720, 2_500_000], [960 * 540, 1_200_000],
+                [640 * 360, 700_000], [480 * 270, 450_000], [320 * 180, 200_000]];
+  const pixels = width * height;
+  const row = rows.find(([p]) => pixels >= p);
+  return row ? row[1] : 200_000;
+}
+
+/**
+ * DEFAULT_SIMULCAST's layers with the caps for what the camera really delivers: a 1920x1080 camera
+ * sends 480x270, 960x540 and 1920x1080 at 450 kbit/s, 1.2 and 5 Mbit/s (a 2.5 Mbit/s cap would
+ * starve its top layer); 1280x720 keeps 200 k / 700 k / 2.5 M.
+ */
+export function simulcastForSize(width, height, layers = DEFAULT_SIMULCAST) {
+  if (!(width > 0 && height > 0)) return layers.map((e) => ({ ...e }));
+  return layers.map((e) => {
+    const by = e.scaleResolutionDownBy || 1;
+    return { ...e, maxBitrate: simulcastMaxBitrate(Math.round(width / by), Math.round(height / by)) };
+  });
+}
+
 /** What the camera is asked for when publishing with simulcast and no explicit video constraints. */
 export const SIMULCAST_CAPTURE = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } };
 
@@ -181,16 +207,24 @@ export class SFUClient extends EventTarget {
    * options: {audio: true|constraints, video: true|constraints, stream: MediaStream,
    *           simulcast: true|false|encodings (default: the constructor's option)}.
    * With simulcast and `video: true` the camera is asked for 1280x720 (SIMULCAST_CAPTURE) so that
-   * there are three layers to send.
+   * there are three layers to send; with the default layers their caps are libwebrtc's for the
+   * size the camera delivers (simulcastForSize).
    */
   async publish(options = {}) {
     if (this.state !== "joined") throw new Error("join a room first");
-    const encodings = this._simulcastEncodings(options.simulcast ?? this.options.simulcast);
+    const option = options.simulcast ?? this.options.simulcast;
+    let encodings = this._simulcastEncodings(option);
     let video = options.video ?? true;
     if (video === true && encodings) video = SIMULCAST_CAPTURE;
     const stream = options.stream || await navigator.mediaDevices.getUserMedia({
       audio: options.audio ?? true, video });
     this.localStream = stream;
+    const camera = stream.getVideoTracks()[0];
+    if (encodings && option === true && camera && camera.getSettings) {
+      // The default layers' caps follow the size the camera really gives (it may not honour 1280x720).
+      const { width, height } = camera.getSettings();
+      encodings = simulcastForSize(width, height);
+    }
     const pc = this._publisherPc();
     for (const track of stream.getTracks()) {
       const init = { direction: "sendonly", streams: [stream] };
