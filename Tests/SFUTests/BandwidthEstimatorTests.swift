@@ -56,6 +56,14 @@ struct EstimatorSimulation {
     var rateToSend: ((_ estimate: Double, _ nowNanos: Int64) -> Double)?
     /// An audio packet of this many bytes every 20 ms beside the rest (0: none), as a call has.
     var audioBytes = 0
+    /// A simulcast subscriber's allocation instead of `rateToSend`: the highest of these layers
+    /// (bits/s, lowest first) that the estimate carries (1.15x to go up, 1x to stay), sent as 30
+    /// frames a second, each switch starting with a keyframe of `keyframeBytes`; the estimator is
+    /// told what the layer costs, as the subscriber does.
+    var layers: [Double] = []
+    var keyframeBytes = 0
+    var layer = 0
+    var layerSwitches = 0
 
     init(capacity: Double) { link = SimulatedLink(capacity: capacity) }
 
@@ -92,7 +100,19 @@ struct EstimatorSimulation {
                 }
             }
             if audioBytes > 0, now % 20_000_000 == 0 { send(size: audioBytes, probe: nil) }
-            budget += (rateToSend?(estimator.estimate, now) ?? min(estimator.estimate, desired)) * 0.005 / 8
+            if !layers.isEmpty {
+                let before = layer
+                while layer + 1 < layers.count, estimator.estimate >= 1.15 * layers[layer + 1] { layer += 1 }
+                while layer > 0, estimator.estimate < layers[layer] { layer -= 1 }
+                if layer != before {
+                    layerSwitches += 1
+                    budget += Double(keyframeBytes)
+                }
+                estimator.allocatedBitrate = layers[layer]
+                budget += (now % 33_333_333 < 5_000_000 ? layers[layer] * 33.3 / 5 : 0) * 0.005 / 8
+            } else {
+                budget += (rateToSend?(estimator.estimate, now) ?? min(estimator.estimate, desired)) * 0.005 / 8
+            }
             while budget >= 1200 {
                 send(size: 1200, probe: nil)
                 budget -= 1200
@@ -277,6 +297,33 @@ struct BandwidthEstimatorTests {
         sim.run(seconds: 2)
         let fell = sim.trace.first { $0.t > 20 && $0.estimate < 500_000 }?.t
         #expect(fell.map { $0 < 21 } == true, "the estimate fell under 500 kbit/s \((fell ?? -1) - 20) s after the link went to 400 kbit/s")
+    }
+
+    /// The E2E's flip-flop at 1.2 Mbit/s (issue 20, 1 run in 10): after 500 kbit/s on the 320 layer
+    /// (150 kbit/s), the link opens to 1.2 Mbit/s; a probe lifts the estimate, the subscriber takes
+    /// the 640 layer (550 kbit/s) and its keyframe's burst fills the small queue; the overuse that
+    /// follows cut the estimate to 0.9x the acked rate (mostly the 320 layer), back down, and the
+    /// next probe lifted it again: 10 switches in 20 s. A burst of our own right after a probe
+    /// drains while the layer leaves room on the link. (The simulated link shows the flip-flop with
+    /// a keyframe well above its queue: 13 switches in 25 s before, 1 after.)
+    @Test func aKeyframeBurstAfterAProbeDoesNotSwitchTheLayerBackDown() {
+        var sim = EstimatorSimulation(capacity: 500_000)
+        sim.link.propagationNanos = 2_000_000
+        sim.estimator.setRTT(nanos: 5_000_000)
+        sim.desired = 2_500_000 * 1.15
+        sim.audioBytes = 120
+        sim.layers = [150_000, 550_000, 2_500_000]
+        // A keyframe far above what the queue holds: it overfills it (delay, then drops) at each switch.
+        sim.keyframeBytes = 60_000
+        sim.link.maxQueueNanos = 50_000_000
+        sim.run(seconds: 15)
+        #expect(sim.layer == 0)
+        sim.link.capacity = 1_200_000
+        sim.run(seconds: 5)
+        let settled = sim.layerSwitches
+        sim.run(seconds: 25)
+        #expect(sim.layer == 1, "on layer \(sim.layer) of a 1.2 Mbit/s link")
+        #expect(sim.layerSwitches - settled <= 1, "\(sim.layerSwitches - settled) switches in the 25 s after the first 5 at 1.2 Mbit/s")
     }
 
     @Test func followsAStepDownAndAStepUp() {

@@ -112,12 +112,12 @@ package struct BandwidthEstimator: Sendable {
     /// a probe is measured with the media sent beside it, since both fill the path.
     private var recent: [(send: Int64, arrival: Int64?, size: Int)] = []
     static let recentWindowNanos: Int64 = 1_500_000_000
-    /// The last probe that saturated the path (it arrived at under 90% of what was sent with it):
-    /// when, and the rate the path delivered then.
-    private var saturatingProbe: (nanos: Int64, rate: Double)?
-    /// After a probe that saturated the path, this long, overuse is the probe's own queue when the
-    /// subscriber's media alone leave ``drainingShare`` of the measured rate free: the queue drains
-    /// by itself, and the estimate is not cut for it.
+    /// The last probe's measurement: when, and the rate the path delivered the probe and the media
+    /// beside it at (what arrived when the probe saturated the path, else what it carried).
+    private var probeMeasurement: (nanos: Int64, rate: Double)?
+    /// After a probe, this long, overuse is a burst of our own (the probe's queue, the keyframe of a
+    /// layer the new estimate allowed) when the subscriber's media alone leave ``drainingShare`` of
+    /// what the probe measured free: the queue drains by itself, and the estimate is not cut for it.
     static let probeQueueNanos: Int64 = 1_000_000_000
     static let drainingShare = 0.2
 
@@ -150,7 +150,7 @@ package struct BandwidthEstimator: Sendable {
         probes.removeAll()
         probeResults.removeAll()
         recent.removeAll()
-        saturatingProbe = nil
+        probeMeasurement = nil
     }
 
     /// A probe cluster to send now, if one is due: its id (stamp it on the packets' send-history
@@ -367,13 +367,17 @@ package struct BandwidthEstimator: Sendable {
         estimate = max(configuration.minBitrate, min(delayBased, lossBased))
     }
 
-    /// Overuse that a probe caused: one saturated the path within ``probeQueueNanos`` while the subscriber's media alone (what its allocation costs)
-    /// leave ``drainingShare`` of what the path delivered then free. That queue is the probe's own
-    /// and the media drain it: cutting the estimate to the media's rate for it (what a small
-    /// `tc tbf` queue did after every probe, issue 20) throws away what the probe just measured.
+    /// Overuse that a burst of our own caused: a probe measured the path within ``probeQueueNanos``
+    /// and the subscriber's media alone (what its allocation costs, the layer the probe let it take
+    /// included) leave ``drainingShare`` of what the path delivered then free. That queue is the
+    /// probe's own, or the keyframe burst of the layer switched to on the new estimate, and the
+    /// media drain it: cutting the estimate to 0.9x the acked rate for it, which is mostly the
+    /// lower layer sent before, throws away what the probe just measured (issue 20: a small
+    /// `tc tbf` queue cut the estimate after every probe, and at 1.2 Mbit/s a subscriber flipped
+    /// between two layers every second: probe, upgrade, the keyframe's queue, cut, downgrade).
     /// Overuse that lasts past the window, or loss, still cuts.
     private func probeQueueDraining(nowNanos: Int64) -> Bool {
-        guard let probe = saturatingProbe, nowNanos - probe.nanos < Self.probeQueueNanos, allocatedBitrate > 0 else { return false }
+        guard let probe = probeMeasurement, nowNanos - probe.nanos < Self.probeQueueNanos, allocatedBitrate > 0 else { return false }
         return allocatedBitrate <= (1 - Self.drainingShare) * probe.rate
     }
 
@@ -434,19 +438,21 @@ package struct BandwidthEstimator: Sendable {
         let receiveRate = Double(receivedBytes) * 8 * 1e9 / Double(lastArrival - firstArrival)
         let sendRate = Double(sentBytes) * 8 * 1e9 / Double(lastSend - firstSend)
         var measured = min(receiveRate, sendRate, probe.rate)
-        if receiveRate < 0.9 * sendRate {
-            // What the path delivered at saturation: what it carries (learned, as carried media are).
-            saturatingProbe = (nowNanos, receiveRate)
-            provenSamples.append((nowNanos, receiveRate))
-        }
+        let saturated = receiveRate < 0.9 * sendRate
+        // What the path delivered: at saturation, what arrived (what it carries); else what it carried.
+        var delivered = saturated ? receiveRate : measured
         // Received at under 90% of its send rate, the probe saturated the path: it measured the
         // bottleneck, not our share of it (cross traffic hardly interleaves with a 15 ms burst).
         // While the media fill the estimate near the last overuse, that share is at most what the
         // path delivered then (libwebrtc probes only an application-limited sender).
-        if receiveRate < 0.9 * sendRate, nearLastOveruse, let atOveruse = bitrateAtOveruse,
+        if saturated, nearLastOveruse, let atOveruse = bitrateAtOveruse,
            let acked = ackedBitrate, acked >= 0.9 * delayBased {
             measured = min(measured, atOveruse)
+            delivered = min(delivered, atOveruse)
         }
+        probeMeasurement = (nowNanos, delivered)
+        // What a saturating probe delivered counts as carried, as media the path carried do.
+        if saturated { provenSamples.append((nowNanos, delivered)) }
         // The path carried the probe: the estimate may jump to what arrived.
         if measured > delayBased {
             // If overuse follows, the cap is what the probe raised the estimate to (the path held it only briefly).
