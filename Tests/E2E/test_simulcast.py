@@ -350,13 +350,14 @@ def is_low(s: dict) -> bool:
 class Room:
     """A room with a Chromium publisher (simulcast, 720p test pattern) already sending 3 layers."""
 
-    def __init__(self, sfu, key: str, chromiums, video_file: pathlib.Path, label: str):
+    def __init__(self, sfu, key: str, chromiums, video_file: pathlib.Path, label: str, publisher_params: str = ""):
         self.sfu, self.key = sfu, key
         self.api = ControlAPI(base_url(sfu), key)
         self.id = self.api.create_room(name=label)["id"]
         secure = [base_url(sfu)] if sfu.host != "127.0.0.1" else []
         self.publisher = chromiums("publisher", video_file=video_file, secure_origins=secure)
-        self.publisher.open(page_url(sfu, self.api.token(self.id, "pub", role="doctor", name="Publisher")["token"], True))
+        self.publisher.open(page_url(sfu, self.api.token(self.id, "pub", role="doctor", name="Publisher")["token"], True)
+                            + publisher_params)
         self.pub_peer = wait_joined(self.publisher)
         self.pages = {"publisher": self.publisher}
 
