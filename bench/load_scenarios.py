@@ -294,6 +294,38 @@ def run_one(name: str, kind: str, args, bindir: pathlib.Path, workdir: pathlib.P
         target.stop()
 
 
+def run_ramp(kind: str, args, bindir: pathlib.Path, workdir: pathlib.Path) -> dict:
+    """`sfu-load --ramp-step` against a fresh pinned target: scenario (a)'s shape, more subscribers
+    each step until loss or p99 latency passes its limit; the JSON ramp report."""
+    target = Target(kind, args.server_core, bindir, workdir)
+    try:
+        cmd = ["taskset", "-c", str(args.load_core), str(bindir / "sfu-load"), *target.target_args,
+               "--publishers", "1", "--bitrate", "1.5M", "--remb", "50M", "--ramp-step", str(args.ramp_step),
+               "--ramp-max", str(args.ramp_max), "--duration", str(args.ramp_duration), "--warmup", "2",
+               "--server-pid", str(target.proc.pid), "--json", *args.load_args.split()]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+        if not done.stdout.strip().startswith("{"):
+            raise RuntimeError(f"sfu-load --ramp-step failed ({done.returncode}): {done.stderr[-2000:]}")
+        return json.loads(done.stdout)
+    finally:
+        target.stop()
+
+
+def ramp_table(ramps: dict[str, dict]) -> list[str]:
+    lines = ["| target | capacity: forwarded packets/s | at subscribers | server CPU | CPU us per forwarded packet | load tool CPU | "
+             "capacity vs floor | first step over the limits |", "|---|---|---|---|---|---|---|---|"]
+    floor_cap = ((ramps.get("floor") or {}).get("capacity") or {}).get("forwarded_per_s")
+    for kind, r in ramps.items():
+        c = r.get("capacity") or {}
+        over = next((st for st in r.get("steps", []) if not st.get("passed")), None)
+        over_text = (f"{over['subscribers']} subscribers: {', '.join(over['failed'])} ({fmt(over['forwarded_per_s'], 0)} packets/s, "
+                     f"load tool {fmt(over.get('load_tool_cpu_percent'), 0)} %)") if over else "none (the ramp's maximum passed)"
+        ratio = f"{c['forwarded_per_s'] / floor_cap:.2f}x" if (c.get("forwarded_per_s") and floor_cap and kind != "floor") else "-"
+        lines.append(f"| {kind} | {fmt(c.get('forwarded_per_s'), 0)} | {c.get('subscribers', '-')} | {fmt(c.get('server_cpu_percent'), 0)} % "
+                     f"| {fmt(c.get('server_us_per_packet'), 2)} | {fmt(c.get('load_tool_cpu_percent'), 0)} % | {ratio} | {over_text} |")
+    return lines
+
+
 def fmt(v, digits=1) -> str:
     return "-" if v is None else f"{v:,.{digits}f}"
 
@@ -333,6 +365,10 @@ def main() -> int:
     ap.add_argument("--logs", help="keep each run's server log (and data) under this folder instead of a temporary one; "
                     "SFU_LOG_LEVEL=debug in the environment makes the SFU's log verbose")
     ap.add_argument("--load-args", default="", help="more sfu-load options for every run, e.g. --load-args=--busy-poll")
+    ap.add_argument("--ramp-step", type=int, default=100, help="capacity at saturation: subscribers added per ramp step (0: no ramp)")
+    ap.add_argument("--ramp-max", type=int, default=1000)
+    ap.add_argument("--ramp-duration", type=float, default=5, help="each ramp step's window, seconds")
+    ap.add_argument("--ramp-targets", default="sfu,floor")
     ap.add_argument("--server-core", type=int, default=1)
     ap.add_argument("--load-core", type=int, default=0)
     args = ap.parse_args()
@@ -369,6 +405,22 @@ def main() -> int:
                 s, lat = r.get("server", {}), r.get("latency_ms", {})
                 print(f"   {r['forwarded_per_s']:,.0f} forwarded/s, lost {r['received']['lost']}, paused {r['received'].get('paused_by_server', 0)}, p99 {lat.get('p99')} ms, "
                       f"{s.get('cpu_us_per_packet')} us/packet, {s.get('packets_per_s_per_core')} packets/s/core", flush=True)
+        ramps: dict[str, dict] = {}
+        for kind in [k for k in args.ramp_targets.split(",") if k in ("sfu", "floor")] if args.ramp_step > 0 else []:
+            print(f"== capacity at saturation: {kind} (ramp of {args.ramp_step} subscribers a step)", flush=True)
+            workdir = pathlib.Path(args.logs or tmp) / f"ramp-{kind}"
+            workdir.mkdir(parents=True, exist_ok=bool(args.logs))
+            try:
+                r = run_ramp(kind, args, bindir, workdir)
+            except (RuntimeError, subprocess.SubprocessError, json.JSONDecodeError) as e:
+                print(f"   failed: {e}", file=sys.stderr)
+                failures += 1
+                continue
+            ramps[kind] = r
+            (raw_dir / f"ramp-{kind}.json").write_text(json.dumps(r, indent=1, sort_keys=True) + "\n")
+            for st in r.get("steps", []):
+                print(f"   {st['subscribers']} subscribers: {st['forwarded_per_s']:,.0f} forwarded/s, loss {st['loss_percent']} %, p99 {st.get('p99_ms')} ms, "
+                      f"server {st.get('server_cpu_percent')} %, load tool {st.get('load_tool_cpu_percent')} %" + ("" if st["passed"] else " -> over"), flush=True)
     elapsed = time.monotonic() - started
     doc = ["# Forwarding benchmark results", "",
            "Written by `make bench` (scripts/bench.sh -> bench/load_scenarios.py); how to read it: docs/BENCHMARKS.md.", ""]
@@ -380,7 +432,8 @@ def main() -> int:
             "subscriber minus the publisher's send stamp (one host, one clock).", ""]
     for name in names:
         doc.append(f"- {SCENARIOS[name]['title']}: `sfu-load {' '.join(SCENARIOS[name]['args'])}`")
-    doc += [""] + table(results, names) + [""]
+    if names:
+        doc += [""] + table(results, names) + [""]
     busy = [f"{n}/{k} ({r['load_average_before']:.1f})" for n, d in results.items() for k, r in d.items() if r.get("load_average_before", 0) > 1.5]
     if busy:
         doc += [f"Other work was running on the machine (1-minute load average before the run): {', '.join(busy)}; "
@@ -394,7 +447,14 @@ def main() -> int:
         for k, r in d.items():
             if SCENARIOS[n].get("composite"):
                 doc += composite_note(n, r)
-    doc += ["Raw reports: bench/results/<scenario>-<target>.json.", ""]
+    if ramps:
+        doc += ["## Capacity at saturation", "",
+                f"`sfu-load --ramp-step {args.ramp_step}`: scenario (a)'s shape (one 1.5 Mbit/s video + audio publisher per room, up to 99 "
+                f"subscribers each, REMB subscribers), {args.ramp_step} more subscribers a step ({args.ramp_duration:g} s window each), on the same "
+                "pinned cores; a step passes with loss under 0.5 % and p99 latency under 50 ms. Capacity = the forwarded packets/s of the "
+                "last step that passed. A load tool near 100 % of its core means the load tool, not the target, set the limit.", ""]
+        doc += ramp_table(ramps) + [""]
+    doc += ["Raw reports: bench/results/<scenario>-<target>.json (ramp-<target>.json for the ramps).", ""]
     out.write_text("\n".join(doc))
     print(f"wrote {out} ({elapsed:.0f} s)")
     return 1 if failures else 0

@@ -14,7 +14,9 @@ import SFU
 /// `sendmmsg` batch. No SFU logic: no header rewriting, statistics, NACK, keyframe gating,
 /// retransmission buffers or RTCP of its own (incoming RTCP is decrypted and dropped).
 ///
-/// Peers are set up over a line-based JSON control connection (``FloorControlClient``), not SDP.
+/// Peers are set up over a line-based JSON control connection (``FloorControlClient``), not SDP,
+/// and live as long as it: when it closes, its peers are closed and leave their rooms (a ramp's
+/// next step, or the next run against the same floor, must not forward to the last one's peers).
 final class FloorServer {
     final class Room {
         var subscribers: [Session] = []
@@ -74,6 +76,8 @@ final class FloorServer {
     private var demux = SessionDemux()
     private var rooms: [String: Room] = [:]
     private var controls: [Int32: [UInt8]] = [:]
+    /// The sessions each control connection set up.
+    private var sessionsByControl: [Int32: [Session]] = [:]
     private let receiveBatch = DatagramReceiveBatch(capacity: 32, slotSize: 2048)
     private let sendBatch = DatagramSendBatch(capacity: 64, slotSize: 1536)
     fileprivate var closed: [Session] = []
@@ -172,33 +176,35 @@ final class FloorServer {
         var chunk = [UInt8](repeating: 0, count: 16384)
         let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
         if n <= 0 {
-            if n == 0 || (errno != EAGAIN && errno != EINTR) {
-                poller.remove(fd)
-                close(fd)
-                controls[fd] = nil
-            }
+            if n == 0 || (errno != EAGAIN && errno != EINTR) { closeControl(fd) }
             return
         }
         var buffer = (controls[fd] ?? []) + chunk[0..<n]
         while let newline = buffer.firstIndex(of: 10) {
             let line = Array(buffer[..<newline])
             buffer.removeFirst(newline + 1)
-            let reply = handle(line)
+            let reply = handle(line, control: fd)
             // Replies are small: a blocking write is fine on this control path.
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
             try? Sockets.writeAll(fd, JSON.encode(reply) + [10])
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
         }
         guard buffer.count < 1 << 16 else {
-            poller.remove(fd)
-            close(fd)
-            controls[fd] = nil
+            closeControl(fd)
             return
         }
         controls[fd] = buffer
     }
 
-    private func handle(_ line: [UInt8]) -> FloorControl.Reply {
+    /// A control connection ended: its peers go with it (removed at the next tick, as closed ones are).
+    private func closeControl(_ fd: Int32) {
+        poller.remove(fd)
+        close(fd)
+        controls[fd] = nil
+        for s in sessionsByControl.removeValue(forKey: fd) ?? [] { s.transport.close(reason: "control connection closed") }
+    }
+
+    private func handle(_ line: [UInt8], control fd: Int32) -> FloorControl.Reply {
         guard let request = JSON.decode(FloorControl.Request.self, line),
               let fingerprint = CertificateFingerprint(sdpValue: request.fingerprint) else {
             return .init(error: "bad request")
@@ -218,6 +224,7 @@ final class FloorServer {
         transport.delegate = session
         demux.add(session)
         if role == "subscriber" { room.subscribers.append(session) }
+        sessionsByControl[fd, default: []].append(session)
         return .init(ufrag: local.ufrag, pwd: local.password, fingerprint: "sha-256 " + context.certificate.sha256Fingerprint,
                      host: mediaAddress.host, port: Int(mediaAddress.port))
     }

@@ -56,6 +56,18 @@ struct Report {
     var serverPID: Int32?
     var serverCPUSeconds: Double?
     var serverPeakRSSBytes: Int?
+    /// The server's resident memory before anyone joined and at the window's end (after the warm-up
+    /// and the window, so buffers that fill with media are full).
+    var serverRSSBeforeBytes: Int?
+    var serverRSSEndBytes: Int?
+    /// Participants and forwarded tracks (consumers: one per track a participant receives, a
+    /// simulcast track counting once) in the scenario.
+    var participantCount = 0
+    var consumerCount = 0
+    var serverRSSGrowthBytes: Int? {
+        guard let a = serverRSSBeforeBytes, let b = serverRSSEndBytes else { return nil }
+        return b - a
+    }
     var loadCPUSeconds: Double?
     var keyframesSent = 0
     var keyframeRequests = 0
@@ -130,6 +142,10 @@ struct Report {
             }
             if let rss = serverPeakRSSBytes { s += ", peak RSS \(f(Double(rss) / 1_048_576, 1)) MiB" }
             lines.append(s)
+            if let growth = serverRSSGrowthBytes, participantCount > 0 {
+                lines.append("memory    server RSS +\(f(Double(growth) / 1_048_576, 1)) MiB for \(participantCount) participants and \(consumerCount) consumers "
+                             + "(\(f(Double(growth) / 1024 / Double(participantCount), 1)) KiB per participant with its consumers)")
+            }
         }
         if let cpu = loadCPUSeconds {
             var l = "load tool \(f(cpu, 3)) CPU s (\(f(cpu * 100 / max(windowSeconds, 1e-9), 1)) % of a core)"
@@ -186,6 +202,9 @@ struct JSONReport: Encodable {
         var pid: Int?
         var cpuS, peakRssMb, cpuUsPerPacket: Double?
         var packetsPerSPerCore: Int?
+        /// Resident memory before anyone joined and at the window's end, bytes.
+        var rssBeforeBytes, rssEndBytes: Int?
+        var participants, consumers: Int
         var cpuPercent: Double?
     }
     struct LoadTool: Encodable {
@@ -243,6 +262,8 @@ struct JSONReport: Encodable {
                         peakRssMb: r.serverPeakRSSBytes.map { round3(Double($0) / 1_048_576) },
                         cpuUsPerPacket: r.cpuMicrosPerPacket.map(round3),
                         packetsPerSPerCore: r.packetsPerSecondPerCore.map { Int($0.rounded()) },
+                        rssBeforeBytes: r.serverRSSBeforeBytes, rssEndBytes: r.serverRSSEndBytes,
+                        participants: r.participantCount, consumers: r.consumerCount,
                         cpuPercent: r.serverCPUSeconds.flatMap { r.windowSeconds > 0 ? round3($0 * 100 / r.windowSeconds) : nil })
         loadTool = r.loadCPUSeconds.map {
             LoadTool(cpuS: round6($0), cpuPercent: round3(r.windowSeconds > 0 ? $0 * 100 / r.windowSeconds : 0),
@@ -338,6 +359,12 @@ extension LoadRunner {
         report.serverPID = s.serverPID
         if let a = serverCPU.start, let b = serverCPU.end { report.serverCPUSeconds = b - a }
         if let pid = s.serverPID { report.serverPeakRSSBytes = ProcessUsage(pid: pid).peakRSSBytes }
+        report.serverRSSBeforeBytes = serverRSS.before
+        report.serverRSSEndBytes = serverRSS.end
+        // Every participant receives every track of the room's publishers but its own.
+        let tracks = (s.audio ? 1 : 0) + (s.video ? 1 : 0)
+        report.participantCount = s.rooms * (s.publishers + s.subscribers)
+        report.consumerCount = s.rooms * s.publishers * tracks * (s.subscribers + s.publishers - 1)
         if let a = loadCPU.start, let b = loadCPU.end { report.loadCPUSeconds = b - a }
         report.setupIncomplete = setupIncomplete
         report.log = log

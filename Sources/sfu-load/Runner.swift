@@ -89,6 +89,8 @@ final class LoadRunner {
     var windowEndNanos: Int64 = 0
     var setupSeconds = 0.0
     var serverCPU: (start: Double?, end: Double?) = (nil, nil)
+    /// The server's resident memory before the first participant joined and when the window closed.
+    var serverRSS: (before: Int?, end: Int?) = (nil, nil)
     var loadCPU: (start: Double?, end: Double?) = (nil, nil)
     var sentAtOpen: [UInt32: Int] = [:]
     var sentBytes: [UInt32: (start: Int, end: Int)] = [:]
@@ -297,6 +299,7 @@ final class LoadRunner {
 
     func run() throws -> Report {
         let setupStart = Clock.monotonicNanos
+        serverRSS.before = scenario.serverPID.flatMap { ProcessUsage(pid: $0).rssBytes }
         try setup()
         phase = .connecting(deadline: setupStart + Int64(scenario.setupTimeoutSeconds * 1e9))
         var nextTick = Clock.monotonicNanos
@@ -456,6 +459,7 @@ final class LoadRunner {
 
     func closeWindow(_ now: Int64) {
         serverCPU.end = scenario.serverPID.flatMap { ProcessUsage(pid: $0).cpuSeconds }
+        serverRSS.end = scenario.serverPID.flatMap { ProcessUsage(pid: $0).rssBytes }
         loadCPU.end = ProcessUsage(pid: getpid()).cpuSeconds
         tally.closeWindow(counters: counters())
         windowEndNanos = now

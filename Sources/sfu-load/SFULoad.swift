@@ -60,6 +60,11 @@ struct Run: ParsableCommand {
     @Flag(help: "Log setup progress to stderr.") var verbose = false
     @Flag(help: ArgumentHelp("Media over ICE-TCP: each peer connection connects to the server's passive TCP candidate (RFC 6544, RFC 4571 framing) instead of UDP.",
                              discussion: "For CPU per forwarded packet over TCP beside UDP. Not with --floor (it has no TCP side).")) var tcp = false
+    @Option(help: ArgumentHelp("Ramp: run scenario (a)'s shape (one publisher per room fanning out to up to 99 subscribers) again and again with this many more subscribers each step, until a step fails.",
+                               discussion: "Each step is a whole run (setup, warm-up, window, rooms deleted). A step passes with loss under --ramp-max-loss % and p99 latency under --ramp-max-p99 ms; the capacity is the forwarded packets/s of the last step that passed. --rooms and --subscribers are ignored; --publishers is per room.")) var rampStep: Int?
+    @Option(help: "Ramp: stop after this many subscribers.") var rampMax = 2000
+    @Option(help: "Ramp: a step fails at this much loss, percent.") var rampMaxLoss = 0.5
+    @Option(help: "Ramp: a step fails at this p99 latency, ms.") var rampMaxP99 = 50.0
 
     func validate() throws {
         guard rooms >= 1, publishers >= 1, subscribers >= 0, duration > 0, fps >= 1, fps <= 120, keyframeInterval > 0 else {
@@ -69,6 +74,7 @@ struct Run: ParsableCommand {
         if let remb { guard parseBitrate(remb).map({ $0 >= 10_000 }) == true else { throw ValidationError("--remb: bits/s >= 10k, e.g. 50M") } }
         guard !(tcp && floor != nil) else { throw ValidationError("--tcp: the floor forwarder has no ICE-TCP side") }
         guard !(audioOnly && noAudio) else { throw ValidationError("--audio-only and --no-audio exclude each other") }
+        if let rampStep { guard rampStep >= 1, rampMax >= rampStep, publishers < 100 else { throw ValidationError("--ramp-step >= 1, --ramp-max >= it, publishers < 100") } }
         guard publishers + subscribers <= (floor == nil ? 100 : 1000) else {
             throw ValidationError("at most 100 participants per room (the control API's max_participants; 1000 with --floor): use more rooms")
         }
@@ -111,6 +117,10 @@ struct Run: ParsableCommand {
             limit.rlim_cur = limit.rlim_max
             _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
         }
+        if let rampStep {
+            try ramp(scenario, step: rampStep)
+            return
+        }
         let runner = try LoadRunner(scenario: scenario)
         let report: Report
         do {
@@ -123,6 +133,86 @@ struct Run: ParsableCommand {
         print(json ? JSON.string(report.json) : report.text)
         if report.packetsReceived == 0 { throw ExitCode(2) }
     }
+
+    /// The ramp: scenario (a)'s shape with `step` more subscribers each run, until loss or p99
+    /// latency passes its limit (or the setup does not complete); prints each step and the capacity.
+    func ramp(_ base: Scenario, step: Int) throws {
+        let perRoom = 100 - base.publishers
+        var steps: [RampStep] = []
+        var total = step
+        while total <= rampMax {
+            var s = base
+            s.rooms = (total + perRoom - 1) / perRoom
+            s.subscribers = (total + s.rooms - 1) / s.rooms
+            let runner = try LoadRunner(scenario: s)
+            let report: Report
+            do {
+                report = try runner.run()
+            } catch {
+                runner.teardown()
+                throw error
+            }
+            runner.teardown()
+            let p99 = report.latency?.p99
+            var failed: [String] = []
+            if !report.setupIncomplete.isEmpty { failed.append("setup incomplete") }
+            if report.lossPercent >= rampMaxLoss { failed.append("loss \(String(format: "%.3f", report.lossPercent)) %") }
+            if let p99, p99 >= rampMaxP99 { failed.append("p99 \(String(format: "%.1f", p99)) ms") }
+            if report.packetsReceived == 0 { failed.append("nothing received") }
+            let entry = RampStep(subscribers: s.rooms * s.subscribers, rooms: s.rooms, forwardedPerS: round3(report.forwardedPerSecond),
+                                 lossPercent: round3(report.lossPercent), p99Ms: p99.map(round3),
+                                 serverCPUPercent: report.serverCPUSeconds.map { round3($0 * 100 / max(report.windowSeconds, 1e-9)) },
+                                 serverUsPerPacket: report.cpuMicrosPerPacket.map(round3),
+                                 loadToolCPUPercent: report.loadCPUSeconds.map { round3($0 * 100 / max(report.windowSeconds, 1e-9)) },
+                                 passed: failed.isEmpty, failed: failed)
+            steps.append(entry)
+            if !json { print(entry.line) }
+            fflush(nil)
+            if !entry.passed { break }
+            total += step
+            // The server drops the last step's rooms and connections before the next one connects.
+            usleep(1_000_000)
+        }
+        let capacity = steps.last { $0.passed }
+        if json {
+            print(JSON.string(RampReport(target: base.targetName, publishersPerRoom: base.publishers, limits: .init(lossPercent: rampMaxLoss, p99Ms: rampMaxP99),
+                                         steps: steps, capacity: capacity)))
+        } else if let c = capacity {
+            print("capacity  \(Int(c.forwardedPerS)) forwarded packets/s with loss under \(rampMaxLoss) % and p99 under \(rampMaxP99) ms "
+                  + "(\(c.subscribers) subscribers\(c.serverCPUPercent.map { String(format: ", server %.0f %% of a core", $0) } ?? "")"
+                  + "\(c.loadToolCPUPercent.map { String(format: ", load tool %.0f %%", $0) } ?? ""))")
+        } else {
+            print("capacity  none: the first step (\(step) subscribers) already failed")
+        }
+        if capacity == nil { throw ExitCode(2) }
+    }
+}
+
+/// One step of `--ramp-step`.
+struct RampStep: Encodable {
+    var subscribers, rooms: Int
+    var forwardedPerS: Double
+    var lossPercent: Double
+    var p99Ms: Double?
+    var serverCPUPercent, serverUsPerPacket, loadToolCPUPercent: Double?
+    var passed: Bool
+    var failed: [String]
+
+    var line: String {
+        func f(_ v: Double?, _ d: Int) -> String { v.map { String(format: "%.\(d)f", $0) } ?? "-" }
+        return "step      \(subscribers) subscribers (\(rooms) rooms): \(Int(forwardedPerS)) forwarded packets/s, loss \(f(lossPercent, 3)) %, "
+            + "p99 \(f(p99Ms, 2)) ms, server \(f(serverCPUPercent, 0)) % of a core (\(f(serverUsPerPacket, 2)) us/packet), "
+            + "load tool \(f(loadToolCPUPercent, 0)) %" + (passed ? "" : " -> over: " + failed.joined(separator: ", "))
+    }
+}
+
+struct RampReport: Encodable {
+    struct Limits: Encodable { var lossPercent, p99Ms: Double }
+    var target: String
+    var publishersPerRoom: Int
+    var limits: Limits
+    var steps: [RampStep]
+    var capacity: RampStep?
 }
 
 struct Floor: ParsableCommand {

@@ -128,6 +128,52 @@ def test_load_tool_against_the_floor(load_bin, tmp_path):
         log.close()
 
 
+def run_ramp(load_bin: pathlib.Path, target: list[str], server_pid: int, *extra: str) -> dict:
+    cmd = [str(load_bin), *target, "--publishers", "1", "--bitrate", "150k", "--ramp-step", "2", "--ramp-max", "4",
+           "--duration", "1", "--warmup", "1", "--server-pid", str(server_pid), "--json", *extra]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"sfu-load --ramp-step exited with {done.returncode}:\n{done.stderr}\n{done.stdout}"
+    return json.loads(done.stdout)
+
+
+def check_ramp(r: dict, target: str) -> None:
+    """Two steps (2 then 4 subscribers), both within the limits, each forwarding to its subscribers
+    what one publisher sends (audio and video: ~2 x and ~4 x its packet rate), the capacity the last."""
+    assert r["target"] == target
+    assert r["limits"] == {"loss_percent": 0.5, "p99_ms": 50.0}, r["limits"]
+    steps = r["steps"]
+    assert [s["subscribers"] for s in steps] == [2, 4], steps
+    assert all(s["passed"] and not s["failed"] for s in steps), steps
+    assert r["capacity"] == steps[-1], r["capacity"]
+    per_subscriber = [s["forwarded_per_s"] / s["subscribers"] for s in steps]
+    assert all(p > 50 for p in per_subscriber), steps  # 50 audio packets/s alone
+    assert abs(per_subscriber[1] - per_subscriber[0]) < 0.3 * per_subscriber[0], steps
+    assert all(s["server_cpu_percent"] is not None and s["load_tool_cpu_percent"] is not None for s in steps), steps
+
+
+def test_load_tool_ramp_against_the_sfu(sfu_factory, load_bin):
+    """`--ramp-step`: each step is a whole run whose rooms are deleted after it."""
+    key = secrets.token_hex(16)
+    sfu = sfu_factory(env={"SFU_API_KEY": key, "SFU_LOG_LEVEL": "info"})
+    r = run_ramp(load_bin, ["--url", sfu.base_url, "--api-key", key], sfu.proc.pid, "--remb", "10M")
+    check_ramp(r, "sfu")
+    status, body = api(sfu, key, "GET", "/v1/rooms?status=open")
+    assert status == 200 and body["rooms"] == [], body
+
+
+def test_load_tool_ramp_against_the_floor(load_bin, tmp_path):
+    log = open(tmp_path / "floor.log", "w+")
+    floor = subprocess.Popen([str(load_bin), "floor"], stdout=subprocess.PIPE, stderr=log, text=True)
+    try:
+        m = re.search(r"control (\S+) pid", floor.stdout.readline())
+        assert m, "floor did not announce itself"
+        check_ramp(run_ramp(load_bin, ["--floor", m.group(1)], floor.pid), "floor")
+    finally:
+        floor.kill()
+        floor.wait()
+        log.close()
+
+
 def test_load_tool_refuses_a_wrong_api_key(sfu_factory, load_bin):
     sfu = sfu_factory(env={"SFU_API_KEY": secrets.token_hex(16)})
     done = subprocess.run([str(load_bin), "--url", sfu.base_url, "--api-key", "wrong", "--duration", "1"],
