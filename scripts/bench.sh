@@ -4,7 +4,8 @@
 #   scripts/bench.sh                 the forwarding benchmark (what `make bench` runs): release build of
 #                                    `sfu` and `sfu-load`, scenarios (a) 1 -> 50, (b) 10 rooms x 4 (also with
 #                                    a composite recording of one room running),
-#                                    (c) audio 1 -> 200 against the SFU and the floor, table in bench/results.md
+#                                    (c) audio 1 -> 200 against the SFU and the floor, then the capacity ramp
+#                                    (sfu-load --ramp-step 100) against both, tables in bench/results.md
 #   scripts/bench.sh scenarios ARGS  the same with bench/load_scenarios.py options (--duration 10, --only a, ...)
 #   scripts/bench.sh micro [ARGS]    the in-memory micro-benchmarks (Benchmarks/, ordo-one/benchmark), e.g.
 #   scripts/bench.sh --target RoomBenchmarks   (any first argument starting with -- means micro)
