@@ -121,17 +121,16 @@ struct Run: ParsableCommand {
             try ramp(scenario, step: rampStep)
             return
         }
-        let runner = try LoadRunner(scenario: scenario)
-        let report: Report
-        do {
-            report = try runner.run()
-        } catch {
-            runner.teardown()
-            throw error
-        }
-        runner.teardown()
+        let report = try Self.runOnce(scenario)
         print(json ? JSON.string(report.json) : report.text)
         if report.packetsReceived == 0 { throw ExitCode(2) }
+    }
+
+    /// One whole run: setup, warm-up, window; the rooms (or floor peers) are gone after it either way.
+    static func runOnce(_ scenario: Scenario) throws -> Report {
+        let runner = try LoadRunner(scenario: scenario)
+        defer { runner.teardown() }
+        return try runner.run()
     }
 
     /// The ramp: scenario (a)'s shape with `step` more subscribers each run, until loss or p99
@@ -144,15 +143,7 @@ struct Run: ParsableCommand {
             var s = base
             s.rooms = (total + perRoom - 1) / perRoom
             s.subscribers = (total + s.rooms - 1) / s.rooms
-            let runner = try LoadRunner(scenario: s)
-            let report: Report
-            do {
-                report = try runner.run()
-            } catch {
-                runner.teardown()
-                throw error
-            }
-            runner.teardown()
+            let report = try Self.runOnce(s)
             let p99 = report.latency?.p99
             var failed: [String] = []
             if !report.setupIncomplete.isEmpty { failed.append("setup incomplete") }

@@ -67,6 +67,15 @@ struct EstimatorSimulation {
 
     init(capacity: Double) { link = SimulatedLink(capacity: capacity) }
 
+    /// A `tc tbf`-like bottleneck on a LAN: a queue of `queueNanos`, 2 ms of propagation, a 5 ms RTT.
+    static func lan(capacity: Double, queueNanos: Int64 = 80_000_000) -> EstimatorSimulation {
+        var sim = EstimatorSimulation(capacity: capacity)
+        sim.link.maxQueueNanos = queueNanos
+        sim.link.propagationNanos = 2_000_000
+        sim.estimator.setRTT(nanos: 5_000_000)
+        return sim
+    }
+
     mutating func send(size: Int, probe: Int?) {
         history.onSent(sequence: sequence, sendNanos: now, size: size, probeCluster: probe)
         if let arrival = link.send(size: size, now: now) { inFlight.append((arrival, sequence)) }
@@ -132,6 +141,12 @@ struct EstimatorSimulation {
             }
             trace.append((Double(now) / 1e9, estimator.estimate))
         }
+    }
+
+    /// The estimates after `seconds`, and their mean.
+    func steady(after seconds: Double) -> (values: [Double], mean: Double) {
+        let values = trace.filter { $0.t > seconds }.map(\.estimate)
+        return (values, values.reduce(0, +) / Double(max(values.count, 1)))
     }
 
     /// The last time in the trace the estimate was outside `range` (nil: never after `from`).
@@ -236,16 +251,12 @@ struct BandwidthEstimatorTests {
     /// 10 ms RTT, which overshoots a small link every second and cuts it back each time).
     @Test(arguments: [500_000.0, 1_200_000.0, 2_500_000.0])
     func aLimitedLinkIsUsedWithinFifteenPercentAtSteadyState(_ capacity: Double) {
-        var sim = EstimatorSimulation(capacity: capacity)
-        sim.link.maxQueueNanos = 80_000_000
-        sim.link.propagationNanos = 2_000_000
-        sim.estimator.setRTT(nanos: 5_000_000)
+        var sim = EstimatorSimulation.lan(capacity: capacity)
         sim.desired = 5_000_000
         // Frames, as the SFU forwards them (no pacer): each 33 ms frame's packets in one 5 ms step.
         sim.rateToSend = { estimate, now in now % 33_333_333 < 5_000_000 ? estimate * 33.3 / 5 : 0 }
         sim.run(seconds: 40)
-        let steady = sim.trace.filter { $0.t > 10 }.map(\.estimate)
-        let mean = steady.reduce(0, +) / Double(max(steady.count, 1))
+        let (_, mean) = sim.steady(after: 10)
         #expect(abs(mean - capacity) <= 0.15 * capacity, "mean estimate \(Int(mean)) on a \(Int(capacity)) bit/s link")
     }
 
@@ -258,10 +269,7 @@ struct BandwidthEstimatorTests {
     /// cut it to 0.9x the media's rate, and it decayed to the 300 kbit/s start rate between probes).
     @Test(arguments: [(500_000.0, 150_000.0), (1_200_000.0, 600_000.0)])
     func anApplicationLimitedSubscriberKnowsItsLinkWithinFifteenPercent(_ capacity: Double, _ sending: Double) {
-        var sim = EstimatorSimulation(capacity: capacity)
-        sim.link.maxQueueNanos = 80_000_000
-        sim.link.propagationNanos = 2_000_000
-        sim.estimator.setRTT(nanos: 5_000_000)
+        var sim = EstimatorSimulation.lan(capacity: capacity)
         // What the next layer would need, with headroom: probing goes on.
         sim.desired = 2_500_000 * 1.15
         sim.estimator.allocatedBitrate = sending
@@ -269,8 +277,7 @@ struct BandwidthEstimatorTests {
         // The layer's frames, each in one burst (the SFU forwards a frame's packets together).
         sim.rateToSend = { _, now in now % 33_333_333 < 5_000_000 ? sending * 33.3 / 5 : 0 }
         sim.run(seconds: 40)
-        let steady = sim.trace.filter { $0.t > 10 }.map(\.estimate)
-        let mean = steady.reduce(0, +) / Double(max(steady.count, 1))
+        let (steady, mean) = sim.steady(after: 10)
         #expect(abs(mean - capacity) <= 0.15 * capacity, "mean estimate \(Int(mean)) on a \(Int(capacity)) bit/s link, \(Int(sending)) bit/s sent")
         // Nor does it dip after each probe: a dip under what the next layer needs switches down and
         // up again, a keyframe each time (the E2E's 320 <-> 640 flips at 1.2 Mbit/s; before, the
@@ -283,10 +290,7 @@ struct BandwidthEstimatorTests {
     /// alone leave room on the link. When the link itself falls under what the media need (600
     /// kbit/s sent, the link from 1.2 Mbit/s to 400 kbit/s), the estimate still falls at once.
     @Test func aLinkThatFallsUnderTheMediaIsStillMetAfterProbes() {
-        var sim = EstimatorSimulation(capacity: 1_200_000)
-        sim.link.maxQueueNanos = 80_000_000
-        sim.link.propagationNanos = 2_000_000
-        sim.estimator.setRTT(nanos: 5_000_000)
+        var sim = EstimatorSimulation.lan(capacity: 1_200_000)
         sim.desired = 2_500_000 * 1.15
         sim.estimator.allocatedBitrate = 600_000
         sim.audioBytes = 120
@@ -307,9 +311,7 @@ struct BandwidthEstimatorTests {
     /// drains while the layer leaves room on the link. (The simulated link shows the flip-flop with
     /// a keyframe well above its queue: 13 switches in 25 s before, 1 after.)
     @Test func aKeyframeBurstAfterAProbeDoesNotSwitchTheLayerBackDown() {
-        var sim = EstimatorSimulation(capacity: 500_000)
-        sim.link.propagationNanos = 2_000_000
-        sim.estimator.setRTT(nanos: 5_000_000)
+        var sim = EstimatorSimulation.lan(capacity: 500_000)
         sim.desired = 2_500_000 * 1.15
         sim.audioBytes = 120
         sim.layers = [150_000, 550_000, 2_500_000]
