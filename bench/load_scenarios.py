@@ -271,21 +271,28 @@ def composite_note(name: str, r: dict) -> list[str]:
             f"{e.get('dropped', '?')} dropped.", ""]
 
 
+def load_report(target: Target, bindir: pathlib.Path, load_core: int, load_args: list[str], timeout: float) -> dict:
+    """`sfu-load` pinned to `load_core` against a started target with `load_args` (plus the target's
+    CPU and memory through --server-pid): its JSON report."""
+    cmd = ["taskset", "-c", str(load_core), str(bindir / "sfu-load"), *target.target_args, *load_args,
+           "--server-pid", str(target.proc.pid), "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if not done.stdout.strip().startswith("{"):
+        raise RuntimeError(f"sfu-load failed ({done.returncode}): {done.stderr[-2000:]}")
+    return json.loads(done.stdout)
+
+
 def run_one(name: str, kind: str, args, bindir: pathlib.Path, workdir: pathlib.Path) -> dict:
     composite = SCENARIOS[name].get("composite", False)
     target = Target(kind, args.server_core, bindir, workdir, log_level="info" if composite else None)
     watcher = None
     try:
-        cmd = ["taskset", "-c", str(args.load_core), str(bindir / "sfu-load"), *target.target_args,
-               *SCENARIOS[name]["args"], "--duration", str(args.duration), "--warmup", str(args.warmup),
-               "--server-pid", str(target.proc.pid), "--json", *args.load_args.split()]
         load_before = load_average()
         if composite:
             watcher = CompositeDuringLoad(target, publishers=4)
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + 180)
-        if done.returncode != 0 and not done.stdout.strip().startswith("{"):
-            raise RuntimeError(f"sfu-load failed ({done.returncode}): {done.stderr[-2000:]}")
-        report = json.loads(done.stdout)
+        report = load_report(target, bindir, args.load_core,
+                             [*SCENARIOS[name]["args"], "--duration", str(args.duration), "--warmup", str(args.warmup),
+                              *args.load_args.split()], timeout=args.duration + 180)
         report["load_average_before"] = load_before
         if watcher is not None:
             report["composite"] = watcher.finish()
@@ -299,14 +306,10 @@ def run_ramp(kind: str, args, bindir: pathlib.Path, workdir: pathlib.Path) -> di
     each step until loss or p99 latency passes its limit; the JSON ramp report."""
     target = Target(kind, args.server_core, bindir, workdir)
     try:
-        cmd = ["taskset", "-c", str(args.load_core), str(bindir / "sfu-load"), *target.target_args,
-               "--publishers", "1", "--bitrate", "1.5M", "--remb", "50M", "--ramp-step", str(args.ramp_step),
-               "--ramp-max", str(args.ramp_max), "--duration", str(args.ramp_duration), "--warmup", "2",
-               "--server-pid", str(target.proc.pid), "--json", *args.load_args.split()]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
-        if not done.stdout.strip().startswith("{"):
-            raise RuntimeError(f"sfu-load --ramp-step failed ({done.returncode}): {done.stderr[-2000:]}")
-        return json.loads(done.stdout)
+        return load_report(target, bindir, args.load_core,
+                           ["--publishers", "1", "--bitrate", "1.5M", "--remb", "50M", "--ramp-step", str(args.ramp_step),
+                            "--ramp-max", str(args.ramp_max), "--duration", str(args.ramp_duration), "--warmup", "2",
+                            *args.load_args.split()], timeout=3600)
     finally:
         target.stop()
 

@@ -19,14 +19,12 @@ Standard library only. Needs `.build/release/sfu` and `.build/release/sfu-load`.
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
-import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from load_scenarios import ROOT, Target, machine  # noqa: E402
+from load_scenarios import ROOT, Target, load_report, machine  # noqa: E402
 
 # (publishers, subscribers) per room, one room each: the counts differ enough in each direction for
 # the fit to tell a participant, a published track and a consumer apart.
@@ -52,14 +50,10 @@ def solve(rows: list[list[float]], ys: list[float]) -> list[float]:
 def run_config(bindir: pathlib.Path, workdir: pathlib.Path, pubs: int, subs: int, audio: bool, args) -> dict:
     target = Target("sfu", args.server_core, bindir, workdir)
     try:
-        cmd = ["taskset", "-c", str(args.load_core), str(bindir / "sfu-load"), *target.target_args,
-               "--rooms", "1", "--publishers", str(pubs), "--subscribers", str(subs), "--bitrate", args.bitrate,
-               "--duration", str(args.duration), "--warmup", str(args.warmup), "--remb", "50M",
-               "--server-pid", str(target.proc.pid), "--json", *([] if audio else ["--no-audio"])]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + 180)
-        if not done.stdout.strip().startswith("{"):
-            raise RuntimeError(f"sfu-load failed ({done.returncode}): {done.stderr[-2000:]}")
-        return json.loads(done.stdout)
+        return load_report(target, bindir, args.load_core,
+                           ["--rooms", "1", "--publishers", str(pubs), "--subscribers", str(subs), "--bitrate", args.bitrate,
+                            "--duration", str(args.duration), "--warmup", str(args.warmup), "--remb", "50M",
+                            *([] if audio else ["--no-audio"])], timeout=args.duration + 180)
     finally:
         target.stop()
 

@@ -108,6 +108,9 @@ struct Report {
         return Double(packetsReceived) / cpu
     }
 
+    /// CPU seconds over the window as percent of one core.
+    func percentOfWindow(_ cpuSeconds: Double) -> Double { cpuSeconds * 100 / max(windowSeconds, 1e-9) }
+
     var json: JSONReport { JSONReport(self) }
 
     var text: String {
@@ -136,7 +139,7 @@ struct Report {
             lines.append("latency   p50 \(f(l.p50, 3)) ms, p90 \(f(l.p90, 3)) ms, p99 \(f(l.p99, 3)) ms, max \(f(l.max, 3)) ms (\(l.count) samples)")
         }
         if let cpu = serverCPUSeconds {
-            var s = "server    \(f(cpu, 3)) CPU s (\(f(cpu * 100 / max(windowSeconds, 1e-9), 1)) % of a core)"
+            var s = "server    \(f(cpu, 3)) CPU s (\(f(percentOfWindow(cpu), 1)) % of a core)"
             if let us = cpuMicrosPerPacket, let pps = packetsPerSecondPerCore {
                 s += ", \(f(us, 3)) us per forwarded packet, \(Int(pps.rounded())) forwarded packets/s per core"
             }
@@ -148,7 +151,7 @@ struct Report {
             }
         }
         if let cpu = loadCPUSeconds {
-            var l = "load tool \(f(cpu, 3)) CPU s (\(f(cpu * 100 / max(windowSeconds, 1e-9), 1)) % of a core)"
+            var l = "load tool \(f(cpu, 3)) CPU s (\(f(percentOfWindow(cpu), 1)) % of a core)"
             if framesSkipped > 0 || pacerOverflows > 0 { l += "; ran late: \(framesSkipped) frames skipped, \(pacerOverflows) packets dropped by the pacer" }
             lines.append(l)
         }

@@ -152,9 +152,9 @@ struct Run: ParsableCommand {
             if report.packetsReceived == 0 { failed.append("nothing received") }
             let entry = RampStep(subscribers: s.rooms * s.subscribers, rooms: s.rooms, forwardedPerS: round3(report.forwardedPerSecond),
                                  lossPercent: round3(report.lossPercent), p99Ms: p99.map(round3),
-                                 serverCPUPercent: report.serverCPUSeconds.map { round3($0 * 100 / max(report.windowSeconds, 1e-9)) },
+                                 serverCPUPercent: report.serverCPUSeconds.map { round3(report.percentOfWindow($0)) },
                                  serverUsPerPacket: report.cpuMicrosPerPacket.map(round3),
-                                 loadToolCPUPercent: report.loadCPUSeconds.map { round3($0 * 100 / max(report.windowSeconds, 1e-9)) },
+                                 loadToolCPUPercent: report.loadCPUSeconds.map { round3(report.percentOfWindow($0)) },
                                  passed: failed.isEmpty, failed: failed)
             steps.append(entry)
             if !json { print(entry.line) }
