@@ -33,7 +33,7 @@ import time
 import pytest
 
 from test_simulcast import (Room, Timeline, chromiums, describe, metric, metrics, netns,  # noqa: F401 (fixtures)
-                            page_url, publisher_stats, start_server, wait_joined)
+                            publisher_stats, start_server)
 
 FPS = 30
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
