@@ -86,6 +86,10 @@ package struct BandwidthEstimator: Sendable {
     /// swings well below its average between keyframes, and the estimate must not follow it down
     /// under what the allocation needs.
     package var allocatedBitrate: Double = 0
+    /// When the estimate was last cut for loss, nil if never.
+    package var lastLossCongestionNanos: Int64? { lastLossDecreaseNanos }
+    /// When the estimate was last cut for delay overuse, nil if never.
+    package var lastDelayCongestionNanos: Int64? { lastDecreaseNanos }
     /// When the estimate was last cut for congestion (delay overuse or loss), nil if never.
     package var lastCongestionNanos: Int64? {
         switch (lastDecreaseNanos, lastLossDecreaseNanos) {

@@ -83,7 +83,7 @@ final class Consumer {
         /// the same IV for the same plaintext (a different header under the same SSRC and sequence
         /// number would reuse an AES-GCM nonce).
         var transportSequence: UInt16?
-        /// When it was sent (.min: nothing in this slot), and last resent.
+        /// When it was sent (.min: nothing in this slot; .max: still in the pacer's queue), and last resent.
         var nanos: Int64 = .min
         var resentNanos: Int64 = .min
     }
@@ -199,22 +199,36 @@ final class Consumer {
             vp8 = (d, d.pictureID.flatMap { pictureIDs.input($0) }, d.tl0PicIdx.flatMap { tl0PicIdx.input($0) })
         }
         let payload = UnsafeRawBufferPointer(rebasing: packet[header.payloadRange])
-        let transportSequence = subscriber.nextTransportSequence
-        if subscriber.sendMedia(consumer: self, marker: header.marker, payloadType: payloadType, sequenceNumber: outSequence,
-                                timestamp: outTimestamp, ssrc: ssrc, payload: payload, vp8: vp8, nowNanos: nowNanos) {
-            packetsSent &+= 1
-            octetsSent &+= UInt32(truncatingIfNeeded: payload.count)
-            rate.add(payload.count + 12, nowNanos: nowNanos)
-            if header.marker, vp8 != nil || producer.kind == .video { frameRate.add(nowNanos: nowNanos) }
-            if Int32(bitPattern: outTimestamp &- lastOutTimestamp) > 0 || packetsSent == 1 { lastOutTimestamp = outTimestamp }
-            lastSentNanos = nowNanos
-            if !sentPackets.isEmpty {
-                sentPackets[Int(outSequence) & (Self.sentCapacity - 1)] = SentPacket(
-                    sequence: outSequence, inputSequence: header.sequenceNumber, spatial: UInt8(truncatingIfNeeded: spatial), marker: header.marker,
-                    payloadType: payloadType, timestamp: outTimestamp, pictureID: vp8?.pictureID, tl0PicIdx: vp8?.tl0PicIdx,
-                    transportSequence: transportSequence, nanos: nowNanos)
-            }
+        let outcome = subscriber.sendMedia(consumer: self, marker: header.marker, payloadType: payloadType, sequenceNumber: outSequence,
+                                           timestamp: outTimestamp, ssrc: ssrc, payload: payload, vp8: vp8, nowNanos: nowNanos)
+        let transportSequence: UInt16?
+        switch outcome {
+        case .failed: return
+        case .queued: transportSequence = nil
+        case .sent(let seq): transportSequence = seq
         }
+        packetsSent &+= 1
+        octetsSent &+= UInt32(truncatingIfNeeded: payload.count)
+        rate.add(payload.count + 12, nowNanos: nowNanos)
+        if header.marker, vp8 != nil || producer.kind == .video { frameRate.add(nowNanos: nowNanos) }
+        if Int32(bitPattern: outTimestamp &- lastOutTimestamp) > 0 || packetsSent == 1 { lastOutTimestamp = outTimestamp }
+        lastSentNanos = nowNanos
+        if !sentPackets.isEmpty {
+            sentPackets[Int(outSequence) & (Self.sentCapacity - 1)] = SentPacket(
+                sequence: outSequence, inputSequence: header.sequenceNumber, spatial: UInt8(truncatingIfNeeded: spatial), marker: header.marker,
+                payloadType: payloadType, timestamp: outTimestamp, pictureID: vp8?.pictureID, tl0PicIdx: vp8?.tl0PicIdx,
+                transportSequence: transportSequence, nanos: outcome == .queued ? .max : nowNanos)
+        }
+    }
+
+    /// The pacer let a queued packet go (``SubscriberConnection/releasePaced(nowNanos:)``): its
+    /// record gets the transport-wide number it carried and its send time.
+    func released(sequence: UInt16, transportSequence: UInt16?, nowNanos: Int64) {
+        guard !sentPackets.isEmpty else { return }
+        let slot = Int(sequence) & (Self.sentCapacity - 1)
+        guard sentPackets[slot].sequence == sequence, sentPackets[slot].nanos == .max else { return }
+        sentPackets[slot].transportSequence = transportSequence
+        sentPackets[slot].nanos = nowNanos
     }
 
     /// Starts on `stream` at its keyframe (`header`): the output continues from the last packet
@@ -346,6 +360,8 @@ final class Consumer {
         guard record.nanos != .min, record.sequence == sequenceNumber else {
             return miss(sequenceNumber, "never sent under this number, or overwritten", nowNanos: nowNanos)
         }
+        // Still waiting in the pacer's queue: it goes soon anyway.
+        if record.nanos == .max { return .throttled }
         let age = nowNanos - record.nanos
         guard age <= Self.maxRetransmissionAgeNanos else { return miss(sequenceNumber, "sent \(age / 1_000_000) ms ago", nowNanos: nowNanos) }
         guard Int(record.spatial) < producer.streams.count, let store = producer.streams[Int(record.spatial)].retransmissions else {

@@ -46,8 +46,8 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     /// The downlink estimate: GCC from transport-cc, or the subscriber's REMB without it.
     var downlinkEstimate: Double? { downlink.estimate }
     private var loggedEstimate = 0.0
-    /// A wake-up asked of the host (a probe's next packets, a reallocation) is outstanding.
-    private var wakePending = false
+    /// A wake-up asked of the host (a probe's next packets, a reallocation) is outstanding for this time.
+    private var wakeNanos: Int64?
     var paddingBytesSent: Int { downlink.paddingBytesSent }
     var pausedTotal: Int { downlink.pausedTotal }
 
@@ -221,9 +221,69 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         transportCC ? RTPWriter.TransportCC(id: RoomSDP.subscriberTransportCCID, sequence: transportSequence) : nil
     }
 
+    /// What became of a media packet handed to ``sendMedia(consumer:marker:payloadType:sequenceNumber:timestamp:ssrc:payload:vp8:nowNanos:)``.
+    enum MediaSendOutcome: Equatable {
+        /// Written, with this transport-wide sequence number (nil without transport-cc).
+        case sent(transportSequence: UInt16?)
+        /// Held by the pacer: it goes within the pacer's queue time (``Consumer/released(sequence:transportSequence:nowNanos:)``).
+        case queued
+        /// Not connected, or the transport could not send it.
+        case failed
+    }
+
+    /// A video packet the pacer holds: what ``transmit`` needs besides the payload.
+    struct PacedPacket {
+        var consumer: Consumer
+        var marker: Bool
+        var payloadType: UInt8
+        var sequenceNumber: UInt16
+        var timestamp: UInt32
+        var ssrc: UInt32
+        var vp8: VP8Rewrite?
+    }
+    /// Paces video at a multiple of the downlink estimate (``MediaPacer``).
+    var pacer = MediaPacer<PacedPacket>()
+    /// A wake-up for the pacer's next release is asked of the host for this time.
+    private var pacerWakeNanos: Int64?
+    /// The pacing rate, bytes/s (nil: no estimate yet, nothing is paced).
+    /// The pacing rate, bytes/s; nil (nothing paced) until the estimate is a measurement: during the
+    /// warm-up it is mostly the start value, and pacing the first keyframes by it would only delay
+    /// the first picture and each step up. Paced from what the allocation spends when that is more
+    /// than the estimate (a layer kept through a cut, ``DownlinkController/keepFactor(nowNanos:)``):
+    /// the pacer must never be what holds the media back.
+    func pacingRate(nowNanos: Int64) -> Double? {
+        guard let estimate = downlink.estimate, !downlink.warmingUp(nowNanos: nowNanos) else { return nil }
+        return MediaPacer<PacedPacket>.rate(estimateBitsPerSecond: max(estimate, Double(downlink.allocatedBitrate)))
+    }
+
+    /// Sends a consumer's media packet: audio at once, video through the pacer (at once while its
+    /// budget lasts and nothing waits, else queued behind what does).
     func sendMedia(consumer: Consumer, marker: Bool, payloadType: UInt8, sequenceNumber: UInt16, timestamp: UInt32, ssrc: UInt32,
-                   payload: UnsafeRawBufferPointer, vp8: VP8Rewrite? = nil, nowNanos: Int64) -> Bool {
-        guard isConnected else { return false }
+                   payload: UnsafeRawBufferPointer, vp8: VP8Rewrite? = nil, nowNanos: Int64) -> MediaSendOutcome {
+        guard isConnected else { return .failed }
+        let size = payload.count + Self.mediaOverhead
+        let rate = pacingRate(nowNanos: nowNanos)
+        if consumer.producer.kind == .audio {
+            pacer.charge(size: size, bytesPerSecond: rate, nowNanos: nowNanos)
+        } else {
+            if !pacer.isEmpty { releasePaced(nowNanos: nowNanos) }
+            guard pacer.admit(size: size, bytesPerSecond: rate, nowNanos: nowNanos) else {
+                pacer.enqueue(PacedPacket(consumer: consumer, marker: marker, payloadType: payloadType, sequenceNumber: sequenceNumber,
+                                          timestamp: timestamp, ssrc: ssrc, vp8: vp8), payload: payload, size: size, nowNanos: nowNanos)
+                schedulePacerWake(nowNanos: nowNanos)
+                return .queued
+            }
+        }
+        return transmit(marker: marker, payloadType: payloadType, sequenceNumber: sequenceNumber, timestamp: timestamp, ssrc: ssrc,
+                        payload: payload, vp8: vp8, nowNanos: nowNanos)
+    }
+
+    /// RTP header with its extensions and the SRTP tag, roughly: what a packet costs beyond its payload.
+    static let mediaOverhead = 36
+
+    /// Writes one media packet with the next transport-wide sequence number.
+    private func transmit(marker: Bool, payloadType: UInt8, sequenceNumber: UInt16, timestamp: UInt32, ssrc: UInt32,
+                          payload: UnsafeRawBufferPointer, vp8: VP8Rewrite?, nowNanos: Int64) -> MediaSendOutcome {
         let twcc = transportCC
         let seq = transportSequence
         let extensionValue = nextTransportCC
@@ -231,14 +291,35 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
             RTPWriter.writePacket(buffer, marker: marker, payloadType: payloadType, sequenceNumber: sequenceNumber, timestamp: timestamp, ssrc: ssrc,
                                   transportCC: extensionValue, originalSequence: nil, payload: payload, vp8: vp8)
         }
-        if sent {
-            if twcc {
-                sendHistory.onSent(sequence: seq, sendNanos: nowNanos, size: payload.count + 20, batch: room.host.writeBatch)
-                transportSequence &+= 1
-            }
-            rate.add(payload.count + 12, nowNanos: nowNanos)
+        guard sent else { return .failed }
+        if twcc {
+            sendHistory.onSent(sequence: seq, sendNanos: nowNanos, size: payload.count + 20, batch: room.host.writeBatch)
+            transportSequence &+= 1
         }
-        return sent
+        rate.add(payload.count + 12, nowNanos: nowNanos)
+        return .sent(transportSequence: twcc ? seq : nil)
+    }
+
+    /// Sends the queued video the pacer's budget allows now, and asks for a wake-up for the rest.
+    func releasePaced(nowNanos: Int64) {
+        guard !pacer.isEmpty else { return }
+        let connected = isConnected
+        pacer.release(bytesPerSecond: pacingRate(nowNanos: nowNanos), nowNanos: nowNanos) { p, payload in
+            // A consumer removed (or its m-line rejected) while its packets waited: they go nowhere.
+            guard connected, p.consumer.active else { return }
+            if case .sent(let seq) = transmit(marker: p.marker, payloadType: p.payloadType, sequenceNumber: p.sequenceNumber, timestamp: p.timestamp,
+                                              ssrc: p.ssrc, payload: payload, vp8: p.vp8, nowNanos: nowNanos) {
+                p.consumer.released(sequence: p.sequenceNumber, transportSequence: seq, nowNanos: nowNanos)
+            }
+        }
+        schedulePacerWake(nowNanos: nowNanos)
+    }
+
+    private func schedulePacerWake(nowNanos: Int64) {
+        guard let next = pacer.nextReleaseNanos(bytesPerSecond: pacingRate(nowNanos: nowNanos), nowNanos: nowNanos) else { return }
+        if let pending = pacerWakeNanos, pending <= next { return }
+        pacerWakeNanos = next
+        room.host.wake(self, atNanos: next)
     }
 
     /// Resends a packet a consumer sent as `sequenceNumber`, rebuilt from the producer's stored copy
@@ -246,9 +327,6 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     /// payload) when negotiated, else as the packet again.
     /// What became of one NACKed packet.
     enum RetransmissionOutcome { case sent, missed, throttled }
-
-    /// The transport-wide sequence number the next media packet gets (nil without transport-cc).
-    var nextTransportSequence: UInt16? { transportCC ? transportSequence : nil }
 
     /// Retransmissions to this subscriber, bytes per second: a share of its downlink estimate, never
     /// less than the floor (NACKs come before the estimator has learned much). Tokens for a quarter
@@ -274,6 +352,8 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
                             nowNanos: Int64) -> RetransmissionOutcome {
         guard isConnected else { return .missed }
         guard retransmissionBudget.take(payload.count + 22, estimateBitsPerSecond: downlink.estimator.estimate, nowNanos: nowNanos) else { return .throttled }
+        // Resends go ahead of queued video, and the video behind them waits for what they spent.
+        pacer.charge(size: payload.count + Self.mediaOverhead + 2, bytesPerSecond: pacingRate(nowNanos: nowNanos), nowNanos: nowNanos)
         if let rtxPT = consumer.rtxPayloadType, let rtxSSRC = consumer.rtxSSRC {
             let twcc = transportCC
             let seq = transportSequence
@@ -379,9 +459,8 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         }) else { return }
         var sent = 0
         while sent < due.packets, sendPadding(consumer: due.carrier, cluster: due.cluster, nowNanos: nowNanos) { sent += 1 }
-        guard let next = downlink.probeSent(packets: sent, packetSize: Self.paddingPacketSize, nowNanos: nowNanos), !wakePending else { return }
-        wakePending = true
-        room.host.wake(self, atNanos: next)
+        guard let next = downlink.probeSent(packets: sent, packetSize: Self.paddingPacketSize, nowNanos: nowNanos) else { return }
+        requestWake(atNanos: next)
     }
 
     /// One padding packet: RTP header with the P bit, transport-cc, 255 bytes of padding.
@@ -415,10 +494,25 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         return min(downlink.lastAllocationNanos + DownlinkController.allocationIntervalNanos, reports.nextNanos)
     }
 
+    /// Asks the host for a wake-up at `atNanos` unless one comes by then.
+    private func requestWake(atNanos: Int64) {
+        if let pending = wakeNanos, pending <= atNanos { return }
+        wakeNanos = atNanos
+        room.host.wake(self, atNanos: atNanos)
+    }
+
+    /// A wake-up is for the pacer, for the probe and allocation, or both; one asked for earlier and
+    /// already served (or superseded) does nothing.
     func wake(nowNanos: Int64) {
-        wakePending = false
-        guard isConnected else { return }
-        allocateAndProbeIfDue(nowNanos: nowNanos)
+        let slack = MediaPacer<PacedPacket>.minimumWakeNanos / 2
+        if let due = pacerWakeNanos, nowNanos >= due - slack {
+            pacerWakeNanos = nil
+            releasePaced(nowNanos: nowNanos)
+        }
+        if let due = wakeNanos, nowNanos >= due - slack {
+            wakeNanos = nil
+            if isConnected { allocateAndProbeIfDue(nowNanos: nowNanos) }
+        }
     }
 
     /// Allocation when its interval is over (or a drop of the estimate asked for it), then the due
@@ -438,6 +532,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
             requestICERestart()
         }
         rate.roll(nowNanos: nowNanos)
+        releasePaced(nowNanos: nowNanos)
         allocateAndProbeIfDue(nowNanos: nowNanos)
         guard nowNanos >= reports.nextNanos else { return }
         let streams = slots.compactMap { slot -> SenderReportSchedule.Stream? in
@@ -499,10 +594,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
                 let results = sendHistory.onFeedback(fb) { host.writtenNanos(batch: $0) }
                 // The downlink just shrank below what we send: reallocate now, not in up to 250 ms.
                 if downlink.received(feedback: results, rttNanos: rttNanos, nowNanos: nowNanos) {
-                    if !wakePending {
-                        wakePending = true
-                        room.host.wake(self, atNanos: nowNanos)
-                    }
+                    requestWake(atNanos: nowNanos)
                 } else {
                     // A probe may be due (one a second, or the next at once while start-up probes carry).
                     sendProbe(nowNanos: nowNanos)
@@ -544,6 +636,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         }
         slots.removeAll()
         consumersBySSRC.removeAll()
+        pacer.removeAll()
         if hasTransport {
             transport.delegate = nil
             transport.close(reason: reason)
