@@ -258,20 +258,29 @@ struct DownlinkControllerTests {
 }
 
 /// The keep rule after a cut for delay (issue 20, 1080p at 1.2 Mbit/s): GCC cuts to 0.9x the
-/// acked rate, about what the current layers cost; while the path still delivers that, the layer
-/// stays. With loss (a link that overflows) the strict rule takes it down.
+/// acked rate, about what the current layers cost; while the path still keeps up with what is sent,
+/// the layer stays. A path that carries less than we send (its queue keeps growing), or loss, brings
+/// back the strict rule.
 @Suite("Downlink controller: keeping a layer through a cut for delay")
 struct DelayCutKeepTests {
     static let ms: Int64 = 1_000_000
     /// Two layers: 300 k and 900 k; audio 40 k.
     static let video: [[Int64?]] = [[300_000], [900_000]]
 
+    struct Outcome {
+        var decisions: [DownlinkController.Decision]
+        var estimate: Double
+        var delayCut: Bool
+        var keepFactor: Double
+        var deliveryRatio: Double?
+    }
+
     /// 1 Mbit/s (1,250 bytes every 10 ms) for 20 s at a steady 20 ms delay (the estimate, without
-    /// probes here, grows 8 % a second from the 300 k start past the 900 k layer), then 400 ms whose delay
-    /// grows by 0.5 ms a packet (a queue building); `lossy`: every 4th packet of those is lost.
-    /// The allocation runs every 250 ms with the track on the 900 k layer. - Returns: the
-    /// decisions after the ramp, and the estimate then.
-    static func run(lossy: Bool) -> (decisions: [DownlinkController.Decision], estimate: Double, delayCut: Bool, acked: Double) {
+    /// probes here, grows 8 % a second from the 300 k start past the 900 k layer), then 400 ms whose
+    /// delay grows by `growth` a packet (a queue building); `lossy`: every 3rd packet of those is
+    /// lost. The allocation runs every 200 ms, and at each feedback of the ramp, with the track on
+    /// the 900 k layer. - Returns: the last decisions and what the controller saw.
+    static func run(growth: Int64, lossy: Bool = false) -> Outcome {
         var d = DownlinkController()
         d.transportCC = true
         let on900 = DownlinkController.VideoTrack(key: 7, priority: DownlinkController.Priority.camera, bitrates: video, topResolution: nil,
@@ -285,8 +294,8 @@ struct DelayCutKeepTests {
             let packets = (0..<10).map { i -> PacketResult in
                 defer { sequence += 1 }
                 let sent = now + Int64(i) * 10 * ms
-                if ramp { extra += ms / 2 }
-                let lost = ramp && lossy && sequence % 4 == 0
+                if ramp { extra += growth }
+                let lost = ramp && lossy && sequence % 3 == 0
                 return PacketResult(sequence: sequence, sendNanos: sent, size: 1250, arrivalNanos: lost ? nil : sent + 20 * ms + extra, probeCluster: nil)
             }
             now += 100 * ms
@@ -295,21 +304,39 @@ struct DelayCutKeepTests {
                 decisions = d.allocate(audio: 40_000, video: [on900], nowNanos: now + 20 * ms + extra)
             }
         }
-        return (decisions, d.estimate ?? 0, d.estimator.lastDelayCongestionNanos != nil, d.estimator.ackedBitrate ?? 0)
+        return Outcome(decisions: decisions, estimate: d.estimate ?? 0, delayCut: d.estimator.lastDelayCongestionNanos != nil,
+                       keepFactor: d.keepFactor(nowNanos: now + 20 * ms + extra), deliveryRatio: d.estimator.deliveryRatio)
     }
 
-    @Test func aCutForDelayOnAPathThatDeliversTheLayerKeepsIt() {
-        let r = Self.run(lossy: false)
+    /// A queue that builds by 20 ms in 400 ms (a frame's or keyframe's burst): the path keeps up.
+    @Test func aCutForDelayOnAPathThatKeepsUpKeepsTheLayer() {
+        let r = Self.run(growth: Self.ms / 2)
         #expect(r.delayCut, "the growing delay was seen as overuse")
+        #expect(r.keepFactor == DownlinkController.afterDelayCutKeepFactor, "ratio \(r.deliveryRatio ?? -1)")
         // The strict rule would drop the 900 k layer at this estimate (its 600 k over the 300 k one
         // do not fit in what is left after audio and the lower layer)...
         #expect(r.estimate - 40_000 - 300_000 < 600_000, "estimate \(r.estimate)")
-        // ...the path still delivers it: kept.
-        #expect(r.decisions == [.target(7, .init(spatial: 1, temporal: 0), dropCurrent: false, changed: false)], "\(r.decisions) at \(r.estimate) acked \(r.acked)")
+        // ...the path still keeps up: kept.
+        #expect(r.decisions == [.target(7, .init(spatial: 1, temporal: 0), dropCurrent: false, changed: false)], "\(r.decisions) at \(r.estimate)")
+    }
+
+    /// A queue that grows by 3 ms every 10 ms packet: the path carries ~77 % of what is sent. The
+    /// strict rule is back (the estimate's cut alone would not always say so).
+    @Test func aPathThatFallsBehindGetsTheStrictRule() {
+        let r = Self.run(growth: 3 * Self.ms)
+        #expect(r.delayCut)
+        #expect((r.deliveryRatio ?? 1) < DownlinkController.keepingUpRatio, "ratio \(r.deliveryRatio ?? -1)")
+        #expect(r.keepFactor == 1)
+        guard case .target(7, let layer, _, _)? = r.decisions.first else {
+            Issue.record("no target: \(r.decisions)")
+            return
+        }
+        #expect(layer.spatial == 0, "estimate \(r.estimate): \(r.decisions)")
     }
 
     @Test func withLossTheLayerGoesDown() {
-        let r = Self.run(lossy: true)
+        let r = Self.run(growth: Self.ms / 2, lossy: true)
+        #expect(r.keepFactor == 1)
         guard case .target(7, let layer, _, _)? = r.decisions.first else {
             Issue.record("no target: \(r.decisions)")
             return

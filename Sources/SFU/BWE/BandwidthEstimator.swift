@@ -51,8 +51,14 @@ package struct BandwidthEstimator: Sendable {
     private var lastRateUpdateNanos: Int64?
     private var lastDecreaseNanos: Int64?
     private var bitrateAtOveruse: Double?
-    private var acked: [(arrivalNanos: Int64, size: Int)] = []
+    private var acked: [(arrivalNanos: Int64, sendNanos: Int64, size: Int)] = []
     package private(set) var ackedBitrate: Double?
+    /// How the path kept up with what was sent over the acked window (its last 500 ms): the span
+    /// the packets were sent over divided by the span they arrived over. About 1 while the path
+    /// delivers at the rate we send (a burst's queue comes and goes within the window); the path's
+    /// share of our rate when it carries less and its queue keeps growing. nil until the window
+    /// spans 100 ms.
+    package private(set) var deliveryRatio: Double?
     /// What arrived over the last `recentAckedWindowNanos` only: at a step down of the path, the
     /// rate the bottleneck delivers now, where `ackedBitrate` still holds half a second of the old rate.
     package private(set) var recentAckedBitrate: Double?
@@ -201,7 +207,7 @@ package struct BandwidthEstimator: Sendable {
             recent.append((r.sendNanos, r.arrivalNanos, r.size))
             guard let arrival = r.arrivalNanos else { continue }
             if let c = r.probeCluster { probeResults[c, default: []].append(r) }
-            acked.append((arrival, r.size))
+            acked.append((arrival, r.sendNanos, r.size))
             addToGroups(send: r.sendNanos, arrival: arrival, nowNanos: nowNanos)
         }
         updateAcked()
@@ -293,6 +299,12 @@ package struct BandwidthEstimator: Sendable {
         acked.removeAll { last - $0.arrivalNanos > 500_000_000 }
         guard let first = acked.first?.arrivalNanos, last - first >= 100_000_000 else { return }
         ackedBitrate = Self.bitrate(acked[...], first: first, last: last)
+        var sentFirst = Int64.max, sentLast = Int64.min
+        for a in acked {
+            sentFirst = min(sentFirst, a.sendNanos)
+            sentLast = max(sentLast, a.sendNanos)
+        }
+        deliveryRatio = sentLast - sentFirst >= 100_000_000 ? Double(sentLast - sentFirst) / Double(last - first) : nil
         let recent = acked.drop { last - $0.arrivalNanos > Self.recentAckedWindowNanos }
         if let recentFirst = recent.first?.arrivalNanos, last - recentFirst >= Self.recentAckedWindowNanos / 2 {
             recentAckedBitrate = Self.bitrate(recent, first: recentFirst, last: last)
@@ -302,7 +314,7 @@ package struct BandwidthEstimator: Sendable {
     }
 
     /// Bits/s of the packets after the first (which marks the start of the span) from `first` to `last`.
-    private static func bitrate(_ packets: ArraySlice<(arrivalNanos: Int64, size: Int)>, first: Int64, last: Int64) -> Double {
+    private static func bitrate(_ packets: ArraySlice<(arrivalNanos: Int64, sendNanos: Int64, size: Int)>, first: Int64, last: Int64) -> Double {
         Double(packets.dropFirst().reduce(0) { $0 + $1.size }) * 8 * 1e9 / Double(last - first)
     }
 

@@ -24,17 +24,19 @@ struct DownlinkController {
     static let quietBeforeKeepToleranceNanos: Int64 = 5_000_000_000
     static let uncongestedKeepFactor = 0.8
     /// After a cut for delay overuse (without loss), the current layers are kept as long as
-    /// ``afterDelayCutKeepFactor`` of their cost fits while the path still delivers what they cost
-    /// (the acked rate at least ``deliveredShare`` of the allocation: it is measured over 500 ms, the allocation from each layer's average). GCC's estimate climbs past a
-    /// link that the media fill to 75-80 % (a 1080p publisher's middle layer on a 1.2 Mbit/s
-    /// link), meets the delay signal and is cut to 0.9x the acked rate, which is about what the
-    /// layers cost: with the strict rule the subscriber fell to the lower layer at every cut, one
-    /// every 2-3 s (issue 20). A link that really shrank delivers less than we send (its rate),
-    /// or overflows its queue (loss): then the strict rule applies.
-    /// The cut leaves 0.9x what was delivered, so the video budget is then ~0.85x what the current
-    /// layers cost (audio comes off first): keeping them must need less than that.
+    /// ``afterDelayCutKeepFactor`` of their cost fits while the path still keeps up with what we
+    /// send (``BandwidthEstimator/deliveryRatio`` at least ``keepingUpRatio``: over the last 500 ms
+    /// the packets arrived over a span at most ~15 % longer than they were sent over). GCC's
+    /// estimate climbs past a link that the media fill to 75-80 % (a 1080p publisher's middle
+    /// layer on a 1.2 Mbit/s link), meets the delay signal of a frame's or keyframe's queue and is
+    /// cut to 0.9x the acked rate, which is about what the layers cost: with the strict rule the
+    /// subscriber fell to the lower layer at every cut, one every 2-3 s (issue 20). A link that
+    /// really carries less than we send delivers at its own rate, its queue growing for as long as
+    /// we send (the ratio falls to its share of our rate), or overflows (loss): then the strict rule
+    /// applies. The cut leaves 0.9x what was delivered, so the video budget is then ~0.85x what the
+    /// current layers cost (audio comes off first): keeping them must need less than that.
     static let afterDelayCutKeepFactor = 0.7
-    static let deliveredShare = 0.85
+    static let keepingUpRatio = 0.87
     /// Until 3 s of transport-cc feedback (or 3 s after a REMB-only subscriber connected) the
     /// estimate is mostly the start value: nothing is paused on it.
     static let warmUpNanos: Int64 = 3_000_000_000
@@ -243,14 +245,14 @@ struct DownlinkController {
     }
 
     /// How much of the current layers' cost must fit to keep them: all of it after a cut for loss
-    /// within ``quietBeforeKeepToleranceNanos``, or after a cut for delay while the path delivers
-    /// less than the allocation; ``afterDelayCutKeepFactor`` after a cut for delay while it still
-    /// delivers it; ``uncongestedKeepFactor`` without a cut.
+    /// within ``quietBeforeKeepToleranceNanos``, or after a cut for delay while the path does not
+    /// keep up with what we send; ``afterDelayCutKeepFactor`` after a cut for delay while it does;
+    /// ``uncongestedKeepFactor`` without a cut.
     func keepFactor(nowNanos: Int64) -> Double {
         let recent = { (t: Int64?) in t.map { nowNanos - $0 < Self.quietBeforeKeepToleranceNanos } ?? false }
         if recent(estimator.lastLossCongestionNanos) { return 1 }
         guard recent(estimator.lastDelayCongestionNanos) else { return Self.uncongestedKeepFactor }
-        guard let acked = estimator.ackedBitrate, allocatedBitrate > 0, acked >= Self.deliveredShare * Double(allocatedBitrate) else { return 1 }
+        guard let ratio = estimator.deliveryRatio, ratio >= Self.keepingUpRatio else { return 1 }
         return Self.afterDelayCutKeepFactor
     }
 
