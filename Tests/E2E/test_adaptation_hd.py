@@ -226,8 +226,14 @@ def run_hd_scenario(sfu_factory, chromiums, tmp_path_factory, netns, size: str) 
                                 f"layers {layer_kbit}) at the end: {[s.get('w') for s in last_weak]}")
         if not all(is_top(s) for s in last_open):
             problems.append(f"{name}: the open subscriber is not on the top layer at the end: {[s.get('w') for s in last_open]}")
-    switches = metric(metrics(sfu, key), "sfu_layer_switches_total")
-    summary = "\n".join(figures) + f"\nsfu_layer_switches_total {switches}"
+    scraped = metrics(sfu, key)
+    switches = metric(scraped, "sfu_layer_switches_total")
+    paced = metric(scraped, "sfu_paced_packets_total")
+    summary = "\n".join(figures) + f"\nsfu_layer_switches_total {switches}\nsfu_paced_packets_total {paced}"
+    # Under a limit the frames of a layer that fills most of the link leave through the pacer
+    # (docs/ARCHITECTURE.md, "Pacing"), not as one burst each.
+    if not paced:
+        problems.append(f"no video packet was paced ({paced}): every frame left as one burst")
     print(tl_weak.report() + "\n" + tl_open.report() + "\n" + summary)
     assert not problems, "\n".join(problems) + "\n" + summary + "\n" + describe(sfu, room.pages, [tl_weak, tl_open])
     assert sfu.proc.poll() is None

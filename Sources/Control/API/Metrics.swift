@@ -74,6 +74,7 @@ struct MetricsEndpoint: Sendable {
         out.counter("sfu_layer_switches_total", "Simulcast spatial layer switches made for subscribers (live rooms).", counters.layerSwitches)
         out.gauge("sfu_tracks_paused", "Video subscriptions paused because the subscriber's downlink cannot carry them.", Double(counters.tracksPaused))
         out.counter("sfu_probe_padding_bytes_total", "Padding sent to probe subscribers' downlinks (live rooms).", counters.probePaddingBytes)
+        out.counter("sfu_paced_packets_total", "Video packets a subscriber's pacer held back before sending them (live rooms).", counters.pacedPackets)
         out.header("sfu_subscriber_downlink_estimate_bps", "Estimated downlink of each subscriber (transport-cc GCC, or its REMB).", type: "gauge")
         for (room, snapshot) in layers {
             for p in snapshot {

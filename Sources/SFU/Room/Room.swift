@@ -18,6 +18,8 @@ package struct RoomCounters: Sendable, Equatable {
     package var tracksPaused = 0
     /// Padding bytes sent to probe subscribers' downlinks.
     package var probePaddingBytes = 0
+    /// Video packets the subscribers' pacers held back before sending (``MediaPacer``).
+    package var pacedPackets = 0
     package init() {}
 
     mutating func add(_ producer: Producer) {
@@ -42,6 +44,7 @@ package struct RoomCounters: Sendable, Equatable {
         layerSwitches += other.layerSwitches
         tracksPaused += other.tracksPaused
         probePaddingBytes += other.probePaddingBytes
+        pacedPackets += other.pacedPackets
     }
 }
 
@@ -172,6 +175,7 @@ package final class Room {
         if let subscriber = p.subscriber {
             for slot in subscriber.slots { if let c = slot.consumer { finished.add(c) } }
             finished.probePaddingBytes += subscriber.paddingBytesSent
+            finished.pacedPackets += subscriber.pacer.packetsQueued
             subscriber.close(reason: reason?.logName ?? "left")
         }
         for observer in observers { observer.room(self, didRemove: p.peer) }
@@ -505,6 +509,7 @@ package final class Room {
             for producer in p.producers { total.add(producer) }
             if let subscriber = p.subscriber {
                 total.probePaddingBytes += subscriber.paddingBytesSent
+                total.pacedPackets += subscriber.pacer.packetsQueued
                 for slot in subscriber.slots where slot.consumer?.allocationPaused == true { total.tracksPaused += 1 }
             }
         }
