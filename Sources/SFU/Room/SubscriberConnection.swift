@@ -245,7 +245,6 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     var pacer = MediaPacer<PacedPacket>()
     /// A wake-up for the pacer's next release is asked of the host for this time.
     private var pacerWakeNanos: Int64?
-    /// The pacing rate, bytes/s (nil: no estimate yet, nothing is paced).
     /// The pacing rate, bytes/s; nil (nothing paced) until the estimate is a measurement: during the
     /// warm-up it is mostly the start value, and pacing the first keyframes by it would only delay
     /// the first picture and each step up. Paced from what the allocation spends when that is more
@@ -270,7 +269,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
             guard pacer.admit(size: size, bytesPerSecond: rate, nowNanos: nowNanos) else {
                 pacer.enqueue(PacedPacket(consumer: consumer, marker: marker, payloadType: payloadType, sequenceNumber: sequenceNumber,
                                           timestamp: timestamp, ssrc: ssrc, vp8: vp8), payload: payload, size: size, nowNanos: nowNanos)
-                schedulePacerWake(nowNanos: nowNanos)
+                schedulePacerWake(rate: rate, nowNanos: nowNanos)
                 return .queued
             }
         }
@@ -304,7 +303,8 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     func releasePaced(nowNanos: Int64) {
         guard !pacer.isEmpty else { return }
         let connected = isConnected
-        pacer.release(bytesPerSecond: pacingRate(nowNanos: nowNanos), nowNanos: nowNanos) { p, payload in
+        let rate = pacingRate(nowNanos: nowNanos)
+        pacer.release(bytesPerSecond: rate, nowNanos: nowNanos) { p, payload in
             // A consumer removed (or its m-line rejected) while its packets waited: they go nowhere.
             guard connected, p.consumer.active else { return }
             if case .sent(let seq) = transmit(marker: p.marker, payloadType: p.payloadType, sequenceNumber: p.sequenceNumber, timestamp: p.timestamp,
@@ -312,14 +312,13 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
                 p.consumer.released(sequence: p.sequenceNumber, transportSequence: seq, nowNanos: nowNanos)
             }
         }
-        schedulePacerWake(nowNanos: nowNanos)
+        schedulePacerWake(rate: rate, nowNanos: nowNanos)
     }
 
-    private func schedulePacerWake(nowNanos: Int64) {
-        guard let next = pacer.nextReleaseNanos(bytesPerSecond: pacingRate(nowNanos: nowNanos), nowNanos: nowNanos) else { return }
-        if let pending = pacerWakeNanos, pending <= next { return }
-        pacerWakeNanos = next
-        room.host.wake(self, atNanos: next)
+    /// Asks for a wake-up when the pacer's next packet may go (`rate`: the pacing rate now).
+    private func schedulePacerWake(rate: Double?, nowNanos: Int64) {
+        guard let next = pacer.nextReleaseNanos(bytesPerSecond: rate, nowNanos: nowNanos) else { return }
+        requestWake(&pacerWakeNanos, atNanos: next)
     }
 
     /// Resends a packet a consumer sent as `sequenceNumber`, rebuilt from the producer's stored copy
@@ -460,7 +459,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         var sent = 0
         while sent < due.packets, sendPadding(consumer: due.carrier, cluster: due.cluster, nowNanos: nowNanos) { sent += 1 }
         guard let next = downlink.probeSent(packets: sent, packetSize: Self.paddingPacketSize, nowNanos: nowNanos) else { return }
-        requestWake(atNanos: next)
+        requestWake(&wakeNanos, atNanos: next)
     }
 
     /// One padding packet: RTP header with the P bit, transport-cc, 255 bytes of padding.
@@ -494,10 +493,11 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
         return min(downlink.lastAllocationNanos + DownlinkController.allocationIntervalNanos, reports.nextNanos)
     }
 
-    /// Asks the host for a wake-up at `atNanos` unless one comes by then.
-    private func requestWake(atNanos: Int64) {
-        if let pending = wakeNanos, pending <= atNanos { return }
-        wakeNanos = atNanos
+    /// Asks the host for a wake-up at `atNanos` unless the one recorded in `pending` (the pacer's,
+    /// or the probe's and allocation's) comes by then.
+    private func requestWake(_ pending: inout Int64?, atNanos: Int64) {
+        if let pending, pending <= atNanos { return }
+        pending = atNanos
         room.host.wake(self, atNanos: atNanos)
     }
 
@@ -594,7 +594,7 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
                 let results = sendHistory.onFeedback(fb) { host.writtenNanos(batch: $0) }
                 // The downlink just shrank below what we send: reallocate now, not in up to 250 ms.
                 if downlink.received(feedback: results, rttNanos: rttNanos, nowNanos: nowNanos) {
-                    requestWake(atNanos: nowNanos)
+                    requestWake(&wakeNanos, atNanos: nowNanos)
                 } else {
                     // A probe may be due (one a second, or the next at once while start-up probes carry).
                     sendProbe(nowNanos: nowNanos)
