@@ -528,13 +528,13 @@ def test_composite_under_5_percent_loss(sfu_factory, tmp_path):
     import sys
     import threading
     import urllib.request
-    from test_recording import HERE, LOSS_PERCENT, NS_HOST_IP, ROOT, add_uplink_loss, namespace, nft_counters
+    from test_recording import HERE, LOSS_PERCENT, ROOT, add_uplink_loss, namespace, nft_counters
     ma.require_tools("ffmpeg", "ffprobe")
     key = "comploss-" + secrets.token_hex(16)
     record_s = 15.0
     with namespace() as ns:
-        sfu = sfu_factory(env={"SFU_API_KEY": key, "SFU_HTTP_HOST": NS_HOST_IP, "SFU_MEDIA_HOST": NS_HOST_IP}, wait=False)
-        base = f"http://{NS_HOST_IP}:{sfu.http_port}"
+        sfu = sfu_factory(env={"SFU_API_KEY": key, "SFU_HTTP_HOST": ns.host_ip, "SFU_MEDIA_HOST": ns.host_ip}, wait=False)
+        base = f"http://{ns.host_ip}:{sfu.http_port}"
         deadline = time.monotonic() + 20
         while True:
             assert sfu.proc.poll() is None
@@ -551,7 +551,7 @@ def test_composite_under_5_percent_loss(sfu_factory, tmp_path):
         add_uplink_loss(ns, sfu.media_port, LOSS_PERCENT)
         url = api.token(rid, "lossy-pub", role="patient")["signaling_url"]
         run_s = record_s + 12
-        proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, str(HERE / "test_recording.py"), "publish", url, str(run_s)],
+        proc = subprocess.Popen([*ns.prefix(), sys.executable, str(HERE / "test_recording.py"), "publish", url, str(run_s)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(ROOT))
         lines: list[str] = []
         try:

@@ -44,7 +44,6 @@ import urllib.request
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-NS_HOST_IP, NS_IP = "10.202.0.1", "10.202.0.2"
 
 
 # --- the publisher of the loss test, run inside the network namespace ---------------------------
@@ -823,48 +822,29 @@ def test_sigkill_mid_recording_leaves_a_playable_file(sfu_factory, sfu_bin, tmp_
 
 # --- 4. 5 % loss on the publisher's uplink ------------------------------------------------------------
 
-def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(list(args), check=check, capture_output=True, text=True, timeout=20)
-
-
 @contextlib.contextmanager
 def namespace():
-    """A namespace joined to the host by a veth pair (10.202.0.1 host side); always deleted."""
-    if shutil.which("ip") is None or shutil.which("nft") is None:
-        pytest.fail("the loss test needs `ip` (iproute2) and `nft` (nftables), and root")
-    tag = f"{os.getpid() % 100000}"
-    ns, host_if, ns_if = f"sfurec{tag}", f"srh{tag}", f"srn{tag}"
-    try:
-        try:
-            sh("ip", "netns", "add", ns)
-        except subprocess.CalledProcessError as e:
-            pytest.fail(f"`ip netns add` is unavailable here (the loss test needs root): {e.stderr}")
-        sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
-        sh("ip", "link", "set", ns_if, "netns", ns)
-        sh("ip", "addr", "add", f"{NS_HOST_IP}/24", "dev", host_if)
-        sh("ip", "link", "set", host_if, "up")
-        sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{NS_IP}/24", "dev", ns_if)
-        sh("ip", "netns", "exec", ns, "ip", "link", "set", ns_if, "up")
-        sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+    """A namespace joined to the host by a veth pair (`netns_util.Namespace`: a 10.203.x.0/24 that no
+    other interface on this host holds, so that a concurrent test run's namespace cannot take the
+    replies); always deleted."""
+    if shutil.which("nft") is None:
+        pytest.fail("the loss test needs `nft` (nftables), `ip` (iproute2), and root")
+    from netns_util import Namespace
+    with Namespace(prefix="sfurec") as ns:
         yield ns
-    finally:
-        sh("ip", "netns", "del", ns, check=False)
-        sh("ip", "link", "del", host_if, check=False)
 
 
-def add_uplink_loss(ns: str, media_port: int, percent: int) -> None:
+def add_uplink_loss(ns, media_port: int, percent: int) -> None:
     """Drops `percent` % of the UDP datagrams the namespace sends to the server's media port."""
-    sh("ip", "netns", "exec", ns, "nft", "add", "table", "inet", "sfurec")
-    sh("ip", "netns", "exec", ns, "nft", "add", "chain", "inet", "sfurec", "out",
-       "{ type filter hook output priority 0; }")
-    sh("ip", "netns", "exec", ns, "nft", "add", "rule", "inet", "sfurec", "out", "udp", "dport", str(media_port),
-       "numgen", "random", "mod", "100", "<", str(percent), "counter", "drop")
-    sh("ip", "netns", "exec", ns, "nft", "add", "rule", "inet", "sfurec", "out", "udp", "dport", str(media_port),
-       "counter")
+    ns.exec("nft", "add", "table", "inet", "sfurec")
+    ns.exec("nft", "add", "chain", "inet", "sfurec", "out", "{ type filter hook output priority 0; }")
+    ns.exec("nft", "add", "rule", "inet", "sfurec", "out", "udp", "dport", str(media_port),
+            "numgen", "random", "mod", "100", "<", str(percent), "counter", "drop")
+    ns.exec("nft", "add", "rule", "inet", "sfurec", "out", "udp", "dport", str(media_port), "counter")
 
 
-def nft_counters(ns: str) -> list[int]:
-    out = sh("ip", "netns", "exec", ns, "nft", "list", "chain", "inet", "sfurec", "out").stdout
+def nft_counters(ns) -> list[int]:
+    out = ns.exec("nft", "list", "chain", "inet", "sfurec", "out").stdout
     return [int(n) for n in re.findall(r"counter packets (\d+)", out)]
 
 
@@ -882,9 +862,9 @@ def test_recording_under_5_percent_loss(sfu_factory, tmp_path):
     ma.require_tools("ffmpeg", "ffprobe")
     key = "recloss-" + secrets.token_hex(12)
     with namespace() as ns:
-        sfu = sfu_factory(env={"SFU_API_KEY": key, "SFU_HTTP_HOST": NS_HOST_IP, "SFU_MEDIA_HOST": NS_HOST_IP},
+        sfu = sfu_factory(env={"SFU_API_KEY": key, "SFU_HTTP_HOST": ns.host_ip, "SFU_MEDIA_HOST": ns.host_ip},
                           wait=False)
-        base = f"http://{NS_HOST_IP}:{sfu.http_port}"
+        base = f"http://{ns.host_ip}:{sfu.http_port}"
         deadline = time.monotonic() + 20
         while True:
             assert sfu.proc.poll() is None, log_tail(sfu)
@@ -899,7 +879,7 @@ def test_recording_under_5_percent_loss(sfu_factory, tmp_path):
         add_uplink_loss(ns, sfu.media_port, LOSS_PERCENT)
         url = api.token(rid, "lossy-pub", role="patient")["signaling_url"]
         run_s = LOSS_RECORD_S + 12
-        proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, str(HERE / "test_recording.py"),
+        proc = subprocess.Popen([*ns.prefix(), sys.executable, str(HERE / "test_recording.py"),
                                  "publish", url, str(run_s)], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, cwd=str(ROOT))
         lines: list[str] = []

@@ -1,8 +1,8 @@
 """A room subscriber behind 5 % random packet loss still decodes (almost) every frame.
 
 The kernel here has no tc netem, so the loss is made with a network namespace and nftables: a veth
-pair joins the host (10.201.0.1, where the server listens for HTTP and media) and a namespace
-(10.201.0.2) in which a subscriber RoomClient runs as a subprocess (this file run as a script,
+pair joins the host (its side holds a free 10.203.x.1, where the server listens for HTTP and media)
+and a namespace (10.203.x.2) in which a subscriber RoomClient runs as a subprocess (this file run as a script,
 printing its counts as JSON). The publisher runs on the host. The subscriber is run twice over the
 same window: without loss, then with an nftables rule in the namespace dropping 5 % of the UDP
 datagrams coming from the server's media port. With NACK/RTX working end to end the frames decoded
@@ -27,7 +27,6 @@ import urllib.request
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-HOST_IP, NS_IP = "10.201.0.1", "10.201.0.2"
 WARMUP_S = 3.0
 WINDOW_S = 10.0
 LOSS_PERCENT = 5
@@ -95,45 +94,27 @@ import pytest  # noqa: E402  (not needed by the script mode above)
 from room_client import ControlAPI, RoomClient, until  # noqa: E402
 
 
-def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(list(args), check=check, capture_output=True, text=True, timeout=20)
-
-
 @contextlib.contextmanager
 def namespace():
-    """A namespace joined to the host by a veth pair; always deleted afterwards."""
-    if shutil.which("ip") is None or shutil.which("nft") is None:
-        pytest.fail("the loss test needs `ip` (iproute2) and `nft` (nftables), and root")
-    tag = f"{os.getpid() % 100000}"
-    ns, host_if, ns_if = f"sfuloss{tag}", f"slh{tag}", f"sln{tag}"
-    try:
-        try:
-            sh("ip", "netns", "add", ns)
-        except subprocess.CalledProcessError as e:
-            pytest.fail(f"`ip netns add` is unavailable here (the loss test needs root): {e.stderr}")
-        sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
-        sh("ip", "link", "set", ns_if, "netns", ns)
-        sh("ip", "addr", "add", f"{HOST_IP}/24", "dev", host_if)
-        sh("ip", "link", "set", host_if, "up")
-        sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{NS_IP}/24", "dev", ns_if)
-        sh("ip", "netns", "exec", ns, "ip", "link", "set", ns_if, "up")
-        sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+    """A namespace joined to the host by a veth pair (`netns_util.Namespace`: a 10.203.x.0/24 that no
+    other interface on this host holds, so that a concurrent test run's namespace cannot take the
+    replies); always deleted afterwards."""
+    if shutil.which("nft") is None:
+        pytest.fail("the loss test needs `nft` (nftables), `ip` (iproute2), and root")
+    from netns_util import Namespace
+    with Namespace(prefix="sfuloss") as ns:
         yield ns
-    finally:
-        sh("ip", "netns", "del", ns, check=False)
-        sh("ip", "link", "del", host_if, check=False)   # gone with the namespace already, normally
 
 
-def add_loss(ns: str, media_port: int, percent: int) -> None:
-    sh("ip", "netns", "exec", ns, "nft", "add", "table", "inet", "sfuloss")
-    sh("ip", "netns", "exec", ns, "nft", "add", "chain", "inet", "sfuloss", "in",
-       "{ type filter hook input priority 0; }")
-    sh("ip", "netns", "exec", ns, "nft", "add", "rule", "inet", "sfuloss", "in", "udp", "sport", str(media_port),
-       "numgen", "random", "mod", "100", "<", str(percent), "counter", "drop")
+def add_loss(ns, media_port: int, percent: int) -> None:
+    ns.exec("nft", "add", "table", "inet", "sfuloss")
+    ns.exec("nft", "add", "chain", "inet", "sfuloss", "in", "{ type filter hook input priority 0; }")
+    ns.exec("nft", "add", "rule", "inet", "sfuloss", "in", "udp", "sport", str(media_port),
+            "numgen", "random", "mod", "100", "<", str(percent), "counter", "drop")
 
 
-def dropped(ns: str) -> int:
-    out = sh("ip", "netns", "exec", ns, "nft", "list", "chain", "inet", "sfuloss", "in").stdout
+def dropped(ns) -> int:
+    out = ns.exec("nft", "list", "chain", "inet", "sfuloss", "in").stdout
     m = re.search(r"counter packets (\d+)", out)
     return int(m.group(1)) if m else -1
 
@@ -151,9 +132,9 @@ def wait_healthy(base_url: str, proc, timeout: float = 20) -> None:
     raise RuntimeError(f"sfu not healthy on {base_url} after {timeout}s")
 
 
-async def run_subscriber(ns: str, url: str, publisher: str) -> dict:
+async def run_subscriber(ns, url: str, publisher: str) -> dict:
     proc = await asyncio.create_subprocess_exec(
-        "ip", "netns", "exec", ns, sys.executable, str(HERE / "test_room_loss.py"), url, publisher,
+        *ns.prefix(), sys.executable, str(HERE / "test_room_loss.py"), url, publisher,
         str(WARMUP_S), str(WINDOW_S), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         cwd=str(ROOT))
     try:
@@ -172,8 +153,8 @@ async def run_subscriber(ns: str, url: str, publisher: str) -> dict:
 def test_subscriber_under_5_percent_loss(sfu_factory):
     key = "loss-" + secrets.token_hex(16)
     with namespace() as ns:
-        sfu = sfu_factory(env={"SFU_API_KEY": key, "SFU_HTTP_HOST": HOST_IP, "SFU_MEDIA_HOST": HOST_IP}, wait=False)
-        base = f"http://{HOST_IP}:{sfu.http_port}"
+        sfu = sfu_factory(env={"SFU_API_KEY": key, "SFU_HTTP_HOST": ns.host_ip, "SFU_MEDIA_HOST": ns.host_ip}, wait=False)
+        base = f"http://{ns.host_ip}:{sfu.http_port}"
         wait_healthy(base, sfu.proc)
         api = ControlAPI(base, key)
         rid = api.create_room(name="loss")["id"]
