@@ -28,9 +28,11 @@ struct RoomTests {
     }
 
     /// Sends `frames` video frames (a keyframe first) and as many audio packets, one per 10 ms step.
+    /// `before`: called before each frame with its index (to change the harness's loss mid-stream).
     static func stream(_ h: RoomHarness, _ pub: RoomHarness.Peer, frames: Int, firstSeq: UInt16 = 100, keyframes: Set<Int> = [0],
-                       skip: Set<UInt16> = []) {
+                       skip: Set<UInt16> = [], before: (Int) -> Void = { _ in }) {
         for i in 0..<frames {
+            before(i)
             let seq = firstSeq &+ UInt16(i)
             if !skip.contains(seq) {
                 h.sendRTP(pub, RTPPacket(payloadType: 96, sequenceNumber: seq, timestamp: 90_000 &+ UInt32(i) * 3000, ssrc: videoSSRC,
@@ -333,18 +335,20 @@ struct RoomTests {
     /// pacer (``MediaPacer``): spread over its queue time at the pacing rate instead of one burst
     /// in one step, every packet delivered, in order. Without the pacer all 40 arrive in the step
     /// the keyframe came in.
-    @Test func aKeyframeBurstLeavesAtThePacingRate() throws {
+    /// Streams 4 s of ~160 kbit/s video and audio to one transport-cc subscriber (past the 3 s
+    /// warm-up, so the estimate is a measurement near what is sent), 30 % of what it is sent lost
+    /// over the middle second when `congested` (the estimator cuts for loss), then a 40 KB keyframe
+    /// in one step: what the subscriber received of it, when, and the room's paced-packet count.
+    static func keyframeBurst(congested: Bool) throws -> (packets: [RTPPacket], spanNanos: Int64, paced: Int, estimate: Int64) {
         let (h, pub, subs, tracks) = try Self.room(subscribers: 1)
         let s = subs[0]
         s.sendsTransportCC = true
-        // 4 s of ~160 kbit/s video and audio: past the warm-up (3 s of feedback, unpaced), the
-        // estimate is a measurement near what is sent.
-        Self.stream(h, pub, frames: 400)
+        Self.stream(h, pub, frames: 400) { i in h.loss = congested && (150..<250).contains(i) ? 30 : 0 }
+        h.loss = 0
         let estimate = try #require(h.room.snapshot(nowNanos: h.now).first { $0.peer.peerID == s.info.peerID }?.quality.downlinkEstimate)
-        #expect(estimate < 2_000_000, "estimate \(estimate): the burst below must be far over what it allows at once")
         let video = try #require(s.ssrc(peer: pub.info.peerID, track: tracks.video))
         let before = s.received[video.ssrc]?.count ?? 0
-        // A 40 KB keyframe in one step.
+        let pacedBefore = h.room.counters().pacedPackets
         let start = h.now
         for k in 0..<40 {
             h.sendRTP(pub, RTPPacket(payloadType: 96, sequenceNumber: UInt16(100 + 400 + k), timestamp: 90_000 + 400 * 3000, ssrc: Self.videoSSRC,
@@ -353,13 +357,32 @@ struct RoomTests {
         h.run(steps: 60)
         let packets = try (s.received[video.ssrc] ?? []).dropFirst(before).map { try RTPPacket(parsing: $0) }
         let times = Array((s.receivedTimes[video.ssrc] ?? []).dropFirst(before))
+        return (packets, (times.last ?? start) - (times.first ?? start), h.room.counters().pacedPackets - pacedBefore, estimate)
+    }
+
+    /// On a path that showed congestion, a keyframe leaves at the pacing rate (1.1x the estimate),
+    /// not in one burst that would queue in the bottleneck and read as delay.
+    @Test func aKeyframeBurstLeavesAtThePacingRateOnACongestedPath() throws {
+        let (packets, span, paced, estimate) = try Self.keyframeBurst(congested: true)
+        #expect(estimate < 2_000_000, "estimate \(estimate): the burst must be far over what it allows at once")
         #expect(packets.count == 40, "every packet of the keyframe arrived: \(packets.count)")
         #expect(zip(packets, packets.dropFirst()).allSatisfy { $1.sequenceNumber == $0.sequenceNumber &+ 1 }, "in order, no gap")
         #expect(zip(packets, 0...).allSatisfy { p, k in p.payload.last == UInt8(truncatingIfNeeded: k) }, "each packet's own payload")
-        let span = (times.last ?? start) - (times.first ?? start)
+        #expect(paced > 0, "the pacer held packets back")
         // At 1.1x an estimate under 2 Mbit/s 40 KB take over 140 ms; a queue drains within ~250 ms.
         #expect(span >= 100_000_000, "the keyframe left within \(span / 1_000_000) ms")
         #expect(span <= 300_000_000, "the keyframe took \(span / 1_000_000) ms")
+    }
+
+    /// A path without a cut for congestion is no bottleneck near our rate: its estimate is
+    /// application-limited, and pacing by it would only delay keyframes. They leave at once.
+    @Test func onAPathWithoutCongestionAKeyframeLeavesAtOnce() throws {
+        let (packets, span, paced, estimate) = try Self.keyframeBurst(congested: false)
+        #expect(estimate < 2_000_000, "estimate \(estimate): pacing by it would spread the keyframe over 140 ms or more")
+        #expect(packets.count == 40, "every packet of the keyframe arrived: \(packets.count)")
+        #expect(zip(packets, packets.dropFirst()).allSatisfy { $1.sequenceNumber == $0.sequenceNumber &+ 1 }, "in order, no gap")
+        #expect(paced == 0, "nothing paced: \(paced)")
+        #expect(span <= 10_000_000, "the keyframe took \(span / 1_000_000) ms")
     }
 
     @Test func observersCannotPublish() throws {

@@ -37,6 +37,13 @@ struct DownlinkController {
     /// current layers cost (audio comes off first): keeping them must need less than that.
     static let afterDelayCutKeepFactor = 0.7
     static let keepingUpRatio = 0.87
+    /// Video is paced (``MediaPacer``) while the estimator has cut for congestion (delay or loss)
+    /// within this long. A path that has shown none is not a bottleneck near our rate, and pacing
+    /// it would only hold keyframes back: its estimate is application-limited (1.5x what is sent),
+    /// so 1.1x of it spreads a keyframe over tens of milliseconds for nothing (the load benchmark's
+    /// p99 went from 1.6 to 38 ms with pacing always on). A link that the media fill (issue 20's
+    /// 1.2 Mbit/s with a 1080p publisher) shows a cut every few seconds and stays paced.
+    static let pacingAfterCongestionNanos: Int64 = 10_000_000_000
     /// Until 3 s of transport-cc feedback (or 3 s after a REMB-only subscriber connected) the
     /// estimate is mostly the start value: nothing is paused on it.
     static let warmUpNanos: Int64 = 3_000_000_000
@@ -93,6 +100,15 @@ struct DownlinkController {
     func congestionSeen(nowNanos: Int64) -> Bool {
         guard transportCC else { return true }
         return estimator.lastCongestionNanos.map { nowNanos - $0 < Self.pauseEvidenceNanos } ?? false
+    }
+
+    /// Whether video is paced now: past the warm-up (before it the estimate is mostly the start
+    /// value), and only on a path that showed congestion within ``pacingAfterCongestionNanos``
+    /// (transport-cc), or always for a REMB subscriber (no congestion signal of our own).
+    func pacingWanted(nowNanos: Int64) -> Bool {
+        guard !warmingUp(nowNanos: nowNanos) else { return false }
+        guard transportCC else { return true }
+        return estimator.lastCongestionNanos.map { nowNanos - $0 < Self.pacingAfterCongestionNanos } ?? false
     }
 
     // MARK: Input

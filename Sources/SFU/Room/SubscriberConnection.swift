@@ -245,13 +245,14 @@ final class SubscriberConnection: WorkerSession, WebRTCTransportDelegate {
     var pacer = MediaPacer<PacedPacket>()
     /// A wake-up for the pacer's next release is asked of the host for this time.
     private var pacerWakeNanos: Int64?
-    /// The pacing rate, bytes/s; nil (nothing paced) until the estimate is a measurement: during the
-    /// warm-up it is mostly the start value, and pacing the first keyframes by it would only delay
-    /// the first picture and each step up. Paced from what the allocation spends when that is more
-    /// than the estimate (a layer kept through a cut, ``DownlinkController/keepFactor(nowNanos:)``):
-    /// the pacer must never be what holds the media back.
+    /// The pacing rate, bytes/s; nil (nothing paced) while ``DownlinkController/pacingWanted(nowNanos:)``
+    /// says no: during the warm-up the estimate is mostly the start value, and pacing the first
+    /// keyframes by it would only delay the first picture and each step up; a path without a
+    /// recent cut for congestion is no bottleneck near our rate. Paced from what the allocation
+    /// spends when that is more than the estimate (a layer kept through a cut,
+    /// ``DownlinkController/keepFactor(nowNanos:)``): the pacer must never be what holds the media back.
     func pacingRate(nowNanos: Int64) -> Double? {
-        guard let estimate = downlink.estimate, !downlink.warmingUp(nowNanos: nowNanos) else { return nil }
+        guard let estimate = downlink.estimate, downlink.pacingWanted(nowNanos: nowNanos) else { return nil }
         return MediaPacer<PacedPacket>.rate(estimateBitsPerSecond: max(estimate, Double(downlink.allocatedBitrate)))
     }
 
