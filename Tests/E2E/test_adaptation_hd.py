@@ -230,9 +230,12 @@ def run_hd_scenario(sfu_factory, chromiums, tmp_path_factory, netns, size: str) 
     switches = metric(scraped, "sfu_layer_switches_total")
     paced = metric(scraped, "sfu_paced_packets_total")
     summary = "\n".join(figures) + f"\nsfu_layer_switches_total {switches}\nsfu_paced_packets_total {paced}"
-    # Under a limit the frames of a layer that fills most of the link leave through the pacer
-    # (docs/ARCHITECTURE.md, "Pacing"), not as one burst each.
-    if not paced:
+    # A 1080p publisher's middle layer fills ~80 % of the 1.2 Mbit/s link, whose estimate is then cut
+    # for delay every few seconds: its frames leave through the pacer (docs/ARCHITECTURE.md,
+    # "Pacing"), not as one burst each. (The pacer runs only on a path cut for congestion within
+    # 10 s; a 720p publisher's layers leave enough room that a run may see no cut, and its frames
+    # may fit the pacer's burst: nothing to assert there.)
+    if size == "1080p" and not paced:
         problems.append(f"no video packet was paced ({paced}): every frame left as one burst")
     print(tl_weak.report() + "\n" + tl_open.report() + "\n" + summary)
     assert not problems, "\n".join(problems) + "\n" + summary + "\n" + describe(sfu, room.pages, [tl_weak, tl_open])

@@ -220,6 +220,58 @@ struct DownlinkControllerTests {
         #expect(stayed.estimate < 0.8 * moved.estimate, "\(stayed.estimate) against \(moved.estimate); \(stayed.decisions)")
     }
 
+    /// A loss report that cuts the estimate under the lowest layer is not yet a reason to pause: the
+    /// lowest layer is kept until every round has found it not fitting for
+    /// `pauseAfterStarvedNanos`, and a path that goes on losing half its packets is paused then.
+    @Test func aPauseNeedsTheLowestLayerStarvedForTwoSeconds() {
+        var d = DownlinkController()
+        d.transportCC = true
+        var sequence: Int64 = 0
+        // 1,000-byte packets every 20 ms (400 kbit/s), 20 ms in flight; every other one lost if `lossy`.
+        func packets(from start: Int64, count: Int, lossy: Bool) -> [PacketResult] {
+            (0..<count).map { i in
+                defer { sequence += 1 }
+                let sent = start + Int64(i) * 20_000_000
+                return PacketResult(sequence: sequence, sendNanos: sent, size: 1000,
+                                    arrivalNanos: lossy && sequence % 2 == 0 ? nil : sent + 20_000_000, probeCluster: nil)
+            }
+        }
+        let video: [[Int64?]] = [[250_000], [600_000]]
+        let onLowest = Self.track(target: .init(spatial: 0, temporal: 0), current: 0, bitrates: video)
+        var now: Int64 = 0
+        for s in 0..<6 as Range<Int64> {
+            now = (s + 1) * Self.second
+            _ = d.received(feedback: packets(from: s * Self.second, count: 50, lossy: false), rttNanos: 40_000_000, nowNanos: now)
+            _ = d.allocate(audio: 40_000, video: [onLowest], nowNanos: now)
+        }
+        #expect((d.estimate ?? 0) - 40_000 >= 250_000, "the lowest layer fits before the loss: \(d.estimate ?? 0)")
+        // Feedback and an allocation every 250 ms, half the packets lost.
+        var starvedAt: Int64?
+        var pausedAt: Int64?
+        var decisionsWhileStarved: [DownlinkController.Decision] = []
+        for _ in 0..<48 where pausedAt == nil {
+            let start = now
+            now += 250_000_000
+            _ = d.received(feedback: packets(from: start, count: 12, lossy: true), rttNanos: 40_000_000, nowNanos: now)
+            if starvedAt == nil, (d.estimate ?? 0) - 40_000 < 250_000 { starvedAt = now }
+            let decisions = d.allocate(audio: 40_000, video: [onLowest], nowNanos: now)
+            if decisions.contains(where: { if case .pause = $0 { true } else { false } }) {
+                pausedAt = now
+            } else if starvedAt != nil {
+                decisionsWhileStarved += decisions
+            }
+        }
+        guard let starvedAt, let pausedAt else {
+            Issue.record("starved at \(String(describing: starvedAt)), paused at \(String(describing: pausedAt)); estimate \(d.estimate ?? 0)")
+            return
+        }
+        #expect(pausedAt - starvedAt >= DownlinkController.pauseAfterStarvedNanos, "paused \((pausedAt - starvedAt) / 1_000_000) ms after the lowest layer stopped fitting")
+        #expect(pausedAt - starvedAt <= DownlinkController.pauseAfterStarvedNanos + 500_000_000, "paused \((pausedAt - starvedAt) / 1_000_000) ms after")
+        #expect(!decisionsWhileStarved.isEmpty && decisionsWhileStarved.allSatisfy {
+            if case .target(7, .init(spatial: 0, temporal: 0), _, _) = $0 { true } else { false }
+        }, "the lowest layer kept until then: \(decisionsWhileStarved)")
+    }
+
     /// Probe clusters go out paced at their rate, and are dropped without a carrier.
     @Test func probesArePacedAndNeedACarrier() throws {
         var d = DownlinkController()

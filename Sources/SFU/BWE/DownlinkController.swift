@@ -17,6 +17,14 @@ struct DownlinkController {
     /// loss) within this long: a low estimate without that evidence (application-limited, start-up)
     /// keeps the lowest layer.
     static let pauseEvidenceNanos: Int64 = 2_000_000_000
+    /// With transport-cc, video is paused only once its lowest layer has not fitted for this long
+    /// (every allocation round in between said so, each with congestion seen); until then it keeps
+    /// the lowest layer. The first feedback after a limit falls on a path (a 5 Mbit/s layer meeting
+    /// a 500 kbit/s link) reports the burst that overflowed it, and the loss cut leaves an estimate
+    /// far under the link for a second or so: pausing on that one report stopped the video for a
+    /// second on a link that carries the lowest layer three times over (issue 20's 1080p runs).
+    /// A path that really cannot carry it goes on reporting loss and delay, and is paused 2 s later.
+    static let pauseAfterStarvedNanos: Int64 = 2_000_000_000
     /// While the estimator has cut nothing for congestion for this long, the current layers are kept
     /// as long as `uncongestedKeepFactor` of their cost fits: a layer's measured bitrate jumps with
     /// each keyframe (and with a publisher's encoder starting a layer), and a path that carries it
@@ -81,6 +89,9 @@ struct DownlinkController {
         var upgradeHold = UpgradeHold(baseNanos: DownlinkController.upgradeHoldNanos)
         /// When it was last paused for bandwidth (its resume hold).
         var pausedNanos: Int64?
+        /// Since when every round found its lowest layer not fitting, while it is not paused
+        /// (``pauseAfterStarvedNanos``); nil while it fits.
+        var starvedSinceNanos: Int64?
     }
     private(set) var memory: [UInt32: TrackMemory] = [:]
 
@@ -224,12 +235,22 @@ struct DownlinkController {
             guard tracks[i].bitrates.contains(where: { $0.contains { $0 != nil } }) else { continue }
             var m = memory[v.key] ?? TrackMemory()
             var choice = choices[i]
-            if choice == .paused, !v.paused, warmingUp(nowNanos: nowNanos) || !congestionSeen(nowNanos: nowNanos),
-               let lowest = tracks[i].lowestLayer {
-                // The first seconds' estimate is the start value, not a measurement, and without a
-                // congestion signal a low estimate is no evidence that the path cannot carry video:
-                // keep (or start on) the lowest layer.
-                choice = .layer(lowest)
+            if choice == .paused, !v.paused, let lowest = tracks[i].lowestLayer {
+                if warmingUp(nowNanos: nowNanos) || !congestionSeen(nowNanos: nowNanos) {
+                    // The first seconds' estimate is the start value, not a measurement, and without a
+                    // congestion signal a low estimate is no evidence that the path cannot carry video:
+                    // keep (or start on) the lowest layer.
+                    choice = .layer(lowest)
+                    m.starvedSinceNanos = nil
+                } else if transportCC {
+                    // One cut is not yet sustained evidence: keep the lowest layer until the rounds
+                    // have found it not fitting for ``pauseAfterStarvedNanos``.
+                    let since = m.starvedSinceNanos ?? nowNanos
+                    m.starvedSinceNanos = since
+                    if nowNanos - since < Self.pauseAfterStarvedNanos { choice = .layer(lowest) }
+                }
+            } else {
+                m.starvedSinceNanos = nil
             }
             switch choice {
             case .paused:
