@@ -246,9 +246,9 @@ struct BandwidthEstimatorTests {
 
     /// Issue 20: under a `tc tbf` limit (500 kbit/s, ~80 ms of queue) on a LAN (a few ms of RTT)
     /// the estimate used 25-75% of the link. At steady state its mean must be within 15% of the
-    /// link's rate: near the last overuse it grows by about one packet per RTT, but no faster than
-    /// one per 100 ms (`AdditiveIncreaseTests`): one per RTT alone is 0.96 Mbit/s per second at a
-    /// 10 ms RTT, which overshoots a small link every second and cuts it back each time.
+    /// link's rate. (Near the last overuse the estimate grows by one packet per RTT, ~0.96 Mbit/s a
+    /// second at a 10 ms RTT; libwebrtc adds one per RTT + 100 ms. That slower climb was tried,
+    /// e9c10fa, and reverted: on the E2E's 1.2 Mbit/s link it lowered the mean estimate.)
     @Test(arguments: [500_000.0, 1_200_000.0, 2_500_000.0])
     func aLimitedLinkIsUsedWithinFifteenPercentAtSteadyState(_ capacity: Double) {
         var sim = EstimatorSimulation.lan(capacity: capacity)
@@ -421,54 +421,5 @@ struct SendHistoryTests {
         let results = recorder.buildFeedback().flatMap { history.onFeedback($0) { written[$0] } }
         #expect(results.map(\.sequence) == [10, 11, 12])
         #expect(results.map(\.sendNanos) == [1_900_000, 1_900_000, 2_000_000])
-    }
-}
-
-
-@Suite("Bandwidth estimation: the climb back after a cut")
-struct AdditiveIncreaseTests {
-    static let ms: Int64 = 1_000_000
-
-    /// What the estimate was at each feedback after a cut for delay, on a LAN path (11 ms RTT)
-    /// carrying 1 Mbit/s: (seconds since the cut, estimate).
-    static func climbAfterCut() -> (atCut: Double, trace: [(t: Double, estimate: Double)]) {
-        var e = BandwidthEstimator()
-        e.setRTT(nanos: 11 * ms)
-        e.allocatedBitrate = 1_000_000
-        var sequence: Int64 = 0
-        var now: Int64 = 0
-        var extra: Int64 = 0
-        var cutAt: Int64?
-        var atCut = 0.0
-        var trace: [(Double, Double)] = []
-        // 1,250 bytes every 10 ms; feedback every 100 ms. 20 s steady, 300 ms of a queue growing by
-        // 2 ms a packet, then the queue gone and the delay steady again for 4 s.
-        for batch in 0..<243 {
-            let packets = (0..<10).map { i -> PacketResult in
-                defer { sequence += 1 }
-                let sent = now + Int64(i) * 10 * ms
-                if (200..<203).contains(batch) { extra += 2 * ms } else { extra = 0 }
-                return PacketResult(sequence: sequence, sendNanos: sent, size: 1250, arrivalNanos: sent + 5 * ms + extra, probeCluster: nil)
-            }
-            now += 100 * ms
-            e.onFeedback(packets, nowNanos: now + 5 * ms)
-            if cutAt == nil, let c = e.lastDelayCongestionNanos { cutAt = c; atCut = e.estimate }
-            if let c = cutAt { trace.append((Double(now + 5 * ms - c) / 1e9, e.estimate)) }
-        }
-        return (atCut, trace)
-    }
-
-    /// Near the last overuse the estimate climbs about one packet per 100 ms at most (~96 kbit/s a
-    /// second), not one per RTT: at 11 ms that was ~870 kbit/s a second, back past a 1.2 Mbit/s link
-    /// within a second of each cut (issue 20's 1080p runs cut every 0.6-0.9 s).
-    @Test func nearTheLastOveruseTheClimbIsAboutOnePacketPerHundredMilliseconds() {
-        let (atCut, trace) = Self.climbAfterCut()
-        #expect(atCut > 0, "the growing queue was seen as overuse")
-        let described = trace.map { "\(String(format: "%.1f", $0.t)):\(Int($0.estimate / 1000))" }.joined(separator: " ")
-        let afterOne = trace.last { $0.t <= 1.0 }?.estimate ?? .infinity
-        let afterFour = trace.last?.estimate ?? 0
-        #expect(afterOne - atCut <= 150_000, "climbed \(Int(afterOne - atCut)) bit/s in the first second after the cut to \(Int(atCut)): \(described)")
-        // It does climb back, and leaves the neighbourhood of the overuse.
-        #expect(afterFour - atCut >= 250_000, "only \(Int(afterFour - atCut)) bit/s in 4 s: \(described)")
     }
 }

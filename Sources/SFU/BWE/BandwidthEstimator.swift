@@ -114,9 +114,6 @@ package struct BandwidthEstimator: Sendable {
     /// A full video packet (bytes): the step of additive increase near a known limit (one packet
     /// per RTT, libwebrtc's AIMD) and the size probe clusters are counted in.
     package static let typicalPacketBytes = 1200
-    /// About how long the overuse detector takes to see a queue: the additive increase adds at most
-    /// one packet per this long.
-    static let overuseResponseNanos: Int64 = 100_000_000
     /// The highest rate the path carried without congestion in the last ``provenWindowNanos`` (nil: none).
     package var provenBitrate: Double? { provenSamples.map(\.bitrate).max() }
     /// When the last probe came back at 80% of its rate or more: the next may follow at once.
@@ -359,13 +356,8 @@ package struct BandwidthEstimator: Sendable {
             provenSamples.removeAll { nowNanos - $0.nanos > Self.provenWindowNanos }
             let before = delayBased
             if nearLastOveruse {
-                // Near the last known limit: about one packet per RTT, but no faster than one per
-                // ~100 ms, about what the overuse detector takes to see a queue (libwebrtc waits
-                // RTT + 100 ms). One packet per RTT alone climbed ~800 kbit/s a second on an 11 ms
-                // LAN path, back past a 1.2 Mbit/s link within a second of each cut: a sawtooth
-                // that cut every ~0.6-0.9 s, each cut a chance to drop a layer (issue 20's 1080p runs).
-                let response = max(rttNanos, Self.overuseResponseNanos)
-                delayBased += Double(Self.typicalPacketBytes * 8) * dt / (Double(response) / 1e9)
+                // Near the last known limit: about one packet per RTT.
+                delayBased += Double(Self.typicalPacketBytes * 8) * dt / (Double(rttNanos) / 1e9)
             } else {
                 delayBased *= pow1_08(dt)
             }
