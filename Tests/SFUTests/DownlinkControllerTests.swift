@@ -95,6 +95,33 @@ struct DownlinkControllerTests {
                 == [.target(7, .init(spatial: 2, temporal: 0), dropCurrent: false, changed: true)])
     }
 
+    /// An upgrade undone within seconds failed: the estimate it was made on, not the cut that undid
+    /// it, is what the path must grow 1.5x past to lift the hold (a probe back to where it was is
+    /// no new path). Issue 20: 1080p at 1.2 Mbit/s went up and down every 2-3 s.
+    @Test func aFailedUpgradeHoldsAgainstTheEstimateItWasMadeOn() {
+        var d = Self.remb(700_000)
+        let t0 = 4 * Self.second
+        let first = d.allocate(audio: 0, video: [Self.track()], nowNanos: t0)
+        #expect(first == [.target(7, .init(spatial: 1, temporal: 0), dropCurrent: false, changed: true)])
+        let middle = Self.track(target: .init(spatial: 1, temporal: 0), current: 1)
+        let top = Self.track(target: .init(spatial: 2, temporal: 0), current: 2)
+        // A probe lifts the estimate to 1.2 M: up to the top layer.
+        d.received(remb: 1_200_000)
+        let up = d.allocate(audio: 0, video: [middle], nowNanos: t0 + 5 * Self.second)
+        #expect(up == [.target(7, .init(spatial: 2, temporal: 0), dropCurrent: false, changed: true)])
+        // Its keyframe's queue: the estimate is cut to 600 k, and the layer goes back down.
+        d.received(remb: 600_000)
+        let down = d.allocate(audio: 0, video: [top], nowNanos: t0 + 5 * Self.second + Self.second / 2)
+        #expect(down.first.map { if case .target(7, let l, _, true) = $0 { l.spatial == 1 } else { false } } == true, "\(down)")
+        // The next probe brings it back to 1.2 M, twice the cut: held all the same.
+        d.received(remb: 1_200_000)
+        let held = d.allocate(audio: 0, video: [middle], nowNanos: t0 + 7 * Self.second)
+        #expect(held == [.target(7, .init(spatial: 1, temporal: 0), dropCurrent: false, changed: false)])
+        // Until the hold ends.
+        let later = d.allocate(audio: 0, video: [middle], nowNanos: t0 + 5 * Self.second + Self.second / 2 + DownlinkController.upgradeHoldNanos)
+        #expect(later == [.target(7, .init(spatial: 2, temporal: 0), dropCurrent: false, changed: true)])
+    }
+
     @Test func aLayerFarOverTheBudgetIsDroppedAtOnce() {
         var d = Self.remb(2_000_000)
         _ = d.allocate(audio: 0, video: [Self.track()], nowNanos: 4 * Self.second)

@@ -25,6 +25,8 @@ struct DownlinkController {
     /// second on a link that carries the lowest layer three times over (issue 20's 1080p runs).
     /// A path that really cannot carry it goes on reporting loss and delay, and is paused 2 s later.
     static let pauseAfterStarvedNanos: Int64 = 2_000_000_000
+    /// A downgrade this soon after an upgrade undoes it: the upgrade failed (``TrackMemory/lastUpgrade``).
+    static let failedUpgradeNanos: Int64 = 3_000_000_000
     /// While the estimator has cut nothing for congestion for this long, the current layers are kept
     /// as long as `uncongestedKeepFactor` of their cost fits: a layer's measured bitrate jumps with
     /// each keyframe (and with a publisher's encoder starting a layer), and a path that carries it
@@ -89,6 +91,9 @@ struct DownlinkController {
         var upgradeHold = UpgradeHold(baseNanos: DownlinkController.upgradeHoldNanos)
         /// When it was last paused for bandwidth (its resume hold).
         var pausedNanos: Int64?
+        /// When it was last moved up a spatial layer, and the estimate then (``failedUpgradeNanos``).
+        var lastUpgradeNanos: Int64?
+        var estimateAtUpgrade = 0.0
         /// Since when every round found its lowest layer not fitting, while it is not paused
         /// (``pauseAfterStarvedNanos``); nil while it fits.
         var starvedSinceNanos: Int64?
@@ -263,7 +268,21 @@ struct DownlinkController {
                 // Coming out of a pause starts from the lowest layers: that is not a downgrade, and must
                 // not hold the climb back for 4 s.
                 if v.paused { decisions.append(.resume(v.key, estimate: estimate)) }
-                if m.allocated, !v.paused, l < v.target { m.upgradeHold.downgraded(at: nowNanos, estimate: estimate) }
+                if m.allocated, !v.paused, l < v.target {
+                    // The hold is lifted when the estimate grows to 1.5x what it was at the downgrade
+                    // (the path changed). After an upgrade that failed, that is the estimate the
+                    // upgrade was made on: the cut that undid it (0.9x the acked rate, mostly the
+                    // lower layer's) is no measure of the path, and a probe back to where it was
+                    // lifted the hold at once (issue 20: 1080p at 1.2 Mbit/s went up and down every
+                    // 2-3 s, each time on the estimate the probe restored).
+                    var reference = estimate
+                    if let up = m.lastUpgradeNanos, nowNanos - up < Self.failedUpgradeNanos { reference = max(reference, m.estimateAtUpgrade) }
+                    m.upgradeHold.downgraded(at: nowNanos, estimate: reference)
+                }
+                if m.allocated, !v.paused, l.spatial > v.target.spatial {
+                    m.lastUpgradeNanos = nowNanos
+                    m.estimateAtUpgrade = estimate
+                }
                 var drop = false
                 if let current = v.currentSpatial, l.spatial < current,
                    let cost = tracks[i].cost(.init(spatial: current, temporal: min(v.currentTemporal, tracks[i].bitrates[current].count - 1))),
