@@ -25,7 +25,7 @@ struct DownlinkController {
     /// second on a link that carries the lowest layer three times over (issue 20's 1080p runs).
     /// A path that really cannot carry it goes on reporting loss and delay, and is paused 2 s later.
     static let pauseAfterStarvedNanos: Int64 = 2_000_000_000
-    /// A downgrade this soon after an upgrade undoes it: the upgrade failed (``TrackMemory/lastUpgrade``).
+    /// A downgrade this soon after an upgrade undoes it: the upgrade failed (``TrackMemory/lastUpgradeNanos``).
     static let failedUpgradeNanos: Int64 = 3_000_000_000
     /// While the estimator has cut nothing for congestion for this long, the current layers are kept
     /// as long as `uncongestedKeepFactor` of their cost fits: a layer's measured bitrate jumps with
