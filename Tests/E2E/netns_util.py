@@ -133,6 +133,16 @@ class Namespace:
         self.close()
 
 
+@contextlib.contextmanager
+def nft_namespace(prefix: str):
+    """A `Namespace` for a test that drops packets with nftables inside it (the loss tests); fails
+    (never skips) without `nft`."""
+    if shutil.which("nft") is None:
+        pytest.fail("`nft` (nftables) is needed (scripts/install-deps.sh installs it), and root")
+    with Namespace(prefix=prefix) as ns:
+        yield ns
+
+
 BASE_ARGS = ["--headless=new", "--no-sandbox", "--no-first-run", "--disable-extensions",
              "--disable-dev-shm-usage", "--disable-gpu", "--mute-audio",
              "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",

@@ -822,16 +822,12 @@ def test_sigkill_mid_recording_leaves_a_playable_file(sfu_factory, sfu_bin, tmp_
 
 # --- 4. 5 % loss on the publisher's uplink ------------------------------------------------------------
 
-@contextlib.contextmanager
 def namespace():
     """A namespace joined to the host by a veth pair (`netns_util.Namespace`: a 10.203.x.0/24 that no
     other interface on this host holds, so that a concurrent test run's namespace cannot take the
     replies); always deleted."""
-    if shutil.which("nft") is None:
-        pytest.fail("the loss test needs `nft` (nftables), `ip` (iproute2), and root")
-    from netns_util import Namespace
-    with Namespace(prefix="sfurec") as ns:
-        yield ns
+    from netns_util import nft_namespace
+    return nft_namespace("sfurec")
 
 
 def add_uplink_loss(ns, media_port: int, percent: int) -> None:

@@ -15,11 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import pathlib
 import re
 import secrets
-import shutil
 import subprocess
 import sys
 import time
@@ -89,21 +87,15 @@ if __name__ == "__main__":
 
 # --- the test ------------------------------------------------------------------------------------
 
-import pytest  # noqa: E402  (not needed by the script mode above)
-
 from room_client import ControlAPI, RoomClient, until  # noqa: E402
 
 
-@contextlib.contextmanager
 def namespace():
     """A namespace joined to the host by a veth pair (`netns_util.Namespace`: a 10.203.x.0/24 that no
     other interface on this host holds, so that a concurrent test run's namespace cannot take the
     replies); always deleted afterwards."""
-    if shutil.which("nft") is None:
-        pytest.fail("the loss test needs `nft` (nftables), `ip` (iproute2), and root")
-    from netns_util import Namespace
-    with Namespace(prefix="sfuloss") as ns:
-        yield ns
+    from netns_util import nft_namespace
+    return nft_namespace("sfuloss")
 
 
 def add_loss(ns, media_port: int, percent: int) -> None:

@@ -111,20 +111,18 @@ struct DownlinkController {
         return since.map { nowNanos - $0 < Self.warmUpNanos } ?? true
     }
 
-    /// Whether the downlink shows congestion: for a REMB subscriber its REMB is the receiver's own
-    /// verdict; with transport-cc, a cut for delay or loss within ``pauseEvidenceNanos``.
-    func congestionSeen(nowNanos: Int64) -> Bool {
+    /// Whether the downlink shows congestion within `window`: for a REMB subscriber its REMB is the
+    /// receiver's own verdict (always true); with transport-cc, a cut for delay or loss that recent.
+    func congestionSeen(within window: Int64 = Self.pauseEvidenceNanos, nowNanos: Int64) -> Bool {
         guard transportCC else { return true }
-        return estimator.lastCongestionNanos.map { nowNanos - $0 < Self.pauseEvidenceNanos } ?? false
+        return estimator.lastCongestionNanos.map { nowNanos - $0 < window } ?? false
     }
 
     /// Whether video is paced now: past the warm-up (before it the estimate is mostly the start
     /// value), and only on a path that showed congestion within ``pacingAfterCongestionNanos``
     /// (transport-cc), or always for a REMB subscriber (no congestion signal of our own).
     func pacingWanted(nowNanos: Int64) -> Bool {
-        guard !warmingUp(nowNanos: nowNanos) else { return false }
-        guard transportCC else { return true }
-        return estimator.lastCongestionNanos.map { nowNanos - $0 < Self.pacingAfterCongestionNanos } ?? false
+        !warmingUp(nowNanos: nowNanos) && congestionSeen(within: Self.pacingAfterCongestionNanos, nowNanos: nowNanos)
     }
 
     // MARK: Input
